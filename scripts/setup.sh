@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lingua.cpp builds with. Idempotent: does nothing when all are present.
+set -euo pipefail
+PKGS=(cmake ninja-build g++ pkg-config libyaml-cpp-dev nlohmann-json3-dev libopenblas-dev
+      libsentencepiece-dev libgtest-dev libomp-dev zstd)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "setup: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
