@@ -1,0 +1,81 @@
+#include "lingua/config/config.h"
+
+#include <filesystem>
+
+namespace lingua::config_detail {
+
+std::string where(const YAML::Node& n, const std::string& origin) {
+  if (origin == "command line") return " (command line)";
+  if (n.Mark().line >= 0 && !n.Mark().is_null()) return " (" + origin + ":" + std::to_string(n.Mark().line + 1) + ")";
+  return " (" + origin + ")";
+}
+
+std::string node_text(const YAML::Node& n) {
+  if (n.IsScalar()) return n.Scalar();
+  YAML::Emitter em;
+  em << YAML::Flow << n;
+  return em.c_str();
+}
+
+YAML::Node load_yaml_file(const std::string& path) {
+  if (!std::filesystem::exists(path)) fail("config file not found: ", path);
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    fail("config file ", path, ":", e.mark.line + 1, ": YAML syntax error: ", e.msg);
+  }
+  if (root.IsNull()) return YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) fail("config file ", path, ": expected a mapping at the top level");
+  return root;
+}
+
+void apply_dotlist(YAML::Node& root, const std::string& arg, const std::vector<Lister::Entry>& valid) {
+  size_t eq = arg.find('=');
+  if (eq == std::string::npos || eq == 0)
+    fail("command-line argument '", arg, "': expected key=value (e.g. model.dim=512) or config=path.yaml");
+  std::string key = arg.substr(0, eq), text = arg.substr(eq + 1);
+  // The key must be a config path, or a child of a mapping-valued key (data.sources.wiki=1).
+  bool ok = false;
+  std::string parent_prefix;
+  for (auto& e : valid) {
+    if (e.path == key) ok = true;
+    if (e.open_map && key.rfind(e.path + ".", 0) == 0 && key.find('.', e.path.size() + 1) == std::string::npos) ok = true;
+  }
+  if (!ok) {
+    std::string parent = key.find('.') == std::string::npos ? "" : key.substr(0, key.rfind('.'));
+    std::string valid_here;
+    for (auto& e : valid) {
+      std::string p = e.path.find('.') == std::string::npos ? "" : e.path.substr(0, e.path.rfind('.'));
+      if (p == parent) valid_here += (valid_here.empty() ? "" : ", ") + e.path;
+    }
+    if (valid_here.empty())
+      for (auto& e : valid)
+        if (e.path.find('.') == std::string::npos) valid_here += (valid_here.empty() ? "" : ", ") + e.path;
+    fail("unknown config key '", key, "' in command-line argument '", arg, "'; valid keys: ", valid_here);
+  }
+  YAML::Node value;
+  try {
+    value = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail("command-line argument '", arg, "': value is not valid YAML: ", e.msg);
+  }
+  if (text.empty()) value = YAML::Node(std::string());
+  // Walk/create the path. yaml-cpp nodes are handles, so we rebuild the chain by assignment.
+  std::vector<std::string> parts;
+  size_t s = 0;
+  for (size_t i = 0; i <= key.size(); ++i)
+    if (i == key.size() || key[i] == '.') { parts.push_back(key.substr(s, i - s)); s = i + 1; }
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node next = chain.back()[parts[i]];
+    if (!next.IsDefined() || !next.IsMap()) {
+      chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      next = chain.back()[parts[i]];
+    }
+    chain.push_back(next);
+  }
+  chain.back()[parts.back()] = value;
+}
+
+}  // namespace lingua::config_detail

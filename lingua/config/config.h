@@ -1,0 +1,302 @@
+#pragma once
+// Config loading: built-in defaults < YAML file (config=path.yaml) < dot-list overrides
+// (model.dim=1024, data.sources={wiki: 0.8}), as Lingua. Every config struct lists its fields
+// once in visit(); the visitors below turn that list into the YAML reader (strict: unknown keys
+// and wrong types are errors naming the key, its path, the file and line), the dot-list
+// checker, the YAML writer and the --help listing.
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "lingua/core/error.h"
+
+namespace lingua {
+
+namespace config_detail {
+
+template <class T, class V>
+concept Visitable = requires(T t, V v) { t.visit(v); };
+
+template <class T> struct is_optional : std::false_type {};
+template <class T> struct is_optional<std::optional<T>> : std::true_type {};
+template <class T> struct is_vector : std::false_type {};
+template <class T> struct is_vector<std::vector<T>> : std::true_type {};
+template <class T> struct is_map : std::false_type {};
+template <class T> struct is_map<std::map<std::string, T>> : std::true_type {};
+
+// "file.yaml:12" for a node that came from a file, "" otherwise.
+std::string where(const YAML::Node& n, const std::string& origin);
+std::string node_text(const YAML::Node& n);
+
+template <class T> const char* type_name() {
+  if constexpr (std::is_same_v<T, bool>) return "a boolean (true/false)";
+  else if constexpr (std::is_integral_v<T>) return "an integer";
+  else if constexpr (std::is_floating_point_v<T>) return "a number";
+  else if constexpr (std::is_same_v<T, std::string>) return "a string";
+  else if constexpr (is_vector<T>::value) return "a list";
+  else if constexpr (is_map<T>::value) return "a mapping";
+  else return "a value";
+}
+
+// Scalar conversion with range and type checks. Throws lingua::Error.
+template <class T>
+T parse_scalar(const YAML::Node& n, const std::string& path, const std::string& origin) {
+  auto bad = [&]() -> T {
+    fail("config key '", path, "': expected ", type_name<T>(), ", got '", node_text(n), "'", where(n, origin));
+  };
+  if (!n.IsScalar()) return bad();
+  if constexpr (std::is_same_v<T, std::string>) {
+    return n.Scalar();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    bool b;
+    if (!YAML::convert<bool>::decode(n, b)) return bad();
+    return b;
+  } else if constexpr (std::is_integral_v<T>) {
+    long long x;
+    double d;
+    if (YAML::convert<long long>::decode(n, x)) {
+    } else if (YAML::convert<double>::decode(n, d) && d == (double)(long long)d && std::abs(d) < 9e18) {
+      x = (long long)d;  // 1e6 is a fine integer
+    } else {
+      return bad();
+    }
+    if (x < (long long)std::numeric_limits<T>::min() || x > (long long)std::numeric_limits<T>::max()) return bad();
+    return (T)x;
+  } else {
+    double d;
+    if (!YAML::convert<double>::decode(n, d)) return bad();
+    return (T)d;
+  }
+}
+
+// Reads a YAML mapping into a config struct. Unknown keys are errors listing the valid keys.
+class Reader {
+ public:
+  Reader(const YAML::Node& node, std::string path, std::string origin)
+      : node_(node), path_(std::move(path)), origin_(std::move(origin)) {}
+
+  template <class T>
+  void operator()(const char* key, T& member, const char* /*doc*/) {
+    keys_.push_back(key);
+    YAML::Node n = node_[key];
+    if (!n.IsDefined()) return;
+    read(n, child(key), member);
+  }
+  void choice(const char* key, std::string& member, std::initializer_list<const char*> choices, const char* doc) {
+    (*this)(key, member, doc);
+    for (const char* c : choices)
+      if (member == c) return;
+    std::string valid;
+    for (const char* c : choices) valid += std::string(valid.empty() ? "" : ", ") + c;
+    fail("config key '", child(key), "': '", member, "' is not one of: ", valid, where(node_[key], origin_));
+  }
+  // After visit(): every key of the node must have been a field.
+  void check_unknown() const {
+    if (!node_.IsMap()) return;
+    for (auto it = node_.begin(); it != node_.end(); ++it) {
+      std::string k = it->first.Scalar();
+      bool known = false;
+      for (auto& v : keys_) known |= (v == k);
+      if (!known) {
+        std::string valid;
+        for (auto& v : keys_) valid += (valid.empty() ? "" : ", ") + v;
+        fail("unknown config key '", k, "' at '", child(k.c_str()), "'", where(it->first, origin_),
+             "; valid keys", path_.empty() ? "" : " under '" + path_ + "'", ": ", valid);
+      }
+    }
+  }
+
+  template <class T>
+  void read(const YAML::Node& n, const std::string& path, T& member) {
+    if constexpr (is_optional<T>::value) {
+      if (n.IsNull() || (n.IsScalar() && (n.Scalar() == "null" || n.Scalar() == "~"))) {
+        member.reset();
+      } else {
+        typename T::value_type v{};
+        read(n, path, v);
+        member = v;
+      }
+    } else if constexpr (Visitable<T, Reader>) {
+      if (n.IsNull()) return;  // "data:" with nothing under it
+      if (!n.IsMap()) fail("config key '", path, "': expected a mapping, got '", node_text(n), "'", where(n, origin_));
+      Reader sub(n, path, origin_);
+      member.visit(sub);
+      sub.check_unknown();
+    } else if constexpr (is_vector<T>::value) {
+      if (!n.IsSequence()) fail("config key '", path, "': expected a list, got '", node_text(n), "'", where(n, origin_));
+      member.clear();
+      for (size_t i = 0; i < n.size(); ++i) {
+        typename T::value_type v{};
+        read(n[i], path + "[" + std::to_string(i) + "]", v);
+        member.push_back(v);
+      }
+    } else if constexpr (is_map<T>::value) {
+      if (n.IsNull()) { member.clear(); return; }
+      if (!n.IsMap()) fail("config key '", path, "': expected a mapping, got '", node_text(n), "'", where(n, origin_));
+      member.clear();
+      for (auto it = n.begin(); it != n.end(); ++it) {
+        typename T::mapped_type v{};
+        std::string k = it->first.Scalar();
+        read(it->second, path + "." + k, v);
+        member[k] = v;
+      }
+    } else {
+      member = parse_scalar<T>(n, path, origin_);
+    }
+  }
+
+ private:
+  std::string child(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
+  YAML::Node node_;
+  std::string path_, origin_;
+  std::vector<std::string> keys_;
+};
+
+// Writes a config struct as a YAML node.
+class Writer {
+ public:
+  YAML::Node node{YAML::NodeType::Map};
+  template <class T>
+  void operator()(const char* key, const T& member, const char*) { node[key] = write(member); }
+  void choice(const char* key, const std::string& m, std::initializer_list<const char*>, const char* d) {
+    (*this)(key, m, d);
+  }
+  template <class T>
+  static YAML::Node write(const T& m) {
+    if constexpr (is_optional<T>::value) {
+      return m ? write(*m) : YAML::Node(YAML::NodeType::Null);
+    } else if constexpr (Visitable<T, Writer>) {
+      Writer w;
+      const_cast<T&>(m).visit(w);
+      return w.node;
+    } else if constexpr (is_vector<T>::value) {
+      YAML::Node s(YAML::NodeType::Sequence);
+      for (auto& x : m) s.push_back(write(x));
+      return s;
+    } else if constexpr (is_map<T>::value) {
+      YAML::Node s(YAML::NodeType::Map);
+      for (auto& [k, v] : m) s[k] = write(v);
+      return s;
+    } else if constexpr (std::is_floating_point_v<T>) {
+      // Shortest text that reads back to the same double (0.0003, not 0.00029999999999999997).
+      char buf[64];
+      auto r = std::to_chars(buf, buf + sizeof buf, (double)m);
+      std::string s(buf, r.ptr);
+      if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // keep it a float in YAML
+      return YAML::Node(s);
+    } else {
+      return YAML::Node(m);
+    }
+  }
+};
+
+// Lists "path = default  description" lines, and the set of valid dotted paths.
+class Lister {
+ public:
+  struct Entry { std::string path, value, doc; bool open_map; };
+  std::vector<Entry> entries;
+  std::string prefix;
+  template <class T>
+  void operator()(const char* key, T& member, const char* doc) { add(key, member, doc); }
+  void choice(const char* key, std::string& m, std::initializer_list<const char*> choices, const char* doc) {
+    std::string d = std::string(doc) + " [";
+    bool first = true;
+    for (const char* c : choices) { d += (first ? "" : "|") + std::string(c); first = false; }
+    add(key, m, d + "]");
+  }
+
+ private:
+  template <class T>
+  void add(const char* key, T& member, const std::string& doc) {
+    std::string path = prefix.empty() ? key : prefix + "." + key;
+    if constexpr (Visitable<T, Lister>) {
+      Lister sub;
+      sub.prefix = path;
+      member.visit(sub);
+      entries.push_back({path, "", doc, false});
+      for (auto& e : sub.entries) entries.push_back(e);
+    } else {
+      YAML::Emitter em;
+      em << YAML::Flow << Writer::write(member);
+      entries.push_back({path, em.c_str(), doc, is_map<T>::value});
+    }
+  }
+};
+
+YAML::Node load_yaml_file(const std::string& path);
+// Applies "a.b.c=value" onto root (value parsed as YAML). Checks the path against valid_paths
+// (mapping-valued keys accept any child). Throws naming the argument.
+void apply_dotlist(YAML::Node& root, const std::string& arg, const std::vector<Lister::Entry>& valid);
+
+}  // namespace config_detail
+
+// Parses command-line style arguments ("config=path.yaml", "key.sub=value") into a config
+// struct starting from its defaults.
+template <class C>
+C parse_config(const std::vector<std::string>& args, C defaults = C{}) {
+  using namespace config_detail;
+  YAML::Node root(YAML::NodeType::Map);
+  std::string origin = "command line";
+  for (auto& a : args) {
+    if (a.rfind("config=", 0) == 0) {
+      std::string path = a.substr(7);
+      root = load_yaml_file(path);
+      origin = path;
+    }
+  }
+  // Unknown keys and types in the file are reported with its line numbers first.
+  C cfg = defaults;
+  {
+    Reader r(root, "", origin);
+    cfg.visit(r);
+    r.check_unknown();
+  }
+  Lister lister;
+  defaults.visit(lister);
+  bool any = false;
+  for (auto& a : args) {
+    if (a.rfind("config=", 0) == 0) continue;
+    apply_dotlist(root, a, lister.entries);
+    any = true;
+  }
+  if (any) {
+    cfg = defaults;
+    Reader r(root, "", origin);
+    cfg.visit(r);
+    r.check_unknown();
+  }
+  return cfg;
+}
+
+template <class C>
+std::string config_to_yaml(const C& cfg) {
+  YAML::Emitter em;
+  em << config_detail::Writer::write(cfg);
+  return std::string(em.c_str()) + "\n";
+}
+
+template <class C>
+std::string config_help(C defaults = C{}) {
+  config_detail::Lister lister;
+  defaults.visit(lister);
+  size_t w = 0;
+  for (auto& e : lister.entries) w = std::max(w, e.path.size() + (e.value.empty() ? 0 : e.value.size() + 3));
+  std::ostringstream os;
+  for (auto& e : lister.entries) {
+    std::string left = e.value.empty() ? e.path + ":" : e.path + " = " + e.value;
+    os << "  " << left << std::string(w + 2 - left.size(), ' ') << e.doc << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace lingua

@@ -1,0 +1,165 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "lingua/config/config.h"
+#include "lingua/config/train_config.h"
+
+using namespace lingua;
+
+namespace {
+
+struct Inner {
+  int a = 1;
+  std::vector<int> layers;
+  std::optional<double> maybe;
+  template <class V> void visit(V& v) {
+    v("a", a, "an int");
+    v("layers", layers, "a list");
+    v("maybe", maybe, "optional");
+  }
+};
+struct Outer {
+  std::string name = "x";
+  double lr = 0.5;
+  bool flag = false;
+  std::string mode = "one";
+  std::map<std::string, double> weights;
+  Inner inner;
+  template <class V> void visit(V& v) {
+    v("name", name, "name");
+    v("lr", lr, "rate");
+    v("flag", flag, "flag");
+    v.choice("mode", mode, {"one", "two"}, "mode");
+    v("weights", weights, "weights");
+    v("inner", inner, "inner");
+  }
+};
+
+std::string write_tmp(const std::string& text) {
+  static int n = 0;
+  auto dir = std::filesystem::temp_directory_path() / ("lingua_config_test_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  auto p = dir / ("c" + std::to_string(n++) + ".yaml");
+  std::ofstream(p) << text;
+  return p.string();
+}
+
+std::string error_of(const std::vector<std::string>& args) {
+  try {
+    parse_config<Outer>(args);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Config, DefaultsYamlDotlistPrecedence) {
+  auto p = write_tmp("name: fromfile\nlr: 0.1\ninner:\n  a: 7\n");
+  Outer c = parse_config<Outer>({"config=" + p, "lr=0.25", "inner.layers=[1,3]", "weights={wiki: 0.8, code: 0.2}"});
+  EXPECT_EQ(c.name, "fromfile");
+  EXPECT_DOUBLE_EQ(c.lr, 0.25);
+  EXPECT_EQ(c.inner.a, 7);
+  EXPECT_EQ(c.inner.layers, (std::vector<int>{1, 3}));
+  EXPECT_DOUBLE_EQ(c.weights.at("wiki"), 0.8);
+  EXPECT_DOUBLE_EQ(c.weights.at("code"), 0.2);
+  EXPECT_FALSE(c.flag);
+  // Dot-list order is the precedence between overrides too; config= may come anywhere.
+  Outer d = parse_config<Outer>({"lr=1", "config=" + p, "lr=2", "weights.wiki=3"});
+  EXPECT_DOUBLE_EQ(d.lr, 2);
+  EXPECT_DOUBLE_EQ(d.weights.at("wiki"), 3);
+}
+
+TEST(Config, OptionalAndNull) {
+  Outer c = parse_config<Outer>({"inner.maybe=0.5"});
+  ASSERT_TRUE(c.inner.maybe.has_value());
+  EXPECT_DOUBLE_EQ(*c.inner.maybe, 0.5);
+  Outer d = parse_config<Outer>({"inner.maybe=null"});
+  EXPECT_FALSE(d.inner.maybe.has_value());
+}
+
+TEST(Config, UnknownKeyInFileNamesKeyPathLineAndValidKeys) {
+  auto p = write_tmp("name: a\ninner:\n  a: 2\n  bogus: 3\n");
+  std::string e = error_of({"config=" + p});
+  EXPECT_NE(e.find("'bogus'"), std::string::npos) << e;
+  EXPECT_NE(e.find("inner.bogus"), std::string::npos) << e;
+  EXPECT_NE(e.find(p + ":4"), std::string::npos) << e;
+  EXPECT_NE(e.find("a, layers, maybe"), std::string::npos) << e;
+}
+
+TEST(Config, UnknownKeyOnCommandLine) {
+  std::string e = error_of({"inner.nope=1"});
+  EXPECT_NE(e.find("inner.nope"), std::string::npos) << e;
+  EXPECT_NE(e.find("inner.a"), std::string::npos) << e;
+  e = error_of({"nope=1"});
+  EXPECT_NE(e.find("'nope'"), std::string::npos) << e;
+  EXPECT_NE(e.find("name"), std::string::npos) << e;
+  e = error_of({"justtext"});
+  EXPECT_NE(e.find("key=value"), std::string::npos) << e;
+}
+
+TEST(Config, WrongTypesNameKeyAndValue) {
+  std::string e = error_of({"inner.a=abc"});
+  EXPECT_NE(e.find("inner.a"), std::string::npos) << e;
+  EXPECT_NE(e.find("'abc'"), std::string::npos) << e;
+  EXPECT_NE(e.find("integer"), std::string::npos) << e;
+  e = error_of({"inner.a=1.5"});
+  EXPECT_NE(e.find("integer"), std::string::npos) << e;
+  e = error_of({"flag=maybe"});
+  EXPECT_NE(e.find("boolean"), std::string::npos) << e;
+  e = error_of({"lr=[1,2]"});
+  EXPECT_NE(e.find("number"), std::string::npos) << e;
+  e = error_of({"inner.layers=3"});
+  EXPECT_NE(e.find("list"), std::string::npos) << e;
+  e = error_of({"inner.layers=[1, x]"});
+  EXPECT_NE(e.find("inner.layers[1]"), std::string::npos) << e;
+  e = error_of({"inner=5"});
+  EXPECT_NE(e.find("mapping"), std::string::npos) << e;
+  auto p = write_tmp("lr: fast\n");
+  e = error_of({"config=" + p});
+  EXPECT_NE(e.find(p + ":1"), std::string::npos) << e;
+  EXPECT_NE(e.find("'fast'"), std::string::npos) << e;
+  // Big integers as floats are accepted when exact; out-of-range is an error.
+  EXPECT_EQ(parse_config<Outer>({"inner.a=1e3"}).inner.a, 1000);
+  e = error_of({"inner.a=99999999999"});
+  EXPECT_NE(e.find("integer"), std::string::npos) << e;
+}
+
+TEST(Config, ChoiceRejectsUnknownValue) {
+  std::string e = error_of({"mode=three"});
+  EXPECT_NE(e.find("'three'"), std::string::npos) << e;
+  EXPECT_NE(e.find("one, two"), std::string::npos) << e;
+  EXPECT_EQ(parse_config<Outer>({"mode=two"}).mode, "two");
+}
+
+TEST(Config, FileErrors) {
+  EXPECT_NE(error_of({"config=/nonexistent/x.yaml"}).find("not found: /nonexistent/x.yaml"), std::string::npos);
+  auto p = write_tmp("a: [1, 2\n");
+  EXPECT_NE(error_of({"config=" + p}).find("YAML syntax error"), std::string::npos);
+  auto q = write_tmp("- 1\n- 2\n");
+  EXPECT_NE(error_of({"config=" + q}).find("mapping"), std::string::npos);
+}
+
+TEST(Config, DumpedYamlRoundTrips) {
+  TrainConfig c = parse_config<TrainConfig>({"model.dim=96", "data.sources={a: 1.5}", "model.n_kv_heads=2",
+                                             "optim.scheduler=wsd", "name=run"});
+  std::string y = config_to_yaml(c);
+  auto p = write_tmp(y);
+  TrainConfig d = parse_config<TrainConfig>({"config=" + p});
+  EXPECT_EQ(config_to_yaml(d), y);
+  EXPECT_EQ(d.model.dim, 96);
+  EXPECT_EQ(d.model.n_kv_heads.value(), 2);
+  EXPECT_FALSE(d.model.head_dim.has_value());
+  EXPECT_DOUBLE_EQ(d.data.sources.at("a"), 1.5);
+}
+
+TEST(Config, HelpListsEveryKeyWithDefault) {
+  std::string h = config_help<TrainConfig>();
+  for (const char* k : {"data.tokenizer.name = bytes", "optim.lr = 3e-04", "model.dim = 512", "checkpoint.dump.every = 1000",
+                        "optim.scheduler = cosine", "data.sources = {}", "model.head_dim = ~"})
+    EXPECT_NE(h.find(k), std::string::npos) << k << "\n" << h;
+  EXPECT_NE(h.find("[constant|linear|inv_sqrt|cosine|wsd]"), std::string::npos);
+}
