@@ -1,0 +1,47 @@
+#pragma once
+// The FFN interface. A variant is one file implementing FeedForward plus one line in
+// registry.cpp. A variant declares its own parameters (any shapes, any optimizer group), sees the
+// step's input token ids (STEM), and reports its arena needs and matmul parameters (FLOPs).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lingua/config/train_config.h"
+#include "lingua/model/dims.h"
+#include "lingua/model/module.h"
+#include "lingua/model/param_store.h"
+
+namespace lingua {
+
+class FeedForward {
+ public:
+  virtual ~FeedForward() = default;
+  // x: [N, dim] normalised input; out: [N, dim] written. With ctx.save_for_backward, keeps what
+  // backward needs in ctx.arena (x itself is kept alive by the caller).
+  virtual void forward(const Tensor& x, const Tensor& out, const StepContext& ctx) = 0;
+  // dout: [N, dim]; dx: [N, dim] written. Parameter gradients accumulated.
+  virtual void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) = 0;
+  virtual size_t saved_floats(int64_t rows) const = 0;    // kept from forward to backward
+  virtual size_t scratch_floats(int64_t rows) const = 0;  // extra, transient (forward or backward)
+  // Parameters multiplied with each token (6x this per token in training FLOPs).
+  virtual int64_t matmul_params() const = 0;
+};
+
+struct FfnBuildArgs {
+  ParamStore& store;
+  const ModelDims& dims;
+  const ModelConfig& cfg;
+  int layer;
+  std::string prefix;  // "layers.{i}.feed_forward."
+};
+
+using FfnFactory = std::unique_ptr<FeedForward> (*)(const FfnBuildArgs&);
+
+// Builds the variant named `kind`; an unknown name is an error listing the registered ones.
+std::unique_ptr<FeedForward> make_ffn(const std::string& kind, const FfnBuildArgs& args);
+std::vector<std::string> ffn_kinds();
+
+// Variants (one file each).
+std::unique_ptr<FeedForward> make_swiglu_ffn(const FfnBuildArgs& args);
+
+}  // namespace lingua

@@ -1,0 +1,67 @@
+// Dense SwiGLU FFN (Llama): out = w2(silu(w1 x) * w3 x).
+#include <cmath>
+
+#include "lingua/model/dims.h"
+#include "lingua/model/ffn/ffn.h"
+#include "lingua/ops/linear/linear.h"
+#include "lingua/ops/swiglu/swiglu.h"
+
+namespace lingua {
+namespace {
+
+class SwiGluFfn final : public FeedForward {
+ public:
+  explicit SwiGluFfn(const FfnBuildArgs& a) : store_(a.store), dim_(a.dims.dim), hidden_(a.dims.hidden) {
+    // Lingua: in std = init_base_std or dim^-0.5; out std = (init_base_std or hidden^-0.5) / factor.
+    double factor = init_std_factor(a.cfg.init_std_factor, a.layer, a.dims.n_layers, a.dims.dim);
+    float in_std = (float)a.cfg.init_base_std.value_or(std::pow(dim_, -0.5));
+    float out_std = (float)(a.cfg.init_base_std.value_or(std::pow(hidden_, -0.5)) / factor);
+    w1_ = a.store.add(a.prefix + "w1.weight", {hidden_, dim_}, {ParamInit::trunc_normal, in_std});
+    w3_ = a.store.add(a.prefix + "w3.weight", {hidden_, dim_}, {ParamInit::trunc_normal, in_std});
+    w2_ = a.store.add(a.prefix + "w2.weight", {dim_, hidden_}, {ParamInit::trunc_normal, out_std});
+  }
+
+  void forward(const Tensor& x, const Tensor& out, const StepContext& ctx) override {
+    int64_t n = ctx.rows();
+    Arena& ar = *ctx.arena;
+    size_t mark = ar.mark();
+    a_ = arena_tensor(ar, {n, hidden_});
+    b_ = arena_tensor(ar, {n, hidden_});
+    g_ = arena_tensor(ar, {n, hidden_});
+    linear_forward(x, store_.param(w1_), a_);
+    linear_forward(x, store_.param(w3_), b_);
+    swiglu_forward(a_, b_, g_);
+    linear_forward(g_, store_.param(w2_), out);
+    if (!ctx.save_for_backward) ar.release_to(mark);
+  }
+
+  void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) override {
+    int64_t n = ctx.rows();
+    Arena& ar = *ctx.arena;
+    size_t mark = ar.mark();
+    Tensor dg = arena_tensor(ar, {n, hidden_});
+    Tensor da = arena_tensor(ar, {n, hidden_});
+    Tensor db = arena_tensor(ar, {n, hidden_});
+    linear_backward(g_, store_.param(w2_), dout, dg, store_.grad(w2_));
+    swiglu_backward(a_, b_, dg, da, db);
+    linear_backward(x, store_.param(w1_), da, dx, store_.grad(w1_));
+    linear_backward(x, store_.param(w3_), db, dx, store_.grad(w3_), /*accumulate_dx=*/true);
+    ar.release_to(mark);
+  }
+
+  size_t saved_floats(int64_t rows) const override { return 3 * arena_floats(rows * hidden_); }
+  size_t scratch_floats(int64_t rows) const override { return 3 * arena_floats(rows * hidden_); }
+  int64_t matmul_params() const override { return 3LL * dim_ * hidden_; }
+
+ private:
+  ParamStore& store_;
+  int64_t dim_, hidden_;
+  int w1_, w2_, w3_;
+  Tensor a_, b_, g_;  // saved: w1 x, w3 x, silu(w1 x) * w3 x   [N, hidden]
+};
+
+}  // namespace
+
+std::unique_ptr<FeedForward> make_swiglu_ffn(const FfnBuildArgs& a) { return std::make_unique<SwiGluFfn>(a); }
+
+}  // namespace lingua

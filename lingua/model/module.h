@@ -1,0 +1,31 @@
+#pragma once
+// What every model module (attention, an FFN variant, the block) shares: the per-step context and
+// the arena-size helpers. Modules declare parameters in a ParamStore when built, save what
+// backward needs into the step's arena in forward, and accumulate into their gradient views in
+// backward. No autograd tape: what is kept and recomputed stays visible.
+#include <cstdint>
+
+#include "lingua/core/arena.h"
+#include "lingua/core/tensor.h"
+
+namespace lingua {
+
+struct StepContext {
+  Arena* arena = nullptr;
+  const int32_t* tokens = nullptr;  // [B, T] input token ids (STEM looks rows up by them)
+  int B = 0, T = 0;
+  int pos0 = 0;             // position of the first token (KV-cache decoding)
+  bool save_for_backward = true;
+  int64_t rows() const { return (int64_t)B * T; }
+};
+
+// Arena floats an allocation of n floats takes (the arena aligns slices to 16 floats).
+inline size_t arena_floats(int64_t n) { return (size_t)((n + 15) & ~int64_t(15)); }
+
+inline Tensor arena_tensor(Arena& a, std::initializer_list<int64_t> dims) {
+  int64_t n = 1;
+  for (auto d : dims) n *= d;
+  return Tensor(a.alloc((size_t)n), dims);
+}
+
+}  // namespace lingua

@@ -1,0 +1,65 @@
+#pragma once
+// ParamStore: every parameter and its gradient live in one flat fp32 buffer each, with a named view
+// per parameter. The optimizer keeps its moments in buffers of the same layout; the checkpoint,
+// the optimizer and (later) sharding and growth all work on these names and offsets.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lingua/core/tensor.h"
+
+namespace lingua {
+
+struct ParamInit {
+  enum Kind { trunc_normal, ones, zeros } kind = trunc_normal;
+  float std = 0.02f;  // trunc_normal: cut at +-3 std
+};
+
+struct ParamInfo {
+  std::string name;            // e.g. "layers.3.attention.wq.weight"
+  std::vector<int64_t> shape;
+  int64_t offset = 0, numel = 0;  // into the flat buffers, in floats
+  std::string group = "default";  // optimizer group
+  ParamInit init;
+  bool embedding = false;      // counts as an embedding (not in FLOPs / MFU)
+};
+
+class ParamStore {
+ public:
+  // Declares a parameter; returns its index. Only before finalize().
+  int add(const std::string& name, std::vector<int64_t> shape, ParamInit init, std::string group = "default",
+          bool embedding = false);
+  // Allocates the flat buffers (params and grads, zero-filled).
+  void finalize();
+  // Fills every parameter from its ParamInit. A parameter's values depend only on (seed, its name),
+  // not on declaration order or device.
+  void init(uint64_t seed);
+
+  int size() const { return (int)infos_.size(); }
+  const ParamInfo& info(int i) const { return infos_[i]; }
+  const std::vector<ParamInfo>& infos() const { return infos_; }
+  int find(const std::string& name) const;  // -1 if absent
+  int index(const std::string& name) const; // error if absent
+
+  Tensor param(int i) const;  // view of shape info(i).shape
+  Tensor grad(int i) const;
+  Tensor flat_params() const { return Tensor(params_.data(), {total_}); }
+  Tensor flat_grads() const { return Tensor(grads_.data(), {total_}); }
+  float* params() { return params_.data(); }
+  float* grads() { return grads_.data(); }
+  int64_t total() const { return total_; }
+  void zero_grads();
+
+ private:
+  Tensor view(float* base, int i) const;
+  std::vector<ParamInfo> infos_;
+  std::map<std::string, int> by_name_;
+  mutable std::vector<float> params_, grads_;
+  int64_t total_ = 0;
+  bool final_ = false;
+};
+
+uint32_t name_stream_id(const std::string& name);  // stable 32-bit hash (FNV-1a)
+
+}  // namespace lingua

@@ -1,0 +1,72 @@
+#pragma once
+// Lingua's LMTransformer (Llama-style), single device, explicit forward and backward:
+//   x = tok_embeddings[tokens]
+//   per layer: h = x + attention(attention_norm(x)); x = h + feed_forward(ffn_norm(h))
+//   logits = output(norm(x))  (output shares tok_embeddings when weight_tying)
+// Parameter names follow Lingua's state dict (layers.{i}.attention.wq.weight, ...).
+#include <memory>
+#include <vector>
+
+#include "lingua/config/train_config.h"
+#include "lingua/model/attention.h"
+#include "lingua/model/dims.h"
+#include "lingua/model/ffn/ffn.h"
+#include "lingua/model/param_store.h"
+#include "lingua/ops/rope/rope.h"
+
+namespace lingua {
+
+struct LossSum {
+  double nll = 0;      // sum of token negative log-likelihoods (nats)
+  int64_t tokens = 0;  // targets counted (target >= 0)
+};
+
+struct ParamCounts {
+  int64_t total = 0;              // every parameter
+  int64_t embedding = 0;          // token embedding (and later STEM tables)
+  int64_t active_non_embedding = 0;  // multiplied per token, output head included
+};
+
+class Transformer {
+ public:
+  Transformer(const ModelConfig& cfg, const ModelDims& dims);
+  ~Transformer();
+
+  ParamStore& params() { return store_; }
+  const ParamStore& params() const { return store_; }
+  const ModelDims& dims() const { return dims_; }
+  void init_weights(uint64_t seed) { store_.init(seed); }
+
+  // One micro-batch of training: forward and backward. tokens, targets: [B, T] (target < 0 is
+  // ignored). Accumulates the gradient of loss_scale * sum(nll) into params().grads.
+  LossSum forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float loss_scale);
+  // Forward only. nll_out: [B, T] per-token nll (optional).
+  LossSum forward_loss(const int32_t* tokens, const int32_t* targets, int B, int T, float* nll_out = nullptr);
+  // Decoding one sequence with a KV cache: feeds T new tokens, returns the logits [V] of the last.
+  void forward_decode(const int32_t* tokens, int T, KVCache& cache, float* logits);
+  // Full-sequence logits for one sequence ([T, V]), for tests and scoring.
+  void forward_logits(const int32_t* tokens, int T, float* logits);
+
+  ParamCounts param_counts() const;
+  // Training FLOPs per token, SPEC formula: 6 * active non-embedding params + 6 * L * dim * seq_len.
+  double flops_per_token(int seq_len) const;
+  // Arena floats one training micro-batch of [B, T] needs.
+  size_t activation_floats(int B, int T) const;
+  size_t activation_bytes_high_water() const { return arena_.high_water() * sizeof(float); }
+
+ private:
+  struct Layer;
+  void ensure_arena(int B, int T);
+  void forward_layers(const int32_t* tokens, int B, int T, StepContext& ctx);
+
+  ModelDims dims_;
+  ParamStore store_;
+  RopeTable rope_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  int tok_emb_, norm_, output_;
+  Arena arena_;
+  std::vector<Tensor> xs_;  // residual stream entering each layer, and after the last: L+1 x [N, dim]
+  Tensor xf_, rstdf_;       // final norm output and its rstd
+};
+
+}  // namespace lingua

@@ -1,0 +1,48 @@
+#pragma once
+// AdamW over a ParamStore with parameter groups. Each group has its own hyper-parameters and its
+// own gradient-norm clipping (the global norm over the group's parameters). Moments live in two
+// flat buffers with the ParamStore's layout.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lingua/config/train_config.h"
+#include "lingua/model/param_store.h"
+
+namespace lingua {
+
+struct ParamGroup {
+  std::string name;
+  double lr, weight_decay, beta1, beta2, eps, clip;
+  std::vector<int> params;  // ParamStore indices
+};
+
+struct StepReport {
+  std::map<std::string, double> grad_norm;  // per group, before clipping
+  std::map<std::string, double> lr;         // per group, after the schedule
+};
+
+class AdamW {
+ public:
+  // Every parameter is put into the group its ParamInfo names; groups other than "default" take
+  // their hyper-parameters from `overrides` (or the defaults from cfg when absent).
+  AdamW(ParamStore& store, const OptimConfig& cfg, const std::map<std::string, OptimConfig>& overrides = {});
+
+  // One update with learning-rate multiplier lr_mult, from the gradients in the store.
+  StepReport step(double lr_mult);
+
+  int64_t steps_taken() const { return t_; }
+  void set_steps_taken(int64_t t) { t_ = t; }
+  const std::vector<ParamGroup>& groups() const { return groups_; }
+  Tensor m(int i) const;  // first moment of parameter i, its shape
+  Tensor v(int i) const;
+
+ private:
+  ParamStore& store_;
+  std::vector<ParamGroup> groups_;
+  mutable std::vector<float> m_, v_;
+  int64_t t_ = 0;
+};
+
+}  // namespace lingua
