@@ -38,7 +38,10 @@ StepReport AdamW::step(double lr_mult) {
   StepReport r;
   for (auto& g : groups_) {
     double sq = 0;
-    for (int i : g.params) sq += sum_squares(store_.grad(i));  // fixed order: deterministic
+    for (int i : g.params) {  // fixed order: deterministic
+      Tensor gr = store_.grad(i);
+      sq += sum_squares(Tensor(gr.data, {gr.numel()}));
+    }
     double norm = std::sqrt(sq);
     float scale = clip_coefficient(norm, g.clip);
     double lr = g.lr * lr_mult;

@@ -18,9 +18,11 @@ double lr_multiplier(const OptimConfig& c, int64_t step, int64_t total) {
   double p = (double)(step - c.warmup) / span;  // progress after warmup, 0..1
   if (s == "linear") return p * mn + (1 - p);
   if (s == "cosine") {
-    // Lingua: the cosine flips sign on odd cycles so that cycles continue smoothly.
-    int64_t cycle_steps = std::max<int64_t>(1, (int64_t)(total * c.cycle_length));
-    double sign = ((step / cycle_steps) & 1) ? -1.0 : 1.0;
+    // The cosine flips sign on odd cycles so that cycles continue smoothly (Lingua). The cycle is
+    // counted on the post-warmup progress, so the last step still ends at lr_min_ratio (Lingua's
+    // raw step count flips the sign at step == steps and jumps back to 1 there).
+    int64_t cycle = (int64_t)std::floor(std::min(p, 1.0 - 1e-12) / c.cycle_length);
+    double sign = (cycle & 1) ? -1.0 : 1.0;
     return mn + 0.5 * (1 - mn) * (sign * std::cos(M_PI * std::pow(p, c.cosine_theta) / c.cycle_length) + 1);
   }
   if (s == "wsd") {
