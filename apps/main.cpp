@@ -1,1 +1,48 @@
-int main(){}
+// lingua: train, evaluate and sample Llama-style models from YAML configs.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "apps/commands.h"
+#include "lingua/core/error.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: lingua <command> [config=path.yaml] [key.sub=value ...]\n"
+    "\n"
+    "commands:\n"
+    "  train      train a model (resumes from dump_dir's newest checkpoint)\n"
+    "  generate   sample text from a checkpoint\n"
+    "  eval       validation loss of a checkpoint on its *.val.jsonl data\n"
+    "  prepare    turn text or jsonl files into a training corpus (chunks + validation split)\n"
+    "\n"
+    "Settings: built-in defaults < the YAML file given by config= < key=value arguments\n"
+    "(values are YAML: model.dim=512, data.sources='{wiki: 0.8, code: 0.2}', prompts='[\"a\", \"b\"]').\n"
+    "`lingua <command> --help` lists every key of a command with its default.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace lingua::app;
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  Args args(argv + 2, argv + argc);
+  try {
+    if (cmd == "train") return train_main(args);
+    if (cmd == "generate") return generate_main(args);
+    if (cmd == "eval") return eval_main(args);
+    if (cmd == "prepare") return prepare_main(args);
+    std::fprintf(stderr, "lingua: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+    return 2;
+  } catch (const lingua::Error& e) {
+    std::fprintf(stderr, "lingua %s: error: %s\n", cmd.c_str(), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lingua %s: internal error: %s\n", cmd.c_str(), e.what());
+    return 3;
+  }
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages lingua.cpp builds with. Idempotent: does nothing when all are present.
 set -euo pipefail
-PKGS=(cmake ninja-build g++ pkg-config libyaml-cpp-dev nlohmann-json3-dev libopenblas-dev
+PKGS=(cmake ninja-build g++ pkg-config libyaml-cpp-dev nlohmann-json3-dev libopenblas-dev libopenblas-openmp-dev
       libsentencepiece-dev libgtest-dev libomp-dev zstd)
 missing=()
 for p in "${PKGS[@]}"; do

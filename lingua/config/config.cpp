@@ -79,3 +79,36 @@ void apply_dotlist(YAML::Node& root, const std::string& arg, const std::vector<L
 }
 
 }  // namespace lingua::config_detail
+
+#include <nlohmann/json.hpp>
+
+namespace lingua {
+
+static nlohmann::json to_json(const YAML::Node& n) {
+  if (n.IsMap()) {
+    nlohmann::json j = nlohmann::json::object();
+    for (auto it = n.begin(); it != n.end(); ++it) j[it->first.Scalar()] = to_json(it->second);
+    return j;
+  }
+  if (n.IsSequence()) {
+    nlohmann::json j = nlohmann::json::array();
+    for (auto x : n) j.push_back(to_json(x));
+    return j;
+  }
+  if (!n.IsDefined() || n.IsNull()) return nullptr;
+  const std::string& s = n.Scalar();
+  // Scalars the Writer produced: integers, floats, booleans, or strings.
+  long long i;
+  double d;
+  bool b;
+  if (n.Tag() != "!" && YAML::convert<long long>::decode(n, i) && s.find_first_of(".eE") == std::string::npos)
+    return i;
+  if (n.Tag() != "!" && YAML::convert<double>::decode(n, d) && s.find_first_of("0123456789") != std::string::npos)
+    return d;
+  if (n.Tag() != "!" && (s == "true" || s == "false") && YAML::convert<bool>::decode(n, b)) return b;
+  return s;
+}
+
+std::string yaml_to_json_text(const YAML::Node& node) { return to_json(node).dump(2) + "\n"; }
+
+}  // namespace lingua

@@ -300,3 +300,31 @@ std::string config_help(C defaults = C{}) {
 }
 
 }  // namespace lingua
+
+namespace lingua {
+
+// Config as JSON (params.json in checkpoints) and back. JSON is read through the same strict
+// YAML reader, so a params.json with an unknown key is rejected like a YAML file.
+std::string yaml_to_json_text(const YAML::Node& node);
+
+template <class C>
+std::string config_to_json(const C& cfg) {
+  return yaml_to_json_text(config_detail::Writer::write(cfg));
+}
+
+template <class C>
+C config_from_json_text(const std::string& text, const std::string& origin, C defaults = C{}) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail(origin, ": not valid JSON: ", e.msg);
+  }
+  C cfg = defaults;
+  config_detail::Reader r(root, "", origin);
+  cfg.visit(r);
+  r.check_unknown();
+  return cfg;
+}
+
+}  // namespace lingua

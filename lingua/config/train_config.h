@@ -141,7 +141,12 @@ struct CheckpointConfig {
 
 struct LoggingConfig {
   int64_t freq = 10;
-  template <class V> void visit(V& v) { v("freq", freq, "steps between metrics lines"); }
+  int64_t unigram_baseline_tokens = 0;
+  template <class V> void visit(V& v) {
+    v("freq", freq, "steps between metrics lines");
+    v("unigram_baseline_tokens", unigram_baseline_tokens,
+      "print the unigram entropy of this many training tokens at start (0: off)");
+  }
 };
 
 struct EvalConfig {

@@ -1,0 +1,45 @@
+#include <cstdio>
+
+#include "apps/commands.h"
+#include "lingua/config/config.h"
+#include "lingua/eval/validation.h"
+#include "lingua/generate/generate.h"
+
+namespace lingua::app {
+
+namespace {
+struct EvalCommandConfig {
+  std::string ckpt;
+  std::string root_dir;  // override the training data directory
+  int64_t max_tokens = 0;
+  int batch_size = 0;
+  template <class V> void visit(V& v) {
+    v("ckpt", ckpt, "checkpoint step directory, or a dump_dir (uses its newest checkpoint)");
+    v("root_dir", root_dir, "data directory with <source>/*.val.jsonl (default: the checkpoint's data.root_dir)");
+    v("max_tokens", max_tokens, "validation tokens per source (0: all)");
+    v("batch_size", batch_size, "windows per forward (0: the training batch size)");
+  }
+};
+}  // namespace
+
+int eval_main(const Args& args) {
+  if (wants_help(args)) {
+    std::printf("usage: lingua eval ckpt=DIR [key=value ...]\n\nkeys:\n%s", config_help<EvalCommandConfig>().c_str());
+    return 0;
+  }
+  EvalCommandConfig e = parse_config<EvalCommandConfig>(args);
+  LINGUA_CHECK(!e.ckpt.empty(), "config key 'ckpt' is required (a checkpoint directory or a dump_dir)");
+  LoadedModel m = load_model(e.ckpt);
+  DataConfig data = m.config.data;
+  if (!e.root_dir.empty()) data.root_dir = e.root_dir;
+  if (e.batch_size > 0) data.batch_size = e.batch_size;
+  auto res = evaluate_validation(*m.model, *m.tokenizer, data, e.max_tokens);
+  LINGUA_CHECK(!res.empty(), "no *.val.jsonl files under the sources of ", data.root_dir);
+  for (auto& [src, r] : res)
+    std::printf("%s: nll_per_token %.4f  nll_per_char %.4f  bits_per_byte %.4f  tokens %lld  documents %lld  skipped_lines %lld\n",
+                src.c_str(), r.nll_per_token(), r.nll_per_char(), r.bits_per_byte(), (long long)r.tokens,
+                (long long)r.documents, (long long)r.stats.skipped());
+  return 0;
+}
+
+}  // namespace lingua::app

@@ -1,0 +1,67 @@
+#include <cstdio>
+
+#include "apps/commands.h"
+#include "lingua/config/config.h"
+#include "lingua/data/prepare.h"
+
+namespace lingua::app {
+
+namespace {
+struct PrepareCommandConfig {
+  std::vector<std::string> inputs;
+  std::string out_dir;
+  std::string source = "corpus";
+  int n_chunks = 1;
+  double val_fraction = 0.01;
+  int64_t val_docs = -1;
+  int64_t min_doc_chars = 2000;
+  int64_t seed = 42;
+  bool overwrite = false;
+  template <class V> void visit(V& v) {
+    v("inputs", inputs, "input files (.txt or .jsonl); bare arguments are inputs too");
+    v("out_dir", out_dir, "corpus root (the training config's data.root_dir)");
+    v("source", source, "source name: the sub-directory and file prefix");
+    v("n_chunks", n_chunks, "training chunk files");
+    v("val_fraction", val_fraction, "share of documents held out for validation");
+    v("val_docs", val_docs, "exact number of validation documents (overrides val_fraction when >= 0)");
+    v("min_doc_chars", min_doc_chars, ".txt inputs: paragraphs are grouped into documents of at least this");
+    v("seed", seed, "shuffle seed");
+    v("overwrite", overwrite, "replace this source's existing files");
+  }
+};
+}  // namespace
+
+int prepare_main(const Args& args) {
+  if (wants_help(args)) {
+    std::printf("usage: lingua prepare out_dir=DIR source=NAME file.txt [file.jsonl ...] [key=value ...]\n\nkeys:\n%s",
+                config_help<PrepareCommandConfig>().c_str());
+    return 0;
+  }
+  Args keyed, files;
+  for (auto& a : args) (a.find('=') == std::string::npos ? files : keyed).push_back(a);
+  PrepareCommandConfig c = parse_config<PrepareCommandConfig>(keyed);
+  c.inputs.insert(c.inputs.end(), files.begin(), files.end());
+  LINGUA_CHECK(!c.out_dir.empty(), "config key 'out_dir' is required");
+  LINGUA_CHECK(!c.inputs.empty(), "no input files given");
+  PrepareOptions o;
+  o.inputs = c.inputs;
+  o.out_dir = c.out_dir;
+  o.source = c.source;
+  o.n_chunks = c.n_chunks;
+  o.val_fraction = c.val_fraction;
+  o.val_docs = c.val_docs;
+  o.min_doc_chars = c.min_doc_chars;
+  o.seed = (uint64_t)c.seed;
+  o.overwrite = c.overwrite;
+  PrepareResult r = prepare_corpus(o);
+  std::printf("prepared %s: %lld training documents (%lld chars) in %zu chunk(s), %lld validation documents (%lld chars)\n",
+              r.source_dir.c_str(), (long long)r.train_docs, (long long)r.train_chars, r.chunk_files.size(),
+              (long long)r.val_docs, (long long)r.val_chars);
+  if (r.skipped.skipped() > 0)
+    std::printf("skipped %lld malformed input lines (bad JSON %lld, no text %lld, invalid UTF-8 %lld)\n",
+                (long long)r.skipped.skipped(), (long long)r.skipped.bad_json, (long long)r.skipped.missing_text,
+                (long long)r.skipped.invalid_utf8);
+  return 0;
+}
+
+}  // namespace lingua::app

@@ -1,0 +1,28 @@
+#include <cstdio>
+
+#include "apps/commands.h"
+#include "lingua/config/config.h"
+#include "lingua/train/trainer.h"
+
+namespace lingua::app {
+
+bool wants_help(const Args& args) {
+  for (auto& a : args)
+    if (a == "--help" || a == "-h") return true;
+  return false;
+}
+
+int train_main(const Args& args) {
+  if (wants_help(args)) {
+    std::printf("usage: lingua train config=path.yaml [key=value ...]\n\nkeys (default, description):\n%s",
+                config_help<TrainConfig>().c_str());
+    return 0;
+  }
+  TrainConfig cfg = parse_config<TrainConfig>(args);
+  TrainResult r = train(cfg);
+  std::fprintf(stderr, "lingua train: done at step %lld; checkpoints in %s\n", (long long)r.final_step,
+               checkpoint_root(cfg).c_str());
+  return 0;
+}
+
+}  // namespace lingua::app

@@ -1,0 +1,78 @@
+#pragma once
+// The safetensors file format (https://github.com/huggingface/safetensors), compatible with the
+// Python/Rust library:
+//   [8 bytes: little-endian u64 N][N bytes: JSON header, padded with spaces to a multiple of 8][data]
+// The header maps each tensor name to {"dtype": "F32"|"BF16"|"I32"|..., "shape": [...],
+// "data_offsets": [begin, end]} (byte offsets relative to the start of the data section) plus an
+// optional "__metadata__": {string: string}. Tensors are row-major, little-endian, and tile the data
+// section exactly (no gaps, no overlap). Our writer lays them out contiguously in header order
+// (the order given by the caller), with "__metadata__" first when present.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lingua/core/tensor.h"
+
+namespace lingua {
+
+// A tensor to write: `view` is a CPU tensor (f32, bf16 or i32) whose memory the caller owns and
+// keeps alive for the duration of the call.
+struct NamedTensor {
+  std::string name;
+  Tensor view;
+};
+
+// Writes `tensors` (in this order) and `metadata` to `path` atomically: `path + ".tmp"` is written,
+// fsynced, then renamed over `path`. Fails on duplicate/empty names, the reserved name
+// "__metadata__", non-CPU tensors or null data.
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+// What the header says about one tensor.
+struct TensorInfo {
+  std::string st_dtype;          // safetensors spelling: "F32", "BF16", "I32", "F16", "I64", ...
+  std::optional<DType> dtype;    // set when lingua has the dtype (F32, BF16, I32)
+  std::vector<int64_t> shape;    // any rank, possibly empty (a scalar)
+  uint64_t begin = 0, end = 0;   // byte range within the data section
+
+  int64_t numel() const;
+  std::string shape_str() const;  // "[2, 3]"
+};
+
+// A safetensors file opened for reading. The header is parsed and validated by open(); tensor data
+// is read on demand with pread (no mmap). Copies share the open file descriptor.
+class SafetensorsFile {
+ public:
+  // Fails (lingua::Error naming the file) on a missing/truncated file, a header length larger than
+  // the file, bad JSON, unknown dtypes, bad shapes, offsets out of range / overlapping / leaving
+  // gaps, or a byte length that does not match shape and dtype.
+  static SafetensorsFile open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  std::vector<std::string> names() const { return order_; }  // header order
+  bool has(const std::string& name) const { return infos_.count(name) != 0; }
+  // Fails naming the tensor and the file when there is no such tensor.
+  const TensorInfo& info(const std::string& name) const;
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+  // Copies the tensor's bytes into `dst` (a CPU tensor with memory for it). Fails naming the
+  // tensor, the file, and both shapes/dtypes if dst's dtype or shape differs from the file's.
+  void read_into(const std::string& name, const Tensor& dst) const;
+
+ private:
+  struct Fd;
+  std::string path_;
+  std::shared_ptr<Fd> fd_;
+  uint64_t data_start_ = 0;  // 8 + N
+  std::vector<std::string> order_;
+  std::map<std::string, TensorInfo> infos_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// "F32", "BF16", "I32".
+const char* safetensors_dtype_name(DType d);
+
+}  // namespace lingua

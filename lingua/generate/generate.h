@@ -1,0 +1,66 @@
+#pragma once
+// Text generation from a checkpoint: KV-cache decoding with temperature, top-k / top-p sampling,
+// greedy at temperature 0, stop strings and a token limit (Lingua's generator, one prompt at a
+// time).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lingua/config/train_config.h"
+#include "lingua/core/philox.h"
+#include "lingua/data/tokenizer.h"
+#include "lingua/model/transformer.h"
+
+namespace lingua {
+
+struct GenerateConfig {
+  std::string ckpt;               // a checkpoint step directory, or a dump_dir (its newest checkpoint)
+  std::string prompt;              // a single prompt (added before `prompts`)
+  std::vector<std::string> prompts;
+  double temperature = 1.0;       // 0: greedy
+  double top_p = 1.0;             // nucleus sampling (1: off); applied after top_k
+  int top_k = 0;                  // 0: off
+  int max_gen_len = 256;          // new tokens per prompt
+  std::vector<std::string> until; // stop strings (not included in the output)
+  int64_t seed = 0;
+  int num_samples = 1;            // per prompt
+  std::string tokenizer_path;     // override the checkpoint's tokenizer path (sp)
+  template <class V> void visit(V& v) {
+    v("ckpt", ckpt, "checkpoint step directory, or a dump_dir (uses its newest checkpoint)");
+    v("prompt", prompt, "a prompt");
+    v("prompts", prompts, "prompts, e.g. prompts='[\"Call me\", \"The whale\"]'");
+    v("temperature", temperature, "sampling temperature (0: greedy)");
+    v("top_p", top_p, "nucleus sampling threshold (1: off)");
+    v("top_k", top_k, "sample from the k most likely tokens (0: off)");
+    v("max_gen_len", max_gen_len, "new tokens per sample");
+    v("until", until, "stop strings, e.g. until='[\"\\n\\n\"]'");
+    v("seed", seed, "sampling seed");
+    v("num_samples", num_samples, "samples per prompt");
+    v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
+  }
+};
+
+struct SamplingOptions {
+  double temperature = 1.0, top_p = 1.0;
+  int top_k = 0, max_gen_len = 256;
+  std::vector<std::string> until;
+};
+
+// A trained model loaded for inference, with the config it was trained with.
+struct LoadedModel {
+  TrainConfig config;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Transformer> model;
+  std::string checkpoint_dir;
+};
+// `path`: a step directory, or a dump_dir / checkpoint root (newest complete checkpoint).
+LoadedModel load_model(const std::string& path, const std::string& tokenizer_path = "");
+
+// Picks the next token from logits [V] (modified in place). Deterministic for a given rng state.
+int32_t sample_token(float* logits, int vocab, const SamplingOptions& opt, PhiloxStream& rng);
+
+// Generates a continuation of `prompt` (the prompt is not included in the result).
+std::string generate_text(Transformer& model, const Tokenizer& tok, const std::string& prompt,
+                          const SamplingOptions& opt, PhiloxStream& rng);
+
+}  // namespace lingua

@@ -1,0 +1,30 @@
+#include "lingua/model/model_io.h"
+
+#include "lingua/checkpoint/safetensors.h"
+
+namespace lingua {
+
+void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta) {
+  std::vector<NamedTensor> ts;
+  for (int i = 0; i < store.size(); ++i) ts.push_back({store.info(i).name, store.param(i)});
+  write_safetensors(path, ts, meta);
+}
+
+void load_params(ParamStore& store, const std::string& path) {
+  SafetensorsFile f = SafetensorsFile::open(path);
+  for (int i = 0; i < store.size(); ++i) {
+    const ParamInfo& p = store.info(i);
+    LINGUA_CHECK(f.has(p.name), "checkpoint ", path, " has no tensor '", p.name,
+                 "' that the model needs (does the config match the checkpoint?)");
+    const TensorInfo& ti = f.info(p.name);
+    if (ti.shape != p.shape) {
+      std::string want = "[";
+      for (size_t d = 0; d < p.shape.size(); ++d) want += (d ? ", " : "") + std::to_string(p.shape[d]);
+      fail("checkpoint ", path, ": tensor '", p.name, "' has shape ", ti.shape_str(), " but the model expects ",
+           want, "] (does the config match the checkpoint?)");
+    }
+    f.read_into(p.name, store.param(i));
+  }
+}
+
+}  // namespace lingua

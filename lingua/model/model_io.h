@@ -1,0 +1,18 @@
+#pragma once
+// Parameters to and from safetensors files, by name. Used by checkpoints, init_ckpt_path,
+// generation and evaluation, so every path loads exactly the same tensors.
+#include <map>
+#include <string>
+
+#include "lingua/model/param_store.h"
+
+namespace lingua {
+
+// Writes every parameter of the store (fp32) under its name.
+void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta = {});
+// Reads every parameter of the store from the file. A tensor missing from the file, or one whose
+// shape differs from the model's, is an error naming the tensor, both shapes and the file
+// (the usual cause: a config that does not match the checkpoint).
+void load_params(ParamStore& store, const std::string& path);
+
+}  // namespace lingua

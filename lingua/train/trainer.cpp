@@ -1,0 +1,286 @@
+#include "lingua/train/trainer.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "lingua/checkpoint/checkpoint.h"
+#include "lingua/checkpoint/safetensors.h"
+#include "lingua/config/config.h"
+#include "lingua/data/loader.h"
+#include "lingua/data/tokenizer.h"
+#include "lingua/eval/validation.h"
+#include "lingua/model/model_io.h"
+#include "lingua/model/transformer.h"
+#include "lingua/optim/optimizer.h"
+#include "lingua/optim/schedule.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace lingua {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+constexpr double kPeakFlops = 989e12;  // H100/H200 dense bf16: the SPEC's MFU denominator
+
+void validate(const TrainConfig& c) {
+  LINGUA_CHECK(!c.dump_dir.empty(), "config key 'dump_dir' is required (where config, metrics and checkpoints go)");
+  LINGUA_CHECK(c.steps > 0, "config key 'steps' must be positive, got ", c.steps);
+  LINGUA_CHECK(c.grad_acc_steps >= 1, "config key 'grad_acc_steps' must be >= 1, got ", c.grad_acc_steps);
+  LINGUA_CHECK(c.probe_freq == 0, "config key 'probe_freq': probes are not implemented yet; set it to 0");
+  LINGUA_CHECK(c.data.n_views == 2, "config key 'data.n_views': only 2 (input, target) is supported, got ",
+               c.data.n_views);
+  LINGUA_CHECK(c.data.seq_len <= c.model.max_seqlen, "config key 'data.seq_len' (", c.data.seq_len,
+               ") exceeds 'model.max_seqlen' (", c.model.max_seqlen, ")");
+  LINGUA_CHECK(c.logging.freq > 0, "config key 'logging.freq' must be positive");
+  LINGUA_CHECK(c.optim.warmup >= 0, "config key 'optim.warmup' must be >= 0");
+}
+
+std::string human_count(double x) {
+  char b[32];
+  if (x >= 1e9) std::snprintf(b, sizeof b, "%.2fB", x / 1e9);
+  else if (x >= 1e6) std::snprintf(b, sizeof b, "%.2fM", x / 1e6);
+  else if (x >= 1e3) std::snprintf(b, sizeof b, "%.1fk", x / 1e3);
+  else std::snprintf(b, sizeof b, "%.0f", x);
+  return b;
+}
+
+std::string human_time(double s) {
+  char b[32];
+  if (s >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", (int)(s / 3600), (int)std::fmod(s / 60, 60));
+  else if (s >= 60) std::snprintf(b, sizeof b, "%dm%02ds", (int)(s / 60), (int)std::fmod(s, 60));
+  else std::snprintf(b, sizeof b, "%.0fs", s);
+  return b;
+}
+
+double max_rss_gib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / (1024.0 * 1024.0);
+}
+
+void append_line(const std::string& path, const json& j) {
+  std::ofstream f(path, std::ios::app);
+  LINGUA_CHECK(f.good(), "cannot append to ", path);
+  f << j.dump() << "\n";
+}
+
+// In-sample unigram entropy of the first `max_tokens` training tokens: the loss of the best
+// model that ignores context, a floor any real language model must go below.
+double unigram_entropy(const DataConfig& data, const Tokenizer& tok, int vocab, int64_t max_tokens) {
+  DataConfig d = data;
+  d.load_async = false;
+  DataLoader loader(d, tok);
+  std::vector<int64_t> counts(vocab, 0);
+  int64_t n = 0;
+  while (n < max_tokens) {
+    Batch b = loader.next();
+    for (int32_t t : b.target) counts[t]++;
+    n += (int64_t)b.target.size();
+  }
+  double h = 0;
+  for (int64_t c : counts)
+    if (c) h -= (double)c / n * std::log((double)c / n);
+  return h;
+}
+
+struct Run {
+  const TrainConfig& cfg;
+  Transformer& model;
+  AdamW& opt;
+  DataLoader& loader;
+};
+
+void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
+  save_checkpoint_dir(root, step, [&](const std::string& dir) {
+    save_params(r.model.params(), dir + "/consolidated.safetensors", {{"format", "lingua.cpp"}});
+    std::vector<NamedTensor> moments;
+    const ParamStore& s = r.model.params();
+    for (int i = 0; i < s.size(); ++i) {
+      moments.push_back({"exp_avg." + s.info(i).name, r.opt.m(i)});
+      moments.push_back({"exp_avg_sq." + s.info(i).name, r.opt.v(i)});
+    }
+    write_safetensors(dir + "/optimizer.safetensors", moments);
+    write_text_file_atomic(dir + "/params.json", config_to_json(r.cfg));
+    json st = {{"step", step},
+               {"optimizer_steps", r.opt.steps_taken()},
+               {"scheduler", {{"last_step", step}}},
+               {"data_loader", r.loader.state()}};
+    write_text_file_atomic(dir + "/train_state_00000.json", st.dump(1) + "\n");
+  });
+  prune_checkpoints(root, r.cfg.checkpoint.dump.keep);
+}
+
+int64_t load_checkpoint(const Run& r, const std::string& dir) {
+  load_params(r.model.params(), dir + "/consolidated.safetensors");
+  SafetensorsFile f = SafetensorsFile::open(dir + "/optimizer.safetensors");
+  const ParamStore& s = r.model.params();
+  for (int i = 0; i < s.size(); ++i) {
+    f.read_into("exp_avg." + s.info(i).name, r.opt.m(i));
+    f.read_into("exp_avg_sq." + s.info(i).name, r.opt.v(i));
+  }
+  std::string path = dir + "/train_state_00000.json";
+  json st;
+  try {
+    st = json::parse(read_text_file(path));
+  } catch (const json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  r.opt.set_steps_taken(st.at("optimizer_steps").get<int64_t>());
+  r.loader.load_state(st.at("data_loader"));
+  return st.at("step").get<int64_t>();
+}
+
+void run_validation(const Run& r, const Tokenizer& tok, int64_t step, const std::string& path, bool quiet) {
+  auto res = evaluate_validation(r.model, tok, r.cfg.data, r.cfg.eval.max_tokens);
+  json j = {{"global_step", step}};
+  for (auto& [src, v] : res) {
+    j[src + "/nll"] = v.nll;
+    j[src + "/nll_per_token"] = v.nll_per_token();
+    j[src + "/nll_per_char"] = v.nll_per_char();
+    j[src + "/bits_per_byte"] = v.bits_per_byte();
+    j[src + "/tokens"] = v.tokens;
+    j[src + "/skipped_lines"] = v.stats.skipped();
+    if (!quiet)
+      std::fprintf(stderr, "eval step %lld | %s: nll/token %.4f  bits/byte %.4f  (%lld tokens)\n", (long long)step,
+                   src.c_str(), v.nll_per_token(), v.bits_per_byte(), (long long)v.tokens);
+  }
+  append_line(path, j);
+}
+
+}  // namespace
+
+std::string checkpoint_root(const TrainConfig& cfg) {
+  return cfg.checkpoint.path.empty() ? (fs::path(cfg.dump_dir) / "checkpoints").string() : cfg.checkpoint.path;
+}
+
+TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
+  validate(cfg);
+  if (cfg.threads > 0) {
+    omp_set_num_threads(cfg.threads);
+    openblas_set_num_threads(cfg.threads);
+  }
+  fs::create_directories(cfg.dump_dir);
+  write_text_file_atomic((fs::path(cfg.dump_dir) / "config.yaml").string(), config_to_yaml(cfg));
+  const std::string metrics_path = (fs::path(cfg.dump_dir) / "metrics.jsonl").string();
+  const std::string eval_path = (fs::path(cfg.dump_dir) / "metrics.eval.jsonl").string();
+  const std::string root = checkpoint_root(cfg);
+
+  auto tok = make_tokenizer(cfg.data.tokenizer);
+  ModelDims dims = resolve_dims(cfg.model, tok->n_words());
+  Transformer model(cfg.model, dims);
+  AdamW opt(model.params(), cfg.optim);
+  DataLoader loader(cfg.data, *tok);
+  Run run{cfg, model, opt, loader};
+  const bool quiet = hooks.quiet;
+
+  ParamCounts pc = model.param_counts();
+  const int64_t tokens_per_step = (int64_t)cfg.grad_acc_steps * cfg.data.batch_size * cfg.data.seq_len;
+  const double flops_per_token = model.flops_per_token(cfg.data.seq_len);
+  if (!quiet)
+    std::fprintf(stderr,
+                 "lingua: %s | params %s total, %s non-embedding (active) | %d layers, dim %d, %d heads (%d kv), "
+                 "ffn %d, vocab %d | %lld tokens/step\n",
+                 cfg.name.c_str(), human_count((double)pc.total).c_str(),
+                 human_count((double)pc.active_non_embedding).c_str(), dims.n_layers, dims.dim, dims.n_heads,
+                 dims.n_kv_heads, dims.hidden, dims.vocab, (long long)tokens_per_step);
+
+  TrainResult result;
+  int64_t step = 0;
+  if (auto last = latest_checkpoint(root)) {
+    step = load_checkpoint(run, last->path);
+    if (!quiet) std::fprintf(stderr, "lingua: resumed from %s (step %lld)\n", last->path.c_str(), (long long)step);
+  } else if (!cfg.checkpoint.init_ckpt_path.empty()) {
+    std::string p = cfg.checkpoint.init_ckpt_path;
+    if (fs::is_directory(p)) p = (fs::path(p) / "consolidated.safetensors").string();
+    load_params(model.params(), p);
+    if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", p.c_str());
+  }
+  result.start_step = step;
+  if (cfg.logging.unigram_baseline_tokens > 0) {
+    result.unigram_entropy = unigram_entropy(cfg.data, *tok, dims.vocab, cfg.logging.unigram_baseline_tokens);
+    if (!quiet)
+      std::fprintf(stderr, "lingua: unigram entropy of the training data: %.4f nats/token (context-free floor)\n",
+                   result.unigram_entropy);
+  }
+
+  const float loss_scale = 1.0f / (float)tokens_per_step;
+  auto run_start = Clock::now();
+  int64_t total_tokens = step * tokens_per_step;
+  const int64_t first_step = step;
+  while (step < cfg.steps) {
+    auto t0 = Clock::now();
+    double data_time = 0, loss_sum = 0;
+    int64_t loss_tokens = 0;
+    model.params().zero_grads();
+    for (int a = 0; a < cfg.grad_acc_steps; ++a) {
+      auto td = Clock::now();
+      Batch b = loader.next();
+      data_time += seconds_since(td);
+      LossSum l = model.forward_backward(b.input.data(), b.target.data(), b.batch_size, b.seq_len, loss_scale);
+      loss_sum += l.nll;
+      loss_tokens += l.tokens;
+    }
+    double loss = loss_sum / std::max<int64_t>(1, loss_tokens);
+    LINGUA_CHECK(std::isfinite(loss), "training loss is ", loss, " at step ", step + 1,
+                 " (try a lower optim.lr or a longer optim.warmup)");
+    double lr_mult = lr_multiplier(cfg.optim, step, cfg.steps);  // LambdaLR: updates made so far
+    StepReport rep = opt.step(lr_mult);
+    ++step;
+    total_tokens += tokens_per_step;
+    result.losses.push_back(loss);
+    double iter_time = seconds_since(t0);
+
+    if (step % cfg.logging.freq == 0 || step == cfg.steps || step == first_step + 1) {
+      double wps = tokens_per_step / iter_time;
+      DataStats ds = loader.stats();
+      json m = {{"global_step", step},
+                {"acc_step", cfg.grad_acc_steps},
+                {"speed/wps", wps},
+                {"speed/FLOPS", wps * flops_per_token},
+                {"speed/mfu", wps * flops_per_token / kPeakFlops},
+                {"speed/curr_iter_time", iter_time},
+                {"speed/data_load_time", data_time},
+                {"optim/grad_norm", rep.grad_norm.at("default")},
+                {"optim/lr", rep.lr.at("default")},
+                {"optim/total_tokens", total_tokens},
+                {"memory/max_active_gib",
+                 (model.activation_bytes_high_water() + 4.0 * sizeof(float) * model.params().total()) / (1 << 30)},
+                {"memory/max_rss_gib", max_rss_gib()},
+                {"data/documents", ds.documents},
+                {"data/skipped_lines", ds.skipped()},
+                {"data/bad_json", ds.bad_json},
+                {"data/missing_text", ds.missing_text},
+                {"data/invalid_utf8", ds.invalid_utf8},
+                {"loss/out", loss}};
+      append_line(metrics_path, m);
+      if (!quiet) {
+        double elapsed = seconds_since(run_start);
+        double eta = elapsed / (step - first_step) * (cfg.steps - step);
+        std::fprintf(stderr, "step %lld/%lld | loss %.4f | grad %.3f | lr %.2e | %s tok/s | ETA %s\n",
+                     (long long)step, (long long)cfg.steps, loss, rep.grad_norm.at("default"), rep.lr.at("default"),
+                     human_count(wps).c_str(), human_time(eta).c_str());
+      }
+    }
+    if (cfg.checkpoint.eval.every > 0 && step % cfg.checkpoint.eval.every == 0)
+      run_validation(run, *tok, step, eval_path, quiet);
+    bool dump = (cfg.checkpoint.dump.every > 0 && step % cfg.checkpoint.dump.every == 0) || step == cfg.steps;
+    if (dump) save_checkpoint(run, step, root);
+    if (hooks.after_step && !hooks.after_step(step)) break;
+  }
+  result.final_step = step;
+  return result;
+}
+
+}  // namespace lingua

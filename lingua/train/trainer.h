@@ -1,0 +1,31 @@
+#pragma once
+// The training loop: config -> model, optimizer, data -> steps, with metrics, validation,
+// checkpoints and exact resumption. Apps call train(); tests call it with small configs.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lingua/config/train_config.h"
+
+namespace lingua {
+
+struct TrainResult {
+  int64_t start_step = 0;          // steps already done when this run began (resume)
+  int64_t final_step = 0;
+  std::vector<double> losses;      // mean training loss of each step run here
+  double unigram_entropy = 0;      // nats/token, when logging.unigram_baseline_tokens > 0
+};
+
+struct TrainHooks {
+  // Called after each optimizer step; returning false stops the run (tests simulate crashes).
+  std::function<bool(int64_t step)> after_step;
+  bool quiet = false;  // no status lines on stderr
+};
+
+TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks = {});
+
+// Checkpoint root of a config: checkpoint.path or dump_dir/checkpoints.
+std::string checkpoint_root(const TrainConfig& cfg);
+
+}  // namespace lingua
