@@ -1,0 +1,88 @@
+#include "lingua/data/tokenizer.h"
+
+#include <sentencepiece_processor.h>
+
+#include <filesystem>
+
+#include "lingua/core/error.h"
+
+namespace lingua {
+
+Tokenizer::~Tokenizer() = default;
+
+std::vector<int32_t> BytesTokenizer::encode(std::string_view text, bool add_bos, bool add_eos) const {
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() + 2);
+  if (add_bos) ids.push_back(kBos);
+  for (char c : text) ids.push_back(static_cast<unsigned char>(c));
+  if (add_eos) ids.push_back(kEos);
+  return ids;
+}
+
+std::string BytesTokenizer::decode(const std::vector<int32_t>& ids) const {
+  std::string text;
+  text.reserve(ids.size());
+  for (int32_t id : ids) {
+    LINGUA_CHECK(id >= 0 && id < kWords, "bytes tokenizer: id ", id, " is outside the vocabulary [0, ", kWords, ")");
+    if (id < 256) text.push_back(static_cast<char>(id));
+  }
+  return text;
+}
+
+struct SentencePieceTokenizer::Model {
+  sentencepiece::SentencePieceProcessor sp;
+};
+
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path)
+    : model_(std::make_unique<Model>()), path_(model_path) {
+  LINGUA_CHECK(!model_path.empty(), "tokenizer sp: no model file given (set tokenizer.path)");
+  LINGUA_CHECK(std::filesystem::is_regular_file(model_path), "tokenizer sp: model file ", model_path, " does not exist");
+  auto status = model_->sp.Load(model_path);
+  LINGUA_CHECK(status.ok(), "tokenizer sp: cannot load model file ", model_path, ": ", status.ToString());
+}
+
+SentencePieceTokenizer::~SentencePieceTokenizer() = default;
+
+std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view text, bool add_bos, bool add_eos) const {
+  std::vector<int> pieces;
+  auto status = model_->sp.Encode(text, &pieces);
+  LINGUA_CHECK(status.ok(), "tokenizer sp (", path_, "): encode failed: ", status.ToString());
+  std::vector<int32_t> ids;
+  ids.reserve(pieces.size() + 2);
+  if (add_bos) {
+    LINGUA_CHECK(bos_id() >= 0, "tokenizer sp (", path_, "): add_bos is set but the model has no BOS piece");
+    ids.push_back(bos_id());
+  }
+  ids.insert(ids.end(), pieces.begin(), pieces.end());
+  if (add_eos) {
+    LINGUA_CHECK(eos_id() >= 0, "tokenizer sp (", path_, "): add_eos is set but the model has no EOS piece");
+    ids.push_back(eos_id());
+  }
+  return ids;
+}
+
+std::string SentencePieceTokenizer::decode(const std::vector<int32_t>& ids) const {
+  std::vector<int> kept;
+  kept.reserve(ids.size());
+  const int n = n_words();
+  for (int32_t id : ids) {
+    LINGUA_CHECK(id >= 0 && id < n, "tokenizer sp (", path_, "): id ", id, " is outside the vocabulary [0, ", n, ")");
+    if (id != bos_id() && id != eos_id()) kept.push_back(id);
+  }
+  std::string text;
+  auto status = model_->sp.Decode(kept, &text);
+  LINGUA_CHECK(status.ok(), "tokenizer sp (", path_, "): decode failed: ", status.ToString());
+  return text;
+}
+
+int SentencePieceTokenizer::n_words() const { return model_->sp.GetPieceSize(); }
+int SentencePieceTokenizer::bos_id() const { return model_->sp.bos_id(); }
+int SentencePieceTokenizer::eos_id() const { return model_->sp.eos_id(); }
+
+std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& config) {
+  if (config.name == "bytes") return std::make_unique<BytesTokenizer>();
+  if (config.name == "sp") return std::make_unique<SentencePieceTokenizer>(config.path);
+  fail("unknown tokenizer name '", config.name, "' (tokenizer.name: bytes or sp)");
+}
+
+}  // namespace lingua
