@@ -1,0 +1,69 @@
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "lingua/ops/adamw/adamw.h"
+#include "lingua/ops/op_checks.h"
+
+namespace lingua {
+
+// Follows torch.optim.AdamW (single-tensor path): p *= 1 - lr wd; m += (1 - beta1)(g - m);
+// v = beta2 v + (1 - beta2) g^2; p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).
+// Bias corrections are computed in double, the per-element update in fp32.
+void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWHyper& h) {
+  const char* op = "adamw_update";
+  check_f32(op, "param", param, {-1});
+  const int64_t n = param.size(0);
+  check_f32(op, "grad", grad, {n});
+  check_f32(op, "m", m, {n});
+  check_f32(op, "v", v, {n});
+  LINGUA_CHECK(h.step >= 1, op, ": step is 1-based, got ", h.step);
+  const double bc1 = 1.0 - std::pow((double)h.beta1, (double)h.step);
+  const double bc2 = 1.0 - std::pow((double)h.beta2, (double)h.step);
+  const float decay = (float)(1.0 - (double)h.lr * h.weight_decay);
+  const float step_size = (float)(h.lr / bc1);
+  const float inv_sqrt_bc2 = (float)(1.0 / std::sqrt(bc2));
+  const float b1 = h.beta1, b2 = h.beta2, eps = h.eps, gs = h.grad_scale;
+  float* p = param.f32();
+  const float* g = grad.f32();
+  float* ms = m.f32();
+  float* vs = v.f32();
+#pragma omp parallel for schedule(static) if (n > kMinParallelElements)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i] * gs;
+    const float mi = ms[i] + (1.0f - b1) * (gi - ms[i]);
+    const float vi = b2 * vs[i] + (1.0f - b2) * gi * gi;
+    ms[i] = mi;
+    vs[i] = vi;
+    p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+  }
+}
+
+// Fixed blocks of kBlock elements, each summed in double with kLanes interleaved accumulators, then
+// the block sums added in block order: the result depends on n only, not on the thread count.
+double sum_squares(const Tensor& x) {
+  const char* op = "sum_squares";
+  check_f32(op, "x", x, {-1});
+  constexpr int64_t kBlock = 16384, kLanes = 8;
+  const int64_t n = x.size(0);
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const float* xs = x.f32();
+  std::vector<double> block_sum(blocks);
+#pragma omp parallel for schedule(static) if (n > kMinParallelElements)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t i0 = blk * kBlock, i1 = std::min(n, i0 + kBlock);
+    double lane[kLanes] = {};
+    int64_t i = i0;
+    for (; i + kLanes <= i1; i += kLanes)
+      for (int64_t j = 0; j < kLanes; ++j) lane[j] += (double)xs[i + j] * xs[i + j];
+    for (; i < i1; ++i) lane[0] += (double)xs[i] * xs[i];
+    double s = 0;
+    for (int64_t j = 0; j < kLanes; ++j) s += lane[j];
+    block_sum[blk] = s;
+  }
+  double total = 0;
+  for (double s : block_sum) total += s;
+  return total;
+}
+
+}  // namespace lingua

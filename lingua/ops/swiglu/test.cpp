@@ -1,0 +1,76 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "lingua/ops/swiglu/swiglu.h"
+#include "lingua/ops/testing.h"
+
+using namespace lingua;
+using namespace lingua::test_util;
+
+namespace {
+
+struct Case {
+  int64_t N, H;
+};
+
+TEST(SwiGLU, ForwardMatchesDoubleReference) {
+  for (Case c : {Case{1, 1}, Case{3, 7}, Case{33, 31}, Case{257, 301}}) {
+    auto a = random_vector(c.N * c.H, 1, -6.0f, 6.0f);
+    auto b = random_vector(c.N * c.H, 2, -2.0f, 2.0f);
+    std::vector<float> out(a.size());
+    swiglu_forward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(out.data(), {c.N, c.H}));
+    std::vector<double> ref(a.size());
+    for (size_t i = 0; i < a.size(); ++i) ref[i] = a[i] / (1.0 + std::exp(-(double)a[i])) * b[i];
+    EXPECT_TRUE(close(out, ref, 1e-6, "out")) << c.N << "x" << c.H;
+  }
+}
+
+TEST(SwiGLU, ExtremeInputsStayFinite) {
+  std::vector<float> a = {-200.0f, -90.0f, 90.0f, 200.0f, 0.0f}, b(5, 1.5f), out(5), dout(5, 1.0f), da(5), db(5);
+  swiglu_forward(Tensor(a.data(), {1, 5}), Tensor(b.data(), {1, 5}), Tensor(out.data(), {1, 5}));
+  swiglu_backward(Tensor(a.data(), {1, 5}), Tensor(b.data(), {1, 5}), Tensor(dout.data(), {1, 5}),
+                  Tensor(da.data(), {1, 5}), Tensor(db.data(), {1, 5}));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(std::isfinite(out[i]) && std::isfinite(da[i]) && std::isfinite(db[i])) << i;
+  }
+  EXPECT_NEAR(out[3], 300.0f, 1e-3);
+  EXPECT_NEAR(da[3], 1.5f, 1e-6);
+  EXPECT_NEAR(out[0], 0.0f, 1e-6);
+  EXPECT_NEAR(da[4], 0.75f, 1e-6);  // silu'(0) = 1/2
+}
+
+TEST(SwiGLU, BackwardMatchesFiniteDifferences) {
+  for (Case c : {Case{1, 1}, Case{3, 7}, Case{9, 31}}) {
+    auto a = random_vector(c.N * c.H, 3, -4.0f, 4.0f);
+    auto b = random_vector(c.N * c.H, 4, -2.0f, 2.0f);
+    auto R = random_vector(c.N * c.H, 5);
+    std::vector<float> out(a.size());
+    auto loss = [&] {
+      swiglu_forward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(out.data(), {c.N, c.H}));
+      return dot(out, R);
+    };
+    auto num_da = numeric_gradient(a, loss);
+    auto num_db = numeric_gradient(b, loss);
+    std::vector<float> da(a.size(), 5.0f), db(a.size(), 5.0f);
+    swiglu_backward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(R.data(), {c.N, c.H}),
+                    Tensor(da.data(), {c.N, c.H}), Tensor(db.data(), {c.N, c.H}));
+    EXPECT_TRUE(close(da, num_da, 1e-3, "da")) << c.N << "x" << c.H;
+    EXPECT_TRUE(close(db, num_db, 1e-3, "db")) << c.N << "x" << c.H;
+  }
+}
+
+TEST(SwiGLU, ShapeErrors) {
+  auto a = random_vector(3 * 7, 6);
+  std::vector<float> out(3 * 7);
+  EXPECT_THROW(swiglu_forward(Tensor(a.data(), {3, 7}), Tensor(a.data(), {7, 3}), Tensor(out.data(), {3, 7})), Error);
+  EXPECT_THROW(swiglu_forward(Tensor(a.data(), {3, 7}), Tensor(a.data(), {3, 7}), Tensor(out.data(), {21})), Error);
+  EXPECT_THROW(swiglu_backward(Tensor(a.data(), {3, 7}), Tensor(a.data(), {3, 7}), Tensor(a.data(), {3, 7}),
+                               Tensor(out.data(), {3, 7}), Tensor(out.data(), {3, 6})),
+               Error);
+  EXPECT_THROW(swiglu_forward(Tensor(a.data(), {3, 7}), Tensor(a.data(), {3, 7}, DType::f32, Device::cuda),
+                              Tensor(out.data(), {3, 7})),
+               Error);
+}
+
+}  // namespace
