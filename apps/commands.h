@@ -1,7 +1,10 @@
 #pragma once
 // One function per `lingua` command; each takes the arguments after the command name.
+#include <cstdio>
 #include <string>
 #include <vector>
+
+#include "lingua/config/config.h"
 
 namespace lingua::app {
 
@@ -11,7 +14,16 @@ int generate_main(const Args& args);
 int eval_main(const Args& args);
 int prepare_main(const Args& args);
 
-// True (and prints the help) when args ask for it.
+// True when args ask for help (--help or -h).
 bool wants_help(const Args& args);
+
+// Prints a command's usage line and every key of its config C (default and description) when the
+// arguments ask for help; returns whether it did.
+template <class C>
+bool print_help_if_asked(const Args& args, const char* usage) {
+  if (!wants_help(args)) return false;
+  std::printf("usage: %s\n\nkeys (default, description):\n%s", usage, config_help<C>().c_str());
+  return true;
+}
 
 }  // namespace lingua::app

@@ -23,10 +23,7 @@ struct EvalCommandConfig {
 }  // namespace
 
 int eval_main(const Args& args) {
-  if (wants_help(args)) {
-    std::printf("usage: lingua eval ckpt=DIR [key=value ...]\n\nkeys:\n%s", config_help<EvalCommandConfig>().c_str());
-    return 0;
-  }
+  if (print_help_if_asked<EvalCommandConfig>(args, "lingua eval ckpt=DIR [key=value ...]")) return 0;
   EvalCommandConfig e = parse_config<EvalCommandConfig>(args);
   LINGUA_CHECK(!e.ckpt.empty(), "config key 'ckpt' is required (a checkpoint directory or a dump_dir)");
   LoadedModel m = load_model(e.ckpt);

@@ -7,11 +7,7 @@
 namespace lingua::app {
 
 int generate_main(const Args& args) {
-  if (wants_help(args)) {
-    std::printf("usage: lingua generate ckpt=DIR prompt=\"text\" [key=value ...]\n\nkeys:\n%s",
-                config_help<GenerateConfig>().c_str());
-    return 0;
-  }
+  if (print_help_if_asked<GenerateConfig>(args, "lingua generate ckpt=DIR prompt=\"text\" [key=value ...]")) return 0;
   GenerateConfig g = parse_config<GenerateConfig>(args);
   LINGUA_CHECK(!g.ckpt.empty(), "config key 'ckpt' is required (a checkpoint directory or a dump_dir)");
   std::vector<std::string> prompts = g.prompts;

@@ -32,11 +32,7 @@ struct PrepareCommandConfig {
 }  // namespace
 
 int prepare_main(const Args& args) {
-  if (wants_help(args)) {
-    std::printf("usage: lingua prepare out_dir=DIR source=NAME file.txt [file.jsonl ...] [key=value ...]\n\nkeys:\n%s",
-                config_help<PrepareCommandConfig>().c_str());
-    return 0;
-  }
+  if (print_help_if_asked<PrepareCommandConfig>(args, "lingua prepare out_dir=DIR source=NAME file.txt [file.jsonl ...] [key=value ...]")) return 0;
   Args keyed, files;
   for (auto& a : args) (a.find('=') == std::string::npos ? files : keyed).push_back(a);
   PrepareCommandConfig c = parse_config<PrepareCommandConfig>(keyed);

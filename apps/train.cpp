@@ -13,11 +13,7 @@ bool wants_help(const Args& args) {
 }
 
 int train_main(const Args& args) {
-  if (wants_help(args)) {
-    std::printf("usage: lingua train config=path.yaml [key=value ...]\n\nkeys (default, description):\n%s",
-                config_help<TrainConfig>().c_str());
-    return 0;
-  }
+  if (print_help_if_asked<TrainConfig>(args, "lingua train config=path.yaml [key=value ...]")) return 0;
   TrainConfig cfg = parse_config<TrainConfig>(args);
   TrainResult r = train(cfg);
   std::fprintf(stderr, "lingua train: done at step %lld; checkpoints in %s\n", (long long)r.final_step,
