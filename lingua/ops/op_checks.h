@@ -1,6 +1,7 @@
 #pragma once
 // Argument checks shared by the CPU op implementations (internal to lingua/ops).
 #include <initializer_list>
+#include <string>
 
 #include "lingua/core/tensor.h"
 
@@ -25,6 +26,22 @@ constexpr int64_t kMinParallelElements = int64_t(1) << 16;
 
 inline void check_f32(const char* op, const char* arg, const Tensor& t, std::initializer_list<int64_t> dims) {
   check_op_arg(op, arg, t, DType::f32, dims);
+}
+
+// For the CUDA implementations: the tensor is on the GPU, has one of the allowed dtypes and the
+// shape; fails naming the op and the argument.
+inline void check_cuda_arg(const char* op, const char* arg, const Tensor& t, std::initializer_list<DType> dtypes,
+                           std::initializer_list<int64_t> dims) {
+  if (t.device != Device::cuda) fail(op, ": argument '", arg, "' is on the CPU but the op runs on CUDA (", t.str(), ")");
+  check_shape(op, arg, t, dims);
+  bool ok = false;
+  for (DType d : dtypes) ok |= (t.dtype == d);
+  if (!ok) {
+    std::string want;
+    for (DType d : dtypes) want += std::string(want.empty() ? "" : " or ") + dtype_name(d);
+    fail(op, ": argument '", arg, "' has dtype ", dtype_name(t.dtype), ", expected ", want);
+  }
+  if (t.data == nullptr && t.numel() > 0) fail(op, ": argument '", arg, "' has no data (", t.str(), ")");
 }
 
 }  // namespace lingua

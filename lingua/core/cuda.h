@@ -1,0 +1,42 @@
+#pragma once
+// The host-side face of the CUDA path, usable from plain C++ (no CUDA headers). Every function
+// exists whether or not CUDA was built; without it, cuda_device_count() is 0 and the rest fail
+// with a clear error. One binary thus runs on CPU-only machines and on GPUs.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace lingua {
+
+bool cuda_built();            // compiled with the CUDA path
+int cuda_device_count();      // 0 when not built, no driver or no GPU (never throws)
+std::string cuda_device_name();  // "NVIDIA H100 80GB HBM3"
+size_t cuda_peak_memory();    // bytes allocated at most through DeviceBuffer / the arena
+void cuda_synchronize();      // waits for the current stream, then checks for errors
+
+// Owned device memory (cudaMalloc / cudaFree). Movable, not copyable.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; o.bytes_ = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* data() const { return ptr_; }
+  template <class T> T* as() const { return static_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+  void zero();
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Synchronous copies on the current stream (host memory is pageable).
+void copy_to_device(void* dst, const void* src, size_t bytes);
+void copy_to_host(void* dst, const void* src, size_t bytes);
+void copy_device_to_device(void* dst, const void* src, size_t bytes);  // async on the stream
+
+}  // namespace lingua

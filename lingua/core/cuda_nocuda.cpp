@@ -1,0 +1,25 @@
+// Built only without the CUDA path: the device API reports no GPU and refuses to allocate.
+#include "lingua/core/cuda.h"
+#include "lingua/core/error.h"
+
+namespace lingua {
+
+static const char* kNoCuda = "this lingua was built without CUDA (no nvcc found at build time)";
+bool cuda_built() { return false; }
+int cuda_device_count() { return 0; }
+std::string cuda_device_name() { return "none"; }
+size_t cuda_peak_memory() { return 0; }
+void cuda_synchronize() {}
+DeviceBuffer::DeviceBuffer(size_t) { fail(kNoCuda); }
+DeviceBuffer::~DeviceBuffer() = default;
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  std::swap(ptr_, o.ptr_);
+  std::swap(bytes_, o.bytes_);
+  return *this;
+}
+void DeviceBuffer::zero() { fail(kNoCuda); }
+void copy_to_device(void*, const void*, size_t) { fail(kNoCuda); }
+void copy_to_host(void*, const void*, size_t) { fail(kNoCuda); }
+void copy_device_to_device(void*, const void*, size_t) { fail(kNoCuda); }
+
+}  // namespace lingua
