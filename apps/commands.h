@@ -13,6 +13,7 @@ int train_main(const Args& args);
 int generate_main(const Args& args);
 int eval_main(const Args& args);
 int prepare_main(const Args& args);
+int bench_main(const Args& args);
 
 // True when args ask for help (--help or -h).
 bool wants_help(const Args& args);

@@ -16,7 +16,7 @@ int generate_main(const Args& args) {
   LINGUA_CHECK(g.temperature >= 0, "config key 'temperature' must be >= 0");
   LINGUA_CHECK(g.top_p > 0 && g.top_p <= 1, "config key 'top_p' must be in (0, 1]");
   LINGUA_CHECK(g.max_gen_len > 0, "config key 'max_gen_len' must be positive");
-  LoadedModel m = load_model(g.ckpt, g.tokenizer_path);
+  LoadedModel m = load_model(g.ckpt, g.tokenizer_path, g.device);
   std::fprintf(stderr, "lingua generate: %s\n", m.checkpoint_dir.c_str());
   SamplingOptions opt{g.temperature, g.top_p, g.top_k, g.max_gen_len, g.until};
   PhiloxStream rng((uint64_t)g.seed, 0x6E6);

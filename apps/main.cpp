@@ -16,6 +16,7 @@ const char* kUsage =
     "  generate   sample text from a checkpoint\n"
     "  eval       validation loss of a checkpoint on its *.val.jsonl data\n"
     "  prepare    turn text or jsonl files into a training corpus (chunks + validation split)\n"
+    "  bench      time training steps of a config on random tokens (tokens/s, MFU, memory)\n"
     "\n"
     "Settings: built-in defaults < the YAML file given by config= < key=value arguments\n"
     "(values are YAML: model.dim=512, data.sources='{wiki: 0.8, code: 0.2}', prompts='[\"a\", \"b\"]').\n"
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
     if (cmd == "generate") return generate_main(args);
     if (cmd == "eval") return eval_main(args);
     if (cmd == "prepare") return prepare_main(args);
+    if (cmd == "bench") return bench_main(args);
     std::fprintf(stderr, "lingua: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const lingua::Error& e) {

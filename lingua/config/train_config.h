@@ -156,6 +156,19 @@ struct EvalConfig {
   }
 };
 
+struct BenchConfig {
+  int64_t steps = 20;   // timed optimizer steps
+  int64_t warmup = 5;   // untimed steps first
+  std::string out;      // append a JSON line here (e.g. bench/results/cuda.jsonl)
+  std::string config_name;  // name recorded in the results ("A", "B", ...)
+  template <class V> void visit(V& v) {
+    v("steps", steps, "lingua bench: timed steps");
+    v("warmup", warmup, "lingua bench: untimed steps before timing");
+    v("out", out, "lingua bench: append the result as a JSON line to this file");
+    v("config_name", config_name, "lingua bench: config name recorded in the result");
+  }
+};
+
 struct TrainConfig {
   std::string name = "lingua";
   std::string dump_dir;
@@ -163,7 +176,7 @@ struct TrainConfig {
   int grad_acc_steps = 1;
   int64_t steps = 1000;
   int64_t probe_freq = 0;
-  std::string device = "cpu";
+  std::string device = "auto";
   int threads = 0;  // 0: all cores
   DataConfig data;
   OptimConfig optim;
@@ -171,6 +184,7 @@ struct TrainConfig {
   CheckpointConfig checkpoint;
   LoggingConfig logging;
   EvalConfig eval;
+  BenchConfig bench;
   template <class V> void visit(V& v) {
     v("name", name, "run name");
     v("dump_dir", dump_dir, "output directory: config.yaml, metrics.jsonl, checkpoints/");
@@ -178,7 +192,7 @@ struct TrainConfig {
     v("grad_acc_steps", grad_acc_steps, "micro-batches per optimizer step");
     v("steps", steps, "optimizer steps");
     v("probe_freq", probe_freq, "steps between activation probes (0: off; not implemented yet, must be 0)");
-    v.choice("device", device, {"cpu"}, "compute device");
+    v.choice("device", device, {"auto", "cpu", "cuda"}, "compute device (auto: cuda when a GPU is present)");
     v("threads", threads, "CPU threads (0: all cores)");
     v("data", data, "data loading");
     v("optim", optim, "optimizer and schedule");
@@ -186,6 +200,7 @@ struct TrainConfig {
     v("checkpoint", checkpoint, "checkpointing");
     v("logging", logging, "logging");
     v("eval", eval, "validation");
+    v("bench", bench, "benchmark settings (lingua bench)");
   }
 };
 

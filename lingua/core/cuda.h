@@ -40,3 +40,16 @@ void copy_to_host(void* dst, const void* src, size_t bytes);
 void copy_device_to_device(void* dst, const void* src, size_t bytes);  // async on the stream
 
 }  // namespace lingua
+
+#include "lingua/core/tensor.h"
+
+namespace lingua {
+// dst = src for tensors of the same dtype and numel, on any devices (host or CUDA).
+void copy_tensor(const Tensor& dst, const Tensor& src);
+
+// The device a config's `device` key names: auto (cuda when a GPU is present), cpu or cuda.
+// Fails when cuda is asked for and not available.
+Device resolve_device(const std::string& name);
+// cuda_synchronize() when dev is CUDA (for timing).
+void cuda_synchronize_if(Device dev);
+}  // namespace lingua

@@ -17,7 +17,7 @@
 #define CUBLAS_CHECK(call)                                                                       \
   do {                                                                                           \
     cublasStatus_t st_ = (call);                                                                 \
-    if (st_ != CUBLAS_STATUS_SUCCESS) ::lingua::fail("cuBLAS error ", cublasGetStatusString(st_), \
+    if (st_ != CUBLAS_STATUS_SUCCESS) ::lingua::fail("cuBLAS error ", cublasLtGetStatusString(st_), \
                                                      " at ", __FILE__, ":", __LINE__, ": ", #call); \
   } while (0)
 

@@ -7,13 +7,14 @@
 
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/config/config.h"
+#include "lingua/core/cuda.h"
 #include "lingua/model/model_io.h"
 
 namespace fs = std::filesystem;
 
 namespace lingua {
 
-LoadedModel load_model(const std::string& path, const std::string& tokenizer_path) {
+LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, const std::string& device) {
   LINGUA_CHECK(fs::exists(path), "checkpoint not found: ", path);
   std::string dir = path;
   if (!is_complete_checkpoint(dir)) {
@@ -32,6 +33,7 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
   ModelDims dims = resolve_dims(m.config.model, m.tokenizer->n_words());
   m.model = std::make_unique<Transformer>(m.config.model, dims);
   load_params(m.model->params(), dir + "/consolidated.safetensors");
+  m.model->to_device(resolve_device(device));
   return m;
 }
 
@@ -74,7 +76,7 @@ std::string generate_text(Transformer& model, const Tokenizer& tok, const std::s
   // Keep the end of a prompt that leaves no room to generate.
   int room = std::max(1, d.max_seqlen - opt.max_gen_len);
   if ((int)ids.size() > room) ids.erase(ids.begin(), ids.end() - room);
-  KVCache cache(d, d.max_seqlen);
+  KVCache cache = model.make_cache(d.max_seqlen);
   std::vector<float> logits(d.vocab);
   model.forward_decode(ids.data(), (int)ids.size(), cache, logits.data());
   std::vector<int32_t> out;

@@ -25,6 +25,7 @@ struct GenerateConfig {
   int64_t seed = 0;
   int num_samples = 1;            // per prompt
   std::string tokenizer_path;     // override the checkpoint's tokenizer path (sp)
+  std::string device = "auto";
   template <class V> void visit(V& v) {
     v("ckpt", ckpt, "checkpoint step directory, or a dump_dir (uses its newest checkpoint)");
     v("prompt", prompt, "a prompt");
@@ -37,6 +38,7 @@ struct GenerateConfig {
     v("seed", seed, "sampling seed");
     v("num_samples", num_samples, "samples per prompt");
     v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
+    v.choice("device", device, {"auto", "cpu", "cuda"}, "compute device (auto: cuda when a GPU is present)");
   }
 };
 
@@ -54,7 +56,8 @@ struct LoadedModel {
   std::string checkpoint_dir;
 };
 // `path`: a step directory, or a dump_dir / checkpoint root (newest complete checkpoint).
-LoadedModel load_model(const std::string& path, const std::string& tokenizer_path = "");
+LoadedModel load_model(const std::string& path, const std::string& tokenizer_path = "",
+                       const std::string& device = "cpu");
 
 // Picks the next token from logits [V] (modified in place). Deterministic for a given rng state.
 int32_t sample_token(float* logits, int vocab, const SamplingOptions& opt, PhiloxStream& rng);

@@ -1,18 +1,32 @@
 #include "lingua/model/attention.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "lingua/ops/attention/attention.h"
+#include "lingua/ops/cast/cast.h"
 #include "lingua/ops/linear/linear.h"
 
 namespace lingua {
 
-KVCache::KVCache(const ModelDims& d, int max_len_) : max_len(max_len_) {
-  size_t n = (size_t)max_len * d.n_kv_heads * d.head_dim;
-  k.assign(d.n_layers, std::vector<float>(n));
-  v.assign(d.n_layers, std::vector<float>(n));
+KVCache::KVCache(const ModelDims& d, int max_len_, Device device, DType dtype)
+    : max_len(max_len_), kv_(d.n_kv_heads), hd_(d.head_dim), device_(device), dtype_(dtype) {
+  size_t n = (size_t)max_len * kv_ * hd_;
+  for (int i = 0; i < 2 * d.n_layers; ++i) {
+    if (device == Device::cuda) dev_.emplace_back(n * dtype_size(dtype));
+    else host_.emplace_back(n);
+  }
 }
+
+Tensor KVCache::view(int layer, bool is_v, int64_t pos, std::initializer_list<int64_t> dims) const {
+  int i = 2 * layer + (is_v ? 1 : 0);
+  char* base = device_ == Device::cuda ? static_cast<char*>(dev_[i].data())
+                                       : reinterpret_cast<char*>(const_cast<float*>(host_[i].data()));
+  return Tensor(base + pos * kv_ * hd_ * dtype_size(dtype_), dims, dtype_, device_);
+}
+Tensor KVCache::k(int layer, int64_t len) const { return view(layer, false, 0, {1, len, kv_, hd_}); }
+Tensor KVCache::v(int layer, int64_t len) const { return view(layer, true, 0, {1, len, kv_, hd_}); }
+Tensor KVCache::k_at(int layer, int64_t pos, int64_t n) const { return view(layer, false, pos, {n, kv_ * hd_}); }
+Tensor KVCache::v_at(int layer, int64_t pos, int64_t n) const { return view(layer, true, pos, {n, kv_ * hd_}); }
 
 Attention::Attention(ParamStore& store, const ModelDims& d, const ModelConfig& cfg, int layer,
                      const std::string& prefix, const RopeTable& rope)
@@ -30,20 +44,18 @@ void Attention::forward(const Tensor& x, const Tensor& y, const StepContext& ctx
   int64_t B = ctx.B, T = ctx.T, N = ctx.rows();
   Arena& ar = *ctx.arena;
   size_t mark = ar.mark();
-  q_ = arena_tensor(ar, {N, H_ * hd_});
-  k_ = arena_tensor(ar, {N, KV_ * hd_});
-  v_ = arena_tensor(ar, {N, KV_ * hd_});
-  o_ = arena_tensor(ar, {N, H_ * hd_});
+  q_ = arena_tensor(ar, {B, T, H_, hd_}, ctx.act);
+  k_ = arena_tensor(ar, {B, T, KV_, hd_}, ctx.act);
+  v_ = arena_tensor(ar, {B, T, KV_, hd_}, ctx.act);
+  o_ = arena_tensor(ar, {B, T, H_, hd_}, ctx.act);
   lse_ = arena_tensor(ar, {B, H_, T});
-  linear_forward(x, store_.param(wq_), q_);
-  linear_forward(x, store_.param(wk_), k_);
-  linear_forward(x, store_.param(wv_), v_);
-  Tensor q4(q_.data, {B, T, H_, hd_}), k4(k_.data, {B, T, KV_, hd_}), v4(v_.data, {B, T, KV_, hd_});
-  Tensor o4(o_.data, {B, T, H_, hd_});
-  rope_forward(q4, rope_, ctx.pos0);
-  rope_forward(k4, rope_, ctx.pos0);
-  attention_forward(q4, k4, v4, o4, lse_);
-  linear_forward(o_, store_.param(wo_), y);
+  linear_forward(x, store_.compute_param(wq_), reshape(q_, {N, H_ * hd_}));
+  linear_forward(x, store_.compute_param(wk_), reshape(k_, {N, KV_ * hd_}));
+  linear_forward(x, store_.compute_param(wv_), reshape(v_, {N, KV_ * hd_}));
+  rope_forward(q_, rope_, ctx.pos0);
+  rope_forward(k_, rope_, ctx.pos0);
+  attention_forward(q_, k_, v_, o_, lse_);
+  linear_forward(reshape(o_, {N, H_ * hd_}), store_.compute_param(wo_), y);
   if (!ctx.save_for_backward) ar.release_to(mark);
 }
 
@@ -51,43 +63,45 @@ void Attention::backward(const Tensor& x, const Tensor& dy, const Tensor& dx, co
   int64_t B = ctx.B, T = ctx.T, N = ctx.rows();
   Arena& ar = *ctx.arena;
   size_t mark = ar.mark();
-  Tensor d_o = arena_tensor(ar, {N, H_ * hd_});
-  Tensor dq = arena_tensor(ar, {N, H_ * hd_});
-  Tensor dk = arena_tensor(ar, {N, KV_ * hd_});
-  Tensor dv = arena_tensor(ar, {N, KV_ * hd_});
-  linear_backward(o_, store_.param(wo_), dy, d_o, store_.grad(wo_));
-  Tensor dq4(dq.data, {B, T, H_, hd_}), dk4(dk.data, {B, T, KV_, hd_}), dv4(dv.data, {B, T, KV_, hd_});
-  attention_backward(Tensor(q_.data, {B, T, H_, hd_}), Tensor(k_.data, {B, T, KV_, hd_}),
-                     Tensor(v_.data, {B, T, KV_, hd_}), Tensor(o_.data, {B, T, H_, hd_}), lse_,
-                     Tensor(d_o.data, {B, T, H_, hd_}), dq4, dk4, dv4);
-  rope_backward(dq4, rope_, ctx.pos0);
-  rope_backward(dk4, rope_, ctx.pos0);
-  // dq, dk are now gradients of the projections before RoPE.
-  linear_backward(x, store_.param(wq_), dq, dx, store_.grad(wq_));
-  linear_backward(x, store_.param(wk_), dk, dx, store_.grad(wk_), true);
-  linear_backward(x, store_.param(wv_), dv, dx, store_.grad(wv_), true);
+  // The residual gradient is f32; the matmul takes it in the activation dtype.
+  Tensor dy_act = dy;
+  if (dy.dtype != ctx.act) {
+    dy_act = arena_tensor(ar, {N, dim_}, ctx.act);
+    cast_into(dy_act, dy);
+  }
+  Tensor d_o = arena_tensor(ar, {B, T, H_, hd_}, ctx.act);
+  Tensor dq = arena_tensor(ar, {B, T, H_, hd_}, ctx.act);
+  Tensor dk = arena_tensor(ar, {B, T, KV_, hd_}, ctx.act);
+  Tensor dv = arena_tensor(ar, {B, T, KV_, hd_}, ctx.act);
+  linear_backward(reshape(o_, {N, H_ * hd_}), store_.compute_param(wo_), dy_act, reshape(d_o, {N, H_ * hd_}),
+                  store_.grad(wo_));
+  attention_backward(q_, k_, v_, o_, lse_, d_o, dq, dk, dv);
+  // dq, dk become gradients of the projections before RoPE.
+  rope_backward(dq, rope_, ctx.pos0);
+  rope_backward(dk, rope_, ctx.pos0);
+  linear_backward(x, store_.compute_param(wq_), reshape(dq, {N, H_ * hd_}), dx, store_.grad(wq_));
+  linear_backward(x, store_.compute_param(wk_), reshape(dk, {N, KV_ * hd_}), dx, store_.grad(wk_), true);
+  linear_backward(x, store_.compute_param(wv_), reshape(dv, {N, KV_ * hd_}), dx, store_.grad(wv_), true);
   ar.release_to(mark);
 }
 
-void Attention::forward_cached(const Tensor& x, const Tensor& y, KVCache& cache, int layer, Arena& ar) {
+void Attention::forward_cached(const Tensor& x, const Tensor& y, KVCache& cache, int layer, const StepContext& ctx) {
   int64_t T = x.size(0), pos0 = cache.len;
   LINGUA_CHECK(pos0 + T <= cache.max_len, "generation: sequence of ", pos0 + T, " tokens exceeds the KV cache (",
                cache.max_len, ")");
+  Arena& ar = *ctx.arena;
   size_t mark = ar.mark();
-  Tensor q = arena_tensor(ar, {T, H_ * hd_});
-  Tensor o = arena_tensor(ar, {T, H_ * hd_});
-  float* kc = cache.k[layer].data() + pos0 * KV_ * hd_;
-  float* vc = cache.v[layer].data() + pos0 * KV_ * hd_;
-  Tensor k(kc, {T, KV_ * hd_}), v(vc, {T, KV_ * hd_});
-  linear_forward(x, store_.param(wq_), q);
-  linear_forward(x, store_.param(wk_), k);
-  linear_forward(x, store_.param(wv_), v);
-  rope_forward(Tensor(q.data, {1, T, H_, hd_}), rope_, (int)pos0);
-  rope_forward(Tensor(kc, {1, T, KV_, hd_}), rope_, (int)pos0);
+  Tensor q = arena_tensor(ar, {1, T, H_, hd_}, ctx.act);
+  Tensor o = arena_tensor(ar, {1, T, H_, hd_}, ctx.act);
+  Tensor k = cache.k_at(layer, pos0, T), v = cache.v_at(layer, pos0, T);
+  linear_forward(x, store_.compute_param(wq_), reshape(q, {T, H_ * hd_}));
+  linear_forward(x, store_.compute_param(wk_), k);
+  linear_forward(x, store_.compute_param(wv_), v);
+  rope_forward(q, rope_, (int)pos0);
+  rope_forward(reshape(k, {1, T, KV_, hd_}), rope_, (int)pos0);
   int64_t S = pos0 + T;
-  attention_forward(Tensor(q.data, {1, T, H_, hd_}), Tensor(cache.k[layer].data(), {1, S, KV_, hd_}),
-                    Tensor(cache.v[layer].data(), {1, S, KV_, hd_}), Tensor(o.data, {1, T, H_, hd_}), Tensor());
-  linear_forward(o, store_.param(wo_), y);
+  attention_forward(q, cache.k(layer, S), cache.v(layer, S), o, Tensor());
+  linear_forward(reshape(o, {T, H_ * hd_}), store_.compute_param(wo_), y);
   ar.release_to(mark);
 }
 
@@ -97,7 +111,7 @@ size_t Attention::saved_floats(int64_t B, int64_t T) const {
 }
 size_t Attention::scratch_floats(int64_t B, int64_t T) const {
   int64_t N = B * T;
-  return 2 * arena_floats(N * H_ * hd_) + 2 * arena_floats(N * KV_ * hd_);
+  return arena_floats(N * dim_) + 2 * arena_floats(N * H_ * hd_) + 2 * arena_floats(N * KV_ * hd_);
 }
 int64_t Attention::matmul_params() const { return dim_ * (2 * H_ * hd_ + 2 * KV_ * hd_); }
 

@@ -10,23 +10,35 @@
 
 namespace lingua {
 
-// Keys and values of past positions for decoding one sequence: per layer [max_len, KV, hd] f32.
+// Keys and values of past positions for decoding one sequence: per layer [max_len, KV, hd], in the
+// model's activation dtype and on its device.
 struct KVCache {
   int max_len = 0, len = 0;
-  std::vector<std::vector<float>> k, v;
-  KVCache(const ModelDims& d, int max_len);
+  KVCache(const ModelDims& d, int max_len, Device device = Device::cpu, DType dtype = DType::f32);
+  Tensor k(int layer, int64_t len) const;  // [1, len, KV, hd] view of the first len positions
+  Tensor v(int layer, int64_t len) const;
+  Tensor k_at(int layer, int64_t pos, int64_t n) const;  // [n, KV * hd] rows pos.. (for writing)
+  Tensor v_at(int layer, int64_t pos, int64_t n) const;
+
+ private:
+  Tensor view(int layer, bool is_v, int64_t pos, std::initializer_list<int64_t> dims) const;
+  int64_t kv_, hd_;
+  Device device_;
+  DType dtype_;
+  std::vector<std::vector<float>> host_;  // CPU: 2 per layer (k, v)
+  std::vector<DeviceBuffer> dev_;         // CUDA: 2 per layer
 };
 
 class Attention {
  public:
   Attention(ParamStore& store, const ModelDims& dims, const ModelConfig& cfg, int layer, const std::string& prefix,
             const RopeTable& rope);
-  // x: [N, dim] normalised input, y: [N, dim] written.
+  // x: [N, dim] normalised input (ctx.act), y: [N, dim] f32 written.
   void forward(const Tensor& x, const Tensor& y, const StepContext& ctx);
-  // dy: [N, dim]; dx: [N, dim] written.
+  // dy: [N, dim] f32; dx: [N, dim] f32 written.
   void backward(const Tensor& x, const Tensor& dy, const Tensor& dx, const StepContext& ctx);
   // Decoding: T new tokens of one sequence (B = 1) at positions cache.len...; appends to the cache.
-  void forward_cached(const Tensor& x, const Tensor& y, KVCache& cache, int layer, Arena& arena);
+  void forward_cached(const Tensor& x, const Tensor& y, KVCache& cache, int layer, const StepContext& ctx);
   size_t saved_floats(int64_t B, int64_t T) const;
   size_t scratch_floats(int64_t B, int64_t T) const;
   int64_t matmul_params() const;

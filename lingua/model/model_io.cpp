@@ -5,8 +5,9 @@
 namespace lingua {
 
 void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta) {
+  store.download();  // no-op on the CPU
   std::vector<NamedTensor> ts;
-  for (int i = 0; i < store.size(); ++i) ts.push_back({store.info(i).name, store.param(i)});
+  for (int i = 0; i < store.size(); ++i) ts.push_back({store.info(i).name, store.host_param(i)});
   write_safetensors(path, ts, meta);
 }
 
@@ -23,8 +24,9 @@ void load_params(ParamStore& store, const std::string& path) {
       fail("checkpoint ", path, ": tensor '", p.name, "' has shape ", ti.shape_str(), " but the model expects ",
            want, "] (does the config match the checkpoint?)");
     }
-    f.read_into(p.name, store.param(i));
+    f.read_into(p.name, store.host_param(i));
   }
+  store.upload();  // no-op on the CPU
 }
 
 }  // namespace lingua

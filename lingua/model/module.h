@@ -12,6 +12,7 @@ namespace lingua {
 
 struct StepContext {
   Arena* arena = nullptr;
+  DType act = DType::f32;           // activation dtype: f32 on the CPU, bf16 on CUDA
   const int32_t* tokens = nullptr;  // [B, T] input token ids (STEM looks rows up by them)
   int B = 0, T = 0;
   int pos0 = 0;             // position of the first token (KV-cache decoding)
@@ -22,10 +23,19 @@ struct StepContext {
 // Arena floats an allocation of n floats takes (the arena aligns slices to 16 floats).
 inline size_t arena_floats(int64_t n) { return (size_t)((n + 15) & ~int64_t(15)); }
 
-inline Tensor arena_tensor(Arena& a, std::initializer_list<int64_t> dims) {
+// A tensor of `dims` in the arena's memory (host or device).
+inline Tensor arena_tensor(Arena& a, std::initializer_list<int64_t> dims, DType dt = DType::f32) {
   int64_t n = 1;
   for (auto d : dims) n *= d;
-  return Tensor(a.alloc((size_t)n), dims);
+  size_t floats = (size_t)((n * (int64_t)dtype_size(dt) + 3) / 4);
+  return Tensor(a.alloc(floats), dims, dt, a.device());
+}
+
+// A view of `t`'s memory with other dims (same dtype and device).
+inline Tensor reshape(const Tensor& t, std::initializer_list<int64_t> dims) {
+  Tensor r(t.data, dims, t.dtype, t.device);
+  LINGUA_ASSERT(r.numel() == t.numel());
+  return r;
 }
 
 }  // namespace lingua

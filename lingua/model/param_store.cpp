@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "lingua/core/bf16.h"
 #include "lingua/core/philox.h"
 
 namespace lingua {
@@ -67,17 +68,68 @@ int ParamStore::index(const std::string& name) const {
   return i;
 }
 
-Tensor ParamStore::view(float* base, int i) const {
+Tensor ParamStore::view(void* base, int i, DType dt, Device dev) const {
   const ParamInfo& p = infos_[i];
   Tensor t;
-  t.data = base + p.offset;
+  t.data = static_cast<char*>(base) + p.offset * dtype_size(dt);
   t.ndim = (int)p.shape.size();
   for (int d = 0; d < t.ndim; ++d) t.shape[d] = p.shape[d];
+  t.dtype = dt;
+  t.device = dev;
   return t;
 }
 
-Tensor ParamStore::param(int i) const { return view(params_.data(), i); }
-Tensor ParamStore::grad(int i) const { return view(grads_.data(), i); }
-void ParamStore::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+Tensor ParamStore::param(int i) const {
+  return device_ == Device::cuda ? view(d_params_.data(), i, DType::f32, Device::cuda)
+                                 : view(params_.data(), i, DType::f32, Device::cpu);
+}
+
+Tensor ParamStore::grad(int i) const {
+  return device_ == Device::cuda ? view(d_grads_.data(), i, DType::f32, Device::cuda)
+                                 : view(grads_.data(), i, DType::f32, Device::cpu);
+}
+
+Tensor ParamStore::compute_param(int i) const {
+  return device_ == Device::cuda ? view(d_bf16_.data(), i, DType::bf16, Device::cuda) : param(i);
+}
+
+Tensor ParamStore::host_param(int i) const { return view(params_.data(), i, DType::f32, Device::cpu); }
+
+float* ParamStore::grads() {
+  LINGUA_CHECK(device_ == Device::cpu, "internal error: host gradients requested from a CUDA ParamStore");
+  return grads_.data();
+}
+
+void ParamStore::zero_grads() {
+  if (device_ == Device::cuda) d_grads_.zero();
+  else std::fill(grads_.begin(), grads_.end(), 0.0f);
+}
+
+void ParamStore::to_device(Device device) {
+  LINGUA_ASSERT(final_);
+  if (device == device_) return;
+  LINGUA_CHECK(device == Device::cuda, "internal error: a ParamStore moves from the CPU to CUDA only");
+  d_params_ = DeviceBuffer(total_ * sizeof(float));
+  d_grads_ = DeviceBuffer(total_ * sizeof(float));
+  d_bf16_ = DeviceBuffer(total_ * 2);
+  device_ = device;
+  grads_.clear();
+  grads_.shrink_to_fit();
+  d_grads_.zero();
+  upload();
+}
+
+void ParamStore::upload() {
+  if (device_ != Device::cuda) return;
+  copy_to_device(d_params_.data(), params_.data(), total_ * sizeof(float));
+  std::vector<uint16_t> h(total_);
+  for (int64_t i = 0; i < total_; ++i) h[i] = float_to_bf16(params_[i]);
+  copy_to_device(d_bf16_.data(), h.data(), total_ * 2);
+}
+
+void ParamStore::download() const {
+  if (device_ != Device::cuda) return;
+  copy_to_host(params_.data(), d_params_.data(), total_ * sizeof(float));
+}
 
 }  // namespace lingua

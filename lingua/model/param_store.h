@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "lingua/core/cuda.h"
 #include "lingua/core/tensor.h"
 
 namespace lingua {
@@ -42,20 +43,38 @@ class ParamStore {
   int find(const std::string& name) const;  // -1 if absent
   int index(const std::string& name) const; // error if absent
 
-  Tensor param(int i) const;  // view of shape info(i).shape
+  // Views of shape info(i).shape on the store's device: the fp32 master weights and gradients.
+  Tensor param(int i) const;
   Tensor grad(int i) const;
-  Tensor flat_params() const { return Tensor(params_.data(), {total_}); }
-  Tensor flat_grads() const { return Tensor(grads_.data(), {total_}); }
-  float* params() { return params_.data(); }
-  float* grads() { return grads_.data(); }
+  // What matmuls read: the fp32 weights on the CPU; on CUDA a bf16 copy that upload() and the
+  // optimizer keep equal to the rounded master weights.
+  Tensor compute_param(int i) const;
   int64_t total() const { return total_; }
   void zero_grads();
 
+  // Host copies (the CPU path's own buffers; on CUDA a mirror for init and checkpoint IO).
+  float* params() { return params_.data(); }
+  const float* params() const { return params_.data(); }
+  float* grads();  // CPU only
+  Tensor host_param(int i) const;  // f32 host view, for checkpoint IO
+
+  // Moves the store to `device` (CUDA: allocates device buffers and uploads the host weights).
+  void to_device(Device device);
+  Device device() const { return device_; }
+  void upload();          // host weights -> device (after loading a checkpoint into the host mirror)
+  void download() const;  // device weights -> host mirror (before saving)
+  // Raw device buffers (CUDA), for the optimizer's fused kernels.
+  float* device_params() const { return d_params_.as<float>(); }
+  float* device_grads() const { return d_grads_.as<float>(); }
+  void* device_params_bf16() const { return d_bf16_.data(); }
+
  private:
-  Tensor view(float* base, int i) const;
+  Tensor view(void* base, int i, DType dt, Device dev) const;
   std::vector<ParamInfo> infos_;
   std::map<std::string, int> by_name_;
   mutable std::vector<float> params_, grads_;
+  DeviceBuffer d_params_, d_grads_, d_bf16_;
+  Device device_ = Device::cpu;
   int64_t total_ = 0;
   bool final_ = false;
 };

@@ -1,8 +1,8 @@
 #include "lingua/model/transformer.h"
 
 #include <cmath>
-#include <cstring>
 
+#include "lingua/ops/add/add.h"
 #include "lingua/ops/cross_entropy/cross_entropy.h"
 #include "lingua/ops/embedding/embedding.h"
 #include "lingua/ops/linear/linear.h"
@@ -15,7 +15,7 @@ struct Transformer::Layer {
   int attn_norm, ffn_norm;
   Attention attention;
   std::unique_ptr<FeedForward> ffn;
-  Tensor n1, rstd1, h, n2, rstd2;  // saved for backward
+  Tensor n1, rstd1, h, n2, rstd2;  // saved for backward (h: f32 residual; n1, n2: activations)
 
   Layer(ParamStore& s, const ModelDims& d, const ModelConfig& cfg, int i, const RopeTable& rope)
       : attn_norm(s.add("layers." + std::to_string(i) + ".attention_norm.weight", {d.dim}, {ParamInit::ones})),
@@ -48,6 +48,13 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelDims& dims) : dims_(
 
 Transformer::~Transformer() = default;
 
+void Transformer::to_device(Device device) {
+  if (device == this->device()) return;
+  store_.to_device(device);
+  arena_ = Arena(device);
+  act_ = device == Device::cuda ? DType::bf16 : DType::f32;
+}
+
 size_t Transformer::activation_floats(int B, int T) const {
   int64_t N = (int64_t)B * T, D = dims_.dim;
   size_t saved = (dims_.n_layers + 1) * arena_floats(N * D) + arena_floats(N * D) + 2 * arena_floats(N);
@@ -56,43 +63,61 @@ size_t Transformer::activation_floats(int B, int T) const {
     saved += l->saved_floats(B, T, D);
     scratch = std::max(scratch, l->scratch_floats(B, T, D));
   }
-  // Backward keeps three residual-gradient buffers (final norm, dx, dh) besides a layer's scratch.
-  return saved + scratch + 3 * arena_floats(N * D);
+  // Backward keeps three residual-gradient buffers (final norm, dx, dh) besides a layer's scratch,
+  // and the loss its per-token values.
+  return saved + scratch + 3 * arena_floats(N * D) + arena_floats(N);
 }
 
-void Transformer::ensure_arena(int B, int T) {
+void Transformer::ensure_arena(int B, int T, size_t extra_floats) {
   LINGUA_CHECK(T <= dims_.max_seqlen, "sequence length ", T, " exceeds model.max_seqlen (", dims_.max_seqlen, ")");
-  size_t need = activation_floats(B, T);
+  size_t need = activation_floats(B, T) + extra_floats;
   if (arena_.capacity() < need) arena_.reserve(need);
   arena_.reset();
 }
 
-void Transformer::forward_layers(const int32_t* tokens, int B, int T, StepContext& ctx) {
+Tensor Transformer::device_ids(const int32_t* ids, int64_t n, int slot) {
+  if (device() == Device::cpu) return Tensor(ids, {n});
+  DeviceBuffer& b = ids_dev_[slot];
+  if (b.bytes() < (size_t)n * 4) b = DeviceBuffer((size_t)n * 4);
+  copy_to_device(b.data(), ids, (size_t)n * 4);
+  return Tensor(b.data(), {n}, DType::i32, Device::cuda);
+}
+
+StepContext Transformer::context(const int32_t* tokens, int B, int T, int pos0, bool save) {
+  StepContext ctx;
+  ctx.arena = &arena_;
+  ctx.act = act_;
+  ctx.tokens = tokens;
+  ctx.B = B;
+  ctx.T = T;
+  ctx.pos0 = pos0;
+  ctx.save_for_backward = save;
+  return ctx;
+}
+
+void Transformer::forward_layers(const Tensor& tokens, int B, int T, StepContext& ctx) {
   int64_t N = (int64_t)B * T, D = dims_.dim;
   Arena& ar = arena_;
   xs_.assign(dims_.n_layers + 1, Tensor());
   xs_[0] = arena_tensor(ar, {N, D});
-  embedding_forward(Tensor(tokens, {N}), store_.param(tok_emb_), xs_[0]);
+  embedding_forward(tokens, store_.param(tok_emb_), xs_[0]);
   for (int l = 0; l < dims_.n_layers; ++l) {
     Layer& L = *layers_[l];
     const Tensor& x = xs_[l];
-    L.n1 = arena_tensor(ar, {N, D});
+    L.n1 = arena_tensor(ar, {N, D}, act_);
     L.rstd1 = arena_tensor(ar, {N});
     L.h = arena_tensor(ar, {N, D});
-    L.n2 = arena_tensor(ar, {N, D});
+    L.n2 = arena_tensor(ar, {N, D}, act_);
     L.rstd2 = arena_tensor(ar, {N});
     rmsnorm_forward(x, store_.param(L.attn_norm), dims_.norm_eps, L.n1, L.rstd1);
     L.attention.forward(L.n1, L.h, ctx);
-    float* h = L.h.f32();
-    const float* xp = x.f32();
-    for (int64_t i = 0; i < N * D; ++i) h[i] += xp[i];
+    add_into(L.h, x);
     rmsnorm_forward(L.h, store_.param(L.ffn_norm), dims_.norm_eps, L.n2, L.rstd2);
     xs_[l + 1] = arena_tensor(ar, {N, D});
     L.ffn->forward(L.n2, xs_[l + 1], ctx);
-    float* o = xs_[l + 1].f32();
-    for (int64_t i = 0; i < N * D; ++i) o[i] += h[i];
+    add_into(xs_[l + 1], L.h);
   }
-  xf_ = arena_tensor(ar, {N, D});
+  xf_ = arena_tensor(ar, {N, D}, act_);
   rstdf_ = arena_tensor(ar, {N});
   rmsnorm_forward(xs_[dims_.n_layers], store_.param(norm_), dims_.norm_eps, xf_, rstdf_);
 }
@@ -100,15 +125,16 @@ void Transformer::forward_layers(const int32_t* tokens, int B, int T, StepContex
 LossSum Transformer::forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float loss_scale) {
   ensure_arena(B, T);
   int64_t N = (int64_t)B * T, D = dims_.dim;
-  StepContext ctx{&arena_, tokens, B, T, 0, true};
-  forward_layers(tokens, B, T, ctx);
+  StepContext ctx = context(tokens, B, T, 0, true);
+  Tensor tok = device_ids(tokens, N, 0), tgt = device_ids(targets, N, 1);
+  forward_layers(tok, B, T, ctx);
   Arena& ar = arena_;
-  Tensor dxf = arena_tensor(ar, {N, D});
+  Tensor dxf = arena_tensor(ar, {N, D}, act_);
   LossSum ls;
-  ls.nll = output_cross_entropy(xf_, store_.param(output_), Tensor(targets, {N}), Tensor(), loss_scale, dxf,
+  ls.nll = output_cross_entropy(xf_, store_.compute_param(output_), tgt, Tensor(), loss_scale, dxf,
                                 store_.grad(output_));
   for (int64_t i = 0; i < N; ++i) ls.tokens += targets[i] >= 0;
-  // Backward through the final norm and the layers. dx is the gradient of the residual stream.
+  // Backward through the final norm and the layers. dx is the gradient of the residual stream (f32).
   Tensor dx = arena_tensor(ar, {N, D});
   Tensor dh = arena_tensor(ar, {N, D});
   rmsnorm_backward(xs_[dims_.n_layers], store_.param(norm_), rstdf_, dxf, dx, store_.grad(norm_));
@@ -118,65 +144,70 @@ LossSum Transformer::forward_backward(const int32_t* tokens, const int32_t* targ
     Tensor dn = arena_tensor(ar, {N, D});
     // out = h + ffn(n2): dh = dx + d(ffn_norm)(dn2)
     L.ffn->backward(L.n2, dx, dn, ctx);
-    std::memcpy(dh.data, dx.data, N * D * sizeof(float));
+    copy_tensor(dh, dx);
     rmsnorm_backward(L.h, store_.param(L.ffn_norm), L.rstd2, dn, dh, store_.grad(L.ffn_norm), true);
     // h = x + attn(n1): dx = dh + d(attention_norm)(dn1)
     L.attention.backward(L.n1, dh, dn, ctx);
-    std::memcpy(dx.data, dh.data, N * D * sizeof(float));
+    copy_tensor(dx, dh);
     rmsnorm_backward(xs_[l], store_.param(L.attn_norm), L.rstd1, dn, dx, store_.grad(L.attn_norm), true);
     ar.release_to(mark);
   }
-  embedding_backward(Tensor(tokens, {N}), dx, store_.grad(tok_emb_));
+  embedding_backward(tok, dx, store_.grad(tok_emb_));
   return ls;
 }
 
 LossSum Transformer::forward_loss(const int32_t* tokens, const int32_t* targets, int B, int T, float* nll_out) {
   ensure_arena(B, T);
   int64_t N = (int64_t)B * T;
-  StepContext ctx{&arena_, tokens, B, T, 0, false};
-  forward_layers(tokens, B, T, ctx);
-  Tensor nll = nll_out ? Tensor(nll_out, {N}) : arena_tensor(arena_, {N});
+  StepContext ctx = context(tokens, B, T, 0, false);
+  Tensor tok = device_ids(tokens, N, 0), tgt = device_ids(targets, N, 1);
+  forward_layers(tok, B, T, ctx);
+  Tensor nll = arena_tensor(arena_, {N});
   LossSum ls;
-  ls.nll = output_cross_entropy(xf_, store_.param(output_), Tensor(targets, {N}), nll, 1.0f, Tensor(), Tensor());
+  ls.nll = output_cross_entropy(xf_, store_.compute_param(output_), tgt, nll, 1.0f, Tensor(), Tensor());
+  if (nll_out) copy_tensor(Tensor(nll_out, {N}), nll);
   for (int64_t i = 0; i < N; ++i) ls.tokens += targets[i] >= 0;
   return ls;
 }
 
 void Transformer::forward_logits(const int32_t* tokens, int T, float* logits) {
-  ensure_arena(1, T);
-  StepContext ctx{&arena_, tokens, 1, T, 0, false};
-  forward_layers(tokens, 1, T, ctx);
-  linear_forward(xf_, store_.param(output_), Tensor(logits, {(int64_t)T, (int64_t)dims_.vocab}));
+  ensure_arena(1, T, arena_floats((int64_t)T * dims_.vocab));
+  StepContext ctx = context(tokens, 1, T, 0, false);
+  forward_layers(device_ids(tokens, T, 0), 1, T, ctx);
+  Tensor out = arena_tensor(arena_, {(int64_t)T, (int64_t)dims_.vocab});
+  linear_forward(xf_, store_.compute_param(output_), out);
+  copy_tensor(Tensor(logits, {(int64_t)T, (int64_t)dims_.vocab}), out);
 }
 
 void Transformer::forward_decode(const int32_t* tokens, int T, KVCache& cache, float* logits) {
   LINGUA_CHECK(cache.len + T <= dims_.max_seqlen, "generation: ", cache.len + T,
                " tokens exceed model.max_seqlen (", dims_.max_seqlen, ")");
-  ensure_arena(1, T);
+  ensure_arena(1, T, arena_floats(dims_.vocab) + 4 * arena_floats(dims_.dim));
   Arena& ar = arena_;
   int64_t D = dims_.dim;
-  StepContext ctx{&arena_, tokens, 1, T, cache.len, false};
-  Tensor x = arena_tensor(ar, {T, D}), n = arena_tensor(ar, {T, D}), r = arena_tensor(ar, {T});
+  StepContext ctx = context(tokens, 1, T, cache.len, false);
+  Tensor x = arena_tensor(ar, {T, D}), n = arena_tensor(ar, {T, D}, act_), r = arena_tensor(ar, {T});
   Tensor y = arena_tensor(ar, {T, D});
-  embedding_forward(Tensor(tokens, {T}), store_.param(tok_emb_), x);
+  embedding_forward(device_ids(tokens, T, 0), store_.param(tok_emb_), x);
   for (int l = 0; l < dims_.n_layers; ++l) {
     Layer& L = *layers_[l];
     rmsnorm_forward(x, store_.param(L.attn_norm), dims_.norm_eps, n, r);
-    L.attention.forward_cached(n, y, cache, l, ar);
-    float *xp = x.f32(), *yp = y.f32();
-    for (int64_t i = 0; i < T * D; ++i) xp[i] += yp[i];
+    L.attention.forward_cached(n, y, cache, l, ctx);
+    add_into(x, y);
     rmsnorm_forward(x, store_.param(L.ffn_norm), dims_.norm_eps, n, r);
     size_t mark = ar.mark();
     L.ffn->forward(n, y, ctx);
     ar.release_to(mark);
-    for (int64_t i = 0; i < T * D; ++i) xp[i] += yp[i];
+    add_into(x, y);
   }
   cache.len += T;
   // Only the last position's logits are needed.
-  Tensor last(x.f32() + (T - 1) * D, {1, D});
-  Tensor nl = arena_tensor(ar, {1, D}), rl = arena_tensor(ar, {1});
+  Tensor last(static_cast<float*>(x.data) + (T - 1) * D, {1, D}, DType::f32, x.device);
+  Tensor nl = arena_tensor(ar, {1, D}, act_), rl = arena_tensor(ar, {1});
+  Tensor out = arena_tensor(ar, {1, (int64_t)dims_.vocab});
   rmsnorm_forward(last, store_.param(norm_), dims_.norm_eps, nl, rl);
-  linear_forward(nl, store_.param(output_), Tensor(logits, {1, (int64_t)dims_.vocab}));
+  linear_forward(nl, store_.compute_param(output_), out);
+  copy_tensor(Tensor(logits, {1, (int64_t)dims_.vocab}), out);
 }
 
 ParamCounts Transformer::param_counts() const {

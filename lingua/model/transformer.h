@@ -37,13 +37,20 @@ class Transformer {
   const ModelDims& dims() const { return dims_; }
   void init_weights(uint64_t seed) { store_.init(seed); }
 
+  // Moves the model to CUDA (weights uploaded, activations bf16, residual stream fp32).
+  void to_device(Device device);
+  Device device() const { return store_.device(); }
+  DType act_dtype() const { return act_; }
+
   // One micro-batch of training: forward and backward. tokens, targets: [B, T] (target < 0 is
   // ignored). Accumulates the gradient of loss_scale * sum(nll) into params().grads.
   LossSum forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float loss_scale);
   // Forward only. nll_out: [B, T] per-token nll (optional).
   LossSum forward_loss(const int32_t* tokens, const int32_t* targets, int B, int T, float* nll_out = nullptr);
-  // Decoding one sequence with a KV cache: feeds T new tokens, returns the logits [V] of the last.
+  // Decoding one sequence with a KV cache (make it with make_cache): feeds T new tokens, returns
+  // the logits [V] of the last (host memory).
   void forward_decode(const int32_t* tokens, int T, KVCache& cache, float* logits);
+  KVCache make_cache(int max_len) const { return KVCache(dims_, max_len, device(), act_); }
   // Full-sequence logits for one sequence ([T, V]), for tests and scoring.
   void forward_logits(const int32_t* tokens, int T, float* logits);
 
@@ -56,10 +63,15 @@ class Transformer {
 
  private:
   struct Layer;
-  void ensure_arena(int B, int T);
-  void forward_layers(const int32_t* tokens, int B, int T, StepContext& ctx);
+  void ensure_arena(int B, int T, size_t extra_floats = 0);
+  // Token ids (host) as a tensor on the model's device; slot 0: inputs, 1: targets.
+  Tensor device_ids(const int32_t* ids, int64_t n, int slot);
+  void forward_layers(const Tensor& tokens, int B, int T, StepContext& ctx);
+  StepContext context(const int32_t* tokens, int B, int T, int pos0, bool save);
 
   ModelDims dims_;
+  DType act_ = DType::f32;
+  DeviceBuffer ids_dev_[2];
   ParamStore store_;
   RopeTable rope_;
   std::vector<std::unique_ptr<Layer>> layers_;

@@ -35,13 +35,21 @@ class AdamW {
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
   const std::vector<ParamGroup>& groups() const { return groups_; }
-  Tensor m(int i) const;  // first moment of parameter i, its shape
+  Tensor m(int i) const;  // first moment of parameter i, its shape, on the store's device
   Tensor v(int i) const;
+  // Host copies of the moments for checkpoint IO (on CUDA: download() before reading them,
+  // upload() after writing them).
+  Tensor host_m(int i) const;
+  Tensor host_v(int i) const;
+  void download() const;
+  void upload();
 
  private:
+  Tensor view(void* base, int i, Device dev) const;
   ParamStore& store_;
   std::vector<ParamGroup> groups_;
-  mutable std::vector<float> m_, v_;
+  mutable std::vector<float> m_, v_;  // host (the CPU path's own, or the CUDA path's mirror)
+  DeviceBuffer dm_, dv_;
   int64_t t_ = 0;
 };
 

@@ -13,6 +13,7 @@
 
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/safetensors.h"
+#include "lingua/core/cuda.h"
 #include "lingua/config/config.h"
 #include "lingua/data/loader.h"
 #include "lingua/data/tokenizer.h"
@@ -107,9 +108,10 @@ void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
     save_params(r.model.params(), dir + "/consolidated.safetensors", {{"format", "lingua.cpp"}});
     std::vector<NamedTensor> moments;
     const ParamStore& s = r.model.params();
+    r.opt.download();  // no-op on the CPU
     for (int i = 0; i < s.size(); ++i) {
-      moments.push_back({"exp_avg." + s.info(i).name, r.opt.m(i)});
-      moments.push_back({"exp_avg_sq." + s.info(i).name, r.opt.v(i)});
+      moments.push_back({"exp_avg." + s.info(i).name, r.opt.host_m(i)});
+      moments.push_back({"exp_avg_sq." + s.info(i).name, r.opt.host_v(i)});
     }
     write_safetensors(dir + "/optimizer.safetensors", moments);
     write_text_file_atomic(dir + "/params.json", config_to_json(r.cfg));
@@ -127,9 +129,10 @@ int64_t load_checkpoint(const Run& r, const std::string& dir) {
   SafetensorsFile f = SafetensorsFile::open(dir + "/optimizer.safetensors");
   const ParamStore& s = r.model.params();
   for (int i = 0; i < s.size(); ++i) {
-    f.read_into("exp_avg." + s.info(i).name, r.opt.m(i));
-    f.read_into("exp_avg_sq." + s.info(i).name, r.opt.v(i));
+    f.read_into("exp_avg." + s.info(i).name, r.opt.host_m(i));
+    f.read_into("exp_avg_sq." + s.info(i).name, r.opt.host_v(i));
   }
+  r.opt.upload();
   std::string path = dir + "/train_state_00000.json";
   json st;
   try {
@@ -180,6 +183,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   auto tok = make_tokenizer(cfg.data.tokenizer);
   ModelDims dims = resolve_dims(cfg.model, tok->n_words());
   Transformer model(cfg.model, dims);
+  const Device device = resolve_device(cfg.device);
+  model.to_device(device);
   AdamW opt(model.params(), cfg.optim);
   DataLoader loader(cfg.data, *tok);
   Run run{cfg, model, opt, loader};
@@ -191,10 +196,11 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   if (!quiet)
     std::fprintf(stderr,
                  "lingua: %s | params %s total, %s non-embedding (active) | %d layers, dim %d, %d heads (%d kv), "
-                 "ffn %d, vocab %d | %lld tokens/step\n",
+                 "ffn %d, vocab %d | %lld tokens/step | %s\n",
                  cfg.name.c_str(), human_count((double)pc.total).c_str(),
                  human_count((double)pc.active_non_embedding).c_str(), dims.n_layers, dims.dim, dims.n_heads,
-                 dims.n_kv_heads, dims.hidden, dims.vocab, (long long)tokens_per_step);
+                 dims.n_kv_heads, dims.hidden, dims.vocab, (long long)tokens_per_step,
+                 device == Device::cuda ? cuda_device_name().c_str() : "cpu");
 
   TrainResult result;
   int64_t step = 0;
@@ -256,7 +262,10 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"optim/lr", rep.lr.at("default")},
                 {"optim/total_tokens", total_tokens},
                 {"memory/max_active_gib",
-                 (model.activation_bytes_high_water() + 4.0 * sizeof(float) * model.params().total()) / (1 << 30)},
+                 device == Device::cuda
+                     ? cuda_peak_memory() / double(1 << 30)
+                     : (model.activation_bytes_high_water() + 4.0 * sizeof(float) * model.params().total()) /
+                           (1 << 30)},
                 {"memory/max_rss_gib", max_rss_gib()},
                 {"data/documents", ds.documents},
                 {"data/skipped_lines", ds.skipped()},

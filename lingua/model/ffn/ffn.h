@@ -16,10 +16,10 @@ namespace lingua {
 class FeedForward {
  public:
   virtual ~FeedForward() = default;
-  // x: [N, dim] normalised input; out: [N, dim] written. With ctx.save_for_backward, keeps what
-  // backward needs in ctx.arena (x itself is kept alive by the caller).
+  // x: [N, dim] normalised input (ctx.act dtype); out: [N, dim] f32 written. With
+  // ctx.save_for_backward, keeps what backward needs in ctx.arena (x is kept alive by the caller).
   virtual void forward(const Tensor& x, const Tensor& out, const StepContext& ctx) = 0;
-  // dout: [N, dim]; dx: [N, dim] written. Parameter gradients accumulated.
+  // dout: [N, dim] (ctx.act); dx: [N, dim] f32, written. Parameter gradients accumulated.
   virtual void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) = 0;
   virtual size_t saved_floats(int64_t rows) const = 0;    // kept from forward to backward
   virtual size_t scratch_floats(int64_t rows) const = 0;  // extra, transient (forward or backward)

@@ -3,6 +3,7 @@
 
 #include "lingua/model/dims.h"
 #include "lingua/model/ffn/ffn.h"
+#include "lingua/ops/cast/cast.h"
 #include "lingua/ops/linear/linear.h"
 #include "lingua/ops/swiglu/swiglu.h"
 
@@ -25,13 +26,13 @@ class SwiGluFfn final : public FeedForward {
     int64_t n = ctx.rows();
     Arena& ar = *ctx.arena;
     size_t mark = ar.mark();
-    a_ = arena_tensor(ar, {n, hidden_});
-    b_ = arena_tensor(ar, {n, hidden_});
-    g_ = arena_tensor(ar, {n, hidden_});
-    linear_forward(x, store_.param(w1_), a_);
-    linear_forward(x, store_.param(w3_), b_);
+    a_ = arena_tensor(ar, {n, hidden_}, ctx.act);
+    b_ = arena_tensor(ar, {n, hidden_}, ctx.act);
+    g_ = arena_tensor(ar, {n, hidden_}, ctx.act);
+    linear_forward(x, store_.compute_param(w1_), a_);
+    linear_forward(x, store_.compute_param(w3_), b_);
     swiglu_forward(a_, b_, g_);
-    linear_forward(g_, store_.param(w2_), out);
+    linear_forward(g_, store_.compute_param(w2_), out);
     if (!ctx.save_for_backward) ar.release_to(mark);
   }
 
@@ -39,18 +40,26 @@ class SwiGluFfn final : public FeedForward {
     int64_t n = ctx.rows();
     Arena& ar = *ctx.arena;
     size_t mark = ar.mark();
-    Tensor dg = arena_tensor(ar, {n, hidden_});
-    Tensor da = arena_tensor(ar, {n, hidden_});
-    Tensor db = arena_tensor(ar, {n, hidden_});
-    linear_backward(g_, store_.param(w2_), dout, dg, store_.grad(w2_));
+    // The residual gradient is f32; the matmul takes it in the activation dtype.
+    Tensor dout_act = dout;
+    if (dout.dtype != ctx.act) {
+      dout_act = arena_tensor(ar, {n, dim_}, ctx.act);
+      cast_into(dout_act, dout);
+    }
+    Tensor dg = arena_tensor(ar, {n, hidden_}, ctx.act);
+    Tensor da = arena_tensor(ar, {n, hidden_}, ctx.act);
+    Tensor db = arena_tensor(ar, {n, hidden_}, ctx.act);
+    linear_backward(g_, store_.compute_param(w2_), dout_act, dg, store_.grad(w2_));
     swiglu_backward(a_, b_, dg, da, db);
-    linear_backward(x, store_.param(w1_), da, dx, store_.grad(w1_));
-    linear_backward(x, store_.param(w3_), db, dx, store_.grad(w3_), /*accumulate_dx=*/true);
+    linear_backward(x, store_.compute_param(w1_), da, dx, store_.grad(w1_));
+    linear_backward(x, store_.compute_param(w3_), db, dx, store_.grad(w3_), /*accumulate_dx=*/true);
     ar.release_to(mark);
   }
 
   size_t saved_floats(int64_t rows) const override { return 3 * arena_floats(rows * hidden_); }
-  size_t scratch_floats(int64_t rows) const override { return 3 * arena_floats(rows * hidden_); }
+  size_t scratch_floats(int64_t rows) const override {
+    return arena_floats(rows * dim_) + 3 * arena_floats(rows * hidden_);
+  }
   int64_t matmul_params() const override { return 3LL * dim_ * hidden_; }
 
  private:

@@ -4,7 +4,11 @@
 //   p -= lr * weight_decay * p
 //   m  = beta1 m + (1 - beta1) g ;  v = beta2 v + (1 - beta2) g^2
 //   p -= lr * (m / (1 - beta1^step)) / (sqrt(v / (1 - beta2^step)) + eps)
-// step is 1-based. All buffers fp32, same length.
+// step is 1-based. param, grad, m, v: fp32, same length, on one device.
+//
+// CUDA: the same fp32 per-element arithmetic as the CPU (each operation rounded separately, no FMA
+// contraction), one pass over the buffers, optionally writing the bf16 copy of the updated
+// parameter that the matmuls read (param_bf16) in the same pass.
 #include <cstdint>
 
 #include "lingua/core/tensor.h"
@@ -15,15 +19,24 @@ struct AdamWHyper {
   float lr, beta1, beta2, eps, weight_decay;
   int64_t step;
   float grad_scale = 1.0f;
+  // CUDA only (null on the CPU path): a device pointer to one float multiplied into grad_scale,
+  // e.g. the clip coefficient written by clip_coefficient_device(), so that a training step with
+  // clipping needs no host synchronisation. Read by the kernel, in stream order.
+  const float* grad_scale_device = nullptr;
 };
 
 void adamw_update(const Tensor& param,  // [n] f32, updated
                   const Tensor& grad,   // [n] f32
                   const Tensor& m,      // [n] f32, updated
                   const Tensor& v,      // [n] f32, updated
-                  const AdamWHyper& h);
+                  const AdamWHyper& h,
+                  // optional [n] bf16 on param's device: written with the updated param rounded to
+                  // bf16 (round to nearest even); an empty Tensor() skips it
+                  const Tensor& param_bf16 = Tensor());
 
-// Sum of squares in double, summed in a fixed order (deterministic for a given n).
+// Sum of squares in double, summed in a fixed order (deterministic for a given n). For a CUDA
+// tensor it synchronises (the result is a host value); it matches the CPU's within ~1e-12
+// relative (a different fixed order), and is bitwise reproducible run to run.
 double sum_squares(const Tensor& x);  // [n] f32
 
 // Clipping coefficient for a global norm: min(1, max_norm / (norm + 1e-6)); 1 when max_norm <= 0.
@@ -32,5 +45,30 @@ inline float clip_coefficient(double norm, double max_norm) {
   double c = max_norm / (norm + 1e-6);
   return c < 1.0 ? (float)c : 1.0f;
 }
+
+// ---- Gradient clipping on the device (CUDA only; no host synchronisation) ----
+// The device-side twin of
+//   sq = sum_i sum_squares(grad_i);  norm = sqrt(sq);  coef = clip_coefficient(norm, max_norm)
+// for a training step that never waits for the GPU. sq, norm (double) and coef (float) live in
+// device memory the caller owns (e.g. one small DeviceBuffer per parameter group):
+//   for (k = 0; k < count; ++k) sum_squares_device(grad[k], sq, /*accumulate=*/k > 0);
+//   clip_coefficient_device(sq, max_norm, coef, norm);   // norm: for logging, read back later
+//   h.grad_scale_device = coef;  adamw_update(..., h, ...) for each parameter of the group
+// Deterministic: each tensor is summed in a fixed order (as sum_squares) and added to *sq in call
+// (stream) order, so the total is bitwise reproducible for the same list of tensors; coef equals
+// clip_coefficient(sqrt(*sq), max_norm) exactly. Without CUDA these fail with an Error.
+void sum_squares_device(const Tensor& x,      // [n] f32 on the GPU
+                        double* sq_device,    // *sq_device = (accumulate ? *sq_device : 0) + sum x^2
+                        bool accumulate);
+void clip_coefficient_device(const double* sq_device, double max_norm,
+                             float* coef_device,             // written
+                             double* norm_device = nullptr); // written when given: sqrt(*sq_device)
+
+// CUDA implementation (cuda.cu); called by the functions above for GPU tensors.
+void adamw_update_cuda(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWHyper& h,
+                       const Tensor& param_bf16);
+double sum_squares_cuda(const Tensor& x);
+void sum_squares_device_cuda(const Tensor& x, double* sq_device, bool accumulate);
+void clip_coefficient_device_cuda(const double* sq_device, double max_norm, float* coef_device, double* norm_device);
 
 }  // namespace lingua

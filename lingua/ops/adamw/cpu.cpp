@@ -2,6 +2,7 @@
 #include <cmath>
 #include <vector>
 
+#include "lingua/core/bf16.h"
 #include "lingua/ops/adamw/adamw.h"
 #include "lingua/ops/op_checks.h"
 
@@ -10,14 +11,20 @@ namespace lingua {
 // Follows torch.optim.AdamW (single-tensor path): p *= 1 - lr wd; m += (1 - beta1)(g - m);
 // v = beta2 v + (1 - beta2) g^2; p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).
 // Bias corrections are computed in double, the per-element update in fp32.
-void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWHyper& h) {
+void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWHyper& h,
+                  const Tensor& param_bf16) {
+#ifdef LINGUA_CUDA
+  if (param.device == Device::cuda) return adamw_update_cuda(param, grad, m, v, h, param_bf16);
+#endif
   const char* op = "adamw_update";
   check_f32(op, "param", param, {-1});
   const int64_t n = param.size(0);
   check_f32(op, "grad", grad, {n});
   check_f32(op, "m", m, {n});
   check_f32(op, "v", v, {n});
+  if (is_given(param_bf16)) check_op_arg(op, "param_bf16", param_bf16, DType::bf16, {n});
   LINGUA_CHECK(h.step >= 1, op, ": step is 1-based, got ", h.step);
+  LINGUA_CHECK(h.grad_scale_device == nullptr, op, ": grad_scale_device is for CUDA tensors only");
   const double bc1 = 1.0 - std::pow((double)h.beta1, (double)h.step);
   const double bc2 = 1.0 - std::pow((double)h.beta2, (double)h.step);
   const float decay = (float)(1.0 - (double)h.lr * h.weight_decay);
@@ -28,6 +35,7 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
   const float* g = grad.f32();
   float* ms = m.f32();
   float* vs = v.f32();
+  uint16_t* pb = static_cast<uint16_t*>(param_bf16.data);  // null: no bf16 copy
 #pragma omp parallel for schedule(static) if (n > kMinParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     const float gi = g[i] * gs;
@@ -36,12 +44,16 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
     ms[i] = mi;
     vs[i] = vi;
     p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+    if (pb) pb[i] = float_to_bf16(p[i]);
   }
 }
 
 // Fixed blocks of kBlock elements, each summed in double with kLanes interleaved accumulators, then
 // the block sums added in block order: the result depends on n only, not on the thread count.
 double sum_squares(const Tensor& x) {
+#ifdef LINGUA_CUDA
+  if (x.device == Device::cuda) return sum_squares_cuda(x);
+#endif
   const char* op = "sum_squares";
   check_f32(op, "x", x, {-1});
   constexpr int64_t kBlock = 16384, kLanes = 8;
@@ -64,6 +76,22 @@ double sum_squares(const Tensor& x) {
   double total = 0;
   for (double s : block_sum) total += s;
   return total;
+}
+
+void sum_squares_device(const Tensor& x, double* sq_device, bool accumulate) {
+#ifdef LINGUA_CUDA
+  sum_squares_device_cuda(x, sq_device, accumulate);
+#else
+  fail("sum_squares_device: CUDA is not built in this version (", x.str(), ")");
+#endif
+}
+
+void clip_coefficient_device(const double* sq_device, double max_norm, float* coef_device, double* norm_device) {
+#ifdef LINGUA_CUDA
+  clip_coefficient_device_cuda(sq_device, max_norm, coef_device, norm_device);
+#else
+  fail("clip_coefficient_device: CUDA is not built in this version");
+#endif
 }
 
 }  // namespace lingua

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "lingua/core/bf16.h"
 #include "lingua/ops/adamw/adamw.h"
 #include "lingua/ops/testing.h"
 
@@ -75,6 +76,35 @@ TEST(AdamW, Errors) {
                             Tensor(m.data(), {5}), Tensor(m.data(), {5}), h),
                Error);
   EXPECT_THROW(sum_squares(Tensor(p.data(), {5, 1})), Error);
+}
+
+TEST(AdamW, WritesTheBf16CopyOfTheUpdatedParam) {
+  const int64_t n = 37;
+  auto p = random_vector(n, 40), g = random_vector(n, 41);
+  std::vector<float> m(n, 0.0f), v(n, 0.0f), p2 = p, m2 = m, v2 = v;
+  std::vector<uint16_t> pb(n, 0xFFFF);
+  AdamWHyper h{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1};
+  adamw_update(Tensor(p.data(), {n}), Tensor(g.data(), {n}), Tensor(m.data(), {n}), Tensor(v.data(), {n}), h,
+               Tensor(pb.data(), {n}, DType::bf16));
+  adamw_update(Tensor(p2.data(), {n}), Tensor(g.data(), {n}), Tensor(m2.data(), {n}), Tensor(v2.data(), {n}), h);
+  EXPECT_EQ(p, p2);  // the copy changes nothing else
+  EXPECT_EQ(m, m2);
+  for (int64_t i = 0; i < n; ++i) EXPECT_EQ(pb[i], float_to_bf16(p[i])) << i;
+  // The copy must be bf16 [n]; grad_scale_device is for CUDA only; device clipping needs CUDA tensors.
+  std::vector<float> pf(n);
+  EXPECT_THROW(adamw_update(Tensor(p.data(), {n}), Tensor(g.data(), {n}), Tensor(m.data(), {n}),
+                            Tensor(v.data(), {n}), h, Tensor(pf.data(), {n})),
+               Error);
+  EXPECT_THROW(adamw_update(Tensor(p.data(), {n}), Tensor(g.data(), {n}), Tensor(m.data(), {n}),
+                            Tensor(v.data(), {n}), h, Tensor(pb.data(), {n - 1}, DType::bf16)),
+               Error);
+  const float coef = 0.5f;
+  h.grad_scale_device = &coef;
+  EXPECT_THROW(adamw_update(Tensor(p.data(), {n}), Tensor(g.data(), {n}), Tensor(m.data(), {n}),
+                            Tensor(v.data(), {n}), h),
+               Error);
+  double sq = 0;
+  EXPECT_THROW(sum_squares_device(Tensor(p.data(), {n}), &sq, false), Error);
 }
 
 TEST(SumSquares, MatchesDoubleLoopAndIsDeterministic) {

@@ -22,4 +22,13 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& dk,    // [B, T, KV, hd] f32, written
                         const Tensor& dv);   // [B, T, KV, hd] f32, written
 
+// CUDA implementation (attention/cuda.cu), reached through the functions above for GPU tensors.
+// q, k, v, out, dout, dq, dk, dv all bf16 (or all f32: exact fallback kernels), lse f32, same
+// layouts and contract; head_dim <= 256. cuDNN's fused flash attention runs where it applies
+// (bf16, head_dim 64 / 128, S == T), our own deterministic kernels elsewhere; LINGUA_ATTENTION=
+// auto | fallback | cudnn forces one (attention/cuda_internal.h).
+void attention_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse);
+void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                             const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv);
+
 }  // namespace lingua

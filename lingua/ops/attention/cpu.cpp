@@ -37,6 +37,9 @@ void dot_rows(const float* a, const float* colsT, int64_t n, int64_t S, int64_t 
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
+#ifdef LINGUA_CUDA
+  if (q.device == Device::cuda) return attention_forward_cuda(q, k, v, out, lse);
+#endif
   const char* op = "attention_forward";
   check_f32(op, "q", q, {-1, -1, -1, -1});
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), hd = q.size(3);
@@ -95,6 +98,9 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
 // dk / dv of a kv head sum over the query heads of its group, in head order.
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv) {
+#ifdef LINGUA_CUDA
+  if (q.device == Device::cuda) return attention_backward_cuda(q, k, v, out, lse, dout, dq, dk, dv);
+#endif
   const char* op = "attention_backward";
   check_f32(op, "q", q, {-1, -1, -1, -1});
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), hd = q.size(3);

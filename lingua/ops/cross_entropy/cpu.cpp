@@ -17,6 +17,9 @@ int64_t chunk_rows(int64_t V) { return std::clamp<int64_t>((int64_t(1) << 23) / 
 
 double output_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& nll,
                             float grad_scale, const Tensor& dx, const Tensor& dw) {
+#ifdef LINGUA_CUDA
+  if (x.device == Device::cuda) return output_cross_entropy_cuda(x, w, targets, nll, grad_scale, dx, dw);
+#endif
   const char* op = "output_cross_entropy";
   check_f32(op, "x", x, {-1, -1});
   const int64_t N = x.size(0), D = x.size(1);

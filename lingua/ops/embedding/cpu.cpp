@@ -17,6 +17,9 @@ void check_ids(const char* op, const int32_t* ids, int64_t N, int64_t V) {
 }  // namespace
 
 void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor& out) {
+#ifdef LINGUA_CUDA
+  if (ids.device == Device::cuda) return embedding_forward_cuda(ids, table, out);
+#endif
   const char* op = "embedding_forward";
   check_op_arg(op, "ids", ids, DType::i32, {-1});
   check_f32(op, "table", table, {-1, -1});
@@ -31,6 +34,9 @@ void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor& out
 }
 
 void embedding_backward(const Tensor& ids, const Tensor& dout, const Tensor& dtable) {
+#ifdef LINGUA_CUDA
+  if (ids.device == Device::cuda) return embedding_backward_cuda(ids, dout, dtable);
+#endif
   const char* op = "embedding_backward";
   check_op_arg(op, "ids", ids, DType::i32, {-1});
   check_f32(op, "dtable", dtable, {-1, -1});
@@ -53,6 +59,12 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, const Tensor& dta
       for (int64_t j = j0; j < j1; ++j) dst[j] += src[j];
     }
   }
+}
+
+void embedding_check_errors() {
+#ifdef LINGUA_CUDA
+  embedding_check_errors_cuda();
+#endif
 }
 
 }  // namespace lingua

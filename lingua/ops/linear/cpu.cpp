@@ -8,6 +8,9 @@
 namespace lingua {
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y) {
+#ifdef LINGUA_CUDA
+  if (x.device == Device::cuda) return linear_forward_cuda(x, w, y);
+#endif
   const char* op = "linear_forward";
   check_f32(op, "x", x, {-1, -1});
   check_f32(op, "w", w, {-1, x.size(1)});
@@ -25,6 +28,9 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y) {
 
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx, const Tensor& dw,
                      bool accumulate_dx) {
+#ifdef LINGUA_CUDA
+  if (x.device == Device::cuda) return linear_backward_cuda(x, w, dy, dx, dw, accumulate_dx);
+#endif
   const char* op = "linear_backward";
   check_f32(op, "x", x, {-1, -1});
   check_f32(op, "w", w, {-1, x.size(1)});

@@ -10,6 +10,9 @@ namespace lingua {
 // Row sums are taken in double (sequentially, so deterministic); the stored rstd is fp32.
 
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd) {
+#ifdef LINGUA_CUDA
+  if (x.device == Device::cuda) return rmsnorm_forward_cuda(x, w, eps, y, rstd);
+#endif
   const char* op = "rmsnorm_forward";
   check_f32(op, "x", x, {-1, -1});
   const int64_t N = x.size(0), D = x.size(1);
@@ -38,6 +41,9 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& 
 //   dw_j += sum_n dy_nj x_nj r_n
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
                       const Tensor& dw, bool accumulate_dx) {
+#ifdef LINGUA_CUDA
+  if (x.device == Device::cuda) return rmsnorm_backward_cuda(x, w, rstd, dy, dx, dw, accumulate_dx);
+#endif
   const char* op = "rmsnorm_backward";
   check_f32(op, "x", x, {-1, -1});
   const int64_t N = x.size(0), D = x.size(1);

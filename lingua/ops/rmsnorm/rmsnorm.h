@@ -1,22 +1,35 @@
 #pragma once
-// RMSNorm in fp32: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), one rstd per row.
+// RMSNorm: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), one rstd per row.
 // Saved for backward: x and rstd.
-//   backward: dx written (or added when accumulate_dx), dw accumulated.
+//   backward: dx written (or added when accumulate_dx), dw accumulated. dx may alias dy (same
+//   dtype): every element of dy is read before the element of dx at the same index is written.
+//
+// dtypes: the CPU path is fp32 throughout. On CUDA (all tensors on the GPU), math is fp32 and
+//   x: f32 or bf16, w: f32, y: f32 or bf16, rstd: f32;
+//   backward: dy f32 or bf16, dx f32 or bf16, dw f32 (any mix of these).
+// CUDA backward is deterministic without float atomics: block b sums dw over a fixed range of rows
+// into a [blocks, D] fp32 scratch (a persistent per-process buffer, grown on first use), then a
+// second kernel adds the partials into dw in block order. The number of blocks depends on N only.
 #include "lingua/core/tensor.h"
 
 namespace lingua {
 
-void rmsnorm_forward(const Tensor& x,     // [N, D] f32
+void rmsnorm_forward(const Tensor& x,     // [N, D]
                      const Tensor& w,     // [D] f32
                      float eps,
-                     const Tensor& y,     // [N, D] f32, written
+                     const Tensor& y,     // [N, D], written
                      const Tensor& rstd); // [N] f32, written
-void rmsnorm_backward(const Tensor& x,     // [N, D] f32
+void rmsnorm_backward(const Tensor& x,     // [N, D]
                       const Tensor& w,     // [D] f32
                       const Tensor& rstd,  // [N] f32
-                      const Tensor& dy,    // [N, D] f32
-                      const Tensor& dx,    // [N, D] f32, written (or added)
+                      const Tensor& dy,    // [N, D]
+                      const Tensor& dx,    // [N, D], written (or added)
                       const Tensor& dw,    // [D] f32, accumulated
                       bool accumulate_dx = false);
+
+// CUDA implementation (cuda.cu); called by the functions above for GPU tensors.
+void rmsnorm_forward_cuda(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd);
+void rmsnorm_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
+                           const Tensor& dw, bool accumulate_dx);
 
 }  // namespace lingua

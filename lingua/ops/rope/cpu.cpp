@@ -61,10 +61,16 @@ void rope_apply(const char* op, const Tensor& x, const RopeTable& table, int pos
 }  // namespace
 
 void rope_forward(const Tensor& x, const RopeTable& table, int pos0) {
+#ifdef LINGUA_CUDA
+  if (x.device == Device::cuda) return rope_forward_cuda(x, table, pos0);
+#endif
   rope_apply("rope_forward", x, table, pos0, false);
 }
 
 void rope_backward(const Tensor& dx, const RopeTable& table, int pos0) {
+#ifdef LINGUA_CUDA
+  if (dx.device == Device::cuda) return rope_backward_cuda(dx, table, pos0);
+#endif
   rope_apply("rope_backward", dx, table, pos0, true);
 }
 

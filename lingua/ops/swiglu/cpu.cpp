@@ -11,6 +11,9 @@ inline float sigmoid(float a) { return 1.0f / (1.0f + std::exp(-a)); }
 }  // namespace
 
 void swiglu_forward(const Tensor& a, const Tensor& b, const Tensor& out) {
+#ifdef LINGUA_CUDA
+  if (a.device == Device::cuda) return swiglu_forward_cuda(a, b, out);
+#endif
   const char* op = "swiglu_forward";
   check_f32(op, "a", a, {-1, -1});
   const int64_t N = a.size(0), H = a.size(1);
@@ -26,6 +29,9 @@ void swiglu_forward(const Tensor& a, const Tensor& b, const Tensor& out) {
 
 // d silu(a) / da = s + a s (1 - s),  s = sigmoid(a)
 void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dout, const Tensor& da, const Tensor& db) {
+#ifdef LINGUA_CUDA
+  if (a.device == Device::cuda) return swiglu_backward_cuda(a, b, dout, da, db);
+#endif
   const char* op = "swiglu_backward";
   check_f32(op, "a", a, {-1, -1});
   const int64_t N = a.size(0), H = a.size(1);

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds lingua on the GPU machine, runs the GPU tests, then benchmarks configs A and B against the
+# PyTorch anchor (torch.compile) in the same call and prints the ratios.
+#   bench/run_cuda.sh [path/to/torch_llama_bench.py] [configs...]
+# Logs and results go to $OUT (or ./bench_out); results are appended to bench/results/cuda.jsonl.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ANCHOR=${1:-.anchors/torch_llama_bench.py}
+shift || true
+CONFIGS=${*:-configs/bench_a.yaml configs/bench_b.yaml}
+OUT=${OUT:-$PWD/bench_out}
+mkdir -p "$OUT" bench/results
+JOBS=$(nproc)
+
+echo "== build" | tee "$OUT/summary.txt"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build build -j "$JOBS" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+
+echo "== tests" | tee -a "$OUT/summary.txt"
+(cd build && ctest --output-on-failure -j 4 --timeout 600 > "$OUT/ctest.log" 2>&1)
+tail -5 "$OUT/ctest.log" | tee -a "$OUT/summary.txt"
+grep -E "Failed|\*\*\*" "$OUT/ctest.log" | head -20 | tee -a "$OUT/summary.txt"
+
+DEVICE=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+DATE=$(date -u +%Y-%m-%d)
+for cfg in $CONFIGS; do
+  name=$(basename "$cfg" .yaml)
+  echo "== bench $name" | tee -a "$OUT/summary.txt"
+  ./build/lingua bench config="$cfg" bench.out=bench/results/cuda.jsonl > "$OUT/$name.lingua.json" 2> "$OUT/$name.lingua.log"
+  tail -1 "$OUT/$name.lingua.log" | tee -a "$OUT/summary.txt"
+  if [ -f "$ANCHOR" ]; then
+    args=$(python3 - "$cfg" <<'PY'
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1])); m = c['model']; d = c['data']
+print(f"--dim {m['dim']} --layers {m['n_layers']} --heads {m['n_heads']} --kv {m.get('n_kv_heads', m['n_heads'])} "
+      f"--vocab {m['vocab_size']} --seq {d['seq_len']} --bsz {d['batch_size']}")
+PY
+)
+    python3 "$ANCHOR" $args --compile > "$OUT/$name.torch.json" 2> "$OUT/$name.torch.log"
+    python3 - "$OUT/$name.torch.json" "$OUT/$name.lingua.json" "$DEVICE" "$DATE" "$name" <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+t = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+l = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+t.update(device=sys.argv[3], date=sys.argv[4], config=l.get('config', sys.argv[5]))
+with open('bench/results/cuda.jsonl', 'a') as f: f.write(json.dumps(t) + '\n')
+print(f"{sys.argv[5]}: lingua {l['tokens_per_s']:.0f} tok/s ({100*l['mfu']:.1f}% MFU, {l['peak_mem_gib']:.1f} GiB) | "
+      f"torch+compile {t['tokens_per_s']:.0f} tok/s ({100*t['mfu']:.1f}% MFU, {t['peak_mem_gib']:.1f} GiB) | "
+      f"ratio {l['tokens_per_s']/t['tokens_per_s']:.2f}x")
+PY
+  fi
+done
+cp bench/results/cuda.jsonl "$OUT/" 2>/dev/null || true
+echo "== summary"; cat "$OUT/summary.txt"

@@ -1,0 +1,220 @@
+// AdamW and gradient-norm reductions on CUDA (see adamw.h).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "lingua/core/cuda.h"
+#include "lingua/core/cuda_utils.cuh"
+#include "lingua/ops/adamw/adamw.h"
+#include "lingua/ops/op_checks.h"
+
+namespace lingua {
+
+namespace {
+
+// ---- AdamW ----
+
+struct AdamWConsts {
+  float one_minus_b1, b2, one_minus_b2, eps, decay, step_size, inv_sqrt_bc2, grad_scale;
+};
+
+// The CPU loop's expression, every operation rounded separately (no FMA contraction), so that the
+// GPU and the CPU agree bit for bit.
+__device__ __forceinline__ void adamw_element(float& p, float g, float& m, float& v, const AdamWConsts& k,
+                                              float gs) {
+  const float gi = __fmul_rn(g, gs);
+  const float mi = __fadd_rn(m, __fmul_rn(k.one_minus_b1, __fsub_rn(gi, m)));
+  const float vi = __fadd_rn(__fmul_rn(k.b2, v), __fmul_rn(__fmul_rn(k.one_minus_b2, gi), gi));
+  const float den = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), k.inv_sqrt_bc2), k.eps);
+  m = mi;
+  v = vi;
+  p = __fsub_rn(__fmul_rn(p, k.decay), __fdiv_rn(__fmul_rn(k.step_size, mi), den));
+}
+
+__device__ __forceinline__ uint32_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+
+constexpr int kThreads = 256;
+
+// 4 elements per thread: float4 accesses (and one 8-byte bf16 store) when vec and the chunk is
+// whole, else element by element.
+__global__ void __launch_bounds__(kThreads)
+    adamw_kernel(float* __restrict__ param, const float* __restrict__ grad, float* __restrict__ m,
+                 float* __restrict__ v, bf16* __restrict__ param_bf16, int64_t n, AdamWConsts k,
+                 const float* __restrict__ grad_scale_device, bool vec) {
+  const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+  if (i >= n) return;
+  const float gs = grad_scale_device ? __fmul_rn(k.grad_scale, *grad_scale_device) : k.grad_scale;
+  if (vec && i + 4 <= n) {
+    float4 p = *reinterpret_cast<const float4*>(param + i);
+    const float4 g = *reinterpret_cast<const float4*>(grad + i);
+    float4 mm = *reinterpret_cast<const float4*>(m + i);
+    float4 vv = *reinterpret_cast<const float4*>(v + i);
+    adamw_element(p.x, g.x, mm.x, vv.x, k, gs);
+    adamw_element(p.y, g.y, mm.y, vv.y, k, gs);
+    adamw_element(p.z, g.z, mm.z, vv.z, k, gs);
+    adamw_element(p.w, g.w, mm.w, vv.w, k, gs);
+    *reinterpret_cast<float4*>(param + i) = p;
+    *reinterpret_cast<float4*>(m + i) = mm;
+    *reinterpret_cast<float4*>(v + i) = vv;
+    if (param_bf16)
+      *reinterpret_cast<uint2*>(param_bf16 + i) =
+          make_uint2(bf16_bits(p.x) | (bf16_bits(p.y) << 16), bf16_bits(p.z) | (bf16_bits(p.w) << 16));
+  } else {
+    for (int64_t j = i; j < n && j < i + 4; ++j) {
+      float p = param[j], mm = m[j], vv = v[j];
+      adamw_element(p, grad[j], mm, vv, k, gs);
+      param[j] = p;
+      m[j] = mm;
+      v[j] = vv;
+      if (param_bf16) param_bf16[j] = __float2bfloat16_rn(p);
+    }
+  }
+}
+
+// ---- sum of squares ----
+
+// Block b sums x[b C, (b + 1) C) in double: thread t takes the groups of 4 consecutive elements
+// g = t, t + kThreads, ... (adding their squares in element order), then a fixed tree over the
+// block. The float4 and scalar paths add the same values in the same order, so the result does not
+// depend on x's alignment.
+constexpr int kGroupsPerThread = 16;
+constexpr int64_t kChunk = (int64_t)kThreads * 4 * kGroupsPerThread;  // 16384 elements per block
+
+__device__ __forceinline__ double block_sum(double s, double* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = s;
+  __syncthreads();
+  double total = 0.0;
+  for (int w = 0; w < kThreads / 32; ++w) total += red[w];  // every thread, in warp order
+  return total;
+}
+
+__global__ void __launch_bounds__(kThreads)
+    sum_squares_partial_kernel(const float* __restrict__ x, int64_t n, bool vec, double* __restrict__ partial) {
+  __shared__ double red[kThreads / 32];
+  const int64_t base = (int64_t)blockIdx.x * kChunk;
+  double s = 0.0;
+#pragma unroll 4
+  for (int q = 0; q < kGroupsPerThread; ++q) {
+    const int64_t i = base + ((int64_t)q * kThreads + threadIdx.x) * 4;
+    if (vec && i + 4 <= n) {
+      const float4 a = *reinterpret_cast<const float4*>(x + i);
+      s += (double)a.x * a.x;
+      s += (double)a.y * a.y;
+      s += (double)a.z * a.z;
+      s += (double)a.w * a.w;
+    } else {
+      for (int64_t j = i; j < n && j < i + 4; ++j) s += (double)x[j] * x[j];
+    }
+  }
+  s = block_sum(s, red);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// One block: thread t sums partial[t], partial[t + kThreads], ... in order, then the fixed tree;
+// *out = (accumulate ? *out : 0) + total.
+__global__ void __launch_bounds__(kThreads)
+    sum_squares_final_kernel(const double* __restrict__ partial, int64_t blocks, double* out, bool accumulate) {
+  __shared__ double red[kThreads / 32];
+  double s = 0.0;
+  for (int64_t b = threadIdx.x; b < blocks; b += kThreads) s += partial[b];
+  s = block_sum(s, red);
+  if (threadIdx.x == 0) *out = accumulate ? *out + s : s;
+}
+
+__global__ void clip_coefficient_kernel(const double* __restrict__ sq, double max_norm, float* __restrict__ coef,
+                                        double* __restrict__ norm_out) {
+  const double norm = sqrt(*sq);
+  float c = 1.0f;
+  if (max_norm > 0) {
+    const double r = max_norm / (norm + 1e-6);
+    c = r < 1.0 ? (float)r : 1.0f;
+  }
+  *coef = c;
+  if (norm_out) *norm_out = norm;
+}
+
+// Persistent scratch for the per-block partial sums: grown (synchronising the stream, then
+// cudaMalloc) only when a tensor needs more than all earlier ones (the first optimizer step sizes
+// it for the largest gradient). Shared by all calls, which run in order on cuda_stream().
+double* partial_scratch(int64_t blocks) {
+  static DeviceBuffer* buf = new DeviceBuffer();  // never freed
+  const size_t bytes = (size_t)std::max<int64_t>(blocks, 1) * sizeof(double);
+  if (buf->bytes() < bytes) {
+    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));  // kernels in flight may still use the old one
+    *buf = DeviceBuffer();
+    *buf = DeviceBuffer(std::max<size_t>(bytes, 64u << 10));
+  }
+  return buf->as<double>();
+}
+
+bool aligned(const void* p, uintptr_t a) { return (reinterpret_cast<uintptr_t>(p) & (a - 1)) == 0; }
+
+}  // namespace
+
+void adamw_update_cuda(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWHyper& h,
+                       const Tensor& param_bf16) {
+  const char* op = "adamw_update";
+  check_cuda_arg(op, "param", param, {DType::f32}, {-1});
+  const int64_t n = param.size(0);
+  check_cuda_arg(op, "grad", grad, {DType::f32}, {n});
+  check_cuda_arg(op, "m", m, {DType::f32}, {n});
+  check_cuda_arg(op, "v", v, {DType::f32}, {n});
+  const bool with_bf16 = is_given(param_bf16);
+  if (with_bf16) check_cuda_arg(op, "param_bf16", param_bf16, {DType::bf16}, {n});
+  LINGUA_CHECK(h.step >= 1, op, ": step is 1-based, got ", h.step);
+  if (n == 0) return;
+  // Host constants exactly as the CPU path computes them.
+  const double bc1 = 1.0 - std::pow((double)h.beta1, (double)h.step);
+  const double bc2 = 1.0 - std::pow((double)h.beta2, (double)h.step);
+  AdamWConsts k;
+  k.one_minus_b1 = 1.0f - h.beta1;
+  k.b2 = h.beta2;
+  k.one_minus_b2 = 1.0f - h.beta2;
+  k.eps = h.eps;
+  k.decay = (float)(1.0 - (double)h.lr * h.weight_decay);
+  k.step_size = (float)(h.lr / bc1);
+  k.inv_sqrt_bc2 = (float)(1.0 / std::sqrt(bc2));
+  k.grad_scale = h.grad_scale;
+  const bool vec = aligned(param.data, 16) && aligned(grad.data, 16) && aligned(m.data, 16) && aligned(v.data, 16) &&
+                   (!with_bf16 || aligned(param_bf16.data, 8));
+  adamw_kernel<<<ceil_div(n, 4LL * kThreads), kThreads, 0, cuda_stream()>>>(
+      param.f32(), grad.f32(), m.f32(), v.f32(), with_bf16 ? static_cast<bf16*>(param_bf16.data) : nullptr, n, k,
+      h.grad_scale_device, vec);
+  CUDA_CHECK_LAUNCH();
+}
+
+void sum_squares_device_cuda(const Tensor& x, double* sq_device, bool accumulate) {
+  const char* op = "sum_squares";
+  check_cuda_arg(op, "x", x, {DType::f32}, {-1});
+  LINGUA_CHECK(sq_device != nullptr, op, ": no device address for the result");
+  const int64_t n = x.size(0);
+  const int64_t blocks = (n + kChunk - 1) / kChunk;
+  LINGUA_CHECK(blocks < INT32_MAX, op, ": x is too large (", x.str(), ")");
+  double* partial = partial_scratch(blocks);
+  if (blocks > 0) {
+    sum_squares_partial_kernel<<<(unsigned)blocks, kThreads, 0, cuda_stream()>>>(
+        static_cast<const float*>(x.data), n, aligned(x.data, 16), partial);
+    CUDA_CHECK_LAUNCH();
+  }
+  sum_squares_final_kernel<<<1, kThreads, 0, cuda_stream()>>>(partial, blocks, sq_device, accumulate);
+  CUDA_CHECK_LAUNCH();
+}
+
+double sum_squares_cuda(const Tensor& x) {
+  static DeviceBuffer* result = new DeviceBuffer(sizeof(double));  // never freed
+  sum_squares_device_cuda(x, result->as<double>(), false);
+  double s = 0;
+  copy_to_host(&s, result->data(), sizeof s);  // synchronises
+  return s;
+}
+
+void clip_coefficient_device_cuda(const double* sq_device, double max_norm, float* coef_device, double* norm_device) {
+  LINGUA_CHECK(sq_device != nullptr && coef_device != nullptr,
+               "clip_coefficient_device: no device address for the sum of squares or the coefficient");
+  clip_coefficient_kernel<<<1, 1, 0, cuda_stream()>>>(sq_device, max_norm, coef_device, norm_device);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace lingua

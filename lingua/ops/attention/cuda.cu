@@ -1,0 +1,121 @@
+// CUDA attention: argument checks and the choice between cuDNN's fused flash attention
+// (cudnn_sdpa.cu) and our own fallback kernels (fallback.cu). See cuda_internal.h for the
+// LINGUA_ATTENTION variable.
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "lingua/core/cuda.h"
+#include "lingua/core/cuda_utils.cuh"
+#include "lingua/ops/attention/attention.h"
+#include "lingua/ops/attention/cuda_internal.h"
+#include "lingua/ops/op_checks.h"
+
+namespace lingua {
+
+namespace attention_internal {
+
+namespace {
+
+Path g_last_forward = Path::none, g_last_backward = Path::none;
+
+enum class Mode { automatic, fallback, cudnn };
+
+Mode requested_mode() {
+  const char* e = std::getenv("LINGUA_ATTENTION");
+  if (!e || !*e || !std::strcmp(e, "auto")) return Mode::automatic;
+  if (!std::strcmp(e, "fallback")) return Mode::fallback;
+  if (!std::strcmp(e, "cudnn")) return Mode::cudnn;
+  fail("LINGUA_ATTENTION must be auto, fallback or cudnn, not '", e, "'");
+}
+
+std::mutex g_scratch_mutex;
+DeviceBuffer g_scratch;
+
+}  // namespace
+
+const char* path_name(Path p) { return p == Path::cudnn ? "cudnn" : p == Path::fallback ? "fallback" : "none"; }
+Path last_forward_path() { return g_last_forward; }
+Path last_backward_path() { return g_last_backward; }
+
+void* scratch(size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_scratch_mutex);
+  if (g_scratch.bytes() < bytes) {
+    g_scratch = DeviceBuffer();  // free first, so old and new never coexist
+    g_scratch = DeviceBuffer(bytes + bytes / 4);
+  }
+  return g_scratch.data();
+}
+
+}  // namespace attention_internal
+
+using namespace attention_internal;
+
+namespace {
+
+// q, k, v (and the rest) share a dtype: bf16, or f32 for the exact (fallback) path.
+void check_common(const char* op, const Tensor& q, const Tensor& k) {
+  check_cuda_arg(op, "q", q, {DType::bf16, DType::f32}, {-1, -1, -1, -1});
+  const int64_t hd = q.size(3);
+  check_cuda_arg(op, "k", k, {q.dtype}, {q.size(0), -1, -1, hd});
+  const int64_t H = q.size(2), KV = k.size(2);
+  LINGUA_CHECK(KV > 0 && H % KV == 0, op, ": query heads (", H, ") must be a multiple of kv heads (", KV, ")");
+  LINGUA_CHECK(hd > 0 && hd <= 256, op, ": head_dim must be in [1, 256] on CUDA, got ", hd);
+}
+
+}  // namespace
+
+void attention_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
+  const char* op = "attention_forward";
+  check_common(op, q, k);
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), hd = q.size(3), S = k.size(1), KV = k.size(2);
+  check_cuda_arg(op, "v", v, {q.dtype}, {B, S, KV, hd});
+  check_cuda_arg(op, "out", out, {q.dtype}, {B, T, H, hd});
+  if (is_given(lse)) check_cuda_arg(op, "lse", lse, {DType::f32}, {B, H, T});
+  LINGUA_CHECK(S >= T, op, ": fewer keys (", S, ") than queries (", T, ")");
+
+  const Mode mode = requested_mode();
+  if (mode != Mode::fallback) {
+    std::string why;
+    if (cudnn_forward(q, k, v, out, lse, &why)) {
+      g_last_forward = Path::cudnn;
+      return;
+    }
+    LINGUA_CHECK(mode != Mode::cudnn, op, ": LINGUA_ATTENTION=cudnn, but cuDNN cannot run this call (", q.str(),
+                 ", k ", k.str(), "): ", why);
+  }
+  fallback_forward(q, k, v, out, lse);
+  g_last_forward = Path::fallback;
+}
+
+void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                             const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv) {
+  const char* op = "attention_backward";
+  check_common(op, q, k);
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), hd = q.size(3), KV = k.size(2);
+  LINGUA_CHECK(k.size(1) == T, op,
+               ": backward needs as many keys as queries (S == T, no KV cache), got S = ", k.size(1), ", T = ", T);
+  check_cuda_arg(op, "v", v, {q.dtype}, {B, T, KV, hd});
+  check_cuda_arg(op, "out", out, {q.dtype}, {B, T, H, hd});
+  check_cuda_arg(op, "lse", lse, {DType::f32}, {B, H, T});
+  check_cuda_arg(op, "dout", dout, {q.dtype}, {B, T, H, hd});
+  check_cuda_arg(op, "dq", dq, {q.dtype}, {B, T, H, hd});
+  check_cuda_arg(op, "dk", dk, {q.dtype}, {B, T, KV, hd});
+  check_cuda_arg(op, "dv", dv, {q.dtype}, {B, T, KV, hd});
+
+  const Mode mode = requested_mode();
+  if (mode != Mode::fallback) {
+    std::string why;
+    if (cudnn_backward(q, k, v, out, lse, dout, dq, dk, dv, &why)) {
+      g_last_backward = Path::cudnn;
+      return;
+    }
+    LINGUA_CHECK(mode != Mode::cudnn, op, ": LINGUA_ATTENTION=cudnn, but cuDNN cannot run this call (", q.str(),
+                 ", k ", k.str(), "): ", why);
+  }
+  fallback_backward(q, k, v, out, lse, dout, dq, dk, dv);
+  g_last_backward = Path::fallback;
+}
+
+}  // namespace lingua

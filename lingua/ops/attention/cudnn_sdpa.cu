@@ -1,0 +1,671 @@
+// Causal GQA attention through cuDNN's fused flash-attention engines, built with the cuDNN 9
+// backend (graph) C API: no cudnn-frontend. The attention is written as the operation graph that
+// cudnn-frontend's composite SDPA nodes lower to, and the backend fuses it into one flash kernel
+// (forward) or its backward kernels. Only API present in every cuDNN 9.x is used (no SDPA_FWD /
+// SDPA_BWD nodes, 9.13 / 9.17, whose causal masks need the 9.20 diagonal-band node).
+//
+// Tensors (cuDNN dims [b, h, s, d], our memory [B, T, H, hd], so strides {T H hd, hd, H hd, 1}):
+//   Q, O, dO, dQ [B, H, T, hd]; K, V, dK, dV [B, KV, T, hd]; Stats [B, H, T, 1] f32 = our lse.
+// Forward graph:
+//   S = Q K^T (K read transposed through its strides); S *= scale;
+//   causal: S = (row >= col) ? S : -inf, with GEN_INDEX rows / cols and CMP_GE;
+//   M = max_s S; E = exp(S - M); Z = sum_s E; Stats = M + log Z; P = E / Z (bf16); O = P V.
+// Stats is then exactly our lse (natural log of the sum of exp of the scaled scores), so either
+// path's backward can take either path's forward output.
+// Backward graph (S == T):
+//   Dsum = sum_d dO * O (f32, in the workspace);
+//   P = exp(causal(scale Q K^T - Stats));
+//   dV = P^T dO; dP = dO V^T; dS = P (dP - Dsum) scale; dK = dS^T Q; dQ = dS K,
+//   GQA: dK, dV are computed per query head and summed over the group by a reduction node.
+// Determinism: with dQ written straight from its matmul (no fp32 dQ accumulator in the graph), cuDNN 9
+// runs its deterministic backward, which keeps dP in the workspace: about B H T^2 2 bytes (512 MiB
+// at B 4, H 16, T 2048; it grows with T^2). LINGUA_ATTENTION_DETERMINISTIC=0 builds the graph with a
+// non-virtual fp32 dQ accumulator instead (as cudnn-frontend does by default), which cuDNN may fill
+// with float atomics, in O(T) workspace. Engine configs whose numerical notes say NONDETERMINISTIC
+// are skipped in deterministic mode (none seen so far). Seen on an H100 with cuDNN 9.14 and 9.19:
+// the default backward gave the same bits over five runs (B 2, T 1024, H 8, KV 2 and 8).
+//
+// Plans are chosen by heuristics (mode A, then FALLBACK), cached per shape with their failure
+// (then the fallback kernels run); workspace comes from attention_internal::scratch().
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "lingua/core/cuda_utils.cuh"
+#include "lingua/ops/attention/cuda_internal.h"
+
+#if __has_include(<cudnn_graph.h>)
+#include <cudnn_graph.h>
+#define LINGUA_HAVE_CUDNN 1
+#else
+#define LINGUA_HAVE_CUDNN 0
+#endif
+
+namespace lingua::attention_internal {
+
+#if LINGUA_HAVE_CUDNN
+
+namespace {
+
+struct BackendError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+void check(cudnnStatus_t st, const char* what) {
+  if (st == CUDNN_STATUS_SUCCESS) return;
+  std::string msg = std::string(what) + ": " + cudnnGetErrorString(st);
+  char detail[1024] = {0};
+  cudnnGetLastErrorString(detail, sizeof(detail));
+  if (detail[0]) msg += std::string(" (") + detail + ")";
+  throw BackendError(msg);
+}
+
+// An owned backend descriptor.
+class Desc {
+ public:
+  explicit Desc(cudnnBackendDescriptorType_t type) { check(cudnnBackendCreateDescriptor(type, &d_), "create descriptor"); }
+  ~Desc() {
+    if (d_) cudnnBackendDestroyDescriptor(d_);
+  }
+  Desc(const Desc&) = delete;
+  Desc& operator=(const Desc&) = delete;
+  cudnnBackendDescriptor_t get() const { return d_; }
+  template <class V>
+  void set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t n, const V* values) {
+    check(cudnnBackendSetAttribute(d_, name, type, n, values), "set attribute");
+  }
+  void set_desc(cudnnBackendAttributeName_t name, const Desc& d) {
+    cudnnBackendDescriptor_t raw = d.get();
+    set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw);
+  }
+  void finalize(const char* what) { check(cudnnBackendFinalize(d_), what); }
+  int64_t get_int64(cudnnBackendAttributeName_t name) const {
+    int64_t v = 0, n = 0;
+    check(cudnnBackendGetAttribute(d_, name, CUDNN_TYPE_INT64, 1, &n, &v), "get attribute");
+    return v;
+  }
+
+ private:
+  cudnnBackendDescriptor_t d_ = nullptr;
+};
+using DescP = std::shared_ptr<Desc>;
+DescP make(cudnnBackendDescriptorType_t type) { return std::make_shared<Desc>(type); }
+
+// The cuDNN library and one handle on our stream, set up on first use.
+struct Library {
+  bool ok = false;
+  std::string why;
+  int64_t version = 0;
+  cudnnHandle_t handle = nullptr;
+};
+
+Library& library() {
+  static Library lib;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    lib.version = (int64_t)cudnnGetVersion();
+    if (lib.version < 90000) {
+      lib.why = "cuDNN " + std::to_string(lib.version) + " is older than 9.0";
+      return;
+    }
+    cudnnStatus_t st = cudnnCreate(&lib.handle);
+    if (st != CUDNN_STATUS_SUCCESS) {
+      lib.why = std::string("cudnnCreate failed: ") + cudnnGetErrorString(st);
+      return;
+    }
+    st = cudnnSetStream(lib.handle, cuda_stream());
+    if (st != CUDNN_STATUS_SUCCESS) {
+      lib.why = std::string("cudnnSetStream failed: ") + cudnnGetErrorString(st);
+      return;
+    }
+    lib.ok = true;
+  });
+  return lib;
+}
+
+// Unique ids of the non-virtual tensors (bound in the variant pack); virtual ones count from 100.
+enum Uid : int64_t {
+  kQ = 1, kK, kV, kO, kStats, kScale, kNegInf, kDO, kDQ, kDK, kDV, kOne, kSoftmaxSum, kDQAccum,
+};
+
+using A4 = std::array<int64_t, 4>;
+
+// Collects the descriptors of one operation graph.
+class GraphBuilder {
+ public:
+  DescP tensor(int64_t uid, cudnnDataType_t dtype, const A4& dims, const A4& strides, bool is_virtual,
+               bool by_value = false) {
+    DescP t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    const int64_t alignment = 16;
+    const bool virt = is_virtual;
+    t->set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dtype);
+    t->set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims.data());
+    t->set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides.data());
+    t->set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+    t->set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment);
+    t->set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt);
+    if (by_value) {
+      const bool yes = true;
+      t->set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &yes);
+    }
+    t->finalize("tensor descriptor");
+    keep_.push_back(t);
+    return t;
+  }
+  DescP virt(cudnnDataType_t dtype, const A4& dims, const A4& strides) {
+    return tensor(next_uid_++, dtype, dims, strides, true);
+  }
+  // A host scalar passed by value at execution.
+  DescP scalar(int64_t uid) { return tensor(uid, CUDNN_DATA_FLOAT, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true); }
+
+  // y = mode(x[, b][, t]); returns y.
+  DescP pointwise(cudnnPointwiseMode_t mode, const DescP& x, const DescP& b, const DescP& t, const DescP& y,
+                  cudnnDataType_t precision = CUDNN_DATA_FLOAT, int64_t axis = -1) {
+    DescP pw = make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+    pw->set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
+    pw->set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &precision);
+    if (axis >= 0) pw->set(CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis);
+    pw->finalize("pointwise descriptor");
+    DescP op = make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+    op->set_desc(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, *pw);
+    op->set_desc(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, *x);
+    if (b) op->set_desc(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, *b);
+    if (t) op->set_desc(CUDNN_ATTR_OPERATION_POINTWISE_TDESC, *t);
+    op->set_desc(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, *y);
+    op->finalize("pointwise operation");
+    add(pw, op);
+    return y;
+  }
+  void reduction(cudnnReduceTensorOp_t reduce, const DescP& x, const DescP& y) {
+    DescP r = make(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
+    const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    r->set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &reduce);
+    r->set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32);
+    r->finalize("reduction descriptor");
+    DescP op = make(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
+    op->set_desc(CUDNN_ATTR_OPERATION_REDUCTION_DESC, *r);
+    op->set_desc(CUDNN_ATTR_OPERATION_REDUCTION_XDESC, *x);
+    op->set_desc(CUDNN_ATTR_OPERATION_REDUCTION_YDESC, *y);
+    op->finalize("reduction operation");
+    add(r, op);
+  }
+  // c = a b over the last two dims, batched (and broadcast: h of a a multiple of h of b).
+  void matmul(const DescP& a, const DescP& b, const DescP& c) {
+    DescP m = make(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
+    const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    m->set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32);
+    m->finalize("matmul descriptor");
+    DescP op = make(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
+    op->set_desc(CUDNN_ATTR_OPERATION_MATMUL_ADESC, *a);
+    op->set_desc(CUDNN_ATTR_OPERATION_MATMUL_BDESC, *b);
+    op->set_desc(CUDNN_ATTR_OPERATION_MATMUL_CDESC, *c);
+    op->set_desc(CUDNN_ATTR_OPERATION_MATMUL_DESC, *m);
+    op->finalize("matmul operation");
+    add(m, op);
+  }
+  // y: the same elements as x under other dims / strides (a transpose, here).
+  void reshape(const DescP& x, const DescP& y) {
+    DescP op = make(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
+    op->set_desc(CUDNN_ATTR_OPERATION_RESHAPE_XDESC, *x);
+    op->set_desc(CUDNN_ATTR_OPERATION_RESHAPE_YDESC, *y);
+    op->finalize("reshape operation");
+    add(nullptr, op);
+  }
+  // The causal mask on scores x [b, h, T, T]: x where row >= col, else -inf.
+  DescP causal(const DescP& x, const DescP& neg_inf, const A4& dims, const A4& strides) {
+    DescP row = pointwise(CUDNN_POINTWISE_GEN_INDEX, x, nullptr, nullptr, virt(CUDNN_DATA_INT32, dims, strides),
+                          CUDNN_DATA_INT32, 2);
+    DescP col = pointwise(CUDNN_POINTWISE_GEN_INDEX, x, nullptr, nullptr, virt(CUDNN_DATA_INT32, dims, strides),
+                          CUDNN_DATA_INT32, 3);
+    DescP keep = pointwise(CUDNN_POINTWISE_CMP_GE, row, col, nullptr, virt(CUDNN_DATA_BOOLEAN, dims, strides),
+                           CUDNN_DATA_BOOLEAN);
+    return pointwise(CUDNN_POINTWISE_BINARY_SELECT, x, neg_inf, keep, virt(CUDNN_DATA_FLOAT, dims, strides));
+  }
+
+  DescP finalize(cudnnHandle_t handle) {
+    std::vector<cudnnBackendDescriptor_t> raw;
+    for (const DescP& op : ops_) raw.push_back(op->get());
+    DescP g = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+    g->set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+    g->set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, (int64_t)raw.size(), raw.data());
+    g->finalize("operation graph");
+    keep_.push_back(g);
+    return g;
+  }
+  std::vector<DescP>& kept() { return keep_; }
+
+ private:
+  void add(const DescP& d, const DescP& op) {
+    if (d) keep_.push_back(d);
+    keep_.push_back(op);
+    ops_.push_back(op);
+  }
+  std::vector<DescP> keep_, ops_;
+  int64_t next_uid_ = 100;
+};
+
+struct Shape {
+  int64_t B, T, H, KV, D;
+};
+
+// Strides of our [B, T, NH, D] memory seen as cuDNN's [B, NH, T, D].
+A4 bshd_strides(const Shape& s, int64_t nh) { return {s.T * nh * s.D, s.D, nh * s.D, 1}; }
+// The same memory seen transposed, [B, NH, D, T].
+A4 bshd_strides_t(const Shape& s, int64_t nh) { return {s.T * nh * s.D, s.D, 1, nh * s.D}; }
+
+void build_forward(GraphBuilder& g, const Shape& s) {
+  const A4 q_dims{s.B, s.H, s.T, s.D}, kt_dims{s.B, s.KV, s.D, s.T}, v_dims{s.B, s.KV, s.T, s.D};
+  const A4 s_dims{s.B, s.H, s.T, s.T}, s_str{s.H * s.T * s.T, s.T * s.T, s.T, 1};
+  const A4 r_dims{s.B, s.H, s.T, 1}, r_str{s.H * s.T, s.T, 1, 1};
+  DescP Q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, q_dims, bshd_strides(s, s.H), false);
+  DescP KT = g.tensor(kK, CUDNN_DATA_BFLOAT16, kt_dims, bshd_strides_t(s, s.KV), false);
+  DescP V = g.tensor(kV, CUDNN_DATA_BFLOAT16, v_dims, bshd_strides(s, s.KV), false);
+  DescP O = g.tensor(kO, CUDNN_DATA_BFLOAT16, q_dims, bshd_strides(s, s.H), false);
+  DescP stats = g.tensor(kStats, CUDNN_DATA_FLOAT, r_dims, r_str, false);
+  DescP scale = g.scalar(kScale), neg_inf = g.scalar(kNegInf);
+
+  DescP scores = g.virt(CUDNN_DATA_FLOAT, s_dims, s_str);
+  g.matmul(Q, KT, scores);
+  scores = g.pointwise(CUDNN_POINTWISE_MUL, scores, scale, nullptr, g.virt(CUDNN_DATA_FLOAT, s_dims, s_str));
+  scores = g.causal(scores, neg_inf, s_dims, s_str);
+  DescP mx = g.virt(CUDNN_DATA_FLOAT, r_dims, r_str);
+  g.reduction(CUDNN_REDUCE_TENSOR_MAX, scores, mx);
+  DescP centered =
+      g.pointwise(CUDNN_POINTWISE_SUB, scores, mx, nullptr, g.virt(CUDNN_DATA_FLOAT, s_dims, s_str));
+  DescP e = g.pointwise(CUDNN_POINTWISE_EXP, centered, nullptr, nullptr, g.virt(CUDNN_DATA_FLOAT, s_dims, s_str));
+  DescP z = g.virt(CUDNN_DATA_FLOAT, r_dims, r_str);
+  g.reduction(CUDNN_REDUCE_TENSOR_ADD, e, z);
+  DescP log_z = g.pointwise(CUDNN_POINTWISE_LOG, z, nullptr, nullptr, g.virt(CUDNN_DATA_FLOAT, r_dims, r_str));
+  g.pointwise(CUDNN_POINTWISE_ADD, mx, log_z, nullptr, stats);
+  DescP p = g.pointwise(CUDNN_POINTWISE_DIV, e, z, nullptr, g.virt(CUDNN_DATA_BFLOAT16, s_dims, s_str));
+  g.matmul(p, V, O);
+}
+
+void build_backward(GraphBuilder& g, const Shape& s, bool dq_accum) {
+  const A4 q_dims{s.B, s.H, s.T, s.D}, kt_dims{s.B, s.KV, s.D, s.T}, kv_dims{s.B, s.KV, s.T, s.D};
+  const A4 packed_q{s.H * s.T * s.D, s.T * s.D, s.D, 1};
+  const A4 s_dims{s.B, s.H, s.T, s.T}, s_str{s.H * s.T * s.T, s.T * s.T, s.T, 1};
+  const A4 s_str_t{s.H * s.T * s.T, s.T * s.T, 1, s.T};  // [b, h, key, query] view of [b, h, query, key]
+  const A4 r_dims{s.B, s.H, s.T, 1}, r_str{s.H * s.T, s.T, 1, 1};
+  DescP Q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, q_dims, bshd_strides(s, s.H), false);
+  DescP KT = g.tensor(kK, CUDNN_DATA_BFLOAT16, kt_dims, bshd_strides_t(s, s.KV), false);
+  DescP VT = g.tensor(kV, CUDNN_DATA_BFLOAT16, kt_dims, bshd_strides_t(s, s.KV), false);
+  DescP O = g.tensor(kO, CUDNN_DATA_BFLOAT16, q_dims, bshd_strides(s, s.H), false);
+  DescP dO = g.tensor(kDO, CUDNN_DATA_BFLOAT16, q_dims, bshd_strides(s, s.H), false);
+  DescP stats = g.tensor(kStats, CUDNN_DATA_FLOAT, r_dims, r_str, false);
+  DescP dQ = g.tensor(kDQ, CUDNN_DATA_BFLOAT16, q_dims, bshd_strides(s, s.H), false);
+  DescP dK = g.tensor(kDK, CUDNN_DATA_BFLOAT16, kv_dims, bshd_strides(s, s.KV), false);
+  DescP dV = g.tensor(kDV, CUDNN_DATA_BFLOAT16, kv_dims, bshd_strides(s, s.KV), false);
+  DescP scale = g.scalar(kScale), neg_inf = g.scalar(kNegInf), one = g.scalar(kOne);
+  DescP dsum = g.tensor(kSoftmaxSum, CUDNN_DATA_FLOAT, r_dims, r_str, false);  // in the workspace
+
+  // Dsum = sum_d dO * O
+  DescP prod = g.pointwise(CUDNN_POINTWISE_MUL, dO, O, nullptr, g.virt(CUDNN_DATA_FLOAT, q_dims, packed_q));
+  DescP rowsum = g.virt(CUDNN_DATA_FLOAT, r_dims, r_str);
+  g.reduction(CUDNN_REDUCE_TENSOR_ADD, prod, rowsum);
+  g.pointwise(CUDNN_POINTWISE_MUL, rowsum, one, nullptr, dsum);
+
+  // P = exp(causal(scale Q K^T - Stats))
+  DescP scores = g.virt(CUDNN_DATA_FLOAT, s_dims, s_str);
+  g.matmul(Q, KT, scores);
+  scores = g.pointwise(CUDNN_POINTWISE_MUL, scores, scale, nullptr, g.virt(CUDNN_DATA_FLOAT, s_dims, s_str));
+  scores = g.pointwise(CUDNN_POINTWISE_SUB, scores, stats, nullptr, g.virt(CUDNN_DATA_FLOAT, s_dims, s_str));
+  scores = g.causal(scores, neg_inf, s_dims, s_str);
+  DescP P = g.pointwise(CUDNN_POINTWISE_EXP, scores, nullptr, nullptr, g.virt(CUDNN_DATA_FLOAT, s_dims, s_str));
+
+  // dV = P^T dO (summed over the query heads of a group)
+  DescP PT = g.virt(CUDNN_DATA_BFLOAT16, s_dims, s_str_t);
+  g.reshape(P, PT);
+  if (s.H == s.KV) {
+    g.matmul(PT, dO, dV);
+  } else {
+    DescP full = g.virt(CUDNN_DATA_BFLOAT16, q_dims, packed_q);
+    g.matmul(PT, dO, full);
+    g.reduction(CUDNN_REDUCE_TENSOR_ADD, full, dV);
+  }
+
+  // dS = P (dO V^T - Dsum) scale
+  DescP dP = g.virt(CUDNN_DATA_FLOAT, s_dims, s_str);
+  g.matmul(dO, VT, dP);
+  DescP dS = g.pointwise(CUDNN_POINTWISE_SUB, dP, dsum, nullptr, g.virt(CUDNN_DATA_FLOAT, s_dims, s_str));
+  dS = g.pointwise(CUDNN_POINTWISE_MUL, dS, P, nullptr, g.virt(CUDNN_DATA_FLOAT, s_dims, s_str));
+  dS = g.pointwise(CUDNN_POINTWISE_MUL, dS, scale, nullptr, g.virt(CUDNN_DATA_FLOAT, s_dims, s_str));
+
+  // dK = dS^T Q (summed over the group)
+  DescP dST = g.virt(CUDNN_DATA_BFLOAT16, s_dims, s_str_t);
+  g.reshape(dS, dST);
+  if (s.H == s.KV) {
+    g.matmul(dST, Q, dK);
+  } else {
+    DescP full = g.virt(CUDNN_DATA_BFLOAT16, q_dims, packed_q);
+    g.matmul(dST, Q, full);
+    g.reduction(CUDNN_REDUCE_TENSOR_ADD, full, dK);
+  }
+
+  // dQ = dS K
+  DescP K = g.virt(CUDNN_DATA_BFLOAT16, kv_dims, bshd_strides(s, s.KV));
+  g.reshape(KT, K);
+  if (dq_accum) {
+    DescP acc = g.tensor(kDQAccum, CUDNN_DATA_FLOAT, q_dims, packed_q, false);  // in the workspace
+    g.matmul(dS, K, acc);
+    g.pointwise(CUDNN_POINTWISE_IDENTITY, acc, nullptr, nullptr, dQ);
+  } else {
+    g.matmul(dS, K, dQ);
+  }
+}
+
+// A finalized execution plan with the descriptors it came from, and its workspace layout.
+struct Plan {
+  std::vector<DescP> keep;
+  DescP plan;
+  size_t engine_ws = 0;    // what the engine needs, at offset 0
+  size_t extra_offset = 0;  // forward: stats when lse is not wanted; backward: Dsum
+  size_t accum_offset = 0;  // backward with dq_accum: the fp32 dQ accumulator
+  size_t total_ws = 0;
+  std::string info;
+};
+
+size_t align256(size_t n) { return (n + 255) & ~size_t(255); }
+
+std::string engine_notes(const Desc& cfg, bool* nondeterministic) {
+  *nondeterministic = false;
+  std::ostringstream os;
+  try {
+    Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+    cudnnBackendDescriptor_t raw = engine.get();
+    int64_t n = 0;
+    check(cudnnBackendGetAttribute(cfg.get(), CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &raw),
+          "engine of config");
+    os << "engine " << engine.get_int64(CUDNN_ATTR_ENGINE_GLOBAL_INDEX);
+    cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+    check(cudnnBackendGetAttribute(raw, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                   CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, notes),
+          "numerical notes");
+    os << " notes [";
+    for (int64_t i = 0; i < n && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; ++i) {
+      os << (i ? " " : "") << (int)notes[i];
+      if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) *nondeterministic = true;
+    }
+    os << "]";
+  } catch (const BackendError& e) {
+    os << " (" << e.what() << ")";
+  }
+  return os.str();
+}
+
+// The first engine config of the heuristics (mode A, then FALLBACK) that finalizes into a plan,
+// skipping nondeterministic engines when asked.
+void choose_plan(Plan& p, const DescP& graph, cudnnHandle_t handle, bool deterministic) {
+  std::ostringstream tried;
+  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    try {
+      DescP heur = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+      heur->set_desc(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, *graph);
+      heur->set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+      heur->finalize("engine heuristics");
+      int64_t count = 0;
+      check(cudnnBackendGetAttribute(heur->get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
+                                     &count, nullptr),
+            "heuristics count");
+      std::vector<DescP> cfgs;
+      std::vector<cudnnBackendDescriptor_t> raw;
+      for (int64_t i = 0; i < count; ++i) {
+        cfgs.push_back(make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
+        raw.push_back(cfgs.back()->get());
+      }
+      int64_t got = 0;
+      if (count > 0)
+        check(cudnnBackendGetAttribute(heur->get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                       count, &got, raw.data()),
+              "heuristics results");
+      tried << " mode " << (mode == CUDNN_HEUR_MODE_A ? "A" : "FALLBACK") << ": " << got << " configs";
+      for (int64_t i = 0; i < got && i < count; ++i) {
+        bool nondet = false;
+        const std::string notes = engine_notes(*cfgs[i], &nondet);
+        if (deterministic && nondet) {
+          tried << "; config " << i << " skipped (nondeterministic, " << notes << ")";
+          continue;
+        }
+        try {
+          DescP plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+          plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+          plan->set_desc(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, *cfgs[i]);
+          plan->finalize("execution plan");
+          const int64_t ws = plan->get_int64(CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE);
+          p.plan = plan;
+          p.engine_ws = (size_t)std::max<int64_t>(ws, 0);
+          p.keep.push_back(heur);
+          p.keep.insert(p.keep.end(), cfgs.begin(), cfgs.end());
+          std::ostringstream info;
+          info << "heuristics " << (mode == CUDNN_HEUR_MODE_A ? "A" : "FALLBACK") << " config " << i << " of "
+               << got << ", " << notes << (nondet ? " NONDETERMINISTIC" : "") << ", engine workspace " << ws << " B";
+          p.info = info.str();
+          return;
+        } catch (const BackendError& e) {
+          tried << "; config " << i << " (" << notes << "): " << e.what();
+        }
+      }
+    } catch (const BackendError& e) {
+      tried << "; " << e.what();
+    }
+  }
+  throw BackendError("no engine config gives an execution plan:" + tried.str());
+}
+
+// Plan cache: (kind, B, T, H, KV, hd) -> plan, or the reason there is none.
+enum Kind : int { kForward = 0, kBackwardDeterministic = 1, kBackwardAtomic = 2 };
+using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t>;
+struct Entry {
+  std::shared_ptr<Plan> plan;
+  std::string error;
+};
+std::mutex g_mutex;
+std::map<Key, Entry> g_plans;
+
+std::string key_str(const Key& k) {
+  static const char* kinds[] = {"forward", "backward", "backward (atomic dQ)"};
+  std::ostringstream os;
+  os << kinds[std::get<0>(k)] << " B" << std::get<1>(k) << " T" << std::get<2>(k) << " H" << std::get<3>(k) << " KV"
+     << std::get<4>(k) << " hd" << std::get<5>(k);
+  return os.str();
+}
+
+// Reasons outside any graph why cuDNN does not take the shape; empty when it may.
+std::string static_refusal(int64_t T, int64_t S, int64_t hd, bool backward) {
+  const Library& lib = library();
+  if (!lib.ok) return lib.why;
+  if (S != T) return "cuDNN path needs S == T (the KV-cache forward runs the fallback)";
+  if (hd != 64 && hd != 128) return "cuDNN path takes head_dim 64 or 128";
+  // cudnn-frontend adds a padding mask to the backward of cuDNN <= 9.15 when T is not a multiple
+  // of 128 (cudnn-frontend issue 160: NaN gradients otherwise). Our causal graph passed the odd-T
+  // tests on 9.14 without it, but we keep to NVIDIA's rule and run the fallback there.
+  if (backward && lib.version <= 91500 && T % 128 != 0)
+    return "cuDNN " + std::to_string(lib.version) + " backward needs T % 128 == 0 (T = " + std::to_string(T) + ")";
+  return "";
+}
+
+bool deterministic_requested() {
+  const char* e = std::getenv("LINGUA_ATTENTION_DETERMINISTIC");
+  return !(e && !std::strcmp(e, "0"));
+}
+
+// The cached plan for the shape, building it on first use; nullptr (with *why) when none.
+std::shared_ptr<Plan> get_plan(Kind kind, const Shape& s, std::string* why) {
+  const Key key{kind, s.B, s.T, s.H, s.KV, s.D};
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_plans.find(key);
+  if (it == g_plans.end()) {
+    Entry e;
+    try {
+      const Library& lib = library();
+      GraphBuilder g;
+      if (kind == kForward)
+        build_forward(g, s);
+      else
+        build_backward(g, s, kind == kBackwardAtomic);
+      DescP graph = g.finalize(lib.handle);
+      auto p = std::make_shared<Plan>();
+      choose_plan(*p, graph, lib.handle, kind == kBackwardDeterministic);
+      p->keep.insert(p->keep.end(), g.kept().begin(), g.kept().end());
+      const size_t rows = sizeof(float) * s.B * s.H * s.T;
+      p->extra_offset = align256(p->engine_ws);
+      p->accum_offset = align256(p->extra_offset + rows);
+      p->total_ws = p->accum_offset + (kind == kBackwardAtomic ? rows * s.D : 0);
+      e.plan = p;
+    } catch (const BackendError& err) {
+      e.error = err.what();
+    }
+    if (std::getenv("LINGUA_ATTENTION_VERBOSE"))
+      std::fprintf(stderr, "[attention] cuDNN %s: %s\n", key_str(key).c_str(),
+                   e.plan ? e.plan->info.c_str() : ("no plan: " + e.error).c_str());
+    it = g_plans.emplace(key, std::move(e)).first;
+  }
+  if (!it->second.plan && why) *why = "no cuDNN plan: " + it->second.error;
+  return it->second.plan;
+}
+
+void forget_plan(Kind kind, const Shape& s, const std::string& error) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Entry& e = g_plans[Key{kind, s.B, s.T, s.H, s.KV, s.D}];
+  e.plan.reset();
+  e.error = error;
+}
+
+void execute(const Plan& p, std::vector<int64_t> uids, std::vector<void*> ptrs, void* workspace) {
+  Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+  pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, (int64_t)uids.size(), uids.data());
+  pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, (int64_t)ptrs.size(), ptrs.data());
+  pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
+  pack.finalize("variant pack");
+  check(cudnnBackendExecute(library().handle, p.plan->get(), pack.get()), "execute");
+}
+
+bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data) % 16 == 0; }
+
+bool refuse(std::string* why, std::string reason) {
+  *why = std::move(reason);
+  return false;
+}
+
+Shape shape_of(const Tensor& q, const Tensor& k) { return {q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)}; }
+
+// -inf masks on cuDNN >= 9.10, the lowest float before (as cudnn-frontend does).
+float mask_value() {
+  return library().version >= 91000 ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::lowest();
+}
+
+}  // namespace
+
+bool cudnn_supported(int64_t B, int64_t T, int64_t S, int64_t H, int64_t KV, int64_t hd, bool backward,
+                     std::string* why) {
+  std::string refusal = static_refusal(T, S, hd, backward);
+  if (!refusal.empty()) {
+    if (why) *why = refusal;
+    return false;
+  }
+  const Kind kind = !backward ? kForward : deterministic_requested() ? kBackwardDeterministic : kBackwardAtomic;
+  return get_plan(kind, Shape{B, T, H, KV, hd}, why) != nullptr;
+}
+
+int64_t cudnn_version() { return library().ok ? library().version : 0; }
+
+std::string cudnn_plans_report() {
+  std::ostringstream os;
+  const Library& lib = library();
+  os << "cuDNN runtime " << lib.version << " (headers " << CUDNN_VERSION << ")" << (lib.ok ? "" : ": " + lib.why)
+     << "\n";
+  std::lock_guard<std::mutex> lock(g_mutex);
+  for (const auto& [key, e] : g_plans)
+    os << "  " << key_str(key) << ": " << (e.plan ? e.plan->info : "no plan: " + e.error) << "\n";
+  return os.str();
+}
+
+bool cudnn_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                   std::string* why) {
+  if (q.dtype != DType::bf16) return refuse(why, "cuDNN path takes bf16 tensors");
+  std::string refusal = static_refusal(q.size(1), k.size(1), q.size(3), false);
+  if (!refusal.empty()) return refuse(why, refusal);
+  for (const Tensor* t : {&q, &k, &v, &out, &lse})
+    if (t->data && !aligned16(*t)) return refuse(why, "cuDNN path needs 16-byte aligned tensors");
+  const Shape s = shape_of(q, k);
+  if (s.B * s.T == 0) return true;
+  std::shared_ptr<Plan> p = get_plan(kForward, s, why);
+  if (!p) return false;
+  char* ws = static_cast<char*>(scratch(p->total_ws));
+  float scale = 1.0f / std::sqrt((float)s.D), neg_inf = mask_value();
+  void* stats = lse.data ? lse.data : ws + p->extra_offset;
+  try {
+    execute(*p, {kQ, kK, kV, kO, kStats, kScale, kNegInf}, {q.data, k.data, v.data, out.data, stats, &scale, &neg_inf},
+            ws);
+  } catch (const BackendError& e) {
+    forget_plan(kForward, s, e.what());
+    return refuse(why, std::string("cuDNN execution failed: ") + e.what());
+  }
+  return true;
+}
+
+bool cudnn_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                    const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv, std::string* why) {
+  if (q.dtype != DType::bf16) return refuse(why, "cuDNN path takes bf16 tensors");
+  std::string refusal = static_refusal(q.size(1), k.size(1), q.size(3), true);
+  if (!refusal.empty()) return refuse(why, refusal);
+  for (const Tensor* t : {&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv})
+    if (!aligned16(*t)) return refuse(why, "cuDNN path needs 16-byte aligned tensors");
+  const Shape s = shape_of(q, k);
+  if (s.B * s.T == 0) return true;
+  const Kind kind = deterministic_requested() ? kBackwardDeterministic : kBackwardAtomic;
+  std::shared_ptr<Plan> p = get_plan(kind, s, why);
+  if (!p) return false;
+  char* ws = static_cast<char*>(scratch(p->total_ws));
+  float scale = 1.0f / std::sqrt((float)s.D), neg_inf = mask_value(), one = 1.0f;
+  std::vector<int64_t> uids{kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kScale, kNegInf, kOne, kSoftmaxSum};
+  std::vector<void*> ptrs{q.data, k.data,  v.data,   out.data, dout.data, lse.data,          dq.data,
+                          dk.data, dv.data, &scale, &neg_inf, &one,      ws + p->extra_offset};
+  if (kind == kBackwardAtomic) {
+    // The accumulator must start at zero (cuDNN >= 9.6 clears it itself; earlier ones do not).
+    CUDA_CHECK(cudaMemsetAsync(ws + p->accum_offset, 0, p->total_ws - p->accum_offset, cuda_stream()));
+    uids.push_back(kDQAccum);
+    ptrs.push_back(ws + p->accum_offset);
+  }
+  try {
+    execute(*p, uids, ptrs, ws);
+  } catch (const BackendError& e) {
+    forget_plan(kind, s, e.what());
+    return refuse(why, std::string("cuDNN execution failed: ") + e.what());
+  }
+  return true;
+}
+
+#else  // no cuDNN headers: the fallback kernels run everywhere
+
+bool cudnn_supported(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, std::string* why) {
+  if (why) *why = "built without cuDNN";
+  return false;
+}
+int64_t cudnn_version() { return 0; }
+std::string cudnn_plans_report() { return "built without cuDNN\n"; }
+bool cudnn_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, std::string* why) {
+  *why = "built without cuDNN";
+  return false;
+}
+bool cudnn_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                    const Tensor&, const Tensor&, const Tensor&, std::string* why) {
+  *why = "built without cuDNN";
+  return false;
+}
+
+#endif
+
+}  // namespace lingua::attention_internal

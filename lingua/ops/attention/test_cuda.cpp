@@ -1,0 +1,524 @@
+// CUDA attention against the CPU reference, for both paths (our fallback kernels and cuDNN's
+// fused flash attention), forced through LINGUA_ATTENTION. Inputs are rounded to bf16 first, so
+// the reference sees exactly what the GPU sees; outputs are poisoned (NaN) before every call.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "lingua/core/bf16.h"
+#include "lingua/core/cuda.h"
+#include "lingua/ops/attention/attention.h"
+#include "lingua/ops/attention/cuda_internal.h"
+#include "lingua/ops/testing.h"
+
+using namespace lingua;
+using namespace lingua::test_util;
+namespace ai = lingua::attention_internal;
+
+namespace {
+
+#define REQUIRE_GPU()                                          \
+  do {                                                         \
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";   \
+  } while (0)
+
+struct Shape {
+  int64_t B, T, S, H, KV, hd;
+  int64_t q_size() const { return B * T * H * hd; }
+  int64_t kv_size() const { return B * S * KV * hd; }
+  int64_t rows() const { return B * H * T; }
+};
+
+std::ostream& operator<<(std::ostream& os, Shape s) {
+  return os << "B" << s.B << " T" << s.T << " S" << s.S << " H" << s.H << " KV" << s.KV << " hd" << s.hd;
+}
+
+// Sets an environment variable for a scope, then restores it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) had_ = true, old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      setenv(name_, old_.c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+
+// ||a - ref|| / ||ref|| (L2); infinite when a holds a NaN (a poisoned element was not written).
+double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
+  EXPECT_EQ(a.size(), ref.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size() && i < a.size(); ++i) {
+    if (std::isnan(a[i])) return std::numeric_limits<double>::infinity();
+    num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
+    den += (double)ref[i] * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+double max_abs(const std::vector<float>& a) {
+  double m = 0;
+  for (float x : a) m = std::isnan(x) ? std::numeric_limits<double>::infinity() : std::max(m, (double)std::fabs(x));
+  return m;
+}
+
+// A device tensor of float or bf16 elements.
+struct Dev {
+  DeviceBuffer buf;
+  Tensor t;
+  DType dtype;
+  Dev(std::initializer_list<int64_t> dims, DType dt) : dtype(dt) {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    buf = DeviceBuffer(std::max<int64_t>(n, 1) * dtype_size(dt));
+    t = Tensor(buf.data(), dims, dt, Device::cuda);
+    poison();
+  }
+  void poison() {  // all bits set: NaN in f32 and bf16
+    std::vector<uint8_t> ff(buf.bytes(), 0xff);
+    copy_to_device(buf.data(), ff.data(), ff.size());
+  }
+  void upload(const std::vector<float>& host) {
+    EXPECT_EQ((int64_t)host.size(), t.numel());
+    if (dtype == DType::bf16) {
+      auto h = to_bf16(host);
+      copy_to_device(buf.data(), h.data(), h.size() * 2);
+    } else {
+      copy_to_device(buf.data(), host.data(), host.size() * 4);
+    }
+  }
+  std::vector<float> read() const {
+    const size_t n = t.numel();
+    if (dtype == DType::bf16) {
+      std::vector<uint16_t> h(n);
+      copy_to_host(h.data(), buf.data(), n * 2);
+      return from_bf16(h);
+    }
+    std::vector<float> h(n);
+    copy_to_host(h.data(), buf.data(), n * 4);
+    return h;
+  }
+  std::vector<uint8_t> bytes() const {
+    std::vector<uint8_t> h(t.nbytes());
+    copy_to_host(h.data(), buf.data(), h.size());
+    return h;
+  }
+};
+
+std::vector<float> rounded(std::vector<float> v, DType dt) {
+  if (dt == DType::bf16)
+    for (float& x : v) x = round_to_bf16(x);
+  return v;
+}
+
+struct Inputs {
+  std::vector<float> q, k, v, dout;  // already representable in the tested dtype
+};
+
+Inputs make_inputs(Shape s, uint32_t seed, DType dt) {
+  return {rounded(random_vector(s.q_size(), seed, -2.0f, 2.0f), dt),
+          rounded(random_vector(s.kv_size(), seed + 1, -2.0f, 2.0f), dt),
+          rounded(random_vector(s.kv_size(), seed + 2), dt), rounded(random_vector(s.q_size(), seed + 3), dt)};
+}
+
+struct Result {
+  std::vector<float> out, lse, dq, dk, dv;
+};
+
+Result cpu_forward(Inputs in, Shape s) {
+  Result r;
+  r.out.resize(s.q_size());
+  r.lse.resize(s.rows());
+  attention_forward(Tensor(in.q.data(), {s.B, s.T, s.H, s.hd}), Tensor(in.k.data(), {s.B, s.S, s.KV, s.hd}),
+                    Tensor(in.v.data(), {s.B, s.S, s.KV, s.hd}), Tensor(r.out.data(), {s.B, s.T, s.H, s.hd}),
+                    Tensor(r.lse.data(), {s.B, s.H, s.T}));
+  return r;
+}
+
+void cpu_backward(Inputs in, std::vector<float> out, std::vector<float> lse, Shape s, Result& r) {
+  r.dq.assign(s.q_size(), 0.0f);
+  r.dk.assign(s.kv_size(), 0.0f);
+  r.dv.assign(s.kv_size(), 0.0f);
+  attention_backward(Tensor(in.q.data(), {s.B, s.T, s.H, s.hd}), Tensor(in.k.data(), {s.B, s.S, s.KV, s.hd}),
+                     Tensor(in.v.data(), {s.B, s.S, s.KV, s.hd}), Tensor(out.data(), {s.B, s.T, s.H, s.hd}),
+                     Tensor(lse.data(), {s.B, s.H, s.T}), Tensor(in.dout.data(), {s.B, s.T, s.H, s.hd}),
+                     Tensor(r.dq.data(), {s.B, s.T, s.H, s.hd}), Tensor(r.dk.data(), {s.B, s.S, s.KV, s.hd}),
+                     Tensor(r.dv.data(), {s.B, s.S, s.KV, s.hd}));
+}
+
+// The inputs on the device and the (poisoned) outputs.
+struct GpuCase {
+  Shape s;
+  DType dt;
+  Dev q, k, v, out, lse, dout, dq, dk, dv;
+  GpuCase(Shape s_, DType dt_, const Inputs& in)
+      : s(s_), dt(dt_), q({s.B, s.T, s.H, s.hd}, dt), k({s.B, s.S, s.KV, s.hd}, dt), v({s.B, s.S, s.KV, s.hd}, dt),
+        out({s.B, s.T, s.H, s.hd}, dt), lse({s.B, s.H, s.T}, DType::f32), dout({s.B, s.T, s.H, s.hd}, dt),
+        dq({s.B, s.T, s.H, s.hd}, dt), dk({s.B, s.S, s.KV, s.hd}, dt), dv({s.B, s.S, s.KV, s.hd}, dt) {
+    q.upload(in.q);
+    k.upload(in.k);
+    v.upload(in.v);
+    dout.upload(in.dout);
+  }
+  void forward(bool with_lse = true) {
+    out.poison();
+    lse.poison();
+    attention_forward(q.t, k.t, v.t, out.t, with_lse ? lse.t : Tensor());
+    cuda_synchronize();
+  }
+  void backward() {
+    dq.poison();
+    dk.poison();
+    dv.poison();
+    attention_backward(q.t, k.t, v.t, out.t, lse.t, dout.t, dq.t, dk.t, dv.t);
+    cuda_synchronize();
+  }
+};
+
+double tol(DType dt) { return dt == DType::bf16 ? 1e-2 : 1e-5; }
+double lse_tol(DType dt) { return dt == DType::bf16 ? 1e-3 : 1e-5; }
+
+// Forward against the CPU, then backward against the CPU on the same out (as the GPU tensor
+// holds it) and lse. Expects the given path to run (Path::none: whichever).
+void check_case(Shape s, DType dt, ai::Path want, bool backward, uint32_t seed = 1) {
+  SCOPED_TRACE(::testing::Message() << s << " " << dtype_name(dt) << " want " << ai::path_name(want));
+  Inputs in = make_inputs(s, seed, dt);
+  Result ref = cpu_forward(in, s);
+  GpuCase g(s, dt, in);
+  g.forward();
+  if (want != ai::Path::none) {
+    EXPECT_EQ(ai::last_forward_path(), want);
+  }
+  EXPECT_LT(rel_l2(g.out.read(), ref.out), tol(dt)) << "out";
+  EXPECT_LT(rel_l2(g.lse.read(), ref.lse), lse_tol(dt)) << "lse";
+  if (!backward) return;
+  // Both sides get the reference out in the tested dtype and the reference lse.
+  const std::vector<float> out_r = rounded(ref.out, dt);
+  g.out.upload(out_r);
+  g.lse.upload(ref.lse);
+  cpu_backward(in, out_r, ref.lse, s, ref);
+  g.backward();
+  if (want != ai::Path::none) {
+    EXPECT_EQ(ai::last_backward_path(), want);
+  }
+  if (s.T == 1) {
+    // One key: p = 1, so dS = p (dout.v - dout.out) = 0 and dq, dk vanish (the reference holds
+    // only rounding noise, so a relative error means nothing).
+    EXPECT_LT(max_abs(g.dq.read()), 1e-5) << "dq";
+    EXPECT_LT(max_abs(g.dk.read()), 1e-5) << "dk";
+  } else {
+    EXPECT_LT(rel_l2(g.dq.read(), ref.dq), tol(dt)) << "dq";
+    EXPECT_LT(rel_l2(g.dk.read(), ref.dk), tol(dt)) << "dk";
+  }
+  EXPECT_LT(rel_l2(g.dv.read(), ref.dv), tol(dt)) << "dv";
+}
+
+// B = 2, H = 6, KV in {6, 2, 1}, odd T, with the head_dims given.
+std::vector<Shape> odd_shapes(std::initializer_list<int64_t> hds) {
+  std::vector<Shape> v;
+  for (int64_t hd : hds)
+    for (int64_t T : {1, 31, 33, 257})
+      for (int64_t KV : {6, 2, 1}) v.push_back({2, T, T, 6, KV, hd});
+  return v;
+}
+
+TEST(AttentionCuda, FallbackF32MatchesCpu) {
+  REQUIRE_GPU();
+  ScopedEnv env("LINGUA_ATTENTION", "fallback");
+  for (Shape s : {Shape{2, 1, 1, 6, 2, 64}, Shape{2, 31, 31, 6, 6, 32}, Shape{2, 33, 33, 6, 1, 128},
+                  Shape{1, 257, 257, 6, 2, 64}, Shape{2, 17, 17, 4, 2, 6}, Shape{1, 9, 9, 2, 1, 256},
+                  Shape{2, 40, 40, 3, 3, 10}})
+    check_case(s, DType::f32, ai::Path::fallback, true);
+  // KV cache: the last T of S positions (forward only).
+  for (Shape s : {Shape{2, 5, 13, 6, 2, 64}, Shape{1, 1, 31, 6, 1, 10}, Shape{2, 33, 100, 6, 2, 128}})
+    check_case(s, DType::f32, ai::Path::fallback, false);
+}
+
+TEST(AttentionCuda, FallbackBf16MatchesCpu) {
+  REQUIRE_GPU();
+  ScopedEnv env("LINGUA_ATTENTION", "fallback");
+  for (Shape s : odd_shapes({64, 128})) check_case(s, DType::bf16, ai::Path::fallback, true);
+  for (Shape s : {Shape{2, 33, 33, 6, 2, 32}, Shape{2, 31, 31, 6, 3, 6}, Shape{1, 65, 65, 4, 1, 256},
+                  Shape{2, 20, 20, 2, 2, 10}})
+    check_case(s, DType::bf16, ai::Path::fallback, true);
+  for (Shape s : {Shape{2, 5, 13, 6, 2, 64}, Shape{1, 1, 31, 6, 1, 128}, Shape{2, 33, 100, 6, 2, 128},
+                  Shape{2, 7, 300, 6, 6, 32}})
+    check_case(s, DType::bf16, ai::Path::fallback, false);
+}
+
+TEST(AttentionCuda, CudnnMatchesCpu) {
+  REQUIRE_GPU();
+  if (ai::cudnn_version() == 0) GTEST_SKIP() << "no cuDNN: " << ai::cudnn_plans_report();
+  ScopedEnv env("LINGUA_ATTENTION", "cudnn");
+  std::vector<Shape> shapes = odd_shapes({64, 128});
+  for (Shape s : {Shape{2, 128, 128, 6, 2, 64}, Shape{2, 256, 256, 6, 6, 128}, Shape{1, 384, 384, 6, 1, 64},
+                  Shape{1, 512, 512, 8, 2, 128}})
+    shapes.push_back(s);
+  int forward_runs = 0, backward_runs = 0;
+  for (Shape s : shapes) {
+    std::string why;
+    if (!ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, false, &why)) {
+      std::printf("[cudnn] forward %s: not run (%s)\n", ::testing::PrintToString(s).c_str(), why.c_str());
+      continue;
+    }
+    const bool bwd = ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, true, &why);
+    if (!bwd) std::printf("[cudnn] backward %s: not run (%s)\n", ::testing::PrintToString(s).c_str(), why.c_str());
+    check_case(s, DType::bf16, ai::Path::cudnn, bwd);
+    ++forward_runs;
+    backward_runs += bwd;
+  }
+  std::printf("[cudnn] %d forward and %d backward shapes ran on cuDNN\n%s", forward_runs, backward_runs,
+              ai::cudnn_plans_report().c_str());
+  EXPECT_GT(backward_runs, 0);
+}
+
+// Shapes a training run uses must take the cuDNN path.
+TEST(AttentionCuda, CudnnTakesTrainingShapes) {
+  REQUIRE_GPU();
+  if (ai::cudnn_version() == 0) GTEST_SKIP() << "no cuDNN: " << ai::cudnn_plans_report();
+  for (int64_t hd : {64, 128})
+    for (int64_t KV : {8, 2})
+      for (bool backward : {false, true}) {
+        std::string why;
+        EXPECT_TRUE(ai::cudnn_supported(2, 1024, 1024, 8, KV, hd, backward, &why))
+            << "hd " << hd << " KV " << KV << (backward ? " backward: " : " forward: ") << why;
+      }
+}
+
+// Auto mode: cuDNN where it applies, the fallback elsewhere; either way the results are right.
+TEST(AttentionCuda, AutoSelection) {
+  REQUIRE_GPU();
+  ScopedEnv env("LINGUA_ATTENTION", "auto");
+  const bool have = ai::cudnn_version() != 0;
+  check_case({2, 256, 256, 6, 2, 64}, DType::bf16, have ? ai::Path::cudnn : ai::Path::fallback, true);
+  check_case({2, 33, 33, 6, 2, 32}, DType::bf16, ai::Path::fallback, true);     // head_dim 32
+  check_case({2, 5, 13, 6, 2, 64}, DType::bf16, ai::Path::fallback, false);     // KV cache
+  check_case({2, 31, 31, 6, 2, 64}, DType::f32, ai::Path::fallback, true);      // f32
+}
+
+// cuDNN forward with fallback backward and the reverse: the lse conventions agree.
+TEST(AttentionCuda, PathsShareTheLseConvention) {
+  REQUIRE_GPU();
+  const Shape s{2, 256, 256, 6, 2, 128};
+  std::string why;
+  if (!ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, true, &why)) GTEST_SKIP() << why;
+  Inputs in = make_inputs(s, 21, DType::bf16);
+  GpuCase c(s, DType::bf16, in), f(s, DType::bf16, in);
+  {
+    ScopedEnv env("LINGUA_ATTENTION", "cudnn");
+    c.forward();
+  }
+  {
+    ScopedEnv env("LINGUA_ATTENTION", "fallback");
+    f.forward();
+  }
+  const auto lse_c = c.lse.read(), lse_f = f.lse.read();
+  EXPECT_LT(rel_l2(lse_c, lse_f), 1e-5);
+  EXPECT_LT(rel_l2(c.out.read(), f.out.read()), 1e-2);
+  // Both backwards from cuDNN's forward.
+  f.out.upload(c.out.read());
+  f.lse.upload(lse_c);
+  {
+    ScopedEnv env("LINGUA_ATTENTION", "cudnn");
+    c.backward();
+  }
+  {
+    ScopedEnv env("LINGUA_ATTENTION", "fallback");
+    f.backward();
+  }
+  EXPECT_LT(rel_l2(c.dq.read(), f.dq.read()), 1e-2);
+  EXPECT_LT(rel_l2(c.dk.read(), f.dk.read()), 1e-2);
+  EXPECT_LT(rel_l2(c.dv.read(), f.dv.read()), 1e-2);
+}
+
+TEST(AttentionCuda, ForwardWithoutLse) {
+  REQUIRE_GPU();
+  for (const char* path : {"fallback", "cudnn"}) {
+    const Shape s{2, 128, 128, 6, 2, 64};
+    if (!std::strcmp(path, "cudnn") && !ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, false, nullptr)) continue;
+    ScopedEnv env("LINGUA_ATTENTION", path);
+    GpuCase g(s, DType::bf16, make_inputs(s, 5, DType::bf16));
+    g.forward(true);
+    const auto with = g.out.bytes();
+    g.forward(false);
+    EXPECT_EQ(g.out.bytes(), with) << path;
+  }
+}
+
+// Two runs give the same bits (the fallback always; cuDNN in its default deterministic mode).
+void check_deterministic(Shape s, const char* path, bool expect) {
+  ScopedEnv env("LINGUA_ATTENTION", path);
+  GpuCase g(s, DType::bf16, make_inputs(s, 7, DType::bf16));
+  g.forward();
+  const auto out1 = g.out.bytes(), lse1 = g.lse.bytes();
+  g.backward();
+  const auto dq1 = g.dq.bytes(), dk1 = g.dk.bytes(), dv1 = g.dv.bytes();
+  bool same = true;
+  for (int rep = 0; rep < 4; ++rep) {
+    g.forward();
+    same &= g.out.bytes() == out1 && g.lse.bytes() == lse1;
+    g.backward();
+    const bool dq_same = g.dq.bytes() == dq1, dkv_same = g.dk.bytes() == dk1 && g.dv.bytes() == dv1;
+    if (!dq_same || !dkv_same)
+      std::printf("[%s] %s run %d differs: dq %s, dk/dv %s\n", path, ::testing::PrintToString(s).c_str(), rep + 2,
+                  dq_same ? "same" : "DIFFERS", dkv_same ? "same" : "DIFFER");
+    same &= dq_same && dkv_same;
+  }
+  std::printf("[%s%s] %s: five runs %s\n", path,
+              std::getenv("LINGUA_ATTENTION_DETERMINISTIC") ? " LINGUA_ATTENTION_DETERMINISTIC=0" : "",
+              ::testing::PrintToString(s).c_str(), same ? "bitwise identical" : "NOT bitwise identical");
+  if (expect) {
+    EXPECT_TRUE(same) << path << " " << s;
+  }
+}
+
+TEST(AttentionCuda, Deterministic) {
+  REQUIRE_GPU();
+  check_deterministic({2, 257, 257, 6, 2, 64}, "fallback", true);
+  check_deterministic({2, 1024, 1024, 8, 2, 128}, "fallback", true);
+  const Shape s{2, 1024, 1024, 8, 2, 128};
+  if (!ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, true, nullptr)) GTEST_SKIP() << "cuDNN not available";
+  check_deterministic(s, "cudnn", true);
+  check_deterministic({2, 1024, 1024, 8, 8, 64}, "cudnn", true);
+}
+
+// The atomic-dQ cuDNN backward (LINGUA_ATTENTION_DETERMINISTIC=0): right, and is it deterministic?
+TEST(AttentionCuda, CudnnAtomicBackward) {
+  REQUIRE_GPU();
+  ScopedEnv det("LINGUA_ATTENTION_DETERMINISTIC", "0");
+  const Shape s{2, 256, 256, 6, 2, 128};
+  std::string why;
+  if (!ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, true, &why)) GTEST_SKIP() << why;
+  {
+    ScopedEnv env("LINGUA_ATTENTION", "cudnn");
+    check_case(s, DType::bf16, ai::Path::cudnn, true, 9);
+  }
+  check_deterministic({2, 1024, 1024, 8, 2, 128}, "cudnn", false);
+}
+
+// Changing keys / values at positions >= s0 leaves the outputs of earlier queries unchanged, and a
+// gradient only on rows < s0 gives no gradient to keys / values at positions >= s0.
+void check_causal(Shape s, DType dt, const char* path) {
+  SCOPED_TRACE(::testing::Message() << s << " " << path);
+  ScopedEnv env("LINGUA_ATTENTION", path);
+  const int64_t s0 = s.T / 2 + 1;
+  Inputs in = make_inputs(s, 11, dt);
+  GpuCase g(s, dt, in);
+  g.forward();
+  const auto before = g.out.read();
+  Inputs changed = in;
+  const int64_t kv_row = s.KV * s.hd, row = s.H * s.hd;
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t i = s0 * kv_row; i < s.S * kv_row; ++i) {
+      changed.k[b * s.S * kv_row + i] = round_to_bf16(changed.k[b * s.S * kv_row + i] + 0.5f);
+      changed.v[b * s.S * kv_row + i] = round_to_bf16(changed.v[b * s.S * kv_row + i] - 0.5f);
+    }
+  GpuCase h(s, dt, changed);
+  h.forward();
+  const auto after = h.out.read();
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t t = 0; t < s.T; ++t) {
+      bool same = true;
+      for (int64_t i = 0; i < row; ++i) same &= after[(b * s.T + t) * row + i] == before[(b * s.T + t) * row + i];
+      EXPECT_EQ(same, t < s0) << "b " << b << " t " << t;
+    }
+  std::vector<float> dout(s.q_size(), 0.0f);
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t i = 0; i < s0 * row; ++i) dout[b * s.T * row + i] = in.dout[b * s.T * row + i];
+  g.dout.upload(dout);
+  g.backward();
+  const auto dk = g.dk.read(), dv = g.dv.read();
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t i = s0 * kv_row; i < s.S * kv_row; ++i) {
+      ASSERT_EQ(dk[b * s.S * kv_row + i], 0.0f) << i;
+      ASSERT_EQ(dv[b * s.S * kv_row + i], 0.0f) << i;
+    }
+}
+
+TEST(AttentionCuda, Causal) {
+  REQUIRE_GPU();
+  check_causal({2, 33, 33, 6, 2, 64}, DType::bf16, "fallback");
+  check_causal({2, 33, 33, 6, 2, 64}, DType::f32, "fallback");
+  const Shape s{2, 256, 256, 6, 2, 64};
+  if (!ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, true, nullptr)) GTEST_SKIP() << "cuDNN not available";
+  check_causal(s, DType::bf16, "cudnn");
+}
+
+TEST(AttentionCuda, Errors) {
+  REQUIRE_GPU();
+  const Shape s{1, 8, 8, 4, 2, 64};
+  GpuCase g(s, DType::bf16, make_inputs(s, 13, DType::bf16));
+  Dev f32_k({1, 8, 2, 64}, DType::f32), lse_bf16({1, 4, 8}, DType::bf16), big({1, 8, 4, 512}, DType::bf16);
+  std::vector<float> cpu_k(8 * 2 * 64);
+  // a CPU tensor among GPU ones, mixed dtypes, lse not f32, head_dim over 256
+  EXPECT_THROW(attention_forward(g.q.t, Tensor(cpu_k.data(), {1, 8, 2, 64}), g.v.t, g.out.t, g.lse.t), Error);
+  EXPECT_THROW(attention_forward(g.q.t, f32_k.t, g.v.t, g.out.t, g.lse.t), Error);
+  EXPECT_THROW(attention_forward(g.q.t, g.k.t, g.v.t, g.out.t, lse_bf16.t), Error);
+  EXPECT_THROW(attention_forward(big.t, big.t, big.t, big.t, Tensor()), Error);
+  // backward needs S == T
+  Dev k12({1, 12, 2, 64}, DType::bf16);
+  EXPECT_THROW(attention_backward(g.q.t, k12.t, k12.t, g.out.t, g.lse.t, g.dout.t, g.dq.t, k12.t, k12.t), Error);
+  {
+    ScopedEnv env("LINGUA_ATTENTION", "bogus");
+    EXPECT_THROW(attention_forward(g.q.t, g.k.t, g.v.t, g.out.t, g.lse.t), Error);
+  }
+  {
+    // forcing cuDNN where it cannot run is an error, not a silent fallback
+    ScopedEnv env("LINGUA_ATTENTION", "cudnn");
+    const Shape s32{1, 8, 8, 4, 2, 32};
+    GpuCase g32(s32, DType::bf16, make_inputs(s32, 13, DType::bf16));
+    EXPECT_THROW(attention_forward(g32.q.t, g32.k.t, g32.v.t, g32.out.t, g32.lse.t), Error);
+    GpuCase f(s, DType::f32, make_inputs(s, 13, DType::f32));
+    EXPECT_THROW(attention_forward(f.q.t, f.k.t, f.v.t, f.out.t, f.lse.t), Error);
+  }
+  EXPECT_NO_THROW(attention_forward(g.q.t, g.k.t, g.v.t, g.out.t, g.lse.t));
+  cuda_synchronize();
+}
+
+// LINGUA_ATTENTION_BENCH=1: times forward and backward of each path on a training shape.
+TEST(AttentionCuda, Benchmark) {
+  REQUIRE_GPU();
+  if (!std::getenv("LINGUA_ATTENTION_BENCH")) GTEST_SKIP() << "set LINGUA_ATTENTION_BENCH=1";
+  for (Shape s : {Shape{4, 2048, 2048, 16, 4, 128}, Shape{8, 1024, 1024, 12, 12, 64}}) {
+    GpuCase g(s, DType::bf16, make_inputs(s, 17, DType::bf16));
+    for (const char* path : {"cudnn", "fallback"}) {
+      if (!std::strcmp(path, "cudnn") && !ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, true, nullptr))
+        continue;
+      ScopedEnv env("LINGUA_ATTENTION", path);
+      auto time = [&](auto fn) {
+        fn();
+        cuda_synchronize();
+        const int n = 5;
+        auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < n; ++i) fn();
+        cuda_synchronize();
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / n;
+      };
+      const double fwd = time([&] { attention_forward(g.q.t, g.k.t, g.v.t, g.out.t, g.lse.t); });
+      const double bwd =
+          time([&] { attention_backward(g.q.t, g.k.t, g.v.t, g.out.t, g.lse.t, g.dout.t, g.dq.t, g.dk.t, g.dv.t); });
+      const double flop = 4.0 * s.B * s.H * s.T * s.T * s.hd / 2;  // causal: half the scores
+      std::printf("[bench] %-8s %s: forward %.3f ms (%.0f TFLOP/s), backward %.3f ms (%.0f TFLOP/s)\n", path,
+                  ::testing::PrintToString(s).c_str(), fwd, flop / fwd / 1e9, bwd, 2.5 * flop / bwd / 1e9);
+    }
+  }
+}
+
+}  // namespace

@@ -1,0 +1,191 @@
+// Embedding on CUDA against the CPU reference: forward copies rows exactly (with the dtype
+// conversion), backward is bitwise equal to the CPU's in-order sums.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "lingua/core/bf16.h"
+#include "lingua/core/cuda.h"
+#include "lingua/ops/embedding/embedding.h"
+#include "lingua/ops/testing.h"
+
+using namespace lingua;
+using namespace lingua::test_util;
+
+namespace {
+
+std::vector<float> as_dtype(std::vector<float> v, DType dt) {
+  if (dt == DType::bf16)
+    for (float& x : v) x = round_to_bf16(x);
+  return v;
+}
+
+// A GPU tensor of `dims` and dtype f32, bf16 or i32, `offset` elements into its buffer (to misalign).
+struct Dev {
+  DeviceBuffer buf;
+  Tensor t;
+  Dev(std::initializer_list<int64_t> dims, DType dt, int64_t offset = 0) : t(nullptr, dims, dt, Device::cuda) {
+    buf = DeviceBuffer((t.numel() + offset) * dtype_size(dt) + 16);
+    t.data = static_cast<char*>(buf.data()) + offset * dtype_size(dt);
+  }
+  void upload(const std::vector<float>& v) {
+    ASSERT_EQ((int64_t)v.size(), t.numel());
+    if (t.dtype == DType::bf16) {
+      auto h = to_bf16(v);
+      copy_to_device(t.data, h.data(), h.size() * 2);
+    } else {
+      copy_to_device(t.data, v.data(), v.size() * 4);
+    }
+  }
+  void upload(const std::vector<int32_t>& v) {
+    ASSERT_EQ((int64_t)v.size(), t.numel());
+    copy_to_device(t.data, v.data(), v.size() * 4);
+  }
+  std::vector<float> download() const {
+    std::vector<float> v(t.numel());
+    if (t.dtype == DType::bf16) {
+      std::vector<uint16_t> h(v.size());
+      copy_to_host(h.data(), t.data, h.size() * 2);
+      v = from_bf16(h);
+    } else {
+      copy_to_host(v.data(), t.data, v.size() * 4);
+    }
+    return v;
+  }
+  void poison() {  // all-ones bytes: NaN in f32 and bf16
+    std::vector<uint8_t> p(t.nbytes(), 0xFF);
+    copy_to_device(t.data, p.data(), p.size());
+  }
+};
+
+struct Case {
+  int64_t N, V, D;
+};
+
+TEST(EmbeddingCuda, ForwardCopiesRows) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (Case c : {Case{1, 1, 1}, Case{31, 7, 33}, Case{33, 11, 1023}, Case{257, 13, 1024}, Case{31, 50, 4096}})
+    for (DType tt : {DType::f32, DType::bf16})
+      for (DType ot : {DType::f32, DType::bf16})
+        for (int64_t offset : {0, 1}) {  // offset 1: misaligned table, element by element
+          if (offset && c.D % 8) continue;
+          auto table = as_dtype(random_vector(c.V * c.D, 1), tt);
+          auto ids = random_ints(c.N, 2, 0, (int32_t)c.V - 1);
+          Dev d_ids({c.N}, DType::i32), d_table({c.V, c.D}, tt, offset), d_out({c.N, c.D}, ot);
+          d_ids.upload(ids);
+          d_table.upload(table);
+          d_out.poison();
+          embedding_forward(d_ids.t, d_table.t, d_out.t);
+          const auto out = d_out.download();
+          for (int64_t n = 0; n < c.N; ++n)
+            for (int64_t j = 0; j < c.D; ++j) {
+              const float want = ot == DType::bf16 ? round_to_bf16(table[ids[n] * c.D + j]) : table[ids[n] * c.D + j];
+              ASSERT_EQ(out[n * c.D + j], want) << c.N << "x" << c.D << " table " << dtype_name(tt) << " out "
+                                                << dtype_name(ot) << " at " << n << "," << j;
+            }
+        }
+  EXPECT_NO_THROW(embedding_check_errors());
+}
+
+TEST(EmbeddingCuda, BackwardIsBitwiseEqualToCpuAndDeterministic) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  // Few ids: long runs of repeated ids (past the 8-row unrolled loop); many ids: mostly single rows.
+  for (Case c : {Case{1, 1, 1}, Case{33, 4, 31}, Case{257, 3, 1023}, Case{4099, 5, 1024}, Case{300, 13, 129},
+                 Case{2000, 1000, 64}, Case{4099, 2, 33}})
+    for (int64_t offset : {0, 1}) {  // offset 1: misaligned dout, the scalar path
+      if (offset && c.D % 4) continue;
+      auto ids = random_ints(c.N, 3, 0, (int32_t)c.V - 1);
+      auto dout = random_vector(c.N * c.D, 4);
+      auto dtable = random_vector(c.V * c.D, 5);
+      auto expected = dtable;
+      embedding_backward(Tensor(ids.data(), {c.N}), Tensor(dout.data(), {c.N, c.D}),
+                         Tensor(expected.data(), {c.V, c.D}));
+      Dev d_ids({c.N}, DType::i32), d_dout({c.N, c.D}, DType::f32, offset), d_dtable({c.V, c.D}, DType::f32);
+      d_ids.upload(ids);
+      d_dout.upload(dout);
+      d_dtable.upload(dtable);
+      embedding_backward(d_ids.t, d_dout.t, d_dtable.t);
+      const auto got = d_dtable.download();
+      // Same additions in the same order as the CPU: bitwise equal (and so equal run to run).
+      for (size_t i = 0; i < expected.size(); ++i)
+        ASSERT_EQ(got[i], expected[i]) << c.N << "x" << c.V << "x" << c.D << " offset " << offset << " at " << i;
+      // Accumulates: a second call adds the same rows again, as the CPU does.
+      embedding_backward(Tensor(ids.data(), {c.N}), Tensor(dout.data(), {c.N, c.D}),
+                         Tensor(expected.data(), {c.V, c.D}));
+      embedding_backward(d_ids.t, d_dout.t, d_dtable.t);
+      EXPECT_EQ(d_dtable.download(), expected) << c.N << "x" << c.V << "x" << c.D;
+    }
+  EXPECT_NO_THROW(embedding_check_errors());
+}
+
+TEST(EmbeddingCuda, OutOfRangeIdIsReportedByCheckErrors) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const int64_t N = 5, V = 5, D = 8;
+  auto table = random_vector(V * D, 6);
+  auto dout = random_vector(N * D, 7);
+  for (int32_t bad : {5, -1, 1000, INT32_MIN}) {
+    for (bool backward : {false, true}) {
+      std::vector<int32_t> ids = {0, 4, bad, 1, bad};
+      Dev d_ids({N}, DType::i32), d_table({V, D}, DType::f32), d_out({N, D}, DType::bf16), d_dout({N, D}, DType::f32),
+          d_dtable({V, D}, DType::f32);
+      d_ids.upload(ids);
+      d_table.upload(table);
+      d_dout.upload(dout);
+      d_dtable.upload(std::vector<float>(V * D, 0.0f));
+      d_out.poison();
+      if (backward)
+        EXPECT_NO_THROW(embedding_backward(d_ids.t, d_dout.t, d_dtable.t));  // reported later
+      else
+        EXPECT_NO_THROW(embedding_forward(d_ids.t, d_table.t, d_out.t));
+      std::string msg;
+      try {
+        embedding_check_errors();
+      } catch (const Error& e) {
+        msg = e.what();
+      }
+      ASSERT_FALSE(msg.empty()) << "bad id " << bad << " not reported";
+      EXPECT_NE(msg.find("position 2"), std::string::npos) << msg;  // the first bad position
+      EXPECT_NE(msg.find("id " + std::to_string(bad)), std::string::npos) << msg;
+      EXPECT_NE(msg.find(backward ? "embedding_backward" : "embedding_forward"), std::string::npos) << msg;
+      EXPECT_NO_THROW(embedding_check_errors()) << "the record is cleared";
+      if (backward) {
+        // The valid rows were accumulated, the bad ones skipped.
+        std::vector<float> want(V * D, 0.0f);
+        for (int n : {0, 1, 3})
+          for (int64_t j = 0; j < D; ++j) want[ids[n] * D + j] += dout[n * D + j];
+        EXPECT_EQ(d_dtable.download(), want);
+      } else {
+        const auto out = d_out.download();
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t j = 0; j < D; ++j) {
+            const float want = (n == 2 || n == 4) ? 0.0f : round_to_bf16(table[ids[n] * D + j]);
+            ASSERT_EQ(out[n * D + j], want) << n << "," << j;
+          }
+      }
+    }
+  }
+}
+
+TEST(EmbeddingCuda, Errors) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const int64_t N = 4, V = 5, D = 8;
+  Dev ids({N}, DType::i32), ids_f({N}, DType::f32), table({V, D}, DType::bf16), out({N, D}, DType::f32),
+      out_i({N, D}, DType::i32), dout_b({N, D}, DType::bf16), dtable({V, D}, DType::f32);
+  EXPECT_THROW(embedding_forward(ids_f.t, table.t, out.t), Error);  // ids f32
+  EXPECT_THROW(embedding_forward(ids.t, table.t, out_i.t), Error);  // out i32
+  EXPECT_THROW(embedding_forward(ids.t, table.t, Tensor(out.t.data, {N, D - 1}, DType::f32, Device::cuda)), Error);
+  try {
+    embedding_forward(ids.t, table.t, out_i.t);
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("embedding_forward: argument 'out'"), std::string::npos) << e.what();
+  }
+  std::vector<float> host(N * D);
+  EXPECT_THROW(embedding_forward(ids.t, table.t, Tensor(host.data(), {N, D})), Error);  // out on the CPU
+  EXPECT_THROW(embedding_backward(ids.t, dout_b.t, dtable.t), Error);                    // dout bf16
+  EXPECT_THROW(embedding_backward(ids.t, out.t, table.t), Error);                        // dtable bf16
+  EXPECT_THROW(embedding_backward(ids.t, Tensor(out.t.data, {N + 1, D}, DType::f32, Device::cuda), dtable.t), Error);
+  cuda_synchronize();
+  EXPECT_NO_THROW(embedding_check_errors());
+}
+
+}  // namespace

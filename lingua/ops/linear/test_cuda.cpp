@@ -1,0 +1,279 @@
+// GPU linear layer against the CPU reference run on the same (bf16-rounded) inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "lingua/core/bf16.h"
+#include "lingua/core/cuda.h"
+#include "lingua/ops/linear/linear.h"
+#include "lingua/ops/testing.h"
+
+using namespace lingua;
+using namespace lingua::test_util;
+
+namespace {
+
+#define SKIP_WITHOUT_GPU() \
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU"
+
+struct Case {
+  int64_t N, in, out;
+};
+std::ostream& operator<<(std::ostream& os, Case c) { return os << "N" << c.N << " in" << c.in << " out" << c.out; }
+
+// Odd sizes, a single row, and one larger aligned problem that takes the tensor-core kernels.
+const Case kCases[] = {{1, 1, 1}, {1, 31, 17}, {31, 33, 65}, {33, 257, 31}, {257, 64, 128}, {257, 129, 33},
+                       {128, 1024, 512}};
+
+struct Dtypes {
+  DType in, out;  // x / w / dy, and y / dx
+};
+const Dtypes kDtypes[] = {{DType::bf16, DType::bf16}, {DType::bf16, DType::f32}, {DType::f32, DType::f32}};
+std::ostream& operator<<(std::ostream& os, Dtypes d) { return os << dtype_name(d.in) << "->" << dtype_name(d.out); }
+
+// bf16 outputs: rounding of the result. f32 outputs from bf16 inputs: products are exact, sums in
+// fp32 (tensor cores may round the running sum differently from RNE). The f32 path: fp32 FMA.
+double tolerance(Dtypes d) { return d.out == DType::bf16 ? 1e-2 : d.in == DType::bf16 ? 1e-4 : 1e-5; }
+
+std::vector<float> rounded(std::vector<float> v, DType dt) {
+  if (dt == DType::bf16)
+    for (float& f : v) f = round_to_bf16(f);
+  return v;
+}
+
+DeviceBuffer upload(const std::vector<float>& v, DType dt) {
+  DeviceBuffer b(v.size() * dtype_size(dt));
+  if (v.empty()) return b;
+  if (dt == DType::bf16) {
+    auto h = to_bf16(v);
+    copy_to_device(b.data(), h.data(), b.bytes());
+  } else {
+    copy_to_device(b.data(), v.data(), b.bytes());
+  }
+  return b;
+}
+
+std::vector<float> download(const DeviceBuffer& b, DType dt) {
+  const size_t n = b.bytes() / dtype_size(dt);
+  if (dt == DType::bf16) {
+    std::vector<uint16_t> h(n);
+    if (n) copy_to_host(h.data(), b.data(), b.bytes());
+    return from_bf16(h);
+  }
+  std::vector<float> h(n);
+  if (n) copy_to_host(h.data(), b.data(), b.bytes());
+  return h;
+}
+
+std::vector<uint8_t> bytes_of(const DeviceBuffer& b) {
+  std::vector<uint8_t> h(b.bytes());
+  if (!h.empty()) copy_to_host(h.data(), b.data(), h.size());
+  return h;
+}
+
+// All bits set: NaN in both f32 and bf16, so an element the op fails to write shows up.
+void poison(const DeviceBuffer& b) {
+  std::vector<uint8_t> ff(b.bytes(), 0xFF);
+  if (!ff.empty()) copy_to_device(b.data(), ff.data(), ff.size());
+}
+
+// ||out - ref|| / ||ref|| (NaN when out has a NaN, which fails any "<" check).
+double rel_l2(const std::vector<float>& out, const std::vector<float>& ref) {
+  EXPECT_EQ(out.size(), ref.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size() && i < out.size(); ++i) {
+    const double d = (double)out[i] - ref[i];
+    num += d * d;
+    den += (double)ref[i] * ref[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+Tensor dev(const DeviceBuffer& b, std::initializer_list<int64_t> dims, DType dt) {
+  return Tensor(b.data(), dims, dt, Device::cuda);
+}
+
+struct Inputs {
+  std::vector<float> x, w, dy;  // rounded to the input dtype
+};
+Inputs make_inputs(Case c, DType dt, uint32_t seed) {
+  return {rounded(random_vector(c.N * c.in, seed), dt), rounded(random_vector(c.out * c.in, seed + 1), dt),
+          rounded(random_vector(c.N * c.out, seed + 2), dt)};
+}
+
+void check_forward(Case c, Dtypes d, uint32_t seed) {
+  const Inputs in = make_inputs(c, d.in, seed);
+  std::vector<float> ref(c.N * c.out);
+  linear_forward(Tensor(in.x.data(), {c.N, c.in}), Tensor(in.w.data(), {c.out, c.in}), Tensor(ref.data(), {c.N, c.out}));
+
+  DeviceBuffer x = upload(in.x, d.in), w = upload(in.w, d.in), y(c.N * c.out * dtype_size(d.out));
+  poison(y);
+  linear_forward(dev(x, {c.N, c.in}, d.in), dev(w, {c.out, c.in}, d.in), dev(y, {c.N, c.out}, d.out));
+  EXPECT_LT(rel_l2(download(y, d.out), ref), tolerance(d)) << c << " " << d;
+}
+
+void check_backward(Case c, Dtypes d, uint32_t seed) {
+  const Inputs in = make_inputs(c, d.in, seed);
+  const auto dw0 = random_vector(c.out * c.in, seed + 3);  // dw accumulates onto this
+  std::vector<float> dx_ref(c.N * c.in), dw_ref = dw0;
+  linear_backward(Tensor(in.x.data(), {c.N, c.in}), Tensor(in.w.data(), {c.out, c.in}),
+                  Tensor(in.dy.data(), {c.N, c.out}), Tensor(dx_ref.data(), {c.N, c.in}),
+                  Tensor(dw_ref.data(), {c.out, c.in}));
+
+  DeviceBuffer x = upload(in.x, d.in), w = upload(in.w, d.in), dy = upload(in.dy, d.in);
+  DeviceBuffer dx(c.N * c.in * dtype_size(d.out)), dw = upload(dw0, DType::f32);
+  poison(dx);
+  const Tensor X = dev(x, {c.N, c.in}, d.in), W = dev(w, {c.out, c.in}, d.in), DY = dev(dy, {c.N, c.out}, d.in);
+  linear_backward(X, W, DY, dev(dx, {c.N, c.in}, d.out), dev(dw, {c.out, c.in}, DType::f32));
+  EXPECT_LT(rel_l2(download(dx, d.out), dx_ref), tolerance(d)) << "dx " << c << " " << d;
+  EXPECT_LT(rel_l2(download(dw, DType::f32), dw_ref), tolerance({d.in, DType::f32})) << "dw " << c << " " << d;
+
+  // accumulate_dx adds to what is there
+  const auto base = rounded(random_vector(c.N * c.in, seed + 4), d.out);
+  std::vector<float> expected(base.size());
+  for (size_t i = 0; i < base.size(); ++i) expected[i] = base[i] + dx_ref[i];
+  DeviceBuffer dx_acc = upload(base, d.out);
+  linear_backward(X, W, DY, dev(dx_acc, {c.N, c.in}, d.out), Tensor(), true);
+  EXPECT_LT(rel_l2(download(dx_acc, d.out), expected), tolerance(d)) << "dx accumulated " << c << " " << d;
+}
+
+TEST(LinearCuda, ForwardMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 1;
+  for (Case c : kCases)
+    for (Dtypes d : kDtypes) check_forward(c, d, seed += 10);
+}
+
+TEST(LinearCuda, BackwardMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 1000;
+  for (Case c : kCases)
+    for (Dtypes d : kDtypes) check_backward(c, d, seed += 10);
+}
+
+// The simple kernel used when cuBLASLt has no algorithm for a problem.
+#ifdef LINGUA_CUDA
+TEST(LinearCuda, FallbackKernelMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  struct Reset {
+    ~Reset() { linear_cuda_force_fallback(false); }
+  } reset;
+  linear_cuda_force_fallback(true);
+  uint32_t seed = 2000;
+  for (Case c : {Case{1, 31, 17}, Case{33, 257, 31}, Case{257, 129, 33}, Case{70, 40, 100}})
+    for (Dtypes d : kDtypes) {
+      check_forward(c, d, seed += 10);
+      check_backward(c, d, seed += 10);
+    }
+}
+#endif
+
+TEST(LinearCuda, DwAccumulatesAndGradientsAreOptional) {
+  SKIP_WITHOUT_GPU();
+  for (Case c : {Case{33, 257, 31}, Case{128, 1024, 512}}) {
+    const Inputs in = make_inputs(c, DType::bf16, 7);
+    DeviceBuffer x = upload(in.x, DType::bf16), w = upload(in.w, DType::bf16), dy = upload(in.dy, DType::bf16);
+    const Tensor X = dev(x, {c.N, c.in}, DType::bf16), W = dev(w, {c.out, c.in}, DType::bf16),
+                 DY = dev(dy, {c.N, c.out}, DType::bf16);
+    DeviceBuffer once(c.out * c.in * 4), twice(c.out * c.in * 4);
+    once.zero();
+    twice.zero();
+    linear_backward(X, W, DY, Tensor(), dev(once, {c.out, c.in}, DType::f32));
+    for (int call = 0; call < 2; ++call) linear_backward(X, W, DY, Tensor(), dev(twice, {c.out, c.in}, DType::f32));
+    auto expected = download(once, DType::f32);
+    for (float& v : expected) v *= 2;
+    EXPECT_TRUE(close(download(twice, DType::f32), expected, 1e-6, "dw twice")) << c;
+
+    // dx alone equals dx computed together with dw
+    DeviceBuffer dx_alone(c.N * c.in * 2), dx_both(c.N * c.in * 2), dw(c.out * c.in * 4);
+    poison(dx_alone);
+    poison(dx_both);
+    dw.zero();
+    linear_backward(X, W, DY, dev(dx_alone, {c.N, c.in}, DType::bf16), Tensor());
+    linear_backward(X, W, DY, dev(dx_both, {c.N, c.in}, DType::bf16), dev(dw, {c.out, c.in}, DType::f32));
+    EXPECT_EQ(bytes_of(dx_alone), bytes_of(dx_both)) << c;
+    EXPECT_EQ(bytes_of(dw), bytes_of(once)) << c;
+    linear_backward(X, W, DY, Tensor(), Tensor());  // nothing to do
+    cuda_synchronize();
+  }
+}
+
+TEST(LinearCuda, Deterministic) {
+  SKIP_WITHOUT_GPU();
+  for (Case c : {Case{257, 129, 33}, Case{128, 1024, 512}, Case{4096, 256, 64}}) {
+    const Inputs in = make_inputs(c, DType::bf16, 11);
+    DeviceBuffer x = upload(in.x, DType::bf16), w = upload(in.w, DType::bf16), dy = upload(in.dy, DType::bf16);
+    const Tensor X = dev(x, {c.N, c.in}, DType::bf16), W = dev(w, {c.out, c.in}, DType::bf16),
+                 DY = dev(dy, {c.N, c.out}, DType::bf16);
+    std::vector<uint8_t> first[3];
+    for (int run = 0; run < 2; ++run) {
+      DeviceBuffer y(c.N * c.out * 2), dx(c.N * c.in * 2), dw(c.out * c.in * 4);
+      poison(y);
+      poison(dx);
+      dw.zero();
+      linear_forward(X, W, dev(y, {c.N, c.out}, DType::bf16));
+      linear_backward(X, W, DY, dev(dx, {c.N, c.in}, DType::bf16), dev(dw, {c.out, c.in}, DType::f32));
+      std::vector<uint8_t> got[3] = {bytes_of(y), bytes_of(dx), bytes_of(dw)};
+      for (int i = 0; i < 3; ++i) {
+        if (run == 0)
+          first[i] = got[i];
+        else
+          EXPECT_EQ(got[i], first[i]) << c << " output " << i;
+      }
+    }
+  }
+}
+
+TEST(LinearCuda, EmptyDimensions) {
+  SKIP_WITHOUT_GPU();
+  // in == 0: y is all zeros (an empty sum), dw untouched
+  DeviceBuffer y(3 * 5 * 4), none;
+  poison(y);
+  linear_forward(dev(none, {3, 0}, DType::bf16), dev(none, {5, 0}, DType::bf16), dev(y, {3, 5}, DType::f32));
+  EXPECT_EQ(download(y, DType::f32), std::vector<float>(15, 0.0f));
+  // out == 0: dx written as zeros, unless accumulated
+  DeviceBuffer x(3 * 4 * 2), dx(3 * 4 * 2);
+  poison(dx);
+  linear_backward(dev(x, {3, 4}, DType::bf16), dev(none, {0, 4}, DType::bf16), dev(none, {3, 0}, DType::bf16),
+                  dev(dx, {3, 4}, DType::bf16), dev(none, {0, 4}, DType::f32));
+  EXPECT_EQ(download(dx, DType::bf16), std::vector<float>(12, 0.0f));
+  // N == 0: nothing happens; dw keeps its value
+  DeviceBuffer w(5 * 4 * 2), dw = upload(std::vector<float>(20, 1.5f), DType::f32);
+  linear_backward(dev(none, {0, 4}, DType::bf16), dev(w, {5, 4}, DType::bf16), dev(none, {0, 5}, DType::bf16),
+                  dev(none, {0, 4}, DType::bf16), dev(dw, {5, 4}, DType::f32));
+  EXPECT_EQ(download(dw, DType::f32), std::vector<float>(20, 1.5f));
+}
+
+TEST(LinearCuda, ArgumentErrors) {
+  SKIP_WITHOUT_GPU();
+  const int64_t N = 3, in = 5, out = 7;
+  DeviceBuffer x(N * in * 4), w(out * in * 4), y(N * out * 4), dx(N * in * 4), dw(out * in * 4);
+  std::vector<float> host(out * in);
+  const Tensor X = dev(x, {N, in}, DType::bf16), W = dev(w, {out, in}, DType::bf16);
+  const Tensor Y = dev(y, {N, out}, DType::bf16), DX = dev(dx, {N, in}, DType::bf16),
+               DW = dev(dw, {out, in}, DType::f32);
+  // dtypes
+  EXPECT_THROW(linear_forward(X, dev(w, {out, in}, DType::f32), Y), Error);
+  EXPECT_THROW(linear_forward(dev(x, {N, in}, DType::f32), dev(w, {out, in}, DType::f32), Y), Error);  // f32 -> bf16
+  EXPECT_THROW(linear_forward(dev(x, {N, in}, DType::i32), dev(w, {out, in}, DType::i32), Y), Error);
+  EXPECT_THROW(linear_backward(X, W, dev(y, {N, out}, DType::f32), DX, DW), Error);
+  EXPECT_THROW(linear_backward(X, W, Y, DX, dev(dw, {out, in}, DType::bf16)), Error);
+  // devices
+  EXPECT_THROW(linear_forward(X, Tensor(host.data(), {out, in}), Y), Error);
+  EXPECT_THROW(linear_backward(X, W, Y, Tensor(host.data(), {N, in}), DW), Error);
+  // shapes
+  EXPECT_THROW(linear_forward(X, dev(w, {in, out}, DType::bf16), Y), Error);
+  EXPECT_THROW(linear_forward(X, W, dev(y, {out, N}, DType::bf16)), Error);
+  EXPECT_THROW(linear_forward(dev(x, {N * in}, DType::bf16), W, Y), Error);
+  EXPECT_THROW(linear_backward(X, W, Y, dev(dx, {in, N}, DType::bf16), DW), Error);
+  EXPECT_THROW(linear_backward(X, W, Y, DX, dev(dw, {in, out}, DType::f32)), Error);
+  try {
+    linear_forward(X, dev(w, {out, in}, DType::f32), Y);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("linear_forward: argument 'w'"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

@@ -1,0 +1,255 @@
+// RMSNorm on CUDA against the fp32 CPU reference run on the same (bf16-rounded) inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "lingua/core/bf16.h"
+#include "lingua/core/cuda.h"
+#include "lingua/ops/rmsnorm/rmsnorm.h"
+#include "lingua/ops/testing.h"
+
+using namespace lingua;
+using namespace lingua::test_util;
+
+namespace {
+
+constexpr float kEps = 1e-5f;
+
+// The values a tensor of dtype dt holds for v (bf16 rounds).
+std::vector<float> as_dtype(std::vector<float> v, DType dt) {
+  if (dt == DType::bf16)
+    for (float& x : v) x = round_to_bf16(x);
+  return v;
+}
+
+// A GPU tensor of `dims` and dtype f32 or bf16, `offset` elements into its buffer (to misalign).
+struct Dev {
+  DeviceBuffer buf;
+  Tensor t;
+  Dev(std::initializer_list<int64_t> dims, DType dt, int64_t offset = 0) : t(nullptr, dims, dt, Device::cuda) {
+    buf = DeviceBuffer((t.numel() + offset) * dtype_size(dt) + 16);
+    t.data = static_cast<char*>(buf.data()) + offset * dtype_size(dt);
+  }
+  void upload(const std::vector<float>& v) {
+    ASSERT_EQ((int64_t)v.size(), t.numel());
+    if (t.dtype == DType::bf16) {
+      auto h = to_bf16(v);
+      copy_to_device(t.data, h.data(), h.size() * 2);
+    } else {
+      copy_to_device(t.data, v.data(), v.size() * 4);
+    }
+  }
+  std::vector<float> download() const {
+    std::vector<float> v(t.numel());
+    if (t.dtype == DType::bf16) {
+      std::vector<uint16_t> h(v.size());
+      copy_to_host(h.data(), t.data, h.size() * 2);
+      v = from_bf16(h);
+    } else {
+      copy_to_host(v.data(), t.data, v.size() * 4);
+    }
+    return v;
+  }
+  std::vector<uint8_t> bytes() const {
+    std::vector<uint8_t> b(t.nbytes());
+    copy_to_host(b.data(), t.data, b.size());
+    return b;
+  }
+  void poison() {  // all-ones bytes: NaN in f32 and bf16
+    std::vector<uint8_t> p(t.nbytes(), 0xFF);
+    copy_to_device(t.data, p.data(), p.size());
+  }
+};
+
+// ||out - ref|| / ||ref||; NaN (so any comparison fails) when out holds a NaN.
+double rel_l2(const std::vector<float>& out, const std::vector<float>& ref) {
+  EXPECT_EQ(out.size(), ref.size());
+  double d = 0, r = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(out[i])) return NAN;
+    d += ((double)out[i] - ref[i]) * ((double)out[i] - ref[i]);
+    r += (double)ref[i] * ref[i];
+  }
+  return std::sqrt(d / std::max(r, 1e-300));
+}
+
+double tol(DType out) { return out == DType::bf16 ? 1e-2 : 1e-5; }
+
+struct Case {
+  int64_t N, D;
+};
+// 12000: the largest D whose partial dw lives in shared memory; 12289 and 16384 use global memory.
+const Case kCases[] = {{1, 7}, {31, 33}, {33, 1023}, {257, 1024}, {31, 4096}, {3, 12000}, {33, 16384}, {3, 12289}};
+const DType kTypes[] = {DType::f32, DType::bf16};
+
+void cpu_forward(const std::vector<float>& x, const std::vector<float>& w, Case c, std::vector<float>& y,
+                 std::vector<float>& rstd) {
+  y.assign(c.N * c.D, 0.0f);
+  rstd.assign(c.N, 0.0f);
+  rmsnorm_forward(Tensor(x.data(), {c.N, c.D}), Tensor(w.data(), {c.D}), kEps, Tensor(y.data(), {c.N, c.D}),
+                  Tensor(rstd.data(), {c.N}));
+}
+
+TEST(RMSNormCuda, ForwardMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (Case c : kCases)
+    for (DType xt : kTypes)
+      for (DType yt : kTypes)
+        for (int64_t offset : {0, 1}) {  // offset 1: misaligned, the scalar path
+          if (offset && c.D % 8) continue;
+          auto x = as_dtype(random_vector(c.N * c.D, 1, -2.0f, 2.0f), xt);
+          auto w = random_vector(c.D, 2, 0.5f, 1.5f);
+          std::vector<float> y_ref, r_ref;
+          cpu_forward(x, w, c, y_ref, r_ref);
+          Dev dx({c.N, c.D}, xt, offset), dw({c.D}, DType::f32), dy({c.N, c.D}, yt), dr({c.N}, DType::f32);
+          dx.upload(x);
+          dw.upload(w);
+          dy.poison();
+          dr.poison();
+          rmsnorm_forward(dx.t, dw.t, kEps, dy.t, dr.t);
+          const std::string what = std::to_string(c.N) + "x" + std::to_string(c.D) + " x " + dtype_name(xt) +
+                                   " y " + dtype_name(yt) + " offset " + std::to_string(offset);
+          EXPECT_LT(rel_l2(dy.download(), y_ref), tol(yt)) << what;
+          EXPECT_LT(rel_l2(dr.download(), r_ref), 1e-5) << what;
+        }
+}
+
+struct BwdOut {
+  std::vector<float> dx, dw;
+};
+
+// CPU reference for the backward on the values the GPU tensors hold.
+BwdOut cpu_backward(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& rstd,
+                    const std::vector<float>& dy, std::vector<float> dx, std::vector<float> dw, Case c, bool acc) {
+  rmsnorm_backward(Tensor(x.data(), {c.N, c.D}), Tensor(w.data(), {c.D}), Tensor(rstd.data(), {c.N}),
+                   Tensor(dy.data(), {c.N, c.D}), Tensor(dx.data(), {c.N, c.D}), Tensor(dw.data(), {c.D}), acc);
+  return {dx, dw};
+}
+
+TEST(RMSNormCuda, BackwardMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (Case c : kCases)
+    for (DType xt : kTypes)
+      for (DType gt : kTypes)
+        for (DType dxt : kTypes)
+          for (bool acc : {false, true}) {
+            // Keep the test fast: every dtype mix on the small cases, two mixes on the large ones.
+            if (c.N * c.D > 40000 && !(xt == gt && gt == dxt)) continue;
+            auto x = as_dtype(random_vector(c.N * c.D, 3, -2.0f, 2.0f), xt);
+            auto w = random_vector(c.D, 4, 0.5f, 1.5f);
+            auto g = as_dtype(random_vector(c.N * c.D, 5), gt);
+            auto dx0 = as_dtype(random_vector(c.N * c.D, 6), dxt);
+            auto dw0 = random_vector(c.D, 7);
+            std::vector<float> y, rstd;
+            cpu_forward(x, w, c, y, rstd);
+            BwdOut ref = cpu_backward(x, w, rstd, g, dx0, dw0, c, acc);
+            Dev d_x({c.N, c.D}, xt), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, gt),
+                d_dx({c.N, c.D}, dxt), d_dw({c.D}, DType::f32);
+            d_x.upload(x);
+            d_w.upload(w);
+            d_r.upload(rstd);
+            d_g.upload(g);
+            if (acc)
+              d_dx.upload(dx0);
+            else
+              d_dx.poison();
+            d_dw.upload(dw0);
+            rmsnorm_backward(d_x.t, d_w.t, d_r.t, d_g.t, d_dx.t, d_dw.t, acc);
+            const std::string what = std::to_string(c.N) + "x" + std::to_string(c.D) + " x " + dtype_name(xt) +
+                                     " dy " + dtype_name(gt) + " dx " + dtype_name(dxt) + " acc " +
+                                     std::to_string(acc);
+            EXPECT_LT(rel_l2(d_dx.download(), ref.dx), tol(dxt)) << what;
+            // dw: fp32 accumulation over rows in a different order than the CPU's double sum.
+            EXPECT_LT(rel_l2(d_dw.download(), ref.dw), 1e-5) << what;
+          }
+}
+
+TEST(RMSNormCuda, DwAccumulatesAndBackwardIsDeterministic) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (Case c : {Case{4099, 1024}, Case{257, 4096}, Case{513, 33}}) {  // several rows per block
+    auto x = as_dtype(random_vector(c.N * c.D, 8, -2.0f, 2.0f), DType::bf16);
+    auto w = random_vector(c.D, 9, 0.5f, 1.5f);
+    auto g = as_dtype(random_vector(c.N * c.D, 10), DType::bf16);
+    std::vector<float> y, rstd;
+    cpu_forward(x, w, c, y, rstd);
+    Dev d_x({c.N, c.D}, DType::bf16), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, DType::bf16),
+        d_dx({c.N, c.D}, DType::f32), d_dw({c.D}, DType::f32);
+    d_x.upload(x);
+    d_w.upload(w);
+    d_r.upload(rstd);
+    d_g.upload(g);
+    d_dw.upload(std::vector<float>(c.D, 0.0f));
+    rmsnorm_backward(d_x.t, d_w.t, d_r.t, d_g.t, d_dx.t, d_dw.t);
+    const auto dx1 = d_dx.bytes();
+    const auto dw1 = d_dw.download();
+    d_dx.poison();
+    d_dw.upload(std::vector<float>(c.D, 0.0f));
+    rmsnorm_backward(d_x.t, d_w.t, d_r.t, d_g.t, d_dx.t, d_dw.t);
+    EXPECT_EQ(d_dx.bytes(), dx1) << c.N << "x" << c.D;
+    const auto dw2 = d_dw.download();
+    EXPECT_EQ(0, std::memcmp(dw1.data(), dw2.data(), dw1.size() * 4)) << "dw differs between runs, " << c.N;
+    // A second call adds the same partial sums again: dw = dw1 + dw1 exactly.
+    rmsnorm_backward(d_x.t, d_w.t, d_r.t, d_g.t, d_dx.t, d_dw.t);
+    const auto dw3 = d_dw.download();
+    for (int64_t j = 0; j < c.D; ++j) ASSERT_EQ(dw3[j], dw1[j] + dw1[j]) << j;
+    // And against the CPU.
+    BwdOut ref = cpu_backward(x, w, rstd, g, std::vector<float>(c.N * c.D), std::vector<float>(c.D, 0.0f), c, false);
+    EXPECT_LT(rel_l2(dw1, ref.dw), 1e-5) << c.N << "x" << c.D;
+    EXPECT_LT(rel_l2(d_dx.download(), ref.dx), 1e-5) << c.N << "x" << c.D;
+  }
+}
+
+TEST(RMSNormCuda, DxMayAliasDy) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const Case c{33, 1024};
+  for (DType t : kTypes) {
+    auto x = random_vector(c.N * c.D, 11, -2.0f, 2.0f);
+    auto w = random_vector(c.D, 12, 0.5f, 1.5f);
+    auto g = random_vector(c.N * c.D, 13);
+    std::vector<float> y, rstd;
+    cpu_forward(x, w, c, y, rstd);
+    Dev d_x({c.N, c.D}, DType::f32), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, t),
+        d_dx({c.N, c.D}, t), d_dw({c.D}, DType::f32);
+    d_x.upload(x);
+    d_w.upload(w);
+    d_r.upload(rstd);
+    d_g.upload(g);
+    d_dw.upload(std::vector<float>(c.D, 0.0f));
+    rmsnorm_backward(d_x.t, d_w.t, d_r.t, d_g.t, d_dx.t, d_dw.t);
+    const auto dw_separate = d_dw.download();
+    d_dw.upload(std::vector<float>(c.D, 0.0f));
+    rmsnorm_backward(d_x.t, d_w.t, d_r.t, d_g.t, d_g.t, d_dw.t);  // in place: dx = dy
+    EXPECT_EQ(d_g.bytes(), d_dx.bytes()) << dtype_name(t);
+    EXPECT_EQ(d_dw.download(), dw_separate) << dtype_name(t);
+  }
+}
+
+TEST(RMSNormCuda, Errors) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const int64_t N = 3, D = 8;
+  Dev x({N, D}, DType::bf16), w({D}, DType::f32), wb({D}, DType::bf16), y({N, D}, DType::f32), r({N}, DType::f32),
+      xi({N, D}, DType::i32), dxb({N, D}, DType::bf16), dw({D}, DType::f32);
+  std::vector<float> host_y(N * D);
+  EXPECT_THROW(rmsnorm_forward(x.t, wb.t, kEps, y.t, r.t), Error);                                    // w bf16
+  EXPECT_THROW(rmsnorm_forward(xi.t, w.t, kEps, y.t, r.t), Error);                                    // x i32
+  EXPECT_THROW(rmsnorm_forward(x.t, w.t, kEps, Tensor(host_y.data(), {N, D}), r.t), Error);           // y on CPU
+  EXPECT_THROW(rmsnorm_forward(x.t, w.t, kEps, Tensor(y.t.data, {N, D + 1}, DType::f32, Device::cuda), r.t), Error);
+  EXPECT_THROW(rmsnorm_forward(x.t, w.t, kEps, y.t, Tensor(r.t.data, {N + 1}, DType::f32, Device::cuda)), Error);
+  try {
+    rmsnorm_forward(x.t, wb.t, kEps, y.t, r.t);
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rmsnorm_forward: argument 'w'"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(rmsnorm_backward(x.t, w.t, r.t, y.t, y.t, wb.t), Error);        // dw bf16
+  EXPECT_THROW(rmsnorm_backward(x.t, w.t, r.t, y.t, dxb.t, xi.t), Error);      // dw i32 and wrong shape
+  EXPECT_THROW(rmsnorm_backward(x.t, w.t, r.t, y.t, Tensor(y.t.data, {N, D}, DType::bf16, Device::cuda), dw.t),
+               Error) << "dx aliases dy with another dtype";
+  // Empty batch: nothing to do.
+  EXPECT_NO_THROW(rmsnorm_forward(Tensor(nullptr, {0, D}, DType::bf16, Device::cuda), w.t, kEps,
+                                  Tensor(nullptr, {0, D}, DType::bf16, Device::cuda),
+                                  Tensor(nullptr, {0}, DType::f32, Device::cuda)));
+  cuda_synchronize();
+}
+
+}  // namespace

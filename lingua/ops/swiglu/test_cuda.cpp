@@ -1,0 +1,159 @@
+// SwiGLU on CUDA against the fp32 CPU reference run on the same (bf16-rounded) inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "lingua/core/bf16.h"
+#include "lingua/core/cuda.h"
+#include "lingua/ops/swiglu/swiglu.h"
+#include "lingua/ops/testing.h"
+
+using namespace lingua;
+using namespace lingua::test_util;
+
+namespace {
+
+std::vector<float> as_dtype(std::vector<float> v, DType dt) {
+  if (dt == DType::bf16)
+    for (float& x : v) x = round_to_bf16(x);
+  return v;
+}
+
+// A GPU tensor of `dims` and dtype f32 or bf16, `offset` elements into its buffer (to misalign).
+struct Dev {
+  DeviceBuffer buf;
+  Tensor t;
+  Dev(std::initializer_list<int64_t> dims, DType dt, int64_t offset = 0) : t(nullptr, dims, dt, Device::cuda) {
+    buf = DeviceBuffer((t.numel() + offset) * dtype_size(dt) + 16);
+    t.data = static_cast<char*>(buf.data()) + offset * dtype_size(dt);
+  }
+  void upload(const std::vector<float>& v) {
+    ASSERT_EQ((int64_t)v.size(), t.numel());
+    if (t.dtype == DType::bf16) {
+      auto h = to_bf16(v);
+      copy_to_device(t.data, h.data(), h.size() * 2);
+    } else {
+      copy_to_device(t.data, v.data(), v.size() * 4);
+    }
+  }
+  std::vector<float> download() const {
+    std::vector<float> v(t.numel());
+    if (t.dtype == DType::bf16) {
+      std::vector<uint16_t> h(v.size());
+      copy_to_host(h.data(), t.data, h.size() * 2);
+      v = from_bf16(h);
+    } else {
+      copy_to_host(v.data(), t.data, v.size() * 4);
+    }
+    return v;
+  }
+  void poison() {  // all-ones bytes: NaN in f32 and bf16
+    std::vector<uint8_t> p(t.nbytes(), 0xFF);
+    copy_to_device(t.data, p.data(), p.size());
+  }
+};
+
+double rel_l2(const std::vector<float>& out, const std::vector<float>& ref) {
+  EXPECT_EQ(out.size(), ref.size());
+  double d = 0, r = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (std::isnan(out[i])) return NAN;
+    d += ((double)out[i] - ref[i]) * ((double)out[i] - ref[i]);
+    r += (double)ref[i] * ref[i];
+  }
+  return std::sqrt(d / std::max(r, 1e-300));
+}
+
+struct Case {
+  int64_t N, H;
+};
+
+TEST(SwiGLUCuda, ForwardAndBackwardMatchCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (Case c : {Case{1, 1}, Case{1, 7}, Case{31, 33}, Case{33, 1023}, Case{257, 1024}, Case{31, 4096}})
+    for (DType dt : {DType::f32, DType::bf16})
+      for (int64_t offset : {0, 1}) {  // offset 1: misaligned, element by element
+        const int64_t n = c.N * c.H;
+        auto a = as_dtype(random_vector(n, 1, -6.0f, 6.0f), dt);
+        auto b = as_dtype(random_vector(n, 2, -2.0f, 2.0f), dt);
+        auto g = as_dtype(random_vector(n, 3), dt);
+        std::vector<float> out(n), da(n), db(n);
+        swiglu_forward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(out.data(), {c.N, c.H}));
+        swiglu_backward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(g.data(), {c.N, c.H}),
+                        Tensor(da.data(), {c.N, c.H}), Tensor(db.data(), {c.N, c.H}));
+        Dev d_a({c.N, c.H}, dt, offset), d_b({c.N, c.H}, dt), d_g({c.N, c.H}, dt), d_out({c.N, c.H}, dt),
+            d_da({c.N, c.H}, dt), d_db({c.N, c.H}, dt);
+        d_a.upload(a);
+        d_b.upload(b);
+        d_g.upload(g);
+        d_out.poison();
+        d_da.poison();
+        d_db.poison();
+        swiglu_forward(d_a.t, d_b.t, d_out.t);
+        swiglu_backward(d_a.t, d_b.t, d_g.t, d_da.t, d_db.t);
+        const double tol = dt == DType::bf16 ? 1e-2 : 1e-5;
+        const std::string what =
+            std::to_string(c.N) + "x" + std::to_string(c.H) + " " + dtype_name(dt) + " offset " + std::to_string(offset);
+        EXPECT_LT(rel_l2(d_out.download(), out), tol) << what;
+        EXPECT_LT(rel_l2(d_da.download(), da), tol) << what;
+        EXPECT_LT(rel_l2(d_db.download(), db), tol) << what;
+      }
+}
+
+TEST(SwiGLUCuda, ExtremeInputsStayFinite) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (DType dt : {DType::f32, DType::bf16}) {
+    std::vector<float> a = {-200.0f, -90.0f, 90.0f, 200.0f, 0.0f, -3e38f, 3e38f, 1.0f, 2.0f}, b(9, 1.5f), g(9, 1.0f);
+    a = as_dtype(a, dt);
+    Dev d_a({1, 9}, dt), d_b({1, 9}, dt), d_g({1, 9}, dt), d_out({1, 9}, dt), d_da({1, 9}, dt), d_db({1, 9}, dt);
+    d_a.upload(a);
+    d_b.upload(b);
+    d_g.upload(g);
+    swiglu_forward(d_a.t, d_b.t, d_out.t);
+    swiglu_backward(d_a.t, d_b.t, d_g.t, d_da.t, d_db.t);
+    const auto out = d_out.download(), da = d_da.download(), db = d_db.download();
+    for (int i = 0; i < 5; ++i) EXPECT_TRUE(std::isfinite(out[i]) && std::isfinite(da[i]) && std::isfinite(db[i])) << i;
+    EXPECT_NEAR(out[3], 300.0f, 1e-3);
+    EXPECT_NEAR(da[3], 1.5f, 1e-6);
+    EXPECT_NEAR(out[0], 0.0f, 1e-6);
+    EXPECT_NEAR(da[4], 0.75f, 1e-6);  // silu'(0) = 1/2
+    EXPECT_EQ(out[5], 0.0f);          // sigmoid underflows to 0, not NaN
+  }
+}
+
+TEST(SwiGLUCuda, OutputsMayAliasInputs) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const int64_t N = 33, H = 1024;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    auto a = random_vector(N * H, 4, -4.0f, 4.0f), b = random_vector(N * H, 5), g = random_vector(N * H, 6);
+    Dev d_a({N, H}, dt), d_b({N, H}, dt), d_g({N, H}, dt), d_da({N, H}, dt), d_db({N, H}, dt);
+    d_a.upload(a);
+    d_b.upload(b);
+    d_g.upload(g);
+    swiglu_backward(d_a.t, d_b.t, d_g.t, d_da.t, d_db.t);
+    const auto da = d_da.download(), db = d_db.download();
+    swiglu_backward(d_a.t, d_b.t, d_g.t, d_a.t, d_b.t);  // da over a, db over b
+    EXPECT_EQ(d_a.download(), da) << dtype_name(dt);
+    EXPECT_EQ(d_b.download(), db) << dtype_name(dt);
+  }
+}
+
+TEST(SwiGLUCuda, Errors) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  Dev a({3, 8}, DType::bf16), b({3, 8}, DType::f32), c({3, 8}, DType::bf16), i({3, 8}, DType::i32);
+  std::vector<float> host(24);
+  EXPECT_THROW(swiglu_forward(a.t, b.t, c.t), Error);  // mixed dtypes
+  try {
+    swiglu_forward(a.t, b.t, c.t);
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("swiglu_forward: argument 'b'"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(swiglu_forward(i.t, i.t, i.t), Error);
+  EXPECT_THROW(swiglu_forward(a.t, c.t, Tensor(c.t.data, {8, 3}, DType::bf16, Device::cuda)), Error);
+  EXPECT_THROW(swiglu_forward(a.t, c.t, Tensor(host.data(), {3, 8})), Error);  // out on the CPU
+  EXPECT_THROW(swiglu_backward(a.t, c.t, c.t, a.t, b.t), Error);
+  EXPECT_NO_THROW(swiglu_forward(a.t, c.t, c.t));
+  cuda_synchronize();
+}
+
+}  // namespace

@@ -1,0 +1,97 @@
+#include "lingua/train/bench.h"
+
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "lingua/core/cuda.h"
+#include "lingua/core/philox.h"
+#include "lingua/model/transformer.h"
+#include "lingua/optim/optimizer.h"
+#include "lingua/optim/schedule.h"
+#include "lingua/train/trainer.h"
+
+namespace lingua {
+
+std::string BenchResult::json(const TrainConfig& cfg) const {
+  char date[32];
+  std::time_t t = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&t));
+  nlohmann::json j = {{"impl", impl},
+                      {"config", cfg.bench.config_name},
+                      {"device", device},
+                      {"date", date},
+                      {"dim", cfg.model.dim},
+                      {"layers", cfg.model.n_layers},
+                      {"heads", cfg.model.n_heads},
+                      {"kv", cfg.model.n_kv_heads.value_or(cfg.model.n_heads)},
+                      {"vocab", cfg.model.vocab_size},
+                      {"seq", cfg.data.seq_len},
+                      {"bsz", cfg.data.batch_size},
+                      {"grad_acc", cfg.grad_acc_steps},
+                      {"total_params", total_params},
+                      {"active_params", active_params},
+                      {"step_ms", step_ms},
+                      {"tokens_per_s", tokens_per_s},
+                      {"mfu", mfu},
+                      {"peak_mem_gib", peak_mem_gib},
+                      {"loss", loss}};
+  return j.dump();
+}
+
+BenchResult run_bench(const TrainConfig& cfg) {
+  LINGUA_CHECK(cfg.model.vocab_size > 0, "lingua bench needs model.vocab_size (random tokens, no tokenizer)");
+  Device dev = resolve_device(cfg.device);
+  ModelDims dims = resolve_dims(cfg.model, cfg.model.vocab_size);
+  Transformer model(cfg.model, dims);
+  model.to_device(dev);
+  AdamW opt(model.params(), cfg.optim);
+  const int B = cfg.data.batch_size, T = cfg.data.seq_len;
+  LINGUA_CHECK(T <= dims.max_seqlen, "data.seq_len (", T, ") exceeds model.max_seqlen (", dims.max_seqlen, ")");
+  // Random tokens, as the anchor: uniform ids, fixed for the run.
+  PhiloxStream rng((uint64_t)cfg.seed, 0xBE7C);
+  std::vector<int32_t> tok((size_t)B * T), tgt((size_t)B * T);
+  for (auto& x : tok) x = (int32_t)rng.below(dims.vocab);
+  for (auto& x : tgt) x = (int32_t)rng.below(dims.vocab);
+  const float scale = 1.0f / ((float)B * T * cfg.grad_acc_steps);
+  double loss = 0;
+  auto step = [&](int64_t s) {
+    model.params().zero_grads();
+    LossSum l;
+    for (int a = 0; a < cfg.grad_acc_steps; ++a) {
+      LossSum m = model.forward_backward(tok.data(), tgt.data(), B, T, scale);
+      l.nll += m.nll;
+      l.tokens += m.tokens;
+    }
+    opt.step(lr_multiplier(cfg.optim, s, cfg.bench.warmup + cfg.bench.steps));
+    loss = l.nll / l.tokens;
+  };
+  for (int64_t s = 0; s < cfg.bench.warmup; ++s) step(s);
+  cuda_synchronize_if(dev);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int64_t s = 0; s < cfg.bench.steps; ++s) step(cfg.bench.warmup + s);
+  cuda_synchronize_if(dev);
+  double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / cfg.bench.steps;
+
+  BenchResult r;
+  r.impl = "lingua.cpp";
+  r.device = dev == Device::cuda ? cuda_device_name() : "cpu";
+  ParamCounts pc = model.param_counts();
+  r.total_params = pc.total;
+  r.active_params = pc.active_non_embedding;
+  r.step_ms = dt * 1e3;
+  r.tokens_per_s = (double)B * T * cfg.grad_acc_steps / dt;
+  r.mfu = r.tokens_per_s * model.flops_per_token(T) / 989e12;
+  r.peak_mem_gib = dev == Device::cuda ? cuda_peak_memory() / double(1 << 30)
+                                       : (model.activation_bytes_high_water() + 16.0 * pc.total) / double(1 << 30);
+  r.loss = loss;
+  if (!cfg.bench.out.empty()) {
+    std::ofstream f(cfg.bench.out, std::ios::app);
+    LINGUA_CHECK(f.good(), "cannot append to ", cfg.bench.out);
+    f << r.json(cfg) << "\n";
+  }
+  return r;
+}
+
+}  // namespace lingua

@@ -1,0 +1,20 @@
+#pragma once
+// `lingua bench`: step time, tokens/s, MFU and peak memory of a training config on random
+// tokens (forward, backward, gradient clipping and the AdamW step included), as the PyTorch
+// anchor measures them.
+#include <string>
+
+#include "lingua/config/train_config.h"
+
+namespace lingua {
+
+struct BenchResult {
+  std::string impl, device;
+  double step_ms = 0, tokens_per_s = 0, mfu = 0, peak_mem_gib = 0, loss = 0;
+  int64_t total_params = 0, active_params = 0;
+  std::string json(const TrainConfig& cfg) const;  // one line for bench/results/*.jsonl
+};
+
+BenchResult run_bench(const TrainConfig& cfg);
+
+}  // namespace lingua
