@@ -13,11 +13,11 @@ mkdir -p "$OUT" bench/results
 JOBS=$(nproc)
 
 echo "== build" | tee "$OUT/summary.txt"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build -j "$JOBS" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build build-cuda -j "$JOBS" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 
 echo "== tests" | tee -a "$OUT/summary.txt"
-(cd build && ctest --output-on-failure -j 4 --timeout 600 > "$OUT/ctest.log" 2>&1)
+(cd build-cuda && ctest --output-on-failure -j 8 --timeout 600 > "$OUT/ctest.log" 2>&1)
 tail -5 "$OUT/ctest.log" | tee -a "$OUT/summary.txt"
 grep -E "Failed|\*\*\*" "$OUT/ctest.log" | head -20 | tee -a "$OUT/summary.txt"
 
@@ -26,7 +26,7 @@ DATE=$(date -u +%Y-%m-%d)
 for cfg in $CONFIGS; do
   name=$(basename "$cfg" .yaml)
   echo "== bench $name" | tee -a "$OUT/summary.txt"
-  ./build/lingua bench config="$cfg" bench.out=bench/results/cuda.jsonl > "$OUT/$name.lingua.json" 2> "$OUT/$name.lingua.log"
+  timeout 200 ./build-cuda/lingua bench config="$cfg" bench.out=bench/results/cuda.jsonl > "$OUT/$name.lingua.json" 2> "$OUT/$name.lingua.log"
   tail -1 "$OUT/$name.lingua.log" | tee -a "$OUT/summary.txt"
   if [ -f "$ANCHOR" ]; then
     args=$(python3 - "$cfg" <<'PY'
@@ -36,7 +36,7 @@ print(f"--dim {m['dim']} --layers {m['n_layers']} --heads {m['n_heads']} --kv {m
       f"--vocab {m['vocab_size']} --seq {d['seq_len']} --bsz {d['batch_size']}")
 PY
 )
-    python3 "$ANCHOR" $args --compile > "$OUT/$name.torch.json" 2> "$OUT/$name.torch.log"
+    timeout 300 python3 "$ANCHOR" $args --compile > "$OUT/$name.torch.json" 2> "$OUT/$name.torch.log"
     python3 - "$OUT/$name.torch.json" "$OUT/$name.lingua.json" "$DEVICE" "$DATE" "$name" <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys
 t = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])

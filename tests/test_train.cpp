@@ -10,6 +10,7 @@
 
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/config/config.h"
+#include "lingua/core/cuda.h"
 #include "lingua/generate/generate.h"
 #include "lingua/model/model_io.h"
 #include "lingua/train/trainer.h"
@@ -52,6 +53,7 @@ TrainConfig tiny_config(const fs::path& data, const fs::path& dump) {
   TrainConfig c;
   c.name = "tiny";
   c.dump_dir = dump.string();
+  c.device = "cpu";  // the GPU runs are the TrainCuda tests
   c.steps = 20;
   c.grad_acc_steps = 2;
   c.data.root_dir = data.string();
@@ -342,4 +344,52 @@ TEST(Cli, PrepareTrainGenerateEval) {
   std::tie(rc, out) = run_cli("eval ckpt=" + (dir / "dump").string());
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("book: nll_per_token"), std::string::npos) << out;
+}
+
+// GPU training (skipped without a GPU): the loss curve follows the CPU reference's, two runs with
+// the same seed are bitwise identical, and resuming from a checkpoint is exact on the GPU too.
+TEST(TrainCuda, LossCurveMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  fs::path data = make_corpus("cuda_curve");
+  TrainConfig c = tiny_config(data, temp_dir("cuda_curve_cpu"));
+  c.steps = 100;
+  c.checkpoint.dump.every = 0;
+  c.checkpoint.eval.every = 0;
+  TrainResult cpu = train(c, {nullptr, true});
+  c.dump_dir = temp_dir("cuda_curve_gpu").string();
+  c.device = "cuda";
+  TrainResult gpu = train(c, {nullptr, true});
+  ASSERT_EQ(gpu.losses.size(), cpu.losses.size());
+  double sum_diff = 0, sum = 0;
+  for (size_t i = 0; i < cpu.losses.size(); ++i) {
+    EXPECT_NEAR(gpu.losses[i], cpu.losses[i], 0.1 * cpu.losses[i]) << "step " << i + 1;
+    sum_diff += std::fabs(gpu.losses[i] - cpu.losses[i]);
+    sum += cpu.losses[i];
+  }
+  EXPECT_LT(sum_diff / sum, 0.02) << "mean relative loss difference over 100 steps";
+  EXPECT_LT(gpu.losses.back(), gpu.losses.front() - 1.0);
+}
+
+TEST(TrainCuda, RunsAreBitwiseIdenticalAndResumeIsExact) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  fs::path data = make_corpus("cuda_resume");
+  auto cfg = [&](const fs::path& dump) {
+    TrainConfig c = tiny_config(data, dump);
+    c.device = "cuda";
+    return c;
+  };
+  fs::path a = temp_dir("cuda_resume_a"), b = temp_dir("cuda_resume_b"), s = temp_dir("cuda_resume_split");
+  TrainResult ra = train(cfg(a), {nullptr, true});
+  TrainResult rb = train(cfg(b), {nullptr, true});
+  ASSERT_EQ(ra.losses.size(), 20u);
+  for (size_t i = 0; i < ra.losses.size(); ++i) EXPECT_EQ(ra.losses[i], rb.losses[i]) << "step " << i + 1;
+  TrainResult r1 = train(cfg(s), {[](int64_t st) { return st < 10; }, true});
+  TrainResult r2 = train(cfg(s), {nullptr, true});
+  EXPECT_EQ(r2.start_step, 10);
+  std::vector<double> joined = r1.losses;
+  joined.insert(joined.end(), r2.losses.begin(), r2.losses.end());
+  ASSERT_EQ(joined.size(), ra.losses.size());
+  for (size_t i = 0; i < joined.size(); ++i) EXPECT_EQ(joined[i], ra.losses[i]) << "step " << i + 1;
+  TrainConfig c = cfg(a);
+  EXPECT_EQ(weights_of((a / "checkpoints").string(), c), weights_of((s / "checkpoints").string(), c));
 }
