@@ -14,6 +14,7 @@ int bench_main(const Args& args) {
   std::fprintf(stderr, "lingua bench: %s on %s | step %.1f ms | %.0f tokens/s | MFU %.1f%% | peak %.2f GiB\n",
                cfg.bench.config_name.c_str(), r.device.c_str(), r.step_ms, r.tokens_per_s, 100 * r.mfu,
                r.peak_mem_gib);
+  if (!r.profile.empty()) std::fprintf(stderr, "lingua bench: profile written to %s\n%s", r.trace_path.c_str(), r.profile.c_str());
   return 0;
 }
 

@@ -26,7 +26,7 @@ DATE=$(date -u +%Y-%m-%d)
 for cfg in $CONFIGS; do
   name=$(basename "$cfg" .yaml)
   echo "== bench $name" | tee -a "$OUT/summary.txt"
-  timeout 200 ./build-cuda/lingua bench config="$cfg" bench.out=bench/results/cuda.jsonl > "$OUT/$name.lingua.json" 2> "$OUT/$name.lingua.log"
+  timeout 200 ./build-cuda/lingua bench config="$cfg" bench.out=bench/results/cuda.jsonl dump_dir="$OUT/$name" ${BENCH_ARGS:-} > "$OUT/$name.lingua.json" 2> "$OUT/$name.lingua.log"
   tail -1 "$OUT/$name.lingua.log" | tee -a "$OUT/summary.txt"
   if [ -f "$ANCHOR" ]; then
     args=$(python3 - "$cfg" <<'PY'

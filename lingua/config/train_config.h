@@ -169,6 +169,19 @@ struct BenchConfig {
   }
 };
 
+struct ProfilingConfig {
+  bool run = false;
+  std::string trace_folder = "profiling";  // under dump_dir
+  int64_t profile_warmup = 100;  // steps before the profiled ones
+  int64_t profile_steps = 4;
+  template <class V> void visit(V& v) {
+    v("run", run, "record per-op timings of a few steps (Chrome trace + summary under dump_dir/trace_folder)");
+    v("trace_folder", trace_folder, "folder under dump_dir for the traces");
+    v("profile_warmup", profile_warmup, "steps before profiling starts (lingua bench: after the timed steps)");
+    v("profile_steps", profile_steps, "steps profiled");
+  }
+};
+
 struct TrainConfig {
   std::string name = "lingua";
   std::string dump_dir;
@@ -185,6 +198,7 @@ struct TrainConfig {
   LoggingConfig logging;
   EvalConfig eval;
   BenchConfig bench;
+  ProfilingConfig profiling;
   template <class V> void visit(V& v) {
     v("name", name, "run name");
     v("dump_dir", dump_dir, "output directory: config.yaml, metrics.jsonl, checkpoints/");
@@ -201,6 +215,7 @@ struct TrainConfig {
     v("logging", logging, "logging");
     v("eval", eval, "validation");
     v("bench", bench, "benchmark settings (lingua bench)");
+    v("profiling", profiling, "per-op profiling");
   }
 };
 

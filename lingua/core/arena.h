@@ -14,26 +14,28 @@ namespace lingua {
 
 class Arena {
  public:
+  static constexpr size_t kAlign = 64;  // every slice starts on a 64-byte boundary (128-bit loads)
   explicit Arena(Device device = Device::cpu) : device_(device) {}
-  // Capacity in floats (4-byte units); drops what was allocated.
-  void reserve(size_t floats) {
+  // Capacity in bytes; drops what was allocated.
+  void reserve(size_t bytes) {
+    bytes = round_up(bytes);
     if (device_ == Device::cuda) {
-      dev_ = DeviceBuffer(floats * sizeof(float));
-      base_ = dev_.as<float>();
+      dev_ = DeviceBuffer(bytes);
+      base_ = dev_.as<char>();
     } else {
-      host_.assign(floats, 0.0f);
-      base_ = host_.data();
+      host_.assign(bytes / sizeof(float), 0.0f);
+      base_ = reinterpret_cast<char*>(host_.data());
     }
-    cap_ = floats;
+    cap_ = bytes;
     used_ = high_ = 0;
   }
-  // n floats (or 4n bytes of any dtype), 64-byte aligned.
-  float* alloc(size_t n) {
-    n = (n + 15) & ~size_t(15);
-    LINGUA_CHECK(used_ + n <= cap_, "internal error: activation arena exhausted (capacity ", cap_,
-                 " floats, need ", used_ + n, ")");
-    float* p = base_ + used_;
-    used_ += n;
+  static size_t round_up(size_t bytes) { return (bytes + kAlign - 1) & ~(kAlign - 1); }
+  void* alloc(size_t bytes) {
+    bytes = round_up(bytes);
+    LINGUA_CHECK(used_ + bytes <= cap_, "internal error: activation arena exhausted (capacity ", cap_,
+                 " bytes, need ", used_ + bytes, ")");
+    char* p = base_ + used_;
+    used_ += bytes;
     if (used_ > high_) high_ = used_;
     return p;
   }
@@ -41,14 +43,14 @@ class Arena {
   size_t mark() const { return used_; }
   void release_to(size_t m) { used_ = m; }
   void reset() { used_ = 0; }
-  size_t capacity() const { return cap_; }
-  size_t high_water() const { return high_; }
+  size_t capacity() const { return cap_; }    // bytes
+  size_t high_water() const { return high_; }  // bytes
 
  private:
   Device device_;
-  std::vector<float> host_;
+  std::vector<float> host_;  // float storage keeps host slices aligned for f32
   DeviceBuffer dev_;
-  float* base_ = nullptr;
+  char* base_ = nullptr;
   size_t cap_ = 0, used_ = 0, high_ = 0;
 };
 

@@ -1,11 +1,13 @@
 #include <cstring>
 
+#include "lingua/core/profiler.h"
 #include "lingua/core/cuda.h"
 #include "lingua/core/tensor.h"
 
 namespace lingua {
 
 void copy_tensor(const Tensor& dst, const Tensor& src) {
+  LINGUA_PROFILE_SCOPE("copy_tensor");
   LINGUA_CHECK(dst.dtype == src.dtype && dst.numel() == src.numel(), "copy_tensor: ", dst.str(), " <- ", src.str());
   size_t n = src.nbytes();
   if (dst.device == Device::cpu && src.device == Device::cpu) std::memcpy(dst.data, src.data, n);

@@ -1,6 +1,8 @@
 #include <atomic>
 #include <mutex>
 
+#include <nvtx3/nvToolsExt.h>
+
 #include "lingua/core/cuda.h"
 #include "lingua/core/cuda_utils.cuh"
 
@@ -95,5 +97,23 @@ void copy_to_host(void* dst, const void* src, size_t bytes) {
 void copy_device_to_device(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream()));
 }
+
+void* cuda_event_create() {
+  cuda_context();
+  cudaEvent_t e;
+  CUDA_CHECK(cudaEventCreate(&e));
+  return e;
+}
+void cuda_event_destroy(void* event) {
+  if (event) cudaEventDestroy(static_cast<cudaEvent_t>(event));
+}
+void cuda_event_record(void* event) { CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event), cuda_stream())); }
+float cuda_event_elapsed_ms(void* start, void* end) {
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)));
+  return ms;
+}
+void cuda_range_push(const char* name) { nvtxRangePushA(name); }
+void cuda_range_pop() { nvtxRangePop(); }
 
 }  // namespace lingua

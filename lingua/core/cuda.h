@@ -34,6 +34,15 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// Timing events recorded on the current stream (the profiler's clock). Handles are opaque.
+void* cuda_event_create();
+void cuda_event_destroy(void* event);
+void cuda_event_record(void* event);
+float cuda_event_elapsed_ms(void* start, void* end);  // both recorded and complete
+// NVTX ranges (shown by Nsight tools); no-ops without CUDA.
+void cuda_range_push(const char* name);
+void cuda_range_pop();
+
 // Synchronous copies on the current stream (host memory is pageable).
 void copy_to_device(void* dst, const void* src, size_t bytes);
 void copy_to_host(void* dst, const void* src, size_t bytes);

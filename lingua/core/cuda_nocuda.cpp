@@ -18,6 +18,12 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
   return *this;
 }
 void DeviceBuffer::zero() { fail(kNoCuda); }
+void* cuda_event_create() { fail(kNoCuda); }
+void cuda_event_destroy(void*) {}
+void cuda_event_record(void*) { fail(kNoCuda); }
+float cuda_event_elapsed_ms(void*, void*) { fail(kNoCuda); }
+void cuda_range_push(const char*) {}
+void cuda_range_pop() {}
 void copy_to_device(void*, const void*, size_t) { fail(kNoCuda); }
 void copy_to_host(void*, const void*, size_t) { fail(kNoCuda); }
 void copy_device_to_device(void*, const void*, size_t) { fail(kNoCuda); }

@@ -105,13 +105,13 @@ void Attention::forward_cached(const Tensor& x, const Tensor& y, KVCache& cache,
   ar.release_to(mark);
 }
 
-size_t Attention::saved_floats(int64_t B, int64_t T) const {
+size_t Attention::saved_bytes(int64_t B, int64_t T, DType act) const {
   int64_t N = B * T;
-  return 2 * arena_floats(N * H_ * hd_) + 2 * arena_floats(N * KV_ * hd_) + arena_floats(B * H_ * T);
+  return 2 * arena_bytes(N * H_ * hd_, act) + 2 * arena_bytes(N * KV_ * hd_, act) + arena_bytes(B * H_ * T);
 }
-size_t Attention::scratch_floats(int64_t B, int64_t T) const {
+size_t Attention::scratch_bytes(int64_t B, int64_t T, DType act) const {
   int64_t N = B * T;
-  return arena_floats(N * dim_) + 2 * arena_floats(N * H_ * hd_) + 2 * arena_floats(N * KV_ * hd_);
+  return arena_bytes(N * dim_, act) + 2 * arena_bytes(N * H_ * hd_, act) + 2 * arena_bytes(N * KV_ * hd_, act);
 }
 int64_t Attention::matmul_params() const { return dim_ * (2 * H_ * hd_ + 2 * KV_ * hd_); }
 

@@ -39,8 +39,8 @@ class Attention {
   void backward(const Tensor& x, const Tensor& dy, const Tensor& dx, const StepContext& ctx);
   // Decoding: T new tokens of one sequence (B = 1) at positions cache.len...; appends to the cache.
   void forward_cached(const Tensor& x, const Tensor& y, KVCache& cache, int layer, const StepContext& ctx);
-  size_t saved_floats(int64_t B, int64_t T) const;
-  size_t scratch_floats(int64_t B, int64_t T) const;
+  size_t saved_bytes(int64_t B, int64_t T, DType act) const;    // arena bytes kept for backward
+  size_t scratch_bytes(int64_t B, int64_t T, DType act) const;  // transient
   int64_t matmul_params() const;
 
  private:

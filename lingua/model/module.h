@@ -20,15 +20,14 @@ struct StepContext {
   int64_t rows() const { return (int64_t)B * T; }
 };
 
-// Arena floats an allocation of n floats takes (the arena aligns slices to 16 floats).
-inline size_t arena_floats(int64_t n) { return (size_t)((n + 15) & ~int64_t(15)); }
+// Arena bytes a tensor of n elements of dtype dt takes (slices are 64-byte aligned).
+inline size_t arena_bytes(int64_t n, DType dt = DType::f32) { return Arena::round_up((size_t)n * dtype_size(dt)); }
 
 // A tensor of `dims` in the arena's memory (host or device).
 inline Tensor arena_tensor(Arena& a, std::initializer_list<int64_t> dims, DType dt = DType::f32) {
   int64_t n = 1;
   for (auto d : dims) n *= d;
-  size_t floats = (size_t)((n * (int64_t)dtype_size(dt) + 3) / 4);
-  return Tensor(a.alloc(floats), dims, dt, a.device());
+  return Tensor(a.alloc((size_t)n * dtype_size(dt)), dims, dt, a.device());
 }
 
 // A view of `t`'s memory with other dims (same dtype and device).

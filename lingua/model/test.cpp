@@ -83,6 +83,21 @@ TEST(Transformer, GradientsAccumulateAcrossMicroBatches) {
   for (int64_t i = 0; i < m.params().total(); ++i) ASSERT_FLOAT_EQ(m.params().grads()[i], 2 * once[i]);
 }
 
+TEST(Transformer, ArenaSizeFormulaIsTight) {
+  // Too small fails the step ("arena exhausted"); too large wastes memory: the step must use most
+  // of what the formula reserves.
+  ModelConfig cfg = tiny_config(1, false);
+  cfg.dim = 48;
+  cfg.n_heads = 4;
+  cfg.multiple_of = 32;
+  cfg.max_seqlen = 64;
+  Transformer m(cfg, resolve_dims(cfg, 13));
+  auto tok = random_ids(3 * 40, 13, 4), tgt = random_ids(3 * 40, 13, 5);
+  m.forward_backward(tok.data(), tgt.data(), 3, 40, 1.0f);
+  EXPECT_LE(m.activation_bytes_high_water(), m.activation_bytes(3, 40));
+  EXPECT_GE((double)m.activation_bytes_high_water(), 0.8 * m.activation_bytes(3, 40));
+}
+
 TEST(Transformer, LossMatchesLogitsAndDecodeMatchesFullForward) {
   ModelConfig cfg = tiny_config(1, false);
   ModelDims d = resolve_dims(cfg, 13);

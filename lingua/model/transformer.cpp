@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "lingua/core/profiler.h"
 #include "lingua/ops/add/add.h"
 #include "lingua/ops/cross_entropy/cross_entropy.h"
 #include "lingua/ops/embedding/embedding.h"
@@ -23,13 +24,14 @@ struct Transformer::Layer {
         attention(s, d, cfg, i, "layers." + std::to_string(i) + ".attention.", rope),
         ffn(make_ffn(cfg.ffn, FfnBuildArgs{s, d, cfg, i, "layers." + std::to_string(i) + ".feed_forward."})) {}
 
-  size_t saved_floats(int64_t B, int64_t T, int64_t D) const {
+  size_t saved_bytes(int64_t B, int64_t T, int64_t D, DType act) const {
     int64_t N = B * T;
-    return 3 * arena_floats(N * D) + 2 * arena_floats(N) + attention.saved_floats(B, T) + ffn->saved_floats(N);
+    return 2 * arena_bytes(N * D, act) + arena_bytes(N * D) + 2 * arena_bytes(N) + attention.saved_bytes(B, T, act) +
+           ffn->saved_bytes(N, act);
   }
-  size_t scratch_floats(int64_t B, int64_t T, int64_t D) const {
+  size_t scratch_bytes(int64_t B, int64_t T, int64_t D, DType act) const {
     int64_t N = B * T;
-    return arena_floats(N * D) + std::max(attention.scratch_floats(B, T), ffn->scratch_floats(N));
+    return arena_bytes(N * D) + std::max(attention.scratch_bytes(B, T, act), ffn->scratch_bytes(N, act));
   }
 };
 
@@ -55,22 +57,23 @@ void Transformer::to_device(Device device) {
   act_ = device == Device::cuda ? DType::bf16 : DType::f32;
 }
 
-size_t Transformer::activation_floats(int B, int T) const {
+size_t Transformer::activation_bytes(int B, int T) const {
   int64_t N = (int64_t)B * T, D = dims_.dim;
-  size_t saved = (dims_.n_layers + 1) * arena_floats(N * D) + arena_floats(N * D) + 2 * arena_floats(N);
+  // The residual stream entering each layer and after the last (f32), the final norm's output.
+  size_t saved = (dims_.n_layers + 1) * arena_bytes(N * D) + arena_bytes(N * D, act_) + arena_bytes(N);
   size_t scratch = 0;
   for (auto& l : layers_) {
-    saved += l->saved_floats(B, T, D);
-    scratch = std::max(scratch, l->scratch_floats(B, T, D));
+    saved += l->saved_bytes(B, T, D, act_);
+    scratch = std::max(scratch, l->scratch_bytes(B, T, D, act_));
   }
-  // Backward keeps three residual-gradient buffers (final norm, dx, dh) besides a layer's scratch,
-  // and the loss its per-token values.
-  return saved + scratch + 3 * arena_floats(N * D) + arena_floats(N);
+  // Backward keeps the final norm's input gradient and two f32 residual-gradient buffers (dx, dh)
+  // besides a layer's scratch; forward_loss keeps per-token losses.
+  return saved + scratch + arena_bytes(N * D, act_) + 2 * arena_bytes(N * D) + arena_bytes(N);
 }
 
-void Transformer::ensure_arena(int B, int T, size_t extra_floats) {
+void Transformer::ensure_arena(int B, int T, size_t extra_bytes) {
   LINGUA_CHECK(T <= dims_.max_seqlen, "sequence length ", T, " exceeds model.max_seqlen (", dims_.max_seqlen, ")");
-  size_t need = activation_floats(B, T) + extra_floats;
+  size_t need = activation_bytes(B, T) + extra_bytes;
   if (arena_.capacity() < need) arena_.reserve(need);
   arena_.reset();
 }
@@ -102,6 +105,7 @@ void Transformer::forward_layers(const Tensor& tokens, int B, int T, StepContext
   xs_[0] = arena_tensor(ar, {N, D});
   embedding_forward(tokens, store_.param(tok_emb_), xs_[0]);
   for (int l = 0; l < dims_.n_layers; ++l) {
+    ProfileScope scope(profiling_active() ? "layers." + std::to_string(l) : std::string());
     Layer& L = *layers_[l];
     const Tensor& x = xs_[l];
     L.n1 = arena_tensor(ar, {N, D}, act_);
@@ -110,11 +114,17 @@ void Transformer::forward_layers(const Tensor& tokens, int B, int T, StepContext
     L.n2 = arena_tensor(ar, {N, D}, act_);
     L.rstd2 = arena_tensor(ar, {N});
     rmsnorm_forward(x, store_.param(L.attn_norm), dims_.norm_eps, L.n1, L.rstd1);
-    L.attention.forward(L.n1, L.h, ctx);
+    {
+      LINGUA_PROFILE_SCOPE("attention");
+      L.attention.forward(L.n1, L.h, ctx);
+    }
     add_into(L.h, x);
     rmsnorm_forward(L.h, store_.param(L.ffn_norm), dims_.norm_eps, L.n2, L.rstd2);
     xs_[l + 1] = arena_tensor(ar, {N, D});
-    L.ffn->forward(L.n2, xs_[l + 1], ctx);
+    {
+      LINGUA_PROFILE_SCOPE("feed_forward");
+      L.ffn->forward(L.n2, xs_[l + 1], ctx);
+    }
     add_into(xs_[l + 1], L.h);
   }
   xf_ = arena_tensor(ar, {N, D}, act_);
@@ -127,7 +137,11 @@ LossSum Transformer::forward_backward(const int32_t* tokens, const int32_t* targ
   int64_t N = (int64_t)B * T, D = dims_.dim;
   StepContext ctx = context(tokens, B, T, 0, true);
   Tensor tok = device_ids(tokens, N, 0), tgt = device_ids(targets, N, 1);
-  forward_layers(tok, B, T, ctx);
+  {
+    LINGUA_PROFILE_SCOPE("forward");
+    forward_layers(tok, B, T, ctx);
+  }
+  LINGUA_PROFILE_SCOPE("backward");
   Arena& ar = arena_;
   Tensor dxf = arena_tensor(ar, {N, D}, act_);
   LossSum ls;
@@ -139,15 +153,22 @@ LossSum Transformer::forward_backward(const int32_t* tokens, const int32_t* targ
   Tensor dh = arena_tensor(ar, {N, D});
   rmsnorm_backward(xs_[dims_.n_layers], store_.param(norm_), rstdf_, dxf, dx, store_.grad(norm_));
   for (int l = dims_.n_layers - 1; l >= 0; --l) {
+    ProfileScope scope(profiling_active() ? "layers." + std::to_string(l) : std::string());
     Layer& L = *layers_[l];
     size_t mark = ar.mark();
     Tensor dn = arena_tensor(ar, {N, D});
     // out = h + ffn(n2): dh = dx + d(ffn_norm)(dn2)
-    L.ffn->backward(L.n2, dx, dn, ctx);
+    {
+      LINGUA_PROFILE_SCOPE("feed_forward");
+      L.ffn->backward(L.n2, dx, dn, ctx);
+    }
     copy_tensor(dh, dx);
     rmsnorm_backward(L.h, store_.param(L.ffn_norm), L.rstd2, dn, dh, store_.grad(L.ffn_norm), true);
     // h = x + attn(n1): dx = dh + d(attention_norm)(dn1)
-    L.attention.backward(L.n1, dh, dn, ctx);
+    {
+      LINGUA_PROFILE_SCOPE("attention");
+      L.attention.backward(L.n1, dh, dn, ctx);
+    }
     copy_tensor(dx, dh);
     rmsnorm_backward(xs_[l], store_.param(L.attn_norm), L.rstd1, dn, dx, store_.grad(L.attn_norm), true);
     ar.release_to(mark);
@@ -171,7 +192,7 @@ LossSum Transformer::forward_loss(const int32_t* tokens, const int32_t* targets,
 }
 
 void Transformer::forward_logits(const int32_t* tokens, int T, float* logits) {
-  ensure_arena(1, T, arena_floats((int64_t)T * dims_.vocab));
+  ensure_arena(1, T, arena_bytes((int64_t)T * dims_.vocab));
   StepContext ctx = context(tokens, 1, T, 0, false);
   forward_layers(device_ids(tokens, T, 0), 1, T, ctx);
   Tensor out = arena_tensor(arena_, {(int64_t)T, (int64_t)dims_.vocab});
@@ -182,7 +203,7 @@ void Transformer::forward_logits(const int32_t* tokens, int T, float* logits) {
 void Transformer::forward_decode(const int32_t* tokens, int T, KVCache& cache, float* logits) {
   LINGUA_CHECK(cache.len + T <= dims_.max_seqlen, "generation: ", cache.len + T,
                " tokens exceed model.max_seqlen (", dims_.max_seqlen, ")");
-  ensure_arena(1, T, arena_floats(dims_.vocab) + 4 * arena_floats(dims_.dim));
+  ensure_arena(1, T, arena_bytes(dims_.vocab) + 4 * arena_bytes(dims_.dim));
   Arena& ar = arena_;
   int64_t D = dims_.dim;
   StepContext ctx = context(tokens, 1, T, cache.len, false);

@@ -57,13 +57,13 @@ class Transformer {
   ParamCounts param_counts() const;
   // Training FLOPs per token, SPEC formula: 6 * active non-embedding params + 6 * L * dim * seq_len.
   double flops_per_token(int seq_len) const;
-  // Arena floats one training micro-batch of [B, T] needs.
-  size_t activation_floats(int B, int T) const;
-  size_t activation_bytes_high_water() const { return arena_.high_water() * sizeof(float); }
+  // Arena bytes one training micro-batch of [B, T] needs (activations in act_dtype()).
+  size_t activation_bytes(int B, int T) const;
+  size_t activation_bytes_high_water() const { return arena_.high_water(); }
 
  private:
   struct Layer;
-  void ensure_arena(int B, int T, size_t extra_floats = 0);
+  void ensure_arena(int B, int T, size_t extra_bytes = 0);
   // Token ids (host) as a tensor on the model's device; slot 0: inputs, 1: targets.
   Tensor device_ids(const int32_t* ids, int64_t n, int slot);
   void forward_layers(const Tensor& tokens, int B, int T, StepContext& ctx);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "lingua/core/profiler.h"
 #include "lingua/ops/adamw/adamw.h"
 #include "lingua/ops/cast/cast.h"
 
@@ -20,11 +21,21 @@ AdamW::AdamW(ParamStore& store, const OptimConfig& cfg, const std::map<std::stri
     }
     groups_[index[g]].params.push_back(i);
   }
+  for (auto& g : groups_)
+    for (int i : g.params) {
+      const ParamInfo& p = store.info(i);
+      if (!g.spans.empty() && g.spans.back().first + g.spans.back().second == p.offset)
+        g.spans.back().second += p.numel;
+      else
+        g.spans.push_back({p.offset, p.numel});
+    }
   if (store.device() == Device::cuda) {
     dm_ = DeviceBuffer(store.total() * sizeof(float));
     dv_ = DeviceBuffer(store.total() * sizeof(float));
     dm_.zero();
     dv_.zero();
+    dstats_ = DeviceBuffer(groups_.size() * sizeof(GroupStats));
+    dstats_.zero();
   }
 }
 
@@ -52,30 +63,57 @@ void AdamW::upload() {
 }
 
 StepReport AdamW::step(double lr_mult) {
+  LINGUA_PROFILE_SCOPE("optimizer");
   ++t_;
   StepReport r;
-  for (auto& g : groups_) {
-    double sq = 0;
-    for (int i : g.params) {  // fixed order: deterministic
-      Tensor gr = store_.grad(i);
-      sq += sum_squares(Tensor(gr.data, {gr.numel()}, DType::f32, gr.device));
+  const bool cuda = store_.device() == Device::cuda;
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    const ParamGroup& g = groups_[gi];
+    const double lr = g.lr * lr_mult;
+    AdamWHyper h{(float)lr, (float)g.beta1, (float)g.beta2, (float)g.eps, (float)g.weight_decay, t_, 1.0f};
+    auto flat = [](void* base, int64_t off, int64_t n, DType dt) {
+      return Tensor(static_cast<char*>(base) + off * (int64_t)dtype_size(dt), {n}, dt, Device::cuda);
+    };
+    if (cuda) {
+      // One fused pass per span: the norm in a fixed order, the coefficient and the update
+      // (with the bf16 copy) read from device memory; no host round trip.
+      GroupStats* st = dstats_.as<GroupStats>() + gi;
+      for (size_t k = 0; k < g.spans.size(); ++k)
+        sum_squares_device(flat(store_.device_grads(), g.spans[k].first, g.spans[k].second, DType::f32), &st->sq,
+                           k > 0);
+      clip_coefficient_device(&st->sq, g.clip, &st->coef, &st->norm);
+      h.grad_scale_device = &st->coef;
+      for (auto [off, n] : g.spans)
+        adamw_update(flat(store_.device_params(), off, n, DType::f32), flat(store_.device_grads(), off, n, DType::f32),
+                     flat(dm_.data(), off, n, DType::f32), flat(dv_.data(), off, n, DType::f32), h,
+                     flat(store_.device_params_bf16(), off, n, DType::bf16));
+    } else {
+      double sq = 0;
+      for (int i : g.params) {  // fixed order: deterministic
+        Tensor gr = store_.grad(i);
+        sq += sum_squares(Tensor(gr.data, {gr.numel()}, DType::f32, gr.device));
+      }
+      const double norm = std::sqrt(sq);
+      h.grad_scale = clip_coefficient(norm, g.clip);
+      for (int i : g.params) {
+        const int64_t n = store_.info(i).numel;
+        auto view = [n](const Tensor& t) { return Tensor(t.data, {n}, t.dtype, t.device); };
+        adamw_update(view(store_.param(i)), view(store_.grad(i)), view(m(i)), view(v(i)), h);
+      }
+      norms_[g.name] = norm;
     }
-    double norm = std::sqrt(sq);
-    float scale = clip_coefficient(norm, g.clip);
-    double lr = g.lr * lr_mult;
-    AdamWHyper h{(float)lr, (float)g.beta1, (float)g.beta2, (float)g.eps, (float)g.weight_decay, t_, scale};
-    for (int i : g.params) {
-      int64_t n = store_.info(i).numel;
-      auto flat = [n](const Tensor& t) { return Tensor(t.data, {n}, t.dtype, t.device); };
-      adamw_update(flat(store_.param(i)), flat(store_.grad(i)), flat(m(i)), flat(v(i)), h);
-      // The bf16 copy the matmuls read (CUDA) follows the master weights.
-      if (store_.compute_param(i).dtype != DType::f32)
-        cast_into(flat(store_.compute_param(i)), flat(store_.param(i)));
-    }
-    r.grad_norm[g.name] = norm;
     r.lr[g.name] = lr;
   }
   return r;
+}
+
+std::map<std::string, double> AdamW::last_grad_norms() const {
+  if (store_.device() != Device::cuda) return norms_;
+  std::vector<GroupStats> st(groups_.size());
+  copy_to_host(st.data(), dstats_.data(), st.size() * sizeof(GroupStats));
+  std::map<std::string, double> out;
+  for (size_t gi = 0; gi < groups_.size(); ++gi) out[groups_[gi].name] = st[gi].norm;
+  return out;
 }
 
 }  // namespace lingua

@@ -16,11 +16,13 @@ struct ParamGroup {
   std::string name;
   double lr, weight_decay, beta1, beta2, eps, clip;
   std::vector<int> params;  // ParamStore indices
+  // The group's parameters as ranges of the flat buffers (adjacent parameters merged): the CUDA
+  // path updates a whole range per kernel.
+  std::vector<std::pair<int64_t, int64_t>> spans;  // (offset, numel) in floats
 };
 
 struct StepReport {
-  std::map<std::string, double> grad_norm;  // per group, before clipping
-  std::map<std::string, double> lr;         // per group, after the schedule
+  std::map<std::string, double> lr;  // per group, after the schedule
 };
 
 class AdamW {
@@ -29,8 +31,12 @@ class AdamW {
   // their hyper-parameters from `overrides` (or the defaults from cfg when absent).
   AdamW(ParamStore& store, const OptimConfig& cfg, const std::map<std::string, OptimConfig>& overrides = {});
 
-  // One update with learning-rate multiplier lr_mult, from the gradients in the store.
+  // One update with learning-rate multiplier lr_mult, from the gradients in the store. On CUDA it
+  // never waits for the GPU: the norms, the clip coefficients and the update stay on the device.
   StepReport step(double lr_mult);
+  // Per group, the global gradient norm of the last step, before clipping. On CUDA this reads it
+  // back (waits for the step), so call it only when logging.
+  std::map<std::string, double> last_grad_norms() const;
 
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
@@ -50,6 +56,14 @@ class AdamW {
   std::vector<ParamGroup> groups_;
   mutable std::vector<float> m_, v_;  // host (the CPU path's own, or the CUDA path's mirror)
   DeviceBuffer dm_, dv_;
+  // CUDA: per group {sum of squares (double), norm (double), clip coefficient (float)}.
+  struct GroupStats {
+    double sq, norm;
+    float coef;
+    float pad_;
+  };
+  DeviceBuffer dstats_;
+  std::map<std::string, double> norms_;  // the CPU path's last norms
   int64_t t_ = 0;
 };
 

@@ -10,6 +10,7 @@
 #include "lingua/model/transformer.h"
 #include "lingua/optim/optimizer.h"
 #include "lingua/optim/schedule.h"
+#include "lingua/train/step_profiler.h"
 #include "lingua/train/trainer.h"
 
 namespace lingua {
@@ -86,6 +87,20 @@ BenchResult run_bench(const TrainConfig& cfg) {
   r.peak_mem_gib = dev == Device::cuda ? cuda_peak_memory() / double(1 << 30)
                                        : (model.activation_bytes_high_water() + 16.0 * pc.total) / double(1 << 30);
   r.loss = loss;
+  // Profiled steps come after the timed ones, so that recording does not perturb the timing.
+  if (cfg.profiling.run) {
+    ProfilingConfig pc = cfg.profiling;
+    pc.profile_warmup = 0;
+    const int64_t s0 = cfg.bench.warmup + cfg.bench.steps;
+    StepProfiler prof(pc, cfg.dump_dir, dev, s0);
+    for (int64_t s = s0; s < s0 + pc.profile_steps; ++s) {
+      prof.before_step(s);
+      step(s);
+      prof.after_step(s + 1);
+    }
+    r.profile = prof.summary();
+    r.trace_path = prof.trace_path();
+  }
   if (!cfg.bench.out.empty()) {
     std::ofstream f(cfg.bench.out, std::ios::app);
     LINGUA_CHECK(f.good(), "cannot append to ", cfg.bench.out);

@@ -22,6 +22,7 @@
 #include "lingua/model/transformer.h"
 #include "lingua/optim/optimizer.h"
 #include "lingua/optim/schedule.h"
+#include "lingua/train/step_profiler.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -225,7 +226,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   auto run_start = Clock::now();
   int64_t total_tokens = step * tokens_per_step;
   const int64_t first_step = step;
+  StepProfiler profiler(cfg.profiling, cfg.dump_dir, device, first_step);
   while (step < cfg.steps) {
+    profiler.before_step(step);
     auto t0 = Clock::now();
     double data_time = 0, loss_sum = 0;
     int64_t loss_tokens = 0;
@@ -244,12 +247,15 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     double lr_mult = lr_multiplier(cfg.optim, step, cfg.steps);  // LambdaLR: updates made so far
     StepReport rep = opt.step(lr_mult);
     ++step;
+    if (profiler.after_step(step) && !quiet)
+      std::fprintf(stderr, "lingua: profile written to %s\n%s", profiler.trace_path().c_str(), profiler.summary().c_str());
     total_tokens += tokens_per_step;
     result.losses.push_back(loss);
     double iter_time = seconds_since(t0);
 
     if (step % cfg.logging.freq == 0 || step == cfg.steps || step == first_step + 1) {
       double wps = tokens_per_step / iter_time;
+      const double grad_norm = opt.last_grad_norms().at("default");
       DataStats ds = loader.stats();
       json m = {{"global_step", step},
                 {"acc_step", cfg.grad_acc_steps},
@@ -258,7 +264,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"speed/mfu", wps * flops_per_token / kPeakFlops},
                 {"speed/curr_iter_time", iter_time},
                 {"speed/data_load_time", data_time},
-                {"optim/grad_norm", rep.grad_norm.at("default")},
+                {"optim/grad_norm", grad_norm},
                 {"optim/lr", rep.lr.at("default")},
                 {"optim/total_tokens", total_tokens},
                 {"memory/max_active_gib",
@@ -278,7 +284,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
         double elapsed = seconds_since(run_start);
         double eta = elapsed / (step - first_step) * (cfg.steps - step);
         std::fprintf(stderr, "step %lld/%lld | loss %.4f | grad %.3f | lr %.2e | %s tok/s | ETA %s\n",
-                     (long long)step, (long long)cfg.steps, loss, rep.grad_norm.at("default"), rep.lr.at("default"),
+                     (long long)step, (long long)cfg.steps, loss, grad_norm, rep.lr.at("default"),
                      human_count(wps).c_str(), human_time(eta).c_str());
       }
     }

@@ -21,8 +21,9 @@ class FeedForward {
   virtual void forward(const Tensor& x, const Tensor& out, const StepContext& ctx) = 0;
   // dout: [N, dim] (ctx.act); dx: [N, dim] f32, written. Parameter gradients accumulated.
   virtual void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) = 0;
-  virtual size_t saved_floats(int64_t rows) const = 0;    // kept from forward to backward
-  virtual size_t scratch_floats(int64_t rows) const = 0;  // extra, transient (forward or backward)
+  // Arena bytes (see arena_bytes) for `rows` tokens with activations of dtype act.
+  virtual size_t saved_bytes(int64_t rows, DType act) const = 0;    // kept from forward to backward
+  virtual size_t scratch_bytes(int64_t rows, DType act) const = 0;  // extra, transient (forward or backward)
   // Parameters multiplied with each token (6x this per token in training FLOPs).
   virtual int64_t matmul_params() const = 0;
 };

@@ -56,9 +56,9 @@ class SwiGluFfn final : public FeedForward {
     ar.release_to(mark);
   }
 
-  size_t saved_floats(int64_t rows) const override { return 3 * arena_floats(rows * hidden_); }
-  size_t scratch_floats(int64_t rows) const override {
-    return arena_floats(rows * dim_) + 3 * arena_floats(rows * hidden_);
+  size_t saved_bytes(int64_t rows, DType act) const override { return 3 * arena_bytes(rows * hidden_, act); }
+  size_t scratch_bytes(int64_t rows, DType act) const override {
+    return arena_bytes(rows * dim_, act) + 3 * arena_bytes(rows * hidden_, act);
   }
   int64_t matmul_params() const override { return 3LL * dim_ * hidden_; }
 

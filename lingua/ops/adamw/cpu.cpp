@@ -2,6 +2,7 @@
 #include <cmath>
 #include <vector>
 
+#include "lingua/core/profiler.h"
 #include "lingua/core/bf16.h"
 #include "lingua/ops/adamw/adamw.h"
 #include "lingua/ops/op_checks.h"
@@ -13,6 +14,7 @@ namespace lingua {
 // Bias corrections are computed in double, the per-element update in fp32.
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWHyper& h,
                   const Tensor& param_bf16) {
+  LINGUA_PROFILE_SCOPE("adamw_update");
 #ifdef LINGUA_CUDA
   if (param.device == Device::cuda) return adamw_update_cuda(param, grad, m, v, h, param_bf16);
 #endif
@@ -51,6 +53,7 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
 // Fixed blocks of kBlock elements, each summed in double with kLanes interleaved accumulators, then
 // the block sums added in block order: the result depends on n only, not on the thread count.
 double sum_squares(const Tensor& x) {
+  LINGUA_PROFILE_SCOPE("sum_squares");
 #ifdef LINGUA_CUDA
   if (x.device == Device::cuda) return sum_squares_cuda(x);
 #endif
@@ -79,6 +82,7 @@ double sum_squares(const Tensor& x) {
 }
 
 void sum_squares_device(const Tensor& x, double* sq_device, bool accumulate) {
+  LINGUA_PROFILE_SCOPE("sum_squares_device");
 #ifdef LINGUA_CUDA
   sum_squares_device_cuda(x, sq_device, accumulate);
 #else
@@ -87,6 +91,7 @@ void sum_squares_device(const Tensor& x, double* sq_device, bool accumulate) {
 }
 
 void clip_coefficient_device(const double* sq_device, double max_norm, float* coef_device, double* norm_device) {
+  LINGUA_PROFILE_SCOPE("clip_coefficient_device");
 #ifdef LINGUA_CUDA
   clip_coefficient_device_cuda(sq_device, max_norm, coef_device, norm_device);
 #else

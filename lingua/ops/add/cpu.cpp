@@ -1,9 +1,11 @@
+#include "lingua/core/profiler.h"
 #include "lingua/ops/add/add.h"
 #include "lingua/ops/op_checks.h"
 
 namespace lingua {
 
 void add_into(const Tensor& dst, const Tensor& src) {
+  LINGUA_PROFILE_SCOPE("add_into");
 #ifdef LINGUA_CUDA
   if (dst.device == Device::cuda) return add_into_cuda(dst, src);
 #endif

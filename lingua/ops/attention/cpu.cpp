@@ -2,6 +2,7 @@
 #include <cmath>
 #include <vector>
 
+#include "lingua/core/profiler.h"
 #include "lingua/ops/attention/attention.h"
 #include "lingua/ops/op_checks.h"
 
@@ -37,6 +38,7 @@ void dot_rows(const float* a, const float* colsT, int64_t n, int64_t S, int64_t 
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
+  LINGUA_PROFILE_SCOPE("attention_forward");
 #ifdef LINGUA_CUDA
   if (q.device == Device::cuda) return attention_forward_cuda(q, k, v, out, lse);
 #endif
@@ -98,6 +100,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
 // dk / dv of a kv head sum over the query heads of its group, in head order.
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv) {
+  LINGUA_PROFILE_SCOPE("attention_backward");
 #ifdef LINGUA_CUDA
   if (q.device == Device::cuda) return attention_backward_cuda(q, k, v, out, lse, dout, dq, dk, dv);
 #endif

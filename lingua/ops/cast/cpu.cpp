@@ -1,11 +1,13 @@
 #include <cstring>
 
+#include "lingua/core/profiler.h"
 #include "lingua/core/bf16.h"
 #include "lingua/ops/cast/cast.h"
 
 namespace lingua {
 
 void cast_into(const Tensor& dst, const Tensor& src) {
+  LINGUA_PROFILE_SCOPE("cast_into");
   LINGUA_CHECK(dst.numel() == src.numel(), "cast_into: ", dst.str(), " <- ", src.str(), ": element counts differ");
   LINGUA_CHECK(dst.device == src.device, "cast_into: tensors on different devices");
   for (const Tensor* t : {&dst, &src})

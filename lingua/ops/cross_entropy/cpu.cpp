@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "lingua/core/profiler.h"
 #include "lingua/ops/cross_entropy/cross_entropy.h"
 #include "lingua/ops/op_checks.h"
 
@@ -17,6 +18,7 @@ int64_t chunk_rows(int64_t V) { return std::clamp<int64_t>((int64_t(1) << 23) / 
 
 double output_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& nll,
                             float grad_scale, const Tensor& dx, const Tensor& dw) {
+  LINGUA_PROFILE_SCOPE("output_cross_entropy");
 #ifdef LINGUA_CUDA
   if (x.device == Device::cuda) return output_cross_entropy_cuda(x, w, targets, nll, grad_scale, dx, dw);
 #endif

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "lingua/core/profiler.h"
 #include "lingua/ops/embedding/embedding.h"
 #include "lingua/ops/op_checks.h"
 
@@ -17,6 +18,7 @@ void check_ids(const char* op, const int32_t* ids, int64_t N, int64_t V) {
 }  // namespace
 
 void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor& out) {
+  LINGUA_PROFILE_SCOPE("embedding_forward");
 #ifdef LINGUA_CUDA
   if (ids.device == Device::cuda) return embedding_forward_cuda(ids, table, out);
 #endif
@@ -34,6 +36,7 @@ void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor& out
 }
 
 void embedding_backward(const Tensor& ids, const Tensor& dout, const Tensor& dtable) {
+  LINGUA_PROFILE_SCOPE("embedding_backward");
 #ifdef LINGUA_CUDA
   if (ids.device == Device::cuda) return embedding_backward_cuda(ids, dout, dtable);
 #endif

@@ -2,12 +2,14 @@
 
 #include <algorithm>
 
+#include "lingua/core/profiler.h"
 #include "lingua/ops/linear/linear.h"
 #include "lingua/ops/op_checks.h"
 
 namespace lingua {
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y) {
+  LINGUA_PROFILE_SCOPE("linear_forward");
 #ifdef LINGUA_CUDA
   if (x.device == Device::cuda) return linear_forward_cuda(x, w, y);
 #endif
@@ -28,6 +30,7 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y) {
 
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx, const Tensor& dw,
                      bool accumulate_dx) {
+  LINGUA_PROFILE_SCOPE("linear_backward");
 #ifdef LINGUA_CUDA
   if (x.device == Device::cuda) return linear_backward_cuda(x, w, dy, dx, dw, accumulate_dx);
 #endif

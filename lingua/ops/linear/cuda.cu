@@ -27,6 +27,7 @@
 #include <mutex>
 
 #include "lingua/core/cuda_utils.cuh"
+#include "lingua/core/profiler.h"
 #include "lingua/ops/linear/linear.h"
 #include "lingua/ops/op_checks.h"
 
@@ -278,6 +279,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, co
   if (is_given(dw)) check_cuda_arg(op, "dw", dw, {DType::f32}, {out, in});
 
   if (is_given(dx)) {  // dx^T[in, N] = (W stored [in, out]) (dy^T stored [out, N])
+    LINGUA_PROFILE_SCOPE("dx");
     Gemm g;
     g.ta = false, g.tb = false;
     g.m = in, g.n = N, g.k = out;
@@ -288,6 +290,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, co
     gemm(g, accumulate_dx ? 1.0f : 0.0f);
   }
   if (is_given(dw)) {  // dW^T[in, out] += (x^T stored [in, N]) (dy^T stored [out, N])^T
+    LINGUA_PROFILE_SCOPE("dw");
     Gemm g;
     g.ta = false, g.tb = true;
     g.m = in, g.n = out, g.k = N;

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <vector>
 
+#include "lingua/core/profiler.h"
 #include "lingua/ops/op_checks.h"
 #include "lingua/ops/rmsnorm/rmsnorm.h"
 
@@ -10,6 +11,7 @@ namespace lingua {
 // Row sums are taken in double (sequentially, so deterministic); the stored rstd is fp32.
 
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd) {
+  LINGUA_PROFILE_SCOPE("rmsnorm_forward");
 #ifdef LINGUA_CUDA
   if (x.device == Device::cuda) return rmsnorm_forward_cuda(x, w, eps, y, rstd);
 #endif
@@ -41,6 +43,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& 
 //   dw_j += sum_n dy_nj x_nj r_n
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
                       const Tensor& dw, bool accumulate_dx) {
+  LINGUA_PROFILE_SCOPE("rmsnorm_backward");
 #ifdef LINGUA_CUDA
   if (x.device == Device::cuda) return rmsnorm_backward_cuda(x, w, rstd, dy, dx, dw, accumulate_dx);
 #endif

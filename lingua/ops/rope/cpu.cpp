@@ -1,5 +1,6 @@
 #include <cmath>
 
+#include "lingua/core/profiler.h"
 #include "lingua/ops/op_checks.h"
 #include "lingua/ops/rope/rope.h"
 
@@ -61,6 +62,7 @@ void rope_apply(const char* op, const Tensor& x, const RopeTable& table, int pos
 }  // namespace
 
 void rope_forward(const Tensor& x, const RopeTable& table, int pos0) {
+  LINGUA_PROFILE_SCOPE("rope_forward");
 #ifdef LINGUA_CUDA
   if (x.device == Device::cuda) return rope_forward_cuda(x, table, pos0);
 #endif
@@ -68,6 +70,7 @@ void rope_forward(const Tensor& x, const RopeTable& table, int pos0) {
 }
 
 void rope_backward(const Tensor& dx, const RopeTable& table, int pos0) {
+  LINGUA_PROFILE_SCOPE("rope_backward");
 #ifdef LINGUA_CUDA
   if (dx.device == Device::cuda) return rope_backward_cuda(dx, table, pos0);
 #endif

@@ -110,7 +110,8 @@ TEST(Rope, Errors) {
   EXPECT_THROW(rope_forward(Tensor(x.data(), {2, 8, 5, 6}), table, 9), Error);  // positions 9..16 > max_pos
   EXPECT_NO_THROW(rope_forward(Tensor(x.data(), {2, 8, 5, 6}), table, 8));
   EXPECT_THROW(rope_forward(Tensor(x.data(), {16, 30}), table), Error);
-  EXPECT_THROW(rope_backward(Tensor(x.data(), {2, 8, 5, 6}, DType::f32, Device::cuda), table), Error);
+  // An i32 tensor on the GPU: rejected without CUDA (no device) and with it (dtype).
+  EXPECT_THROW(rope_backward(Tensor(x.data(), {2, 8, 5, 6}, DType::i32, Device::cuda), table), Error);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include <cmath>
 
+#include "lingua/core/profiler.h"
 #include "lingua/ops/op_checks.h"
 #include "lingua/ops/swiglu/swiglu.h"
 
@@ -11,6 +12,7 @@ inline float sigmoid(float a) { return 1.0f / (1.0f + std::exp(-a)); }
 }  // namespace
 
 void swiglu_forward(const Tensor& a, const Tensor& b, const Tensor& out) {
+  LINGUA_PROFILE_SCOPE("swiglu_forward");
 #ifdef LINGUA_CUDA
   if (a.device == Device::cuda) return swiglu_forward_cuda(a, b, out);
 #endif
@@ -29,6 +31,7 @@ void swiglu_forward(const Tensor& a, const Tensor& b, const Tensor& out) {
 
 // d silu(a) / da = s + a s (1 - s),  s = sigmoid(a)
 void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dout, const Tensor& da, const Tensor& db) {
+  LINGUA_PROFILE_SCOPE("swiglu_backward");
 #ifdef LINGUA_CUDA
   if (a.device == Device::cuda) return swiglu_backward_cuda(a, b, dout, da, db);
 #endif
