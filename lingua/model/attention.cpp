@@ -40,7 +40,7 @@ Attention::Attention(ParamStore& store, const ModelDims& d, const ModelConfig& c
   wo_ = store.add(prefix + "wo.weight", {dim_, H_ * hd_}, {ParamInit::trunc_normal, (float)(std / factor)});
 }
 
-void Attention::forward(const Tensor& x, const Tensor& y, const StepContext& ctx) {
+void Attention::forward(const Tensor& x, const Tensor& residual, const Tensor& y, const StepContext& ctx) {
   int64_t B = ctx.B, T = ctx.T, N = ctx.rows();
   Arena& ar = *ctx.arena;
   size_t mark = ar.mark();
@@ -55,7 +55,7 @@ void Attention::forward(const Tensor& x, const Tensor& y, const StepContext& ctx
   rope_forward(q_, rope_, ctx.pos0);
   rope_forward(k_, rope_, ctx.pos0);
   attention_forward(q_, k_, v_, o_, lse_);
-  linear_forward(reshape(o_, {N, H_ * hd_}), store_.compute_param(wo_), y);
+  linear_forward(reshape(o_, {N, H_ * hd_}), store_.compute_param(wo_), y, residual);
   if (!ctx.save_for_backward) ar.release_to(mark);
 }
 
@@ -85,7 +85,8 @@ void Attention::backward(const Tensor& x, const Tensor& dy, const Tensor& dx, co
   ar.release_to(mark);
 }
 
-void Attention::forward_cached(const Tensor& x, const Tensor& y, KVCache& cache, int layer, const StepContext& ctx) {
+void Attention::forward_cached(const Tensor& x, const Tensor& residual, const Tensor& y, KVCache& cache, int layer,
+                               const StepContext& ctx) {
   int64_t T = x.size(0), pos0 = cache.len;
   LINGUA_CHECK(pos0 + T <= cache.max_len, "generation: sequence of ", pos0 + T, " tokens exceeds the KV cache (",
                cache.max_len, ")");
@@ -101,7 +102,7 @@ void Attention::forward_cached(const Tensor& x, const Tensor& y, KVCache& cache,
   rope_forward(reshape(k, {1, T, KV_, hd_}), rope_, (int)pos0);
   int64_t S = pos0 + T;
   attention_forward(q, cache.k(layer, S), cache.v(layer, S), o, Tensor());
-  linear_forward(reshape(o, {T, H_ * hd_}), store_.compute_param(wo_), y);
+  linear_forward(reshape(o, {T, H_ * hd_}), store_.compute_param(wo_), y, residual);
   ar.release_to(mark);
 }
 

@@ -33,12 +33,15 @@ class Attention {
  public:
   Attention(ParamStore& store, const ModelDims& dims, const ModelConfig& cfg, int layer, const std::string& prefix,
             const RopeTable& rope);
-  // x: [N, dim] normalised input (ctx.act), y: [N, dim] f32 written.
-  void forward(const Tensor& x, const Tensor& y, const StepContext& ctx);
-  // dy: [N, dim] f32; dx: [N, dim] f32 written.
+  // x: [N, dim] normalised input (ctx.act); y: [N, dim] f32 written with residual + attention(x)
+  // (residual [N, dim] f32, fused into the output projection; may be y itself, or empty).
+  void forward(const Tensor& x, const Tensor& residual, const Tensor& y, const StepContext& ctx);
+  // dy: [N, dim] f32 or ctx.act; dx: [N, dim] f32 written.
   void backward(const Tensor& x, const Tensor& dy, const Tensor& dx, const StepContext& ctx);
   // Decoding: T new tokens of one sequence (B = 1) at positions cache.len...; appends to the cache.
-  void forward_cached(const Tensor& x, const Tensor& y, KVCache& cache, int layer, const StepContext& ctx);
+  // y = residual + attention(x) as in forward.
+  void forward_cached(const Tensor& x, const Tensor& residual, const Tensor& y, KVCache& cache, int layer,
+                      const StepContext& ctx);
   size_t saved_bytes(int64_t B, int64_t T, DType act) const;    // arena bytes kept for backward
   size_t scratch_bytes(int64_t B, int64_t T, DType act) const;  // transient
   int64_t matmul_params() const;

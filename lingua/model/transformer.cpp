@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "lingua/core/profiler.h"
-#include "lingua/ops/add/add.h"
 #include "lingua/ops/cross_entropy/cross_entropy.h"
 #include "lingua/ops/embedding/embedding.h"
 #include "lingua/ops/linear/linear.h"
@@ -66,9 +65,11 @@ size_t Transformer::activation_bytes(int B, int T) const {
     saved += l->saved_bytes(B, T, D, act_);
     scratch = std::max(scratch, l->scratch_bytes(B, T, D, act_));
   }
-  // Backward keeps the final norm's input gradient and two f32 residual-gradient buffers (dx, dh)
-  // besides a layer's scratch; forward_loss keeps per-token losses.
-  return saved + scratch + arena_bytes(N * D, act_) + 2 * arena_bytes(N * D) + arena_bytes(N);
+  // Backward keeps the final norm's input gradient and the residual gradient (f32, and in the
+  // activation dtype when that is not f32) besides a layer's scratch; forward_loss keeps per-token
+  // losses.
+  return saved + scratch + arena_bytes(N * D, act_) + arena_bytes(N * D) +
+         (act_ == DType::f32 ? 0 : arena_bytes(N * D, act_)) + arena_bytes(N);
 }
 
 void Transformer::ensure_arena(int B, int T, size_t extra_bytes) {
@@ -116,16 +117,14 @@ void Transformer::forward_layers(const Tensor& tokens, int B, int T, StepContext
     rmsnorm_forward(x, store_.param(L.attn_norm), dims_.norm_eps, L.n1, L.rstd1);
     {
       LINGUA_PROFILE_SCOPE("attention");
-      L.attention.forward(L.n1, L.h, ctx);
+      L.attention.forward(L.n1, x, L.h, ctx);  // h = x + attention(n1)
     }
-    add_into(L.h, x);
     rmsnorm_forward(L.h, store_.param(L.ffn_norm), dims_.norm_eps, L.n2, L.rstd2);
     xs_[l + 1] = arena_tensor(ar, {N, D});
     {
       LINGUA_PROFILE_SCOPE("feed_forward");
-      L.ffn->forward(L.n2, xs_[l + 1], ctx);
+      L.ffn->forward(L.n2, L.h, xs_[l + 1], ctx);  // out = h + ffn(n2)
     }
-    add_into(xs_[l + 1], L.h);
   }
   xf_ = arena_tensor(ar, {N, D}, act_);
   rstdf_ = arena_tensor(ar, {N});
@@ -148,29 +147,29 @@ LossSum Transformer::forward_backward(const int32_t* tokens, const int32_t* targ
   ls.nll = output_cross_entropy(xf_, store_.compute_param(output_), tgt, Tensor(), loss_scale, dxf,
                                 store_.grad(output_));
   for (int64_t i = 0; i < N; ++i) ls.tokens += targets[i] >= 0;
-  // Backward through the final norm and the layers. dx is the gradient of the residual stream (f32).
+  // Backward through the final norm and the layers. dx is the gradient of the residual stream
+  // (f32), updated in place: through out = h + ffn(n2) it becomes dh = dx + d(ffn_norm)(dn), and
+  // through h = x + attention(n1) the layer input's gradient. Each norm backward also writes dx
+  // in the activation dtype (dx_act), the input of the next matmuls.
   Tensor dx = arena_tensor(ar, {N, D});
-  Tensor dh = arena_tensor(ar, {N, D});
-  rmsnorm_backward(xs_[dims_.n_layers], store_.param(norm_), rstdf_, dxf, dx, store_.grad(norm_));
+  Tensor dx_act = act_ == DType::f32 ? dx : arena_tensor(ar, {N, D}, act_);
+  Tensor dx_copy = act_ == DType::f32 ? Tensor() : dx_act;
+  rmsnorm_backward(xs_[dims_.n_layers], store_.param(norm_), rstdf_, dxf, dx, store_.grad(norm_), false, dx_copy);
   for (int l = dims_.n_layers - 1; l >= 0; --l) {
     ProfileScope scope(profiling_active() ? "layers." + std::to_string(l) : std::string());
     Layer& L = *layers_[l];
     size_t mark = ar.mark();
     Tensor dn = arena_tensor(ar, {N, D});
-    // out = h + ffn(n2): dh = dx + d(ffn_norm)(dn2)
     {
       LINGUA_PROFILE_SCOPE("feed_forward");
-      L.ffn->backward(L.n2, dx, dn, ctx);
+      L.ffn->backward(L.n2, dx_act, dn, ctx);
     }
-    copy_tensor(dh, dx);
-    rmsnorm_backward(L.h, store_.param(L.ffn_norm), L.rstd2, dn, dh, store_.grad(L.ffn_norm), true);
-    // h = x + attn(n1): dx = dh + d(attention_norm)(dn1)
+    rmsnorm_backward(L.h, store_.param(L.ffn_norm), L.rstd2, dn, dx, store_.grad(L.ffn_norm), true, dx_copy);
     {
       LINGUA_PROFILE_SCOPE("attention");
-      L.attention.backward(L.n1, dh, dn, ctx);
+      L.attention.backward(L.n1, dx_act, dn, ctx);
     }
-    copy_tensor(dx, dh);
-    rmsnorm_backward(xs_[l], store_.param(L.attn_norm), L.rstd1, dn, dx, store_.grad(L.attn_norm), true);
+    rmsnorm_backward(xs_[l], store_.param(L.attn_norm), L.rstd1, dn, dx, store_.grad(L.attn_norm), true, dx_copy);
     ar.release_to(mark);
   }
   embedding_backward(tok, dx, store_.grad(tok_emb_));
@@ -208,18 +207,15 @@ void Transformer::forward_decode(const int32_t* tokens, int T, KVCache& cache, f
   int64_t D = dims_.dim;
   StepContext ctx = context(tokens, 1, T, cache.len, false);
   Tensor x = arena_tensor(ar, {T, D}), n = arena_tensor(ar, {T, D}, act_), r = arena_tensor(ar, {T});
-  Tensor y = arena_tensor(ar, {T, D});
   embedding_forward(device_ids(tokens, T, 0), store_.param(tok_emb_), x);
   for (int l = 0; l < dims_.n_layers; ++l) {
     Layer& L = *layers_[l];
     rmsnorm_forward(x, store_.param(L.attn_norm), dims_.norm_eps, n, r);
-    L.attention.forward_cached(n, y, cache, l, ctx);
-    add_into(x, y);
+    L.attention.forward_cached(n, x, x, cache, l, ctx);  // x += attention(n)
     rmsnorm_forward(x, store_.param(L.ffn_norm), dims_.norm_eps, n, r);
     size_t mark = ar.mark();
-    L.ffn->forward(n, y, ctx);
+    L.ffn->forward(n, x, x, ctx);  // x += ffn(n)
     ar.release_to(mark);
-    add_into(x, y);
   }
   cache.len += T;
   // Only the last position's logits are needed.

@@ -16,10 +16,13 @@ namespace lingua {
 class FeedForward {
  public:
   virtual ~FeedForward() = default;
-  // x: [N, dim] normalised input (ctx.act dtype); out: [N, dim] f32 written. With
-  // ctx.save_for_backward, keeps what backward needs in ctx.arena (x is kept alive by the caller).
-  virtual void forward(const Tensor& x, const Tensor& out, const StepContext& ctx) = 0;
-  // dout: [N, dim] (ctx.act); dx: [N, dim] f32, written. Parameter gradients accumulated.
+  // x: [N, dim] normalised input (ctx.act dtype); out: [N, dim] f32 written with
+  // residual + ffn(x) (residual: [N, dim] f32, may be out itself or empty; fuse it into the last
+  // matmul). With ctx.save_for_backward, keeps what backward needs in ctx.arena (x is kept alive
+  // by the caller).
+  virtual void forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) = 0;
+  // dout: [N, dim] f32 or ctx.act; dx: [N, dim] f32, written. Parameter gradients accumulated.
+  // May overwrite what forward saved (backward runs once per forward).
   virtual void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) = 0;
   // Arena bytes (see arena_bytes) for `rows` tokens with activations of dtype act.
   virtual size_t saved_bytes(int64_t rows, DType act) const = 0;    // kept from forward to backward

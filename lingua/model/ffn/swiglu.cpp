@@ -22,18 +22,20 @@ class SwiGluFfn final : public FeedForward {
     w2_ = a.store.add(a.prefix + "w2.weight", {dim_, hidden_}, {ParamInit::trunc_normal, out_std});
   }
 
-  void forward(const Tensor& x, const Tensor& out, const StepContext& ctx) override {
+  void forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) override {
     int64_t n = ctx.rows();
     Arena& ar = *ctx.arena;
     size_t mark = ar.mark();
     a_ = arena_tensor(ar, {n, hidden_}, ctx.act);
     b_ = arena_tensor(ar, {n, hidden_}, ctx.act);
-    g_ = arena_tensor(ar, {n, hidden_}, ctx.act);
+    size_t saved = ar.mark();
+    // g is not kept: backward recomputes it (see there).
+    Tensor g = arena_tensor(ar, {n, hidden_}, ctx.act);
     linear_forward(x, store_.compute_param(w1_), a_);
     linear_forward(x, store_.compute_param(w3_), b_);
-    swiglu_forward(a_, b_, g_);
-    linear_forward(g_, store_.compute_param(w2_), out);
-    if (!ctx.save_for_backward) ar.release_to(mark);
+    swiglu_forward(a_, b_, g);
+    linear_forward(g, store_.compute_param(w2_), out, residual);
+    ar.release_to(ctx.save_for_backward ? saved : mark);
   }
 
   void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) override {
@@ -46,19 +48,21 @@ class SwiGluFfn final : public FeedForward {
       dout_act = arena_tensor(ar, {n, dim_}, ctx.act);
       cast_into(dout_act, dout);
     }
+    // dg = dout W2; then one pass writes da over a, db over b and the recomputed g = silu(a) * b
+    // over dg (not kept from forward: saves [N, hidden] per layer for one extra write), which the
+    // W2 gradient reads. x of the first call is unread (no dw asked).
     Tensor dg = arena_tensor(ar, {n, hidden_}, ctx.act);
-    Tensor da = arena_tensor(ar, {n, hidden_}, ctx.act);
-    Tensor db = arena_tensor(ar, {n, hidden_}, ctx.act);
-    linear_backward(g_, store_.compute_param(w2_), dout_act, dg, store_.grad(w2_));
-    swiglu_backward(a_, b_, dg, da, db);
-    linear_backward(x, store_.compute_param(w1_), da, dx, store_.grad(w1_));
-    linear_backward(x, store_.compute_param(w3_), db, dx, store_.grad(w3_), /*accumulate_dx=*/true);
+    linear_backward(dg, store_.compute_param(w2_), dout_act, dg, Tensor());
+    swiglu_backward(a_, b_, dg, a_, b_, dg);
+    linear_backward(dg, store_.compute_param(w2_), dout_act, Tensor(), store_.grad(w2_));
+    linear_backward(x, store_.compute_param(w1_), a_, dx, store_.grad(w1_));
+    linear_backward(x, store_.compute_param(w3_), b_, dx, store_.grad(w3_), /*accumulate_dx=*/true);
     ar.release_to(mark);
   }
 
-  size_t saved_bytes(int64_t rows, DType act) const override { return 3 * arena_bytes(rows * hidden_, act); }
+  size_t saved_bytes(int64_t rows, DType act) const override { return 2 * arena_bytes(rows * hidden_, act); }
   size_t scratch_bytes(int64_t rows, DType act) const override {
-    return arena_bytes(rows * dim_, act) + 3 * arena_bytes(rows * hidden_, act);
+    return arena_bytes(rows * dim_, act) + arena_bytes(rows * hidden_, act);
   }
   int64_t matmul_params() const override { return 3LL * dim_ * hidden_; }
 
@@ -66,7 +70,7 @@ class SwiGluFfn final : public FeedForward {
   ParamStore& store_;
   int64_t dim_, hidden_;
   int w1_, w2_, w3_;
-  Tensor a_, b_, g_;  // saved: w1 x, w3 x, silu(w1 x) * w3 x   [N, hidden]
+  Tensor a_, b_;  // saved: w1 x, w3 x   [N, hidden]
 };
 
 }  // namespace

@@ -19,7 +19,8 @@
 //   GQA: dK, dV are computed per query head and summed over the group by a reduction node.
 // Determinism: with dQ written straight from its matmul (no fp32 dQ accumulator in the graph), cuDNN 9
 // runs its deterministic backward, which keeps dP in the workspace: about B H T^2 2 bytes (512 MiB
-// at B 4, H 16, T 2048; it grows with T^2). LINGUA_ATTENTION_DETERMINISTIC=0 builds the graph with a
+// at B 4, H 16, T 2048; it grows with T^2), so cudnn_backward runs a large batch as several calls on
+// slices of it, each within 256 MiB. LINGUA_ATTENTION_DETERMINISTIC=0 builds the graph with a
 // non-virtual fp32 dQ accumulator instead (as cudnn-frontend does by default), which cuDNN may fill
 // with float atomics, in O(T) workspace. Engine configs whose numerical notes say NONDETERMINISTIC
 // are skipped in deterministic mode (none seen so far). Seen on an H100 with cuDNN 9.14 and 9.19:
@@ -616,6 +617,24 @@ bool cudnn_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
   return true;
 }
 
+namespace {
+// Batch entries [b0, b0 + nb) of a tensor whose first dimension is the batch.
+Tensor batch_slice(const Tensor& t, int64_t b0, int64_t nb) {
+  Tensor r = t;
+  const int64_t per = t.numel() / t.shape[0];
+  r.data = static_cast<char*>(t.data) + b0 * per * (int64_t)dtype_size(t.dtype);
+  r.shape[0] = nb;
+  return r;
+}
+
+// The deterministic backward's workspace grows as B H T^2 (it keeps dP): batches above this run
+// as several calls on equal slices of the batch, each within the budget.
+constexpr size_t kMaxDeterministicWorkspace = size_t(256) << 20;
+
+bool cudnn_backward_one(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv, std::string* why);
+}  // namespace
+
 bool cudnn_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                     const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv, std::string* why) {
   if (q.dtype != DType::bf16) return refuse(why, "cuDNN path takes bf16 tensors");
@@ -623,8 +642,29 @@ bool cudnn_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   if (!refusal.empty()) return refuse(why, refusal);
   for (const Tensor* t : {&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv})
     if (!aligned16(*t)) return refuse(why, "cuDNN path needs 16-byte aligned tensors");
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2);
+  if (B * T == 0) return true;
+  int64_t chunk = B;
+  if (deterministic_requested()) {
+    const size_t per_batch = (size_t)H * T * T * 2;
+    // The largest divisor of B within the budget (all slices share one plan).
+    while (chunk > 1 && (B % chunk != 0 || per_batch * chunk > kMaxDeterministicWorkspace)) --chunk;
+  }
+  for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+    auto sl = [&](const Tensor& t) { return batch_slice(t, b0, chunk); };
+    if (!cudnn_backward_one(sl(q), sl(k), sl(v), sl(out), sl(lse), sl(dout), sl(dq), sl(dk), sl(dv), why)) {
+      LINGUA_CHECK(b0 == 0, "attention_backward: cuDNN failed on batch slice ", b0, " after earlier slices ran: ",
+                   why ? *why : std::string());
+      return false;
+    }
+  }
+  return true;
+}
+
+namespace {
+bool cudnn_backward_one(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv, std::string* why) {
   const Shape s = shape_of(q, k);
-  if (s.B * s.T == 0) return true;
   const Kind kind = deterministic_requested() ? kBackwardDeterministic : kBackwardAtomic;
   std::shared_ptr<Plan> p = get_plan(kind, s, why);
   if (!p) return false;
@@ -647,6 +687,7 @@ bool cudnn_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   }
   return true;
 }
+}  // namespace
 
 #else  // no cuDNN headers: the fallback kernels run everywhere
 

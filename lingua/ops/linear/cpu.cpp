@@ -3,29 +3,37 @@
 #include <algorithm>
 
 #include "lingua/core/profiler.h"
+#include "lingua/ops/linear/checks.h"
 #include "lingua/ops/linear/linear.h"
 #include "lingua/ops/op_checks.h"
 
 namespace lingua {
 
-void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y) {
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& residual) {
   LINGUA_PROFILE_SCOPE("linear_forward");
 #ifdef LINGUA_CUDA
-  if (x.device == Device::cuda) return linear_forward_cuda(x, w, y);
+  if (x.device == Device::cuda) return linear_forward_cuda(x, w, y, residual);
 #endif
   const char* op = "linear_forward";
   check_f32(op, "x", x, {-1, -1});
   check_f32(op, "w", w, {-1, x.size(1)});
   const int64_t N = x.size(0), in = x.size(1), out = w.size(0);
   check_f32(op, "y", y, {N, out});
+  const bool add = is_given(residual);
+  if (add) {
+    check_f32(op, "residual", residual, {N, out});
+    check_residual_aliasing(op, y, residual);
+  }
   if (N == 0 || out == 0) return;
+  // With a separate residual, y starts as a copy of it and the product is accumulated (beta = 1).
+  if (add && residual.data != y.data) std::copy_n(residual.f32(), N * out, y.f32());
   if (in == 0) {
-    std::fill_n(y.f32(), N * out, 0.0f);
+    if (!add) std::fill_n(y.f32(), N * out, 0.0f);
     return;
   }
-  // y[N, out] = x[N, in] w[out, in]^T
+  // y[N, out] (+)= x[N, in] w[out, in]^T
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)out, (int)in, 1.0f, x.f32(), (int)in, w.f32(),
-              (int)in, 0.0f, y.f32(), (int)out);
+              (int)in, add ? 1.0f : 0.0f, y.f32(), (int)out);
 }
 
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx, const Tensor& dw,

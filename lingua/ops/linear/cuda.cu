@@ -3,14 +3,19 @@
 // Layout. Tensors are row-major; cuBLAS is column-major. A row-major [r, c] matrix is, read
 // column-major, its transpose [c, r] with leading dimension c. So each product is computed in its
 // transposed form (C^T = B^T A^T), which needs no copies:
-//   forward  y[N, out] = x W^T     ->  y^T[out, N]  = op_T(W) x^T     (m = out, n = N,   k = in)
+//   forward  y[N, out] = x W^T (+ r) -> y^T[out, N] = op_T(W) x^T (+ r^T) (m = out, n = N, k = in)
 //   dx       dx[N, in] = dy W      ->  dx^T[in, N]  = W^T dy^T        (m = in,  n = N,   k = out)
 //   dw       dW[out, in] += dy^T x ->  dW^T[in, out] += x^T op_T(dy^T) (m = in,  n = out, k = N)
 //
+// cuBLASLt computes D = alpha op(A) op(B) + beta C. D is the output; C is read when beta = 1: the
+// output itself (accumulate_dx, dw, an in-place residual) or a separate residual buffer. C and D
+// always share one layout (type, sizes, ld), which cuBLASLt requires of C != D; out of place, C and
+// D get two (equal) layout descriptors and the algorithm must report OUT_OF_PLACE_RESULT_SUPPORT.
+//
 // Algorithm choice and determinism. For each problem (sizes, transposes, dtypes, leading
-// dimensions and the alignment of the pointers) cublasLtMatmulAlgoGetHeuristic picks an algorithm
-// once; the plan (descriptors + algorithm) is cached for the life of the process, so a problem
-// always runs the same kernel. cuBLAS documents that a given algorithm gives bitwise-identical
+// dimensions, the alignment of the A, B, C and D pointers, and whether C is D)
+// cublasLtMatmulAlgoGetHeuristic picks an algorithm once; the plan (descriptors + algorithm) is
+// cached for the life of the process, so a problem always runs the same kernel. cuBLAS documents that a given algorithm gives bitwise-identical
 // results run to run on one GPU model when one stream is used and the workspace is the caller's
 // (cuda_context().workspace, a fixed size). On top of that the heuristic is restricted to split-K
 // reduction schemes NONE and COMPUTE_TYPE (CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, and the
@@ -28,6 +33,7 @@
 
 #include "lingua/core/cuda_utils.cuh"
 #include "lingua/core/profiler.h"
+#include "lingua/ops/linear/checks.h"
 #include "lingua/ops/linear/linear.h"
 #include "lingua/ops/op_checks.h"
 
@@ -36,6 +42,7 @@ namespace lingua {
 namespace {
 
 std::atomic<bool> g_force_fallback{false};
+std::atomic<uint64_t> g_fallback_count{0};
 
 cudaDataType_t cuda_type(DType d) { return d == DType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
 
@@ -47,31 +54,43 @@ uint32_t alignment_of(const void* p) {
   return al;
 }
 
-// C[m, n] (column-major, ldc) = op(A)[m, k] op(B)[k, n] + beta C. A and B share a dtype.
+// D[m, n] (column-major, ldc) = op(A)[m, k] op(B)[k, n] + beta C. A and B share a dtype; C has D's
+// dtype and layout and is either D itself or disjoint from it.
 struct Gemm {
   bool ta = false, tb = false;  // op(X) = X^T when set
   int64_t m = 0, n = 0, k = 0;
-  DType ab = DType::bf16, c = DType::f32;
+  DType ab = DType::bf16, c = DType::f32;  // c: the dtype of C and D
   const void* A = nullptr;
   int64_t lda = 0;
   const void* B = nullptr;
   int64_t ldb = 0;
-  void* C = nullptr;
-  int64_t ldc = 0;
+  const void* C = nullptr;  // read only when beta != 0
+  void* D = nullptr;
+  int64_t ldc = 0;  // of C and D
 };
 
 struct Plan {
   bool fallback = true;
   cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr, d = nullptr;  // d == c when C is D
   cublasLtMatmulAlgo_t algo{};
 };
 
-using PlanKey = std::array<int64_t, 13>;
+using PlanKey = std::array<int64_t, 15>;
 
+// beta is not a heuristic input (any algorithm serves any beta), so it is not part of the key.
 PlanKey plan_key(const Gemm& g) {
   return {g.m, g.n, g.k, g.ta, g.tb, (int64_t)g.ab, (int64_t)g.c, g.lda, g.ldb, g.ldc,
-          alignment_of(g.A), alignment_of(g.B), alignment_of(g.C)};
+          alignment_of(g.A), alignment_of(g.B), alignment_of(g.C), alignment_of(g.D), g.C == g.D};
+}
+
+void destroy_plan(Plan& p) {
+  if (p.d != p.c) cublasLtMatrixLayoutDestroy(p.d);
+  cublasLtMatrixLayoutDestroy(p.c);
+  cublasLtMatrixLayoutDestroy(p.b);
+  cublasLtMatrixLayoutDestroy(p.a);
+  cublasLtMatmulDescDestroy(p.desc);
+  p = Plan{};
 }
 
 Plan make_plan(const Gemm& g) {
@@ -85,6 +104,11 @@ Plan make_plan(const Gemm& g) {
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, cuda_type(g.ab), g.ta ? g.k : g.m, g.ta ? g.m : g.k, g.lda));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, cuda_type(g.ab), g.tb ? g.n : g.k, g.tb ? g.k : g.n, g.ldb));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, cuda_type(g.c), g.m, g.n, g.ldc));
+  const bool in_place = g.C == g.D;
+  if (in_place)
+    p.d = p.c;  // one descriptor for both, as cuBLASLt's in-place rule asks
+  else
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, cuda_type(g.c), g.m, g.n, g.ldc));  // equal to C's
 
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -92,7 +116,8 @@ Plan make_plan(const Gemm& g) {
   // NONE (no split-K, value 0) always passes the mask; COMPUTE_TYPE = fp32 partials in the
   // workspace, reduced by a separate kernel in a fixed order.
   const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-  const uint32_t align_a = alignment_of(g.A), align_b = alignment_of(g.B), align_c = alignment_of(g.C);
+  const uint32_t align_a = alignment_of(g.A), align_b = alignment_of(g.B), align_c = alignment_of(g.C),
+                 align_d = alignment_of(g.D);
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
   CUBLAS_CHECK(
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof schemes));
@@ -103,12 +128,12 @@ Plan make_plan(const Gemm& g) {
   CUBLAS_CHECK(
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof align_c));
   CUBLAS_CHECK(
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof align_c));
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, sizeof align_d));
 
   constexpr int kRequested = 8;
   cublasLtMatmulHeuristicResult_t results[kRequested] = {};
   int returned = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, p.desc, p.a, p.b, p.c, p.c, pref, kRequested,
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, p.desc, p.a, p.b, p.c, p.d, pref, kRequested,
                                                            results, &returned);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_NOT_SUPPORTED) CUBLAS_CHECK(st);  // NOT_SUPPORTED: no algorithm, use the fallback
@@ -120,17 +145,18 @@ Plan make_plan(const Gemm& g) {
                                              sizeof scheme, &written) == CUBLAS_STATUS_SUCCESS &&
         scheme != CUBLASLT_REDUCTION_SCHEME_NONE && scheme != CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE)
       continue;
+    if (!in_place) {  // the heuristic does not see the pointers: ask the algorithm (unknown = no)
+      int32_t out_of_place = 0;
+      if (cublasLtMatmulAlgoCapGetAttribute(&results[i].algo, CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT,
+                                            &out_of_place, sizeof out_of_place, &written) != CUBLAS_STATUS_SUCCESS ||
+          out_of_place == 0)
+        continue;
+    }
     p.algo = results[i].algo;
     p.fallback = false;
     break;
   }
-  if (p.fallback) {
-    cublasLtMatrixLayoutDestroy(p.c);
-    cublasLtMatrixLayoutDestroy(p.b);
-    cublasLtMatrixLayoutDestroy(p.a);
-    cublasLtMatmulDescDestroy(p.desc);
-    p = Plan{};
-  }
+  if (p.fallback) destroy_plan(p);
   return p;
 }
 
@@ -152,14 +178,15 @@ __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(bf16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // Fallback GEMM: 32 x 32 output tiles, blocks of 32 x 8 threads, each thread 4 outputs of one
-// row i (column-major C, so threadIdx.x runs along the contiguous dimension). Each output is one
-// fp32 sum over k in increasing order: deterministic. grid.x covers n, grid.y covers m.
+// row i (column-major D, so threadIdx.x runs along the contiguous dimension). Each output is one
+// fp32 sum over k in increasing order, then + beta C: deterministic. grid.x covers n, grid.y
+// covers m. C may be D (each thread reads its element before writing it), hence no __restrict__.
 constexpr int kTile = 32, kTileRows = 8;
 
 template <class TA, class TC>
 __global__ void __launch_bounds__(kTile* kTileRows)
     gemm_fallback_kernel(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const TA* __restrict__ A, int64_t lda,
-                         const TA* __restrict__ B, int64_t ldb, TC* __restrict__ C, int64_t ldc, float beta) {
+                         const TA* __restrict__ B, int64_t ldb, const TC* C, TC* D, int64_t ldc, float beta) {
   __shared__ float As[kTile][kTile + 1];  // [kk][mm] = op(A)[i0 + mm, p0 + kk]
   __shared__ float Bs[kTile][kTile + 1];  // [kk][nn] = op(B)[p0 + kk, j0 + nn]
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -193,10 +220,10 @@ __global__ void __launch_bounds__(kTile* kTileRows)
   for (int q = 0; q < kTile / kTileRows; ++q) {
     const int64_t j = j0 + ty + q * kTileRows;
     if (j >= n) continue;
-    TC* out = C + i + j * ldc;
+    const int64_t e = i + j * ldc;
     float v = acc[q];
-    if (beta != 0.0f) v += beta * to_float(*out);  // beta == 0: C is not read (it may hold NaN)
-    store(out, v);
+    if (beta != 0.0f) v += beta * to_float(C[e]);  // beta == 0: C is not read (it may hold NaN)
+    store(D + e, v);
   }
 }
 
@@ -208,23 +235,32 @@ void run_fallback(const Gemm& g, float beta) {
   if (g.ab == DType::f32) {
     LINGUA_ASSERT(g.c == DType::f32);
     gemm_fallback_kernel<float, float><<<grid, block, 0, s>>>(g.ta, g.tb, g.m, g.n, g.k, (const float*)g.A, g.lda,
-                                                               (const float*)g.B, g.ldb, (float*)g.C, g.ldc, beta);
+                                                               (const float*)g.B, g.ldb, (const float*)g.C,
+                                                               (float*)g.D, g.ldc, beta);
   } else if (g.c == DType::f32) {
     gemm_fallback_kernel<bf16, float><<<grid, block, 0, s>>>(g.ta, g.tb, g.m, g.n, g.k, (const bf16*)g.A, g.lda,
-                                                              (const bf16*)g.B, g.ldb, (float*)g.C, g.ldc, beta);
+                                                              (const bf16*)g.B, g.ldb, (const float*)g.C,
+                                                              (float*)g.D, g.ldc, beta);
   } else {
     gemm_fallback_kernel<bf16, bf16><<<grid, block, 0, s>>>(g.ta, g.tb, g.m, g.n, g.k, (const bf16*)g.A, g.lda,
-                                                             (const bf16*)g.B, g.ldb, (bf16*)g.C, g.ldc, beta);
+                                                             (const bf16*)g.B, g.ldb, (const bf16*)g.C, (bf16*)g.D,
+                                                             g.ldc, beta);
   }
   CUDA_CHECK_LAUNCH();
+  g_fallback_count.fetch_add(1, std::memory_order_relaxed);
 }
 
-// C = op(A) op(B) + beta C with beta 0 (C written, never read) or 1 (accumulated). C is contiguous
+// D = op(A) op(B) + beta C with beta 0 (C never read) or 1 (accumulated). C and D are contiguous
 // (ldc == m).
 void gemm(const Gemm& g, float beta) {
+  LINGUA_ASSERT(beta == 0.0f || beta == 1.0f);
   if (g.m == 0 || g.n == 0) return;
-  if (g.k == 0) {  // an empty sum: C = beta C
-    if (beta == 0.0f) CUDA_CHECK(cudaMemsetAsync(g.C, 0, g.m * g.n * dtype_size(g.c), cuda_stream()));
+  if (g.k == 0) {  // an empty sum: D = beta C
+    const size_t bytes = g.m * g.n * dtype_size(g.c);
+    if (beta == 0.0f)
+      CUDA_CHECK(cudaMemsetAsync(g.D, 0, bytes, cuda_stream()));
+    else if (g.C != g.D)
+      CUDA_CHECK(cudaMemcpyAsync(g.D, g.C, bytes, cudaMemcpyDeviceToDevice, cuda_stream()));
     return;
   }
   if (g_force_fallback.load(std::memory_order_relaxed)) return run_fallback(g, beta);
@@ -232,15 +268,16 @@ void gemm(const Gemm& g, float beta) {
   if (p.fallback) return run_fallback(g, beta);
   CudaContext& ctx = cuda_context();
   const float alpha = 1.0f;
-  CUBLAS_CHECK(cublasLtMatmul(ctx.lt, p.desc, &alpha, g.A, p.a, g.B, p.b, &beta, g.C, p.c, g.C, p.c, &p.algo,
+  CUBLAS_CHECK(cublasLtMatmul(ctx.lt, p.desc, &alpha, g.A, p.a, g.B, p.b, &beta, g.C, p.c, g.D, p.d, &p.algo,
                               ctx.workspace, ctx.workspace_bytes, ctx.stream));
 }
 
 }  // namespace
 
 void linear_cuda_force_fallback(bool on) { g_force_fallback.store(on); }
+uint64_t linear_cuda_fallback_count() { return g_fallback_count.load(); }
 
-void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& y) {
+void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& residual) {
   const char* op = "linear_forward";
   check_cuda_arg(op, "x", x, {DType::bf16, DType::f32}, {-1, -1});
   const int64_t N = x.size(0), in = x.size(1);
@@ -250,16 +287,21 @@ void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& y) {
     check_cuda_arg(op, "y", y, {DType::bf16, DType::f32}, {N, out});
   else
     check_cuda_arg(op, "y", y, {DType::f32}, {N, out});
+  const bool add = is_given(residual);
+  if (add) {
+    check_cuda_arg(op, "residual", residual, {y.dtype}, {N, out});
+    check_residual_aliasing(op, y, residual);
+  }
 
-  // y^T[out, N] = (W stored [in, out])^T (x^T stored [in, N])
+  // y^T[out, N] = (W stored [in, out])^T (x^T stored [in, N]) (+ residual^T, beta = 1)
   Gemm g;
   g.ta = true, g.tb = false;
   g.m = out, g.n = N, g.k = in;
   g.ab = x.dtype, g.c = y.dtype;
   g.A = w.data, g.lda = in;
   g.B = x.data, g.ldb = in;
-  g.C = y.data, g.ldc = out;
-  gemm(g, 0.0f);
+  g.C = add ? residual.data : y.data, g.D = y.data, g.ldc = out;
+  gemm(g, add ? 1.0f : 0.0f);
 }
 
 void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx, const Tensor& dw,
@@ -286,7 +328,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, co
     g.ab = x.dtype, g.c = dx.dtype;
     g.A = w.data, g.lda = in;
     g.B = dy.data, g.ldb = out;
-    g.C = dx.data, g.ldc = in;
+    g.C = g.D = dx.data, g.ldc = in;
     gemm(g, accumulate_dx ? 1.0f : 0.0f);
   }
   if (is_given(dw)) {  // dW^T[in, out] += (x^T stored [in, N]) (dy^T stored [out, N])^T
@@ -297,7 +339,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, co
     g.ab = x.dtype, g.c = DType::f32;
     g.A = x.data, g.lda = in;
     g.B = dy.data, g.ldb = out;
-    g.C = dw.data, g.ldc = in;
+    g.C = g.D = dw.data, g.ldc = in;
     gemm(g, 1.0f);
   }
 }

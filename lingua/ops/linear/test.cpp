@@ -34,6 +34,73 @@ TEST(Linear, ForwardMatchesTripleLoop) {
   }
 }
 
+TEST(Linear, ResidualIsAdded) {
+  for (Case c : {Case{1, 1, 1}, Case{3, 5, 7}, Case{33, 31, 17}, Case{31, 129, 67}}) {
+    auto x = random_vector(c.N * c.in, 21);
+    auto w = random_vector(c.out * c.in, 22);
+    const auto r = random_vector(c.N * c.out, 23, -4.0f, 4.0f);
+    const Tensor X(x.data(), {c.N, c.in}), W(w.data(), {c.out, c.in});
+    std::vector<float> plain(c.N * c.out), sum(c.N * c.out, 9.0f);
+    linear_forward(X, W, Tensor(plain.data(), {c.N, c.out}));
+    auto r_copy = r;
+    linear_forward(X, W, Tensor(sum.data(), {c.N, c.out}), Tensor(r_copy.data(), {c.N, c.out}));
+    std::vector<float> expected(plain.size());
+    for (size_t i = 0; i < plain.size(); ++i) expected[i] = plain[i] + r[i];
+    EXPECT_TRUE(close(sum, expected, 1e-6, "y + residual")) << c.N << "x" << c.in << "->" << c.out;
+    EXPECT_EQ(r_copy, r) << "residual must be read only";
+
+    // in place: residual is y itself; the same BLAS call, so the same bits
+    auto inplace = r;
+    const Tensor Y(inplace.data(), {c.N, c.out});
+    linear_forward(X, W, Y, Y);
+    EXPECT_EQ(inplace, sum) << c.N << "x" << c.in << "->" << c.out;
+  }
+}
+
+TEST(Linear, ResidualWithEmptySum) {
+  // in == 0: y = residual
+  const auto r = random_vector(3 * 4, 24);
+  std::vector<float> y(12, 9.0f), none;
+  linear_forward(Tensor(none.data(), {3, 0}), Tensor(none.data(), {4, 0}), Tensor(y.data(), {3, 4}),
+                 Tensor(r.data(), {3, 4}));
+  EXPECT_EQ(y, r);
+  auto inplace = r;
+  linear_forward(Tensor(none.data(), {3, 0}), Tensor(none.data(), {4, 0}), Tensor(inplace.data(), {3, 4}),
+                 Tensor(inplace.data(), {3, 4}));
+  EXPECT_EQ(inplace, r);
+}
+
+TEST(Linear, ResidualAliasing) {
+  const int64_t N = 3, in = 5, out = 7;
+  auto x = random_vector(N * in, 25);
+  auto w = random_vector(out * in, 26);
+  const Tensor X(x.data(), {N, in}), W(w.data(), {out, in});
+  std::vector<float> buf = random_vector(2 * N * out, 27);
+  const auto orig = buf;
+  // disjoint halves of one buffer: fine
+  linear_forward(X, W, Tensor(buf.data(), {N, out}), Tensor(buf.data() + N * out, {N, out}));
+  std::vector<float> plain(N * out);
+  linear_forward(X, W, Tensor(plain.data(), {N, out}));
+  for (int64_t i = 0; i < N * out; ++i) EXPECT_NEAR(buf[i], plain[i] + orig[N * out + i], 1e-5) << i;
+  // partial overlaps, either way round, fail naming the op and the argument
+  for (int64_t shift : {int64_t(1), int64_t(-1), N * out - 1}) {
+    float* y = buf.data() + (shift < 0 ? 1 : 0);
+    float* r = y + shift;
+    try {
+      linear_forward(X, W, Tensor(y, {N, out}), Tensor(r, {N, out}));
+      ADD_FAILURE() << "no error for shift " << shift;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("linear_forward: argument 'residual'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("overlaps"), std::string::npos) << e.what();
+    }
+  }
+  // shape, dtype
+  EXPECT_THROW(linear_forward(X, W, Tensor(buf.data(), {N, out}), Tensor(buf.data() + N * out, {out, N})), Error);
+  EXPECT_THROW(linear_forward(X, W, Tensor(buf.data(), {N, out}),
+                              Tensor(buf.data() + N * out, {N, out}, DType::bf16, Device::cpu)),
+               Error);
+}
+
 TEST(Linear, BackwardMatchesFiniteDifferences) {
   for (Case c : {Case{1, 1, 1}, Case{3, 5, 7}, Case{13, 9, 11}}) {
     auto x = random_vector(c.N * c.in, 3);

@@ -3,6 +3,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <iostream>
+#include <iterator>
+#include <utility>
 
 #include "lingua/core/bf16.h"
 #include "lingua/core/cuda.h"
@@ -138,6 +141,33 @@ void check_backward(Case c, Dtypes d, uint32_t seed) {
   EXPECT_LT(rel_l2(download(dx_acc, d.out), expected), tolerance(d)) << "dx accumulated " << c << " " << d;
 }
 
+// y = x W^T + residual against the CPU (run in place on the same rounded inputs); the residual is
+// a separate buffer (checked unchanged, y poisoned first) or y itself. Returns y's bytes.
+std::vector<uint8_t> check_forward_residual(Case c, Dtypes d, uint32_t seed, bool aliased) {
+  const Inputs in = make_inputs(c, d.in, seed);
+  const auto r = rounded(random_vector(c.N * c.out, seed + 5, -4.0f, 4.0f), d.out);
+  std::vector<float> ref = r;
+  const Tensor REF(ref.data(), {c.N, c.out});
+  linear_forward(Tensor(in.x.data(), {c.N, c.in}), Tensor(in.w.data(), {c.out, c.in}), REF, REF);
+
+  DeviceBuffer x = upload(in.x, d.in), w = upload(in.w, d.in), res = upload(r, d.out), y;
+  const Tensor X = dev(x, {c.N, c.in}, d.in), W = dev(w, {c.out, c.in}, d.in), R = dev(res, {c.N, c.out}, d.out);
+  if (aliased) {
+    linear_forward(X, W, R, R);
+  } else {
+    y = DeviceBuffer(c.N * c.out * dtype_size(d.out));
+    poison(y);
+    linear_forward(X, W, dev(y, {c.N, c.out}, d.out), R);
+    EXPECT_TRUE(download(res, d.out) == r) << "residual modified: " << c << " " << d;
+  }
+  const DeviceBuffer& result = aliased ? res : y;
+  EXPECT_LT(rel_l2(download(result, d.out), ref), tolerance(d)) << c << " " << d << (aliased ? " in place" : " separate");
+  return bytes_of(result);
+}
+
+const int64_t kResidualN[] = {1, 31, 33, 257};
+const int64_t kResidualDims[] = {1, 7, 64, 130, 1024};  // in and out
+
 TEST(LinearCuda, ForwardMatchesCpu) {
   SKIP_WITHOUT_GPU();
   uint32_t seed = 1;
@@ -152,6 +182,38 @@ TEST(LinearCuda, BackwardMatchesCpu) {
     for (Dtypes d : kDtypes) check_backward(c, d, seed += 10);
 }
 
+TEST(LinearCuda, ResidualMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 3000;
+#ifdef LINGUA_CUDA
+  const uint64_t fallbacks = linear_cuda_fallback_count();
+#endif
+  for (int64_t N : kResidualN)
+    for (int64_t in : kResidualDims)
+      for (int64_t out : kResidualDims)
+        for (Dtypes d : kDtypes)
+          for (bool aliased : {false, true}) check_forward_residual({N, in, out}, d, seed += 10, aliased);
+#ifdef LINGUA_CUDA
+  // Informational: sizes cuBLASLt had no (out-of-place capable) algorithm for.
+  std::cout << "[   INFO   ] fallback kernel runs in this sweep: " << linear_cuda_fallback_count() - fallbacks
+            << " of " << std::size(kResidualN) * std::size(kResidualDims) * std::size(kResidualDims) * 6 << "\n";
+#endif
+}
+
+#ifdef LINGUA_CUDA
+// The transformer's case (bf16 x / w, f32 residual stream) at an aligned size must run on
+// cuBLASLt both in place and out of place, not on the fallback kernel.
+TEST(LinearCuda, ResidualUsesCublasLt) {
+  SKIP_WITHOUT_GPU();
+  for (Case c : {Case{128, 1024, 512}, Case{256, 512, 1024}})
+    for (bool aliased : {false, true}) {
+      const uint64_t before = linear_cuda_fallback_count();
+      check_forward_residual(c, {DType::bf16, DType::f32}, 41, aliased);
+      EXPECT_EQ(linear_cuda_fallback_count(), before) << c << (aliased ? " in place" : " separate");
+    }
+}
+#endif
+
 // The simple kernel used when cuBLASLt has no algorithm for a problem.
 #ifdef LINGUA_CUDA
 TEST(LinearCuda, FallbackKernelMatchesCpu) {
@@ -165,6 +227,25 @@ TEST(LinearCuda, FallbackKernelMatchesCpu) {
     for (Dtypes d : kDtypes) {
       check_forward(c, d, seed += 10);
       check_backward(c, d, seed += 10);
+    }
+}
+
+TEST(LinearCuda, FallbackKernelResidual) {
+  SKIP_WITHOUT_GPU();
+  struct Reset {
+    ~Reset() { linear_cuda_force_fallback(false); }
+  } reset;
+  linear_cuda_force_fallback(true);
+  uint32_t seed = 4000;
+  for (Case c : {Case{1, 1, 1}, Case{31, 7, 130}, Case{33, 130, 7}, Case{257, 1024, 64}, Case{1, 64, 1024}})
+    for (Dtypes d : kDtypes) {
+      const uint64_t before = linear_cuda_fallback_count();
+      seed += 10;
+      // Same kernel, same inputs: in place and separate give the same bits.
+      const auto separate = check_forward_residual(c, d, seed, false);
+      const auto in_place = check_forward_residual(c, d, seed, true);
+      EXPECT_EQ(separate, in_place) << c << " " << d;
+      EXPECT_EQ(linear_cuda_fallback_count(), before + 2) << c << " " << d;
     }
 }
 #endif
@@ -225,6 +306,17 @@ TEST(LinearCuda, Deterministic) {
   }
 }
 
+TEST(LinearCuda, ResidualDeterministic) {
+  SKIP_WITHOUT_GPU();
+  for (Case c : {Case{257, 130, 1024}, Case{128, 1024, 512}, Case{4096, 256, 64}, Case{33, 1024, 7}})
+    for (Dtypes d : {Dtypes{DType::bf16, DType::f32}, Dtypes{DType::bf16, DType::bf16}})
+      for (bool aliased : {false, true}) {
+        const auto first = check_forward_residual(c, d, 51, aliased);
+        const auto second = check_forward_residual(c, d, 51, aliased);
+        EXPECT_EQ(first, second) << c << " " << d << (aliased ? " in place" : " separate");
+      }
+}
+
 TEST(LinearCuda, EmptyDimensions) {
   SKIP_WITHOUT_GPU();
   // in == 0: y is all zeros (an empty sum), dw untouched
@@ -243,6 +335,16 @@ TEST(LinearCuda, EmptyDimensions) {
   linear_backward(dev(none, {0, 4}, DType::bf16), dev(w, {5, 4}, DType::bf16), dev(none, {0, 5}, DType::bf16),
                   dev(none, {0, 4}, DType::bf16), dev(dw, {5, 4}, DType::f32));
   EXPECT_EQ(download(dw, DType::f32), std::vector<float>(20, 1.5f));
+  // in == 0 with a residual: y = residual (copied, or left as it is in place)
+  const auto r = random_vector(15, 61);
+  DeviceBuffer res = upload(r, DType::f32);
+  poison(y);
+  linear_forward(dev(none, {3, 0}, DType::bf16), dev(none, {5, 0}, DType::bf16), dev(y, {3, 5}, DType::f32),
+                 dev(res, {3, 5}, DType::f32));
+  EXPECT_EQ(download(y, DType::f32), r);
+  linear_forward(dev(none, {3, 0}, DType::bf16), dev(none, {5, 0}, DType::bf16), dev(res, {3, 5}, DType::f32),
+                 dev(res, {3, 5}, DType::f32));
+  EXPECT_EQ(download(res, DType::f32), r);
 }
 
 TEST(LinearCuda, ArgumentErrors) {
@@ -274,6 +376,38 @@ TEST(LinearCuda, ArgumentErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("linear_forward: argument 'w'"), std::string::npos) << e.what();
   }
+}
+
+TEST(LinearCuda, ResidualArgumentErrors) {
+  SKIP_WITHOUT_GPU();
+  const int64_t N = 3, in = 5, out = 7;
+  DeviceBuffer x(N * in * 2), w(out * in * 2), buf(2 * N * out * 4);
+  x.zero();
+  w.zero();
+  buf.zero();
+  const Tensor X = dev(x, {N, in}, DType::bf16), W = dev(w, {out, in}, DType::bf16);
+  char* base = static_cast<char*>(buf.data());
+  auto f32_at = [&](int64_t element) { return Tensor(base + element * 4, {N, out}, DType::f32, Device::cuda); };
+  const Tensor Y = f32_at(0);
+  // partial overlaps, either way round
+  for (auto [y_at, r_at] : {std::pair<int64_t, int64_t>{0, 1}, {1, 0}, {0, N * out - 1}, {N * out - 1, 0}}) {
+    try {
+      linear_forward(X, W, f32_at(y_at), f32_at(r_at));
+      ADD_FAILURE() << "no error for y at " << y_at << ", residual at " << r_at;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("linear_forward: argument 'residual'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("overlaps"), std::string::npos) << e.what();
+    }
+  }
+  // disjoint halves of one allocation are fine
+  linear_forward(X, W, Y, f32_at(N * out));
+  cuda_synchronize();
+  // dtype (must be y's), device, shape
+  EXPECT_THROW(linear_forward(X, W, Y, Tensor(base + N * out * 4, {N, out}, DType::bf16, Device::cuda)), Error);
+  EXPECT_THROW(linear_forward(X, W, Tensor(base, {N, out}, DType::bf16, Device::cuda), f32_at(N * out)), Error);
+  std::vector<float> host(N * out);
+  EXPECT_THROW(linear_forward(X, W, Y, Tensor(host.data(), {N, out})), Error);
+  EXPECT_THROW(linear_forward(X, W, Y, Tensor(base + N * out * 4, {out, N}, DType::f32, Device::cuda)), Error);
 }
 
 }  // namespace

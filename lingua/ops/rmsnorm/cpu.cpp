@@ -8,6 +8,17 @@
 
 namespace lingua {
 
+namespace {
+
+// Whether the byte ranges of a and b intersect.
+bool overlaps(const Tensor& a, const Tensor& b) {
+  const char* pa = static_cast<const char*>(a.data);
+  const char* pb = static_cast<const char*>(b.data);
+  return a.nbytes() > 0 && b.nbytes() > 0 && pa < pb + b.nbytes() && pb < pa + a.nbytes();
+}
+
+}  // namespace
+
 // Row sums are taken in double (sequentially, so deterministic); the stored rstd is fp32.
 
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd) {
@@ -42,10 +53,10 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& 
 //   dx_j = r w_j dy_j - x_j r^3 / D * sum_k dy_k w_k x_k
 //   dw_j += sum_n dy_nj x_nj r_n
 void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy, const Tensor& dx,
-                      const Tensor& dw, bool accumulate_dx) {
+                      const Tensor& dw, bool accumulate_dx, const Tensor& dx_copy) {
   LINGUA_PROFILE_SCOPE("rmsnorm_backward");
 #ifdef LINGUA_CUDA
-  if (x.device == Device::cuda) return rmsnorm_backward_cuda(x, w, rstd, dy, dx, dw, accumulate_dx);
+  if (x.device == Device::cuda) return rmsnorm_backward_cuda(x, w, rstd, dy, dx, dw, accumulate_dx, dx_copy);
 #endif
   const char* op = "rmsnorm_backward";
   check_f32(op, "x", x, {-1, -1});
@@ -55,12 +66,20 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, cons
   check_f32(op, "dy", dy, {N, D});
   check_f32(op, "dx", dx, {N, D});
   check_f32(op, "dw", dw, {D});
+  const bool copy = is_given(dx_copy);
+  if (copy) {
+    check_f32(op, "dx_copy", dx_copy, {N, D});
+    LINGUA_CHECK(!overlaps(dx_copy, x), op, ": argument 'dx_copy' must not alias x");
+    LINGUA_CHECK(!overlaps(dx_copy, dy), op, ": argument 'dx_copy' must not alias dy");
+    LINGUA_CHECK(!overlaps(dx_copy, dx), op, ": argument 'dx_copy' must not alias dx");
+  }
   const float* xs = x.f32();
   const float* ws = w.f32();
   const float* rs = rstd.f32();
   const float* dys = dy.f32();
   float* dxs = dx.f32();
   float* dws = dw.f32();
+  float* dcs = copy ? dx_copy.f32() : nullptr;
 
   // dw first, so that dx may alias dy. Threads own column blocks and sum the rows in order
   // (deterministic for any thread count).
@@ -92,6 +111,7 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, cons
       const float g = r * ws[j] * dyr[j] - xr[j] * c;
       dxr[j] = accumulate_dx ? dxr[j] + g : g;
     }
+    if (dcs) std::copy(dxr, dxr + D, dcs + n * D);
   }
 }
 

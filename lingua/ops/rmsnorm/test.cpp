@@ -103,6 +103,69 @@ TEST(RMSNorm, BackwardIsIndependentOfThreadCount) {
   EXPECT_EQ(one.dw, three.dw);
 }
 
+// dx_copy receives the final dx (after the accumulation); dx and dw are as without it.
+TEST(RMSNorm, DxCopyEqualsDx) {
+  const Case c{257, 301};  // large enough for the parallel path
+  auto x = random_vector(c.N * c.D, 20, -2.0f, 2.0f);
+  auto w = random_vector(c.D, 21, 0.5f, 1.5f);
+  auto dy = random_vector(c.N * c.D, 22);
+  std::vector<float> y(c.N * c.D), rstd(c.N);
+  rmsnorm_forward(Tensor(x.data(), {c.N, c.D}), Tensor(w.data(), {c.D}), kEps, Tensor(y.data(), {c.N, c.D}),
+                  Tensor(rstd.data(), {c.N}));
+  for (bool acc : {false, true}) {
+    std::vector<float> dx = random_vector(c.N * c.D, 23), dw(c.D, 0.5f);
+    std::vector<float> dx_ref = dx, dw_ref = dw, copy(c.N * c.D, NAN);
+    rmsnorm_backward(Tensor(x.data(), {c.N, c.D}), Tensor(w.data(), {c.D}), Tensor(rstd.data(), {c.N}),
+                     Tensor(dy.data(), {c.N, c.D}), Tensor(dx_ref.data(), {c.N, c.D}), Tensor(dw_ref.data(), {c.D}),
+                     acc);
+    rmsnorm_backward(Tensor(x.data(), {c.N, c.D}), Tensor(w.data(), {c.D}), Tensor(rstd.data(), {c.N}),
+                     Tensor(dy.data(), {c.N, c.D}), Tensor(dx.data(), {c.N, c.D}), Tensor(dw.data(), {c.D}), acc,
+                     Tensor(copy.data(), {c.N, c.D}));
+    EXPECT_EQ(copy, dx) << "acc " << acc;
+    EXPECT_EQ(dx, dx_ref) << "acc " << acc;
+    EXPECT_EQ(dw, dw_ref) << "acc " << acc;
+  }
+  // In place (dx = dy) with a copy.
+  std::vector<float> g = dy, dw(c.D, 0.0f), copy(c.N * c.D, NAN), dx_ref(c.N * c.D), dw_ref(c.D, 0.0f);
+  rmsnorm_backward(Tensor(x.data(), {c.N, c.D}), Tensor(w.data(), {c.D}), Tensor(rstd.data(), {c.N}),
+                   Tensor(dy.data(), {c.N, c.D}), Tensor(dx_ref.data(), {c.N, c.D}), Tensor(dw_ref.data(), {c.D}));
+  rmsnorm_backward(Tensor(x.data(), {c.N, c.D}), Tensor(w.data(), {c.D}), Tensor(rstd.data(), {c.N}),
+                   Tensor(g.data(), {c.N, c.D}), Tensor(g.data(), {c.N, c.D}), Tensor(dw.data(), {c.D}), false,
+                   Tensor(copy.data(), {c.N, c.D}));
+  EXPECT_EQ(g, dx_ref);
+  EXPECT_EQ(copy, dx_ref);
+  EXPECT_EQ(dw, dw_ref);
+}
+
+TEST(RMSNorm, DxCopyErrors) {
+  const int64_t N = 3, D = 7;
+  auto x = random_vector(N * D, 24);
+  auto w = random_vector(D, 25);
+  auto r = random_vector(N, 26, 0.5f, 1.5f);
+  auto dy = random_vector(N * D, 27);
+  std::vector<float> dx(N * D), dw(D), copy(N * D + 1);
+  auto run = [&](const Tensor& dx_copy) {
+    rmsnorm_backward(Tensor(x.data(), {N, D}), Tensor(w.data(), {D}), Tensor(r.data(), {N}), Tensor(dy.data(), {N, D}),
+                     Tensor(dx.data(), {N, D}), Tensor(dw.data(), {D}), false, dx_copy);
+  };
+  auto message = [&](const Tensor& dx_copy) -> std::string {
+    try {
+      run(dx_copy);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_NO_THROW(run(Tensor(copy.data(), {N, D})));
+  EXPECT_NE(message(Tensor(dx.data(), {N, D})).find("rmsnorm_backward: argument 'dx_copy' must not alias dx"),
+            std::string::npos);
+  EXPECT_NE(message(Tensor(dx.data() + 5, {N, D - 2})).find("argument 'dx_copy'"), std::string::npos);  // shape
+  EXPECT_NE(message(Tensor(x.data(), {N, D})).find("must not alias x"), std::string::npos);
+  EXPECT_NE(message(Tensor(dy.data() + 4, {N, D}) /* overlaps the end of dy */).find("must not alias dy"),
+            std::string::npos);
+  EXPECT_THROW(run(Tensor(copy.data(), {N, D}, DType::bf16)), Error);  // the CPU path is fp32 only
+}
+
 TEST(RMSNorm, ShapeErrors) {
   auto x = random_vector(3 * 7, 10);
   auto w = random_vector(8, 11);

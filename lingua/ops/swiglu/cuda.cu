@@ -83,11 +83,11 @@ __global__ void __launch_bounds__(kThreads)
 // d silu(a) / da = s + a s (1 - s),  s = sigmoid(a)
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    swiglu_backward_kernel(const T* a, const T* b, const T* dout, T* da, T* db, int64_t n, bool vec) {
+    swiglu_backward_kernel(const T* a, const T* b, const T* dout, T* da, T* db, T* out, int64_t n, bool vec) {
   const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;
   if (i >= n) return;
   if (vec && i + 8 <= n) {
-    float av[8], bv[8], gv[8], dav[8], dbv[8];
+    float av[8], bv[8], gv[8], dav[8], dbv[8], ov[8];
     load8(a + i, av);
     load8(b + i, bv);
     load8(dout + i, gv);
@@ -96,14 +96,17 @@ __global__ void __launch_bounds__(kThreads)
       const float x = av[k], s = sigmoid(x), dy = gv[k];
       dav[k] = dy * bv[k] * (s + x * s * (1.0f - s));
       dbv[k] = dy * x * s;
+      ov[k] = x * s * bv[k];
     }
     store8(da + i, dav);
     store8(db + i, dbv);
+    if (out) store8(out + i, ov);
   } else {
     for (int64_t j = i; j < n && j < i + 8; ++j) {
       const float x = to_f32(a[j]), bj = to_f32(b[j]), dy = to_f32(dout[j]), s = sigmoid(x);
       from_f32(dy * bj * (s + x * s * (1.0f - s)), da + j);
       from_f32(dy * x * s, db + j);
+      if (out) from_f32(x * s * bj, out + j);
     }
   }
 }
@@ -138,7 +141,8 @@ void swiglu_forward_cuda(const Tensor& a, const Tensor& b, const Tensor& out) {
   CUDA_CHECK_LAUNCH();
 }
 
-void swiglu_backward_cuda(const Tensor& a, const Tensor& b, const Tensor& dout, const Tensor& da, const Tensor& db) {
+void swiglu_backward_cuda(const Tensor& a, const Tensor& b, const Tensor& dout, const Tensor& da, const Tensor& db,
+                          const Tensor& out) {
   const char* op = "swiglu_backward";
   check_cuda_arg(op, "a", a, {DType::bf16, DType::f32}, {-1, -1});
   const int64_t N = a.size(0), H = a.size(1);
@@ -147,17 +151,23 @@ void swiglu_backward_cuda(const Tensor& a, const Tensor& b, const Tensor& dout, 
   check_cuda_arg(op, "da", da, {DType::bf16, DType::f32}, {N, H});
   check_cuda_arg(op, "db", db, {DType::bf16, DType::f32}, {N, H});
   check_same_dtype(op, a, {{"b", &b}, {"dout", &dout}, {"da", &da}, {"db", &db}});
+  const bool with_out = is_given(out);
+  if (with_out) {
+    check_cuda_arg(op, "out", out, {DType::bf16, DType::f32}, {N, H});
+    check_same_dtype(op, a, {{"out", &out}});
+  }
   const int64_t n = N * H;
   if (n == 0) return;
-  const bool vec =
-      aligned16(a.data) && aligned16(b.data) && aligned16(dout.data) && aligned16(da.data) && aligned16(db.data);
+  const bool vec = aligned16(a.data) && aligned16(b.data) && aligned16(dout.data) && aligned16(da.data) &&
+                   aligned16(db.data) && (!with_out || aligned16(out.data));
   if (a.dtype == DType::bf16)
     swiglu_backward_kernel<bf16><<<blocks_for(n), kThreads, 0, cuda_stream()>>>(
         static_cast<const bf16*>(a.data), static_cast<const bf16*>(b.data), static_cast<const bf16*>(dout.data),
-        static_cast<bf16*>(da.data), static_cast<bf16*>(db.data), n, vec);
+        static_cast<bf16*>(da.data), static_cast<bf16*>(db.data), with_out ? static_cast<bf16*>(out.data) : nullptr,
+        n, vec);
   else
-    swiglu_backward_kernel<float><<<blocks_for(n), kThreads, 0, cuda_stream()>>>(a.f32(), b.f32(), dout.f32(),
-                                                                                 da.f32(), db.f32(), n, vec);
+    swiglu_backward_kernel<float><<<blocks_for(n), kThreads, 0, cuda_stream()>>>(
+        a.f32(), b.f32(), dout.f32(), da.f32(), db.f32(), with_out ? out.f32() : nullptr, n, vec);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,9 @@
 #pragma once
 // SwiGLU gate: out = silu(a) * b, silu(a) = a * sigmoid(a). Saved for backward: a, b.
-//   backward writes da and db (not accumulated). An output may alias an input (same data pointer).
+//   backward writes da and db (not accumulated) and, when `out` is given, recomputes the forward
+//   output into it: the FFN then need not keep out from forward to backward (its weight gradient
+//   reads it). An output may alias an input (same data pointer): every element is read before the
+//   element at the same index is written.
 //
 // dtypes: the CPU path is fp32. On CUDA all tensors of a call share one dtype, bf16 or f32; the
 // math is fp32 (bf16 inputs widened, outputs rounded once).
@@ -14,10 +17,12 @@ void swiglu_forward(const Tensor& a,     // [N, H]
 void swiglu_backward(const Tensor& a, const Tensor& b,
                      const Tensor& dout,  // [N, H]
                      const Tensor& da,    // [N, H], written
-                     const Tensor& db);   // [N, H], written
+                     const Tensor& db,    // [N, H], written
+                     const Tensor& out = Tensor());  // [N, H], written with silu(a) * b, optional
 
 // CUDA implementation (cuda.cu); called by the functions above for GPU tensors.
 void swiglu_forward_cuda(const Tensor& a, const Tensor& b, const Tensor& out);
-void swiglu_backward_cuda(const Tensor& a, const Tensor& b, const Tensor& dout, const Tensor& da, const Tensor& db);
+void swiglu_backward_cuda(const Tensor& a, const Tensor& b, const Tensor& dout, const Tensor& da, const Tensor& db,
+                          const Tensor& out);
 
 }  // namespace lingua

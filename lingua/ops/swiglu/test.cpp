@@ -60,6 +60,21 @@ TEST(SwiGLU, BackwardMatchesFiniteDifferences) {
   }
 }
 
+TEST(SwiGLU, BackwardRecomputesTheOutputInPlace) {
+  // The FFN's form: da over a, db over b, the recomputed output over dout.
+  const int64_t N = 5, H = 7;
+  auto a = random_vector(N * H, 11, -4.0f, 4.0f), b = random_vector(N * H, 12), g = random_vector(N * H, 13);
+  std::vector<float> out(N * H), da(N * H), db(N * H);
+  swiglu_forward(Tensor(a.data(), {N, H}), Tensor(b.data(), {N, H}), Tensor(out.data(), {N, H}));
+  swiglu_backward(Tensor(a.data(), {N, H}), Tensor(b.data(), {N, H}), Tensor(g.data(), {N, H}),
+                  Tensor(da.data(), {N, H}), Tensor(db.data(), {N, H}));
+  swiglu_backward(Tensor(a.data(), {N, H}), Tensor(b.data(), {N, H}), Tensor(g.data(), {N, H}),
+                  Tensor(a.data(), {N, H}), Tensor(b.data(), {N, H}), Tensor(g.data(), {N, H}));
+  EXPECT_EQ(a, da);
+  EXPECT_EQ(b, db);
+  EXPECT_EQ(g, out);
+}
+
 TEST(SwiGLU, ShapeErrors) {
   auto a = random_vector(3 * 7, 6);
   std::vector<float> out(3 * 7);
