@@ -96,6 +96,7 @@ struct ModelConfig {
   bool weight_tying = false;
   int64_t seed = 42;
   std::string ffn = "swiglu";           // FFN variant (registry key)
+  bool recompute_norms = false;         // activation recomputation (memory for speed)
   template <class V> void visit(V& v) {
     v("dim", dim, "model width");
     v("n_layers", n_layers, "transformer blocks");
@@ -114,6 +115,9 @@ struct ModelConfig {
     v("weight_tying", weight_tying, "output head shares the token embedding");
     v("seed", seed, "parameter init seed");
     v("ffn", ffn, "FFN variant of every layer (swiglu)");
+    v("recompute_norms", recompute_norms,
+      "recompute the RMSNorm outputs in backward instead of keeping them (saves 2 x tokens x dim activations "
+      "per layer for two extra norm passes)");
   }
 };
 

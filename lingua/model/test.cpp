@@ -83,6 +83,23 @@ TEST(Transformer, GradientsAccumulateAcrossMicroBatches) {
   for (int64_t i = 0; i < m.params().total(); ++i) ASSERT_FLOAT_EQ(m.params().grads()[i], 2 * once[i]);
 }
 
+TEST(Transformer, RecomputingNormsGivesTheSameGradientsInLessMemory) {
+  ModelConfig cfg = tiny_config(1, false);
+  ModelConfig rc = cfg;
+  rc.recompute_norms = true;
+  Transformer m(cfg, resolve_dims(cfg, 13)), r(rc, resolve_dims(rc, 13));
+  auto tok = random_ids(2 * 9, 13, 4), tgt = random_ids(2 * 9, 13, 5);
+  m.params().zero_grads();
+  r.params().zero_grads();
+  LossSum lm = m.forward_backward(tok.data(), tgt.data(), 2, 9, 1.0f);
+  LossSum lr = r.forward_backward(tok.data(), tgt.data(), 2, 9, 1.0f);
+  EXPECT_EQ(lm.nll, lr.nll);
+  for (int64_t i = 0; i < m.params().total(); ++i) ASSERT_EQ(m.params().grads()[i], r.params().grads()[i]) << i;
+  // Two [N, dim] per layer fewer, one shared more.
+  EXPECT_EQ(m.activation_bytes(2, 9) - r.activation_bytes(2, 9),
+            (size_t)(2 * cfg.n_layers - 1) * arena_bytes(2 * 9 * cfg.dim));
+}
+
 TEST(Transformer, ArenaSizeFormulaIsTight) {
   // Too small fails the step ("arena exhausted"); too large wastes memory: the step must use most
   // of what the formula reserves.

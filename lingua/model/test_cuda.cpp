@@ -129,6 +129,22 @@ TEST(TransformerCuda, OneShortSequence) {
   check_step_matches_cpu(small_config(128, 2, 2, false), 1, 3);
 }
 
+TEST(TransformerCuda, RecomputingNormsGivesTheSameGradients) {
+  SKIP_WITHOUT_GPU();
+  ModelConfig cfg = small_config(128, 2, 1, false), rc = cfg;
+  rc.recompute_norms = true;
+  ModelDims d = resolve_dims(cfg, cfg.vocab_size);
+  auto tok = random_ids(2 * 2 * 37, d.vocab, 1), tgt = random_ids(2 * 2 * 37, d.vocab, 2);
+  Transformer m(cfg, d), r(rc, d);
+  m.to_device(Device::cuda);
+  r.to_device(Device::cuda);
+  StepResult a = run_step(m, tok, tgt, 2, 37), b = run_step(r, tok, tgt, 2, 37);
+  EXPECT_EQ(a.loss.nll, b.loss.nll);
+  for (int i = 0; i < m.params().size(); ++i)
+    EXPECT_TRUE(a.grads[i] == b.grads[i]) << m.params().info(i).name;
+  EXPECT_LT(r.activation_bytes(2, 37), m.activation_bytes(2, 37));
+}
+
 TEST(TransformerCuda, DecodingWithCacheMatchesFullForward) {
   SKIP_WITHOUT_GPU();
   ModelConfig cfg = small_config(128, 2, 1, false);

@@ -23,10 +23,11 @@ struct Transformer::Layer {
         attention(s, d, cfg, i, "layers." + std::to_string(i) + ".attention.", rope),
         ffn(make_ffn(cfg.ffn, FfnBuildArgs{s, d, cfg, i, "layers." + std::to_string(i) + ".feed_forward."})) {}
 
-  size_t saved_bytes(int64_t B, int64_t T, int64_t D, DType act) const {
+  // n1 and n2 (activation dtype) are kept unless recomputed; h is the f32 residual after attention.
+  size_t saved_bytes(int64_t B, int64_t T, int64_t D, DType act, bool recompute_norms) const {
     int64_t N = B * T;
-    return 2 * arena_bytes(N * D, act) + arena_bytes(N * D) + 2 * arena_bytes(N) + attention.saved_bytes(B, T, act) +
-           ffn->saved_bytes(N, act);
+    return (recompute_norms ? 0 : 2 * arena_bytes(N * D, act)) + arena_bytes(N * D) + 2 * arena_bytes(N) +
+           attention.saved_bytes(B, T, act) + ffn->saved_bytes(N, act);
   }
   size_t scratch_bytes(int64_t B, int64_t T, int64_t D, DType act) const {
     int64_t N = B * T;
@@ -34,7 +35,8 @@ struct Transformer::Layer {
   }
 };
 
-Transformer::Transformer(const ModelConfig& cfg, const ModelDims& dims) : dims_(dims) {
+Transformer::Transformer(const ModelConfig& cfg, const ModelDims& dims)
+    : dims_(dims), recompute_norms_(cfg.recompute_norms) {
   float emb_std = (float)cfg.init_base_std.value_or(std::pow(dims.dim, -0.5));
   tok_emb_ = store_.add("tok_embeddings.weight", {dims.vocab, dims.dim}, {ParamInit::trunc_normal, emb_std},
                         "default", /*embedding=*/true);
@@ -59,10 +61,11 @@ void Transformer::to_device(Device device) {
 size_t Transformer::activation_bytes(int B, int T) const {
   int64_t N = (int64_t)B * T, D = dims_.dim;
   // The residual stream entering each layer and after the last (f32), the final norm's output.
-  size_t saved = (dims_.n_layers + 1) * arena_bytes(N * D) + arena_bytes(N * D, act_) + arena_bytes(N);
+  size_t saved = (dims_.n_layers + 1) * arena_bytes(N * D) + arena_bytes(N * D, act_) + arena_bytes(N) +
+                 (recompute_norms_ ? arena_bytes(N * D, act_) : 0);
   size_t scratch = 0;
   for (auto& l : layers_) {
-    saved += l->saved_bytes(B, T, D, act_);
+    saved += l->saved_bytes(B, T, D, act_, recompute_norms_);
     scratch = std::max(scratch, l->scratch_bytes(B, T, D, act_));
   }
   // Backward keeps the final norm's input gradient and the residual gradient (f32, and in the
@@ -104,15 +107,17 @@ void Transformer::forward_layers(const Tensor& tokens, int B, int T, StepContext
   Arena& ar = arena_;
   xs_.assign(dims_.n_layers + 1, Tensor());
   xs_[0] = arena_tensor(ar, {N, D});
+  const bool shared_norms = recompute_norms_ && ctx.save_for_backward;
+  if (shared_norms) norm_buf_ = arena_tensor(ar, {N, D}, act_);
   embedding_forward(tokens, store_.param(tok_emb_), xs_[0]);
   for (int l = 0; l < dims_.n_layers; ++l) {
     ProfileScope scope(profiling_active() ? "layers." + std::to_string(l) : std::string());
     Layer& L = *layers_[l];
     const Tensor& x = xs_[l];
-    L.n1 = arena_tensor(ar, {N, D}, act_);
+    L.n1 = shared_norms ? norm_buf_ : arena_tensor(ar, {N, D}, act_);
     L.rstd1 = arena_tensor(ar, {N});
     L.h = arena_tensor(ar, {N, D});
-    L.n2 = arena_tensor(ar, {N, D}, act_);
+    L.n2 = shared_norms ? norm_buf_ : arena_tensor(ar, {N, D}, act_);
     L.rstd2 = arena_tensor(ar, {N});
     rmsnorm_forward(x, store_.param(L.attn_norm), dims_.norm_eps, L.n1, L.rstd1);
     {
@@ -160,11 +165,14 @@ LossSum Transformer::forward_backward(const int32_t* tokens, const int32_t* targ
     Layer& L = *layers_[l];
     size_t mark = ar.mark();
     Tensor dn = arena_tensor(ar, {N, D});
+    // Recomputation rewrites rstd with the same bits it had.
+    if (recompute_norms_) rmsnorm_forward(L.h, store_.param(L.ffn_norm), dims_.norm_eps, L.n2, L.rstd2);
     {
       LINGUA_PROFILE_SCOPE("feed_forward");
       L.ffn->backward(L.n2, dx_act, dn, ctx);
     }
     rmsnorm_backward(L.h, store_.param(L.ffn_norm), L.rstd2, dn, dx, store_.grad(L.ffn_norm), true, dx_copy);
+    if (recompute_norms_) rmsnorm_forward(xs_[l], store_.param(L.attn_norm), dims_.norm_eps, L.n1, L.rstd1);
     {
       LINGUA_PROFILE_SCOPE("attention");
       L.attention.backward(L.n1, dx_act, dn, ctx);

@@ -71,6 +71,8 @@ class Transformer {
 
   ModelDims dims_;
   DType act_ = DType::f32;
+  bool recompute_norms_ = false;
+  Tensor norm_buf_;  // with recompute_norms: the one [N, dim] buffer every layer's n1 and n2 use
   DeviceBuffer ids_dev_[2];
   ParamStore store_;
   RopeTable rope_;

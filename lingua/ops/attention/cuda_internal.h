@@ -10,6 +10,8 @@
 //   cudnn     cuDNN, or an Error naming why it cannot run this call.
 // LINGUA_ATTENTION_DETERMINISTIC=1 (default) | 0: cuDNN backward graph without / with the fp32
 // atomic dQ accumulator (see cudnn_sdpa.cu; 1 costs about B H T^2 2 bytes of workspace).
+// LINGUA_ATTENTION_WORKSPACE_MB=1024 (default): the deterministic backward's workspace budget; a
+// batch that needs more runs as calls on slices of it.
 // LINGUA_ATTENTION_VERBOSE=1: one line on stderr for each cuDNN plan built (engine, workspace) or
 // refused (why).
 #include <string>

@@ -413,8 +413,8 @@ TEST(AttentionCuda, CudnnAtomicBackward) {
   check_deterministic({2, 1024, 1024, 8, 2, 128}, "cudnn", false);
 }
 
-// A batch whose deterministic backward would need more than 256 MiB of workspace runs as calls
-// on slices of the batch (here 3 slices of one sequence, B H T^2 2 = 3 x 128 MiB): the gradients
+// A batch whose deterministic backward would need more than the budget (256 MiB here) runs as
+// calls on slices of the batch (3 slices of one sequence, B H T^2 2 = 3 x 128 MiB): the gradients
 // agree with the fallback kernels' on the same forward output.
 TEST(AttentionCuda, CudnnBackwardSplitsLargeBatches) {
   REQUIRE_GPU();
@@ -424,7 +424,7 @@ TEST(AttentionCuda, CudnnBackwardSplitsLargeBatches) {
   Inputs in = make_inputs(s, 21, DType::bf16);
   GpuCase g(s, DType::bf16, in);
   {
-    ScopedEnv env("LINGUA_ATTENTION", "cudnn");
+    ScopedEnv env("LINGUA_ATTENTION", "cudnn"), budget("LINGUA_ATTENTION_WORKSPACE_MB", "256");
     g.forward();
     g.backward();
     ASSERT_EQ(ai::last_backward_path(), ai::Path::cudnn);
