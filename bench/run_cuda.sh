@@ -12,7 +12,7 @@ OUT=${OUT:-$PWD/bench_out}
 mkdir -p "$OUT" bench/results
 JOBS=$(nproc)
 
-echo "== build $(git rev-parse --short HEAD 2>/dev/null)" | tee "$OUT/summary.txt"
+echo "== build" | tee "$OUT/summary.txt"
 cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
 cmake --build build-cuda -j "$JOBS" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 

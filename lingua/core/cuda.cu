@@ -98,6 +98,16 @@ void copy_device_to_device(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream()));
 }
 
+void* cuda_op_scratch(size_t bytes) {
+  static DeviceBuffer* buf = new DeviceBuffer();  // never freed: no cudaFree during static destruction
+  if (buf->bytes() < bytes) {
+    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));  // work in flight may still use the old one
+    *buf = DeviceBuffer();                             // free first: old and new never coexist
+    *buf = DeviceBuffer(bytes);
+  }
+  return buf->data();
+}
+
 void* cuda_event_create() {
   cuda_context();
   cudaEvent_t e;

@@ -34,6 +34,13 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// One device buffer that ops share for workspace used only within one call (the attention's
+// cuDNN workspace, the cross-entropy's logits chunk): ops run one after another on one stream, so
+// they can share it, and peak memory holds the largest such workspace once instead of their sum.
+// Valid until the next call of any op that uses it. Grown when a call needs more (after waiting
+// for the stream), never shrunk.
+void* cuda_op_scratch(size_t bytes);
+
 // Timing events recorded on the current stream (the profiler's clock). Handles are opaque.
 void* cuda_event_create();
 void cuda_event_destroy(void* event);

@@ -18,6 +18,7 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
   return *this;
 }
 void DeviceBuffer::zero() { fail(kNoCuda); }
+void* cuda_op_scratch(size_t) { fail(kNoCuda); }
 void* cuda_event_create() { fail(kNoCuda); }
 void cuda_event_destroy(void*) {}
 void cuda_event_record(void*) { fail(kNoCuda); }

@@ -30,8 +30,6 @@ Mode requested_mode() {
   fail("LINGUA_ATTENTION must be auto, fallback or cudnn, not '", e, "'");
 }
 
-std::mutex g_scratch_mutex;
-DeviceBuffer g_scratch;
 
 }  // namespace
 
@@ -39,14 +37,7 @@ const char* path_name(Path p) { return p == Path::cudnn ? "cudnn" : p == Path::f
 Path last_forward_path() { return g_last_forward; }
 Path last_backward_path() { return g_last_backward; }
 
-void* scratch(size_t bytes) {
-  std::lock_guard<std::mutex> lock(g_scratch_mutex);
-  if (g_scratch.bytes() < bytes) {
-    g_scratch = DeviceBuffer();  // free first, so old and new never coexist
-    g_scratch = DeviceBuffer(bytes + bytes / 4);
-  }
-  return g_scratch.data();
-}
+void* scratch(size_t bytes) { return cuda_op_scratch(bytes); }  // shared with other ops (see cuda.h)
 
 }  // namespace attention_internal
 

@@ -49,9 +49,7 @@ int64_t cudnn_version();
 // One line per cached plan: shape, engine, numerical notes, workspace; or the reason it failed.
 std::string cudnn_plans_report();
 
-// A device scratch buffer of at least `bytes`, kept between calls and grown when needed (growing
-// frees the old one, which synchronises the device: only the first calls of a new size pay it).
-// Valid until the next call.
+// Workspace for one call: cuda_op_scratch (core/cuda.h), shared with the other ops.
 void* scratch(size_t bytes);
 
 }  // namespace lingua::attention_internal

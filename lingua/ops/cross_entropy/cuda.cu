@@ -168,14 +168,7 @@ std::mutex& scratch_mutex() {
   static std::mutex mu;
   return mu;
 }
-DeviceBuffer& scratch(size_t bytes) {
-  static DeviceBuffer* buf = new DeviceBuffer();  // leaked: no cudaFree during static destruction
-  if (buf->bytes() < bytes) {
-    *buf = DeviceBuffer();  // free the old one first
-    *buf = DeviceBuffer(bytes);
-  }
-  return *buf;
-}
+void* scratch(size_t bytes) { return cuda_op_scratch(bytes); }  // shared with other ops (see cuda.h)
 
 }  // namespace
 
@@ -205,7 +198,7 @@ double output_cross_entropy_cuda(const Tensor& x, const Tensor& w, const Tensor&
   const size_t result_bytes = round_up(sizeof(Result));
   const size_t nll_bytes = is_given(nll) ? 0 : round_up((size_t)N * sizeof(float));
   const size_t logits_bytes = round_up((size_t)C * (size_t)V * sizeof(bf16));
-  char* base = static_cast<char*>(scratch(result_bytes + nll_bytes + logits_bytes).data());
+  char* base = static_cast<char*>(scratch(result_bytes + nll_bytes + logits_bytes));
   Result* result = reinterpret_cast<Result*>(base);
   float* nll_rows = is_given(nll) ? static_cast<float*>(nll.data) : reinterpret_cast<float*>(base + result_bytes);
   bf16* logits = reinterpret_cast<bf16*>(base + result_bytes + nll_bytes);
