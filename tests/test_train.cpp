@@ -111,7 +111,7 @@ TEST(Train, LossDecreasesAndFilesAreWritten) {
     EXPECT_TRUE(fs::exists(fs::path(ck[1].path) / f)) << f;
   auto metrics = read_jsonl(dump / "metrics.jsonl");
   ASSERT_GE(metrics.size(), 8u);
-  for (auto k : {"global_step", "speed/wps", "speed/FLOPS", "speed/mfu", "speed/curr_iter_time", "speed/data_load_time",
+  for (auto k : {"global_step", "speed/wps", "speed/FLOPS", "speed/mfu", "speed/hfu", "speed/curr_iter_time", "speed/data_load_time",
                  "optim/grad_norm", "optim/lr", "optim/total_tokens", "memory/max_active_gib", "loss/out",
                  "data/skipped_lines"})
     EXPECT_TRUE(metrics.back().contains(k)) << k;

@@ -57,6 +57,10 @@ class Transformer {
   ParamCounts param_counts() const;
   // Training FLOPs per token, SPEC formula: 6 * active non-embedding params + 6 * L * dim * seq_len.
   double flops_per_token(int seq_len) const;
+  // FLOPs the hardware runs per token (HFU): the model FLOPs plus recomputed matmuls. The
+  // recomputation we do (norm outputs, the SwiGLU product) repeats only elementwise work, so
+  // today this equals flops_per_token; a recomputed matmul must add its share here.
+  double hardware_flops_per_token(int seq_len) const { return flops_per_token(seq_len); }
   // Arena bytes one training micro-batch of [B, T] needs (activations in act_dtype()).
   size_t activation_bytes(int B, int T) const;
   size_t activation_bytes_high_water() const { return arena_.high_water(); }

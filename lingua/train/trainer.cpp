@@ -262,6 +262,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"speed/wps", wps},
                 {"speed/FLOPS", wps * flops_per_token},
                 {"speed/mfu", wps * flops_per_token / kPeakFlops},
+                {"speed/hfu", wps * model.hardware_flops_per_token(cfg.data.seq_len) / kPeakFlops},
                 {"speed/curr_iter_time", iter_time},
                 {"speed/data_load_time", data_time},
                 {"optim/grad_norm", grad_norm},
