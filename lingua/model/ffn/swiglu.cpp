@@ -21,19 +21,23 @@ class SwiGluFfn final : public FeedForward {
     w3_ = a.store.add(a.prefix + "w3.weight", {hidden_, dim_}, {ParamInit::trunc_normal, in_std});
     w2_ = a.store.add(a.prefix + "w2.weight", {dim_, hidden_}, {ParamInit::trunc_normal, out_std});
   }
+  // w1 and w3 are adjacent in the store's flat buffers (declared one after the other): read as one
+  // [2 hidden, dim] matrix, both input projections are one matmul.
+  Tensor w13(const Tensor& w1) const {
+    LINGUA_ASSERT(store_.info(w3_).offset == store_.info(w1_).offset + hidden_ * dim_);
+    return Tensor(w1.data, {2 * hidden_, dim_}, w1.dtype, w1.device);
+  }
 
   void forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) override {
     int64_t n = ctx.rows();
     Arena& ar = *ctx.arena;
     size_t mark = ar.mark();
-    a_ = arena_tensor(ar, {n, hidden_}, ctx.act);
-    b_ = arena_tensor(ar, {n, hidden_}, ctx.act);
+    ab_ = arena_tensor(ar, {n, 2 * hidden_}, ctx.act);  // row n: (w1 x_n, w3 x_n)
     size_t saved = ar.mark();
     // g is not kept: backward recomputes it (see there).
     Tensor g = arena_tensor(ar, {n, hidden_}, ctx.act);
-    linear_forward(x, store_.compute_param(w1_), a_);
-    linear_forward(x, store_.compute_param(w3_), b_);
-    swiglu_forward(a_, b_, g);
+    linear_forward(x, w13(store_.compute_param(w1_)), ab_);
+    swiglu_forward_packed(ab_, g);
     linear_forward(g, store_.compute_param(w2_), out, residual);
     ar.release_to(ctx.save_for_backward ? saved : mark);
   }
@@ -48,19 +52,18 @@ class SwiGluFfn final : public FeedForward {
       dout_act = arena_tensor(ar, {n, dim_}, ctx.act);
       cast_into(dout_act, dout);
     }
-    // dg = dout W2; then one pass writes da over a, db over b and the recomputed g = silu(a) * b
-    // over dg (not kept from forward: saves [N, hidden] per layer for one extra write), which the
-    // W2 gradient reads. x of the first call is unread (no dw asked).
+    // dg = dout W2; then one pass writes (da, db) over ab and the recomputed g = silu(a) * b over
+    // dg (not kept from forward: saves [N, hidden] per layer for one extra write), which the W2
+    // gradient reads. x of the first call is unread (no dw asked).
     Tensor dg = arena_tensor(ar, {n, hidden_}, ctx.act);
     linear_backward(dg, store_.compute_param(w2_), dout_act, dg, Tensor());
-    swiglu_backward(a_, b_, dg, a_, b_, dg);
+    swiglu_backward_packed(ab_, dg, ab_, dg);
     linear_backward(dg, store_.compute_param(w2_), dout_act, Tensor(), store_.grad(w2_));
-    linear_backward(x, store_.compute_param(w1_), a_, dx, store_.grad(w1_));
-    linear_backward(x, store_.compute_param(w3_), b_, dx, store_.grad(w3_), /*accumulate_dx=*/true);
+    linear_backward(x, w13(store_.compute_param(w1_)), ab_, dx, w13(store_.grad(w1_)));
     ar.release_to(mark);
   }
 
-  size_t saved_bytes(int64_t rows, DType act) const override { return 2 * arena_bytes(rows * hidden_, act); }
+  size_t saved_bytes(int64_t rows, DType act) const override { return arena_bytes(rows * 2 * hidden_, act); }
   size_t scratch_bytes(int64_t rows, DType act) const override {
     return arena_bytes(rows * dim_, act) + arena_bytes(rows * hidden_, act);
   }
@@ -70,7 +73,7 @@ class SwiGluFfn final : public FeedForward {
   ParamStore& store_;
   int64_t dim_, hidden_;
   int w1_, w2_, w3_;
-  Tensor a_, b_;  // saved: w1 x, w3 x   [N, hidden]
+  Tensor ab_;  // saved: [N, 2 hidden], row n = (w1 x_n, w3 x_n)
 };
 
 }  // namespace

@@ -111,6 +111,62 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Packed kernels: element i = n H + j of the [N, H] outputs reads a at n 2H + j and b at
+// n 2H + H + j. Vector path when H % 8 == 0 (8 elements never straddle a row) and aligned.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_forward_packed_kernel(const T* ab, T* out, int64_t n, int64_t H, bool vec) {
+  const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+  if (i >= n) return;
+  if (vec && i + 8 <= n) {
+    const int64_t r = i / H, j = i - r * H;
+    float av[8], bv[8], o[8];
+    load8(ab + r * 2 * H + j, av);
+    load8(ab + r * 2 * H + H + j, bv);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) o[k] = av[k] * sigmoid(av[k]) * bv[k];
+    store8(out + i, o);
+  } else {
+    for (int64_t e = i; e < n && e < i + 8; ++e) {
+      const int64_t r = e / H, j = e - r * H;
+      const float x = to_f32(ab[r * 2 * H + j]);
+      from_f32(x * sigmoid(x) * to_f32(ab[r * 2 * H + H + j]), out + e);
+    }
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_backward_packed_kernel(const T* ab, const T* dout, T* dab, T* out, int64_t n, int64_t H, bool vec) {
+  const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+  if (i >= n) return;
+  if (vec && i + 8 <= n) {
+    const int64_t r = i / H, j = i - r * H, ia = r * 2 * H + j, ib = ia + H;
+    float av[8], bv[8], gv[8], dav[8], dbv[8], ov[8];
+    load8(ab + ia, av);
+    load8(ab + ib, bv);
+    load8(dout + i, gv);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const float x = av[k], s = sigmoid(x), dy = gv[k];
+      dav[k] = dy * bv[k] * (s + x * s * (1.0f - s));
+      dbv[k] = dy * x * s;
+      ov[k] = x * s * bv[k];
+    }
+    store8(dab + ia, dav);
+    store8(dab + ib, dbv);
+    if (out) store8(out + i, ov);
+  } else {
+    for (int64_t e = i; e < n && e < i + 8; ++e) {
+      const int64_t r = e / H, j = e - r * H, ia = r * 2 * H + j, ib = ia + H;
+      const float x = to_f32(ab[ia]), bj = to_f32(ab[ib]), dy = to_f32(dout[e]), s = sigmoid(x);
+      from_f32(dy * bj * (s + x * s * (1.0f - s)), dab + ia);
+      from_f32(dy * x * s, dab + ib);
+      if (out) from_f32(x * s * bj, out + e);
+    }
+  }
+}
+
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 void check_same_dtype(const char* op, const Tensor& a, std::initializer_list<std::pair<const char*, const Tensor*>> ts) {
@@ -168,6 +224,53 @@ void swiglu_backward_cuda(const Tensor& a, const Tensor& b, const Tensor& dout, 
   else
     swiglu_backward_kernel<float><<<blocks_for(n), kThreads, 0, cuda_stream()>>>(
         a.f32(), b.f32(), dout.f32(), da.f32(), db.f32(), with_out ? out.f32() : nullptr, n, vec);
+  CUDA_CHECK_LAUNCH();
+}
+
+namespace {
+void check_packed_cuda(const char* op, const Tensor& ab, const Tensor& other, const char* other_name, int64_t* N,
+                       int64_t* H) {
+  check_cuda_arg(op, "ab", ab, {DType::bf16, DType::f32}, {-1, -1});
+  LINGUA_CHECK(ab.size(1) % 2 == 0, op, ": ab must be [N, 2H], got ", ab.str());
+  *N = ab.size(0);
+  *H = ab.size(1) / 2;
+  check_cuda_arg(op, other_name, other, {ab.dtype}, {*N, *H});
+}
+}  // namespace
+
+void swiglu_forward_packed_cuda(const Tensor& ab, const Tensor& out) {
+  const char* op = "swiglu_forward_packed";
+  int64_t N, H;
+  check_packed_cuda(op, ab, out, "out", &N, &H);
+  const int64_t n = N * H;
+  if (n == 0) return;
+  const bool vec = H % 8 == 0 && aligned16(ab.data) && aligned16(out.data);
+  if (ab.dtype == DType::bf16)
+    swiglu_forward_packed_kernel<bf16><<<blocks_for(n), kThreads, 0, cuda_stream()>>>(
+        static_cast<const bf16*>(ab.data), static_cast<bf16*>(out.data), n, H, vec);
+  else
+    swiglu_forward_packed_kernel<float><<<blocks_for(n), kThreads, 0, cuda_stream()>>>(ab.f32(), out.f32(), n, H, vec);
+  CUDA_CHECK_LAUNCH();
+}
+
+void swiglu_backward_packed_cuda(const Tensor& ab, const Tensor& dout, const Tensor& dab, const Tensor& out) {
+  const char* op = "swiglu_backward_packed";
+  int64_t N, H;
+  check_packed_cuda(op, ab, dout, "dout", &N, &H);
+  check_cuda_arg(op, "dab", dab, {ab.dtype}, {N, 2 * H});
+  const bool with_out = is_given(out);
+  if (with_out) check_cuda_arg(op, "out", out, {ab.dtype}, {N, H});
+  const int64_t n = N * H;
+  if (n == 0) return;
+  const bool vec = H % 8 == 0 && aligned16(ab.data) && aligned16(dout.data) && aligned16(dab.data) &&
+                   (!with_out || aligned16(out.data));
+  if (ab.dtype == DType::bf16)
+    swiglu_backward_packed_kernel<bf16><<<blocks_for(n), kThreads, 0, cuda_stream()>>>(
+        static_cast<const bf16*>(ab.data), static_cast<const bf16*>(dout.data), static_cast<bf16*>(dab.data),
+        with_out ? static_cast<bf16*>(out.data) : nullptr, n, H, vec);
+  else
+    swiglu_backward_packed_kernel<float><<<blocks_for(n), kThreads, 0, cuda_stream()>>>(
+        ab.f32(), dout.f32(), dab.f32(), with_out ? out.f32() : nullptr, n, H, vec);
   CUDA_CHECK_LAUNCH();
 }
 

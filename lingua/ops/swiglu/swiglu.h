@@ -20,7 +20,19 @@ void swiglu_backward(const Tensor& a, const Tensor& b,
                      const Tensor& db,    // [N, H], written
                      const Tensor& out = Tensor());  // [N, H], written with silu(a) * b, optional
 
+// Packed form, for an FFN that computes w1 x and w3 x with one matmul: ab [N, 2H] holds row n as
+// (a[n, 0..H), b[n, 0..H)). Same math and aliasing rules as above; dab [N, 2H] may alias ab,
+// out may alias dout.
+void swiglu_forward_packed(const Tensor& ab,    // [N, 2H]
+                           const Tensor& out);  // [N, H], written
+void swiglu_backward_packed(const Tensor& ab,    // [N, 2H]
+                            const Tensor& dout,  // [N, H]
+                            const Tensor& dab,   // [N, 2H], written (da, db packed like ab)
+                            const Tensor& out = Tensor());  // [N, H], silu(a) * b, optional
+
 // CUDA implementation (cuda.cu); called by the functions above for GPU tensors.
+void swiglu_forward_packed_cuda(const Tensor& ab, const Tensor& out);
+void swiglu_backward_packed_cuda(const Tensor& ab, const Tensor& dout, const Tensor& dab, const Tensor& out);
 void swiglu_forward_cuda(const Tensor& a, const Tensor& b, const Tensor& out);
 void swiglu_backward_cuda(const Tensor& a, const Tensor& b, const Tensor& dout, const Tensor& da, const Tensor& db,
                           const Tensor& out);

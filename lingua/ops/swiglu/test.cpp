@@ -75,6 +75,33 @@ TEST(SwiGLU, BackwardRecomputesTheOutputInPlace) {
   EXPECT_EQ(g, out);
 }
 
+TEST(SwiGLU, PackedEqualsSeparate) {
+  for (int64_t H : {1, 7, 64}) {
+    const int64_t N = 5;
+    auto a = random_vector(N * H, 21, -4.0f, 4.0f), b = random_vector(N * H, 22), g = random_vector(N * H, 23);
+    std::vector<float> ab(N * 2 * H);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < H; ++j) ab[n * 2 * H + j] = a[n * H + j], ab[n * 2 * H + H + j] = b[n * H + j];
+    std::vector<float> out(N * H), da(N * H), db(N * H), pout(N * H), gp = g;
+    swiglu_forward(Tensor(a.data(), {N, H}), Tensor(b.data(), {N, H}), Tensor(out.data(), {N, H}));
+    swiglu_forward_packed(Tensor(ab.data(), {N, 2 * H}), Tensor(pout.data(), {N, H}));
+    EXPECT_EQ(pout, out);
+    swiglu_backward(Tensor(a.data(), {N, H}), Tensor(b.data(), {N, H}), Tensor(g.data(), {N, H}),
+                    Tensor(da.data(), {N, H}), Tensor(db.data(), {N, H}));
+    // In place, as the FFN calls it: dab over ab, the recomputed output over dout.
+    swiglu_backward_packed(Tensor(ab.data(), {N, 2 * H}), Tensor(gp.data(), {N, H}), Tensor(ab.data(), {N, 2 * H}),
+                           Tensor(gp.data(), {N, H}));
+    EXPECT_EQ(gp, out);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < H; ++j) {
+        ASSERT_EQ(ab[n * 2 * H + j], da[n * H + j]);
+        ASSERT_EQ(ab[n * 2 * H + H + j], db[n * H + j]);
+      }
+  }
+  std::vector<float> odd(3 * 5), o(3 * 2);
+  EXPECT_THROW(swiglu_forward_packed(Tensor(odd.data(), {3, 5}), Tensor(o.data(), {3, 2})), Error);
+}
+
 TEST(SwiGLU, ShapeErrors) {
   auto a = random_vector(3 * 7, 6);
   std::vector<float> out(3 * 7);

@@ -162,6 +162,39 @@ TEST(SwiGLUCuda, BackwardRecomputesTheOutputInPlace) {
     }
 }
 
+TEST(SwiGLUCuda, PackedEqualsSeparate) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (Case c : {Case{1, 7}, Case{33, 1023}, Case{257, 1024}, Case{3, 2816}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const int64_t N = c.N, H = c.H, n = N * H;
+      auto a = as_dtype(random_vector(n, 31, -6.0f, 6.0f), dt), b = as_dtype(random_vector(n, 32), dt),
+           g = as_dtype(random_vector(n, 33), dt);
+      std::vector<float> ab(2 * n);
+      for (int64_t r = 0; r < N; ++r)
+        for (int64_t j = 0; j < H; ++j) ab[r * 2 * H + j] = a[r * H + j], ab[r * 2 * H + H + j] = b[r * H + j];
+      Dev d_a({N, H}, dt), d_b({N, H}, dt), d_g({N, H}, dt), d_out({N, H}, dt), d_da({N, H}, dt), d_db({N, H}, dt),
+          d_ab({N, 2 * H}, dt), d_pout({N, H}, dt), d_gp({N, H}, dt);
+      d_a.upload(a);
+      d_b.upload(b);
+      d_g.upload(g);
+      d_gp.upload(g);
+      d_ab.upload(ab);
+      swiglu_forward(d_a.t, d_b.t, d_out.t);
+      swiglu_forward_packed(d_ab.t, d_pout.t);
+      swiglu_backward(d_a.t, d_b.t, d_g.t, d_da.t, d_db.t);
+      swiglu_backward_packed(d_ab.t, d_gp.t, d_ab.t, d_gp.t);  // in place
+      const std::string what = std::to_string(N) + "x" + std::to_string(H) + " " + dtype_name(dt);
+      const auto out = d_out.download(), da = d_da.download(), db = d_db.download(), dab = d_ab.download();
+      EXPECT_EQ(d_pout.download(), out) << what;
+      EXPECT_EQ(d_gp.download(), out) << what;
+      bool same = true;
+      for (int64_t r = 0; r < N; ++r)
+        for (int64_t j = 0; j < H; ++j)
+          same &= dab[r * 2 * H + j] == da[r * H + j] && dab[r * 2 * H + H + j] == db[r * H + j];
+      EXPECT_TRUE(same) << what;
+    }
+}
+
 TEST(SwiGLUCuda, Errors) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   Dev a({3, 8}, DType::bf16), b({3, 8}, DType::f32), c({3, 8}, DType::bf16), i({3, 8}, DType::i32);
