@@ -9,6 +9,31 @@ namespace lingua {
 namespace {
 // exp(-a) overflows to inf for very negative a, giving sigmoid 0 (not NaN).
 inline float sigmoid(float a) { return 1.0f / (1.0f + std::exp(-a)); }
+
+// Both layouts: a, b (and da, db) rows at stride ld (H: separate tensors; 2H: packed, b = a + H);
+// dout and out contiguous [N, H].
+void forward_rows(const float* a, const float* b, int64_t ld, float* out, int64_t N, int64_t H) {
+#pragma omp parallel for schedule(static) if (N * H > kMinParallelElements)
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t j = 0; j < H; ++j) {
+      const float x = a[r * ld + j];
+      out[r * H + j] = x * sigmoid(x) * b[r * ld + j];
+    }
+}
+
+// d silu(a) / da = s + a s (1 - s),  s = sigmoid(a)
+void backward_rows(const float* a, const float* b, int64_t ld, const float* dout, float* da, float* db, float* out,
+                   int64_t N, int64_t H) {
+#pragma omp parallel for schedule(static) if (N * H > kMinParallelElements)
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t j = 0; j < H; ++j) {
+      const int64_t o = r * ld + j, i = r * H + j;
+      const float x = a[o], bi = b[o], s = sigmoid(x), dy = dout[i];
+      da[o] = dy * bi * (s + x * s * (1.0f - s));
+      db[o] = dy * x * s;
+      if (out) out[i] = x * s * bi;
+    }
+}
 }  // namespace
 
 void swiglu_forward(const Tensor& a, const Tensor& b, const Tensor& out) {
@@ -21,15 +46,9 @@ void swiglu_forward(const Tensor& a, const Tensor& b, const Tensor& out) {
   const int64_t N = a.size(0), H = a.size(1);
   check_f32(op, "b", b, {N, H});
   check_f32(op, "out", out, {N, H});
-  const float* as = a.f32();
-  const float* bs = b.f32();
-  float* ys = out.f32();
-  const int64_t n = N * H;
-#pragma omp parallel for schedule(static) if (n > kMinParallelElements)
-  for (int64_t i = 0; i < n; ++i) ys[i] = as[i] * sigmoid(as[i]) * bs[i];
+  forward_rows(a.f32(), b.f32(), H, out.f32(), N, H);
 }
 
-// d silu(a) / da = s + a s (1 - s),  s = sigmoid(a)
 void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dout, const Tensor& da, const Tensor& db,
                      const Tensor& out) {
   LINGUA_PROFILE_SCOPE("swiglu_backward");
@@ -44,20 +63,7 @@ void swiglu_backward(const Tensor& a, const Tensor& b, const Tensor& dout, const
   check_f32(op, "da", da, {N, H});
   check_f32(op, "db", db, {N, H});
   if (is_given(out)) check_f32(op, "out", out, {N, H});
-  const float* as = a.f32();
-  const float* bs = b.f32();
-  const float* dys = dout.f32();
-  float* das = da.f32();
-  float* dbs = db.f32();
-  float* outs = is_given(out) ? out.f32() : nullptr;
-  const int64_t n = N * H;
-#pragma omp parallel for schedule(static) if (n > kMinParallelElements)
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = as[i], bi = bs[i], s = sigmoid(x), dy = dys[i];
-    das[i] = dy * bi * (s + x * s * (1.0f - s));
-    dbs[i] = dy * x * s;
-    if (outs) outs[i] = x * s * bi;
-  }
+  backward_rows(a.f32(), b.f32(), H, dout.f32(), da.f32(), db.f32(), is_given(out) ? out.f32() : nullptr, N, H);
 }
 
 namespace {
@@ -79,14 +85,7 @@ void swiglu_forward_packed(const Tensor& ab, const Tensor& out) {
   check_packed(op, ab, out, &N, &H);
   check_f32(op, "ab", ab, {N, 2 * H});
   check_f32(op, "out", out, {N, H});
-  const float* p = ab.f32();
-  float* ys = out.f32();
-#pragma omp parallel for schedule(static) if (N * H > kMinParallelElements)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t j = 0; j < H; ++j) {
-      const float a = p[n * 2 * H + j], b = p[n * 2 * H + H + j];
-      ys[n * H + j] = a * sigmoid(a) * b;
-    }
+  forward_rows(ab.f32(), ab.f32() + H, 2 * H, out.f32(), N, H);
 }
 
 void swiglu_backward_packed(const Tensor& ab, const Tensor& dout, const Tensor& dab, const Tensor& out) {
@@ -101,19 +100,8 @@ void swiglu_backward_packed(const Tensor& ab, const Tensor& dout, const Tensor& 
   check_f32(op, "dout", dout, {N, H});
   check_f32(op, "dab", dab, {N, 2 * H});
   if (is_given(out)) check_f32(op, "out", out, {N, H});
-  const float* p = ab.f32();
-  const float* dys = dout.f32();
-  float* dp = dab.f32();
-  float* outs = is_given(out) ? out.f32() : nullptr;
-#pragma omp parallel for schedule(static) if (N * H > kMinParallelElements)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t j = 0; j < H; ++j) {
-      const int64_t ia = n * 2 * H + j, ib = ia + H, io = n * H + j;
-      const float x = p[ia], bi = p[ib], s = sigmoid(x), dy = dys[io];
-      dp[ia] = dy * bi * (s + x * s * (1.0f - s));
-      dp[ib] = dy * x * s;
-      if (outs) outs[io] = x * s * bi;
-    }
+  backward_rows(ab.f32(), ab.f32() + H, 2 * H, dout.f32(), dab.f32(), dab.f32() + H,
+                is_given(out) ? out.f32() : nullptr, N, H);
 }
 
 }  // namespace lingua
