@@ -9,6 +9,7 @@
 #include "lingua/core/cuda.h"
 #include "lingua/model/transformer.h"
 #include "lingua/ops/testing.h"
+#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -48,17 +49,6 @@ std::vector<float> to_host(const Tensor& t) {
   dst.device = Device::cpu;
   copy_tensor(dst, t);
   return h;
-}
-
-// Relative L2 error ||a - b|| / ||b||: the right measure for a whole gradient tensor computed in
-// bf16 (single elements near zero carry no meaning).
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 struct StepResult {

@@ -8,55 +8,12 @@
 #include "lingua/core/cuda.h"
 #include "lingua/ops/embedding/embedding.h"
 #include "lingua/ops/testing.h"
+#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
 
 namespace {
-
-std::vector<float> as_dtype(std::vector<float> v, DType dt) {
-  if (dt == DType::bf16)
-    for (float& x : v) x = round_to_bf16(x);
-  return v;
-}
-
-// A GPU tensor of `dims` and dtype f32, bf16 or i32, `offset` elements into its buffer (to misalign).
-struct Dev {
-  DeviceBuffer buf;
-  Tensor t;
-  Dev(std::initializer_list<int64_t> dims, DType dt, int64_t offset = 0) : t(nullptr, dims, dt, Device::cuda) {
-    buf = DeviceBuffer((t.numel() + offset) * dtype_size(dt) + 16);
-    t.data = static_cast<char*>(buf.data()) + offset * dtype_size(dt);
-  }
-  void upload(const std::vector<float>& v) {
-    ASSERT_EQ((int64_t)v.size(), t.numel());
-    if (t.dtype == DType::bf16) {
-      auto h = to_bf16(v);
-      copy_to_device(t.data, h.data(), h.size() * 2);
-    } else {
-      copy_to_device(t.data, v.data(), v.size() * 4);
-    }
-  }
-  void upload(const std::vector<int32_t>& v) {
-    ASSERT_EQ((int64_t)v.size(), t.numel());
-    copy_to_device(t.data, v.data(), v.size() * 4);
-  }
-  std::vector<float> download() const {
-    std::vector<float> v(t.numel());
-    if (t.dtype == DType::bf16) {
-      std::vector<uint16_t> h(v.size());
-      copy_to_host(h.data(), t.data, h.size() * 2);
-      v = from_bf16(h);
-    } else {
-      copy_to_host(v.data(), t.data, v.size() * 4);
-    }
-    return v;
-  }
-  void poison() {  // all-ones bytes: NaN in f32 and bf16
-    std::vector<uint8_t> p(t.nbytes(), 0xFF);
-    copy_to_device(t.data, p.data(), p.size());
-  }
-};
 
 struct Case {
   int64_t N, V, D;
@@ -71,7 +28,7 @@ TEST(EmbeddingCuda, ForwardCopiesRows) {
           if (offset && c.D % 8) continue;
           auto table = as_dtype(random_vector(c.V * c.D, 1), tt);
           auto ids = random_ints(c.N, 2, 0, (int32_t)c.V - 1);
-          Dev d_ids({c.N}, DType::i32), d_table({c.V, c.D}, tt, offset), d_out({c.N, c.D}, ot);
+          DeviceTensor d_ids({c.N}, DType::i32), d_table({c.V, c.D}, tt, offset), d_out({c.N, c.D}, ot);
           d_ids.upload(ids);
           d_table.upload(table);
           d_out.poison();
@@ -100,7 +57,7 @@ TEST(EmbeddingCuda, BackwardIsBitwiseEqualToCpuAndDeterministic) {
       auto expected = dtable;
       embedding_backward(Tensor(ids.data(), {c.N}), Tensor(dout.data(), {c.N, c.D}),
                          Tensor(expected.data(), {c.V, c.D}));
-      Dev d_ids({c.N}, DType::i32), d_dout({c.N, c.D}, DType::f32, offset), d_dtable({c.V, c.D}, DType::f32);
+      DeviceTensor d_ids({c.N}, DType::i32), d_dout({c.N, c.D}, DType::f32, offset), d_dtable({c.V, c.D}, DType::f32);
       d_ids.upload(ids);
       d_dout.upload(dout);
       d_dtable.upload(dtable);
@@ -126,7 +83,7 @@ TEST(EmbeddingCuda, OutOfRangeIdIsReportedByCheckErrors) {
   for (int32_t bad : {5, -1, 1000, INT32_MIN}) {
     for (bool backward : {false, true}) {
       std::vector<int32_t> ids = {0, 4, bad, 1, bad};
-      Dev d_ids({N}, DType::i32), d_table({V, D}, DType::f32), d_out({N, D}, DType::bf16), d_dout({N, D}, DType::f32),
+      DeviceTensor d_ids({N}, DType::i32), d_table({V, D}, DType::f32), d_out({N, D}, DType::bf16), d_dout({N, D}, DType::f32),
           d_dtable({V, D}, DType::f32);
       d_ids.upload(ids);
       d_table.upload(table);
@@ -169,7 +126,7 @@ TEST(EmbeddingCuda, OutOfRangeIdIsReportedByCheckErrors) {
 TEST(EmbeddingCuda, Errors) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const int64_t N = 4, V = 5, D = 8;
-  Dev ids({N}, DType::i32), ids_f({N}, DType::f32), table({V, D}, DType::bf16), out({N, D}, DType::f32),
+  DeviceTensor ids({N}, DType::i32), ids_f({N}, DType::f32), table({V, D}, DType::bf16), out({N, D}, DType::f32),
       out_i({N, D}, DType::i32), dout_b({N, D}, DType::bf16), dtable({V, D}, DType::f32);
   EXPECT_THROW(embedding_forward(ids_f.t, table.t, out.t), Error);  // ids f32
   EXPECT_THROW(embedding_forward(ids.t, table.t, out_i.t), Error);  // out i32

@@ -9,6 +9,7 @@
 #include "lingua/core/cuda.h"
 #include "lingua/ops/rmsnorm/rmsnorm.h"
 #include "lingua/ops/testing.h"
+#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -16,64 +17,6 @@ using namespace lingua::test_util;
 namespace {
 
 constexpr float kEps = 1e-5f;
-
-// The values a tensor of dtype dt holds for v (bf16 rounds).
-std::vector<float> as_dtype(std::vector<float> v, DType dt) {
-  if (dt == DType::bf16)
-    for (float& x : v) x = round_to_bf16(x);
-  return v;
-}
-
-// A GPU tensor of `dims` and dtype f32 or bf16, `offset` elements into its buffer (to misalign).
-struct Dev {
-  DeviceBuffer buf;
-  Tensor t;
-  Dev(std::initializer_list<int64_t> dims, DType dt, int64_t offset = 0) : t(nullptr, dims, dt, Device::cuda) {
-    buf = DeviceBuffer((t.numel() + offset) * dtype_size(dt) + 16);
-    t.data = static_cast<char*>(buf.data()) + offset * dtype_size(dt);
-  }
-  void upload(const std::vector<float>& v) {
-    ASSERT_EQ((int64_t)v.size(), t.numel());
-    if (t.dtype == DType::bf16) {
-      auto h = to_bf16(v);
-      copy_to_device(t.data, h.data(), h.size() * 2);
-    } else {
-      copy_to_device(t.data, v.data(), v.size() * 4);
-    }
-  }
-  std::vector<float> download() const {
-    std::vector<float> v(t.numel());
-    if (t.dtype == DType::bf16) {
-      std::vector<uint16_t> h(v.size());
-      copy_to_host(h.data(), t.data, h.size() * 2);
-      v = from_bf16(h);
-    } else {
-      copy_to_host(v.data(), t.data, v.size() * 4);
-    }
-    return v;
-  }
-  std::vector<uint8_t> bytes() const {
-    std::vector<uint8_t> b(t.nbytes());
-    copy_to_host(b.data(), t.data, b.size());
-    return b;
-  }
-  void poison() {  // all-ones bytes: NaN in f32 and bf16
-    std::vector<uint8_t> p(t.nbytes(), 0xFF);
-    copy_to_device(t.data, p.data(), p.size());
-  }
-};
-
-// ||out - ref|| / ||ref||; NaN (so any comparison fails) when out holds a NaN.
-double rel_l2(const std::vector<float>& out, const std::vector<float>& ref) {
-  EXPECT_EQ(out.size(), ref.size());
-  double d = 0, r = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (std::isnan(out[i])) return NAN;
-    d += ((double)out[i] - ref[i]) * ((double)out[i] - ref[i]);
-    r += (double)ref[i] * ref[i];
-  }
-  return std::sqrt(d / std::max(r, 1e-300));
-}
 
 double tol(DType out) { return out == DType::bf16 ? 1e-2 : 1e-5; }
 
@@ -103,7 +46,7 @@ TEST(RMSNormCuda, ForwardMatchesCpu) {
           auto w = random_vector(c.D, 2, 0.5f, 1.5f);
           std::vector<float> y_ref, r_ref;
           cpu_forward(x, w, c, y_ref, r_ref);
-          Dev dx({c.N, c.D}, xt, offset), dw({c.D}, DType::f32), dy({c.N, c.D}, yt), dr({c.N}, DType::f32);
+          DeviceTensor dx({c.N, c.D}, xt, offset), dw({c.D}, DType::f32), dy({c.N, c.D}, yt), dr({c.N}, DType::f32);
           dx.upload(x);
           dw.upload(w);
           dy.poison();
@@ -145,7 +88,7 @@ TEST(RMSNormCuda, BackwardMatchesCpu) {
             std::vector<float> y, rstd;
             cpu_forward(x, w, c, y, rstd);
             BwdOut ref = cpu_backward(x, w, rstd, g, dx0, dw0, c, acc);
-            Dev d_x({c.N, c.D}, xt), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, gt),
+            DeviceTensor d_x({c.N, c.D}, xt), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, gt),
                 d_dx({c.N, c.D}, dxt), d_dw({c.D}, DType::f32);
             d_x.upload(x);
             d_w.upload(w);
@@ -174,7 +117,7 @@ TEST(RMSNormCuda, DwAccumulatesAndBackwardIsDeterministic) {
     auto g = as_dtype(random_vector(c.N * c.D, 10), DType::bf16);
     std::vector<float> y, rstd;
     cpu_forward(x, w, c, y, rstd);
-    Dev d_x({c.N, c.D}, DType::bf16), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, DType::bf16),
+    DeviceTensor d_x({c.N, c.D}, DType::bf16), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, DType::bf16),
         d_dx({c.N, c.D}, DType::f32), d_dw({c.D}, DType::f32);
     d_x.upload(x);
     d_w.upload(w);
@@ -210,7 +153,7 @@ TEST(RMSNormCuda, DxMayAliasDy) {
     auto g = random_vector(c.N * c.D, 13);
     std::vector<float> y, rstd;
     cpu_forward(x, w, c, y, rstd);
-    Dev d_x({c.N, c.D}, DType::f32), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, t),
+    DeviceTensor d_x({c.N, c.D}, DType::f32), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, t),
         d_dx({c.N, c.D}, t), d_dw({c.D}, DType::f32);
     d_x.upload(x);
     d_w.upload(w);
@@ -254,7 +197,7 @@ TEST(RMSNormCuda, BackwardWithCopyMatchesCpu) {
           std::vector<float> y, rstd;
           cpu_forward(x, w, c, y, rstd);
           BwdOut ref = cpu_backward(x, w, rstd, g, dx0, dw0, c, m.acc);
-          Dev d_x({N, D}, m.x, offset), d_w({D}, DType::f32), d_r({N}, DType::f32), d_g({N, D}, m.dy, offset),
+          DeviceTensor d_x({N, D}, m.x, offset), d_w({D}, DType::f32), d_r({N}, DType::f32), d_g({N, D}, m.dy, offset),
               d_dx({N, D}, m.dx, offset), d_dw({D}, DType::f32), d_c({N, D}, m.copy, offset);
           d_x.upload(x);
           d_w.upload(w);
@@ -298,7 +241,7 @@ TEST(RMSNormCuda, BackwardWithCopyIsDeterministic) {
     auto dx0 = random_vector(c.N * c.D, 43);
     std::vector<float> y, rstd;
     cpu_forward(x, w, c, y, rstd);
-    Dev d_x({c.N, c.D}, DType::f32), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, DType::f32),
+    DeviceTensor d_x({c.N, c.D}, DType::f32), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, DType::f32),
         d_dx({c.N, c.D}, DType::f32), d_dw({c.D}, DType::f32), d_c({c.N, c.D}, DType::bf16);
     d_x.upload(x);
     d_w.upload(w);
@@ -338,7 +281,7 @@ TEST(RMSNormCuda, DxMayAliasDyWithCopy) {
       auto g = random_vector(c.N * c.D, 52);
       std::vector<float> y, rstd;
       cpu_forward(x, w, c, y, rstd);
-      Dev d_x({c.N, c.D}, DType::f32), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, DType::f32),
+      DeviceTensor d_x({c.N, c.D}, DType::f32), d_w({c.D}, DType::f32), d_r({c.N}, DType::f32), d_g({c.N, c.D}, DType::f32),
           d_dx({c.N, c.D}, DType::f32), d_dw({c.D}, DType::f32), d_c({c.N, c.D}, DType::bf16);
       d_x.upload(x);
       d_w.upload(w);
@@ -360,7 +303,7 @@ TEST(RMSNormCuda, DxMayAliasDyWithCopy) {
 TEST(RMSNormCuda, Errors) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const int64_t N = 3, D = 8;
-  Dev x({N, D}, DType::bf16), w({D}, DType::f32), wb({D}, DType::bf16), y({N, D}, DType::f32), r({N}, DType::f32),
+  DeviceTensor x({N, D}, DType::bf16), w({D}, DType::f32), wb({D}, DType::bf16), y({N, D}, DType::f32), r({N}, DType::f32),
       xi({N, D}, DType::i32), dxb({N, D}, DType::bf16), dw({D}, DType::f32);
   std::vector<float> host_y(N * D);
   EXPECT_THROW(rmsnorm_forward(x.t, wb.t, kEps, y.t, r.t), Error);                                    // w bf16
@@ -378,7 +321,7 @@ TEST(RMSNormCuda, Errors) {
   EXPECT_THROW(rmsnorm_backward(x.t, w.t, r.t, y.t, Tensor(y.t.data, {N, D}, DType::bf16, Device::cuda), dw.t),
                Error) << "dx aliases dy with another dtype";
   // dx_copy: must not overlap x, dy or dx; f32 or bf16; [N, D].
-  Dev dy({N, D}, DType::f32), dxf({N, D}, DType::f32), copy({N, D}, DType::bf16);
+  DeviceTensor dy({N, D}, DType::f32), dxf({N, D}, DType::f32), copy({N, D}, DType::bf16);
   EXPECT_NO_THROW(rmsnorm_backward(x.t, w.t, r.t, dy.t, dxf.t, dw.t, true, copy.t));
   auto message = [&](const Tensor& dx_copy) -> std::string {
     try {

@@ -7,6 +7,7 @@
 #include "lingua/core/cuda.h"
 #include "lingua/ops/rope/rope.h"
 #include "lingua/ops/testing.h"
+#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -14,53 +15,6 @@ using namespace lingua::test_util;
 namespace {
 
 constexpr double kTheta = 10000.0;
-
-std::vector<float> as_dtype(std::vector<float> v, DType dt) {
-  if (dt == DType::bf16)
-    for (float& x : v) x = round_to_bf16(x);
-  return v;
-}
-
-// A GPU tensor of `dims` and dtype f32 or bf16, `offset` elements into its buffer (to misalign).
-struct Dev {
-  DeviceBuffer buf;
-  Tensor t;
-  Dev(std::initializer_list<int64_t> dims, DType dt, int64_t offset = 0) : t(nullptr, dims, dt, Device::cuda) {
-    buf = DeviceBuffer((t.numel() + offset) * dtype_size(dt) + 16);
-    t.data = static_cast<char*>(buf.data()) + offset * dtype_size(dt);
-  }
-  void upload(const std::vector<float>& v) {
-    ASSERT_EQ((int64_t)v.size(), t.numel());
-    if (t.dtype == DType::bf16) {
-      auto h = to_bf16(v);
-      copy_to_device(t.data, h.data(), h.size() * 2);
-    } else {
-      copy_to_device(t.data, v.data(), v.size() * 4);
-    }
-  }
-  std::vector<float> download() const {
-    std::vector<float> v(t.numel());
-    if (t.dtype == DType::bf16) {
-      std::vector<uint16_t> h(v.size());
-      copy_to_host(h.data(), t.data, h.size() * 2);
-      v = from_bf16(h);
-    } else {
-      copy_to_host(v.data(), t.data, v.size() * 4);
-    }
-    return v;
-  }
-};
-
-double rel_l2(const std::vector<float>& out, const std::vector<float>& ref) {
-  EXPECT_EQ(out.size(), ref.size());
-  double d = 0, r = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (std::isnan(out[i])) return NAN;
-    d += ((double)out[i] - ref[i]) * ((double)out[i] - ref[i]);
-    r += (double)ref[i] * ref[i];
-  }
-  return std::sqrt(d / std::max(r, 1e-300));
-}
 
 struct Case {
   int64_t B, T, H, hd;
@@ -81,7 +35,7 @@ TEST(RopeCuda, ForwardAndBackwardMatchCpu) {
             auto ref = x;
             Tensor host(ref.data(), {c.B, c.T, c.H, c.hd});
             backward ? rope_backward(host, table, pos0) : rope_forward(host, table, pos0);
-            Dev d({c.B, c.T, c.H, c.hd}, dt, offset);
+            DeviceTensor d({c.B, c.T, c.H, c.hd}, dt, offset);
             d.upload(x);
             backward ? rope_backward(d.t, table, pos0) : rope_forward(d.t, table, pos0);
             const double tol = dt == DType::bf16 ? 1e-2 : 1e-5;
@@ -103,7 +57,7 @@ TEST(RopeCuda, BackwardInvertsForwardAndTableIsUploadedOnce) {
   auto table = rope_table(80, (int)c.hd, kTheta);
   EXPECT_FALSE(table.device);
   auto x = random_vector(c.B * c.T * c.H * c.hd, 2);
-  Dev d({c.B, c.T, c.H, c.hd}, DType::f32);
+  DeviceTensor d({c.B, c.T, c.H, c.hd}, DType::f32);
   d.upload(x);
   rope_forward(d.t, table, 9);
   ASSERT_TRUE(table.device);
@@ -118,7 +72,7 @@ TEST(RopeCuda, BackwardInvertsForwardAndTableIsUploadedOnce) {
 TEST(RopeCuda, Errors) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   auto table = rope_table(16, 6, kTheta);
-  Dev x({2, 8, 3, 10}, DType::f32), y({2, 8, 5, 6}, DType::bf16), z({2, 8, 5, 6}, DType::i32);
+  DeviceTensor x({2, 8, 3, 10}, DType::f32), y({2, 8, 5, 6}, DType::bf16), z({2, 8, 5, 6}, DType::i32);
   EXPECT_THROW(rope_forward(x.t, table), Error);                 // hd differs from the table
   EXPECT_THROW(rope_forward(y.t, table, 9), Error);              // positions 9..16 > max_pos
   EXPECT_NO_THROW(rope_forward(y.t, table, 8));

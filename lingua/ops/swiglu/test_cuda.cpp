@@ -7,62 +7,12 @@
 #include "lingua/core/cuda.h"
 #include "lingua/ops/swiglu/swiglu.h"
 #include "lingua/ops/testing.h"
+#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
 
 namespace {
-
-std::vector<float> as_dtype(std::vector<float> v, DType dt) {
-  if (dt == DType::bf16)
-    for (float& x : v) x = round_to_bf16(x);
-  return v;
-}
-
-// A GPU tensor of `dims` and dtype f32 or bf16, `offset` elements into its buffer (to misalign).
-struct Dev {
-  DeviceBuffer buf;
-  Tensor t;
-  Dev(std::initializer_list<int64_t> dims, DType dt, int64_t offset = 0) : t(nullptr, dims, dt, Device::cuda) {
-    buf = DeviceBuffer((t.numel() + offset) * dtype_size(dt) + 16);
-    t.data = static_cast<char*>(buf.data()) + offset * dtype_size(dt);
-  }
-  void upload(const std::vector<float>& v) {
-    ASSERT_EQ((int64_t)v.size(), t.numel());
-    if (t.dtype == DType::bf16) {
-      auto h = to_bf16(v);
-      copy_to_device(t.data, h.data(), h.size() * 2);
-    } else {
-      copy_to_device(t.data, v.data(), v.size() * 4);
-    }
-  }
-  std::vector<float> download() const {
-    std::vector<float> v(t.numel());
-    if (t.dtype == DType::bf16) {
-      std::vector<uint16_t> h(v.size());
-      copy_to_host(h.data(), t.data, h.size() * 2);
-      v = from_bf16(h);
-    } else {
-      copy_to_host(v.data(), t.data, v.size() * 4);
-    }
-    return v;
-  }
-  void poison() {  // all-ones bytes: NaN in f32 and bf16
-    std::vector<uint8_t> p(t.nbytes(), 0xFF);
-    copy_to_device(t.data, p.data(), p.size());
-  }
-};
-
-double rel_l2(const std::vector<float>& out, const std::vector<float>& ref) {
-  EXPECT_EQ(out.size(), ref.size());
-  double d = 0, r = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (std::isnan(out[i])) return NAN;
-    d += ((double)out[i] - ref[i]) * ((double)out[i] - ref[i]);
-    r += (double)ref[i] * ref[i];
-  }
-  return std::sqrt(d / std::max(r, 1e-300));
-}
 
 struct Case {
   int64_t N, H;
@@ -81,7 +31,7 @@ TEST(SwiGLUCuda, ForwardAndBackwardMatchCpu) {
         swiglu_forward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(out.data(), {c.N, c.H}));
         swiglu_backward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(g.data(), {c.N, c.H}),
                         Tensor(da.data(), {c.N, c.H}), Tensor(db.data(), {c.N, c.H}));
-        Dev d_a({c.N, c.H}, dt, offset), d_b({c.N, c.H}, dt), d_g({c.N, c.H}, dt), d_out({c.N, c.H}, dt),
+        DeviceTensor d_a({c.N, c.H}, dt, offset), d_b({c.N, c.H}, dt), d_g({c.N, c.H}, dt), d_out({c.N, c.H}, dt),
             d_da({c.N, c.H}, dt), d_db({c.N, c.H}, dt);
         d_a.upload(a);
         d_b.upload(b);
@@ -105,7 +55,7 @@ TEST(SwiGLUCuda, ExtremeInputsStayFinite) {
   for (DType dt : {DType::f32, DType::bf16}) {
     std::vector<float> a = {-200.0f, -90.0f, 90.0f, 200.0f, 0.0f, -3e38f, 3e38f, 1.0f, 2.0f}, b(9, 1.5f), g(9, 1.0f);
     a = as_dtype(a, dt);
-    Dev d_a({1, 9}, dt), d_b({1, 9}, dt), d_g({1, 9}, dt), d_out({1, 9}, dt), d_da({1, 9}, dt), d_db({1, 9}, dt);
+    DeviceTensor d_a({1, 9}, dt), d_b({1, 9}, dt), d_g({1, 9}, dt), d_out({1, 9}, dt), d_da({1, 9}, dt), d_db({1, 9}, dt);
     d_a.upload(a);
     d_b.upload(b);
     d_g.upload(g);
@@ -126,7 +76,7 @@ TEST(SwiGLUCuda, OutputsMayAliasInputs) {
   const int64_t N = 33, H = 1024;
   for (DType dt : {DType::f32, DType::bf16}) {
     auto a = random_vector(N * H, 4, -4.0f, 4.0f), b = random_vector(N * H, 5), g = random_vector(N * H, 6);
-    Dev d_a({N, H}, dt), d_b({N, H}, dt), d_g({N, H}, dt), d_da({N, H}, dt), d_db({N, H}, dt);
+    DeviceTensor d_a({N, H}, dt), d_b({N, H}, dt), d_g({N, H}, dt), d_da({N, H}, dt), d_db({N, H}, dt);
     d_a.upload(a);
     d_b.upload(b);
     d_g.upload(g);
@@ -145,7 +95,7 @@ TEST(SwiGLUCuda, BackwardRecomputesTheOutputInPlace) {
       const int64_t n = c.N * c.H;
       auto a = as_dtype(random_vector(n, 7, -6.0f, 6.0f), dt), b = as_dtype(random_vector(n, 8), dt),
            g = as_dtype(random_vector(n, 9), dt);
-      Dev d_a({c.N, c.H}, dt), d_b({c.N, c.H}, dt), d_g({c.N, c.H}, dt), d_out({c.N, c.H}, dt), d_da({c.N, c.H}, dt),
+      DeviceTensor d_a({c.N, c.H}, dt), d_b({c.N, c.H}, dt), d_g({c.N, c.H}, dt), d_out({c.N, c.H}, dt), d_da({c.N, c.H}, dt),
           d_db({c.N, c.H}, dt);
       d_a.upload(a);
       d_b.upload(b);
@@ -172,7 +122,7 @@ TEST(SwiGLUCuda, PackedEqualsSeparate) {
       std::vector<float> ab(2 * n);
       for (int64_t r = 0; r < N; ++r)
         for (int64_t j = 0; j < H; ++j) ab[r * 2 * H + j] = a[r * H + j], ab[r * 2 * H + H + j] = b[r * H + j];
-      Dev d_a({N, H}, dt), d_b({N, H}, dt), d_g({N, H}, dt), d_out({N, H}, dt), d_da({N, H}, dt), d_db({N, H}, dt),
+      DeviceTensor d_a({N, H}, dt), d_b({N, H}, dt), d_g({N, H}, dt), d_out({N, H}, dt), d_da({N, H}, dt), d_db({N, H}, dt),
           d_ab({N, 2 * H}, dt), d_pout({N, H}, dt), d_gp({N, H}, dt);
       d_a.upload(a);
       d_b.upload(b);
@@ -197,7 +147,7 @@ TEST(SwiGLUCuda, PackedEqualsSeparate) {
 
 TEST(SwiGLUCuda, Errors) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  Dev a({3, 8}, DType::bf16), b({3, 8}, DType::f32), c({3, 8}, DType::bf16), i({3, 8}, DType::i32);
+  DeviceTensor a({3, 8}, DType::bf16), b({3, 8}, DType::f32), c({3, 8}, DType::bf16), i({3, 8}, DType::i32);
   std::vector<float> host(24);
   EXPECT_THROW(swiglu_forward(a.t, b.t, c.t), Error);  // mixed dtypes
   try {
