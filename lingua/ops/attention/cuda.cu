@@ -3,7 +3,6 @@
 // LINGUA_ATTENTION variable.
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <string>
 
 #include "lingua/core/cuda.h"

@@ -15,7 +15,6 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <mutex>
 
 #include "lingua/core/cuda.h"
 #include "lingua/core/cuda_utils.cuh"
@@ -162,13 +161,6 @@ __global__ void __launch_bounds__(kSumThreads) sum_kernel(const float* __restric
 
 size_t round_up(size_t bytes) { return (bytes + 255) & ~size_t(255); }
 
-// Scratch memory reused across calls (grown when needed, never freed). The mutex serialises
-// calls: they share the buffer, and each call synchronises before it returns.
-std::mutex& scratch_mutex() {
-  static std::mutex mu;
-  return mu;
-}
-void* scratch(size_t bytes) { return cuda_op_scratch(bytes); }  // shared with other ops (see cuda.h)
 
 }  // namespace
 
@@ -193,12 +185,12 @@ double output_cross_entropy_cuda(const Tensor& x, const Tensor& w, const Tensor&
   if (max_chunk_rows > 0) C = std::min(C, max_chunk_rows);
   C = std::min(C, N);
 
-  std::lock_guard<std::mutex> lock(scratch_mutex());
-  // Scratch: [Result][per-row nll when `nll` is not given][logits of one chunk], 256-byte aligned.
+  // cuda_op_scratch (shared by the ops, see cuda.h): [Result][per-row nll when `nll` is not
+  // given][logits of one chunk], 256-byte aligned.
   const size_t result_bytes = round_up(sizeof(Result));
   const size_t nll_bytes = is_given(nll) ? 0 : round_up((size_t)N * sizeof(float));
   const size_t logits_bytes = round_up((size_t)C * (size_t)V * sizeof(bf16));
-  char* base = static_cast<char*>(scratch(result_bytes + nll_bytes + logits_bytes));
+  char* base = static_cast<char*>(cuda_op_scratch(result_bytes + nll_bytes + logits_bytes));
   Result* result = reinterpret_cast<Result*>(base);
   float* nll_rows = is_given(nll) ? static_cast<float*>(nll.data) : reinterpret_cast<float*>(base + result_bytes);
   bf16* logits = reinterpret_cast<bf16*>(base + result_bytes + nll_bytes);
