@@ -13,6 +13,8 @@
 #include "lingua/core/cuda.h"
 #include "lingua/generate/generate.h"
 #include "lingua/model/model_io.h"
+#include "lingua/optim/schedule.h"
+#include "lingua/train/train_step.h"
 #include "lingua/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -144,6 +146,28 @@ TEST(Train, ResumeIsBitExact) {
   TrainConfig c = tiny_config(data, a);
   EXPECT_EQ(weights_of((a / "checkpoints").string(), c), weights_of((b / "checkpoints").string(), c));
 }
+
+// One micro-batch per step: gradients over dead activations (the default) give the run of
+// gradients in their own buffer, bit for bit, validation included.
+void check_grads_in_activations_run(const std::string& device, const std::string& tag) {
+  fs::path data = make_corpus(tag);
+  std::vector<double> losses[2];
+  std::vector<float> weights[2];
+  for (int shared = 0; shared < 2; ++shared) {
+    fs::path dump = temp_dir(tag + (shared ? "_shared" : "_own"));
+    TrainConfig c = tiny_config(data, dump);
+    c.device = device;
+    c.grad_acc_steps = 1;
+    c.model.grads_in_activations = shared == 1;
+    losses[shared] = train(c, {nullptr, true}).losses;
+    weights[shared] = weights_of((dump / "checkpoints").string(), c);
+  }
+  ASSERT_EQ(losses[0].size(), 20u);
+  EXPECT_EQ(losses[0], losses[1]);
+  EXPECT_EQ(weights[0], weights[1]);
+}
+
+TEST(Train, GradientsInActivationsGiveTheSameRun) { check_grads_in_activations_run("cpu", "grads_shared"); }
 
 TEST(Train, InterruptedCheckpointFallsBackToThePreviousOne) {
   fs::path data = make_corpus("crash");
@@ -368,6 +392,65 @@ TEST(TrainCuda, LossCurveMatchesCpu) {
   }
   EXPECT_LT(sum_diff / sum, 0.02) << "mean relative loss difference over 100 steps";
   EXPECT_LT(gpu.losses.back(), gpu.losses.front() - 1.0);
+}
+
+TEST(TrainCuda, GradientsInActivationsGiveTheSameRun) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  check_grads_in_activations_run("cuda", "cuda_grads_shared");
+}
+
+// Steps replayed from a CUDA graph equal eager steps bit for bit (loss, weights, moments), over
+// two micro-batches per step, with an evaluation of another shape in between (which reallocates
+// memory the graph points to: it must be captured again).
+TEST(TrainCuda, GraphStepsEqualEagerSteps) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  ModelConfig mc;
+  mc.dim = 64;
+  mc.n_layers = 2;
+  mc.n_heads = 2;
+  mc.multiple_of = 32;
+  mc.vocab_size = 97;
+  mc.max_seqlen = 64;
+  OptimConfig oc;
+  oc.lr = 1e-2;
+  oc.warmup = 2;
+  const int B = 2, T = 33;
+  std::vector<int32_t> ids(4 * B * T);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)((i * 7919 + 13) % 97);
+  std::vector<double> losses[2];
+  std::vector<float> weights[2], moments[2];
+  int captures = 0;
+  for (int graph = 0; graph < 2; ++graph) {
+    ModelDims d = resolve_dims(mc, mc.vocab_size);
+    Transformer m(mc, d);
+    m.to_device(Device::cuda);
+    AdamW opt(m.params(), oc);
+    TrainStep ts(m, opt, graph == 1);
+    for (int s = 0; s < 8; ++s) {
+      // Two micro-batches (ids shifted per step), then an evaluation of another shape at step 4.
+      const int32_t* a = ids.data() + (s % 2) * B * T;
+      std::vector<MicroBatch> micro = {{a, a + 1, B, T}, {a + B * T, a + B * T + 1, B, T - 1}};
+      LossSum l = ts.run(micro, 1.0f / (2 * B * T), lr_multiplier(oc, s, 8));
+      losses[graph].push_back(l.nll / l.tokens);
+      if (s == 4) m.forward_loss(ids.data(), ids.data() + 1, 3, 40);
+    }
+    if (graph) {
+      EXPECT_TRUE(ts.graph_in_use());
+      captures = ts.captures();
+    }
+    m.params().download();
+    opt.download();
+    weights[graph].assign(m.params().params(), m.params().params() + m.params().total());
+    for (int i = 0; i < m.params().size(); ++i) {
+      Tensor v = opt.host_v(i);
+      moments[graph].insert(moments[graph].end(), (float*)v.data, (float*)v.data + v.numel());
+    }
+  }
+  EXPECT_EQ(losses[0], losses[1]);
+  EXPECT_EQ(weights[0], weights[1]);
+  EXPECT_EQ(moments[0], moments[1]);
+  EXPECT_GE(captures, 1);
+  EXPECT_LE(captures, 2);  // once, and again only if the evaluation moved memory
 }
 
 TEST(TrainCuda, RunsAreBitwiseIdenticalAndResumeIsExact) {

@@ -97,6 +97,7 @@ struct ModelConfig {
   int64_t seed = 42;
   std::string ffn = "swiglu";           // FFN variant (registry key)
   bool recompute_norms = false;         // activation recomputation (memory for speed)
+  bool grads_in_activations = true;     // gradients over dead activations (one micro-batch a step)
   template <class V> void visit(V& v) {
     v("dim", dim, "model width");
     v("n_layers", n_layers, "transformer blocks");
@@ -118,6 +119,10 @@ struct ModelConfig {
     v("recompute_norms", recompute_norms,
       "recompute the RMSNorm outputs in backward instead of keeping them (saves 2 x tokens x dim activations "
       "per layer for two extra norm passes)");
+    v("grads_in_activations", grads_in_activations,
+      "with one micro-batch per step (grad_acc_steps 1), keep each layer's gradients in the memory of activations "
+      "that are dead when it is written, instead of a buffer of their own (saves most of the gradients' size at "
+      "peak, no speed cost)");
   }
 };
 
@@ -194,6 +199,7 @@ struct TrainConfig {
   int64_t steps = 1000;
   int64_t probe_freq = 0;
   std::string device = "auto";
+  bool cuda_graph = true;
   int threads = 0;  // 0: all cores
   DataConfig data;
   OptimConfig optim;
@@ -211,6 +217,9 @@ struct TrainConfig {
     v("steps", steps, "optimizer steps");
     v("probe_freq", probe_freq, "steps between activation probes (0: off; not implemented yet, must be 0)");
     v.choice("device", device, {"auto", "cpu", "cuda"}, "compute device (auto: cuda when a GPU is present)");
+    v("cuda_graph", cuda_graph,
+      "on CUDA, capture the training step as one CUDA graph after its first run and replay it (false: launch each "
+      "kernel from the host, for debugging)");
     v("threads", threads, "CPU threads (0: all cores)");
     v("data", data, "data loading");
     v("optim", optim, "optimizer and schedule");

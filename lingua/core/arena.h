@@ -1,7 +1,8 @@
 #pragma once
 // Arena: one allocation sized once before training, in host or device memory; a step takes
 // slices from it and releases them all at once with reset(). Exceeding the capacity is an
-// internal error (the size formula is wrong).
+// internal error (the size formula is wrong). An arena can also be a view of part of another's
+// memory (view()), so that one allocation holds several regions with their own stacks.
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -16,13 +17,24 @@ class Arena {
  public:
   static constexpr size_t kAlign = 64;  // every slice starts on a 64-byte boundary (128-bit loads)
   explicit Arena(Device device = Device::cpu) : device_(device) {}
-  // Capacity in bytes; drops what was allocated.
+  // A non-owning arena over [base, base + bytes) (base 64-byte aligned), e.g. a region of another.
+  static Arena view(void* base, size_t bytes, Device device) {
+    Arena a(device);
+    a.base_ = static_cast<char*>(base);
+    a.cap_ = bytes;
+    return a;
+  }
+  // Capacity in bytes; drops what was allocated (freed first, so peak memory holds one of them).
   void reserve(size_t bytes) {
     bytes = round_up(bytes);
+    base_ = nullptr;
     if (device_ == Device::cuda) {
-      dev_ = DeviceBuffer(bytes);
+      dev_ = DeviceBuffer();
+      if (bytes) dev_ = DeviceBuffer(bytes);
       base_ = dev_.as<char>();
     } else {
+      host_.clear();
+      host_.shrink_to_fit();
       host_.assign(bytes / sizeof(float), 0.0f);
       base_ = reinterpret_cast<char*>(host_.data());
     }
@@ -44,6 +56,7 @@ class Arena {
   void release_to(size_t m) { used_ = m; }
   void reset() { used_ = 0; }
   size_t capacity() const { return cap_; }    // bytes
+  char* base() const { return base_; }
   size_t high_water() const { return high_; }  // bytes
 
  private:

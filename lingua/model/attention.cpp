@@ -42,7 +42,7 @@ Attention::Attention(ParamStore& store, const ModelDims& d, const ModelConfig& c
 
 void Attention::forward(const Tensor& x, const Tensor& residual, const Tensor& y, const StepContext& ctx) {
   int64_t B = ctx.B, T = ctx.T, N = ctx.rows();
-  Arena& ar = *ctx.arena;
+  Arena& ar = forward_arena(ctx);
   size_t mark = ar.mark();
   q_ = arena_tensor(ar, {B, T, H_, hd_}, ctx.act);
   k_ = arena_tensor(ar, {B, T, KV_, hd_}, ctx.act);
@@ -61,7 +61,7 @@ void Attention::forward(const Tensor& x, const Tensor& residual, const Tensor& y
 
 void Attention::backward(const Tensor& x, const Tensor& dy, const Tensor& dx, const StepContext& ctx) {
   int64_t B = ctx.B, T = ctx.T, N = ctx.rows();
-  Arena& ar = *ctx.arena;
+  Arena& ar = *ctx.scratch;
   size_t mark = ar.mark();
   // The residual gradient is f32; the matmul takes it in the activation dtype.
   Tensor dy_act = dy;
@@ -90,7 +90,7 @@ void Attention::forward_cached(const Tensor& x, const Tensor& residual, const Te
   int64_t T = x.size(0), pos0 = cache.len;
   LINGUA_CHECK(pos0 + T <= cache.max_len, "generation: sequence of ", pos0 + T, " tokens exceeds the KV cache (",
                cache.max_len, ")");
-  Arena& ar = *ctx.arena;
+  Arena& ar = *ctx.scratch;
   size_t mark = ar.mark();
   Tensor q = arena_tensor(ar, {1, T, H_, hd_}, ctx.act);
   Tensor o = arena_tensor(ar, {1, T, H_, hd_}, ctx.act);

@@ -11,14 +11,21 @@
 namespace lingua {
 
 struct StepContext {
-  Arena* arena = nullptr;
+  // Where modules put memory: `saved` holds what forward keeps for backward (only with
+  // save_for_backward); `scratch` holds what lives within one call (release it with a mark), in
+  // forward and backward, and in a forward without saving also what would have been kept.
+  Arena* saved = nullptr;
+  Arena* scratch = nullptr;
   DType act = DType::f32;           // activation dtype: f32 on the CPU, bf16 on CUDA
-  const int32_t* tokens = nullptr;  // [B, T] input token ids (STEM looks rows up by them)
+  Tensor tokens;                    // [B * T] i32 input token ids on the model's device (STEM looks rows up by them)
   int B = 0, T = 0;
   int pos0 = 0;             // position of the first token (KV-cache decoding)
   bool save_for_backward = true;
   int64_t rows() const { return (int64_t)B * T; }
 };
+
+// The arena a forward takes what it keeps for backward from: scratch when nothing is saved.
+inline Arena& forward_arena(const StepContext& ctx) { return ctx.save_for_backward ? *ctx.saved : *ctx.scratch; }
 
 // Arena bytes a tensor of n elements of dtype dt takes (slices are 64-byte aligned).
 inline size_t arena_bytes(int64_t n, DType dt = DType::f32) { return Arena::round_up((size_t)n * dtype_size(dt)); }

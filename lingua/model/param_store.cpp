@@ -36,6 +36,7 @@ int ParamStore::add(const std::string& name, std::vector<int64_t> shape, ParamIn
 void ParamStore::finalize() {
   params_.assign(total_, 0.0f);
   grads_.assign(total_, 0.0f);
+  grads_ptr_ = grads_.data();
   final_ = true;
 }
 
@@ -85,8 +86,8 @@ Tensor ParamStore::param(int i) const {
 }
 
 Tensor ParamStore::grad(int i) const {
-  return device_ == Device::cuda ? view(d_grads_.data(), i, DType::f32, Device::cuda)
-                                 : view(grads_.data(), i, DType::f32, Device::cpu);
+  LINGUA_CHECK(grads_ptr_, "internal error: gradients read before the model placed them");
+  return view(grads_ptr_, i, DType::f32, device_);
 }
 
 Tensor ParamStore::compute_param(int i) const {
@@ -97,18 +98,45 @@ Tensor ParamStore::host_param(int i) const { return view(params_.data(), i, DTyp
 
 float* ParamStore::grads() {
   LINGUA_CHECK(device_ == Device::cpu, "internal error: host gradients requested from a CUDA ParamStore");
-  return grads_.data();
+  return grads_ptr_;
 }
 
-void ParamStore::zero_grads() {
-  if (device_ == Device::cuda) d_grads_.zero();
-  else std::fill(grads_.begin(), grads_.end(), 0.0f);
+void ParamStore::zero_grads() { zero_grads(0, total_); }
+
+void ParamStore::zero_grads(int64_t begin, int64_t end) {
+  LINGUA_ASSERT(0 <= begin && begin <= end && end <= total_);
+  if (!grads_ptr_ || begin == end) return;
+  if (device_ == Device::cuda) cuda_memset_zero(grads_ptr_ + begin, (size_t)(end - begin) * sizeof(float));
+  else std::fill(grads_ptr_ + begin, grads_ptr_ + end, 0.0f);
+}
+
+void ParamStore::use_external_grads(float* grads) {
+  LINGUA_ASSERT(final_);
+  grads_ptr_ = grads;
+  external_ = true;
+  grads_.clear();
+  grads_.shrink_to_fit();
+  d_grads_ = DeviceBuffer();
+}
+
+void ParamStore::use_own_grads() {
+  if (!external_) return;
+  external_ = false;
+  if (device_ == Device::cuda) {
+    d_grads_ = DeviceBuffer(total_ * sizeof(float));
+    d_grads_.zero();
+    grads_ptr_ = d_grads_.as<float>();
+  } else {
+    grads_.assign(total_, 0.0f);
+    grads_ptr_ = grads_.data();
+  }
 }
 
 void ParamStore::to_device(Device device) {
   LINGUA_ASSERT(final_);
   if (device == device_) return;
   LINGUA_CHECK(device == Device::cuda, "internal error: a ParamStore moves from the CPU to CUDA only");
+  LINGUA_CHECK(!external_, "internal error: a ParamStore with external gradients cannot change device");
   d_params_ = DeviceBuffer(total_ * sizeof(float));
   d_grads_ = DeviceBuffer(total_ * sizeof(float));
   d_bf16_ = DeviceBuffer(total_ * 2);
@@ -116,6 +144,7 @@ void ParamStore::to_device(Device device) {
   grads_.clear();
   grads_.shrink_to_fit();
   d_grads_.zero();
+  grads_ptr_ = d_grads_.as<float>();
   upload();
 }
 

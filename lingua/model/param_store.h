@@ -51,11 +51,19 @@ class ParamStore {
   Tensor compute_param(int i) const;
   int64_t total() const { return total_; }
   void zero_grads();
+  // Zeroes the gradients of the flat range [begin, end) (in floats).
+  void zero_grads(int64_t begin, int64_t end);
+  // Gradients in memory the caller owns, total() floats on the store's device (the model puts them
+  // in activation memory they outlive: Transformer::set_grads_in_activations); the store's own
+  // gradient buffer is freed meanwhile. nullptr: no gradients until the caller places them.
+  void use_external_grads(float* grads);
+  void use_own_grads();  // back to the store's own buffer (zeroed)
+  bool external_grads() const { return external_; }
 
   // Host copies (the CPU path's own buffers; on CUDA a mirror for init and checkpoint IO).
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
-  float* grads();  // CPU only
+  float* grads();  // CPU only (may be null while external gradients are not placed yet)
   Tensor host_param(int i) const;  // f32 host view, for checkpoint IO
 
   // Moves the store to `device` (CUDA: allocates device buffers and uploads the host weights).
@@ -65,7 +73,7 @@ class ParamStore {
   void download() const;  // device weights -> host mirror (before saving)
   // Raw device buffers (CUDA), for the optimizer's fused kernels.
   float* device_params() const { return d_params_.as<float>(); }
-  float* device_grads() const { return d_grads_.as<float>(); }
+  float* device_grads() const { return grads_ptr_; }
   void* device_params_bf16() const { return d_bf16_.data(); }
 
  private:
@@ -74,6 +82,8 @@ class ParamStore {
   std::map<std::string, int> by_name_;
   mutable std::vector<float> params_, grads_;
   DeviceBuffer d_params_, d_grads_, d_bf16_;
+  float* grads_ptr_ = nullptr;  // the gradients in use: grads_, d_grads_ or external memory
+  bool external_ = false;
   Device device_ = Device::cpu;
   int64_t total_ = 0;
   bool final_ = false;

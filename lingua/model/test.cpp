@@ -115,6 +115,47 @@ TEST(Transformer, ArenaSizeFormulaIsTight) {
   EXPECT_GE((double)m.activation_bytes_high_water(), 0.8 * m.activation_bytes(3, 40));
 }
 
+// Gradients kept over dead activations equal gradients in their own buffer, bit for bit, step
+// after step (any overlap with live memory would change them), with evaluation calls of other
+// shapes in between (the memory grows and the gradients move), and take less memory.
+void check_grads_in_activations(ModelConfig cfg) {
+  cfg.dim = 48;
+  cfg.n_heads = 4;
+  cfg.multiple_of = 32;
+  cfg.max_seqlen = 64;
+  ModelDims d = resolve_dims(cfg, 13);
+  Transformer own(cfg, d), shared(cfg, d);
+  shared.set_grads_in_activations(true);
+  EXPECT_TRUE(shared.grads_in_activations());
+  for (int step = 0; step < 3; ++step) {
+    const int B = 3, T = step == 2 ? 17 : 40;
+    auto tok = random_ids(B * T, 13, 10 + step), tgt = random_ids(B * T, 13, 20 + step);
+    own.zero_grads();
+    shared.zero_grads();
+    LossSum a = own.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
+    LossSum b = shared.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
+    EXPECT_EQ(a.nll, b.nll);
+    for (int64_t i = 0; i < own.params().total(); ++i)
+      ASSERT_EQ(own.params().grads()[i], shared.params().grads()[i]) << "step " << step << " float " << i;
+    // An evaluation of another shape between steps.
+    auto etok = random_ids(5 * 30, 13, 30 + step);
+    EXPECT_EQ(own.forward_loss(etok.data(), etok.data(), 5, 30).nll,
+              shared.forward_loss(etok.data(), etok.data(), 5, 30).nll);
+  }
+  // Untied, most gradients fit over dead activations; a tied embedding's gradient is written
+  // first (by the head), so all of them go past the activations: no saving, no loss either.
+  const size_t grads = sizeof(float) * own.params().total();
+  if (cfg.weight_tying) EXPECT_LE(shared.step_memory_bytes(), own.step_memory_bytes() + grads);
+  else EXPECT_LT(shared.step_memory_bytes(), own.step_memory_bytes() + grads / 2);
+}
+
+TEST(Transformer, GradientsInActivationsEqualOwnGradients) { check_grads_in_activations(tiny_config(1, false)); }
+TEST(Transformer, GradientsInActivationsTiedRecomputed) {
+  ModelConfig cfg = tiny_config(2, true);
+  cfg.recompute_norms = true;
+  check_grads_in_activations(cfg);
+}
+
 TEST(Transformer, LossMatchesLogitsAndDecodeMatchesFullForward) {
   ModelConfig cfg = tiny_config(1, false);
   ModelDims d = resolve_dims(cfg, 13);

@@ -17,7 +17,7 @@ AdamW::AdamW(ParamStore& store, const OptimConfig& cfg, const std::map<std::stri
       auto it = overrides.find(g);
       const OptimConfig& c = it == overrides.end() ? cfg : it->second;
       index[g] = (int)groups_.size();
-      groups_.push_back({g, c.lr, c.weight_decay, c.beta1, c.beta2, c.epsilon, c.clip, {}});
+      groups_.push_back({g, c.lr, c.weight_decay, c.beta1, c.beta2, c.epsilon, c.clip, {}, {}});
     }
     groups_[index[g]].params.push_back(i);
   }
@@ -63,17 +63,40 @@ void AdamW::upload() {
 }
 
 StepReport AdamW::step(double lr_mult) {
-  LINGUA_PROFILE_SCOPE("optimizer");
+  StepReport r = prepare(lr_mult);
+  apply();
+  return r;
+}
+
+StepReport AdamW::prepare(double lr_mult) {
   ++t_;
   StepReport r;
   const bool cuda = store_.device() == Device::cuda;
+  hyper_.clear();
+  scalars_.clear();
+  for (const ParamGroup& g : groups_) {
+    const double lr = g.lr * lr_mult;
+    hyper_.push_back({(float)lr, (float)g.beta1, (float)g.beta2, (float)g.eps, (float)g.weight_decay, t_, 1.0f});
+    if (cuda) scalars_.push_back(adamw_step_scalars(hyper_.back()));
+    r.lr[g.name] = lr;
+  }
+  if (cuda) {
+    if (!dscalars_.data()) dscalars_ = DeviceBuffer(groups_.size() * sizeof(AdamWStepScalars));
+    copy_to_device_async(dscalars_.data(), scalars_.data(), scalars_.size() * sizeof(AdamWStepScalars));
+  }
+  return r;
+}
+
+void AdamW::apply() {
+  LINGUA_PROFILE_SCOPE("optimizer");
+  LINGUA_CHECK(hyper_.size() == groups_.size(), "internal error: AdamW::apply without prepare");
+  const bool cuda = store_.device() == Device::cuda;
+  auto flat = [](void* base, int64_t off, int64_t n, DType dt) {
+    return Tensor(static_cast<char*>(base) + off * (int64_t)dtype_size(dt), {n}, dt, Device::cuda);
+  };
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const ParamGroup& g = groups_[gi];
-    const double lr = g.lr * lr_mult;
-    AdamWHyper h{(float)lr, (float)g.beta1, (float)g.beta2, (float)g.eps, (float)g.weight_decay, t_, 1.0f};
-    auto flat = [](void* base, int64_t off, int64_t n, DType dt) {
-      return Tensor(static_cast<char*>(base) + off * (int64_t)dtype_size(dt), {n}, dt, Device::cuda);
-    };
+    AdamWHyper h = hyper_[gi];
     if (cuda) {
       // One fused pass per span: the norm in a fixed order, the coefficient and the update
       // (with the bf16 copy) read from device memory; no host round trip.
@@ -83,6 +106,7 @@ StepReport AdamW::step(double lr_mult) {
                            k > 0);
       clip_coefficient_device(&st->sq, g.clip, &st->coef, &st->norm);
       h.grad_scale_device = &st->coef;
+      h.step_device = dscalars_.as<AdamWStepScalars>() + gi;
       for (auto [off, n] : g.spans)
         adamw_update(flat(store_.device_params(), off, n, DType::f32), flat(store_.device_grads(), off, n, DType::f32),
                      flat(dm_.data(), off, n, DType::f32), flat(dv_.data(), off, n, DType::f32), h,
@@ -102,9 +126,7 @@ StepReport AdamW::step(double lr_mult) {
       }
       norms_[g.name] = norm;
     }
-    r.lr[g.name] = lr;
   }
-  return r;
 }
 
 std::map<std::string, double> AdamW::last_grad_norms() const {

@@ -9,6 +9,7 @@
 
 #include "lingua/config/train_config.h"
 #include "lingua/model/param_store.h"
+#include "lingua/ops/adamw/adamw.h"
 
 namespace lingua {
 
@@ -33,7 +34,12 @@ class AdamW {
 
   // One update with learning-rate multiplier lr_mult, from the gradients in the store. On CUDA it
   // never waits for the GPU: the norms, the clip coefficients and the update stay on the device.
+  // step = prepare + apply: prepare is the host part (counts the step, schedules the learning
+  // rates and, on CUDA, queues the step's constants to the device); apply is the update itself,
+  // which on CUDA reads no host value, so that it can be captured once in a CUDA graph.
   StepReport step(double lr_mult);
+  StepReport prepare(double lr_mult);
+  void apply();
   // Per group, the global gradient norm of the last step, before clipping. On CUDA this reads it
   // back (waits for the step), so call it only when logging.
   std::map<std::string, double> last_grad_norms() const;
@@ -63,6 +69,9 @@ class AdamW {
     float pad_;
   };
   DeviceBuffer dstats_;
+  std::vector<AdamWHyper> hyper_;             // per group, of the prepared step
+  std::vector<AdamWStepScalars> scalars_;     // per group, of the prepared step (CUDA)
+  DeviceBuffer dscalars_;                     // their device copy, read by the update
   std::map<std::string, double> norms_;  // the CPU path's last norms
   int64_t t_ = 0;
 };

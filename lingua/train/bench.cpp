@@ -11,6 +11,7 @@
 #include "lingua/optim/optimizer.h"
 #include "lingua/optim/schedule.h"
 #include "lingua/train/step_profiler.h"
+#include "lingua/train/train_step.h"
 #include "lingua/train/trainer.h"
 
 namespace lingua {
@@ -47,6 +48,7 @@ BenchResult run_bench(const TrainConfig& cfg) {
   ModelDims dims = resolve_dims(cfg.model, cfg.model.vocab_size);
   Transformer model(cfg.model, dims);
   model.to_device(dev);
+  model.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
   AdamW opt(model.params(), cfg.optim);
   const int B = cfg.data.batch_size, T = cfg.data.seq_len;
   LINGUA_CHECK(T <= dims.max_seqlen, "data.seq_len (", T, ") exceeds model.max_seqlen (", dims.max_seqlen, ")");
@@ -57,15 +59,10 @@ BenchResult run_bench(const TrainConfig& cfg) {
   for (auto& x : tgt) x = (int32_t)rng.below(dims.vocab);
   const float scale = 1.0f / ((float)B * T * cfg.grad_acc_steps);
   double loss = 0;
+  TrainStep train_step(model, opt, cfg.cuda_graph);
+  const std::vector<MicroBatch> micro(cfg.grad_acc_steps, MicroBatch{tok.data(), tgt.data(), B, T});
   auto step = [&](int64_t s) {
-    model.params().zero_grads();
-    LossSum l;
-    for (int a = 0; a < cfg.grad_acc_steps; ++a) {
-      LossSum m = model.forward_backward(tok.data(), tgt.data(), B, T, scale);
-      l.nll += m.nll;
-      l.tokens += m.tokens;
-    }
-    opt.step(lr_multiplier(cfg.optim, s, cfg.bench.warmup + cfg.bench.steps));
+    LossSum l = train_step.run(micro, scale, lr_multiplier(cfg.optim, s, cfg.bench.warmup + cfg.bench.steps));
     loss = l.nll / l.tokens;
   };
   for (int64_t s = 0; s < cfg.bench.warmup; ++s) step(s);

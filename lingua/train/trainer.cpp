@@ -23,6 +23,7 @@
 #include "lingua/optim/optimizer.h"
 #include "lingua/optim/schedule.h"
 #include "lingua/train/step_profiler.h"
+#include "lingua/train/train_step.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -186,6 +187,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   Transformer model(cfg.model, dims);
   const Device device = resolve_device(cfg.device);
   model.to_device(device);
+  model.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
   AdamW opt(model.params(), cfg.optim);
   DataLoader loader(cfg.data, *tok);
   Run run{cfg, model, opt, loader};
@@ -227,25 +229,25 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   int64_t total_tokens = step * tokens_per_step;
   const int64_t first_step = step;
   StepProfiler profiler(cfg.profiling, cfg.dump_dir, device, first_step);
+  TrainStep train_step(model, opt, cfg.cuda_graph);
   while (step < cfg.steps) {
     profiler.before_step(step);
     auto t0 = Clock::now();
-    double data_time = 0, loss_sum = 0;
-    int64_t loss_tokens = 0;
-    model.params().zero_grads();
+    double data_time = 0;
+    std::vector<Batch> batches;
+    std::vector<MicroBatch> micro;
     for (int a = 0; a < cfg.grad_acc_steps; ++a) {
       auto td = Clock::now();
-      Batch b = loader.next();
+      batches.push_back(loader.next());
       data_time += seconds_since(td);
-      LossSum l = model.forward_backward(b.input.data(), b.target.data(), b.batch_size, b.seq_len, loss_scale);
-      loss_sum += l.nll;
-      loss_tokens += l.tokens;
     }
-    double loss = loss_sum / std::max<int64_t>(1, loss_tokens);
+    for (const Batch& b : batches) micro.push_back({b.input.data(), b.target.data(), b.batch_size, b.seq_len});
+    const double lr_mult = lr_multiplier(cfg.optim, step, cfg.steps);  // LambdaLR: updates made so far
+    StepReport rep;
+    LossSum l = train_step.run(micro, loss_scale, lr_mult, &rep);
+    double loss = l.nll / std::max<int64_t>(1, l.tokens);
     LINGUA_CHECK(std::isfinite(loss), "training loss is ", loss, " at step ", step + 1,
                  " (try a lower optim.lr or a longer optim.warmup)");
-    double lr_mult = lr_multiplier(cfg.optim, step, cfg.steps);  // LambdaLR: updates made so far
-    StepReport rep = opt.step(lr_mult);
     ++step;
     if (profiler.after_step(step) && !quiet)
       std::fprintf(stderr, "lingua: profile written to %s\n%s", profiler.trace_path().c_str(), profiler.summary().c_str());

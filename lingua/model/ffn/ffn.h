@@ -18,8 +18,9 @@ class FeedForward {
   virtual ~FeedForward() = default;
   // x: [N, dim] normalised input (ctx.act dtype); out: [N, dim] f32 written with
   // residual + ffn(x) (residual: [N, dim] f32, may be out itself or empty; fuse it into the last
-  // matmul). With ctx.save_for_backward, keeps what backward needs in ctx.arena (x is kept alive
-  // by the caller).
+  // matmul). With ctx.save_for_backward, keeps what backward needs in ctx.saved (x is kept alive
+  // by the caller); transient memory comes from ctx.scratch (forward_arena(ctx) for what would be
+  // kept).
   virtual void forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) = 0;
   // dout: [N, dim] f32 or ctx.act; dx: [N, dim] f32, written. Parameter gradients accumulated.
   // May overwrite what forward saved (backward runs once per forward).

@@ -30,21 +30,20 @@ class SwiGluFfn final : public FeedForward {
 
   void forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) override {
     int64_t n = ctx.rows();
-    Arena& ar = *ctx.arena;
-    size_t mark = ar.mark();
-    ab_ = arena_tensor(ar, {n, 2 * hidden_}, ctx.act);  // row n: (w1 x_n, w3 x_n)
-    size_t saved = ar.mark();
+    Arena& sc = *ctx.scratch;
+    size_t mark = sc.mark();
+    ab_ = arena_tensor(forward_arena(ctx), {n, 2 * hidden_}, ctx.act);  // row n: (w1 x_n, w3 x_n)
     // g is not kept: backward recomputes it (see there).
-    Tensor g = arena_tensor(ar, {n, hidden_}, ctx.act);
+    Tensor g = arena_tensor(sc, {n, hidden_}, ctx.act);
     linear_forward(x, w13(store_.compute_param(w1_)), ab_);
     swiglu_forward_packed(ab_, g);
     linear_forward(g, store_.compute_param(w2_), out, residual);
-    ar.release_to(ctx.save_for_backward ? saved : mark);
+    sc.release_to(mark);
   }
 
   void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) override {
     int64_t n = ctx.rows();
-    Arena& ar = *ctx.arena;
+    Arena& ar = *ctx.scratch;
     size_t mark = ar.mark();
     // The residual gradient is f32; the matmul takes it in the activation dtype.
     Tensor dout_act = dout;

@@ -15,6 +15,14 @@
 
 namespace lingua {
 
+// The per-step constants of the update, derived from lr, step and weight_decay (bias corrections in
+// double, then rounded to float, as both paths compute them).
+struct AdamWStepScalars {
+  float decay;         // 1 - lr * weight_decay
+  float step_size;     // lr / (1 - beta1^step)
+  float inv_sqrt_bc2;  // 1 / sqrt(1 - beta2^step)
+};
+
 struct AdamWHyper {
   float lr, beta1, beta2, eps, weight_decay;
   int64_t step;
@@ -23,7 +31,16 @@ struct AdamWHyper {
   // e.g. the clip coefficient written by clip_coefficient_device(), so that a training step with
   // clipping needs no host synchronisation. Read by the kernel, in stream order.
   const float* grad_scale_device = nullptr;
+  // CUDA only (null on the CPU path): device memory the caller owns holding
+  // adamw_step_scalars(h) for this step, read by the kernel in stream order instead of lr, step and
+  // weight_decay (which are then not read), so that a captured CUDA graph can be replayed each step
+  // with new values: write them with copy_to_device_async before each launch. Bitwise the same
+  // update as the by-value path. One per distinct (lr, weight_decay) parameter group.
+  const AdamWStepScalars* step_device = nullptr;
 };
+
+// The step constants for h (h.step >= 1). Host arithmetic, exactly what adamw_update uses.
+AdamWStepScalars adamw_step_scalars(const AdamWHyper& h);
 
 void adamw_update(const Tensor& param,  // [n] f32, updated
                   const Tensor& grad,   // [n] f32
@@ -57,6 +74,9 @@ inline float clip_coefficient(double norm, double max_norm) {
 // Deterministic: each tensor is summed in a fixed order (as sum_squares) and added to *sq in call
 // (stream) order, so the total is bitwise reproducible for the same list of tensors; coef equals
 // clip_coefficient(sqrt(*sq), max_norm) exactly. Without CUDA these fail with an Error.
+// Neither synchronises (they can be captured in a CUDA graph), except that sum_squares_device
+// grows its partial-sum scratch (a synchronisation and cudaMalloc) the first time a tensor needs
+// more than all earlier ones: run the same calls once eagerly before capturing.
 void sum_squares_device(const Tensor& x,      // [n] f32 on the GPU
                         double* sq_device,    // *sq_device = (accumulate ? *sq_device : 0) + sum x^2
                         bool accumulate);

@@ -9,6 +9,17 @@
 
 namespace lingua {
 
+AdamWStepScalars adamw_step_scalars(const AdamWHyper& h) {
+  LINGUA_CHECK(h.step >= 1, "adamw_update: step is 1-based, got ", h.step);
+  const double bc1 = 1.0 - std::pow((double)h.beta1, (double)h.step);
+  const double bc2 = 1.0 - std::pow((double)h.beta2, (double)h.step);
+  AdamWStepScalars s;
+  s.decay = (float)(1.0 - (double)h.lr * h.weight_decay);
+  s.step_size = (float)(h.lr / bc1);
+  s.inv_sqrt_bc2 = (float)(1.0 / std::sqrt(bc2));
+  return s;
+}
+
 // Follows torch.optim.AdamW (single-tensor path): p *= 1 - lr wd; m += (1 - beta1)(g - m);
 // v = beta2 v + (1 - beta2) g^2; p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps).
 // Bias corrections are computed in double, the per-element update in fp32.
@@ -25,13 +36,10 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
   check_f32(op, "m", m, {n});
   check_f32(op, "v", v, {n});
   if (is_given(param_bf16)) check_op_arg(op, "param_bf16", param_bf16, DType::bf16, {n});
-  LINGUA_CHECK(h.step >= 1, op, ": step is 1-based, got ", h.step);
   LINGUA_CHECK(h.grad_scale_device == nullptr, op, ": grad_scale_device is for CUDA tensors only");
-  const double bc1 = 1.0 - std::pow((double)h.beta1, (double)h.step);
-  const double bc2 = 1.0 - std::pow((double)h.beta2, (double)h.step);
-  const float decay = (float)(1.0 - (double)h.lr * h.weight_decay);
-  const float step_size = (float)(h.lr / bc1);
-  const float inv_sqrt_bc2 = (float)(1.0 / std::sqrt(bc2));
+  LINGUA_CHECK(h.step_device == nullptr, op, ": step_device is for CUDA tensors only");
+  const AdamWStepScalars sc = adamw_step_scalars(h);
+  const float decay = sc.decay, step_size = sc.step_size, inv_sqrt_bc2 = sc.inv_sqrt_bc2;
   const float b1 = h.beta1, b2 = h.beta2, eps = h.eps, gs = h.grad_scale;
   float* p = param.f32();
   const float* g = grad.f32();

@@ -40,10 +40,17 @@ constexpr int kThreads = 256;
 __global__ void __launch_bounds__(kThreads)
     adamw_kernel(float* __restrict__ param, const float* __restrict__ grad, float* __restrict__ m,
                  float* __restrict__ v, bf16* __restrict__ param_bf16, int64_t n, AdamWConsts k,
-                 const float* __restrict__ grad_scale_device, bool vec) {
+                 const float* __restrict__ grad_scale_device, const AdamWStepScalars* __restrict__ step_device,
+                 bool vec) {
   const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
   if (i >= n) return;
   const float gs = grad_scale_device ? __fmul_rn(k.grad_scale, *grad_scale_device) : k.grad_scale;
+  if (step_device) {  // the host-computed floats, as the by-value path passes them
+    const AdamWStepScalars sc = *step_device;
+    k.decay = sc.decay;
+    k.step_size = sc.step_size;
+    k.inv_sqrt_bc2 = sc.inv_sqrt_bc2;
+  }
   if (vec && i + 4 <= n) {
     float4 p = *reinterpret_cast<const float4*>(param + i);
     const float4 g = *reinterpret_cast<const float4*>(grad + i);
@@ -141,12 +148,7 @@ __global__ void clip_coefficient_kernel(const double* __restrict__ sq, double ma
 double* partial_scratch(int64_t blocks) {
   static DeviceBuffer* buf = new DeviceBuffer();  // never freed
   const size_t bytes = (size_t)std::max<int64_t>(blocks, 1) * sizeof(double);
-  if (buf->bytes() < bytes) {
-    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));  // kernels in flight may still use the old one
-    *buf = DeviceBuffer();
-    *buf = DeviceBuffer(std::max<size_t>(bytes, 64u << 10));
-  }
-  return buf->as<double>();
+  return static_cast<double*>(cuda_grow_scratch(*buf, bytes, 64u << 10, "sum_squares"));
 }
 
 bool aligned(const void* p, uintptr_t a) { return (reinterpret_cast<uintptr_t>(p) & (a - 1)) == 0; }
@@ -163,25 +165,23 @@ void adamw_update_cuda(const Tensor& param, const Tensor& grad, const Tensor& m,
   check_cuda_arg(op, "v", v, {DType::f32}, {n});
   const bool with_bf16 = is_given(param_bf16);
   if (with_bf16) check_cuda_arg(op, "param_bf16", param_bf16, {DType::bf16}, {n});
-  LINGUA_CHECK(h.step >= 1, op, ": step is 1-based, got ", h.step);
+  // Host constants exactly as the CPU path computes them (from step_device in the kernel when given).
+  const AdamWStepScalars sc = h.step_device ? AdamWStepScalars{0, 0, 0} : adamw_step_scalars(h);
   if (n == 0) return;
-  // Host constants exactly as the CPU path computes them.
-  const double bc1 = 1.0 - std::pow((double)h.beta1, (double)h.step);
-  const double bc2 = 1.0 - std::pow((double)h.beta2, (double)h.step);
   AdamWConsts k;
   k.one_minus_b1 = 1.0f - h.beta1;
   k.b2 = h.beta2;
   k.one_minus_b2 = 1.0f - h.beta2;
   k.eps = h.eps;
-  k.decay = (float)(1.0 - (double)h.lr * h.weight_decay);
-  k.step_size = (float)(h.lr / bc1);
-  k.inv_sqrt_bc2 = (float)(1.0 / std::sqrt(bc2));
+  k.decay = sc.decay;
+  k.step_size = sc.step_size;
+  k.inv_sqrt_bc2 = sc.inv_sqrt_bc2;
   k.grad_scale = h.grad_scale;
   const bool vec = aligned(param.data, 16) && aligned(grad.data, 16) && aligned(m.data, 16) && aligned(v.data, 16) &&
                    (!with_bf16 || aligned(param_bf16.data, 8));
   adamw_kernel<<<ceil_div(n, 4LL * kThreads), kThreads, 0, cuda_stream()>>>(
       param.f32(), grad.f32(), m.f32(), v.f32(), with_bf16 ? static_cast<bf16*>(param_bf16.data) : nullptr, n, k,
-      h.grad_scale_device, vec);
+      h.grad_scale_device, h.step_device, vec);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -78,6 +78,23 @@ TEST(AdamW, Errors) {
   EXPECT_THROW(sum_squares(Tensor(p.data(), {5, 1})), Error);
 }
 
+TEST(AdamW, StepScalars) {
+  AdamWHyper h{3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 7};
+  const AdamWStepScalars s = adamw_step_scalars(h);
+  EXPECT_EQ(s.decay, (float)(1.0 - (double)3e-3f * 0.1f));
+  EXPECT_EQ(s.step_size, (float)(3e-3f / (1.0 - std::pow((double)0.9f, 7.0))));
+  EXPECT_EQ(s.inv_sqrt_bc2, (float)(1.0 / std::sqrt(1.0 - std::pow((double)0.95f, 7.0))));
+  h.step = 0;
+  EXPECT_THROW(adamw_step_scalars(h), Error);
+  // step_device is for the CUDA path only
+  h.step = 1;
+  std::vector<float> p(5, 1.0f), g(5, 1.0f), m(5), v(5);
+  h.step_device = &s;
+  EXPECT_THROW(
+      adamw_update(Tensor(p.data(), {5}), Tensor(g.data(), {5}), Tensor(m.data(), {5}), Tensor(v.data(), {5}), h),
+      Error);
+}
+
 TEST(AdamW, WritesTheBf16CopyOfTheUpdatedParam) {
   const int64_t n = 37;
   auto p = random_vector(n, 40), g = random_vector(n, 41);

@@ -169,6 +169,132 @@ TEST(AdamWCuda, DeviceClippingMatchesHostClipping) {
   EXPECT_TRUE(same_bits(dv.download(), v, "v"));
 }
 
+// ---- per-step scalars from device memory (for CUDA graphs) ----
+
+// lr of a decaying schedule at `step`.
+float lr_at(int step) { return 3e-2f * (1.0f - 0.15f * (float)step); }
+
+TEST(AdamWCuda, StepScalarsFromDeviceMatchByValueBitwise) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const int steps = 4;
+  PinnedBuffer slots(steps * sizeof(AdamWStepScalars));  // one per step: no slot is rewritten in flight
+  DeviceBuffer scalars(sizeof(AdamWStepScalars));
+  for (int64_t n : {1, 37, 100003})
+    for (int64_t offset : {0, 1}) {
+      const auto p = random_vector(n, 3);
+      const std::vector<float> zeros(n, 0.0f);
+      Dev pa(n, DType::f32, offset), ma(n, DType::f32), va(n, DType::f32), ba(n, DType::bf16, offset);
+      Dev pb(n, DType::f32, offset), mb(n, DType::f32), vb(n, DType::f32), bb(n, DType::bf16, offset);
+      Dev g(n, DType::f32, offset);
+      pa.upload(p), pb.upload(p), ma.upload(zeros), mb.upload(zeros), va.upload(zeros), vb.upload(zeros);
+      for (int step = 1; step <= steps; ++step) {
+        g.upload(random_vector(n, 200 + step, -2.0f, 2.0f));
+        AdamWHyper h{lr_at(step), 0.9f, 0.95f, 1e-8f, 0.1f, step};
+        h.grad_scale = step % 2 ? 1.0f : 0.3f;
+        adamw_update(pa.t, g.t, ma.t, va.t, h, ba.t);
+        AdamWStepScalars* slot = slots.as<AdamWStepScalars>() + (step - 1);
+        *slot = adamw_step_scalars(h);
+        copy_to_device_async(scalars.data(), slot, sizeof *slot);
+        AdamWHyper hd = h;
+        hd.lr = NAN;  // not read with step_device
+        hd.weight_decay = NAN;
+        hd.step = 0;
+        hd.step_device = scalars.as<AdamWStepScalars>();
+        adamw_update(pb.t, g.t, mb.t, vb.t, hd, bb.t);
+        const std::string what = "n " + std::to_string(n) + " offset " + std::to_string(offset) + " step " +
+                                 std::to_string(step);
+        EXPECT_TRUE(same_bits(pb.download(), pa.download(), "param " + what));
+        EXPECT_TRUE(same_bits(mb.download(), ma.download(), "m " + what));
+        EXPECT_TRUE(same_bits(vb.download(), va.download(), "v " + what));
+        EXPECT_EQ(bb.download_bf16(), ba.download_bf16()) << what;
+      }
+    }
+}
+
+// A graph of the optimizer step (norm of all gradients, clip coefficient, AdamW reading the
+// coefficient and the step scalars from device memory) replayed for 3 steps with new gradients and
+// scalars is bitwise the same as 3 eager steps with by-value hyper-parameters.
+TEST(AdamWCuda, CapturedClipAndUpdateReplaysBitwise) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const int steps = 3;
+  const std::vector<int64_t> sizes = {100003, 4099};
+  const size_t K = sizes.size();
+  // per parameter: eager state (e) and graph state (q), one gradient buffer shared by both runs
+  std::vector<Dev> pe, me, ve, pq, mq, vq, bq, be, grads;
+  for (auto* list : {&pe, &me, &ve, &pq, &mq, &vq, &bq, &be, &grads}) list->reserve(K);
+  for (size_t k = 0; k < K; ++k) {
+    const int64_t n = sizes[k];
+    const auto p = random_vector(n, 40 + k);
+    const std::vector<float> zeros(n, 0.0f);
+    for (auto* list : {&pe, &me, &ve, &pq, &mq, &vq, &grads}) list->emplace_back(n, DType::f32);
+    be.emplace_back(n, DType::bf16);
+    bq.emplace_back(n, DType::bf16);
+    pe[k].upload(p), pq[k].upload(p);
+    for (auto* list : {&me, &ve, &mq, &vq}) (*list)[k].upload(zeros);
+  }
+  auto grad_at = [&](size_t k, int step) { return random_vector(sizes[k], 300 + 10 * step + k, -1.0f, 1.0f); };
+  const double max_norm = 50.0;  // below the gradient norm (~180): clipping is active
+  // sq, norm (double), coef (float), step scalars in one buffer each per run
+  struct Scalars {
+    DeviceBuffer buf{256};
+    double* sq() { return buf.as<double>(); }
+    double* norm() { return buf.as<double>() + 1; }
+    float* coef() { return reinterpret_cast<float*>(buf.as<double>() + 2); }
+    AdamWStepScalars* step() { return reinterpret_cast<AdamWStepScalars*>(buf.as<double>() + 4); }
+  } se, sq;
+  auto hyper = [&](int step) { return AdamWHyper{lr_at(step), 0.9f, 0.95f, 1e-8f, 0.1f, step}; };
+  // The optimizer step; with step_device, lr and step come from device memory.
+  auto optimizer_step = [&](Scalars& s, std::vector<Dev>& p, std::vector<Dev>& m, std::vector<Dev>& v,
+                            std::vector<Dev>& b, const AdamWHyper& h) {
+    for (size_t k = 0; k < K; ++k) sum_squares_device(grads[k].t, s.sq(), k > 0);
+    clip_coefficient_device(s.sq(), max_norm, s.coef(), s.norm());
+    AdamWHyper hh = h;
+    hh.grad_scale_device = s.coef();
+    for (size_t k = 0; k < K; ++k) adamw_update(p[k].t, grads[k].t, m[k].t, v[k].t, hh, b[k].t);
+  };
+
+  std::vector<double> eager_norms;
+  for (int step = 1; step <= steps; ++step) {  // eager; also sizes the sum-of-squares scratch
+    for (size_t k = 0; k < K; ++k) grads[k].upload(grad_at(k, step));
+    optimizer_step(se, pe, me, ve, be, hyper(step));
+    double nrm;
+    copy_to_host(&nrm, se.norm(), sizeof nrm);
+    eager_norms.push_back(nrm);
+  }
+  float coef;
+  copy_to_host(&coef, se.coef(), sizeof coef);
+  EXPECT_LT(coef, 1.0f);
+
+  CudaGraph g;
+  g.begin_capture();
+  AdamWHyper hd = hyper(1);
+  hd.lr = NAN;
+  hd.step = 0;
+  hd.step_device = sq.step();
+  optimizer_step(sq, pq, mq, vq, bq, hd);
+  g.end_capture();
+  ASSERT_TRUE(g.ready());
+
+  PinnedBuffer slots(steps * sizeof(AdamWStepScalars));
+  for (int step = 1; step <= steps; ++step) {
+    for (size_t k = 0; k < K; ++k) grads[k].upload(grad_at(k, step));
+    AdamWStepScalars* slot = slots.as<AdamWStepScalars>() + (step - 1);
+    *slot = adamw_step_scalars(hyper(step));
+    copy_to_device_async(sq.step(), slot, sizeof *slot);
+    g.launch();
+    double nrm;
+    copy_to_host(&nrm, sq.norm(), sizeof nrm);
+    EXPECT_EQ(0, std::memcmp(&nrm, &eager_norms[step - 1], sizeof nrm)) << "step " << step;
+  }
+  for (size_t k = 0; k < K; ++k) {
+    const std::string what = " of parameter " + std::to_string(k);
+    EXPECT_TRUE(same_bits(pq[k].download(), pe[k].download(), "param" + what));
+    EXPECT_TRUE(same_bits(mq[k].download(), me[k].download(), "m" + what));
+    EXPECT_TRUE(same_bits(vq[k].download(), ve[k].download(), "v" + what));
+    EXPECT_EQ(bq[k].download_bf16(), be[k].download_bf16()) << what;
+  }
+}
+
 TEST(AdamWCuda, Errors) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   Dev p(5, DType::f32), g(5, DType::f32), m(5, DType::f32), v(4, DType::f32), gb(5, DType::bf16), pb(5, DType::bf16);

@@ -14,14 +14,10 @@ namespace {
 // Rows per chunk: 64..256 (the dw sgemm sums over a chunk's rows: more rows, better efficiency),
 // fewer for a large vocabulary so that the [rows, V] logits stay within about 32 MB.
 int64_t chunk_rows(int64_t V) { return std::clamp<int64_t>((int64_t(1) << 23) / std::max<int64_t>(V, 1), 64, 256); }
-}  // namespace
 
-double output_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& nll,
-                            float grad_scale, const Tensor& dx, const Tensor& dw) {
-  LINGUA_PROFILE_SCOPE("output_cross_entropy");
-#ifdef LINGUA_CUDA
-  if (x.device == Device::cuda) return output_cross_entropy_cuda(x, w, targets, nll, grad_scale, dx, dw);
-#endif
+// The CPU path of both entry points: returns the sum of nll.
+double cross_entropy_cpu(const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& nll, float grad_scale,
+                         const Tensor& dx, const Tensor& dw) {
   const char* op = "output_cross_entropy";
   check_f32(op, "x", x, {-1, -1});
   const int64_t N = x.size(0), D = x.size(1);
@@ -91,6 +87,30 @@ double output_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targ
                   (int)D, 1.0f, dw.f32(), (int)D);
   }
   return total;
+}
+
+}  // namespace
+
+double output_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& nll,
+                            float grad_scale, const Tensor& dx, const Tensor& dw) {
+  LINGUA_PROFILE_SCOPE("output_cross_entropy");
+#ifdef LINGUA_CUDA
+  if (x.device == Device::cuda) return output_cross_entropy_cuda(x, w, targets, nll, grad_scale, dx, dw);
+#endif
+  return cross_entropy_cpu(x, w, targets, nll, grad_scale, dx, dw);
+}
+
+void output_cross_entropy_sum(const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& nll,
+                              float grad_scale, const Tensor& dx, const Tensor& dw, double* loss_sum,
+                              bool accumulate) {
+  LINGUA_PROFILE_SCOPE("output_cross_entropy");
+  LINGUA_CHECK(loss_sum != nullptr, "output_cross_entropy_sum: no address for the loss sum");
+#ifdef LINGUA_CUDA
+  if (x.device == Device::cuda)
+    return output_cross_entropy_sum_cuda(x, w, targets, nll, grad_scale, dx, dw, loss_sum, accumulate);
+#endif
+  const double total = cross_entropy_cpu(x, w, targets, nll, grad_scale, dx, dw);
+  *loss_sum = accumulate ? *loss_sum + total : total;
 }
 
 }  // namespace lingua

@@ -7,7 +7,8 @@
 //      by dlogits = (softmax - onehot) * grad_scale in bf16 (zeros for ignored rows).
 //   3. dx_chunk (bf16) = dlogits W, dw (f32) += dlogits^T x_chunk   linear_backward_cuda
 // The per-row nll go to `nll` (or a scratch buffer); one block then sums them in a fixed order in
-// double, and that sum and the bad-target flag are copied to the host once, at the end.
+// double, and that sum and the bad-target flag are copied to the host once, at the end (or, for
+// output_cross_entropy_sum, the sum goes to the caller's device double and nothing is read back).
 //
 // Determinism: the GEMMs are deterministic (see linear/cuda.cu); the row kernel reduces each row
 // with a fixed strided split and a fixed shuffle / shared-memory tree; the loss sum is one block
@@ -92,7 +93,7 @@ __global__ void __launch_bounds__(kRowThreads)
 
   if (t < 0 || t >= V) {  // ignored (or invalid: flagged, then treated as ignored)
     if (threadIdx.x == 0) {
-      if (t >= V) atomicMin(bad_row, (unsigned long long)(row0 + r));
+      if (t >= V && bad_row) atomicMin(bad_row, (unsigned long long)(row0 + r));
       nll[r] = 0.0f;
     }
     if (want_grad) {
@@ -145,8 +146,10 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-// One block: thread i sums rows i, i + 1024, ... in double, then a fixed shared-memory tree.
-__global__ void __launch_bounds__(kSumThreads) sum_kernel(const float* __restrict__ nll, int64_t N, Result* out) {
+// One block: thread i sums rows i, i + 1024, ... in double, then a fixed shared-memory tree;
+// *out = (accumulate ? *out : 0) + total.
+__global__ void __launch_bounds__(kSumThreads)
+    sum_kernel(const float* __restrict__ nll, int64_t N, double* out, int accumulate) {
   __shared__ double sh[kSumThreads];
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < N; i += kSumThreads) acc += (double)nll[i];
@@ -156,16 +159,17 @@ __global__ void __launch_bounds__(kSumThreads) sum_kernel(const float* __restric
     if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
     __syncthreads();
   }
-  if (threadIdx.x == 0) out->sum = sh[0];
+  if (threadIdx.x == 0) *out = accumulate ? *out + sh[0] : sh[0];
 }
 
 size_t round_up(size_t bytes) { return (bytes + 255) & ~size_t(255); }
 
-
-}  // namespace
-
-double output_cross_entropy_cuda(const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& nll,
-                                 float grad_scale, const Tensor& dx, const Tensor& dw, int64_t max_chunk_rows) {
+// Queues the whole computation on the stream. sum_device null: the sum goes to the returned
+// Result (in the scratch) and bad targets are flagged there; else *sum_device = (accumulate ?
+// *sum_device : 0) + sum and bad targets are not tracked (null returned). Null also when N == 0.
+Result* queue_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& nll,
+                            float grad_scale, const Tensor& dx, const Tensor& dw, int64_t max_chunk_rows,
+                            double* sum_device, bool accumulate) {
   const char* op = "output_cross_entropy";
   check_cuda_arg(op, "x", x, {DType::bf16}, {-1, -1});
   const int64_t N = x.size(0), D = x.size(1);
@@ -177,7 +181,11 @@ double output_cross_entropy_cuda(const Tensor& x, const Tensor& w, const Tensor&
   if (is_given(dw)) check_cuda_arg(op, "dw", dw, {DType::f32}, {V, D});
   LINGUA_CHECK(V > 0 && D > 0, op, ": empty vocabulary or model dimension (w ", w.str(), ")");
   LINGUA_CHECK(V <= INT32_MAX, op, ": vocabulary of ", V, " entries is too large");
-  if (N == 0) return 0.0;
+  cudaStream_t stream = cuda_stream();
+  if (N == 0) {
+    if (sum_device && !accumulate) CUDA_CHECK(cudaMemsetAsync(sum_device, 0, sizeof(double), stream));
+    return nullptr;
+  }
 
   const bool want_grad = is_given(dx) || is_given(dw);
   int64_t C = std::max<int64_t>(1, (int64_t)(kMaxLogitsBytes / (2 * (size_t)V)));
@@ -195,8 +203,8 @@ double output_cross_entropy_cuda(const Tensor& x, const Tensor& w, const Tensor&
   float* nll_rows = is_given(nll) ? static_cast<float*>(nll.data) : reinterpret_cast<float*>(base + result_bytes);
   bf16* logits = reinterpret_cast<bf16*>(base + result_bytes + nll_bytes);
 
-  cudaStream_t stream = cuda_stream();
-  CUDA_CHECK(cudaMemsetAsync(&result->bad_row, 0xFF, sizeof(result->bad_row), stream));
+  unsigned long long* bad_row = sum_device ? nullptr : &result->bad_row;
+  if (bad_row) CUDA_CHECK(cudaMemsetAsync(bad_row, 0xFF, sizeof(*bad_row), stream));
   const bf16* xs = static_cast<const bf16*>(x.data);
   const int32_t* tgt = static_cast<const int32_t*>(targets.data);
   for (int64_t n0 = 0; n0 < N; n0 += C) {
@@ -205,7 +213,7 @@ double output_cross_entropy_cuda(const Tensor& x, const Tensor& w, const Tensor&
     const Tensor lg(logits, {rows, V}, DType::bf16, Device::cuda);
     linear_forward_cuda(xc, w, lg);
     ce_rows_kernel<<<(unsigned)rows, kRowThreads, 0, stream>>>(logits, V, tgt + n0, nll_rows + n0, grad_scale,
-                                                               want_grad ? 1 : 0, n0, &result->bad_row);
+                                                               want_grad ? 1 : 0, n0, bad_row);
     CUDA_CHECK_LAUNCH();
     if (want_grad) {
       const Tensor dxc = is_given(dx) ? Tensor(static_cast<bf16*>(dx.data) + n0 * D, {rows, D}, DType::bf16, Device::cuda)
@@ -213,9 +221,21 @@ double output_cross_entropy_cuda(const Tensor& x, const Tensor& w, const Tensor&
       linear_backward_cuda(xc, w, lg, dxc, dw, false);
     }
   }
-  sum_kernel<<<1, kSumThreads, 0, stream>>>(nll_rows, N, result);
+  sum_kernel<<<1, kSumThreads, 0, stream>>>(nll_rows, N, sum_device ? sum_device : &result->sum,
+                                            sum_device && accumulate ? 1 : 0);
   CUDA_CHECK_LAUNCH();
+  return sum_device ? nullptr : result;
+}
 
+}  // namespace
+
+double output_cross_entropy_cuda(const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& nll,
+                                 float grad_scale, const Tensor& dx, const Tensor& dw, int64_t max_chunk_rows) {
+  const char* op = "output_cross_entropy";
+  Result* result = queue_cross_entropy(x, w, targets, nll, grad_scale, dx, dw, max_chunk_rows, nullptr, false);
+  if (!result) return 0.0;  // no rows
+  const int64_t V = w.size(0);
+  const int32_t* tgt = static_cast<const int32_t*>(targets.data);
   Result host{};
   copy_to_host(&host, result, sizeof host);  // synchronises the stream
   if (host.bad_row != ~0ull) {
@@ -224,6 +244,13 @@ double output_cross_entropy_cuda(const Tensor& x, const Tensor& w, const Tensor&
     fail(op, ": target ", bad, " at row ", host.bad_row, " is outside the vocabulary [0, ", V, ")");
   }
   return host.sum;
+}
+
+void output_cross_entropy_sum_cuda(const Tensor& x, const Tensor& w, const Tensor& targets, const Tensor& nll,
+                                   float grad_scale, const Tensor& dx, const Tensor& dw, double* loss_sum_device,
+                                   bool accumulate, int64_t max_chunk_rows) {
+  LINGUA_CHECK(loss_sum_device != nullptr, "output_cross_entropy_sum: no device address for the loss sum");
+  queue_cross_entropy(x, w, targets, nll, grad_scale, dx, dw, max_chunk_rows, loss_sum_device, accumulate);
 }
 
 }  // namespace lingua

@@ -2,6 +2,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "lingua/ops/cross_entropy/cross_entropy.h"
 #include "lingua/ops/testing.h"
@@ -215,6 +216,39 @@ TEST(CrossEntropy, RepeatableAndThreadCountOnlyRounds) {
   EXPECT_TRUE(close(three.nll, one.nll, 1e-6, "nll"));
   EXPECT_TRUE(close(three.dx, one.dx, 1e-5, "dx"));
   EXPECT_TRUE(close(three.dw, one.dw, 1e-5, "dw"));
+}
+
+// output_cross_entropy_sum: the returned total written to a host double, bitwise, or added to it.
+TEST(CrossEntropy, SumFormMatchesTheReturnedLossAndAccumulates) {
+  for (Case c : {Case{33, 17, 50}, Case{300, 31, 97}}) {
+    auto in = random_inputs(c, 9), in2 = random_inputs(c, 10);
+    const Result ref = run(in, c, 0.5f), ref2 = run(in2, c, 0.5f);
+    std::vector<float> nll(c.N, 5.0f), dx(c.N * c.D, 9.0f), dw(c.V * c.D, 0.0f);
+    auto call = [&](Inputs& i, double* sum, bool accumulate) {
+      output_cross_entropy_sum(Tensor(i.x.data(), {c.N, c.D}), Tensor(i.w.data(), {c.V, c.D}),
+                               Tensor(i.targets.data(), {c.N}), Tensor(nll.data(), {c.N}), 0.5f,
+                               Tensor(dx.data(), {c.N, c.D}), Tensor(dw.data(), {c.V, c.D}), sum, accumulate);
+    };
+    double sum = 123.0;  // overwritten
+    call(in, &sum, false);
+    EXPECT_EQ(0, std::memcmp(&sum, &ref.total, sizeof sum)) << c << ": " << sum << " vs " << ref.total;
+    EXPECT_EQ(nll, ref.nll) << c;
+    EXPECT_EQ(dx, ref.dx) << c;
+    EXPECT_EQ(dw, ref.dw) << c;
+    call(in2, &sum, true);
+    const double expected = ref.total + ref2.total;
+    EXPECT_EQ(0, std::memcmp(&sum, &expected, sizeof sum)) << c;
+    EXPECT_EQ(nll, ref2.nll) << c;
+  }
+  const Case c{4, 3, 5};
+  auto in = random_inputs(c, 11);
+  Tensor X(in.x.data(), {c.N, c.D}), W(in.w.data(), {c.V, c.D}), T(in.targets.data(), {c.N});
+  EXPECT_THROW(output_cross_entropy_sum(X, W, T, Tensor(), 1.0f, Tensor(), Tensor(), nullptr, false), Error);
+  std::vector<int32_t> bad = {0, 4, 1, 5};
+  double sum = 0;
+  EXPECT_THROW(output_cross_entropy_sum(X, W, Tensor(bad.data(), {c.N}), Tensor(), 1.0f, Tensor(), Tensor(), &sum,
+                                        false),
+               Error);  // the CPU path still checks the targets
 }
 
 TEST(CrossEntropy, Errors) {

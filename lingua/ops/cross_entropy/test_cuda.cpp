@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <tuple>
+#include <utility>
 
 #include "lingua/core/bf16.h"
 #include "lingua/core/cuda.h"
@@ -283,6 +285,141 @@ TEST(CrossEntropyCuda, TargetOutsideVocabularyIsReported) {
   GpuInputs d(in, c);
   Outputs o(c);
   EXPECT_TRUE(std::isfinite(run(d, o, 1.0f)));
+}
+
+// ---- output_cross_entropy_sum: the loss kept on the device ----
+
+// The sum form into *loss (device memory), as run() calls the returning form.
+void run_sum(const GpuInputs& d, Outputs& o, float grad_scale, double* loss, bool accumulate, int64_t chunk = 0) {
+  const Case c = d.c;
+  const Tensor nll(o.nll.data(), {c.N}, DType::f32, Device::cuda);
+  const Tensor dx(o.dx.data(), {c.N, c.D}, DType::bf16, Device::cuda);
+  const Tensor dw(o.dw.data(), {c.V, c.D}, DType::f32, Device::cuda);
+#ifdef LINGUA_CUDA
+  if (chunk > 0)
+    return output_cross_entropy_sum_cuda(d.X(), d.W(), d.T(), nll, grad_scale, dx, dw, loss, accumulate, chunk);
+#endif
+  output_cross_entropy_sum(d.X(), d.W(), d.T(), nll, grad_scale, dx, dw, loss, accumulate);
+}
+
+double read_double(const double* device) {
+  double v;
+  copy_to_host(&v, device, sizeof v);
+  return v;
+}
+
+::testing::AssertionResult same_double(double a, double b) {
+  if (std::memcmp(&a, &b, sizeof a) == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << std::hexfloat << a << " vs " << b;
+}
+
+TEST(CrossEntropyCuda, DeviceSumIsTheReturnedLossBitwise) {
+  SKIP_WITHOUT_GPU();
+  DeviceBuffer loss(sizeof(double));
+  for (Case c : {Case{33, 17, 50}, Case{257, 64, 32000}})
+    for (int64_t chunk : {0, 7}) {
+      const Inputs in = random_inputs(c, 20), in2 = random_inputs(c, 21);
+      GpuInputs d(in, c), d2(in2, c);
+      Outputs ref(c), ref2(c), o(c);
+      Call call;
+      call.chunk = chunk;
+      const double t = run(d, ref, 0.5f, call), t2 = run(d2, ref2, 0.5f, call);
+      poison(loss);
+      run_sum(d, o, 0.5f, loss.as<double>(), false, chunk);
+      EXPECT_TRUE(same_double(read_double(loss.as<double>()), t)) << c << " chunk " << chunk;
+      EXPECT_EQ(bytes_of(o.nll), bytes_of(ref.nll)) << c;
+      EXPECT_EQ(bytes_of(o.dx), bytes_of(ref.dx)) << c;
+      EXPECT_EQ(bytes_of(o.dw), bytes_of(ref.dw)) << c;
+      // accumulated over a second call: the host sum of the two returned losses
+      run_sum(d2, o, 0.5f, loss.as<double>(), true, chunk);
+      EXPECT_TRUE(same_double(read_double(loss.as<double>()), t + t2)) << c << " chunk " << chunk;
+      EXPECT_EQ(bytes_of(o.nll), bytes_of(ref2.nll)) << c;
+    }
+}
+
+TEST(CrossEntropyCuda, DeviceSumEdgeCases) {
+  SKIP_WITHOUT_GPU();
+  DeviceBuffer loss(sizeof(double));
+  // No rows: written 0, or left as is when accumulating.
+  const Case c0{0, 3, 5};
+  const Inputs in0 = random_inputs(Case{1, 3, 5}, 22);
+  GpuInputs d0(in0, Case{1, 3, 5});
+  const Tensor X0(nullptr, {0, c0.D}, DType::bf16, Device::cuda), T0(nullptr, {0}, DType::i32, Device::cuda);
+  const double seven = 7.0;
+  copy_to_device(loss.data(), &seven, sizeof seven);
+  output_cross_entropy_sum(X0, d0.W(), T0, Tensor(), 1.0f, Tensor(), Tensor(), loss.as<double>(), true);
+  EXPECT_EQ(read_double(loss.as<double>()), 7.0);
+  output_cross_entropy_sum(X0, d0.W(), T0, Tensor(), 1.0f, Tensor(), Tensor(), loss.as<double>(), false);
+  EXPECT_EQ(read_double(loss.as<double>()), 0.0);
+
+  // A target >= V is not reported: the row counts as ignored (the caller validates targets).
+  const Case c{9, 3, 5};
+  Inputs in = random_inputs(c, 23);
+  Inputs ignored = in;
+  in.targets[2] = 5;
+  in.targets[6] = 1000;
+  ignored.targets[2] = ignored.targets[6] = -1;
+  GpuInputs bad(in, c), good(ignored, c);
+  Outputs ob(c), og(c);
+  const double t = run(good, og, 1.0f);
+  EXPECT_NO_THROW(run_sum(bad, ob, 1.0f, loss.as<double>(), false));
+  EXPECT_TRUE(same_double(read_double(loss.as<double>()), t));
+  EXPECT_EQ(bytes_of(ob.nll), bytes_of(og.nll));
+  EXPECT_EQ(bytes_of(ob.dx), bytes_of(og.dx));
+  EXPECT_EQ(bytes_of(ob.dw), bytes_of(og.dw));
+  EXPECT_THROW(run_sum(good, og, 1.0f, nullptr, false), Error);
+}
+
+// Captured in a CUDA graph after one eager call (which sizes the op scratch) and replayed: the
+// same loss, nll, dx and dw bits as the eager call, also after the inputs change.
+TEST(CrossEntropyCuda, CapturedCallReplaysBitwise) {
+  SKIP_WITHOUT_GPU();
+  for (auto [c, chunk] : {std::pair{Case{257, 64, 32000}, int64_t(0)}, std::pair{Case{100, 33, 258}, int64_t(30)}}) {
+    const Inputs in = random_inputs(c, 30), in2 = random_inputs(c, 31);
+    GpuInputs d(in, c);
+    DeviceBuffer loss(sizeof(double));
+    Outputs eager(c), eager2(c), o(c);
+    // eager references (on a separate copy of the second input)
+    run_sum(d, eager, 0.5f, loss.as<double>(), false, chunk);
+    const double t = read_double(loss.as<double>());
+    {
+      GpuInputs d2(in2, c);
+      run_sum(d2, eager2, 0.5f, loss.as<double>(), false, chunk);
+    }
+    const double t2 = read_double(loss.as<double>());
+
+    CudaGraph g;
+    g.begin_capture();
+    run_sum(d, o, 0.5f, loss.as<double>(), false, chunk);
+    g.end_capture();
+    ASSERT_TRUE(g.ready()) << c;
+
+    poison(loss);
+    poison(o.nll);
+    poison(o.dx);
+    o.dw.zero();
+    g.launch();
+    EXPECT_TRUE(same_double(read_double(loss.as<double>()), t)) << c;
+    EXPECT_EQ(bytes_of(o.nll), bytes_of(eager.nll)) << c;
+    EXPECT_EQ(bytes_of(o.dx), bytes_of(eager.dx)) << c;
+    EXPECT_EQ(bytes_of(o.dw), bytes_of(eager.dw)) << c;
+
+    // new inputs in the same buffers, replayed
+    const auto x2 = to_bf16(in2.x);
+    copy_to_device(d.x.data(), x2.data(), x2.size() * 2);
+    copy_to_device(d.targets.data(), in2.targets.data(), in2.targets.size() * 4);
+    const auto w2 = to_bf16(in2.w);
+    copy_to_device(d.w.data(), w2.data(), w2.size() * 2);
+    poison(loss);
+    poison(o.nll);
+    poison(o.dx);
+    o.dw.zero();
+    g.launch();
+    EXPECT_TRUE(same_double(read_double(loss.as<double>()), t2)) << c;
+    EXPECT_EQ(bytes_of(o.nll), bytes_of(eager2.nll)) << c;
+    EXPECT_EQ(bytes_of(o.dx), bytes_of(eager2.dx)) << c;
+    EXPECT_EQ(bytes_of(o.dw), bytes_of(eager2.dw)) << c;
+  }
 }
 
 TEST(CrossEntropyCuda, ArgumentErrors) {

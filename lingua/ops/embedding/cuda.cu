@@ -162,12 +162,7 @@ __global__ void __launch_bounds__(64)
 // cuda_stream(). Never freed.
 void* backward_scratch(size_t bytes) {
   static DeviceBuffer* buf = new DeviceBuffer();
-  if (buf->bytes() < bytes) {
-    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));  // kernels in flight may still use the old one
-    *buf = DeviceBuffer();
-    *buf = DeviceBuffer(std::max<size_t>(bytes, 1u << 20));
-  }
-  return buf->data();
+  return cuda_grow_scratch(*buf, bytes, 1u << 20, "embedding_backward");
 }
 
 size_t align256(size_t b) { return (b + 255) & ~size_t(255); }

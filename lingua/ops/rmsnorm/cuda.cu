@@ -311,12 +311,7 @@ __global__ void __launch_bounds__(kReduceSlots * kReduceGroups)
 // all calls, which is safe because they run in order on cuda_stream(). Never freed.
 float* dw_scratch(size_t bytes) {
   static DeviceBuffer* buf = new DeviceBuffer();
-  if (buf->bytes() < bytes) {
-    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));  // kernels in flight may still read the old one
-    *buf = DeviceBuffer();
-    *buf = DeviceBuffer(std::max<size_t>(bytes, 1u << 20));
-  }
-  return buf->as<float>();
+  return static_cast<float*>(cuda_grow_scratch(*buf, bytes, 1u << 20, "rmsnorm_backward"));
 }
 
 // Rows per block of the backward: at least kMinRowsPerBlock (the partial costs a few rows of
