@@ -30,10 +30,10 @@ struct Transformer::Layer {
   size_t own_bytes(int64_t N, int64_t D, DType act, bool shared_norms) const {
     return (shared_norms ? 0 : 2 * arena_bytes(N * D, act)) + 2 * arena_bytes(N * D) + 2 * arena_bytes(N);
   }
-  // Transient memory of the block's backward (dn, f32) and of its modules.
+  // Transient memory of the block's backward (dn) and of its modules.
   size_t scratch_bytes(int64_t B, int64_t T, int64_t D, DType act) const {
     int64_t N = B * T;
-    return arena_bytes(N * D) + std::max(attention.scratch_bytes(B, T, act), ffn->scratch_bytes(N, act));
+    return arena_bytes(N * D, act) + std::max(attention.scratch_bytes(B, T, act), ffn->scratch_bytes(N, act));
   }
 };
 
@@ -326,7 +326,7 @@ void Transformer::forward_backward_staged(int slot, float loss_scale) {
     Layer& L = *layers_[l];
     zero_grads_before_write(layer_param_begin_[l], layer_param_begin_[l + 1]);
     size_t mark = ar.mark();
-    Tensor dn = arena_tensor(ar, {N, D});
+    Tensor dn = arena_tensor(ar, {N, D}, act_);  // a module's input gradient, as its matmul writes it
     // Recomputation rewrites rstd with the same bits it had.
     if (recompute_norms_) rmsnorm_forward(L.h, store_.param(L.ffn_norm), dims_.norm_eps, L.n2, L.rstd2);
     {
