@@ -93,6 +93,11 @@ class Transformer {
   // Bytes of the step memory allocated now (activations, scratch, and the gradients when they
   // live there).
   size_t step_memory_bytes() const { return memory_.capacity(); }
+  // The CPU path's peak estimate: the step memory, the weights, two AdamW moments and the
+  // gradients unless they live in the step memory.
+  size_t host_training_bytes() const {
+    return step_memory_bytes() + (grads_in_activations_ ? 3 : 4) * sizeof(float) * (size_t)store_.total();
+  }
 
  private:
   struct Layer;

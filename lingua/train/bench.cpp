@@ -82,7 +82,7 @@ BenchResult run_bench(const TrainConfig& cfg) {
   r.tokens_per_s = (double)B * T * cfg.grad_acc_steps / dt;
   r.mfu = r.tokens_per_s * model.flops_per_token(T) / 989e12;
   r.peak_mem_gib = dev == Device::cuda ? cuda_peak_memory() / double(1 << 30)
-                                       : (model.activation_bytes_high_water() + 16.0 * pc.total) / double(1 << 30);
+                                       : (double)model.host_training_bytes() / double(1 << 30);
   r.loss = loss;
   // Profiled steps come after the timed ones, so that recording does not perturb the timing.
   if (cfg.profiling.run) {

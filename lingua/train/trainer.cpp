@@ -273,8 +273,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"memory/max_active_gib",
                  device == Device::cuda
                      ? cuda_peak_memory() / double(1 << 30)
-                     : (model.activation_bytes_high_water() + 4.0 * sizeof(float) * model.params().total()) /
-                           (1 << 30)},
+                     : (double)model.host_training_bytes() / (1 << 30)},
                 {"memory/max_rss_gib", max_rss_gib()},
                 {"data/documents", ds.documents},
                 {"data/skipped_lines", ds.skipped()},
