@@ -173,9 +173,8 @@ void Transformer::zero_grads_before_write(int64_t begin, int64_t end) {
 
 void Transformer::check_ids(const int32_t* ids, int64_t n, bool targets) const {
   for (int64_t i = 0; i < n; ++i)
-    if (ids[i] >= dims_.vocab || (ids[i] < 0 && !targets))
-      throw Error((targets ? "target" : "input") + std::string(" token id ") + std::to_string(ids[i]) + " at position " +
-                  std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(dims_.vocab) + ")");
+    LINGUA_CHECK(ids[i] < dims_.vocab && (ids[i] >= 0 || targets), targets ? "target" : "input", " token id ", ids[i],
+                 " at position ", i, " is outside the vocabulary [0, ", dims_.vocab, ")");
 }
 
 Tensor Transformer::device_ids(const int32_t* ids, int64_t n, int slot) {
@@ -258,13 +257,11 @@ void Transformer::stage_batch(int slot, const int32_t* tokens, const int32_t* ta
   const int64_t n = (int64_t)B * T;
   sb.B = B;
   sb.T = T;
-  sb.tokens = 0;
-  if (slot == 0) loss_tokens_ = 0;
   // The GPU cannot report a bad id without waiting for the step: check here.
   check_ids(tokens, n, false);
   check_ids(targets, n, true);
-  for (int64_t i = 0; i < n; ++i) sb.tokens += targets[i] >= 0;
-  loss_tokens_ += sb.tokens;
+  if (slot == 0) loss_tokens_ = 0;
+  for (int64_t i = 0; i < n; ++i) loss_tokens_ += targets[i] >= 0;
   if (device() == Device::cuda) {
     if (sb.dev.bytes() < (size_t)n * 8) {
       sb.dev = DeviceBuffer((size_t)n * 8);

@@ -122,7 +122,6 @@ class Transformer {
   // A staged micro-batch: its ids on the device (CUDA) or host copies (CPU).
   struct StagedBatch {
     int B = 0, T = 0;
-    int64_t tokens = 0;  // targets >= 0
     DeviceBuffer dev;    // CUDA: [2, B*T] i32 (inputs, then targets)
     std::vector<int32_t> host;
     Tensor ids(int which) const;  // 0: inputs, 1: targets, [B*T] i32
@@ -141,7 +140,7 @@ class Transformer {
   std::vector<StagedBatch> staged_;
   DeviceBuffer loss_dev_;  // CUDA: the staged micro-batches' summed nll (one double)
   double loss_host_ = 0;   // CPU: the same
-  int64_t loss_tokens_ = 0;
+  int64_t loss_tokens_ = 0;  // targets >= 0 staged since slot 0
   uint64_t memory_epoch_ = 0;
   ParamStore store_;
   RopeTable rope_;
