@@ -46,6 +46,24 @@ struct DataConfig {
   }
 };
 
+// The STEM tables' AdamW group: every field unset takes the model's value (optim.*); the schedule
+// (warmup, decay) is shared.
+struct StemOptimConfig {
+  std::optional<double> lr, weight_decay, epsilon, beta1, beta2, clip;
+  bool sparse = false;
+  template <class V> void visit(V& v) {
+    v("lr", lr, "peak learning rate of the STEM tables (default optim.lr)");
+    v("weight_decay", weight_decay, "weight decay of the STEM tables (default optim.weight_decay)");
+    v("epsilon", epsilon, "AdamW epsilon of the STEM tables (default optim.epsilon)");
+    v("beta1", beta1, "AdamW beta1 of the STEM tables (default optim.beta1)");
+    v("beta2", beta2, "AdamW beta2 of the STEM tables (default optim.beta2)");
+    v("clip", clip, "clip the STEM tables' own gradient norm to this (default optim.clip; <= 0: no clipping)");
+    v("sparse", sparse,
+      "row-sparse AdamW: update only the table rows of the tokens the step saw (rows not seen get no weight "
+      "decay and keep their moments; false: dense AdamW over every row, as the original)");
+  }
+};
+
 struct OptimConfig {
   double lr = 3e-4;
   double weight_decay = 0.1;
@@ -61,6 +79,7 @@ struct OptimConfig {
   int64_t annealing_step = 1000;
   double decay_fraction = 0.1;
   double exp_factor = 0.5;
+  StemOptimConfig stem;
   template <class V> void visit(V& v) {
     v("lr", lr, "peak learning rate");
     v("weight_decay", weight_decay, "decoupled (AdamW) weight decay");
@@ -76,6 +95,7 @@ struct OptimConfig {
     v("annealing_step", annealing_step, "inv_sqrt: unused by the schedule, kept for Lingua configs");
     v("decay_fraction", decay_fraction, "wsd: fraction of steps spent decaying");
     v("exp_factor", exp_factor, "inv_sqrt: exponent");
+    v("stem", stem, "STEM tables' optimizer group (model.ffn=stem)");
   }
 };
 
@@ -96,6 +116,7 @@ struct ModelConfig {
   bool weight_tying = false;
   int64_t seed = 42;
   std::string ffn = "swiglu";           // FFN variant (registry key)
+  std::optional<std::vector<int>> stem_layers;  // ffn=stem: the STEM layers (default: all but layer 0)
   bool recompute_norms = false;         // activation recomputation (memory for speed)
   bool grads_in_activations = true;     // gradients over dead activations (one micro-batch a step)
   template <class V> void visit(V& v) {
@@ -115,7 +136,9 @@ struct ModelConfig {
     v("vocab_size", vocab_size, "vocabulary size (-1: from the tokenizer)");
     v("weight_tying", weight_tying, "output head shares the token embedding");
     v("seed", seed, "parameter init seed");
-    v("ffn", ffn, "FFN variant of every layer (swiglu)");
+    v("ffn", ffn, "FFN variant (swiglu; stem: STEM layers per stem_layers, swiglu elsewhere)");
+    v("stem_layers", stem_layers,
+      "ffn=stem: the layers whose FFN up-projection is a token-indexed table (default: every layer but 0)");
     v("recompute_norms", recompute_norms,
       "recompute the RMSNorm outputs in backward instead of keeping them (saves 2 x tokens x dim activations "
       "per layer for two extra norm passes)");

@@ -41,6 +41,14 @@ LINGUA_HD inline float philox_trunc_normal(uint64_t seed, uint32_t stream, uint6
   }
 }
 
+// Element `index` of a normal N(0, std^2) (not truncated), for (seed, stream).
+LINGUA_HD inline float philox_normal(uint64_t seed, uint32_t stream, uint64_t index, float std) {
+  uint32_t c[4] = {(uint32_t)index, (uint32_t)(index >> 32), 0u, stream};
+  philox4x32_10(c, (uint32_t)seed, (uint32_t)(seed >> 32));
+  float u1 = u32_to_unit(c[0]), u2 = u32_to_unit(c[1]);
+  return sqrtf(-2.0f * logf(u1)) * cosf(6.283185307179586f * u2) * std;
+}
+
 // A sequential stream for the host (data loader, sampling). Its whole state is
 // (seed, stream, counter); serialise those three to resume exactly.
 struct PhiloxStream {

@@ -27,7 +27,7 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
   LoadedModel m;
   m.checkpoint_dir = dir;
   std::string pj = dir + "/params.json";
-  m.config = config_from_json_text<TrainConfig>(read_text_file(pj), pj);
+  m.config = read_params_json(pj);
   if (!tokenizer_path.empty()) m.config.data.tokenizer.path = tokenizer_path;
   m.tokenizer = make_tokenizer(m.config.data.tokenizer);
   ModelDims dims = resolve_dims(m.config.model, m.tokenizer->n_words());

@@ -2,6 +2,7 @@
 // Resolved model dimensions and the accounting built on them (parameters, FLOPs per token).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "lingua/config/train_config.h"
 
@@ -12,6 +13,8 @@ struct ModelDims {
   float norm_eps;
   double rope_theta;
   bool weight_tying;
+  std::vector<int> stem_layers;  // model.ffn=stem: the STEM layers, ascending (else empty)
+  bool is_stem_layer(int l) const;
 };
 
 // Lingua's FFN hidden size: multiple_of * ceil(ffn_dim_multiplier * int(8 * dim / 3) / multiple_of).

@@ -1,6 +1,11 @@
 #include "lingua/model/model_io.h"
 
+#include <nlohmann/json.hpp>
+
+#include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/safetensors.h"
+#include "lingua/config/config.h"
+#include "lingua/model/transformer.h"
 
 namespace lingua {
 
@@ -27,6 +32,27 @@ void load_params(ParamStore& store, const std::string& path) {
     f.read_into(p.name, store.host_param(i));
   }
   store.upload();  // no-op on the CPU
+}
+
+std::string params_json(const TrainConfig& cfg, const ParamCounts& c) {
+  nlohmann::json j = nlohmann::json::parse(config_to_json(cfg));
+  j["param_counts"] = {{"total", c.total},
+                       {"embedding", c.embedding},
+                       {"stem_tables", c.stem_tables},
+                       {"active_non_embedding", c.active_non_embedding}};
+  return j.dump(1) + "\n";
+}
+
+TrainConfig read_params_json(const std::string& path) {
+  const std::string text = read_text_file(path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  if (j.is_object()) j.erase("param_counts");
+  return config_from_json_text<TrainConfig>(j.dump(), path);
 }
 
 }  // namespace lingua

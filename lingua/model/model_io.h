@@ -4,6 +4,7 @@
 #include <map>
 #include <string>
 
+#include "lingua/config/train_config.h"
 #include "lingua/model/param_store.h"
 
 namespace lingua {
@@ -14,5 +15,13 @@ void save_params(const ParamStore& store, const std::string& path, const std::ma
 // shape differs from the model's, is an error naming the tensor, both shapes and the file
 // (the usual cause: a config that does not match the checkpoint).
 void load_params(ParamStore& store, const std::string& path);
+
+struct ParamCounts;
+
+// A checkpoint's params.json: the training config plus, under "param_counts", the model's
+// parameter counts (total, embedding, stem_tables, active_non_embedding; informational).
+std::string params_json(const TrainConfig& cfg, const ParamCounts& counts);
+// The training config of a params.json (its "param_counts" are skipped: the loaded model recounts).
+TrainConfig read_params_json(const std::string& path);
 
 }  // namespace lingua

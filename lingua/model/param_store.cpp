@@ -14,7 +14,7 @@ uint32_t name_stream_id(const std::string& name) {
 }
 
 int ParamStore::add(const std::string& name, std::vector<int64_t> shape, ParamInit init, std::string group,
-                    bool embedding) {
+                    bool embedding, bool compute_copy) {
   LINGUA_CHECK(!final_, "internal error: parameter '", name, "' declared after finalize()");
   LINGUA_CHECK(!by_name_.count(name), "internal error: parameter '", name, "' declared twice");
   ParamInfo p;
@@ -28,6 +28,12 @@ int ParamStore::add(const std::string& name, std::vector<int64_t> shape, ParamIn
   p.group = std::move(group);
   p.init = init;
   p.embedding = embedding;
+  p.compute_copy = compute_copy;
+  if (compute_copy) {
+    // Same padding as the fp32 buffer, so parameters adjacent there are adjacent here too.
+    p.bf16_offset = bf16_total_;
+    bf16_total_ += (p.numel + 15) & ~int64_t(15);
+  }
   by_name_[p.name] = (int)infos_.size();
   infos_.push_back(std::move(p));
   return (int)infos_.size() - 1;
@@ -52,6 +58,13 @@ void ParamStore::init(uint64_t seed) {
         float std = p.init.std;
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < p.numel; ++i) w[i] = philox_trunc_normal(seed, stream, (uint64_t)i, std);
+        break;
+      }
+      case ParamInit::normal: {
+        uint32_t stream = name_stream_id(p.name);
+        float std = p.init.std;
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < p.numel; ++i) w[i] = philox_normal(seed, stream, (uint64_t)i, std);
         break;
       }
     }
@@ -91,7 +104,18 @@ Tensor ParamStore::grad(int i) const {
 }
 
 Tensor ParamStore::compute_param(int i) const {
-  return device_ == Device::cuda ? view(d_bf16_.data(), i, DType::bf16, Device::cuda) : param(i);
+  if (device_ != Device::cuda) return param(i);
+  const ParamInfo& p = infos_[i];
+  LINGUA_CHECK(p.bf16_offset >= 0, "internal error: parameter '", p.name, "' has no bf16 copy (read param())");
+  Tensor t = view(d_bf16_.data(), i, DType::bf16, Device::cuda);
+  t.data = static_cast<char*>(d_bf16_.data()) + p.bf16_offset * 2;
+  return t;
+}
+
+Tensor ParamStore::bf16_copy(int i) const {
+  const ParamInfo& p = infos_[i];
+  if (device_ != Device::cuda || p.bf16_offset < 0) return Tensor();
+  return Tensor(static_cast<char*>(d_bf16_.data()) + p.bf16_offset * 2, {p.numel}, DType::bf16, Device::cuda);
 }
 
 Tensor ParamStore::host_param(int i) const { return view(params_.data(), i, DType::f32, Device::cpu); }
@@ -139,7 +163,7 @@ void ParamStore::to_device(Device device) {
   LINGUA_CHECK(!external_, "internal error: a ParamStore with external gradients cannot change device");
   d_params_ = DeviceBuffer(total_ * sizeof(float));
   d_grads_ = DeviceBuffer(total_ * sizeof(float));
-  d_bf16_ = DeviceBuffer(total_ * 2);
+  d_bf16_ = DeviceBuffer(bf16_total_ * 2);
   device_ = device;
   grads_.clear();
   grads_.shrink_to_fit();
@@ -151,9 +175,11 @@ void ParamStore::to_device(Device device) {
 void ParamStore::upload() {
   if (device_ != Device::cuda) return;
   copy_to_device(d_params_.data(), params_.data(), total_ * sizeof(float));
-  std::vector<uint16_t> h(total_);
-  for (int64_t i = 0; i < total_; ++i) h[i] = float_to_bf16(params_[i]);
-  copy_to_device(d_bf16_.data(), h.data(), total_ * 2);
+  std::vector<uint16_t> h(bf16_total_, 0);
+  for (auto& p : infos_)
+    if (p.bf16_offset >= 0)
+      for (int64_t i = 0; i < p.numel; ++i) h[p.bf16_offset + i] = float_to_bf16(params_[p.offset + i]);
+  copy_to_device(d_bf16_.data(), h.data(), bf16_total_ * 2);
 }
 
 void ParamStore::download() const {

@@ -13,8 +13,8 @@
 namespace lingua {
 
 struct ParamInit {
-  enum Kind { trunc_normal, ones, zeros } kind = trunc_normal;
-  float std = 0.02f;  // trunc_normal: cut at +-3 std
+  enum Kind { trunc_normal, normal, ones, zeros } kind = trunc_normal;
+  float std = 0.02f;  // trunc_normal: cut at +-3 std; normal: not cut
 };
 
 struct ParamInfo {
@@ -24,13 +24,17 @@ struct ParamInfo {
   std::string group = "default";  // optimizer group
   ParamInit init;
   bool embedding = false;      // counts as an embedding (not in FLOPs / MFU)
+  // CUDA: whether matmuls read it, through a bf16 copy the optimizer keeps (compute_param). A
+  // parameter only gathered from (the STEM tables) has none: its fp32 weights are read directly.
+  bool compute_copy = true;
+  int64_t bf16_offset = -1;    // into the bf16 copy, in elements (-1: no copy)
 };
 
 class ParamStore {
  public:
   // Declares a parameter; returns its index. Only before finalize().
   int add(const std::string& name, std::vector<int64_t> shape, ParamInit init, std::string group = "default",
-          bool embedding = false);
+          bool embedding = false, bool compute_copy = true);
   // Allocates the flat buffers (params and grads, zero-filled).
   void finalize();
   // Fills every parameter from its ParamInit. A parameter's values depend only on (seed, its name),
@@ -47,9 +51,12 @@ class ParamStore {
   Tensor param(int i) const;
   Tensor grad(int i) const;
   // What matmuls read: the fp32 weights on the CPU; on CUDA a bf16 copy that upload() and the
-  // optimizer keep equal to the rounded master weights.
+  // optimizer keep equal to the rounded master weights (an error for a parameter without one).
   Tensor compute_param(int i) const;
+  // The bf16 copy of parameter i as a flat [numel] view (CUDA), or an empty Tensor when it has none.
+  Tensor bf16_copy(int i) const;
   int64_t total() const { return total_; }
+  int64_t bf16_total() const { return bf16_total_; }  // elements of the bf16 copy
   void zero_grads();
   // Zeroes the gradients of the flat range [begin, end) (in floats).
   void zero_grads(int64_t begin, int64_t end);
@@ -85,7 +92,7 @@ class ParamStore {
   float* grads_ptr_ = nullptr;  // the gradients in use: grads_, d_grads_ or external memory
   bool external_ = false;
   Device device_ = Device::cpu;
-  int64_t total_ = 0;
+  int64_t total_ = 0, bf16_total_ = 0;
   bool final_ = false;
 };
 

@@ -172,9 +172,41 @@ TEST(TransformerCuda, GradientsInActivationsEqualOwnGradients) {
   }
 }
 
-TEST(TransformerCuda, DecodingWithCacheMatchesFullForward) {
+ModelConfig stem(ModelConfig c, std::vector<int> layers = {}) {
+  c.ffn = "stem";
+  if (!layers.empty()) c.stem_layers = layers;
+  return c;
+}
+
+// STEM layers on the GPU (bf16 gather, bf16 scatter-add input, f32 table gradient) against the CPU.
+TEST(TransformerCuda, StemStepMatchesCpu) {
   SKIP_WITHOUT_GPU();
-  ModelConfig cfg = small_config(128, 2, 1, false);
+  check_step_matches_cpu(stem(small_config(128, 2, 1, false)), 3, 37);
+  check_step_matches_cpu(stem(small_config(36, 3, 3, true), {0, 2}), 2, 33);
+}
+
+TEST(TransformerCuda, StemGradientsInActivationsEqualOwnGradients) {
+  SKIP_WITHOUT_GPU();
+  ModelConfig cfg = stem(small_config(128, 2, 1, false));
+  ModelDims d = resolve_dims(cfg, cfg.vocab_size);
+  Transformer own(cfg, d), shared(cfg, d);
+  own.to_device(Device::cuda);
+  shared.to_device(Device::cuda);
+  shared.set_grads_in_activations(true);
+  for (int step = 0; step < 2; ++step) {
+    const int B = 3, T = 37 - 8 * step;
+    auto tok = random_ids(B * T, d.vocab, 3 + step), tgt = random_ids(B * T, d.vocab, 5 + step);
+    own.zero_grads();
+    LossSum a = own.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
+    LossSum b = shared.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
+    EXPECT_EQ(a.nll, b.nll);
+    for (int i = 0; i < own.params().size(); ++i)
+      EXPECT_TRUE(to_host(own.params().grad(i)) == to_host(shared.params().grad(i)))
+          << own.params().info(i).name << " step " << step;
+  }
+}
+
+void check_decoding(const ModelConfig& cfg) {
   ModelDims d = resolve_dims(cfg, cfg.vocab_size);
   Transformer cpu(cfg, d), gpu(cfg, d);
   cpu.init_weights(cfg.seed);
@@ -197,4 +229,10 @@ TEST(TransformerCuda, DecodingWithCacheMatchesFullForward) {
     std::vector<float> r(full_gpu.begin() + (size_t)t * d.vocab, full_gpu.begin() + (size_t)(t + 1) * d.vocab);
     EXPECT_LT(rel_l2(logits, r), 2e-2) << "position " << t;
   }
+}
+
+TEST(TransformerCuda, DecodingWithCacheMatchesFullForward) {
+  SKIP_WITHOUT_GPU();
+  check_decoding(small_config(128, 2, 1, false));
+  check_decoding(stem(small_config(128, 2, 1, false)));
 }

@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "lingua/core/profiler.h"
+#include "lingua/ops/adamw/adamw.h"
+#include "lingua/ops/op_checks.h"
 #include "lingua/ops/cross_entropy/cross_entropy.h"
 #include "lingua/ops/embedding/embedding.h"
 #include "lingua/ops/linear/linear.h"
@@ -40,8 +42,9 @@ struct Transformer::Layer {
 Transformer::Transformer(const ModelConfig& cfg, const ModelDims& dims)
     : dims_(dims), recompute_norms_(cfg.recompute_norms) {
   float emb_std = (float)cfg.init_base_std.value_or(std::pow(dims.dim, -0.5));
+  // Gathered from the fp32 weights; the matmul of a tied head reads the bf16 copy.
   tok_emb_ = store_.add("tok_embeddings.weight", {dims.vocab, dims.dim}, {ParamInit::trunc_normal, emb_std},
-                        "default", /*embedding=*/true);
+                        "default", /*embedding=*/true, /*compute_copy=*/dims.weight_tying);
   rope_ = rope_table(dims.max_seqlen, dims.head_dim, dims.rope_theta);
   for (int i = 0; i < dims.n_layers; ++i) {
     layers_.push_back(std::make_unique<Layer>(store_, dims, cfg, i, rope_));
@@ -53,6 +56,10 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelDims& dims)
                               : store_.add("output.weight", {dims.vocab, dims.dim}, {ParamInit::trunc_normal, emb_std});
   store_.finalize();
   store_.init((uint64_t)cfg.seed);
+  if (!dims.stem_layers.empty()) {
+    rows_seen_host_.assign(dims.vocab, 0);
+    rows_seen_ = Tensor(rows_seen_host_.data(), {(int64_t)dims.vocab}, DType::i32, Device::cpu);
+  }
 }
 
 Transformer::~Transformer() = default;
@@ -61,6 +68,11 @@ void Transformer::to_device(Device device) {
   if (device == this->device()) return;
   LINGUA_CHECK(!grads_in_activations_, "internal error: move the model before placing its gradients");
   store_.to_device(device);
+  if (is_given(rows_seen_)) {
+    rows_seen_dev_ = DeviceBuffer((size_t)dims_.vocab * sizeof(int32_t));
+    rows_seen_dev_.zero();
+    rows_seen_ = Tensor(rows_seen_dev_.data(), {(int64_t)dims_.vocab}, DType::i32, Device::cuda);
+  }
   memory_ = Arena(device);
   scratch_ = Arena(device);
   saved_ = Arena(device);
@@ -291,6 +303,13 @@ void Transformer::forward_backward_staged(int slot, float loss_scale) {
   ensure_arena(B, T, true);
   int64_t N = (int64_t)B * T, D = dims_.dim;
   Tensor tok = sb.ids(0), tgt = sb.ids(1);
+  if (is_given(rows_seen_)) {
+    if (slot == 0) {
+      if (device() == Device::cuda) cuda_memset_zero(rows_seen_.data, rows_seen_host_.size() * sizeof(int32_t));
+      else std::fill(rows_seen_host_.begin(), rows_seen_host_.end(), 0);
+    }
+    mark_rows(tok, rows_seen_);
+  }
   StepContext ctx = context(tok, B, T, 0, true);
   {
     LINGUA_PROFILE_SCOPE("forward");
@@ -399,6 +418,7 @@ ParamCounts Transformer::param_counts() const {
   for (auto& p : store_.infos()) {
     c.total += p.numel;
     if (p.embedding) c.embedding += p.numel;
+    if (p.group == kStemGroup) c.stem_tables += p.numel;
   }
   c.active_non_embedding = c.total - c.embedding;
   if (dims_.weight_tying) c.active_non_embedding += (int64_t)dims_.vocab * dims_.dim;  // the head still multiplies

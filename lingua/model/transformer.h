@@ -23,8 +23,9 @@ struct LossSum {
 
 struct ParamCounts {
   int64_t total = 0;              // every parameter
-  int64_t embedding = 0;          // token embedding (and later STEM tables)
-  int64_t active_non_embedding = 0;  // multiplied per token, output head included
+  int64_t embedding = 0;          // looked up, not multiplied: token embedding and STEM tables
+  int64_t stem_tables = 0;        // of which STEM tables
+  int64_t active_non_embedding = 0;  // multiplied per token, output head included (MFU counts these)
 };
 
 class Transformer {
@@ -68,6 +69,10 @@ class Transformer {
   void forward_logits(const int32_t* tokens, int T, float* logits);
 
   ParamCounts param_counts() const;
+  // STEM: [vocab] i32, nonzero for the input ids of the training micro-batches since the last
+  // step's first (cleared by micro-batch slot 0): the table rows a step touched, for the row-sparse
+  // optimizer. Empty without STEM layers.
+  Tensor stem_rows_seen() const { return rows_seen_; }
   // Training FLOPs per token, SPEC formula: 6 * active non-embedding params + 6 * L * dim * seq_len.
   double flops_per_token(int seq_len) const;
   // FLOPs the hardware runs per token (HFU): the model FLOPs plus recomputed matmuls. The
@@ -139,6 +144,9 @@ class Transformer {
   DeviceBuffer ids_dev_[2];
   std::vector<StagedBatch> staged_;
   DeviceBuffer loss_dev_;  // CUDA: the staged micro-batches' summed nll (one double)
+  DeviceBuffer rows_seen_dev_;
+  std::vector<int32_t> rows_seen_host_;
+  Tensor rows_seen_;         // see stem_rows_seen()
   double loss_host_ = 0;   // CPU: the same
   int64_t loss_tokens_ = 0;  // targets >= 0 staged since slot 0
   uint64_t memory_epoch_ = 0;

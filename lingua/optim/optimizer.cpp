@@ -3,10 +3,22 @@
 #include <cmath>
 
 #include "lingua/core/profiler.h"
+#include "lingua/model/ffn/ffn.h"
 #include "lingua/ops/adamw/adamw.h"
+#include "lingua/ops/op_checks.h"
 #include "lingua/ops/cast/cast.h"
 
 namespace lingua {
+
+namespace {
+// A flat [numel] view seen with a parameter's shape.
+Tensor reshape2(const Tensor& flat, const std::vector<int64_t>& shape) {
+  Tensor t = flat;
+  t.ndim = (int)shape.size();
+  for (int d = 0; d < t.ndim; ++d) t.shape[d] = shape[d];
+  return t;
+}
+}  // namespace
 
 AdamW::AdamW(ParamStore& store, const OptimConfig& cfg, const std::map<std::string, OptimConfig>& overrides)
     : store_(store), m_(store.total(), 0.0f), v_(store.total(), 0.0f) {
@@ -17,17 +29,21 @@ AdamW::AdamW(ParamStore& store, const OptimConfig& cfg, const std::map<std::stri
       auto it = overrides.find(g);
       const OptimConfig& c = it == overrides.end() ? cfg : it->second;
       index[g] = (int)groups_.size();
-      groups_.push_back({g, c.lr, c.weight_decay, c.beta1, c.beta2, c.epsilon, c.clip, {}, {}});
+      groups_.push_back({g, c.lr, c.weight_decay, c.beta1, c.beta2, c.epsilon, c.clip, {}, {}, Tensor()});
     }
     groups_[index[g]].params.push_back(i);
   }
   for (auto& g : groups_)
     for (int i : g.params) {
       const ParamInfo& p = store.info(i);
-      if (!g.spans.empty() && g.spans.back().first + g.spans.back().second == p.offset)
-        g.spans.back().second += p.numel;
+      ParamGroup::Span* last = g.spans.empty() ? nullptr : &g.spans.back();
+      const bool joins = last && last->offset + last->numel == p.offset &&
+                         ((last->bf16_offset < 0 && p.bf16_offset < 0) ||
+                          (last->bf16_offset >= 0 && last->bf16_offset + last->numel == p.bf16_offset));
+      if (joins)
+        last->numel += p.numel;
       else
-        g.spans.push_back({p.offset, p.numel});
+        g.spans.push_back({p.offset, p.numel, p.bf16_offset});
     }
   if (store.device() == Device::cuda) {
     dm_ = DeviceBuffer(store.total() * sizeof(float));
@@ -97,20 +113,44 @@ void AdamW::apply() {
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const ParamGroup& g = groups_[gi];
     AdamWHyper h = hyper_[gi];
-    if (cuda) {
+    const bool sparse = is_given(g.sparse_rows);
+    if (cuda && sparse) {
+      // Per parameter: the norm over the marked rows, then the update of those rows only.
+      GroupStats* st = dstats_.as<GroupStats>() + gi;
+      for (size_t k = 0; k < g.params.size(); ++k)
+        sum_squares_rows_device(store_.grad(g.params[k]), g.sparse_rows, &st->sq, k > 0);
+      clip_coefficient_device(&st->sq, g.clip, &st->coef, &st->norm);
+      h.grad_scale_device = &st->coef;
+      h.step_device = dscalars_.as<AdamWStepScalars>() + gi;
+      for (int i : g.params) {
+        Tensor b = store_.bf16_copy(i);
+        if (is_given(b)) b = reshape2(b, store_.info(i).shape);
+        adamw_update_rows(store_.param(i), store_.grad(i), m(i), v(i), g.sparse_rows, h, b);
+      }
+    } else if (cuda) {
       // One fused pass per span: the norm in a fixed order, the coefficient and the update
       // (with the bf16 copy) read from device memory; no host round trip.
       GroupStats* st = dstats_.as<GroupStats>() + gi;
       for (size_t k = 0; k < g.spans.size(); ++k)
-        sum_squares_device(flat(store_.device_grads(), g.spans[k].first, g.spans[k].second, DType::f32), &st->sq,
+        sum_squares_device(flat(store_.device_grads(), g.spans[k].offset, g.spans[k].numel, DType::f32), &st->sq,
                            k > 0);
       clip_coefficient_device(&st->sq, g.clip, &st->coef, &st->norm);
       h.grad_scale_device = &st->coef;
       h.step_device = dscalars_.as<AdamWStepScalars>() + gi;
-      for (auto [off, n] : g.spans)
+      for (const ParamGroup::Span& sp : g.spans) {
+        const int64_t off = sp.offset, n = sp.numel;
         adamw_update(flat(store_.device_params(), off, n, DType::f32), flat(store_.device_grads(), off, n, DType::f32),
                      flat(dm_.data(), off, n, DType::f32), flat(dv_.data(), off, n, DType::f32), h,
-                     flat(store_.device_params_bf16(), off, n, DType::bf16));
+                     sp.bf16_offset < 0 ? Tensor()
+                                        : flat(store_.device_params_bf16(), sp.bf16_offset, n, DType::bf16));
+      }
+    } else if (sparse) {
+      double sq = 0;
+      for (int i : g.params) sq += sum_squares_rows(store_.grad(i), g.sparse_rows);  // fixed order
+      const double norm = std::sqrt(sq);
+      h.grad_scale = clip_coefficient(norm, g.clip);
+      for (int i : g.params) adamw_update_rows(store_.param(i), store_.grad(i), m(i), v(i), g.sparse_rows, h);
+      norms_[g.name] = norm;
     } else {
       double sq = 0;
       for (int i : g.params) {  // fixed order: deterministic
@@ -127,6 +167,41 @@ void AdamW::apply() {
       norms_[g.name] = norm;
     }
   }
+}
+
+void AdamW::set_sparse_rows(const std::string& group, const Tensor& rows_mask) {
+  for (ParamGroup& g : groups_) {
+    if (g.name != group) continue;
+    LINGUA_CHECK(rows_mask.dtype == DType::i32 && rows_mask.ndim == 1 && rows_mask.device == store_.device(),
+                 "internal error: row mask of group '", group, "' must be [rows] i32 on the store's device, got ",
+                 rows_mask.str());
+    for (int i : g.params) {
+      const ParamInfo& p = store_.info(i);
+      LINGUA_CHECK(p.shape.size() == 2 && p.shape[0] == rows_mask.size(0), "row-sparse AdamW: parameter '", p.name,
+                   "' of group '", group, "' is not a table of ", rows_mask.size(0), " rows");
+    }
+    g.sparse_rows = rows_mask;
+    return;
+  }
+  fail("row-sparse AdamW: the model has no parameter group '", group, "'");
+}
+
+bool AdamW::has_group(const std::string& name) const {
+  for (const ParamGroup& g : groups_)
+    if (g.name == name) return true;
+  return false;
+}
+
+std::map<std::string, OptimConfig> group_overrides(const OptimConfig& cfg) {
+  OptimConfig s = cfg;
+  const StemOptimConfig& o = cfg.stem;
+  s.lr = o.lr.value_or(cfg.lr);
+  s.weight_decay = o.weight_decay.value_or(cfg.weight_decay);
+  s.epsilon = o.epsilon.value_or(cfg.epsilon);
+  s.beta1 = o.beta1.value_or(cfg.beta1);
+  s.beta2 = o.beta2.value_or(cfg.beta2);
+  s.clip = o.clip.value_or(cfg.clip);
+  return {{kStemGroup, s}};
 }
 
 std::map<std::string, double> AdamW::last_grad_norms() const {

@@ -19,8 +19,18 @@ struct ParamGroup {
   std::vector<int> params;  // ParamStore indices
   // The group's parameters as ranges of the flat buffers (adjacent parameters merged): the CUDA
   // path updates a whole range per kernel.
-  std::vector<std::pair<int64_t, int64_t>> spans;  // (offset, numel) in floats
+  struct Span {
+    int64_t offset, numel;  // in the fp32 buffers, in floats
+    int64_t bf16_offset;    // in the store's bf16 copy (-1: the range has none)
+  };
+  std::vector<Span> spans;
+  // Row-sparse groups (set_sparse_rows): [rows] i32, nonzero for the rows to update.
+  Tensor sparse_rows;
 };
+
+// optim.stem.* resolved against optim.*: the hyper-parameters of the STEM tables' group, keyed by
+// its name, for AdamW's `overrides`.
+std::map<std::string, OptimConfig> group_overrides(const OptimConfig& cfg);
 
 struct StepReport {
   std::map<std::string, double> lr;  // per group, after the schedule
@@ -31,6 +41,14 @@ class AdamW {
   // Every parameter is put into the group its ParamInfo names; groups other than "default" take
   // their hyper-parameters from `overrides` (or the defaults from cfg when absent).
   AdamW(ParamStore& store, const OptimConfig& cfg, const std::map<std::string, OptimConfig>& overrides = {});
+
+  // Makes `group` row-sparse: each step updates only the rows r of its parameters (all [rows, C])
+  // with rows_mask[r] != 0, which the caller keeps current (the model marks the rows of the step's
+  // tokens). Other rows are not touched at all: no weight decay, no moment decay, no bf16 copy
+  // write. The group's gradient norm (for clipping and logging) is taken over the marked rows.
+  // rows_mask: [rows] i32 on the store's device, owned by the caller, alive as long as this.
+  void set_sparse_rows(const std::string& group, const Tensor& rows_mask);
+  bool has_group(const std::string& name) const;
 
   // One update with learning-rate multiplier lr_mult, from the gradients in the store. On CUDA it
   // never waits for the GPU: the norms, the clip coefficients and the update stay on the device.

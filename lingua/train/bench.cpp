@@ -32,6 +32,7 @@ std::string BenchResult::json(const TrainConfig& cfg) const {
                       {"seq", cfg.data.seq_len},
                       {"bsz", cfg.data.batch_size},
                       {"grad_acc", cfg.grad_acc_steps},
+                      {"ffn", cfg.model.ffn},
                       {"total_params", total_params},
                       {"active_params", active_params},
                       {"step_ms", step_ms},
@@ -39,6 +40,10 @@ std::string BenchResult::json(const TrainConfig& cfg) const {
                       {"mfu", mfu},
                       {"peak_mem_gib", peak_mem_gib},
                       {"loss", loss}};
+  if (cfg.model.ffn == "stem") {
+    j["stem_layers"] = stem_layers;
+    j["stem_sparse"] = cfg.optim.stem.sparse;
+  }
   return j.dump();
 }
 
@@ -49,7 +54,8 @@ BenchResult run_bench(const TrainConfig& cfg) {
   Transformer model(cfg.model, dims);
   model.to_device(dev);
   model.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
-  AdamW opt(model.params(), cfg.optim);
+  std::unique_ptr<AdamW> opt_owner = make_optimizer(model, cfg.optim);
+  AdamW& opt = *opt_owner;
   const int B = cfg.data.batch_size, T = cfg.data.seq_len;
   LINGUA_CHECK(T <= dims.max_seqlen, "data.seq_len (", T, ") exceeds model.max_seqlen (", dims.max_seqlen, ")");
   // Random tokens, as the anchor: uniform ids, fixed for the run.
@@ -77,6 +83,7 @@ BenchResult run_bench(const TrainConfig& cfg) {
   r.device = dev == Device::cuda ? cuda_device_name() : "cpu";
   ParamCounts pc = model.param_counts();
   r.total_params = pc.total;
+  r.stem_layers = dims.stem_layers;
   r.active_params = pc.active_non_embedding;
   r.step_ms = dt * 1e3;
   r.tokens_per_s = (double)B * T * cfg.grad_acc_steps / dt;

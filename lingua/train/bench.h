@@ -3,6 +3,7 @@
 // tokens (forward, backward, gradient clipping and the AdamW step included), as the PyTorch
 // anchor measures them.
 #include <string>
+#include <vector>
 
 #include "lingua/config/train_config.h"
 
@@ -12,6 +13,7 @@ struct BenchResult {
   std::string impl, device;
   double step_ms = 0, tokens_per_s = 0, mfu = 0, peak_mem_gib = 0, loss = 0;
   int64_t total_params = 0, active_params = 0;
+  std::vector<int> stem_layers;
   std::string profile, trace_path;  // with profiling.run: the per-op summary and the Chrome trace
   std::string json(const TrainConfig& cfg) const;  // one line for bench/results/*.jsonl
 };

@@ -7,6 +7,16 @@
 
 namespace lingua {
 
+std::unique_ptr<AdamW> make_optimizer(Transformer& model, const OptimConfig& cfg) {
+  auto opt = std::make_unique<AdamW>(model.params(), cfg, group_overrides(cfg));
+  if (cfg.stem.sparse) {
+    LINGUA_CHECK(opt->has_group(kStemGroup),
+                 "config key 'optim.stem.sparse' is true but the model has no STEM tables (set model.ffn=stem)");
+    opt->set_sparse_rows(kStemGroup, model.stem_rows_seen());
+  }
+  return opt;
+}
+
 TrainStep::TrainStep(Transformer& model, AdamW& opt, bool cuda_graph)
     : model_(model), opt_(opt), use_graph_(cuda_graph && model.device() == Device::cuda) {}
 

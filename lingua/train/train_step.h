@@ -8,6 +8,7 @@
 // points to change; a capture that fails (an op that waits for the GPU, say) falls back to eager
 // steps with one warning on stderr.
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "lingua/core/cuda.h"
@@ -15,6 +16,10 @@
 #include "lingua/optim/optimizer.h"
 
 namespace lingua {
+
+// AdamW for `model` from optim.*: the STEM tables (if any) in their own group with optim.stem.*
+// resolved against optim.*, row-sparse with optim.stem.sparse (an error without STEM tables).
+std::unique_ptr<AdamW> make_optimizer(Transformer& model, const OptimConfig& cfg);
 
 struct MicroBatch {
   const int32_t* tokens;   // [B, T] host

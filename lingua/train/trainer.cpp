@@ -59,6 +59,12 @@ std::string human_count(double x) {
   return b;
 }
 
+std::string join_ints(const std::vector<int>& v) {
+  std::string s;
+  for (int x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
 std::string human_time(double s) {
   char b[32];
   if (s >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", (int)(s / 3600), (int)std::fmod(s / 60, 60));
@@ -116,7 +122,7 @@ void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
       moments.push_back({"exp_avg_sq." + s.info(i).name, r.opt.host_v(i)});
     }
     write_safetensors(dir + "/optimizer.safetensors", moments);
-    write_text_file_atomic(dir + "/params.json", config_to_json(r.cfg));
+    write_text_file_atomic(dir + "/params.json", params_json(r.cfg, r.model.param_counts()));
     json st = {{"step", step},
                {"optimizer_steps", r.opt.steps_taken()},
                {"scheduler", {{"last_step", step}}},
@@ -188,7 +194,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   const Device device = resolve_device(cfg.device);
   model.to_device(device);
   model.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
-  AdamW opt(model.params(), cfg.optim);
+  std::unique_ptr<AdamW> opt_owner = make_optimizer(model, cfg.optim);
+  AdamW& opt = *opt_owner;
   DataLoader loader(cfg.data, *tok);
   Run run{cfg, model, opt, loader};
   const bool quiet = hooks.quiet;
@@ -196,14 +203,19 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   ParamCounts pc = model.param_counts();
   const int64_t tokens_per_step = (int64_t)cfg.grad_acc_steps * cfg.data.batch_size * cfg.data.seq_len;
   const double flops_per_token = model.flops_per_token(cfg.data.seq_len);
-  if (!quiet)
+  if (!quiet) {
+    std::string stem;
+    if (pc.stem_tables > 0)
+      stem = ", " + human_count((double)pc.stem_tables) + " in STEM tables (layers " + join_ints(dims.stem_layers) +
+             (cfg.optim.stem.sparse ? ", row-sparse AdamW)" : ")");
     std::fprintf(stderr,
-                 "lingua: %s | params %s total, %s non-embedding (active) | %d layers, dim %d, %d heads (%d kv), "
-                 "ffn %d, vocab %d | %lld tokens/step | %s\n",
-                 cfg.name.c_str(), human_count((double)pc.total).c_str(),
+                 "lingua: %s | params %s total%s, %s active non-embedding (MFU counts these) | %d layers, dim %d, "
+                 "%d heads (%d kv), ffn %d, vocab %d | %lld tokens/step | %s\n",
+                 cfg.name.c_str(), human_count((double)pc.total).c_str(), stem.c_str(),
                  human_count((double)pc.active_non_embedding).c_str(), dims.n_layers, dims.dim, dims.n_heads,
                  dims.n_kv_heads, dims.hidden, dims.vocab, (long long)tokens_per_step,
                  device == Device::cuda ? cuda_device_name().c_str() : "cpu");
+  }
 
   TrainResult result;
   int64_t step = 0;
@@ -257,7 +269,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
 
     if (step % cfg.logging.freq == 0 || step == cfg.steps || step == first_step + 1) {
       double wps = tokens_per_step / iter_time;
-      const double grad_norm = opt.last_grad_norms().at("default");
+      const std::map<std::string, double> norms = opt.last_grad_norms();
+      const double grad_norm = norms.at("default");
       DataStats ds = loader.stats();
       json m = {{"global_step", step},
                 {"acc_step", cfg.grad_acc_steps},
@@ -281,6 +294,10 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"data/missing_text", ds.missing_text},
                 {"data/invalid_utf8", ds.invalid_utf8},
                 {"loss/out", loss}};
+      if (norms.count(kStemGroup)) {
+        m["optim/stem_grad_norm"] = norms.at(kStemGroup);
+        m["optim/stem_lr"] = rep.lr.at(kStemGroup);
+      }
       append_line(metrics_path, m);
       if (!quiet) {
         double elapsed = seconds_since(run_start);
@@ -297,6 +314,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (hooks.after_step && !hooks.after_step(step)) break;
   }
   result.final_step = step;
+  if (hooks.at_end) hooks.at_end(model);
   return result;
 }
 

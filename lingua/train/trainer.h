@@ -10,6 +10,8 @@
 
 namespace lingua {
 
+class Transformer;
+
 struct TrainResult {
   int64_t start_step = 0;          // steps already done when this run began (resume)
   int64_t final_step = 0;
@@ -21,6 +23,8 @@ struct TrainHooks {
   // Called after each optimizer step; returning false stops the run (tests simulate crashes).
   std::function<bool(int64_t step)> after_step;
   bool quiet = false;  // no status lines on stderr
+  // Called once after the last step with the trained model (tests compare it with its checkpoint).
+  std::function<void(Transformer& model)> at_end;
 };
 
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks = {});

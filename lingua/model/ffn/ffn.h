@@ -48,5 +48,10 @@ std::vector<std::string> ffn_kinds();
 
 // Variants (one file each).
 std::unique_ptr<FeedForward> make_swiglu_ffn(const FfnBuildArgs& args);
+// STEM on the layers of dims.stem_layers (model.stem_layers), SwiGLU on the others.
+std::unique_ptr<FeedForward> make_stem_ffn(const FfnBuildArgs& args);
+
+// The optimizer group of the STEM tables (optim.stem.*).
+inline constexpr const char* kStemGroup = "stem";
 
 }  // namespace lingua

@@ -7,6 +7,7 @@ namespace lingua {
 // One line per FFN variant.
 static const std::pair<const char*, FfnFactory> kFfnRegistry[] = {
     {"swiglu", make_swiglu_ffn},
+    {"stem", make_stem_ffn},
 };
 
 std::vector<std::string> ffn_kinds() {

@@ -84,11 +84,66 @@ void clip_coefficient_device(const double* sq_device, double max_norm,
                              float* coef_device,             // written
                              double* norm_device = nullptr); // written when given: sqrt(*sq_device)
 
+// ---- Row-sparse AdamW for embedding-like tables ----
+// A table [R, C] indexed by token id (an embedding, a STEM table): a step's gradient is non-zero
+// only in the rows of the ids the step saw. These functions update, and take the norm of, only the
+// rows marked in `rows` ([R] i32, nonzero = touched), so a step costs in proportion to the rows it
+// touched. The update is "lazy" AdamW: an untouched row is left exactly as it is (no weight decay,
+// no decay of m and v, no step from the old momentum), which differs from the dense update of a
+// zero gradient row; the bias corrections use the global step h.step like the dense update.
+//   rows.zero();  mark_rows(ids_of_this_step, rows);   // for each micro-batch of the step
+//   sq = sum_squares_rows(grad, rows);                  // the table's part of the gradient norm
+//   adamw_update_rows(param, grad, m, v, rows, h, param_bf16);
+// All tensors on one device. On CUDA none of the three synchronises the host except
+// sum_squares_rows (whose result is a host value); all may be captured in a CUDA graph.
+
+// rows[ids[n]] = 1 for every n; rows is not cleared first (the caller zeroes it), so calls for
+// several micro-batches accumulate. CPU: an id outside [0, R) is an Error naming its position and
+// value, raised before anything is written. CUDA: ids outside [0, R) are skipped silently (the
+// caller validates ids on the host, e.g. the embedding's own checks); no synchronisation.
+void mark_rows(const Tensor& ids,    // [N] i32
+               const Tensor& rows);  // [R] i32, updated
+
+// For each row r with rows[r] != 0: exactly the per-element update of adamw_update on the row's
+// C elements (bitwise the same arithmetic, grad_scale, grad_scale_device and step_device included,
+// and the same results on the CPU and CUDA). A row with rows[r] == 0 is neither read nor written in
+// param, grad, m, v and param_bf16. With every row touched it equals adamw_update on the flat
+// [R * C] buffers bit for bit.
+void adamw_update_rows(const Tensor& param,  // [R, C] f32, updated
+                       const Tensor& grad,   // [R, C] f32
+                       const Tensor& m,      // [R, C] f32, updated
+                       const Tensor& v,      // [R, C] f32, updated
+                       const Tensor& rows,   // [R] i32: nonzero = update this row
+                       const AdamWHyper& h,
+                       // optional [R, C] bf16: the touched rows' updated params rounded to bf16;
+                       // an empty Tensor() skips it
+                       const Tensor& param_bf16 = Tensor());
+
+// Sum of x^2 over the rows with rows[r] != 0, in double, in a fixed order (deterministic for a
+// given R, C and mask; 0 when no row is marked). For CUDA tensors it synchronises (the result is a
+// host value); it matches the CPU's within ~1e-12 relative (a different fixed order) and is
+// bitwise reproducible run to run, independent of x's alignment.
+double sum_squares_rows(const Tensor& x,      // [R, C] f32
+                        const Tensor& rows);  // [R] i32
+// The device twin (CUDA only, fails with an Error without CUDA), as sum_squares_device:
+// *sq_device = (accumulate ? *sq_device : 0) + the value sum_squares_rows returns for the same GPU
+// tensors (bitwise), in stream order, without synchronising. It shares
+// sum_squares_device's partial-sum scratch, grown (a synchronisation and cudaMalloc) only when a
+// call needs more than all earlier ones: run the same calls once eagerly before capturing.
+void sum_squares_rows_device(const Tensor& x,     // [R, C] f32 on the GPU
+                             const Tensor& rows,  // [R] i32 on the GPU
+                             double* sq_device, bool accumulate);
+
 // CUDA implementation (cuda.cu); called by the functions above for GPU tensors.
 void adamw_update_cuda(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWHyper& h,
                        const Tensor& param_bf16);
 double sum_squares_cuda(const Tensor& x);
 void sum_squares_device_cuda(const Tensor& x, double* sq_device, bool accumulate);
 void clip_coefficient_device_cuda(const double* sq_device, double max_norm, float* coef_device, double* norm_device);
+void mark_rows_cuda(const Tensor& ids, const Tensor& rows);
+void adamw_update_rows_cuda(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                            const Tensor& rows, const AdamWHyper& h, const Tensor& param_bf16);
+double sum_squares_rows_cuda(const Tensor& x, const Tensor& rows);
+void sum_squares_rows_device_cuda(const Tensor& x, const Tensor& rows, double* sq_device, bool accumulate);
 
 }  // namespace lingua

@@ -9,6 +9,49 @@
 
 namespace lingua {
 
+namespace {
+
+// The constants of one step as the per-element update reads them.
+struct AdamWCpuConsts {
+  float decay, step_size, inv_sqrt_bc2, b1, b2, eps, gs;
+};
+
+// The checks and constants shared by adamw_update and adamw_update_rows.
+AdamWCpuConsts adamw_cpu_consts(const char* op, const AdamWHyper& h) {
+  LINGUA_CHECK(h.grad_scale_device == nullptr, op, ": grad_scale_device is for CUDA tensors only");
+  LINGUA_CHECK(h.step_device == nullptr, op, ": step_device is for CUDA tensors only");
+  const AdamWStepScalars sc = adamw_step_scalars(h);
+  return {sc.decay, sc.step_size, sc.inv_sqrt_bc2, h.beta1, h.beta2, h.eps, h.grad_scale};
+}
+
+// Element i: the one fp32 expression both the dense and the row-sparse update use (so they agree
+// bit for bit, and with the CUDA kernels, which round each operation the same way).
+inline void adamw_element(const AdamWCpuConsts& k, int64_t i, float* p, const float* g, float* ms, float* vs,
+                          uint16_t* pb) {
+  const float gi = g[i] * k.gs;
+  const float mi = ms[i] + (1.0f - k.b1) * (gi - ms[i]);
+  const float vi = k.b2 * vs[i] + (1.0f - k.b2) * gi * gi;
+  ms[i] = mi;
+  vs[i] = vi;
+  p[i] = p[i] * k.decay - k.step_size * mi / (std::sqrt(vi) * k.inv_sqrt_bc2 + k.eps);
+  if (pb) pb[i] = float_to_bf16(p[i]);
+}
+
+// Sum of squares of x[0, n) in double with kLanes interleaved accumulators (a fixed order).
+constexpr int64_t kLanes = 8;
+double sum_squares_span(const float* xs, int64_t n) {
+  double lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) lane[j] += (double)xs[i + j] * xs[i + j];
+  for (; i < n; ++i) lane[0] += (double)xs[i] * xs[i];
+  double s = 0;
+  for (int64_t j = 0; j < kLanes; ++j) s += lane[j];
+  return s;
+}
+
+}  // namespace
+
 AdamWStepScalars adamw_step_scalars(const AdamWHyper& h) {
   LINGUA_CHECK(h.step >= 1, "adamw_update: step is 1-based, got ", h.step);
   const double bc1 = 1.0 - std::pow((double)h.beta1, (double)h.step);
@@ -36,25 +79,58 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
   check_f32(op, "m", m, {n});
   check_f32(op, "v", v, {n});
   if (is_given(param_bf16)) check_op_arg(op, "param_bf16", param_bf16, DType::bf16, {n});
-  LINGUA_CHECK(h.grad_scale_device == nullptr, op, ": grad_scale_device is for CUDA tensors only");
-  LINGUA_CHECK(h.step_device == nullptr, op, ": step_device is for CUDA tensors only");
-  const AdamWStepScalars sc = adamw_step_scalars(h);
-  const float decay = sc.decay, step_size = sc.step_size, inv_sqrt_bc2 = sc.inv_sqrt_bc2;
-  const float b1 = h.beta1, b2 = h.beta2, eps = h.eps, gs = h.grad_scale;
+  const AdamWCpuConsts k = adamw_cpu_consts(op, h);
   float* p = param.f32();
   const float* g = grad.f32();
   float* ms = m.f32();
   float* vs = v.f32();
   uint16_t* pb = static_cast<uint16_t*>(param_bf16.data);  // null: no bf16 copy
 #pragma omp parallel for schedule(static) if (n > kMinParallelElements)
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i] * gs;
-    const float mi = ms[i] + (1.0f - b1) * (gi - ms[i]);
-    const float vi = b2 * vs[i] + (1.0f - b2) * gi * gi;
-    ms[i] = mi;
-    vs[i] = vi;
-    p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
-    if (pb) pb[i] = float_to_bf16(p[i]);
+  for (int64_t i = 0; i < n; ++i) adamw_element(k, i, p, g, ms, vs, pb);
+}
+
+void mark_rows(const Tensor& ids, const Tensor& rows) {
+  LINGUA_PROFILE_SCOPE("mark_rows");
+#ifdef LINGUA_CUDA
+  if (ids.device == Device::cuda) return mark_rows_cuda(ids, rows);
+#endif
+  const char* op = "mark_rows";
+  check_op_arg(op, "ids", ids, DType::i32, {-1});
+  check_op_arg(op, "rows", rows, DType::i32, {-1});
+  const int64_t N = ids.size(0), R = rows.size(0);
+  const int32_t* id = ids.i32();
+  int32_t* r = rows.i32();
+  // All ids are checked before anything is written, so a bad batch leaves rows untouched.
+  for (int64_t n = 0; n < N; ++n)
+    if (id[n] < 0 || id[n] >= R) fail(op, ": id ", id[n], " at position ", n, " is outside [0, ", R, ")");
+  for (int64_t n = 0; n < N; ++n) r[id[n]] = 1;
+}
+
+void adamw_update_rows(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor& rows,
+                       const AdamWHyper& h, const Tensor& param_bf16) {
+  LINGUA_PROFILE_SCOPE("adamw_update_rows");
+#ifdef LINGUA_CUDA
+  if (param.device == Device::cuda) return adamw_update_rows_cuda(param, grad, m, v, rows, h, param_bf16);
+#endif
+  const char* op = "adamw_update_rows";
+  check_f32(op, "param", param, {-1, -1});
+  const int64_t R = param.size(0), C = param.size(1);
+  check_f32(op, "grad", grad, {R, C});
+  check_f32(op, "m", m, {R, C});
+  check_f32(op, "v", v, {R, C});
+  check_op_arg(op, "rows", rows, DType::i32, {R});
+  if (is_given(param_bf16)) check_op_arg(op, "param_bf16", param_bf16, DType::bf16, {R, C});
+  const AdamWCpuConsts k = adamw_cpu_consts(op, h);
+  float* p = param.f32();
+  const float* g = grad.f32();
+  float* ms = m.f32();
+  float* vs = v.f32();
+  const int32_t* touched = rows.i32();
+  uint16_t* pb = static_cast<uint16_t*>(param_bf16.data);  // null: no bf16 copy
+#pragma omp parallel for schedule(static) if (R * C > kMinParallelElements)
+  for (int64_t r = 0; r < R; ++r) {
+    if (touched[r] == 0) continue;
+    for (int64_t i = r * C; i < (r + 1) * C; ++i) adamw_element(k, i, p, g, ms, vs, pb);
   }
 }
 
@@ -67,7 +143,7 @@ double sum_squares(const Tensor& x) {
 #endif
   const char* op = "sum_squares";
   check_f32(op, "x", x, {-1});
-  constexpr int64_t kBlock = 16384, kLanes = 8;
+  constexpr int64_t kBlock = 16384;
   const int64_t n = x.size(0);
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   const float* xs = x.f32();
@@ -75,17 +151,32 @@ double sum_squares(const Tensor& x) {
 #pragma omp parallel for schedule(static) if (n > kMinParallelElements)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t i0 = blk * kBlock, i1 = std::min(n, i0 + kBlock);
-    double lane[kLanes] = {};
-    int64_t i = i0;
-    for (; i + kLanes <= i1; i += kLanes)
-      for (int64_t j = 0; j < kLanes; ++j) lane[j] += (double)xs[i + j] * xs[i + j];
-    for (; i < i1; ++i) lane[0] += (double)xs[i] * xs[i];
-    double s = 0;
-    for (int64_t j = 0; j < kLanes; ++j) s += lane[j];
-    block_sum[blk] = s;
+    block_sum[blk] = sum_squares_span(xs + i0, i1 - i0);
   }
   double total = 0;
   for (double s : block_sum) total += s;
+  return total;
+}
+
+// Each touched row summed as sum_squares sums a block (kLanes interleaved accumulators), then the
+// row sums added in row order: the result depends on R, C and the mask only, not the thread count.
+double sum_squares_rows(const Tensor& x, const Tensor& rows) {
+  LINGUA_PROFILE_SCOPE("sum_squares_rows");
+#ifdef LINGUA_CUDA
+  if (x.device == Device::cuda) return sum_squares_rows_cuda(x, rows);
+#endif
+  const char* op = "sum_squares_rows";
+  check_f32(op, "x", x, {-1, -1});
+  const int64_t R = x.size(0), C = x.size(1);
+  check_op_arg(op, "rows", rows, DType::i32, {R});
+  const float* xs = x.f32();
+  const int32_t* touched = rows.i32();
+  std::vector<double> row_sum(R, 0.0);
+#pragma omp parallel for schedule(static) if (R * C > kMinParallelElements)
+  for (int64_t r = 0; r < R; ++r)
+    if (touched[r] != 0) row_sum[r] = sum_squares_span(xs + r * C, C);
+  double total = 0;
+  for (double s : row_sum) total += s;
   return total;
 }
 
@@ -95,6 +186,15 @@ void sum_squares_device(const Tensor& x, double* sq_device, bool accumulate) {
   sum_squares_device_cuda(x, sq_device, accumulate);
 #else
   fail("sum_squares_device: CUDA is not built in this version (", x.str(), ")");
+#endif
+}
+
+void sum_squares_rows_device(const Tensor& x, const Tensor& rows, double* sq_device, bool accumulate) {
+  LINGUA_PROFILE_SCOPE("sum_squares_rows_device");
+#ifdef LINGUA_CUDA
+  sum_squares_rows_device_cuda(x, rows, sq_device, accumulate);
+#else
+  fail("sum_squares_rows_device: CUDA is not built in this version (", x.str(), ")");
 #endif
 }
 

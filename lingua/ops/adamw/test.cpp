@@ -2,6 +2,8 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
+#include <string>
 
 #include "lingua/core/bf16.h"
 #include "lingua/ops/adamw/adamw.h"
@@ -141,6 +143,200 @@ TEST(SumSquares, MatchesDoubleLoopAndIsDeterministic) {
     EXPECT_EQ(one, s) << n;
     EXPECT_EQ(three, s) << n;
   }
+}
+
+// ---- row-sparse AdamW ----
+
+// Bitwise equality (NaN-safe), naming the first difference.
+template <class T>
+::testing::AssertionResult same_bits(const std::vector<T>& a, const std::vector<T>& b, const std::string& what) {
+  if (a.size() != b.size()) return ::testing::AssertionFailure() << what << ": sizes differ";
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0)
+      return ::testing::AssertionFailure() << what << ": index " << i << ": " << a[i] << " vs " << b[i];
+  return ::testing::AssertionSuccess();
+}
+
+// A random mask of R rows with both touched and untouched rows; touched rows hold assorted
+// nonzero values (any nonzero value means touched).
+std::vector<int32_t> random_mask(int64_t R, uint32_t seed) {
+  auto mask = random_ints(R, seed, -1, 2);
+  for (auto& x : mask) x = x == 2 ? 0 : (x == 0 ? 1 : x * 7);  // about a quarter untouched
+  mask[0] = 0;
+  if (R > 1) mask[1] = 1;
+  return mask;
+}
+
+TEST(AdamWRows, EqualsDenseUpdateOfEachTouchedRowAndLeavesTheOthers) {
+  for (auto [R, C] : {std::pair<int64_t, int64_t>{37, 13}, {1, 1}, {5, 4}, {300, 257}}) {
+    const int64_t n = R * C;
+    auto p = random_vector(n, 1), m = random_vector(n, 2, -0.5f, 0.5f), v = random_vector(n, 3, 0.01f, 1.0f);
+    std::vector<uint16_t> pb(n, 0xFFFF);
+    auto pe = p, me = m, ve = v;  // expected: adamw_update on each touched row's slice
+    auto pbe = pb;
+    for (int step = 1; step <= 3; ++step) {
+      AdamWHyper h{3e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step + 4};
+      h.grad_scale = step % 2 ? 1.0f : 0.3f;
+      const auto g = random_vector(n, 10 + step, -2.0f, 2.0f);
+      const auto mask = random_mask(R, 20 + step);
+      const auto p0 = p, m0 = m, v0 = v;
+      const auto pb0 = pb;
+      adamw_update_rows(Tensor(p.data(), {R, C}), Tensor(g.data(), {R, C}), Tensor(m.data(), {R, C}),
+                        Tensor(v.data(), {R, C}), Tensor(mask.data(), {R}), h, Tensor(pb.data(), {R, C}, DType::bf16));
+      for (int64_t r = 0; r < R; ++r)
+        if (mask[r] != 0)
+          adamw_update(Tensor(pe.data() + r * C, {C}), Tensor(g.data() + r * C, {C}), Tensor(me.data() + r * C, {C}),
+                       Tensor(ve.data() + r * C, {C}), h, Tensor(pbe.data() + r * C, {C}, DType::bf16));
+      const std::string what = "R " + std::to_string(R) + " C " + std::to_string(C) + " step " + std::to_string(step);
+      EXPECT_TRUE(same_bits(p, pe, "param " + what));
+      EXPECT_TRUE(same_bits(m, me, "m " + what));
+      EXPECT_TRUE(same_bits(v, ve, "v " + what));
+      EXPECT_TRUE(same_bits(pb, pbe, "param_bf16 " + what));
+      int64_t touched = 0;
+      for (int64_t r = 0; r < R; ++r) {
+        touched += mask[r] != 0;
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t i = r * C + c;
+          if (mask[r] == 0) {  // untouched rows: bitwise unchanged, bf16 copy not written
+            ASSERT_EQ(0, std::memcmp(&p[i], &p0[i], 4)) << what << " row " << r;
+            ASSERT_EQ(0, std::memcmp(&m[i], &m0[i], 4)) << what << " row " << r;
+            ASSERT_EQ(0, std::memcmp(&v[i], &v0[i], 4)) << what << " row " << r;
+            ASSERT_EQ(pb[i], pb0[i]) << what << " row " << r;
+          } else {
+            ASSERT_NE(0, std::memcmp(&p[i], &p0[i], 4)) << what << " row " << r;  // nonzero g: it moved
+            ASSERT_EQ(pb[i], float_to_bf16(p[i])) << what << " row " << r;
+          }
+        }
+      }
+      if (R > 1) {
+        EXPECT_GT(touched, 0) << what;
+        EXPECT_LT(touched, R) << what;
+      }
+    }
+  }
+}
+
+TEST(AdamWRows, AllRowsTouchedEqualsDenseUpdate) {
+  for (auto [R, C] : {std::pair<int64_t, int64_t>{37, 13}, {300, 257}}) {
+    const int64_t n = R * C;
+    auto p = random_vector(n, 4), m = random_vector(n, 5, -0.5f, 0.5f), v = random_vector(n, 6, 0.01f, 1.0f);
+    auto pd = p, md = m, vd = v;
+    std::vector<uint16_t> pb(n), pbd(n);
+    const std::vector<int32_t> all(R, 1);
+    for (int step = 1; step <= 3; ++step) {
+      AdamWHyper h{1e-2f, 0.9f, 0.999f, 1e-8f, 0.05f, step};
+      h.grad_scale = 0.7f;
+      const auto g = random_vector(n, 30 + step, -1.0f, 1.0f);
+      adamw_update_rows(Tensor(p.data(), {R, C}), Tensor(g.data(), {R, C}), Tensor(m.data(), {R, C}),
+                        Tensor(v.data(), {R, C}), Tensor(all.data(), {R}), h, Tensor(pb.data(), {R, C}, DType::bf16));
+      adamw_update(Tensor(pd.data(), {n}), Tensor(g.data(), {n}), Tensor(md.data(), {n}), Tensor(vd.data(), {n}), h,
+                   Tensor(pbd.data(), {n}, DType::bf16));
+      const std::string what = "R " + std::to_string(R) + " step " + std::to_string(step);
+      EXPECT_TRUE(same_bits(p, pd, "param " + what));
+      EXPECT_TRUE(same_bits(m, md, "m " + what));
+      EXPECT_TRUE(same_bits(v, vd, "v " + what));
+      EXPECT_TRUE(same_bits(pb, pbd, "param_bf16 " + what));
+    }
+  }
+}
+
+TEST(AdamWRows, Errors) {
+  const int64_t R = 4, C = 3;
+  std::vector<float> p(R * C, 1.0f), g(R * C, 1.0f), m(R * C), v(R * C);
+  std::vector<int32_t> rows(R, 1), rows5(R + 1, 1);
+  std::vector<uint16_t> pb(R * C);
+  AdamWHyper h{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1};
+  auto T = [](std::vector<float>& x, std::initializer_list<int64_t> dims) { return Tensor(x.data(), dims); };
+  const Tensor rt(rows.data(), {R});
+  EXPECT_NO_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}), rt, h));
+  EXPECT_THROW(adamw_update_rows(T(p, {R * C}), T(g, {R * C}), T(m, {R * C}), T(v, {R * C}), rt, h), Error);
+  EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {C, R}), T(m, {R, C}), T(v, {R, C}), rt, h), Error);
+  EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C - 1}), rt, h), Error);
+  EXPECT_THROW(
+      adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}), Tensor(rows5.data(), {R + 1}), h),
+      Error);
+  EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}),
+                                 Tensor(rows.data(), {R}, DType::f32), h),
+               Error);  // rows must be i32
+  EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}), rt, h,
+                                 Tensor(pb.data(), {R * C}, DType::bf16)),
+               Error);
+  EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}), rt, h, T(m, {R, C})),
+               Error);  // param_bf16 must be bf16
+  AdamWHyper h0 = h;
+  h0.step = 0;
+  EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}), rt, h0), Error);
+  const float coef = 0.5f;
+  AdamWHyper hc = h;
+  hc.grad_scale_device = &coef;  // CUDA only
+  EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}), rt, hc), Error);
+  const AdamWStepScalars sc = adamw_step_scalars(h);
+  AdamWHyper hs = h;
+  hs.step_device = &sc;  // CUDA only
+  EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}), rt, hs), Error);
+  EXPECT_THROW(sum_squares_rows(T(p, {R * C}), rt), Error);
+  EXPECT_THROW(sum_squares_rows(T(p, {R, C}), Tensor(rows5.data(), {R + 1})), Error);
+  double sq = 0;
+  EXPECT_THROW(sum_squares_rows_device(T(p, {R, C}), rt, &sq, false), Error);  // CUDA only
+}
+
+TEST(AdamWRows, SumSquaresRowsMatchesDoubleLoopAndIsDeterministic) {
+  for (auto [R, C] : {std::pair<int64_t, int64_t>{37, 13}, {1, 1}, {3, 0}, {300, 2816}, {1001, 67}}) {
+    const auto x = random_vector(R * C, 8, -3.0f, 3.0f);
+    const auto mask = random_mask(R, 9);
+    const Tensor xt(x.data(), {R, C});
+    double ref = 0;
+    for (int64_t r = 0; r < R; ++r)
+      if (mask[r] != 0)
+        for (int64_t c = 0; c < C; ++c) ref += (double)x[r * C + c] * x[r * C + c];
+    const double s = sum_squares_rows(xt, Tensor(mask.data(), {R}));
+    const std::string what = "R " + std::to_string(R) + " C " + std::to_string(C);
+    EXPECT_NEAR(s, ref, 1e-12 * ref) << what;
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const double one = sum_squares_rows(xt, Tensor(mask.data(), {R}));
+    omp_set_num_threads(3);
+    const double three = sum_squares_rows(xt, Tensor(mask.data(), {R}));
+    omp_set_num_threads(saved);
+    EXPECT_EQ(one, s) << what;
+    EXPECT_EQ(three, s) << what;
+    // no row marked: exactly 0; every row marked: the whole table's sum of squares
+    const std::vector<int32_t> none(R, 0), all(R, 1);
+    EXPECT_EQ(sum_squares_rows(xt, Tensor(none.data(), {R})), 0.0) << what;
+    const double whole = sum_squares(Tensor(x.data(), {R * C}));
+    EXPECT_NEAR(sum_squares_rows(xt, Tensor(all.data(), {R})), whole, 1e-12 * whole) << what;
+  }
+}
+
+TEST(AdamWRows, MarkRows) {
+  const int64_t R = 37;
+  const std::vector<int32_t> ids = {5, 0, 36, 5, 17, 5, 0, 20};
+  std::vector<int32_t> rows(R, 0);
+  rows[30] = 1;  // set by an earlier micro-batch: kept
+  mark_rows(Tensor(ids.data(), {(int64_t)ids.size()}), Tensor(rows.data(), {R}));
+  for (int64_t r = 0; r < R; ++r) {
+    const bool want = r == 0 || r == 5 || r == 17 || r == 20 || r == 30 || r == 36;
+    EXPECT_EQ(rows[r], want ? 1 : 0) << "row " << r;
+  }
+  mark_rows(Tensor(ids.data(), {0}), Tensor(rows.data(), {R}));  // no ids: nothing to do
+  // An id outside [0, R): an Error naming the position and the id, and nothing written.
+  for (int32_t bad : {37, -1}) {
+    const std::vector<int32_t> bad_ids = {1, 2, 3, bad, 4};
+    std::vector<int32_t> r2(R, 0);
+    try {
+      mark_rows(Tensor(bad_ids.data(), {5}), Tensor(r2.data(), {R}));
+      ADD_FAILURE() << "no error for id " << bad;
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("mark_rows"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("at position 3"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("id " + std::to_string(bad)), std::string::npos) << msg;
+    }
+    EXPECT_EQ(r2, std::vector<int32_t>(R, 0)) << "written despite the bad id " << bad;
+  }
+  std::vector<float> fids(3);
+  EXPECT_THROW(mark_rows(Tensor(fids.data(), {3}), Tensor(rows.data(), {R})), Error);  // ids must be i32
+  EXPECT_THROW(mark_rows(Tensor(ids.data(), {2, 4}), Tensor(rows.data(), {R})), Error);
 }
 
 TEST(ClipCoefficient, Values) {

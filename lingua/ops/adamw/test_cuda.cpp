@@ -27,6 +27,18 @@ struct Dev {
     ASSERT_EQ(t.dtype, DType::f32);
     copy_to_device(t.data, v.data(), v.size() * 4);
   }
+  void upload_i32(const std::vector<int32_t>& v) {
+    ASSERT_EQ((int64_t)v.size(), t.numel());
+    ASSERT_EQ(t.dtype, DType::i32);
+    copy_to_device(t.data, v.data(), v.size() * 4);
+  }
+  std::vector<int32_t> download_i32() const {
+    std::vector<int32_t> v(t.numel());
+    copy_to_host(v.data(), t.data, v.size() * 4);
+    return v;
+  }
+  // The same memory seen as [R, C].
+  Tensor as2d(int64_t R, int64_t C) const { return Tensor(t.data, {R, C}, t.dtype, Device::cuda); }
   std::vector<float> download() const {
     std::vector<float> v(t.numel());
     copy_to_host(v.data(), t.data, v.size() * 4);
@@ -293,6 +305,262 @@ TEST(AdamWCuda, CapturedClipAndUpdateReplaysBitwise) {
     EXPECT_TRUE(same_bits(vq[k].download(), ve[k].download(), "v" + what));
     EXPECT_EQ(bq[k].download_bf16(), be[k].download_bf16()) << what;
   }
+}
+
+// ---- row-sparse AdamW ----
+
+// A random mask of R rows with both touched and untouched rows (any nonzero value means touched).
+std::vector<int32_t> random_mask(int64_t R, uint32_t seed) {
+  auto mask = random_ints(R, seed, -1, 2);
+  for (auto& x : mask) x = x == 2 ? 0 : (x == 0 ? 1 : x * 7);  // about a quarter untouched
+  mask[0] = 0;
+  if (R > 1) mask[1] = 1;
+  return mask;
+}
+
+// adamw_update_rows on the GPU against the CPU reference, bitwise, over 3 steps with a new mask
+// each step; variant 0: by-value hyper-parameters, 1: grad_scale_device, 2: step_device, 3: both.
+TEST(AdamWRowsCuda, MatchesCpuBitwise) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  struct Case {
+    int64_t R, C, offset;
+  };
+  // C % 4 == 0 and aligned: float4; offset 1 or C % 4 != 0: element by element; C = 9000: three
+  // column chunks; R = 1: no row touched (random_mask leaves row 0 untouched).
+  for (const Case cs : {Case{37, 13, 0}, Case{300, 2816, 0}, Case{300, 2816, 1}, Case{64, 130, 0}, Case{37, 13, 1},
+                        Case{5, 9000, 0}, Case{1, 3, 0}})
+    for (int variant = 0; variant < 4; ++variant)
+      for (bool with_bf16 : {false, true}) {
+        const int64_t R = cs.R, C = cs.C, n = R * C;
+        auto p = random_vector(n, 1), m = random_vector(n, 2, -0.5f, 0.5f), v = random_vector(n, 3, 0.01f, 1.0f);
+        Dev dp(n, DType::f32, cs.offset), dg(n, DType::f32, cs.offset), dm(n, DType::f32, cs.offset),
+            dv(n, DType::f32), db(n, DType::bf16, cs.offset), drows(R, DType::i32);
+        dp.upload(p);
+        dm.upload(m);
+        dv.upload(v);
+        DeviceBuffer scalars(64);
+        float* coef = scalars.as<float>();
+        AdamWStepScalars* step_scalars = reinterpret_cast<AdamWStepScalars*>(scalars.as<float>() + 4);
+        std::vector<uint16_t> pb(n, 0xFFFF);  // the CPU's bf16 copy, starting as the poison
+        for (int step = 1; step <= 3; ++step) {
+          AdamWHyper h{3e-2f * (1.0f - 0.1f * step), 0.9f, 0.95f, 1e-8f, 0.1f, step + 2};
+          h.grad_scale = step % 2 ? 1.0f : 0.7f;
+          const auto grad = random_vector(n, 100 + step, -2.0f, 2.0f);
+          const auto mask = random_mask(R, 50 + step);
+          dg.upload(grad);
+          drows.upload_i32(mask);
+          db.poison();
+          std::fill(pb.begin(), pb.end(), 0xFFFF);
+          const auto p0 = p;
+          AdamWHyper hd = h, hc = h;  // hd: the GPU's; hc: the CPU's
+          if (variant & 1) {          // the clip coefficient from device memory, times grad_scale
+            const float c = 0.3f + 0.1f * step;
+            copy_to_device(coef, &c, sizeof c);
+            hd.grad_scale_device = coef;
+            hc.grad_scale = h.grad_scale * c;  // the kernel's fp32 product
+          }
+          if (variant & 2) {  // lr, step and weight decay from device memory only
+            const AdamWStepScalars sc = adamw_step_scalars(h);
+            copy_to_device(step_scalars, &sc, sizeof sc);
+            hd.step_device = step_scalars;
+            hd.lr = NAN;
+            hd.weight_decay = NAN;
+            hd.step = 0;
+          }
+          adamw_update_rows(Tensor(p.data(), {R, C}), Tensor(grad.data(), {R, C}), Tensor(m.data(), {R, C}),
+                            Tensor(v.data(), {R, C}), Tensor(mask.data(), {R}), hc,
+                            Tensor(pb.data(), {R, C}, DType::bf16));
+          adamw_update_rows(dp.as2d(R, C), dg.as2d(R, C), dm.as2d(R, C), dv.as2d(R, C), drows.t, hd,
+                            with_bf16 ? db.as2d(R, C) : Tensor());
+          const std::string what = "R " + std::to_string(R) + " C " + std::to_string(C) + " offset " +
+                                   std::to_string(cs.offset) + " variant " + std::to_string(variant) + " step " +
+                                   std::to_string(step);
+          const auto gp = dp.download();
+          EXPECT_TRUE(same_bits(gp, p, "param " + what));
+          EXPECT_TRUE(same_bits(dm.download(), m, "m " + what));
+          EXPECT_TRUE(same_bits(dv.download(), v, "v " + what));
+          const auto b = db.download_bf16();
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t c = 0; c < C; ++c) {
+              const int64_t i = r * C + c;
+              if (mask[r] == 0) {  // untouched: param as before, the bf16 copy not written
+                ASSERT_EQ(0, std::memcmp(&gp[i], &p0[i], 4)) << what << " row " << r;
+                ASSERT_EQ(b[i], 0xFFFF) << what << " row " << r;
+              } else if (with_bf16) {
+                ASSERT_EQ(b[i], float_to_bf16(p[i])) << what << " row " << r << " col " << c;
+              } else {
+                ASSERT_EQ(b[i], 0xFFFF) << what << " row " << r;
+              }
+            }
+        }
+      }
+}
+
+TEST(AdamWRowsCuda, SumSquaresRowsMatchesCpuAndIsDeterministic) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  DeviceBuffer out(16);
+  double* sq = out.as<double>();
+  for (auto [R, C] : {std::pair<int64_t, int64_t>{37, 13}, {1, 1}, {3, 0}, {300, 2816}, {1001, 67}, {5, 20000},
+                      {32000, 64}}) {
+    const auto x = random_vector(R * C, 8, -3.0f, 3.0f);
+    const auto mask = random_mask(R, 9);
+    const double ref = sum_squares_rows(Tensor(x.data(), {R, C}), Tensor(mask.data(), {R}));
+    Dev a(R * C, DType::f32), b(R * C, DType::f32, 1), rows(R, DType::i32);
+    a.upload(x);
+    b.upload(x);
+    rows.upload_i32(mask);
+    const std::string what = "R " + std::to_string(R) + " C " + std::to_string(C);
+    const double s = sum_squares_rows(a.as2d(R, C), rows.t);
+    EXPECT_NEAR(s, ref, 1e-12 * ref) << what;
+    const double again = sum_squares_rows(a.as2d(R, C), rows.t);
+    EXPECT_EQ(0, std::memcmp(&s, &again, sizeof s)) << "two runs differ, " << what;
+    const double misaligned = sum_squares_rows(b.as2d(R, C), rows.t);
+    EXPECT_EQ(0, std::memcmp(&s, &misaligned, sizeof s)) << "alignment changes the sum, " << what;
+    // The device twin: the same value; accumulate adds to what is there.
+    sum_squares_rows_device(a.as2d(R, C), rows.t, sq, false);
+    double d;
+    copy_to_host(&d, sq, sizeof d);
+    EXPECT_EQ(0, std::memcmp(&s, &d, sizeof s)) << what;
+    sum_squares_rows_device(b.as2d(R, C), rows.t, sq, true);
+    copy_to_host(&d, sq, sizeof d);
+    EXPECT_EQ(d, s + s) << what;
+    const double whole = sum_squares(a.t);  // then a dense sum, then the rows again on top
+    sum_squares_device(a.t, sq, false);
+    sum_squares_rows_device(a.as2d(R, C), rows.t, sq, true);
+    copy_to_host(&d, sq, sizeof d);
+    EXPECT_EQ(d, whole + s) << what;
+    // no row marked: exactly 0 (also with accumulate=false over an old value)
+    rows.upload_i32(std::vector<int32_t>(R, 0));
+    sum_squares_rows_device(a.as2d(R, C), rows.t, sq, false);
+    copy_to_host(&d, sq, sizeof d);
+    EXPECT_EQ(d, 0.0) << what;
+  }
+}
+
+TEST(AdamWRowsCuda, MarkRowsMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (auto [R, N] : {std::pair<int64_t, int64_t>{37, 8}, {32000, 4096}, {5, 1000}, {10, 0}}) {
+    const auto ids = random_ints(N, 60, 0, (int32_t)R - 1);  // repeated ids
+    std::vector<int32_t> rows(R, 0);
+    rows[R / 2] = 1;  // set by an earlier micro-batch: kept
+    Dev dids(N, DType::i32), drows(R, DType::i32);
+    dids.upload_i32(ids);
+    drows.upload_i32(rows);
+    mark_rows(Tensor(ids.data(), {N}), Tensor(rows.data(), {R}));
+    mark_rows(dids.t, drows.t);
+    EXPECT_EQ(drows.download_i32(), rows) << "R " << R << " N " << N;
+  }
+  // On the GPU, ids outside [0, R) are skipped silently (the host validates them).
+  const int64_t R = 37;
+  const std::vector<int32_t> ids = {3, -1, 37, 1000000, 4, 3};
+  Dev dids(6, DType::i32), drows(R, DType::i32);
+  dids.upload_i32(ids);
+  drows.upload_i32(std::vector<int32_t>(R, 0));
+  mark_rows(dids.t, drows.t);
+  std::vector<int32_t> want(R, 0);
+  want[3] = want[4] = 1;
+  EXPECT_EQ(drows.download_i32(), want);
+}
+
+// mark_rows, sum_squares_rows_device, clip_coefficient_device and adamw_update_rows (coefficient
+// and step scalars from device memory) captured once and replayed for 3 steps with new ids,
+// gradients and scalars: bitwise the same as 3 eager steps with by-value hyper-parameters.
+TEST(AdamWRowsCuda, CapturedRowStepReplaysBitwise) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const int steps = 3;
+  const int64_t R = 300, C = 2816, n = R * C, N = 64;
+  const auto p = random_vector(n, 70);
+  const std::vector<float> zeros(n, 0.0f);
+  Dev pe(n, DType::f32), me(n, DType::f32), ve(n, DType::f32), be(n, DType::bf16);
+  Dev pq(n, DType::f32), mq(n, DType::f32), vq(n, DType::f32), bq(n, DType::bf16);
+  Dev g(n, DType::f32), ids(N, DType::i32), rows(R, DType::i32);
+  pe.upload(p), pq.upload(p);
+  for (Dev* d : {&me, &ve, &mq, &vq}) d->upload(zeros);
+  be.poison(), bq.poison();
+  DeviceBuffer se(256), sg(256);  // sq, norm, coef, step scalars per run
+  auto sq = [](DeviceBuffer& b) { return b.as<double>(); };
+  auto norm = [](DeviceBuffer& b) { return b.as<double>() + 1; };
+  auto coef = [](DeviceBuffer& b) { return reinterpret_cast<float*>(b.as<double>() + 2); };
+  auto step_scalars = [](DeviceBuffer& b) { return reinterpret_cast<AdamWStepScalars*>(b.as<double>() + 4); };
+  auto hyper = [](int step) { return AdamWHyper{lr_at(step), 0.9f, 0.95f, 1e-8f, 0.1f, step}; };
+  const double max_norm = 1.0;  // below the gradient norm of the touched rows: clipping is active
+  auto optimizer_step = [&](DeviceBuffer& s, Dev& pp, Dev& mm, Dev& vv, Dev& bb, const AdamWHyper& h) {
+    cuda_memset_zero(rows.t.data, R * 4);
+    mark_rows(ids.t, rows.t);
+    sum_squares_rows_device(g.as2d(R, C), rows.t, sq(s), false);
+    clip_coefficient_device(sq(s), max_norm, coef(s), norm(s));
+    AdamWHyper hh = h;
+    hh.grad_scale_device = coef(s);
+    adamw_update_rows(pp.as2d(R, C), g.as2d(R, C), mm.as2d(R, C), vv.as2d(R, C), rows.t, hh, bb.as2d(R, C));
+  };
+  auto inputs = [&](int step) {
+    g.upload(random_vector(n, 80 + step, -1.0f, 1.0f));
+    ids.upload_i32(random_ints(N, 90 + step, 0, (int32_t)R - 1));
+  };
+  std::vector<double> eager_norms;
+  for (int step = 1; step <= steps; ++step) {  // eager; also sizes the sum-of-squares scratch
+    inputs(step);
+    optimizer_step(se, pe, me, ve, be, hyper(step));
+    double nrm;
+    copy_to_host(&nrm, norm(se), sizeof nrm);
+    eager_norms.push_back(nrm);
+  }
+  float c;
+  copy_to_host(&c, coef(se), sizeof c);
+  EXPECT_LT(c, 1.0f);
+
+  CudaGraph graph;
+  graph.begin_capture();
+  AdamWHyper hd = hyper(1);
+  hd.lr = NAN;
+  hd.step = 0;
+  hd.step_device = step_scalars(sg);
+  optimizer_step(sg, pq, mq, vq, bq, hd);
+  graph.end_capture();
+  ASSERT_TRUE(graph.ready());
+
+  PinnedBuffer slots(steps * sizeof(AdamWStepScalars));
+  for (int step = 1; step <= steps; ++step) {
+    inputs(step);
+    AdamWStepScalars* slot = slots.as<AdamWStepScalars>() + (step - 1);
+    *slot = adamw_step_scalars(hyper(step));
+    copy_to_device_async(step_scalars(sg), slot, sizeof *slot);
+    graph.launch();
+    double nrm;
+    copy_to_host(&nrm, norm(sg), sizeof nrm);
+    EXPECT_EQ(0, std::memcmp(&nrm, &eager_norms[step - 1], sizeof nrm)) << "step " << step;
+  }
+  EXPECT_TRUE(same_bits(pq.download(), pe.download(), "param"));
+  EXPECT_TRUE(same_bits(mq.download(), me.download(), "m"));
+  EXPECT_TRUE(same_bits(vq.download(), ve.download(), "v"));
+  EXPECT_EQ(bq.download_bf16(), be.download_bf16());
+}
+
+TEST(AdamWRowsCuda, Errors) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const int64_t R = 4, C = 3;
+  Dev p(R * C, DType::f32), g(R * C, DType::f32), m(R * C, DType::f32), v(R * C, DType::f32);
+  Dev rows(R, DType::i32), rows5(R + 1, DType::i32), rowsf(R, DType::f32), pb(R * C, DType::bf16);
+  rows.upload_i32(std::vector<int32_t>(R, 1));
+  AdamWHyper h{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1};
+  EXPECT_NO_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C), rows.t, h, pb.as2d(R, C)));
+  EXPECT_THROW(adamw_update_rows(p.t, g.t, m.t, v.t, rows.t, h), Error);  // 1-D
+  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(C, R), m.as2d(R, C), v.as2d(R, C), rows.t, h), Error);
+  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C), rows5.t, h), Error);
+  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C), rowsf.t, h), Error);
+  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C), rows.t, h, pb.t), Error);
+  std::vector<int32_t> host_rows(R, 1);
+  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C),
+                                 Tensor(host_rows.data(), {R}), h),
+               Error);  // rows on the CPU
+  h.step = 0;
+  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C), rows.t, h), Error);
+  EXPECT_THROW(sum_squares_rows(p.t, rows.t), Error);
+  EXPECT_THROW(sum_squares_rows(p.as2d(R, C), rows5.t), Error);
+  EXPECT_THROW(sum_squares_rows_device(p.as2d(R, C), rows.t, nullptr, false), Error);
+  EXPECT_THROW(mark_rows(rowsf.t, rows.t), Error);                       // ids f32
+  EXPECT_THROW(mark_rows(rows.t, Tensor(host_rows.data(), {R})), Error);  // rows on the CPU
+  cuda_synchronize();
 }
 
 TEST(AdamWCuda, Errors) {

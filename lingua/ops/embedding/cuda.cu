@@ -112,14 +112,22 @@ __device__ __forceinline__ void add4(float (&acc)[4], const float4& r) {
   acc[0] += r.x, acc[1] += r.y, acc[2] += r.z, acc[3] += r.w;
 }
 
+// 4 consecutive elements widened to f32: one 16-byte (f32) or 8-byte (bf16) access.
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const bf16* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  return make_float4(__uint_as_float(raw.x << 16), __uint_as_float(raw.x & 0xFFFF0000u),
+                     __uint_as_float(raw.y << 16), __uint_as_float(raw.y & 0xFFFF0000u));
+}
+
 // Grid (G, column tiles): block x walks the sorted positions i = x, x + G, ...; where a run of a
 // valid id k starts at i, the block's threads (each V columns of the tile) sum dtable[k] and the run's
-// dout rows in position order, 8 rows' loads in flight, and write dtable[k] back. Runs are disjoint,
-// so every element of dtable has one writer.
-template <int V>
+// dout rows (widened to f32) in position order, 8 rows' loads in flight, and write dtable[k] back.
+// Runs are disjoint, so every element of dtable has one writer.
+template <int V, class TD>
 __global__ void __launch_bounds__(64)
     embedding_backward_kernel(const uint32_t* __restrict__ keys, const int32_t* __restrict__ pos,
-                              const float* __restrict__ dout, float* __restrict__ dtable, int N, int V_, int D) {
+                              const TD* __restrict__ dout, float* __restrict__ dtable, int N, int V_, int D) {
   const int64_t col = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * V;
   if (col >= D) return;
   for (int i = blockIdx.x; i < N; i += gridDim.x) {
@@ -127,7 +135,7 @@ __global__ void __launch_bounds__(64)
     if (k >= (uint32_t)V_ || (i > 0 && keys[i - 1] == k)) continue;
     const int end = run_end(keys, i + 1, N, k);
     float* dst = dtable + (int64_t)k * D + col;
-    const float* src = dout + col;
+    const TD* src = dout + col;
     if constexpr (V == 4) {
       const float4 d0 = *reinterpret_cast<const float4*>(dst);
       float acc[4] = {d0.x, d0.y, d0.z, d0.w};
@@ -135,11 +143,11 @@ __global__ void __launch_bounds__(64)
       for (; j + 8 <= end; j += 8) {
         float4 r[8];
 #pragma unroll
-        for (int q = 0; q < 8; ++q) r[q] = *reinterpret_cast<const float4*>(src + (int64_t)pos[j + q] * D);
+        for (int q = 0; q < 8; ++q) r[q] = load4(src + (int64_t)pos[j + q] * D);
 #pragma unroll
         for (int q = 0; q < 8; ++q) add4(acc, r[q]);
       }
-      for (; j < end; ++j) add4(acc, *reinterpret_cast<const float4*>(src + (int64_t)pos[j] * D));
+      for (; j < end; ++j) add4(acc, load4(src + (int64_t)pos[j] * D));
       *reinterpret_cast<float4*>(dst) = make_float4(acc[0], acc[1], acc[2], acc[3]);
     } else {
       float acc = *dst;
@@ -147,11 +155,11 @@ __global__ void __launch_bounds__(64)
       for (; j + 8 <= end; j += 8) {
         float r[8];
 #pragma unroll
-        for (int q = 0; q < 8; ++q) r[q] = src[(int64_t)pos[j + q] * D];
+        for (int q = 0; q < 8; ++q) r[q] = to_f32(src[(int64_t)pos[j + q] * D]);
 #pragma unroll
         for (int q = 0; q < 8; ++q) acc += r[q];
       }
-      for (; j < end; ++j) acc += src[(int64_t)pos[j] * D];
+      for (; j < end; ++j) acc += to_f32(src[(int64_t)pos[j] * D]);
       *dst = acc;
     }
   }
@@ -207,7 +215,7 @@ void embedding_backward_cuda(const Tensor& ids, const Tensor& dout, const Tensor
   check_cuda_arg(op, "ids", ids, {DType::i32}, {-1});
   check_cuda_arg(op, "dtable", dtable, {DType::f32}, {-1, -1});
   const int64_t N = ids.size(0), V = dtable.size(0), D = dtable.size(1);
-  check_cuda_arg(op, "dout", dout, {DType::f32}, {N, D});
+  check_cuda_arg(op, "dout", dout, {DType::f32, DType::bf16}, {N, D});
   LINGUA_CHECK(N < INT32_MAX && V < INT32_MAX && D < INT32_MAX, op, ": too large for the CUDA kernel (ids ",
                ids.str(), ", dtable ", dtable.str(), ")");
   if (N == 0) return;
@@ -240,8 +248,12 @@ void embedding_backward_cuda(const Tensor& ids, const Tensor& dout, const Tensor
   constexpr int kThreads = 64, kMaxRowBlocks = 1024;
   const dim3 grid((unsigned)std::min<int64_t>(N, kMaxRowBlocks), (unsigned)ceil_div(D, kThreads * (vec ? 4 : 1)));
   LINGUA_CHECK(grid.y <= 65535, op, ": D = ", D, " is too large for the CUDA kernel");
-  auto kernel = vec ? embedding_backward_kernel<4> : embedding_backward_kernel<1>;
-  kernel<<<grid, kThreads, 0, cuda_stream()>>>(keys, pos, dout.f32(), dtable.f32(), n, (int)V, (int)D);
+  with_dtype(dout.dtype, [&](auto td) {
+    using TD = decltype(td);
+    auto kernel = vec ? embedding_backward_kernel<4, TD> : embedding_backward_kernel<1, TD>;
+    kernel<<<grid, kThreads, 0, cuda_stream()>>>(keys, pos, static_cast<const TD*>(dout.data), dtable.f32(), n,
+                                                 (int)V, (int)D);
+  });
   CUDA_CHECK_LAUNCH();
 }
 

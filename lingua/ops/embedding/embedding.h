@@ -6,7 +6,7 @@
 //
 // dtypes: the CPU path is fp32 (ids i32). On CUDA (all tensors on the GPU, ids too):
 //   forward:  ids i32 [N], table f32 or bf16 [V, D], out f32 or bf16 [N, D] (converted as needed);
-//   backward: ids i32 [N], dout f32 [N, D], dtable f32 [V, D] accumulated. Deterministic without
+//   backward: ids i32 [N], dout f32 or bf16 [N, D] (widened exactly), dtable f32 [V, D] accumulated. Deterministic without
 //     float atomics, and bitwise equal to the CPU: the (id, position) pairs are sorted by id with a
 //     stable radix sort, then each run of equal ids adds its dout rows to dtable[id] in position
 //     order, one run per block and column tile. Scratch (about 16 N bytes plus the sort's
@@ -23,7 +23,7 @@ void embedding_forward(const Tensor& ids,    // [N] i32
                        const Tensor& table,  // [V, D]
                        const Tensor& out);   // [N, D], written
 void embedding_backward(const Tensor& ids,     // [N] i32
-                        const Tensor& dout,    // [N, D] f32
+                        const Tensor& dout,    // [N, D] f32 (CUDA: or bf16)
                         const Tensor& dtable);  // [V, D] f32, accumulated
 
 // Throws the error of the first out-of-range id (smallest position) seen by the CUDA kernels since

@@ -1,0 +1,349 @@
+// STEM end to end: training (dense and row-sparse AdamW for the tables), the tables' optimizer
+// group and its metrics, parameter counts in params.json, checkpoints that generation and
+// evaluation load with their tables (the original dropped them), resumption, and the GPU path.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "lingua/checkpoint/checkpoint.h"
+#include "lingua/checkpoint/safetensors.h"
+#include "lingua/core/cuda.h"
+#include "lingua/eval/validation.h"
+#include "lingua/generate/generate.h"
+#include "lingua/model/model_io.h"
+#include "lingua/optim/schedule.h"
+#include "lingua/train/train_step.h"
+#include "lingua/train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace lingua;
+
+namespace {
+
+fs::path temp_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("lingua_stem_test_" + std::to_string(getpid())) / name;
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+// Sentences over few letters: most byte-token rows of the tables are never seen.
+fs::path make_corpus(const std::string& name) {
+  fs::path root = temp_dir(name + "_corpus") / "data";
+  fs::create_directories(root / "toy");
+  std::mt19937 g(1);
+  const char* words[] = {"the whale", "a sea", "the ship", "a star", "the heat"};
+  for (int c = 0; c < 2; ++c) {
+    std::ofstream f(root / "toy" / ("toy.chunk.0" + std::to_string(c) + ".jsonl"));
+    for (int d = 0; d < 40; ++d) {
+      std::string text;
+      for (int s = 0; s < 8; ++s) text += std::string(words[g() % 5]) + " " + words[g() % 5] + ". ";
+      f << nlohmann::json({{"text", text}}).dump() << "\n";
+    }
+  }
+  std::ofstream v(root / "toy" / "toy.val.jsonl");
+  for (int d = 0; d < 3; ++d) v << nlohmann::json({{"text", "the whale the ship. a sea a star."}}).dump() << "\n";
+  return root;
+}
+
+TrainConfig stem_config(const fs::path& data, const fs::path& dump) {
+  TrainConfig c;
+  c.name = "stem";
+  c.dump_dir = dump.string();
+  c.device = "cpu";
+  c.steps = 16;
+  c.data.root_dir = data.string();
+  c.data.sources = {{"toy", 1.0}};
+  c.data.batch_size = 2;
+  c.data.seq_len = 24;
+  c.data.prefetch_size = 2;
+  c.model.dim = 32;
+  c.model.n_layers = 3;
+  c.model.n_heads = 4;
+  c.model.multiple_of = 16;
+  c.model.max_seqlen = 32;
+  c.model.ffn = "stem";
+  c.optim.lr = 3e-3;
+  c.optim.warmup = 2;
+  c.checkpoint.dump.every = 8;
+  c.checkpoint.eval.every = 8;
+  c.logging.freq = 4;
+  return c;
+}
+
+std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
+  std::vector<nlohmann::json> out;
+  std::ifstream f(p);
+  std::string line;
+  while (std::getline(f, line)) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+std::string table(int l) { return "layers." + std::to_string(l) + ".feed_forward.stem_embedding.weight"; }
+
+std::vector<float> host_values(const ParamStore& s, const std::string& name) {
+  Tensor t = s.host_param(s.index(name));
+  return std::vector<float>(t.f32(), t.f32() + t.numel());
+}
+
+}  // namespace
+
+// The trained model's own logits (training forward) equal those of the model generation and
+// evaluation load from the checkpoint, full forward and KV-cache decoding alike; the checkpoint
+// holds every table by name; params.json has the counts; the metrics have the tables' norm.
+TEST(StemTrain, CheckpointGenerationAndEvalUseTheTables) {
+  fs::path data = make_corpus("gen");
+  fs::path dump = temp_dir("gen_dump");
+  TrainConfig c = stem_config(data, dump);
+  c.optim.stem.lr = 1e-3;
+  std::vector<int32_t> prompt = {1, 't', 'h', 'e', ' ', 'w'};
+  const int T = (int)prompt.size();
+  std::vector<float> trained_logits;
+  int V = 0;
+  TrainHooks hooks;
+  hooks.quiet = true;
+  hooks.at_end = [&](Transformer& m) {
+    V = m.dims().vocab;
+    trained_logits.resize((size_t)T * V);
+    m.forward_logits(prompt.data(), T, trained_logits.data());
+  };
+  TrainResult r = train(c, hooks);
+  ASSERT_EQ(r.final_step, 16);
+  ASSERT_EQ(trained_logits.size(), (size_t)T * V);
+
+  const std::string ckpt = list_checkpoints((dump / "checkpoints").string()).back().path;
+  SafetensorsFile f = SafetensorsFile::open(ckpt + "/consolidated.safetensors");
+  for (int l : {1, 2}) EXPECT_TRUE(f.has(table(l))) << table(l);
+  EXPECT_FALSE(f.has(table(0)));
+  SafetensorsFile o = SafetensorsFile::open(ckpt + "/optimizer.safetensors");
+  EXPECT_TRUE(o.has("exp_avg." + table(1)));
+
+  LoadedModel m = load_model(dump.string());
+  std::vector<float> logits((size_t)T * V);
+  m.model->forward_logits(prompt.data(), T, logits.data());
+  EXPECT_EQ(logits, trained_logits);  // same weights, same code path: bitwise
+  KVCache cache = m.model->make_cache(T);
+  std::vector<float> step(V);
+  m.model->forward_decode(prompt.data(), 2, cache, step.data());
+  for (int t = 2; t < T; ++t) {
+    m.model->forward_decode(prompt.data() + t, 1, cache, step.data());
+    for (int v = 0; v < V; ++v) ASSERT_NEAR(step[v], trained_logits[(size_t)t * V + v], 1e-4) << t << "," << v;
+  }
+  // Not vacuous: the tables matter (the logits change without them).
+  std::vector<float> zeros(host_values(m.model->params(), table(1)).size(), 0.0f);
+  std::copy(zeros.begin(), zeros.end(), m.model->params().host_param(m.model->params().index(table(1))).f32());
+  m.model->forward_logits(prompt.data(), T, logits.data());
+  EXPECT_NE(logits, trained_logits);
+
+  // Validation of the loaded checkpoint equals the trainer's at that step.
+  LoadedModel e = load_model(ckpt);
+  auto res = evaluate_validation(*e.model, *e.tokenizer, e.config.data, 0);
+  auto evals = read_jsonl(dump / "metrics.eval.jsonl");
+  ASSERT_EQ(evals.size(), 2u);
+  EXPECT_EQ(evals.back()["global_step"], 16);
+  EXPECT_DOUBLE_EQ(res.at("toy").nll_per_token(), evals.back()["toy/nll_per_token"].get<double>());
+
+  // params.json: the config plus the counts; tables are parameters but not active ones.
+  auto pj = nlohmann::json::parse(read_text_file(ckpt + "/params.json"));
+  ParamCounts pc = m.model->param_counts();
+  EXPECT_EQ(pj["param_counts"]["total"], pc.total);
+  EXPECT_EQ(pj["param_counts"]["stem_tables"], pc.stem_tables);
+  EXPECT_EQ(pj["param_counts"]["active_non_embedding"], pc.active_non_embedding);
+  EXPECT_EQ(pc.stem_tables, 2LL * 258 * m.model->dims().hidden);
+  EXPECT_EQ(pj["model"]["ffn"], "stem");
+
+  // Metrics: the tables' own gradient norm and learning rate.
+  auto metrics = read_jsonl(dump / "metrics.jsonl");
+  ASSERT_FALSE(metrics.empty());
+  for (auto& j : metrics) {
+    ASSERT_TRUE(j.contains("optim/stem_grad_norm"));
+    EXPECT_GT(j["optim/stem_grad_norm"].get<double>(), 0);
+    EXPECT_NE(j["optim/stem_grad_norm"], j["optim/grad_norm"]);
+  }
+  const auto& last = metrics.back();
+  EXPECT_NEAR(last["optim/stem_lr"].get<double>() / last["optim/lr"].get<double>(), 1e-3 / 3e-3, 1e-9);
+  EXPECT_LT(r.losses.back(), r.losses.front());
+}
+
+// A checkpoint that lacks a table is refused with the tensor's name (the original silently ran
+// without the tables).
+TEST(StemTrain, MissingTableIsAnError) {
+  ModelConfig mc;
+  mc.dim = 16;
+  mc.n_layers = 2;
+  mc.n_heads = 2;
+  mc.multiple_of = 16;
+  mc.vocab_size = 20;
+  Transformer dense(mc, resolve_dims(mc, 20));
+  fs::path p = temp_dir("missing") / "dense.safetensors";
+  save_params(dense.params(), p.string());
+  mc.ffn = "stem";
+  Transformer stem(mc, resolve_dims(mc, 20));
+  try {
+    load_params(stem.params(), p.string());
+    FAIL() << "loaded a STEM model from a checkpoint without its tables";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(table(1)), std::string::npos) << e.what();
+  }
+}
+
+// Row-sparse AdamW leaves the rows of tokens never seen exactly at their initial values (dense
+// AdamW decays them), trains as well on the rows it sees, and resumes bit-exactly.
+TEST(StemTrain, SparseOptimizerTouchesOnlySeenRows) {
+  fs::path data = make_corpus("sparse");
+  std::map<bool, std::vector<float>> tables;
+  std::map<bool, std::vector<double>> losses;
+  std::vector<float> init;
+  int64_t H = 0;
+  for (bool sparse : {false, true}) {
+    fs::path dump = temp_dir(sparse ? "sparse_dump" : "dense_dump");
+    TrainConfig c = stem_config(data, dump);
+    c.optim.stem.sparse = sparse;
+    c.optim.stem.weight_decay = 0.5;  // makes the dense decay of unseen rows visible
+    TrainHooks hooks;
+    hooks.quiet = true;
+    hooks.at_end = [&](Transformer& m) {
+      m.params().download();
+      tables[sparse] = host_values(m.params(), table(2));
+      H = m.dims().hidden;
+    };
+    losses[sparse] = train(c, hooks).losses;
+    if (init.empty()) {
+      ModelDims d = resolve_dims(c.model, 258);
+      Transformer fresh(c.model, d);
+      init = host_values(fresh.params(), table(2));
+    }
+  }
+  // Row of 'z' (never in the corpus) and of 'e' (everywhere).
+  auto row = [&](const std::vector<float>& t, int r) { return std::vector<float>(t.begin() + r * H, t.begin() + (r + 1) * H); };
+  EXPECT_EQ(row(tables[true], 'z'), row(init, 'z'));
+  EXPECT_NE(row(tables[false], 'z'), row(init, 'z'));
+  EXPECT_NE(row(tables[true], 'e'), row(init, 'e'));
+  EXPECT_LT(losses[true].back(), losses[true].front() - 0.5);
+  // Same first step: nothing was decayed yet, and the seen rows get the same update.
+  EXPECT_EQ(losses[true][0], losses[false][0]);
+  EXPECT_NEAR(losses[true][1], losses[false][1], 1e-3 * losses[false][1]);
+
+  // Resume: 8 + 8 steps equal 16.
+  fs::path split = temp_dir("sparse_split");
+  TrainConfig c = stem_config(data, split);
+  c.optim.stem.sparse = true;
+  c.optim.stem.weight_decay = 0.5;
+  TrainHooks stop;
+  stop.quiet = true;
+  stop.after_step = [](int64_t s) { return s < 8; };
+  std::vector<double> joined = train(c, stop).losses;
+  TrainHooks rest;
+  rest.quiet = true;
+  rest.at_end = [&](Transformer& m) {
+    m.params().download();
+    EXPECT_EQ(host_values(m.params(), table(2)), tables[true]);
+  };
+  std::vector<double> second = train(c, rest).losses;
+  joined.insert(joined.end(), second.begin(), second.end());
+  EXPECT_EQ(joined, losses[true]);
+}
+
+TEST(StemTrain, SparseWithoutStemIsAnError) {
+  fs::path data = make_corpus("nostem");
+  TrainConfig c = stem_config(data, temp_dir("nostem_dump"));
+  c.model.ffn = "swiglu";
+  c.optim.stem.sparse = true;
+  try {
+    train(c, {nullptr, true});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("optim.stem.sparse"), std::string::npos) << e.what();
+  }
+}
+
+// ---- GPU (skipped without one) ----
+
+// A STEM run on the GPU follows the CPU's loss curve, with the dense and the sparse optimizer.
+TEST(StemTrainCuda, LossCurveMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  fs::path data = make_corpus("cuda_curve");
+  for (bool sparse : {false, true}) {
+    TrainConfig c = stem_config(data, temp_dir("cuda_curve_cpu"));
+    c.steps = 60;
+    c.checkpoint.dump.every = 0;
+    c.checkpoint.eval.every = 0;
+    c.optim.stem.sparse = sparse;
+    TrainResult cpu = train(c, {nullptr, true});
+    c.dump_dir = temp_dir("cuda_curve_gpu").string();
+    c.device = "cuda";
+    TrainResult gpu = train(c, {nullptr, true});
+    ASSERT_EQ(gpu.losses.size(), cpu.losses.size());
+    double sum_diff = 0, sum = 0;
+    for (size_t i = 0; i < cpu.losses.size(); ++i) {
+      EXPECT_NEAR(gpu.losses[i], cpu.losses[i], 0.1 * cpu.losses[i]) << "step " << i + 1 << " sparse " << sparse;
+      sum_diff += std::fabs(gpu.losses[i] - cpu.losses[i]);
+      sum += cpu.losses[i];
+    }
+    EXPECT_LT(sum_diff / sum, 0.02) << "sparse " << sparse;
+    EXPECT_LT(gpu.losses.back(), gpu.losses.front() - 1.0) << "sparse " << sparse;
+  }
+}
+
+// Graph-replayed STEM steps equal eager ones bit for bit (tables, moments), dense and sparse, with
+// two micro-batches a step (the sparse rows are the union of both).
+TEST(StemTrainCuda, GraphStepsEqualEagerSteps) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  ModelConfig mc;
+  mc.dim = 64;
+  mc.n_layers = 3;
+  mc.n_heads = 2;
+  mc.multiple_of = 32;
+  mc.vocab_size = 97;
+  mc.max_seqlen = 64;
+  mc.ffn = "stem";
+  for (bool sparse : {false, true}) {
+    OptimConfig oc;
+    oc.lr = 1e-2;
+    oc.warmup = 2;
+    oc.stem.sparse = sparse;
+    oc.stem.clip = 0.05;  // the tables' own clipping takes effect
+    const int B = 2, T = 33;
+    std::vector<int32_t> ids(4 * B * T);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)((i * 7919 + 13) % (sparse ? 41 : 97));
+    std::vector<double> losses[2];
+    std::vector<float> weights[2], moments[2];
+    for (int graph = 0; graph < 2; ++graph) {
+      Transformer m(mc, resolve_dims(mc, mc.vocab_size));
+      m.to_device(Device::cuda);
+      auto opt = make_optimizer(m, oc);
+      TrainStep ts(m, *opt, graph == 1);
+      for (int s = 0; s < 6; ++s) {
+        const int32_t* a = ids.data() + (s % 2) * B * T;
+        std::vector<MicroBatch> micro = {{a, a + 1, B, T}, {a + B * T, a + B * T + 1, B, T - 1}};
+        LossSum l = ts.run(micro, 1.0f / (2 * B * T), lr_multiplier(oc, s, 6));
+        losses[graph].push_back(l.nll / l.tokens);
+      }
+      if (graph) EXPECT_TRUE(ts.graph_in_use());
+      EXPECT_LE(opt->last_grad_norms().at("stem"), 1e3);
+      m.params().download();
+      opt->download();
+      weights[graph].assign(m.params().params(), m.params().params() + m.params().total());
+      for (int i = 0; i < m.params().size(); ++i) {
+        Tensor v = opt->host_v(i);
+        moments[graph].insert(moments[graph].end(), (float*)v.data, (float*)v.data + v.numel());
+      }
+      if (sparse) {  // rows of ids >= 41 never moved
+        Transformer fresh(mc, resolve_dims(mc, mc.vocab_size));
+        const ParamInfo& p = m.params().info(m.params().index(table(1)));
+        const int64_t H = p.shape[1];
+        for (int64_t r = 41; r < 97; ++r)
+          for (int64_t h = 0; h < H; ++h)
+            ASSERT_EQ(m.params().params()[p.offset + r * H + h], fresh.params().params()[p.offset + r * H + h])
+                << "row " << r;
+      }
+    }
+    EXPECT_EQ(losses[0], losses[1]) << "sparse " << sparse;
+    EXPECT_EQ(weights[0], weights[1]) << "sparse " << sparse;
+    EXPECT_EQ(moments[0], moments[1]) << "sparse " << sparse;
+  }
+}
