@@ -114,3 +114,46 @@ TEST(AdamW, OverfitsOneBatch) {
   EXPECT_GT(first, 3.0);  // about ln(31) or above at init
   EXPECT_LT(last, 0.05) << "first " << first;
 }
+
+TEST(AdamW, StemGroupOverridesAndSparseRows) {
+  OptimConfig c;
+  c.lr = 1e-3;
+  c.clip = 2.0;
+  c.stem.lr = 5e-4;
+  c.stem.beta2 = 0.99;
+  auto o = group_overrides(c);
+  ASSERT_EQ(o.count("stem"), 1u);
+  EXPECT_EQ(o["stem"].lr, 5e-4);
+  EXPECT_EQ(o["stem"].beta2, 0.99);
+  EXPECT_EQ(o["stem"].clip, 2.0);  // unset: the model's
+  EXPECT_EQ(o["stem"].weight_decay, c.weight_decay);
+  ParamStore s;
+  s.add("w", {3, 4}, {ParamInit::trunc_normal, 0.1f});
+  s.add("table", {5, 4}, {ParamInit::trunc_normal, 0.1f}, "stem", true, false);
+  s.add("vec", {4}, {ParamInit::ones}, "other");
+  s.finalize();
+  s.init(1);
+  AdamW opt(s, c, o);
+  ASSERT_EQ(opt.groups().size(), 3u);
+  EXPECT_EQ(opt.groups()[1].lr, 5e-4);
+  std::vector<int32_t> rows = {0, 1, 0, 0, 1};
+  opt.set_sparse_rows("stem", Tensor(rows.data(), {5}));
+  EXPECT_THROW(opt.set_sparse_rows("nope", Tensor(rows.data(), {5})), Error);
+  EXPECT_THROW(opt.set_sparse_rows("default", Tensor(rows.data(), {5})), Error);  // 3 rows, not 5
+  EXPECT_THROW(opt.set_sparse_rows("other", Tensor(rows.data(), {5})), Error);    // not a table
+  // One step: rows 1 and 4 move, the others keep their values; the norm is over the touched rows.
+  std::vector<float> before(s.params(), s.params() + s.total());
+  const ParamInfo& t = s.info(1);
+  for (int64_t i = 0; i < t.numel; ++i) s.grads()[t.offset + i] = 0.5f + 0.01f * (float)i;
+  opt.step(1.0);
+  for (int64_t r = 0; r < 5; ++r)
+    for (int64_t j = 0; j < 4; ++j) {
+      const int64_t i = t.offset + r * 4 + j;
+      if (rows[r]) EXPECT_NE(s.params()[i], before[i]) << r;
+      else EXPECT_EQ(s.params()[i], before[i]) << r;
+    }
+  double sq = 0;
+  for (int r : {1, 4})
+    for (int j = 0; j < 4; ++j) sq += std::pow(0.5 + 0.01 * (r * 4 + j), 2);
+  EXPECT_NEAR(opt.last_grad_norms().at("stem"), std::sqrt(sq), 1e-6);
+}

@@ -1,0 +1,116 @@
+// lingua stem-edit: knowledge editing of a STEM checkpoint (SPEC §2). Copies (or swaps) the STEM
+// table rows of one token with another's, in all or chosen STEM layers, and writes the result as a
+// new checkpoint; the original is never written to.
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "apps/commands.h"
+#include "lingua/checkpoint/checkpoint.h"
+#include "lingua/config/config.h"
+#include "lingua/generate/generate.h"
+#include "lingua/model/model_io.h"
+#include "lingua/model/stem_edit.h"
+
+namespace fs = std::filesystem;
+
+namespace lingua::app {
+
+namespace {
+
+struct StemEditConfig {
+  std::string ckpt;            // a checkpoint step directory, or a dump_dir (its newest checkpoint)
+  std::string target;          // text of the token whose rows are replaced
+  std::string source;          // text of the token whose rows are used
+  std::string mode = "copy";   // copy | swap
+  std::vector<int> layers;     // STEM layers to edit (empty: all)
+  std::string out;             // new checkpoint root
+  std::string tokenizer_path;  // override the checkpoint's tokenizer path (sp)
+  template <class V> void visit(V& v) {
+    v("ckpt", ckpt, "checkpoint step directory, or a dump_dir (uses its newest checkpoint); never written to");
+    v("target", target, "text of the token whose STEM rows are replaced (must be exactly one token)");
+    v("source", source, "text of the token whose STEM rows are used (must be exactly one token)");
+    v.choice("mode", mode, {"copy", "swap"},
+             "copy: target gets source's rows (source unchanged); swap: the two exchange their rows");
+    v("layers", layers, "STEM layers to edit, e.g. layers='[2, 3]' (default: every STEM layer)");
+    v("out", out, "root directory of the new checkpoint (written as OUT/<step>); required");
+    v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
+  }
+};
+
+// The step of a checkpoint directory: its canonical name, else its train state, else 0.
+int64_t checkpoint_step(const std::string& dir) {
+  const std::string name = fs::path(dir).filename().string();
+  if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos) return std::stoll(name);
+  const fs::path st = fs::path(dir) / "train_state_00000.json";
+  if (fs::exists(st)) {
+    nlohmann::json j = nlohmann::json::parse(read_text_file(st.string()), nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) return j["step"].get<int64_t>();
+  }
+  return 0;
+}
+
+// Whether `p` is `dir` or inside it (both canonical).
+bool is_within(const fs::path& p, const fs::path& dir) {
+  auto a = p.begin(), b = dir.begin();
+  for (; b != dir.end(); ++a, ++b)
+    if (a == p.end() || *a != *b) return false;
+  return true;
+}
+
+std::string list_str(const std::vector<int>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+int stem_edit_main(const Args& args) {
+  if (print_help_if_asked<StemEditConfig>(
+          args, "lingua stem-edit ckpt=DIR target=TEXT source=TEXT out=DIR [mode=copy|swap] [layers='[1, 2]']"))
+    return 0;
+  StemEditConfig c = parse_config<StemEditConfig>(args);
+  LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (a checkpoint directory or a dump_dir)");
+  LINGUA_CHECK(!c.out.empty(), "config key 'out' is required (the root directory of the new checkpoint)");
+  const StemEditMode mode = parse_stem_edit_mode(c.mode);
+
+  LoadedModel m = load_model(c.ckpt, c.tokenizer_path, "cpu");
+  const int64_t step = checkpoint_step(m.checkpoint_dir);
+  // Never touch the original: refuse its root, its step directory and anything inside it, and the
+  // path given as ckpt (a dump_dir).
+  const fs::path step_dir = fs::weakly_canonical(fs::absolute(m.checkpoint_dir));
+  const fs::path root = step_dir.parent_path();
+  const fs::path given = fs::weakly_canonical(fs::absolute(c.ckpt));
+  const fs::path out = fs::weakly_canonical(fs::absolute(c.out));
+  LINGUA_CHECK(out != root && out != given && !is_within(out, step_dir), "config key 'out' (", c.out,
+               ") is the original checkpoint's directory, its root or inside it (", step_dir.string(),
+               "): give a new directory, the original is never modified");
+  const fs::path dest = out / checkpoint_dir_name(step);
+  LINGUA_CHECK(!fs::exists(dest), "config key 'out': ", dest.string(),
+               " already exists; remove it or give another 'out' (an existing checkpoint is not overwritten)");
+
+  const int32_t target = single_token_id(*m.tokenizer, c.target, "target");
+  const int32_t source = single_token_id(*m.tokenizer, c.source, "source");
+  const std::vector<int> edited = stem_edit_rows(*m.model, target, source, mode, c.layers);
+
+  nlohmann::json record = {{"source_checkpoint", step_dir.string()},
+                           {"step", step},
+                           {"target", {{"text", c.target}, {"id", target}}},
+                           {"source", {{"text", c.source}, {"id", source}}},
+                           {"mode", stem_edit_mode_name(mode)},
+                           {"layers", edited}};
+  const std::string written = save_checkpoint_dir(out.string(), step, [&](const std::string& dir) {
+    save_params(m.model->params(), dir + "/consolidated.safetensors", {{"format", "lingua.cpp"}});
+    write_text_file_atomic(dir + "/params.json", params_json(m.config, m.model->param_counts()));
+    write_text_file_atomic(dir + "/stem_edit.json",
+                           record.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+  });
+  std::fprintf(stderr, "lingua stem-edit: %s token %d (\"%s\") %s token %d (\"%s\") in STEM layers %s of %s -> %s\n",
+               mode == StemEditMode::copy ? "copied the rows of" : "swapped the rows of", source, c.source.c_str(),
+               mode == StemEditMode::copy ? "into" : "with", target, c.target.c_str(), list_str(edited).c_str(),
+               step_dir.string().c_str(), written.c_str());
+  return 0;
+}
+
+}  // namespace lingua::app

@@ -1,0 +1,40 @@
+#pragma once
+// Knowledge editing for STEM models (SPEC §2): in a STEM layer the FFN up-projection of a position
+// is the table row of its input token, so giving token A the rows of token B makes the layer treat
+// A as if it were B ("capital of Spain" -> "Berlin" after swapping Spain's rows with Germany's).
+// The edit works on the fp32 master weights of the model's ParamStore (downloaded and uploaded
+// again when the model is on CUDA); `lingua stem-edit` (apps/stem_edit.cpp) applies it to a
+// checkpoint and writes a new one.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lingua {
+
+class Transformer;
+class Tokenizer;
+
+enum class StemEditMode {
+  copy,  // the rows of `target` become those of `source` (source unchanged)
+  swap,  // target and source exchange their rows
+};
+
+const char* stem_edit_mode_name(StemEditMode mode);  // "copy" | "swap"
+StemEditMode parse_stem_edit_mode(const std::string& name);  // fails naming the valid modes
+
+// The parameter name of layer l's STEM table ([vocab, hidden] f32).
+std::string stem_table_name(int layer);
+
+// Edits the STEM table rows of token `target` in `layers` (empty: every STEM layer of the model),
+// from token `source`. Returns the layers edited, ascending. Everything else (other rows, other
+// layers, other parameters) is left bitwise unchanged. Errors (lingua::Error, nothing edited): the
+// model has no STEM layers; a listed layer is not a STEM layer (the message lists them) or is
+// listed twice; an id outside [0, vocab); target == source.
+std::vector<int> stem_edit_rows(Transformer& model, int32_t target, int32_t source, StemEditMode mode,
+                                const std::vector<int>& layers = {});
+
+// The id of `text` when it encodes to exactly one token (without BOS/EOS); otherwise an error naming
+// the config key, the text and the ids it encoded to.
+int32_t single_token_id(const Tokenizer& tok, const std::string& text, const char* key);
+
+}  // namespace lingua
