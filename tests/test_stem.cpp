@@ -15,75 +15,34 @@
 #include "lingua/eval/validation.h"
 #include "lingua/generate/generate.h"
 #include "lingua/model/model_io.h"
+#include "lingua/model/stem_edit.h"
 #include "lingua/optim/schedule.h"
 #include "lingua/train/train_step.h"
 #include "lingua/train/trainer.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace lingua;
+using namespace lingua::test_e2e;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("lingua_stem_test_" + std::to_string(getpid())) / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-// Sentences over few letters: most byte-token rows of the tables are never seen.
-fs::path make_corpus(const std::string& name) {
-  fs::path root = temp_dir(name + "_corpus") / "data";
-  fs::create_directories(root / "toy");
-  std::mt19937 g(1);
-  const char* words[] = {"the whale", "a sea", "the ship", "a star", "the heat"};
-  for (int c = 0; c < 2; ++c) {
-    std::ofstream f(root / "toy" / ("toy.chunk.0" + std::to_string(c) + ".jsonl"));
-    for (int d = 0; d < 40; ++d) {
-      std::string text;
-      for (int s = 0; s < 8; ++s) text += std::string(words[g() % 5]) + " " + words[g() % 5] + ". ";
-      f << nlohmann::json({{"text", text}}).dump() << "\n";
-    }
-  }
-  std::ofstream v(root / "toy" / "toy.val.jsonl");
-  for (int d = 0; d < 3; ++d) v << nlohmann::json({{"text", "the whale the ship. a sea a star."}}).dump() << "\n";
-  return root;
-}
-
+// The tiny config with 3 layers, STEM on layers 1 and 2, one micro-batch a step.
 TrainConfig stem_config(const fs::path& data, const fs::path& dump) {
-  TrainConfig c;
+  TrainConfig c = tiny_config(data, dump);
   c.name = "stem";
-  c.dump_dir = dump.string();
-  c.device = "cpu";
   c.steps = 16;
-  c.data.root_dir = data.string();
-  c.data.sources = {{"toy", 1.0}};
-  c.data.batch_size = 2;
-  c.data.seq_len = 24;
+  c.grad_acc_steps = 1;
   c.data.prefetch_size = 2;
-  c.model.dim = 32;
   c.model.n_layers = 3;
-  c.model.n_heads = 4;
-  c.model.multiple_of = 16;
-  c.model.max_seqlen = 32;
+  c.model.n_kv_heads = std::nullopt;
   c.model.ffn = "stem";
-  c.optim.lr = 3e-3;
   c.optim.warmup = 2;
   c.checkpoint.dump.every = 8;
   c.checkpoint.eval.every = 8;
   c.logging.freq = 4;
   return c;
 }
-
-std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
-  std::vector<nlohmann::json> out;
-  std::ifstream f(p);
-  std::string line;
-  while (std::getline(f, line)) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
-std::string table(int l) { return "layers." + std::to_string(l) + ".feed_forward.stem_embedding.weight"; }
 
 std::vector<float> host_values(const ParamStore& s, const std::string& name) {
   Tensor t = s.host_param(s.index(name));
@@ -100,7 +59,7 @@ TEST(StemTrain, CheckpointGenerationAndEvalUseTheTables) {
   fs::path dump = temp_dir("gen_dump");
   TrainConfig c = stem_config(data, dump);
   c.optim.stem.lr = 1e-3;
-  std::vector<int32_t> prompt = {1, 't', 'h', 'e', ' ', 'w'};
+  std::vector<int32_t> prompt = {1, 't', 'h', 'e', ' ', 'w'};  // BOS, then bytes
   const int T = (int)prompt.size();
   std::vector<float> trained_logits;
   int V = 0;
@@ -117,10 +76,10 @@ TEST(StemTrain, CheckpointGenerationAndEvalUseTheTables) {
 
   const std::string ckpt = list_checkpoints((dump / "checkpoints").string()).back().path;
   SafetensorsFile f = SafetensorsFile::open(ckpt + "/consolidated.safetensors");
-  for (int l : {1, 2}) EXPECT_TRUE(f.has(table(l))) << table(l);
-  EXPECT_FALSE(f.has(table(0)));
+  for (int l : {1, 2}) EXPECT_TRUE(f.has(stem_table_name(l))) << stem_table_name(l);
+  EXPECT_FALSE(f.has(stem_table_name(0)));
   SafetensorsFile o = SafetensorsFile::open(ckpt + "/optimizer.safetensors");
-  EXPECT_TRUE(o.has("exp_avg." + table(1)));
+  EXPECT_TRUE(o.has("exp_avg." + stem_table_name(1)));
 
   LoadedModel m = load_model(dump.string());
   std::vector<float> logits((size_t)T * V);
@@ -134,8 +93,8 @@ TEST(StemTrain, CheckpointGenerationAndEvalUseTheTables) {
     for (int v = 0; v < V; ++v) ASSERT_NEAR(step[v], trained_logits[(size_t)t * V + v], 1e-4) << t << "," << v;
   }
   // Not vacuous: the tables matter (the logits change without them).
-  std::vector<float> zeros(host_values(m.model->params(), table(1)).size(), 0.0f);
-  std::copy(zeros.begin(), zeros.end(), m.model->params().host_param(m.model->params().index(table(1))).f32());
+  std::vector<float> zeros(host_values(m.model->params(), stem_table_name(1)).size(), 0.0f);
+  std::copy(zeros.begin(), zeros.end(), m.model->params().host_param(m.model->params().index(stem_table_name(1))).f32());
   m.model->forward_logits(prompt.data(), T, logits.data());
   EXPECT_NE(logits, trained_logits);
 
@@ -187,7 +146,7 @@ TEST(StemTrain, MissingTableIsAnError) {
     load_params(stem.params(), p.string());
     FAIL() << "loaded a STEM model from a checkpoint without its tables";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(table(1)), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(stem_table_name(1)), std::string::npos) << e.what();
   }
 }
 
@@ -208,14 +167,14 @@ TEST(StemTrain, SparseOptimizerTouchesOnlySeenRows) {
     hooks.quiet = true;
     hooks.at_end = [&](Transformer& m) {
       m.params().download();
-      tables[sparse] = host_values(m.params(), table(2));
+      tables[sparse] = host_values(m.params(), stem_table_name(2));
       H = m.dims().hidden;
     };
     losses[sparse] = train(c, hooks).losses;
     if (init.empty()) {
       ModelDims d = resolve_dims(c.model, 258);
       Transformer fresh(c.model, d);
-      init = host_values(fresh.params(), table(2));
+      init = host_values(fresh.params(), stem_table_name(2));
     }
   }
   // Row of 'z' (never in the corpus) and of 'e' (everywhere).
@@ -241,7 +200,7 @@ TEST(StemTrain, SparseOptimizerTouchesOnlySeenRows) {
   rest.quiet = true;
   rest.at_end = [&](Transformer& m) {
     m.params().download();
-    EXPECT_EQ(host_values(m.params(), table(2)), tables[true]);
+    EXPECT_EQ(host_values(m.params(), stem_table_name(2)), tables[true]);
   };
   std::vector<double> second = train(c, rest).losses;
   joined.insert(joined.end(), second.begin(), second.end());
@@ -334,7 +293,7 @@ TEST(StemTrainCuda, GraphStepsEqualEagerSteps) {
       }
       if (sparse) {  // rows of ids >= 41 never moved
         Transformer fresh(mc, resolve_dims(mc, mc.vocab_size));
-        const ParamInfo& p = m.params().info(m.params().index(table(1)));
+        const ParamInfo& p = m.params().info(m.params().index(stem_table_name(1)));
         const int64_t H = p.shape[1];
         for (int64_t r = 41; r < 97; ++r)
           for (int64_t h = 0; h < H; ++h)

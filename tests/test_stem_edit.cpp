@@ -22,9 +22,11 @@
 #include "lingua/model/stem_edit.h"
 #include "lingua/model/transformer.h"
 #include "lingua/train/trainer.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace lingua;
+using namespace lingua::test_e2e;
 
 namespace {
 
@@ -270,66 +272,18 @@ TEST(StemEdit, EditedFfnAtTokenAEqualsUneditedFfnWithTokenB) {
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("lingua_stem_edit_test_" + std::to_string(getpid())) / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-// A small corpus from a tiny grammar (as tests/test_train.cpp).
-fs::path make_corpus(const std::string& name) {
-  fs::path root = temp_dir(name + "_corpus") / "data";
-  fs::create_directories(root / "toy");
-  std::mt19937 g(1);
-  const char* subj[] = {"the whale", "a sailor", "the captain", "the sea"};
-  const char* verb[] = {"sees", "follows", "fears", "loves"};
-  const char* obj[] = {"the ship.", "a storm.", "the harpoon.", "the moon."};
-  std::ofstream f(root / "toy" / "toy.chunk.00.jsonl");
-  for (int d = 0; d < 40; ++d) {
-    std::string text;
-    for (int s = 0; s < 6; ++s) text += std::string(subj[g() % 4]) + " " + verb[g() % 4] + " " + obj[g() % 4] + " ";
-    f << nlohmann::json({{"text", text}}).dump() << "\n";
-  }
-  return root;
-}
-
 TrainConfig tiny_stem_config(const fs::path& data, const fs::path& dump) {
-  TrainConfig c;
+  TrainConfig c = tiny_config(data, dump);
   c.name = "tiny_stem";
-  c.dump_dir = dump.string();
-  c.device = "cpu";
   c.steps = 4;
   c.grad_acc_steps = 1;
-  c.data.root_dir = data.string();
-  c.data.sources = {{"toy", 1.0}};
-  c.data.batch_size = 2;
-  c.data.seq_len = 24;
-  c.data.prefetch_size = 3;
-  c.model.dim = 32;
   c.model.n_layers = 3;  // STEM layers 1 and 2
-  c.model.n_heads = 4;
-  c.model.n_kv_heads = 2;
-  c.model.multiple_of = 16;
-  c.model.max_seqlen = 32;
   c.model.ffn = "stem";
-  c.optim.lr = 3e-3;
   c.optim.warmup = 2;
   c.checkpoint.dump.every = 4;
   c.checkpoint.eval.every = 0;
   c.logging.freq = 2;
   return c;
-}
-
-std::pair<int, std::string> run_cli(const std::string& args) {
-  std::string cmd = std::string(LINGUA_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = pclose(p);
-  return {WEXITSTATUS(rc), out};
 }
 
 // Every file under dir (relative path -> bytes).

@@ -16,75 +16,13 @@
 #include "lingua/optim/schedule.h"
 #include "lingua/train/train_step.h"
 #include "lingua/train/trainer.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace lingua;
+using namespace lingua::test_e2e;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("lingua_train_test_" + std::to_string(getpid())) / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-// A small corpus: sentences from a tiny grammar, so there is something to learn.
-fs::path make_corpus(const std::string& name) {
-  fs::path root = temp_dir(name + "_corpus") / "data";
-  fs::create_directories(root / "toy");
-  std::mt19937 g(1);
-  const char* subj[] = {"the whale", "a sailor", "the captain", "the sea"};
-  const char* verb[] = {"sees", "follows", "fears", "loves"};
-  const char* obj[] = {"the ship.", "a storm.", "the harpoon.", "the moon."};
-  for (int c = 0; c < 2; ++c) {
-    std::ofstream f(root / "toy" / ("toy.chunk.0" + std::to_string(c) + ".jsonl"));
-    for (int d = 0; d < 60; ++d) {
-      std::string text;
-      for (int s = 0; s < 6; ++s) text += std::string(subj[g() % 4]) + " " + verb[g() % 4] + " " + obj[g() % 4] + " ";
-      f << nlohmann::json({{"text", text}}).dump() << "\n";
-      if (d == 7 && c == 0) f << "{not json\n";  // malformed lines are skipped and counted
-    }
-  }
-  std::ofstream v(root / "toy" / "toy.val.jsonl");
-  for (int d = 0; d < 4; ++d) v << nlohmann::json({{"text", "the whale sees the ship. a sailor fears a storm."}}).dump() << "\n";
-  return root;
-}
-
-TrainConfig tiny_config(const fs::path& data, const fs::path& dump) {
-  TrainConfig c;
-  c.name = "tiny";
-  c.dump_dir = dump.string();
-  c.device = "cpu";  // the GPU runs are the TrainCuda tests
-  c.steps = 20;
-  c.grad_acc_steps = 2;
-  c.data.root_dir = data.string();
-  c.data.sources = {{"toy", 1.0}};
-  c.data.batch_size = 2;
-  c.data.seq_len = 24;
-  c.data.prefetch_size = 3;
-  c.data.load_async = true;
-  c.model.dim = 32;
-  c.model.n_layers = 2;
-  c.model.n_heads = 4;
-  c.model.n_kv_heads = 2;
-  c.model.multiple_of = 16;
-  c.model.max_seqlen = 32;
-  c.optim.lr = 3e-3;
-  c.optim.warmup = 3;
-  c.checkpoint.dump.every = 10;
-  c.checkpoint.eval.every = 10;
-  c.logging.freq = 5;
-  return c;
-}
-
-std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
-  std::vector<nlohmann::json> out;
-  std::ifstream f(p);
-  std::string line;
-  while (std::getline(f, line)) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
 
 std::vector<float> weights_of(const std::string& ckpt_dir, const TrainConfig& cfg) {
   LoadedModel m = load_model(ckpt_dir);
@@ -307,18 +245,6 @@ TEST(Generate, SamplingRespectsTopKAndTopP) {
   }
 }
 
-namespace {
-std::pair<int, std::string> run_cli(const std::string& args) {
-  std::string cmd = std::string(LINGUA_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = pclose(p);
-  return {WEXITSTATUS(rc), out};
-}
-}  // namespace
 
 TEST(Cli, HelpAndErrors) {
   auto [rc, out] = run_cli("--help");

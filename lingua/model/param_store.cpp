@@ -53,18 +53,14 @@ void ParamStore::init(uint64_t seed) {
     switch (p.init.kind) {
       case ParamInit::ones: std::fill(w, w + p.numel, 1.0f); break;
       case ParamInit::zeros: std::fill(w, w + p.numel, 0.0f); break;
-      case ParamInit::trunc_normal: {
-        uint32_t stream = name_stream_id(p.name);
-        float std = p.init.std;
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < p.numel; ++i) w[i] = philox_trunc_normal(seed, stream, (uint64_t)i, std);
-        break;
-      }
+      case ParamInit::trunc_normal:
       case ParamInit::normal: {
-        uint32_t stream = name_stream_id(p.name);
-        float std = p.init.std;
+        const uint32_t stream = name_stream_id(p.name);
+        const float std = p.init.std;
+        const bool cut = p.init.kind == ParamInit::trunc_normal;
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < p.numel; ++i) w[i] = philox_normal(seed, stream, (uint64_t)i, std);
+        for (int64_t i = 0; i < p.numel; ++i)
+          w[i] = cut ? philox_trunc_normal(seed, stream, (uint64_t)i, std) : philox_normal(seed, stream, (uint64_t)i, std);
         break;
       }
     }

@@ -150,6 +150,11 @@ void check_grads_in_activations(ModelConfig cfg) {
 }
 
 TEST(Transformer, GradientsInActivationsEqualOwnGradients) { check_grads_in_activations(tiny_config(1, false)); }
+TEST(Transformer, GradientsInActivationsStem) {
+  ModelConfig cfg = tiny_config(1, false);
+  cfg.ffn = "stem";
+  check_grads_in_activations(cfg);
+}
 TEST(Transformer, GradientsInActivationsTiedRecomputed) {
   ModelConfig cfg = tiny_config(2, true);
   cfg.recompute_norms = true;

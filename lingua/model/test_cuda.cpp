@@ -142,10 +142,17 @@ TEST(TransformerCuda, RecomputingNormsGivesTheSameGradients) {
 // Gradients over dead activations equal gradients in their own buffer, bit for bit, on the GPU
 // (bf16 activations change the sizes the plan works with), with an evaluation of another shape
 // between steps.
+ModelConfig stem(ModelConfig c, std::vector<int> layers = {}) {
+  c.ffn = "stem";
+  if (!layers.empty()) c.stem_layers = layers;
+  return c;
+}
+
 TEST(TransformerCuda, GradientsInActivationsEqualOwnGradients) {
   SKIP_WITHOUT_GPU();
-  for (bool tied : {false, true}) {
-    ModelConfig cfg = small_config(128, 2, 1, tied);
+  for (const ModelConfig& cfg : {small_config(128, 2, 1, false), small_config(128, 2, 1, true),
+                                 stem(small_config(128, 2, 1, false))}) {
+    const std::string what = std::string(cfg.weight_tying ? " (tied)" : "") + " " + cfg.ffn;
     ModelDims d = resolve_dims(cfg, cfg.vocab_size);
     Transformer own(cfg, d), shared(cfg, d);
     own.to_device(Device::cuda);
@@ -161,21 +168,15 @@ TEST(TransformerCuda, GradientsInActivationsEqualOwnGradients) {
       EXPECT_EQ(a.nll, b.nll);
       for (int i = 0; i < own.params().size(); ++i)
         EXPECT_TRUE(to_host(own.params().grad(i)) == to_host(shared.params().grad(i)))
-            << own.params().info(i).name << (tied ? " (tied)" : "") << " step " << step;
+            << own.params().info(i).name << what << " step " << step;
       auto etok = random_ids(4 * 41, d.vocab, 9);
       EXPECT_EQ(own.forward_loss(etok.data(), etok.data(), 4, 41).nll,
                 shared.forward_loss(etok.data(), etok.data(), 4, 41).nll);
     }
-    if (!tied) {
-      EXPECT_LT(shared.step_memory_bytes(), own.step_memory_bytes() + sizeof(float) * own.params().total());
+    if (!cfg.weight_tying) {
+      EXPECT_LT(shared.step_memory_bytes(), own.step_memory_bytes() + sizeof(float) * own.params().total()) << what;
     }
   }
-}
-
-ModelConfig stem(ModelConfig c, std::vector<int> layers = {}) {
-  c.ffn = "stem";
-  if (!layers.empty()) c.stem_layers = layers;
-  return c;
 }
 
 // STEM layers on the GPU (bf16 gather, bf16 scatter-add input, f32 table gradient) against the CPU.
@@ -183,27 +184,6 @@ TEST(TransformerCuda, StemStepMatchesCpu) {
   SKIP_WITHOUT_GPU();
   check_step_matches_cpu(stem(small_config(128, 2, 1, false)), 3, 37);
   check_step_matches_cpu(stem(small_config(36, 3, 3, true), {0, 2}), 2, 33);
-}
-
-TEST(TransformerCuda, StemGradientsInActivationsEqualOwnGradients) {
-  SKIP_WITHOUT_GPU();
-  ModelConfig cfg = stem(small_config(128, 2, 1, false));
-  ModelDims d = resolve_dims(cfg, cfg.vocab_size);
-  Transformer own(cfg, d), shared(cfg, d);
-  own.to_device(Device::cuda);
-  shared.to_device(Device::cuda);
-  shared.set_grads_in_activations(true);
-  for (int step = 0; step < 2; ++step) {
-    const int B = 3, T = 37 - 8 * step;
-    auto tok = random_ids(B * T, d.vocab, 3 + step), tgt = random_ids(B * T, d.vocab, 5 + step);
-    own.zero_grads();
-    LossSum a = own.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
-    LossSum b = shared.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
-    EXPECT_EQ(a.nll, b.nll);
-    for (int i = 0; i < own.params().size(); ++i)
-      EXPECT_TRUE(to_host(own.params().grad(i)) == to_host(shared.params().grad(i)))
-          << own.params().info(i).name << " step " << step;
-  }
 }
 
 void check_decoding(const ModelConfig& cfg) {

@@ -1,13 +1,15 @@
 // STEM model tests on the CPU: the layer's formula, finite-difference gradients (the table's
 // scatter-add with repeated tokens included), the accounting, init, config errors, decoding and
-// the rows a step touched.
+// the rows a step touched (gradients in activations: test.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
 #include "lingua/model/ffn/ffn.h"
+#include "lingua/model/stem_edit.h"
 #include "lingua/model/transformer.h"
+#include "lingua/ops/testing.h"
 
 using namespace lingua;
 
@@ -28,14 +30,7 @@ ModelConfig stem_config(bool tying = false) {
   return c;
 }
 
-std::vector<int32_t> random_ids(int n, int vocab, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::vector<int32_t> v(n);
-  for (auto& x : v) x = (int32_t)(g() % vocab);
-  return v;
-}
-
-std::string table(int l) { return "layers." + std::to_string(l) + ".feed_forward.stem_embedding.weight"; }
+std::vector<int32_t> random_ids(int n, int vocab, uint32_t seed) { return test_util::random_ints(n, seed, 0, vocab - 1); }
 
 float silu(float a) { return a / (1.0f + std::exp(-a)); }
 
@@ -48,10 +43,10 @@ TEST(Stem, LayersDefaultToAllButTheFirstAndReplaceW3) {
   Transformer m(cfg, d);
   const ParamStore& s = m.params();
   EXPECT_GE(s.find("layers.0.feed_forward.w3.weight"), 0);
-  EXPECT_LT(s.find(table(0)), 0);
+  EXPECT_LT(s.find(stem_table_name(0)), 0);
   for (int l : {1, 2}) {
     EXPECT_LT(s.find("layers." + std::to_string(l) + ".feed_forward.w3.weight"), 0);
-    const ParamInfo& p = s.info(s.index(table(l)));
+    const ParamInfo& p = s.info(s.index(stem_table_name(l)));
     EXPECT_EQ(p.shape, (std::vector<int64_t>{11, d.hidden}));
     EXPECT_EQ(p.group, kStemGroup);
     EXPECT_TRUE(p.embedding);
@@ -108,7 +103,7 @@ TEST(Stem, ForwardIsTheFormula) {
   ffn->forward(Tensor(x.data(), {N, D}), Tensor(res.data(), {N, D}), Tensor(out.data(), {N, D}), ctx);
   const float* w1 = store.param(store.index("layers.1.feed_forward.w1.weight")).f32();
   const float* w2 = store.param(store.index("layers.1.feed_forward.w2.weight")).f32();
-  const float* E = store.param(store.index(table(1))).f32();
+  const float* E = store.param(store.index(stem_table_name(1))).f32();
   for (int64_t n = 0; n < N; ++n) {
     std::vector<double> gact(H);
     for (int64_t h = 0; h < H; ++h) {
@@ -206,7 +201,7 @@ TEST(Stem, TableInitIsXavierNormal) {
   cfg.multiple_of = 32;
   ModelDims d = resolve_dims(cfg, 300);
   Transformer m(cfg, d);
-  const ParamInfo& p = m.params().info(m.params().index(table(1)));
+  const ParamInfo& p = m.params().info(m.params().index(stem_table_name(1)));
   const float* w = m.params().params() + p.offset;
   const double want = std::sqrt(2.0 / (300.0 + d.hidden));
   double s1 = 0, s2 = 0, beyond3 = 0;
@@ -219,7 +214,7 @@ TEST(Stem, TableInitIsXavierNormal) {
   EXPECT_NEAR(std::sqrt(s2 / p.numel), want, 0.02 * want);
   EXPECT_GT(beyond3, 0);  // a plain normal, not cut at 3 std (~0.27% of entries)
   // Two tables differ (the init stream is the name).
-  const ParamInfo& q = m.params().info(m.params().index(table(2)));
+  const ParamInfo& q = m.params().info(m.params().index(stem_table_name(2)));
   EXPECT_NE(w[0], m.params().params()[q.offset]);
 }
 
@@ -237,29 +232,6 @@ TEST(Stem, DecodeWithCacheMatchesFullForward) {
   for (int t = 3; t < T; ++t) {
     m.forward_decode(tok.data() + t, 1, cache, step.data());
     for (int v = 0; v < d.vocab; ++v) EXPECT_NEAR(step[v], logits[t * d.vocab + v], 1e-4) << "t=" << t;
-  }
-}
-
-TEST(Stem, GradientsInActivationsEqualOwnGradients) {
-  ModelConfig cfg = stem_config();
-  cfg.dim = 48;
-  cfg.n_heads = 4;
-  cfg.n_kv_heads = 2;
-  cfg.multiple_of = 32;
-  cfg.max_seqlen = 64;
-  cfg.vocab_size = 29;
-  ModelDims d = resolve_dims(cfg, 29);
-  Transformer own(cfg, d), shared(cfg, d);
-  shared.set_grads_in_activations(true);
-  for (int step = 0; step < 2; ++step) {
-    const int B = 3, T = step ? 17 : 40;
-    auto tok = random_ids(B * T, 29, 10 + step), tgt = random_ids(B * T, 29, 20 + step);
-    own.zero_grads();
-    LossSum a = own.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
-    LossSum b = shared.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
-    EXPECT_EQ(a.nll, b.nll);
-    for (int64_t i = 0; i < own.params().total(); ++i)
-      ASSERT_EQ(own.params().grads()[i], shared.params().grads()[i]) << "step " << step << " float " << i;
   }
 }
 

@@ -40,6 +40,13 @@ struct FfnBuildArgs {
   std::string prefix;  // "layers.{i}.feed_forward."
 };
 
+// Lingua's FFN init: input projections (w1, w3) std init_base_std or dim^-0.5; the output
+// projection (w2) (init_base_std or hidden^-0.5) / init_std_factor of the layer.
+struct FfnInitStd {
+  float in, out;
+};
+FfnInitStd ffn_init_std(const FfnBuildArgs& args);
+
 using FfnFactory = std::unique_ptr<FeedForward> (*)(const FfnBuildArgs&);
 
 // Builds the variant named `kind`; an unknown name is an error listing the registered ones.

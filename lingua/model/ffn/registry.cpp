@@ -1,3 +1,4 @@
+#include <cmath>
 #include <utility>
 
 #include "lingua/model/ffn/ffn.h"
@@ -9,6 +10,12 @@ static const std::pair<const char*, FfnFactory> kFfnRegistry[] = {
     {"swiglu", make_swiglu_ffn},
     {"stem", make_stem_ffn},
 };
+
+FfnInitStd ffn_init_std(const FfnBuildArgs& a) {
+  const double factor = init_std_factor(a.cfg.init_std_factor, a.layer, a.dims.n_layers, a.dims.dim);
+  return {(float)a.cfg.init_base_std.value_or(std::pow(a.dims.dim, -0.5)),
+          (float)(a.cfg.init_base_std.value_or(std::pow(a.dims.hidden, -0.5)) / factor)};
+}
 
 std::vector<std::string> ffn_kinds() {
   std::vector<std::string> k;

@@ -19,12 +19,10 @@ class StemFfn final : public FeedForward {
  public:
   explicit StemFfn(const FfnBuildArgs& a) : store_(a.store), dim_(a.dims.dim), hidden_(a.dims.hidden) {
     // w1, w2 as Lingua's SwiGLU; the table as Xavier normal on [vocab, hidden].
-    double factor = init_std_factor(a.cfg.init_std_factor, a.layer, a.dims.n_layers, a.dims.dim);
-    float in_std = (float)a.cfg.init_base_std.value_or(std::pow(dim_, -0.5));
-    float out_std = (float)(a.cfg.init_base_std.value_or(std::pow(hidden_, -0.5)) / factor);
-    float table_std = (float)std::sqrt(2.0 / ((double)a.dims.vocab + (double)hidden_));
-    w1_ = a.store.add(a.prefix + "w1.weight", {hidden_, dim_}, {ParamInit::trunc_normal, in_std});
-    w2_ = a.store.add(a.prefix + "w2.weight", {dim_, hidden_}, {ParamInit::trunc_normal, out_std});
+    const FfnInitStd init = ffn_init_std(a);
+    const float table_std = (float)std::sqrt(2.0 / ((double)a.dims.vocab + (double)hidden_));
+    w1_ = a.store.add(a.prefix + "w1.weight", {hidden_, dim_}, {ParamInit::trunc_normal, init.in});
+    w2_ = a.store.add(a.prefix + "w2.weight", {dim_, hidden_}, {ParamInit::trunc_normal, init.out});
     // Gathered from the fp32 weights (no bf16 copy): a step reads only its tokens' rows.
     table_ = a.store.add(a.prefix + "stem_embedding.weight", {(int64_t)a.dims.vocab, hidden_},
                          {ParamInit::normal, table_std}, kStemGroup, /*embedding=*/true, /*compute_copy=*/false);

@@ -13,13 +13,10 @@ namespace {
 class SwiGluFfn final : public FeedForward {
  public:
   explicit SwiGluFfn(const FfnBuildArgs& a) : store_(a.store), dim_(a.dims.dim), hidden_(a.dims.hidden) {
-    // Lingua: in std = init_base_std or dim^-0.5; out std = (init_base_std or hidden^-0.5) / factor.
-    double factor = init_std_factor(a.cfg.init_std_factor, a.layer, a.dims.n_layers, a.dims.dim);
-    float in_std = (float)a.cfg.init_base_std.value_or(std::pow(dim_, -0.5));
-    float out_std = (float)(a.cfg.init_base_std.value_or(std::pow(hidden_, -0.5)) / factor);
-    w1_ = a.store.add(a.prefix + "w1.weight", {hidden_, dim_}, {ParamInit::trunc_normal, in_std});
-    w3_ = a.store.add(a.prefix + "w3.weight", {hidden_, dim_}, {ParamInit::trunc_normal, in_std});
-    w2_ = a.store.add(a.prefix + "w2.weight", {dim_, hidden_}, {ParamInit::trunc_normal, out_std});
+    const FfnInitStd init = ffn_init_std(a);
+    w1_ = a.store.add(a.prefix + "w1.weight", {hidden_, dim_}, {ParamInit::trunc_normal, init.in});
+    w3_ = a.store.add(a.prefix + "w3.weight", {hidden_, dim_}, {ParamInit::trunc_normal, init.in});
+    w2_ = a.store.add(a.prefix + "w2.weight", {dim_, hidden_}, {ParamInit::trunc_normal, init.out});
   }
   // w1 and w3 are adjacent in the store's flat buffers (declared one after the other): read as one
   // [2 hidden, dim] matrix, both input projections are one matmul.

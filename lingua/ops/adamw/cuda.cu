@@ -35,6 +35,51 @@ __device__ __forceinline__ uint32_t bf16_bits(float x) { return __bfloat16_as_us
 
 constexpr int kThreads = 256;
 
+// The grad scale of this launch, and the step constants from step_device when given (the
+// host-computed floats, as the by-value path passes them).
+__device__ __forceinline__ float load_step(AdamWConsts& k, const float* grad_scale_device,
+                                           const AdamWStepScalars* step_device) {
+  if (step_device) {
+    const AdamWStepScalars sc = *step_device;
+    k.decay = sc.decay;
+    k.step_size = sc.step_size;
+    k.inv_sqrt_bc2 = sc.inv_sqrt_bc2;
+  }
+  return grad_scale_device ? __fmul_rn(k.grad_scale, *grad_scale_device) : k.grad_scale;
+}
+
+// Elements [i, i + 4): float4 accesses (and one 8-byte bf16 store); needs every pointer aligned.
+__device__ __forceinline__ void adamw_group4(float* param, const float* grad, float* m, float* v, bf16* param_bf16,
+                                             int64_t i, const AdamWConsts& k, float gs) {
+  float4 p = *reinterpret_cast<const float4*>(param + i);
+  const float4 g = *reinterpret_cast<const float4*>(grad + i);
+  float4 mm = *reinterpret_cast<const float4*>(m + i);
+  float4 vv = *reinterpret_cast<const float4*>(v + i);
+  adamw_element(p.x, g.x, mm.x, vv.x, k, gs);
+  adamw_element(p.y, g.y, mm.y, vv.y, k, gs);
+  adamw_element(p.z, g.z, mm.z, vv.z, k, gs);
+  adamw_element(p.w, g.w, mm.w, vv.w, k, gs);
+  *reinterpret_cast<float4*>(param + i) = p;
+  *reinterpret_cast<float4*>(m + i) = mm;
+  *reinterpret_cast<float4*>(v + i) = vv;
+  if (param_bf16)
+    *reinterpret_cast<uint2*>(param_bf16 + i) =
+        make_uint2(bf16_bits(p.x) | (bf16_bits(p.y) << 16), bf16_bits(p.z) | (bf16_bits(p.w) << 16));
+}
+
+// Elements [i, end) one by one.
+__device__ __forceinline__ void adamw_range(float* param, const float* grad, float* m, float* v, bf16* param_bf16,
+                                            int64_t i, int64_t end, const AdamWConsts& k, float gs) {
+  for (int64_t j = i; j < end; ++j) {
+    float p = param[j], mm = m[j], vv = v[j];
+    adamw_element(p, grad[j], mm, vv, k, gs);
+    param[j] = p;
+    m[j] = mm;
+    v[j] = vv;
+    if (param_bf16) param_bf16[j] = __float2bfloat16_rn(p);
+  }
+}
+
 // 4 elements per thread: float4 accesses (and one 8-byte bf16 store) when vec and the chunk is
 // whole, else element by element.
 __global__ void __launch_bounds__(kThreads)
@@ -44,38 +89,11 @@ __global__ void __launch_bounds__(kThreads)
                  bool vec) {
   const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
   if (i >= n) return;
-  const float gs = grad_scale_device ? __fmul_rn(k.grad_scale, *grad_scale_device) : k.grad_scale;
-  if (step_device) {  // the host-computed floats, as the by-value path passes them
-    const AdamWStepScalars sc = *step_device;
-    k.decay = sc.decay;
-    k.step_size = sc.step_size;
-    k.inv_sqrt_bc2 = sc.inv_sqrt_bc2;
-  }
-  if (vec && i + 4 <= n) {
-    float4 p = *reinterpret_cast<const float4*>(param + i);
-    const float4 g = *reinterpret_cast<const float4*>(grad + i);
-    float4 mm = *reinterpret_cast<const float4*>(m + i);
-    float4 vv = *reinterpret_cast<const float4*>(v + i);
-    adamw_element(p.x, g.x, mm.x, vv.x, k, gs);
-    adamw_element(p.y, g.y, mm.y, vv.y, k, gs);
-    adamw_element(p.z, g.z, mm.z, vv.z, k, gs);
-    adamw_element(p.w, g.w, mm.w, vv.w, k, gs);
-    *reinterpret_cast<float4*>(param + i) = p;
-    *reinterpret_cast<float4*>(m + i) = mm;
-    *reinterpret_cast<float4*>(v + i) = vv;
-    if (param_bf16)
-      *reinterpret_cast<uint2*>(param_bf16 + i) =
-          make_uint2(bf16_bits(p.x) | (bf16_bits(p.y) << 16), bf16_bits(p.z) | (bf16_bits(p.w) << 16));
-  } else {
-    for (int64_t j = i; j < n && j < i + 4; ++j) {
-      float p = param[j], mm = m[j], vv = v[j];
-      adamw_element(p, grad[j], mm, vv, k, gs);
-      param[j] = p;
-      m[j] = mm;
-      v[j] = vv;
-      if (param_bf16) param_bf16[j] = __float2bfloat16_rn(p);
-    }
-  }
+  const float gs = load_step(k, grad_scale_device, step_device);
+  if (vec && i + 4 <= n)
+    adamw_group4(param, grad, m, v, param_bf16, i, k, gs);
+  else
+    adamw_range(param, grad, m, v, param_bf16, i, min(n, i + 4), k, gs);
 }
 
 // ---- row-sparse AdamW ----
@@ -95,43 +113,14 @@ __global__ void __launch_bounds__(kThreads)
   const int slots = kThreads / tpr;
   const int64_t r = (int64_t)blockIdx.x * slots + threadIdx.x / tpr;
   if (r >= R || rows[r] == 0) return;
-  const float gs = grad_scale_device ? __fmul_rn(k.grad_scale, *grad_scale_device) : k.grad_scale;
-  if (step_device) {  // the host-computed floats, as the by-value path passes them
-    const AdamWStepScalars sc = *step_device;
-    k.decay = sc.decay;
-    k.step_size = sc.step_size;
-    k.inv_sqrt_bc2 = sc.inv_sqrt_bc2;
-  }
+  const float gs = load_step(k, grad_scale_device, step_device);
   const int64_t c0 = (int64_t)blockIdx.y * chunk, c1 = min(C, c0 + chunk);
   const int64_t row = r * C;
   for (int64_t c = c0 + (int64_t)(threadIdx.x % tpr) * 4; c < c1; c += (int64_t)tpr * 4) {
-    const int64_t i = row + c;
-    if (kVec) {  // C % 4 == 0: the group is whole
-      float4 p = *reinterpret_cast<const float4*>(param + i);
-      const float4 g = *reinterpret_cast<const float4*>(grad + i);
-      float4 mm = *reinterpret_cast<const float4*>(m + i);
-      float4 vv = *reinterpret_cast<const float4*>(v + i);
-      adamw_element(p.x, g.x, mm.x, vv.x, k, gs);
-      adamw_element(p.y, g.y, mm.y, vv.y, k, gs);
-      adamw_element(p.z, g.z, mm.z, vv.z, k, gs);
-      adamw_element(p.w, g.w, mm.w, vv.w, k, gs);
-      *reinterpret_cast<float4*>(param + i) = p;
-      *reinterpret_cast<float4*>(m + i) = mm;
-      *reinterpret_cast<float4*>(v + i) = vv;
-      if (param_bf16)
-        *reinterpret_cast<uint2*>(param_bf16 + i) =
-            make_uint2(bf16_bits(p.x) | (bf16_bits(p.y) << 16), bf16_bits(p.z) | (bf16_bits(p.w) << 16));
-    } else {
-      const int64_t end = row + min(c1, c + 4);
-      for (int64_t j = i; j < end; ++j) {
-        float p = param[j], mm = m[j], vv = v[j];
-        adamw_element(p, grad[j], mm, vv, k, gs);
-        param[j] = p;
-        m[j] = mm;
-        v[j] = vv;
-        if (param_bf16) param_bf16[j] = __float2bfloat16_rn(p);
-      }
-    }
+    if (kVec)  // C % 4 == 0: the group is whole
+      adamw_group4(param, grad, m, v, param_bf16, row + c, k, gs);
+    else
+      adamw_range(param, grad, m, v, param_bf16, row + c, row + min(c1, c + 4), k, gs);
   }
 }
 

@@ -1,0 +1,103 @@
+#pragma once
+// Helpers shared by the end-to-end tests in tests/: scratch directories, a tiny corpus, a tiny
+// training config, metrics files and running the `lingua` binary.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lingua/config/train_config.h"
+
+namespace lingua::test_e2e {
+
+namespace fs = std::filesystem;
+
+// An empty directory of this process (ctest runs each test in its own process).
+inline fs::path temp_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("lingua_test_" + std::to_string(getpid())) / name;
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+// A small corpus of one source "toy": sentences from a tiny grammar, so there is something to
+// learn, in two chunks of 60 documents (the first with one malformed line), and a validation file.
+// Letters such as 'z', 'q', 'x' never occur.
+inline fs::path make_corpus(const std::string& name) {
+  fs::path root = temp_dir(name + "_corpus") / "data";
+  fs::create_directories(root / "toy");
+  std::mt19937 g(1);
+  const char* subj[] = {"the whale", "a sailor", "the captain", "the sea"};
+  const char* verb[] = {"sees", "follows", "fears", "loves"};
+  const char* obj[] = {"the ship.", "a storm.", "the harpoon.", "the moon."};
+  for (int c = 0; c < 2; ++c) {
+    std::ofstream f(root / "toy" / ("toy.chunk.0" + std::to_string(c) + ".jsonl"));
+    for (int d = 0; d < 60; ++d) {
+      std::string text;
+      for (int s = 0; s < 6; ++s) text += std::string(subj[g() % 4]) + " " + verb[g() % 4] + " " + obj[g() % 4] + " ";
+      f << nlohmann::json({{"text", text}}).dump() << "\n";
+      if (d == 7 && c == 0) f << "{not json\n";  // malformed lines are skipped and counted
+    }
+  }
+  std::ofstream v(root / "toy" / "toy.val.jsonl");
+  for (int d = 0; d < 4; ++d) v << nlohmann::json({{"text", "the whale sees the ship. a sailor fears a storm."}}).dump() << "\n";
+  return root;
+}
+
+// A 2-layer byte-level model on the corpus above, on the CPU: 20 steps of 2 micro-batches,
+// checkpoints and validation every 10 steps, metrics every 5.
+inline TrainConfig tiny_config(const fs::path& data, const fs::path& dump) {
+  TrainConfig c;
+  c.name = "tiny";
+  c.dump_dir = dump.string();
+  c.device = "cpu";  // the GPU runs are the *Cuda tests
+  c.steps = 20;
+  c.grad_acc_steps = 2;
+  c.data.root_dir = data.string();
+  c.data.sources = {{"toy", 1.0}};
+  c.data.batch_size = 2;
+  c.data.seq_len = 24;
+  c.data.prefetch_size = 3;
+  c.data.load_async = true;
+  c.model.dim = 32;
+  c.model.n_layers = 2;
+  c.model.n_heads = 4;
+  c.model.n_kv_heads = 2;
+  c.model.multiple_of = 16;
+  c.model.max_seqlen = 32;
+  c.optim.lr = 3e-3;
+  c.optim.warmup = 3;
+  c.checkpoint.dump.every = 10;
+  c.checkpoint.eval.every = 10;
+  c.logging.freq = 5;
+  return c;
+}
+
+inline std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
+  std::vector<nlohmann::json> out;
+  std::ifstream f(p);
+  std::string line;
+  while (std::getline(f, line)) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+// Runs `lingua <args>` (LINGUA_BINARY, set by CMake); returns its exit code and stdout + stderr.
+inline std::pair<int, std::string> run_cli(const std::string& args) {
+  std::string cmd = std::string(LINGUA_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int rc = pclose(p);
+  return {WEXITSTATUS(rc), out};
+}
+
+}  // namespace lingua::test_e2e
