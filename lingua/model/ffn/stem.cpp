@@ -3,6 +3,9 @@
 //   out = w2(silu(w1 x) * E[token])
 // E: [vocab, hidden] f32, its own optimizer group ("stem"), an embedding for the accounting (memory,
 // not FLOPs). Layers not in model.stem_layers are dense SwiGLU.
+// Sharding (a later layer, over distributed.stem_parallel_size ranks) splits the table by columns:
+// a rank declares its [vocab, hidden / P] slice as the parameter, and the gather and scatter-add
+// ops take any column count; the all-to-all of rows goes between them and the gate product.
 #include <cmath>
 
 #include "lingua/model/dims.h"
