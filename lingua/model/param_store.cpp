@@ -109,9 +109,8 @@ Tensor ParamStore::compute_param(int i) const {
 }
 
 Tensor ParamStore::bf16_copy(int i) const {
-  const ParamInfo& p = infos_[i];
-  if (device_ != Device::cuda || p.bf16_offset < 0) return Tensor();
-  return Tensor(static_cast<char*>(d_bf16_.data()) + p.bf16_offset * 2, {p.numel}, DType::bf16, Device::cuda);
+  if (device_ != Device::cuda || infos_[i].bf16_offset < 0) return Tensor();
+  return compute_param(i);
 }
 
 Tensor ParamStore::host_param(int i) const { return view(params_.data(), i, DType::f32, Device::cpu); }

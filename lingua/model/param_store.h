@@ -53,7 +53,7 @@ class ParamStore {
   // What matmuls read: the fp32 weights on the CPU; on CUDA a bf16 copy that upload() and the
   // optimizer keep equal to the rounded master weights (an error for a parameter without one).
   Tensor compute_param(int i) const;
-  // The bf16 copy of parameter i as a flat [numel] view (CUDA), or an empty Tensor when it has none.
+  // The bf16 copy of parameter i (CUDA), or an empty Tensor when it has none (or on the CPU).
   Tensor bf16_copy(int i) const;
   int64_t total() const { return total_; }
   int64_t bf16_total() const { return bf16_total_; }  // elements of the bf16 copy

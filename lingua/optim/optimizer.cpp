@@ -10,16 +10,6 @@
 
 namespace lingua {
 
-namespace {
-// A flat [numel] view seen with a parameter's shape.
-Tensor reshape2(const Tensor& flat, const std::vector<int64_t>& shape) {
-  Tensor t = flat;
-  t.ndim = (int)shape.size();
-  for (int d = 0; d < t.ndim; ++d) t.shape[d] = shape[d];
-  return t;
-}
-}  // namespace
-
 AdamW::AdamW(ParamStore& store, const OptimConfig& cfg, const std::map<std::string, OptimConfig>& overrides)
     : store_(store), m_(store.total(), 0.0f), v_(store.total(), 0.0f) {
   std::map<std::string, int> index;
@@ -122,11 +112,8 @@ void AdamW::apply() {
       clip_coefficient_device(&st->sq, g.clip, &st->coef, &st->norm);
       h.grad_scale_device = &st->coef;
       h.step_device = dscalars_.as<AdamWStepScalars>() + gi;
-      for (int i : g.params) {
-        Tensor b = store_.bf16_copy(i);
-        if (is_given(b)) b = reshape2(b, store_.info(i).shape);
-        adamw_update_rows(store_.param(i), store_.grad(i), m(i), v(i), g.sparse_rows, h, b);
-      }
+      for (int i : g.params)
+        adamw_update_rows(store_.param(i), store_.grad(i), m(i), v(i), g.sparse_rows, h, store_.bf16_copy(i));
     } else if (cuda) {
       // One fused pass per span: the norm in a fixed order, the coefficient and the update
       // (with the bf16 copy) read from device memory; no host round trip.
