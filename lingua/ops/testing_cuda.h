@@ -65,7 +65,16 @@ struct DeviceTensor {
     std::vector<uint8_t> p(t.nbytes(), 0xFF);
     copy_to_device(t.data, p.data(), p.size());
   }
+  void zero() { cuda_memset_zero(t.data, t.nbytes()); }  // queued on the stream
+  // The same memory seen with other dims and dtype (e.g. to pass an op a wrong dtype or shape).
+  Tensor view(std::initializer_list<int64_t> dims, DType dt) const { return Tensor(t.data, dims, dt, Device::cuda); }
 };
+
+// All-ones bytes over a whole buffer that holds no tensor (e.g. a device double).
+inline void poison(const DeviceBuffer& b) {
+  std::vector<uint8_t> p(b.bytes(), 0xFF);
+  if (!p.empty()) copy_to_device(b.data(), p.data(), p.size());
+}
 
 // ||out - ref|| / ||ref||; NaN (so any comparison fails) when out holds a NaN.
 inline double rel_l2(const std::vector<float>& out, const std::vector<float>& ref) {

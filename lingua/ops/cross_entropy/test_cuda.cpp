@@ -7,18 +7,15 @@
 #include <tuple>
 #include <utility>
 
-#include "lingua/core/bf16.h"
 #include "lingua/core/cuda.h"
 #include "lingua/ops/cross_entropy/cross_entropy.h"
 #include "lingua/ops/testing.h"
+#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
 
 namespace {
-
-#define SKIP_WITHOUT_GPU() \
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU"
 
 struct Case {
   int64_t N, D, V;
@@ -28,53 +25,6 @@ std::ostream& operator<<(std::ostream& os, Case c) { return os << "N" << c.N << 
 // Odd sizes, V = 258 (not a multiple of 8: the scalar row path) and V = 32000 (the vector path).
 const Case kCases[] = {{1, 31, 258}, {31, 64, 258}, {33, 17, 50}, {257, 33, 258}, {257, 64, 32000}, {31, 129, 32000}};
 
-std::vector<float> rounded(std::vector<float> v) {
-  for (float& f : v) f = round_to_bf16(f);
-  return v;
-}
-
-DeviceBuffer upload_bf16(const std::vector<float>& v) {
-  DeviceBuffer b(v.size() * 2);
-  auto h = to_bf16(v);
-  if (!h.empty()) copy_to_device(b.data(), h.data(), b.bytes());
-  return b;
-}
-template <class T>
-DeviceBuffer upload(const std::vector<T>& v) {
-  DeviceBuffer b(v.size() * sizeof(T));
-  if (!v.empty()) copy_to_device(b.data(), v.data(), b.bytes());
-  return b;
-}
-std::vector<float> download_f32(const DeviceBuffer& b) {
-  std::vector<float> h(b.bytes() / 4);
-  if (!h.empty()) copy_to_host(h.data(), b.data(), b.bytes());
-  return h;
-}
-std::vector<float> download_bf16(const DeviceBuffer& b) {
-  std::vector<uint16_t> h(b.bytes() / 2);
-  if (!h.empty()) copy_to_host(h.data(), b.data(), b.bytes());
-  return from_bf16(h);
-}
-std::vector<uint8_t> bytes_of(const DeviceBuffer& b) {
-  std::vector<uint8_t> h(b.bytes());
-  if (!h.empty()) copy_to_host(h.data(), b.data(), h.size());
-  return h;
-}
-void poison(const DeviceBuffer& b) {  // NaN in f32 and bf16
-  std::vector<uint8_t> ff(b.bytes(), 0xFF);
-  if (!ff.empty()) copy_to_device(b.data(), ff.data(), ff.size());
-}
-double rel_l2(const std::vector<float>& out, const std::vector<float>& ref) {
-  EXPECT_EQ(out.size(), ref.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size() && i < out.size(); ++i) {
-    const double d = (double)out[i] - ref[i];
-    num += d * d;
-    den += (double)ref[i] * ref[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
-
 // x in [-1, 1), w in [-w_scale, w_scale), both bf16-rounded; every 5th row from row 3 ignored
 // (-1, or -100 as PyTorch's default ignore_index).
 struct Inputs {
@@ -82,7 +32,8 @@ struct Inputs {
   std::vector<int32_t> targets;
 };
 Inputs random_inputs(Case c, uint32_t seed, float w_scale = 0.3f) {
-  Inputs in{rounded(random_vector(c.N * c.D, seed)), rounded(random_vector(c.V * c.D, seed + 1, -w_scale, w_scale)),
+  Inputs in{as_dtype(random_vector(c.N * c.D, seed), DType::bf16),
+            as_dtype(random_vector(c.V * c.D, seed + 1, -w_scale, w_scale), DType::bf16),
             random_ints(c.N, seed + 2, 0, (int32_t)c.V - 1)};
   for (int64_t n = 3; n < c.N; n += 5) in.targets[n] = n % 2 ? -1 : -100;
   return in;
@@ -103,21 +54,24 @@ Result cpu_reference(const Inputs& in, Case c, float grad_scale) {
 
 // The inputs on the GPU.
 struct GpuInputs {
-  Case c;
-  DeviceBuffer x, w, targets;
-  GpuInputs(const Inputs& in, Case c_)
-      : c(c_), x(upload_bf16(in.x)), w(upload_bf16(in.w)), targets(upload(in.targets)) {}
-  Tensor X() const { return Tensor(x.data(), {c.N, c.D}, DType::bf16, Device::cuda); }
-  Tensor W() const { return Tensor(w.data(), {c.V, c.D}, DType::bf16, Device::cuda); }
-  Tensor T() const { return Tensor(targets.data(), {c.N}, DType::i32, Device::cuda); }
+  DeviceTensor x, w, targets;
+  GpuInputs(const Inputs& in, Case c)
+      : x({c.N, c.D}, DType::bf16), w({c.V, c.D}, DType::bf16), targets({c.N}, DType::i32) {
+    x.upload(in.x);
+    w.upload(in.w);
+    targets.upload(in.targets);
+  }
+  Tensor X() const { return x.t; }
+  Tensor W() const { return w.t; }
+  Tensor T() const { return targets.t; }
 };
 
 // Outputs on the GPU: nll and dx poisoned (written), dw zero (accumulated).
 struct Outputs {
-  DeviceBuffer nll, dx, dw;
-  explicit Outputs(Case c) : nll(c.N * 4), dx(c.N * c.D * 2), dw(c.V * c.D * 4) {
-    poison(nll);
-    poison(dx);
+  DeviceTensor nll, dx, dw;
+  explicit Outputs(Case c) : nll({c.N}, DType::f32), dx({c.N, c.D}, DType::bf16), dw({c.V, c.D}, DType::f32) {
+    nll.poison();
+    dx.poison();
     dw.zero();
   }
 };
@@ -128,10 +82,9 @@ struct Call {
 };
 
 double run(const GpuInputs& d, Outputs& o, float grad_scale, Call call = {}) {
-  const Case c = d.c;
-  const Tensor nll = call.want_nll ? Tensor(o.nll.data(), {c.N}, DType::f32, Device::cuda) : Tensor();
-  const Tensor dx = call.want_dx ? Tensor(o.dx.data(), {c.N, c.D}, DType::bf16, Device::cuda) : Tensor();
-  const Tensor dw = call.want_dw ? Tensor(o.dw.data(), {c.V, c.D}, DType::f32, Device::cuda) : Tensor();
+  const Tensor nll = call.want_nll ? o.nll.t : Tensor();
+  const Tensor dx = call.want_dx ? o.dx.t : Tensor();
+  const Tensor dw = call.want_dw ? o.dw.t : Tensor();
 #ifdef LINGUA_CUDA
   if (call.chunk > 0) return output_cross_entropy_cuda(d.X(), d.W(), d.T(), nll, grad_scale, dx, dw, call.chunk);
 #endif
@@ -146,7 +99,7 @@ void expect_matches_cpu(Case c, float grad_scale, int64_t chunk, uint32_t seed) 
   Call call;
   call.chunk = chunk;
   const double total = run(d, o, grad_scale, call);
-  const auto nll = download_f32(o.nll), dx = download_bf16(o.dx), dw = download_f32(o.dw);
+  const auto nll = o.nll.download(), dx = o.dx.download(), dw = o.dw.download();
   EXPECT_LT(rel_l2(nll, ref.nll), 1e-2) << c << " chunk " << chunk;
   EXPECT_LT(std::fabs(total - ref.total), 1e-2 * std::fabs(ref.total)) << c << " chunk " << chunk;
   EXPECT_LT(rel_l2(dx, ref.dx), 1e-2) << c << " chunk " << chunk;
@@ -164,14 +117,14 @@ void expect_matches_cpu(Case c, float grad_scale, int64_t chunk, uint32_t seed) 
 }
 
 TEST(CrossEntropyCuda, MatchesCpu) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   uint32_t seed = 1;
   for (Case c : kCases) expect_matches_cpu(c, 0.7f, 0, seed += 10);
 }
 
 // Several chunks (and x chunks at offsets that are not 16-byte aligned when D is odd).
 TEST(CrossEntropyCuda, MultiChunkMatchesCpu) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   uint32_t seed = 100;
   for (Case c : kCases)
     for (int64_t chunk : {1, 7, 64})
@@ -179,7 +132,7 @@ TEST(CrossEntropyCuda, MultiChunkMatchesCpu) {
 }
 
 TEST(CrossEntropyCuda, LargeLogitsStayFinite) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const Case c{65, 64, 258};
   const Inputs in = random_inputs(c, 7, 15.0f);  // logits of standard deviation ~40
   const Result ref = cpu_reference(in, c, 1.0f);
@@ -187,13 +140,13 @@ TEST(CrossEntropyCuda, LargeLogitsStayFinite) {
   Outputs o(c);
   const double total = run(d, o, 1.0f);
   EXPECT_TRUE(std::isfinite(total));
-  EXPECT_LT(rel_l2(download_f32(o.nll), ref.nll), 1e-2);
-  for (float v : download_bf16(o.dx)) ASSERT_TRUE(std::isfinite(v));
-  for (float v : download_f32(o.dw)) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_LT(rel_l2(o.nll.download(), ref.nll), 1e-2);
+  for (float v : o.dx.download()) ASSERT_TRUE(std::isfinite(v));
+  for (float v : o.dw.download()) ASSERT_TRUE(std::isfinite(v));
 }
 
 TEST(CrossEntropyCuda, ForwardOnlyGivesTheSameLoss) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (Case c : {Case{257, 33, 258}, Case{257, 64, 32000}}) {
     const Inputs in = random_inputs(c, 8);
     GpuInputs d(in, c);
@@ -203,34 +156,34 @@ TEST(CrossEntropyCuda, ForwardOnlyGivesTheSameLoss) {
     const double t3 = run(d, no_nll, 1.0f, Call{false, false, false, 0});
     EXPECT_EQ(t1, t2) << c;
     EXPECT_EQ(t1, t3) << c;
-    EXPECT_EQ(bytes_of(with_grads.nll), bytes_of(eval.nll)) << c;
+    EXPECT_EQ(with_grads.nll.bytes(), eval.nll.bytes()) << c;
     // with dx or dw alone, the other gradient is the same as when both are computed
     Outputs dx_only(c), dw_only(c);
     run(d, dx_only, 1.0f, Call{true, true, false, 0});
     run(d, dw_only, 1.0f, Call{true, false, true, 0});
-    EXPECT_EQ(bytes_of(dx_only.dx), bytes_of(with_grads.dx)) << c;
-    EXPECT_EQ(bytes_of(dw_only.dw), bytes_of(with_grads.dw)) << c;
+    EXPECT_EQ(dx_only.dx.bytes(), with_grads.dx.bytes()) << c;
+    EXPECT_EQ(dw_only.dw.bytes(), with_grads.dw.bytes()) << c;
   }
 }
 
 TEST(CrossEntropyCuda, GradScaleScalesGradients) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const Case c{33, 17, 50};
   const Inputs in = random_inputs(c, 9);
   GpuInputs d(in, c);
   Outputs one(c), scaled(c);
   run(d, one, 1.0f);
   run(d, scaled, 0.25f);
-  EXPECT_EQ(bytes_of(one.nll), bytes_of(scaled.nll));
-  auto dx = download_bf16(one.dx), dw = download_f32(one.dw);
+  EXPECT_EQ(one.nll.bytes(), scaled.nll.bytes());
+  auto dx = one.dx.download(), dw = one.dw.download();
   for (float& v : dx) v *= 0.25f;
   for (float& v : dw) v *= 0.25f;
-  EXPECT_TRUE(close(download_bf16(scaled.dx), dx, 1e-6, "dx"));
-  EXPECT_TRUE(close(download_f32(scaled.dw), dw, 1e-6, "dw"));
+  EXPECT_TRUE(close(scaled.dx.download(), dx, 1e-6, "dx"));
+  EXPECT_TRUE(close(scaled.dw.download(), dw, 1e-6, "dw"));
 }
 
 TEST(CrossEntropyCuda, DwAccumulatesDxIsWritten) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (Case c : {Case{33, 17, 50}, Case{257, 64, 32000}}) {
     const Inputs in = random_inputs(c, 10);
     GpuInputs d(in, c);
@@ -238,15 +191,15 @@ TEST(CrossEntropyCuda, DwAccumulatesDxIsWritten) {
     run(d, once, 1.0f);
     run(d, twice, 1.0f);
     run(d, twice, 1.0f);
-    auto expected = download_f32(once.dw);
+    auto expected = once.dw.download();
     for (float& v : expected) v *= 2;
-    EXPECT_TRUE(close(download_f32(twice.dw), expected, 1e-6, "dw twice")) << c;
-    EXPECT_EQ(bytes_of(twice.dx), bytes_of(once.dx)) << c;
+    EXPECT_TRUE(close(twice.dw.download(), expected, 1e-6, "dw twice")) << c;
+    EXPECT_EQ(twice.dx.bytes(), once.dx.bytes()) << c;
   }
 }
 
 TEST(CrossEntropyCuda, Deterministic) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (Case c : {Case{257, 64, 32000}, Case{1000, 96, 258}})
     for (int64_t chunk : {0, 100}) {
       const Inputs in = random_inputs(c, 11);
@@ -256,14 +209,14 @@ TEST(CrossEntropyCuda, Deterministic) {
       call.chunk = chunk;
       const double ta = run(d, a, 0.5f, call), tb = run(d, b, 0.5f, call);
       EXPECT_EQ(ta, tb) << c;
-      EXPECT_EQ(bytes_of(a.nll), bytes_of(b.nll)) << c;
-      EXPECT_EQ(bytes_of(a.dx), bytes_of(b.dx)) << c;
-      EXPECT_EQ(bytes_of(a.dw), bytes_of(b.dw)) << c;
+      EXPECT_EQ(a.nll.bytes(), b.nll.bytes()) << c;
+      EXPECT_EQ(a.dx.bytes(), b.dx.bytes()) << c;
+      EXPECT_EQ(a.dw.bytes(), b.dw.bytes()) << c;
     }
 }
 
 TEST(CrossEntropyCuda, TargetOutsideVocabularyIsReported) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const Case c{4, 3, 5};
   Inputs in = random_inputs(c, 12);
   for (auto [bad, row, value] : {std::tuple{std::vector<int32_t>{0, 4, 1, 5}, "row 3", "target 5"},
@@ -291,10 +244,7 @@ TEST(CrossEntropyCuda, TargetOutsideVocabularyIsReported) {
 
 // The sum form into *loss (device memory), as run() calls the returning form.
 void run_sum(const GpuInputs& d, Outputs& o, float grad_scale, double* loss, bool accumulate, int64_t chunk = 0) {
-  const Case c = d.c;
-  const Tensor nll(o.nll.data(), {c.N}, DType::f32, Device::cuda);
-  const Tensor dx(o.dx.data(), {c.N, c.D}, DType::bf16, Device::cuda);
-  const Tensor dw(o.dw.data(), {c.V, c.D}, DType::f32, Device::cuda);
+  const Tensor nll = o.nll.t, dx = o.dx.t, dw = o.dw.t;
 #ifdef LINGUA_CUDA
   if (chunk > 0)
     return output_cross_entropy_sum_cuda(d.X(), d.W(), d.T(), nll, grad_scale, dx, dw, loss, accumulate, chunk);
@@ -314,7 +264,7 @@ double read_double(const double* device) {
 }
 
 TEST(CrossEntropyCuda, DeviceSumIsTheReturnedLossBitwise) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   DeviceBuffer loss(sizeof(double));
   for (Case c : {Case{33, 17, 50}, Case{257, 64, 32000}})
     for (int64_t chunk : {0, 7}) {
@@ -327,18 +277,18 @@ TEST(CrossEntropyCuda, DeviceSumIsTheReturnedLossBitwise) {
       poison(loss);
       run_sum(d, o, 0.5f, loss.as<double>(), false, chunk);
       EXPECT_TRUE(same_double(read_double(loss.as<double>()), t)) << c << " chunk " << chunk;
-      EXPECT_EQ(bytes_of(o.nll), bytes_of(ref.nll)) << c;
-      EXPECT_EQ(bytes_of(o.dx), bytes_of(ref.dx)) << c;
-      EXPECT_EQ(bytes_of(o.dw), bytes_of(ref.dw)) << c;
+      EXPECT_EQ(o.nll.bytes(), ref.nll.bytes()) << c;
+      EXPECT_EQ(o.dx.bytes(), ref.dx.bytes()) << c;
+      EXPECT_EQ(o.dw.bytes(), ref.dw.bytes()) << c;
       // accumulated over a second call: the host sum of the two returned losses
       run_sum(d2, o, 0.5f, loss.as<double>(), true, chunk);
       EXPECT_TRUE(same_double(read_double(loss.as<double>()), t + t2)) << c << " chunk " << chunk;
-      EXPECT_EQ(bytes_of(o.nll), bytes_of(ref2.nll)) << c;
+      EXPECT_EQ(o.nll.bytes(), ref2.nll.bytes()) << c;
     }
 }
 
 TEST(CrossEntropyCuda, DeviceSumEdgeCases) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   DeviceBuffer loss(sizeof(double));
   // No rows: written 0, or left as is when accumulating.
   const Case c0{0, 3, 5};
@@ -364,16 +314,16 @@ TEST(CrossEntropyCuda, DeviceSumEdgeCases) {
   const double t = run(good, og, 1.0f);
   EXPECT_NO_THROW(run_sum(bad, ob, 1.0f, loss.as<double>(), false));
   EXPECT_TRUE(same_double(read_double(loss.as<double>()), t));
-  EXPECT_EQ(bytes_of(ob.nll), bytes_of(og.nll));
-  EXPECT_EQ(bytes_of(ob.dx), bytes_of(og.dx));
-  EXPECT_EQ(bytes_of(ob.dw), bytes_of(og.dw));
+  EXPECT_EQ(ob.nll.bytes(), og.nll.bytes());
+  EXPECT_EQ(ob.dx.bytes(), og.dx.bytes());
+  EXPECT_EQ(ob.dw.bytes(), og.dw.bytes());
   EXPECT_THROW(run_sum(good, og, 1.0f, nullptr, false), Error);
 }
 
 // Captured in a CUDA graph after one eager call (which sizes the op scratch) and replayed: the
 // same loss, nll, dx and dw bits as the eager call, also after the inputs change.
 TEST(CrossEntropyCuda, CapturedCallReplaysBitwise) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (auto [c, chunk] : {std::pair{Case{257, 64, 32000}, int64_t(0)}, std::pair{Case{100, 33, 258}, int64_t(30)}}) {
     const Inputs in = random_inputs(c, 30), in2 = random_inputs(c, 31);
     GpuInputs d(in, c);
@@ -395,73 +345,58 @@ TEST(CrossEntropyCuda, CapturedCallReplaysBitwise) {
     ASSERT_TRUE(g.ready()) << c;
 
     poison(loss);
-    poison(o.nll);
-    poison(o.dx);
+    o.nll.poison();
+    o.dx.poison();
     o.dw.zero();
     g.launch();
     EXPECT_TRUE(same_double(read_double(loss.as<double>()), t)) << c;
-    EXPECT_EQ(bytes_of(o.nll), bytes_of(eager.nll)) << c;
-    EXPECT_EQ(bytes_of(o.dx), bytes_of(eager.dx)) << c;
-    EXPECT_EQ(bytes_of(o.dw), bytes_of(eager.dw)) << c;
+    EXPECT_EQ(o.nll.bytes(), eager.nll.bytes()) << c;
+    EXPECT_EQ(o.dx.bytes(), eager.dx.bytes()) << c;
+    EXPECT_EQ(o.dw.bytes(), eager.dw.bytes()) << c;
 
     // new inputs in the same buffers, replayed
-    const auto x2 = to_bf16(in2.x);
-    copy_to_device(d.x.data(), x2.data(), x2.size() * 2);
-    copy_to_device(d.targets.data(), in2.targets.data(), in2.targets.size() * 4);
-    const auto w2 = to_bf16(in2.w);
-    copy_to_device(d.w.data(), w2.data(), w2.size() * 2);
+    d.x.upload(in2.x);
+    d.targets.upload(in2.targets);
+    d.w.upload(in2.w);
     poison(loss);
-    poison(o.nll);
-    poison(o.dx);
+    o.nll.poison();
+    o.dx.poison();
     o.dw.zero();
     g.launch();
     EXPECT_TRUE(same_double(read_double(loss.as<double>()), t2)) << c;
-    EXPECT_EQ(bytes_of(o.nll), bytes_of(eager2.nll)) << c;
-    EXPECT_EQ(bytes_of(o.dx), bytes_of(eager2.dx)) << c;
-    EXPECT_EQ(bytes_of(o.dw), bytes_of(eager2.dw)) << c;
+    EXPECT_EQ(o.nll.bytes(), eager2.nll.bytes()) << c;
+    EXPECT_EQ(o.dx.bytes(), eager2.dx.bytes()) << c;
+    EXPECT_EQ(o.dw.bytes(), eager2.dw.bytes()) << c;
   }
 }
 
 TEST(CrossEntropyCuda, ArgumentErrors) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const Case c{4, 3, 5};
   const Inputs in = random_inputs(c, 13);
   GpuInputs d(in, c);
-  DeviceBuffer f32_buf(c.V * c.D * 4), i32_buf(c.N * 4);
+  DeviceTensor f32_buf({c.V, c.D}, DType::f32), i32_buf({c.N}, DType::i32);
   std::vector<int32_t> host_targets = in.targets;
   const auto cuda = Device::cuda;
   const Tensor X = d.X(), W = d.W(), T = d.T();
   // dtypes
-  EXPECT_THROW(output_cross_entropy(Tensor(f32_buf.data(), {c.N, c.D}, DType::f32, cuda), W, T, Tensor(), 1.0f,
-                                    Tensor(), Tensor()),
+  EXPECT_THROW(output_cross_entropy(f32_buf.view({c.N, c.D}, DType::f32), W, T, Tensor(), 1.0f, Tensor(), Tensor()),
                Error);
-  EXPECT_THROW(output_cross_entropy(X, Tensor(f32_buf.data(), {c.V, c.D}, DType::f32, cuda), T, Tensor(), 1.0f,
-                                    Tensor(), Tensor()),
+  EXPECT_THROW(output_cross_entropy(X, f32_buf.view({c.V, c.D}, DType::f32), T, Tensor(), 1.0f, Tensor(), Tensor()),
                Error);
-  EXPECT_THROW(output_cross_entropy(X, W, Tensor(f32_buf.data(), {c.N}, DType::f32, cuda), Tensor(), 1.0f, Tensor(),
-                                    Tensor()),
-               Error);
-  EXPECT_THROW(output_cross_entropy(X, W, T, Tensor(), 1.0f, Tensor(f32_buf.data(), {c.N, c.D}, DType::f32, cuda),
-                                    Tensor()),
-               Error);
-  EXPECT_THROW(output_cross_entropy(X, W, T, Tensor(), 1.0f, Tensor(),
-                                    Tensor(f32_buf.data(), {c.V, c.D}, DType::bf16, cuda)),
-               Error);
+  EXPECT_THROW(output_cross_entropy(X, W, f32_buf.view({c.N}, DType::f32), Tensor(), 1.0f, Tensor(), Tensor()), Error);
+  EXPECT_THROW(output_cross_entropy(X, W, T, Tensor(), 1.0f, f32_buf.view({c.N, c.D}, DType::f32), Tensor()), Error);
+  EXPECT_THROW(output_cross_entropy(X, W, T, Tensor(), 1.0f, Tensor(), f32_buf.view({c.V, c.D}, DType::bf16)), Error);
   // devices
   EXPECT_THROW(output_cross_entropy(X, W, Tensor(host_targets.data(), {c.N}), Tensor(), 1.0f, Tensor(), Tensor()),
                Error);
   // shapes
-  EXPECT_THROW(output_cross_entropy(X, Tensor(d.w.data(), {c.D, c.V}, DType::bf16, cuda), T, Tensor(), 1.0f, Tensor(),
-                                    Tensor()),
+  EXPECT_THROW(output_cross_entropy(X, d.w.view({c.D, c.V}, DType::bf16), T, Tensor(), 1.0f, Tensor(), Tensor()),
                Error);
-  EXPECT_THROW(output_cross_entropy(X, W, Tensor(i32_buf.data(), {c.N - 1}, DType::i32, cuda), Tensor(), 1.0f,
-                                    Tensor(), Tensor()),
+  EXPECT_THROW(output_cross_entropy(X, W, i32_buf.view({c.N - 1}, DType::i32), Tensor(), 1.0f, Tensor(), Tensor()),
                Error);
-  EXPECT_THROW(output_cross_entropy(X, W, T, Tensor(f32_buf.data(), {c.N + 1}, DType::f32, cuda), 1.0f, Tensor(),
-                                    Tensor()),
-               Error);
-  EXPECT_THROW(output_cross_entropy(X, W, T, Tensor(), 1.0f, Tensor(), Tensor(f32_buf.data(), {c.V, c.D + 1},
-                                                                            DType::f32, cuda)),
+  EXPECT_THROW(output_cross_entropy(X, W, T, f32_buf.view({c.N + 1}, DType::f32), 1.0f, Tensor(), Tensor()), Error);
+  EXPECT_THROW(output_cross_entropy(X, W, T, Tensor(), 1.0f, Tensor(), f32_buf.view({c.V, c.D + 1}, DType::f32)),
                Error);
   // no rows: nothing to do
   EXPECT_EQ(output_cross_entropy(Tensor(nullptr, {0, c.D}, DType::bf16, cuda), W,

@@ -2,23 +2,20 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <utility>
 
-#include "lingua/core/bf16.h"
 #include "lingua/core/cuda.h"
 #include "lingua/ops/linear/linear.h"
 #include "lingua/ops/testing.h"
+#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
 
 namespace {
-
-#define SKIP_WITHOUT_GPU() \
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU"
 
 struct Case {
   int64_t N, in, out;
@@ -39,70 +36,12 @@ std::ostream& operator<<(std::ostream& os, Dtypes d) { return os << dtype_name(d
 // fp32 (tensor cores may round the running sum differently from RNE). The f32 path: fp32 FMA.
 double tolerance(Dtypes d) { return d.out == DType::bf16 ? 1e-2 : d.in == DType::bf16 ? 1e-4 : 1e-5; }
 
-std::vector<float> rounded(std::vector<float> v, DType dt) {
-  if (dt == DType::bf16)
-    for (float& f : v) f = round_to_bf16(f);
-  return v;
-}
-
-DeviceBuffer upload(const std::vector<float>& v, DType dt) {
-  DeviceBuffer b(v.size() * dtype_size(dt));
-  if (v.empty()) return b;
-  if (dt == DType::bf16) {
-    auto h = to_bf16(v);
-    copy_to_device(b.data(), h.data(), b.bytes());
-  } else {
-    copy_to_device(b.data(), v.data(), b.bytes());
-  }
-  return b;
-}
-
-std::vector<float> download(const DeviceBuffer& b, DType dt) {
-  const size_t n = b.bytes() / dtype_size(dt);
-  if (dt == DType::bf16) {
-    std::vector<uint16_t> h(n);
-    if (n) copy_to_host(h.data(), b.data(), b.bytes());
-    return from_bf16(h);
-  }
-  std::vector<float> h(n);
-  if (n) copy_to_host(h.data(), b.data(), b.bytes());
-  return h;
-}
-
-std::vector<uint8_t> bytes_of(const DeviceBuffer& b) {
-  std::vector<uint8_t> h(b.bytes());
-  if (!h.empty()) copy_to_host(h.data(), b.data(), h.size());
-  return h;
-}
-
-// All bits set: NaN in both f32 and bf16, so an element the op fails to write shows up.
-void poison(const DeviceBuffer& b) {
-  std::vector<uint8_t> ff(b.bytes(), 0xFF);
-  if (!ff.empty()) copy_to_device(b.data(), ff.data(), ff.size());
-}
-
-// ||out - ref|| / ||ref|| (NaN when out has a NaN, which fails any "<" check).
-double rel_l2(const std::vector<float>& out, const std::vector<float>& ref) {
-  EXPECT_EQ(out.size(), ref.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size() && i < out.size(); ++i) {
-    const double d = (double)out[i] - ref[i];
-    num += d * d;
-    den += (double)ref[i] * ref[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
-
-Tensor dev(const DeviceBuffer& b, std::initializer_list<int64_t> dims, DType dt) {
-  return Tensor(b.data(), dims, dt, Device::cuda);
-}
-
 struct Inputs {
   std::vector<float> x, w, dy;  // rounded to the input dtype
 };
 Inputs make_inputs(Case c, DType dt, uint32_t seed) {
-  return {rounded(random_vector(c.N * c.in, seed), dt), rounded(random_vector(c.out * c.in, seed + 1), dt),
-          rounded(random_vector(c.N * c.out, seed + 2), dt)};
+  return {as_dtype(random_vector(c.N * c.in, seed), dt), as_dtype(random_vector(c.out * c.in, seed + 1), dt),
+          as_dtype(random_vector(c.N * c.out, seed + 2), dt)};
 }
 
 void check_forward(Case c, Dtypes d, uint32_t seed) {
@@ -110,10 +49,12 @@ void check_forward(Case c, Dtypes d, uint32_t seed) {
   std::vector<float> ref(c.N * c.out);
   linear_forward(Tensor(in.x.data(), {c.N, c.in}), Tensor(in.w.data(), {c.out, c.in}), Tensor(ref.data(), {c.N, c.out}));
 
-  DeviceBuffer x = upload(in.x, d.in), w = upload(in.w, d.in), y(c.N * c.out * dtype_size(d.out));
-  poison(y);
-  linear_forward(dev(x, {c.N, c.in}, d.in), dev(w, {c.out, c.in}, d.in), dev(y, {c.N, c.out}, d.out));
-  EXPECT_LT(rel_l2(download(y, d.out), ref), tolerance(d)) << c << " " << d;
+  DeviceTensor x({c.N, c.in}, d.in), w({c.out, c.in}, d.in), y({c.N, c.out}, d.out);
+  x.upload(in.x);
+  w.upload(in.w);
+  y.poison();
+  linear_forward(x.t, w.t, y.t);
+  EXPECT_LT(rel_l2(y.download(), ref), tolerance(d)) << c << " " << d;
 }
 
 void check_backward(Case c, Dtypes d, uint32_t seed) {
@@ -124,46 +65,53 @@ void check_backward(Case c, Dtypes d, uint32_t seed) {
                   Tensor(in.dy.data(), {c.N, c.out}), Tensor(dx_ref.data(), {c.N, c.in}),
                   Tensor(dw_ref.data(), {c.out, c.in}));
 
-  DeviceBuffer x = upload(in.x, d.in), w = upload(in.w, d.in), dy = upload(in.dy, d.in);
-  DeviceBuffer dx(c.N * c.in * dtype_size(d.out)), dw = upload(dw0, DType::f32);
-  poison(dx);
-  const Tensor X = dev(x, {c.N, c.in}, d.in), W = dev(w, {c.out, c.in}, d.in), DY = dev(dy, {c.N, c.out}, d.in);
-  linear_backward(X, W, DY, dev(dx, {c.N, c.in}, d.out), dev(dw, {c.out, c.in}, DType::f32));
-  EXPECT_LT(rel_l2(download(dx, d.out), dx_ref), tolerance(d)) << "dx " << c << " " << d;
-  EXPECT_LT(rel_l2(download(dw, DType::f32), dw_ref), tolerance({d.in, DType::f32})) << "dw " << c << " " << d;
+  DeviceTensor x({c.N, c.in}, d.in), w({c.out, c.in}, d.in), dy({c.N, c.out}, d.in);
+  DeviceTensor dx({c.N, c.in}, d.out), dw({c.out, c.in}, DType::f32);
+  x.upload(in.x);
+  w.upload(in.w);
+  dy.upload(in.dy);
+  dw.upload(dw0);
+  dx.poison();
+  linear_backward(x.t, w.t, dy.t, dx.t, dw.t);
+  EXPECT_LT(rel_l2(dx.download(), dx_ref), tolerance(d)) << "dx " << c << " " << d;
+  EXPECT_LT(rel_l2(dw.download(), dw_ref), tolerance({d.in, DType::f32})) << "dw " << c << " " << d;
 
   // accumulate_dx adds to what is there
-  const auto base = rounded(random_vector(c.N * c.in, seed + 4), d.out);
+  const auto base = as_dtype(random_vector(c.N * c.in, seed + 4), d.out);
   std::vector<float> expected(base.size());
   for (size_t i = 0; i < base.size(); ++i) expected[i] = base[i] + dx_ref[i];
-  DeviceBuffer dx_acc = upload(base, d.out);
-  linear_backward(X, W, DY, dev(dx_acc, {c.N, c.in}, d.out), Tensor(), true);
-  EXPECT_LT(rel_l2(download(dx_acc, d.out), expected), tolerance(d)) << "dx accumulated " << c << " " << d;
+  DeviceTensor dx_acc({c.N, c.in}, d.out);
+  dx_acc.upload(base);
+  linear_backward(x.t, w.t, dy.t, dx_acc.t, Tensor(), true);
+  EXPECT_LT(rel_l2(dx_acc.download(), expected), tolerance(d)) << "dx accumulated " << c << " " << d;
 }
 
 // y = x W^T + residual against the CPU (run in place on the same rounded inputs); the residual is
 // a separate buffer (checked unchanged, y poisoned first) or y itself. Returns y's bytes.
 std::vector<uint8_t> check_forward_residual(Case c, Dtypes d, uint32_t seed, bool aliased) {
   const Inputs in = make_inputs(c, d.in, seed);
-  const auto r = rounded(random_vector(c.N * c.out, seed + 5, -4.0f, 4.0f), d.out);
+  const auto r = as_dtype(random_vector(c.N * c.out, seed + 5, -4.0f, 4.0f), d.out);
   std::vector<float> ref = r;
   const Tensor REF(ref.data(), {c.N, c.out});
   linear_forward(Tensor(in.x.data(), {c.N, c.in}), Tensor(in.w.data(), {c.out, c.in}), REF, REF);
 
-  DeviceBuffer x = upload(in.x, d.in), w = upload(in.w, d.in), res = upload(r, d.out), y;
-  const Tensor X = dev(x, {c.N, c.in}, d.in), W = dev(w, {c.out, c.in}, d.in), R = dev(res, {c.N, c.out}, d.out);
+  DeviceTensor x({c.N, c.in}, d.in), w({c.out, c.in}, d.in), res({c.N, c.out}, d.out);
+  std::optional<DeviceTensor> y;  // only when separate
+  x.upload(in.x);
+  w.upload(in.w);
+  res.upload(r);
   if (aliased) {
-    linear_forward(X, W, R, R);
+    linear_forward(x.t, w.t, res.t, res.t);
   } else {
-    y = DeviceBuffer(c.N * c.out * dtype_size(d.out));
-    poison(y);
-    linear_forward(X, W, dev(y, {c.N, c.out}, d.out), R);
-    EXPECT_TRUE(download(res, d.out) == r) << "residual modified: " << c << " " << d;
+    y.emplace({c.N, c.out}, d.out);
+    y->poison();
+    linear_forward(x.t, w.t, y->t, res.t);
+    EXPECT_TRUE(res.download() == r) << "residual modified: " << c << " " << d;
   }
-  const DeviceBuffer& result = aliased ? res : y;
+  const DeviceTensor& result = aliased ? res : *y;
   // Relative to the size of the two terms, not of their sum: residual + product may cancel
   // (a single output element of 1e-5 relative error was seen at N 1, out 1).
-  const std::vector<float> got = download(result, d.out);
+  const std::vector<float> got = result.download();
   double diff = 0, scale_r = 0, scale_p = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     diff += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]);
@@ -172,28 +120,28 @@ std::vector<uint8_t> check_forward_residual(Case c, Dtypes d, uint32_t seed, boo
   }
   EXPECT_LT(std::sqrt(diff) / std::max(std::sqrt(scale_r) + std::sqrt(scale_p), 1e-30), tolerance(d))
       << c << " " << d << (aliased ? " in place" : " separate");
-  return bytes_of(result);
+  return result.bytes();
 }
 
 const int64_t kResidualN[] = {1, 31, 33, 257};
 const int64_t kResidualDims[] = {1, 7, 64, 130, 1024};  // in and out
 
 TEST(LinearCuda, ForwardMatchesCpu) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   uint32_t seed = 1;
   for (Case c : kCases)
     for (Dtypes d : kDtypes) check_forward(c, d, seed += 10);
 }
 
 TEST(LinearCuda, BackwardMatchesCpu) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   uint32_t seed = 1000;
   for (Case c : kCases)
     for (Dtypes d : kDtypes) check_backward(c, d, seed += 10);
 }
 
 TEST(LinearCuda, ResidualMatchesCpu) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   uint32_t seed = 3000;
 #ifdef LINGUA_CUDA
   const uint64_t fallbacks = linear_cuda_fallback_count();
@@ -214,7 +162,7 @@ TEST(LinearCuda, ResidualMatchesCpu) {
 // The transformer's case (bf16 x / w, f32 residual stream) at an aligned size must run on
 // cuBLASLt both in place and out of place, not on the fallback kernel.
 TEST(LinearCuda, ResidualUsesCublasLt) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (Case c : {Case{128, 1024, 512}, Case{256, 512, 1024}})
     for (bool aliased : {false, true}) {
       const uint64_t before = linear_cuda_fallback_count();
@@ -227,7 +175,7 @@ TEST(LinearCuda, ResidualUsesCublasLt) {
 // The simple kernel used when cuBLASLt has no algorithm for a problem.
 #ifdef LINGUA_CUDA
 TEST(LinearCuda, FallbackKernelMatchesCpu) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   struct Reset {
     ~Reset() { linear_cuda_force_fallback(false); }
   } reset;
@@ -241,7 +189,7 @@ TEST(LinearCuda, FallbackKernelMatchesCpu) {
 }
 
 TEST(LinearCuda, FallbackKernelResidual) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   struct Reset {
     ~Reset() { linear_cuda_force_fallback(false); }
   } reset;
@@ -261,51 +209,55 @@ TEST(LinearCuda, FallbackKernelResidual) {
 #endif
 
 TEST(LinearCuda, DwAccumulatesAndGradientsAreOptional) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (Case c : {Case{33, 257, 31}, Case{128, 1024, 512}}) {
     const Inputs in = make_inputs(c, DType::bf16, 7);
-    DeviceBuffer x = upload(in.x, DType::bf16), w = upload(in.w, DType::bf16), dy = upload(in.dy, DType::bf16);
-    const Tensor X = dev(x, {c.N, c.in}, DType::bf16), W = dev(w, {c.out, c.in}, DType::bf16),
-                 DY = dev(dy, {c.N, c.out}, DType::bf16);
-    DeviceBuffer once(c.out * c.in * 4), twice(c.out * c.in * 4);
+    DeviceTensor x({c.N, c.in}, DType::bf16), w({c.out, c.in}, DType::bf16), dy({c.N, c.out}, DType::bf16);
+    x.upload(in.x);
+    w.upload(in.w);
+    dy.upload(in.dy);
+    const Tensor X = x.t, W = w.t, DY = dy.t;
+    DeviceTensor once({c.out, c.in}, DType::f32), twice({c.out, c.in}, DType::f32);
     once.zero();
     twice.zero();
-    linear_backward(X, W, DY, Tensor(), dev(once, {c.out, c.in}, DType::f32));
-    for (int call = 0; call < 2; ++call) linear_backward(X, W, DY, Tensor(), dev(twice, {c.out, c.in}, DType::f32));
-    auto expected = download(once, DType::f32);
+    linear_backward(X, W, DY, Tensor(), once.t);
+    for (int call = 0; call < 2; ++call) linear_backward(X, W, DY, Tensor(), twice.t);
+    auto expected = once.download();
     for (float& v : expected) v *= 2;
-    EXPECT_TRUE(close(download(twice, DType::f32), expected, 1e-6, "dw twice")) << c;
+    EXPECT_TRUE(close(twice.download(), expected, 1e-6, "dw twice")) << c;
 
     // dx alone equals dx computed together with dw
-    DeviceBuffer dx_alone(c.N * c.in * 2), dx_both(c.N * c.in * 2), dw(c.out * c.in * 4);
-    poison(dx_alone);
-    poison(dx_both);
+    DeviceTensor dx_alone({c.N, c.in}, DType::bf16), dx_both({c.N, c.in}, DType::bf16), dw({c.out, c.in}, DType::f32);
+    dx_alone.poison();
+    dx_both.poison();
     dw.zero();
-    linear_backward(X, W, DY, dev(dx_alone, {c.N, c.in}, DType::bf16), Tensor());
-    linear_backward(X, W, DY, dev(dx_both, {c.N, c.in}, DType::bf16), dev(dw, {c.out, c.in}, DType::f32));
-    EXPECT_EQ(bytes_of(dx_alone), bytes_of(dx_both)) << c;
-    EXPECT_EQ(bytes_of(dw), bytes_of(once)) << c;
+    linear_backward(X, W, DY, dx_alone.t, Tensor());
+    linear_backward(X, W, DY, dx_both.t, dw.t);
+    EXPECT_EQ(dx_alone.bytes(), dx_both.bytes()) << c;
+    EXPECT_EQ(dw.bytes(), once.bytes()) << c;
     linear_backward(X, W, DY, Tensor(), Tensor());  // nothing to do
     cuda_synchronize();
   }
 }
 
 TEST(LinearCuda, Deterministic) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (Case c : {Case{257, 129, 33}, Case{128, 1024, 512}, Case{4096, 256, 64}}) {
     const Inputs in = make_inputs(c, DType::bf16, 11);
-    DeviceBuffer x = upload(in.x, DType::bf16), w = upload(in.w, DType::bf16), dy = upload(in.dy, DType::bf16);
-    const Tensor X = dev(x, {c.N, c.in}, DType::bf16), W = dev(w, {c.out, c.in}, DType::bf16),
-                 DY = dev(dy, {c.N, c.out}, DType::bf16);
+    DeviceTensor x({c.N, c.in}, DType::bf16), w({c.out, c.in}, DType::bf16), dy({c.N, c.out}, DType::bf16);
+    x.upload(in.x);
+    w.upload(in.w);
+    dy.upload(in.dy);
+    const Tensor X = x.t, W = w.t, DY = dy.t;
     std::vector<uint8_t> first[3];
     for (int run = 0; run < 2; ++run) {
-      DeviceBuffer y(c.N * c.out * 2), dx(c.N * c.in * 2), dw(c.out * c.in * 4);
-      poison(y);
-      poison(dx);
+      DeviceTensor y({c.N, c.out}, DType::bf16), dx({c.N, c.in}, DType::bf16), dw({c.out, c.in}, DType::f32);
+      y.poison();
+      dx.poison();
       dw.zero();
-      linear_forward(X, W, dev(y, {c.N, c.out}, DType::bf16));
-      linear_backward(X, W, DY, dev(dx, {c.N, c.in}, DType::bf16), dev(dw, {c.out, c.in}, DType::f32));
-      std::vector<uint8_t> got[3] = {bytes_of(y), bytes_of(dx), bytes_of(dw)};
+      linear_forward(X, W, y.t);
+      linear_backward(X, W, DY, dx.t, dw.t);
+      std::vector<uint8_t> got[3] = {y.bytes(), dx.bytes(), dw.bytes()};
       for (int i = 0; i < 3; ++i) {
         if (run == 0)
           first[i] = got[i];
@@ -317,7 +269,7 @@ TEST(LinearCuda, Deterministic) {
 }
 
 TEST(LinearCuda, ResidualDeterministic) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (Case c : {Case{257, 130, 1024}, Case{128, 1024, 512}, Case{4096, 256, 64}, Case{33, 1024, 7}})
     for (Dtypes d : {Dtypes{DType::bf16, DType::f32}, Dtypes{DType::bf16, DType::bf16}})
       for (bool aliased : {false, true}) {
@@ -328,60 +280,61 @@ TEST(LinearCuda, ResidualDeterministic) {
 }
 
 TEST(LinearCuda, EmptyDimensions) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  // Empty tensors have no memory (null data).
+  auto none = [](std::initializer_list<int64_t> dims, DType dt) { return Tensor(nullptr, dims, dt, Device::cuda); };
   // in == 0: y is all zeros (an empty sum), dw untouched
-  DeviceBuffer y(3 * 5 * 4), none;
-  poison(y);
-  linear_forward(dev(none, {3, 0}, DType::bf16), dev(none, {5, 0}, DType::bf16), dev(y, {3, 5}, DType::f32));
-  EXPECT_EQ(download(y, DType::f32), std::vector<float>(15, 0.0f));
+  DeviceTensor y({3, 5}, DType::f32);
+  y.poison();
+  linear_forward(none({3, 0}, DType::bf16), none({5, 0}, DType::bf16), y.t);
+  EXPECT_EQ(y.download(), std::vector<float>(15, 0.0f));
   // out == 0: dx written as zeros, unless accumulated
-  DeviceBuffer x(3 * 4 * 2), dx(3 * 4 * 2);
-  poison(dx);
-  linear_backward(dev(x, {3, 4}, DType::bf16), dev(none, {0, 4}, DType::bf16), dev(none, {3, 0}, DType::bf16),
-                  dev(dx, {3, 4}, DType::bf16), dev(none, {0, 4}, DType::f32));
-  EXPECT_EQ(download(dx, DType::bf16), std::vector<float>(12, 0.0f));
+  DeviceTensor x({3, 4}, DType::bf16), dx({3, 4}, DType::bf16);
+  dx.poison();
+  linear_backward(x.t, none({0, 4}, DType::bf16), none({3, 0}, DType::bf16), dx.t, none({0, 4}, DType::f32));
+  EXPECT_EQ(dx.download(), std::vector<float>(12, 0.0f));
   // N == 0: nothing happens; dw keeps its value
-  DeviceBuffer w(5 * 4 * 2), dw = upload(std::vector<float>(20, 1.5f), DType::f32);
-  linear_backward(dev(none, {0, 4}, DType::bf16), dev(w, {5, 4}, DType::bf16), dev(none, {0, 5}, DType::bf16),
-                  dev(none, {0, 4}, DType::bf16), dev(dw, {5, 4}, DType::f32));
-  EXPECT_EQ(download(dw, DType::f32), std::vector<float>(20, 1.5f));
+  DeviceTensor w({5, 4}, DType::bf16), dw({5, 4}, DType::f32);
+  dw.upload(std::vector<float>(20, 1.5f));
+  linear_backward(none({0, 4}, DType::bf16), w.t, none({0, 5}, DType::bf16), none({0, 4}, DType::bf16), dw.t);
+  EXPECT_EQ(dw.download(), std::vector<float>(20, 1.5f));
   // in == 0 with a residual: y = residual (copied, or left as it is in place)
   const auto r = random_vector(15, 61);
-  DeviceBuffer res = upload(r, DType::f32);
-  poison(y);
-  linear_forward(dev(none, {3, 0}, DType::bf16), dev(none, {5, 0}, DType::bf16), dev(y, {3, 5}, DType::f32),
-                 dev(res, {3, 5}, DType::f32));
-  EXPECT_EQ(download(y, DType::f32), r);
-  linear_forward(dev(none, {3, 0}, DType::bf16), dev(none, {5, 0}, DType::bf16), dev(res, {3, 5}, DType::f32),
-                 dev(res, {3, 5}, DType::f32));
-  EXPECT_EQ(download(res, DType::f32), r);
+  DeviceTensor res({3, 5}, DType::f32);
+  res.upload(r);
+  y.poison();
+  linear_forward(none({3, 0}, DType::bf16), none({5, 0}, DType::bf16), y.t, res.t);
+  EXPECT_EQ(y.download(), r);
+  linear_forward(none({3, 0}, DType::bf16), none({5, 0}, DType::bf16), res.t, res.t);
+  EXPECT_EQ(res.download(), r);
 }
 
 TEST(LinearCuda, ArgumentErrors) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const int64_t N = 3, in = 5, out = 7;
-  DeviceBuffer x(N * in * 4), w(out * in * 4), y(N * out * 4), dx(N * in * 4), dw(out * in * 4);
+  // f32-sized buffers, viewed with the dtype (and shape) each check needs
+  DeviceTensor x({N, in}, DType::f32), w({out, in}, DType::f32), y({N, out}, DType::f32), dx({N, in}, DType::f32),
+      dw({out, in}, DType::f32);
   std::vector<float> host(out * in);
-  const Tensor X = dev(x, {N, in}, DType::bf16), W = dev(w, {out, in}, DType::bf16);
-  const Tensor Y = dev(y, {N, out}, DType::bf16), DX = dev(dx, {N, in}, DType::bf16),
-               DW = dev(dw, {out, in}, DType::f32);
+  const Tensor X = x.view({N, in}, DType::bf16), W = w.view({out, in}, DType::bf16);
+  const Tensor Y = y.view({N, out}, DType::bf16), DX = dx.view({N, in}, DType::bf16), DW = dw.t;
   // dtypes
-  EXPECT_THROW(linear_forward(X, dev(w, {out, in}, DType::f32), Y), Error);
-  EXPECT_THROW(linear_forward(dev(x, {N, in}, DType::f32), dev(w, {out, in}, DType::f32), Y), Error);  // f32 -> bf16
-  EXPECT_THROW(linear_forward(dev(x, {N, in}, DType::i32), dev(w, {out, in}, DType::i32), Y), Error);
-  EXPECT_THROW(linear_backward(X, W, dev(y, {N, out}, DType::f32), DX, DW), Error);
-  EXPECT_THROW(linear_backward(X, W, Y, DX, dev(dw, {out, in}, DType::bf16)), Error);
+  EXPECT_THROW(linear_forward(X, w.view({out, in}, DType::f32), Y), Error);
+  EXPECT_THROW(linear_forward(x.view({N, in}, DType::f32), w.view({out, in}, DType::f32), Y), Error);  // f32 -> bf16
+  EXPECT_THROW(linear_forward(x.view({N, in}, DType::i32), w.view({out, in}, DType::i32), Y), Error);
+  EXPECT_THROW(linear_backward(X, W, y.view({N, out}, DType::f32), DX, DW), Error);
+  EXPECT_THROW(linear_backward(X, W, Y, DX, dw.view({out, in}, DType::bf16)), Error);
   // devices
   EXPECT_THROW(linear_forward(X, Tensor(host.data(), {out, in}), Y), Error);
   EXPECT_THROW(linear_backward(X, W, Y, Tensor(host.data(), {N, in}), DW), Error);
   // shapes
-  EXPECT_THROW(linear_forward(X, dev(w, {in, out}, DType::bf16), Y), Error);
-  EXPECT_THROW(linear_forward(X, W, dev(y, {out, N}, DType::bf16)), Error);
-  EXPECT_THROW(linear_forward(dev(x, {N * in}, DType::bf16), W, Y), Error);
-  EXPECT_THROW(linear_backward(X, W, Y, dev(dx, {in, N}, DType::bf16), DW), Error);
-  EXPECT_THROW(linear_backward(X, W, Y, DX, dev(dw, {in, out}, DType::f32)), Error);
+  EXPECT_THROW(linear_forward(X, w.view({in, out}, DType::bf16), Y), Error);
+  EXPECT_THROW(linear_forward(X, W, y.view({out, N}, DType::bf16)), Error);
+  EXPECT_THROW(linear_forward(x.view({N * in}, DType::bf16), W, Y), Error);
+  EXPECT_THROW(linear_backward(X, W, Y, dx.view({in, N}, DType::bf16), DW), Error);
+  EXPECT_THROW(linear_backward(X, W, Y, DX, dw.view({in, out}, DType::f32)), Error);
   try {
-    linear_forward(X, dev(w, {out, in}, DType::f32), Y);
+    linear_forward(X, w.view({out, in}, DType::f32), Y);
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("linear_forward: argument 'w'"), std::string::npos) << e.what();
@@ -389,14 +342,14 @@ TEST(LinearCuda, ArgumentErrors) {
 }
 
 TEST(LinearCuda, ResidualArgumentErrors) {
-  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const int64_t N = 3, in = 5, out = 7;
-  DeviceBuffer x(N * in * 2), w(out * in * 2), buf(2 * N * out * 4);
+  DeviceTensor x({N, in}, DType::bf16), w({out, in}, DType::bf16), halves({2 * N * out}, DType::f32);
   x.zero();
   w.zero();
-  buf.zero();
-  const Tensor X = dev(x, {N, in}, DType::bf16), W = dev(w, {out, in}, DType::bf16);
-  char* base = static_cast<char*>(buf.data());
+  halves.zero();
+  const Tensor X = x.t, W = w.t;
+  char* base = static_cast<char*>(halves.t.data);
   auto f32_at = [&](int64_t element) { return Tensor(base + element * 4, {N, out}, DType::f32, Device::cuda); };
   const Tensor Y = f32_at(0);
   // partial overlaps, either way round
