@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "lingua/ops/attention/attention.h"
-#include "lingua/ops/cast/cast.h"
 #include "lingua/ops/linear/linear.h"
 
 namespace lingua {
@@ -63,17 +62,12 @@ void Attention::backward(const Tensor& x, const Tensor& dy, const Tensor& dx, co
   int64_t B = ctx.B, T = ctx.T, N = ctx.rows();
   Arena& ar = *ctx.scratch;
   size_t mark = ar.mark();
-  // The residual gradient is f32; the matmul takes it in the activation dtype.
-  Tensor dy_act = dy;
-  if (dy.dtype != ctx.act) {
-    dy_act = arena_tensor(ar, {N, dim_}, ctx.act);
-    cast_into(dy_act, dy);
-  }
+  LINGUA_ASSERT(dy.dtype == ctx.act);
   Tensor d_o = arena_tensor(ar, {B, T, H_, hd_}, ctx.act);
   Tensor dq = arena_tensor(ar, {B, T, H_, hd_}, ctx.act);
   Tensor dk = arena_tensor(ar, {B, T, KV_, hd_}, ctx.act);
   Tensor dv = arena_tensor(ar, {B, T, KV_, hd_}, ctx.act);
-  linear_backward(reshape(o_, {N, H_ * hd_}), store_.compute_param(wo_), dy_act, reshape(d_o, {N, H_ * hd_}),
+  linear_backward(reshape(o_, {N, H_ * hd_}), store_.compute_param(wo_), dy, reshape(d_o, {N, H_ * hd_}),
                   store_.grad(wo_));
   attention_backward(q_, k_, v_, o_, lse_, d_o, dq, dk, dv);
   // dq, dk become gradients of the projections before RoPE.
@@ -112,7 +106,7 @@ size_t Attention::saved_bytes(int64_t B, int64_t T, DType act) const {
 }
 size_t Attention::scratch_bytes(int64_t B, int64_t T, DType act) const {
   int64_t N = B * T;
-  return arena_bytes(N * dim_, act) + 2 * arena_bytes(N * H_ * hd_, act) + 2 * arena_bytes(N * KV_ * hd_, act);
+  return 2 * arena_bytes(N * H_ * hd_, act) + 2 * arena_bytes(N * KV_ * hd_, act);
 }
 int64_t Attention::matmul_params() const { return dim_ * (2 * H_ * hd_ + 2 * KV_ * hd_); }
 

@@ -36,7 +36,7 @@ class Attention {
   // x: [N, dim] normalised input (ctx.act); y: [N, dim] f32 written with residual + attention(x)
   // (residual [N, dim] f32, fused into the output projection; may be y itself, or empty).
   void forward(const Tensor& x, const Tensor& residual, const Tensor& y, const StepContext& ctx);
-  // dy: [N, dim] f32 or ctx.act; dx: [N, dim] f32 or ctx.act, written.
+  // dy: [N, dim] ctx.act; dx: [N, dim] f32 or ctx.act, written.
   void backward(const Tensor& x, const Tensor& dy, const Tensor& dx, const StepContext& ctx);
   // Decoding: T new tokens of one sequence (B = 1) at positions cache.len...; appends to the cache.
   // y = residual + attention(x) as in forward.

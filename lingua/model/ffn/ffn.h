@@ -22,7 +22,7 @@ class FeedForward {
   // by the caller); transient memory comes from ctx.scratch (forward_arena(ctx) for what would be
   // kept).
   virtual void forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) = 0;
-  // dout: [N, dim] f32 or ctx.act; dx: [N, dim] f32 or ctx.act, written. Parameter gradients accumulated.
+  // dout: [N, dim] ctx.act; dx: [N, dim] f32 or ctx.act, written. Parameter gradients accumulated.
   // May overwrite what forward saved (backward runs once per forward).
   virtual void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) = 0;
   // Arena bytes (see arena_bytes) for `rows` tokens with activations of dtype act.

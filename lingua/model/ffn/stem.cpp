@@ -10,7 +10,6 @@
 
 #include "lingua/model/dims.h"
 #include "lingua/model/ffn/ffn.h"
-#include "lingua/ops/cast/cast.h"
 #include "lingua/ops/embedding/embedding.h"
 #include "lingua/ops/linear/linear.h"
 #include "lingua/ops/swiglu/swiglu.h"
@@ -50,18 +49,14 @@ class StemFfn final : public FeedForward {
     const int64_t n = ctx.rows();
     Arena& ar = *ctx.scratch;
     size_t mark = ar.mark();
-    Tensor dout_act = dout;
-    if (dout.dtype != ctx.act) {
-      dout_act = arena_tensor(ar, {n, dim_}, ctx.act);
-      cast_into(dout_act, dout);
-    }
+    LINGUA_ASSERT(dout.dtype == ctx.act);
     // dg = dout W2; one pass then writes da over a, de over e and the recomputed g over dg.
     Tensor dg = arena_tensor(ar, {n, hidden_}, ctx.act);
     Tensor e = arena_tensor(ar, {n, hidden_}, ctx.act);
-    linear_backward(dg, store_.compute_param(w2_), dout_act, dg, Tensor());
+    linear_backward(dg, store_.compute_param(w2_), dout, dg, Tensor());
     embedding_forward(ctx.tokens, store_.param(table_), e);
     swiglu_backward(a_, e, dg, a_, e, dg);
-    linear_backward(dg, store_.compute_param(w2_), dout_act, Tensor(), store_.grad(w2_));
+    linear_backward(dg, store_.compute_param(w2_), dout, Tensor(), store_.grad(w2_));
     embedding_backward(ctx.tokens, e, store_.grad(table_));  // deterministic scatter-add of de
     linear_backward(x, store_.compute_param(w1_), a_, dx, store_.grad(w1_));
     ar.release_to(mark);
@@ -69,7 +64,7 @@ class StemFfn final : public FeedForward {
 
   size_t saved_bytes(int64_t rows, DType act) const override { return arena_bytes(rows * hidden_, act); }
   size_t scratch_bytes(int64_t rows, DType act) const override {
-    return arena_bytes(rows * dim_, act) + 2 * arena_bytes(rows * hidden_, act);
+    return 2 * arena_bytes(rows * hidden_, act);
   }
   // The table is looked up, not multiplied: w1 and w2 only.
   int64_t matmul_params() const override { return 2LL * dim_ * hidden_; }
