@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -14,6 +15,9 @@
 #include <vector>
 
 #include "lingua/config/train_config.h"
+#include "lingua/model/transformer.h"
+#include "lingua/optim/schedule.h"
+#include "lingua/train/train_step.h"
 
 namespace lingua::test_e2e {
 
@@ -98,6 +102,48 @@ inline std::pair<int, std::string> run_cli(const std::string& args) {
   while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   int rc = pclose(p);
   return {WEXITSTATUS(rc), out};
+}
+
+// What run_steps_on_gpu leaves: the loss of each step, then every weight and second moment.
+struct StepsRun {
+  std::vector<double> losses;
+  std::vector<float> weights, moments;
+  bool graph_in_use = false;
+  int captures = 0;
+};
+
+// `steps` training steps of a fresh model of `mc` on the GPU through TrainStep (captured as a
+// CUDA graph or eager), the optimizer from make_optimizer(oc). Each step has two micro-batches
+// of [2, 33] and [2, 32] tokens from `ids` (4 * 2 * 33 of them; the second half of the ids on
+// odd steps); after step `eval_at` (-1: never) an evaluation of another shape reallocates memory.
+// `check` sees the trained model and optimizer.
+inline StepsRun run_steps_on_gpu(const ModelConfig& mc, const OptimConfig& oc, const std::vector<int32_t>& ids,
+                                 bool graph, int steps, int eval_at = -1,
+                                 const std::function<void(Transformer&, AdamW&)>& check = {}) {
+  const int B = 2, T = 33;
+  StepsRun r;
+  Transformer m(mc, resolve_dims(mc, mc.vocab_size));
+  m.to_device(Device::cuda);
+  auto opt = make_optimizer(m, oc);
+  TrainStep ts(m, *opt, graph);
+  for (int s = 0; s < steps; ++s) {
+    const int32_t* a = ids.data() + (s % 2) * B * T;
+    std::vector<MicroBatch> micro = {{a, a + 1, B, T}, {a + B * T, a + B * T + 1, B, T - 1}};
+    LossSum l = ts.run(micro, 1.0f / (2 * B * T), lr_multiplier(oc, s, steps));
+    r.losses.push_back(l.nll / l.tokens);
+    if (s == eval_at) m.forward_loss(ids.data(), ids.data() + 1, 3, 40);
+  }
+  r.graph_in_use = ts.graph_in_use();
+  r.captures = ts.captures();
+  m.params().download();
+  opt->download();
+  r.weights.assign(m.params().params(), m.params().params() + m.params().total());
+  for (int i = 0; i < m.params().size(); ++i) {
+    Tensor v = opt->host_v(i);
+    r.moments.insert(r.moments.end(), (float*)v.data, (float*)v.data + v.numel());
+  }
+  if (check) check(m, *opt);
+  return r;
 }
 
 }  // namespace lingua::test_e2e
