@@ -65,11 +65,13 @@ BenchResult run_bench(const TrainConfig& cfg) {
   for (auto& x : tgt) x = (int32_t)rng.below(dims.vocab);
   const float scale = 1.0f / ((float)B * T * cfg.grad_acc_steps);
   double loss = 0;
+  std::vector<double> losses;
   TrainStep train_step(model, opt, cfg.cuda_graph);
   const std::vector<MicroBatch> micro(cfg.grad_acc_steps, MicroBatch{tok.data(), tgt.data(), B, T});
   auto step = [&](int64_t s) {
     LossSum l = train_step.run(micro, scale, lr_multiplier(cfg.optim, s, cfg.bench.warmup + cfg.bench.steps));
     loss = l.nll / l.tokens;
+    losses.push_back(loss);
   };
   for (int64_t s = 0; s < cfg.bench.warmup; ++s) step(s);
   cuda_synchronize_if(dev);
@@ -91,6 +93,7 @@ BenchResult run_bench(const TrainConfig& cfg) {
   r.peak_mem_gib = dev == Device::cuda ? cuda_peak_memory() / double(1 << 30)
                                        : (double)model.host_training_bytes() / double(1 << 30);
   r.loss = loss;
+  r.losses = losses;
   // Profiled steps come after the timed ones, so that recording does not perturb the timing.
   if (cfg.profiling.run) {
     ProfilingConfig pc = cfg.profiling;

@@ -12,6 +12,7 @@ namespace lingua {
 struct BenchResult {
   std::string impl, device;
   double step_ms = 0, tokens_per_s = 0, mfu = 0, peak_mem_gib = 0, loss = 0;
+  std::vector<double> losses;  // every step's loss, warmup steps included (reference-loss checks)
   int64_t total_params = 0, active_params = 0;
   std::vector<int> stem_layers;
   std::string profile, trace_path;  // with profiling.run: the per-op summary and the Chrome trace
