@@ -3,6 +3,7 @@
 #include "apps/commands.h"
 #include "lingua/config/config.h"
 #include "lingua/eval/validation.h"
+#include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/generate/generate.h"
 
 namespace lingua::app {
@@ -30,7 +31,7 @@ int eval_main(const Args& args) {
   DataConfig data = m.config.data;
   if (!e.root_dir.empty()) data.root_dir = e.root_dir;
   if (e.batch_size > 0) data.batch_size = e.batch_size;
-  auto res = evaluate_validation(*m.model, *m.tokenizer, data, e.max_tokens);
+  auto res = evaluate_validation(*m.exec, *m.tokenizer, data, e.max_tokens);
   LINGUA_CHECK(!res.empty(), "no *.val.jsonl files under the sources of ", data.root_dir);
   for (auto& [src, r] : res)
     std::printf("%s: nll_per_token %.4f  nll_per_char %.4f  bits_per_byte %.4f  tokens %lld  documents %lld  skipped_lines %lld\n",

@@ -2,6 +2,7 @@
 
 #include "apps/commands.h"
 #include "lingua/config/config.h"
+#include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/generate/generate.h"
 
 namespace lingua::app {
@@ -22,7 +23,7 @@ int generate_main(const Args& args) {
   PhiloxStream rng((uint64_t)g.seed, 0x6E6);
   for (auto& p : prompts)
     for (int s = 0; s < g.num_samples; ++s) {
-      std::string out = generate_text(*m.model, *m.tokenizer, p, opt, rng);
+      std::string out = generate_text(*m.exec, *m.tokenizer, p, opt, rng);
       std::printf("=== prompt: %s\n%s%s\n", p.c_str(), p.c_str(), out.c_str());
     }
   return 0;

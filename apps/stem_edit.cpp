@@ -7,10 +7,9 @@
 
 #include "apps/commands.h"
 #include "lingua/checkpoint/checkpoint.h"
+#include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/config/config.h"
-#include "lingua/generate/generate.h"
-#include "lingua/model/model_io.h"
-#include "lingua/model/stem_edit.h"
+#include "lingua/model/ffn/stem_edit.h"
 
 namespace fs = std::filesystem;
 
@@ -37,18 +36,6 @@ struct StemEditConfig {
     v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
   }
 };
-
-// The step of a checkpoint directory: its canonical name, else its train state, else 0.
-int64_t checkpoint_step(const std::string& dir) {
-  const std::string name = fs::path(dir).filename().string();
-  if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos) return std::stoll(name);
-  const fs::path st = fs::path(dir) / "train_state_00000.json";
-  if (fs::exists(st)) {
-    nlohmann::json j = nlohmann::json::parse(read_text_file(st.string()), nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) return j["step"].get<int64_t>();
-  }
-  return 0;
-}
 
 // Whether `p` is `dir` or inside it (both canonical).
 bool is_within(const fs::path& p, const fs::path& dir) {
@@ -100,12 +87,9 @@ int stem_edit_main(const Args& args) {
                            {"source", {{"text", c.source}, {"id", source}}},
                            {"mode", stem_edit_mode_name(mode)},
                            {"layers", edited}};
-  const std::string written = save_checkpoint_dir(out.string(), step, [&](const std::string& dir) {
-    save_params(m.model->params(), dir + "/consolidated.safetensors", {{"format", "lingua.cpp"}});
-    write_text_file_atomic(dir + "/params.json", params_json(m.config, m.model->param_counts()));
-    write_text_file_atomic(dir + "/stem_edit.json",
-                           record.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
-  });
+  const std::string written =
+      save_model_checkpoint(out.string(), step, m.config, *m.model,
+                            {{"stem_edit.json", record.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"}});
   std::fprintf(stderr, "lingua stem-edit: %s token %d (\"%s\") %s token %d (\"%s\") in STEM layers %s of %s -> %s\n",
                mode == StemEditMode::copy ? "copied the rows of" : "swapped the rows of", source, c.source.c_str(),
                mode == StemEditMode::copy ? "into" : "with", target, c.target.c_str(), list_str(edited).c_str(),

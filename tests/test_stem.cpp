@@ -14,8 +14,9 @@
 #include "lingua/core/cuda.h"
 #include "lingua/eval/validation.h"
 #include "lingua/generate/generate.h"
-#include "lingua/model/model_io.h"
-#include "lingua/model/stem_edit.h"
+#include "lingua/checkpoint/model_io.h"
+#include "lingua/checkpoint/train_checkpoint.h"
+#include "lingua/model/ffn/stem_edit.h"
 #include "lingua/optim/schedule.h"
 #include "lingua/train/train_step.h"
 #include "lingua/train/trainer.h"
@@ -44,10 +45,7 @@ TrainConfig stem_config(const fs::path& data, const fs::path& dump) {
   return c;
 }
 
-std::vector<float> host_values(const ParamStore& s, const std::string& name) {
-  Tensor t = s.host_param(s.index(name));
-  return std::vector<float>(t.f32(), t.f32() + t.numel());
-}
+std::vector<float> host_values(const ParamStore& s, const std::string& name) { return s.host_param(s.index(name)); }
 
 }  // namespace
 
@@ -65,8 +63,8 @@ TEST(StemTrain, CheckpointGenerationAndEvalUseTheTables) {
   int V = 0;
   TrainHooks hooks;
   hooks.quiet = true;
-  hooks.at_end = [&](Transformer& m) {
-    V = m.dims().vocab;
+  hooks.at_end = [&](Executor& m) {
+    V = m.model().dims().vocab;
     trained_logits.resize((size_t)T * V);
     m.forward_logits(prompt.data(), T, trained_logits.data());
   };
@@ -83,24 +81,24 @@ TEST(StemTrain, CheckpointGenerationAndEvalUseTheTables) {
 
   LoadedModel m = load_model(dump.string());
   std::vector<float> logits((size_t)T * V);
-  m.model->forward_logits(prompt.data(), T, logits.data());
+  m.exec->forward_logits(prompt.data(), T, logits.data());
   EXPECT_EQ(logits, trained_logits);  // same weights, same code path: bitwise
-  KVCache cache = m.model->make_cache(T);
+  KVCache cache = m.exec->make_cache(T);
   std::vector<float> step(V);
-  m.model->forward_decode(prompt.data(), 2, cache, step.data());
+  m.exec->forward_decode(prompt.data(), 2, cache, step.data());
   for (int t = 2; t < T; ++t) {
-    m.model->forward_decode(prompt.data() + t, 1, cache, step.data());
+    m.exec->forward_decode(prompt.data() + t, 1, cache, step.data());
     for (int v = 0; v < V; ++v) ASSERT_NEAR(step[v], trained_logits[(size_t)t * V + v], 1e-4) << t << "," << v;
   }
   // Not vacuous: the tables matter (the logits change without them).
   std::vector<float> zeros(host_values(m.model->params(), stem_table_name(1)).size(), 0.0f);
-  std::copy(zeros.begin(), zeros.end(), m.model->params().host_param(m.model->params().index(stem_table_name(1))).f32());
-  m.model->forward_logits(prompt.data(), T, logits.data());
+  m.model->params().set_param(m.model->params().index(stem_table_name(1)), zeros.data());
+  m.exec->forward_logits(prompt.data(), T, logits.data());
   EXPECT_NE(logits, trained_logits);
 
   // Validation of the loaded checkpoint equals the trainer's at that step.
   LoadedModel e = load_model(ckpt);
-  auto res = evaluate_validation(*e.model, *e.tokenizer, e.config.data, 0);
+  auto res = evaluate_validation(*e.exec, *e.tokenizer, e.config.data, 0);
   auto evals = read_jsonl(dump / "metrics.eval.jsonl");
   ASSERT_EQ(evals.size(), 2u);
   EXPECT_EQ(evals.back()["global_step"], 16);
@@ -110,9 +108,9 @@ TEST(StemTrain, CheckpointGenerationAndEvalUseTheTables) {
   auto pj = nlohmann::json::parse(read_text_file(ckpt + "/params.json"));
   ParamCounts pc = m.model->param_counts();
   EXPECT_EQ(pj["param_counts"]["total"], pc.total);
-  EXPECT_EQ(pj["param_counts"]["stem_tables"], pc.stem_tables);
+  EXPECT_EQ(pj["param_counts"]["groups"]["stem"], pc.groups.at("stem"));
   EXPECT_EQ(pj["param_counts"]["active_non_embedding"], pc.active_non_embedding);
-  EXPECT_EQ(pc.stem_tables, 2LL * 258 * m.model->dims().hidden);
+  EXPECT_EQ(pc.groups.at("stem"), 2LL * 258 * m.model->dims().hidden);
   EXPECT_EQ(pj["model"]["ffn"], "stem");
 
   // Metrics: the tables' own gradient norm and learning rate.
@@ -165,10 +163,9 @@ TEST(StemTrain, SparseOptimizerTouchesOnlySeenRows) {
     c.optim.stem.weight_decay = 0.5;  // makes the dense decay of unseen rows visible
     TrainHooks hooks;
     hooks.quiet = true;
-    hooks.at_end = [&](Transformer& m) {
-      m.params().download();
-      tables[sparse] = host_values(m.params(), stem_table_name(2));
-      H = m.dims().hidden;
+    hooks.at_end = [&](Executor& m) {
+      tables[sparse] = host_values(m.model().params(), stem_table_name(2));
+      H = m.model().dims().hidden;
     };
     losses[sparse] = train(c, hooks).losses;
     if (init.empty()) {
@@ -198,10 +195,7 @@ TEST(StemTrain, SparseOptimizerTouchesOnlySeenRows) {
   std::vector<double> joined = train(c, stop).losses;
   TrainHooks rest;
   rest.quiet = true;
-  rest.at_end = [&](Transformer& m) {
-    m.params().download();
-    EXPECT_EQ(host_values(m.params(), stem_table_name(2)), tables[true]);
-  };
+  rest.at_end = [&](Executor& m) { EXPECT_EQ(host_values(m.model().params(), stem_table_name(2)), tables[true]); };
   std::vector<double> second = train(c, rest).losses;
   joined.insert(joined.end(), second.begin(), second.end());
   EXPECT_EQ(joined, losses[true]);
@@ -275,10 +269,10 @@ TEST(StemTrainCuda, GraphStepsEqualEagerSteps) {
       Transformer fresh(mc, resolve_dims(mc, mc.vocab_size));
       const ParamInfo& p = m.params().info(m.params().index(stem_table_name(1)));
       const int64_t H = p.shape[1];
+      const std::vector<float> now = m.params().host_values(), init = fresh.params().host_values();
       for (int64_t r = 41; r < 97; ++r)
         for (int64_t h = 0; h < H; ++h)
-          ASSERT_EQ(m.params().params()[p.offset + r * H + h], fresh.params().params()[p.offset + r * H + h])
-              << "row " << r;
+          ASSERT_EQ(now[p.offset + r * H + h], init[p.offset + r * H + h]) << "row " << r;
     };
     StepsRun eager = run_steps_on_gpu(mc, oc, ids, false, 6, -1, check);
     StepsRun graph = run_steps_on_gpu(mc, oc, ids, true, 6, -1, check);

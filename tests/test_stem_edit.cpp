@@ -19,7 +19,8 @@
 #include "lingua/model/dims.h"
 #include "lingua/model/ffn/ffn.h"
 #include "lingua/model/module.h"
-#include "lingua/model/stem_edit.h"
+#include "lingua/checkpoint/train_checkpoint.h"
+#include "lingua/model/ffn/stem_edit.h"
 #include "lingua/model/transformer.h"
 #include "lingua/train/trainer.h"
 #include "tests/test_util.h"
@@ -49,9 +50,7 @@ std::unique_ptr<Transformer> make_model(const ModelConfig& c) {
   return std::make_unique<Transformer>(c, resolve_dims(c, kVocab));
 }
 
-std::vector<float> weights(const Transformer& m) {
-  return std::vector<float>(m.params().params(), m.params().params() + m.params().total());
-}
+std::vector<float> weights(const Transformer& m) { return m.params().host_values(); }
 
 bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -160,11 +159,10 @@ class LayerFfn {
     ffn_ = make_ffn("stem", FfnBuildArgs{store_, d, cfg, layer, "layers." + std::to_string(layer) + ".feed_forward."});
     store_.finalize();
     bool has_table = false;
-    for (int i = 0; i < store_.size(); ++i) {
-      const ParamInfo& p = store_.info(i);
+    for (int id : store_.ids()) {
+      const ParamInfo& p = store_.info(id);
       has_table |= p.name == stem_table_name(layer);
-      const Tensor src = from.host_param(from.index(p.name));
-      std::memcpy(store_.host_param(i).data, src.data, src.nbytes());
+      store_.set_param(id, from.host_param(from.index(p.name)).data());
     }
     LINGUA_CHECK(has_table, "layer ", layer, " is not a STEM layer");
   }
@@ -178,8 +176,7 @@ class LayerFfn {
     ctx.scratch = &scratch;
     ctx.act = DType::f32;
     ctx.tokens = Tensor(tokens.data(), {n});
-    ctx.B = 1;
-    ctx.T = (int)n;
+    ctx.seq = SeqLayout{1, (int)n, 0};
     ctx.save_for_backward = false;
     std::vector<float> out(n * dim_, -1.0f);
     ffn_->forward(Tensor(x.data(), {n, dim_}), Tensor(), Tensor(out.data(), {n, dim_}), ctx);
@@ -249,12 +246,13 @@ TEST(StemEdit, EditedFfnAtTokenAEqualsUneditedFfnWithTokenB) {
     // The whole model: a sequence without A (nor B for swap) gives bitwise the same logits.
     const std::vector<int32_t> other = {1, 5, 0, 11, 19, 2, 4, 6};
     std::vector<float> l_orig(other.size() * kVocab), l_edit(other.size() * kVocab);
-    orig->forward_logits(other.data(), (int)other.size(), l_orig.data());
-    edited->forward_logits(other.data(), (int)other.size(), l_edit.data());
+    Executor run_orig(*orig), run_edit(*edited);
+    run_orig.forward_logits(other.data(), (int)other.size(), l_orig.data());
+    run_edit.forward_logits(other.data(), (int)other.size(), l_edit.data());
     EXPECT_TRUE(bitwise_equal(l_orig, l_edit));
     // ... and one with A does change.
-    orig->forward_logits(tokens.data(), 8, l_orig.data());
-    edited->forward_logits(tokens.data(), 8, l_edit.data());
+    run_orig.forward_logits(tokens.data(), 8, l_orig.data());
+    run_edit.forward_logits(tokens.data(), 8, l_edit.data());
     EXPECT_FALSE(bitwise_equal(l_orig, l_edit));
   }
 
@@ -262,7 +260,7 @@ TEST(StemEdit, EditedFfnAtTokenAEqualsUneditedFfnWithTokenB) {
   auto edited = make_model(cfg);
   ASSERT_EQ(stem_edit_rows(*edited, A, B, StemEditMode::copy), (std::vector<int>{1, 2}));
   const std::vector<int32_t> subst = substitute(tokens, A, B, false);
-  for (int layer : d.stem_layers) {
+  for (int layer : stem_layers(cfg)) {
     LayerFfn ed(cfg, d, layer, edited->params()), un(cfg, d, layer, orig->params());
     EXPECT_TRUE(bitwise_equal(ed.forward(x, tokens), un.forward(x, subst))) << "layer " << layer;
   }
@@ -301,9 +299,10 @@ std::map<std::string, std::string> snapshot(const fs::path& dir) {
 
 std::vector<float> row(const Transformer& m, int layer, int32_t id) {
   const ParamStore& s = m.params();
-  const Tensor t = s.host_param(s.index(stem_table_name(layer)));
-  const int64_t h = t.size(1);
-  return std::vector<float>(t.f32() + id * h, t.f32() + (id + 1) * h);
+  const int p = s.index(stem_table_name(layer));
+  const std::vector<float> t = s.host_param(p);
+  const int64_t h = s.info(p).shape[1];
+  return std::vector<float>(t.begin() + id * h, t.begin() + (id + 1) * h);
 }
 
 }  // namespace

@@ -12,7 +12,8 @@
 #include "lingua/config/config.h"
 #include "lingua/core/cuda.h"
 #include "lingua/generate/generate.h"
-#include "lingua/model/model_io.h"
+#include "lingua/checkpoint/model_io.h"
+#include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/optim/schedule.h"
 #include "lingua/train/train_step.h"
 #include "lingua/train/trainer.h"
@@ -26,7 +27,7 @@ namespace {
 
 std::vector<float> weights_of(const std::string& ckpt_dir, const TrainConfig& cfg) {
   LoadedModel m = load_model(ckpt_dir);
-  return std::vector<float>(m.model->params().params(), m.model->params().params() + m.model->params().total());
+  return m.model->params().host_values();
 }
 
 }  // namespace
@@ -190,7 +191,7 @@ TEST(Generate, GreedyDecodingFromACheckpointMatchesFullForward) {
   opt.temperature = 0;
   opt.max_gen_len = 12;
   PhiloxStream rng(1, 0);
-  std::string out = generate_text(*m.model, *m.tokenizer, "the whale", opt, rng);
+  std::string out = generate_text(*m.exec, *m.tokenizer, "the whale", opt, rng);
   // Recompute greedily with full forwards (no KV cache).
   std::vector<int32_t> ids = m.tokenizer->encode("the whale", true, false);
   std::string expect;
@@ -198,7 +199,7 @@ TEST(Generate, GreedyDecodingFromACheckpointMatchesFullForward) {
   int V = m.model->dims().vocab;
   for (int i = 0; i < 12; ++i) {
     std::vector<float> logits(ids.size() * V);
-    m.model->forward_logits(ids.data(), (int)ids.size(), logits.data());
+    m.exec->forward_logits(ids.data(), (int)ids.size(), logits.data());
     const float* last = logits.data() + (ids.size() - 1) * V;
     int32_t next = (int32_t)(std::max_element(last, last + V) - last);
     if (next == m.tokenizer->eos_id()) break;
@@ -208,7 +209,7 @@ TEST(Generate, GreedyDecodingFromACheckpointMatchesFullForward) {
   EXPECT_EQ(out, m.tokenizer->decode(gen));
   // Stop strings cut the output.
   opt.until = {" "};
-  std::string cut = generate_text(*m.model, *m.tokenizer, "the whale", opt, rng);
+  std::string cut = generate_text(*m.exec, *m.tokenizer, "the whale", opt, rng);
   EXPECT_EQ(cut.find(' '), std::string::npos);
   // Sampling is reproducible for a seed.
   opt = SamplingOptions{};
@@ -216,7 +217,7 @@ TEST(Generate, GreedyDecodingFromACheckpointMatchesFullForward) {
   opt.top_p = 0.9;
   opt.max_gen_len = 10;
   PhiloxStream r1(7, 0), r2(7, 0);
-  EXPECT_EQ(generate_text(*m.model, *m.tokenizer, "a", opt, r1), generate_text(*m.model, *m.tokenizer, "a", opt, r2));
+  EXPECT_EQ(generate_text(*m.exec, *m.tokenizer, "a", opt, r1), generate_text(*m.exec, *m.tokenizer, "a", opt, r2));
 }
 
 TEST(Generate, SamplingRespectsTopKAndTopP) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "lingua/config/train_config.h"
+#include "lingua/exec/executor.h"
 #include "lingua/model/transformer.h"
 #include "lingua/optim/schedule.h"
 #include "lingua/train/train_step.h"
@@ -124,23 +125,22 @@ inline StepsRun run_steps_on_gpu(const ModelConfig& mc, const OptimConfig& oc, c
   StepsRun r;
   Transformer m(mc, resolve_dims(mc, mc.vocab_size));
   m.to_device(Device::cuda);
+  Executor ex(m);
   auto opt = make_optimizer(m, oc);
-  TrainStep ts(m, *opt, graph);
+  TrainStep ts(ex, *opt, graph);
   for (int s = 0; s < steps; ++s) {
     const int32_t* a = ids.data() + (s % 2) * B * T;
     std::vector<MicroBatch> micro = {{a, a + 1, B, T}, {a + B * T, a + B * T + 1, B, T - 1}};
     LossSum l = ts.run(micro, 1.0f / (2 * B * T), lr_multiplier(oc, s, steps));
     r.losses.push_back(l.nll / l.tokens);
-    if (s == eval_at) m.forward_loss(ids.data(), ids.data() + 1, 3, 40);
+    if (s == eval_at) ex.forward_loss(ids.data(), ids.data() + 1, 3, 40);
   }
   r.graph_in_use = ts.graph_in_use();
   r.captures = ts.captures();
-  m.params().download();
-  opt->download();
-  r.weights.assign(m.params().params(), m.params().params() + m.params().total());
-  for (int i = 0; i < m.params().size(); ++i) {
-    Tensor v = opt->host_v(i);
-    r.moments.insert(r.moments.end(), (float*)v.data, (float*)v.data + v.numel());
+  r.weights = m.params().host_values();
+  for (int id : m.params().ids()) {
+    const std::vector<float> v = opt->host_v(id);
+    r.moments.insert(r.moments.end(), v.begin(), v.end());
   }
   if (check) check(m, *opt);
   return r;

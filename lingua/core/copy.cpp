@@ -16,6 +16,26 @@ void copy_tensor(const Tensor& dst, const Tensor& src) {
   else copy_to_host(dst.data, src.data, n);
 }
 
+void copy_row_blocks(const Tensor& dst, int64_t dst_stride, int64_t dst_first, const Tensor& src, int64_t src_stride,
+                     int64_t src_first, int64_t blocks, int64_t rows) {
+  LINGUA_CHECK(dst.dtype == src.dtype && dst.device == src.device && dst.size(-1) == src.size(-1),
+               "copy_row_blocks: ", dst.str(), " <- ", src.str());
+  const size_t row = (size_t)src.size(-1) * dtype_size(src.dtype);
+  char* d = static_cast<char*>(dst.data) + dst_first * row;
+  const char* s = static_cast<const char*>(src.data) + src_first * row;
+  if (dst.device == Device::cuda) return copy_device_2d(d, dst_stride * row, s, src_stride * row, rows * row, blocks);
+  for (int64_t b = 0; b < blocks; ++b) std::memcpy(d + b * dst_stride * row, s + b * src_stride * row, rows * row);
+}
+
+void zero_row_blocks(const Tensor& t, int64_t stride, int64_t first, int64_t blocks, int64_t rows) {
+  const size_t row = (size_t)t.size(-1) * dtype_size(t.dtype);
+  char* d = static_cast<char*>(t.data) + first * row;
+  for (int64_t b = 0; b < blocks; ++b) {
+    if (t.device == Device::cuda) cuda_memset_zero(d + b * stride * row, rows * row);
+    else std::memset(d + b * stride * row, 0, rows * row);
+  }
+}
+
 Device resolve_device(const std::string& name) {
   if (name == "cpu") return Device::cpu;
   int n = cuda_device_count();

@@ -153,6 +153,11 @@ void copy_device_to_device(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream()));
 }
 
+void copy_device_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height) {
+  if (width && height)
+    CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice, cuda_stream()));
+}
+
 void copy_to_device_async(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cuda_stream()));
 }

@@ -84,6 +84,9 @@ void copy_to_device(void* dst, const void* src, size_t bytes);
 void copy_to_host(void* dst, const void* src, size_t bytes);
 void copy_device_to_device(void* dst, const void* src, size_t bytes);  // async on the stream
 void cuda_memset_zero(void* dst, size_t bytes);                          // async on the stream
+// `height` blocks of `width` bytes, block i from src + i * spitch to dst + i * dpitch, device to
+// device (async on the stream).
+void copy_device_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height);
 // Host -> device, queued on the stream without waiting. src should be pinned (a PinnedBuffer;
 // pageable memory makes the call wait for the copy, and cannot be captured) and must keep its
 // value until the stream has run the copy (e.g. use one slot per step in flight, or synchronise).
@@ -140,6 +143,13 @@ class CudaGraph {
 namespace lingua {
 // dst = src for tensors of the same dtype and numel, on any devices (host or CUDA).
 void copy_tensor(const Tensor& dst, const Tensor& src);
+// Row blocks between a compact and a strided tensor of one device: `blocks` blocks of `rows` rows,
+// block b from src rows [b * src_stride + src_first, + rows) to dst rows [b * dst_stride +
+// dst_first, + rows) (rows of dst.size(-1) elements, same dtype). Async on CUDA.
+void copy_row_blocks(const Tensor& dst, int64_t dst_stride, int64_t dst_first, const Tensor& src, int64_t src_stride,
+                     int64_t src_first, int64_t blocks, int64_t rows);
+// Zeroes the same kind of row blocks of t (async on CUDA).
+void zero_row_blocks(const Tensor& t, int64_t stride, int64_t first, int64_t blocks, int64_t rows);
 
 // The device a config's `device` key names: auto (cuda when a GPU is present), cpu or cuda.
 // Fails when cuda is asked for and not available.

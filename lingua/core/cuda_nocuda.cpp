@@ -40,6 +40,7 @@ void cuda_range_pop() {}
 void copy_to_device(void*, const void*, size_t) { fail(kNoCuda); }
 void copy_to_host(void*, const void*, size_t) { fail(kNoCuda); }
 void copy_device_to_device(void*, const void*, size_t) { fail(kNoCuda); }
+void copy_device_2d(void*, size_t, const void*, size_t, size_t, size_t) { fail(kNoCuda); }
 void copy_to_device_async(void*, const void*, size_t) { fail(kNoCuda); }
 void* cuda_stream_handle() { return nullptr; }
 bool cuda_stream_capturing() { return false; }

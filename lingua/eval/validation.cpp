@@ -4,7 +4,7 @@
 
 namespace lingua {
 
-std::map<std::string, ValidationResult> evaluate_validation(Transformer& model, const Tokenizer& tok,
+std::map<std::string, ValidationResult> evaluate_validation(Executor& exec, const Tokenizer& tok,
                                                             const DataConfig& data, int64_t max_tokens) {
   std::map<std::string, ValidationResult> out;
   const int T = data.seq_len, B = data.batch_size;
@@ -26,7 +26,7 @@ std::map<std::string, ValidationResult> evaluate_validation(Transformer& model, 
             in[i] = i < stream.size() ? stream[i] : 0;
             tg[i] = i + 1 < stream.size() ? stream[i + 1] : -1;
           }
-        LossSum l = model.forward_loss(in.data(), tg.data(), B, T);
+        LossSum l = exec.forward_loss(in.data(), tg.data(), B, T);
         r.nll += l.nll;
         r.tokens += l.tokens;
         size_t used = std::min(stream.size() - 1, (size_t)B * T);

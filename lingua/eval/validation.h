@@ -9,7 +9,7 @@
 #include "lingua/config/train_config.h"
 #include "lingua/data/jsonl.h"
 #include "lingua/data/tokenizer.h"
-#include "lingua/model/transformer.h"
+#include "lingua/exec/executor.h"
 
 namespace lingua {
 
@@ -26,7 +26,7 @@ struct ValidationResult {
 };
 
 // Per source (by name); max_tokens > 0 stops a source after that many scored tokens.
-std::map<std::string, ValidationResult> evaluate_validation(Transformer& model, const Tokenizer& tok,
+std::map<std::string, ValidationResult> evaluate_validation(Executor& exec, const Tokenizer& tok,
                                                             const DataConfig& data, int64_t max_tokens);
 
 }  // namespace lingua

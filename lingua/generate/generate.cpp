@@ -2,40 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <numeric>
 
-#include "lingua/checkpoint/checkpoint.h"
-#include "lingua/config/config.h"
-#include "lingua/core/cuda.h"
-#include "lingua/model/model_io.h"
-
-namespace fs = std::filesystem;
 
 namespace lingua {
-
-LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, const std::string& device) {
-  LINGUA_CHECK(fs::exists(path), "checkpoint not found: ", path);
-  std::string dir = path;
-  if (!is_complete_checkpoint(dir)) {
-    // A dump_dir (with checkpoints/) or a checkpoint root.
-    std::string root = fs::is_directory(fs::path(path) / "checkpoints") ? (fs::path(path) / "checkpoints").string() : path;
-    auto last = latest_checkpoint(root);
-    LINGUA_CHECK(last.has_value(), "no complete checkpoint in ", path);
-    dir = last->path;
-  }
-  LoadedModel m;
-  m.checkpoint_dir = dir;
-  std::string pj = dir + "/params.json";
-  m.config = read_params_json(pj);
-  if (!tokenizer_path.empty()) m.config.data.tokenizer.path = tokenizer_path;
-  m.tokenizer = make_tokenizer(m.config.data.tokenizer);
-  ModelDims dims = resolve_dims(m.config.model, m.tokenizer->n_words());
-  m.model = std::make_unique<Transformer>(m.config.model, dims);
-  load_params(m.model->params(), dir + "/consolidated.safetensors");
-  m.model->to_device(resolve_device(device));
-  return m;
-}
 
 int32_t sample_token(float* logits, int V, const SamplingOptions& opt, PhiloxStream& rng) {
   if (opt.temperature <= 0) return (int32_t)(std::max_element(logits, logits + V) - logits);
@@ -69,16 +39,16 @@ int32_t sample_token(float* logits, int V, const SamplingOptions& opt, PhiloxStr
   return idx[keep - 1];
 }
 
-std::string generate_text(Transformer& model, const Tokenizer& tok, const std::string& prompt,
+std::string generate_text(Executor& exec, const Tokenizer& tok, const std::string& prompt,
                           const SamplingOptions& opt, PhiloxStream& rng) {
-  const ModelDims& d = model.dims();
+  const ModelDims& d = exec.model().dims();
   std::vector<int32_t> ids = tok.encode(prompt, true, false);
   // Keep the end of a prompt that leaves no room to generate.
   int room = std::max(1, d.max_seqlen - opt.max_gen_len);
   if ((int)ids.size() > room) ids.erase(ids.begin(), ids.end() - room);
-  KVCache cache = model.make_cache(d.max_seqlen);
+  KVCache cache = exec.make_cache(d.max_seqlen);
   std::vector<float> logits(d.vocab);
-  model.forward_decode(ids.data(), (int)ids.size(), cache, logits.data());
+  exec.forward_decode(ids.data(), (int)ids.size(), cache, logits.data());
   std::vector<int32_t> out;
   std::string text;
   for (int i = 0; i < opt.max_gen_len && cache.len < d.max_seqlen; ++i) {
@@ -91,7 +61,7 @@ std::string generate_text(Transformer& model, const Tokenizer& tok, const std::s
       if (at != std::string::npos) return text.substr(0, at);
     }
     if (cache.len >= d.max_seqlen) break;
-    model.forward_decode(&next, 1, cache, logits.data());
+    exec.forward_decode(&next, 1, cache, logits.data());
   }
   return text;
 }

@@ -9,7 +9,7 @@
 #include "lingua/config/train_config.h"
 #include "lingua/core/philox.h"
 #include "lingua/data/tokenizer.h"
-#include "lingua/model/transformer.h"
+#include "lingua/exec/executor.h"
 
 namespace lingua {
 
@@ -48,22 +48,11 @@ struct SamplingOptions {
   std::vector<std::string> until;
 };
 
-// A trained model loaded for inference, with the config it was trained with.
-struct LoadedModel {
-  TrainConfig config;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<Transformer> model;
-  std::string checkpoint_dir;
-};
-// `path`: a step directory, or a dump_dir / checkpoint root (newest complete checkpoint).
-LoadedModel load_model(const std::string& path, const std::string& tokenizer_path = "",
-                       const std::string& device = "cpu");
-
 // Picks the next token from logits [V] (modified in place). Deterministic for a given rng state.
 int32_t sample_token(float* logits, int vocab, const SamplingOptions& opt, PhiloxStream& rng);
 
 // Generates a continuation of `prompt` (the prompt is not included in the result).
-std::string generate_text(Transformer& model, const Tokenizer& tok, const std::string& prompt,
+std::string generate_text(Executor& exec, const Tokenizer& tok, const std::string& prompt,
                           const SamplingOptions& opt, PhiloxStream& rng);
 
 }  // namespace lingua

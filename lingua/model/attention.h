@@ -4,16 +4,20 @@
 #include <vector>
 
 #include "lingua/model/dims.h"
+#include "lingua/model/linear.h"
 #include "lingua/model/module.h"
 #include "lingua/model/param_store.h"
 #include "lingua/ops/rope/rope.h"
 
 namespace lingua {
 
-// Keys and values of past positions for decoding one sequence: per layer [max_len, KV, hd], in the
-// model's activation dtype and on its device.
+// Keys and values of past rows for decoding one sequence: per layer [max_len, KV, hd], in the
+// model's activation dtype and on its device. The first `prefix` rows are the sequence's prefix
+// rows (see SeqLayout), without a position; the rows after them are tokens 0, 1, ...
 struct KVCache {
-  int max_len = 0, len = 0;
+  int max_len = 0, len = 0;  // rows held, prefix rows included
+  int prefix = 0;            // set by the first decode call of a sequence with prefix rows
+  int next_position() const { return len - prefix; }
   KVCache(const ModelDims& d, int max_len, Device device = Device::cpu, DType dtype = DType::f32);
   Tensor k(int layer, int64_t len) const;  // [1, len, KV, hd] view of the first len positions
   Tensor v(int layer, int64_t len) const;
@@ -33,24 +37,25 @@ class Attention {
  public:
   Attention(ParamStore& store, const ModelDims& dims, const ModelConfig& cfg, int layer, const std::string& prefix,
             const RopeTable& rope);
-  // x: [N, dim] normalised input (ctx.act); y: [N, dim] f32 written with residual + attention(x)
-  // (residual [N, dim] f32, fused into the output projection; may be y itself, or empty).
+  // x: [rows, dim] normalised input (ctx.act), rows laid out as ctx.seq (RoPE on the token rows
+  // only); y: [rows, dim] f32 written with residual + attention(x) (residual [rows, dim] f32, fused
+  // into the output projection; may be y itself, or empty).
   void forward(const Tensor& x, const Tensor& residual, const Tensor& y, const StepContext& ctx);
-  // dy: [N, dim] ctx.act; dx: [N, dim] f32 or ctx.act, written.
+  // dy: [rows, dim] ctx.act; dx: [rows, dim] f32 or ctx.act, written.
   void backward(const Tensor& x, const Tensor& dy, const Tensor& dx, const StepContext& ctx);
-  // Decoding: T new tokens of one sequence (B = 1) at positions cache.len...; appends to the cache.
+  // Decoding one sequence: x holds new rows (ctx.seq.prefix prefix rows when the cache is empty,
+  // then the tokens, at positions cache.next_position()...); appends them to the cache.
   // y = residual + attention(x) as in forward.
   void forward_cached(const Tensor& x, const Tensor& residual, const Tensor& y, KVCache& cache, int layer,
                       const StepContext& ctx);
-  size_t saved_bytes(int64_t B, int64_t T, DType act) const;    // arena bytes kept for backward
-  size_t scratch_bytes(int64_t B, int64_t T, DType act) const;  // transient
+  size_t saved_bytes(const SeqLayout& seq, DType act) const;    // arena bytes kept for backward
+  size_t scratch_bytes(const SeqLayout& seq, DType act) const;  // transient
   int64_t matmul_params() const;
 
  private:
-  ParamStore& store_;
   const RopeTable& rope_;
   int64_t dim_, H_, KV_, hd_;
-  int wq_, wk_, wv_, wo_;
+  Linear wq_, wk_, wv_, wo_;
   Tensor q_, k_, v_, o_, lse_;  // saved for backward
 };
 

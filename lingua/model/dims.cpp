@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "lingua/core/error.h"
+#include "lingua/model/ffn/ffn.h"
 
 namespace lingua {
 
@@ -45,29 +46,8 @@ ModelDims resolve_dims(const ModelConfig& c, int tokenizer_vocab) {
   d.norm_eps = (float)c.norm_eps;
   d.rope_theta = c.rope_theta;
   d.weight_tying = c.weight_tying;
-  if (c.ffn == "stem") {
-    if (c.stem_layers) {
-      d.stem_layers = *c.stem_layers;
-      std::sort(d.stem_layers.begin(), d.stem_layers.end());
-      for (size_t i = 0; i < d.stem_layers.size(); ++i) {
-        const int l = d.stem_layers[i];
-        LINGUA_CHECK(l >= 0 && l < c.n_layers, "config key 'model.stem_layers': layer ", l, " is outside [0, ",
-                     c.n_layers, ") (model.n_layers)");
-        LINGUA_CHECK(i == 0 || d.stem_layers[i - 1] != l, "config key 'model.stem_layers': layer ", l,
-                     " is listed twice");
-      }
-    } else {
-      for (int l = 1; l < c.n_layers; ++l) d.stem_layers.push_back(l);
-    }
-  } else {
-    LINGUA_CHECK(!c.stem_layers, "config key 'model.stem_layers' is set but model.ffn is '", c.ffn,
-                 "': set model.ffn=stem to use STEM layers");
-  }
+  check_ffn_config(c);
   return d;
-}
-
-bool ModelDims::is_stem_layer(int l) const {
-  return std::binary_search(stem_layers.begin(), stem_layers.end(), l);
 }
 
 double init_std_factor(const std::string& mode, int layer, int n_layers, int dim) {

@@ -13,14 +13,12 @@ struct ModelDims {
   float norm_eps;
   double rope_theta;
   bool weight_tying;
-  std::vector<int> stem_layers;  // model.ffn=stem: the STEM layers, ascending (else empty)
-  bool is_stem_layer(int l) const;
 };
 
 // Lingua's FFN hidden size: multiple_of * ceil(ffn_dim_multiplier * int(8 * dim / 3) / multiple_of).
 int ffn_hidden_dim(int dim, int multiple_of, std::optional<double> ffn_dim_multiplier);
-// Fills defaults (head_dim, n_kv_heads, vocab) and validates (divisibility, even head_dim, ...):
-// errors name the config key.
+// Fills defaults (head_dim, n_kv_heads, vocab) and validates (divisibility, even head_dim, the FFN
+// variant's own keys, ...): errors name the config key.
 ModelDims resolve_dims(const ModelConfig& cfg, int tokenizer_vocab);
 
 // std divisor of output projections for layer `layer` (init_std_factor).

@@ -1,8 +1,9 @@
 #pragma once
-// What every model module (attention, an FFN variant, the block) shares: the per-step context and
-// the arena-size helpers. Modules declare parameters in a ParamStore when built, save what
-// backward needs into the step's arena in forward, and accumulate into their gradient views in
-// backward. No autograd tape: what is kept and recomputed stays visible.
+// What every model module (Linear, attention, an FFN variant, the block, the head) shares: the
+// layout of a micro-batch's rows, the per-call context and the arena-size helpers. Modules declare
+// parameters in a ParamStore when built, save what backward needs into the step's arena in forward,
+// and accumulate into their gradient views in backward. No autograd tape: what is kept and
+// recomputed stays visible. Modules are single-device; the executor (lingua/exec) runs them.
 #include <cstdint>
 
 #include "lingua/core/arena.h"
@@ -10,18 +11,35 @@
 
 namespace lingua {
 
+// The rows of a micro-batch: B sequences, each `prefix` extra rows then T token rows, row-major
+// ([B, prefix + T, ...]). Prefix rows (learned module tokens, say) take part in attention, where
+// every token row can attend to them (they come first under the causal mask), and in the FFN, but
+// get no RoPE rotation (token t of a sequence has position pos0 + t whatever the prefix) and no
+// loss (they are dropped before the output head). Their values come from a hook of the executor.
+struct SeqLayout {
+  int B = 0, T = 0;
+  int prefix = 0;
+  int S() const { return prefix + T; }                         // rows per sequence
+  int64_t rows() const { return (int64_t)B * S(); }            // rows the layers see
+  int64_t token_rows() const { return (int64_t)B * T; }        // rows with a token (and a target)
+};
+
 struct StepContext {
   // Where modules put memory: `saved` holds what forward keeps for backward (only with
   // save_for_backward); `scratch` holds what lives within one call (release it with a mark), in
   // forward and backward, and in a forward without saving also what would have been kept.
   Arena* saved = nullptr;
   Arena* scratch = nullptr;
-  DType act = DType::f32;           // activation dtype: f32 on the CPU, bf16 on CUDA
-  Tensor tokens;                    // [B * T] i32 input token ids on the model's device (STEM looks rows up by them)
-  int B = 0, T = 0;
-  int pos0 = 0;             // position of the first token (KV-cache decoding)
+  DType act = DType::f32;  // activation dtype: f32 on the CPU, bf16 on CUDA
+  SeqLayout seq;
+  // [B * T] i32 input token ids on the model's device (the token rows', in order; a module that
+  // looks rows up by token, such as STEM, reads them).
+  Tensor tokens;
+  int pos0 = 0;  // position of the first token (KV-cache decoding)
   bool save_for_backward = true;
-  int64_t rows() const { return (int64_t)B * T; }
+  // With norm recomputation: the one [rows, dim] buffer every block's norm outputs use.
+  Tensor shared_norm;
+  int64_t rows() const { return seq.rows(); }
 };
 
 // The arena a forward takes what it keeps for backward from: scratch when nothing is saved.

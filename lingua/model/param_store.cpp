@@ -1,6 +1,7 @@
 #include "lingua/model/param_store.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "lingua/core/bf16.h"
 #include "lingua/core/philox.h"
@@ -13,58 +14,141 @@ uint32_t name_stream_id(const std::string& name) {
   return h;
 }
 
-int ParamStore::add(const std::string& name, std::vector<int64_t> shape, ParamInit init, std::string group,
-                    bool embedding, bool compute_copy) {
-  LINGUA_CHECK(!final_, "internal error: parameter '", name, "' declared after finalize()");
-  LINGUA_CHECK(!by_name_.count(name), "internal error: parameter '", name, "' declared twice");
-  ParamInfo p;
-  p.name = name;
-  p.numel = 1;
-  for (auto d : shape) p.numel *= d;
-  p.shape = std::move(shape);
-  p.offset = total_;
-  // Keep every parameter 64-byte aligned inside the flat buffer.
-  total_ += (p.numel + 15) & ~int64_t(15);
-  p.group = std::move(group);
-  p.init = init;
-  p.embedding = embedding;
-  p.compute_copy = compute_copy;
-  if (compute_copy) {
-    // Same padding as the fp32 buffer, so parameters adjacent there are adjacent here too.
-    p.bf16_offset = bf16_total_;
-    bf16_total_ += (p.numel + 15) & ~int64_t(15);
-  }
-  by_name_[p.name] = (int)infos_.size();
-  infos_.push_back(std::move(p));
-  return (int)infos_.size() - 1;
+namespace {
+
+int64_t padded(int64_t n) { return (n + 15) & ~int64_t(15); }  // 64-byte alignment of every parameter
+
+int64_t product(const std::vector<int64_t>& s) {
+  int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
 }
 
-void ParamStore::finalize() {
-  params_.assign(total_, 0.0f);
-  grads_.assign(total_, 0.0f);
-  grads_ptr_ = grads_.data();
-  final_ = true;
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
 }
 
-void ParamStore::init(uint64_t seed) {
-  LINGUA_ASSERT(final_);
-  for (auto& p : infos_) {
-    float* w = params_.data() + p.offset;
-    switch (p.init.kind) {
-      case ParamInit::ones: std::fill(w, w + p.numel, 1.0f); break;
-      case ParamInit::zeros: std::fill(w, w + p.numel, 0.0f); break;
-      case ParamInit::trunc_normal:
-      case ParamInit::normal: {
-        const uint32_t stream = name_stream_id(p.name);
-        const float std = p.init.std;
-        const bool cut = p.init.kind == ParamInit::trunc_normal;
+template <class Draw>
+ParamInit philox_init(std::string what, Draw draw) {
+  ParamInit in;
+  in.what = std::move(what);
+  in.fill = [draw](uint64_t seed, const ParamInfo& p, float* w) {
+    const uint32_t stream = name_stream_id(p.name);
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < p.numel; ++i)
-          w[i] = cut ? philox_trunc_normal(seed, stream, (uint64_t)i, std) : philox_normal(seed, stream, (uint64_t)i, std);
-        break;
-      }
+    for (int64_t i = 0; i < p.numel; ++i) {
+      const int64_t g = p.global_index(i);
+      w[i] = g < 0 ? 0.0f : draw(seed, stream, (uint64_t)g);
+    }
+  };
+  return in;
+}
+
+}  // namespace
+
+ParamInit ParamInit::trunc_normal(float std) {
+  return philox_init("trunc_normal(" + std::to_string(std) + ")",
+                     [std](uint64_t seed, uint32_t st, uint64_t i) { return philox_trunc_normal(seed, st, i, std); });
+}
+
+ParamInit ParamInit::normal(float std) {
+  return philox_init("normal(" + std::to_string(std) + ")",
+                     [std](uint64_t seed, uint32_t st, uint64_t i) { return philox_normal(seed, st, i, std); });
+}
+
+ParamInit ParamInit::constant(float value) {
+  ParamInit in;
+  in.what = "constant(" + std::to_string(value) + ")";
+  in.fill = [value](uint64_t, const ParamInfo& p, float* w) {
+    for (int64_t i = 0; i < p.numel; ++i) w[i] = p.global_index(i) < 0 ? 0.0f : value;
+  };
+  return in;
+}
+
+OptimGroupHyper default_group_hyper(const OptimConfig& c) {
+  return {c.lr, c.weight_decay, c.beta1, c.beta2, c.epsilon, c.clip, false};
+}
+
+int64_t ParamInfo::full_numel() const { return product(shape); }
+
+int64_t ParamInfo::global_index(int64_t i) const {
+  switch (placement.kind) {
+    case Placement::whole: return i;
+    case Placement::flat_shard: {
+      const int64_t g = placement.rank * numel + i;
+      return g < full_numel() ? g : -1;
+    }
+    case Placement::column_slice: {
+      const int64_t c = local_shape.back(), C = shape.back();
+      return (i / c) * C + placement.rank * c + i % c;
     }
   }
+  return i;
+}
+
+ParamStore::ParamStore() = default;
+ParamStore::~ParamStore() = default;
+
+int ParamStore::add(ParamSpec spec) {
+  LINGUA_CHECK(!by_name_.count(spec.name), "internal error: parameter '", spec.name, "' declared twice");
+  LINGUA_CHECK(spec.axes.empty() || spec.axes.size() == spec.shape.size(), "internal error: parameter '", spec.name,
+               "' has ", spec.shape.size(), " axes but ", spec.axes.size(), " axis roles");
+  LINGUA_CHECK(spec.init.fill, "internal error: parameter '", spec.name, "' has no init");
+  LINGUA_CHECK(spec.group == "default" || groups_.count(spec.group), "internal error: parameter '", spec.name,
+               "' is in optimizer group '", spec.group, "', which no module declared");
+  const Placement& pl = spec.placement;
+  LINGUA_CHECK(pl.size >= 1 && pl.rank >= 0 && pl.rank < pl.size, "internal error: parameter '", spec.name,
+               "': rank ", pl.rank, " of a group of ", pl.size);
+  ParamInfo p;
+  static_cast<ParamSpec&>(p) = std::move(spec);
+  switch (pl.kind) {
+    case Placement::whole: p.local_shape = p.shape; break;
+    case Placement::flat_shard: p.local_shape = {(p.full_numel() + pl.size - 1) / pl.size}; break;
+    case Placement::column_slice:
+      LINGUA_CHECK(!p.shape.empty() && p.shape.back() % pl.size == 0, "parameter '", p.name, "' of shape ",
+                   shape_str(p.shape), ": its last axis does not split into ", pl.size, " equal column slices");
+      p.local_shape = p.shape;
+      p.local_shape.back() /= pl.size;
+      break;
+  }
+  LINGUA_CHECK((int)p.local_shape.size() <= kMaxDims, "internal error: parameter '", p.name, "' has too many axes");
+  p.numel = product(p.local_shape);
+  const int id = (int)infos_.size();
+  by_name_[p.name] = id;
+  infos_.push_back(std::move(p));
+  removed_.push_back(false);
+  order_.push_back(id);
+  if (final_) {
+    relayout();
+    init_param(id, seed_);
+  }
+  return id;
+}
+
+void ParamStore::remove(int id) {
+  LINGUA_CHECK(final_, "internal error: remove() before finalize()");
+  const ParamInfo& p = info(id);
+  by_name_.erase(p.name);
+  removed_[id] = true;
+  order_.erase(std::find(order_.begin(), order_.end(), id));
+  relayout();
+}
+
+void ParamStore::declare_group(OptimGroupSpec spec) {
+  LINGUA_CHECK(spec.name != "default" && !spec.name.empty(), "internal error: optimizer group name '", spec.name,
+               "' is reserved");
+  groups_[spec.name] = std::move(spec);
+}
+
+const OptimGroupSpec* ParamStore::group_spec(const std::string& name) const {
+  auto it = groups_.find(name);
+  return it == groups_.end() ? nullptr : &it->second;
+}
+
+const ParamInfo& ParamStore::info(int id) const {
+  LINGUA_CHECK(id >= 0 && id < (int)infos_.size() && !removed_[id], "internal error: no parameter with id ", id);
+  return infos_[id];
 }
 
 int ParamStore::find(const std::string& name) const {
@@ -78,52 +162,125 @@ int ParamStore::index(const std::string& name) const {
   return i;
 }
 
-Tensor ParamStore::view(void* base, int i, DType dt, Device dev) const {
-  const ParamInfo& p = infos_[i];
+void ParamStore::layout() {
+  total_ = grad_total_ = bf16_total_ = 0;
+  for (int id : order_) {
+    ParamInfo& p = infos_[id];
+    p.offset = total_;
+    total_ += padded(p.numel);
+    p.grad_offset = p.trainable ? grad_total_ : -1;
+    if (p.trainable) grad_total_ += padded(p.numel);
+    p.bf16_offset = p.compute_copy ? bf16_total_ : -1;
+    if (p.compute_copy) bf16_total_ += padded(p.numel);
+  }
+}
+
+void ParamStore::finalize() {
+  layout();
+  params_.assign(total_, 0.0f);
+  grads_.assign(grad_total_, 0.0f);
+  grads_ptr_ = grads_.data();
+  final_ = true;
+  ++layout_epoch_;
+}
+
+void ParamStore::relayout() {
+  const std::vector<ParamInfo> old = infos_;
+  layout();
+  ++layout_epoch_;
+  // Surviving parameters keep their values (and bf16 copies); gradients start again at zero.
+  auto moved = [&](auto copy) {
+    for (int id : order_)
+      if (id < (int)old.size() && old[id].name == infos_[id].name) copy(old[id], infos_[id]);
+  };
+  if (device_ == Device::cuda) {
+    DeviceBuffer params(std::max<int64_t>(total_, 1) * sizeof(float)), bf16(std::max<int64_t>(bf16_total_, 1) * 2);
+    moved([&](const ParamInfo& a, const ParamInfo& b) {
+      copy_device_to_device(params.as<float>() + b.offset, d_params_.as<float>() + a.offset, a.numel * sizeof(float));
+      if (a.bf16_offset >= 0 && b.bf16_offset >= 0)
+        copy_device_to_device(bf16.as<uint16_t>() + b.bf16_offset, d_bf16_.as<uint16_t>() + a.bf16_offset,
+                              a.numel * 2);
+    });
+    d_params_ = std::move(params);
+    d_bf16_ = std::move(bf16);
+  } else {
+    std::vector<float> params(total_, 0.0f);
+    moved([&](const ParamInfo& a, const ParamInfo& b) {
+      std::copy(params_.begin() + a.offset, params_.begin() + a.offset + a.numel, params.begin() + b.offset);
+    });
+    params_ = std::move(params);
+  }
+  if (external_) {
+    grads_ptr_ = nullptr;  // the owner places them again
+  } else if (device_ == Device::cuda) {
+    d_grads_ = DeviceBuffer(std::max<int64_t>(grad_total_, 1) * sizeof(float));
+    d_grads_.zero();
+    grads_ptr_ = d_grads_.as<float>();
+  } else {
+    grads_.assign(grad_total_, 0.0f);
+    grads_ptr_ = grads_.data();
+  }
+}
+
+void ParamStore::init(uint64_t seed) {
+  LINGUA_ASSERT(final_);
+  seed_ = seed;
+  for (int id : order_) init_param(id, seed);
+}
+
+void ParamStore::init_param(int id, uint64_t seed) {
+  const ParamInfo& p = infos_[id];
+  if (device_ == Device::cpu) {
+    p.init.fill(seed, p, params_.data() + p.offset);
+    return;
+  }
+  std::vector<float> w(p.numel);
+  p.init.fill(seed, p, w.data());
+  set_param(id, w.data());
+}
+
+Tensor ParamStore::view(char* base, const ParamInfo& p, int64_t offset, DType dt) const {
   Tensor t;
-  t.data = static_cast<char*>(base) + p.offset * dtype_size(dt);
-  t.ndim = (int)p.shape.size();
-  for (int d = 0; d < t.ndim; ++d) t.shape[d] = p.shape[d];
+  t.data = base + offset * (int64_t)dtype_size(dt);
+  t.ndim = (int)p.local_shape.size();
+  for (int d = 0; d < t.ndim; ++d) t.shape[d] = p.local_shape[d];
   t.dtype = dt;
-  t.device = dev;
+  t.device = device_;
   return t;
 }
 
-Tensor ParamStore::param(int i) const {
-  return device_ == Device::cuda ? view(d_params_.data(), i, DType::f32, Device::cuda)
-                                 : view(params_.data(), i, DType::f32, Device::cpu);
+float* ParamStore::params_data() const {
+  return device_ == Device::cuda ? d_params_.as<float>() : const_cast<float*>(params_.data());
 }
 
-Tensor ParamStore::grad(int i) const {
+Tensor ParamStore::param(int id) const {
+  const ParamInfo& p = info(id);
+  return view(reinterpret_cast<char*>(params_data()), p, p.offset, DType::f32);
+}
+
+Tensor ParamStore::grad(int id) const {
+  const ParamInfo& p = info(id);
+  if (p.grad_offset < 0) return Tensor();
   LINGUA_CHECK(grads_ptr_, "internal error: gradients read before the model placed them");
-  return view(grads_ptr_, i, DType::f32, device_);
+  return view(reinterpret_cast<char*>(grads_ptr_), p, p.grad_offset, DType::f32);
 }
 
-Tensor ParamStore::compute_param(int i) const {
-  if (device_ != Device::cuda) return param(i);
-  const ParamInfo& p = infos_[i];
+Tensor ParamStore::compute_param(int id) const {
+  if (device_ != Device::cuda) return param(id);
+  const ParamInfo& p = info(id);
   LINGUA_CHECK(p.bf16_offset >= 0, "internal error: parameter '", p.name, "' has no bf16 copy (read param())");
-  Tensor t = view(d_bf16_.data(), i, DType::bf16, Device::cuda);
-  t.data = static_cast<char*>(d_bf16_.data()) + p.bf16_offset * 2;
-  return t;
+  return view(d_bf16_.as<char>(), p, p.bf16_offset, DType::bf16);
 }
 
-Tensor ParamStore::bf16_copy(int i) const {
-  if (device_ != Device::cuda || infos_[i].bf16_offset < 0) return Tensor();
-  return compute_param(i);
+Tensor ParamStore::bf16_copy(int id) const {
+  if (device_ != Device::cuda || info(id).bf16_offset < 0) return Tensor();
+  return compute_param(id);
 }
 
-Tensor ParamStore::host_param(int i) const { return view(params_.data(), i, DType::f32, Device::cpu); }
-
-float* ParamStore::grads() {
-  LINGUA_CHECK(device_ == Device::cpu, "internal error: host gradients requested from a CUDA ParamStore");
-  return grads_ptr_;
-}
-
-void ParamStore::zero_grads() { zero_grads(0, total_); }
+void ParamStore::zero_grads() { zero_grads(0, grad_total_); }
 
 void ParamStore::zero_grads(int64_t begin, int64_t end) {
-  LINGUA_ASSERT(0 <= begin && begin <= end && end <= total_);
+  LINGUA_ASSERT(0 <= begin && begin <= end && end <= grad_total_);
   if (!grads_ptr_ || begin == end) return;
   if (device_ == Device::cuda) cuda_memset_zero(grads_ptr_ + begin, (size_t)(end - begin) * sizeof(float));
   else std::fill(grads_ptr_ + begin, grads_ptr_ + end, 0.0f);
@@ -142,12 +299,49 @@ void ParamStore::use_own_grads() {
   if (!external_) return;
   external_ = false;
   if (device_ == Device::cuda) {
-    d_grads_ = DeviceBuffer(total_ * sizeof(float));
+    d_grads_ = DeviceBuffer(std::max<int64_t>(grad_total_, 1) * sizeof(float));
     d_grads_.zero();
     grads_ptr_ = d_grads_.as<float>();
   } else {
-    grads_.assign(total_, 0.0f);
+    grads_.assign(grad_total_, 0.0f);
     grads_ptr_ = grads_.data();
+  }
+}
+
+std::vector<float> ParamStore::host_values() const {
+  if (device_ != Device::cuda) return params_;
+  std::vector<float> v(total_);
+  if (total_) copy_to_host(v.data(), d_params_.data(), total_ * sizeof(float));
+  return v;
+}
+
+std::vector<float> ParamStore::host_param(int id) const {
+  const ParamInfo& p = info(id);
+  std::vector<float> v(p.numel);
+  if (device_ == Device::cuda) copy_to_host(v.data(), d_params_.as<float>() + p.offset, p.numel * sizeof(float));
+  else std::copy(params_.begin() + p.offset, params_.begin() + p.offset + p.numel, v.begin());
+  return v;
+}
+
+std::vector<float> ParamStore::host_grads() const {
+  LINGUA_CHECK(grads_ptr_, "internal error: gradients read before the model placed them");
+  std::vector<float> v(grad_total_);
+  if (device_ == Device::cuda) copy_to_host(v.data(), grads_ptr_, grad_total_ * sizeof(float));
+  else std::copy(grads_ptr_, grads_ptr_ + grad_total_, v.begin());
+  return v;
+}
+
+void ParamStore::set_param(int id, const float* values) {
+  const ParamInfo& p = info(id);
+  if (device_ != Device::cuda) {
+    std::copy(values, values + p.numel, params_.begin() + p.offset);
+    return;
+  }
+  copy_to_device(d_params_.as<float>() + p.offset, values, p.numel * sizeof(float));
+  if (p.bf16_offset >= 0) {
+    std::vector<uint16_t> h(p.numel);
+    for (int64_t i = 0; i < p.numel; ++i) h[i] = float_to_bf16(values[i]);
+    copy_to_device(d_bf16_.as<uint16_t>() + p.bf16_offset, h.data(), h.size() * 2);
   }
 }
 
@@ -156,30 +350,26 @@ void ParamStore::to_device(Device device) {
   if (device == device_) return;
   LINGUA_CHECK(device == Device::cuda, "internal error: a ParamStore moves from the CPU to CUDA only");
   LINGUA_CHECK(!external_, "internal error: a ParamStore with external gradients cannot change device");
-  d_params_ = DeviceBuffer(total_ * sizeof(float));
-  d_grads_ = DeviceBuffer(total_ * sizeof(float));
-  d_bf16_ = DeviceBuffer(bf16_total_ * 2);
-  device_ = device;
-  grads_.clear();
-  grads_.shrink_to_fit();
-  d_grads_.zero();
-  grads_ptr_ = d_grads_.as<float>();
-  upload();
-}
-
-void ParamStore::upload() {
-  if (device_ != Device::cuda) return;
-  copy_to_device(d_params_.data(), params_.data(), total_ * sizeof(float));
+  d_params_ = DeviceBuffer(std::max<int64_t>(total_, 1) * sizeof(float));
+  d_grads_ = DeviceBuffer(std::max<int64_t>(grad_total_, 1) * sizeof(float));
+  d_bf16_ = DeviceBuffer(std::max<int64_t>(bf16_total_, 1) * 2);
+  if (total_) copy_to_device(d_params_.data(), params_.data(), total_ * sizeof(float));
   std::vector<uint16_t> h(bf16_total_, 0);
-  for (auto& p : infos_)
+  for (int id : order_) {
+    const ParamInfo& p = infos_[id];
     if (p.bf16_offset >= 0)
       for (int64_t i = 0; i < p.numel; ++i) h[p.bf16_offset + i] = float_to_bf16(params_[p.offset + i]);
-  copy_to_device(d_bf16_.data(), h.data(), bf16_total_ * 2);
-}
-
-void ParamStore::download() const {
-  if (device_ != Device::cuda) return;
-  copy_to_host(params_.data(), d_params_.data(), total_ * sizeof(float));
+  }
+  if (bf16_total_) copy_to_device(d_bf16_.data(), h.data(), bf16_total_ * 2);
+  d_grads_.zero();
+  grads_ptr_ = d_grads_.as<float>();
+  device_ = device;
+  params_.clear();
+  params_.shrink_to_fit();
+  grads_.clear();
+  grads_.shrink_to_fit();
+  scalars_.to_device(device);
+  ++layout_epoch_;
 }
 
 }  // namespace lingua

@@ -1,99 +1,195 @@
 #pragma once
-// ParamStore: every parameter and its gradient live in one flat fp32 buffer each, with a named view
-// per parameter. The optimizer keeps its moments in buffers of the same layout; the checkpoint,
-// the optimizer and (later) sharding and growth all work on these names and offsets.
+// ParamStore: every parameter of a model, declared by the module that owns it (a ParamSpec: name,
+// shape, axis roles, init, optimizer group, trainability, placement), laid out in flat buffers:
+//   weights   fp32, every parameter                       (offset, numel)
+//   gradients fp32, trainable parameters only             (grad_offset; the optimizer's moments
+//                                                          use the same layout)
+//   bf16 copy CUDA, parameters that matmuls read           (bf16_offset)
+// Each parameter starts 64-byte aligned, in declaration order, so parameters declared one after
+// the other are adjacent in every buffer (a module may read them as one matrix). The checkpoint,
+// the optimizer, and later sharding and growth all work on these names and offsets.
+//
+// Parameters can be added and removed after the layout is made (between steps): the buffers are
+// laid out again, every other parameter keeps its values, layout_epoch() moves, and whoever holds
+// pointers into the buffers (the optimizer's moments, a captured step) follows by name.
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "lingua/config/train_config.h"
 #include "lingua/core/cuda.h"
 #include "lingua/core/tensor.h"
+#include "lingua/model/step_scalars.h"
 
 namespace lingua {
 
+struct ParamInfo;
+
+// How a parameter's values are made. Open: any function of (seed, the parameter) that fills the
+// values this process holds. The built-in ones draw element `global_index` of the full tensor from
+// a Philox stream keyed by (seed, name), so a value never depends on declaration order, device or
+// how the parameter is split over processes.
 struct ParamInit {
-  enum Kind { trunc_normal, normal, ones, zeros } kind = trunc_normal;
-  float std = 0.02f;  // trunc_normal: cut at +-3 std; normal: not cut
+  std::function<void(uint64_t seed, const ParamInfo& p, float* local)> fill;
+  std::string what;  // for messages: "trunc_normal(0.02)", ...
+  static ParamInit trunc_normal(float std);  // N(0, std^2) cut at +-3 std
+  static ParamInit normal(float std);        // N(0, std^2)
+  static ParamInit constant(float value);
+  static ParamInit ones() { return constant(1.0f); }
+  static ParamInit zeros() { return constant(0.0f); }
 };
 
-struct ParamInfo {
-  std::string name;            // e.g. "layers.3.attention.wq.weight"
-  std::vector<int64_t> shape;
-  int64_t offset = 0, numel = 0;  // into the flat buffers, in floats
-  std::string group = "default";  // optimizer group
-  ParamInit init;
-  bool embedding = false;      // counts as an embedding (not in FLOPs / MFU)
-  // CUDA: whether matmuls read it, through a bf16 copy the optimizer keeps (compute_param). A
-  // parameter only gathered from (the STEM tables) has none: its fp32 weights are read directly.
-  bool compute_copy = true;
-  int64_t bf16_offset = -1;    // into the bf16 copy, in elements (-1: no copy)
+// How a parameter is spread over the `size` ranks of a process group (this process is `rank`).
+struct Placement {
+  enum Kind { whole, flat_shard, column_slice } kind = whole;
+  int size = 1, rank = 0;
+  // whole: every rank holds all of it.
+  // flat_shard: the row-major elements split in `size` equal chunks of ceil(numel / size), the last
+  //   one padded with zeros (FSDP); the local shape is [chunk].
+  // column_slice: the last axis split in `size` equal slices (must divide), rank r holding columns
+  //   [r * C / size, (r + 1) * C / size) (STEM-style table parallelism); the local shape is
+  //   [..., C / size].
+  static Placement Whole() { return {}; }
+  static Placement FlatShard(int size, int rank) { return {flat_shard, size, rank}; }
+  static Placement ColumnSlice(int size, int rank) { return {column_slice, size, rank}; }
 };
+
+// What a module declares for each parameter.
+struct ParamSpec {
+  std::string name;                // e.g. "layers.3.attention.wq.weight" (Lingua's state-dict names)
+  std::vector<int64_t> shape;      // the full shape
+  // One role per axis, shared by axes that must keep the same size and meaning across parameters
+  // (width growth resizes a role everywhere; sharding splits along one): "dim", "hidden", "vocab",
+  // "q_heads", "kv_heads" (heads x head_dim), ...
+  std::vector<std::string> axes;
+  ParamInit init;
+  std::string group = "default";   // optimizer group; others are declared with declare_group()
+  bool trainable = true;           // frozen: no gradient, no optimizer state, no weight-gradient matmul
+  bool embedding = false;          // looked up, not multiplied: memory, not FLOPs (accounting)
+  // CUDA: matmuls read a bf16 copy the optimizer keeps equal to the rounded weights. A parameter
+  // only gathered from (an embedding table) has none and is read in fp32.
+  bool compute_copy = true;
+  Placement placement;
+};
+
+struct ParamInfo : ParamSpec {
+  std::vector<int64_t> local_shape;  // what this process holds (the shape of param(i))
+  int64_t offset = 0, numel = 0;     // into the weight buffer, in floats (local)
+  int64_t grad_offset = -1;          // into the gradient buffer (-1: frozen)
+  int64_t bf16_offset = -1;          // into the bf16 copy, in elements (-1: none)
+  int64_t full_numel() const;
+  // Index in the full tensor (row-major) of local element i; -1 for flat-shard padding.
+  int64_t global_index(int64_t i) const;
+};
+
+// The hyper-parameters of one optimizer group, resolved from the config.
+struct OptimGroupHyper {
+  double lr, weight_decay, beta1, beta2, eps, clip;
+  // Row-sparse AdamW: the group's parameters are tables [vocab, C] whose rows are indexed by the
+  // step's input token ids; a step updates only the rows of the ids it saw.
+  bool rows_by_input_ids = false;
+};
+// An optimizer group other than "default", declared by the module that owns its parameters (no
+// other code names it): how its hyper-parameters follow from the optim config, and how it is
+// described in logs.
+struct OptimGroupSpec {
+  std::string name;
+  std::function<OptimGroupHyper(const OptimConfig&)> resolve;
+  std::string description;  // e.g. "STEM tables"
+};
+// optim.* as a group's hyper-parameters (the default group).
+OptimGroupHyper default_group_hyper(const OptimConfig& cfg);
 
 class ParamStore {
  public:
-  // Declares a parameter; returns its index. Only before finalize().
-  int add(const std::string& name, std::vector<int64_t> shape, ParamInit init, std::string group = "default",
-          bool embedding = false, bool compute_copy = true);
-  // Allocates the flat buffers (params and grads, zero-filled).
+  ParamStore();
+  ~ParamStore();
+  ParamStore(const ParamStore&) = delete;
+  ParamStore& operator=(const ParamStore&) = delete;
+
+  // Declares a parameter; returns its id (stable for the store's life). Before finalize(), or
+  // afterwards (then laid out at once and initialised with the seed of the last init()).
+  int add(ParamSpec spec);
+  // Removes a parameter after finalize() (its memory is freed by the new layout).
+  void remove(int id);
+  // Declares an optimizer group; declaring the same name again is allowed (same module kind).
+  void declare_group(OptimGroupSpec spec);
+  const OptimGroupSpec* group_spec(const std::string& name) const;  // null when undeclared
+  // Allocates the flat buffers (weights and gradients zero-filled).
   void finalize();
-  // Fills every parameter from its ParamInit. A parameter's values depend only on (seed, its name),
-  // not on declaration order or device.
+  // Fills every parameter from its init.
   void init(uint64_t seed);
 
-  int size() const { return (int)infos_.size(); }
-  const ParamInfo& info(int i) const { return infos_[i]; }
-  const std::vector<ParamInfo>& infos() const { return infos_; }
-  int find(const std::string& name) const;  // -1 if absent
-  int index(const std::string& name) const; // error if absent
+  // The live parameters' ids, in layout order.
+  const std::vector<int>& ids() const { return order_; }
+  int size() const { return (int)order_.size(); }
+  const ParamInfo& info(int id) const;
+  int find(const std::string& name) const;   // -1 if absent
+  int index(const std::string& name) const;  // error if absent
+  bool trainable(int id) const { return info(id).grad_offset >= 0; }
 
-  // Views of shape info(i).shape on the store's device: the fp32 master weights and gradients.
-  Tensor param(int i) const;
-  Tensor grad(int i) const;
-  // What matmuls read: the fp32 weights on the CPU; on CUDA a bf16 copy that upload() and the
-  // optimizer keep equal to the rounded master weights (an error for a parameter without one).
-  Tensor compute_param(int i) const;
-  // The bf16 copy of parameter i (CUDA), or an empty Tensor when it has none (or on the CPU).
-  Tensor bf16_copy(int i) const;
-  int64_t total() const { return total_; }
-  int64_t bf16_total() const { return bf16_total_; }  // elements of the bf16 copy
+  // Views of shape info(id).local_shape on the store's device.
+  Tensor param(int id) const;  // fp32 master weights
+  Tensor grad(int id) const;   // fp32 gradient; an empty Tensor for a frozen parameter
+  // What matmuls read: the fp32 weights on the CPU; on CUDA the bf16 copy (an error without one).
+  Tensor compute_param(int id) const;
+  Tensor bf16_copy(int id) const;  // CUDA: the bf16 copy, else an empty Tensor
+  int64_t total() const { return total_; }            // floats in the weight buffer
+  int64_t grad_total() const { return grad_total_; }  // floats in the gradient buffer
+  int64_t bf16_total() const { return bf16_total_; }
+  // Moves whenever the buffers are laid out again (add / remove after finalize, to_device).
+  uint64_t layout_epoch() const { return layout_epoch_; }
+
   void zero_grads();
-  // Zeroes the gradients of the flat range [begin, end) (in floats).
-  void zero_grads(int64_t begin, int64_t end);
-  // Gradients in memory the caller owns, total() floats on the store's device (the model puts them
-  // in activation memory they outlive: Transformer::set_grads_in_activations); the store's own
-  // gradient buffer is freed meanwhile. nullptr: no gradients until the caller places them.
+  void zero_grads(int64_t begin, int64_t end);  // gradient floats [begin, end)
+  // Gradients in memory the caller owns (grad_total() floats on the store's device; the model's
+  // executor places them over dead activations); the store's own gradient buffer is freed.
+  // nullptr: no gradients until the caller places them.
   void use_external_grads(float* grads);
   void use_own_grads();  // back to the store's own buffer (zeroed)
   bool external_grads() const { return external_; }
+  float* grads_data() const { return grads_ptr_; }  // the gradient buffer in use (store's device)
+  float* params_data() const;                       // the weight buffer (store's device)
+  void* bf16_data() const { return d_bf16_.data(); }
 
-  // Host copies (the CPU path's own buffers; on CUDA a mirror for init and checkpoint IO).
-  float* params() { return params_.data(); }
-  const float* params() const { return params_.data(); }
-  float* grads();  // CPU only (may be null while external gradients are not placed yet)
-  Tensor host_param(int i) const;  // f32 host view, for checkpoint IO
+  // Host copies, made when asked (CUDA keeps no host mirror): the whole weight buffer in layout
+  // order (index by info(id).offset), one parameter, and the gradients.
+  std::vector<float> host_values() const;
+  std::vector<float> host_param(int id) const;
+  std::vector<float> host_grads() const;
+  // Writes one parameter's values (local_shape, host memory); CUDA refreshes its bf16 copy.
+  void set_param(int id, const float* values);
 
-  // Moves the store to `device` (CUDA: allocates device buffers and uploads the host weights).
-  void to_device(Device device);
+  void to_device(Device device);  // CPU -> CUDA: uploads and drops the host buffers
   Device device() const { return device_; }
-  void upload();          // host weights -> device (after loading a checkpoint into the host mirror)
-  void download() const;  // device weights -> host mirror (before saving)
-  // Raw device buffers (CUDA), for the optimizer's fused kernels.
-  float* device_params() const { return d_params_.as<float>(); }
-  float* device_grads() const { return grads_ptr_; }
-  void* device_params_bf16() const { return d_bf16_.data(); }
+
+  // Per-step values device code reads (learning-rate constants, gradient norms, mixing weights).
+  StepScalars& step_scalars() { return scalars_; }
+  const StepScalars& step_scalars() const { return scalars_; }
 
  private:
-  Tensor view(void* base, int i, DType dt, Device dev) const;
-  std::vector<ParamInfo> infos_;
+  void layout();                      // offsets of every live parameter
+  void relayout();                    // after finalize: new buffers, values kept by name
+  void init_param(int id, uint64_t seed);
+  Tensor view(char* base, const ParamInfo& p, int64_t offset, DType dt) const;
+  std::vector<ParamInfo> infos_;      // by id (removed ones stay, with removed_ set)
+  std::vector<bool> removed_;
+  std::vector<int> order_;
   std::map<std::string, int> by_name_;
-  mutable std::vector<float> params_, grads_;
+  std::map<std::string, OptimGroupSpec> groups_;
+  std::vector<float> params_, grads_;  // CPU
   DeviceBuffer d_params_, d_grads_, d_bf16_;
-  float* grads_ptr_ = nullptr;  // the gradients in use: grads_, d_grads_ or external memory
+  float* grads_ptr_ = nullptr;
   bool external_ = false;
   Device device_ = Device::cpu;
-  int64_t total_ = 0, bf16_total_ = 0;
+  int64_t total_ = 0, grad_total_ = 0, bf16_total_ = 0;
   bool final_ = false;
+  uint64_t seed_ = 0;
+  uint64_t layout_epoch_ = 0;
+  StepScalars scalars_;
 };
 
 uint32_t name_stream_id(const std::string& name);  // stable 32-bit hash (FNV-1a)

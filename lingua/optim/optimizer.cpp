@@ -1,71 +1,134 @@
 #include "lingua/optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "lingua/core/profiler.h"
-#include "lingua/model/ffn/ffn.h"
 #include "lingua/ops/adamw/adamw.h"
 #include "lingua/ops/op_checks.h"
-#include "lingua/ops/cast/cast.h"
 
 namespace lingua {
 
-AdamW::AdamW(ParamStore& store, const OptimConfig& cfg, const std::map<std::string, OptimConfig>& overrides)
-    : store_(store), m_(store.total(), 0.0f), v_(store.total(), 0.0f) {
+namespace {
+
+Tensor flat(float* base, int64_t off, int64_t n, Device dev) { return Tensor(base + off, {n}, DType::f32, dev); }
+
+}  // namespace
+
+AdamW::AdamW(ParamStore& store, const OptimConfig& cfg) : store_(store), cfg_(cfg) { follow_layout(); }
+
+void AdamW::build_groups() {
+  groups_.clear();
   std::map<std::string, int> index;
-  for (int i = 0; i < store.size(); ++i) {
-    const std::string& g = store.info(i).group;
-    if (!index.count(g)) {
-      auto it = overrides.find(g);
-      const OptimConfig& c = it == overrides.end() ? cfg : it->second;
-      index[g] = (int)groups_.size();
-      groups_.push_back({g, c.lr, c.weight_decay, c.beta1, c.beta2, c.epsilon, c.clip, {}, {}, Tensor()});
+  for (int id : store_.ids()) {
+    const ParamInfo& p = store_.info(id);
+    if (p.grad_offset < 0) continue;  // frozen: no optimizer state
+    if (!index.count(p.group)) {
+      ParamGroup g;
+      g.name = p.group;
+      if (p.group == "default") {
+        g.hyper = default_group_hyper(cfg_);
+      } else {
+        const OptimGroupSpec* spec = store_.group_spec(p.group);
+        LINGUA_CHECK(spec, "internal error: optimizer group '", p.group, "' was not declared");
+        g.hyper = spec->resolve(cfg_);
+      }
+      StepScalars& sc = store_.step_scalars();
+      g.step_slot = sc.slot("adamw." + g.name + ".step", sizeof(AdamWStepScalars), StepScalars::Writer::host);
+      g.stats_slot = sc.slot("adamw." + g.name + ".stats", sizeof(GroupStats), StepScalars::Writer::device);
+      index[p.group] = (int)groups_.size();
+      groups_.push_back(std::move(g));
     }
-    groups_[index[g]].params.push_back(i);
+    groups_[index[p.group]].params.push_back(id);
   }
-  for (auto& g : groups_)
-    for (int i : g.params) {
-      const ParamInfo& p = store.info(i);
-      ParamGroup::Span* last = g.spans.empty() ? nullptr : &g.spans.back();
-      const bool joins = last && last->offset + last->numel == p.offset &&
+  // Segments. Row-sparse: one per table. Dense: one per parameter on the CPU (the norm summed per
+  // parameter, a fixed order); on CUDA runs of parameters adjacent in every buffer, one kernel each.
+  const bool merge = store_.device() == Device::cuda;
+  int64_t rows = -1;
+  for (ParamGroup& g : groups_)
+    for (int id : g.params) {
+      const ParamInfo& p = store_.info(id);
+      if (g.hyper.rows_by_input_ids) {
+        LINGUA_CHECK(p.local_shape.size() == 2 && (rows < 0 || p.local_shape[0] == rows), "row-sparse AdamW: parameter '",
+                     p.name, "' of group '", g.name, "' is not a table of ", rows < 0 ? p.local_shape[0] : rows,
+                     " rows indexed by input ids");
+        rows = p.local_shape[0];
+        g.segments.push_back({p.offset, p.grad_offset, p.numel, p.bf16_offset, id});
+        continue;
+      }
+      ParamGroup::Segment* last = g.segments.empty() ? nullptr : &g.segments.back();
+      const bool joins = merge && last && last->offset + last->numel == p.offset &&
+                         last->grad_offset + last->numel == p.grad_offset &&
                          ((last->bf16_offset < 0 && p.bf16_offset < 0) ||
                           (last->bf16_offset >= 0 && last->bf16_offset + last->numel == p.bf16_offset));
       if (joins)
         last->numel += p.numel;
       else
-        g.spans.push_back({p.offset, p.numel, p.bf16_offset});
+        g.segments.push_back({p.offset, p.grad_offset, p.numel, p.bf16_offset, -1});
     }
-  if (store.device() == Device::cuda) {
-    dm_ = DeviceBuffer(store.total() * sizeof(float));
-    dv_ = DeviceBuffer(store.total() * sizeof(float));
-    dm_.zero();
-    dv_.zero();
-    dstats_ = DeviceBuffer(groups_.size() * sizeof(GroupStats));
-    dstats_.zero();
+  if (rows >= 0 && rows_.numel() != rows) {
+    if (store_.device() == Device::cuda) {
+      rows_dev_ = DeviceBuffer(rows * sizeof(int32_t));
+      rows_dev_.zero();
+      rows_ = Tensor(rows_dev_.data(), {rows}, DType::i32, Device::cuda);
+    } else {
+      rows_host_.assign(rows, 0);
+      rows_ = Tensor(rows_host_.data(), {rows}, DType::i32, Device::cpu);
+    }
+  } else if (rows < 0) {
+    rows_ = Tensor();
   }
 }
 
-Tensor AdamW::view(void* base, int i, Device dev) const {
-  Tensor t = store_.host_param(i);
-  t.data = static_cast<float*>(base) + store_.info(i).offset;
-  t.device = dev;
-  return t;
-}
-Tensor AdamW::m(int i) const { return dm_.data() ? view(dm_.data(), i, Device::cuda) : host_m(i); }
-Tensor AdamW::v(int i) const { return dv_.data() ? view(dv_.data(), i, Device::cuda) : host_v(i); }
-Tensor AdamW::host_m(int i) const { return view(m_.data(), i, Device::cpu); }
-Tensor AdamW::host_v(int i) const { return view(v_.data(), i, Device::cpu); }
-
-void AdamW::download() const {
-  if (!dm_.data()) return;
-  copy_to_host(m_.data(), dm_.data(), m_.size() * sizeof(float));
-  copy_to_host(v_.data(), dv_.data(), v_.size() * sizeof(float));
+float* AdamW::moment_base(int which) const {
+  if (store_.device() == Device::cuda) return (which == 0 ? dm_ : dv_).as<float>();
+  return const_cast<float*>((which == 0 ? host_m_ : host_v_).data());
 }
 
-void AdamW::upload() {
-  if (!dm_.data()) return;
-  copy_to_device(dm_.data(), m_.data(), m_.size() * sizeof(float));
-  copy_to_device(dv_.data(), v_.data(), v_.size() * sizeof(float));
+void AdamW::follow_layout() {
+  const bool cuda = store_.device() == Device::cuda;
+  const int64_t n = store_.grad_total();
+  std::vector<float> hm(cuda ? 0 : n, 0.0f), hv(cuda ? 0 : n, 0.0f);
+  DeviceBuffer dm, dv;
+  if (cuda) {
+    dm = DeviceBuffer(std::max<int64_t>(n, 1) * sizeof(float));
+    dv = DeviceBuffer(std::max<int64_t>(n, 1) * sizeof(float));
+    dm.zero();
+    dv.zero();
+  }
+  // Moments of parameters that survive the new layout move there by name; new ones start at zero.
+  std::map<std::string, std::pair<int64_t, int64_t>> at;
+  for (int id : store_.ids()) {
+    const ParamInfo& p = store_.info(id);
+    if (p.grad_offset < 0) continue;
+    at[p.name] = {p.grad_offset, p.numel};
+    auto old = moment_at_.find(p.name);
+    if (old == moment_at_.end() || old->second.second != p.numel) continue;
+    const int64_t from = old->second.first, to = p.grad_offset;
+    if (cuda) {
+      copy_device_to_device(dm.as<float>() + to, dm_.as<float>() + from, p.numel * sizeof(float));
+      copy_device_to_device(dv.as<float>() + to, dv_.as<float>() + from, p.numel * sizeof(float));
+    } else {
+      std::copy(host_m_.begin() + from, host_m_.begin() + from + p.numel, hm.begin() + to);
+      std::copy(host_v_.begin() + from, host_v_.begin() + from + p.numel, hv.begin() + to);
+    }
+  }
+  dm_ = std::move(dm);
+  dv_ = std::move(dv);
+  host_m_ = std::move(hm);
+  host_v_ = std::move(hv);
+  moment_at_ = std::move(at);
+  layout_epoch_ = store_.layout_epoch();
+  build_groups();
+}
+
+void AdamW::observe_input_ids(const Tensor& ids, bool first) {
+  if (!row_sparse()) return;
+  if (first) {
+    if (store_.device() == Device::cuda) cuda_memset_zero(rows_.data, rows_.nbytes());
+    else std::fill(rows_host_.begin(), rows_host_.end(), 0);
+  }
+  mark_rows(ids, rows_);
 }
 
 StepReport AdamW::step(double lr_mult) {
@@ -75,102 +138,65 @@ StepReport AdamW::step(double lr_mult) {
 }
 
 StepReport AdamW::prepare(double lr_mult) {
+  if (store_.layout_epoch() != layout_epoch_) follow_layout();
   ++t_;
   StepReport r;
-  const bool cuda = store_.device() == Device::cuda;
-  hyper_.clear();
-  scalars_.clear();
+  StepScalars& sc = store_.step_scalars();
   for (const ParamGroup& g : groups_) {
-    const double lr = g.lr * lr_mult;
-    hyper_.push_back({(float)lr, (float)g.beta1, (float)g.beta2, (float)g.eps, (float)g.weight_decay, t_, 1.0f});
-    if (cuda) scalars_.push_back(adamw_step_scalars(hyper_.back()));
+    const double lr = g.hyper.lr * lr_mult;
+    const AdamWHyper h{(float)lr, (float)g.hyper.beta1, (float)g.hyper.beta2, (float)g.hyper.eps,
+                       (float)g.hyper.weight_decay, t_};
+    *sc.staged<AdamWStepScalars>(g.step_slot) = adamw_step_scalars(h);
     r.lr[g.name] = lr;
   }
-  if (cuda) {
-    if (!dscalars_.data()) dscalars_ = DeviceBuffer(groups_.size() * sizeof(AdamWStepScalars));
-    copy_to_device_async(dscalars_.data(), scalars_.data(), scalars_.size() * sizeof(AdamWStepScalars));
-  }
+  sc.upload();
   return r;
 }
 
 void AdamW::apply() {
   LINGUA_PROFILE_SCOPE("optimizer");
-  LINGUA_CHECK(hyper_.size() == groups_.size(), "internal error: AdamW::apply without prepare");
-  const bool cuda = store_.device() == Device::cuda;
-  auto flat = [](void* base, int64_t off, int64_t n, DType dt) {
-    return Tensor(static_cast<char*>(base) + off * (int64_t)dtype_size(dt), {n}, dt, Device::cuda);
-  };
-  for (size_t gi = 0; gi < groups_.size(); ++gi) {
-    const ParamGroup& g = groups_[gi];
-    AdamWHyper h = hyper_[gi];
-    const bool sparse = is_given(g.sparse_rows);
-    if (cuda && sparse) {
-      // Per parameter: the norm over the marked rows, then the update of those rows only.
-      GroupStats* st = dstats_.as<GroupStats>() + gi;
-      for (size_t k = 0; k < g.params.size(); ++k)
-        sum_squares_rows_device(store_.grad(g.params[k]), g.sparse_rows, &st->sq, k > 0);
-      clip_coefficient_device(&st->sq, g.clip, &st->coef, &st->norm);
-      h.grad_scale_device = &st->coef;
-      h.step_device = dscalars_.as<AdamWStepScalars>() + gi;
-      for (int i : g.params)
-        adamw_update_rows(store_.param(i), store_.grad(i), m(i), v(i), g.sparse_rows, h, store_.bf16_copy(i));
-    } else if (cuda) {
-      // One fused pass per span: the norm in a fixed order, the coefficient and the update
-      // (with the bf16 copy) read from device memory; no host round trip.
-      GroupStats* st = dstats_.as<GroupStats>() + gi;
-      for (size_t k = 0; k < g.spans.size(); ++k)
-        sum_squares_device(flat(store_.device_grads(), g.spans[k].offset, g.spans[k].numel, DType::f32), &st->sq,
-                           k > 0);
-      clip_coefficient_device(&st->sq, g.clip, &st->coef, &st->norm);
-      h.grad_scale_device = &st->coef;
-      h.step_device = dscalars_.as<AdamWStepScalars>() + gi;
-      for (const ParamGroup::Span& sp : g.spans) {
-        const int64_t off = sp.offset, n = sp.numel;
-        adamw_update(flat(store_.device_params(), off, n, DType::f32), flat(store_.device_grads(), off, n, DType::f32),
-                     flat(dm_.data(), off, n, DType::f32), flat(dv_.data(), off, n, DType::f32), h,
-                     sp.bf16_offset < 0 ? Tensor()
-                                        : flat(store_.device_params_bf16(), sp.bf16_offset, n, DType::bf16));
+  LINGUA_CHECK(t_ > 0 && layout_epoch_ == store_.layout_epoch(), "internal error: AdamW::apply without prepare");
+  const Device dev = store_.device();
+  StepScalars& sc = store_.step_scalars();
+  float* params = store_.params_data();
+  float* grads = store_.grads_data();
+  void* bf16 = store_.bf16_data();
+  for (const ParamGroup& g : groups_) {
+    GroupStats* st = sc.at<GroupStats>(g.stats_slot);
+    for (size_t k = 0; k < g.segments.size(); ++k) {
+      const ParamGroup::Segment& s = g.segments[k];
+      if (s.table >= 0) sum_squares_rows_device(store_.grad(s.table), rows_, &st->sq, k > 0);
+      else sum_squares_device(flat(grads, s.grad_offset, s.numel, dev), &st->sq, k > 0);
+    }
+    clip_coefficient_device(dev, &st->sq, g.hyper.clip, &st->coef, &st->norm);
+    AdamWHyper h{(float)g.hyper.lr, (float)g.hyper.beta1, (float)g.hyper.beta2, (float)g.hyper.eps,
+                 (float)g.hyper.weight_decay, t_};
+    h.grad_scale_device = &st->coef;
+    h.step_device = sc.at<AdamWStepScalars>(g.step_slot);
+    for (const ParamGroup::Segment& s : g.segments) {
+      if (s.table >= 0) {
+        adamw_update_rows(store_.param(s.table), store_.grad(s.table), m(s.table), v(s.table), rows_, h,
+                          store_.bf16_copy(s.table));
+        continue;
       }
-    } else if (sparse) {
-      double sq = 0;
-      for (int i : g.params) sq += sum_squares_rows(store_.grad(i), g.sparse_rows);  // fixed order
-      const double norm = std::sqrt(sq);
-      h.grad_scale = clip_coefficient(norm, g.clip);
-      for (int i : g.params) adamw_update_rows(store_.param(i), store_.grad(i), m(i), v(i), g.sparse_rows, h);
-      norms_[g.name] = norm;
-    } else {
-      double sq = 0;
-      for (int i : g.params) {  // fixed order: deterministic
-        Tensor gr = store_.grad(i);
-        sq += sum_squares(Tensor(gr.data, {gr.numel()}, DType::f32, gr.device));
-      }
-      const double norm = std::sqrt(sq);
-      h.grad_scale = clip_coefficient(norm, g.clip);
-      for (int i : g.params) {
-        const int64_t n = store_.info(i).numel;
-        auto view = [n](const Tensor& t) { return Tensor(t.data, {n}, t.dtype, t.device); };
-        adamw_update(view(store_.param(i)), view(store_.grad(i)), view(m(i)), view(v(i)), h);
-      }
-      norms_[g.name] = norm;
+      const Tensor copy = s.bf16_offset < 0 || dev != Device::cuda
+                              ? Tensor()
+                              : Tensor(static_cast<uint16_t*>(bf16) + s.bf16_offset, {s.numel}, DType::bf16, dev);
+      adamw_update(flat(params, s.offset, s.numel, dev), flat(grads, s.grad_offset, s.numel, dev),
+                   flat(moment_base(0), s.grad_offset, s.numel, dev), flat(moment_base(1), s.grad_offset, s.numel, dev),
+                   h, copy);
     }
   }
 }
 
-void AdamW::set_sparse_rows(const std::string& group, const Tensor& rows_mask) {
-  for (ParamGroup& g : groups_) {
-    if (g.name != group) continue;
-    LINGUA_CHECK(rows_mask.dtype == DType::i32 && rows_mask.ndim == 1 && rows_mask.device == store_.device(),
-                 "internal error: row mask of group '", group, "' must be [rows] i32 on the store's device, got ",
-                 rows_mask.str());
-    for (int i : g.params) {
-      const ParamInfo& p = store_.info(i);
-      LINGUA_CHECK(p.shape.size() == 2 && p.shape[0] == rows_mask.size(0), "row-sparse AdamW: parameter '", p.name,
-                   "' of group '", group, "' is not a table of ", rows_mask.size(0), " rows");
-    }
-    g.sparse_rows = rows_mask;
-    return;
+std::map<std::string, double> AdamW::last_grad_norms() const {
+  std::map<std::string, double> out;
+  for (const ParamGroup& g : groups_) {
+    GroupStats st{};
+    store_.step_scalars().read(g.stats_slot, &st, sizeof st);
+    out[g.name] = st.norm;
   }
-  fail("row-sparse AdamW: the model has no parameter group '", group, "'");
+  return out;
 }
 
 bool AdamW::has_group(const std::string& name) const {
@@ -179,25 +205,35 @@ bool AdamW::has_group(const std::string& name) const {
   return false;
 }
 
-std::map<std::string, OptimConfig> group_overrides(const OptimConfig& cfg) {
-  OptimConfig s = cfg;
-  const StemOptimConfig& o = cfg.stem;
-  s.lr = o.lr.value_or(cfg.lr);
-  s.weight_decay = o.weight_decay.value_or(cfg.weight_decay);
-  s.epsilon = o.epsilon.value_or(cfg.epsilon);
-  s.beta1 = o.beta1.value_or(cfg.beta1);
-  s.beta2 = o.beta2.value_or(cfg.beta2);
-  s.clip = o.clip.value_or(cfg.clip);
-  return {{kStemGroup, s}};
+Tensor AdamW::moment(int which, int id) const {
+  const ParamInfo& p = store_.info(id);
+  LINGUA_CHECK(p.grad_offset >= 0, "internal error: parameter '", p.name, "' is frozen: it has no moments");
+  Tensor t = store_.param(id);
+  t.data = moment_base(which) + p.grad_offset;
+  return t;
+}
+Tensor AdamW::m(int id) const { return moment(0, id); }
+Tensor AdamW::v(int id) const { return moment(1, id); }
+
+std::vector<float> AdamW::host_m(int id) const {
+  Tensor t = m(id);
+  std::vector<float> h(t.numel());
+  copy_tensor(Tensor(h.data(), {t.numel()}), Tensor(t.data, {t.numel()}, DType::f32, t.device));
+  return h;
 }
 
-std::map<std::string, double> AdamW::last_grad_norms() const {
-  if (store_.device() != Device::cuda) return norms_;
-  std::vector<GroupStats> st(groups_.size());
-  copy_to_host(st.data(), dstats_.data(), st.size() * sizeof(GroupStats));
-  std::map<std::string, double> out;
-  for (size_t gi = 0; gi < groups_.size(); ++gi) out[groups_[gi].name] = st[gi].norm;
-  return out;
+std::vector<float> AdamW::host_v(int id) const {
+  Tensor t = v(id);
+  std::vector<float> h(t.numel());
+  copy_tensor(Tensor(h.data(), {t.numel()}), Tensor(t.data, {t.numel()}, DType::f32, t.device));
+  return h;
+}
+
+void AdamW::set_moments(int id, const float* mh, const float* vh) {
+  Tensor a = m(id), b = v(id);
+  const int64_t n = a.numel();
+  copy_tensor(Tensor(a.data, {n}, DType::f32, a.device), Tensor(mh, {n}));
+  copy_tensor(Tensor(b.data, {n}, DType::f32, b.device), Tensor(vh, {n}));
 }
 
 }  // namespace lingua

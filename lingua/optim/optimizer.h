@@ -1,7 +1,16 @@
 #pragma once
-// AdamW over a ParamStore with parameter groups. Each group has its own hyper-parameters and its
-// own gradient-norm clipping (the global norm over the group's parameters). Moments live in two
-// flat buffers with the ParamStore's layout.
+// AdamW over a ParamStore's trainable parameters, in the optimizer groups their modules declare.
+// Each group has its own hyper-parameters and its own gradient-norm clipping (the global norm over
+// the group's parameters), and may be row-sparse (a table whose rows are indexed by the step's
+// input ids: a step updates only the rows its micro-batches saw). Moments live in two flat buffers
+// with the store's gradient layout; when the store is laid out again (parameters added or
+// removed between steps) they follow by name.
+//
+// One path for every device and group kind: per group, the norm of each segment (a run of adjacent
+// dense parameters, or one row-sparse table) is accumulated into the group's slot of the store's
+// StepScalars, the clip coefficient is computed there, and each segment is updated reading the
+// coefficient and the step constants from there. Nothing waits for the host, so on CUDA the update
+// can be captured in a CUDA graph.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -10,27 +19,24 @@
 #include "lingua/config/train_config.h"
 #include "lingua/model/param_store.h"
 #include "lingua/ops/adamw/adamw.h"
+#include "lingua/ops/op_checks.h"
 
 namespace lingua {
 
 struct ParamGroup {
   std::string name;
-  double lr, weight_decay, beta1, beta2, eps, clip;
-  std::vector<int> params;  // ParamStore indices
-  // The group's parameters as ranges of the flat buffers (adjacent parameters merged): the CUDA
-  // path updates a whole range per kernel.
-  struct Span {
-    int64_t offset, numel;  // in the fp32 buffers, in floats
-    int64_t bf16_offset;    // in the store's bf16 copy (-1: the range has none)
+  OptimGroupHyper hyper;
+  std::vector<int> params;  // ParamStore ids (trainable only)
+  // What one norm / update call covers: a dense run of parameters adjacent in the weight, gradient
+  // and bf16 buffers (CUDA merges them; the CPU keeps one per parameter), or a row-sparse table.
+  struct Segment {
+    int64_t offset, grad_offset, numel;  // in floats
+    int64_t bf16_offset;                 // -1: no bf16 copy
+    int table = -1;                      // row-sparse: the table's parameter id
   };
-  std::vector<Span> spans;
-  // Row-sparse groups (set_sparse_rows): [rows] i32, nonzero for the rows to update.
-  Tensor sparse_rows;
+  std::vector<Segment> segments;
+  size_t step_slot = 0, stats_slot = 0;  // in StepScalars: AdamWStepScalars (host-written), GroupStats
 };
-
-// optim.stem.* resolved against optim.*: the hyper-parameters of the STEM tables' group, keyed by
-// its name, for AdamW's `overrides`.
-std::map<std::string, OptimConfig> group_overrides(const OptimConfig& cfg);
 
 struct StepReport {
   std::map<std::string, double> lr;  // per group, after the schedule
@@ -38,59 +44,59 @@ struct StepReport {
 
 class AdamW {
  public:
-  // Every parameter is put into the group its ParamInfo names; groups other than "default" take
-  // their hyper-parameters from `overrides` (or the defaults from cfg when absent).
-  AdamW(ParamStore& store, const OptimConfig& cfg, const std::map<std::string, OptimConfig>& overrides = {});
+  // Groups other than "default" take their hyper-parameters from the module that declared them
+  // (ParamStore::declare_group) resolved against cfg.
+  AdamW(ParamStore& store, const OptimConfig& cfg);
 
-  // Makes `group` row-sparse: each step updates only the rows r of its parameters (all [rows, C])
-  // with rows_mask[r] != 0, which the caller keeps current (the model marks the rows of the step's
-  // tokens). Other rows are not touched at all: no weight decay, no moment decay, no bf16 copy
-  // write. The group's gradient norm (for clipping and logging) is taken over the marked rows.
-  // rows_mask: [rows] i32 on the store's device, owned by the caller, alive as long as this.
-  void set_sparse_rows(const std::string& group, const Tensor& rows_mask);
-  bool has_group(const std::string& name) const;
+  // The input ids of a micro-batch of the coming step ([N] i32 on the store's device); `first`
+  // clears the rows seen so far. Marks the rows of the row-sparse groups (device work, capturable;
+  // nothing to do without such groups).
+  void observe_input_ids(const Tensor& ids, bool first);
+  bool row_sparse() const { return is_given(rows_); }
+  Tensor rows_seen() const { return rows_; }  // [rows] i32, nonzero: seen since the last `first`
 
-  // One update with learning-rate multiplier lr_mult, from the gradients in the store. On CUDA it
-  // never waits for the GPU: the norms, the clip coefficients and the update stay on the device.
+  // One update with learning-rate multiplier lr_mult, from the gradients in the store.
   // step = prepare + apply: prepare is the host part (counts the step, schedules the learning
-  // rates and, on CUDA, queues the step's constants to the device); apply is the update itself,
-  // which on CUDA reads no host value, so that it can be captured once in a CUDA graph.
+  // rates, sends the step's constants to the device); apply is the update itself, which reads no
+  // host value, so that it can be captured once in a CUDA graph.
   StepReport step(double lr_mult);
   StepReport prepare(double lr_mult);
   void apply();
-  // Per group, the global gradient norm of the last step, before clipping. On CUDA this reads it
-  // back (waits for the step), so call it only when logging.
+  // Per group, the global gradient norm of the last step, before clipping (on CUDA this waits for
+  // the step: call it when logging).
   std::map<std::string, double> last_grad_norms() const;
 
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
   const std::vector<ParamGroup>& groups() const { return groups_; }
-  Tensor m(int i) const;  // first moment of parameter i, its shape, on the store's device
-  Tensor v(int i) const;
-  // Host copies of the moments for checkpoint IO (on CUDA: download() before reading them,
-  // upload() after writing them).
-  Tensor host_m(int i) const;
-  Tensor host_v(int i) const;
-  void download() const;
-  void upload();
+  bool has_group(const std::string& name) const;
+  // Moments of trainable parameter `id` (its local shape, on the store's device).
+  Tensor m(int id) const;
+  Tensor v(int id) const;
+  // Host copies for checkpoint IO, and writing them back.
+  std::vector<float> host_m(int id) const;
+  std::vector<float> host_v(int id) const;
+  void set_moments(int id, const float* m, const float* v);
 
  private:
-  Tensor view(void* base, int i, Device dev) const;
-  ParamStore& store_;
-  std::vector<ParamGroup> groups_;
-  mutable std::vector<float> m_, v_;  // host (the CPU path's own, or the CUDA path's mirror)
-  DeviceBuffer dm_, dv_;
-  // CUDA: per group {sum of squares (double), norm (double), clip coefficient (float)}.
   struct GroupStats {
     double sq, norm;
-    float coef;
-    float pad_;
+    float coef, pad_;
   };
-  DeviceBuffer dstats_;
-  std::vector<AdamWHyper> hyper_;             // per group, of the prepared step
-  std::vector<AdamWStepScalars> scalars_;     // per group, of the prepared step (CUDA)
-  DeviceBuffer dscalars_;                     // their device copy, read by the update
-  std::map<std::string, double> norms_;  // the CPU path's last norms
+  void build_groups();
+  void follow_layout();  // the store was laid out again: moments move by name
+  Tensor moment(int which, int id) const;
+  float* moment_base(int which) const;
+  ParamStore& store_;
+  OptimConfig cfg_;
+  std::vector<ParamGroup> groups_;
+  std::vector<float> host_m_, host_v_;  // CPU: the moments
+  DeviceBuffer dm_, dv_;                // CUDA: the moments
+  std::map<std::string, std::pair<int64_t, int64_t>> moment_at_;  // name -> (grad_offset, numel) of the layout
+  uint64_t layout_epoch_ = 0;
+  std::vector<int32_t> rows_host_;  // CPU: the rows seen
+  DeviceBuffer rows_dev_;           // CUDA: the rows seen
+  Tensor rows_;
   int64_t t_ = 0;
 };
 

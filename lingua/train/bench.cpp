@@ -7,6 +7,8 @@
 
 #include "lingua/core/cuda.h"
 #include "lingua/core/philox.h"
+#include "lingua/exec/executor.h"
+#include "lingua/model/ffn/ffn.h"
 #include "lingua/model/transformer.h"
 #include "lingua/optim/optimizer.h"
 #include "lingua/optim/schedule.h"
@@ -40,20 +42,20 @@ std::string BenchResult::json(const TrainConfig& cfg) const {
                       {"mfu", mfu},
                       {"peak_mem_gib", peak_mem_gib},
                       {"loss", loss}};
-  if (cfg.model.ffn == "stem") {
-    j["stem_layers"] = stem_layers;
-    j["stem_sparse"] = cfg.optim.stem.sparse;
-  }
+  if (!ffn_layers.empty()) j["ffn_layers"] = ffn_layers;
+  for (auto& [g, sparse] : row_sparse_groups) j["row_sparse_" + g] = sparse;
   return j.dump();
 }
 
 BenchResult run_bench(const TrainConfig& cfg) {
   LINGUA_CHECK(cfg.model.vocab_size > 0, "lingua bench needs model.vocab_size (random tokens, no tokenizer)");
   Device dev = resolve_device(cfg.device);
+  check_ffn_config(cfg.model, &cfg.optim);
   ModelDims dims = resolve_dims(cfg.model, cfg.model.vocab_size);
   Transformer model(cfg.model, dims);
   model.to_device(dev);
-  model.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
+  Executor exec(model);
+  exec.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
   std::unique_ptr<AdamW> opt_owner = make_optimizer(model, cfg.optim);
   AdamW& opt = *opt_owner;
   const int B = cfg.data.batch_size, T = cfg.data.seq_len;
@@ -66,7 +68,7 @@ BenchResult run_bench(const TrainConfig& cfg) {
   const float scale = 1.0f / ((float)B * T * cfg.grad_acc_steps);
   double loss = 0;
   std::vector<double> losses;
-  TrainStep train_step(model, opt, cfg.cuda_graph);
+  TrainStep train_step(exec, opt, cfg.cuda_graph);
   const std::vector<MicroBatch> micro(cfg.grad_acc_steps, MicroBatch{tok.data(), tgt.data(), B, T});
   auto step = [&](int64_t s) {
     LossSum l = train_step.run(micro, scale, lr_multiplier(cfg.optim, s, cfg.bench.warmup + cfg.bench.steps));
@@ -85,13 +87,15 @@ BenchResult run_bench(const TrainConfig& cfg) {
   r.device = dev == Device::cuda ? cuda_device_name() : "cpu";
   ParamCounts pc = model.param_counts();
   r.total_params = pc.total;
-  r.stem_layers = dims.stem_layers;
+  r.ffn_layers = model.describe_ffn();
+  for (const ParamGroup& g : opt.groups())
+    if (g.name != "default") r.row_sparse_groups[g.name] = g.hyper.rows_by_input_ids;
   r.active_params = pc.active_non_embedding;
   r.step_ms = dt * 1e3;
   r.tokens_per_s = (double)B * T * cfg.grad_acc_steps / dt;
   r.mfu = r.tokens_per_s * model.flops_per_token(T) / 989e12;
   r.peak_mem_gib = dev == Device::cuda ? cuda_peak_memory() / double(1 << 30)
-                                       : (double)model.host_training_bytes() / double(1 << 30);
+                                       : (double)exec.host_training_bytes() / double(1 << 30);
   r.loss = loss;
   r.losses = losses;
   // Profiled steps come after the timed ones, so that recording does not perturb the timing.

@@ -2,6 +2,7 @@
 // `lingua bench`: step time, tokens/s, MFU and peak memory of a training config on random
 // tokens (forward, backward, gradient clipping and the AdamW step included), as the PyTorch
 // anchor measures them.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,8 @@ struct BenchResult {
   double step_ms = 0, tokens_per_s = 0, mfu = 0, peak_mem_gib = 0, loss = 0;
   std::vector<double> losses;  // every step's loss, warmup steps included (reference-loss checks)
   int64_t total_params = 0, active_params = 0;
-  std::vector<int> stem_layers;
+  std::string ffn_layers;                       // which FFN variant runs where (Transformer::describe_ffn)
+  std::map<std::string, bool> row_sparse_groups;  // optimizer groups other than "default": row-sparse?
   std::string profile, trace_path;  // with profiling.run: the per-op summary and the Chrome trace
   std::string json(const TrainConfig& cfg) const;  // one line for bench/results/*.jsonl
 };

@@ -8,21 +8,18 @@
 namespace lingua {
 
 std::unique_ptr<AdamW> make_optimizer(Transformer& model, const OptimConfig& cfg) {
-  auto opt = std::make_unique<AdamW>(model.params(), cfg, group_overrides(cfg));
-  if (cfg.stem.sparse) {
-    LINGUA_CHECK(opt->has_group(kStemGroup),
-                 "config key 'optim.stem.sparse' is true but the model has no STEM tables (set model.ffn=stem)");
-    opt->set_sparse_rows(kStemGroup, model.stem_rows_seen());
-  }
-  return opt;
+  return std::make_unique<AdamW>(model.params(), cfg);
 }
 
-TrainStep::TrainStep(Transformer& model, AdamW& opt, bool cuda_graph)
-    : model_(model), opt_(opt), use_graph_(cuda_graph && model.device() == Device::cuda) {}
+TrainStep::TrainStep(Executor& exec, AdamW& opt, bool cuda_graph)
+    : exec_(exec), opt_(opt), use_graph_(cuda_graph && exec.device() == Device::cuda) {}
 
 void TrainStep::body(int n_micro, float loss_scale) {
-  model_.zero_grads();
-  for (int i = 0; i < n_micro; ++i) model_.forward_backward_staged(i, loss_scale);
+  exec_.zero_grads();
+  for (int i = 0; i < n_micro; ++i) {
+    opt_.observe_input_ids(exec_.staged_tokens(i), i == 0);  // the rows a row-sparse group updates
+    exec_.forward_backward_staged(i, loss_scale);
+  }
   opt_.apply();
 }
 
@@ -32,7 +29,7 @@ LossSum TrainStep::run(const std::vector<MicroBatch>& micro, float loss_scale, d
   Key key;
   key.loss_scale = loss_scale;
   for (size_t i = 0; i < micro.size(); ++i) {
-    model_.stage_batch((int)i, micro[i].tokens, micro[i].targets, micro[i].B, micro[i].T);
+    exec_.stage_batch((int)i, micro[i].tokens, micro[i].targets, micro[i].B, micro[i].T);
     key.shapes.push_back(micro[i].B);
     key.shapes.push_back(micro[i].T);
   }
@@ -41,22 +38,22 @@ LossSum TrainStep::run(const std::vector<MicroBatch>& micro, float loss_scale, d
   const int n = (int)micro.size();
   if (!use_graph_ || eager || profiling_active()) {
     body(n, loss_scale);
-    return model_.take_loss();
+    return exec_.take_loss();
   }
   // Epochs after staging: staging may have grown the id buffers.
-  key.model_epoch = model_.memory_epoch();
+  key.model_epoch = exec_.memory_epoch();
   key.scratch_epoch = cuda_scratch_epoch();
   if (graph_.ready() && key == key_) {
     graph_.launch();
-    return model_.take_loss();
+    return exec_.take_loss();
   }
   if (!(key == eager_key_)) {
     // First step of these shapes: run it eagerly, which sizes every buffer the graph will use.
     body(n, loss_scale);
     eager_key_ = key;
-    eager_key_.model_epoch = model_.memory_epoch();
+    eager_key_.model_epoch = exec_.memory_epoch();
     eager_key_.scratch_epoch = cuda_scratch_epoch();
-    return model_.take_loss();
+    return exec_.take_loss();
   }
   try {
     graph_.begin_capture();
@@ -68,12 +65,12 @@ LossSum TrainStep::run(const std::vector<MicroBatch>& micro, float loss_scale, d
     std::fprintf(stderr, "lingua: warning: capturing the training step as a CUDA graph failed, running without "
                          "graphs (cuda_graph=false silences this): %s\n", e.what());
     body(n, loss_scale);
-    return model_.take_loss();
+    return exec_.take_loss();
   }
   ++captures_;
   key_ = key;
   graph_.launch();
-  return model_.take_loss();
+  return exec_.take_loss();
 }
 
 }  // namespace lingua

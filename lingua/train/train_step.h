@@ -12,13 +12,12 @@
 #include <vector>
 
 #include "lingua/core/cuda.h"
-#include "lingua/model/transformer.h"
+#include "lingua/exec/executor.h"
 #include "lingua/optim/optimizer.h"
 
 namespace lingua {
 
-// AdamW for `model` from optim.*: the STEM tables (if any) in their own group with optim.stem.*
-// resolved against optim.*, row-sparse with optim.stem.sparse (an error without STEM tables).
+// AdamW over the model's parameters, in the groups its modules declared, from optim.*.
 std::unique_ptr<AdamW> make_optimizer(Transformer& model, const OptimConfig& cfg);
 
 struct MicroBatch {
@@ -29,7 +28,7 @@ struct MicroBatch {
 
 class TrainStep {
  public:
-  TrainStep(Transformer& model, AdamW& opt, bool cuda_graph);
+  TrainStep(Executor& exec, AdamW& opt, bool cuda_graph);
   // Runs one step; returns the loss summed over the micro-batches (waits for the GPU).
   // eager: run this step without the graph (e.g. while profiling per op).
   LossSum run(const std::vector<MicroBatch>& micro, float loss_scale, double lr_mult, StepReport* report = nullptr,
@@ -45,7 +44,7 @@ class TrainStep {
     uint64_t model_epoch = 0, scratch_epoch = 0;
     bool operator==(const Key&) const = default;
   };
-  Transformer& model_;
+  Executor& exec_;
   AdamW& opt_;
   bool use_graph_;
   CudaGraph graph_;

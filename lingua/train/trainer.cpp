@@ -12,13 +12,14 @@
 #include <nlohmann/json.hpp>
 
 #include "lingua/checkpoint/checkpoint.h"
-#include "lingua/checkpoint/safetensors.h"
+#include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/core/cuda.h"
 #include "lingua/config/config.h"
 #include "lingua/data/loader.h"
 #include "lingua/data/tokenizer.h"
 #include "lingua/eval/validation.h"
-#include "lingua/model/model_io.h"
+#include "lingua/exec/executor.h"
+#include "lingua/model/ffn/ffn.h"
 #include "lingua/model/transformer.h"
 #include "lingua/optim/optimizer.h"
 #include "lingua/optim/schedule.h"
@@ -48,6 +49,7 @@ void validate(const TrainConfig& c) {
                ") exceeds 'model.max_seqlen' (", c.model.max_seqlen, ")");
   LINGUA_CHECK(c.logging.freq > 0, "config key 'logging.freq' must be positive");
   LINGUA_CHECK(c.optim.warmup >= 0, "config key 'optim.warmup' must be >= 0");
+  check_ffn_config(c.model, &c.optim);
 }
 
 std::string human_count(double x) {
@@ -57,12 +59,6 @@ std::string human_count(double x) {
   else if (x >= 1e3) std::snprintf(b, sizeof b, "%.1fk", x / 1e3);
   else std::snprintf(b, sizeof b, "%.0f", x);
   return b;
-}
-
-std::string join_ints(const std::vector<int>& v) {
-  std::string s;
-  for (int x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
-  return s;
 }
 
 std::string human_time(double s) {
@@ -106,55 +102,24 @@ double unigram_entropy(const DataConfig& data, const Tokenizer& tok, int vocab, 
 
 struct Run {
   const TrainConfig& cfg;
-  Transformer& model;
+  Executor& exec;
   AdamW& opt;
   DataLoader& loader;
 };
 
 void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
-  save_checkpoint_dir(root, step, [&](const std::string& dir) {
-    save_params(r.model.params(), dir + "/consolidated.safetensors", {{"format", "lingua.cpp"}});
-    std::vector<NamedTensor> moments;
-    const ParamStore& s = r.model.params();
-    r.opt.download();  // no-op on the CPU
-    for (int i = 0; i < s.size(); ++i) {
-      moments.push_back({"exp_avg." + s.info(i).name, r.opt.host_m(i)});
-      moments.push_back({"exp_avg_sq." + s.info(i).name, r.opt.host_v(i)});
-    }
-    write_safetensors(dir + "/optimizer.safetensors", moments);
-    write_text_file_atomic(dir + "/params.json", params_json(r.cfg, r.model.param_counts()));
-    json st = {{"step", step},
-               {"optimizer_steps", r.opt.steps_taken()},
-               {"scheduler", {{"last_step", step}}},
-               {"data_loader", r.loader.state()}};
-    write_text_file_atomic(dir + "/train_state_00000.json", st.dump(1) + "\n");
-  });
+  save_training_checkpoint(root, r.cfg, r.exec.model(), r.opt, {step, r.opt.steps_taken(), r.loader.state()});
   prune_checkpoints(root, r.cfg.checkpoint.dump.keep);
 }
 
 int64_t load_checkpoint(const Run& r, const std::string& dir) {
-  load_params(r.model.params(), dir + "/consolidated.safetensors");
-  SafetensorsFile f = SafetensorsFile::open(dir + "/optimizer.safetensors");
-  const ParamStore& s = r.model.params();
-  for (int i = 0; i < s.size(); ++i) {
-    f.read_into("exp_avg." + s.info(i).name, r.opt.host_m(i));
-    f.read_into("exp_avg_sq." + s.info(i).name, r.opt.host_v(i));
-  }
-  r.opt.upload();
-  std::string path = dir + "/train_state_00000.json";
-  json st;
-  try {
-    st = json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  r.opt.set_steps_taken(st.at("optimizer_steps").get<int64_t>());
-  r.loader.load_state(st.at("data_loader"));
-  return st.at("step").get<int64_t>();
+  TrainState st = load_training_checkpoint(dir, r.exec.model(), r.opt);
+  r.loader.load_state(st.data_loader);
+  return st.step;
 }
 
 void run_validation(const Run& r, const Tokenizer& tok, int64_t step, const std::string& path, bool quiet) {
-  auto res = evaluate_validation(r.model, tok, r.cfg.data, r.cfg.eval.max_tokens);
+  auto res = evaluate_validation(r.exec, tok, r.cfg.data, r.cfg.eval.max_tokens);
   json j = {{"global_step", step}};
   for (auto& [src, v] : res) {
     j[src + "/nll"] = v.nll;
@@ -193,27 +158,33 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   Transformer model(cfg.model, dims);
   const Device device = resolve_device(cfg.device);
   model.to_device(device);
-  model.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
+  Executor exec(model);
+  exec.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
   std::unique_ptr<AdamW> opt_owner = make_optimizer(model, cfg.optim);
   AdamW& opt = *opt_owner;
   DataLoader loader(cfg.data, *tok);
-  Run run{cfg, model, opt, loader};
+  Run run{cfg, exec, opt, loader};
   const bool quiet = hooks.quiet;
 
   ParamCounts pc = model.param_counts();
   const int64_t tokens_per_step = (int64_t)cfg.grad_acc_steps * cfg.data.batch_size * cfg.data.seq_len;
   const double flops_per_token = model.flops_per_token(cfg.data.seq_len);
   if (!quiet) {
-    std::string stem;
-    if (pc.stem_tables > 0)
-      stem = ", " + human_count((double)pc.stem_tables) + " in STEM tables (layers " + join_ints(dims.stem_layers) +
-             (cfg.optim.stem.sparse ? ", row-sparse AdamW)" : ")");
+    // Parameter groups other than the default, as the modules that declared them describe them.
+    std::string groups;
+    for (const ParamGroup& g : opt.groups()) {
+      if (g.name == "default") continue;
+      const OptimGroupSpec* spec = model.params().group_spec(g.name);
+      groups += ", " + human_count((double)pc.groups[g.name]) + " in " + (spec ? spec->description : g.name) +
+                " (optimizer group '" + g.name + "'" + (g.hyper.rows_by_input_ids ? ", row-sparse AdamW)" : ")");
+    }
+    if (pc.frozen) groups += ", " + human_count((double)pc.frozen) + " frozen";
     std::fprintf(stderr,
                  "lingua: %s | params %s total%s, %s active non-embedding (MFU counts these) | %d layers, dim %d, "
-                 "%d heads (%d kv), ffn %d, vocab %d | %lld tokens/step | %s\n",
-                 cfg.name.c_str(), human_count((double)pc.total).c_str(), stem.c_str(),
+                 "%d heads (%d kv), ffn %d (%s), vocab %d | %lld tokens/step | %s\n",
+                 cfg.name.c_str(), human_count((double)pc.total).c_str(), groups.c_str(),
                  human_count((double)pc.active_non_embedding).c_str(), dims.n_layers, dims.dim, dims.n_heads,
-                 dims.n_kv_heads, dims.hidden, dims.vocab, (long long)tokens_per_step,
+                 dims.n_kv_heads, dims.hidden, model.describe_ffn().c_str(), dims.vocab, (long long)tokens_per_step,
                  device == Device::cuda ? cuda_device_name().c_str() : "cpu");
   }
 
@@ -223,10 +194,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     step = load_checkpoint(run, last->path);
     if (!quiet) std::fprintf(stderr, "lingua: resumed from %s (step %lld)\n", last->path.c_str(), (long long)step);
   } else if (!cfg.checkpoint.init_ckpt_path.empty()) {
-    std::string p = cfg.checkpoint.init_ckpt_path;
-    if (fs::is_directory(p)) p = (fs::path(p) / "consolidated.safetensors").string();
-    load_params(model.params(), p);
-    if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", p.c_str());
+    load_weights(model, cfg.checkpoint.init_ckpt_path);
+    if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", cfg.checkpoint.init_ckpt_path.c_str());
   }
   result.start_step = step;
   if (cfg.logging.unigram_baseline_tokens > 0) {
@@ -241,7 +210,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   int64_t total_tokens = step * tokens_per_step;
   const int64_t first_step = step;
   StepProfiler profiler(cfg.profiling, cfg.dump_dir, device, first_step);
-  TrainStep train_step(model, opt, cfg.cuda_graph);
+  TrainStep train_step(exec, opt, cfg.cuda_graph);
   while (step < cfg.steps) {
     profiler.before_step(step);
     auto t0 = Clock::now();
@@ -286,7 +255,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"memory/max_active_gib",
                  device == Device::cuda
                      ? cuda_peak_memory() / double(1 << 30)
-                     : (double)model.host_training_bytes() / (1 << 30)},
+                     : (double)exec.host_training_bytes() / (1 << 30)},
                 {"memory/max_rss_gib", max_rss_gib()},
                 {"data/documents", ds.documents},
                 {"data/skipped_lines", ds.skipped()},
@@ -294,10 +263,11 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"data/missing_text", ds.missing_text},
                 {"data/invalid_utf8", ds.invalid_utf8},
                 {"loss/out", loss}};
-      if (norms.count(kStemGroup)) {
-        m["optim/stem_grad_norm"] = norms.at(kStemGroup);
-        m["optim/stem_lr"] = rep.lr.at(kStemGroup);
-      }
+      for (auto& [group, norm] : norms)  // other groups: optim/<group>_grad_norm, optim/<group>_lr
+        if (group != "default") {
+          m["optim/" + group + "_grad_norm"] = norm;
+          m["optim/" + group + "_lr"] = rep.lr.at(group);
+        }
       append_line(metrics_path, m);
       if (!quiet) {
         double elapsed = seconds_since(run_start);
@@ -314,7 +284,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (hooks.after_step && !hooks.after_step(step)) break;
   }
   result.final_step = step;
-  if (hooks.at_end) hooks.at_end(model);
+  if (hooks.at_end) hooks.at_end(exec);
   return result;
 }
 

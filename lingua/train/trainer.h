@@ -10,7 +10,7 @@
 
 namespace lingua {
 
-class Transformer;
+class Executor;
 
 struct TrainResult {
   int64_t start_step = 0;          // steps already done when this run began (resume)
@@ -23,8 +23,9 @@ struct TrainHooks {
   // Called after each optimizer step; returning false stops the run (tests simulate crashes).
   std::function<bool(int64_t step)> after_step;
   bool quiet = false;  // no status lines on stderr
-  // Called once after the last step with the trained model (tests compare it with its checkpoint).
-  std::function<void(Transformer& model)> at_end;
+  // Called once after the last step with the trained model's executor (tests compare it with its
+  // checkpoint).
+  std::function<void(Executor& exec)> at_end;
 };
 
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks = {});

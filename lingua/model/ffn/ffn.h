@@ -1,7 +1,8 @@
 #pragma once
 // The FFN interface. A variant is one file implementing FeedForward plus one line in
-// registry.cpp. A variant declares its own parameters (any shapes, any optimizer group), sees the
-// step's input token ids (STEM), and reports its arena needs and matmul parameters (FLOPs).
+// registry.cpp; nothing else names it. A variant declares its own parameters (any shapes, any
+// optimizer group, which it declares too), sees the step's input token ids, checks its own config
+// keys, and reports its arena needs and matmul parameters (FLOPs).
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,11 +26,13 @@ class FeedForward {
   // dout: [N, dim] ctx.act; dx: [N, dim] f32 or ctx.act, written. Parameter gradients accumulated.
   // May overwrite what forward saved (backward runs once per forward).
   virtual void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) = 0;
-  // Arena bytes (see arena_bytes) for `rows` tokens with activations of dtype act.
+  // Arena bytes (see arena_bytes) for `rows` rows with activations of dtype act.
   virtual size_t saved_bytes(int64_t rows, DType act) const = 0;    // kept from forward to backward
   virtual size_t scratch_bytes(int64_t rows, DType act) const = 0;  // extra, transient (forward or backward)
   // Parameters multiplied with each token (6x this per token in training FLOPs).
   virtual int64_t matmul_params() const = 0;
+  // The registry key of the variant this layer runs (a variant may leave some layers dense).
+  virtual const char* kind() const = 0;
 };
 
 struct FfnBuildArgs {
@@ -46,19 +49,19 @@ struct FfnInitStd {
   float in, out;
 };
 FfnInitStd ffn_init_std(const FfnBuildArgs& args);
+// The spec of an FFN weight [out, in] (trunc_normal(std), axes as given).
+ParamSpec ffn_weight_spec(const FfnBuildArgs& args, const char* name, int64_t out, int64_t in, const char* out_axis,
+                          const char* in_axis, float std);
 
 using FfnFactory = std::unique_ptr<FeedForward> (*)(const FfnBuildArgs&);
+// Validates the variant's own config keys for any config (e.g. a key set while another variant is
+// selected); `optim` is null where only the model config is known. Errors name the key.
+using FfnConfigCheck = void (*)(const ModelConfig& model, const OptimConfig* optim);
 
 // Builds the variant named `kind`; an unknown name is an error listing the registered ones.
 std::unique_ptr<FeedForward> make_ffn(const std::string& kind, const FfnBuildArgs& args);
+// Runs every variant's config check (resolve_dims calls it without `optim`; the trainer with).
+void check_ffn_config(const ModelConfig& cfg, const OptimConfig* optim = nullptr);
 std::vector<std::string> ffn_kinds();
-
-// Variants (one file each).
-std::unique_ptr<FeedForward> make_swiglu_ffn(const FfnBuildArgs& args);
-// STEM on the layers of dims.stem_layers (model.stem_layers), SwiGLU on the others.
-std::unique_ptr<FeedForward> make_stem_ffn(const FfnBuildArgs& args);
-
-// The optimizer group of the STEM tables (optim.stem.*).
-inline constexpr const char* kStemGroup = "stem";
 
 }  // namespace lingua

@@ -1,15 +1,29 @@
 #include <cmath>
-#include <utility>
 
 #include "lingua/model/ffn/ffn.h"
 
 namespace lingua {
 
-// One line per FFN variant.
-static const std::pair<const char*, FfnFactory> kFfnRegistry[] = {
-    {"swiglu", make_swiglu_ffn},
-    {"stem", make_stem_ffn},
+// The variants (one file each).
+std::unique_ptr<FeedForward> make_swiglu_ffn(const FfnBuildArgs& args);
+std::unique_ptr<FeedForward> make_stem_ffn(const FfnBuildArgs& args);
+void check_stem_config(const ModelConfig& cfg, const OptimConfig* optim);
+
+namespace {
+
+struct FfnEntry {
+  const char* name;
+  FfnFactory make;
+  FfnConfigCheck check;  // may be null
 };
+
+// One line per FFN variant.
+const FfnEntry kFfnRegistry[] = {
+    {"swiglu", make_swiglu_ffn, nullptr},
+    {"stem", make_stem_ffn, check_stem_config},
+};
+
+}  // namespace
 
 FfnInitStd ffn_init_std(const FfnBuildArgs& a) {
   const double factor = init_std_factor(a.cfg.init_std_factor, a.layer, a.dims.n_layers, a.dims.dim);
@@ -17,15 +31,37 @@ FfnInitStd ffn_init_std(const FfnBuildArgs& a) {
           (float)(a.cfg.init_base_std.value_or(std::pow(a.dims.hidden, -0.5)) / factor)};
 }
 
+ParamSpec ffn_weight_spec(const FfnBuildArgs& a, const char* name, int64_t out, int64_t in, const char* out_axis,
+                          const char* in_axis, float std) {
+  ParamSpec p;
+  p.name = a.prefix + name;
+  p.shape = {out, in};
+  p.axes = {out_axis, in_axis};
+  p.init = ParamInit::trunc_normal(std);
+  return p;
+}
+
 std::vector<std::string> ffn_kinds() {
   std::vector<std::string> k;
-  for (auto& [name, f] : kFfnRegistry) k.push_back(name);
+  for (const FfnEntry& e : kFfnRegistry) k.push_back(e.name);
   return k;
 }
 
+void check_ffn_config(const ModelConfig& cfg, const OptimConfig* optim) {
+  bool known = false;
+  for (const FfnEntry& e : kFfnRegistry) {
+    known = known || cfg.ffn == e.name;
+    if (e.check) e.check(cfg, optim);
+  }
+  if (known) return;
+  std::string valid;
+  for (auto& n : ffn_kinds()) valid += (valid.empty() ? "" : ", ") + n;
+  fail("config key 'model.ffn': unknown FFN variant '", cfg.ffn, "'; registered: ", valid);
+}
+
 std::unique_ptr<FeedForward> make_ffn(const std::string& kind, const FfnBuildArgs& args) {
-  for (auto& [name, factory] : kFfnRegistry)
-    if (kind == name) return factory(args);
+  for (const FfnEntry& e : kFfnRegistry)
+    if (kind == e.name) return e.make(args);
   std::string valid;
   for (auto& n : ffn_kinds()) valid += (valid.empty() ? "" : ", ") + n;
   fail("config key 'model.ffn': unknown FFN variant '", kind, "'; registered: ", valid);

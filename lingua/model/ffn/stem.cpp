@@ -1,36 +1,92 @@
 // STEM FFN (SPEC §2): the up-projection w3 x of SwiGLU is replaced by a row of a per-layer table
 // indexed by the input token at the same position:
 //   out = w2(silu(w1 x) * E[token])
-// E: [vocab, hidden] f32, its own optimizer group ("stem"), an embedding for the accounting (memory,
-// not FLOPs). Layers not in model.stem_layers are dense SwiGLU.
+// E: [vocab, hidden] f32, in its own optimizer group ("stem", hyper-parameters optim.stem.*,
+// row-sparse with optim.stem.sparse), an embedding for the accounting (memory, not FLOPs). Layers
+// not in model.stem_layers are dense SwiGLU.
 // Sharding (a later layer, over distributed.stem_parallel_size ranks) splits the table by columns:
-// a rank declares its [vocab, hidden / P] slice as the parameter, and the gather and scatter-add
-// ops take any column count; the all-to-all of rows goes between them and the gate product.
+// a rank declares its [vocab, hidden / P] slice (Placement::ColumnSlice), and the gather and
+// scatter-add ops take any column count; the all-to-all of rows goes between them and the gate
+// product.
+#include "lingua/model/ffn/stem.h"
+
+#include <algorithm>
 #include <cmath>
 
 #include "lingua/model/dims.h"
 #include "lingua/model/ffn/ffn.h"
+#include "lingua/model/linear.h"
 #include "lingua/ops/embedding/embedding.h"
-#include "lingua/ops/linear/linear.h"
+#include "lingua/ops/op_checks.h"
 #include "lingua/ops/swiglu/swiglu.h"
 
 namespace lingua {
+
+std::unique_ptr<FeedForward> make_swiglu_ffn(const FfnBuildArgs& args);
+
+std::vector<int> stem_layers(const ModelConfig& c) {
+  std::vector<int> layers;
+  if (c.ffn != "stem") return layers;
+  if (!c.stem_layers) {
+    for (int l = 1; l < c.n_layers; ++l) layers.push_back(l);
+    return layers;
+  }
+  layers = *c.stem_layers;
+  std::sort(layers.begin(), layers.end());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const int l = layers[i];
+    LINGUA_CHECK(l >= 0 && l < c.n_layers, "config key 'model.stem_layers': layer ", l, " is outside [0, ", c.n_layers,
+                 ") (model.n_layers)");
+    LINGUA_CHECK(i == 0 || layers[i - 1] != l, "config key 'model.stem_layers': layer ", l, " is listed twice");
+  }
+  return layers;
+}
+
+void check_stem_config(const ModelConfig& c, const OptimConfig* optim) {
+  LINGUA_CHECK(c.ffn == "stem" || !c.stem_layers, "config key 'model.stem_layers' is set but model.ffn is '", c.ffn,
+               "': set model.ffn=stem to use STEM layers");
+  LINGUA_CHECK(c.ffn == "stem" || !optim || !optim->stem.sparse,
+               "config key 'optim.stem.sparse' is true but the model has no STEM tables (set model.ffn=stem)");
+  stem_layers(c);
+}
+
+std::string stem_table_name(int layer) {
+  return "layers." + std::to_string(layer) + ".feed_forward.stem_embedding.weight";
+}
+
 namespace {
+
+// optim.stem.* over optim.*: the tables' group.
+OptimGroupHyper stem_group_hyper(const OptimConfig& cfg) {
+  const StemOptimConfig& o = cfg.stem;
+  return {o.lr.value_or(cfg.lr),       o.weight_decay.value_or(cfg.weight_decay), o.beta1.value_or(cfg.beta1),
+          o.beta2.value_or(cfg.beta2), o.epsilon.value_or(cfg.epsilon),           o.clip.value_or(cfg.clip),
+          o.sparse};
+}
 
 class StemFfn final : public FeedForward {
  public:
-  explicit StemFfn(const FfnBuildArgs& a) : store_(a.store), dim_(a.dims.dim), hidden_(a.dims.hidden) {
+  explicit StemFfn(const FfnBuildArgs& a) : hidden_(a.dims.hidden) {
     // w1, w2 as Lingua's SwiGLU; the table as Xavier normal on [vocab, hidden].
     const FfnInitStd init = ffn_init_std(a);
-    const float table_std = (float)std::sqrt(2.0 / ((double)a.dims.vocab + (double)hidden_));
-    w1_ = a.store.add(a.prefix + "w1.weight", {hidden_, dim_}, {ParamInit::trunc_normal, init.in});
-    w2_ = a.store.add(a.prefix + "w2.weight", {dim_, hidden_}, {ParamInit::trunc_normal, init.out});
-    // Gathered from the fp32 weights (no bf16 copy): a step reads only its tokens' rows.
-    table_ = a.store.add(a.prefix + "stem_embedding.weight", {(int64_t)a.dims.vocab, hidden_},
-                         {ParamInit::normal, table_std}, kStemGroup, /*embedding=*/true, /*compute_copy=*/false);
+    const int64_t dim = a.dims.dim;
+    w1_ = Linear(a.store, ffn_weight_spec(a, "w1.weight", hidden_, dim, "hidden", "dim", init.in));
+    w2_ = Linear(a.store, ffn_weight_spec(a, "w2.weight", dim, hidden_, "dim", "hidden", init.out));
+    a.store.declare_group({kStemGroup, stem_group_hyper, "STEM tables"});
+    ParamSpec t;
+    t.name = a.prefix + "stem_embedding.weight";
+    t.shape = {(int64_t)a.dims.vocab, hidden_};
+    t.axes = {"vocab", "hidden"};
+    t.init = ParamInit::normal((float)std::sqrt(2.0 / ((double)a.dims.vocab + (double)hidden_)));
+    t.group = kStemGroup;
+    t.embedding = true;
+    t.compute_copy = false;  // gathered from the fp32 weights: a step reads only its tokens' rows
+    table_ = a.store.add(std::move(t));
+    store_ = &a.store;
   }
 
   void forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) override {
+    LINGUA_CHECK(ctx.seq.prefix == 0, "STEM layers do not take prefix rows (they have no token to look up)");
     const int64_t n = ctx.rows();
     Arena& sc = *ctx.scratch;
     size_t mark = sc.mark();
@@ -38,10 +94,10 @@ class StemFfn final : public FeedForward {
     // e = E[token] (not kept: backward gathers it again, as cheap as reading it back), then
     // g = silu(a) * e written over it.
     Tensor e = arena_tensor(sc, {n, hidden_}, ctx.act);
-    linear_forward(x, store_.compute_param(w1_), a_);
-    embedding_forward(ctx.tokens, store_.param(table_), e);
+    w1_.forward(x, a_);
+    embedding_forward(ctx.tokens, store_->param(table_), e);
     swiglu_forward(a_, e, e);
-    linear_forward(e, store_.compute_param(w2_), out, residual);
+    w2_.forward(e, out, residual);
     sc.release_to(mark);
   }
 
@@ -53,33 +109,35 @@ class StemFfn final : public FeedForward {
     // dg = dout W2; one pass then writes da over a, de over e and the recomputed g over dg.
     Tensor dg = arena_tensor(ar, {n, hidden_}, ctx.act);
     Tensor e = arena_tensor(ar, {n, hidden_}, ctx.act);
-    linear_backward(dg, store_.compute_param(w2_), dout, dg, Tensor());
-    embedding_forward(ctx.tokens, store_.param(table_), e);
+    w2_.backward_input(dout, dg);
+    embedding_forward(ctx.tokens, store_->param(table_), e);
     swiglu_backward(a_, e, dg, a_, e, dg);
-    linear_backward(dg, store_.compute_param(w2_), dout, Tensor(), store_.grad(w2_));
-    embedding_backward(ctx.tokens, e, store_.grad(table_));  // deterministic scatter-add of de
-    linear_backward(x, store_.compute_param(w1_), a_, dx, store_.grad(w1_));
+    w2_.backward_weight(dg, dout);
+    const Tensor dtable = store_->grad(table_);
+    if (is_given(dtable)) embedding_backward(ctx.tokens, e, dtable);  // deterministic scatter-add of de
+    w1_.backward(x, a_, dx);
     ar.release_to(mark);
   }
 
   size_t saved_bytes(int64_t rows, DType act) const override { return arena_bytes(rows * hidden_, act); }
-  size_t scratch_bytes(int64_t rows, DType act) const override {
-    return 2 * arena_bytes(rows * hidden_, act);
-  }
+  size_t scratch_bytes(int64_t rows, DType act) const override { return 2 * arena_bytes(rows * hidden_, act); }
   // The table is looked up, not multiplied: w1 and w2 only.
-  int64_t matmul_params() const override { return 2LL * dim_ * hidden_; }
+  int64_t matmul_params() const override { return w1_.out() * w1_.in() + w2_.out() * w2_.in(); }
+  const char* kind() const override { return "stem"; }
 
  private:
-  ParamStore& store_;
-  int64_t dim_, hidden_;
-  int w1_, w2_, table_;
+  ParamStore* store_ = nullptr;
+  int64_t hidden_;
+  Linear w1_, w2_;
+  int table_ = -1;
   Tensor a_;  // saved: [N, hidden] w1 x
 };
 
 }  // namespace
 
 std::unique_ptr<FeedForward> make_stem_ffn(const FfnBuildArgs& a) {
-  if (!a.dims.is_stem_layer(a.layer)) return make_swiglu_ffn(a);
+  const std::vector<int> layers = stem_layers(a.cfg);
+  if (!std::binary_search(layers.begin(), layers.end(), a.layer)) return make_swiglu_ffn(a);
   return std::make_unique<StemFfn>(a);
 }
 

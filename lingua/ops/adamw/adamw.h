@@ -27,15 +27,15 @@ struct AdamWHyper {
   float lr, beta1, beta2, eps, weight_decay;
   int64_t step;
   float grad_scale = 1.0f;
-  // CUDA only (null on the CPU path): a device pointer to one float multiplied into grad_scale,
-  // e.g. the clip coefficient written by clip_coefficient_device(), so that a training step with
-  // clipping needs no host synchronisation. Read by the kernel, in stream order.
+  // Optional, in the memory of the tensors' device (device memory on CUDA, host memory on the
+  // CPU), read when the update runs (on CUDA in stream order), so that a step captured once in a
+  // CUDA graph reads each step's values:
+  //  - grad_scale_device: one float multiplied into grad_scale, e.g. the clip coefficient written
+  //    by clip_coefficient_device(), so a step with clipping needs no host synchronisation;
+  //  - step_device: adamw_step_scalars(h) of this step, read instead of lr, step and weight_decay
+  //    (which are then not read); bitwise the same update as the by-value path. One per distinct
+  //    (lr, weight_decay) parameter group.
   const float* grad_scale_device = nullptr;
-  // CUDA only (null on the CPU path): device memory the caller owns holding
-  // adamw_step_scalars(h) for this step, read by the kernel in stream order instead of lr, step and
-  // weight_decay (which are then not read), so that a captured CUDA graph can be replayed each step
-  // with new values: write them with copy_to_device_async before each launch. Bitwise the same
-  // update as the by-value path. One per distinct (lr, weight_decay) parameter group.
   const AdamWStepScalars* step_device = nullptr;
 };
 
@@ -63,29 +63,36 @@ inline float clip_coefficient(double norm, double max_norm) {
   return c < 1.0 ? (float)c : 1.0f;
 }
 
-// ---- Gradient clipping on the device (CUDA only; no host synchronisation) ----
-// The device-side twin of
+// ---- Gradient clipping without a host round trip ----
+// The twin of
 //   sq = sum_i sum_squares(grad_i);  norm = sqrt(sq);  coef = clip_coefficient(norm, max_norm)
-// for a training step that never waits for the GPU. sq, norm (double) and coef (float) live in
-// device memory the caller owns (e.g. one small DeviceBuffer per parameter group):
+// whose results stay in the memory of the tensors' device (device memory on CUDA, host memory on
+// the CPU), for a training step that never waits for the GPU. sq, norm (double) and coef (float)
+// live in memory the caller owns (e.g. a parameter group's slot of StepScalars):
 //   for (k = 0; k < count; ++k) sum_squares_device(grad[k], sq, /*accumulate=*/k > 0);
-//   clip_coefficient_device(sq, max_norm, coef, norm);   // norm: for logging, read back later
+//   clip_coefficient_device(device, sq, max_norm, coef, norm);   // norm: for logging
 //   h.grad_scale_device = coef;  adamw_update(..., h, ...) for each parameter of the group
 // Deterministic: each tensor is summed in a fixed order (as sum_squares) and added to *sq in call
 // (stream) order, so the total is bitwise reproducible for the same list of tensors; coef equals
-// clip_coefficient(sqrt(*sq), max_norm) exactly. Without CUDA these fail with an Error.
-// Neither synchronises (they can be captured in a CUDA graph), except that sum_squares_device
-// grows its partial-sum scratch (a synchronisation and cudaMalloc) the first time a tensor needs
-// more than all earlier ones: run the same calls once eagerly before capturing.
-void sum_squares_device(const Tensor& x,      // [n] f32 on the GPU
+// clip_coefficient(sqrt(*sq), max_norm) exactly. On the CPU *sq gets exactly sum_squares(x).
+// On CUDA neither synchronises (they can be captured in a CUDA graph), except that
+// sum_squares_device grows its partial-sum scratch (a synchronisation and cudaMalloc) the first time
+// a tensor needs more than all earlier ones: run the same calls once eagerly before capturing.
+void sum_squares_device(const Tensor& x,      // [n] f32
                         double* sq_device,    // *sq_device = (accumulate ? *sq_device : 0) + sum x^2
                         bool accumulate);
-void clip_coefficient_device(const double* sq_device, double max_norm,
+void clip_coefficient_device(Device device,  // where sq, coef and norm live
+                             const double* sq_device, double max_norm,
                              float* coef_device,             // written
                              double* norm_device = nullptr); // written when given: sqrt(*sq_device)
+// The CUDA form (device memory).
+inline void clip_coefficient_device(const double* sq_device, double max_norm, float* coef_device,
+                                    double* norm_device = nullptr) {
+  clip_coefficient_device(Device::cuda, sq_device, max_norm, coef_device, norm_device);
+}
 
 // ---- Row-sparse AdamW for embedding-like tables ----
-// A table [R, C] indexed by token id (an embedding, a STEM table): a step's gradient is non-zero
+// A table [R, C] indexed by token id (an embedding-like table): a step's gradient is non-zero
 // only in the rows of the ids the step saw. These functions update, and take the norm of, only the
 // rows marked in `rows` ([R] i32, nonzero = touched), so a step costs in proportion to the rows it
 // touched. The update is "lazy" AdamW: an untouched row is left exactly as it is (no weight decay,
@@ -125,13 +132,13 @@ void adamw_update_rows(const Tensor& param,  // [R, C] f32, updated
 // bitwise reproducible run to run, independent of x's alignment.
 double sum_squares_rows(const Tensor& x,      // [R, C] f32
                         const Tensor& rows);  // [R] i32
-// The device twin (CUDA only, fails with an Error without CUDA), as sum_squares_device:
-// *sq_device = (accumulate ? *sq_device : 0) + the value sum_squares_rows returns for the same GPU
-// tensors (bitwise), in stream order, without synchronising. It shares
+// The twin that keeps the result in the tensors' memory, as sum_squares_device:
+// *sq_device = (accumulate ? *sq_device : 0) + the value sum_squares_rows returns for the same
+// tensors (bitwise); on CUDA in stream order, without synchronising. It shares
 // sum_squares_device's partial-sum scratch, grown (a synchronisation and cudaMalloc) only when a
 // call needs more than all earlier ones: run the same calls once eagerly before capturing.
-void sum_squares_rows_device(const Tensor& x,     // [R, C] f32 on the GPU
-                             const Tensor& rows,  // [R] i32 on the GPU
+void sum_squares_rows_device(const Tensor& x,     // [R, C] f32
+                             const Tensor& rows,  // [R] i32
                              double* sq_device, bool accumulate);
 
 // CUDA implementation (cuda.cu); called by the functions above for GPU tensors.

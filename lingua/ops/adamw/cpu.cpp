@@ -17,11 +17,11 @@ struct AdamWCpuConsts {
 };
 
 // The checks and constants shared by adamw_update and adamw_update_rows.
+// grad_scale_device and step_device are host pointers here (the tensors' memory).
 AdamWCpuConsts adamw_cpu_consts(const char* op, const AdamWHyper& h) {
-  LINGUA_CHECK(h.grad_scale_device == nullptr, op, ": grad_scale_device is for CUDA tensors only");
-  LINGUA_CHECK(h.step_device == nullptr, op, ": step_device is for CUDA tensors only");
-  const AdamWStepScalars sc = adamw_step_scalars(h);
-  return {sc.decay, sc.step_size, sc.inv_sqrt_bc2, h.beta1, h.beta2, h.eps, h.grad_scale};
+  const AdamWStepScalars sc = h.step_device ? *h.step_device : adamw_step_scalars(h);
+  const float gs = h.grad_scale_device ? h.grad_scale * *h.grad_scale_device : h.grad_scale;
+  return {sc.decay, sc.step_size, sc.inv_sqrt_bc2, h.beta1, h.beta2, h.eps, gs};
 }
 
 // Element i: the one fp32 expression both the dense and the row-sparse update use (so they agree
@@ -183,23 +183,32 @@ double sum_squares_rows(const Tensor& x, const Tensor& rows) {
 void sum_squares_device(const Tensor& x, double* sq_device, bool accumulate) {
   LINGUA_PROFILE_SCOPE("sum_squares_device");
 #ifdef LINGUA_CUDA
-  sum_squares_device_cuda(x, sq_device, accumulate);
-#else
-  fail("sum_squares_device: CUDA is not built in this version (", x.str(), ")");
+  if (x.device == Device::cuda) return sum_squares_device_cuda(x, sq_device, accumulate);
 #endif
+  LINGUA_CHECK(x.device == Device::cpu, "sum_squares_device: CUDA is not built in this version (", x.str(), ")");
+  const double s = sum_squares(x);
+  *sq_device = accumulate ? *sq_device + s : s;
 }
 
 void sum_squares_rows_device(const Tensor& x, const Tensor& rows, double* sq_device, bool accumulate) {
   LINGUA_PROFILE_SCOPE("sum_squares_rows_device");
 #ifdef LINGUA_CUDA
-  sum_squares_rows_device_cuda(x, rows, sq_device, accumulate);
-#else
-  fail("sum_squares_rows_device: CUDA is not built in this version (", x.str(), ")");
+  if (x.device == Device::cuda) return sum_squares_rows_device_cuda(x, rows, sq_device, accumulate);
 #endif
+  LINGUA_CHECK(x.device == Device::cpu, "sum_squares_rows_device: CUDA is not built in this version (", x.str(), ")");
+  const double s = sum_squares_rows(x, rows);
+  *sq_device = accumulate ? *sq_device + s : s;
 }
 
-void clip_coefficient_device(const double* sq_device, double max_norm, float* coef_device, double* norm_device) {
+void clip_coefficient_device(Device device, const double* sq_device, double max_norm, float* coef_device,
+                             double* norm_device) {
   LINGUA_PROFILE_SCOPE("clip_coefficient_device");
+  if (device == Device::cpu) {
+    const double norm = std::sqrt(*sq_device);
+    *coef_device = clip_coefficient(norm, max_norm);
+    if (norm_device) *norm_device = norm;
+    return;
+  }
 #ifdef LINGUA_CUDA
   clip_coefficient_device_cuda(sq_device, max_norm, coef_device, norm_device);
 #else

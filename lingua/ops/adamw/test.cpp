@@ -88,13 +88,19 @@ TEST(AdamW, StepScalars) {
   EXPECT_EQ(s.inv_sqrt_bc2, (float)(1.0 / std::sqrt(1.0 - std::pow((double)0.95f, 7.0))));
   h.step = 0;
   EXPECT_THROW(adamw_step_scalars(h), Error);
-  // step_device is for the CUDA path only
-  h.step = 1;
-  std::vector<float> p(5, 1.0f), g(5, 1.0f), m(5), v(5);
-  h.step_device = &s;
-  EXPECT_THROW(
-      adamw_update(Tensor(p.data(), {5}), Tensor(g.data(), {5}), Tensor(m.data(), {5}), Tensor(v.data(), {5}), h),
-      Error);
+  // Read through step_device (host memory on the CPU), the constants give bitwise the by-value update.
+  h.step = 7;
+  std::vector<float> p = random_vector(5, 1), g = random_vector(5, 2), m(5, 0.1f), v(5, 0.2f);
+  std::vector<float> p2 = p, m2 = m, v2 = v;
+  adamw_update(Tensor(p.data(), {5}), Tensor(g.data(), {5}), Tensor(m.data(), {5}), Tensor(v.data(), {5}), h);
+  AdamWHyper hp = h;
+  hp.lr = hp.weight_decay = NAN;  // not read
+  hp.step = 0;
+  hp.step_device = &s;
+  adamw_update(Tensor(p2.data(), {5}), Tensor(g.data(), {5}), Tensor(m2.data(), {5}), Tensor(v2.data(), {5}), hp);
+  EXPECT_EQ(p, p2);
+  EXPECT_EQ(m, m2);
+  EXPECT_EQ(v, v2);
 }
 
 TEST(AdamW, WritesTheBf16CopyOfTheUpdatedParam) {
@@ -109,7 +115,7 @@ TEST(AdamW, WritesTheBf16CopyOfTheUpdatedParam) {
   EXPECT_EQ(p, p2);  // the copy changes nothing else
   EXPECT_EQ(m, m2);
   for (int64_t i = 0; i < n; ++i) EXPECT_EQ(pb[i], float_to_bf16(p[i])) << i;
-  // The copy must be bf16 [n]; grad_scale_device is for CUDA only; device clipping needs CUDA tensors.
+  // The copy must be bf16 [n].
   std::vector<float> pf(n);
   EXPECT_THROW(adamw_update(Tensor(p.data(), {n}), Tensor(g.data(), {n}), Tensor(m.data(), {n}),
                             Tensor(v.data(), {n}), h, Tensor(pf.data(), {n})),
@@ -117,13 +123,33 @@ TEST(AdamW, WritesTheBf16CopyOfTheUpdatedParam) {
   EXPECT_THROW(adamw_update(Tensor(p.data(), {n}), Tensor(g.data(), {n}), Tensor(m.data(), {n}),
                             Tensor(v.data(), {n}), h, Tensor(pb.data(), {n - 1}, DType::bf16)),
                Error);
-  const float coef = 0.5f;
+}
+
+// Clipping that stays in the tensors' memory (host memory on the CPU): the sum of squares, the
+// coefficient and the norm equal the host computation, and the coefficient read through
+// grad_scale_device scales the gradient as grad_scale does.
+TEST(AdamW, ClippingInTheTensorsMemoryMatchesTheHostValues) {
+  const int64_t n = 37;
+  auto a = random_vector(n, 50), b = random_vector(2 * n, 51);
+  double sq = -1, norm = -1;
+  float coef = -1;
+  sum_squares_device(Tensor(a.data(), {n}), &sq, false);
+  sum_squares_device(Tensor(b.data(), {2 * n}), &sq, true);
+  const double want = sum_squares(Tensor(a.data(), {n})) + sum_squares(Tensor(b.data(), {2 * n}));
+  EXPECT_EQ(sq, want);
+  clip_coefficient_device(Device::cpu, &sq, 0.5, &coef, &norm);
+  EXPECT_EQ(norm, std::sqrt(want));
+  EXPECT_EQ(coef, clip_coefficient(std::sqrt(want), 0.5));
+  EXPECT_LT(coef, 1.0f);
+  std::vector<float> p = random_vector(n, 52), m(n, 0.0f), v(n, 0.0f), p2 = p, m2 = m, v2 = v;
+  AdamWHyper h{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1};
+  AdamWHyper hv = h;
+  hv.grad_scale = coef;
+  adamw_update(Tensor(p.data(), {n}), Tensor(a.data(), {n}), Tensor(m.data(), {n}), Tensor(v.data(), {n}), hv);
   h.grad_scale_device = &coef;
-  EXPECT_THROW(adamw_update(Tensor(p.data(), {n}), Tensor(g.data(), {n}), Tensor(m.data(), {n}),
-                            Tensor(v.data(), {n}), h),
-               Error);
-  double sq = 0;
-  EXPECT_THROW(sum_squares_device(Tensor(p.data(), {n}), &sq, false), Error);
+  adamw_update(Tensor(p2.data(), {n}), Tensor(a.data(), {n}), Tensor(m2.data(), {n}), Tensor(v2.data(), {n}), h);
+  EXPECT_EQ(p, p2);
+  EXPECT_EQ(v, v2);
 }
 
 TEST(SumSquares, MatchesDoubleLoopAndIsDeterministic) {
@@ -266,18 +292,14 @@ TEST(AdamWRows, Errors) {
   AdamWHyper h0 = h;
   h0.step = 0;
   EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}), rt, h0), Error);
-  const float coef = 0.5f;
-  AdamWHyper hc = h;
-  hc.grad_scale_device = &coef;  // CUDA only
-  EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}), rt, hc), Error);
-  const AdamWStepScalars sc = adamw_step_scalars(h);
-  AdamWHyper hs = h;
-  hs.step_device = &sc;  // CUDA only
-  EXPECT_THROW(adamw_update_rows(T(p, {R, C}), T(g, {R, C}), T(m, {R, C}), T(v, {R, C}), rt, hs), Error);
   EXPECT_THROW(sum_squares_rows(T(p, {R * C}), rt), Error);
   EXPECT_THROW(sum_squares_rows(T(p, {R, C}), Tensor(rows5.data(), {R + 1})), Error);
-  double sq = 0;
-  EXPECT_THROW(sum_squares_rows_device(T(p, {R, C}), rt, &sq, false), Error);  // CUDA only
+  // The twin that keeps the sum in the tensors' memory equals the host value (and accumulates).
+  double sq = -1;
+  sum_squares_rows_device(T(p, {R, C}), rt, &sq, false);
+  EXPECT_EQ(sq, sum_squares_rows(T(p, {R, C}), rt));
+  sum_squares_rows_device(T(p, {R, C}), rt, &sq, true);
+  EXPECT_EQ(sq, 2 * sum_squares_rows(T(p, {R, C}), rt));
 }
 
 TEST(AdamWRows, SumSquaresRowsMatchesDoubleLoopAndIsDeterministic) {

@@ -31,9 +31,11 @@ RopeTable rope_table(int max_pos, int head_dim, double theta) {
 namespace {
 
 // Rotates each pair (2i, 2i+1) by +angle (forward) or -angle (backward, the inverse rotation).
-void rope_apply(const char* op, const Tensor& x, const RopeTable& table, int pos0, bool inverse) {
+void rope_apply(const char* op, const Tensor& x, const RopeTable& table, int pos0, int prefix, bool inverse) {
   check_f32(op, "x", x, {-1, -1, -1, -1});
-  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3);
+  const int64_t B = x.size(0), S = x.size(1), H = x.size(2), hd = x.size(3);
+  LINGUA_CHECK(prefix >= 0 && prefix <= S, op, ": prefix ", prefix, " is outside [0, ", S, "]");
+  const int64_t T = S - prefix;
   LINGUA_CHECK(hd % 2 == 0, op, ": head_dim must be even, got ", hd);
   LINGUA_CHECK(hd == 2 * (int64_t)table.half, op, ": head_dim ", hd, " does not match the table (", 2 * table.half,
                ")");
@@ -48,7 +50,7 @@ void rope_apply(const char* op, const Tensor& x, const RopeTable& table, int pos
       const float* cs = table.cos.data() + (pos0 + t) * half;
       const float* sn = table.sin.data() + (pos0 + t) * half;
       for (int64_t h = 0; h < H; ++h) {
-        float* row = xs + ((b * T + t) * H + h) * hd;
+        float* row = xs + ((b * S + prefix + t) * H + h) * hd;
         for (int64_t i = 0; i < half; ++i) {
           const float x0 = row[2 * i], x1 = row[2 * i + 1];
           const float c = cs[i], s = sign * sn[i];
@@ -61,20 +63,20 @@ void rope_apply(const char* op, const Tensor& x, const RopeTable& table, int pos
 
 }  // namespace
 
-void rope_forward(const Tensor& x, const RopeTable& table, int pos0) {
+void rope_forward(const Tensor& x, const RopeTable& table, int pos0, int prefix) {
   LINGUA_PROFILE_SCOPE("rope_forward");
 #ifdef LINGUA_CUDA
-  if (x.device == Device::cuda) return rope_forward_cuda(x, table, pos0);
+  if (x.device == Device::cuda) return rope_forward_cuda(x, table, pos0, prefix);
 #endif
-  rope_apply("rope_forward", x, table, pos0, false);
+  rope_apply("rope_forward", x, table, pos0, prefix, false);
 }
 
-void rope_backward(const Tensor& dx, const RopeTable& table, int pos0) {
+void rope_backward(const Tensor& dx, const RopeTable& table, int pos0, int prefix) {
   LINGUA_PROFILE_SCOPE("rope_backward");
 #ifdef LINGUA_CUDA
-  if (dx.device == Device::cuda) return rope_backward_cuda(dx, table, pos0);
+  if (dx.device == Device::cuda) return rope_backward_cuda(dx, table, pos0, prefix);
 #endif
-  rope_apply("rope_backward", dx, table, pos0, true);
+  rope_apply("rope_backward", dx, table, pos0, prefix, true);
 }
 
 }  // namespace lingua

@@ -16,17 +16,19 @@ namespace {
 
 constexpr int kMaxThreads = 256;
 
-// table: [max_pos, half] float2 (cos, sin). Block = token b * T + t, position pos0 + t. Element
+// table: [max_pos, half] float2 (cos, sin). Block = token b * T + t: row b * S + prefix + t of x,
+// position pos0 + t. Element
 // chunk c of the token covers head c / (hd / V), pairs (c % (hd / V)) * V / 2 + [0, V / 2).
 // Each product and sum is rounded separately (__fmul_rn etc.), as the CPU's fp32 loop.
 template <class T, int V>
 __global__ void __launch_bounds__(kMaxThreads)
-    rope_kernel(T* __restrict__ x, const float2* __restrict__ table, int T_, int H, int hd, int pos0, float sign) {
-  const int64_t token = blockIdx.x;
+    rope_kernel(T* __restrict__ x, const float2* __restrict__ table, int T_, int S, int prefix, int H, int hd, int pos0,
+                float sign) {
+  const int64_t b = blockIdx.x / (unsigned)T_;
   const int t = (int)(blockIdx.x % (unsigned)T_);
   const int half = hd / 2;
   const float2* cs = table + (int64_t)(pos0 + t) * half;
-  T* row = x + token * H * hd;
+  T* row = x + (b * S + prefix + t) * H * hd;
   const int per_head = hd / V;
   const int chunks = H * per_head;
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
@@ -72,16 +74,18 @@ const float2* device_table(const char* op, const RopeTable& table) {
   return table.device->as<float2>();
 }
 
-void rope_apply_cuda(const char* op, const Tensor& x, const RopeTable& table, int pos0, bool inverse) {
+void rope_apply_cuda(const char* op, const Tensor& x, const RopeTable& table, int pos0, int prefix, bool inverse) {
   check_cuda_arg(op, "x", x, {DType::f32, DType::bf16}, {-1, -1, -1, -1});
-  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3);
+  const int64_t B = x.size(0), S = x.size(1), H = x.size(2), hd = x.size(3);
+  LINGUA_CHECK(prefix >= 0 && prefix <= S, op, ": prefix ", prefix, " is outside [0, ", S, "]");
+  const int64_t T = S - prefix;
   LINGUA_CHECK(hd % 2 == 0, op, ": head_dim must be even, got ", hd);
   LINGUA_CHECK(hd == 2 * (int64_t)table.half, op, ": head_dim ", hd, " does not match the table (", 2 * table.half,
                ")");
   LINGUA_CHECK(pos0 >= 0 && pos0 + T <= table.max_pos, op, ": positions [", pos0, ", ", pos0 + T,
                ") exceed the table's max_pos ", table.max_pos);
-  LINGUA_CHECK(B * T < INT32_MAX && H * hd < INT32_MAX, op, ": x is too large for the CUDA kernel (", x.str(), ")");
-  if (x.numel() == 0) return;
+  LINGUA_CHECK(B * S < INT32_MAX && H * hd < INT32_MAX, op, ": x is too large for the CUDA kernel (", x.str(), ")");
+  if (B * T * H * hd == 0) return;
   const float2* tab = device_table(op, table);
   const bool vec = hd % 8 == 0 && (reinterpret_cast<uintptr_t>(x.data) & 15) == 0;
   const int V = vec ? 8 : 2;
@@ -91,23 +95,23 @@ void rope_apply_cuda(const char* op, const Tensor& x, const RopeTable& table, in
   const unsigned blocks = (unsigned)(B * T);
   if (x.dtype == DType::bf16) {
     auto kernel = vec ? rope_kernel<bf16, 8> : rope_kernel<bf16, 2>;
-    kernel<<<blocks, threads, 0, cuda_stream()>>>(static_cast<bf16*>(x.data), tab, (int)T, (int)H, (int)hd, pos0,
-                                                   sign);
+    kernel<<<blocks, threads, 0, cuda_stream()>>>(static_cast<bf16*>(x.data), tab, (int)T, (int)S, prefix, (int)H,
+                                                   (int)hd, pos0, sign);
   } else {
     auto kernel = vec ? rope_kernel<float, 8> : rope_kernel<float, 2>;
-    kernel<<<blocks, threads, 0, cuda_stream()>>>(x.f32(), tab, (int)T, (int)H, (int)hd, pos0, sign);
+    kernel<<<blocks, threads, 0, cuda_stream()>>>(x.f32(), tab, (int)T, (int)S, prefix, (int)H, (int)hd, pos0, sign);
   }
   CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
-void rope_forward_cuda(const Tensor& x, const RopeTable& table, int pos0) {
-  rope_apply_cuda("rope_forward", x, table, pos0, false);
+void rope_forward_cuda(const Tensor& x, const RopeTable& table, int pos0, int prefix) {
+  rope_apply_cuda("rope_forward", x, table, pos0, prefix, false);
 }
 
-void rope_backward_cuda(const Tensor& dx, const RopeTable& table, int pos0) {
-  rope_apply_cuda("rope_backward", dx, table, pos0, true);
+void rope_backward_cuda(const Tensor& dx, const RopeTable& table, int pos0, int prefix) {
+  rope_apply_cuda("rope_backward", dx, table, pos0, prefix, true);
 }
 
 }  // namespace lingua

@@ -2,8 +2,9 @@
 // Rotary position embedding on pairs of adjacent dimensions (2i, 2i+1), as Lingua/Llama:
 //   freq_i = 1 / theta^(2i / hd),  angle = pos * freq_i (computed in fp32)
 //   (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos)
-// Token t of the sequence has position pos0 + t. In place. Backward is the inverse rotation,
-// also in place on the gradient. hd must be even.
+// x holds B sequences of S rows: `prefix` rows that are not rotated (they have no position), then
+// S - prefix token rows, token t having position pos0 + t. In place. Backward is the inverse
+// rotation, also in place on the gradient. hd must be even.
 //
 // dtypes: the CPU path is fp32. On CUDA, x is f32 or bf16 (rotated in fp32, rounded back once). The
 // GPU uses the table's own fp32 cos/sin values and rounds every product and sum like the CPU loop
@@ -26,13 +27,13 @@ struct RopeTable {
 };
 RopeTable rope_table(int max_pos, int head_dim, double theta);
 
-void rope_forward(const Tensor& x,  // [B, T, H, hd], rotated in place
-                  const RopeTable& table, int pos0 = 0);
-void rope_backward(const Tensor& dx,  // [B, T, H, hd], inverse-rotated in place
-                   const RopeTable& table, int pos0 = 0);
+void rope_forward(const Tensor& x,  // [B, S, H, hd], rows [prefix, S) of each sequence rotated in place
+                  const RopeTable& table, int pos0 = 0, int prefix = 0);
+void rope_backward(const Tensor& dx,  // [B, S, H, hd], rows [prefix, S) inverse-rotated in place
+                   const RopeTable& table, int pos0 = 0, int prefix = 0);
 
 // CUDA implementation (cuda.cu); called by the functions above for GPU tensors.
-void rope_forward_cuda(const Tensor& x, const RopeTable& table, int pos0);
-void rope_backward_cuda(const Tensor& dx, const RopeTable& table, int pos0);
+void rope_forward_cuda(const Tensor& x, const RopeTable& table, int pos0, int prefix = 0);
+void rope_backward_cuda(const Tensor& dx, const RopeTable& table, int pos0, int prefix = 0);
 
 }  // namespace lingua

@@ -1,10 +1,11 @@
-#include "lingua/model/stem_edit.h"
+#include "lingua/model/ffn/stem_edit.h"
 
 #include <algorithm>
 #include <sstream>
 
 #include "lingua/core/error.h"
 #include "lingua/data/tokenizer.h"  // the abstract interface only (no link dependency on lingua_data)
+#include "lingua/model/ffn/stem.h"
 #include "lingua/model/transformer.h"
 
 namespace lingua {
@@ -29,14 +30,15 @@ StemEditMode parse_stem_edit_mode(const std::string& name) {
   fail("unknown STEM edit mode '", name, "' (valid: copy, swap)");
 }
 
-std::string stem_table_name(int layer) {
-  return "layers." + std::to_string(layer) + ".feed_forward.stem_embedding.weight";
-}
-
 std::vector<int> stem_edit_rows(Transformer& model, int32_t target, int32_t source, StemEditMode mode,
                                 const std::vector<int>& layers) {
   const ModelDims& d = model.dims();
-  LINGUA_CHECK(!d.stem_layers.empty(),
+  ParamStore& store = model.params();
+  // The STEM layers: those with a table.
+  std::vector<int> stem;
+  for (int l = 0; l < d.n_layers; ++l)
+    if (store.find(stem_table_name(l)) >= 0) stem.push_back(l);
+  LINGUA_CHECK(!stem.empty(),
                "the model has no STEM layers (knowledge editing needs a model trained with model.ffn=stem)");
   const int vocab = d.vocab;
   LINGUA_CHECK(target >= 0 && target < vocab, "STEM edit: target token id ", target, " is outside the vocabulary [0, ",
@@ -45,30 +47,28 @@ std::vector<int> stem_edit_rows(Transformer& model, int32_t target, int32_t sour
                vocab, ")");
   LINGUA_CHECK(target != source, "STEM edit: target and source are the same token (id ", target,
                "): nothing to edit");
-  std::vector<int> todo = layers.empty() ? d.stem_layers : layers;
+  std::vector<int> todo = layers.empty() ? stem : layers;
   std::sort(todo.begin(), todo.end());
   for (size_t i = 0; i < todo.size(); ++i) {
-    LINGUA_CHECK(d.is_stem_layer(todo[i]), "STEM edit: layer ", todo[i], " is not a STEM layer (the STEM layers are ",
-                 list_str(d.stem_layers), ")");
+    LINGUA_CHECK(std::binary_search(stem.begin(), stem.end(), todo[i]), "STEM edit: layer ", todo[i],
+                 " is not a STEM layer (the STEM layers are ", list_str(stem), ")");
     LINGUA_CHECK(i == 0 || todo[i - 1] != todo[i], "STEM edit: layer ", todo[i], " is listed twice");
   }
   // Every check passed: now edit (an error above leaves the model untouched).
-  ParamStore& store = model.params();
-  store.download();  // CUDA: device weights -> host mirror (no-op on the CPU)
   for (int l : todo) {
     const int p = store.index(stem_table_name(l));
     const ParamInfo& info = store.info(p);
-    LINGUA_ASSERT(info.shape.size() == 2 && info.shape[0] == vocab);
-    const int64_t hidden = info.shape[1];
-    float* table = store.params() + info.offset;
-    float* a = table + (int64_t)target * hidden;
-    float* b = table + (int64_t)source * hidden;
+    LINGUA_ASSERT(info.local_shape.size() == 2 && info.local_shape[0] == vocab);
+    const int64_t hidden = info.local_shape[1];
+    std::vector<float> table = store.host_param(p);  // a host copy of the fp32 master weights
+    float* a = table.data() + (int64_t)target * hidden;
+    float* b = table.data() + (int64_t)source * hidden;
     if (mode == StemEditMode::copy)
       std::copy(b, b + hidden, a);
     else
       std::swap_ranges(a, a + hidden, b);
+    store.set_param(p, table.data());
   }
-  store.upload();  // CUDA: host mirror -> device weights (no-op on the CPU)
   return todo;
 }
 

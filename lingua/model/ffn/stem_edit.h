@@ -2,12 +2,14 @@
 // Knowledge editing for STEM models (SPEC §2): in a STEM layer the FFN up-projection of a position
 // is the table row of its input token, so giving token A the rows of token B makes the layer treat
 // A as if it were B ("capital of Spain" -> "Berlin" after swapping Spain's rows with Germany's).
-// The edit works on the fp32 master weights of the model's ParamStore (downloaded and uploaded
-// again when the model is on CUDA); `lingua stem-edit` (apps/stem_edit.cpp) applies it to a
-// checkpoint and writes a new one.
+// The edit works on the fp32 master weights of the model's ParamStore (a host copy of each edited
+// table, written back); `lingua stem-edit` (apps/stem_edit.cpp) applies it to a checkpoint and
+// writes a new one.
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "lingua/model/ffn/stem.h"
 
 namespace lingua {
 
@@ -21,9 +23,6 @@ enum class StemEditMode {
 
 const char* stem_edit_mode_name(StemEditMode mode);  // "copy" | "swap"
 StemEditMode parse_stem_edit_mode(const std::string& name);  // fails naming the valid modes
-
-// The parameter name of layer l's STEM table ([vocab, hidden] f32).
-std::string stem_table_name(int layer);
 
 // Edits the STEM table rows of token `target` in `layers` (empty: every STEM layer of the model),
 // from token `source`. Returns the layers edited, ascending. Everything else (other rows, other

@@ -6,12 +6,15 @@
 #include <cmath>
 #include <random>
 
+#include "lingua/exec/testing.h"
 #include "lingua/model/ffn/ffn.h"
-#include "lingua/model/stem_edit.h"
+#include "lingua/model/ffn/stem_edit.h"
 #include "lingua/model/transformer.h"
 #include "lingua/ops/testing.h"
+#include "lingua/optim/optimizer.h"
 
 using namespace lingua;
+using test_util::ModelRun;
 
 namespace {
 
@@ -39,8 +42,9 @@ float silu(float a) { return a / (1.0f + std::exp(-a)); }
 TEST(Stem, LayersDefaultToAllButTheFirstAndReplaceW3) {
   ModelConfig cfg = stem_config();
   ModelDims d = resolve_dims(cfg, 11);
-  EXPECT_EQ(d.stem_layers, (std::vector<int>{1, 2}));
+  EXPECT_EQ(stem_layers(cfg), (std::vector<int>{1, 2}));
   Transformer m(cfg, d);
+  EXPECT_EQ(m.describe_ffn(), "stem on layers 1,2; swiglu on layers 0");
   const ParamStore& s = m.params();
   EXPECT_GE(s.find("layers.0.feed_forward.w3.weight"), 0);
   EXPECT_LT(s.find(stem_table_name(0)), 0);
@@ -53,8 +57,7 @@ TEST(Stem, LayersDefaultToAllButTheFirstAndReplaceW3) {
     EXPECT_FALSE(p.compute_copy);
   }
   cfg.stem_layers = std::vector<int>{2, 0};
-  d = resolve_dims(cfg, 11);
-  EXPECT_EQ(d.stem_layers, (std::vector<int>{0, 2}));
+  EXPECT_EQ(stem_layers(cfg), (std::vector<int>{0, 2}));
 }
 
 TEST(Stem, ConfigErrorsNameTheKey) {
@@ -80,7 +83,7 @@ TEST(Stem, ForwardIsTheFormula) {
   ModelConfig cfg = stem_config();
   ModelDims d = resolve_dims(cfg, 11);
   ParamStore store;
-  auto ffn = make_ffn("stem", FfnBuildArgs{store, d, cfg, 1, "layers.1.feed_forward."});
+  std::unique_ptr<FeedForward> ffn = make_ffn("stem", FfnBuildArgs{store, d, cfg, 1, "layers.1.feed_forward."});
   store.finalize();
   store.init(3);
   const int64_t N = 7, D = d.dim, H = d.hidden;
@@ -97,8 +100,7 @@ TEST(Stem, ForwardIsTheFormula) {
   ctx.saved = &saved;
   ctx.scratch = &scratch;
   ctx.tokens = Tensor(tok.data(), {N});
-  ctx.B = 1;
-  ctx.T = (int)N;
+  ctx.seq = SeqLayout{1, (int)N, 0};
   ctx.save_for_backward = false;
   ffn->forward(Tensor(x.data(), {N, D}), Tensor(res.data(), {N, D}), Tensor(out.data(), {N, D}), ctx);
   const float* w1 = store.param(store.index("layers.1.feed_forward.w1.weight")).f32();
@@ -126,7 +128,7 @@ TEST(Stem, ForwardIsTheFormula) {
 void check_stem_gradients(bool tying) {
   ModelConfig cfg = stem_config(tying);
   ModelDims d = resolve_dims(cfg, 11);
-  Transformer m(cfg, d);
+  ModelRun m(cfg, d);
   const int B = 2, T = 6;
   auto tok = random_ids(B * T, 7, 1);  // ids < 7: rows 7..10 unused
   tok[1] = tok[0];
@@ -135,12 +137,13 @@ void check_stem_gradients(bool tying) {
   tgt[4] = -1;
   const float scale = 0.2f;
   m.params().zero_grads();
-  m.forward_backward(tok.data(), tgt.data(), B, T, scale);
-  std::vector<float> grad(m.params().grads(), m.params().grads() + m.params().total());
-  auto loss = [&] { return scale * m.forward_loss(tok.data(), tgt.data(), B, T).nll; };
+  m.exec.forward_backward(tok.data(), tgt.data(), B, T, scale);
+  std::vector<float> grad = m.params().host_grads();
+  auto loss = [&] { return scale * m.exec.forward_loss(tok.data(), tgt.data(), B, T).nll; };
   std::mt19937 g(3);
   int checked_table = 0;
-  for (auto& p : m.params().infos()) {
+  for (int id : m.params().ids()) {
+    const ParamInfo& p = m.params().info(id);
     const bool is_table = p.group == kStemGroup;
     for (int k = 0; k < (is_table ? 12 : 4); ++k) {
       int64_t e = (int64_t)(g() % p.numel);
@@ -148,8 +151,8 @@ void check_stem_gradients(bool tying) {
         const int64_t H = p.shape[1];
         e = (k == 0 ? tok[0] : tok[g() % tok.size()]) * H + e % H;  // k == 0: the repeated token
       }
-      const int64_t i = p.offset + e;
-      float* w = m.params().params() + i;
+      const int64_t i = p.grad_offset + e;
+      float* w = m.params().param(id).f32() + e;
       const float orig = *w, eps = 1e-2f;
       *w = orig + eps;
       const double lp = loss();
@@ -166,7 +169,7 @@ void check_stem_gradients(bool tying) {
     if (is_table) {
       const int64_t H = p.shape[1];
       for (int64_t r = 7; r < 11; ++r)
-        for (int64_t h = 0; h < H; ++h) ASSERT_EQ(grad[p.offset + r * H + h], 0.0f) << p.name << " row " << r;
+        for (int64_t h = 0; h < H; ++h) ASSERT_EQ(grad[p.grad_offset + r * H + h], 0.0f) << p.name << " row " << r;
     }
   }
   EXPECT_EQ(checked_table, 24);
@@ -185,7 +188,8 @@ TEST(Stem, AccountingCountsTablesAsParametersNotFlops) {
   const int64_t V = 11, D = 12, H = d.hidden;
   ParamCounts pc = m.param_counts(), pd = dense.param_counts();
   // Two STEM layers: each drops w3 [H, D] and adds a table [V, H].
-  EXPECT_EQ(pc.stem_tables, 2 * V * H);
+  EXPECT_EQ(pc.groups.at(kStemGroup), 2 * V * H);
+  EXPECT_TRUE(pd.groups.empty());
   EXPECT_EQ(pc.total, pd.total - 2 * H * D + 2 * V * H);
   EXPECT_EQ(pc.embedding, V * D + 2 * V * H);
   EXPECT_EQ(pc.active_non_embedding, pd.active_non_embedding - 2 * H * D);
@@ -202,7 +206,7 @@ TEST(Stem, TableInitIsXavierNormal) {
   ModelDims d = resolve_dims(cfg, 300);
   Transformer m(cfg, d);
   const ParamInfo& p = m.params().info(m.params().index(stem_table_name(1)));
-  const float* w = m.params().params() + p.offset;
+  const float* w = m.params().params_data() + p.offset;
   const double want = std::sqrt(2.0 / (300.0 + d.hidden));
   double s1 = 0, s2 = 0, beyond3 = 0;
   for (int64_t i = 0; i < p.numel; ++i) {
@@ -215,13 +219,14 @@ TEST(Stem, TableInitIsXavierNormal) {
   EXPECT_GT(beyond3, 0);  // a plain normal, not cut at 3 std (~0.27% of entries)
   // Two tables differ (the init stream is the name).
   const ParamInfo& q = m.params().info(m.params().index(stem_table_name(2)));
-  EXPECT_NE(w[0], m.params().params()[q.offset]);
+  EXPECT_NE(w[0], m.params().params_data()[q.offset]);
 }
 
 TEST(Stem, DecodeWithCacheMatchesFullForward) {
   ModelConfig cfg = stem_config();
   ModelDims d = resolve_dims(cfg, 11);
-  Transformer m(cfg, d);
+  ModelRun run(cfg, d);
+  Executor& m = run.exec;
   const int T = 9;
   auto tok = random_ids(T, d.vocab, 6);
   std::vector<float> logits((size_t)T * d.vocab), step(d.vocab);
@@ -235,26 +240,51 @@ TEST(Stem, DecodeWithCacheMatchesFullForward) {
   }
 }
 
-TEST(Stem, RowsSeenAreTheStepsInputIds) {
+// The table group is declared by the STEM layer, with optim.stem.* over optim.* and row-sparse
+// with optim.stem.sparse; the optimizer marks the rows of the step's input ids.
+TEST(Stem, GroupIsDeclaredByTheLayerAndRowsSeenAreTheStepsInputIds) {
   ModelConfig cfg = stem_config();
   Transformer m(cfg, resolve_dims(cfg, 11));
-  ASSERT_TRUE(m.stem_rows_seen().data != nullptr);
-  std::vector<int32_t> a = {1, 4, 4, 9}, b = {2, 4, 0, 0}, tgt = {0, 1, 2, 3};
+  const OptimGroupSpec* spec = m.params().group_spec(kStemGroup);
+  ASSERT_NE(spec, nullptr);
+  OptimConfig oc;
+  oc.lr = 1e-3;
+  oc.clip = 2.0;
+  oc.stem.lr = 5e-4;
+  oc.stem.beta2 = 0.99;
+  OptimGroupHyper h = spec->resolve(oc);
+  EXPECT_EQ(h.lr, 5e-4);
+  EXPECT_EQ(h.beta2, 0.99);
+  EXPECT_EQ(h.clip, 2.0);  // unset: the model's
+  EXPECT_EQ(h.weight_decay, oc.weight_decay);
+  EXPECT_FALSE(h.rows_by_input_ids);
+  oc.stem.sparse = true;
+  AdamW opt(m.params(), oc);
+  ASSERT_TRUE(opt.row_sparse());
+  EXPECT_EQ(opt.groups()[1].name, kStemGroup);
+  EXPECT_EQ(opt.groups()[1].hyper.lr, 5e-4);
+  std::vector<int32_t> a = {1, 4, 4, 9}, b = {2, 4, 0, 0};
   auto seen = [&] {
-    const int32_t* r = m.stem_rows_seen().i32();
+    const int32_t* r = opt.rows_seen().i32();
     std::vector<int> rows;
     for (int v = 0; v < 11; ++v)
       if (r[v]) rows.push_back(v);
     return rows;
   };
-  m.stage_batch(0, a.data(), tgt.data(), 1, 4);
-  m.stage_batch(1, b.data(), tgt.data(), 1, 4);
-  m.forward_backward_staged(0, 1.0f);
-  m.forward_backward_staged(1, 1.0f);
+  opt.observe_input_ids(Tensor(a.data(), {4}), true);
+  opt.observe_input_ids(Tensor(b.data(), {4}), false);
   EXPECT_EQ(seen(), (std::vector<int>{0, 1, 2, 4, 9}));  // the union over the step's micro-batches
-  m.forward_backward(b.data(), tgt.data(), 1, 4, 1.0f);  // a new step (slot 0) starts afresh
+  opt.observe_input_ids(Tensor(b.data(), {4}), true);    // a new step starts afresh
   EXPECT_EQ(seen(), (std::vector<int>{0, 2, 4}));
   ModelConfig dense = cfg;
   dense.ffn = "swiglu";
-  EXPECT_EQ(Transformer(dense, resolve_dims(dense, 11)).stem_rows_seen().data, nullptr);
+  Transformer dm(dense, resolve_dims(dense, 11));
+  EXPECT_FALSE(AdamW(dm.params(), oc).row_sparse());
+  // optim.stem.sparse without STEM layers is a config error naming the key.
+  try {
+    check_ffn_config(dense, &oc);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("optim.stem.sparse"), std::string::npos) << e.what();
+  }
 }

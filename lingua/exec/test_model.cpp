@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "lingua/exec/executor.h"
 #include "lingua/model/transformer.h"
 
 using namespace lingua;
@@ -37,22 +38,24 @@ void check_model_gradients(int kv_heads, bool tying) {
   ModelConfig cfg = tiny_config(kv_heads, tying);
   ModelDims d = resolve_dims(cfg, cfg.vocab_size);
   Transformer m(cfg, d);
+  Executor ex(m);
   const int B = 2, T = 5;
   auto tok = random_ids(B * T, d.vocab, 1);
   auto tgt = random_ids(B * T, d.vocab, 2);
   tgt[3] = -1;  // an ignored position
   const float scale = 0.1f;
   m.params().zero_grads();
-  m.forward_backward(tok.data(), tgt.data(), B, T, scale);
-  std::vector<float> grad(m.params().grads(), m.params().grads() + m.params().total());
-  auto loss = [&] { return scale * m.forward_loss(tok.data(), tgt.data(), B, T).nll; };
+  ex.forward_backward(tok.data(), tgt.data(), B, T, scale);
+  std::vector<float> grad = m.params().host_grads();
+  auto loss = [&] { return scale * ex.forward_loss(tok.data(), tgt.data(), B, T).nll; };
   std::mt19937 g(3);
   int checked = 0;
-  for (auto& p : m.params().infos()) {
+  for (int id : m.params().ids()) {
+    const ParamInfo& p = m.params().info(id);
     // A few random entries of every parameter tensor.
     for (int k = 0; k < 6; ++k) {
-      int64_t i = p.offset + (int64_t)(g() % p.numel);
-      float* w = m.params().params() + i;
+      const int64_t e = (int64_t)(g() % p.numel), i = p.grad_offset + e;
+      float* w = m.params().param(id).f32() + e;
       float orig = *w, eps = 1e-2f;
       *w = orig + eps;
       double lp = loss();
@@ -60,7 +63,7 @@ void check_model_gradients(int kv_heads, bool tying) {
       double lm = loss();
       *w = orig;
       double fd = (lp - lm) / (2 * eps);
-      EXPECT_NEAR(grad[i], fd, 2e-3 + 3e-2 * std::fabs(fd)) << p.name << " entry " << (i - p.offset);
+      EXPECT_NEAR(grad[i], fd, 2e-3 + 3e-2 * std::fabs(fd)) << p.name << " entry " << e;
       ++checked;
     }
   }
@@ -75,12 +78,13 @@ TEST(Transformer, GradientsMatchFiniteDifferencesGqaTied) { check_model_gradient
 TEST(Transformer, GradientsAccumulateAcrossMicroBatches) {
   ModelConfig cfg = tiny_config(3, false);
   Transformer m(cfg, resolve_dims(cfg, 13));
+  Executor ex(m);
   auto tok = random_ids(8, 13, 4), tgt = random_ids(8, 13, 5);
   m.params().zero_grads();
-  m.forward_backward(tok.data(), tgt.data(), 2, 4, 1.0f);
-  std::vector<float> once(m.params().grads(), m.params().grads() + m.params().total());
-  m.forward_backward(tok.data(), tgt.data(), 2, 4, 1.0f);
-  for (int64_t i = 0; i < m.params().total(); ++i) ASSERT_FLOAT_EQ(m.params().grads()[i], 2 * once[i]);
+  ex.forward_backward(tok.data(), tgt.data(), 2, 4, 1.0f);
+  std::vector<float> once = m.params().host_grads();
+  ex.forward_backward(tok.data(), tgt.data(), 2, 4, 1.0f);
+  for (int64_t i = 0; i < m.params().grad_total(); ++i) ASSERT_FLOAT_EQ(m.params().grads_data()[i], 2 * once[i]);
 }
 
 TEST(Transformer, RecomputingNormsGivesTheSameGradientsInLessMemory) {
@@ -88,15 +92,18 @@ TEST(Transformer, RecomputingNormsGivesTheSameGradientsInLessMemory) {
   ModelConfig rc = cfg;
   rc.recompute_norms = true;
   Transformer m(cfg, resolve_dims(cfg, 13)), r(rc, resolve_dims(rc, 13));
+  Executor em(m), er(r);
   auto tok = random_ids(2 * 9, 13, 4), tgt = random_ids(2 * 9, 13, 5);
   m.params().zero_grads();
   r.params().zero_grads();
-  LossSum lm = m.forward_backward(tok.data(), tgt.data(), 2, 9, 1.0f);
-  LossSum lr = r.forward_backward(tok.data(), tgt.data(), 2, 9, 1.0f);
+  LossSum lm = em.forward_backward(tok.data(), tgt.data(), 2, 9, 1.0f);
+  LossSum lr = er.forward_backward(tok.data(), tgt.data(), 2, 9, 1.0f);
   EXPECT_EQ(lm.nll, lr.nll);
-  for (int64_t i = 0; i < m.params().total(); ++i) ASSERT_EQ(m.params().grads()[i], r.params().grads()[i]) << i;
+  const std::vector<float> gm = m.params().host_grads(), gr = r.params().host_grads();
+  ASSERT_EQ(gm.size(), gr.size());
+  for (size_t i = 0; i < gm.size(); ++i) ASSERT_EQ(gm[i], gr[i]) << i;
   // Two [N, dim] per layer fewer, one shared more.
-  EXPECT_EQ(m.activation_bytes(2, 9) - r.activation_bytes(2, 9),
+  EXPECT_EQ(em.activation_bytes(2, 9) - er.activation_bytes(2, 9),
             (size_t)(2 * cfg.n_layers - 1) * arena_bytes(2 * 9 * cfg.dim));
 }
 
@@ -109,10 +116,11 @@ TEST(Transformer, ArenaSizeFormulaIsTight) {
   cfg.multiple_of = 32;
   cfg.max_seqlen = 64;
   Transformer m(cfg, resolve_dims(cfg, 13));
+  Executor ex(m);
   auto tok = random_ids(3 * 40, 13, 4), tgt = random_ids(3 * 40, 13, 5);
-  m.forward_backward(tok.data(), tgt.data(), 3, 40, 1.0f);
-  EXPECT_LE(m.activation_bytes_high_water(), m.activation_bytes(3, 40));
-  EXPECT_GE((double)m.activation_bytes_high_water(), 0.8 * m.activation_bytes(3, 40));
+  ex.forward_backward(tok.data(), tgt.data(), 3, 40, 1.0f);
+  EXPECT_LE(ex.activation_bytes_high_water(), ex.activation_bytes(3, 40));
+  EXPECT_GE((double)ex.activation_bytes_high_water(), 0.8 * ex.activation_bytes(3, 40));
 }
 
 // Gradients kept over dead activations equal gradients in their own buffer, bit for bit, step
@@ -124,7 +132,8 @@ void check_grads_in_activations(ModelConfig cfg) {
   cfg.multiple_of = 32;
   cfg.max_seqlen = 64;
   ModelDims d = resolve_dims(cfg, 13);
-  Transformer own(cfg, d), shared(cfg, d);
+  Transformer own_model(cfg, d), shared_model(cfg, d);
+  Executor own(own_model), shared(shared_model);
   shared.set_grads_in_activations(true);
   EXPECT_TRUE(shared.grads_in_activations());
   for (int step = 0; step < 3; ++step) {
@@ -135,8 +144,8 @@ void check_grads_in_activations(ModelConfig cfg) {
     LossSum a = own.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
     LossSum b = shared.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
     EXPECT_EQ(a.nll, b.nll);
-    for (int64_t i = 0; i < own.params().total(); ++i)
-      ASSERT_EQ(own.params().grads()[i], shared.params().grads()[i]) << "step " << step << " float " << i;
+    const std::vector<float> ga = own_model.params().host_grads(), gb = shared_model.params().host_grads();
+    for (size_t i = 0; i < ga.size(); ++i) ASSERT_EQ(ga[i], gb[i]) << "step " << step << " float " << i;
     // An evaluation of another shape between steps.
     auto etok = random_ids(5 * 30, 13, 30 + step);
     EXPECT_EQ(own.forward_loss(etok.data(), etok.data(), 5, 30).nll,
@@ -144,7 +153,7 @@ void check_grads_in_activations(ModelConfig cfg) {
   }
   // Untied, most gradients fit over dead activations; a tied embedding's gradient is written
   // first (by the head), so all of them go past the activations: no saving, no loss either.
-  const size_t grads = sizeof(float) * own.params().total();
+  const size_t grads = sizeof(float) * own_model.params().grad_total();
   if (cfg.weight_tying) EXPECT_LE(shared.step_memory_bytes(), own.step_memory_bytes() + grads);
   else EXPECT_LT(shared.step_memory_bytes(), own.step_memory_bytes() + grads / 2);
 }
@@ -164,7 +173,8 @@ TEST(Transformer, GradientsInActivationsTiedRecomputed) {
 TEST(Transformer, LossMatchesLogitsAndDecodeMatchesFullForward) {
   ModelConfig cfg = tiny_config(1, false);
   ModelDims d = resolve_dims(cfg, 13);
-  Transformer m(cfg, d);
+  Transformer model(cfg, d);
+  Executor m(model);
   const int T = 9;
   auto tok = random_ids(T, d.vocab, 6), tgt = random_ids(T, d.vocab, 7);
   std::vector<float> logits((size_t)T * d.vocab);
@@ -203,17 +213,17 @@ TEST(Transformer, InitIsDeterministicByNameAndFollowsStd) {
   cfg.init_std_factor = "global_depth";
   ModelDims d = resolve_dims(cfg, 13);
   Transformer a(cfg, d), b(cfg, d);
-  for (int64_t i = 0; i < a.params().total(); ++i) ASSERT_EQ(a.params().params()[i], b.params().params()[i]);
+  EXPECT_EQ(a.params().host_values(), b.params().host_values());
   // A different seed changes the weights.
   ModelConfig cfg2 = cfg;
   cfg2.seed = 8;
   Transformer c(cfg2, d);
-  EXPECT_NE(a.params().params()[a.params().info(a.params().index("layers.0.attention.wq.weight")).offset],
-            c.params().params()[c.params().info(c.params().index("layers.0.attention.wq.weight")).offset]);
+  EXPECT_NE(a.params().params_data()[a.params().info(a.params().index("layers.0.attention.wq.weight")).offset],
+            c.params().params_data()[c.params().info(c.params().index("layers.0.attention.wq.weight")).offset]);
   // Standard deviations and truncation at 3 std, per Lingua's rules.
   auto stats = [&](const char* name, double want_std) {
     const ParamInfo& p = a.params().info(a.params().index(name));
-    const float* w = a.params().params() + p.offset;
+    const float* w = a.params().params_data() + p.offset;
     double s2 = 0;
     for (int64_t i = 0; i < p.numel; ++i) {
       s2 += (double)w[i] * w[i];
@@ -229,7 +239,7 @@ TEST(Transformer, InitIsDeterministicByNameAndFollowsStd) {
   stats("layers.1.feed_forward.w2.weight", 1 / std::sqrt((double)d.hidden) / factor);
   stats("tok_embeddings.weight", 1 / std::sqrt(64.0));
   const ParamInfo& n = a.params().info(a.params().index("norm.weight"));
-  EXPECT_EQ(a.params().params()[n.offset], 1.0f);
+  EXPECT_EQ(a.params().params_data()[n.offset], 1.0f);
 }
 
 TEST(Transformer, DimsAndParameterAccounting) {

@@ -1,6 +1,6 @@
 #pragma once
-// Parameters to and from safetensors files, by name. Used by checkpoints, init_ckpt_path,
-// generation and evaluation, so every path loads exactly the same tensors.
+// Parameters to and from safetensors files, by name, and the params.json of a checkpoint. Used by
+// the checkpoint layout (train_checkpoint.h), so every path loads exactly the same tensors.
 #include <map>
 #include <string>
 
@@ -9,7 +9,7 @@
 
 namespace lingua {
 
-// Writes every parameter of the store (fp32) under its name.
+// Writes every parameter of the store (fp32, its full shape) under its name.
 void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta = {});
 // Reads every parameter of the store from the file. A tensor missing from the file, or one whose
 // shape differs from the model's, is an error naming the tensor, both shapes and the file
@@ -19,7 +19,8 @@ void load_params(ParamStore& store, const std::string& path);
 struct ParamCounts;
 
 // A checkpoint's params.json: the training config plus, under "param_counts", the model's
-// parameter counts (total, embedding, stem_tables, active_non_embedding; informational).
+// parameter counts (total, embedding, active_non_embedding, frozen, and per optimizer group
+// other than "default"; informational).
 std::string params_json(const TrainConfig& cfg, const ParamCounts& counts);
 // The training config of a params.json (its "param_counts" are skipped: the loaded model recounts).
 TrainConfig read_params_json(const std::string& path);

@@ -7,7 +7,7 @@
 #include <random>
 
 #include "lingua/core/cuda.h"
-#include "lingua/model/transformer.h"
+#include "lingua/exec/testing.h"
 #include "lingua/ops/testing.h"
 #include "lingua/ops/testing_cuda.h"
 
@@ -56,12 +56,12 @@ struct StepResult {
   std::vector<std::vector<float>> grads;  // per parameter, host
 };
 
-StepResult run_step(Transformer& m, const std::vector<int32_t>& tok, const std::vector<int32_t>& tgt, int B, int T) {
+StepResult run_step(ModelRun& m, const std::vector<int32_t>& tok, const std::vector<int32_t>& tgt, int B, int T) {
   StepResult r;
   m.params().zero_grads();
   // Two micro-batches accumulate, as with grad_acc_steps = 2.
-  r.loss = m.forward_backward(tok.data(), tgt.data(), B, T, 0.5f / (B * T));
-  LossSum l2 = m.forward_backward(tok.data() + B * T, tgt.data() + B * T, B, T, 0.5f / (B * T));
+  r.loss = m.exec.forward_backward(tok.data(), tgt.data(), B, T, 0.5f / (B * T));
+  LossSum l2 = m.exec.forward_backward(tok.data() + B * T, tgt.data() + B * T, B, T, 0.5f / (B * T));
   r.loss.nll += l2.nll;
   r.loss.tokens += l2.tokens;
   for (int i = 0; i < m.params().size(); ++i) r.grads.push_back(to_host(m.params().grad(i)));
@@ -75,16 +75,13 @@ void check_step_matches_cpu(const ModelConfig& cfg, int B, int T, double tol = 2
   auto tok = random_ids(2 * B * T, d.vocab, 1), tgt = random_ids(2 * B * T, d.vocab, 2);
   tgt[5] = -1;  // ignored positions
   tgt[B * T + 1] = -1;
-  Transformer cpu(cfg, d), gpu(cfg, d);
-  cpu.init_weights(cfg.seed);
-  gpu.init_weights(cfg.seed);
-  gpu.to_device(Device::cuda);
-  ASSERT_EQ(gpu.act_dtype(), DType::bf16);
+  ModelRun cpu(cfg, d), gpu(cfg, d, Device::cuda);
+  ASSERT_EQ(gpu.model.act_dtype(), DType::bf16);
   StepResult rc = run_step(cpu, tok, tgt, B, T);
   StepResult rg = run_step(gpu, tok, tgt, B, T);
   // The arena size formula counts bf16 activations at their size: the step uses most of it.
-  EXPECT_GE((double)gpu.activation_bytes_high_water(), 0.75 * gpu.activation_bytes(B, T));
-  EXPECT_LT(gpu.activation_bytes(B, T), cpu.activation_bytes(B, T));
+  EXPECT_GE((double)gpu.exec.activation_bytes_high_water(), 0.75 * gpu.exec.activation_bytes(B, T));
+  EXPECT_LT(gpu.exec.activation_bytes(B, T), cpu.exec.activation_bytes(B, T));
   EXPECT_EQ(rg.loss.tokens, rc.loss.tokens);
   EXPECT_NEAR(rg.loss.nll / rg.loss.tokens, rc.loss.nll / rc.loss.tokens, 1e-2 * rc.loss.nll / rc.loss.tokens);
   for (int i = 0; i < cpu.params().size(); ++i) {
@@ -129,14 +126,12 @@ TEST(TransformerCuda, RecomputingNormsGivesTheSameGradients) {
   rc.recompute_norms = true;
   ModelDims d = resolve_dims(cfg, cfg.vocab_size);
   auto tok = random_ids(2 * 2 * 37, d.vocab, 1), tgt = random_ids(2 * 2 * 37, d.vocab, 2);
-  Transformer m(cfg, d), r(rc, d);
-  m.to_device(Device::cuda);
-  r.to_device(Device::cuda);
+  ModelRun m(cfg, d, Device::cuda), r(rc, d, Device::cuda);
   StepResult a = run_step(m, tok, tgt, 2, 37), b = run_step(r, tok, tgt, 2, 37);
   EXPECT_EQ(a.loss.nll, b.loss.nll);
   for (int i = 0; i < m.params().size(); ++i)
     EXPECT_TRUE(a.grads[i] == b.grads[i]) << m.params().info(i).name;
-  EXPECT_LT(r.activation_bytes(2, 37), m.activation_bytes(2, 37));
+  EXPECT_LT(r.exec.activation_bytes(2, 37), m.exec.activation_bytes(2, 37));
 }
 
 // Gradients over dead activations equal gradients in their own buffer, bit for bit, on the GPU
@@ -154,9 +149,8 @@ TEST(TransformerCuda, GradientsInActivationsEqualOwnGradients) {
                                  stem(small_config(128, 2, 1, false))}) {
     const std::string what = std::string(cfg.weight_tying ? " (tied)" : "") + " " + cfg.ffn;
     ModelDims d = resolve_dims(cfg, cfg.vocab_size);
-    Transformer own(cfg, d), shared(cfg, d);
-    own.to_device(Device::cuda);
-    shared.to_device(Device::cuda);
+    ModelRun own_run(cfg, d, Device::cuda), shared_run(cfg, d, Device::cuda);
+    Executor &own = own_run.exec, &shared = shared_run.exec;
     shared.set_grads_in_activations(true);
     for (int step = 0; step < 2; ++step) {
       const int B = 3, T = 37 - 8 * step;
@@ -166,15 +160,16 @@ TEST(TransformerCuda, GradientsInActivationsEqualOwnGradients) {
       LossSum a = own.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
       LossSum b = shared.forward_backward(tok.data(), tgt.data(), B, T, 0.01f);
       EXPECT_EQ(a.nll, b.nll);
-      for (int i = 0; i < own.params().size(); ++i)
-        EXPECT_TRUE(to_host(own.params().grad(i)) == to_host(shared.params().grad(i)))
-            << own.params().info(i).name << what << " step " << step;
+      for (int i = 0; i < own_run.params().size(); ++i)
+        EXPECT_TRUE(to_host(own_run.params().grad(i)) == to_host(shared_run.params().grad(i)))
+            << own_run.params().info(i).name << what << " step " << step;
       auto etok = random_ids(4 * 41, d.vocab, 9);
       EXPECT_EQ(own.forward_loss(etok.data(), etok.data(), 4, 41).nll,
                 shared.forward_loss(etok.data(), etok.data(), 4, 41).nll);
     }
     if (!cfg.weight_tying) {
-      EXPECT_LT(shared.step_memory_bytes(), own.step_memory_bytes() + sizeof(float) * own.params().total()) << what;
+      EXPECT_LT(shared.step_memory_bytes(), own.step_memory_bytes() + sizeof(float) * own_run.params().grad_total())
+          << what;
     }
   }
 }
@@ -188,10 +183,8 @@ TEST(TransformerCuda, StemStepMatchesCpu) {
 
 void check_decoding(const ModelConfig& cfg) {
   ModelDims d = resolve_dims(cfg, cfg.vocab_size);
-  Transformer cpu(cfg, d), gpu(cfg, d);
-  cpu.init_weights(cfg.seed);
-  gpu.init_weights(cfg.seed);
-  gpu.to_device(Device::cuda);
+  ModelRun cpu_run(cfg, d), gpu_run(cfg, d, Device::cuda);
+  Executor &cpu = cpu_run.exec, &gpu = gpu_run.exec;
   const int T = 21;
   auto tok = random_ids(T, d.vocab, 9);
   std::vector<float> full_cpu((size_t)T * d.vocab), full_gpu((size_t)T * d.vocab);

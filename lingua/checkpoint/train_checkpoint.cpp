@@ -1,0 +1,145 @@
+#include "lingua/checkpoint/train_checkpoint.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include "lingua/checkpoint/checkpoint.h"
+#include "lingua/checkpoint/model_io.h"
+#include "lingua/checkpoint/safetensors.h"
+#include "lingua/core/cuda.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace lingua {
+
+namespace {
+// A host tensor of the parameter's full shape over `data`.
+Tensor shaped(float* data, const ParamInfo& p) {
+  Tensor t(data, {p.numel});
+  t.ndim = (int)p.shape.size();
+  for (int d = 0; d < t.ndim; ++d) t.shape[d] = p.shape[d];
+  return t;
+}
+}  // namespace
+
+std::string CheckpointFiles::train_state(int rank) {
+  char b[64];
+  std::snprintf(b, sizeof b, "train_state_%05d.json", rank);
+  return b;
+}
+
+std::string CheckpointFiles::moment(int which, const std::string& param) {
+  return (which == 0 ? "exp_avg." : "exp_avg_sq.") + param;
+}
+
+void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
+                              const AdamW& opt, const TrainState& state) {
+  save_checkpoint_dir(root, state.step, [&](const std::string& dir) {
+    const ParamStore& s = model.params();
+    save_params(s, dir + "/" + CheckpointFiles::weights, {{"format", "lingua.cpp"}});
+    // Host copies of the moments, made for the write and freed after it.
+    std::vector<std::vector<float>> host;
+    std::vector<NamedTensor> moments;
+    for (int id : s.ids()) {
+      if (!s.trainable(id)) continue;
+      host.push_back(opt.host_m(id));
+      host.push_back(opt.host_v(id));
+    }
+    size_t k = 0;
+    for (int id : s.ids()) {
+      if (!s.trainable(id)) continue;
+      const ParamInfo& p = s.info(id);
+      for (int which = 0; which < 2; ++which, ++k)
+        moments.push_back({CheckpointFiles::moment(which, p.name), shaped(host[k].data(), p)});
+    }
+    write_safetensors(dir + "/" + CheckpointFiles::optimizer, moments);
+    write_text_file_atomic(dir + "/" + CheckpointFiles::params, params_json(cfg, model.param_counts()));
+    json st = {{"step", state.step},
+               {"optimizer_steps", state.optimizer_steps},
+               {"scheduler", {{"last_step", state.step}}},
+               {"data_loader", state.data_loader}};
+    write_text_file_atomic(dir + "/" + CheckpointFiles::train_state(0), st.dump(1) + "\n");
+  });
+}
+
+TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt) {
+  ParamStore& s = model.params();
+  load_params(s, dir + "/" + CheckpointFiles::weights);
+  SafetensorsFile f = SafetensorsFile::open(dir + "/" + CheckpointFiles::optimizer);
+  std::vector<float> m, v;
+  for (int id : s.ids()) {
+    if (!s.trainable(id)) continue;
+    const ParamInfo& p = s.info(id);
+    m.resize(p.numel);
+    v.resize(p.numel);
+    f.read_into(CheckpointFiles::moment(0, p.name), shaped(m.data(), p));
+    f.read_into(CheckpointFiles::moment(1, p.name), shaped(v.data(), p));
+    opt.set_moments(id, m.data(), v.data());
+  }
+  const std::string path = dir + "/" + CheckpointFiles::train_state(0);
+  json st;
+  try {
+    st = json::parse(read_text_file(path));
+  } catch (const json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  TrainState t;
+  t.step = st.at("step").get<int64_t>();
+  t.optimizer_steps = st.at("optimizer_steps").get<int64_t>();
+  t.data_loader = st.at("data_loader");
+  opt.set_steps_taken(t.optimizer_steps);
+  return t;
+}
+
+std::string save_model_checkpoint(const std::string& root, int64_t step, const TrainConfig& cfg,
+                                  const Transformer& model, const std::vector<std::pair<std::string, std::string>>& extra) {
+  return save_checkpoint_dir(root, step, [&](const std::string& dir) {
+    save_params(model.params(), dir + "/" + CheckpointFiles::weights, {{"format", "lingua.cpp"}});
+    write_text_file_atomic(dir + "/" + CheckpointFiles::params, params_json(cfg, model.param_counts()));
+    for (auto& [name, content] : extra) write_text_file_atomic(dir + "/" + name, content);
+  });
+}
+
+void load_weights(Transformer& model, const std::string& dir_or_file) {
+  const std::string p = fs::is_directory(dir_or_file) ? dir_or_file + "/" + CheckpointFiles::weights : dir_or_file;
+  load_params(model.params(), p);
+}
+
+std::string resolve_checkpoint_dir(const std::string& path) {
+  LINGUA_CHECK(fs::exists(path), "checkpoint not found: ", path);
+  if (is_complete_checkpoint(path)) return path;
+  // A dump_dir (with checkpoints/) or a checkpoint root.
+  const std::string root =
+      fs::is_directory(fs::path(path) / "checkpoints") ? (fs::path(path) / "checkpoints").string() : path;
+  auto last = latest_checkpoint(root);
+  LINGUA_CHECK(last.has_value(), "no complete checkpoint in ", path);
+  return last->path;
+}
+
+int64_t checkpoint_step(const std::string& dir) {
+  const std::string name = fs::path(dir).filename().string();
+  if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos) return std::stoll(name);
+  const fs::path st = fs::path(dir) / CheckpointFiles::train_state(0);
+  if (fs::exists(st)) {
+    json j = json::parse(read_text_file(st.string()), nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) return j["step"].get<int64_t>();
+  }
+  return 0;
+}
+
+LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, const std::string& device) {
+  LoadedModel m;
+  m.checkpoint_dir = resolve_checkpoint_dir(path);
+  m.config = read_params_json(m.checkpoint_dir + "/" + CheckpointFiles::params);
+  if (!tokenizer_path.empty()) m.config.data.tokenizer.path = tokenizer_path;
+  m.tokenizer = make_tokenizer(m.config.data.tokenizer);
+  ModelDims dims = resolve_dims(m.config.model, m.tokenizer->n_words());
+  m.model = std::make_unique<Transformer>(m.config.model, dims);
+  load_weights(*m.model, m.checkpoint_dir);
+  m.model->to_device(resolve_device(device));
+  m.exec = std::make_unique<Executor>(*m.model);
+  return m;
+}
+
+}  // namespace lingua

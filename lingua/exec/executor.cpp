@@ -1,0 +1,411 @@
+#include "lingua/exec/executor.h"
+
+#include <algorithm>
+
+#include "lingua/core/profiler.h"
+#include "lingua/ops/cross_entropy/cross_entropy.h"
+
+namespace lingua {
+
+Executor::Executor(Transformer& model) : model_(model) {
+  memory_ = Arena(model.device());
+  scratch_ = Arena(model.device());
+  saved_ = Arena(model.device());
+}
+
+Executor::~Executor() {
+  // Gradients placed in the step memory die with it: give the store its own buffer back.
+  if (grads_in_activations_) model_.params().use_own_grads();
+}
+
+void Executor::add_hooks(LayerHooks* hooks) { hooks_.push_back(hooks); }
+void Executor::remove_hooks(LayerHooks* hooks) { hooks_.erase(std::remove(hooks_.begin(), hooks_.end(), hooks), hooks_.end()); }
+
+void Executor::set_prefix_rows(int prefix) {
+  LINGUA_CHECK(prefix >= 0, "prefix rows must be >= 0, got ", prefix);
+  prefix_ = prefix;
+}
+
+SeqLayout Executor::layout(int B, int T) const { return SeqLayout{B, T, prefix_}; }
+
+uint64_t Executor::memory_epoch() const { return memory_epoch_ + (model_.params().layout_epoch() << 32); }
+
+void Executor::update_grad_ranges() const {
+  const ParamStore& s = model_.params();
+  const int stages = model_.n_layers() + 2;
+  grad_ranges_.assign(stages, GradRange{});
+  std::vector<bool> seen(stages, false);
+  for (int id : s.ids()) {
+    const ParamInfo& p = s.info(id);
+    if (p.grad_offset < 0) continue;
+    GradRange& r = grad_ranges_[model_.stage_of(id)];
+    if (!seen[model_.stage_of(id)]) r = {p.grad_offset, p.grad_offset};
+    seen[model_.stage_of(id)] = true;
+    r.begin = std::min(r.begin, p.grad_offset);
+    r.end = std::max(r.end, p.grad_offset + p.numel);
+  }
+  // Zeroing a stage's range before its first write must not touch another stage's gradients.
+  for (int a = 0; a < stages; ++a)
+    for (int b = a + 1; b < stages; ++b) {
+      const GradRange &x = grad_ranges_[a], &y = grad_ranges_[b];
+      LINGUA_CHECK(x.begin == x.end || y.begin == y.end || x.end <= y.begin || y.end <= x.begin,
+                   "internal error: the gradients of stages ", a, " and ", b, " interleave in the layout");
+    }
+  layout_epoch_ = s.layout_epoch();
+}
+
+Executor::MemoryPlan Executor::plan(const SeqLayout& seq, bool training, size_t extra_bytes) const {
+  const int64_t N = seq.rows(), NT = seq.token_rows(), D = model_.dims().dim;
+  const DType act = model_.act_dtype();
+  const bool shared_norms = training && model_.recompute_norms();
+  const bool prefix = seq.prefix > 0;
+  MemoryPlan p;
+  // Saved region, in the order forward_stages takes it: the embedding output and the shared norm
+  // buffer, then block by block, then the head's input rows (with a prefix) and the final norm's
+  // output and rstd.
+  size_t off = arena_bytes(N * D) + (shared_norms ? arena_bytes(N * D, act) : 0);
+  size_t scratch = prefix ? arena_bytes(NT * D) : 0;  // the embedding's token rows
+  for (int l = 0; l < model_.n_layers(); ++l) {
+    const TransformerBlock& b = model_.block(l);
+    off += b.saved_bytes(seq, act, training, shared_norms);
+    scratch = std::max(scratch, b.scratch_bytes(seq, act, training));
+    p.layer_end.push_back(off);
+  }
+  off += (prefix ? arena_bytes(NT * D) : 0) + arena_bytes(NT * D, act) + arena_bytes(NT);
+  p.saved_end = off;
+  p.saved = off + extra_bytes;
+  // Backward passes the final norm's input gradient (activation dtype) and the residual gradient
+  // (f32, and in the activation dtype when that is not f32) between blocks, with a prefix also the
+  // head's token rows of both and a frozen final norm's weight gradient; forward_loss keeps
+  // per-token losses.
+  if (training) {
+    scratch += arena_bytes(NT * D, act) + arena_bytes(N * D) + (act == DType::f32 ? 0 : arena_bytes(N * D, act));
+    if (prefix) scratch += arena_bytes(NT * D) + (act == DType::f32 ? 0 : arena_bytes(NT * D, act));
+    if (!model_.params().trainable(model_.params().index("norm.weight"))) scratch += arena_bytes(D);
+  } else {
+    scratch += arena_bytes(NT);
+  }
+  p.scratch = scratch;
+  if (training) {
+    // Each gradient range must start past the activations still alive when it is first written:
+    // block l's past the saved memory of blocks 0..l; the head's (and a tied embedding's) past all
+    // of it (the cross-entropy writes them first); an untied embedding's anywhere (written last).
+    auto need = [](size_t live_end, const GradRange& r) {
+      if (r.begin == r.end) return size_t(0);
+      const size_t at = (size_t)r.begin * sizeof(float);
+      return live_end > at ? live_end - at : 0;
+    };
+    const int L = model_.n_layers();
+    size_t g = model_.dims().weight_tying ? need(p.saved_end, grad_ranges_[0]) : 0;
+    for (int l = 0; l < L; ++l) g = std::max(g, need(p.layer_end[l], grad_ranges_[1 + l]));
+    g = std::max(g, need(p.saved_end, grad_ranges_[L + 1]));
+    p.grads_offset = Arena::round_up(g);
+  }
+  return p;
+}
+
+size_t Executor::activation_bytes(int B, int T) const {
+  if (layout_epoch_ != model_.params().layout_epoch()) update_grad_ranges();
+  MemoryPlan p = plan(layout(B, T), true, 0);
+  return p.scratch + p.saved;
+}
+
+size_t Executor::host_training_bytes() const {
+  const ParamStore& s = model_.params();
+  return step_memory_bytes() +
+         sizeof(float) * ((size_t)s.total() + (grads_in_activations_ ? 2 : 3) * (size_t)s.grad_total());
+}
+
+void Executor::ensure_arena(const SeqLayout& seq, bool training, size_t extra_bytes) {
+  LINGUA_CHECK(seq.T <= model_.dims().max_seqlen, "sequence length ", seq.T, " exceeds model.max_seqlen (",
+               model_.dims().max_seqlen, ")");
+  ParamStore& store = model_.params();
+  if (layout_epoch_ != store.layout_epoch()) update_grad_ranges();
+  plan_ = plan(seq, training, extra_bytes);
+  const bool place = training && grads_in_activations_;
+  const size_t grad_bytes = (size_t)store.grad_total() * sizeof(float);
+  const bool grads_ok = !place || (store.grads_data() && grads_offset_ >= plan_.grads_offset &&
+                                   grads_offset_ + grad_bytes <= saved_.capacity());
+  if (memory_.capacity() == 0 || plan_.scratch > scratch_.capacity() || plan_.saved > saved_.capacity() || !grads_ok) {
+    // Grow (never shrink) each region; the gradients move with the memory (they are only valid
+    // from a backward to the next forward).
+    size_t sc = Arena::round_up(std::max(plan_.scratch, scratch_.capacity()));
+    size_t sv = std::max(plan_.saved, saved_.capacity());
+    if (place) grads_offset_ = plan_.grads_offset;
+    if (grads_in_activations_) sv = std::max(sv, grads_offset_ + grad_bytes);
+    sv = Arena::round_up(sv);
+    memory_.reserve(sc + sv);
+    ++memory_epoch_;
+    scratch_ = Arena::view(memory_.base(), sc, memory_.device());
+    saved_ = Arena::view(memory_.base() + sc, sv, memory_.device());
+    if (grads_in_activations_) place_grads();
+  }
+  scratch_.reset();
+  saved_.reset();
+}
+
+void Executor::place_grads() {
+  model_.params().use_external_grads(reinterpret_cast<float*>(saved_.base() + grads_offset_));
+}
+
+void Executor::set_grads_in_activations(bool on) {
+  if (on == grads_in_activations_) return;
+  grads_in_activations_ = on;
+  grads_offset_ = 0;
+  if (on) {
+    // Free the store's own gradients now (peak memory); the next training step places them.
+    model_.params().use_external_grads(nullptr);
+    memory_.reserve(0);
+    scratch_ = Arena(memory_.device());
+    saved_ = Arena(memory_.device());
+  } else {
+    model_.params().use_own_grads();
+  }
+}
+
+void Executor::zero_grads() {
+  if (!grads_in_activations_) model_.params().zero_grads();
+}
+
+void Executor::zero_grads_before_write(int stage) {
+  const GradRange& r = grad_ranges_[stage];
+  if (grads_in_activations_ && r.begin < r.end) model_.params().zero_grads(r.begin, r.end);
+}
+
+void Executor::check_ids(const int32_t* ids, int64_t n, bool targets) const {
+  const int vocab = model_.dims().vocab;
+  for (int64_t i = 0; i < n; ++i)
+    LINGUA_CHECK(ids[i] < vocab && (ids[i] >= 0 || targets), targets ? "target" : "input", " token id ", ids[i],
+                 " at position ", i, " is outside the vocabulary [0, ", vocab, ")");
+}
+
+Tensor Executor::device_ids(const int32_t* ids, int64_t n, int which) {
+  check_ids(ids, n, which == 1);
+  if (device() == Device::cpu) return Tensor(ids, {n});
+  DeviceBuffer& b = ids_dev_[which];
+  if (b.bytes() < (size_t)n * 4) b = DeviceBuffer((size_t)n * 4);
+  copy_to_device(b.data(), ids, (size_t)n * 4);
+  return Tensor(b.data(), {n}, DType::i32, Device::cuda);
+}
+
+StepContext Executor::context(const Tensor& tokens, const SeqLayout& seq, int pos0, bool save) {
+  StepContext ctx;
+  ctx.saved = &saved_;
+  ctx.scratch = &scratch_;
+  ctx.act = model_.act_dtype();
+  ctx.seq = seq;
+  ctx.tokens = tokens;
+  ctx.pos0 = pos0;
+  ctx.save_for_backward = save;
+  return ctx;
+}
+
+Tensor Executor::token_rows(const Tensor& x, const SeqLayout& seq, const Tensor& compact) const {
+  if (seq.prefix == 0) return x;
+  copy_row_blocks(compact, seq.T, 0, x, seq.S(), seq.prefix, seq.B, seq.T);
+  return compact;
+}
+
+void Executor::forward_stages(StepContext& ctx) {
+  const SeqLayout& seq = ctx.seq;
+  const int64_t N = seq.rows(), NT = seq.token_rows(), D = model_.dims().dim;
+  const int L = model_.n_layers();
+  Arena& ar = saved_;
+  xs_.assign(L + 1, Tensor());
+  xs_[0] = arena_tensor(ar, {N, D});
+  if (model_.recompute_norms() && ctx.save_for_backward) ctx.shared_norm = arena_tensor(ar, {N, D}, ctx.act);
+  if (seq.prefix == 0) {
+    model_.embed(ctx.tokens, xs_[0]);
+  } else {
+    size_t mark = scratch_.mark();
+    Tensor e = arena_tensor(scratch_, {NT, D});
+    model_.embed(ctx.tokens, e);
+    zero_row_blocks(xs_[0], seq.S(), 0, seq.B, seq.prefix);
+    copy_row_blocks(xs_[0], seq.S(), seq.prefix, e, seq.T, 0, seq.B, seq.T);
+    scratch_.release_to(mark);
+  }
+  for (int l = 0; l < L; ++l) {
+    ProfileScope scope(profiling_active() ? "layers." + std::to_string(l) : std::string());
+    for (LayerHooks* h : hooks_) h->before_forward(l, xs_[l], ctx);
+    xs_[l + 1] = model_.block(l).forward(xs_[l], ctx);
+    for (LayerHooks* h : hooks_) h->after_forward(l, xs_[l + 1], ctx);
+    // The plan places gradients by these offsets: a mismatch is a bug, caught before it corrupts.
+    LINGUA_CHECK(ar.mark() == plan_.layer_end[l], "internal error: layer ", l, " saved ", ar.mark(),
+                 " bytes, the memory plan says ", plan_.layer_end[l]);
+  }
+  x_head_ = token_rows(xs_[L], seq, seq.prefix ? arena_tensor(ar, {NT, D}) : Tensor());
+  xf_ = arena_tensor(ar, {NT, D}, ctx.act);
+  rstdf_ = arena_tensor(ar, {NT});
+  LINGUA_CHECK(ar.mark() == plan_.saved_end, "internal error: forward saved ", ar.mark(),
+               " bytes, the memory plan says ", plan_.saved_end);
+  model_.final_norm(x_head_, xf_, rstdf_);
+}
+
+LossSum Executor::forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float loss_scale) {
+  stage_batch(0, tokens, targets, B, T);
+  forward_backward_staged(0, loss_scale);
+  return take_loss();
+}
+
+Tensor Executor::StagedBatch::ids(int which) const {
+  const int64_t n = (int64_t)B * T;
+  if (dev.data()) return Tensor(dev.as<int32_t>() + which * n, {n}, DType::i32, Device::cuda);
+  return Tensor(host.data() + which * n, {n});
+}
+
+void Executor::stage_batch(int slot, const int32_t* tokens, const int32_t* targets, int B, int T) {
+  LINGUA_CHECK(slot >= 0, "internal error: negative batch slot");
+  if ((int)staged_.size() <= slot) staged_.resize(slot + 1);
+  StagedBatch& sb = staged_[slot];
+  const int64_t n = (int64_t)B * T;
+  sb.B = B;
+  sb.T = T;
+  // The GPU cannot report a bad id without waiting for the step: check here.
+  check_ids(tokens, n, false);
+  check_ids(targets, n, true);
+  if (slot == 0) loss_tokens_ = 0;
+  for (int64_t i = 0; i < n; ++i) loss_tokens_ += targets[i] >= 0;
+  if (device() == Device::cuda) {
+    if (sb.dev.bytes() < (size_t)n * 8) {
+      sb.dev = DeviceBuffer((size_t)n * 8);
+      ++memory_epoch_;
+    }
+    // Pageable sources: the copy is staged before the call returns, so the caller's arrays may change.
+    copy_to_device_async(sb.dev.as<int32_t>(), tokens, (size_t)n * 4);
+    copy_to_device_async(sb.dev.as<int32_t>() + n, targets, (size_t)n * 4);
+  } else {
+    sb.host.assign(tokens, tokens + n);
+    sb.host.insert(sb.host.end(), targets, targets + n);
+  }
+}
+
+Tensor Executor::staged_tokens(int slot) const {
+  LINGUA_CHECK(slot < (int)staged_.size() && staged_[slot].B > 0, "internal error: batch slot ", slot, " not staged");
+  return staged_[slot].ids(0);
+}
+
+LossSum Executor::take_loss() {
+  LossSum ls;
+  ls.tokens = loss_tokens_;
+  if (device() == Device::cuda) copy_to_host(&ls.nll, loss_dev_.data(), sizeof(double));
+  else ls.nll = loss_host_;
+  return ls;
+}
+
+void Executor::forward_backward_staged(int slot, float loss_scale) {
+  const Tensor tok = staged_tokens(slot), tgt = staged_[slot].ids(1);
+  const SeqLayout seq = layout(staged_[slot].B, staged_[slot].T);
+  ensure_arena(seq, true);
+  const int64_t N = seq.rows(), NT = seq.token_rows(), D = model_.dims().dim;
+  const int L = model_.n_layers();
+  const DType act = model_.act_dtype();
+  StepContext ctx = context(tok, seq, 0, true);
+  {
+    LINGUA_PROFILE_SCOPE("forward");
+    forward_stages(ctx);
+  }
+  LINGUA_PROFILE_SCOPE("backward");
+  Arena& ar = scratch_;
+  Tensor dxf = arena_tensor(ar, {NT, D}, act);
+  // Gradients in the activations are zeroed just before their first write (see plan()).
+  zero_grads_before_write(L + 1);
+  if (model_.dims().weight_tying) zero_grads_before_write(0);
+  double* loss_sum = &loss_host_;
+  if (device() == Device::cuda) {
+    if (!loss_dev_.data()) loss_dev_ = DeviceBuffer(sizeof(double));
+    loss_sum = loss_dev_.as<double>();
+  }
+  const Linear& head = model_.output();
+  output_cross_entropy_sum(xf_, head.compute_weight(), tgt, Tensor(), loss_scale, dxf, head.grad(), loss_sum, slot > 0);
+  // The residual stream's gradient (f32) and its copy in the activation dtype, the input of the
+  // next matmuls (see TransformerBlock::backward).
+  Tensor dx = arena_tensor(ar, {N, D});
+  Tensor dx_act = act == DType::f32 ? dx : arena_tensor(ar, {N, D}, act);
+  if (seq.prefix == 0) {
+    model_.final_norm_backward(xs_[L], rstdf_, dxf, dx, act == DType::f32 ? Tensor() : dx_act, ar);
+  } else {  // the head saw the token rows only: the prefix rows' gradient starts at zero
+    Tensor dh = arena_tensor(ar, {NT, D});
+    Tensor dh_act = act == DType::f32 ? dh : arena_tensor(ar, {NT, D}, act);
+    model_.final_norm_backward(x_head_, rstdf_, dxf, dh, act == DType::f32 ? Tensor() : dh_act, ar);
+    zero_row_blocks(dx, seq.S(), 0, seq.B, seq.prefix);
+    copy_row_blocks(dx, seq.S(), seq.prefix, dh, seq.T, 0, seq.B, seq.T);
+    if (act != DType::f32) {
+      zero_row_blocks(dx_act, seq.S(), 0, seq.B, seq.prefix);
+      copy_row_blocks(dx_act, seq.S(), seq.prefix, dh_act, seq.T, 0, seq.B, seq.T);
+    }
+  }
+  for (int l = L - 1; l >= 0; --l) {
+    ProfileScope scope(profiling_active() ? "layers." + std::to_string(l) : std::string());
+    for (LayerHooks* h : hooks_) h->before_backward(l, dx, dx_act, ctx);
+    zero_grads_before_write(1 + l);
+    model_.block(l).backward(xs_[l], dx, dx_act, ctx);
+    for (LayerHooks* h : hooks_) h->after_backward(l, dx, dx_act, ctx);
+  }
+  if (!model_.dims().weight_tying) zero_grads_before_write(0);
+  model_.embed_backward(tok, token_rows(dx, seq, seq.prefix ? arena_tensor(ar, {NT, D}) : Tensor()));
+}
+
+LossSum Executor::forward_loss(const int32_t* tokens, const int32_t* targets, int B, int T, float* nll_out) {
+  const SeqLayout seq = layout(B, T);
+  ensure_arena(seq, false);
+  const int64_t NT = seq.token_rows();
+  Tensor tok = device_ids(tokens, NT, 0), tgt = device_ids(targets, NT, 1);
+  StepContext ctx = context(tok, seq, 0, false);
+  forward_stages(ctx);
+  Tensor nll = arena_tensor(scratch_, {NT});
+  LossSum ls;
+  ls.nll = output_cross_entropy(xf_, model_.output().compute_weight(), tgt, nll, 1.0f, Tensor(), Tensor());
+  if (nll_out) copy_tensor(Tensor(nll_out, {NT}), nll);
+  for (int64_t i = 0; i < NT; ++i) ls.tokens += targets[i] >= 0;
+  return ls;
+}
+
+void Executor::forward_logits(const int32_t* tokens, int T, float* logits) {
+  const int64_t V = model_.dims().vocab;
+  const SeqLayout seq = layout(1, T);
+  ensure_arena(seq, false, arena_bytes((int64_t)T * V));
+  Tensor tok = device_ids(tokens, T, 0);
+  StepContext ctx = context(tok, seq, 0, false);
+  forward_stages(ctx);
+  Tensor out = arena_tensor(saved_, {(int64_t)T, V});
+  model_.output().forward(xf_, out);
+  copy_tensor(Tensor(logits, {(int64_t)T, V}), out);
+}
+
+KVCache Executor::make_cache(int max_len) const {
+  return KVCache(model_.dims(), max_len + prefix_, device(), model_.act_dtype());
+}
+
+void Executor::forward_decode(const int32_t* tokens, int T, KVCache& cache, float* logits) {
+  const ModelDims& d = model_.dims();
+  const bool first = cache.len == 0;
+  const int P = first ? prefix_ : 0;
+  const int pos0 = first ? 0 : cache.next_position();
+  LINGUA_CHECK(pos0 + T <= d.max_seqlen, "generation: ", pos0 + T, " tokens exceed model.max_seqlen (", d.max_seqlen,
+               ")");
+  const SeqLayout seq{1, T, P};
+  const int64_t rows = seq.rows(), D = d.dim;
+  ensure_arena(seq, false, arena_bytes(d.vocab) + 4 * arena_bytes(D));
+  Arena& ar = saved_;
+  Tensor tok = device_ids(tokens, T, 0);
+  StepContext ctx = context(tok, seq, pos0, false);
+  Tensor x = arena_tensor(ar, {rows, D}), n = arena_tensor(ar, {rows, D}, ctx.act), r = arena_tensor(ar, {rows});
+  if (P > 0) zero_row_blocks(x, rows, 0, 1, P);
+  model_.embed(tok, Tensor(static_cast<float*>(x.data) + P * D, {(int64_t)T, D}, DType::f32, x.device));
+  for (int l = 0; l < model_.n_layers(); ++l) {
+    for (LayerHooks* h : hooks_) h->before_forward(l, x, ctx);
+    model_.block(l).forward_cached(x, n, r, cache, l, ctx);
+    for (LayerHooks* h : hooks_) h->after_forward(l, x, ctx);
+  }
+  if (first) cache.prefix = P;
+  cache.len += (int)rows;
+  // Only the last position's logits are needed.
+  Tensor last(static_cast<float*>(x.data) + (rows - 1) * D, {1, D}, DType::f32, x.device);
+  Tensor nl = arena_tensor(ar, {1, D}, ctx.act), rl = arena_tensor(ar, {1});
+  Tensor out = arena_tensor(ar, {1, (int64_t)d.vocab});
+  model_.final_norm(last, nl, rl);
+  model_.output().forward(nl, out);
+  copy_tensor(Tensor(logits, {1, (int64_t)d.vocab}), out);
+}
+
+}  // namespace lingua

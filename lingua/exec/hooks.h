@@ -1,0 +1,29 @@
+#pragma once
+// Per-layer hooks: how other layers of the program act on a step from outside the model code
+// (parallelism: all-gather a block's weights before its forward, reduce-scatter its gradients
+// after its backward; growth ramps; module tokens written into the prefix rows; profiling). The
+// executor calls every hook added to it, in order, around each block:
+//   forward   before_forward(l, x)   x: [rows, dim] f32, the block's input (writable: a hook may
+//                                     set rows, e.g. the prefix rows before block 0)
+//             after_forward(l, y)    y: the block's output
+//   backward  before_backward(l, dy, dy_act)   the gradient of the block's output, f32 and its
+//                                     copy in the activation dtype (dy itself when that is f32)
+//             after_backward(l, dx, dx_act)    the gradient of the block's input (writable; a hook
+//                                     that changes dx must change dx_act alike)
+// Forward hooks run in training, evaluation and decoding alike (ctx.save_for_backward tells
+// training apart; ctx.seq the row layout). They run inside a captured training step too, so on
+// CUDA they must queue device work only (no host synchronisation).
+#include "lingua/model/module.h"
+
+namespace lingua {
+
+class LayerHooks {
+ public:
+  virtual ~LayerHooks() = default;
+  virtual void before_forward(int layer, const Tensor& x, const StepContext& ctx) {}
+  virtual void after_forward(int layer, const Tensor& y, const StepContext& ctx) {}
+  virtual void before_backward(int layer, const Tensor& dy, const Tensor& dy_act, const StepContext& ctx) {}
+  virtual void after_backward(int layer, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) {}
+};
+
+}  // namespace lingua
