@@ -197,6 +197,11 @@ struct OpCase {
   TensorSpec& out(const std::string& name, std::vector<int64_t> shape, DType dt = DType::f32) {
     return add(name, std::move(shape), dt, Role::out);
   }
+  TensorSpec& tensor(const std::string& name) {  // a declared tensor, to adjust it
+    for (TensorSpec& t : tensors)
+      if (t.name == name) return t;
+    fail("op test: no tensor '", name, "' in ", op);
+  }
   // A value run() reports with OpArgs::set: |got - ref| <= rel * |ref| on the GPU.
   void scalar(const std::string& name, double rel) { scalars.emplace_back(name, rel); }
 
