@@ -1,13 +1,10 @@
-// SwiGLU on CUDA against the fp32 CPU reference run on the same (bf16-rounded) inputs.
+// SwiGLU on CUDA against the fp32 CPU reference (the op-test harness); aliasing and the packed form.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "lingua/core/bf16.h"
-#include "lingua/core/cuda.h"
+#include "lingua/ops/backend_test.h"
 #include "lingua/ops/swiglu/swiglu.h"
-#include "lingua/ops/testing.h"
-#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -18,40 +15,29 @@ struct Case {
   int64_t N, H;
 };
 
-TEST(SwiGLUCuda, ForwardAndBackwardMatchCpu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+// Forward and backward in one case: out, da and db against the CPU.
+std::vector<OpCase> cases() {
+  std::vector<OpCase> cs;
   for (Case c : {Case{1, 1}, Case{1, 7}, Case{31, 33}, Case{33, 1023}, Case{257, 1024}, Case{31, 4096}})
     for (DType dt : {DType::f32, DType::bf16})
       for (int64_t offset : {0, 1}) {  // offset 1: misaligned, element by element
-        const int64_t n = c.N * c.H;
-        auto a = as_dtype(random_vector(n, 1, -6.0f, 6.0f), dt);
-        auto b = as_dtype(random_vector(n, 2, -2.0f, 2.0f), dt);
-        auto g = as_dtype(random_vector(n, 3), dt);
-        std::vector<float> out(n), da(n), db(n);
-        swiglu_forward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(out.data(), {c.N, c.H}));
-        swiglu_backward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(g.data(), {c.N, c.H}),
-                        Tensor(da.data(), {c.N, c.H}), Tensor(db.data(), {c.N, c.H}));
-        DeviceTensor d_a({c.N, c.H}, dt, offset), d_b({c.N, c.H}, dt), d_g({c.N, c.H}, dt), d_out({c.N, c.H}, dt),
-            d_da({c.N, c.H}, dt), d_db({c.N, c.H}, dt);
-        d_a.upload(a);
-        d_b.upload(b);
-        d_g.upload(g);
-        d_out.poison();
-        d_da.poison();
-        d_db.poison();
-        swiglu_forward(d_a.t, d_b.t, d_out.t);
-        swiglu_backward(d_a.t, d_b.t, d_g.t, d_da.t, d_db.t);
-        const double tol = dt == DType::bf16 ? 1e-2 : 1e-5;
-        const std::string what =
-            std::to_string(c.N) + "x" + std::to_string(c.H) + " " + dtype_name(dt) + " offset " + std::to_string(offset);
-        EXPECT_LT(rel_l2(d_out.download(), out), tol) << what;
-        EXPECT_LT(rel_l2(d_da.download(), da), tol) << what;
-        EXPECT_LT(rel_l2(d_db.download(), db), tol) << what;
+        OpCase& k = cs.emplace_back("swiglu_forward+backward");
+        k.in("a", {c.N, c.H}, dt).uniform(-6.0f, 6.0f, 1).offset(offset);
+        k.in("b", {c.N, c.H}, dt).uniform(-2.0f, 2.0f, 2);
+        k.in("dout", {c.N, c.H}, dt).uniform(-1.0f, 1.0f, 3);
+        for (const char* out : {"out", "da", "db"}) k.out(out, {c.N, c.H}, dt);
+        k.run = [](OpArgs& t) {
+          swiglu_forward(t["a"], t["b"], t["out"]);
+          swiglu_backward(t["a"], t["b"], t["dout"], t["da"], t["db"]);
+        };
       }
+  return cs;
 }
 
+LINGUA_OP_TEST(SwiGLU, ForwardAndBackwardMatchCpu, cases())
+
 TEST(SwiGLUCuda, ExtremeInputsStayFinite) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (DType dt : {DType::f32, DType::bf16}) {
     std::vector<float> a = {-200.0f, -90.0f, 90.0f, 200.0f, 0.0f, -3e38f, 3e38f, 1.0f, 2.0f}, b(9, 1.5f), g(9, 1.0f);
     a = as_dtype(a, dt);
@@ -72,7 +58,7 @@ TEST(SwiGLUCuda, ExtremeInputsStayFinite) {
 }
 
 TEST(SwiGLUCuda, OutputsMayAliasInputs) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const int64_t N = 33, H = 1024;
   for (DType dt : {DType::f32, DType::bf16}) {
     auto a = random_vector(N * H, 4, -4.0f, 4.0f), b = random_vector(N * H, 5), g = random_vector(N * H, 6);
@@ -89,7 +75,7 @@ TEST(SwiGLUCuda, OutputsMayAliasInputs) {
 }
 
 TEST(SwiGLUCuda, BackwardRecomputesTheOutputInPlace) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{1, 7}, Case{33, 1023}, Case{257, 1024}})
     for (DType dt : {DType::f32, DType::bf16}) {
       const int64_t n = c.N * c.H;
@@ -113,7 +99,7 @@ TEST(SwiGLUCuda, BackwardRecomputesTheOutputInPlace) {
 }
 
 TEST(SwiGLUCuda, PackedEqualsSeparate) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{1, 7}, Case{33, 1023}, Case{257, 1024}, Case{3, 2816}})
     for (DType dt : {DType::f32, DType::bf16}) {
       const int64_t N = c.N, H = c.H, n = N * H;
@@ -146,7 +132,7 @@ TEST(SwiGLUCuda, PackedEqualsSeparate) {
 }
 
 TEST(SwiGLUCuda, Errors) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   DeviceTensor a({3, 8}, DType::bf16), b({3, 8}, DType::f32), c({3, 8}, DType::bf16), i({3, 8}, DType::i32);
   std::vector<float> host(24);
   EXPECT_THROW(swiglu_forward(a.t, b.t, c.t), Error);  // mixed dtypes
