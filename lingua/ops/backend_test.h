@@ -6,8 +6,9 @@
 //   Device::cpu:  the same call on CPU tensors (f32 unless declared otherwise), bitwise equal to
 //                 the reference: the harness's own logic runs on machines without a GPU.
 // Before the call, outputs are poisoned (all-ones bytes: NaN; the reference's: another NaN) unless
-// accumulated, so an element the op leaves unwritten fails; after it, inputs must be unchanged. A failure names the op, the
-// case, the backend, the tensors (shape, dtype, offset) and the output.
+// accumulated, so an element the op leaves unwritten fails; after it, inputs must be unchanged.
+// A failure names the op, the case, the backend, the tensors (shape, dtype, offset) and the output.
+// Tensors and values live in the harness for one check_case() call; run() gets views.
 //
 //   OpCase c("rmsnorm_forward", "eps 1e-5");
 //   c.in("x", {N, D}, DType::bf16).uniform(-2, 2, /*seed*/ 1).offset(1);  // misaligned by 1
@@ -178,7 +179,7 @@ struct OpArgs {
     auto it = tensors.find(name);
     return it == tensors.end() ? Tensor() : it->second;
   }
-  void set(const std::string& scalar, double v) { scalars[scalar] = v; }  // a declared scalar
+  void set(const std::string& scalar, double v) { scalars[scalar] = v; }  // compared when declared
 };
 
 // One case of an op. Tensors are generated, built and passed in declaration order.
@@ -305,11 +306,9 @@ inline Values execute(const OpCase& c, const Values& in, Device dev, bool refere
       EXPECT_TRUE(same_bits(h.f, as_dtype(in[t.name], h.dtype), std::string(who) + " modified input " + t.name));
     }
   }
+  got.scalars = args.scalars;
   for (const auto& [name, tol] : c.scalars)
-    if (args.scalars.count(name))
-      got.scalars[name] = args.scalars[name];
-    else
-      ADD_FAILURE() << who << " did not report scalar " << name;
+    if (!args.scalars.count(name)) ADD_FAILURE() << who << " did not report scalar " << name;
   return got;
 }
 

@@ -67,7 +67,8 @@ TEST(BackendHarness, ValuesAreRoundedToTheDtypeAndReproducible) {
 }
 
 TEST(BackendHarness, UnwrittenElementFails) {
-  EXPECT_FAILS_WITH(check_case(Device::cpu, twice_case(9, 4)), "output y (f32): 1 of 9 elements differ, the first at 4");
+  EXPECT_FAILS_WITH(check_case(Device::cpu, twice_case(9, 4)),
+                    "output y (f32): 1 of 9 elements differ, the first at 4");
 }
 
 TEST(BackendHarness, ModifiedInputFails) {

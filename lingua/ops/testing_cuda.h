@@ -125,6 +125,7 @@ struct DeviceTensor {
   }
   // The same memory seen with other dims and dtype (e.g. to pass an op a wrong dtype or shape).
   Tensor view(std::initializer_list<int64_t> dims, DType dt) const { return Tensor(t.data, dims, dt, t.device); }
+  Tensor view(std::initializer_list<int64_t> dims) const { return view(dims, t.dtype); }
 };
 
 // All-ones bytes over a whole buffer that holds no tensor (e.g. a device double).
