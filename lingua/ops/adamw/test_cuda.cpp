@@ -186,7 +186,8 @@ TEST(AdamWCuda, CapturedClipAndUpdateReplaysBitwise) {
   const std::vector<int64_t> sizes = {100003, 4099};
   const size_t K = sizes.size();
   // per parameter: eager state (e) and graph state (q), one gradient buffer shared by both runs
-  std::vector<DeviceTensor> pe, me, ve, pq, mq, vq, bq, be, grads;
+  using Params = std::vector<DeviceTensor>;
+  Params pe, me, ve, pq, mq, vq, bq, be, grads;
   for (auto* list : {&pe, &me, &ve, &pq, &mq, &vq, &bq, &be, &grads}) list->reserve(K);
   for (size_t k = 0; k < K; ++k) {
     const int64_t n = sizes[k];
@@ -210,8 +211,7 @@ TEST(AdamWCuda, CapturedClipAndUpdateReplaysBitwise) {
   } se, sq;
   auto hyper = [&](int step) { return AdamWHyper{lr_at(step), 0.9f, 0.95f, 1e-8f, 0.1f, step}; };
   // The optimizer step; with step_device, lr and step come from device memory.
-  auto optimizer_step = [&](Scalars& s, std::vector<DeviceTensor>& p, std::vector<DeviceTensor>& m, std::vector<DeviceTensor>& v,
-                            std::vector<DeviceTensor>& b, const AdamWHyper& h) {
+  auto optimizer_step = [&](Scalars& s, Params& p, Params& m, Params& v, Params& b, const AdamWHyper& h) {
     for (size_t k = 0; k < K; ++k) sum_squares_device(grads[k].t, s.sq(), k > 0);
     clip_coefficient_device(s.sq(), max_norm, s.coef(), s.norm());
     AdamWHyper hh = h;
@@ -447,7 +447,8 @@ TEST(AdamWRowsCuda, CapturedRowStepReplaysBitwise) {
   auto step_scalars = [](DeviceBuffer& b) { return reinterpret_cast<AdamWStepScalars*>(b.as<double>() + 4); };
   auto hyper = [](int step) { return AdamWHyper{lr_at(step), 0.9f, 0.95f, 1e-8f, 0.1f, step}; };
   const double max_norm = 1.0;  // below the gradient norm of the touched rows: clipping is active
-  auto optimizer_step = [&](DeviceBuffer& s, DeviceTensor& pp, DeviceTensor& mm, DeviceTensor& vv, DeviceTensor& bb, const AdamWHyper& h) {
+  auto optimizer_step = [&](DeviceBuffer& s, DeviceTensor& pp, DeviceTensor& mm, DeviceTensor& vv, DeviceTensor& bb,
+                            const AdamWHyper& h) {
     cuda_memset_zero(rows.t.data, R * 4);
     mark_rows(ids.t, rows.t);
     sum_squares_rows_device(g.view({R, C}), rows.t, sq(s), false);
@@ -506,12 +507,14 @@ TEST(AdamWRowsCuda, Errors) {
   DeviceTensor rows({R}, DType::i32), rows5({R + 1}, DType::i32), rowsf({R}, DType::f32), pb({R * C}, DType::bf16);
   rows.upload(std::vector<int32_t>(R, 1));
   AdamWHyper h{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1};
-  EXPECT_NO_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rows.t, h, pb.view({R, C})));
+  EXPECT_NO_THROW(
+      adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rows.t, h, pb.view({R, C})));
   EXPECT_THROW(adamw_update_rows(p.t, g.t, m.t, v.t, rows.t, h), Error);  // 1-D
   EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({C, R}), m.view({R, C}), v.view({R, C}), rows.t, h), Error);
   EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rows5.t, h), Error);
   EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rowsf.t, h), Error);
-  EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rows.t, h, pb.t), Error);
+  EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rows.t, h, pb.t),
+               Error);
   std::vector<int32_t> host_rows(R, 1);
   EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}),
                                  Tensor(host_rows.data(), {R}), h),
@@ -528,7 +531,8 @@ TEST(AdamWRowsCuda, Errors) {
 
 TEST(AdamWCuda, Errors) {
   LINGUA_REQUIRE_GPU();
-  DeviceTensor p({5}, DType::f32), g({5}, DType::f32), m({5}, DType::f32), v({4}, DType::f32), gb({5}, DType::bf16), pb({5}, DType::bf16);
+  DeviceTensor p({5}, DType::f32), g({5}, DType::f32), m({5}, DType::f32), v({4}, DType::f32), gb({5}, DType::bf16),
+      pb({5}, DType::bf16);
   DeviceTensor pf({5}, DType::f32), pb6({6}, DType::bf16);
   AdamWHyper h{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1};
   EXPECT_THROW(adamw_update(p.t, g.t, m.t, v.t, h), Error);         // v has 4 elements
