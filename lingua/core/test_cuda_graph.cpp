@@ -16,14 +16,12 @@
 #include "lingua/core/cuda.h"
 #include "lingua/ops/cast/cast.h"
 #include "lingua/ops/testing.h"
+#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
 
 namespace {
-
-#define SKIP_WITHOUT_GPU() \
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU"
 
 // Expects f() to throw a lingua Error whose message contains `part`.
 template <class F>
@@ -45,10 +43,6 @@ std::vector<uint16_t> download_u16(const DeviceBuffer& b, size_t n) {
   std::vector<uint16_t> v(n);
   copy_to_host(v.data(), b.data(), n * 2);
   return v;
-}
-void poison(const DeviceBuffer& b) {  // NaN in f32 and bf16
-  std::vector<uint8_t> ff(b.bytes(), 0xFF);
-  copy_to_device(b.data(), ff.data(), ff.size());
 }
 
 // x (f32) -> stage (f32) by a device copy -> h (bf16) -> y (f32) by two casts: y = round_to_bf16(x).
@@ -97,7 +91,7 @@ TEST(CudaGraph, WithoutGpuFailsClearly) {
 }
 
 TEST(CudaGraph, PinnedBufferIsMovable) {
-  SKIP_WITHOUT_GPU();
+  LINGUA_REQUIRE_GPU();
   PinnedBuffer a(100);
   ASSERT_NE(a.data(), nullptr);
   EXPECT_EQ(a.bytes(), 100u);
@@ -115,7 +109,7 @@ TEST(CudaGraph, PinnedBufferIsMovable) {
 }
 
 TEST(CudaGraph, CaptureRecordsThenReplaysWithNewInputs) {
-  SKIP_WITHOUT_GPU();
+  LINGUA_REQUIRE_GPU();
   const int64_t n = 1237;  // odd: the casts' element-by-element tails
   Pipeline p(n);
   poison(p.h);
@@ -163,7 +157,7 @@ TEST(CudaGraph, CaptureRecordsThenReplaysWithNewInputs) {
 }
 
 TEST(CudaGraph, SynchronisingCallsFailClearlyInsideACapture) {
-  SKIP_WITHOUT_GPU();
+  LINGUA_REQUIRE_GPU();
   const int64_t n = 301;
   Pipeline p(n);
   const auto v = nonzero_input(n, 3);
@@ -203,7 +197,7 @@ TEST(CudaGraph, SynchronisingCallsFailClearlyInsideACapture) {
 }
 
 TEST(CudaGraph, ExceptionDuringCaptureLeavesTheStreamUsable) {
-  SKIP_WITHOUT_GPU();
+  LINGUA_REQUIRE_GPU();
   const int64_t n = 77;
   Pipeline p(n);
   const auto v = nonzero_input(n, 5);
@@ -238,7 +232,7 @@ TEST(CudaGraph, ExceptionDuringCaptureLeavesTheStreamUsable) {
 }
 
 TEST(CudaGraph, InvalidatedCaptureFailsAtEndWithTheCudaError) {
-  SKIP_WITHOUT_GPU();
+  LINGUA_REQUIRE_GPU();
 #ifdef LINGUA_CUDA
   const int64_t n = 99;
   Pipeline p(n);
@@ -267,7 +261,7 @@ TEST(CudaGraph, InvalidatedCaptureFailsAtEndWithTheCudaError) {
 }
 
 TEST(CudaGraph, LaunchRefusesAfterAScratchReallocation) {
-  SKIP_WITHOUT_GPU();
+  LINGUA_REQUIRE_GPU();
   const int64_t n = 64;
   Pipeline p(n);
   CudaGraph g;

@@ -1,132 +1,86 @@
-// AdamW and the gradient-norm reductions on CUDA against the CPU reference.
+// AdamW and the gradient-norm reductions on CUDA against the CPU reference (the op-test harness,
+// bitwise for the updates), and the GPU's own guarantees: deterministic sums, clipping and step
+// scalars read from device memory, captured optimizer steps.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 
-#include "lingua/core/bf16.h"
-#include "lingua/core/cuda.h"
 #include "lingua/ops/adamw/adamw.h"
-#include "lingua/ops/testing.h"
+#include "lingua/ops/backend_test.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
 
 namespace {
 
-// A GPU vector of n elements of dtype f32 or bf16, `offset` elements into its buffer (to misalign).
-struct Dev {
-  DeviceBuffer buf;
-  Tensor t;
-  Dev(int64_t n, DType dt, int64_t offset = 0) : t(nullptr, {n}, dt, Device::cuda) {
-    buf = DeviceBuffer((n + offset) * dtype_size(dt) + 16);
-    t.data = static_cast<char*>(buf.data()) + offset * dtype_size(dt);
-  }
-  void upload(const std::vector<float>& v) {
-    ASSERT_EQ((int64_t)v.size(), t.numel());
-    ASSERT_EQ(t.dtype, DType::f32);
-    copy_to_device(t.data, v.data(), v.size() * 4);
-  }
-  void upload_i32(const std::vector<int32_t>& v) {
-    ASSERT_EQ((int64_t)v.size(), t.numel());
-    ASSERT_EQ(t.dtype, DType::i32);
-    copy_to_device(t.data, v.data(), v.size() * 4);
-  }
-  std::vector<int32_t> download_i32() const {
-    std::vector<int32_t> v(t.numel());
-    copy_to_host(v.data(), t.data, v.size() * 4);
-    return v;
-  }
-  // The same memory seen as [R, C].
-  Tensor as2d(int64_t R, int64_t C) const { return Tensor(t.data, {R, C}, t.dtype, Device::cuda); }
-  std::vector<float> download() const {
-    std::vector<float> v(t.numel());
-    copy_to_host(v.data(), t.data, v.size() * 4);
-    return v;
-  }
-  std::vector<uint16_t> download_bf16() const {
-    std::vector<uint16_t> v(t.numel());
-    copy_to_host(v.data(), t.data, v.size() * 2);
-    return v;
-  }
-  void poison() {  // all-ones bytes: NaN in f32 and bf16
-    std::vector<uint8_t> p(t.nbytes(), 0xFF);
-    copy_to_device(t.data, p.data(), p.size());
-  }
-};
-
-// Bitwise equality of float vectors (NaN-safe), naming the first difference.
-::testing::AssertionResult same_bits(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
-  if (a.size() != b.size()) return ::testing::AssertionFailure() << what << ": sizes differ";
-  for (size_t i = 0; i < a.size(); ++i)
-    if (std::memcmp(&a[i], &b[i], 4) != 0)
-      return ::testing::AssertionFailure() << what << ": index " << i << ": " << a[i] << " vs " << b[i];
-  return ::testing::AssertionSuccess();
-}
-
-TEST(AdamWCuda, MatchesCpuBitwiseOverSeveralSteps) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+// adamw_update over `steps` steps (a new gradient each, grad_scale 1 or 0.3), bitwise against the
+// CPU: the same fp32 operations, each rounded (x86-64 host code has no FMA). The bf16 copy of the
+// parameter is written at every step when asked for.
+std::vector<OpCase> update_cases() {
+  std::vector<OpCase> cs;
   for (int64_t n : {1, 3, 37, 4099, 100003})
     for (int64_t offset : {0, 1})  // offset 1: misaligned, element by element
-      for (bool with_bf16 : {false, true}) {
-        auto p = random_vector(n, 1);
-        std::vector<float> m(n, 0.0f), v(n, 0.0f);
-        Dev dp(n, DType::f32, offset), dg(n, DType::f32, offset), dm(n, DType::f32), dv(n, DType::f32),
-            db(n, DType::bf16, offset);
-        dp.upload(p);
-        dm.upload(m);
-        dv.upload(v);
-        AdamWHyper h{3e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0};
-        for (int step = 1; step <= 3; ++step) {
-          h.step = step;
-          h.grad_scale = step % 2 ? 1.0f : 0.3f;
-          auto grad = random_vector(n, 100 + step, -2.0f, 2.0f);
-          dg.upload(grad);
-          db.poison();
-          adamw_update(Tensor(p.data(), {n}), Tensor(grad.data(), {n}), Tensor(m.data(), {n}), Tensor(v.data(), {n}),
-                       h);
-          adamw_update(dp.t, dg.t, dm.t, dv.t, h, with_bf16 ? db.t : Tensor());
-          const std::string what = "n " + std::to_string(n) + " offset " + std::to_string(offset) + " step " +
-                                   std::to_string(step);
-          // The same fp32 operations, each rounded: bitwise equal to the CPU (x86-64 host code has no FMA).
-          EXPECT_TRUE(same_bits(dp.download(), p, "param " + what));
-          EXPECT_TRUE(same_bits(dm.download(), m, "m " + what));
-          EXPECT_TRUE(same_bits(dv.download(), v, "v " + what));
-          if (with_bf16) {
-            const auto b = db.download_bf16();
-            for (int64_t i = 0; i < n; ++i) ASSERT_EQ(b[i], float_to_bf16(p[i])) << what << " at " << i;
-          }
+      for (bool with_bf16 : {false, true})
+        for (int steps = 1; steps <= 3; ++steps) {
+          OpCase& k = cs.emplace_back("adamw_update", std::to_string(steps) + " steps");
+          k.out("param", {n}).accumulated().uniform(-1.0f, 1.0f, 1).offset(offset).exact();
+          k.out("m", {n}).accumulated().fill(0.0f).exact();
+          k.out("v", {n}).accumulated().fill(0.0f).exact();
+          for (int step = 1; step <= steps; ++step)
+            k.in("grad" + std::to_string(step), {n}).uniform(-2.0f, 2.0f, 100 + step).offset(offset);
+          if (with_bf16) k.out("param_bf16", {n}, DType::bf16).cpu_dtype(DType::bf16).offset(offset).exact();
+          k.run = [steps](OpArgs& a) {
+            AdamWHyper h{3e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0};
+            for (int step = 1; step <= steps; ++step) {
+              h.step = step;
+              h.grad_scale = step % 2 ? 1.0f : 0.3f;
+              adamw_update(a["param"], a["grad" + std::to_string(step)], a["m"], a["v"], h, a.opt("param_bf16"));
+            }
+          };
         }
-      }
+  return cs;
 }
 
-TEST(AdamWCuda, SumSquaresMatchesCpuAndIsDeterministic) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+// The sum in double within 1e-12 of the CPU's (another fixed order).
+std::vector<OpCase> sum_squares_cases() {
+  std::vector<OpCase> cs;
   for (int64_t n : {0, 1, 3, 31, 16384, 16385, 1000003}) {
-    auto x = random_vector(n, 7, -3.0f, 3.0f);
-    const double ref = sum_squares(Tensor(x.data(), {n}));
-    Dev a(n, DType::f32), b(n, DType::f32, 1);
+    OpCase& k = cs.emplace_back("sum_squares");
+    k.in("x", {n}).uniform(-3.0f, 3.0f, 7);
+    k.scalar("sum", 1e-12);
+    k.run = [](OpArgs& a) { a.set("sum", sum_squares(a["x"])); };
+  }
+  return cs;
+}
+
+LINGUA_OP_TEST(AdamW, MatchesCpuBitwiseOverSeveralSteps, update_cases())
+LINGUA_OP_TEST(AdamW, SumSquaresMatchesCpu, sum_squares_cases())
+
+// Two runs and a misaligned copy of x give the same bits.
+TEST(AdamWCuda, SumSquaresIsDeterministic) {
+  LINGUA_REQUIRE_GPU();
+  for (int64_t n : {0, 1, 3, 31, 16384, 16385, 1000003}) {
+    const auto x = random_vector(n, 7, -3.0f, 3.0f);
+    DeviceTensor a({n}, DType::f32), b({n}, DType::f32, 1);
     a.upload(x);
     b.upload(x);
     const double s = sum_squares(a.t);
-    EXPECT_NEAR(s, ref, 1e-12 * ref) << n;
-    const double again = sum_squares(a.t);
-    EXPECT_EQ(0, std::memcmp(&s, &again, sizeof s)) << "two runs differ, n " << n;
-    const double misaligned = sum_squares(b.t);
-    EXPECT_EQ(0, std::memcmp(&s, &misaligned, sizeof s)) << "alignment changes the sum, n " << n;
+    EXPECT_TRUE(same_bits(sum_squares(a.t), s, "two runs, n " + std::to_string(n)));
+    EXPECT_TRUE(same_bits(sum_squares(b.t), s, "misaligned, n " + std::to_string(n)));
   }
 }
 
 TEST(AdamWCuda, DeviceClippingMatchesHostClipping) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const std::vector<int64_t> sizes = {1000003, 7, 16385, 64};
   std::vector<std::vector<float>> grads;
-  std::vector<Dev> dgrads;
+  std::vector<DeviceTensor> dgrads;
   dgrads.reserve(sizes.size());
   double host_sq = 0;
   for (size_t k = 0; k < sizes.size(); ++k) {
     grads.push_back(random_vector(sizes[k], 20 + k, -1.0f, 1.0f));
-    dgrads.emplace_back(sizes[k], DType::f32);
+    dgrads.emplace_back(std::vector<int64_t>{sizes[k]}, DType::f32);
     dgrads.back().upload(grads.back());
     host_sq += sum_squares(Tensor(grads.back().data(), {sizes[k]}));
   }
@@ -166,7 +120,7 @@ TEST(AdamWCuda, DeviceClippingMatchesHostClipping) {
   const int64_t n = sizes[0];
   auto p = random_vector(n, 30);
   std::vector<float> m(n, 0.1f), v(n, 0.2f);
-  Dev dp(n, DType::f32), dm(n, DType::f32), dv(n, DType::f32);
+  DeviceTensor dp({n}, DType::f32), dm({n}, DType::f32), dv({n}, DType::f32);
   dp.upload(p);
   dm.upload(m);
   dv.upload(v);
@@ -187,7 +141,7 @@ TEST(AdamWCuda, DeviceClippingMatchesHostClipping) {
 float lr_at(int step) { return 3e-2f * (1.0f - 0.15f * (float)step); }
 
 TEST(AdamWCuda, StepScalarsFromDeviceMatchByValueBitwise) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const int steps = 4;
   PinnedBuffer slots(steps * sizeof(AdamWStepScalars));  // one per step: no slot is rewritten in flight
   DeviceBuffer scalars(sizeof(AdamWStepScalars));
@@ -195,9 +149,9 @@ TEST(AdamWCuda, StepScalarsFromDeviceMatchByValueBitwise) {
     for (int64_t offset : {0, 1}) {
       const auto p = random_vector(n, 3);
       const std::vector<float> zeros(n, 0.0f);
-      Dev pa(n, DType::f32, offset), ma(n, DType::f32), va(n, DType::f32), ba(n, DType::bf16, offset);
-      Dev pb(n, DType::f32, offset), mb(n, DType::f32), vb(n, DType::f32), bb(n, DType::bf16, offset);
-      Dev g(n, DType::f32, offset);
+      DeviceTensor pa({n}, DType::f32, offset), ma({n}, DType::f32), va({n}, DType::f32), ba({n}, DType::bf16, offset);
+      DeviceTensor pb({n}, DType::f32, offset), mb({n}, DType::f32), vb({n}, DType::f32), bb({n}, DType::bf16, offset);
+      DeviceTensor g({n}, DType::f32, offset);
       pa.upload(p), pb.upload(p), ma.upload(zeros), mb.upload(zeros), va.upload(zeros), vb.upload(zeros);
       for (int step = 1; step <= steps; ++step) {
         g.upload(random_vector(n, 200 + step, -2.0f, 2.0f));
@@ -218,7 +172,7 @@ TEST(AdamWCuda, StepScalarsFromDeviceMatchByValueBitwise) {
         EXPECT_TRUE(same_bits(pb.download(), pa.download(), "param " + what));
         EXPECT_TRUE(same_bits(mb.download(), ma.download(), "m " + what));
         EXPECT_TRUE(same_bits(vb.download(), va.download(), "v " + what));
-        EXPECT_EQ(bb.download_bf16(), ba.download_bf16()) << what;
+        EXPECT_EQ(bb.bytes(), ba.bytes()) << what;
       }
     }
 }
@@ -227,20 +181,21 @@ TEST(AdamWCuda, StepScalarsFromDeviceMatchByValueBitwise) {
 // coefficient and the step scalars from device memory) replayed for 3 steps with new gradients and
 // scalars is bitwise the same as 3 eager steps with by-value hyper-parameters.
 TEST(AdamWCuda, CapturedClipAndUpdateReplaysBitwise) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const int steps = 3;
   const std::vector<int64_t> sizes = {100003, 4099};
   const size_t K = sizes.size();
   // per parameter: eager state (e) and graph state (q), one gradient buffer shared by both runs
-  std::vector<Dev> pe, me, ve, pq, mq, vq, bq, be, grads;
+  using Params = std::vector<DeviceTensor>;
+  Params pe, me, ve, pq, mq, vq, bq, be, grads;
   for (auto* list : {&pe, &me, &ve, &pq, &mq, &vq, &bq, &be, &grads}) list->reserve(K);
   for (size_t k = 0; k < K; ++k) {
     const int64_t n = sizes[k];
     const auto p = random_vector(n, 40 + k);
     const std::vector<float> zeros(n, 0.0f);
-    for (auto* list : {&pe, &me, &ve, &pq, &mq, &vq, &grads}) list->emplace_back(n, DType::f32);
-    be.emplace_back(n, DType::bf16);
-    bq.emplace_back(n, DType::bf16);
+    for (auto* list : {&pe, &me, &ve, &pq, &mq, &vq, &grads}) list->emplace_back(std::vector<int64_t>{n}, DType::f32);
+    be.emplace_back(std::vector<int64_t>{n}, DType::bf16);
+    bq.emplace_back(std::vector<int64_t>{n}, DType::bf16);
     pe[k].upload(p), pq[k].upload(p);
     for (auto* list : {&me, &ve, &mq, &vq}) (*list)[k].upload(zeros);
   }
@@ -256,8 +211,7 @@ TEST(AdamWCuda, CapturedClipAndUpdateReplaysBitwise) {
   } se, sq;
   auto hyper = [&](int step) { return AdamWHyper{lr_at(step), 0.9f, 0.95f, 1e-8f, 0.1f, step}; };
   // The optimizer step; with step_device, lr and step come from device memory.
-  auto optimizer_step = [&](Scalars& s, std::vector<Dev>& p, std::vector<Dev>& m, std::vector<Dev>& v,
-                            std::vector<Dev>& b, const AdamWHyper& h) {
+  auto optimizer_step = [&](Scalars& s, Params& p, Params& m, Params& v, Params& b, const AdamWHyper& h) {
     for (size_t k = 0; k < K; ++k) sum_squares_device(grads[k].t, s.sq(), k > 0);
     clip_coefficient_device(s.sq(), max_norm, s.coef(), s.norm());
     AdamWHyper hh = h;
@@ -303,7 +257,7 @@ TEST(AdamWCuda, CapturedClipAndUpdateReplaysBitwise) {
     EXPECT_TRUE(same_bits(pq[k].download(), pe[k].download(), "param" + what));
     EXPECT_TRUE(same_bits(mq[k].download(), me[k].download(), "m" + what));
     EXPECT_TRUE(same_bits(vq[k].download(), ve[k].download(), "v" + what));
-    EXPECT_EQ(bq[k].download_bf16(), be[k].download_bf16()) << what;
+    EXPECT_EQ(bq[k].bytes(), be[k].bytes()) << what;
   }
 }
 
@@ -318,144 +272,153 @@ std::vector<int32_t> random_mask(int64_t R, uint32_t seed) {
   return mask;
 }
 
-// adamw_update_rows on the GPU against the CPU reference, bitwise, over 3 steps with a new mask
-// each step; variant 0: by-value hyper-parameters, 1: grad_scale_device, 2: step_device, 3: both.
-TEST(AdamWRowsCuda, MatchesCpuBitwise) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+// adamw_update_rows over `steps` steps with a new gradient and mask each, bitwise against the CPU;
+// variant 0: by-value hyper-parameters, 1: grad_scale_device, 2: step_device, 3: both (on the GPU;
+// the CPU gets the same values by value). The bf16 copy, given at the last step only, starts as
+// all-ones bytes: untouched rows must keep them.
+std::vector<OpCase> rows_update_cases() {
   struct Case {
     int64_t R, C, offset;
   };
+  std::vector<OpCase> cs;
   // C % 4 == 0 and aligned: float4; offset 1 or C % 4 != 0: element by element; C = 9000: three
   // column chunks; R = 1: no row touched (random_mask leaves row 0 untouched).
-  for (const Case cs : {Case{37, 13, 0}, Case{300, 2816, 0}, Case{300, 2816, 1}, Case{64, 130, 0}, Case{37, 13, 1},
-                        Case{5, 9000, 0}, Case{1, 3, 0}})
+  for (const Case c : {Case{37, 13, 0}, Case{300, 2816, 0}, Case{300, 2816, 1}, Case{64, 130, 0}, Case{37, 13, 1},
+                       Case{5, 9000, 0}, Case{1, 3, 0}})
     for (int variant = 0; variant < 4; ++variant)
-      for (bool with_bf16 : {false, true}) {
-        const int64_t R = cs.R, C = cs.C, n = R * C;
-        auto p = random_vector(n, 1), m = random_vector(n, 2, -0.5f, 0.5f), v = random_vector(n, 3, 0.01f, 1.0f);
-        Dev dp(n, DType::f32, cs.offset), dg(n, DType::f32, cs.offset), dm(n, DType::f32, cs.offset),
-            dv(n, DType::f32), db(n, DType::bf16, cs.offset), drows(R, DType::i32);
-        dp.upload(p);
-        dm.upload(m);
-        dv.upload(v);
-        DeviceBuffer scalars(64);
-        float* coef = scalars.as<float>();
-        AdamWStepScalars* step_scalars = reinterpret_cast<AdamWStepScalars*>(scalars.as<float>() + 4);
-        std::vector<uint16_t> pb(n, 0xFFFF);  // the CPU's bf16 copy, starting as the poison
-        for (int step = 1; step <= 3; ++step) {
-          AdamWHyper h{3e-2f * (1.0f - 0.1f * step), 0.9f, 0.95f, 1e-8f, 0.1f, step + 2};
-          h.grad_scale = step % 2 ? 1.0f : 0.7f;
-          const auto grad = random_vector(n, 100 + step, -2.0f, 2.0f);
-          const auto mask = random_mask(R, 50 + step);
-          dg.upload(grad);
-          drows.upload_i32(mask);
-          db.poison();
-          std::fill(pb.begin(), pb.end(), 0xFFFF);
-          const auto p0 = p;
-          AdamWHyper hd = h, hc = h;  // hd: the GPU's; hc: the CPU's
-          if (variant & 1) {          // the clip coefficient from device memory, times grad_scale
-            const float c = 0.3f + 0.1f * step;
-            copy_to_device(coef, &c, sizeof c);
-            hd.grad_scale_device = coef;
-            hc.grad_scale = h.grad_scale * c;  // the kernel's fp32 product
+      for (bool with_bf16 : {false, true})
+        for (int steps = 1; steps <= 3; ++steps) {
+          const int64_t R = c.R, C = c.C;
+          OpCase& k = cs.emplace_back("adamw_update_rows",
+                                      "variant " + std::to_string(variant) + ", " + std::to_string(steps) + " steps");
+          k.out("param", {R, C}).accumulated().uniform(-1.0f, 1.0f, 1).offset(c.offset).exact();
+          k.out("m", {R, C}).accumulated().uniform(-0.5f, 0.5f, 2).offset(c.offset).exact();
+          k.out("v", {R, C}).accumulated().uniform(0.01f, 1.0f, 3).exact();
+          for (int step = 1; step <= steps; ++step) {
+            k.in("grad" + std::to_string(step), {R, C}).uniform(-2.0f, 2.0f, 100 + step).offset(c.offset);
+            k.in("rows" + std::to_string(step), {R}, DType::i32).values(random_mask(R, 50 + step));
           }
-          if (variant & 2) {  // lr, step and weight decay from device memory only
-            const AdamWStepScalars sc = adamw_step_scalars(h);
-            copy_to_device(step_scalars, &sc, sizeof sc);
-            hd.step_device = step_scalars;
-            hd.lr = NAN;
-            hd.weight_decay = NAN;
-            hd.step = 0;
-          }
-          adamw_update_rows(Tensor(p.data(), {R, C}), Tensor(grad.data(), {R, C}), Tensor(m.data(), {R, C}),
-                            Tensor(v.data(), {R, C}), Tensor(mask.data(), {R}), hc,
-                            Tensor(pb.data(), {R, C}, DType::bf16));
-          adamw_update_rows(dp.as2d(R, C), dg.as2d(R, C), dm.as2d(R, C), dv.as2d(R, C), drows.t, hd,
-                            with_bf16 ? db.as2d(R, C) : Tensor());
-          const std::string what = "R " + std::to_string(R) + " C " + std::to_string(C) + " offset " +
-                                   std::to_string(cs.offset) + " variant " + std::to_string(variant) + " step " +
-                                   std::to_string(step);
-          const auto gp = dp.download();
-          EXPECT_TRUE(same_bits(gp, p, "param " + what));
-          EXPECT_TRUE(same_bits(dm.download(), m, "m " + what));
-          EXPECT_TRUE(same_bits(dv.download(), v, "v " + what));
-          const auto b = db.download_bf16();
-          for (int64_t r = 0; r < R; ++r)
-            for (int64_t c = 0; c < C; ++c) {
-              const int64_t i = r * C + c;
-              if (mask[r] == 0) {  // untouched: param as before, the bf16 copy not written
-                ASSERT_EQ(0, std::memcmp(&gp[i], &p0[i], 4)) << what << " row " << r;
-                ASSERT_EQ(b[i], 0xFFFF) << what << " row " << r;
-              } else if (with_bf16) {
-                ASSERT_EQ(b[i], float_to_bf16(p[i])) << what << " row " << r << " col " << c;
-              } else {
-                ASSERT_EQ(b[i], 0xFFFF) << what << " row " << r;
+          if (with_bf16)
+            k.out("param_bf16", {R, C}, DType::bf16)
+                .cpu_dtype(DType::bf16)
+                .accumulated()
+                .fill(bf16_to_float(0xFFFF))
+                .offset(c.offset)
+                .exact();
+          k.run = [steps, variant](OpArgs& a) {
+            DeviceBuffer scalars;  // the GPU's coefficient and step scalars
+            if (a.device == Device::cuda) scalars = DeviceBuffer(64);
+            for (int step = 1; step <= steps; ++step) {
+              AdamWHyper h{3e-2f * (1.0f - 0.1f * step), 0.9f, 0.95f, 1e-8f, 0.1f, step + 2};
+              h.grad_scale = step % 2 ? 1.0f : 0.7f;
+              AdamWHyper hd = h;
+              if (variant & 1) {  // the clip coefficient from device memory, times grad_scale
+                const float coef = 0.3f + 0.1f * step;
+                if (a.device == Device::cuda) {
+                  copy_to_device(scalars.data(), &coef, sizeof coef);
+                  hd.grad_scale_device = scalars.as<float>();
+                } else {
+                  hd.grad_scale = h.grad_scale * coef;  // the kernel's fp32 product
+                }
               }
+              if ((variant & 2) && a.device == Device::cuda) {  // lr, step and weight decay from device memory
+                const AdamWStepScalars sc = adamw_step_scalars(h);
+                auto* device_sc = reinterpret_cast<AdamWStepScalars*>(scalars.as<float>() + 4);
+                copy_to_device(device_sc, &sc, sizeof sc);
+                hd.step_device = device_sc;
+                hd.lr = hd.weight_decay = NAN;
+                hd.step = 0;
+              }
+              const std::string s = std::to_string(step);
+              adamw_update_rows(a["param"], a["grad" + s], a["m"], a["v"], a["rows" + s], hd,
+                                step == steps ? a.opt("param_bf16") : Tensor());
             }
+            if (a.device == Device::cuda) cuda_synchronize();  // before the scalars are freed
+          };
         }
-      }
+  return cs;
 }
 
-TEST(AdamWRowsCuda, SumSquaresRowsMatchesCpuAndIsDeterministic) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+// The sum over marked rows in double within 1e-12 of the CPU's.
+std::vector<OpCase> rows_sum_squares_cases() {
+  std::vector<OpCase> cs;
+  for (auto [R, C] : {std::pair<int64_t, int64_t>{37, 13}, {1, 1}, {3, 0}, {300, 2816}, {1001, 67}, {5, 20000},
+                      {32000, 64}}) {
+    OpCase& k = cs.emplace_back("sum_squares_rows");
+    k.in("x", {R, C}).uniform(-3.0f, 3.0f, 8);
+    k.in("rows", {R}, DType::i32).values(random_mask(R, 9));
+    k.scalar("sum", 1e-12);
+    k.run = [](OpArgs& a) { a.set("sum", sum_squares_rows(a["x"], a["rows"])); };
+  }
+  return cs;
+}
+
+// Repeated ids; a row set by an earlier micro-batch is kept.
+std::vector<OpCase> mark_rows_cases() {
+  std::vector<OpCase> cs;
+  for (auto [R, N] : {std::pair<int64_t, int64_t>{37, 8}, {32000, 4096}, {5, 1000}, {10, 0}}) {
+    OpCase& k = cs.emplace_back("mark_rows");
+    k.in("ids", {N}, DType::i32).ints(0, (int32_t)R - 1, 60);
+    std::vector<int32_t> rows(R, 0);
+    rows[R / 2] = 1;
+    k.out("rows", {R}, DType::i32).accumulated().values(rows);
+    k.run = [](OpArgs& a) { mark_rows(a["ids"], a["rows"]); };
+  }
+  return cs;
+}
+
+LINGUA_OP_TEST(AdamWRows, MatchesCpuBitwise, rows_update_cases())
+LINGUA_OP_TEST(AdamWRows, SumSquaresRowsMatchesCpu, rows_sum_squares_cases())
+LINGUA_OP_TEST(AdamWRows, MarkRowsMatchesCpu, mark_rows_cases())
+
+// Two runs and a misaligned copy give the same bits; so does the device twin, which accumulates.
+TEST(AdamWRowsCuda, SumSquaresRowsIsDeterministic) {
+  LINGUA_REQUIRE_GPU();
   DeviceBuffer out(16);
   double* sq = out.as<double>();
   for (auto [R, C] : {std::pair<int64_t, int64_t>{37, 13}, {1, 1}, {3, 0}, {300, 2816}, {1001, 67}, {5, 20000},
                       {32000, 64}}) {
     const auto x = random_vector(R * C, 8, -3.0f, 3.0f);
     const auto mask = random_mask(R, 9);
-    const double ref = sum_squares_rows(Tensor(x.data(), {R, C}), Tensor(mask.data(), {R}));
-    Dev a(R * C, DType::f32), b(R * C, DType::f32, 1), rows(R, DType::i32);
+    DeviceTensor a({R * C}, DType::f32), b({R * C}, DType::f32, 1), rows({R}, DType::i32);
     a.upload(x);
     b.upload(x);
-    rows.upload_i32(mask);
+    rows.upload(mask);
     const std::string what = "R " + std::to_string(R) + " C " + std::to_string(C);
-    const double s = sum_squares_rows(a.as2d(R, C), rows.t);
-    EXPECT_NEAR(s, ref, 1e-12 * ref) << what;
-    const double again = sum_squares_rows(a.as2d(R, C), rows.t);
+    const double s = sum_squares_rows(a.view({R, C}), rows.t);
+    const double again = sum_squares_rows(a.view({R, C}), rows.t);
     EXPECT_EQ(0, std::memcmp(&s, &again, sizeof s)) << "two runs differ, " << what;
-    const double misaligned = sum_squares_rows(b.as2d(R, C), rows.t);
+    const double misaligned = sum_squares_rows(b.view({R, C}), rows.t);
     EXPECT_EQ(0, std::memcmp(&s, &misaligned, sizeof s)) << "alignment changes the sum, " << what;
     // The device twin: the same value; accumulate adds to what is there.
-    sum_squares_rows_device(a.as2d(R, C), rows.t, sq, false);
+    sum_squares_rows_device(a.view({R, C}), rows.t, sq, false);
     double d;
     copy_to_host(&d, sq, sizeof d);
     EXPECT_EQ(0, std::memcmp(&s, &d, sizeof s)) << what;
-    sum_squares_rows_device(b.as2d(R, C), rows.t, sq, true);
+    sum_squares_rows_device(b.view({R, C}), rows.t, sq, true);
     copy_to_host(&d, sq, sizeof d);
     EXPECT_EQ(d, s + s) << what;
     const double whole = sum_squares(a.t);  // then a dense sum, then the rows again on top
     sum_squares_device(a.t, sq, false);
-    sum_squares_rows_device(a.as2d(R, C), rows.t, sq, true);
+    sum_squares_rows_device(a.view({R, C}), rows.t, sq, true);
     copy_to_host(&d, sq, sizeof d);
     EXPECT_EQ(d, whole + s) << what;
     // no row marked: exactly 0 (also with accumulate=false over an old value)
-    rows.upload_i32(std::vector<int32_t>(R, 0));
-    sum_squares_rows_device(a.as2d(R, C), rows.t, sq, false);
+    rows.upload(std::vector<int32_t>(R, 0));
+    sum_squares_rows_device(a.view({R, C}), rows.t, sq, false);
     copy_to_host(&d, sq, sizeof d);
     EXPECT_EQ(d, 0.0) << what;
   }
 }
 
-TEST(AdamWRowsCuda, MarkRowsMatchesCpu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  for (auto [R, N] : {std::pair<int64_t, int64_t>{37, 8}, {32000, 4096}, {5, 1000}, {10, 0}}) {
-    const auto ids = random_ints(N, 60, 0, (int32_t)R - 1);  // repeated ids
-    std::vector<int32_t> rows(R, 0);
-    rows[R / 2] = 1;  // set by an earlier micro-batch: kept
-    Dev dids(N, DType::i32), drows(R, DType::i32);
-    dids.upload_i32(ids);
-    drows.upload_i32(rows);
-    mark_rows(Tensor(ids.data(), {N}), Tensor(rows.data(), {R}));
-    mark_rows(dids.t, drows.t);
-    EXPECT_EQ(drows.download_i32(), rows) << "R " << R << " N " << N;
-  }
-  // On the GPU, ids outside [0, R) are skipped silently (the host validates them).
+// On the GPU, ids outside [0, R) are skipped silently (the host validates them).
+TEST(AdamWRowsCuda, MarkRowsSkipsOutOfRangeIds) {
+  LINGUA_REQUIRE_GPU();
   const int64_t R = 37;
   const std::vector<int32_t> ids = {3, -1, 37, 1000000, 4, 3};
-  Dev dids(6, DType::i32), drows(R, DType::i32);
-  dids.upload_i32(ids);
-  drows.upload_i32(std::vector<int32_t>(R, 0));
+  DeviceTensor dids({6}, DType::i32), drows({R}, DType::i32);
+  dids.upload(ids);
+  drows.upload(std::vector<int32_t>(R, 0));
   mark_rows(dids.t, drows.t);
   std::vector<int32_t> want(R, 0);
   want[3] = want[4] = 1;
@@ -466,16 +429,16 @@ TEST(AdamWRowsCuda, MarkRowsMatchesCpu) {
 // and step scalars from device memory) captured once and replayed for 3 steps with new ids,
 // gradients and scalars: bitwise the same as 3 eager steps with by-value hyper-parameters.
 TEST(AdamWRowsCuda, CapturedRowStepReplaysBitwise) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const int steps = 3;
   const int64_t R = 300, C = 2816, n = R * C, N = 64;
   const auto p = random_vector(n, 70);
   const std::vector<float> zeros(n, 0.0f);
-  Dev pe(n, DType::f32), me(n, DType::f32), ve(n, DType::f32), be(n, DType::bf16);
-  Dev pq(n, DType::f32), mq(n, DType::f32), vq(n, DType::f32), bq(n, DType::bf16);
-  Dev g(n, DType::f32), ids(N, DType::i32), rows(R, DType::i32);
+  DeviceTensor pe({n}, DType::f32), me({n}, DType::f32), ve({n}, DType::f32), be({n}, DType::bf16);
+  DeviceTensor pq({n}, DType::f32), mq({n}, DType::f32), vq({n}, DType::f32), bq({n}, DType::bf16);
+  DeviceTensor g({n}, DType::f32), ids({N}, DType::i32), rows({R}, DType::i32);
   pe.upload(p), pq.upload(p);
-  for (Dev* d : {&me, &ve, &mq, &vq}) d->upload(zeros);
+  for (DeviceTensor* d : {&me, &ve, &mq, &vq}) d->upload(zeros);
   be.poison(), bq.poison();
   DeviceBuffer se(256), sg(256);  // sq, norm, coef, step scalars per run
   auto sq = [](DeviceBuffer& b) { return b.as<double>(); };
@@ -484,18 +447,19 @@ TEST(AdamWRowsCuda, CapturedRowStepReplaysBitwise) {
   auto step_scalars = [](DeviceBuffer& b) { return reinterpret_cast<AdamWStepScalars*>(b.as<double>() + 4); };
   auto hyper = [](int step) { return AdamWHyper{lr_at(step), 0.9f, 0.95f, 1e-8f, 0.1f, step}; };
   const double max_norm = 1.0;  // below the gradient norm of the touched rows: clipping is active
-  auto optimizer_step = [&](DeviceBuffer& s, Dev& pp, Dev& mm, Dev& vv, Dev& bb, const AdamWHyper& h) {
+  auto optimizer_step = [&](DeviceBuffer& s, DeviceTensor& pp, DeviceTensor& mm, DeviceTensor& vv, DeviceTensor& bb,
+                            const AdamWHyper& h) {
     cuda_memset_zero(rows.t.data, R * 4);
     mark_rows(ids.t, rows.t);
-    sum_squares_rows_device(g.as2d(R, C), rows.t, sq(s), false);
+    sum_squares_rows_device(g.view({R, C}), rows.t, sq(s), false);
     clip_coefficient_device(sq(s), max_norm, coef(s), norm(s));
     AdamWHyper hh = h;
     hh.grad_scale_device = coef(s);
-    adamw_update_rows(pp.as2d(R, C), g.as2d(R, C), mm.as2d(R, C), vv.as2d(R, C), rows.t, hh, bb.as2d(R, C));
+    adamw_update_rows(pp.view({R, C}), g.view({R, C}), mm.view({R, C}), vv.view({R, C}), rows.t, hh, bb.view({R, C}));
   };
   auto inputs = [&](int step) {
     g.upload(random_vector(n, 80 + step, -1.0f, 1.0f));
-    ids.upload_i32(random_ints(N, 90 + step, 0, (int32_t)R - 1));
+    ids.upload(random_ints(N, 90 + step, 0, (int32_t)R - 1));
   };
   std::vector<double> eager_norms;
   for (int step = 1; step <= steps; ++step) {  // eager; also sizes the sum-of-squares scratch
@@ -533,40 +497,43 @@ TEST(AdamWRowsCuda, CapturedRowStepReplaysBitwise) {
   EXPECT_TRUE(same_bits(pq.download(), pe.download(), "param"));
   EXPECT_TRUE(same_bits(mq.download(), me.download(), "m"));
   EXPECT_TRUE(same_bits(vq.download(), ve.download(), "v"));
-  EXPECT_EQ(bq.download_bf16(), be.download_bf16());
+  EXPECT_EQ(bq.bytes(), be.bytes());
 }
 
 TEST(AdamWRowsCuda, Errors) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const int64_t R = 4, C = 3;
-  Dev p(R * C, DType::f32), g(R * C, DType::f32), m(R * C, DType::f32), v(R * C, DType::f32);
-  Dev rows(R, DType::i32), rows5(R + 1, DType::i32), rowsf(R, DType::f32), pb(R * C, DType::bf16);
-  rows.upload_i32(std::vector<int32_t>(R, 1));
+  DeviceTensor p({R * C}, DType::f32), g({R * C}, DType::f32), m({R * C}, DType::f32), v({R * C}, DType::f32);
+  DeviceTensor rows({R}, DType::i32), rows5({R + 1}, DType::i32), rowsf({R}, DType::f32), pb({R * C}, DType::bf16);
+  rows.upload(std::vector<int32_t>(R, 1));
   AdamWHyper h{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1};
-  EXPECT_NO_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C), rows.t, h, pb.as2d(R, C)));
+  EXPECT_NO_THROW(
+      adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rows.t, h, pb.view({R, C})));
   EXPECT_THROW(adamw_update_rows(p.t, g.t, m.t, v.t, rows.t, h), Error);  // 1-D
-  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(C, R), m.as2d(R, C), v.as2d(R, C), rows.t, h), Error);
-  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C), rows5.t, h), Error);
-  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C), rowsf.t, h), Error);
-  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C), rows.t, h, pb.t), Error);
+  EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({C, R}), m.view({R, C}), v.view({R, C}), rows.t, h), Error);
+  EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rows5.t, h), Error);
+  EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rowsf.t, h), Error);
+  EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rows.t, h, pb.t),
+               Error);
   std::vector<int32_t> host_rows(R, 1);
-  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C),
+  EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}),
                                  Tensor(host_rows.data(), {R}), h),
                Error);  // rows on the CPU
   h.step = 0;
-  EXPECT_THROW(adamw_update_rows(p.as2d(R, C), g.as2d(R, C), m.as2d(R, C), v.as2d(R, C), rows.t, h), Error);
+  EXPECT_THROW(adamw_update_rows(p.view({R, C}), g.view({R, C}), m.view({R, C}), v.view({R, C}), rows.t, h), Error);
   EXPECT_THROW(sum_squares_rows(p.t, rows.t), Error);
-  EXPECT_THROW(sum_squares_rows(p.as2d(R, C), rows5.t), Error);
-  EXPECT_THROW(sum_squares_rows_device(p.as2d(R, C), rows.t, nullptr, false), Error);
+  EXPECT_THROW(sum_squares_rows(p.view({R, C}), rows5.t), Error);
+  EXPECT_THROW(sum_squares_rows_device(p.view({R, C}), rows.t, nullptr, false), Error);
   EXPECT_THROW(mark_rows(rowsf.t, rows.t), Error);                       // ids f32
   EXPECT_THROW(mark_rows(rows.t, Tensor(host_rows.data(), {R})), Error);  // rows on the CPU
   cuda_synchronize();
 }
 
 TEST(AdamWCuda, Errors) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  Dev p(5, DType::f32), g(5, DType::f32), m(5, DType::f32), v(4, DType::f32), gb(5, DType::bf16), pb(5, DType::bf16);
-  Dev pf(5, DType::f32), pb6(6, DType::bf16);
+  LINGUA_REQUIRE_GPU();
+  DeviceTensor p({5}, DType::f32), g({5}, DType::f32), m({5}, DType::f32), v({4}, DType::f32), gb({5}, DType::bf16),
+      pb({5}, DType::bf16);
+  DeviceTensor pf({5}, DType::f32), pb6({6}, DType::bf16);
   AdamWHyper h{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1};
   EXPECT_THROW(adamw_update(p.t, g.t, m.t, v.t, h), Error);         // v has 4 elements
   EXPECT_THROW(adamw_update(p.t, gb.t, m.t, m.t, h), Error);        // grad bf16

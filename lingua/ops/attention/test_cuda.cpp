@@ -1,23 +1,19 @@
-// CUDA attention against the CPU reference, for both paths (our fallback kernels and cuDNN's
-// fused flash attention), forced through LINGUA_ATTENTION. Inputs are rounded to bf16 first, so
-// the reference sees exactly what the GPU sees; outputs are poisoned (NaN) before every call.
+// CUDA attention against the CPU reference (the op-test harness), for both paths (our fallback
+// kernels and cuDNN's fused flash attention), forced through LINGUA_ATTENTION; and the GPU's own
+// guarantees: determinism, causality, the paths' shared conventions, errors.
 #include <gtest/gtest.h>
 
-#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <string>
 #include <vector>
 
-#include "lingua/core/bf16.h"
-#include "lingua/core/cuda.h"
 #include "lingua/ops/attention/attention.h"
 #include "lingua/ops/attention/cuda_internal.h"
-#include "lingua/ops/testing.h"
+#include "lingua/ops/backend_test.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -25,21 +21,11 @@ namespace ai = lingua::attention_internal;
 
 namespace {
 
-#define REQUIRE_GPU()                                          \
-  do {                                                         \
-    if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";   \
-  } while (0)
-
 struct Shape {
   int64_t B, T, S, H, KV, hd;
   int64_t q_size() const { return B * T * H * hd; }
   int64_t kv_size() const { return B * S * KV * hd; }
-  int64_t rows() const { return B * H * T; }
 };
-
-std::ostream& operator<<(std::ostream& os, Shape s) {
-  return os << "B" << s.B << " T" << s.T << " S" << s.S << " H" << s.H << " KV" << s.KV << " hd" << s.hd;
-}
 
 // Sets an environment variable for a scope, then restores it.
 class ScopedEnv {
@@ -61,115 +47,189 @@ class ScopedEnv {
   std::string old_;
 };
 
-// ||a - ref|| / ||ref|| (L2); infinite when a holds a NaN (a poisoned element was not written).
-double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
-  EXPECT_EQ(a.size(), ref.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size() && i < a.size(); ++i) {
-    if (std::isnan(a[i])) return std::numeric_limits<double>::infinity();
-    num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
-    den += (double)ref[i] * ref[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
+double lse_tol(DType dt) { return dt == DType::bf16 ? 1e-3 : 1e-5; }
+
+// q, k in [-2, 2) (seeds seed, seed + 1), v in [-1, 1) (seed + 2), in dt.
+void declare_qkv(OpCase& k, Shape s, DType dt, uint32_t seed) {
+  k.in("q", {s.B, s.T, s.H, s.hd}, dt).uniform(-2.0f, 2.0f, seed);
+  k.in("k", {s.B, s.S, s.KV, s.hd}, dt).uniform(-2.0f, 2.0f, seed + 1);
+  k.in("v", {s.B, s.S, s.KV, s.hd}, dt).uniform(-1.0f, 1.0f, seed + 2);
 }
 
-double max_abs(const std::vector<float>& a) {
-  double m = 0;
-  for (float x : a) m = std::isnan(x) ? std::numeric_limits<double>::infinity() : std::max(m, (double)std::fabs(x));
-  return m;
+// out (0) or lse (1) of the CPU forward on the case's q, k, v.
+std::vector<float> cpu_forward(const Values& in, Shape s, int which) {
+  std::vector<float> out(s.q_size()), lse(s.B * s.H * s.T);
+  attention_forward(Tensor(in["q"].data(), {s.B, s.T, s.H, s.hd}), Tensor(in["k"].data(), {s.B, s.S, s.KV, s.hd}),
+                    Tensor(in["v"].data(), {s.B, s.S, s.KV, s.hd}), Tensor(out.data(), {s.B, s.T, s.H, s.hd}),
+                    Tensor(lse.data(), {s.B, s.H, s.T}));
+  return which == 0 ? out : lse;
 }
 
-// A device tensor of float or bf16 elements.
-struct Dev {
-  DeviceBuffer buf;
-  Tensor t;
-  DType dtype;
-  Dev(std::initializer_list<int64_t> dims, DType dt) : dtype(dt) {
-    int64_t n = 1;
-    for (int64_t d : dims) n *= d;
-    buf = DeviceBuffer(std::max<int64_t>(n, 1) * dtype_size(dt));
-    t = Tensor(buf.data(), dims, dt, Device::cuda);
-    poison();
-  }
-  void poison() {  // all bits set: NaN in f32 and bf16
-    std::vector<uint8_t> ff(buf.bytes(), 0xff);
-    copy_to_device(buf.data(), ff.data(), ff.size());
-  }
-  void upload(const std::vector<float>& host) {
-    EXPECT_EQ((int64_t)host.size(), t.numel());
-    if (dtype == DType::bf16) {
-      auto h = to_bf16(host);
-      copy_to_device(buf.data(), h.data(), h.size() * 2);
-    } else {
-      copy_to_device(buf.data(), host.data(), host.size() * 4);
+// Forward, then backward from the CPU forward's out (in dt) and lse, under LINGUA_ATTENTION=mode;
+// on the GPU, expects path `want` to run (Path::none: whichever).
+std::vector<OpCase> attention_cases(Shape s, DType dt, const char* mode, ai::Path want, bool backward,
+                                    uint32_t seed = 1) {
+  const char* want_name = want == ai::Path::none ? "any" : want == ai::Path::cudnn ? "cudnn" : "fallback";
+  const std::string label = std::string("LINGUA_ATTENTION=") + mode + ", expect " + want_name;
+  std::vector<OpCase> cs;
+  OpCase& f = cs.emplace_back("attention_forward", label);
+  declare_qkv(f, s, dt, seed);
+  f.out("out", {s.B, s.T, s.H, s.hd}, dt);
+  f.out("lse", {s.B, s.H, s.T}).tol(lse_tol(dt));
+  f.run = [mode, want](OpArgs& a) {
+    ScopedEnv env("LINGUA_ATTENTION", mode);
+    attention_forward(a["q"], a["k"], a["v"], a["out"], a["lse"]);
+#ifdef LINGUA_CUDA
+    if (a.device == Device::cuda && want != ai::Path::none) {
+      EXPECT_EQ(ai::last_forward_path(), want);
     }
+#endif
+  };
+  if (!backward) return cs;
+  OpCase& b = cs.emplace_back("attention_backward", label);
+  declare_qkv(b, s, dt, seed);
+  b.in("out", {s.B, s.T, s.H, s.hd}, dt).from([s](const Values& in) { return cpu_forward(in, s, 0); });
+  b.in("lse", {s.B, s.H, s.T}).from([s](const Values& in) { return cpu_forward(in, s, 1); });
+  b.in("dout", {s.B, s.T, s.H, s.hd}, dt).uniform(-1.0f, 1.0f, seed + 3);
+  TensorSpec& dq = b.out("dq", {s.B, s.T, s.H, s.hd}, dt);
+  TensorSpec& dk = b.out("dk", {s.B, s.S, s.KV, s.hd}, dt);
+  b.out("dv", {s.B, s.S, s.KV, s.hd}, dt);
+  if (s.T == 1) {
+    // One key: p = 1, so dS = p (dout.v - dout.out) = 0 and dq, dk vanish (the reference holds
+    // only rounding noise, so a relative error means nothing).
+    const Compare vanishes = [](const std::vector<float>& got, const std::vector<float>&, const Values&) {
+      double m = 0;
+      for (float x : got) m = std::isnan(x) ? INFINITY : std::max(m, (double)std::fabs(x));
+      if (m < 1e-5) return ::testing::AssertionSuccess();
+      return ::testing::AssertionFailure() << "max |got| " << m << " (expected to vanish)";
+    };
+    dq.compare(vanishes);
+    dk.compare(vanishes);
   }
-  std::vector<float> read() const {
-    const size_t n = t.numel();
-    if (dtype == DType::bf16) {
-      std::vector<uint16_t> h(n);
-      copy_to_host(h.data(), buf.data(), n * 2);
-      return from_bf16(h);
+  b.run = [mode, want](OpArgs& a) {
+    ScopedEnv env("LINGUA_ATTENTION", mode);
+    attention_backward(a["q"], a["k"], a["v"], a["out"], a["lse"], a["dout"], a["dq"], a["dk"], a["dv"]);
+#ifdef LINGUA_CUDA
+    if (a.device == Device::cuda && want != ai::Path::none) {
+      EXPECT_EQ(ai::last_backward_path(), want);
     }
-    std::vector<float> h(n);
-    copy_to_host(h.data(), buf.data(), n * 4);
-    return h;
-  }
-  std::vector<uint8_t> bytes() const {
-    std::vector<uint8_t> h(t.nbytes());
-    copy_to_host(h.data(), buf.data(), h.size());
-    return h;
-  }
-};
+#endif
+  };
+  return cs;
+}
 
-std::vector<float> rounded(std::vector<float> v, DType dt) {
-  if (dt == DType::bf16)
-    for (float& x : v) x = round_to_bf16(x);
+void append(std::vector<OpCase>& to, std::vector<OpCase> more) {
+  for (OpCase& c : more) to.push_back(std::move(c));
+}
+
+// B = 2, H = 6, KV in {6, 2, 1}, odd T, with the head_dims given.
+std::vector<Shape> odd_shapes(std::initializer_list<int64_t> hds) {
+  std::vector<Shape> v;
+  for (int64_t hd : hds)
+    for (int64_t T : {1, 31, 33, 257})
+      for (int64_t KV : {6, 2, 1}) v.push_back({2, T, T, 6, KV, hd});
   return v;
 }
 
+std::vector<OpCase> fallback_f32_cases() {
+  std::vector<OpCase> cs;
+  for (Shape s : {Shape{2, 1, 1, 6, 2, 64}, Shape{2, 31, 31, 6, 6, 32}, Shape{2, 33, 33, 6, 1, 128},
+                  Shape{1, 257, 257, 6, 2, 64}, Shape{2, 17, 17, 4, 2, 6}, Shape{1, 9, 9, 2, 1, 256},
+                  Shape{2, 40, 40, 3, 3, 10}})
+    append(cs, attention_cases(s, DType::f32, "fallback", ai::Path::fallback, true));
+  // KV cache: the last T of S positions (forward only).
+  for (Shape s : {Shape{2, 5, 13, 6, 2, 64}, Shape{1, 1, 31, 6, 1, 10}, Shape{2, 33, 100, 6, 2, 128}})
+    append(cs, attention_cases(s, DType::f32, "fallback", ai::Path::fallback, false));
+  return cs;
+}
+
+std::vector<OpCase> fallback_bf16_cases() {
+  std::vector<OpCase> cs;
+  for (Shape s : odd_shapes({64, 128}))
+    append(cs, attention_cases(s, DType::bf16, "fallback", ai::Path::fallback, true));
+  for (Shape s : {Shape{2, 33, 33, 6, 2, 32}, Shape{2, 31, 31, 6, 3, 6}, Shape{1, 65, 65, 4, 1, 256},
+                  Shape{2, 20, 20, 2, 2, 10}})
+    append(cs, attention_cases(s, DType::bf16, "fallback", ai::Path::fallback, true));
+  for (Shape s : {Shape{2, 5, 13, 6, 2, 64}, Shape{1, 1, 31, 6, 1, 128}, Shape{2, 33, 100, 6, 2, 128},
+                  Shape{2, 7, 300, 6, 6, 32}})
+    append(cs, attention_cases(s, DType::bf16, "fallback", ai::Path::fallback, false));
+  return cs;
+}
+
+LINGUA_OP_TEST(Attention, FallbackF32MatchesCpu, fallback_f32_cases())
+LINGUA_OP_TEST(Attention, FallbackBf16MatchesCpu, fallback_bf16_cases())
+
+#ifdef LINGUA_CUDA
+std::ostream& operator<<(std::ostream& os, Shape s) {
+  return os << "B" << s.B << " T" << s.T << " S" << s.S << " H" << s.H << " KV" << s.KV << " hd" << s.hd;
+}
+
+TEST(AttentionCuda, CudnnMatchesCpu) {
+  LINGUA_REQUIRE_GPU();
+  if (ai::cudnn_version() == 0) GTEST_SKIP() << "no cuDNN: " << ai::cudnn_plans_report();
+  std::vector<Shape> shapes = odd_shapes({64, 128});
+  for (Shape s : {Shape{2, 128, 128, 6, 2, 64}, Shape{2, 256, 256, 6, 6, 128}, Shape{1, 384, 384, 6, 1, 64},
+                  Shape{1, 512, 512, 8, 2, 128}})
+    shapes.push_back(s);
+  int forward_runs = 0, backward_runs = 0;
+  std::vector<OpCase> cases;
+  for (Shape s : shapes) {
+    std::string why;
+    if (!ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, false, &why)) {
+      std::printf("[cudnn] forward %s: not run (%s)\n", ::testing::PrintToString(s).c_str(), why.c_str());
+      continue;
+    }
+    const bool bwd = ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, true, &why);
+    if (!bwd) std::printf("[cudnn] backward %s: not run (%s)\n", ::testing::PrintToString(s).c_str(), why.c_str());
+    append(cases, attention_cases(s, DType::bf16, "cudnn", ai::Path::cudnn, bwd));
+    ++forward_runs;
+    backward_runs += bwd;
+  }
+  check_cases(Device::cuda, cases);
+  std::printf("[cudnn] %d forward and %d backward shapes ran on cuDNN\n%s", forward_runs, backward_runs,
+              ai::cudnn_plans_report().c_str());
+  EXPECT_GT(backward_runs, 0);
+}
+
+TEST(AttentionCuda, CudnnTakesTrainingShapes) {
+  LINGUA_REQUIRE_GPU();
+  if (ai::cudnn_version() == 0) GTEST_SKIP() << "no cuDNN: " << ai::cudnn_plans_report();
+  for (int64_t hd : {64, 128})
+    for (int64_t KV : {8, 2})
+      for (bool backward : {false, true}) {
+        std::string why;
+        EXPECT_TRUE(ai::cudnn_supported(2, 1024, 1024, 8, KV, hd, backward, &why))
+            << "hd " << hd << " KV " << KV << (backward ? " backward: " : " forward: ") << why;
+      }
+}
+
+// Auto mode: cuDNN where it applies, the fallback elsewhere; either way the results are right.
+TEST(AttentionCuda, AutoSelection) {
+  LINGUA_REQUIRE_GPU();
+  const ai::Path best = ai::cudnn_version() != 0 ? ai::Path::cudnn : ai::Path::fallback;
+  std::vector<OpCase> cases = attention_cases({2, 256, 256, 6, 2, 64}, DType::bf16, "auto", best, true);
+  append(cases, attention_cases({2, 33, 33, 6, 2, 32}, DType::bf16, "auto", ai::Path::fallback, true));  // hd 32
+  append(cases, attention_cases({2, 5, 13, 6, 2, 64}, DType::bf16, "auto", ai::Path::fallback, false));  // KV cache
+  append(cases, attention_cases({2, 31, 31, 6, 2, 64}, DType::f32, "auto", ai::Path::fallback, true));   // f32
+  check_cases(Device::cuda, cases);
+}
+
+// q, k, v and dout as attention_cases makes them, on the host.
 struct Inputs {
-  std::vector<float> q, k, v, dout;  // already representable in the tested dtype
+  std::vector<float> q, k, v, dout;
 };
-
 Inputs make_inputs(Shape s, uint32_t seed, DType dt) {
-  return {rounded(random_vector(s.q_size(), seed, -2.0f, 2.0f), dt),
-          rounded(random_vector(s.kv_size(), seed + 1, -2.0f, 2.0f), dt),
-          rounded(random_vector(s.kv_size(), seed + 2), dt), rounded(random_vector(s.q_size(), seed + 3), dt)};
+  return {as_dtype(random_vector(s.q_size(), seed, -2.0f, 2.0f), dt),
+          as_dtype(random_vector(s.kv_size(), seed + 1, -2.0f, 2.0f), dt),
+          as_dtype(random_vector(s.kv_size(), seed + 2), dt), as_dtype(random_vector(s.q_size(), seed + 3), dt)};
 }
 
-struct Result {
-  std::vector<float> out, lse, dq, dk, dv;
-};
-
-Result cpu_forward(Inputs in, Shape s) {
-  Result r;
-  r.out.resize(s.q_size());
-  r.lse.resize(s.rows());
-  attention_forward(Tensor(in.q.data(), {s.B, s.T, s.H, s.hd}), Tensor(in.k.data(), {s.B, s.S, s.KV, s.hd}),
-                    Tensor(in.v.data(), {s.B, s.S, s.KV, s.hd}), Tensor(r.out.data(), {s.B, s.T, s.H, s.hd}),
-                    Tensor(r.lse.data(), {s.B, s.H, s.T}));
-  return r;
-}
-
-void cpu_backward(Inputs in, std::vector<float> out, std::vector<float> lse, Shape s, Result& r) {
-  r.dq.assign(s.q_size(), 0.0f);
-  r.dk.assign(s.kv_size(), 0.0f);
-  r.dv.assign(s.kv_size(), 0.0f);
-  attention_backward(Tensor(in.q.data(), {s.B, s.T, s.H, s.hd}), Tensor(in.k.data(), {s.B, s.S, s.KV, s.hd}),
-                     Tensor(in.v.data(), {s.B, s.S, s.KV, s.hd}), Tensor(out.data(), {s.B, s.T, s.H, s.hd}),
-                     Tensor(lse.data(), {s.B, s.H, s.T}), Tensor(in.dout.data(), {s.B, s.T, s.H, s.hd}),
-                     Tensor(r.dq.data(), {s.B, s.T, s.H, s.hd}), Tensor(r.dk.data(), {s.B, s.S, s.KV, s.hd}),
-                     Tensor(r.dv.data(), {s.B, s.S, s.KV, s.hd}));
-}
-
-// The inputs on the device and the (poisoned) outputs.
+// The inputs on the GPU and the (poisoned) outputs.
 struct GpuCase {
   Shape s;
-  DType dt;
-  Dev q, k, v, out, lse, dout, dq, dk, dv;
-  GpuCase(Shape s_, DType dt_, const Inputs& in)
-      : s(s_), dt(dt_), q({s.B, s.T, s.H, s.hd}, dt), k({s.B, s.S, s.KV, s.hd}, dt), v({s.B, s.S, s.KV, s.hd}, dt),
+  DeviceTensor q, k, v, out, lse, dout, dq, dk, dv;
+  GpuCase(Shape s_, DType dt, const Inputs& in)
+      : s(s_), q({s.B, s.T, s.H, s.hd}, dt), k({s.B, s.S, s.KV, s.hd}, dt), v({s.B, s.S, s.KV, s.hd}, dt),
         out({s.B, s.T, s.H, s.hd}, dt), lse({s.B, s.H, s.T}, DType::f32), dout({s.B, s.T, s.H, s.hd}, dt),
         dq({s.B, s.T, s.H, s.hd}, dt), dk({s.B, s.S, s.KV, s.hd}, dt), dv({s.B, s.S, s.KV, s.hd}, dt) {
     q.upload(in.q);
@@ -192,130 +252,9 @@ struct GpuCase {
   }
 };
 
-double tol(DType dt) { return dt == DType::bf16 ? 1e-2 : 1e-5; }
-double lse_tol(DType dt) { return dt == DType::bf16 ? 1e-3 : 1e-5; }
-
-// Forward against the CPU, then backward against the CPU on the same out (as the GPU tensor
-// holds it) and lse. Expects the given path to run (Path::none: whichever).
-void check_case(Shape s, DType dt, ai::Path want, bool backward, uint32_t seed = 1) {
-  SCOPED_TRACE(::testing::Message() << s << " " << dtype_name(dt) << " want " << ai::path_name(want));
-  Inputs in = make_inputs(s, seed, dt);
-  Result ref = cpu_forward(in, s);
-  GpuCase g(s, dt, in);
-  g.forward();
-  if (want != ai::Path::none) {
-    EXPECT_EQ(ai::last_forward_path(), want);
-  }
-  EXPECT_LT(rel_l2(g.out.read(), ref.out), tol(dt)) << "out";
-  EXPECT_LT(rel_l2(g.lse.read(), ref.lse), lse_tol(dt)) << "lse";
-  if (!backward) return;
-  // Both sides get the reference out in the tested dtype and the reference lse.
-  const std::vector<float> out_r = rounded(ref.out, dt);
-  g.out.upload(out_r);
-  g.lse.upload(ref.lse);
-  cpu_backward(in, out_r, ref.lse, s, ref);
-  g.backward();
-  if (want != ai::Path::none) {
-    EXPECT_EQ(ai::last_backward_path(), want);
-  }
-  if (s.T == 1) {
-    // One key: p = 1, so dS = p (dout.v - dout.out) = 0 and dq, dk vanish (the reference holds
-    // only rounding noise, so a relative error means nothing).
-    EXPECT_LT(max_abs(g.dq.read()), 1e-5) << "dq";
-    EXPECT_LT(max_abs(g.dk.read()), 1e-5) << "dk";
-  } else {
-    EXPECT_LT(rel_l2(g.dq.read(), ref.dq), tol(dt)) << "dq";
-    EXPECT_LT(rel_l2(g.dk.read(), ref.dk), tol(dt)) << "dk";
-  }
-  EXPECT_LT(rel_l2(g.dv.read(), ref.dv), tol(dt)) << "dv";
-}
-
-// B = 2, H = 6, KV in {6, 2, 1}, odd T, with the head_dims given.
-std::vector<Shape> odd_shapes(std::initializer_list<int64_t> hds) {
-  std::vector<Shape> v;
-  for (int64_t hd : hds)
-    for (int64_t T : {1, 31, 33, 257})
-      for (int64_t KV : {6, 2, 1}) v.push_back({2, T, T, 6, KV, hd});
-  return v;
-}
-
-TEST(AttentionCuda, FallbackF32MatchesCpu) {
-  REQUIRE_GPU();
-  ScopedEnv env("LINGUA_ATTENTION", "fallback");
-  for (Shape s : {Shape{2, 1, 1, 6, 2, 64}, Shape{2, 31, 31, 6, 6, 32}, Shape{2, 33, 33, 6, 1, 128},
-                  Shape{1, 257, 257, 6, 2, 64}, Shape{2, 17, 17, 4, 2, 6}, Shape{1, 9, 9, 2, 1, 256},
-                  Shape{2, 40, 40, 3, 3, 10}})
-    check_case(s, DType::f32, ai::Path::fallback, true);
-  // KV cache: the last T of S positions (forward only).
-  for (Shape s : {Shape{2, 5, 13, 6, 2, 64}, Shape{1, 1, 31, 6, 1, 10}, Shape{2, 33, 100, 6, 2, 128}})
-    check_case(s, DType::f32, ai::Path::fallback, false);
-}
-
-TEST(AttentionCuda, FallbackBf16MatchesCpu) {
-  REQUIRE_GPU();
-  ScopedEnv env("LINGUA_ATTENTION", "fallback");
-  for (Shape s : odd_shapes({64, 128})) check_case(s, DType::bf16, ai::Path::fallback, true);
-  for (Shape s : {Shape{2, 33, 33, 6, 2, 32}, Shape{2, 31, 31, 6, 3, 6}, Shape{1, 65, 65, 4, 1, 256},
-                  Shape{2, 20, 20, 2, 2, 10}})
-    check_case(s, DType::bf16, ai::Path::fallback, true);
-  for (Shape s : {Shape{2, 5, 13, 6, 2, 64}, Shape{1, 1, 31, 6, 1, 128}, Shape{2, 33, 100, 6, 2, 128},
-                  Shape{2, 7, 300, 6, 6, 32}})
-    check_case(s, DType::bf16, ai::Path::fallback, false);
-}
-
-TEST(AttentionCuda, CudnnMatchesCpu) {
-  REQUIRE_GPU();
-  if (ai::cudnn_version() == 0) GTEST_SKIP() << "no cuDNN: " << ai::cudnn_plans_report();
-  ScopedEnv env("LINGUA_ATTENTION", "cudnn");
-  std::vector<Shape> shapes = odd_shapes({64, 128});
-  for (Shape s : {Shape{2, 128, 128, 6, 2, 64}, Shape{2, 256, 256, 6, 6, 128}, Shape{1, 384, 384, 6, 1, 64},
-                  Shape{1, 512, 512, 8, 2, 128}})
-    shapes.push_back(s);
-  int forward_runs = 0, backward_runs = 0;
-  for (Shape s : shapes) {
-    std::string why;
-    if (!ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, false, &why)) {
-      std::printf("[cudnn] forward %s: not run (%s)\n", ::testing::PrintToString(s).c_str(), why.c_str());
-      continue;
-    }
-    const bool bwd = ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, true, &why);
-    if (!bwd) std::printf("[cudnn] backward %s: not run (%s)\n", ::testing::PrintToString(s).c_str(), why.c_str());
-    check_case(s, DType::bf16, ai::Path::cudnn, bwd);
-    ++forward_runs;
-    backward_runs += bwd;
-  }
-  std::printf("[cudnn] %d forward and %d backward shapes ran on cuDNN\n%s", forward_runs, backward_runs,
-              ai::cudnn_plans_report().c_str());
-  EXPECT_GT(backward_runs, 0);
-}
-
-// Shapes a training run uses must take the cuDNN path.
-TEST(AttentionCuda, CudnnTakesTrainingShapes) {
-  REQUIRE_GPU();
-  if (ai::cudnn_version() == 0) GTEST_SKIP() << "no cuDNN: " << ai::cudnn_plans_report();
-  for (int64_t hd : {64, 128})
-    for (int64_t KV : {8, 2})
-      for (bool backward : {false, true}) {
-        std::string why;
-        EXPECT_TRUE(ai::cudnn_supported(2, 1024, 1024, 8, KV, hd, backward, &why))
-            << "hd " << hd << " KV " << KV << (backward ? " backward: " : " forward: ") << why;
-      }
-}
-
-// Auto mode: cuDNN where it applies, the fallback elsewhere; either way the results are right.
-TEST(AttentionCuda, AutoSelection) {
-  REQUIRE_GPU();
-  ScopedEnv env("LINGUA_ATTENTION", "auto");
-  const bool have = ai::cudnn_version() != 0;
-  check_case({2, 256, 256, 6, 2, 64}, DType::bf16, have ? ai::Path::cudnn : ai::Path::fallback, true);
-  check_case({2, 33, 33, 6, 2, 32}, DType::bf16, ai::Path::fallback, true);     // head_dim 32
-  check_case({2, 5, 13, 6, 2, 64}, DType::bf16, ai::Path::fallback, false);     // KV cache
-  check_case({2, 31, 31, 6, 2, 64}, DType::f32, ai::Path::fallback, true);      // f32
-}
-
 // cuDNN forward with fallback backward and the reverse: the lse conventions agree.
 TEST(AttentionCuda, PathsShareTheLseConvention) {
-  REQUIRE_GPU();
+  LINGUA_REQUIRE_GPU();
   const Shape s{2, 256, 256, 6, 2, 128};
   std::string why;
   if (!ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, true, &why)) GTEST_SKIP() << why;
@@ -329,11 +268,11 @@ TEST(AttentionCuda, PathsShareTheLseConvention) {
     ScopedEnv env("LINGUA_ATTENTION", "fallback");
     f.forward();
   }
-  const auto lse_c = c.lse.read(), lse_f = f.lse.read();
+  const auto lse_c = c.lse.download(), lse_f = f.lse.download();
   EXPECT_LT(rel_l2(lse_c, lse_f), 1e-5);
-  EXPECT_LT(rel_l2(c.out.read(), f.out.read()), 1e-2);
+  EXPECT_LT(rel_l2(c.out.download(), f.out.download()), 1e-2);
   // Both backwards from cuDNN's forward.
-  f.out.upload(c.out.read());
+  f.out.upload(c.out.download());
   f.lse.upload(lse_c);
   {
     ScopedEnv env("LINGUA_ATTENTION", "cudnn");
@@ -343,13 +282,13 @@ TEST(AttentionCuda, PathsShareTheLseConvention) {
     ScopedEnv env("LINGUA_ATTENTION", "fallback");
     f.backward();
   }
-  EXPECT_LT(rel_l2(c.dq.read(), f.dq.read()), 1e-2);
-  EXPECT_LT(rel_l2(c.dk.read(), f.dk.read()), 1e-2);
-  EXPECT_LT(rel_l2(c.dv.read(), f.dv.read()), 1e-2);
+  EXPECT_LT(rel_l2(c.dq.download(), f.dq.download()), 1e-2);
+  EXPECT_LT(rel_l2(c.dk.download(), f.dk.download()), 1e-2);
+  EXPECT_LT(rel_l2(c.dv.download(), f.dv.download()), 1e-2);
 }
 
 TEST(AttentionCuda, ForwardWithoutLse) {
-  REQUIRE_GPU();
+  LINGUA_REQUIRE_GPU();
   for (const char* path : {"fallback", "cudnn"}) {
     const Shape s{2, 128, 128, 6, 2, 64};
     if (!std::strcmp(path, "cudnn") && !ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, false, nullptr)) continue;
@@ -390,7 +329,7 @@ void check_deterministic(Shape s, const char* path, bool expect) {
 }
 
 TEST(AttentionCuda, Deterministic) {
-  REQUIRE_GPU();
+  LINGUA_REQUIRE_GPU();
   check_deterministic({2, 257, 257, 6, 2, 64}, "fallback", true);
   check_deterministic({2, 1024, 1024, 8, 2, 128}, "fallback", true);
   const Shape s{2, 1024, 1024, 8, 2, 128};
@@ -401,15 +340,12 @@ TEST(AttentionCuda, Deterministic) {
 
 // The atomic-dQ cuDNN backward (LINGUA_ATTENTION_DETERMINISTIC=0): right, and is it deterministic?
 TEST(AttentionCuda, CudnnAtomicBackward) {
-  REQUIRE_GPU();
+  LINGUA_REQUIRE_GPU();
   ScopedEnv det("LINGUA_ATTENTION_DETERMINISTIC", "0");
   const Shape s{2, 256, 256, 6, 2, 128};
   std::string why;
   if (!ai::cudnn_supported(s.B, s.T, s.S, s.H, s.KV, s.hd, true, &why)) GTEST_SKIP() << why;
-  {
-    ScopedEnv env("LINGUA_ATTENTION", "cudnn");
-    check_case(s, DType::bf16, ai::Path::cudnn, true, 9);
-  }
+  check_cases(Device::cuda, attention_cases(s, DType::bf16, "cudnn", ai::Path::cudnn, true, 9));
   check_deterministic({2, 1024, 1024, 8, 2, 128}, "cudnn", false);
 }
 
@@ -417,7 +353,7 @@ TEST(AttentionCuda, CudnnAtomicBackward) {
 // calls on slices of the batch (3 slices of one sequence, B H T^2 2 = 3 x 128 MiB): the gradients
 // agree with the fallback kernels' on the same forward output.
 TEST(AttentionCuda, CudnnBackwardSplitsLargeBatches) {
-  REQUIRE_GPU();
+  LINGUA_REQUIRE_GPU();
   const Shape s{3, 2048, 2048, 16, 4, 64};
   std::string why;
   if (!ai::cudnn_supported(1, s.T, s.S, s.H, s.KV, s.hd, true, &why)) GTEST_SKIP() << why;
@@ -429,15 +365,15 @@ TEST(AttentionCuda, CudnnBackwardSplitsLargeBatches) {
     g.backward();
     ASSERT_EQ(ai::last_backward_path(), ai::Path::cudnn);
   }
-  const auto dq = g.dq.read(), dk = g.dk.read(), dv = g.dv.read();
+  const auto dq = g.dq.download(), dk = g.dk.download(), dv = g.dv.download();
   {
     ScopedEnv env("LINGUA_ATTENTION", "fallback");
     g.backward();
     ASSERT_EQ(ai::last_backward_path(), ai::Path::fallback);
   }
-  EXPECT_LT(rel_l2(dq, g.dq.read()), 1e-2);
-  EXPECT_LT(rel_l2(dk, g.dk.read()), 1e-2);
-  EXPECT_LT(rel_l2(dv, g.dv.read()), 1e-2);
+  EXPECT_LT(rel_l2(dq, g.dq.download()), 1e-2);
+  EXPECT_LT(rel_l2(dk, g.dk.download()), 1e-2);
+  EXPECT_LT(rel_l2(dv, g.dv.download()), 1e-2);
   // The last slice is written too (not left poisoned).
   EXPECT_TRUE(std::isfinite(dq.back()) && std::isfinite(dk.back()) && std::isfinite(dv.back()));
 }
@@ -451,7 +387,7 @@ void check_causal(Shape s, DType dt, const char* path) {
   Inputs in = make_inputs(s, 11, dt);
   GpuCase g(s, dt, in);
   g.forward();
-  const auto before = g.out.read();
+  const auto before = g.out.download();
   Inputs changed = in;
   const int64_t kv_row = s.KV * s.hd, row = s.H * s.hd;
   for (int64_t b = 0; b < s.B; ++b)
@@ -461,7 +397,7 @@ void check_causal(Shape s, DType dt, const char* path) {
     }
   GpuCase h(s, dt, changed);
   h.forward();
-  const auto after = h.out.read();
+  const auto after = h.out.download();
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t t = 0; t < s.T; ++t) {
       bool same = true;
@@ -473,7 +409,7 @@ void check_causal(Shape s, DType dt, const char* path) {
     for (int64_t i = 0; i < s0 * row; ++i) dout[b * s.T * row + i] = in.dout[b * s.T * row + i];
   g.dout.upload(dout);
   g.backward();
-  const auto dk = g.dk.read(), dv = g.dv.read();
+  const auto dk = g.dk.download(), dv = g.dv.download();
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t i = s0 * kv_row; i < s.S * kv_row; ++i) {
       ASSERT_EQ(dk[b * s.S * kv_row + i], 0.0f) << i;
@@ -482,7 +418,7 @@ void check_causal(Shape s, DType dt, const char* path) {
 }
 
 TEST(AttentionCuda, Causal) {
-  REQUIRE_GPU();
+  LINGUA_REQUIRE_GPU();
   check_causal({2, 33, 33, 6, 2, 64}, DType::bf16, "fallback");
   check_causal({2, 33, 33, 6, 2, 64}, DType::f32, "fallback");
   const Shape s{2, 256, 256, 6, 2, 64};
@@ -491,10 +427,10 @@ TEST(AttentionCuda, Causal) {
 }
 
 TEST(AttentionCuda, Errors) {
-  REQUIRE_GPU();
+  LINGUA_REQUIRE_GPU();
   const Shape s{1, 8, 8, 4, 2, 64};
   GpuCase g(s, DType::bf16, make_inputs(s, 13, DType::bf16));
-  Dev f32_k({1, 8, 2, 64}, DType::f32), lse_bf16({1, 4, 8}, DType::bf16), big({1, 8, 4, 512}, DType::bf16);
+  DeviceTensor f32_k({1, 8, 2, 64}, DType::f32), lse_bf16({1, 4, 8}, DType::bf16), big({1, 8, 4, 512}, DType::bf16);
   std::vector<float> cpu_k(8 * 2 * 64);
   // a CPU tensor among GPU ones, mixed dtypes, lse not f32, head_dim over 256
   EXPECT_THROW(attention_forward(g.q.t, Tensor(cpu_k.data(), {1, 8, 2, 64}), g.v.t, g.out.t, g.lse.t), Error);
@@ -502,7 +438,7 @@ TEST(AttentionCuda, Errors) {
   EXPECT_THROW(attention_forward(g.q.t, g.k.t, g.v.t, g.out.t, lse_bf16.t), Error);
   EXPECT_THROW(attention_forward(big.t, big.t, big.t, big.t, Tensor()), Error);
   // backward needs S == T
-  Dev k12({1, 12, 2, 64}, DType::bf16);
+  DeviceTensor k12({1, 12, 2, 64}, DType::bf16);
   EXPECT_THROW(attention_backward(g.q.t, k12.t, k12.t, g.out.t, g.lse.t, g.dout.t, g.dq.t, k12.t, k12.t), Error);
   {
     ScopedEnv env("LINGUA_ATTENTION", "bogus");
@@ -523,7 +459,7 @@ TEST(AttentionCuda, Errors) {
 
 // LINGUA_ATTENTION_BENCH=1: times forward and backward of each path on a training shape.
 TEST(AttentionCuda, Benchmark) {
-  REQUIRE_GPU();
+  LINGUA_REQUIRE_GPU();
   if (!std::getenv("LINGUA_ATTENTION_BENCH")) GTEST_SKIP() << "set LINGUA_ATTENTION_BENCH=1";
   for (Shape s : {Shape{4, 2048, 2048, 16, 4, 128}, Shape{8, 1024, 1024, 12, 12, 64}}) {
     GpuCase g(s, DType::bf16, make_inputs(s, 17, DType::bf16));
@@ -549,5 +485,7 @@ TEST(AttentionCuda, Benchmark) {
     }
   }
 }
+
+#endif
 
 }  // namespace

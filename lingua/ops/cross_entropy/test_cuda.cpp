@@ -1,5 +1,5 @@
-// GPU fused output projection + cross-entropy against the CPU reference run on the same
-// bf16-rounded inputs.
+// GPU fused output projection + cross-entropy against the CPU reference (the op-test harness), and
+// the GPU's own guarantees: optional outputs, determinism, the loss kept on the device, capture.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,10 +7,8 @@
 #include <tuple>
 #include <utility>
 
-#include "lingua/core/cuda.h"
+#include "lingua/ops/backend_test.h"
 #include "lingua/ops/cross_entropy/cross_entropy.h"
-#include "lingua/ops/testing.h"
-#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -25,31 +23,99 @@ std::ostream& operator<<(std::ostream& os, Case c) { return os << "N" << c.N << 
 // Odd sizes, V = 258 (not a multiple of 8: the scalar row path) and V = 32000 (the vector path).
 const Case kCases[] = {{1, 31, 258}, {31, 64, 258}, {33, 17, 50}, {257, 33, 258}, {257, 64, 32000}, {31, 129, 32000}};
 
-// x in [-1, 1), w in [-w_scale, w_scale), both bf16-rounded; every 5th row from row 3 ignored
-// (-1, or -100 as PyTorch's default ignore_index).
+// Every 5th row from row 3 ignored (-1, or -100 as PyTorch's default ignore_index).
+std::vector<int32_t> random_targets(Case c, uint32_t seed) {
+  auto t = random_ints(c.N, seed, 0, (int32_t)c.V - 1);
+  for (int64_t n = 3; n < c.N; n += 5) t[n] = n % 2 ? -1 : -100;
+  return t;
+}
+
+// nll, dx and dw (from zero) against the CPU within 1e-2, and the returned total; x in [-1, 1)
+// (seed), w in [-w_scale, w_scale) (seed + 1), both bf16. chunk > 0: at most that many rows per
+// chunk on the GPU.
+OpCase ce_case(Case c, uint32_t seed, float grad_scale, int64_t chunk, float w_scale = 0.3f) {
+  OpCase k("output_cross_entropy", "grad_scale " + std::to_string(grad_scale) + " chunk " + std::to_string(chunk));
+  k.in("x", {c.N, c.D}, DType::bf16).uniform(-1.0f, 1.0f, seed);
+  k.in("w", {c.V, c.D}, DType::bf16).uniform(-w_scale, w_scale, seed + 1);
+  k.in("targets", {c.N}, DType::i32).values(random_targets(c, seed + 2));
+  k.out("nll", {c.N}).tol(1e-2);
+  k.out("dx", {c.N, c.D}, DType::bf16);
+  k.out("dw", {c.V, c.D}).accumulated().fill(0.0f).tol(1e-2);
+  k.scalar("total", 1e-2);
+  k.run = [grad_scale, chunk](OpArgs& a) {
+#ifdef LINGUA_CUDA
+    if (a.device == Device::cuda && chunk > 0)
+      return a.set("total", output_cross_entropy_cuda(a["x"], a["w"], a["targets"], a["nll"], grad_scale, a["dx"],
+                                                      a["dw"], chunk));
+#endif
+    a.set("total", output_cross_entropy(a["x"], a["w"], a["targets"], a["nll"], grad_scale, a["dx"], a["dw"]));
+  };
+  // The total is the sum of the per-row nll; ignored rows are exactly 0, with no gradient.
+  k.check = [c](const Values& in, const Values& got, const Values&) {
+    double sum = 0;
+    for (int64_t n = 0; n < c.N; ++n) {
+      sum += got["nll"][n];
+      if (in.ints("targets")[n] >= 0) continue;
+      EXPECT_EQ(got["nll"][n], 0.0f) << "row " << n;
+      for (int64_t i = 0; i < c.D; ++i)
+        if (got["dx"][n * c.D + i] != 0.0f) {
+          ADD_FAILURE() << "dx of ignored row " << n << " is not 0";
+          break;
+        }
+    }
+    EXPECT_NEAR(got.scalar("total"), sum, 1e-9 * std::fabs(sum));
+  };
+  return k;
+}
+
+std::vector<OpCase> single_chunk_cases() {
+  std::vector<OpCase> cs;
+  uint32_t seed = 1;
+  for (Case c : kCases) cs.push_back(ce_case(c, seed += 10, 0.7f, 0));
+  return cs;
+}
+
+// Several chunks (and x chunks at offsets that are not 16-byte aligned when D is odd).
+std::vector<OpCase> multi_chunk_cases() {
+  std::vector<OpCase> cs;
+  uint32_t seed = 100;
+  for (Case c : kCases)
+    for (int64_t chunk : {1, 7, 64})
+      if (chunk < c.N) cs.push_back(ce_case(c, seed += 10, 1.3f, chunk));
+  return cs;
+}
+
+// Logits of standard deviation ~40: nll against the CPU, everything finite.
+std::vector<OpCase> large_logit_cases() {
+  OpCase k = ce_case({65, 64, 258}, 7, 1.0f, 0, 15.0f);
+  k.scalars.clear();
+  const Compare finite = [](const std::vector<float>& got, const std::vector<float>&, const Values&) {
+    for (size_t i = 0; i < got.size(); ++i)
+      if (!std::isfinite(got[i])) return ::testing::AssertionFailure() << "not finite at " << i << ": " << got[i];
+    return ::testing::AssertionSuccess();
+  };
+  k.tensor("dx").compare(finite);
+  k.tensor("dw").compare(finite);
+  const auto check = k.check;
+  k.check = [check](const Values& in, const Values& got, const Values& ref) {
+    EXPECT_TRUE(std::isfinite(got.scalar("total")));
+    check(in, got, ref);
+  };
+  return {k};
+}
+
+LINGUA_OP_TEST(CrossEntropy, MatchesCpu, single_chunk_cases())
+LINGUA_OP_TEST(CrossEntropy, MultiChunkMatchesCpu, multi_chunk_cases())
+LINGUA_OP_TEST(CrossEntropy, LargeLogitsStayFinite, large_logit_cases())
+
+// x, w (seeds seed, seed + 1) and targets (seed + 2) as ce_case makes them, on the host.
 struct Inputs {
   std::vector<float> x, w;
   std::vector<int32_t> targets;
 };
-Inputs random_inputs(Case c, uint32_t seed, float w_scale = 0.3f) {
-  Inputs in{as_dtype(random_vector(c.N * c.D, seed), DType::bf16),
-            as_dtype(random_vector(c.V * c.D, seed + 1, -w_scale, w_scale), DType::bf16),
-            random_ints(c.N, seed + 2, 0, (int32_t)c.V - 1)};
-  for (int64_t n = 3; n < c.N; n += 5) in.targets[n] = n % 2 ? -1 : -100;
-  return in;
-}
-
-struct Result {
-  double total = 0;
-  std::vector<float> nll, dx, dw;
-};
-
-Result cpu_reference(const Inputs& in, Case c, float grad_scale) {
-  Result r{0, std::vector<float>(c.N), std::vector<float>(c.N * c.D), std::vector<float>(c.V * c.D, 0.0f)};
-  r.total = output_cross_entropy(Tensor(in.x.data(), {c.N, c.D}), Tensor(in.w.data(), {c.V, c.D}),
-                                 Tensor(in.targets.data(), {c.N}), Tensor(r.nll.data(), {c.N}), grad_scale,
-                                 Tensor(r.dx.data(), {c.N, c.D}), Tensor(r.dw.data(), {c.V, c.D}));
-  return r;
+Inputs random_inputs(Case c, uint32_t seed) {
+  return {as_dtype(random_vector(c.N * c.D, seed), DType::bf16),
+          as_dtype(random_vector(c.V * c.D, seed + 1, -0.3f, 0.3f), DType::bf16), random_targets(c, seed + 2)};
 }
 
 // The inputs on the GPU.
@@ -91,62 +157,8 @@ double run(const GpuInputs& d, Outputs& o, float grad_scale, Call call = {}) {
   return output_cross_entropy(d.X(), d.W(), d.T(), nll, grad_scale, dx, dw);
 }
 
-void expect_matches_cpu(Case c, float grad_scale, int64_t chunk, uint32_t seed) {
-  const Inputs in = random_inputs(c, seed);
-  const Result ref = cpu_reference(in, c, grad_scale);
-  GpuInputs d(in, c);
-  Outputs o(c);
-  Call call;
-  call.chunk = chunk;
-  const double total = run(d, o, grad_scale, call);
-  const auto nll = o.nll.download(), dx = o.dx.download(), dw = o.dw.download();
-  EXPECT_LT(rel_l2(nll, ref.nll), 1e-2) << c << " chunk " << chunk;
-  EXPECT_LT(std::fabs(total - ref.total), 1e-2 * std::fabs(ref.total)) << c << " chunk " << chunk;
-  EXPECT_LT(rel_l2(dx, ref.dx), 1e-2) << c << " chunk " << chunk;
-  EXPECT_LT(rel_l2(dw, ref.dw), 1e-2) << c << " chunk " << chunk;
-  // the total is the sum of the per-row nll; ignored rows are exactly 0, with no gradient
-  double sum = 0;
-  for (int64_t n = 0; n < c.N; ++n) {
-    sum += nll[n];
-    if (in.targets[n] < 0) {
-      EXPECT_EQ(nll[n], 0.0f) << c << " row " << n;
-      for (int64_t i = 0; i < c.D; ++i) ASSERT_EQ(dx[n * c.D + i], 0.0f) << c << " row " << n;
-    }
-  }
-  EXPECT_NEAR(total, sum, 1e-9 * std::fabs(sum)) << c;
-}
-
-TEST(CrossEntropyCuda, MatchesCpu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  uint32_t seed = 1;
-  for (Case c : kCases) expect_matches_cpu(c, 0.7f, 0, seed += 10);
-}
-
-// Several chunks (and x chunks at offsets that are not 16-byte aligned when D is odd).
-TEST(CrossEntropyCuda, MultiChunkMatchesCpu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  uint32_t seed = 100;
-  for (Case c : kCases)
-    for (int64_t chunk : {1, 7, 64})
-      if (chunk < c.N) expect_matches_cpu(c, 1.3f, chunk, seed += 10);
-}
-
-TEST(CrossEntropyCuda, LargeLogitsStayFinite) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  const Case c{65, 64, 258};
-  const Inputs in = random_inputs(c, 7, 15.0f);  // logits of standard deviation ~40
-  const Result ref = cpu_reference(in, c, 1.0f);
-  GpuInputs d(in, c);
-  Outputs o(c);
-  const double total = run(d, o, 1.0f);
-  EXPECT_TRUE(std::isfinite(total));
-  EXPECT_LT(rel_l2(o.nll.download(), ref.nll), 1e-2);
-  for (float v : o.dx.download()) ASSERT_TRUE(std::isfinite(v));
-  for (float v : o.dw.download()) ASSERT_TRUE(std::isfinite(v));
-}
-
 TEST(CrossEntropyCuda, ForwardOnlyGivesTheSameLoss) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{257, 33, 258}, Case{257, 64, 32000}}) {
     const Inputs in = random_inputs(c, 8);
     GpuInputs d(in, c);
@@ -167,7 +179,7 @@ TEST(CrossEntropyCuda, ForwardOnlyGivesTheSameLoss) {
 }
 
 TEST(CrossEntropyCuda, GradScaleScalesGradients) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const Case c{33, 17, 50};
   const Inputs in = random_inputs(c, 9);
   GpuInputs d(in, c);
@@ -183,7 +195,7 @@ TEST(CrossEntropyCuda, GradScaleScalesGradients) {
 }
 
 TEST(CrossEntropyCuda, DwAccumulatesDxIsWritten) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{33, 17, 50}, Case{257, 64, 32000}}) {
     const Inputs in = random_inputs(c, 10);
     GpuInputs d(in, c);
@@ -199,7 +211,7 @@ TEST(CrossEntropyCuda, DwAccumulatesDxIsWritten) {
 }
 
 TEST(CrossEntropyCuda, Deterministic) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{257, 64, 32000}, Case{1000, 96, 258}})
     for (int64_t chunk : {0, 100}) {
       const Inputs in = random_inputs(c, 11);
@@ -216,7 +228,7 @@ TEST(CrossEntropyCuda, Deterministic) {
 }
 
 TEST(CrossEntropyCuda, TargetOutsideVocabularyIsReported) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const Case c{4, 3, 5};
   Inputs in = random_inputs(c, 12);
   for (auto [bad, row, value] : {std::tuple{std::vector<int32_t>{0, 4, 1, 5}, "row 3", "target 5"},
@@ -252,19 +264,8 @@ void run_sum(const GpuInputs& d, Outputs& o, float grad_scale, double* loss, boo
   output_cross_entropy_sum(d.X(), d.W(), d.T(), nll, grad_scale, dx, dw, loss, accumulate);
 }
 
-double read_double(const double* device) {
-  double v;
-  copy_to_host(&v, device, sizeof v);
-  return v;
-}
-
-::testing::AssertionResult same_double(double a, double b) {
-  if (std::memcmp(&a, &b, sizeof a) == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << std::hexfloat << a << " vs " << b;
-}
-
 TEST(CrossEntropyCuda, DeviceSumIsTheReturnedLossBitwise) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   DeviceBuffer loss(sizeof(double));
   for (Case c : {Case{33, 17, 50}, Case{257, 64, 32000}})
     for (int64_t chunk : {0, 7}) {
@@ -276,19 +277,19 @@ TEST(CrossEntropyCuda, DeviceSumIsTheReturnedLossBitwise) {
       const double t = run(d, ref, 0.5f, call), t2 = run(d2, ref2, 0.5f, call);
       poison(loss);
       run_sum(d, o, 0.5f, loss.as<double>(), false, chunk);
-      EXPECT_TRUE(same_double(read_double(loss.as<double>()), t)) << c << " chunk " << chunk;
+      EXPECT_TRUE(same_bits(read_device_double(loss.as<double>()), t)) << c << " chunk " << chunk;
       EXPECT_EQ(o.nll.bytes(), ref.nll.bytes()) << c;
       EXPECT_EQ(o.dx.bytes(), ref.dx.bytes()) << c;
       EXPECT_EQ(o.dw.bytes(), ref.dw.bytes()) << c;
       // accumulated over a second call: the host sum of the two returned losses
       run_sum(d2, o, 0.5f, loss.as<double>(), true, chunk);
-      EXPECT_TRUE(same_double(read_double(loss.as<double>()), t + t2)) << c << " chunk " << chunk;
+      EXPECT_TRUE(same_bits(read_device_double(loss.as<double>()), t + t2)) << c << " chunk " << chunk;
       EXPECT_EQ(o.nll.bytes(), ref2.nll.bytes()) << c;
     }
 }
 
 TEST(CrossEntropyCuda, DeviceSumEdgeCases) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   DeviceBuffer loss(sizeof(double));
   // No rows: written 0, or left as is when accumulating.
   const Case c0{0, 3, 5};
@@ -298,9 +299,9 @@ TEST(CrossEntropyCuda, DeviceSumEdgeCases) {
   const double seven = 7.0;
   copy_to_device(loss.data(), &seven, sizeof seven);
   output_cross_entropy_sum(X0, d0.W(), T0, Tensor(), 1.0f, Tensor(), Tensor(), loss.as<double>(), true);
-  EXPECT_EQ(read_double(loss.as<double>()), 7.0);
+  EXPECT_EQ(read_device_double(loss.as<double>()), 7.0);
   output_cross_entropy_sum(X0, d0.W(), T0, Tensor(), 1.0f, Tensor(), Tensor(), loss.as<double>(), false);
-  EXPECT_EQ(read_double(loss.as<double>()), 0.0);
+  EXPECT_EQ(read_device_double(loss.as<double>()), 0.0);
 
   // A target >= V is not reported: the row counts as ignored (the caller validates targets).
   const Case c{9, 3, 5};
@@ -313,7 +314,7 @@ TEST(CrossEntropyCuda, DeviceSumEdgeCases) {
   Outputs ob(c), og(c);
   const double t = run(good, og, 1.0f);
   EXPECT_NO_THROW(run_sum(bad, ob, 1.0f, loss.as<double>(), false));
-  EXPECT_TRUE(same_double(read_double(loss.as<double>()), t));
+  EXPECT_TRUE(same_bits(read_device_double(loss.as<double>()), t));
   EXPECT_EQ(ob.nll.bytes(), og.nll.bytes());
   EXPECT_EQ(ob.dx.bytes(), og.dx.bytes());
   EXPECT_EQ(ob.dw.bytes(), og.dw.bytes());
@@ -323,7 +324,7 @@ TEST(CrossEntropyCuda, DeviceSumEdgeCases) {
 // Captured in a CUDA graph after one eager call (which sizes the op scratch) and replayed: the
 // same loss, nll, dx and dw bits as the eager call, also after the inputs change.
 TEST(CrossEntropyCuda, CapturedCallReplaysBitwise) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (auto [c, chunk] : {std::pair{Case{257, 64, 32000}, int64_t(0)}, std::pair{Case{100, 33, 258}, int64_t(30)}}) {
     const Inputs in = random_inputs(c, 30), in2 = random_inputs(c, 31);
     GpuInputs d(in, c);
@@ -331,12 +332,12 @@ TEST(CrossEntropyCuda, CapturedCallReplaysBitwise) {
     Outputs eager(c), eager2(c), o(c);
     // eager references (on a separate copy of the second input)
     run_sum(d, eager, 0.5f, loss.as<double>(), false, chunk);
-    const double t = read_double(loss.as<double>());
+    const double t = read_device_double(loss.as<double>());
     {
       GpuInputs d2(in2, c);
       run_sum(d2, eager2, 0.5f, loss.as<double>(), false, chunk);
     }
-    const double t2 = read_double(loss.as<double>());
+    const double t2 = read_device_double(loss.as<double>());
 
     CudaGraph g;
     g.begin_capture();
@@ -349,7 +350,7 @@ TEST(CrossEntropyCuda, CapturedCallReplaysBitwise) {
     o.dx.poison();
     o.dw.zero();
     g.launch();
-    EXPECT_TRUE(same_double(read_double(loss.as<double>()), t)) << c;
+    EXPECT_TRUE(same_bits(read_device_double(loss.as<double>()), t)) << c;
     EXPECT_EQ(o.nll.bytes(), eager.nll.bytes()) << c;
     EXPECT_EQ(o.dx.bytes(), eager.dx.bytes()) << c;
     EXPECT_EQ(o.dw.bytes(), eager.dw.bytes()) << c;
@@ -363,7 +364,7 @@ TEST(CrossEntropyCuda, CapturedCallReplaysBitwise) {
     o.dx.poison();
     o.dw.zero();
     g.launch();
-    EXPECT_TRUE(same_double(read_double(loss.as<double>()), t2)) << c;
+    EXPECT_TRUE(same_bits(read_device_double(loss.as<double>()), t2)) << c;
     EXPECT_EQ(o.nll.bytes(), eager2.nll.bytes()) << c;
     EXPECT_EQ(o.dx.bytes(), eager2.dx.bytes()) << c;
     EXPECT_EQ(o.dw.bytes(), eager2.dw.bytes()) << c;
@@ -371,7 +372,7 @@ TEST(CrossEntropyCuda, CapturedCallReplaysBitwise) {
 }
 
 TEST(CrossEntropyCuda, ArgumentErrors) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const Case c{4, 3, 5};
   const Inputs in = random_inputs(c, 13);
   GpuInputs d(in, c);

@@ -1,14 +1,11 @@
-// Embedding on CUDA against the CPU reference: forward copies rows exactly (with the dtype
-// conversion), backward is bitwise equal to the CPU's in-order sums.
+// Embedding on CUDA against the CPU reference (the op-test harness): forward copies rows exactly
+// (with the dtype conversion), backward is bitwise equal to the CPU's in-order sums.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "lingua/core/bf16.h"
-#include "lingua/core/cuda.h"
+#include "lingua/ops/backend_test.h"
 #include "lingua/ops/embedding/embedding.h"
-#include "lingua/ops/testing.h"
-#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -19,66 +16,54 @@ struct Case {
   int64_t N, V, D;
 };
 
-TEST(EmbeddingCuda, ForwardCopiesRows) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+// Rows copied exactly (converted to out's dtype).
+std::vector<OpCase> forward_cases() {
+  std::vector<OpCase> cs;
   for (Case c : {Case{1, 1, 1}, Case{31, 7, 33}, Case{33, 11, 1023}, Case{257, 13, 1024}, Case{31, 50, 4096}})
     for (DType tt : {DType::f32, DType::bf16})
       for (DType ot : {DType::f32, DType::bf16})
         for (int64_t offset : {0, 1}) {  // offset 1: misaligned table, element by element
           if (offset && c.D % 8) continue;
-          auto table = as_dtype(random_vector(c.V * c.D, 1), tt);
-          auto ids = random_ints(c.N, 2, 0, (int32_t)c.V - 1);
-          DeviceTensor d_ids({c.N}, DType::i32), d_table({c.V, c.D}, tt, offset), d_out({c.N, c.D}, ot);
-          d_ids.upload(ids);
-          d_table.upload(table);
-          d_out.poison();
-          embedding_forward(d_ids.t, d_table.t, d_out.t);
-          const auto out = d_out.download();
-          for (int64_t n = 0; n < c.N; ++n)
-            for (int64_t j = 0; j < c.D; ++j) {
-              const float want = ot == DType::bf16 ? round_to_bf16(table[ids[n] * c.D + j]) : table[ids[n] * c.D + j];
-              ASSERT_EQ(out[n * c.D + j], want) << c.N << "x" << c.D << " table " << dtype_name(tt) << " out "
-                                                << dtype_name(ot) << " at " << n << "," << j;
-            }
+          OpCase& k = cs.emplace_back("embedding_forward");
+          k.in("ids", {c.N}, DType::i32).ints(0, (int32_t)c.V - 1, 2);
+          k.in("table", {c.V, c.D}, tt).uniform(-1.0f, 1.0f, 1).offset(offset);
+          k.out("out", {c.N, c.D}, ot).exact();
+          k.run = [](OpArgs& a) {
+            embedding_forward(a["ids"], a["table"], a["out"]);
+            embedding_check_errors();
+          };
         }
-  EXPECT_NO_THROW(embedding_check_errors());
+  return cs;
 }
 
-TEST(EmbeddingCuda, BackwardIsBitwiseEqualToCpuAndDeterministic) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+// The same additions in the same order as the CPU: bitwise equal (and so equal run to run). bf16
+// dout is widened exactly. calls 2: a second call adds the same rows again, as the CPU does.
+std::vector<OpCase> backward_cases() {
+  std::vector<OpCase> cs;
   // Few ids: long runs of repeated ids (past the 8-row unrolled loop); many ids: mostly single rows.
   for (Case c : {Case{1, 1, 1}, Case{33, 4, 31}, Case{257, 3, 1023}, Case{4099, 5, 1024}, Case{300, 13, 129},
                  Case{2000, 1000, 64}, Case{4099, 2, 33}})
-    for (DType dt : {DType::f32, DType::bf16})  // bf16: widened exactly, so the same sums of its values
-    for (int64_t offset : {0, 1}) {  // offset 1: misaligned dout, the scalar path
-      if (offset && c.D % 4) continue;
-      auto ids = random_ints(c.N, 3, 0, (int32_t)c.V - 1);
-      auto dout = as_dtype(random_vector(c.N * c.D, 4), dt);
-      auto dtable = random_vector(c.V * c.D, 5);
-      auto expected = dtable;
-      embedding_backward(Tensor(ids.data(), {c.N}), Tensor(dout.data(), {c.N, c.D}),
-                         Tensor(expected.data(), {c.V, c.D}));
-      DeviceTensor d_ids({c.N}, DType::i32), d_dout({c.N, c.D}, dt, offset), d_dtable({c.V, c.D}, DType::f32);
-      d_ids.upload(ids);
-      d_dout.upload(dout);
-      d_dtable.upload(dtable);
-      embedding_backward(d_ids.t, d_dout.t, d_dtable.t);
-      const auto got = d_dtable.download();
-      // Same additions in the same order as the CPU: bitwise equal (and so equal run to run).
-      for (size_t i = 0; i < expected.size(); ++i)
-        ASSERT_EQ(got[i], expected[i]) << c.N << "x" << c.V << "x" << c.D << " offset " << offset << " dout "
-                                       << dtype_name(dt) << " at " << i;
-      // Accumulates: a second call adds the same rows again, as the CPU does.
-      embedding_backward(Tensor(ids.data(), {c.N}), Tensor(dout.data(), {c.N, c.D}),
-                         Tensor(expected.data(), {c.V, c.D}));
-      embedding_backward(d_ids.t, d_dout.t, d_dtable.t);
-      EXPECT_EQ(d_dtable.download(), expected) << c.N << "x" << c.V << "x" << c.D;
-    }
-  EXPECT_NO_THROW(embedding_check_errors());
+    for (DType dt : {DType::f32, DType::bf16})
+      for (int64_t offset : {0, 1})  // offset 1: misaligned dout, the scalar path
+        for (int calls : {1, 2}) {
+          if (offset && c.D % 4) continue;
+          OpCase& k = cs.emplace_back("embedding_backward", "calls " + std::to_string(calls));
+          k.in("ids", {c.N}, DType::i32).ints(0, (int32_t)c.V - 1, 3);
+          k.in("dout", {c.N, c.D}, dt).uniform(-1.0f, 1.0f, 4).offset(offset);
+          k.out("dtable", {c.V, c.D}).accumulated().uniform(-1.0f, 1.0f, 5).exact();
+          k.run = [calls](OpArgs& a) {
+            for (int i = 0; i < calls; ++i) embedding_backward(a["ids"], a["dout"], a["dtable"]);
+            embedding_check_errors();
+          };
+        }
+  return cs;
 }
 
+LINGUA_OP_TEST(Embedding, ForwardCopiesRows, forward_cases())
+LINGUA_OP_TEST(Embedding, BackwardIsBitwiseEqualToCpuAndDeterministic, backward_cases())
+
 TEST(EmbeddingCuda, OutOfRangeIdIsReportedByCheckErrors) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const int64_t N = 5, V = 5, D = 8;
   auto table = random_vector(V * D, 6);
   auto dout = random_vector(N * D, 7);
@@ -126,7 +111,7 @@ TEST(EmbeddingCuda, OutOfRangeIdIsReportedByCheckErrors) {
 }
 
 TEST(EmbeddingCuda, Errors) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const int64_t N = 4, V = 5, D = 8;
   DeviceTensor ids({N}, DType::i32), ids_f({N}, DType::f32), table({V, D}, DType::bf16), out({N, D}, DType::f32),
       out_i({N, D}, DType::i32), dtable({V, D}, DType::f32);

@@ -1,16 +1,13 @@
-// GPU linear layer against the CPU reference run on the same (bf16-rounded) inputs.
+// GPU linear layer against the CPU reference (the op-test harness): cuBLASLt and the fallback
+// kernel, with and without a fused residual; determinism, optional gradients and errors.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <iostream>
-#include <iterator>
-#include <optional>
 #include <utility>
 
-#include "lingua/core/cuda.h"
+#include "lingua/ops/backend_test.h"
 #include "lingua/ops/linear/linear.h"
-#include "lingua/ops/testing.h"
-#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -36,187 +33,173 @@ std::ostream& operator<<(std::ostream& os, Dtypes d) { return os << dtype_name(d
 // fp32 (tensor cores may round the running sum differently from RNE). The f32 path: fp32 FMA.
 double tolerance(Dtypes d) { return d.out == DType::bf16 ? 1e-2 : d.in == DType::bf16 ? 1e-4 : 1e-5; }
 
-struct Inputs {
-  std::vector<float> x, w, dy;  // rounded to the input dtype
-};
-Inputs make_inputs(Case c, DType dt, uint32_t seed) {
-  return {as_dtype(random_vector(c.N * c.in, seed), dt), as_dtype(random_vector(c.out * c.in, seed + 1), dt),
-          as_dtype(random_vector(c.N * c.out, seed + 2), dt)};
+// x (seed), w (seed + 1) and, for the backward, dy (seed + 2), in d.in.
+OpCase inputs(const char* op, const char* label, Case c, Dtypes d, uint32_t seed, bool with_dy) {
+  OpCase k(op, label);
+  k.in("x", {c.N, c.in}, d.in).uniform(-1.0f, 1.0f, seed);
+  k.in("w", {c.out, c.in}, d.in).uniform(-1.0f, 1.0f, seed + 1);
+  if (with_dy) k.in("dy", {c.N, c.out}, d.in).uniform(-1.0f, 1.0f, seed + 2);
+  return k;
 }
 
-void check_forward(Case c, Dtypes d, uint32_t seed) {
-  const Inputs in = make_inputs(c, d.in, seed);
-  std::vector<float> ref(c.N * c.out);
-  linear_forward(Tensor(in.x.data(), {c.N, c.in}), Tensor(in.w.data(), {c.out, c.in}), Tensor(ref.data(), {c.N, c.out}));
-
-  DeviceTensor x({c.N, c.in}, d.in), w({c.out, c.in}, d.in), y({c.N, c.out}, d.out);
-  x.upload(in.x);
-  w.upload(in.w);
-  y.poison();
-  linear_forward(x.t, w.t, y.t);
-  EXPECT_LT(rel_l2(y.download(), ref), tolerance(d)) << c << " " << d;
+OpCase forward_case(Case c, Dtypes d, uint32_t seed) {
+  OpCase k = inputs("linear_forward", "", c, d, seed, false);
+  k.out("y", {c.N, c.out}, d.out).tol(tolerance(d));
+  k.run = [](OpArgs& a) { linear_forward(a["x"], a["w"], a["y"]); };
+  return k;
 }
 
-void check_backward(Case c, Dtypes d, uint32_t seed) {
-  const Inputs in = make_inputs(c, d.in, seed);
-  const auto dw0 = random_vector(c.out * c.in, seed + 3);  // dw accumulates onto this
-  std::vector<float> dx_ref(c.N * c.in), dw_ref = dw0;
-  linear_backward(Tensor(in.x.data(), {c.N, c.in}), Tensor(in.w.data(), {c.out, c.in}),
-                  Tensor(in.dy.data(), {c.N, c.out}), Tensor(dx_ref.data(), {c.N, c.in}),
-                  Tensor(dw_ref.data(), {c.out, c.in}));
-
-  DeviceTensor x({c.N, c.in}, d.in), w({c.out, c.in}, d.in), dy({c.N, c.out}, d.in);
-  DeviceTensor dx({c.N, c.in}, d.out), dw({c.out, c.in}, DType::f32);
-  x.upload(in.x);
-  w.upload(in.w);
-  dy.upload(in.dy);
-  dw.upload(dw0);
-  dx.poison();
-  linear_backward(x.t, w.t, dy.t, dx.t, dw.t);
-  EXPECT_LT(rel_l2(dx.download(), dx_ref), tolerance(d)) << "dx " << c << " " << d;
-  EXPECT_LT(rel_l2(dw.download(), dw_ref), tolerance({d.in, DType::f32})) << "dw " << c << " " << d;
-
-  // accumulate_dx adds to what is there
-  const auto base = as_dtype(random_vector(c.N * c.in, seed + 4), d.out);
-  std::vector<float> expected(base.size());
-  for (size_t i = 0; i < base.size(); ++i) expected[i] = base[i] + dx_ref[i];
-  DeviceTensor dx_acc({c.N, c.in}, d.out);
-  dx_acc.upload(base);
-  linear_backward(x.t, w.t, dy.t, dx_acc.t, Tensor(), true);
-  EXPECT_LT(rel_l2(dx_acc.download(), expected), tolerance(d)) << "dx accumulated " << c << " " << d;
+// dx written, dw accumulated onto random values (seed + 3).
+OpCase backward_case(Case c, Dtypes d, uint32_t seed) {
+  OpCase k = inputs("linear_backward", "", c, d, seed, true);
+  k.out("dx", {c.N, c.in}, d.out).tol(tolerance(d));
+  k.out("dw", {c.out, c.in}).accumulated().uniform(-1.0f, 1.0f, seed + 3).tol(tolerance({d.in, DType::f32}));
+  k.run = [](OpArgs& a) { linear_backward(a["x"], a["w"], a["dy"], a["dx"], a["dw"]); };
+  return k;
 }
 
-// y = x W^T + residual against the CPU (run in place on the same rounded inputs); the residual is
-// a separate buffer (checked unchanged, y poisoned first) or y itself. Returns y's bytes.
-std::vector<uint8_t> check_forward_residual(Case c, Dtypes d, uint32_t seed, bool aliased) {
-  const Inputs in = make_inputs(c, d.in, seed);
-  const auto r = as_dtype(random_vector(c.N * c.out, seed + 5, -4.0f, 4.0f), d.out);
-  std::vector<float> ref = r;
-  const Tensor REF(ref.data(), {c.N, c.out});
-  linear_forward(Tensor(in.x.data(), {c.N, c.in}), Tensor(in.w.data(), {c.out, c.in}), REF, REF);
-
-  DeviceTensor x({c.N, c.in}, d.in), w({c.out, c.in}, d.in), res({c.N, c.out}, d.out);
-  std::optional<DeviceTensor> y;  // only when separate
-  x.upload(in.x);
-  w.upload(in.w);
-  res.upload(r);
-  if (aliased) {
-    linear_forward(x.t, w.t, res.t, res.t);
-  } else {
-    y.emplace({c.N, c.out}, d.out);
-    y->poison();
-    linear_forward(x.t, w.t, y->t, res.t);
-    EXPECT_TRUE(res.download() == r) << "residual modified: " << c << " " << d;
-  }
-  const DeviceTensor& result = aliased ? res : *y;
-  // Relative to the size of the two terms, not of their sum: residual + product may cancel
-  // (a single output element of 1e-5 relative error was seen at N 1, out 1).
-  const std::vector<float> got = result.download();
-  double diff = 0, scale_r = 0, scale_p = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]);
-    scale_r += (double)r[i] * r[i];
-    scale_p += ((double)ref[i] - r[i]) * ((double)ref[i] - r[i]);
-  }
-  EXPECT_LT(std::sqrt(diff) / std::max(std::sqrt(scale_r) + std::sqrt(scale_p), 1e-30), tolerance(d))
-      << c << " " << d << (aliased ? " in place" : " separate");
-  return result.bytes();
+// accumulate_dx adds to what is there (seed + 4); no dw.
+OpCase backward_accumulate_case(Case c, Dtypes d, uint32_t seed) {
+  OpCase k = inputs("linear_backward", "accumulate_dx", c, d, seed, true);
+  k.out("dx", {c.N, c.in}, d.out).accumulated().uniform(-1.0f, 1.0f, seed + 4).tol(tolerance(d));
+  k.run = [](OpArgs& a) { linear_backward(a["x"], a["w"], a["dy"], a["dx"], Tensor(), true); };
+  return k;
 }
 
-const int64_t kResidualN[] = {1, 31, 33, 257};
-const int64_t kResidualDims[] = {1, 7, 64, 130, 1024};  // in and out
-
-TEST(LinearCuda, ForwardMatchesCpu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  uint32_t seed = 1;
-  for (Case c : kCases)
-    for (Dtypes d : kDtypes) check_forward(c, d, seed += 10);
+std::vector<OpCase> forward_cases(const std::vector<Case>& shapes, uint32_t seed, bool with_backward) {
+  std::vector<OpCase> cs;
+  for (Case c : shapes)
+    for (Dtypes d : kDtypes) {
+      cs.push_back(forward_case(c, d, seed += 10));
+      if (!with_backward) continue;
+      cs.push_back(backward_case(c, d, seed += 10));
+      cs.push_back(backward_accumulate_case(c, d, seed));
+    }
+  return cs;
 }
 
-TEST(LinearCuda, BackwardMatchesCpu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+std::vector<OpCase> backward_cases() {
+  std::vector<OpCase> cs;
   uint32_t seed = 1000;
   for (Case c : kCases)
-    for (Dtypes d : kDtypes) check_backward(c, d, seed += 10);
+    for (Dtypes d : kDtypes) {
+      cs.push_back(backward_case(c, d, seed += 10));
+      cs.push_back(backward_accumulate_case(c, d, seed));
+    }
+  return cs;
 }
 
-TEST(LinearCuda, ResidualMatchesCpu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+// y = x W^T + residual (seed + 5, in [-4, 4)), the residual a separate input or y itself. The
+// error is relative to the size of the two terms, not of their sum: residual + product may cancel
+// (a single output element of 1e-5 relative error was seen at N 1, out 1).
+OpCase residual_case(Case c, Dtypes d, uint32_t seed, bool aliased) {
+  OpCase k = inputs("linear_forward", aliased ? "residual in place" : "residual", c, d, seed, false);
+  const std::string r = aliased ? "y" : "residual";
+  if (!aliased) k.in("residual", {c.N, c.out}, d.out).uniform(-4.0f, 4.0f, seed + 5);
+  TensorSpec& y = k.out("y", {c.N, c.out}, d.out);
+  if (aliased) y.accumulated().uniform(-4.0f, 4.0f, seed + 5);
+  y.compare([r, tol = tolerance(d)](const std::vector<float>& got, const std::vector<float>& ref, const Values& in) {
+    const std::vector<float>& res = in[r];
+    double diff = 0, scale_r = 0, scale_p = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      diff += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]);
+      scale_r += (double)res[i] * res[i];
+      scale_p += ((double)ref[i] - res[i]) * ((double)ref[i] - res[i]);
+    }
+    const double err = std::sqrt(diff) / std::max(std::sqrt(scale_r) + std::sqrt(scale_p), 1e-30);
+    if (err < tol) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "error " << err << " relative to the terms, tolerance " << tol;
+  });
+  k.run = [aliased](OpArgs& a) { linear_forward(a["x"], a["w"], a["y"], aliased ? a["y"] : a["residual"]); };
+  return k;
+}
+
+std::vector<OpCase> residual_cases() {
+  std::vector<OpCase> cs;
   uint32_t seed = 3000;
-#ifdef LINGUA_CUDA
-  const uint64_t fallbacks = linear_cuda_fallback_count();
-#endif
-  for (int64_t N : kResidualN)
-    for (int64_t in : kResidualDims)
-      for (int64_t out : kResidualDims)
+  for (int64_t N : {1, 31, 33, 257})
+    for (int64_t in : {1, 7, 64, 130, 1024})
+      for (int64_t out : {1, 7, 64, 130, 1024})
         for (Dtypes d : kDtypes)
-          for (bool aliased : {false, true}) check_forward_residual({N, in, out}, d, seed += 10, aliased);
+          for (bool aliased : {false, true}) cs.push_back(residual_case({N, in, out}, d, seed += 10, aliased));
+  return cs;
+}
+
+const std::vector<Case> all_cases(std::begin(kCases), std::end(kCases));
+LINGUA_OP_TEST(Linear, ForwardMatchesCpu, forward_cases(all_cases, 1, false))
+LINGUA_OP_TEST(Linear, BackwardMatchesCpu, backward_cases())
+
+TEST(LinearCpuBackend, ResidualMatchesCpu) { check_cases(Device::cpu, residual_cases()); }
+
 #ifdef LINGUA_CUDA
+TEST(LinearCuda, ResidualMatchesCpu) {
+  LINGUA_REQUIRE_GPU();
+  const uint64_t fallbacks = linear_cuda_fallback_count();
+  const auto cases = residual_cases();
+  check_cases(Device::cuda, cases);
   // Informational: sizes cuBLASLt had no (out-of-place capable) algorithm for.
   std::cout << "[   INFO   ] fallback kernel runs in this sweep: " << linear_cuda_fallback_count() - fallbacks
-            << " of " << std::size(kResidualN) * std::size(kResidualDims) * std::size(kResidualDims) * 6 << "\n";
-#endif
+            << " of " << cases.size() << "\n";
 }
 
-#ifdef LINGUA_CUDA
 // The transformer's case (bf16 x / w, f32 residual stream) at an aligned size must run on
 // cuBLASLt both in place and out of place, not on the fallback kernel.
 TEST(LinearCuda, ResidualUsesCublasLt) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{128, 1024, 512}, Case{256, 512, 1024}})
     for (bool aliased : {false, true}) {
       const uint64_t before = linear_cuda_fallback_count();
-      check_forward_residual(c, {DType::bf16, DType::f32}, 41, aliased);
+      check_case(Device::cuda, residual_case(c, {DType::bf16, DType::f32}, 41, aliased));
       EXPECT_EQ(linear_cuda_fallback_count(), before) << c << (aliased ? " in place" : " separate");
     }
 }
-#endif
 
 // The simple kernel used when cuBLASLt has no algorithm for a problem.
-#ifdef LINGUA_CUDA
+struct ForceFallback {
+  ForceFallback() { linear_cuda_force_fallback(true); }
+  ~ForceFallback() { linear_cuda_force_fallback(false); }
+};
+
 TEST(LinearCuda, FallbackKernelMatchesCpu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  struct Reset {
-    ~Reset() { linear_cuda_force_fallback(false); }
-  } reset;
-  linear_cuda_force_fallback(true);
-  uint32_t seed = 2000;
-  for (Case c : {Case{1, 31, 17}, Case{33, 257, 31}, Case{257, 129, 33}, Case{70, 40, 100}})
-    for (Dtypes d : kDtypes) {
-      check_forward(c, d, seed += 10);
-      check_backward(c, d, seed += 10);
-    }
+  LINGUA_REQUIRE_GPU();
+  ForceFallback force;
+  check_cases(Device::cuda,
+              forward_cases({{1, 31, 17}, {33, 257, 31}, {257, 129, 33}, {70, 40, 100}}, 2000, true));
 }
 
 TEST(LinearCuda, FallbackKernelResidual) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  struct Reset {
-    ~Reset() { linear_cuda_force_fallback(false); }
-  } reset;
-  linear_cuda_force_fallback(true);
+  LINGUA_REQUIRE_GPU();
+  ForceFallback force;
   uint32_t seed = 4000;
   for (Case c : {Case{1, 1, 1}, Case{31, 7, 130}, Case{33, 130, 7}, Case{257, 1024, 64}, Case{1, 64, 1024}})
     for (Dtypes d : kDtypes) {
       const uint64_t before = linear_cuda_fallback_count();
       seed += 10;
       // Same kernel, same inputs: in place and separate give the same bits.
-      const auto separate = check_forward_residual(c, d, seed, false);
-      const auto in_place = check_forward_residual(c, d, seed, true);
-      EXPECT_EQ(separate, in_place) << c << " " << d;
+      const Values separate = check_case(Device::cuda, residual_case(c, d, seed, false));
+      const Values in_place = check_case(Device::cuda, residual_case(c, d, seed, true));
+      EXPECT_TRUE(same_bits(separate["y"], in_place["y"], "y separate vs in place")) << c << " " << d;
       EXPECT_EQ(linear_cuda_fallback_count(), before + 2) << c << " " << d;
     }
 }
 #endif
 
+// x, w and dy (seeds seed, seed + 1, seed + 2) in bf16 on the GPU.
+struct GpuInputs {
+  DeviceTensor x, w, dy;
+  GpuInputs(Case c, uint32_t seed)
+      : x({c.N, c.in}, DType::bf16), w({c.out, c.in}, DType::bf16), dy({c.N, c.out}, DType::bf16) {
+    x.upload(random_vector(c.N * c.in, seed));
+    w.upload(random_vector(c.out * c.in, seed + 1));
+    dy.upload(random_vector(c.N * c.out, seed + 2));
+  }
+};
+
 TEST(LinearCuda, DwAccumulatesAndGradientsAreOptional) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{33, 257, 31}, Case{128, 1024, 512}}) {
-    const Inputs in = make_inputs(c, DType::bf16, 7);
-    DeviceTensor x({c.N, c.in}, DType::bf16), w({c.out, c.in}, DType::bf16), dy({c.N, c.out}, DType::bf16);
-    x.upload(in.x);
-    w.upload(in.w);
-    dy.upload(in.dy);
-    const Tensor X = x.t, W = w.t, DY = dy.t;
+    const GpuInputs in(c, 7);
+    const Tensor X = in.x.t, W = in.w.t, DY = in.dy.t;
     DeviceTensor once({c.out, c.in}, DType::f32), twice({c.out, c.in}, DType::f32);
     once.zero();
     twice.zero();
@@ -241,14 +224,10 @@ TEST(LinearCuda, DwAccumulatesAndGradientsAreOptional) {
 }
 
 TEST(LinearCuda, Deterministic) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{257, 129, 33}, Case{128, 1024, 512}, Case{4096, 256, 64}}) {
-    const Inputs in = make_inputs(c, DType::bf16, 11);
-    DeviceTensor x({c.N, c.in}, DType::bf16), w({c.out, c.in}, DType::bf16), dy({c.N, c.out}, DType::bf16);
-    x.upload(in.x);
-    w.upload(in.w);
-    dy.upload(in.dy);
-    const Tensor X = x.t, W = w.t, DY = dy.t;
+    const GpuInputs in(c, 11);
+    const Tensor X = in.x.t, W = in.w.t, DY = in.dy.t;
     std::vector<uint8_t> first[3];
     for (int run = 0; run < 2; ++run) {
       DeviceTensor y({c.N, c.out}, DType::bf16), dx({c.N, c.in}, DType::bf16), dw({c.out, c.in}, DType::f32);
@@ -269,18 +248,18 @@ TEST(LinearCuda, Deterministic) {
 }
 
 TEST(LinearCuda, ResidualDeterministic) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{257, 130, 1024}, Case{128, 1024, 512}, Case{4096, 256, 64}, Case{33, 1024, 7}})
     for (Dtypes d : {Dtypes{DType::bf16, DType::f32}, Dtypes{DType::bf16, DType::bf16}})
       for (bool aliased : {false, true}) {
-        const auto first = check_forward_residual(c, d, 51, aliased);
-        const auto second = check_forward_residual(c, d, 51, aliased);
-        EXPECT_EQ(first, second) << c << " " << d << (aliased ? " in place" : " separate");
+        const Values first = check_case(Device::cuda, residual_case(c, d, 51, aliased));
+        const Values second = check_case(Device::cuda, residual_case(c, d, 51, aliased));
+        EXPECT_TRUE(same_bits(first["y"], second["y"], "y")) << c << " " << d << (aliased ? " in place" : " separate");
       }
 }
 
 TEST(LinearCuda, EmptyDimensions) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   // Empty tensors have no memory (null data).
   auto none = [](std::initializer_list<int64_t> dims, DType dt) { return Tensor(nullptr, dims, dt, Device::cuda); };
   // in == 0: y is all zeros (an empty sum), dw untouched
@@ -310,7 +289,7 @@ TEST(LinearCuda, EmptyDimensions) {
 }
 
 TEST(LinearCuda, ArgumentErrors) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const int64_t N = 3, in = 5, out = 7;
   // f32-sized buffers, viewed with the dtype (and shape) each check needs
   DeviceTensor x({N, in}, DType::f32), w({out, in}, DType::f32), y({N, out}, DType::f32), dx({N, in}, DType::f32),
@@ -342,7 +321,7 @@ TEST(LinearCuda, ArgumentErrors) {
 }
 
 TEST(LinearCuda, ResidualArgumentErrors) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const int64_t N = 3, in = 5, out = 7;
   DeviceTensor x({N, in}, DType::bf16), w({out, in}, DType::bf16), halves({2 * N * out}, DType::f32);
   x.zero();

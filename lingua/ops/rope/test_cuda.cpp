@@ -1,13 +1,8 @@
-// RoPE on CUDA against the fp32 CPU reference run on the same (bf16-rounded) inputs.
+// RoPE on CUDA against the fp32 CPU reference (the op-test harness), and the table upload.
 #include <gtest/gtest.h>
 
-#include <cmath>
-
-#include "lingua/core/bf16.h"
-#include "lingua/core/cuda.h"
+#include "lingua/ops/backend_test.h"
 #include "lingua/ops/rope/rope.h"
-#include "lingua/ops/testing.h"
-#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -20,39 +15,33 @@ struct Case {
   int64_t B, T, H, hd;
 };
 
-TEST(RopeCuda, ForwardAndBackwardMatchCpu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  const Case cases[] = {{1, 1, 1, 2}, {2, 31, 3, 10}, {2, 17, 5, 6}, {1, 33, 4, 64}, {3, 257, 2, 128}, {2, 33, 7, 8}};
-  for (Case c : cases)
+// x rotated in place; f32: the same fp32 operations on the same table values, expected exact
+// (max error 1e-6).
+std::vector<OpCase> cases() {
+  std::vector<OpCase> cs;
+  const Case shapes[] = {{1, 1, 1, 2}, {2, 31, 3, 10}, {2, 17, 5, 6}, {1, 33, 4, 64}, {3, 257, 2, 128}, {2, 33, 7, 8}};
+  for (Case c : shapes)
     for (DType dt : {DType::f32, DType::bf16})
       for (int pos0 : {0, 7})
         for (bool backward : {false, true})
           for (int64_t offset : {0, 1}) {  // offset 1: misaligned, the pair-at-a-time path
             if (offset && c.hd % 8) continue;
-            auto table = rope_table((int)(c.T + 7), (int)c.hd, kTheta);
-            const int64_t n = c.B * c.T * c.H * c.hd;
-            auto x = as_dtype(random_vector(n, 1), dt);
-            auto ref = x;
-            Tensor host(ref.data(), {c.B, c.T, c.H, c.hd});
-            backward ? rope_backward(host, table, pos0) : rope_forward(host, table, pos0);
-            DeviceTensor d({c.B, c.T, c.H, c.hd}, dt, offset);
-            d.upload(x);
-            backward ? rope_backward(d.t, table, pos0) : rope_forward(d.t, table, pos0);
-            const double tol = dt == DType::bf16 ? 1e-2 : 1e-5;
-            const auto out = d.download();
-            EXPECT_LT(rel_l2(out, ref), tol) << c.B << "x" << c.T << "x" << c.H << "x" << c.hd << " " << dtype_name(dt)
-                                             << " pos0 " << pos0 << " backward " << backward << " offset " << offset;
-            if (dt == DType::f32) {
-              // Same fp32 operations on the same table values: expected to be exact.
-              double worst = 0;
-              for (int64_t i = 0; i < n; ++i) worst = std::max(worst, (double)std::fabs(out[i] - ref[i]));
-              EXPECT_LE(worst, 1e-6) << c.hd << " pos0 " << pos0;
-            }
+            OpCase& k = cs.emplace_back(backward ? "rope_backward" : "rope_forward", "pos0 " + std::to_string(pos0));
+            Tol tol;
+            tol.rel_l2 = dtype_tol(dt);
+            if (dt == DType::f32) tol.max_abs = 1e-6;
+            k.out("x", {c.B, c.T, c.H, c.hd}, dt).accumulated().uniform(-1.0f, 1.0f, 1).offset(offset).tol(tol);
+            k.run = [table = rope_table((int)(c.T + 7), (int)c.hd, kTheta), pos0, backward](OpArgs& a) {
+              backward ? rope_backward(a["x"], table, pos0) : rope_forward(a["x"], table, pos0);
+            };
           }
+  return cs;
 }
 
+LINGUA_OP_TEST(Rope, ForwardAndBackwardMatchCpu, cases())
+
 TEST(RopeCuda, BackwardInvertsForwardAndTableIsUploadedOnce) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const Case c{2, 65, 4, 64};
   auto table = rope_table(80, (int)c.hd, kTheta);
   EXPECT_FALSE(table.device);
@@ -70,7 +59,7 @@ TEST(RopeCuda, BackwardInvertsForwardAndTableIsUploadedOnce) {
 }
 
 TEST(RopeCuda, Errors) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   auto table = rope_table(16, 6, kTheta);
   DeviceTensor x({2, 8, 3, 10}, DType::f32), y({2, 8, 5, 6}, DType::bf16), z({2, 8, 5, 6}, DType::i32);
   EXPECT_THROW(rope_forward(x.t, table), Error);                 // hd differs from the table

@@ -1,13 +1,10 @@
-// SwiGLU on CUDA against the fp32 CPU reference run on the same (bf16-rounded) inputs.
+// SwiGLU on CUDA against the fp32 CPU reference (the op-test harness); aliasing and the packed form.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "lingua/core/bf16.h"
-#include "lingua/core/cuda.h"
+#include "lingua/ops/backend_test.h"
 #include "lingua/ops/swiglu/swiglu.h"
-#include "lingua/ops/testing.h"
-#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -18,50 +15,50 @@ struct Case {
   int64_t N, H;
 };
 
-TEST(SwiGLUCuda, ForwardAndBackwardMatchCpu) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+// Forward and backward in one case: out, da and db against the CPU.
+std::vector<OpCase> cases() {
+  std::vector<OpCase> cs;
   for (Case c : {Case{1, 1}, Case{1, 7}, Case{31, 33}, Case{33, 1023}, Case{257, 1024}, Case{31, 4096}})
     for (DType dt : {DType::f32, DType::bf16})
       for (int64_t offset : {0, 1}) {  // offset 1: misaligned, element by element
-        const int64_t n = c.N * c.H;
-        auto a = as_dtype(random_vector(n, 1, -6.0f, 6.0f), dt);
-        auto b = as_dtype(random_vector(n, 2, -2.0f, 2.0f), dt);
-        auto g = as_dtype(random_vector(n, 3), dt);
-        std::vector<float> out(n), da(n), db(n);
-        swiglu_forward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(out.data(), {c.N, c.H}));
-        swiglu_backward(Tensor(a.data(), {c.N, c.H}), Tensor(b.data(), {c.N, c.H}), Tensor(g.data(), {c.N, c.H}),
-                        Tensor(da.data(), {c.N, c.H}), Tensor(db.data(), {c.N, c.H}));
-        DeviceTensor d_a({c.N, c.H}, dt, offset), d_b({c.N, c.H}, dt), d_g({c.N, c.H}, dt), d_out({c.N, c.H}, dt),
-            d_da({c.N, c.H}, dt), d_db({c.N, c.H}, dt);
-        d_a.upload(a);
-        d_b.upload(b);
-        d_g.upload(g);
-        d_out.poison();
-        d_da.poison();
-        d_db.poison();
-        swiglu_forward(d_a.t, d_b.t, d_out.t);
-        swiglu_backward(d_a.t, d_b.t, d_g.t, d_da.t, d_db.t);
-        const double tol = dt == DType::bf16 ? 1e-2 : 1e-5;
-        const std::string what =
-            std::to_string(c.N) + "x" + std::to_string(c.H) + " " + dtype_name(dt) + " offset " + std::to_string(offset);
-        EXPECT_LT(rel_l2(d_out.download(), out), tol) << what;
-        EXPECT_LT(rel_l2(d_da.download(), da), tol) << what;
-        EXPECT_LT(rel_l2(d_db.download(), db), tol) << what;
+        OpCase& k = cs.emplace_back("swiglu_forward+backward");
+        k.in("a", {c.N, c.H}, dt).uniform(-6.0f, 6.0f, 1).offset(offset);
+        k.in("b", {c.N, c.H}, dt).uniform(-2.0f, 2.0f, 2);
+        k.in("dout", {c.N, c.H}, dt).uniform(-1.0f, 1.0f, 3);
+        for (const char* out : {"out", "da", "db"}) k.out(out, {c.N, c.H}, dt);
+        k.run = [](OpArgs& t) {
+          swiglu_forward(t["a"], t["b"], t["out"]);
+          swiglu_backward(t["a"], t["b"], t["dout"], t["da"], t["db"]);
+        };
       }
+  return cs;
 }
 
+LINGUA_OP_TEST(SwiGLU, ForwardAndBackwardMatchCpu, cases())
+
+// a, b and dout uploaded to the GPU in dt; out, da and db allocated.
+struct GpuSwiGLU {
+  DeviceTensor a, b, g, out, da, db;
+  GpuSwiGLU(int64_t N, int64_t H, DType dt, const std::vector<float>& av, const std::vector<float>& bv,
+            const std::vector<float>& gv)
+      : a({N, H}, dt), b({N, H}, dt), g({N, H}, dt), out({N, H}, dt), da({N, H}, dt), db({N, H}, dt) {
+    a.upload(av);
+    b.upload(bv);
+    g.upload(gv);
+  }
+  void run() {  // forward into out, backward into da and db
+    swiglu_forward(a.t, b.t, out.t);
+    swiglu_backward(a.t, b.t, g.t, da.t, db.t);
+  }
+};
+
 TEST(SwiGLUCuda, ExtremeInputsStayFinite) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (DType dt : {DType::f32, DType::bf16}) {
-    std::vector<float> a = {-200.0f, -90.0f, 90.0f, 200.0f, 0.0f, -3e38f, 3e38f, 1.0f, 2.0f}, b(9, 1.5f), g(9, 1.0f);
-    a = as_dtype(a, dt);
-    DeviceTensor d_a({1, 9}, dt), d_b({1, 9}, dt), d_g({1, 9}, dt), d_out({1, 9}, dt), d_da({1, 9}, dt), d_db({1, 9}, dt);
-    d_a.upload(a);
-    d_b.upload(b);
-    d_g.upload(g);
-    swiglu_forward(d_a.t, d_b.t, d_out.t);
-    swiglu_backward(d_a.t, d_b.t, d_g.t, d_da.t, d_db.t);
-    const auto out = d_out.download(), da = d_da.download(), db = d_db.download();
+    const std::vector<float> a = {-200.0f, -90.0f, 90.0f, 200.0f, 0.0f, -3e38f, 3e38f, 1.0f, 2.0f};
+    GpuSwiGLU s(1, 9, dt, as_dtype(a, dt), std::vector<float>(9, 1.5f), std::vector<float>(9, 1.0f));
+    s.run();
+    const auto out = s.out.download(), da = s.da.download(), db = s.db.download();
     for (int i = 0; i < 5; ++i) EXPECT_TRUE(std::isfinite(out[i]) && std::isfinite(da[i]) && std::isfinite(db[i])) << i;
     EXPECT_NEAR(out[3], 300.0f, 1e-3);
     EXPECT_NEAR(da[3], 1.5f, 1e-6);
@@ -72,69 +69,52 @@ TEST(SwiGLUCuda, ExtremeInputsStayFinite) {
 }
 
 TEST(SwiGLUCuda, OutputsMayAliasInputs) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   const int64_t N = 33, H = 1024;
   for (DType dt : {DType::f32, DType::bf16}) {
-    auto a = random_vector(N * H, 4, -4.0f, 4.0f), b = random_vector(N * H, 5), g = random_vector(N * H, 6);
-    DeviceTensor d_a({N, H}, dt), d_b({N, H}, dt), d_g({N, H}, dt), d_da({N, H}, dt), d_db({N, H}, dt);
-    d_a.upload(a);
-    d_b.upload(b);
-    d_g.upload(g);
-    swiglu_backward(d_a.t, d_b.t, d_g.t, d_da.t, d_db.t);
-    const auto da = d_da.download(), db = d_db.download();
-    swiglu_backward(d_a.t, d_b.t, d_g.t, d_a.t, d_b.t);  // da over a, db over b
-    EXPECT_EQ(d_a.download(), da) << dtype_name(dt);
-    EXPECT_EQ(d_b.download(), db) << dtype_name(dt);
+    GpuSwiGLU s(N, H, dt, random_vector(N * H, 4, -4.0f, 4.0f), random_vector(N * H, 5), random_vector(N * H, 6));
+    s.run();
+    swiglu_backward(s.a.t, s.b.t, s.g.t, s.a.t, s.b.t);  // da over a, db over b
+    EXPECT_EQ(s.a.bytes(), s.da.bytes()) << dtype_name(dt);
+    EXPECT_EQ(s.b.bytes(), s.db.bytes()) << dtype_name(dt);
   }
 }
 
 TEST(SwiGLUCuda, BackwardRecomputesTheOutputInPlace) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{1, 7}, Case{33, 1023}, Case{257, 1024}})
     for (DType dt : {DType::f32, DType::bf16}) {
       const int64_t n = c.N * c.H;
-      auto a = as_dtype(random_vector(n, 7, -6.0f, 6.0f), dt), b = as_dtype(random_vector(n, 8), dt),
-           g = as_dtype(random_vector(n, 9), dt);
-      DeviceTensor d_a({c.N, c.H}, dt), d_b({c.N, c.H}, dt), d_g({c.N, c.H}, dt), d_out({c.N, c.H}, dt), d_da({c.N, c.H}, dt),
-          d_db({c.N, c.H}, dt);
-      d_a.upload(a);
-      d_b.upload(b);
-      d_g.upload(g);
-      swiglu_forward(d_a.t, d_b.t, d_out.t);
-      swiglu_backward(d_a.t, d_b.t, d_g.t, d_da.t, d_db.t);
-      const auto out = d_out.download(), da = d_da.download(), db = d_db.download();
+      GpuSwiGLU s(c.N, c.H, dt, random_vector(n, 7, -6.0f, 6.0f), random_vector(n, 8), random_vector(n, 9));
+      s.run();
       // In place as the FFN calls it: da over a, db over b, the output over dout. Same bits.
-      swiglu_backward(d_a.t, d_b.t, d_g.t, d_a.t, d_b.t, d_g.t);
+      swiglu_backward(s.a.t, s.b.t, s.g.t, s.a.t, s.b.t, s.g.t);
       const std::string what = std::to_string(c.N) + "x" + std::to_string(c.H) + " " + dtype_name(dt);
-      EXPECT_EQ(d_a.download(), da) << what;
-      EXPECT_EQ(d_b.download(), db) << what;
-      EXPECT_EQ(d_g.download(), out) << what;
+      EXPECT_EQ(s.a.bytes(), s.da.bytes()) << what;
+      EXPECT_EQ(s.b.bytes(), s.db.bytes()) << what;
+      EXPECT_EQ(s.g.bytes(), s.out.bytes()) << what;
     }
 }
 
 TEST(SwiGLUCuda, PackedEqualsSeparate) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   for (Case c : {Case{1, 7}, Case{33, 1023}, Case{257, 1024}, Case{3, 2816}})
     for (DType dt : {DType::f32, DType::bf16}) {
       const int64_t N = c.N, H = c.H, n = N * H;
-      auto a = as_dtype(random_vector(n, 31, -6.0f, 6.0f), dt), b = as_dtype(random_vector(n, 32), dt),
-           g = as_dtype(random_vector(n, 33), dt);
+      const auto a = as_dtype(random_vector(n, 31, -6.0f, 6.0f), dt), b = as_dtype(random_vector(n, 32), dt),
+                 g = as_dtype(random_vector(n, 33), dt);
       std::vector<float> ab(2 * n);
       for (int64_t r = 0; r < N; ++r)
         for (int64_t j = 0; j < H; ++j) ab[r * 2 * H + j] = a[r * H + j], ab[r * 2 * H + H + j] = b[r * H + j];
-      DeviceTensor d_a({N, H}, dt), d_b({N, H}, dt), d_g({N, H}, dt), d_out({N, H}, dt), d_da({N, H}, dt), d_db({N, H}, dt),
-          d_ab({N, 2 * H}, dt), d_pout({N, H}, dt), d_gp({N, H}, dt);
-      d_a.upload(a);
-      d_b.upload(b);
-      d_g.upload(g);
+      GpuSwiGLU s(N, H, dt, a, b, g);
+      DeviceTensor d_ab({N, 2 * H}, dt), d_pout({N, H}, dt), d_gp({N, H}, dt);
       d_gp.upload(g);
       d_ab.upload(ab);
-      swiglu_forward(d_a.t, d_b.t, d_out.t);
+      s.run();
       swiglu_forward_packed(d_ab.t, d_pout.t);
-      swiglu_backward(d_a.t, d_b.t, d_g.t, d_da.t, d_db.t);
       swiglu_backward_packed(d_ab.t, d_gp.t, d_ab.t, d_gp.t);  // in place
       const std::string what = std::to_string(N) + "x" + std::to_string(H) + " " + dtype_name(dt);
-      const auto out = d_out.download(), da = d_da.download(), db = d_db.download(), dab = d_ab.download();
+      const auto out = s.out.download(), da = s.da.download(), db = s.db.download(), dab = d_ab.download();
       EXPECT_EQ(d_pout.download(), out) << what;
       EXPECT_EQ(d_gp.download(), out) << what;
       bool same = true;
@@ -146,7 +126,7 @@ TEST(SwiGLUCuda, PackedEqualsSeparate) {
 }
 
 TEST(SwiGLUCuda, Errors) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  LINGUA_REQUIRE_GPU();
   DeviceTensor a({3, 8}, DType::bf16), b({3, 8}, DType::f32), c({3, 8}, DType::bf16), i({3, 8}, DType::i32);
   std::vector<float> host(24);
   EXPECT_THROW(swiglu_forward(a.t, b.t, c.t), Error);  // mixed dtypes
