@@ -117,15 +117,18 @@ struct StepsRun {
 // CUDA graph or eager), the optimizer from make_optimizer(oc). Each step has two micro-batches
 // of [2, 33] and [2, 32] tokens from `ids` (4 * 2 * 33 of them; the second half of the ids on
 // odd steps); after step `eval_at` (-1: never) an evaluation of another shape reallocates memory.
-// `check` sees the trained model and optimizer.
+// `check` sees the trained model and optimizer; `setup` the executor before the first step (hooks,
+// prefix rows).
 inline StepsRun run_steps_on_gpu(const ModelConfig& mc, const OptimConfig& oc, const std::vector<int32_t>& ids,
                                  bool graph, int steps, int eval_at = -1,
-                                 const std::function<void(Transformer&, AdamW&)>& check = {}) {
+                                 const std::function<void(Transformer&, AdamW&)>& check = {},
+                                 const std::function<void(Executor&)>& setup = {}) {
   const int B = 2, T = 33;
   StepsRun r;
   Transformer m(mc, resolve_dims(mc, mc.vocab_size));
   m.to_device(Device::cuda);
   Executor ex(m);
+  if (setup) setup(ex);
   auto opt = make_optimizer(m, oc);
   TrainStep ts(ex, *opt, graph);
   for (int s = 0; s < steps; ++s) {

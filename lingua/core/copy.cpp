@@ -23,7 +23,10 @@ void copy_row_blocks(const Tensor& dst, int64_t dst_stride, int64_t dst_first, c
   const size_t row = (size_t)src.size(-1) * dtype_size(src.dtype);
   char* d = static_cast<char*>(dst.data) + dst_first * row;
   const char* s = static_cast<const char*>(src.data) + src_first * row;
-  if (dst.device == Device::cuda) return copy_device_2d(d, dst_stride * row, s, src_stride * row, rows * row, blocks);
+  if (dst.device == Device::cuda) {
+    if (blocks == 1) return copy_device_to_device(d, s, rows * row);  // (2-D copies want pitches >= width)
+    return copy_device_2d(d, dst_stride * row, s, src_stride * row, rows * row, blocks);
+  }
   for (int64_t b = 0; b < blocks; ++b) std::memcpy(d + b * dst_stride * row, s + b * src_stride * row, rows * row);
 }
 

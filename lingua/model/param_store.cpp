@@ -90,7 +90,7 @@ int64_t ParamInfo::global_index(int64_t i) const {
 ParamStore::ParamStore() = default;
 ParamStore::~ParamStore() = default;
 
-int ParamStore::add(ParamSpec spec) {
+int ParamStore::add(ParamSpec spec, int after) {
   LINGUA_CHECK(!by_name_.count(spec.name), "internal error: parameter '", spec.name, "' declared twice");
   LINGUA_CHECK(spec.axes.empty() || spec.axes.size() == spec.shape.size(), "internal error: parameter '", spec.name,
                "' has ", spec.shape.size(), " axes but ", spec.axes.size(), " axis roles");
@@ -118,7 +118,13 @@ int ParamStore::add(ParamSpec spec) {
   by_name_[p.name] = id;
   infos_.push_back(std::move(p));
   removed_.push_back(false);
-  order_.push_back(id);
+  if (after < 0) {
+    order_.push_back(id);
+  } else {
+    auto it = std::find(order_.begin(), order_.end(), after);
+    LINGUA_CHECK(it != order_.end(), "internal error: parameter '", infos_[id].name, "' added after unknown id ", after);
+    order_.insert(it + 1, id);
+  }
   if (final_) {
     relayout();
     init_param(id, seed_);
@@ -133,6 +139,13 @@ void ParamStore::remove(int id) {
   removed_[id] = true;
   order_.erase(std::find(order_.begin(), order_.end(), id));
   relayout();
+}
+
+void ParamStore::set_trainable(int id, bool trainable) {
+  info(id);  // checks the id
+  if (infos_[id].trainable == trainable) return;
+  infos_[id].trainable = trainable;
+  if (final_) relayout();
 }
 
 void ParamStore::declare_group(OptimGroupSpec spec) {

@@ -111,10 +111,15 @@ class ParamStore {
   ParamStore& operator=(const ParamStore&) = delete;
 
   // Declares a parameter; returns its id (stable for the store's life). Before finalize(), or
-  // afterwards (then laid out at once and initialised with the seed of the last init()).
-  int add(ParamSpec spec);
+  // afterwards (then laid out at once and initialised with the seed of the last init()). It goes
+  // after parameter `after` in the layout (-1: last): a module adding a parameter between steps
+  // puts it beside its own, so that a stage's gradients stay one range.
+  int add(ParamSpec spec, int after = -1);
   // Removes a parameter after finalize() (its memory is freed by the new layout).
   void remove(int id);
+  // Freezes (no gradient, no optimizer state) or unfreezes a parameter; after finalize() the
+  // gradient buffer is laid out again (e.g. a base model frozen after loading it).
+  void set_trainable(int id, bool trainable);
   // Declares an optimizer group; declaring the same name again is allowed (same module kind).
   void declare_group(OptimGroupSpec spec);
   const OptimGroupSpec* group_spec(const std::string& name) const;  // null when undeclared

@@ -101,6 +101,34 @@ TEST(Rope, Pos0ShiftsPositions) {
   EXPECT_EQ(y_tail, expected);
 }
 
+// With a prefix, each sequence's first rows are left as they are and its token rows rotate as a
+// sequence of their own starting at pos0: the same values as rope on the token rows alone.
+TEST(Rope, PrefixRowsAreNotRotatedAndTokensStartAtPos0) {
+  const Case c{3, 11, 2, 6};  // per sequence: 4 prefix rows, then 7 tokens
+  const int64_t P = 4, T = c.T - P, row = c.H * c.hd;
+  auto table = rope_table(32, (int)c.hd, kTheta);
+  for (int pos0 : {0, 5})
+    for (bool backward : {false, true}) {
+      auto x = random_vector(c.B * c.T * row, 30 + pos0);
+      std::vector<float> tokens;  // the token rows alone, [B, T, H, hd]
+      for (int64_t b = 0; b < c.B; ++b)
+        tokens.insert(tokens.end(), x.begin() + (b * c.T + P) * row, x.begin() + (b + 1) * c.T * row);
+      std::vector<float> y = x;
+      backward ? rope_backward(view(y, c), table, pos0, (int)P) : rope_forward(view(y, c), table, pos0, (int)P);
+      const Case tc{c.B, T, c.H, c.hd};
+      backward ? rope_backward(view(tokens, tc), table, pos0) : rope_forward(view(tokens, tc), table, pos0);
+      for (int64_t b = 0; b < c.B; ++b) {
+        for (int64_t i = 0; i < P * row; ++i) ASSERT_EQ(y[b * c.T * row + i], x[b * c.T * row + i]) << "prefix";
+        for (int64_t i = 0; i < T * row; ++i) ASSERT_EQ(y[(b * c.T + P) * row + i], tokens[b * T * row + i]) << i;
+      }
+      EXPECT_NE(y, x);
+    }
+  std::vector<float> x(c.B * c.T * row);
+  EXPECT_THROW(rope_forward(view(x, c), table, 0, (int)c.T + 1), Error);  // more prefix rows than rows
+  EXPECT_THROW(rope_forward(view(x, c), table, 26, 4), Error);           // positions [26, 33) > max_pos 32
+  EXPECT_NO_THROW(rope_forward(view(x, c), table, 26, 5));                // [26, 32)
+}
+
 TEST(Rope, Errors) {
   EXPECT_THROW(rope_table(16, 7, kTheta), Error);
   auto table = rope_table(16, 6, kTheta);

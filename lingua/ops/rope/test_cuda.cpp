@@ -23,18 +23,20 @@ std::vector<OpCase> cases() {
   for (Case c : shapes)
     for (DType dt : {DType::f32, DType::bf16})
       for (int pos0 : {0, 7})
-        for (bool backward : {false, true})
-          for (int64_t offset : {0, 1}) {  // offset 1: misaligned, the pair-at-a-time path
-            if (offset && c.hd % 8) continue;
-            OpCase& k = cs.emplace_back(backward ? "rope_backward" : "rope_forward", "pos0 " + std::to_string(pos0));
+        for (int prefix : {0, 5})  // prefix rows of each sequence are left as they are
+          for (bool backward : {false, true})
+            for (int64_t offset : {0, 1}) {  // offset 1: misaligned, the pair-at-a-time path
+            if ((offset && c.hd % 8) || prefix > c.T || (prefix && pos0)) continue;
+            OpCase& k = cs.emplace_back(backward ? "rope_backward" : "rope_forward",
+                                        "pos0 " + std::to_string(pos0) + " prefix " + std::to_string(prefix));
             Tol tol;
             tol.rel_l2 = dtype_tol(dt);
             if (dt == DType::f32) tol.max_abs = 1e-6;
             k.out("x", {c.B, c.T, c.H, c.hd}, dt).accumulated().uniform(-1.0f, 1.0f, 1).offset(offset).tol(tol);
-            k.run = [table = rope_table((int)(c.T + 7), (int)c.hd, kTheta), pos0, backward](OpArgs& a) {
-              backward ? rope_backward(a["x"], table, pos0) : rope_forward(a["x"], table, pos0);
+            k.run = [table = rope_table((int)(c.T + 7), (int)c.hd, kTheta), pos0, prefix, backward](OpArgs& a) {
+              backward ? rope_backward(a["x"], table, pos0, prefix) : rope_forward(a["x"], table, pos0, prefix);
             };
-          }
+            }
   return cs;
 }
 
