@@ -5,7 +5,9 @@
 # Logs and results go to $OUT (or ./bench_out); results are appended to $RESULTS
 # (bench/results/cuda.jsonl by default). A config with model.ffn=stem runs the anchor with
 # --stem half (stem_layers 0, 2, 4, ...) or --stem all; other STEM layouts run without the anchor.
-# SKIP_TESTS=1 skips the test suite.
+# SKIP_TESTS=1 skips the test suite. BUILD names the build directory (default build-cuda).
+# BASE_LINGUA=path/to/an/older/lingua also benchmarks that binary on each config, just before this
+# one, and prints the ratio (a change's before and after in one call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ANCHOR=${1:-.anchors/torch_llama_bench.py}
@@ -17,12 +19,13 @@ JOBS=$(nproc)
 RESULTS=${RESULTS:-bench/results/cuda.jsonl}
 
 echo "== build" | tee "$OUT/summary.txt"
-cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build-cuda -j "$JOBS" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+BUILD=${BUILD:-build-cuda}
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build "$BUILD" -j "$JOBS" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 
 if [ -z "${SKIP_TESTS:-}" ]; then
   echo "== tests" | tee -a "$OUT/summary.txt"
-  (cd build-cuda && ctest --output-on-failure -j 8 --timeout 600 > "$OUT/ctest.log" 2>&1)
+  (cd "$BUILD" && ctest --output-on-failure -j 8 --timeout 600 > "$OUT/ctest.log" 2>&1)
   tail -5 "$OUT/ctest.log" | tee -a "$OUT/summary.txt"
   grep -E "Failed|\*\*\*" "$OUT/ctest.log" | head -20 | tee -a "$OUT/summary.txt"
 fi
@@ -32,8 +35,20 @@ DATE=$(date -u +%Y-%m-%d)
 for cfg in $CONFIGS; do
   name=$(basename "$cfg" .yaml)
   echo "== bench $name" | tee -a "$OUT/summary.txt"
-  timeout 200 ./build-cuda/lingua bench config="$cfg" bench.out="$RESULTS" dump_dir="$OUT/$name" ${BENCH_ARGS:-} > "$OUT/$name.lingua.json" 2> "$OUT/$name.lingua.log"
+  if [ -n "${BASE_LINGUA:-}" ]; then
+    timeout 200 "$BASE_LINGUA" bench config="$cfg" dump_dir="$OUT/$name.base" ${BENCH_ARGS:-} > "$OUT/$name.base.json" 2> "$OUT/$name.base.log"
+    tail -1 "$OUT/$name.base.log" | sed 's/^/before: /' | tee -a "$OUT/summary.txt"
+  fi
+  timeout 200 "$BUILD/lingua" bench config="$cfg" bench.out="$RESULTS" dump_dir="$OUT/$name" ${BENCH_ARGS:-} > "$OUT/$name.lingua.json" 2> "$OUT/$name.lingua.log"
   tail -1 "$OUT/$name.lingua.log" | tee -a "$OUT/summary.txt"
+  if [ -n "${BASE_LINGUA:-}" ]; then
+    python3 - "$OUT/$name.base.json" "$OUT/$name.lingua.json" <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+b = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+n = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+print(f"after/before: {n['tokens_per_s']/b['tokens_per_s']:.3f}x tokens/s, peak {n['peak_mem_gib']:.2f} vs {b['peak_mem_gib']:.2f} GiB")
+PY
+  fi
   if [ -f "$ANCHOR" ]; then
     args=$(python3 - "$cfg" <<'PY'
 import sys, yaml

@@ -5,7 +5,8 @@
 // A reference is compared bitwise when it was recorded on the same kind of machine (the OpenBLAS
 // kernel set on the CPU, the GPU's name on CUDA); elsewhere the arithmetic rounds differently, so
 // the comparison is relative, at 1e-3 (the message says which one ran).
-// Recording: LINGUA_RECORD_REFERENCE=1 ctest -R ReferenceLosses (writes the files in the source tree).
+// Recording: LINGUA_RECORD_REFERENCE=1 ctest -R ReferenceLosses (writes the files in the source tree,
+// or in LINGUA_REFERENCE_DIR when set: e.g. references made by an older build on the same machine).
 #include <cblas.h>
 #include <gtest/gtest.h>
 
@@ -31,7 +32,8 @@ namespace {
 constexpr int kSteps = 50;
 
 fs::path reference_path(const std::string& key) {
-  return fs::path(LINGUA_SOURCE_DIR) / "tests" / "reference" / (key + ".json");
+  const char* dir = std::getenv("LINGUA_REFERENCE_DIR");
+  return (dir && *dir ? fs::path(dir) : fs::path(LINGUA_SOURCE_DIR) / "tests" / "reference") / (key + ".json");
 }
 
 bool recording() {
