@@ -358,11 +358,8 @@ TEST(Train, AdamWOverfitsOneBatch) {
   EXPECT_LT(last, 0.05) << "first " << first;
 }
 
-// Steps replayed from a CUDA graph equal eager steps bit for bit (loss, weights, moments), over
-// two micro-batches per step, with an evaluation of another shape in between (which reallocates
-// memory the graph points to: it must be captured again).
-TEST(TrainCuda, GraphStepsEqualEagerSteps) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+// The model, optimizer and ids of the graph-vs-eager tests (4 steps' worth of [2, 33] micro-batches).
+ModelConfig graph_test_model() {
   ModelConfig mc;
   mc.dim = 64;
   mc.n_layers = 2;
@@ -370,11 +367,28 @@ TEST(TrainCuda, GraphStepsEqualEagerSteps) {
   mc.multiple_of = 32;
   mc.vocab_size = 97;
   mc.max_seqlen = 64;
+  return mc;
+}
+OptimConfig graph_test_optim() {
   OptimConfig oc;
   oc.lr = 1e-2;
   oc.warmup = 2;
+  return oc;
+}
+std::vector<int32_t> graph_test_ids() {
   std::vector<int32_t> ids(4 * 2 * 33);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)((i * 7919 + 13) % 97);
+  return ids;
+}
+
+// Steps replayed from a CUDA graph equal eager steps bit for bit (loss, weights, moments), over
+// two micro-batches per step, with an evaluation of another shape in between (which reallocates
+// memory the graph points to: it must be captured again).
+TEST(TrainCuda, GraphStepsEqualEagerSteps) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const ModelConfig mc = graph_test_model();
+  const OptimConfig oc = graph_test_optim();
+  const std::vector<int32_t> ids = graph_test_ids();
   // An evaluation of another shape after step 4.
   StepsRun eager = run_steps_on_gpu(mc, oc, ids, false, 8, 4), graph = run_steps_on_gpu(mc, oc, ids, true, 8, 4);
   EXPECT_TRUE(graph.graph_in_use);
@@ -389,18 +403,9 @@ TEST(TrainCuda, GraphStepsEqualEagerSteps) {
 // block 0) train the same in graph-replayed and eager steps, bit for bit.
 TEST(TrainCuda, GraphStepsWithPrefixRowsEqualEagerSteps) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  ModelConfig mc;
-  mc.dim = 64;
-  mc.n_layers = 2;
-  mc.n_heads = 2;
-  mc.multiple_of = 32;
-  mc.vocab_size = 97;
-  mc.max_seqlen = 64;
-  OptimConfig oc;
-  oc.lr = 1e-2;
-  oc.warmup = 2;
-  std::vector<int32_t> ids(4 * 2 * 33);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)((i * 7919 + 13) % 97);
+  const ModelConfig mc = graph_test_model();
+  const OptimConfig oc = graph_test_optim();
+  const std::vector<int32_t> ids = graph_test_ids();
   struct Prefix : LayerHooks {
     DeviceBuffer dev;
     Tensor values;

@@ -5,7 +5,7 @@
 //     optimizer.safetensors      AdamW moments: exp_avg.<name>, exp_avg_sq.<name> (trainable ones)
 //     params.json                the training config (+ parameter counts)
 //     train_state_{rank:05d}.json  step, optimizer steps, scheduler, data-loader state
-//     <extra files>              e.g. stem_edit.json
+//     <extra files>              a checkpoint-editing command's record, say
 //     complete                   written last (checkpoint.h): a directory without it is ignored
 // The trainer, `lingua generate`, `lingua eval` and the checkpoint-editing commands all go through
 // these functions.

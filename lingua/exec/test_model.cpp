@@ -6,9 +6,11 @@
 #include <random>
 
 #include "lingua/exec/executor.h"
+#include "lingua/exec/testing.h"
 #include "lingua/model/transformer.h"
 
 using namespace lingua;
+using lingua::test_util::random_ids;
 
 namespace {
 
@@ -25,13 +27,6 @@ ModelConfig tiny_config(int kv_heads, bool tying) {
   c.init_std_factor = "current_depth";
   c.seed = 7;
   return c;
-}
-
-std::vector<int32_t> random_ids(int n, int vocab, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::vector<int32_t> v(n);
-  for (auto& x : v) x = (int32_t)(g() % vocab);
-  return v;
 }
 
 void check_model_gradients(int kv_heads, bool tying) {

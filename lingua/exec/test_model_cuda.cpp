@@ -35,13 +35,6 @@ ModelConfig small_config(int dim, int heads, int kv_heads, bool tying) {
   return c;
 }
 
-std::vector<int32_t> random_ids(int n, int vocab, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::vector<int32_t> v(n);
-  for (auto& x : v) x = (int32_t)(g() % vocab);
-  return v;
-}
-
 std::vector<float> to_host(const Tensor& t) {
   std::vector<float> h(t.numel());
   Tensor dst = t;

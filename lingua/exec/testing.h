@@ -1,6 +1,9 @@
 #pragma once
 // For tests: a model and the executor that runs it, built together (the executor needs the
 // model on its device first).
+#include <random>
+#include <vector>
+
 #include "lingua/exec/executor.h"
 
 namespace lingua::test_util {
@@ -12,5 +15,13 @@ struct ModelRun {
       : model(cfg, dims), exec((model.to_device(device), model)) {}
   ParamStore& params() { return model.params(); }
 };
+
+// n token ids in [0, vocab), from a seeded std::mt19937.
+inline std::vector<int32_t> random_ids(int n, int vocab, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = (int32_t)(g() % vocab);
+  return v;
+}
 
 }  // namespace lingua::test_util

@@ -33,7 +33,7 @@ struct StepContext {
   DType act = DType::f32;  // activation dtype: f32 on the CPU, bf16 on CUDA
   SeqLayout seq;
   // [B * T] i32 input token ids on the model's device (the token rows', in order; a module that
-  // looks rows up by token, such as STEM, reads them).
+  // looks rows up by token reads them).
   Tensor tokens;
   int pos0 = 0;  // position of the first token (KV-cache decoding)
   bool save_for_backward = true;

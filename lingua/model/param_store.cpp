@@ -223,9 +223,12 @@ void ParamStore::relayout() {
     });
     params_ = std::move(params);
   }
-  if (external_) {
-    grads_ptr_ = nullptr;  // the owner places them again
-  } else if (device_ == Device::cuda) {
+  if (external_) grads_ptr_ = nullptr;  // the owner places them again
+  else allocate_own_grads();
+}
+
+void ParamStore::allocate_own_grads() {
+  if (device_ == Device::cuda) {
     d_grads_ = DeviceBuffer(std::max<int64_t>(grad_total_, 1) * sizeof(float));
     d_grads_.zero();
     grads_ptr_ = d_grads_.as<float>();
@@ -311,14 +314,7 @@ void ParamStore::use_external_grads(float* grads) {
 void ParamStore::use_own_grads() {
   if (!external_) return;
   external_ = false;
-  if (device_ == Device::cuda) {
-    d_grads_ = DeviceBuffer(std::max<int64_t>(grad_total_, 1) * sizeof(float));
-    d_grads_.zero();
-    grads_ptr_ = d_grads_.as<float>();
-  } else {
-    grads_.assign(grad_total_, 0.0f);
-    grads_ptr_ = grads_.data();
-  }
+  allocate_own_grads();
 }
 
 std::vector<float> ParamStore::host_values() const {

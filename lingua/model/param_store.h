@@ -50,7 +50,7 @@ struct Placement {
   // flat_shard: the row-major elements split in `size` equal chunks of ceil(numel / size), the last
   //   one padded with zeros (FSDP); the local shape is [chunk].
   // column_slice: the last axis split in `size` equal slices (must divide), rank r holding columns
-  //   [r * C / size, (r + 1) * C / size) (STEM-style table parallelism); the local shape is
+  //   [r * C / size, (r + 1) * C / size) (table parallelism); the local shape is
   //   [..., C / size].
   static Placement Whole() { return {}; }
   static Placement FlatShard(int size, int rank) { return {flat_shard, size, rank}; }
@@ -98,7 +98,7 @@ struct OptimGroupHyper {
 struct OptimGroupSpec {
   std::string name;
   std::function<OptimGroupHyper(const OptimConfig&)> resolve;
-  std::string description;  // e.g. "STEM tables"
+  std::string description;  // what its parameters are, for logs (e.g. "token-indexed tables")
 };
 // optim.* as a group's hyper-parameters (the default group).
 OptimGroupHyper default_group_hyper(const OptimConfig& cfg);
@@ -178,6 +178,7 @@ class ParamStore {
  private:
   void layout();                      // offsets of every live parameter
   void relayout();                    // after finalize: new buffers, values kept by name
+  void allocate_own_grads();          // zeroed, grad_total() floats on the store's device
   void init_param(int id, uint64_t seed);
   Tensor view(char* base, const ParamInfo& p, int64_t offset, DType dt) const;
   std::vector<ParamInfo> infos_;      // by id (removed ones stay, with removed_ set)

@@ -74,7 +74,7 @@ class Transformer {
   // recomputation we do (norm outputs, the SwiGLU product) repeats only elementwise work, so
   // today this equals flops_per_token; a recomputed matmul must add its share here.
   double hardware_flops_per_token(int seq_len) const { return flops_per_token(seq_len); }
-  // Which FFN variant runs where, e.g. "stem on layers 0,2; swiglu on layers 1,3".
+  // Which FFN variant runs where, e.g. "swiglu on layers 0,1,2".
   std::string describe_ffn() const;
 
  private:
