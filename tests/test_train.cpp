@@ -381,6 +381,58 @@ std::vector<int32_t> graph_test_ids() {
   return ids;
 }
 
+// A parameter added between steps (after one of layer 0's, read by nothing): the step goes on with
+// the new layout (recaptured on CUDA), the other weights train exactly as without it, and the new
+// parameter gets moments of its own (zero: it has no gradient).
+void check_layout_change_between_steps(Device device) {
+  const ModelConfig mc = graph_test_model();
+  const OptimConfig oc = graph_test_optim();
+  const std::vector<int32_t> ids = graph_test_ids();
+  auto run = [&](bool grow) {
+    Transformer m(mc, resolve_dims(mc, mc.vocab_size));
+    m.to_device(device);
+    Executor ex(m);
+    ex.set_grads_in_activations(true);
+    auto opt = make_optimizer(m, oc);
+    TrainStep ts(ex, *opt, true);
+    std::vector<double> losses;
+    for (int s = 0; s < 6; ++s) {
+      if (grow && s == 3) {
+        ParamSpec extra;
+        extra.name = "layers.0.extra.weight";
+        extra.shape = {3, 64};
+        extra.init = ParamInit::trunc_normal(0.1f);
+        m.params().add(extra, m.params().index("layers.0.feed_forward.w2.weight"));
+      }
+      const int32_t* a = ids.data() + (s % 2) * 2 * 33;
+      LossSum l = ts.run({{a, a + 1, 2, 33}}, 1.0f / 66, lr_multiplier(oc, s, 6));
+      losses.push_back(l.nll / l.tokens);
+    }
+    if (grow) {
+      const int e = m.params().index("layers.0.extra.weight");
+      EXPECT_EQ(opt->host_m(e), std::vector<float>(3 * 64, 0.0f));
+      EXPECT_EQ(opt->groups()[0].params.size(), (size_t)m.params().size());
+      if (device == Device::cuda) EXPECT_GE(ts.captures(), 2);
+    }
+    std::vector<float> w;
+    for (int id : m.params().ids())
+      if (m.params().info(id).name != "layers.0.extra.weight") {
+        const std::vector<float> v = m.params().host_param(id);
+        w.insert(w.end(), v.begin(), v.end());
+      }
+    return std::make_pair(losses, w);
+  };
+  auto plain = run(false), grown = run(true);
+  EXPECT_EQ(plain.first, grown.first);
+  EXPECT_EQ(plain.second, grown.second);
+}
+
+TEST(Train, LayoutChangeBetweenStepsIsFollowed) { check_layout_change_between_steps(Device::cpu); }
+TEST(TrainCuda, LayoutChangeBetweenStepsIsFollowed) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  check_layout_change_between_steps(Device::cuda);
+}
+
 // Steps replayed from a CUDA graph equal eager steps bit for bit (loss, weights, moments), over
 // two micro-batches per step, with an evaluation of another shape in between (which reallocates
 // memory the graph points to: it must be captured again).

@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "lingua/core/profiler.h"
-#include "lingua/ops/cross_entropy/cross_entropy.h"
 
 namespace lingua {
 
@@ -66,24 +65,21 @@ Executor::MemoryPlan Executor::plan(const SeqLayout& seq, bool training, size_t 
   size_t off = arena_bytes(N * D) + (shared_norms ? arena_bytes(N * D, act) : 0);
   size_t scratch = prefix ? arena_bytes(NT * D) : 0;  // the embedding's token rows
   for (int l = 0; l < model_.n_layers(); ++l) {
-    const TransformerBlock& b = model_.block(l);
+    const Block& b = model_.block(l);
     off += b.saved_bytes(seq, act, training, shared_norms);
     scratch = std::max(scratch, b.scratch_bytes(seq, act, training));
     p.layer_end.push_back(off);
   }
-  off += (prefix ? arena_bytes(NT * D) : 0) + arena_bytes(NT * D, act) + arena_bytes(NT);
+  off += (prefix ? arena_bytes(NT * D) : 0) + model_.head().saved_bytes(NT, act);
   p.saved_end = off;
   p.saved = off + extra_bytes;
-  // Backward passes the final norm's input gradient (activation dtype) and the residual gradient
-  // (f32, and in the activation dtype when that is not f32) between blocks, with a prefix also the
-  // head's token rows of both and a frozen final norm's weight gradient; forward_loss keeps
-  // per-token losses.
+  // Backward passes the head's gradient and the residual gradient (f32, and in the activation
+  // dtype when that is not f32) between blocks, with a prefix also the head's token rows of both;
+  // forward_loss keeps per-token losses.
+  scratch += model_.head().scratch_bytes(NT, act, training);
   if (training) {
-    scratch += arena_bytes(NT * D, act) + arena_bytes(N * D) + (act == DType::f32 ? 0 : arena_bytes(N * D, act));
+    scratch += arena_bytes(N * D) + (act == DType::f32 ? 0 : arena_bytes(N * D, act));
     if (prefix) scratch += arena_bytes(NT * D) + (act == DType::f32 ? 0 : arena_bytes(NT * D, act));
-    if (!model_.params().trainable(model_.params().index("norm.weight"))) scratch += arena_bytes(D);
-  } else {
-    scratch += arena_bytes(NT);
   }
   p.scratch = scratch;
   if (training) {
@@ -234,11 +230,9 @@ void Executor::forward_stages(StepContext& ctx) {
                  " bytes, the memory plan says ", plan_.layer_end[l]);
   }
   x_head_ = token_rows(xs_[L], seq, seq.prefix ? arena_tensor(ar, {NT, D}) : Tensor());
-  xf_ = arena_tensor(ar, {NT, D}, ctx.act);
-  rstdf_ = arena_tensor(ar, {NT});
+  model_.head().forward(x_head_, ctx);
   LINGUA_CHECK(ar.mark() == plan_.saved_end, "internal error: forward saved ", ar.mark(),
                " bytes, the memory plan says ", plan_.saved_end);
-  model_.final_norm(x_head_, xf_, rstdf_);
 }
 
 LossSum Executor::forward_backward(const int32_t* tokens, const int32_t* targets, int B, int T, float loss_scale) {
@@ -306,7 +300,6 @@ void Executor::forward_backward_staged(int slot, float loss_scale) {
   }
   LINGUA_PROFILE_SCOPE("backward");
   Arena& ar = scratch_;
-  Tensor dxf = arena_tensor(ar, {NT, D}, act);
   // Gradients in the activations are zeroed just before their first write (see plan()).
   zero_grads_before_write(L + 1);
   if (model_.dims().weight_tying) zero_grads_before_write(0);
@@ -315,18 +308,18 @@ void Executor::forward_backward_staged(int slot, float loss_scale) {
     if (!loss_dev_.data()) loss_dev_ = DeviceBuffer(sizeof(double));
     loss_sum = loss_dev_.as<double>();
   }
-  const Linear& head = model_.output();
-  output_cross_entropy_sum(xf_, head.compute_weight(), tgt, Tensor(), loss_scale, dxf, head.grad(), loss_sum, slot > 0);
+  LMHead& head = model_.head();
+  const Tensor dnorm = head.loss_backward(tgt, loss_scale, loss_sum, slot > 0, ctx);
   // The residual stream's gradient (f32) and its copy in the activation dtype, the input of the
-  // next matmuls (see TransformerBlock::backward).
+  // next matmuls (see Block::backward).
   Tensor dx = arena_tensor(ar, {N, D});
   Tensor dx_act = act == DType::f32 ? dx : arena_tensor(ar, {N, D}, act);
   if (seq.prefix == 0) {
-    model_.final_norm_backward(xs_[L], rstdf_, dxf, dx, act == DType::f32 ? Tensor() : dx_act, ar);
+    head.norm_backward(xs_[L], dnorm, dx, act == DType::f32 ? Tensor() : dx_act, ctx);
   } else {  // the head saw the token rows only: the prefix rows' gradient starts at zero
     Tensor dh = arena_tensor(ar, {NT, D});
     Tensor dh_act = act == DType::f32 ? dh : arena_tensor(ar, {NT, D}, act);
-    model_.final_norm_backward(x_head_, rstdf_, dxf, dh, act == DType::f32 ? Tensor() : dh_act, ar);
+    head.norm_backward(x_head_, dnorm, dh, act == DType::f32 ? Tensor() : dh_act, ctx);
     zero_row_blocks(dx, seq.S(), 0, seq.B, seq.prefix);
     copy_row_blocks(dx, seq.S(), seq.prefix, dh, seq.T, 0, seq.B, seq.T);
     if (act != DType::f32) {
@@ -354,7 +347,7 @@ LossSum Executor::forward_loss(const int32_t* tokens, const int32_t* targets, in
   forward_stages(ctx);
   Tensor nll = arena_tensor(scratch_, {NT});
   LossSum ls;
-  ls.nll = output_cross_entropy(xf_, model_.output().compute_weight(), tgt, nll, 1.0f, Tensor(), Tensor());
+  ls.nll = model_.head().loss(tgt, nll);
   if (nll_out) copy_tensor(Tensor(nll_out, {NT}), nll);
   for (int64_t i = 0; i < NT; ++i) ls.tokens += targets[i] >= 0;
   return ls;
@@ -368,7 +361,7 @@ void Executor::forward_logits(const int32_t* tokens, int T, float* logits) {
   StepContext ctx = context(tok, seq, 0, false);
   forward_stages(ctx);
   Tensor out = arena_tensor(saved_, {(int64_t)T, V});
-  model_.output().forward(xf_, out);
+  model_.head().logits(out);
   copy_tensor(Tensor(logits, {(int64_t)T, V}), out);
 }
 
@@ -385,26 +378,24 @@ void Executor::forward_decode(const int32_t* tokens, int T, KVCache& cache, floa
                ")");
   const SeqLayout seq{1, T, P};
   const int64_t rows = seq.rows(), D = d.dim;
-  ensure_arena(seq, false, arena_bytes(d.vocab) + 4 * arena_bytes(D));
+  ensure_arena(seq, false, arena_bytes(d.vocab));
   Arena& ar = saved_;
   Tensor tok = device_ids(tokens, T, 0);
   StepContext ctx = context(tok, seq, pos0, false);
-  Tensor x = arena_tensor(ar, {rows, D}), n = arena_tensor(ar, {rows, D}, ctx.act), r = arena_tensor(ar, {rows});
+  Tensor x = arena_tensor(ar, {rows, D});
   if (P > 0) zero_row_blocks(x, rows, 0, 1, P);
   model_.embed(tok, Tensor(static_cast<float*>(x.data) + P * D, {(int64_t)T, D}, DType::f32, x.device));
   for (int l = 0; l < model_.n_layers(); ++l) {
     for (LayerHooks* h : hooks_) h->before_forward(l, x, ctx);
-    model_.block(l).forward_cached(x, n, r, cache, l, ctx);
+    model_.block(l).forward_cached(x, cache, l, ctx);
     for (LayerHooks* h : hooks_) h->after_forward(l, x, ctx);
   }
   if (first) cache.prefix = P;
   cache.len += (int)rows;
   // Only the last position's logits are needed.
   Tensor last(static_cast<float*>(x.data) + (rows - 1) * D, {1, D}, DType::f32, x.device);
-  Tensor nl = arena_tensor(ar, {1, D}, ctx.act), rl = arena_tensor(ar, {1});
   Tensor out = arena_tensor(ar, {1, (int64_t)d.vocab});
-  model_.final_norm(last, nl, rl);
-  model_.output().forward(nl, out);
+  model_.head().logits_of(last, out, ctx);
   copy_tensor(Tensor(logits, {1, (int64_t)d.vocab}), out);
 }
 

@@ -110,9 +110,9 @@ class Executor {
   Tensor device_ids(const int32_t* ids, int64_t n, int which);  // synchronous; 0: inputs, 1: targets
   SeqLayout layout(int B, int T) const;
   StepContext context(const Tensor& tokens, const SeqLayout& seq, int pos0, bool save);
-  // Forward through the embedding, the blocks and the final norm, keeping the block inputs (xs_),
-  // the head's input rows (x_head_) and the final norm's output (xf_, rstdf_); sets
-  // ctx.shared_norm when norms are recomputed (backward reads it).
+  // Forward through the embedding, the blocks and the head's norm, keeping the block inputs (xs_)
+  // and the head's input rows (x_head_); sets ctx.shared_norm when norms are recomputed (backward
+  // reads it).
   void forward_stages(StepContext& ctx);
   // Token rows of a [rows, dim] tensor of the layout, as a compact [B * T, dim] one (copied into
   // `compact` when there are prefix rows; the tensor itself otherwise).
@@ -143,7 +143,6 @@ class Executor {
   size_t grads_offset_ = 0;  // where the gradients are (saved-region bytes), when in the step memory
   std::vector<Tensor> xs_;   // residual stream entering each block, and after the last: L+1 x [rows, dim]
   Tensor x_head_;            // the head's input: token rows of xs_[L] ([B*T, dim] f32)
-  Tensor xf_, rstdf_;        // final norm output and its rstd (token rows)
 };
 
 }  // namespace lingua

@@ -82,12 +82,16 @@ void TransformerBlock::backward(const Tensor& x, const Tensor& dx, const Tensor&
   ar.release_to(mark);
 }
 
-void TransformerBlock::forward_cached(const Tensor& x, const Tensor& n, const Tensor& r, KVCache& cache, int layer,
-                                      const StepContext& ctx) {
+void TransformerBlock::forward_cached(const Tensor& x, KVCache& cache, int layer, const StepContext& ctx) {
+  Arena& ar = *ctx.scratch;
+  const size_t mark = ar.mark();
+  const int64_t rows = x.size(0);
+  Tensor n = arena_tensor(ar, {rows, dim_}, ctx.act), r = arena_tensor(ar, {rows});
   rmsnorm_forward(x, store_.param(attn_norm_), eps_, n, r);
   attention_.forward_cached(n, x, x, cache, layer, ctx);  // x += attention(n)
   rmsnorm_forward(x, store_.param(ffn_norm_), eps_, n, r);
   ffn_->forward(n, x, x, ctx);  // x += ffn(n)
+  ar.release_to(mark);
 }
 
 size_t TransformerBlock::frozen_norm_bytes() const {
@@ -107,8 +111,10 @@ size_t TransformerBlock::scratch_bytes(const SeqLayout& seq, DType act, bool tra
   if (training)  // dn, then the larger module's backward
     return arena_bytes(N * dim_, act) + std::max(attention_.scratch_bytes(seq, act), ffn_->scratch_bytes(N, act)) +
            frozen_norm_bytes();
-  // A forward that saves nothing keeps the modules' tensors in scratch.
-  return std::max(attention_.saved_bytes(seq, act) + attention_.scratch_bytes(seq, act),
+  // A forward that saves nothing keeps the modules' tensors in scratch (decoding: after the norm
+  // output and its rstd).
+  return arena_bytes(N * dim_, act) + arena_bytes(N) +
+         std::max(attention_.saved_bytes(seq, act) + attention_.scratch_bytes(seq, act),
                   ffn_->saved_bytes(N, act) + ffn_->scratch_bytes(N, act));
 }
 

@@ -354,6 +354,8 @@ void ParamStore::set_param(int id, const float* values) {
   }
 }
 
+size_t ParamStore::host_bytes() const { return (params_.capacity() + grads_.capacity()) * sizeof(float); }
+
 void ParamStore::to_device(Device device) {
   LINGUA_ASSERT(final_);
   if (device == device_) return;

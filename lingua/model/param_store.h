@@ -169,6 +169,7 @@ class ParamStore {
   void set_param(int id, const float* values);
 
   void to_device(Device device);  // CPU -> CUDA: uploads and drops the host buffers
+  size_t host_bytes() const;      // host memory the store holds (0 on CUDA: no mirror)
   Device device() const { return device_; }
 
   // Per-step values device code reads (learning-rate constants, gradient norms, mixing weights).

@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "lingua/ops/embedding/embedding.h"
-#include "lingua/ops/rmsnorm/rmsnorm.h"
 
 namespace lingua {
 
@@ -21,17 +20,7 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelDims& dims)
   tok_emb_ = store_.add(std::move(emb));
   rope_ = rope_table(dims.max_seqlen, dims.head_dim, dims.rope_theta);
   for (int i = 0; i < dims.n_layers; ++i) blocks_.push_back(std::make_unique<TransformerBlock>(store_, dims, cfg, i, rope_));
-  norm_ = store_.add(norm_weight_spec("norm.weight", dims.dim));
-  if (dims.weight_tying) {
-    output_ = Linear::shared(store_, tok_emb_);
-  } else {
-    ParamSpec out;
-    out.name = "output.weight";
-    out.shape = {dims.vocab, dims.dim};
-    out.axes = {"vocab", "dim"};
-    out.init = ParamInit::trunc_normal(emb_std);
-    output_ = Linear(store_, std::move(out));
-  }
+  head_ = std::make_unique<LMHead>(store_, dims, emb_std, dims.weight_tying ? tok_emb_ : -1);
   store_.finalize();
   store_.init((uint64_t)cfg.seed);
 }
@@ -49,17 +38,6 @@ void Transformer::embed(const Tensor& tokens, const Tensor& x) const { embedding
 void Transformer::embed_backward(const Tensor& tokens, const Tensor& dx) const {
   const Tensor g = store_.grad(tok_emb_);
   if (g.data) embedding_backward(tokens, dx, g);
-}
-
-void Transformer::final_norm(const Tensor& x, const Tensor& xf, const Tensor& rstd) const {
-  rmsnorm_forward(x, store_.param(norm_), dims_.norm_eps, xf, rstd);
-}
-
-void Transformer::final_norm_backward(const Tensor& x, const Tensor& rstd, const Tensor& dxf, const Tensor& dx,
-                                      const Tensor& dx_copy, Arena& scratch) const {
-  Tensor dw = store_.grad(norm_);
-  if (!dw.data) dw = arena_tensor(scratch, {(int64_t)dims_.dim});
-  rmsnorm_backward(x, store_.param(norm_), rstd, dxf, dx, dw, false, dx_copy);
 }
 
 int Transformer::stage_of(int id) const {
@@ -91,7 +69,7 @@ double Transformer::flops_per_token(int seq_len) const {
 std::string Transformer::describe_ffn() const {
   std::map<std::string, std::string> layers;  // kind -> "0,2,4"
   for (int l = 0; l < n_layers(); ++l) {
-    std::string& s = layers[blocks_[l]->ffn().kind()];
+    std::string& s = layers[blocks_[l]->ffn_kind()];
     s += (s.empty() ? "" : ",") + std::to_string(l);
   }
   std::string out;

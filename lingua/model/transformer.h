@@ -15,6 +15,7 @@
 #include "lingua/config/train_config.h"
 #include "lingua/model/block.h"
 #include "lingua/model/dims.h"
+#include "lingua/model/head.h"
 #include "lingua/model/linear.h"
 #include "lingua/model/param_store.h"
 #include "lingua/ops/rope/rope.h"
@@ -51,18 +52,14 @@ class Transformer {
   bool recompute_norms() const { return recompute_norms_; }
 
   // The stages, in the order a forward runs them.
-  int n_layers() const { return (int)blocks_.size(); }
-  TransformerBlock& block(int l) { return *blocks_[l]; }
-  const TransformerBlock& block(int l) const { return *blocks_[l]; }
   // x[n] = tok_embeddings[tokens[n]] (x: [N, dim] f32); backward accumulates dx rows into the table.
   void embed(const Tensor& tokens, const Tensor& x) const;
   void embed_backward(const Tensor& tokens, const Tensor& dx) const;
-  // The final norm: xf [N, dim] act, rstd [N] f32; backward writes dx (f32) and dx_copy (act, or
-  // empty); a frozen norm weight's gradient goes to `scratch` ([dim] f32).
-  void final_norm(const Tensor& x, const Tensor& xf, const Tensor& rstd) const;
-  void final_norm_backward(const Tensor& x, const Tensor& rstd, const Tensor& dxf, const Tensor& dx,
-                           const Tensor& dx_copy, Arena& scratch) const;
-  const Linear& output() const { return output_; }  // [vocab, dim]
+  int n_layers() const { return (int)blocks_.size(); }
+  Block& block(int l) { return *blocks_[l]; }
+  const Block& block(int l) const { return *blocks_[l]; }
+  LMHead& head() { return *head_; }
+  const LMHead& head() const { return *head_; }
   // The stage a parameter belongs to, by its name: 0 the embedding, 1 + l block l, n_layers() + 1
   // the head (final norm and output).
   int stage_of(int param_id) const;
@@ -83,9 +80,9 @@ class Transformer {
   bool recompute_norms_ = false;
   ParamStore store_;
   RopeTable rope_;
-  int tok_emb_ = -1, norm_ = -1;
-  std::vector<std::unique_ptr<TransformerBlock>> blocks_;
-  Linear output_;
+  int tok_emb_ = -1;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  std::unique_ptr<LMHead> head_;
 };
 
 }  // namespace lingua
