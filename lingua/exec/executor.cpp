@@ -10,11 +10,14 @@ Executor::Executor(Transformer& model) : model_(model) {
   memory_ = Arena(model.device());
   scratch_ = Arena(model.device());
   saved_ = Arena(model.device());
+  // Gradients left unplaced by an executor that kept them in its step memory: the store's own.
+  if (model.params().external_grads()) model.params().use_own_grads();
 }
 
 Executor::~Executor() {
-  // Gradients placed in the step memory die with it: give the store its own buffer back.
-  if (grads_in_activations_) model_.params().use_own_grads();
+  // Gradients placed in the step memory die with it (no allocation here: a later executor gives
+  // the store its own buffer back).
+  if (grads_in_activations_) model_.params().use_external_grads(nullptr);
 }
 
 void Executor::add_hooks(LayerHooks* hooks) { hooks_.push_back(hooks); }

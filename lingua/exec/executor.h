@@ -5,7 +5,8 @@
 // the micro-batches staged on the device, the loss kept on the device, the epochs a captured CUDA
 // graph is checked against, the layout of a micro-batch's rows (SeqLayout: prefix rows), and the
 // per-layer hooks through which other layers of the program act on a step from outside the model
-// (data-parallel collectives, growth ramps, module tokens, profiling).
+// (data-parallel collectives, growth ramps, module tokens, profiling). One executor runs a model at
+// a time.
 #include <cstdint>
 #include <vector>
 
