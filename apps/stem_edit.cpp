@@ -9,6 +9,7 @@
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/config/config.h"
+#include "lingua/data/tokenizer.h"
 #include "lingua/model/ffn/stem_edit.h"
 
 namespace fs = std::filesystem;

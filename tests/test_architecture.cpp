@@ -87,7 +87,7 @@ TEST(Architecture, DependenciesPointOneWay) {
       {"ops", {"core"}},
       {"config", {"core"}},
       {"data", {"core", "config"}},
-      {"model", {"core", "ops", "config", "data"}},  // data: the tokenizer interface (STEM's command)
+      {"model", {"core", "ops", "config"}},
       {"exec", {"core", "ops", "config", "model"}},
       {"optim", {"core", "ops", "config", "model"}},
       {"checkpoint", {"core", "ops", "config", "data", "model", "exec", "optim"}},

@@ -452,7 +452,8 @@ TEST(TrainCuda, GraphStepsEqualEagerSteps) {
 }
 
 // Per-layer hooks run inside the captured step: prefix rows written by a hook (a device copy before
-// block 0) train the same in graph-replayed and eager steps, bit for bit.
+// block 0) train the same in graph-replayed and eager steps, bit for bit; changing the prefix rows
+// after step 3 (then the hook after step 4) makes the step be captured again.
 TEST(TrainCuda, GraphStepsWithPrefixRowsEqualEagerSteps) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const ModelConfig mc = graph_test_model();
@@ -468,20 +469,26 @@ TEST(TrainCuda, GraphStepsWithPrefixRowsEqualEagerSteps) {
       values = Tensor(dev.data(), {3, 64}, DType::f32, Device::cuda);
     }
     void before_forward(int l, const Tensor& x, const StepContext& ctx) override {
-      if (l != 0) return;
-      for (int b = 0; b < ctx.seq.B; ++b) copy_row_blocks(x, 0, (int64_t)b * ctx.seq.S(), values, 0, 0, 1, 3);
+      if (l != 0 || ctx.seq.prefix == 0) return;
+      for (int b = 0; b < ctx.seq.B; ++b)
+        copy_row_blocks(x, 0, (int64_t)b * ctx.seq.S(), values, 0, 0, 1, ctx.seq.prefix);
     }
   } eager_hook, graph_hook;
   auto with = [](Prefix& h) {
-    return [&h](Executor& ex) {
-      ex.add_hooks(&h);
-      ex.set_prefix_rows(3);
+    return [&h](int step, Executor& ex) {
+      if (step == 0) {
+        ex.add_hooks(&h);
+        ex.set_prefix_rows(3);
+      }
+      if (step == 3) ex.set_prefix_rows(2);
+      if (step == 4) ex.remove_hooks(&h);
     };
   };
   StepsRun eager = run_steps_on_gpu(mc, oc, ids, false, 6, -1, {}, with(eager_hook));
   StepsRun graph = run_steps_on_gpu(mc, oc, ids, true, 6, -1, {}, with(graph_hook));
   StepsRun plain = run_steps_on_gpu(mc, oc, ids, false, 6);
   EXPECT_TRUE(graph.graph_in_use);
+  EXPECT_EQ(graph.captures, 2);  // at step 1, and at step 5 after the eager steps 3 and 4
   EXPECT_EQ(eager.losses, graph.losses);
   EXPECT_EQ(eager.weights, graph.weights);
   EXPECT_NE(eager.losses, plain.losses);  // the prefix rows matter

@@ -117,21 +117,21 @@ struct StepsRun {
 // CUDA graph or eager), the optimizer from make_optimizer(oc). Each step has two micro-batches
 // of [2, 33] and [2, 32] tokens from `ids` (4 * 2 * 33 of them; the second half of the ids on
 // odd steps); after step `eval_at` (-1: never) an evaluation of another shape reallocates memory.
-// `check` sees the trained model and optimizer; `setup` the executor before the first step (hooks,
+// `check` sees the trained model and optimizer; `before_step` the executor before each step (hooks,
 // prefix rows).
 inline StepsRun run_steps_on_gpu(const ModelConfig& mc, const OptimConfig& oc, const std::vector<int32_t>& ids,
                                  bool graph, int steps, int eval_at = -1,
                                  const std::function<void(Transformer&, AdamW&)>& check = {},
-                                 const std::function<void(Executor&)>& setup = {}) {
+                                 const std::function<void(int step, Executor&)>& before_step = {}) {
   const int B = 2, T = 33;
   StepsRun r;
   Transformer m(mc, resolve_dims(mc, mc.vocab_size));
   m.to_device(Device::cuda);
   Executor ex(m);
-  if (setup) setup(ex);
   auto opt = make_optimizer(m, oc);
   TrainStep ts(ex, *opt, graph);
   for (int s = 0; s < steps; ++s) {
+    if (before_step) before_step(s, ex);
     const int32_t* a = ids.data() + (s % 2) * B * T;
     std::vector<MicroBatch> micro = {{a, a + 1, B, T}, {a + B * T, a + B * T + 1, B, T - 1}};
     LossSum l = ts.run(micro, 1.0f / (2 * B * T), lr_multiplier(oc, s, steps));

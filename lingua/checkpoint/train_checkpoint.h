@@ -65,8 +65,11 @@ struct LoadedModel {
   TrainConfig config;
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<Transformer> model;
-  std::unique_ptr<Executor> exec;
+  std::unique_ptr<Executor> exec;  // runs *model: declared after it, so destroyed first
   std::string checkpoint_dir;
+  LoadedModel() = default;
+  LoadedModel(LoadedModel&&) = default;
+  LoadedModel& operator=(LoadedModel&&) = delete;  // would free a model before its executor
 };
 // `path`: as resolve_checkpoint_dir. `tokenizer_path` overrides the checkpoint's (sp).
 LoadedModel load_model(const std::string& path, const std::string& tokenizer_path = "",

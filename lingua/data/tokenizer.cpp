@@ -85,4 +85,15 @@ std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& config) {
   fail("unknown tokenizer name '", config.name, "' (tokenizer.name: bytes or sp)");
 }
 
+int32_t single_token_id(const Tokenizer& tok, const std::string& text, const char* key) {
+  std::vector<int32_t> ids = tok.encode(text, /*add_bos=*/false, /*add_eos=*/false);
+  if (ids.size() != 1) {
+    std::string list = "[";
+    for (size_t i = 0; i < ids.size(); ++i) list += (i ? ", " : "") + std::to_string(ids[i]);
+    fail("config key '", key, "': \"", text, "\" is ", ids.size(), " tokens ", list,
+         "], not exactly one (give the text of a single token of the checkpoint's tokenizer)");
+  }
+  return ids[0];
+}
+
 }  // namespace lingua

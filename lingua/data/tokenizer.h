@@ -59,4 +59,8 @@ class SentencePieceTokenizer final : public Tokenizer {
 // path on an unknown name or a missing / unreadable model file.
 std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& config);
 
+// The id of `text` when it encodes to exactly one token (without BOS/EOS); otherwise an error naming
+// the config key, the text and the ids it encoded to.
+int32_t single_token_id(const Tokenizer& tok, const std::string& text, const char* key);
+
 }  // namespace lingua

@@ -20,11 +20,20 @@ Executor::~Executor() {
   if (grads_in_activations_) model_.params().use_external_grads(nullptr);
 }
 
-void Executor::add_hooks(LayerHooks* hooks) { hooks_.push_back(hooks); }
-void Executor::remove_hooks(LayerHooks* hooks) { hooks_.erase(std::remove(hooks_.begin(), hooks_.end(), hooks), hooks_.end()); }
+// A captured step bakes in the hooks' work and the row layout: changing them moves the epoch.
+void Executor::add_hooks(LayerHooks* hooks) {
+  hooks_.push_back(hooks);
+  ++memory_epoch_;
+}
+
+void Executor::remove_hooks(LayerHooks* hooks) {
+  hooks_.erase(std::remove(hooks_.begin(), hooks_.end(), hooks), hooks_.end());
+  ++memory_epoch_;
+}
 
 void Executor::set_prefix_rows(int prefix) {
   LINGUA_CHECK(prefix >= 0, "prefix rows must be >= 0, got ", prefix);
+  if (prefix != prefix_) ++memory_epoch_;
   prefix_ = prefix;
 }
 
@@ -151,6 +160,7 @@ void Executor::set_grads_in_activations(bool on) {
   if (on == grads_in_activations_) return;
   grads_in_activations_ = on;
   grads_offset_ = 0;
+  ++memory_epoch_;  // the gradients (and, when on, the step memory) move
   if (on) {
     // Free the store's own gradients now (peak memory); the next training step places them.
     model_.params().use_external_grads(nullptr);
@@ -311,18 +321,18 @@ void Executor::forward_backward_staged(int slot, float loss_scale) {
     if (!loss_dev_.data()) loss_dev_ = DeviceBuffer(sizeof(double));
     loss_sum = loss_dev_.as<double>();
   }
-  LMHead& head = model_.head();
+  Head& head = model_.head();
   const Tensor dnorm = head.loss_backward(tgt, loss_scale, loss_sum, slot > 0, ctx);
   // The residual stream's gradient (f32) and its copy in the activation dtype, the input of the
   // next matmuls (see Block::backward).
   Tensor dx = arena_tensor(ar, {N, D});
   Tensor dx_act = act == DType::f32 ? dx : arena_tensor(ar, {N, D}, act);
   if (seq.prefix == 0) {
-    head.norm_backward(xs_[L], dnorm, dx, act == DType::f32 ? Tensor() : dx_act, ctx);
+    head.input_backward(xs_[L], dnorm, dx, act == DType::f32 ? Tensor() : dx_act, ctx);
   } else {  // the head saw the token rows only: the prefix rows' gradient starts at zero
     Tensor dh = arena_tensor(ar, {NT, D});
     Tensor dh_act = act == DType::f32 ? dh : arena_tensor(ar, {NT, D}, act);
-    head.norm_backward(x_head_, dnorm, dh, act == DType::f32 ? Tensor() : dh_act, ctx);
+    head.input_backward(x_head_, dnorm, dh, act == DType::f32 ? Tensor() : dh_act, ctx);
     zero_row_blocks(dx, seq.S(), 0, seq.B, seq.prefix);
     copy_row_blocks(dx, seq.S(), seq.prefix, dh, seq.T, 0, seq.B, seq.T);
     if (act != DType::f32) {

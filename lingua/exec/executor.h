@@ -52,8 +52,8 @@ class Executor {
   Tensor staged_tokens(int slot) const;  // [B * T] i32 on the model's device
   void forward_backward_staged(int slot, float loss_scale);
   LossSum take_loss();
-  // Changes whenever a buffer a captured step points to is reallocated (the step memory, the
-  // staging buffers, the parameter layout).
+  // Changes whenever a captured step would be stale: a buffer it points to is reallocated (the step
+  // memory, the staging buffers, the parameter layout), or the hooks or the row layout change.
   uint64_t memory_epoch() const;
 
   // Gradient memory. Off (the default): the store owns the gradients, forward_backward adds to

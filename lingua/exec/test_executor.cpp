@@ -319,6 +319,24 @@ TEST(Frozen, WeightsGetNoGradientAndSkipTheirMatmul) {
   }
 }
 
+// Weights multiplied as one matrix (SwiGLU's w1 and w3) are frozen together: freezing one alone is
+// an error naming both, not a silently missing gradient.
+TEST(Frozen, StackedWeightsFreezeTogether) {
+  ModelConfig cfg = tiny();
+  ModelRun m(cfg, resolve_dims(cfg, 13));
+  m.params().set_trainable(m.params().index("layers.0.feed_forward.w3.weight"), false);
+  auto tok = ids(6, 20);
+  try {
+    m.exec.forward_backward(tok.data(), tok.data(), 1, 6, 1.0f);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("freeze or train them together"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("layers.0.feed_forward.w1.weight"), std::string::npos) << e.what();
+  }
+  m.params().set_trainable(m.params().index("layers.0.feed_forward.w1.weight"), false);
+  EXPECT_NO_THROW(m.exec.forward_backward(tok.data(), tok.data(), 1, 6, 1.0f));
+}
+
 // Parameters added between steps: the executor places and zeroes the gradients of the new layout
 // (a parameter no block reads gets no gradient, and the others' are bitwise as before).
 TEST(Layout, ChangesBetweenStepsAreFollowed) {

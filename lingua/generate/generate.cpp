@@ -51,7 +51,7 @@ std::string generate_text(Executor& exec, const Tokenizer& tok, const std::strin
   exec.forward_decode(ids.data(), (int)ids.size(), cache, logits.data());
   std::vector<int32_t> out;
   std::string text;
-  for (int i = 0; i < opt.max_gen_len && cache.len < d.max_seqlen; ++i) {
+  for (int i = 0; i < opt.max_gen_len && cache.next_position() < d.max_seqlen; ++i) {
     int32_t next = sample_token(logits.data(), d.vocab, opt, rng);
     if (next == tok.eos_id()) break;
     out.push_back(next);
@@ -60,7 +60,7 @@ std::string generate_text(Executor& exec, const Tokenizer& tok, const std::strin
       size_t at = s.empty() ? std::string::npos : text.find(s);
       if (at != std::string::npos) return text.substr(0, at);
     }
-    if (cache.len >= d.max_seqlen) break;
+    if (cache.next_position() >= d.max_seqlen) break;
     exec.forward_decode(&next, 1, cache, logits.data());
   }
   return text;

@@ -1,5 +1,5 @@
 #pragma once
-// Resolved model dimensions and the accounting built on them (parameters, FLOPs per token).
+// Resolved model dimensions (the config's defaults filled in and checked) and init scales.
 #include <cstdint>
 #include <string>
 #include <vector>

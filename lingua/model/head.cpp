@@ -35,7 +35,7 @@ Tensor LMHead::loss_backward(const Tensor& targets, float loss_scale, double* lo
   return dxf;
 }
 
-void LMHead::norm_backward(const Tensor& x, const Tensor& dnorm, const Tensor& dx, const Tensor& dx_copy,
+void LMHead::input_backward(const Tensor& x, const Tensor& dnorm, const Tensor& dx, const Tensor& dx_copy,
                            const StepContext& ctx) {
   Tensor dw = store_.grad(norm_);
   if (!dw.data) dw = arena_tensor(*ctx.scratch, {dim_});  // frozen: written, never read

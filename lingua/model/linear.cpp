@@ -42,19 +42,21 @@ Linear Linear::shared(ParamStore& store, int id) {
 }
 
 Tensor Linear::stacked(const Tensor& first) const {
-  if (ids_.size() == 1 || !is_given(first)) return first;
-  // Adjacent in every buffer (declared one after the other, each a multiple of 16 floats apart
-  // only when its size is): check, since the layout is what makes the stack one matrix.
+  if (ids_.size() == 1) return first;
+  // One matrix only while the weights are adjacent in every buffer and share their trainability
+  // (ParamStore::set_trainable can freeze one of them after the fact).
   for (size_t k = 1; k < ids_.size(); ++k) {
     const ParamInfo &a = store_->info(ids_[k - 1]), &b = store_->info(ids_[k]);
+    LINGUA_CHECK(a.trainable == b.trainable, "weights '", a.name, "' and '", b.name,
+                 "' are multiplied as one matrix: freeze or train them together");
     LINGUA_CHECK(b.offset == a.offset + a.numel && (a.grad_offset < 0 || b.grad_offset == a.grad_offset + a.numel) &&
                      (a.bf16_offset < 0 || b.bf16_offset == a.bf16_offset + a.numel),
                  "internal error: stacked weights '", a.name, "' and '", b.name, "' are not adjacent");
   }
+  if (!is_given(first)) return first;
   return Tensor(first.data, {out_, in_}, first.dtype, first.device);
 }
 
-Tensor Linear::weight() const { return stacked(store_->param(ids_[0])); }
 Tensor Linear::compute_weight() const { return stacked(store_->compute_param(ids_[0])); }
 Tensor Linear::grad() const { return stacked(store_->grad(ids_[0])); }
 bool Linear::frozen() const { return !store_->trainable(ids_[0]); }

@@ -38,14 +38,12 @@ class Linear {
   void backward_input(const Tensor& dy, const Tensor& dx, bool accumulate_dx = false) const;
   void backward_weight(const Tensor& x, const Tensor& dy) const;
 
-  Tensor weight() const;          // [out, in] f32 master weights
   Tensor compute_weight() const;  // [out, in] what the matmul reads (per the policy)
   Tensor grad() const;            // [out, in] f32, accumulated; empty when frozen
   bool frozen() const;
   int64_t in() const { return in_; }
   int64_t out() const { return out_; }
   const std::vector<int>& params() const { return ids_; }
-  ComputePolicy policy() const { return policy_; }
 
   // Weight-gradient matmuls run by every Linear of this process (tests: frozen weights skip them).
   static uint64_t weight_grad_matmuls();

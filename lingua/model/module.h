@@ -25,9 +25,10 @@ struct SeqLayout {
 };
 
 struct StepContext {
-  // Where modules put memory: `saved` holds what forward keeps for backward (only with
-  // save_for_backward); `scratch` holds what lives within one call (release it with a mark), in
-  // forward and backward, and in a forward without saving also what would have been kept.
+  // Where modules put memory: `saved` holds what forward keeps (for backward, or for the next
+  // stage: a block's output, the head's norm output); `scratch` holds what lives within one call
+  // (release it with a mark), in forward and backward, and in a forward without saving also the
+  // tensors a module would otherwise keep for backward.
   Arena* saved = nullptr;
   Arena* scratch = nullptr;
   DType act = DType::f32;  // activation dtype: f32 on the CPU, bf16 on CUDA

@@ -97,7 +97,9 @@ int ParamStore::add(ParamSpec spec, int after) {
   LINGUA_CHECK(spec.init.fill, "internal error: parameter '", spec.name, "' has no init");
   LINGUA_CHECK(spec.group == "default" || groups_.count(spec.group), "internal error: parameter '", spec.name,
                "' is in optimizer group '", spec.group, "', which no module declared");
-  const Placement& pl = spec.placement;
+  const Placement pl = spec.placement;
+  LINGUA_CHECK(after < 0 || std::find(order_.begin(), order_.end(), after) != order_.end(), "internal error: parameter '",
+               spec.name, "' added after unknown id ", after);
   LINGUA_CHECK(pl.size >= 1 && pl.rank >= 0 && pl.rank < pl.size, "internal error: parameter '", spec.name,
                "': rank ", pl.rank, " of a group of ", pl.size);
   ParamInfo p;
@@ -118,15 +120,10 @@ int ParamStore::add(ParamSpec spec, int after) {
   by_name_[p.name] = id;
   infos_.push_back(std::move(p));
   removed_.push_back(false);
-  if (after < 0) {
-    order_.push_back(id);
-  } else {
-    auto it = std::find(order_.begin(), order_.end(), after);
-    LINGUA_CHECK(it != order_.end(), "internal error: parameter '", infos_[id].name, "' added after unknown id ", after);
-    order_.insert(it + 1, id);
-  }
+  if (after < 0) order_.push_back(id);
+  else order_.insert(std::find(order_.begin(), order_.end(), after) + 1, id);
   if (final_) {
-    relayout();
+    relayout(id);
     init_param(id, seed_);
   }
   return id;
@@ -197,14 +194,15 @@ void ParamStore::finalize() {
   ++layout_epoch_;
 }
 
-void ParamStore::relayout() {
+void ParamStore::relayout(int fresh) {
   const std::vector<ParamInfo> old = infos_;
   layout();
   ++layout_epoch_;
-  // Surviving parameters keep their values (and bf16 copies); gradients start again at zero.
+  // Surviving parameters keep their values (and bf16 copies); a fresh one is initialised by the
+  // caller; gradients start again at zero. Old and new buffers exist together for the copy.
   auto moved = [&](auto copy) {
     for (int id : order_)
-      if (id < (int)old.size() && old[id].name == infos_[id].name) copy(old[id], infos_[id]);
+      if (id != fresh) copy(old[id], infos_[id]);
   };
   if (device_ == Device::cuda) {
     DeviceBuffer params(std::max<int64_t>(total_, 1) * sizeof(float)), bf16(std::max<int64_t>(bf16_total_, 1) * 2);

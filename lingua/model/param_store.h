@@ -5,13 +5,15 @@
 //   gradients fp32, trainable parameters only             (grad_offset; the optimizer's moments
 //                                                          use the same layout)
 //   bf16 copy CUDA, parameters that matmuls read           (bf16_offset)
-// Each parameter starts 64-byte aligned, in declaration order, so parameters declared one after
-// the other are adjacent in every buffer (a module may read them as one matrix). The checkpoint,
-// the optimizer, and later sharding and growth all work on these names and offsets.
+// Each parameter starts 64-byte aligned (its size padded to 16 floats), in declaration order, so
+// parameters declared one after the other, each a multiple of 16 floats, with the same
+// trainability and bf16 copy, are adjacent in every buffer (a module may read them as one matrix).
+// The checkpoint, the optimizer, and later sharding and growth all work on these names and offsets.
 //
-// Parameters can be added and removed after the layout is made (between steps): the buffers are
-// laid out again, every other parameter keeps its values, layout_epoch() moves, and whoever holds
-// pointers into the buffers (the optimizer's moments, a captured step) follows by name.
+// Parameters can be added, removed and frozen after the layout is made (between steps): the
+// buffers are laid out again (old and new held at once while values move), every other parameter
+// keeps its values, layout_epoch() moves, and whoever holds pointers into the buffers (the
+// optimizer's moments, a captured step) follows by name.
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -178,7 +180,7 @@ class ParamStore {
 
  private:
   void layout();                      // offsets of every live parameter
-  void relayout();                    // after finalize: new buffers, values kept by name
+  void relayout(int fresh = -1);      // after finalize: new buffers, values kept (but `fresh`'s)
   void allocate_own_grads();          // zeroed, grad_total() floats on the store's device
   void init_param(int id, uint64_t seed);
   Tensor view(char* base, const ParamInfo& p, int64_t offset, DType dt) const;

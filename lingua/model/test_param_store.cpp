@@ -86,11 +86,19 @@ TEST(ParamStore, OpenInitAndLayoutChanges) {
   EXPECT_EQ(s.grad(a).data, nullptr);
   EXPECT_EQ(s.info(c).grad_offset, 0);
   EXPECT_EQ(s.host_param(a), (std::vector<float>{10, 11, 12}));
+  // A parameter larger than the whole store so far: laid out, initialised, nothing else moved.
+  const int big = s.add(spec("big", {64, 64}, iota));
+  EXPECT_EQ(s.host_param(big)[4095], 4095.0f + 10.0f);
+  EXPECT_EQ(s.host_param(b), vb);
+  s.remove(big);
   s.remove(c);
   EXPECT_EQ(s.ids(), (std::vector<int>{a, b}));
   EXPECT_EQ(s.host_param(b), vb);
   EXPECT_THROW(s.info(c), Error);
   EXPECT_THROW(s.add(spec("b", {1}, iota)), Error);  // declared twice
+  EXPECT_THROW(s.add(spec("d", {1}, iota), 12345), Error);  // after an unknown id: nothing added
+  EXPECT_EQ(s.find("d"), -1);
+  EXPECT_EQ(s.ids(), (std::vector<int>{a, b}));
 }
 
 // Every parameter of a model says what its axes are, and an axis role has one size everywhere.

@@ -1,5 +1,6 @@
 #include "lingua/model/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "lingua/ops/embedding/embedding.h"
@@ -18,9 +19,16 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelDims& dims)
   // Gathered from the fp32 weights; the matmul of a tied head reads the bf16 copy.
   emb.compute_copy = dims.weight_tying;
   tok_emb_ = store_.add(std::move(emb));
+  // Each stage's parameters, as declared (ids are given in order while building).
+  auto mark_stage = [&](int stage) { stage_by_id_.resize(store_.ids().size(), stage); };
+  mark_stage(0);
   rope_ = rope_table(dims.max_seqlen, dims.head_dim, dims.rope_theta);
-  for (int i = 0; i < dims.n_layers; ++i) blocks_.push_back(std::make_unique<TransformerBlock>(store_, dims, cfg, i, rope_));
+  for (int i = 0; i < dims.n_layers; ++i) {
+    blocks_.push_back(std::make_unique<TransformerBlock>(store_, dims, cfg, i, rope_));
+    mark_stage(1 + i);
+  }
   head_ = std::make_unique<LMHead>(store_, dims, emb_std, dims.weight_tying ? tok_emb_ : -1);
+  mark_stage(dims.n_layers + 1);
   store_.finalize();
   store_.init((uint64_t)cfg.seed);
 }
@@ -41,10 +49,13 @@ void Transformer::embed_backward(const Tensor& tokens, const Tensor& dx) const {
 }
 
 int Transformer::stage_of(int id) const {
-  const std::string& name = store_.info(id).name;
-  if (name.rfind("tok_embeddings.", 0) == 0) return 0;
-  if (name.rfind("layers.", 0) == 0) return 1 + std::stoi(name.substr(7));
-  return n_layers() + 1;
+  store_.info(id);  // checks the id
+  if (id < (int)stage_by_id_.size()) return stage_by_id_[id];
+  // Added later (ParamStore::add after one of a stage's own): the stage of the parameter before it.
+  const std::vector<int>& order = store_.ids();
+  for (auto it = std::find(order.begin(), order.end(), id); it != order.begin();)
+    if (*--it < (int)stage_by_id_.size()) return stage_by_id_[*it];
+  return 0;
 }
 
 ParamCounts Transformer::param_counts() const {

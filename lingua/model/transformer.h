@@ -58,10 +58,11 @@ class Transformer {
   int n_layers() const { return (int)blocks_.size(); }
   Block& block(int l) { return *blocks_[l]; }
   const Block& block(int l) const { return *blocks_[l]; }
-  LMHead& head() { return *head_; }
-  const LMHead& head() const { return *head_; }
-  // The stage a parameter belongs to, by its name: 0 the embedding, 1 + l block l, n_layers() + 1
-  // the head (final norm and output).
+  Head& head() { return *head_; }
+  const Head& head() const { return *head_; }
+  // The stage a parameter belongs to: 0 the embedding, 1 + l block l, n_layers() + 1 the head; the
+  // stage that declared it, or, for one added later, the stage of the parameter before it in the
+  // layout (ParamStore::add's `after`).
   int stage_of(int param_id) const;
 
   ParamCounts param_counts() const;
@@ -81,8 +82,9 @@ class Transformer {
   ParamStore store_;
   RopeTable rope_;
   int tok_emb_ = -1;
+  std::vector<int> stage_by_id_;  // of the parameters declared while building
   std::vector<std::unique_ptr<Block>> blocks_;
-  std::unique_ptr<LMHead> head_;
+  std::unique_ptr<Head> head_;
 };
 
 }  // namespace lingua

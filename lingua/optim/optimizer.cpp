@@ -122,6 +122,11 @@ void AdamW::follow_layout() {
   build_groups();
 }
 
+const AdamW& AdamW::sync() const {
+  if (store_.layout_epoch() != layout_epoch_) const_cast<AdamW*>(this)->follow_layout();
+  return *this;
+}
+
 void AdamW::observe_input_ids(const Tensor& ids, bool first) {
   if (!row_sparse()) return;
   if (first) {
@@ -138,7 +143,7 @@ StepReport AdamW::step(double lr_mult) {
 }
 
 StepReport AdamW::prepare(double lr_mult) {
-  if (store_.layout_epoch() != layout_epoch_) follow_layout();
+  sync();
   ++t_;
   StepReport r;
   StepScalars& sc = store_.step_scalars();
@@ -191,7 +196,7 @@ void AdamW::apply() {
 
 std::map<std::string, double> AdamW::last_grad_norms() const {
   std::map<std::string, double> out;
-  for (const ParamGroup& g : groups_) {
+  for (const ParamGroup& g : groups()) {
     GroupStats st{};
     store_.step_scalars().read(g.stats_slot, &st, sizeof st);
     out[g.name] = st.norm;
@@ -200,12 +205,13 @@ std::map<std::string, double> AdamW::last_grad_norms() const {
 }
 
 bool AdamW::has_group(const std::string& name) const {
-  for (const ParamGroup& g : groups_)
+  for (const ParamGroup& g : groups())
     if (g.name == name) return true;
   return false;
 }
 
 Tensor AdamW::moment(int which, int id) const {
+  sync();
   const ParamInfo& p = store_.info(id);
   LINGUA_CHECK(p.grad_offset >= 0, "internal error: parameter '", p.name, "' is frozen: it has no moments");
   Tensor t = store_.param(id);

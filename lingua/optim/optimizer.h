@@ -52,8 +52,8 @@ class AdamW {
   // clears the rows seen so far. Marks the rows of the row-sparse groups (device work, capturable;
   // nothing to do without such groups).
   void observe_input_ids(const Tensor& ids, bool first);
-  bool row_sparse() const { return is_given(rows_); }
-  Tensor rows_seen() const { return rows_; }  // [rows] i32, nonzero: seen since the last `first`
+  bool row_sparse() const { return is_given(sync().rows_); }
+  Tensor rows_seen() const { return sync().rows_; }  // [rows] i32, nonzero: seen since the last `first`
 
   // One update with learning-rate multiplier lr_mult, from the gradients in the store.
   // step = prepare + apply: prepare is the host part (counts the step, schedules the learning
@@ -68,7 +68,7 @@ class AdamW {
 
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
-  const std::vector<ParamGroup>& groups() const { return groups_; }
+  const std::vector<ParamGroup>& groups() const { return sync().groups_; }
   bool has_group(const std::string& name) const;
   // Moments of trainable parameter `id` (its local shape, on the store's device).
   Tensor m(int id) const;
@@ -85,6 +85,9 @@ class AdamW {
   };
   void build_groups();
   void follow_layout();  // the store was laid out again: moments move by name
+  // Every accessor first follows a new layout of the store (parameters added, removed or frozen
+  // since), so moments are never read or written at stale offsets.
+  const AdamW& sync() const;
   Tensor moment(int which, int id) const;
   float* moment_base(int which) const;
   ParamStore& store_;

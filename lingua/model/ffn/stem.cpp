@@ -74,7 +74,7 @@ class StemFfn final : public FeedForward {
     w2_ = Linear(a.store, ffn_weight_spec(a, "w2.weight", dim, hidden_, "dim", "hidden", init.out));
     a.store.declare_group({kStemGroup, stem_group_hyper, "STEM tables"});
     ParamSpec t;
-    t.name = a.prefix + "stem_embedding.weight";
+    t.name = stem_table_name(a.layer);
     t.shape = {(int64_t)a.dims.vocab, hidden_};
     t.axes = {"vocab", "hidden"};
     t.init = ParamInit::normal((float)std::sqrt(2.0 / ((double)a.dims.vocab + (double)hidden_)));

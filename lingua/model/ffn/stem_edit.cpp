@@ -4,7 +4,6 @@
 #include <sstream>
 
 #include "lingua/core/error.h"
-#include "lingua/data/tokenizer.h"  // the abstract interface only (no link dependency on lingua_data)
 #include "lingua/model/ffn/stem.h"
 #include "lingua/model/transformer.h"
 
@@ -70,19 +69,6 @@ std::vector<int> stem_edit_rows(Transformer& model, int32_t target, int32_t sour
     store.set_param(p, table.data());
   }
   return todo;
-}
-
-int32_t single_token_id(const Tokenizer& tok, const std::string& text, const char* key) {
-  std::vector<int32_t> ids = tok.encode(text, /*add_bos=*/false, /*add_eos=*/false);
-  if (ids.size() != 1) {
-    std::ostringstream os;
-    os << "[";
-    for (size_t i = 0; i < ids.size(); ++i) os << (i ? ", " : "") << ids[i];
-    os << "]";
-    fail("config key '", key, "': \"", text, "\" is ", ids.size(), " tokens ", os.str(),
-         ", not exactly one (give the text of a single token of the checkpoint's tokenizer)");
-  }
-  return ids[0];
 }
 
 }  // namespace lingua

@@ -14,7 +14,6 @@
 namespace lingua {
 
 class Transformer;
-class Tokenizer;
 
 enum class StemEditMode {
   copy,  // the rows of `target` become those of `source` (source unchanged)
@@ -32,8 +31,6 @@ StemEditMode parse_stem_edit_mode(const std::string& name);  // fails naming the
 std::vector<int> stem_edit_rows(Transformer& model, int32_t target, int32_t source, StemEditMode mode,
                                 const std::vector<int>& layers = {});
 
-// The id of `text` when it encodes to exactly one token (without BOS/EOS); otherwise an error naming
-// the config key, the text and the ids it encoded to.
-int32_t single_token_id(const Tokenizer& tok, const std::string& text, const char* key);
+
 
 }  // namespace lingua

@@ -37,10 +37,10 @@ __global__ void __launch_bounds__(kMaxThreads)
     load<V>(row + (int64_t)c * V, v);
     float2 r[V / 2];
     if constexpr (V == 8) {  // 4 pairs: 32 bytes of the table, 32-byte aligned as hd % 8 == 0
-      const float4 a = reinterpret_cast<const float4*>(cs + i0)[0];
-      const float4 b = reinterpret_cast<const float4*>(cs + i0)[1];
-      r[0] = make_float2(a.x, a.y), r[1] = make_float2(a.z, a.w);
-      r[2] = make_float2(b.x, b.y), r[3] = make_float2(b.z, b.w);
+      const float4 lo = reinterpret_cast<const float4*>(cs + i0)[0];
+      const float4 hi = reinterpret_cast<const float4*>(cs + i0)[1];
+      r[0] = make_float2(lo.x, lo.y), r[1] = make_float2(lo.z, lo.w);
+      r[2] = make_float2(hi.x, hi.y), r[3] = make_float2(hi.z, hi.w);
     } else {
 #pragma unroll
       for (int p = 0; p < V / 2; ++p) r[p] = cs[i0 + p];
