@@ -18,13 +18,14 @@ void check_whole(const ParamInfo& p, const std::string& path) {
                "' is split over processes; this checkpoint writer holds whole tensors only");
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t d = 0; d < s.size(); ++d) r += (d ? ", " : "") + std::to_string(s[d]);
-  return r + "]";
-}
-
 }  // namespace
+
+Tensor param_host_tensor(float* data, const ParamInfo& p) {
+  Tensor t(data, {p.numel});
+  t.ndim = (int)p.shape.size();
+  for (int d = 0; d < t.ndim; ++d) t.shape[d] = p.shape[d];
+  return t;
+}
 
 void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta) {
   // Host copies made here, freed when written (CUDA keeps no host mirror of the weights).
@@ -33,10 +34,7 @@ void save_params(const ParamStore& store, const std::string& path, const std::ma
   for (int id : store.ids()) {
     const ParamInfo& p = store.info(id);
     check_whole(p, path);
-    Tensor t(const_cast<float*>(host.data()) + p.offset, {p.numel});
-    t.ndim = (int)p.shape.size();
-    for (int d = 0; d < t.ndim; ++d) t.shape[d] = p.shape[d];
-    ts.push_back({p.name, t});
+    ts.push_back({p.name, param_host_tensor(const_cast<float*>(host.data()) + p.offset, p)});
   }
   write_safetensors(path, ts, meta);
 }
@@ -54,10 +52,7 @@ void load_params(ParamStore& store, const std::string& path) {
       fail("checkpoint ", path, ": tensor '", p.name, "' has shape ", ti.shape_str(), " but the model expects ",
            shape_str(p.shape), " (does the config match the checkpoint?)");
     buf.resize(p.numel);
-    Tensor t(buf.data(), {p.numel});
-    t.ndim = (int)p.shape.size();
-    for (int d = 0; d < t.ndim; ++d) t.shape[d] = p.shape[d];
-    f.read_into(p.name, t);
+    f.read_into(p.name, param_host_tensor(buf.data(), p));
     store.set_param(id, buf.data());
   }
 }

@@ -9,6 +9,9 @@
 
 namespace lingua {
 
+// A host tensor over `data` with parameter p's full shape (f32), for safetensors IO.
+Tensor param_host_tensor(float* data, const ParamInfo& p);
+
 // Writes every parameter of the store (fp32, its full shape) under its name.
 void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta = {});
 // Reads every parameter of the store from the file. A tensor missing from the file, or one whose

@@ -69,13 +69,7 @@ int64_t TensorInfo::numel() const {
   return n;
 }
 
-std::string TensorInfo::shape_str() const {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << "]";
-  return os.str();
-}
+std::string TensorInfo::shape_str() const { return lingua::shape_str(shape); }
 
 // ---------------------------------------------------------------------------------------------
 // Writer

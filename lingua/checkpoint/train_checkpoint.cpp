@@ -13,16 +13,6 @@ using json = nlohmann::json;
 
 namespace lingua {
 
-namespace {
-// A host tensor of the parameter's full shape over `data`.
-Tensor shaped(float* data, const ParamInfo& p) {
-  Tensor t(data, {p.numel});
-  t.ndim = (int)p.shape.size();
-  for (int d = 0; d < t.ndim; ++d) t.shape[d] = p.shape[d];
-  return t;
-}
-}  // namespace
-
 std::string CheckpointFiles::train_state(int rank) {
   char b[64];
   std::snprintf(b, sizeof b, "train_state_%05d.json", rank);
@@ -51,7 +41,7 @@ void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, c
       if (!s.trainable(id)) continue;
       const ParamInfo& p = s.info(id);
       for (int which = 0; which < 2; ++which, ++k)
-        moments.push_back({CheckpointFiles::moment(which, p.name), shaped(host[k].data(), p)});
+        moments.push_back({CheckpointFiles::moment(which, p.name), param_host_tensor(host[k].data(), p)});
     }
     write_safetensors(dir + "/" + CheckpointFiles::optimizer, moments);
     write_text_file_atomic(dir + "/" + CheckpointFiles::params, params_json(cfg, model.param_counts()));
@@ -73,8 +63,8 @@ TrainState load_training_checkpoint(const std::string& dir, Transformer& model, 
     const ParamInfo& p = s.info(id);
     m.resize(p.numel);
     v.resize(p.numel);
-    f.read_into(CheckpointFiles::moment(0, p.name), shaped(m.data(), p));
-    f.read_into(CheckpointFiles::moment(1, p.name), shaped(v.data(), p));
+    f.read_into(CheckpointFiles::moment(0, p.name), param_host_tensor(m.data(), p));
+    f.read_into(CheckpointFiles::moment(1, p.name), param_host_tensor(v.data(), p));
     opt.set_moments(id, m.data(), v.data());
   }
   const std::string path = dir + "/" + CheckpointFiles::train_state(0);

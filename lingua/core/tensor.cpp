@@ -37,6 +37,12 @@ int32_t* Tensor::i32() const {
   return static_cast<int32_t*>(data);
 }
 
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string r = "[";
+  for (size_t i = 0; i < shape.size(); ++i) r += (i ? ", " : "") + std::to_string(shape[i]);
+  return r + "]";
+}
+
 std::string Tensor::str() const {
   std::ostringstream os;
   os << "[";

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "lingua/core/error.h"
 
@@ -40,6 +41,9 @@ struct Tensor {
   int32_t* i32() const;   // checks dtype == i32
   std::string str() const;  // "[2, 3] f32 cpu"
 };
+
+// "[2, 3]": a shape as messages print it.
+std::string shape_str(const std::vector<int64_t>& shape);
 
 // Shape checks for op contracts: fail with the op and argument named.
 void check_shape(const char* op, const char* arg, const Tensor& t, std::initializer_list<int64_t> dims);

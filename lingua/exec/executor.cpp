@@ -49,9 +49,10 @@ void Executor::update_grad_ranges() const {
   for (int id : s.ids()) {
     const ParamInfo& p = s.info(id);
     if (p.grad_offset < 0) continue;
-    GradRange& r = grad_ranges_[model_.stage_of(id)];
-    if (!seen[model_.stage_of(id)]) r = {p.grad_offset, p.grad_offset};
-    seen[model_.stage_of(id)] = true;
+    const int stage = model_.stage_of(id);
+    GradRange& r = grad_ranges_[stage];
+    if (!seen[stage]) r = {p.grad_offset, p.grad_offset};
+    seen[stage] = true;
     r.begin = std::min(r.begin, p.grad_offset);
     r.end = std::max(r.end, p.grad_offset + p.numel);
   }
@@ -215,6 +216,11 @@ Tensor Executor::token_rows(const Tensor& x, const SeqLayout& seq, const Tensor&
   return compact;
 }
 
+void Executor::place_token_rows(const Tensor& x, const SeqLayout& seq, const Tensor& compact) const {
+  zero_row_blocks(x, seq.S(), 0, seq.B, seq.prefix);
+  copy_row_blocks(x, seq.S(), seq.prefix, compact, seq.T, 0, seq.B, seq.T);
+}
+
 void Executor::forward_stages(StepContext& ctx) {
   const SeqLayout& seq = ctx.seq;
   const int64_t N = seq.rows(), NT = seq.token_rows(), D = model_.dims().dim;
@@ -229,8 +235,7 @@ void Executor::forward_stages(StepContext& ctx) {
     size_t mark = scratch_.mark();
     Tensor e = arena_tensor(scratch_, {NT, D});
     model_.embed(ctx.tokens, e);
-    zero_row_blocks(xs_[0], seq.S(), 0, seq.B, seq.prefix);
-    copy_row_blocks(xs_[0], seq.S(), seq.prefix, e, seq.T, 0, seq.B, seq.T);
+    place_token_rows(xs_[0], seq, e);
     scratch_.release_to(mark);
   }
   for (int l = 0; l < L; ++l) {
@@ -333,12 +338,8 @@ void Executor::forward_backward_staged(int slot, float loss_scale) {
     Tensor dh = arena_tensor(ar, {NT, D});
     Tensor dh_act = act == DType::f32 ? dh : arena_tensor(ar, {NT, D}, act);
     head.input_backward(x_head_, dnorm, dh, act == DType::f32 ? Tensor() : dh_act, ctx);
-    zero_row_blocks(dx, seq.S(), 0, seq.B, seq.prefix);
-    copy_row_blocks(dx, seq.S(), seq.prefix, dh, seq.T, 0, seq.B, seq.T);
-    if (act != DType::f32) {
-      zero_row_blocks(dx_act, seq.S(), 0, seq.B, seq.prefix);
-      copy_row_blocks(dx_act, seq.S(), seq.prefix, dh_act, seq.T, 0, seq.B, seq.T);
-    }
+    place_token_rows(dx, seq, dh);
+    if (act != DType::f32) place_token_rows(dx_act, seq, dh_act);
   }
   for (int l = L - 1; l >= 0; --l) {
     ProfileScope scope(profiling_active() ? "layers." + std::to_string(l) : std::string());

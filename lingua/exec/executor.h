@@ -118,6 +118,8 @@ class Executor {
   // Token rows of a [rows, dim] tensor of the layout, as a compact [B * T, dim] one (copied into
   // `compact` when there are prefix rows; the tensor itself otherwise).
   Tensor token_rows(const Tensor& x, const SeqLayout& seq, const Tensor& compact) const;
+  // The reverse: compact [B * T, dim] rows into the token rows of x [rows, dim], its prefix rows zeroed.
+  void place_token_rows(const Tensor& x, const SeqLayout& seq, const Tensor& compact) const;
   // A staged micro-batch: its ids on the device (CUDA) or host copies (CPU).
   struct StagedBatch {
     int B = 0, T = 0;

@@ -24,12 +24,6 @@ int64_t product(const std::vector<int64_t>& s) {
   return n;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
 template <class Draw>
 ParamInit philox_init(std::string what, Draw draw) {
   ParamInit in;

@@ -221,25 +221,20 @@ Tensor AdamW::moment(int which, int id) const {
 Tensor AdamW::m(int id) const { return moment(0, id); }
 Tensor AdamW::v(int id) const { return moment(1, id); }
 
-std::vector<float> AdamW::host_m(int id) const {
-  Tensor t = m(id);
+std::vector<float> AdamW::host_moment(int which, int id) const {
+  const Tensor t = moment(which, id);
   std::vector<float> h(t.numel());
   copy_tensor(Tensor(h.data(), {t.numel()}), Tensor(t.data, {t.numel()}, DType::f32, t.device));
   return h;
 }
-
-std::vector<float> AdamW::host_v(int id) const {
-  Tensor t = v(id);
-  std::vector<float> h(t.numel());
-  copy_tensor(Tensor(h.data(), {t.numel()}), Tensor(t.data, {t.numel()}, DType::f32, t.device));
-  return h;
-}
+std::vector<float> AdamW::host_m(int id) const { return host_moment(0, id); }
+std::vector<float> AdamW::host_v(int id) const { return host_moment(1, id); }
 
 void AdamW::set_moments(int id, const float* mh, const float* vh) {
-  Tensor a = m(id), b = v(id);
-  const int64_t n = a.numel();
-  copy_tensor(Tensor(a.data, {n}, DType::f32, a.device), Tensor(mh, {n}));
-  copy_tensor(Tensor(b.data, {n}, DType::f32, b.device), Tensor(vh, {n}));
+  for (int which = 0; which < 2; ++which) {
+    const Tensor t = moment(which, id);
+    copy_tensor(Tensor(t.data, {t.numel()}, DType::f32, t.device), Tensor(which == 0 ? mh : vh, {t.numel()}));
+  }
 }
 
 }  // namespace lingua

@@ -88,7 +88,8 @@ class AdamW {
   // Every accessor first follows a new layout of the store (parameters added, removed or frozen
   // since), so moments are never read or written at stale offsets.
   const AdamW& sync() const;
-  Tensor moment(int which, int id) const;
+  Tensor moment(int which, int id) const;                   // 0: m, 1: v
+  std::vector<float> host_moment(int which, int id) const;
   float* moment_base(int which) const;
   ParamStore& store_;
   OptimConfig cfg_;
