@@ -2,6 +2,7 @@
 
 #include "apps/commands.h"
 #include "lingua/config/config.h"
+#include "lingua/train/stop_signals.h"
 #include "lingua/train/trainer.h"
 
 namespace lingua::app {
@@ -16,6 +17,7 @@ int train_main(const Args& args) {
   if (print_help_if_asked<TrainConfig>(args, "lingua train config=path.yaml [key=value ...]")) return 0;
   TrainConfig cfg = parse_config<TrainConfig>(args);
   TrainResult r = train(cfg);
+  if (r.stop_signal) return kExitStoppedBySignal;  // a job script may requeue on this status
   std::fprintf(stderr, "lingua train: done at step %lld; checkpoints in %s\n", (long long)r.final_step,
                checkpoint_root(cfg).c_str());
   return 0;

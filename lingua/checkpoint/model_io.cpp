@@ -1,5 +1,7 @@
 #include "lingua/checkpoint/model_io.h"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "lingua/checkpoint/checkpoint.h"
@@ -34,6 +36,12 @@ void save_params(const ParamStore& store, const std::string& path, const std::ma
   for (int id : store.ids()) {
     const ParamInfo& p = store.info(id);
     check_whole(p, path);
+    // A checkpoint is what a run resumes from: never one with NaN or inf weights.
+    int64_t bad = 0;
+    for (int64_t i = 0; i < p.numel; ++i) bad += !std::isfinite(host[p.offset + i]);
+    if (bad)
+      fail("refusing to write ", path, ": parameter '", p.name, "' has ", bad, " non-finite values (of ", p.numel,
+           ")");
     ts.push_back({p.name, param_host_tensor(const_cast<float*>(host.data()) + p.offset, p)});
   }
   write_safetensors(path, ts, meta);

@@ -79,6 +79,8 @@ struct OptimConfig {
   int64_t annealing_step = 1000;
   double decay_fraction = 0.1;
   double exp_factor = 0.5;
+  std::string on_nonfinite = "stop";
+  int max_consecutive_skips = 10;
   StemOptimConfig stem;
   template <class V> void visit(V& v) {
     v("lr", lr, "peak learning rate");
@@ -95,6 +97,11 @@ struct OptimConfig {
     v("annealing_step", annealing_step, "inv_sqrt: unused by the schedule, kept for Lingua configs");
     v("decay_fraction", decay_fraction, "wsd: fraction of steps spent decaying");
     v("exp_factor", exp_factor, "inv_sqrt: exponent");
+    v.choice("on_nonfinite", on_nonfinite, {"stop", "skip"},
+             "a step whose loss or gradient norm is NaN or inf is never applied; then stop: end the run with an error "
+             "naming the step and the first non-finite gradient; skip: go on with the next batch");
+    v("max_consecutive_skips", max_consecutive_skips,
+      "on_nonfinite=skip: stop after this many non-finite steps in a row");
     v("stem", stem, "STEM tables' optimizer group (model.ffn=stem)");
   }
 };

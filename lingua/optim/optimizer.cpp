@@ -166,6 +166,9 @@ void AdamW::apply() {
   float* params = store_.params_data();
   float* grads = store_.grads_data();
   void* bf16 = store_.bf16_data();
+  // Every group's norm first: a non-finite gradient anywhere skips the whole step (on the device).
+  std::vector<const double*> sqs;
+  std::vector<float*> coefs;
   for (const ParamGroup& g : groups_) {
     GroupStats* st = sc.at<GroupStats>(g.stats_slot);
     for (size_t k = 0; k < g.segments.size(); ++k) {
@@ -174,6 +177,12 @@ void AdamW::apply() {
       else sum_squares_device(flat(grads, s.grad_offset, s.numel, dev), &st->sq, k > 0);
     }
     clip_coefficient_device(dev, &st->sq, g.hyper.clip, &st->coef, &st->norm);
+    sqs.push_back(&st->sq);
+    coefs.push_back(&st->coef);
+  }
+  skip_step_if_nonfinite_device(dev, sqs.data(), coefs.data(), (int)groups_.size());
+  for (const ParamGroup& g : groups_) {
+    GroupStats* st = sc.at<GroupStats>(g.stats_slot);
     AdamWHyper h{(float)g.hyper.lr, (float)g.hyper.beta1, (float)g.hyper.beta2, (float)g.hyper.eps,
                  (float)g.hyper.weight_decay, t_};
     h.grad_scale_device = &st->coef;

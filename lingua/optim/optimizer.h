@@ -63,7 +63,8 @@ class AdamW {
   StepReport prepare(double lr_mult);
   void apply();
   // Per group, the global gradient norm of the last step, before clipping (on CUDA this waits for
-  // the step: call it when logging).
+  // the step). When any is NaN or inf, apply() skipped the whole step on the device: parameters and
+  // moments are unchanged (the caller takes the step back with set_steps_taken, or stops).
   std::map<std::string, double> last_grad_norms() const;
 
   int64_t steps_taken() const { return t_; }

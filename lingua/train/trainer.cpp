@@ -23,7 +23,10 @@
 #include "lingua/model/transformer.h"
 #include "lingua/optim/optimizer.h"
 #include "lingua/optim/schedule.h"
+#include "lingua/train/nonfinite.h"
+#include "lingua/train/run_dir.h"
 #include "lingua/train/step_profiler.h"
+#include "lingua/train/stop_signals.h"
 #include "lingua/train/train_step.h"
 
 namespace fs = std::filesystem;
@@ -79,6 +82,8 @@ void append_line(const std::string& path, const json& j) {
   std::ofstream f(path, std::ios::app);
   LINGUA_CHECK(f.good(), "cannot append to ", path);
   f << j.dump() << "\n";
+  f.flush();
+  LINGUA_CHECK(f.good(), "cannot write to ", path, " (disk full?)");
 }
 
 // In-sample unigram entropy of the first `max_tokens` training tokens: the loss of the best
@@ -98,6 +103,11 @@ double unigram_entropy(const DataConfig& data, const Tokenizer& tok, int vocab, 
   for (int64_t c : counts)
     if (c) h -= (double)c / n * std::log((double)c / n);
   return h;
+}
+
+std::string last_checkpoint_note(const std::string& root) {
+  auto last = latest_checkpoint(root);
+  return last ? "the newest checkpoint is " + last->path : "there is no checkpoint yet";
 }
 
 struct Run {
@@ -147,11 +157,11 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     omp_set_num_threads(cfg.threads);
     openblas_set_num_threads(cfg.threads);
   }
-  fs::create_directories(cfg.dump_dir);
-  write_text_file_atomic((fs::path(cfg.dump_dir) / "config.yaml").string(), config_to_yaml(cfg));
-  const std::string metrics_path = (fs::path(cfg.dump_dir) / "metrics.jsonl").string();
-  const std::string eval_path = (fs::path(cfg.dump_dir) / "metrics.eval.jsonl").string();
   const std::string root = checkpoint_root(cfg);
+  RunDir run_dir(cfg, root);  // created, writable and locked: one process per dump_dir
+  StopSignals signals;        // SIGINT/SIGTERM/SIGUSR1/2: stop after this step with a checkpoint
+  const std::string metrics_path = run_dir.metrics_path();
+  const std::string eval_path = run_dir.eval_metrics_path();
 
   auto tok = make_tokenizer(cfg.data.tokenizer);
   ModelDims dims = resolve_dims(cfg.model, tok->n_words());
@@ -191,6 +201,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   TrainResult result;
   int64_t step = 0;
   if (auto last = latest_checkpoint(root)) {
+    for (const std::string& change : run_dir.check_resume(last->path, cfg))
+      if (!quiet) std::fprintf(stderr, "lingua: changed since the checkpoint: %s\n", change.c_str());
     step = load_checkpoint(run, last->path);
     if (!quiet) std::fprintf(stderr, "lingua: resumed from %s (step %lld)\n", last->path.c_str(), (long long)step);
   } else if (!cfg.checkpoint.init_ckpt_path.empty()) {
@@ -198,6 +210,10 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", cfg.checkpoint.init_ckpt_path.c_str());
   }
   result.start_step = step;
+  run_dir.write_config(cfg);
+  if (const int64_t dropped = run_dir.truncate_metrics(step); dropped > 0 && !quiet)
+    std::fprintf(stderr, "lingua: dropped %lld metrics lines of steps after %lld (logged before the restart)\n",
+                 (long long)dropped, (long long)step);
   if (cfg.logging.unigram_baseline_tokens > 0) {
     result.unigram_entropy = unigram_entropy(cfg.data, *tok, dims.vocab, cfg.logging.unigram_baseline_tokens);
     if (!quiet)
@@ -211,7 +227,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   const int64_t first_step = step;
   StepProfiler profiler(cfg.profiling, cfg.dump_dir, device, first_step);
   TrainStep train_step(exec, opt, cfg.cuda_graph);
-  while (step < cfg.steps) {
+  int64_t skipped_steps = 0, skipped_in_a_row = 0, saved_step = -1;
+  if (hooks.at_start) hooks.at_start(exec);
+  while (step < cfg.steps && !signals.requested()) {
     profiler.before_step(step);
     auto t0 = Clock::now();
     double data_time = 0;
@@ -227,8 +245,25 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     StepReport rep;
     LossSum l = train_step.run(micro, loss_scale, lr_mult, &rep);
     double loss = l.nll / std::max<int64_t>(1, l.tokens);
-    LINGUA_CHECK(std::isfinite(loss), "training loss is ", loss, " at step ", step + 1,
-                 " (try a lower optim.lr or a longer optim.warmup)");
+    // Read with the loss (the GPU is already done): a non-finite norm means AdamW skipped the step.
+    const std::map<std::string, double> norms = opt.last_grad_norms();
+    if (!step_is_finite(loss, norms)) {
+      const std::string what = describe_nonfinite(model.params(), loss, norms);
+      opt.set_steps_taken(opt.steps_taken() - 1);  // not applied: bias corrections go on from the last one
+      if (cfg.optim.on_nonfinite == "stop")
+        fail("step ", step + 1, " is not finite: ", what, ". The step was not applied and no checkpoint holds it; ",
+             last_checkpoint_note(root), ". Try a lower optim.lr or a longer optim.warmup, or ",
+             "optim.on_nonfinite=skip to skip such steps");
+      ++skipped_steps;
+      if (++skipped_in_a_row > cfg.optim.max_consecutive_skips)
+        fail(skipped_in_a_row, " steps in a row were not finite (optim.max_consecutive_skips is ",
+             cfg.optim.max_consecutive_skips, "), the last one step ", step + 1, ": ", what);
+      if (!quiet)
+        std::fprintf(stderr, "lingua: warning: skipped step %lld (not applied): %s\n", (long long)step + 1,
+                     what.c_str());
+    } else {
+      skipped_in_a_row = 0;
+    }
     ++step;
     if (profiler.after_step(step) && !quiet)
       std::fprintf(stderr, "lingua: profile written to %s\n%s", profiler.trace_path().c_str(), profiler.summary().c_str());
@@ -238,7 +273,6 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
 
     if (step % cfg.logging.freq == 0 || step == cfg.steps || step == first_step + 1) {
       double wps = tokens_per_step / iter_time;
-      const std::map<std::string, double> norms = opt.last_grad_norms();
       const double grad_norm = norms.at("default");
       DataStats ds = loader.stats();
       json m = {{"global_step", step},
@@ -252,6 +286,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"optim/grad_norm", grad_norm},
                 {"optim/lr", rep.lr.at("default")},
                 {"optim/total_tokens", total_tokens},
+                {"optim/skipped_steps", skipped_steps},
                 {"memory/max_active_gib",
                  device == Device::cuda
                      ? cuda_peak_memory() / double(1 << 30)
@@ -280,8 +315,18 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (cfg.checkpoint.eval.every > 0 && step % cfg.checkpoint.eval.every == 0)
       run_validation(run, *tok, step, eval_path, quiet);
     bool dump = (cfg.checkpoint.dump.every > 0 && step % cfg.checkpoint.dump.every == 0) || step == cfg.steps;
-    if (dump) save_checkpoint(run, step, root);
+    if (dump) {
+      save_checkpoint(run, step, root);
+      saved_step = step;
+    }
     if (hooks.after_step && !hooks.after_step(step)) break;
+  }
+  if (const int sig = signals.requested()) {
+    result.stop_signal = sig;
+    if (step > first_step && saved_step != step) save_checkpoint(run, step, root);
+    if (!quiet)
+      std::fprintf(stderr, "lingua: stopped by %s at step %lld; checkpoint of step %lld in %s (run again to resume)\n",
+                   signal_name(sig), (long long)step, (long long)step, root.c_str());
   }
   result.final_step = step;
   if (hooks.at_end) hooks.at_end(exec);

@@ -17,12 +17,15 @@ struct TrainResult {
   int64_t final_step = 0;
   std::vector<double> losses;      // mean training loss of each step run here
   double unigram_entropy = 0;      // nats/token, when logging.unigram_baseline_tokens > 0
+  int stop_signal = 0;             // the signal that stopped the run early (a checkpoint was written), 0: none
 };
 
 struct TrainHooks {
   // Called after each optimizer step; returning false stops the run (tests simulate crashes).
   std::function<bool(int64_t step)> after_step;
   bool quiet = false;  // no status lines on stderr
+  // Called once before the first step with the executor (tests add layer hooks).
+  std::function<void(Executor& exec)> at_start;
   // Called once after the last step with the trained model's executor (tests compare it with its
   // checkpoint).
   std::function<void(Executor& exec)> at_end;

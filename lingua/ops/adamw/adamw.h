@@ -31,7 +31,9 @@ struct AdamWHyper {
   // CPU), read when the update runs (on CUDA in stream order), so that a step captured once in a
   // CUDA graph reads each step's values:
   //  - grad_scale_device: one float multiplied into grad_scale, e.g. the clip coefficient written
-  //    by clip_coefficient_device(), so a step with clipping needs no host synchronisation;
+  //    by clip_coefficient_device(), so a step with clipping needs no host synchronisation; a NaN
+  //    there skips the update (param, m, v and param_bf16 are left as they are: see
+  //    skip_step_if_nonfinite_device);
   //  - step_device: adamw_step_scalars(h) of this step, read instead of lr, step and weight_decay
   //    (which are then not read); bitwise the same update as the by-value path. One per distinct
   //    (lr, weight_decay) parameter group.
@@ -85,6 +87,15 @@ void clip_coefficient_device(Device device,  // where sq, coef and norm live
                              const double* sq_device, double max_norm,
                              float* coef_device,             // written
                              double* norm_device = nullptr); // written when given: sqrt(*sq_device)
+// Skipping a step whose gradients are not finite, without the host: run after
+// clip_coefficient_device of every parameter group of the step. When any of the n sums of squares
+// is NaN or inf (a NaN or inf gradient anywhere), every group's coefficient is set to NaN, and the
+// updates reading them (grad_scale_device) leave their tensors unchanged: the whole step is
+// skipped, never a part of it. The caller reads the norms afterwards to learn that it happened.
+// n <= kMaxGuardedGroups; on CUDA one tiny kernel, capturable.
+constexpr int kMaxGuardedGroups = 16;
+void skip_step_if_nonfinite_device(Device device,  // where the sums and coefficients live
+                                   const double* const* sq_device, float* const* coef_device, int n);
 // The CUDA form (device memory).
 inline void clip_coefficient_device(const double* sq_device, double max_norm, float* coef_device,
                                     double* norm_device = nullptr) {
@@ -147,6 +158,7 @@ void adamw_update_cuda(const Tensor& param, const Tensor& grad, const Tensor& m,
 double sum_squares_cuda(const Tensor& x);
 void sum_squares_device_cuda(const Tensor& x, double* sq_device, bool accumulate);
 void clip_coefficient_device_cuda(const double* sq_device, double max_norm, float* coef_device, double* norm_device);
+void skip_step_if_nonfinite_device_cuda(const double* const* sq_device, float* const* coef_device, int n);
 void mark_rows_cuda(const Tensor& ids, const Tensor& rows);
 void adamw_update_rows_cuda(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                             const Tensor& rows, const AdamWHyper& h, const Tensor& param_bf16);

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "lingua/core/profiler.h"
@@ -80,6 +81,7 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, cons
   check_f32(op, "v", v, {n});
   if (is_given(param_bf16)) check_op_arg(op, "param_bf16", param_bf16, DType::bf16, {n});
   const AdamWCpuConsts k = adamw_cpu_consts(op, h);
+  if (std::isnan(k.gs)) return;  // a skipped step
   float* p = param.f32();
   const float* g = grad.f32();
   float* ms = m.f32();
@@ -121,6 +123,7 @@ void adamw_update_rows(const Tensor& param, const Tensor& grad, const Tensor& m,
   check_op_arg(op, "rows", rows, DType::i32, {R});
   if (is_given(param_bf16)) check_op_arg(op, "param_bf16", param_bf16, DType::bf16, {R, C});
   const AdamWCpuConsts k = adamw_cpu_consts(op, h);
+  if (std::isnan(k.gs)) return;  // a skipped step
   float* p = param.f32();
   const float* g = grad.f32();
   float* ms = m.f32();
@@ -198,6 +201,23 @@ void sum_squares_rows_device(const Tensor& x, const Tensor& rows, double* sq_dev
   LINGUA_CHECK(x.device == Device::cpu, "sum_squares_rows_device: CUDA is not built in this version (", x.str(), ")");
   const double s = sum_squares_rows(x, rows);
   *sq_device = accumulate ? *sq_device + s : s;
+}
+
+void skip_step_if_nonfinite_device(Device device, const double* const* sq_device, float* const* coef_device, int n) {
+  LINGUA_CHECK(n >= 0 && n <= kMaxGuardedGroups, "skip_step_if_nonfinite_device: ", n, " groups (at most ",
+               kMaxGuardedGroups, ")");
+  if (device == Device::cpu) {
+    bool finite = true;
+    for (int i = 0; i < n; ++i) finite = finite && std::isfinite(*sq_device[i]);
+    if (!finite)
+      for (int i = 0; i < n; ++i) *coef_device[i] = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+#ifdef LINGUA_CUDA
+  skip_step_if_nonfinite_device_cuda(sq_device, coef_device, n);
+#else
+  fail("skip_step_if_nonfinite_device: CUDA is not built in this version");
+#endif
 }
 
 void clip_coefficient_device(Device device, const double* sq_device, double max_norm, float* coef_device,

@@ -90,6 +90,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
   if (i >= n) return;
   const float gs = load_step(k, grad_scale_device, step_device);
+  if (isnan(gs)) return;  // a skipped step (uniform across the launch)
   if (vec && i + 4 <= n)
     adamw_group4(param, grad, m, v, param_bf16, i, k, gs);
   else
@@ -114,6 +115,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r = (int64_t)blockIdx.x * slots + threadIdx.x / tpr;
   if (r >= R || rows[r] == 0) return;
   const float gs = load_step(k, grad_scale_device, step_device);
+  if (isnan(gs)) return;  // a skipped step
   const int64_t c0 = (int64_t)blockIdx.y * chunk, c1 = min(C, c0 + chunk);
   const int64_t row = r * C;
   for (int64_t c = c0 + (int64_t)(threadIdx.x % tpr) * 4; c < c1; c += (int64_t)tpr * 4) {
@@ -240,6 +242,19 @@ __global__ void clip_coefficient_kernel(const double* __restrict__ sq, double ma
   }
   *coef = c;
   if (norm_out) *norm_out = norm;
+}
+
+struct GuardedGroups {
+  const double* sq[kMaxGuardedGroups];
+  float* coef[kMaxGuardedGroups];
+  int n;
+};
+
+__global__ void skip_step_if_nonfinite_kernel(GuardedGroups g) {
+  bool finite = true;
+  for (int i = 0; i < g.n; ++i) finite = finite && isfinite(*g.sq[i]);
+  if (!finite)
+    for (int i = 0; i < g.n; ++i) *g.coef[i] = __int_as_float(0x7fc00000);  // quiet NaN
 }
 
 // Persistent scratch for the per-block partial sums: grown (synchronising the stream, then
@@ -397,6 +412,18 @@ void clip_coefficient_device_cuda(const double* sq_device, double max_norm, floa
   LINGUA_CHECK(sq_device != nullptr && coef_device != nullptr,
                "clip_coefficient_device: no device address for the sum of squares or the coefficient");
   clip_coefficient_kernel<<<1, 1, 0, cuda_stream()>>>(sq_device, max_norm, coef_device, norm_device);
+  CUDA_CHECK_LAUNCH();
+}
+
+void skip_step_if_nonfinite_device_cuda(const double* const* sq_device, float* const* coef_device, int n) {
+  GuardedGroups g{};
+  g.n = n;
+  for (int i = 0; i < n; ++i) {
+    LINGUA_CHECK(sq_device[i] && coef_device[i], "skip_step_if_nonfinite_device: group ", i, " has no device address");
+    g.sq[i] = sq_device[i];
+    g.coef[i] = coef_device[i];
+  }
+  skip_step_if_nonfinite_kernel<<<1, 1, 0, cuda_stream()>>>(g);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -368,3 +368,60 @@ TEST(ClipCoefficient, Values) {
 }
 
 }  // namespace
+
+// ---- skipping a step with non-finite gradients ----
+
+// One group with a finite gradient, one whose gradient holds `bad` at one element: the guard turns
+// both coefficients into NaN and neither update touches its tensors (the bf16 copy included).
+// With both gradients finite it leaves the coefficients alone.
+TEST(AdamW, NonFiniteGradientSkipsTheWholeStep) {
+  for (float bad : {NAN, INFINITY, -INFINITY, 0.5f}) {
+    const int64_t n = 37, R = 5, C = 7;
+    auto ga = random_vector(n, 60), gb = random_vector(R * C, 61);
+    gb[17] = bad;
+    double sq[2];
+    float coef[2];
+    double norm[2];
+    sum_squares_device(Tensor(ga.data(), {n}), &sq[0], false);
+    std::vector<int32_t> rows = {1, 0, 1, 1, 0};
+    sum_squares_rows_device(Tensor(gb.data(), {R, C}), Tensor(rows.data(), {R}), &sq[1], false);
+    for (int i = 0; i < 2; ++i) clip_coefficient_device(Device::cpu, &sq[i], 1.0, &coef[i], &norm[i]);
+    const float coef_before[2] = {coef[0], coef[1]};
+    const double* sqs[2] = {&sq[0], &sq[1]};
+    float* coefs[2] = {&coef[0], &coef[1]};
+    skip_step_if_nonfinite_device(Device::cpu, sqs, coefs, 2);
+    const bool finite = std::isfinite(bad);
+    EXPECT_EQ(std::isnan(coef[0]), !finite) << bad;
+    EXPECT_EQ(std::isnan(coef[1]), !finite) << bad;
+    if (finite) EXPECT_TRUE(coef[0] == coef_before[0] && coef[1] == coef_before[1]);
+    auto pa = random_vector(n, 62), pb = random_vector(R * C, 63);
+    std::vector<float> ma(n, 0.1f), va(n, 0.2f), mb(R * C, 0.1f), vb(R * C, 0.2f);
+    std::vector<uint16_t> bfa(n, 7), bfb(R * C, 7);
+    const auto pa0 = pa, pb0 = pb, ma0 = ma, va0 = va, mb0 = mb, vb0 = vb;
+    AdamWHyper h{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3};
+    h.grad_scale_device = &coef[0];
+    adamw_update(Tensor(pa.data(), {n}), Tensor(ga.data(), {n}), Tensor(ma.data(), {n}), Tensor(va.data(), {n}), h,
+                 Tensor(bfa.data(), {n}, DType::bf16));
+    h.grad_scale_device = &coef[1];
+    adamw_update_rows(Tensor(pb.data(), {R, C}), Tensor(gb.data(), {R, C}), Tensor(mb.data(), {R, C}),
+                      Tensor(vb.data(), {R, C}), Tensor(rows.data(), {R}), h, Tensor(bfb.data(), {R, C}, DType::bf16));
+    if (finite) {
+      EXPECT_NE(pa, pa0);
+      EXPECT_NE(pb, pb0);
+    } else {
+      EXPECT_EQ(pa, pa0) << bad;
+      EXPECT_EQ(ma, ma0) << bad;
+      EXPECT_EQ(va, va0) << bad;
+      EXPECT_EQ(pb, pb0) << bad;
+      EXPECT_EQ(mb, mb0) << bad;
+      EXPECT_EQ(vb, vb0) << bad;
+      EXPECT_EQ(bfa, std::vector<uint16_t>(n, 7));
+      EXPECT_EQ(bfb, std::vector<uint16_t>(R * C, 7));
+    }
+  }
+  double sq = 1;
+  float coef = 1;
+  const double* sqs[1] = {&sq};
+  float* coefs[1] = {&coef};
+  EXPECT_THROW(skip_step_if_nonfinite_device(Device::cpu, sqs, coefs, kMaxGuardedGroups + 1), Error);
+}
