@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "lingua/checkpoint/model_io.h"
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/config/config.h"
+#include "lingua/core/cuda.h"
 #include "lingua/train/run_dir.h"
 #include "lingua/train/stop_signals.h"
 #include "lingua/train/trainer.h"
@@ -45,8 +47,16 @@ struct PoisonGradient : LayerHooks {
   void after_backward(int layer, const Tensor& dx, const Tensor& dx_act, const StepContext&) override {
     if (layer != 1) return;
     if (calls++ / micro + 1 != at) return;
-    dx.f32()[3] = NAN;
-    if (dx_act.data != dx.data) dx_act.f32()[3] = NAN;
+    poison(dx);
+    if (dx_act.data != dx.data) poison(dx_act);
+  }
+  static void poison(const Tensor& t) {  // element 3 = NaN (f32 or bf16)
+    const float nan = NAN;
+    const uint16_t nan16 = 0x7FC0;
+    const void* src = t.dtype == DType::f32 ? (const void*)&nan : (const void*)&nan16;
+    char* dst = static_cast<char*>(t.data) + 3 * dtype_size(t.dtype);
+    if (t.device == Device::cuda) copy_to_device(dst, src, dtype_size(t.dtype));  // eager steps only
+    else std::memcpy(dst, src, dtype_size(t.dtype));
   }
 };
 
@@ -318,4 +328,51 @@ TEST(TrainReliability, UnwritableDumpDirIsNamed) {
   EXPECT_NE(error_of([&] { train(c, {nullptr, true}); }).find("exists and is not a directory"), std::string::npos);
   if (root_user) GTEST_SKIP() << "running as root: the read-only directory does not apply";
   EXPECT_NE(err.find("cannot create dump_dir '" + (d / "run").string() + "'"), std::string::npos) << err;
+}
+
+// On the GPU, eager steps: the skipped step leaves the weights, moments and step count alone.
+TEST(TrainReliabilityCuda, NonFiniteStepIsSkipped) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  fs::path data = make_corpus("nan_skip_cuda");
+  fs::path d = temp_dir("nan_skip_cuda_dump");
+  TrainConfig c = tiny_config(data, d);
+  c.device = "cuda";
+  c.cuda_graph = false;  // the poison is written from the host at one step
+  c.optim.on_nonfinite = "skip";
+  c.checkpoint.eval.every = 0;
+  c.logging.freq = 1;
+  PoisonGradient poison(7, c.grad_acc_steps);
+  TrainHooks h{nullptr, true};
+  h.at_start = [&](Executor& ex) { ex.add_hooks(&poison); };
+  TrainResult r = train(c, h);
+  ASSERT_EQ(r.final_step, 20);
+  auto m = read_jsonl(d / "metrics.jsonl");
+  EXPECT_EQ(m[5]["optim/skipped_steps"], 0);
+  EXPECT_EQ(m[6]["optim/skipped_steps"], 1);
+  std::ifstream st(d / "checkpoints" / "0000000020" / CheckpointFiles::train_state(0));
+  EXPECT_EQ(nlohmann::json::parse(st)["optimizer_steps"], 19);
+  LoadedModel lm = load_model((d / "checkpoints").string());
+  EXPECT_TRUE(all_finite(lm.model->params().host_values()));
+}
+
+// Captured steps: the learning rate that blows the model up stops the run; the step that went
+// non-finite inside the CUDA graph was skipped there, so every checkpoint is finite.
+TEST(TrainReliabilityCuda, NonFiniteStepStopsWithGraphs) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  fs::path data = make_corpus("nan_graph");
+  fs::path d = temp_dir("nan_graph_dump");
+  TrainConfig c = tiny_config(data, d);
+  c.device = "cuda";
+  c.optim.lr = 1000;
+  c.optim.warmup = 0;
+  c.checkpoint.dump.every = 2;
+  c.checkpoint.eval.every = 0;
+  c.steps = 60;
+  const std::string err = error_of([&] { train(c, {nullptr, true}); });
+  ASSERT_NE(err, "") << "lr 1000 trained 60 steps without a NaN on the GPU";
+  EXPECT_NE(err.find("is not finite"), std::string::npos) << err;
+  for (auto& e : list_checkpoints((d / "checkpoints").string())) {
+    LoadedModel lm = load_model(e.path);
+    EXPECT_TRUE(all_finite(lm.model->params().host_values())) << e.path;
+  }
 }
