@@ -217,8 +217,8 @@ TEST(TrainReliability, CliStopsOnSignals) {
   for (int twice = 0; twice < 2; ++twice) {
     fs::path d = temp_dir("cli_signal_" + std::to_string(twice));
     const std::string args = "train device=cpu dump_dir=" + d.string() + " data.root_dir=" + data.string() +
-                             " 'data.sources={toy: 1.0}' data.batch_size=4 data.seq_len=64 model.dim=128 "
-                             "model.n_layers=4 model.n_heads=4 model.multiple_of=16 model.max_seqlen=64 "
+                             " 'data.sources={toy: 1.0}' data.batch_size=8 data.seq_len=256 model.dim=256 "
+                             "model.n_layers=4 model.n_heads=4 model.multiple_of=16 model.max_seqlen=256 "
                              "steps=100000 logging.freq=1 checkpoint.dump.every=0 checkpoint.eval.every=0";
     const pid_t pid = fork();
     ASSERT_GE(pid, 0);
@@ -227,16 +227,22 @@ TEST(TrainReliability, CliStopsOnSignals) {
       execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
       _exit(127);
     }
-    // Wait for a few logged steps.
-    const auto t0 = std::chrono::steady_clock::now();
-    while (!fs::exists(d / "metrics.jsonl") || read_jsonl(d / "metrics.jsonl").size() < 3) {
-      ASSERT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(120)) << "no steps logged";
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    // Steps of about a second on 2 cores: a signal arrives mid-step. Wait for the first one.
+    auto wait_for = [&](const std::function<bool()>& done, const char* what) {
+      const auto t0 = std::chrono::steady_clock::now();
+      while (!done()) {
+        ASSERT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(120)) << what;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    };
+    wait_for([&] { return fs::exists(d / "metrics.jsonl") && !read_jsonl(d / "metrics.jsonl").empty(); },
+             "no step logged");
     int status = 0;
     if (twice) {
       kill(pid, SIGINT);
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // two signals sent at once may merge
+      // The second only after the first was seen (two pending signals of a kind merge into one).
+      wait_for([&] { return read_text_file((d / "log").string()).find("stop requested") != std::string::npos; },
+               "the first SIGINT was not acknowledged");
       kill(pid, SIGINT);
       ASSERT_EQ(waitpid(pid, &status, 0), pid);
       EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << status;
