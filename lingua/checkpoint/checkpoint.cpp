@@ -219,6 +219,16 @@ void prune_checkpoints(const std::string& root, int keep) {
   for (const fs::path& p : doomed) remove_all_or_fail(p);
 }
 
+std::string set_aside_corrupt_checkpoint(const std::string& dir) {
+  fs::path from = fs::path(dir).lexically_normal();
+  if (from.filename().empty()) from = from.parent_path();  // "dir/"
+  fs::path to = from.string() + ".corrupt";
+  for (int i = 1; fs::exists(fs::symlink_status(to)); ++i) to = from.string() + ".corrupt." + std::to_string(i);
+  rename_or_fail(from, to);
+  fsync_dir(from.parent_path().empty() ? "." : from.parent_path().string());
+  return to.string();
+}
+
 void write_text_file_atomic(const std::string& path, const std::string& content) {
   AtomicFileWriter w(path);
   w.write(content.data(), content.size());

@@ -4,6 +4,10 @@
 // A step directory without the marker is ignored, so a crash at any point while saving leaves the
 // previous checkpoints as the latest usable ones.
 //
+// A step directory that failed to load when training resumed is renamed to {step:010d}.corrupt
+// (.corrupt.1, ... when taken): out of the listings, so that it neither shadows the checkpoints
+// written after it nor makes prune_checkpoints delete them, and never deleted automatically.
+//
 // One process writes a given root at a time (in Lingua, the trainer's rank 0 commits the step).
 #include <cstdint>
 #include <functional>
@@ -44,6 +48,10 @@ std::optional<CheckpointEntry> latest_checkpoint(const std::string& root);
 // now). A checkpoint is first renamed aside and then deleted, so an interrupted prune never leaves a
 // half-deleted directory that still looks complete. Incomplete step dirs are left alone.
 void prune_checkpoints(const std::string& root, int keep);
+
+// Renames the step directory `dir` to `dir`.corrupt (or .corrupt.N, the first free one) and returns
+// the new path; fails naming both paths if the rename fails.
+std::string set_aside_corrupt_checkpoint(const std::string& dir);
 
 // True if `dir` is a directory containing the marker file.
 bool is_complete_checkpoint(const std::string& dir);

@@ -12,6 +12,8 @@
 #include <set>
 #include <sstream>
 
+#include <zlib.h>
+
 #include "lingua/checkpoint/atomic_file.h"
 
 namespace lingua {
@@ -43,6 +45,24 @@ std::optional<DType> lingua_dtype(const std::string& s) {
   if (s == "I32") return DType::i32;
   return std::nullopt;
 }
+
+uint32_t crc32_of(const void* data, size_t n) {
+  return static_cast<uint32_t>(::crc32_z(::crc32_z(0, nullptr, 0), static_cast<const Bytef*>(data), n));
+}
+
+std::string crc32_hex(uint32_t crc) {
+  char b[16];
+  std::snprintf(b, sizeof b, "%08x", crc);
+  return b;
+}
+
+// The checksum of a metadata value: exactly 8 hex digits, else nullopt.
+std::optional<uint32_t> parse_crc32_hex(const std::string& s) {
+  if (s.size() != 8 || s.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) return std::nullopt;
+  return static_cast<uint32_t>(std::stoul(s, nullptr, 16));
+}
+
+bool is_checksum_key(const std::string& key) { return key.rfind(kSafetensorsChecksumPrefix, 0) == 0; }
 
 std::string tensor_shape_str(const Tensor& t) {
   std::ostringstream os;
@@ -77,11 +97,13 @@ std::string TensorInfo::shape_str() const { return lingua::shape_str(shape); }
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   ojson header = ojson::object();
-  if (!metadata.empty()) {
-    ojson m = ojson::object();
-    for (const auto& [k, v] : metadata) m[k] = v;
-    header["__metadata__"] = std::move(m);
+  ojson meta = ojson::object();
+  for (const auto& [k, v] : metadata) {
+    LINGUA_CHECK(!is_checksum_key(k), "write_safetensors '", path, "': metadata key '", k,
+                 "' is reserved for the checksums the writer adds (prefix '", kSafetensorsChecksumPrefix, "')");
+    meta[k] = v;
   }
+  header["__metadata__"] = ojson::object();  // first in the header; filled below
   std::set<std::string> seen;
   uint64_t offset = 0;
   for (const NamedTensor& nt : tensors) {
@@ -104,8 +126,11 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
     header[nt.name] = {{"dtype", safetensors_dtype_name(t.dtype)},
                        {"shape", std::move(shape)},
                        {"data_offsets", {offset, offset + n}}};
+    meta[kSafetensorsChecksumPrefix + nt.name] = crc32_hex(crc32_of(t.data, n));
     offset += n;
   }
+  if (meta.empty()) header.erase("__metadata__");
+  else header["__metadata__"] = std::move(meta);
   std::string text;
   try {
     text = header.dump();
@@ -210,6 +235,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
 
   const uint64_t data_size = file_size - 8 - n;
   f.data_start_ = 8 + n;
+  std::map<std::string, uint32_t> checksums;  // tensor name -> stored crc32
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     const ojson& v = it.value();
@@ -217,7 +243,14 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
       if (!v.is_object()) bad("'__metadata__' must be an object of strings");
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string()) bad("metadata value for '", m.key(), "' is not a string");
-        f.metadata_[m.key()] = m.value().get<std::string>();
+        const std::string value = m.value().get<std::string>();
+        if (!is_checksum_key(m.key())) {
+          f.metadata_[m.key()] = value;
+          continue;
+        }
+        std::optional<uint32_t> crc = parse_crc32_hex(value);
+        if (!crc) bad("metadata '", m.key(), "': checksum '", value, "' is not 8 hex digits");
+        checksums[m.key().substr(std::strlen(kSafetensorsChecksumPrefix))] = *crc;
       }
       continue;
     }
@@ -259,6 +292,12 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
            info.begin, ", ", info.end, "] hold ", info.end - info.begin);
     f.order_.push_back(name);
     f.infos_.emplace(name, std::move(info));
+  }
+
+  for (const auto& [name, crc] : checksums) {
+    auto it = f.infos_.find(name);
+    if (it == f.infos_.end()) bad("metadata has a checksum for tensor '", name, "', which the file does not hold");
+    it->second.stored_crc32 = crc;
   }
 
   // The tensors must tile the data section exactly, as the reference implementation requires.
@@ -310,6 +349,12 @@ void SafetensorsFile::read_into(const std::string& name, const Tensor& dst) cons
   std::string err;
   if (!pread_all(fd_->fd, dst.data, n, data_start_ + t.begin, &err))
     fail("safetensors file '", path_, "': cannot read tensor '", name, "': ", err);
+  if (t.stored_crc32) {
+    const uint32_t computed = crc32_of(dst.data, n);
+    if (computed != *t.stored_crc32)
+      fail("checksum mismatch: tensor '", name, "' in ", path_, " (stored crc32 ", crc32_hex(*t.stored_crc32),
+           ", computed ", crc32_hex(computed), "): the file is corrupt");
+  }
 }
 
 }  // namespace lingua

@@ -173,7 +173,11 @@ TEST_F(Safetensors, FileLayoutMatchesSpec) {
   std::vector<std::string> keys;
   for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
   EXPECT_EQ(keys, (std::vector<std::string>{"__metadata__", "w", "b", "ids"}));
-  EXPECT_EQ(j["__metadata__"], nlohmann::ordered_json({{"k", "v"}}));
+  // The caller's metadata, then a checksum per tensor (in tensor order).
+  std::vector<std::string> meta_keys;
+  for (auto it = j["__metadata__"].begin(); it != j["__metadata__"].end(); ++it) meta_keys.push_back(it.key());
+  EXPECT_EQ(meta_keys, (std::vector<std::string>{"k", "lingua.crc32.w", "lingua.crc32.b", "lingua.crc32.ids"}));
+  EXPECT_EQ(j["__metadata__"]["k"], "v");
 
   const std::vector<std::tuple<std::string, std::string, std::vector<int64_t>, const Buf*>> want = {
       {"w", "F32", {3, 5}, &a}, {"b", "BF16", {7}, &b}, {"ids", "I32", {2, 3}, &c}};

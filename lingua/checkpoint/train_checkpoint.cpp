@@ -82,6 +82,36 @@ TrainState load_training_checkpoint(const std::string& dir, Transformer& model, 
   return t;
 }
 
+std::optional<ResumedCheckpoint> load_latest_training_checkpoint(
+    const std::string& root, Transformer& model, AdamW& opt, const std::function<void(const TrainState&)>& load_rest) {
+  const std::vector<CheckpointEntry> all = list_checkpoints(root);
+  if (all.empty()) return std::nullopt;
+  ResumedCheckpoint r;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    try {
+      TrainState st = load_training_checkpoint(it->path, model, opt);
+      LINGUA_CHECK(st.step == it->step, it->path, "/", CheckpointFiles::train_state(0), " says step ", st.step,
+                   " but the directory is step ", it->step);
+      if (load_rest) load_rest(st);
+      r.path = it->path;
+      r.state = std::move(st);
+      break;
+    } catch (const std::exception& e) {  // lingua::Error, JSON errors of the train state, ...
+      r.skipped.push_back({it->path, e.what(), ""});
+    }
+  }
+  if (r.path.empty()) {
+    std::string each;
+    for (const SkippedCheckpoint& s : r.skipped) each += "\n  " + s.path + ": " + s.reason;
+    fail("none of the ", all.size(), " checkpoints in ", root,
+         " can be loaded; not starting from scratch, which would overwrite them (a config that does not "
+         "match the checkpoints fails on all of them):",
+         each);
+  }
+  for (SkippedCheckpoint& s : r.skipped) s.moved_to = set_aside_corrupt_checkpoint(s.path);
+  return r;
+}
+
 std::string save_model_checkpoint(const std::string& root, int64_t step, const TrainConfig& cfg,
                                   const Transformer& model, const std::vector<std::pair<std::string, std::string>>& extra) {
   return save_checkpoint_dir(root, step, [&](const std::string& dir) {

@@ -10,7 +10,9 @@
 // The trainer, `lingua generate`, `lingua eval` and the checkpoint-editing commands all go through
 // these functions.
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -43,7 +45,35 @@ struct TrainState {
 void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
                               const AdamW& opt, const TrainState& state);
 // Reads one back into a model and optimizer built from the same config; returns its train state.
+// Every weight, every trainable parameter's moments and the optimizer's step count are set, so a
+// successful load overwrites whatever an earlier, failed one left. On a corrupt file (truncated,
+// bad header, checksum mismatch) fails naming the file; tensors are read and set one by one, so a
+// failure leaves the model and optimizer partly loaded.
 TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt);
+
+// A complete checkpoint that failed to load on resume.
+struct SkippedCheckpoint {
+  std::string path;    // the step directory, as listed
+  std::string reason;  // the error
+  std::string moved_to;  // where it was set aside (set_aside_corrupt_checkpoint)
+};
+struct ResumedCheckpoint {
+  std::string path;  // the step directory loaded
+  TrainState state;
+  std::vector<SkippedCheckpoint> skipped;  // newer ones that failed, newest first
+};
+// Resuming a run: loads the newest complete checkpoint under `root` that loads, trying them newest
+// first. A checkpoint "loads" when load_training_checkpoint succeeds, its train state's step is its
+// directory's, and `load_rest` (the caller's part, e.g. the data loader's state; may be empty)
+// succeeds; any exception on the way counts as corruption and the next older one is tried. The
+// ones that failed are then set aside (set_aside_corrupt_checkpoint) and listed in `skipped`, so
+// that the checkpoints the resumed run writes are the newest and pruning keeps them.
+// nullopt when there is no complete checkpoint. When none loads, fails naming each with its error
+// and sets nothing aside (a mismatched config fails on all of them; starting from scratch instead
+// would overwrite them).
+std::optional<ResumedCheckpoint> load_latest_training_checkpoint(
+    const std::string& root, Transformer& model, AdamW& opt,
+    const std::function<void(const TrainState&)>& load_rest = {});
 
 // Writes a checkpoint with weights and config only (for generation, evaluation and
 // init_ckpt_path, not for resuming), plus `extra` files (name, content). Returns its directory.

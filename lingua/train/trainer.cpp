@@ -122,12 +122,6 @@ void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
   prune_checkpoints(root, r.cfg.checkpoint.dump.keep);
 }
 
-int64_t load_checkpoint(const Run& r, const std::string& dir) {
-  TrainState st = load_training_checkpoint(dir, r.exec.model(), r.opt);
-  r.loader.load_state(st.data_loader);
-  return st.step;
-}
-
 void run_validation(const Run& r, const Tokenizer& tok, int64_t step, const std::string& path, bool quiet) {
   auto res = evaluate_validation(r.exec, tok, r.cfg.data, r.cfg.eval.max_tokens);
   json j = {{"global_step", step}};
@@ -200,10 +194,17 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
 
   TrainResult result;
   int64_t step = 0;
-  if (auto last = latest_checkpoint(root)) {
-    for (const std::string& change : run_dir.check_resume(last->path, cfg))
+  // Another model's checkpoints are refused before anything is loaded (naming the keys).
+  if (auto newest = latest_checkpoint(root))
+    for (const std::string& change : run_dir.check_resume(newest->path, cfg))
       if (!quiet) std::fprintf(stderr, "lingua: changed since the checkpoint: %s\n", change.c_str());
-    step = load_checkpoint(run, last->path);
+  // A corrupt newest checkpoint is skipped (and set aside) for the newest one that loads.
+  auto load_loader_state = [&](const TrainState& st) { loader.load_state(st.data_loader); };
+  if (auto last = load_latest_training_checkpoint(root, model, opt, load_loader_state)) {
+    for (const SkippedCheckpoint& s : last->skipped)
+      std::fprintf(stderr, "lingua: warning: checkpoint %s is corrupt (%s); resuming from %s (the corrupt one is kept as %s)\n",
+                   s.path.c_str(), s.reason.c_str(), last->path.c_str(), s.moved_to.c_str());
+    step = last->state.step;
     if (!quiet) std::fprintf(stderr, "lingua: resumed from %s (step %lld)\n", last->path.c_str(), (long long)step);
   } else if (!cfg.checkpoint.init_ckpt_path.empty()) {
     load_weights(model, cfg.checkpoint.init_ckpt_path);
