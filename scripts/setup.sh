@@ -2,7 +2,7 @@
 # Installs the Debian packages lingua.cpp builds with. Idempotent: does nothing when all are present.
 set -euo pipefail
 PKGS=(cmake ninja-build g++ pkg-config libyaml-cpp-dev nlohmann-json3-dev libopenblas-dev libopenblas-openmp-dev
-      libsentencepiece-dev libgtest-dev libomp-dev zstd)
+      libsentencepiece-dev libgtest-dev libomp-dev zstd zlib1g-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
