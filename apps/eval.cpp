@@ -17,7 +17,9 @@ struct EvalCommandConfig {
   template <class V> void visit(V& v) {
     v("ckpt", ckpt, "checkpoint step directory, or a dump_dir (uses its newest checkpoint)");
     v("root_dir", root_dir, "data directory with <source>/*.val.jsonl (default: the checkpoint's data.root_dir)");
-    v("max_tokens", max_tokens, "validation tokens per source (0: all)");
+    v("max_tokens", max_tokens,
+      "validation tokens per source (0: all; scoring stops after the batch that reaches it, and the per-char and "
+      "per-byte figures count the text of the scored tokens only)");
     v("batch_size", batch_size, "windows per forward (0: the training batch size)");
   }
 };
@@ -31,12 +33,14 @@ int eval_main(const Args& args) {
   DataConfig data = m.config.data;
   if (!e.root_dir.empty()) data.root_dir = e.root_dir;
   if (e.batch_size > 0) data.batch_size = e.batch_size;
-  auto res = evaluate_validation(*m.exec, *m.tokenizer, data, e.max_tokens);
-  LINGUA_CHECK(!res.empty(), "no *.val.jsonl files under the sources of ", data.root_dir);
+  auto res = evaluate_validation(*m.exec, *m.tokenizer, data, e.max_tokens);  // fails when there is none
+  for (auto& [src, w] : data.sources)
+    if (!res.count(src)) std::printf("%s: no *.val.jsonl files, not evaluated\n", src.c_str());
   for (auto& [src, r] : res)
-    std::printf("%s: nll_per_token %.4f  nll_per_char %.4f  bits_per_byte %.4f  tokens %lld  documents %lld  skipped_lines %lld\n",
+    std::printf("%s: nll_per_token %.4f  nll_per_char %.4f  bits_per_byte %.4f  tokens %lld  bytes %lld  documents %lld  "
+                "skipped_lines %lld\n",
                 src.c_str(), r.nll_per_token(), r.nll_per_char(), r.bits_per_byte(), (long long)r.tokens,
-                (long long)r.documents, (long long)r.stats.skipped());
+                (long long)r.bytes, (long long)r.documents, (long long)r.stats.skipped());
   return 0;
 }
 

@@ -18,11 +18,13 @@ struct PrepareCommandConfig {
   int64_t seed = 42;
   bool overwrite = false;
   template <class V> void visit(V& v) {
-    v("inputs", inputs, "input files (.txt or .jsonl); bare arguments are inputs too");
+    v("inputs", inputs, "input files (.txt or .jsonl, or gzip-compressed: .txt.gz, .jsonl.gz); bare arguments are inputs too");
     v("out_dir", out_dir, "corpus root (the training config's data.root_dir)");
     v("source", source, "source name: the sub-directory and file prefix");
     v("n_chunks", n_chunks, "training chunk files");
-    v("val_fraction", val_fraction, "share of documents held out for validation");
+    v("val_fraction", val_fraction,
+      "share of documents held out for validation (at least one when > 0 and there are 2 or more; 0: none, no "
+      "*.val.jsonl written)");
     v("val_docs", val_docs, "exact number of validation documents (overrides val_fraction when >= 0)");
     v("min_doc_chars", min_doc_chars, ".txt inputs: paragraphs are grouped into documents of at least this");
     v("seed", seed, "shuffle seed");
@@ -53,10 +55,17 @@ int prepare_main(const Args& args) {
   std::printf("prepared %s: %lld training documents (%lld chars) in %zu chunk(s), %lld validation documents (%lld chars)\n",
               r.source_dir.c_str(), (long long)r.train_docs, (long long)r.train_chars, r.chunk_files.size(),
               (long long)r.val_docs, (long long)r.val_chars);
-  if (r.skipped.skipped() > 0)
-    std::printf("skipped %lld malformed input lines (bad JSON %lld, no text %lld, invalid UTF-8 %lld)\n",
-                (long long)r.skipped.skipped(), (long long)r.skipped.bad_json, (long long)r.skipped.missing_text,
-                (long long)r.skipped.invalid_utf8);
+  // What was left out of the documents, file by file, only where something was.
+  for (const PrepareInputStats& in : r.inputs)
+    if (in.skipped.skipped() || in.empty_texts || in.invalid_utf8_replaced)
+      std::printf("  %s\n", in.describe().c_str());
+  if (r.skipped.skipped() > 0) std::printf("skipped %s\n", r.skipped.skipped_summary().c_str());
+  if (r.empty_texts > 0) std::printf("dropped %lld documents with empty text\n", (long long)r.empty_texts);
+  if (r.invalid_utf8_replaced > 0)
+    std::printf("replaced %lld invalid UTF-8 sequences of .txt input with U+FFFD\n", (long long)r.invalid_utf8_replaced);
+  if (r.val_docs == 0)
+    std::printf("no validation documents%s: lingua eval and checkpoint.eval.every need a *.val.jsonl\n",
+                c.val_docs < 0 && c.val_fraction > 0 ? " (one document: kept for training)" : "");
   return 0;
 }
 

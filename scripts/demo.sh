@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# make demo: unpack the bundled corpus, prepare it, train the demo model, print samples.
+# make demo: prepare the bundled corpus (read gzip-compressed), train the demo model, print samples.
 set -euo pipefail
 LINGUA=${1:-build/lingua}
 OUT=${DEMO_DIR:-build/demo}
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-mkdir -p "$OUT/raw"
-gunzip -c data/demo/moby_dick.txt.gz > "$OUT/raw/moby_dick.txt"
-"$LINGUA" prepare out_dir="$OUT/data" source=moby_dick val_fraction=0.02 overwrite=true "$OUT/raw/moby_dick.txt"
+"$LINGUA" prepare out_dir="$OUT/data" source=moby_dick val_fraction=0.02 overwrite=true data/demo/moby_dick.txt.gz
 
 # A fresh run each time (a kept dump_dir would resume instead).
 rm -rf "$OUT/run"

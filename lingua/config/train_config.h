@@ -165,14 +165,26 @@ struct DumpPolicy {
   }
 };
 
+// checkpoint.eval: the keys of DumpPolicy (Lingua's layout), its own meaning.
+struct EvalPolicy {
+  int64_t every = 0;
+  int keep = 0;
+  template <class V> void visit(V& v) {
+    v("every", every,
+      "run validation on data.root_dir/<source>/*.val.jsonl every N steps, into dump_dir/metrics.eval.jsonl "
+      "(0: never)");
+    v("keep", keep, "unused (Lingua's key)");
+  }
+};
+
 struct CheckpointConfig {
   DumpPolicy dump;
-  DumpPolicy eval{0, 0};
+  EvalPolicy eval;
   std::string path;            // default dump_dir/checkpoints
   std::string init_ckpt_path;  // start from these weights (a checkpoint step directory)
   template <class V> void visit(V& v) {
     v("dump", dump, "training checkpoints");
-    v("eval", eval, "validation: every N steps (0: never); keep is unused");
+    v("eval", eval, "validation during training");
     v("path", path, "checkpoint directory (default dump_dir/checkpoints)");
     v("init_ckpt_path", init_ckpt_path, "initialise the model weights from this checkpoint directory");
   }

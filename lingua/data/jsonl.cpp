@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "lingua/core/error.h"
+#include "lingua/data/paths.h"
 
 namespace fs = std::filesystem;
 
@@ -24,6 +25,11 @@ DataStats DataStats::from_json(const nlohmann::json& j) {
   s.missing_text = k.at("missing_text").get<int64_t>();
   s.invalid_utf8 = k.at("invalid_utf8").get<int64_t>();
   return s;
+}
+
+std::string DataStats::skipped_summary() const {
+  return detail::concat(skipped(), " malformed line", skipped() == 1 ? "" : "s", " (bad JSON ", bad_json,
+                        ", no text/content ", missing_text, ", invalid UTF-8 ", invalid_utf8, ")");
 }
 
 namespace {
@@ -67,7 +73,10 @@ std::vector<std::string> list_files(const std::string& dir, bool (*keep)(const s
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
-    if (e.is_regular_file() && keep(name)) out.push_back(e.path().string());
+    if (!keep(name)) continue;
+    // A directory named like a data file would otherwise be passed over without a word.
+    LINGUA_CHECK(!e.is_directory(), "data file ", e.path().string(), " is a directory, expected a file");
+    if (e.is_regular_file()) out.push_back(e.path().string());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -145,14 +154,14 @@ void count_skipped_line(LineKind kind, DataStats* stats) {
 }
 
 std::vector<std::string> find_chunk_files(const std::string& source_dir) {
-  LINGUA_CHECK(fs::is_directory(source_dir), "data source directory ", source_dir, " does not exist");
+  require_directory(source_dir, "data source directory");
   auto files = list_files(source_dir, is_chunk_name);
   LINGUA_CHECK(!files.empty(), "data source directory ", source_dir, " holds no *.chunk.*.jsonl file");
   return files;
 }
 
 std::vector<std::string> find_validation_files(const std::string& source_dir) {
-  LINGUA_CHECK(fs::is_directory(source_dir), "data source directory ", source_dir, " does not exist");
+  require_directory(source_dir, "data source directory");
   return list_files(source_dir, is_val_name);
 }
 

@@ -21,6 +21,8 @@ struct DataStats {
   int64_t missing_text = 0;  // skipped: JSON, but not an object with a string "text" or "content"
   int64_t invalid_utf8 = 0;  // skipped: the line's bytes are not valid UTF-8
   int64_t skipped() const { return bad_json + missing_text + invalid_utf8; }
+  // "3 malformed lines (bad JSON 2, no text/content 1, invalid UTF-8 0)", for the console.
+  std::string skipped_summary() const;
   bool operator==(const DataStats&) const = default;
   nlohmann::json to_json() const;  // {"documents": .., "tokens": .., "skipped": {"bad_json": .., ...}}
   static DataStats from_json(const nlohmann::json& j);
@@ -41,10 +43,11 @@ int64_t sanitize_utf8(std::string* s);
 // Number of code points of valid UTF-8 (counts lead bytes).
 int64_t utf8_length(std::string_view s);
 
-// Sorted paths of <source_dir>/*.chunk.*.jsonl (regular files; *.val.jsonl excluded). Fails naming
-// the directory when it is missing or holds no chunk file.
+// Sorted paths of <source_dir>/*.chunk.*.jsonl (*.val.jsonl excluded). Fails naming the path when
+// the directory is missing or a file, holds no chunk file, or a chunk name is a directory.
 std::vector<std::string> find_chunk_files(const std::string& source_dir);
-// Sorted paths of <source_dir>/*.val.jsonl, possibly none. Fails when the directory is missing.
+// Sorted paths of <source_dir>/*.val.jsonl, possibly none. Fails as find_chunk_files does (but
+// not when there is none).
 std::vector<std::string> find_validation_files(const std::string& source_dir);
 
 // Reads the documents of a source's *.val.jsonl files once, in file order then line order.

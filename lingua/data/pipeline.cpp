@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "lingua/core/error.h"
+#include "lingua/data/paths.h"
 
 namespace fs = std::filesystem;
 
@@ -210,7 +211,7 @@ Pipeline::Pipeline(const DataConfig& config, const Tokenizer& tokenizer, int ran
   LINGUA_CHECK(!c.add_bos || tokenizer.bos_id() >= 0, "data.add_bos is set but the tokenizer has no BOS id");
   LINGUA_CHECK(!c.add_eos || tokenizer.eos_id() >= 0, "data.add_eos is set but the tokenizer has no EOS id");
   LINGUA_CHECK(!c.root_dir.empty(), "data.root_dir is not set");
-  LINGUA_CHECK(fs::is_directory(c.root_dir), "data.root_dir ", c.root_dir, " does not exist or is not a directory");
+  require_directory(c.root_dir, "data.root_dir");
   LINGUA_CHECK(!c.sources.empty(), "data.sources is empty: name at least one source directory of ", c.root_dir);
   double total = 0;
   for (const auto& [name, weight] : c.sources) {

@@ -1,6 +1,7 @@
 #include "lingua/data/prepare.h"
 
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +12,7 @@
 
 #include "lingua/core/error.h"
 #include "lingua/core/philox.h"
+#include "lingua/data/paths.h"
 
 namespace fs = std::filesystem;
 
@@ -24,29 +26,58 @@ bool has_suffix(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string read_file(const std::string& path) {
+bool is_blank(std::string_view s) { return s.find_first_not_of(" \t\n\r\f\v") == std::string_view::npos; }
+
+std::string read_plain(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   LINGUA_CHECK(in.is_open(), "prepare: cannot open input ", path);
   std::ostringstream ss;
   ss << in.rdbuf();
+  LINGUA_CHECK(!in.bad(), "prepare: error reading input ", path);
   return ss.str();
 }
 
+// The decompressed bytes of a gzip file (several gzip members are read one after the other).
+std::string read_gzip(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  LINGUA_CHECK(f, "prepare: cannot open input ", path);
+  gzbuffer(f, 1 << 17);
+  std::string out;
+  std::vector<char> buf(1 << 16);
+  for (;;) {
+    const int n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()));
+    if (n < 0) {
+      int code = 0;
+      const std::string why = gzerror(f, &code);
+      gzclose(f);
+      fail("prepare: cannot decompress input ", path, ": ", why);
+    }
+    if (n == 0) break;
+    out.append(buf.data(), static_cast<size_t>(n));
+  }
+  // A truncated stream ends the reads quietly; gzclose reports it.
+  const int closed = gzclose(f);
+  LINGUA_CHECK(closed == Z_OK, "prepare: cannot decompress input ", path,
+               closed == Z_BUF_ERROR ? ": the gzip stream is truncated" : ": read error");
+  return out;
+}
+
 // Paragraphs (runs of non-blank lines) grouped into documents of >= min_chars code points.
-void split_text(const std::string& path, int64_t min_chars, std::vector<std::string>* docs, int64_t* replaced) {
-  std::string data = read_file(path);
-  *replaced += sanitize_utf8(&data);
+void split_text(std::string data, int64_t min_chars, std::vector<std::string>* docs, PrepareInputStats* st) {
+  st->invalid_utf8_replaced += sanitize_utf8(&data);
   std::string doc, paragraph;
   auto end_paragraph = [&] {
     if (paragraph.empty()) return;
+    ++st->paragraphs;
     if (!doc.empty()) doc += "\n\n";
     doc += paragraph;
     paragraph.clear();
-    if (utf8_length(doc) >= min_chars) docs->push_back(std::move(doc)), doc.clear();
+    if (utf8_length(doc) >= min_chars) docs->push_back(std::move(doc)), ++st->documents, doc.clear();
   };
-  std::istringstream in(data);
+  std::istringstream in(std::move(data));
   std::string line;
   while (std::getline(in, line)) {
+    ++st->lines;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t\f\v") == std::string::npos) {
       end_paragraph();
@@ -56,20 +87,27 @@ void split_text(const std::string& path, int64_t min_chars, std::vector<std::str
     }
   }
   end_paragraph();
-  if (!doc.empty()) docs->push_back(std::move(doc));
+  if (!doc.empty()) docs->push_back(std::move(doc)), ++st->documents;
 }
 
-void read_jsonl(const std::string& path, std::vector<std::string>* docs, DataStats* stats) {
-  std::ifstream in(path, std::ios::binary);
-  LINGUA_CHECK(in.is_open(), "prepare: cannot open input ", path);
-  std::string line, text;
-  while (std::getline(in, line)) {
-    LineKind kind = parse_document_line(line, &text);
-    if (kind == LineKind::document) {
-      ++stats->documents;
-      docs->push_back(std::move(text));
+void split_jsonl(const std::string& data, std::vector<std::string>* docs, PrepareInputStats* st) {
+  std::string text;
+  for (size_t pos = 0; pos < data.size();) {
+    size_t end = data.find('\n', pos);
+    if (end == std::string::npos) end = data.size();
+    ++st->lines;
+    LineKind kind = parse_document_line(std::string_view(data).substr(pos, end - pos), &text);
+    pos = end + 1;
+    if (kind == LineKind::blank) {
+      ++st->blank_lines;
+    } else if (kind != LineKind::document) {
+      count_skipped_line(kind, &st->skipped);
+    } else if (is_blank(text)) {
+      ++st->empty_texts;  // nothing to learn from, and nothing to score
     } else {
-      count_skipped_line(kind, stats);
+      ++st->skipped.documents;
+      ++st->documents;
+      docs->push_back(std::move(text));
     }
   }
 }
@@ -94,6 +132,23 @@ void write_jsonl(const fs::path& path, const std::vector<const std::string*>& do
 
 }  // namespace
 
+std::string PrepareInputStats::describe() const {
+  std::ostringstream s;
+  s << path << ": ";
+  if (bytes == 0) {
+    s << "empty" << (gzip ? " after decompression" : "");
+  } else if (has_suffix(gzip ? path.substr(0, path.size() - 3) : path, ".txt")) {
+    s << lines << " lines, " << paragraphs << " paragraphs" << (lines > 0 && paragraphs == 0 ? " (all lines blank)" : "")
+      << " -> " << documents << " documents";
+    if (invalid_utf8_replaced) s << "; " << invalid_utf8_replaced << " invalid UTF-8 sequences replaced";
+  } else {
+    s << lines << " lines -> " << documents << " documents; skipped: bad JSON " << skipped.bad_json
+      << ", no string \"text\"/\"content\" " << skipped.missing_text << ", invalid UTF-8 " << skipped.invalid_utf8
+      << ", empty text " << empty_texts << ", blank lines " << blank_lines;
+  }
+  return s.str();
+}
+
 PrepareResult prepare_corpus(const PrepareOptions& o) {
   LINGUA_CHECK(!o.inputs.empty(), "prepare: no input files");
   LINGUA_CHECK(!o.out_dir.empty(), "prepare: no output directory");
@@ -103,30 +158,49 @@ PrepareResult prepare_corpus(const PrepareOptions& o) {
   LINGUA_CHECK(o.val_docs >= 0 || (o.val_fraction >= 0 && o.val_fraction < 1), "prepare: val_fraction ",
                o.val_fraction, " must be in [0, 1)");
   LINGUA_CHECK(o.min_doc_chars >= 0, "prepare: min_doc_chars must be >= 0");
+  if (fs::exists(o.out_dir)) require_directory(o.out_dir, "prepare: out_dir");
 
   PrepareResult r;
   std::vector<std::string> docs;
   for (const auto& path : o.inputs) {
-    LINGUA_CHECK(fs::is_regular_file(path), "prepare: input ", path, " does not exist");
-    if (has_suffix(path, ".txt")) {
-      split_text(path, o.min_doc_chars, &docs, &r.invalid_utf8_replaced);
-    } else if (has_suffix(path, ".jsonl")) {
-      read_jsonl(path, &docs, &r.skipped);
+    require_regular_file(path, "prepare: input");
+    PrepareInputStats st;
+    st.path = path;
+    st.gzip = has_suffix(path, ".gz");
+    const std::string name = st.gzip ? path.substr(0, path.size() - 3) : path;  // what the contents are
+    const bool txt = has_suffix(name, ".txt");
+    LINGUA_CHECK(txt || has_suffix(name, ".jsonl"), "prepare: input ", path,
+                 " is not .txt or .jsonl (optionally gzip-compressed: .txt.gz, .jsonl.gz)");
+    std::string data = st.gzip ? read_gzip(path) : read_plain(path);
+    st.bytes = static_cast<int64_t>(data.size());
+    if (txt) {
+      split_text(std::move(data), o.min_doc_chars, &docs, &st);
+      r.invalid_utf8_replaced += st.invalid_utf8_replaced;
     } else {
-      fail("prepare: input ", path, " is neither .txt nor .jsonl");
+      split_jsonl(data, &docs, &st);
+      r.empty_texts += st.empty_texts;
+      r.skipped.documents += st.skipped.documents;
+      r.skipped.bad_json += st.skipped.bad_json;
+      r.skipped.missing_text += st.skipped.missing_text;
+      r.skipped.invalid_utf8 += st.skipped.invalid_utf8;
     }
+    r.inputs.push_back(std::move(st));
   }
   const int64_t n = static_cast<int64_t>(docs.size());
-  LINGUA_CHECK(n > 0, "prepare: the inputs hold no document");
+  if (n == 0) {
+    std::string why;
+    for (const auto& st : r.inputs) why += "\n  " + st.describe();
+    fail("prepare: the inputs hold no document:", why);
+  }
 
   int64_t n_val;
   if (o.val_docs >= 0) {
     n_val = o.val_docs;
     LINGUA_CHECK(n_val < n, "prepare: val_docs ", n_val, " leaves no training document (", n, " documents)");
+  } else if (o.val_fraction == 0 || n < 2) {
+    n_val = 0;  // with one document, it is needed for training
   } else {
-    n_val = std::llround(o.val_fraction * static_cast<double>(n));
-    if (n >= 2) n_val = std::clamp<int64_t>(n_val, 1, n - 1);
-    else n_val = 0;
+    n_val = std::clamp<int64_t>(std::llround(o.val_fraction * static_cast<double>(n)), 1, n - 1);
   }
   const int64_t n_train = n - n_val;
   LINGUA_CHECK(n_train >= o.n_chunks, "prepare: n_chunks ", o.n_chunks, " is more than the ", n_train,
@@ -139,6 +213,7 @@ PrepareResult prepare_corpus(const PrepareOptions& o) {
   for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
 
   const fs::path dir = fs::path(o.out_dir) / o.source;
+  if (fs::exists(dir)) require_directory(dir.string(), "prepare: source directory");
   fs::create_directories(dir);
   r.source_dir = dir.string();
   std::set<std::string> existing;  // this source's chunk / val files from before
@@ -175,9 +250,13 @@ PrepareResult prepare_corpus(const PrepareOptions& o) {
     write_jsonl(p, chunks[c]);
     r.chunk_files.push_back(p.string());
   }
-  const fs::path vp = dir / (o.source + ".val.jsonl");
-  write_jsonl(vp, val);
-  r.val_file = vp.string();
+  // No validation file without documents: an empty one would make validation fail later, while
+  // a source without one is simply not validated.
+  if (n_val > 0) {
+    const fs::path vp = dir / (o.source + ".val.jsonl");
+    write_jsonl(vp, val);
+    r.val_file = vp.string();
+  }
   // Stale files of an earlier run (e.g. more chunks) would otherwise be read by the loader.
   for (const auto& old : existing)
     if (std::find(r.chunk_files.begin(), r.chunk_files.end(), old) == r.chunk_files.end() && old != r.val_file)

@@ -1,5 +1,5 @@
 // Tests of lingua/data: tokenizers, JSONL reading, the loader pipeline (packing, weights, state,
-// async), data-parallel chunk assignment, validation texts and prepare_corpus.
+// async), data-parallel chunk assignment and validation texts (prepare_corpus: test_prepare.cpp).
 #include <gtest/gtest.h>
 #include <sentencepiece_trainer.h>
 #include <unistd.h>
@@ -14,60 +14,15 @@
 #include "lingua/core/error.h"
 #include "lingua/data/jsonl.h"
 #include "lingua/data/loader.h"
-#include "lingua/data/prepare.h"
+#include "lingua/data/testing.h"
 #include "lingua/data/tokenizer.h"
 
 using namespace lingua;
+using namespace lingua::test_util;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> n{0};
-    path = fs::temp_directory_path() / ("lingua_data_test_" + std::to_string(getpid()) + "_" + std::to_string(n++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string str() const { return path.string(); }
-};
-
-void write_file(const fs::path& p, const std::string& content) {
-  fs::create_directories(p.parent_path());
-  std::ofstream out(p, std::ios::binary);
-  out << content;
-}
-
-std::string jsonl_of(const std::vector<std::string>& texts) {
-  std::string s;
-  for (const auto& t : texts) s += json{{"text", t}}.dump() + "\n";
-  return s;
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Runs f and returns the lingua::Error message it throws ("" if none; fails the test on another type).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 DataConfig small_config(const std::string& root, std::map<std::string, double> sources, int seq_len, int batch,
                         int prefetch, bool async) {
@@ -469,6 +424,32 @@ TEST(Loader, ConfigAndLayoutErrorsNameThePath) {
   EXPECT_NE(error_of([&] { DataLoader l(cfg, tok, 2, 2); }).find("rank"), std::string::npos);
 }
 
+TEST(Loader, FileWhereDirectoryExpectedAndTheReverse) {
+  TempDir root;
+  write_source(root.path, "good", {{"text"}}, true, true);
+  write_file(root.path / "plain_file", "x");
+  fs::create_directories(root.path / "odd" / "odd.chunk.00.jsonl");  // a directory named like a chunk
+  write_file(root.path / "odd" / "odd.chunk.01.jsonl", jsonl_of({"t"}));
+  BytesTokenizer tok;
+  auto msg = [&](DataConfig c) { return error_of([&] { DataLoader l(c, tok); }); };
+  auto c = small_config((root.path / "plain_file").string(), {{"good", 1.0}}, 4, 1, 1, false);
+  EXPECT_NE(msg(c).find("data.root_dir " + c.root_dir + " is a file, expected a directory"), std::string::npos)
+      << msg(c);
+  c = small_config(root.str(), {{"plain_file", 1.0}}, 4, 1, 1, false);
+  EXPECT_NE(msg(c).find((root.path / "plain_file").string() + " is a file, expected a directory"), std::string::npos)
+      << msg(c);
+  EXPECT_NE(msg(c).find("data.sources.plain_file"), std::string::npos) << msg(c);
+  c = small_config(root.str(), {{"odd", 1.0}}, 4, 1, 1, false);
+  EXPECT_NE(msg(c).find((root.path / "odd" / "odd.chunk.00.jsonl").string() + " is a directory, expected a file"),
+            std::string::npos)
+      << msg(c);
+  TokenizerConfig tc;
+  tc.name = "sp";
+  tc.path = root.str();
+  EXPECT_NE(error_of([&] { make_tokenizer(tc); }).find(root.str() + " is a directory, expected a file"),
+            std::string::npos);
+}
+
 TEST(Loader, PipelineErrorReachesNext) {
   TempDir root;
   write_file(root.path / "broken" / "broken.chunk.00.jsonl", "{nope\n{\"id\": 1}\n");
@@ -567,119 +548,4 @@ TEST(Validation, ReadsValFilesAndCountsMalformed) {
   fs::create_directories(root.path / "noval");
   EXPECT_NE(error_of([&] { read_validation_texts((root.path / "noval").string(), 0, nullptr); }).find("*.val.jsonl"),
             std::string::npos);
-}
-
-// ---------------- prepare ----------------
-
-namespace {
-std::vector<std::string> texts_of(const fs::path& file) {
-  std::vector<std::string> out;
-  std::ifstream in(file);
-  std::string line, text;
-  while (std::getline(in, line)) {
-    EXPECT_EQ(parse_document_line(line, &text), LineKind::document) << line;
-    out.push_back(text);
-  }
-  return out;
-}
-}  // namespace
-
-TEST(Prepare, LayoutCountsAndLoaderReadsIt) {
-  TempDir dir;
-  // Paragraphs of 50 characters; min_doc_chars 120 groups them three at a time (2 * 50 + 2 < 120).
-  std::string txt;
-  std::vector<std::string> paragraphs;
-  for (int p = 0; p < 8; ++p) {
-    std::string para = "paragraph " + std::to_string(p) + " first line, some words\nsecond line \xC3\xA9t\xC3\xA9";
-    paragraphs.push_back(para);
-    txt += para + (p % 2 ? "\n\n\n" : "\r\n \r\n");
-  }
-  write_file(dir.path / "in" / "book.txt", txt);
-  std::vector<std::string> expected = {paragraphs[0] + "\n\n" + paragraphs[1] + "\n\n" + paragraphs[2],
-                                       paragraphs[3] + "\n\n" + paragraphs[4] + "\n\n" + paragraphs[5],
-                                       paragraphs[6] + "\n\n" + paragraphs[7]};
-  std::string jl;
-  for (int i = 0; i < 20; ++i) {
-    jl += json{{i % 2 ? "text" : "content", "json doc " + std::to_string(i)}}.dump() + "\n";
-    expected.push_back("json doc " + std::to_string(i));
-  }
-  jl += "{not json\n";
-  write_file(dir.path / "in" / "docs.jsonl", jl);
-
-  PrepareOptions o;
-  o.inputs = {(dir.path / "in" / "book.txt").string(), (dir.path / "in" / "docs.jsonl").string()};
-  o.out_dir = (dir.path / "out").string();
-  o.source = "demo";
-  o.n_chunks = 3;
-  o.min_doc_chars = 120;
-  o.seed = 5;
-  PrepareResult r = prepare_corpus(o);
-  EXPECT_EQ(r.train_docs + r.val_docs, 23);
-  EXPECT_EQ(r.val_docs, 1);  // 1% of 23 rounds to 0, at least one
-  EXPECT_EQ(r.skipped.bad_json, 1);
-  EXPECT_EQ(r.skipped.documents, 20);
-
-  const fs::path sd = dir.path / "out" / "demo";
-  std::set<std::string> names;
-  for (const auto& e : fs::directory_iterator(sd)) names.insert(e.path().filename().string());
-  EXPECT_EQ(names, (std::set<std::string>{"demo.chunk.00.jsonl", "demo.chunk.01.jsonl", "demo.chunk.02.jsonl",
-                                          "demo.val.jsonl"}));
-  std::vector<std::string> got;
-  int64_t chars = 0;
-  for (const auto& f : r.chunk_files) {
-    auto t = texts_of(f);
-    EXPECT_GE(t.size(), 7u);  // 22 documents dealt round-robin
-    for (const auto& s : t) chars += utf8_length(s);
-    got.insert(got.end(), t.begin(), t.end());
-  }
-  EXPECT_EQ(chars, r.train_chars);
-  auto val = texts_of(r.val_file);
-  ASSERT_EQ(val.size(), 1u);
-  EXPECT_EQ(utf8_length(val[0]), r.val_chars);
-  got.push_back(val[0]);
-  std::sort(got.begin(), got.end());
-  std::sort(expected.begin(), expected.end());
-  EXPECT_EQ(got, expected);
-
-  // Deterministic for a seed; a second run into the same place needs overwrite.
-  PrepareOptions o2 = o;
-  o2.out_dir = (dir.path / "out2").string();
-  auto r2 = prepare_corpus(o2);
-  for (size_t i = 0; i < r.chunk_files.size(); ++i) EXPECT_EQ(read_file(r.chunk_files[i]), read_file(r2.chunk_files[i]));
-  EXPECT_NE(error_of([&] { prepare_corpus(o); }).find("overwrite"), std::string::npos);
-  o2.overwrite = true;
-  o2.n_chunks = 2;
-  prepare_corpus(o2);
-  EXPECT_FALSE(fs::exists(dir.path / "out2" / "demo" / "demo.chunk.02.jsonl"));  // stale chunk removed
-  EXPECT_TRUE(fs::exists(dir.path / "out2" / "demo" / "demo.chunk.01.jsonl"));
-
-  // The loader and the validation reader take the output as it is.
-  BytesTokenizer tok;
-  DataLoader loader(small_config(o.out_dir, {{"demo", 1.0}}, 32, 2, 2, true), tok);
-  for (int k = 0; k < 4; ++k) expect_shifted(loader.next());
-  EXPECT_EQ(read_validation_texts(sd.string(), 0, nullptr), val);
-}
-
-TEST(Prepare, Errors) {
-  TempDir dir;
-  write_file(dir.path / "a.csv", "x");
-  write_file(dir.path / "one.jsonl", jsonl_of({"only", "two"}));
-  PrepareOptions o;
-  o.out_dir = (dir.path / "out").string();
-  o.source = "s";
-  o.inputs = {(dir.path / "missing.txt").string()};
-  EXPECT_NE(error_of([&] { prepare_corpus(o); }).find("missing.txt"), std::string::npos);
-  o.inputs = {(dir.path / "a.csv").string()};
-  EXPECT_NE(error_of([&] { prepare_corpus(o); }).find("a.csv"), std::string::npos);
-  o.inputs = {(dir.path / "one.jsonl").string()};
-  o.n_chunks = 2;  // 2 documents, 1 for validation: one training document for two chunks
-  EXPECT_NE(error_of([&] { prepare_corpus(o); }).find("n_chunks"), std::string::npos);
-  o.n_chunks = 1;
-  o.val_docs = 2;
-  EXPECT_NE(error_of([&] { prepare_corpus(o); }).find("val_docs"), std::string::npos);
-  o.val_docs = 0;
-  auto r = prepare_corpus(o);
-  EXPECT_EQ(r.train_docs, 2);
-  EXPECT_EQ(r.val_docs, 0);
-  EXPECT_TRUE(fs::exists(r.val_file));
 }

@@ -19,6 +19,11 @@ class Tokenizer {
   virtual ~Tokenizer();
   // The ids of text, preceded by bos_id() / followed by eos_id() when asked.
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos, bool add_eos) const = 0;
+  // encode(), plus how many bytes of `text` each id stands for: (*byte_counts)[i] for ids[i], 0 for
+  // BOS and EOS. The counts partition the text in order (they sum to text.size()), so the bytes
+  // of any run of tokens are known: bits per byte over the tokens actually scored.
+  virtual std::vector<int32_t> encode_with_byte_counts(std::string_view text, bool add_bos, bool add_eos,
+                                                       std::vector<int32_t>* byte_counts) const = 0;
   // The text of ids; BOS and EOS ids are skipped. Fails on an id outside [0, n_words()).
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual int n_words() const = 0;  // vocabulary size: ids are in [0, n_words())
@@ -32,6 +37,8 @@ class BytesTokenizer final : public Tokenizer {
  public:
   static constexpr int kBos = 256, kEos = 257, kWords = 258;
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool add_eos) const override;
+  std::vector<int32_t> encode_with_byte_counts(std::string_view text, bool add_bos, bool add_eos,
+                                               std::vector<int32_t>* byte_counts) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   int n_words() const override { return kWords; }
   int bos_id() const override { return kBos; }
@@ -44,6 +51,11 @@ class SentencePieceTokenizer final : public Tokenizer {
   explicit SentencePieceTokenizer(const std::string& model_path);  // fails naming the path
   ~SentencePieceTokenizer() override;
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool add_eos) const override;
+  // Byte counts from each piece's offset in the original text (SentencePiece's own alignment, so
+  // normalisation, whitespace and byte-fallback pieces are accounted for): a piece covers the bytes
+  // from its start up to the next piece's start.
+  std::vector<int32_t> encode_with_byte_counts(std::string_view text, bool add_bos, bool add_eos,
+                                               std::vector<int32_t>* byte_counts) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   int n_words() const override;
   int bos_id() const override;

@@ -167,6 +167,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   std::unique_ptr<AdamW> opt_owner = make_optimizer(model, cfg.optim);
   AdamW& opt = *opt_owner;
   DataLoader loader(cfg.data, *tok);
+  if (cfg.checkpoint.eval.every > 0)  // fail now, not at the first evaluation
+    check_validation_data(cfg.data, *tok, "checkpoint.eval.every = " + std::to_string(cfg.checkpoint.eval.every) +
+                                              " (set it to 0 to train without validation): ");
   Run run{cfg, exec, opt, loader};
   const bool quiet = hooks.quiet;
 
@@ -223,6 +226,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   }
 
   const float loss_scale = 1.0f / (float)tokens_per_step;
+  int64_t skipped_lines_reported = 0;  // printed again only when the count grows
   auto run_start = Clock::now();
   int64_t total_tokens = step * tokens_per_step;
   const int64_t first_step = step;
@@ -311,6 +315,11 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
         std::fprintf(stderr, "step %lld/%lld | loss %.4f | grad %.3f | lr %.2e | %s tok/s | ETA %s\n",
                      (long long)step, (long long)cfg.steps, loss, grad_norm, rep.lr.at("default"),
                      human_count(wps).c_str(), human_time(eta).c_str());
+        if (ds.skipped() > skipped_lines_reported) {
+          std::fprintf(stderr, "lingua: data: skipped %s so far under %s\n", ds.skipped_summary().c_str(),
+                       cfg.data.root_dir.c_str());
+          skipped_lines_reported = ds.skipped();
+        }
       }
     }
     if (cfg.checkpoint.eval.every > 0 && step % cfg.checkpoint.eval.every == 0)
