@@ -25,10 +25,10 @@ struct TrainHooks {
   std::function<bool(int64_t step)> after_step;
   bool quiet = false;  // no status lines on stderr
   // Called once before the first step with the executor (tests add layer hooks).
-  std::function<void(Executor& exec)> at_start;
+  std::function<void(Executor& exec)> at_start = {};
   // Called once after the last step with the trained model's executor (tests compare it with its
   // checkpoint).
-  std::function<void(Executor& exec)> at_end;
+  std::function<void(Executor& exec)> at_end = {};
 };
 
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks = {});
