@@ -235,7 +235,8 @@ TEST(TrainReliability, CliStopsOnSignals) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
     };
-    wait_for([&] { return fs::exists(d / "metrics.jsonl") && !read_jsonl(d / "metrics.jsonl").empty(); },
+    // (a complete line: the trainer may be writing the next one)
+    wait_for([&] { return fs::exists(d / "metrics.jsonl") && read_text_file((d / "metrics.jsonl").string()).find('\n') != std::string::npos; },
              "no step logged");
     int status = 0;
     if (twice) {
@@ -245,11 +246,12 @@ TEST(TrainReliability, CliStopsOnSignals) {
                "the first SIGINT was not acknowledged");
       kill(pid, SIGINT);
       ASSERT_EQ(waitpid(pid, &status, 0), pid);
-      EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << status;
+      EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT)
+          << status << "\n" << read_text_file((d / "log").string());
     } else {
       kill(pid, SIGTERM);
       ASSERT_EQ(waitpid(pid, &status, 0), pid);
-      ASSERT_TRUE(WIFEXITED(status));
+      ASSERT_TRUE(WIFEXITED(status)) << status << "\n" << read_text_file((d / "log").string());
       EXPECT_EQ(WEXITSTATUS(status), kExitStoppedBySignal);
       auto last = latest_checkpoint((d / "checkpoints").string());
       ASSERT_TRUE(last.has_value());
