@@ -2,6 +2,7 @@
 
 #include "apps/commands.h"
 #include "lingua/config/config.h"
+#include "lingua/config/validate.h"
 #include "lingua/train/trainer.h"
 
 namespace lingua::app {
@@ -15,6 +16,7 @@ bool wants_help(const Args& args) {
 int train_main(const Args& args) {
   if (print_help_if_asked<TrainConfig>(args, "lingua train config=path.yaml [key=value ...]")) return 0;
   TrainConfig cfg = parse_config<TrainConfig>(args);
+  for (const std::string& note : config_notes(cfg)) std::fprintf(stderr, "note: %s\n", note.c_str());
   TrainResult r = train(cfg);
   std::fprintf(stderr, "lingua train: done at step %lld; checkpoints in %s\n", (long long)r.final_step,
                checkpoint_root(cfg).c_str());
