@@ -63,17 +63,21 @@ std::pair<int, std::string> run_cli_limited(const std::string& args, int seconds
   return {WEXITSTATUS(rc), out};
 }
 
-// A two-step byte-level run on the test corpus through the CLI; returns its dump_dir.
+// A two-step byte-level run (context 24) on the test corpus through the CLI; returns its dump_dir.
 fs::path tiny_cli_run(const std::string& name) {
   const fs::path data = make_corpus(name), dump = temp_dir(name + "_dump");
-  auto [rc, out] = run_cli("train config=" + kLinguaConfig + " dump_dir=" + dump.string() +
-                           " data.root_dir=" + data.string() + " steps=2 checkpoint.eval.every=0 device=cpu");
+  auto [rc, out] = run_cli("train config=" + std::string(LINGUA_SOURCE_DIR) + "/configs/demo.yaml dump_dir=" +
+                           dump.string() + " data.root_dir=" + data.string() +
+                           " 'data.sources={toy: 1.0}' model.dim=32 model.n_layers=2 model.n_heads=4 "
+                           "model.multiple_of=16 data.seq_len=24 model.max_seqlen=24 steps=2 checkpoint.eval.every=0 "
+                           "logging.unigram_baseline_tokens=0 device=cpu");
   EXPECT_EQ(rc, 0) << out;
   return dump;
 }
 
 std::string newest_params_json(const fs::path& dump) {
-  return list_checkpoints((dump / "checkpoints").string()).back().path + "/params.json";
+  const auto ckpts = list_checkpoints((dump / "checkpoints").string());
+  return ckpts.empty() ? std::string("(no checkpoint)") : ckpts.back().path + "/params.json";
 }
 
 }  // namespace
@@ -216,6 +220,7 @@ TEST(ConfigCli, ErrorsNameTheArgumentTheKeyAndTheLimit) {
 TEST(ConfigCli, EvalAndGenerateValidateParamsJson) {
   const fs::path dump = tiny_cli_run("params_check");
   const std::string params = newest_params_json(dump);
+  ASSERT_TRUE(fs::exists(params)) << params;
   const std::string original = [&] {
     std::ifstream f(params);
     return std::string(std::istreambuf_iterator<char>(f), {});

@@ -1,9 +1,10 @@
 #pragma once
 // Config loading: built-in defaults < YAML file (config=path.yaml) < dot-list overrides
 // (model.dim=1024, data.sources={wiki: 0.8}), as Lingua. Every config struct lists its fields
-// once in visit(); the visitors below turn that list into the YAML reader (strict: unknown keys
-// and wrong types are errors naming the key, its path, the file and line), the dot-list
-// checker, the YAML writer and the --help listing.
+// once in visit(); the visitors below turn that list into the YAML reader (strict: unknown keys,
+// wrong types and non-finite numbers are errors naming the key, its path, and the file and line
+// or the command-line argument that set it), the dot-list checker (text keys take the argument's
+// text exactly: ValueText), the YAML writer and the --help listing.
 #include <yaml-cpp/yaml.h>
 
 #include <charconv>

@@ -37,8 +37,12 @@ bool has(const std::string& text, const std::string& part) { return text.find(pa
 
 TEST(Validate, DefaultsAndTheShippedConfigsAreValid) {
   EXPECT_EQ(invalid({}), "");
-  for (const char* f : {"demo.yaml", "bench_a.yaml", "bench_b.yaml", "lingua_debug.yaml"})
-    EXPECT_EQ(invalid({std::string("config=") + LINGUA_SOURCE_DIR + "/configs/" + f}), "") << f;
+  int n = 0;
+  for (auto& f : std::filesystem::directory_iterator(std::string(LINGUA_SOURCE_DIR) + "/configs")) {
+    EXPECT_EQ(invalid({"config=" + f.path().string()}), "") << f.path();
+    ++n;
+  }
+  EXPECT_GE(n, 6);
 }
 
 TEST(Validate, HyperParameterRangesNameTheKeyAndTheRange) {
@@ -123,6 +127,14 @@ TEST(Validate, TrainingBuffersOverThisMachinesMemoryAreNamed) {
     EXPECT_TRUE(has(e.what(), "of memory")) << e.what();
   }
   EXPECT_NO_THROW(check_training_memory(parse_config<TrainConfig>({})));
+  c = parse_config<TrainConfig>({"grad_acc_steps=2000000000", "data.batch_size=1000", "data.seq_len=1000"});
+  EXPECT_EQ(invalid_built(c), "");
+  try {
+    check_training_memory(c);
+    FAIL() << "a step of 2e9 micro-batches was accepted";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "'grad_acc_steps'")) << e.what();
+  }
 }
 
 TEST(Validate, MaxSeqlenFollowsSeqLenWhenNotSet) {
@@ -169,6 +181,7 @@ TEST(Validate, LinguaKeysThatNeedSeveralGpusOrMissingFeaturesAreRefusedWithWhatT
       {"distributed.model_dtype=fp16", "use bf16"},
       {"probe_freq=100", "set it to null"},
       {"model.sliding_window=512", "set it to null"},
+      {"checkpoint.continue_training_from_init=true", "set it to false"},
   };
   for (const Case& c : cases) {
     const std::string e = invalid({c.arg});

@@ -124,6 +124,10 @@ void check_lingua_keys(const TrainConfig& c) {
                "config key 'distributed.fsdp_type': '", d.fsdp_type.value_or(""), "' is not one of: no_shard, full_shard");
   LINGUA_CHECK(d.model_dtype != "fp16", "config key 'distributed.model_dtype' is fp16: fp16 compute is not supported; "
                "use bf16 (fp32 weights and moments are kept either way)");
+  LINGUA_CHECK(!c.checkpoint.continue_training_from_init,
+               "config key 'checkpoint.continue_training_from_init' is true: continuing the init checkpoint's run "
+               "(its optimizer state and step) is not implemented yet; checkpoint.init_ckpt_path loads its weights only, "
+               "set it to false");
   const ValidationConfig& v = c.eval.validation;
   if (v.max_steps) at_least("eval.validation.max_steps", *v.max_steps, 1);
   LINGUA_CHECK(v.use_val_from_train_src && v.root_dir.empty() && v.sources.empty(),
@@ -197,6 +201,11 @@ void check_training_memory(const TrainConfig& c) {
                "('data.seq_len' + 1) (", d.batch_size, " x ", d.prefetch_size, " x ", d.seq_len + 1,
                " tokens) need a ", gib_text(buffer), " shuffle buffer, more than this machine's ", gib_text((double)mem),
                " of memory");
+  // A step holds its grad_acc_steps micro-batches (inputs and targets) at once.
+  const double step = (double)c.grad_acc_steps * d.batch_size * d.seq_len * 2 * sizeof(int32_t);
+  LINGUA_CHECK(mem == 0 || step <= (double)mem, "config keys 'grad_acc_steps' x 'data.batch_size' x 'data.seq_len' (",
+               c.grad_acc_steps, " x ", d.batch_size, " x ", d.seq_len, ") need ", gib_text(step),
+               " for one step's micro-batches, more than this machine's ", gib_text((double)mem), " of memory");
 }
 
 uint64_t host_memory_bytes() {

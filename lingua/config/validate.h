@@ -15,7 +15,8 @@ namespace lingua {
 // (settings that need several GPUs, float8, probes, sliding-window attention, ...).
 void validate_config(const TrainConfig& c);
 
-// What only training allocates (the data loader's shuffle buffer) against this machine's memory.
+// What only training allocates (the data loader's shuffle buffer, a step's micro-batches) against
+// this machine's memory.
 void check_training_memory(const TrainConfig& c);
 
 // The keys accepted for Meta Lingua compatibility that have no effect here and that the config
