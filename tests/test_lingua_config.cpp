@@ -10,6 +10,7 @@
 #include "lingua/config/config.h"
 #include "lingua/config/validate.h"
 #include "lingua/checkpoint/checkpoint.h"
+#include "lingua/core/cuda.h"
 #include "tests/test_util.h"
 
 using namespace lingua;
@@ -52,8 +53,9 @@ bool same_value(const YAML::Node& a, const YAML::Node& b) {
 }
 
 // `lingua <args>` under a time limit (a hang fails the test instead of stalling the suite).
-std::pair<int, std::string> run_cli_limited(const std::string& args, int seconds = 120) {
-  const std::string cmd = "timeout " + std::to_string(seconds) + " " + LINGUA_BINARY + " " + args + " 2>&1";
+std::pair<int, std::string> run_cli_limited(const std::string& args, int seconds = 120, const std::string& shell_prefix = "") {
+  const std::string cmd =
+      shell_prefix + "timeout " + std::to_string(seconds) + " " + LINGUA_BINARY + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
@@ -268,4 +270,18 @@ TEST(ConfigCli, GenerateReadsTheWholePromptAndSaysWhenTheContextEndsIt) {
   std::tie(rc, out) = run_cli_limited("generate ckpt=" + dump.string() + " prompt=a num_samples=0");
   EXPECT_EQ(rc, 1) << out;
   EXPECT_TRUE(has(out, "'num_samples' must be >= 1")) << out;
+}
+
+TEST(ConfigCli, AnAllocationThatStillFailsIsReportedAsOutOfMemory) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "runs under a 3 GB address-space limit, which a CUDA driver may not start in";
+  // A 2.7 GB shuffle buffer passes the named checks (it fits this machine) but not a 3 GB address space.
+  const fs::path data = make_corpus("oom"), dump = temp_dir("oom_dump");
+  auto [rc, out] = run_cli_limited("train dump_dir=" + dump.string() + " data.root_dir=" + data.string() +
+                                       " data.sources.toy=1 device=cpu model.dim=32 model.n_layers=1 model.n_heads=2 "
+                                       "model.multiple_of=16 data.seq_len=16 data.batch_size=2 "
+                                       "data.prefetch_size=20000000 data.load_async=false steps=2",
+                                   120, "ulimit -v 3000000; ");
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_TRUE(has(out, "lingua train: error: out of memory")) << out;
+  EXPECT_FALSE(has(out, "internal error")) << out;
 }
