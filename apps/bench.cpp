@@ -1,6 +1,7 @@
 #include <cstdio>
 
 #include "apps/commands.h"
+#include "lingua/config/validate.h"
 #include "lingua/train/bench.h"
 
 namespace lingua::app {
@@ -9,6 +10,7 @@ int bench_main(const Args& args) {
   if (print_help_if_asked<TrainConfig>(args, "lingua bench config=path.yaml [bench.steps=20 bench.out=file.jsonl ...]"))
     return 0;
   TrainConfig cfg = parse_config<TrainConfig>(args);
+  validate_config(cfg);
   BenchResult r = run_bench(cfg);
   std::printf("%s\n", r.json(cfg).c_str());
   std::fprintf(stderr, "lingua bench: %s on %s | step %.1f ms | %.0f tokens/s | MFU %.1f%% | peak %.2f GiB\n",

@@ -2,6 +2,7 @@
 
 #include "apps/commands.h"
 #include "lingua/config/config.h"
+#include "lingua/config/validate.h"
 #include "lingua/eval/validation.h"
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/generate/generate.h"
@@ -29,10 +30,15 @@ int eval_main(const Args& args) {
   if (print_help_if_asked<EvalCommandConfig>(args, "lingua eval ckpt=DIR [key=value ...]")) return 0;
   EvalCommandConfig e = parse_config<EvalCommandConfig>(args);
   LINGUA_CHECK(!e.ckpt.empty(), "config key 'ckpt' is required (a checkpoint directory or a dump_dir)");
-  LoadedModel m = load_model(e.ckpt);
+  LINGUA_CHECK(e.max_tokens >= 0, "config key 'max_tokens' must be >= 0 (0: all), got ", e.max_tokens);
+  LINGUA_CHECK(e.batch_size >= 0, "config key 'batch_size' must be >= 0 (0: the training batch size), got ", e.batch_size);
+  LoadedModel m = load_model(e.ckpt);  // params.json validated as a training config
   DataConfig data = m.config.data;
   if (!e.root_dir.empty()) data.root_dir = e.root_dir;
   if (e.batch_size > 0) data.batch_size = e.batch_size;
+  TrainConfig with_overrides = m.config;
+  with_overrides.data = data;
+  validate_config(with_overrides);
   auto res = evaluate_validation(*m.exec, *m.tokenizer, data, e.max_tokens);  // fails when there is none
   for (auto& [src, w] : data.sources)
     if (!res.count(src)) std::printf("%s: no *.val.jsonl files, not evaluated\n", src.c_str());

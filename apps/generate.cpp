@@ -14,17 +14,19 @@ int generate_main(const Args& args) {
   std::vector<std::string> prompts = g.prompts;
   if (!g.prompt.empty()) prompts.insert(prompts.begin(), g.prompt);
   LINGUA_CHECK(!prompts.empty(), "give a prompt: prompt=\"text\" or prompts='[\"a\", \"b\"]'");
-  LINGUA_CHECK(g.temperature >= 0, "config key 'temperature' must be >= 0");
-  LINGUA_CHECK(g.top_p > 0 && g.top_p <= 1, "config key 'top_p' must be in (0, 1]");
-  LINGUA_CHECK(g.max_gen_len > 0, "config key 'max_gen_len' must be positive");
+  check_generate_config(g);
   LoadedModel m = load_model(g.ckpt, g.tokenizer_path, g.device);
   std::fprintf(stderr, "lingua generate: %s\n", m.checkpoint_dir.c_str());
-  SamplingOptions opt{g.temperature, g.top_p, g.top_k, g.max_gen_len, g.until};
+  SamplingOptions opt{g.temperature, g.top_p, g.top_k, g.max_gen_len, g.until, m.config.data.add_bos};
+  const int max_seqlen = m.model->dims().max_seqlen;
   PhiloxStream rng((uint64_t)g.seed, 0x6E6);
   for (auto& p : prompts)
     for (int s = 0; s < g.num_samples; ++s) {
-      std::string out = generate_text(*m.exec, *m.tokenizer, p, opt, rng);
-      std::printf("=== prompt: %s\n%s%s\n", p.c_str(), p.c_str(), out.c_str());
+      const Generation out = generate_text(*m.exec, *m.tokenizer, p, opt, rng);
+      std::printf("=== prompt: %s\n%s%s\n", p.c_str(), p.c_str(), out.text.c_str());
+      std::fflush(stdout);  // the note follows its sample
+      const std::string note = generation_note(out, g.max_gen_len, max_seqlen);
+      if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
     }
   return 0;
 }

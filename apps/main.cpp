@@ -2,6 +2,8 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <new>
+#include <stdexcept>
 
 #include "apps/commands.h"
 #include "lingua/core/error.h"
@@ -20,7 +22,8 @@ const char* kUsage =
     "  stem-edit  copy or swap one token's STEM rows with another's into a new checkpoint\n"
     "\n"
     "Settings: built-in defaults < the YAML file given by config= < key=value arguments\n"
-    "(values are YAML: model.dim=512, data.sources='{wiki: 0.8, code: 0.2}', prompts='[\"a\", \"b\"]').\n"
+    "(values are YAML: model.dim=512, data.sources='{wiki: 0.8, code: 0.2}', prompts='[\"a\", \"b\"]';\n"
+    "a text key takes the text after '=' exactly: prompt=\"It was a dark night \").\n"
     "`lingua <command> --help` lists every key of a command with its default.\n";
 
 }  // namespace
@@ -44,6 +47,18 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const lingua::Error& e) {
     std::fprintf(stderr, "lingua %s: error: %s\n", cmd.c_str(), e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    // The named limits (validate_config, resolve_dims) catch what a config asks for; this is what
+    // is left: the machine ran out while the command ran.
+    std::fprintf(stderr,
+                 "lingua %s: error: out of memory: an allocation failed (try a smaller model, data.batch_size, "
+                 "data.seq_len or data.prefetch_size, or free memory)\n",
+                 cmd.c_str());
+    return 1;
+  } catch (const std::length_error& e) {
+    std::fprintf(stderr, "lingua %s: error: out of memory: a buffer larger than the address space was asked for (%s)\n",
+                 cmd.c_str(), e.what());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lingua %s: internal error: %s\n", cmd.c_str(), e.what());

@@ -135,6 +135,7 @@ TEST(StemTrain, MissingTableIsAnError) {
   mc.n_heads = 2;
   mc.multiple_of = 16;
   mc.vocab_size = 20;
+  mc.max_seqlen = 16;
   Transformer dense(mc, resolve_dims(mc, 20));
   fs::path p = temp_dir("missing") / "dense.safetensors";
   save_params(dense.params(), p.string());

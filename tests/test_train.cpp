@@ -191,7 +191,7 @@ TEST(Generate, GreedyDecodingFromACheckpointMatchesFullForward) {
   opt.temperature = 0;
   opt.max_gen_len = 12;
   PhiloxStream rng(1, 0);
-  std::string out = generate_text(*m.exec, *m.tokenizer, "the whale", opt, rng);
+  std::string out = generate_text(*m.exec, *m.tokenizer, "the whale", opt, rng).text;
   // Recompute greedily with full forwards (no KV cache).
   std::vector<int32_t> ids = m.tokenizer->encode("the whale", true, false);
   std::string expect;
@@ -209,7 +209,7 @@ TEST(Generate, GreedyDecodingFromACheckpointMatchesFullForward) {
   EXPECT_EQ(out, m.tokenizer->decode(gen));
   // Stop strings cut the output.
   opt.until = {" "};
-  std::string cut = generate_text(*m.exec, *m.tokenizer, "the whale", opt, rng);
+  std::string cut = generate_text(*m.exec, *m.tokenizer, "the whale", opt, rng).text;
   EXPECT_EQ(cut.find(' '), std::string::npos);
   // Sampling is reproducible for a seed.
   opt = SamplingOptions{};
@@ -217,7 +217,7 @@ TEST(Generate, GreedyDecodingFromACheckpointMatchesFullForward) {
   opt.top_p = 0.9;
   opt.max_gen_len = 10;
   PhiloxStream r1(7, 0), r2(7, 0);
-  EXPECT_EQ(generate_text(*m.exec, *m.tokenizer, "a", opt, r1), generate_text(*m.exec, *m.tokenizer, "a", opt, r2));
+  EXPECT_EQ(generate_text(*m.exec, *m.tokenizer, "a", opt, r1).text, generate_text(*m.exec, *m.tokenizer, "a", opt, r2).text);
 }
 
 TEST(Generate, SamplingRespectsTopKAndTopP) {

@@ -23,6 +23,7 @@ TrainConfig config() {
   c.model.multiple_of = 8;
   c.model.vocab_size = 260;  // >= the bytes tokenizer's 258
   c.model.max_seqlen = 16;
+  c.data.seq_len = 16;  // a params.json is validated on load: seq_len <= max_seqlen
   return c;
 }
 

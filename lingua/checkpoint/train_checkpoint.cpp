@@ -151,10 +151,16 @@ int64_t checkpoint_step(const std::string& dir) {
 LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, const std::string& device) {
   LoadedModel m;
   m.checkpoint_dir = resolve_checkpoint_dir(path);
-  m.config = read_params_json(m.checkpoint_dir + "/" + CheckpointFiles::params);
+  const std::string params = m.checkpoint_dir + "/" + CheckpointFiles::params;
+  m.config = read_params_json(params);
   if (!tokenizer_path.empty()) m.config.data.tokenizer.path = tokenizer_path;
   m.tokenizer = make_tokenizer(m.config.data.tokenizer);
-  ModelDims dims = resolve_dims(m.config.model, m.tokenizer->n_words());
+  ModelDims dims;
+  try {
+    dims = resolve_dims(m.config.model, m.tokenizer->n_words());
+  } catch (const Error& e) {
+    fail(params, ": ", e.what());
+  }
   m.model = std::make_unique<Transformer>(m.config.model, dims);
   load_weights(*m.model, m.checkpoint_dir);
   m.model->to_device(resolve_device(device));

@@ -1,24 +1,48 @@
 #include "lingua/config/config.h"
 
 #include <filesystem>
+#include <fstream>
 
 namespace lingua::config_detail {
 
-std::string where(const YAML::Node& n, const std::string& origin) {
-  if (origin == "command line") return " (command line)";
-  if (n.Mark().line >= 0 && !n.Mark().is_null()) return " (" + origin + ":" + std::to_string(n.Mark().line + 1) + ")";
-  return " (" + origin + ")";
+void Origins::set_by_arg(const std::string& path, const std::string& arg) {
+  // The argument replaces the value at `path` and everything under it.
+  for (auto it = args.lower_bound(path); it != args.end() && it->first.rfind(path, 0) == 0;) {
+    const char next = it->first.size() > path.size() ? it->first[path.size()] : '\0';
+    it = (next == '\0' || next == '.' || next == '[') ? args.erase(it) : std::next(it);
+  }
+  args[path] = arg;
+}
+
+std::string Origins::where(const YAML::Node& n, const std::string& path) const {
+  // The value, or one of its parents, set by an argument: the last one to set it.
+  for (std::string p = path; !p.empty();) {
+    auto it = args.find(p);
+    if (it != args.end()) return " (command-line argument '" + it->second + "')";
+    const size_t cut = p.find_last_of(".[");
+    p = cut == std::string::npos ? std::string() : p.substr(0, cut);
+  }
+  if (file.empty()) return " (command line)";
+  if (n.IsDefined() && !n.Mark().is_null()) return " (" + file + ":" + std::to_string(n.Mark().line + 1) + ")";
+  return " (" + file + ")";
 }
 
 std::string node_text(const YAML::Node& n) {
   if (n.IsScalar()) return n.Scalar();
+  return flow_text(n);
+}
+
+std::string flow_text(const YAML::Node& n) {
   YAML::Emitter em;
   em << YAML::Flow << n;
   return em.c_str();
 }
 
 YAML::Node load_yaml_file(const std::string& path) {
-  if (!std::filesystem::exists(path)) fail("config file not found: ", path);
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) fail("config file not found: ", path);
+  if (std::filesystem::is_directory(path, ec)) fail("config file ", path, " is a directory, expected a YAML file");
+  if (!std::ifstream(path).good()) fail("config file ", path, " cannot be read (permissions?)");
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -30,19 +54,47 @@ YAML::Node load_yaml_file(const std::string& path) {
   return root;
 }
 
-void apply_dotlist(YAML::Node& root, const std::string& arg, const std::vector<Lister::Entry>& valid) {
+namespace {
+
+// The value of a dot-list argument, read as its key's ValueText says.
+YAML::Node value_node(const std::string& arg, const std::string& text, ValueText how) {
+  if (how == ValueText::exact) return YAML::Node(text);
+  if (how == ValueText::exact_or_null)
+    return text == "null" || text == "~" ? YAML::Node(YAML::NodeType::Null) : YAML::Node(text);
+  if (how == ValueText::exact_list && text.empty()) return YAML::Node(YAML::NodeType::Sequence);
+  if (how == ValueText::exact_list && text[0] != '[') {
+    YAML::Node one(YAML::NodeType::Sequence);
+    one.push_back(YAML::Node(text));
+    return one;
+  }
+  YAML::Node value;
+  try {
+    value = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail("command-line argument '", arg, "': value is not valid YAML: ", e.msg,
+         how == ValueText::exact_list ? " (a value starting with '[' is read as a YAML list, e.g. '[\"a\", \"b\"]')"
+                                      : "");
+  }
+  if (text.empty()) value = YAML::Node(std::string());
+  return value;
+}
+
+}  // namespace
+
+std::string apply_dotlist(YAML::Node& root, const std::string& arg, const std::vector<Lister::Entry>& valid) {
   size_t eq = arg.find('=');
   if (eq == std::string::npos || eq == 0)
     fail("command-line argument '", arg, "': expected key=value (e.g. model.dim=512) or config=path.yaml");
   std::string key = arg.substr(0, eq), text = arg.substr(eq + 1);
   // The key must be a config path, or a child of a mapping-valued key (data.sources.wiki=1).
-  bool ok = false;
-  std::string parent_prefix;
+  const Lister::Entry* entry = nullptr;
+  ValueText how = ValueText::yaml;
   for (auto& e : valid) {
-    if (e.path == key) ok = true;
-    if (e.open_map && key.rfind(e.path + ".", 0) == 0 && key.find('.', e.path.size() + 1) == std::string::npos) ok = true;
+    if (e.path == key) entry = &e, how = e.text;
+    if (e.open_map && key.rfind(e.path + ".", 0) == 0 && key.find('.', e.path.size() + 1) == std::string::npos)
+      entry = &e, how = e.child_text;
   }
-  if (!ok) {
+  if (!entry) {
     std::string parent = key.find('.') == std::string::npos ? "" : key.substr(0, key.rfind('.'));
     std::string valid_here;
     for (auto& e : valid) {
@@ -54,13 +106,7 @@ void apply_dotlist(YAML::Node& root, const std::string& arg, const std::vector<L
         if (e.path.find('.') == std::string::npos) valid_here += (valid_here.empty() ? "" : ", ") + e.path;
     fail("unknown config key '", key, "' in command-line argument '", arg, "'; valid keys: ", valid_here);
   }
-  YAML::Node value;
-  try {
-    value = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    fail("command-line argument '", arg, "': value is not valid YAML: ", e.msg);
-  }
-  if (text.empty()) value = YAML::Node(std::string());
+  YAML::Node value = value_node(arg, text, how);
   // Walk/create the path. yaml-cpp nodes are handles, so we rebuild the chain by assignment.
   std::vector<std::string> parts;
   size_t s = 0;
@@ -76,6 +122,7 @@ void apply_dotlist(YAML::Node& root, const std::string& arg, const std::vector<L
     chain.push_back(next);
   }
   chain.back()[parts.back()] = value;
+  return key;
 }
 
 }  // namespace lingua::config_detail

@@ -1,9 +1,10 @@
 #pragma once
 // Config loading: built-in defaults < YAML file (config=path.yaml) < dot-list overrides
 // (model.dim=1024, data.sources={wiki: 0.8}), as Lingua. Every config struct lists its fields
-// once in visit(); the visitors below turn that list into the YAML reader (strict: unknown keys
-// and wrong types are errors naming the key, its path, the file and line), the dot-list
-// checker, the YAML writer and the --help listing.
+// once in visit(); the visitors below turn that list into the YAML reader (strict: unknown keys,
+// wrong types and non-finite numbers are errors naming the key, its path, and the file and line
+// or the command-line argument that set it), the dot-list checker (text keys take the argument's
+// text exactly: ValueText), the YAML writer and the --help listing.
 #include <yaml-cpp/yaml.h>
 
 #include <charconv>
@@ -18,6 +19,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "lingua/config/any_value.h"
 #include "lingua/core/error.h"
 
 namespace lingua {
@@ -34,9 +36,19 @@ template <class T> struct is_vector<std::vector<T>> : std::true_type {};
 template <class T> struct is_map : std::false_type {};
 template <class T> struct is_map<std::map<std::string, T>> : std::true_type {};
 
-// "file.yaml:12" for a node that came from a file, "" otherwise.
-std::string where(const YAML::Node& n, const std::string& origin);
+// Where each value came from: the YAML file (`file`, empty when none) and the dot-list
+// arguments by the config path they set ("model.dim" -> "model.dim=abc"; a later argument that
+// sets a parent replaces its children's entries).
+struct Origins {
+  std::string file;
+  std::map<std::string, std::string> args;
+  void set_by_arg(const std::string& path, const std::string& arg);
+  // " (command-line argument 'model.dim=abc')" when `path` or a parent of it was set by an
+  // argument, else " (file.yaml:12)" for a node of the file, " (file.yaml)" without a line.
+  std::string where(const YAML::Node& n, const std::string& path) const;
+};
 std::string node_text(const YAML::Node& n);
+std::string flow_text(const YAML::Node& n);  // the node as one line of flow-style YAML
 
 template <class T> const char* type_name() {
   if constexpr (std::is_same_v<T, bool>) return "a boolean (true/false)";
@@ -49,11 +61,11 @@ template <class T> const char* type_name() {
 }
 
 // Scalar conversion with range and type checks. Throws lingua::Error.
+// `at`: where the value came from (Origins::where).
 template <class T>
-T parse_scalar(const YAML::Node& n, const std::string& path, const std::string& origin) {
-  auto bad = [&]() -> T {
-    fail("config key '", path, "': expected ", type_name<T>(), ", got '", node_text(n), "'", where(n, origin));
-  };
+T parse_scalar(const YAML::Node& n, const std::string& path, const std::string& at) {
+  auto bad = [&]() -> T { fail("config key '", path, "': expected ", type_name<T>(), ", got '", node_text(n), "'", at); };
+  if (std::is_same_v<T, std::string> && n.IsNull()) return T{};  // "path: null" (as Lingua writes None)
   if (!n.IsScalar()) return bad();
   if constexpr (std::is_same_v<T, std::string>) {
     return n.Scalar();
@@ -65,7 +77,7 @@ T parse_scalar(const YAML::Node& n, const std::string& path, const std::string& 
     long long x;
     double d;
     if (YAML::convert<long long>::decode(n, x)) {
-    } else if (YAML::convert<double>::decode(n, d) && d == (double)(long long)d && std::abs(d) < 9e18) {
+    } else if (YAML::convert<double>::decode(n, d) && std::abs(d) < 9e18 && d == (double)(long long)d) {
       x = (long long)d;  // 1e6 is a fine integer
     } else {
       return bad();
@@ -75,6 +87,7 @@ T parse_scalar(const YAML::Node& n, const std::string& path, const std::string& 
   } else {
     double d;
     if (!YAML::convert<double>::decode(n, d)) return bad();
+    if (!std::isfinite(d)) fail("config key '", path, "': expected a finite number, got '", node_text(n), "'", at);
     return (T)d;
   }
 }
@@ -82,8 +95,8 @@ T parse_scalar(const YAML::Node& n, const std::string& path, const std::string& 
 // Reads a YAML mapping into a config struct. Unknown keys are errors listing the valid keys.
 class Reader {
  public:
-  Reader(const YAML::Node& node, std::string path, std::string origin)
-      : node_(node), path_(std::move(path)), origin_(std::move(origin)) {}
+  Reader(const YAML::Node& node, std::string path, const Origins& origins)
+      : node_(node), path_(std::move(path)), origins_(&origins) {}
 
   template <class T>
   void operator()(const char* key, T& member, const char* /*doc*/) {
@@ -98,7 +111,7 @@ class Reader {
       if (member == c) return;
     std::string valid;
     for (const char* c : choices) valid += std::string(valid.empty() ? "" : ", ") + c;
-    fail("config key '", child(key), "': '", member, "' is not one of: ", valid, where(node_[key], origin_));
+    fail("config key '", child(key), "': '", member, "' is not one of: ", valid, at(node_[key], child(key)));
   }
   // After visit(): every key of the node must have been a field.
   void check_unknown() const {
@@ -110,7 +123,7 @@ class Reader {
       if (!known) {
         std::string valid;
         for (auto& v : keys_) valid += (valid.empty() ? "" : ", ") + v;
-        fail("unknown config key '", k, "' at '", child(k.c_str()), "'", where(it->first, origin_),
+        fail("unknown config key '", k, "' at '", child(k.c_str()), "'", at(it->first, child(k.c_str())),
              "; valid keys", path_.empty() ? "" : " under '" + path_ + "'", ": ", valid);
       }
     }
@@ -128,12 +141,14 @@ class Reader {
       }
     } else if constexpr (Visitable<T, Reader>) {
       if (n.IsNull()) return;  // "data:" with nothing under it
-      if (!n.IsMap()) fail("config key '", path, "': expected a mapping, got '", node_text(n), "'", where(n, origin_));
-      Reader sub(n, path, origin_);
+      if (!n.IsMap()) fail("config key '", path, "': expected a mapping, got '", node_text(n), "'", at(n, path));
+      Reader sub(n, path, *origins_);
       member.visit(sub);
       sub.check_unknown();
+    } else if constexpr (std::is_same_v<T, AnyValue>) {
+      member.yaml = n.IsNull() ? std::string() : flow_text(n);
     } else if constexpr (is_vector<T>::value) {
-      if (!n.IsSequence()) fail("config key '", path, "': expected a list, got '", node_text(n), "'", where(n, origin_));
+      if (!n.IsSequence()) fail("config key '", path, "': expected a list, got '", node_text(n), "'", at(n, path));
       member.clear();
       for (size_t i = 0; i < n.size(); ++i) {
         typename T::value_type v{};
@@ -142,7 +157,7 @@ class Reader {
       }
     } else if constexpr (is_map<T>::value) {
       if (n.IsNull()) { member.clear(); return; }
-      if (!n.IsMap()) fail("config key '", path, "': expected a mapping, got '", node_text(n), "'", where(n, origin_));
+      if (!n.IsMap()) fail("config key '", path, "': expected a mapping, got '", node_text(n), "'", at(n, path));
       member.clear();
       for (auto it = n.begin(); it != n.end(); ++it) {
         typename T::mapped_type v{};
@@ -151,14 +166,16 @@ class Reader {
         member[k] = v;
       }
     } else {
-      member = parse_scalar<T>(n, path, origin_);
+      member = parse_scalar<T>(n, path, at(n, path));
     }
   }
 
  private:
   std::string child(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
+  std::string at(const YAML::Node& n, const std::string& path) const { return origins_->where(n, path); }
   YAML::Node node_;
-  std::string path_, origin_;
+  std::string path_;
+  const Origins* origins_;
   std::vector<std::string> keys_;
 };
 
@@ -175,6 +192,8 @@ class Writer {
   static YAML::Node write(const T& m) {
     if constexpr (is_optional<T>::value) {
       return m ? write(*m) : YAML::Node(YAML::NodeType::Null);
+    } else if constexpr (std::is_same_v<T, AnyValue>) {
+      return m.yaml.empty() ? YAML::Node(YAML::NodeType::Null) : YAML::Load(m.yaml);
     } else if constexpr (Visitable<T, Writer>) {
       Writer w;
       const_cast<T&>(m).visit(w);
@@ -200,10 +219,27 @@ class Writer {
   }
 };
 
+// How a dot-list value is read: parsed as YAML, or taken as exact text (string keys: the text
+// after '=' verbatim, spaces included), or as a list of exact texts (a value starting with '['
+// is a YAML flow list, anything else is one item).
+enum class ValueText { yaml, exact, exact_or_null, exact_list };
+
+template <class T> constexpr ValueText value_text() {
+  if constexpr (std::is_same_v<T, std::string>) return ValueText::exact;
+  else if constexpr (std::is_same_v<T, std::optional<std::string>>) return ValueText::exact_or_null;
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>) return ValueText::exact_list;
+  else return ValueText::yaml;
+}
+
 // Lists "path = default  description" lines, and the set of valid dotted paths.
 class Lister {
  public:
-  struct Entry { std::string path, value, doc; bool open_map; };
+  struct Entry {
+    std::string path, value, doc;
+    bool open_map;        // a mapping whose children are free (data.sources.<name>)
+    ValueText text;       // how a value given on the command line is read
+    ValueText child_text; // ... for a child of an open mapping
+  };
   std::vector<Entry> entries;
   std::string prefix;
   template <class T>
@@ -223,20 +259,35 @@ class Lister {
       Lister sub;
       sub.prefix = path;
       member.visit(sub);
-      entries.push_back({path, "", doc, false});
+      entries.push_back({path, "", doc, false, ValueText::yaml, ValueText::yaml});
       for (auto& e : sub.entries) entries.push_back(e);
     } else {
       YAML::Emitter em;
       em << YAML::Flow << Writer::write(member);
-      entries.push_back({path, em.c_str(), doc, is_map<T>::value});
+      ValueText child = ValueText::yaml;
+      if constexpr (is_map<T>::value) child = value_text<typename T::mapped_type>();
+      entries.push_back({path, em.c_str(), doc, is_map<T>::value, value_text<T>(), child});
     }
   }
 };
 
 YAML::Node load_yaml_file(const std::string& path);
-// Applies "a.b.c=value" onto root (value parsed as YAML). Checks the path against valid_paths
-// (mapping-valued keys accept any child). Throws naming the argument.
-void apply_dotlist(YAML::Node& root, const std::string& arg, const std::vector<Lister::Entry>& valid);
+// Applies "a.b.c=value" onto root (the value read as its key's ValueText says). Checks the path
+// against valid (mapping-valued keys accept any child). Throws naming the argument; returns the
+// path it set.
+std::string apply_dotlist(YAML::Node& root, const std::string& arg, const std::vector<Lister::Entry>& valid);
+
+// Reads root into cfg (from defaults), unknown keys rejected; then the config's own defaults
+// that depend on other keys (C::resolve_defaults, when it has one).
+template <class C>
+C read_config(const YAML::Node& root, const Origins& origins, const C& defaults) {
+  C cfg = defaults;
+  Reader r(root, "", origins);
+  cfg.visit(r);
+  r.check_unknown();
+  if constexpr (requires(C& c) { c.resolve_defaults(); }) cfg.resolve_defaults();
+  return cfg;
+}
 
 }  // namespace config_detail
 
@@ -246,35 +297,24 @@ template <class C>
 C parse_config(const std::vector<std::string>& args, C defaults = C{}) {
   using namespace config_detail;
   YAML::Node root(YAML::NodeType::Map);
-  std::string origin = "command line";
+  Origins origins;
   for (auto& a : args) {
     if (a.rfind("config=", 0) == 0) {
-      std::string path = a.substr(7);
-      root = load_yaml_file(path);
-      origin = path;
+      origins.file = a.substr(7);
+      root = load_yaml_file(origins.file);
     }
   }
   // Unknown keys and types in the file are reported with its line numbers first.
-  C cfg = defaults;
-  {
-    Reader r(root, "", origin);
-    cfg.visit(r);
-    r.check_unknown();
-  }
+  C cfg = read_config(root, origins, defaults);
   Lister lister;
   defaults.visit(lister);
   bool any = false;
   for (auto& a : args) {
     if (a.rfind("config=", 0) == 0) continue;
-    apply_dotlist(root, a, lister.entries);
+    origins.set_by_arg(apply_dotlist(root, a, lister.entries), a);
     any = true;
   }
-  if (any) {
-    cfg = defaults;
-    Reader r(root, "", origin);
-    cfg.visit(r);
-    r.check_unknown();
-  }
+  if (any) cfg = read_config(root, origins, defaults);
   return cfg;
 }
 
@@ -320,11 +360,9 @@ C config_from_json_text(const std::string& text, const std::string& origin, C de
   } catch (const YAML::Exception& e) {
     fail(origin, ": not valid JSON: ", e.msg);
   }
-  C cfg = defaults;
-  config_detail::Reader r(root, "", origin);
-  cfg.visit(r);
-  r.check_unknown();
-  return cfg;
+  config_detail::Origins origins;
+  origins.file = origin;
+  return config_detail::read_config(root, origins, defaults);
 }
 
 }  // namespace lingua

@@ -5,6 +5,7 @@
 
 #include "lingua/config/config.h"
 #include "lingua/config/train_config.h"
+#include "lingua/config/validate.h"
 
 using namespace lingua;
 
@@ -27,6 +28,9 @@ struct Outer {
   std::string mode = "one";
   std::map<std::string, double> weights;
   Inner inner;
+  std::vector<std::string> words;
+  std::optional<std::string> label;
+  AnyValue extra;
   template <class V> void visit(V& v) {
     v("name", name, "name");
     v("lr", lr, "rate");
@@ -34,6 +38,9 @@ struct Outer {
     v.choice("mode", mode, {"one", "two"}, "mode");
     v("weights", weights, "weights");
     v("inner", inner, "inner");
+    v("words", words, "texts");
+    v("label", label, "optional text");
+    v("extra", extra, "any YAML");
   }
 };
 
@@ -162,4 +169,95 @@ TEST(Config, HelpListsEveryKeyWithDefault) {
                         "optim.scheduler = cosine", "data.sources = {}", "model.head_dim = ~"})
     EXPECT_NE(h.find(k), std::string::npos) << k << "\n" << h;
   EXPECT_NE(h.find("[constant|linear|inv_sqrt|cosine|wsd]"), std::string::npos);
+}
+
+TEST(Config, TextKeysTakeTheArgumentTextExactly) {
+  // A string key's value is the text after the first '=', not a YAML scalar: spaces, YAML
+  // keywords and numbers stay as typed.
+  EXPECT_EQ(parse_config<Outer>({"name=It was a dark night, and the sea "}).name, "It was a dark night, and the sea ");
+  EXPECT_EQ(parse_config<Outer>({"name=  two leading"}).name, "  two leading");
+  EXPECT_EQ(parse_config<Outer>({"name=yes"}).name, "yes");
+  EXPECT_EQ(parse_config<Outer>({"name=null"}).name, "null");
+  EXPECT_EQ(parse_config<Outer>({"name=007"}).name, "007");
+  EXPECT_EQ(parse_config<Outer>({"name=a=b # not a comment"}).name, "a=b # not a comment");
+  EXPECT_EQ(parse_config<Outer>({"name="}).name, "");
+  EXPECT_EQ(parse_config<Outer>({"mode=two"}).mode, "two");
+  EXPECT_NE(error_of({"mode=two "}).find("'two '"), std::string::npos);  // exact: the space is part of it
+  // Optional text: null (or ~) unsets it, anything else is exact.
+  EXPECT_FALSE(parse_config<Outer>({"label=null"}).label.has_value());
+  EXPECT_EQ(parse_config<Outer>({"label= x "}).label.value(), " x ");
+  // Other keys are still YAML.
+  Outer c = parse_config<Outer>({"lr=0.25", "weights={wiki: 0.8}", "inner.maybe=null", "inner.layers=[1, 2]"});
+  EXPECT_DOUBLE_EQ(c.lr, 0.25);
+  EXPECT_DOUBLE_EQ(c.weights.at("wiki"), 0.8);
+  EXPECT_FALSE(c.inner.maybe.has_value());
+  EXPECT_EQ(c.inner.layers, (std::vector<int>{1, 2}));
+}
+
+TEST(Config, TextListsAreYamlListsOrOneExactItem) {
+  // Quoted items of a YAML list keep their exact characters.
+  EXPECT_EQ(parse_config<Outer>({"words=[\"a \", \" b\", \"\\n\\n\"]"}).words,
+            (std::vector<std::string>{"a ", " b", "\n\n"}));
+  EXPECT_EQ(parse_config<Outer>({"words=[x, y]"}).words, (std::vector<std::string>{"x", "y"}));
+  // A value not starting with '[' is one item, as typed.
+  EXPECT_EQ(parse_config<Outer>({"words=the sea "}).words, (std::vector<std::string>{"the sea "}));
+  EXPECT_EQ(parse_config<Outer>({"words=a, b"}).words, (std::vector<std::string>{"a, b"}));
+  EXPECT_TRUE(parse_config<Outer>({"words="}).words.empty());
+  std::string e = error_of({"words=[x"});
+  EXPECT_NE(e.find("words=[x"), std::string::npos) << e;
+  EXPECT_NE(e.find("YAML list"), std::string::npos) << e;
+}
+
+TEST(Config, CommandLineErrorsNameTheArgumentNotTheFile) {
+  auto p = write_tmp("name: fromfile\ninner:\n  a: 7\n");
+  std::string e = error_of({"config=" + p, "inner.a=abc"});
+  EXPECT_NE(e.find("'inner.a'"), std::string::npos) << e;
+  EXPECT_NE(e.find("command-line argument 'inner.a=abc'"), std::string::npos) << e;
+  EXPECT_EQ(e.find(p), std::string::npos) << e;
+  // A parent set on the command line: its children's errors name that argument.
+  e = error_of({"config=" + p, "inner={a: x}"});
+  EXPECT_NE(e.find("'inner.a'"), std::string::npos) << e;
+  EXPECT_NE(e.find("command-line argument 'inner={a: x}'"), std::string::npos) << e;
+  e = error_of({"config=" + p, "inner={bogus: 1}"});
+  EXPECT_NE(e.find("command-line argument 'inner={bogus: 1}'"), std::string::npos) << e;
+  e = error_of({"config=" + p, "weights.wiki=lots"});
+  EXPECT_NE(e.find("command-line argument 'weights.wiki=lots'"), std::string::npos) << e;
+  // A later argument replacing the bad one: no error.
+  EXPECT_EQ(parse_config<Outer>({"config=" + p, "inner.a=abc", "inner={a: 3}"}).inner.a, 3);
+  // Errors from the file keep file:line, overrides present or not.
+  auto q = write_tmp("name: x\ninner:\n  a: abc\n");
+  e = error_of({"config=" + q, "lr=0.1"});
+  EXPECT_NE(e.find(q + ":3"), std::string::npos) << e;
+}
+
+TEST(Config, NonFiniteNumbersAreErrors) {
+  for (const char* v : {"lr=.nan", "lr=.NaN", "lr=.inf", "lr=-.inf", "inner.maybe=.nan", "weights={a: .inf}"}) {
+    std::string e = error_of({v});
+    EXPECT_NE(e.find("finite"), std::string::npos) << v << ": " << e;
+    EXPECT_NE(e.find(v), std::string::npos) << v << ": " << e;  // the argument
+  }
+  auto p = write_tmp("name: x\nlr: .nan\n");
+  std::string e = error_of({"config=" + p});
+  EXPECT_NE(e.find("'lr'"), std::string::npos) << e;
+  EXPECT_NE(e.find(p + ":2"), std::string::npos) << e;
+}
+
+TEST(Config, ConfigFileThatIsADirectory) {
+  auto dir = std::filesystem::path(write_tmp("")).parent_path();
+  std::string e = error_of({"config=" + dir.string()});
+  EXPECT_NE(e.find(dir.string() + " is a directory, expected a YAML file"), std::string::npos) << e;
+}
+
+TEST(Config, NullStringsAndAnyValues) {
+  // Lingua writes unset optional strings as null.
+  auto p = write_tmp("name: null\nextra: [hellaswag, {task: nq_open, num_fewshot: 5}]\n");
+  Outer c = parse_config<Outer>({"config=" + p});
+  EXPECT_EQ(c.name, "");
+  EXPECT_EQ(c.extra.yaml, "[hellaswag, {task: nq_open, num_fewshot: 5}]");
+  // Written back as it was given, and read again the same.
+  std::string y = config_to_yaml(c);
+  EXPECT_NE(y.find("nq_open"), std::string::npos) << y;
+  Outer d = parse_config<Outer>({"config=" + write_tmp(y)});
+  EXPECT_EQ(d.extra, c.extra);
+  EXPECT_TRUE(parse_config<Outer>({}).extra.yaml.empty());
 }

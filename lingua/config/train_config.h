@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "lingua/config/any_value.h"
+
 namespace lingua {
 
 struct TokenizerConfig {
@@ -118,7 +120,8 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   std::optional<double> init_base_std;  // default dim^-0.5
   std::string init_std_factor = "disabled";
-  int max_seqlen = 1024;
+  std::optional<int> max_seqlen;        // default data.seq_len (TrainConfig::resolve_defaults)
+  std::optional<int> sliding_window;    // Lingua's key; only null (full causal attention) is supported
   int vocab_size = -1;                  // -1: the tokenizer's vocabulary size
   bool weight_tying = false;
   int64_t seed = 42;
@@ -139,7 +142,8 @@ struct ModelConfig {
     v("init_base_std", init_base_std, "std of q,k,v,w1,w3 init (default dim^-0.5)");
     v.choice("init_std_factor", init_std_factor, {"disabled", "global_depth", "current_depth", "dim_ratio"},
              "divides the std of output projections (wo, w2)");
-    v("max_seqlen", max_seqlen, "longest sequence (RoPE table size)");
+    v("max_seqlen", max_seqlen, "longest sequence: RoPE table size, generation context (default data.seq_len)");
+    v("sliding_window", sliding_window, "local attention window (Lingua's key; only null: full causal attention)");
     v("vocab_size", vocab_size, "vocabulary size (-1: from the tokenizer)");
     v("weight_tying", weight_tying, "output head shares the token embedding");
     v("seed", seed, "parameter init seed");
@@ -182,28 +186,115 @@ struct CheckpointConfig {
   EvalPolicy eval;
   std::string path;            // default dump_dir/checkpoints
   std::string init_ckpt_path;  // start from these weights (a checkpoint step directory)
+  bool continue_training_from_init = false;
   template <class V> void visit(V& v) {
     v("dump", dump, "training checkpoints");
     v("eval", eval, "validation during training");
     v("path", path, "checkpoint directory (default dump_dir/checkpoints)");
     v("init_ckpt_path", init_ckpt_path, "initialise the model weights from this checkpoint directory");
+    v("continue_training_from_init", continue_training_from_init,
+      "with init_ckpt_path: continue that run (its optimizer state and step), not only its weights");
   }
 };
 
 struct LoggingConfig {
   int64_t freq = 10;
+  std::optional<int64_t> acc_freq;  // Lingua's key: no effect here
+  AnyValue wandb;                   // Lingua's key: no effect here
   int64_t unigram_baseline_tokens = 0;
   template <class V> void visit(V& v) {
     v("freq", freq, "steps between metrics lines");
+    v("acc_freq", acc_freq, "Lingua: log every N accumulation steps (no effect: metrics are per optimizer step)");
+    v("wandb", wandb, "Lingua: Weights & Biases settings (no effect: metrics go to dump_dir/metrics.jsonl)");
     v("unigram_baseline_tokens", unigram_baseline_tokens,
       "print the unigram entropy of this many training tokens at start (0: off)");
   }
 };
 
+// Lingua's eval.validation; max_steps is honoured (see TrainConfig::resolve_defaults), the
+// other sources are not supported.
+struct ValidationConfig {
+  std::optional<int64_t> max_steps;
+  bool use_val_from_train_src = true;
+  std::string root_dir;
+  std::vector<std::string> sources;
+  template <class V> void visit(V& v) {
+    v("max_steps", max_steps,
+      "batches (data.batch_size x data.seq_len tokens) per source per evaluation; caps eval.max_tokens (null: all)");
+    v("use_val_from_train_src", use_val_from_train_src, "validate on the training sources (only true is supported)");
+    v("root_dir", root_dir, "other validation sources' root (not supported: must be empty)");
+    v("sources", sources, "other validation sources (not supported: must be empty)");
+  }
+};
+
+// In-training evaluation. Lingua's eval section also holds its generator, harness and job keys:
+// accepted, with a note that they have no effect (validation loss is the evaluation here).
 struct EvalConfig {
   int64_t max_tokens = 0;  // 0: all validation data
+  ValidationConfig validation;
+  AnyValue generator, harness, name, dump_dir, metric_log_dir, ckpt_dir, global_step, wandb;
   template <class V> void visit(V& v) {
     v("max_tokens", max_tokens, "validation tokens per source per evaluation (0: all)");
+    v("validation", validation, "validation loss on the sources' *.val.jsonl files");
+    v("generator", generator, "Lingua: generation settings of its evaluation (no effect)");
+    v("harness", harness, "Lingua: lm-eval-harness tasks (no effect)");
+    v("name", name, "Lingua: evaluation job name (no effect)");
+    v("dump_dir", dump_dir, "Lingua: evaluation output directory (no effect)");
+    v("metric_log_dir", metric_log_dir, "Lingua: evaluation metrics directory (no effect)");
+    v("ckpt_dir", ckpt_dir, "Lingua: checkpoint to evaluate (no effect)");
+    v("global_step", global_step, "Lingua: step of the evaluated checkpoint (no effect)");
+    v("wandb", wandb, "Lingua: Weights & Biases settings of its evaluation (no effect)");
+  }
+};
+
+// Lingua's distributed section. lingua.cpp trains on one device: the sizes must be 1 and
+// float8 is refused; keys about torch.compile, FSDP, tf32 and the like are unset by default and,
+// when a config gives them, accepted with a note that they have no effect (validate.h).
+struct DistributedConfig {
+  int dp_shard = 1, dp_replicate = 1, tp_size = 1, num_nodes = 1, gpus_per_node = 1;
+  std::string model_dtype = "bf16";
+  std::optional<std::string> float8_recipe;
+  bool allow_bf16_reduced_precision_reduction = true;
+  std::optional<bool> selective_activation_checkpointing, compile, matmul_allow_tf32, detect_anomaly;
+  std::optional<std::string> fsdp_type, float8_filter, spawn_method;
+  std::optional<int> compile_cache_size_limit;
+  template <class V> void visit(V& v) {
+    v("dp_shard", dp_shard, "Lingua: FSDP shards (only 1: one device)");
+    v("dp_replicate", dp_replicate, "Lingua: data-parallel replicas (only 1: one device)");
+    v("tp_size", tp_size, "Lingua: tensor-parallel size (only 1: one device)");
+    v("num_nodes", num_nodes, "Lingua launcher: nodes (only 1)");
+    v("gpus_per_node", gpus_per_node, "Lingua launcher: GPUs per node (only 1)");
+    v.choice("model_dtype", model_dtype, {"bf16", "fp32", "fp16"},
+             "Lingua: compute dtype (bf16: CUDA matmuls in bf16; fp32 has no effect; fp16 is refused)");
+    v("float8_recipe", float8_recipe, "Lingua: float8 matmuls (only null)");
+    v("allow_bf16_reduced_precision_reduction", allow_bf16_reduced_precision_reduction,
+      "Lingua: bf16 reductions in matmuls (accepted: matmuls accumulate in fp32 either way)");
+    v("selective_activation_checkpointing", selective_activation_checkpointing,
+      "Lingua: recompute activations (no effect: see model.recompute_norms)");
+    v("compile", compile, "Lingua: torch.compile (no effect: lingua.cpp runs its own fused kernels)");
+    v("matmul_allow_tf32", matmul_allow_tf32, "Lingua: tf32 matmuls (no effect: matmuls are bf16 on CUDA, fp32 on CPU)");
+    v("detect_anomaly", detect_anomaly, "Lingua: autograd anomaly detection (no effect: no autograd)");
+    v("fsdp_type", fsdp_type, "Lingua: FSDP mode, no_shard or full_shard (no effect on one device)");
+    v("float8_filter", float8_filter, "Lingua: layers that use float8 (no effect)");
+    v("spawn_method", spawn_method, "Lingua: process start method (no effect: the data loader is a thread)");
+    v("compile_cache_size_limit", compile_cache_size_limit, "Lingua: torch.compile cache (no effect)");
+  }
+};
+
+// Lingua's env section: environment variables its launcher sets (no effect: lingua.cpp sets none;
+// CPU threads come from `threads`).
+struct EnvConfig {
+  std::optional<std::string> MKL_SERVICE_FORCE_INTEL, OMP_NUM_THREADS, MKL_NUM_THREADS, ENABLE_INTRA_NODE_COMM,
+      TORCH_NCCL_AVOID_RECORD_STREAMS, NCCL_IB_TIMEOUT, NCCL_DEBUG, TORCH_NCCL_ASYNC_ERROR_HANDLING;
+  template <class V> void visit(V& v) {
+    v("MKL_SERVICE_FORCE_INTEL", MKL_SERVICE_FORCE_INTEL, "no effect");
+    v("OMP_NUM_THREADS", OMP_NUM_THREADS, "no effect (use threads)");
+    v("MKL_NUM_THREADS", MKL_NUM_THREADS, "no effect (use threads)");
+    v("ENABLE_INTRA_NODE_COMM", ENABLE_INTRA_NODE_COMM, "no effect");
+    v("TORCH_NCCL_AVOID_RECORD_STREAMS", TORCH_NCCL_AVOID_RECORD_STREAMS, "no effect");
+    v("NCCL_IB_TIMEOUT", NCCL_IB_TIMEOUT, "no effect");
+    v("NCCL_DEBUG", NCCL_DEBUG, "no effect");
+    v("TORCH_NCCL_ASYNC_ERROR_HANDLING", TORCH_NCCL_ASYNC_ERROR_HANDLING, "no effect");
   }
 };
 
@@ -225,11 +316,14 @@ struct ProfilingConfig {
   std::string trace_folder = "profiling";  // under dump_dir
   int64_t profile_warmup = 100;  // steps before the profiled ones
   int64_t profile_steps = 4;
+  std::optional<int64_t> mem_warmup, mem_steps;  // Lingua's memory snapshots: no effect here
   template <class V> void visit(V& v) {
     v("run", run, "record per-op timings of a few steps (Chrome trace + summary under dump_dir/trace_folder)");
     v("trace_folder", trace_folder, "folder under dump_dir for the traces");
     v("profile_warmup", profile_warmup, "steps before profiling starts (lingua bench: after the timed steps)");
     v("profile_steps", profile_steps, "steps profiled");
+    v("mem_warmup", mem_warmup, "Lingua: steps before memory snapshots (no effect: see memory/max_active_gib)");
+    v("mem_steps", mem_steps, "Lingua: steps with memory snapshots (no effect)");
   }
 };
 
@@ -239,7 +333,9 @@ struct TrainConfig {
   int64_t seed = 42;
   int grad_acc_steps = 1;
   int64_t steps = 1000;
-  int64_t probe_freq = 0;
+  std::optional<int64_t> probe_freq;         // Lingua's activation probes: not implemented (null or 0)
+  std::optional<int64_t> gc_collect_freq;    // Lingua's Python GC schedule: no effect
+  std::optional<int> async_eval_gpus;        // Lingua's separate evaluation job: no effect
   std::string device = "auto";
   bool cuda_graph = true;
   int threads = 0;  // 0: all cores
@@ -251,13 +347,17 @@ struct TrainConfig {
   EvalConfig eval;
   BenchConfig bench;
   ProfilingConfig profiling;
+  DistributedConfig distributed;
+  EnvConfig env;
   template <class V> void visit(V& v) {
     v("name", name, "run name");
     v("dump_dir", dump_dir, "output directory: config.yaml, metrics.jsonl, checkpoints/");
     v("seed", seed, "global seed");
     v("grad_acc_steps", grad_acc_steps, "micro-batches per optimizer step");
     v("steps", steps, "optimizer steps");
-    v("probe_freq", probe_freq, "steps between activation probes (0: off; not implemented yet, must be 0)");
+    v("probe_freq", probe_freq, "steps between activation probes (not implemented: null or 0)");
+    v("gc_collect_freq", gc_collect_freq, "Lingua: steps between Python garbage collections (no effect)");
+    v("async_eval_gpus", async_eval_gpus, "Lingua: GPUs of a separate evaluation job (no effect: evaluation runs here)");
     v.choice("device", device, {"auto", "cpu", "cuda"}, "compute device (auto: cuda when a GPU is present)");
     v("cuda_graph", cuda_graph,
       "on CUDA, capture the training step as one CUDA graph after its first run and replay it (false: launch each "
@@ -271,6 +371,19 @@ struct TrainConfig {
     v("eval", eval, "validation");
     v("bench", bench, "benchmark settings (lingua bench)");
     v("profiling", profiling, "per-op profiling");
+    v("distributed", distributed, "Lingua: parallelism and compilation (one device here)");
+    v("env", env, "Lingua: environment variables of its launcher (no effect)");
+  }
+  // Defaults that follow other keys, filled once the config is read (file, overrides or
+  // params.json): model.max_seqlen follows data.seq_len, as Lingua; eval.validation.max_steps
+  // caps eval.max_tokens at max_steps batches.
+  void resolve_defaults() {
+    if (!model.max_seqlen) model.max_seqlen = data.seq_len;
+    if (eval.validation.max_steps && *eval.validation.max_steps > 0 && data.batch_size > 0 && data.seq_len > 0) {
+      const int64_t per_step = (int64_t)data.batch_size * data.seq_len, steps = *eval.validation.max_steps;
+      const int64_t cap = steps > INT64_MAX / per_step ? INT64_MAX : steps * per_step;
+      eval.max_tokens = eval.max_tokens > 0 && eval.max_tokens < cap ? eval.max_tokens : cap;
+    }
   }
 };
 

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <numeric>
 
-
 namespace lingua {
 
 int32_t sample_token(float* logits, int V, const SamplingOptions& opt, PhiloxStream& rng) {
@@ -39,31 +38,71 @@ int32_t sample_token(float* logits, int V, const SamplingOptions& opt, PhiloxStr
   return idx[keep - 1];
 }
 
-std::string generate_text(Executor& exec, const Tokenizer& tok, const std::string& prompt,
-                          const SamplingOptions& opt, PhiloxStream& rng) {
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::max_gen_len: return "max_gen_len";
+    case StopReason::until: return "until";
+    case StopReason::eos: return "eos";
+    case StopReason::context_full: return "context_full";
+  }
+  return "?";
+}
+
+void check_generate_config(const GenerateConfig& g) {
+  LINGUA_CHECK(g.temperature >= 0, "config key 'temperature' must be >= 0 (0: greedy), got ", g.temperature);
+  LINGUA_CHECK(g.top_p > 0 && g.top_p <= 1, "config key 'top_p' must be in (0, 1], got ", g.top_p);
+  LINGUA_CHECK(g.top_k >= 0, "config key 'top_k' must be >= 0 (0: off), got ", g.top_k);
+  LINGUA_CHECK(g.max_gen_len >= 1, "config key 'max_gen_len' must be >= 1, got ", g.max_gen_len);
+  LINGUA_CHECK(g.num_samples >= 1, "config key 'num_samples' must be >= 1, got ", g.num_samples);
+}
+
+Generation generate_text(Executor& exec, const Tokenizer& tok, const std::string& prompt, const SamplingOptions& opt,
+                         PhiloxStream& rng) {
   const ModelDims& d = exec.model().dims();
-  std::vector<int32_t> ids = tok.encode(prompt, true, false);
-  // Keep the end of a prompt that leaves no room to generate.
-  int room = std::max(1, d.max_seqlen - opt.max_gen_len);
-  if ((int)ids.size() > room) ids.erase(ids.begin(), ids.end() - room);
+  const bool bos = opt.add_bos && tok.bos_id() >= 0;
+  const std::vector<int32_t> ids = tok.encode(prompt, bos, false);
+  LINGUA_CHECK(!ids.empty(), "the prompt is empty and the model reads no BOS before it (data.add_bos is false)");
+  LINGUA_CHECK((int64_t)ids.size() < d.max_seqlen, "the prompt is ", ids.size(), " tokens", bos ? " (BOS included)" : "",
+               " but the model's context, model.max_seqlen, is ", d.max_seqlen,
+               " tokens: it must leave room for a new token, so at most ", d.max_seqlen - 1, " prompt tokens");
+  Generation g;
+  g.prompt_tokens = (int)ids.size();
   KVCache cache = exec.make_cache(d.max_seqlen);
   std::vector<float> logits(d.vocab);
   exec.forward_decode(ids.data(), (int)ids.size(), cache, logits.data());
   std::vector<int32_t> out;
-  std::string text;
-  for (int i = 0; i < opt.max_gen_len && cache.next_position() < d.max_seqlen; ++i) {
-    int32_t next = sample_token(logits.data(), d.vocab, opt, rng);
-    if (next == tok.eos_id()) break;
-    out.push_back(next);
-    text = tok.decode(out);
-    for (auto& s : opt.until) {
-      size_t at = s.empty() ? std::string::npos : text.find(s);
-      if (at != std::string::npos) return text.substr(0, at);
+  for (;;) {
+    if ((int)out.size() >= opt.max_gen_len) break;  // g.stop stays max_gen_len
+    if (g.prompt_tokens + (int)out.size() >= d.max_seqlen) {
+      g.stop = StopReason::context_full;
+      break;
     }
-    if (cache.next_position() >= d.max_seqlen) break;
-    exec.forward_decode(&next, 1, cache, logits.data());
+    if (!out.empty()) exec.forward_decode(&out.back(), 1, cache, logits.data());
+    const int32_t next = sample_token(logits.data(), d.vocab, opt, rng);
+    if (next == tok.eos_id()) {
+      g.stop = StopReason::eos;
+      break;
+    }
+    out.push_back(next);
+    g.text = tok.decode(out);
+    for (auto& s : opt.until) {
+      const size_t at = s.empty() ? std::string::npos : g.text.find(s);
+      if (at == std::string::npos) continue;
+      g.text.resize(at);
+      g.stop = StopReason::until;
+      g.generated_tokens = (int)out.size();
+      return g;
+    }
   }
-  return text;
+  g.generated_tokens = (int)out.size();
+  return g;
+}
+
+std::string generation_note(const Generation& g, int max_gen_len, int max_seqlen) {
+  if (g.stop != StopReason::context_full) return "";
+  return "note: stopped after " + std::to_string(g.generated_tokens) + " of max_gen_len " +
+         std::to_string(max_gen_len) + " new tokens: prompt (" + std::to_string(g.prompt_tokens) + " tokens) + " +
+         std::to_string(g.generated_tokens) + " reached model.max_seqlen " + std::to_string(max_seqlen);
 }
 
 }  // namespace lingua

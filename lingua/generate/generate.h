@@ -1,7 +1,9 @@
 #pragma once
 // Text generation from a checkpoint: KV-cache decoding with temperature, top-k / top-p sampling,
 // greedy at temperature 0, stop strings and a token limit (Lingua's generator, one prompt at a
-// time).
+// time). The prompt is read whole, BOS first as in training; it is never truncated: a prompt that
+// leaves no room in the model's context (model.max_seqlen) is an error, and generation that
+// fills the context stops there and says so (StopReason::context_full).
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,13 +30,13 @@ struct GenerateConfig {
   std::string device = "auto";
   template <class V> void visit(V& v) {
     v("ckpt", ckpt, "checkpoint step directory, or a dump_dir (uses its newest checkpoint)");
-    v("prompt", prompt, "a prompt");
-    v("prompts", prompts, "prompts, e.g. prompts='[\"Call me\", \"The whale\"]'");
+    v("prompt", prompt, "a prompt, read exactly (trailing spaces kept): prompt=\"It was a \"");
+    v("prompts", prompts, "prompts, e.g. prompts='[\"Call me\", \"The whale\"]' (a value without [ is one prompt)");
     v("temperature", temperature, "sampling temperature (0: greedy)");
     v("top_p", top_p, "nucleus sampling threshold (1: off)");
     v("top_k", top_k, "sample from the k most likely tokens (0: off)");
     v("max_gen_len", max_gen_len, "new tokens per sample");
-    v("until", until, "stop strings, e.g. until='[\"\\n\\n\"]'");
+    v("until", until, "stop strings, e.g. until='[\"\\n\\n\"]' (a value without [ is one stop string, as typed)");
     v("seed", seed, "sampling seed");
     v("num_samples", num_samples, "samples per prompt");
     v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
@@ -42,17 +44,38 @@ struct GenerateConfig {
   }
 };
 
+// Range checks of the sampling keys (errors name the key and the range).
+void check_generate_config(const GenerateConfig& g);
+
 struct SamplingOptions {
   double temperature = 1.0, top_p = 1.0;
   int top_k = 0, max_gen_len = 256;
   std::vector<std::string> until;
+  bool add_bos = true;  // read BOS before the prompt (the checkpoint's data.add_bos)
 };
 
 // Picks the next token from logits [V] (modified in place). Deterministic for a given rng state.
 int32_t sample_token(float* logits, int vocab, const SamplingOptions& opt, PhiloxStream& rng);
 
-// Generates a continuation of `prompt` (the prompt is not included in the result).
-std::string generate_text(Executor& exec, const Tokenizer& tok, const std::string& prompt,
-                          const SamplingOptions& opt, PhiloxStream& rng);
+// Why generation stopped: max_gen_len new tokens, a stop string (until), the end-of-sequence
+// token, or the model's context (model.max_seqlen) full with prompt + new tokens.
+enum class StopReason { max_gen_len, until, eos, context_full };
+const char* stop_reason_name(StopReason r);
+
+struct Generation {
+  std::string text;           // the continuation (not the prompt), cut before a stop string
+  int prompt_tokens = 0;      // tokens of the prompt the model read, BOS included
+  int generated_tokens = 0;   // new tokens sampled (an EOS that ended it not counted)
+  StopReason stop = StopReason::max_gen_len;
+};
+
+// Generates a continuation of the whole of `prompt`. Throws when the prompt (with BOS) has
+// model.max_seqlen tokens or more, naming both numbers.
+Generation generate_text(Executor& exec, const Tokenizer& tok, const std::string& prompt, const SamplingOptions& opt,
+                         PhiloxStream& rng);
+
+// "note: stopped after 200 of max_gen_len 300 new tokens: prompt (56 tokens) + 200 reached
+// model.max_seqlen 256" when the context ended it; "" otherwise.
+std::string generation_note(const Generation& g, int max_gen_len, int max_seqlen);
 
 }  // namespace lingua

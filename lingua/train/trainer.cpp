@@ -15,6 +15,7 @@
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/core/cuda.h"
 #include "lingua/config/config.h"
+#include "lingua/config/validate.h"
 #include "lingua/data/loader.h"
 #include "lingua/data/tokenizer.h"
 #include "lingua/eval/validation.h"
@@ -43,15 +44,8 @@ constexpr double kPeakFlops = 989e12;  // H100/H200 dense bf16: the SPEC's MFU d
 
 void validate(const TrainConfig& c) {
   LINGUA_CHECK(!c.dump_dir.empty(), "config key 'dump_dir' is required (where config, metrics and checkpoints go)");
-  LINGUA_CHECK(c.steps > 0, "config key 'steps' must be positive, got ", c.steps);
-  LINGUA_CHECK(c.grad_acc_steps >= 1, "config key 'grad_acc_steps' must be >= 1, got ", c.grad_acc_steps);
-  LINGUA_CHECK(c.probe_freq == 0, "config key 'probe_freq': probes are not implemented yet; set it to 0");
-  LINGUA_CHECK(c.data.n_views == 2, "config key 'data.n_views': only 2 (input, target) is supported, got ",
-               c.data.n_views);
-  LINGUA_CHECK(c.data.seq_len <= c.model.max_seqlen, "config key 'data.seq_len' (", c.data.seq_len,
-               ") exceeds 'model.max_seqlen' (", c.model.max_seqlen, ")");
-  LINGUA_CHECK(c.logging.freq > 0, "config key 'logging.freq' must be positive");
-  LINGUA_CHECK(c.optim.warmup >= 0, "config key 'optim.warmup' must be >= 0");
+  validate_config(c);  // the same checks as every params.json read
+  check_training_memory(c);
   check_ffn_config(c.model, &c.optim);
 }
 
