@@ -199,6 +199,7 @@ TrainConfig small_config() {
   c.model.multiple_of = 8;
   c.model.vocab_size = 260;  // >= the bytes tokenizer's 258
   c.model.max_seqlen = 16;
+  c.data.seq_len = 16;  // params.json is validated on load
   return c;
 }
 

@@ -247,7 +247,11 @@ class Lister {
   void choice(const char* key, std::string& m, std::initializer_list<const char*> choices, const char* doc) {
     std::string d = std::string(doc) + " [";
     bool first = true;
-    for (const char* c : choices) { d += (first ? "" : "|") + std::string(c); first = false; }
+    for (const char* c : choices) {
+      if (!first) d += '|';
+      d += c;
+      first = false;
+    }
     add(key, m, d + "]");
   }
 
