@@ -384,3 +384,27 @@ TEST(TrainReliabilityCuda, NonFiniteStepStopsWithGraphs) {
     EXPECT_TRUE(all_finite(lm.model->params().host_values())) << e.path;
   }
 }
+
+// checkpoint.continue_training_from_init: a new dump_dir continues another run exactly (weights,
+// moments, step, data position); a weights-only checkpoint cannot be continued.
+TEST(TrainReliability, ContinueTrainingFromInitIsExact) {
+  fs::path data = make_corpus("continue_init");
+  TrainResult straight = train(tiny_config(data, temp_dir("continue_straight")), {nullptr, true});
+  fs::path first = temp_dir("continue_first");
+  TrainResult r1 = train(tiny_config(data, first), {[](int64_t s) { return s < 10; }, true});
+  TrainConfig c = tiny_config(data, temp_dir("continue_second"));
+  c.checkpoint.init_ckpt_path = (first / "checkpoints" / "0000000010").string();
+  c.checkpoint.continue_training_from_init = true;
+  TrainResult r2 = train(c, {nullptr, true});
+  EXPECT_EQ(r2.start_step, 10);
+  std::vector<double> joined = r1.losses;
+  joined.insert(joined.end(), r2.losses.begin(), r2.losses.end());
+  EXPECT_EQ(joined, straight.losses);
+  // A weights-only checkpoint: nothing to continue from.
+  LoadedModel m = load_model((first / "checkpoints").string());
+  fs::path weights = temp_dir("continue_weights");
+  const std::string only = save_model_checkpoint(weights.string(), 10, m.config, *m.model);
+  c.dump_dir = temp_dir("continue_third").string();
+  c.checkpoint.init_ckpt_path = only;
+  EXPECT_NE(error_of([&] { train(c, {nullptr, true}); }).find("holds weights only"), std::string::npos);
+}

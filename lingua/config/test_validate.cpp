@@ -181,7 +181,7 @@ TEST(Validate, LinguaKeysThatNeedSeveralGpusOrMissingFeaturesAreRefusedWithWhatT
       {"distributed.model_dtype=fp16", "use bf16"},
       {"probe_freq=100", "set it to null"},
       {"model.sliding_window=512", "set it to null"},
-      {"checkpoint.continue_training_from_init=true", "set it to false"},
+      {"checkpoint.continue_training_from_init=true", "name the checkpoint whose run continues"},
   };
   for (const Case& c : cases) {
     const std::string e = invalid({c.arg});

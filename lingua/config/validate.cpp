@@ -124,10 +124,9 @@ void check_lingua_keys(const TrainConfig& c) {
                "config key 'distributed.fsdp_type': '", d.fsdp_type.value_or(""), "' is not one of: no_shard, full_shard");
   LINGUA_CHECK(d.model_dtype != "fp16", "config key 'distributed.model_dtype' is fp16: fp16 compute is not supported; "
                "use bf16 (fp32 weights and moments are kept either way)");
-  LINGUA_CHECK(!c.checkpoint.continue_training_from_init,
-               "config key 'checkpoint.continue_training_from_init' is true: continuing the init checkpoint's run "
-               "(its optimizer state and step) is not implemented yet; checkpoint.init_ckpt_path loads its weights only, "
-               "set it to false");
+  LINGUA_CHECK(!c.checkpoint.continue_training_from_init || !c.checkpoint.init_ckpt_path.empty(),
+               "config key 'checkpoint.continue_training_from_init' is true without checkpoint.init_ckpt_path: "
+               "name the checkpoint whose run continues");
   const ValidationConfig& v = c.eval.validation;
   if (v.max_steps) at_least("eval.validation.max_steps", *v.max_steps, 1);
   LINGUA_CHECK(v.use_val_from_train_src && v.root_dir.empty() && v.sources.empty(),

@@ -203,6 +203,18 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                    s.path.c_str(), s.reason.c_str(), last->path.c_str(), s.moved_to.c_str());
     step = last->state.step;
     if (!quiet) std::fprintf(stderr, "lingua: resumed from %s (step %lld)\n", last->path.c_str(), (long long)step);
+  } else if (!cfg.checkpoint.init_ckpt_path.empty() && cfg.checkpoint.continue_training_from_init) {
+    // Another run's training goes on in this dump_dir: weights, moments, step and data position.
+    const std::string from = resolve_checkpoint_dir(cfg.checkpoint.init_ckpt_path);
+    for (const std::string& change : run_dir.check_resume(from, cfg))
+      if (!quiet) std::fprintf(stderr, "lingua: changed since the init checkpoint: %s\n", change.c_str());
+    LINGUA_CHECK(std::filesystem::exists(std::filesystem::path(from) / CheckpointFiles::optimizer),
+                 "checkpoint.continue_training_from_init: ", from,
+                 " holds weights only (no optimizer state to continue from); set it to false to start from its weights");
+    const TrainState st = load_training_checkpoint(from, model, opt);
+    loader.load_state(st.data_loader);
+    step = st.step;
+    if (!quiet) std::fprintf(stderr, "lingua: continuing the run of %s (step %lld)\n", from.c_str(), (long long)step);
   } else if (!cfg.checkpoint.init_ckpt_path.empty()) {
     load_weights(model, cfg.checkpoint.init_ckpt_path);
     if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", cfg.checkpoint.init_ckpt_path.c_str());
