@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "lingua/core/error.h"
+#include "lingua/core/utf8.h"
 
 namespace lingua {
 
@@ -56,6 +57,8 @@ T parse_scalar(const YAML::Node& n, const std::string& path, const std::string& 
   };
   if (!n.IsScalar()) return bad();
   if constexpr (std::is_same_v<T, std::string>) {
+    // config.yaml and params.json must be able to hold it.
+    if (!is_valid_utf8(n.Scalar())) fail("config key '", path, "': the text is not valid UTF-8", where(n, origin));
     return n.Scalar();
   } else if constexpr (std::is_same_v<T, bool>) {
     bool b;
@@ -147,6 +150,7 @@ class Reader {
       for (auto it = n.begin(); it != n.end(); ++it) {
         typename T::mapped_type v{};
         std::string k = it->first.Scalar();
+        if (!is_valid_utf8(k)) fail("config key '", path, "': a key is not valid UTF-8", where(it->first, origin_));
         read(it->second, path + "." + k, v);
         member[k] = v;
       }
@@ -320,6 +324,7 @@ C config_from_json_text(const std::string& text, const std::string& origin, C de
   } catch (const YAML::Exception& e) {
     fail(origin, ": not valid JSON: ", e.msg);
   }
+  if (!root.IsMap()) fail(origin, ": expected a JSON object at the top level, got '", config_detail::node_text(root), "'");
   C cfg = defaults;
   config_detail::Reader r(root, "", origin);
   cfg.visit(r);
