@@ -68,7 +68,8 @@ T parse_scalar(const YAML::Node& n, const std::string& path, const std::string& 
     long long x;
     double d;
     if (YAML::convert<long long>::decode(n, x)) {
-    } else if (YAML::convert<double>::decode(n, d) && d == (double)(long long)d && std::abs(d) < 9e18) {
+    } else if (YAML::convert<double>::decode(n, d) && std::abs(d) < 9e18 && d == (double)(long long)d) {
+      // (range first: converting 1e114 to long long is undefined behaviour)
       x = (long long)d;  // 1e6 is a fine integer
     } else {
       return bad();
