@@ -11,7 +11,7 @@
 # (libFuzzer -jobs/-workers, RUNS each). Exit status 77: clang++ or libFuzzer is missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BUILD="${FUZZ_BUILD_DIR:-$ROOT/build/fuzz}"
+BUILD="$(realpath -m "${FUZZ_BUILD_DIR:-$ROOT/build/fuzz}")"
 SMOKE_RUNS="${FUZZ_SMOKE_RUNS:-5000}"
 SMOKE_SECONDS="${FUZZ_SMOKE_SECONDS:-10}"
 

@@ -199,6 +199,12 @@ class Writer {
       std::string s(buf, r.ptr);
       if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // keep it a float in YAML
       return YAML::Node(s);
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      // Tagged a string whatever it looks like, so params.json keeps "1e5", "0x10" or "true" a
+      // string (yaml_to_json_text); the YAML emitter does not print the "!" tag.
+      YAML::Node n(m);
+      n.SetTag("!");
+      return n;
     } else {
       return YAML::Node(m);
     }

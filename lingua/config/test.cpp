@@ -192,3 +192,23 @@ TEST(Config, JsonMustBeAnObject) {
   }
   EXPECT_EQ(config_from_json_text<Outer>("{}", "params.json").name, "x");
 }
+
+// Found by fuzz/fuzz_config_yaml: params.json turned text that looks like a number or a boolean
+// into one ("1e5" came back as "100000.0", the path "0x10" as "16", "true" as a boolean).
+TEST(Config, JsonKeepsTextThatLooksLikeANumber) {
+  TrainConfig t;
+  t.name = "1e5";
+  t.dump_dir = "0x10";
+  t.data.root_dir = "007";
+  t.data.tokenizer.path = "true";
+  t.data.sources = {{"1e5", 1.0}};
+  const std::string json = config_to_json(t);
+  const TrainConfig back = config_from_json_text<TrainConfig>(json, "params.json");
+  EXPECT_EQ(back.name, "1e5") << json;
+  EXPECT_EQ(back.dump_dir, "0x10");
+  EXPECT_EQ(back.data.root_dir, "007");
+  EXPECT_EQ(back.data.tokenizer.path, "true");
+  EXPECT_EQ(back.data.sources.count("1e5"), 1u);
+  EXPECT_EQ(config_to_yaml(back), config_to_yaml(t));
+  EXPECT_NE(config_to_yaml(t).find("name: 1e5\n"), std::string::npos);  // config.yaml unchanged
+}
