@@ -1,11 +1,14 @@
 # make          build the tool at build/lingua (installs Debian packages first when missing)
 # make test     build, then run the whole test suite through ctest
 # make demo     build, train the demo model on the bundled corpus, print samples
+# make fuzz     the long fuzz run: FUZZ_RUNS inputs per target (default 1000000), see README "Fuzzing"
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test demo clean
+FUZZ_RUNS ?= 1000000
+
+.PHONY: all setup configure build test demo fuzz clean
 all: build
 
 setup:
@@ -25,6 +28,9 @@ test: build
 
 demo: build
 	bash scripts/demo.sh $(BUILD)/lingua
+
+fuzz: setup
+	FUZZ_BUILD_DIR=$(abspath $(BUILD))/fuzz bash scripts/fuzz.sh run $(FUZZ_RUNS)
 
 clean:
 	rm -rf $(BUILD)

@@ -2,7 +2,8 @@
 # Installs the Debian packages lingua.cpp builds with. Idempotent: does nothing when all are present.
 set -euo pipefail
 PKGS=(cmake ninja-build g++ pkg-config libyaml-cpp-dev nlohmann-json3-dev libopenblas-dev libopenblas-openmp-dev
-      libsentencepiece-dev libgtest-dev libomp-dev zlib1g-dev zstd)
+      libsentencepiece-dev libgtest-dev libomp-dev zlib1g-dev zstd
+      clang libclang-rt-14-dev)  # the fuzz targets (fuzz/): clang with libFuzzer and the sanitizers
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -271,7 +271,9 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     for (const ojson& d : shape) {
       if (!d.is_number_unsigned()) tbad("'shape' ", shape.dump(), " has an entry that is not a non-negative integer");
       uint64_t dim = d.get<uint64_t>();
-      if (dim > uint64_t(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel))
+      // Every partial product must fit int64_t: TensorInfo::numel() multiplies in this order
+      // ([2^62, 3, 0] holds 0 elements but overflows on the way).
+      if (dim > uint64_t(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel) || numel > uint64_t(INT64_MAX))
         tbad("shape ", shape.dump(), " is too large");
       info.shape.push_back(static_cast<int64_t>(dim));
     }

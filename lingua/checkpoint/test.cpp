@@ -11,6 +11,7 @@
 
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/safetensors.h"
+#include "lingua/checkpoint/train_state.h"
 
 namespace fs = std::filesystem;
 using namespace lingua;
@@ -308,6 +309,10 @@ TEST_F(Safetensors, CorruptFilesNameTheFile) {
         with_header(R"({"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})",
                     std::string(8, '\0')),
         {"'a'"});
+  // Found by fuzz/fuzz_safetensors: 0 elements, but TensorInfo::numel() overflowed int64 on the way.
+  check("overflow_zero_dim.safetensors",
+        with_header(R"({"a":{"dtype":"BOOL","shape":[4611686018427387904,3,0],"data_offsets":[0,0]}})", ""),
+        {"'a'", "too large"});
   expect_error([&] { SafetensorsFile::open(p("missing.safetensors")); }, {p("missing.safetensors"), "cannot open"});
 }
 
@@ -561,4 +566,45 @@ TEST_F(Checkpoint, TextFiles) {
   expect_error([&] { read_text_file(p("missing.json")); }, {p("missing.json"), "No such file"});
   expect_error([&] { read_text_file(dir_.string()); }, {dir_.string()});
   expect_error([&] { write_text_file_atomic(p("nodir/x.txt"), "x"); }, {"nodir"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Train state (train_state_00000.json)
+
+TEST(TrainState, RoundTrip) {
+  const TrainState t{12, 11, {{"version", 1}, {"next_batch", 3}}};
+  const TrainState back = parse_train_state(train_state_json(t), "train_state_00000.json");
+  EXPECT_EQ(back.step, 12);
+  EXPECT_EQ(back.optimizer_steps, 11);
+  EXPECT_EQ(back.data_loader, t.data_loader);
+  // Lingua's own keys beside ours are ignored.
+  EXPECT_EQ(parse_train_state(R"({"step": 5, "acc_step": 0, "optimizer_steps": 5, "data_loader": null})", "x").step, 5);
+}
+
+// Found by fuzz/fuzz_train_state: a wrong type or a missing key was a nlohmann exception (an
+// "internal error"), and a float step (1e300) was converted to an integer it does not fit.
+TEST(TrainState, ErrorsNameFileAndKey) {
+  const std::string origin = "ckpt/0000000010/train_state_00000.json";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "not valid JSON"},
+      {"{\"step\": 1", "not valid JSON"},
+      {"[1, 2]", "JSON object"},
+      {R"({"optimizer_steps": 1, "data_loader": {}})", "'step' is missing"},
+      {R"({"step": "3", "optimizer_steps": 1, "data_loader": {}})", "'step' must be an integer"},
+      {R"({"step": 1e300, "optimizer_steps": 1, "data_loader": {}})", "'step' must be an integer"},
+      {R"({"step": -1, "optimizer_steps": 1, "data_loader": {}})", "'step' must be an integer"},
+      {R"({"step": 18446744073709551615, "optimizer_steps": 1, "data_loader": {}})", "'step' must be an integer"},
+      {R"({"step": 1, "optimizer_steps": 1.5, "data_loader": {}})", "'optimizer_steps' must be an integer"},
+      {R"({"step": 1, "optimizer_steps": 1})", "'data_loader' is missing"},
+  };
+  for (const auto& [text, needle] : cases) {
+    try {
+      parse_train_state(text, origin);
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(origin), std::string::npos) << msg;
+      EXPECT_NE(msg.find(needle), std::string::npos) << "'" << needle << "' not in: " << msg;
+    }
+  }
 }

@@ -123,3 +123,23 @@ TEST(TrainCheckpoint, WeightsOnlyCheckpointAndLoadModel) {
   EXPECT_EQ(m2.params().host_values(), m.params().host_values());
   EXPECT_THROW(load_model((root / "nothing").string()), Error);
 }
+
+// A corrupt train state is a lingua::Error naming the file and the key (it was a nlohmann exception).
+TEST(TrainCheckpoint, BadTrainStateNamesFileAndKey) {
+  const TrainConfig cfg = config();
+  const ModelDims d = resolve_dims(cfg.model, 258);
+  Transformer m(cfg.model, d);
+  AdamW opt(m.params(), cfg.optim);
+  const fs::path root = fresh_dir("bad_state");
+  save_training_checkpoint(root.string(), cfg, m, opt, {3, 3, {{"loader", 1}}});
+  const std::string dir = (root / checkpoint_dir_name(3)).string();
+  const std::string path = dir + "/" + CheckpointFiles::train_state(0);
+  write_text_file_atomic(path, R"({"step": "3", "optimizer_steps": 3, "data_loader": {}})");
+  try {
+    load_training_checkpoint(dir, m, opt);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'step'"), std::string::npos) << e.what();
+  }
+}

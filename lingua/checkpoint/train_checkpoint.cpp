@@ -45,11 +45,7 @@ void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, c
     }
     write_safetensors(dir + "/" + CheckpointFiles::optimizer, moments);
     write_text_file_atomic(dir + "/" + CheckpointFiles::params, params_json(cfg, model.param_counts()));
-    json st = {{"step", state.step},
-               {"optimizer_steps", state.optimizer_steps},
-               {"scheduler", {{"last_step", state.step}}},
-               {"data_loader", state.data_loader}};
-    write_text_file_atomic(dir + "/" + CheckpointFiles::train_state(0), st.dump(1) + "\n");
+    write_text_file_atomic(dir + "/" + CheckpointFiles::train_state(0), train_state_json(state));
   });
 }
 
@@ -68,16 +64,7 @@ TrainState load_training_checkpoint(const std::string& dir, Transformer& model, 
     opt.set_moments(id, m.data(), v.data());
   }
   const std::string path = dir + "/" + CheckpointFiles::train_state(0);
-  json st;
-  try {
-    st = json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  TrainState t;
-  t.step = st.at("step").get<int64_t>();
-  t.optimizer_steps = st.at("optimizer_steps").get<int64_t>();
-  t.data_loader = st.at("data_loader");
+  TrainState t = parse_train_state(read_text_file(path), path);
   opt.set_steps_taken(t.optimizer_steps);
   return t;
 }

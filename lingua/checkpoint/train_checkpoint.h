@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "lingua/checkpoint/train_state.h"
 #include "lingua/config/train_config.h"
 #include "lingua/data/tokenizer.h"
 #include "lingua/exec/executor.h"
@@ -32,13 +33,6 @@ struct CheckpointFiles {
   static constexpr const char* params = "params.json";
   static std::string train_state(int rank);                       // "train_state_00000.json"
   static std::string moment(int which, const std::string& param);  // 0: "exp_avg.<param>", 1: "exp_avg_sq.<param>"
-};
-
-// What a training checkpoint holds besides the weights and moments.
-struct TrainState {
-  int64_t step = 0;
-  int64_t optimizer_steps = 0;
-  nlohmann::json data_loader;
 };
 
 // Writes a complete training checkpoint <root>/<step>/ (atomically: see save_checkpoint_dir).

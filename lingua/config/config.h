@@ -21,6 +21,7 @@
 
 #include "lingua/config/any_value.h"
 #include "lingua/core/error.h"
+#include "lingua/core/utf8.h"
 
 namespace lingua {
 
@@ -68,6 +69,8 @@ T parse_scalar(const YAML::Node& n, const std::string& path, const std::string& 
   if (std::is_same_v<T, std::string> && n.IsNull()) return T{};  // "path: null" (as Lingua writes None)
   if (!n.IsScalar()) return bad();
   if constexpr (std::is_same_v<T, std::string>) {
+    // config.yaml and params.json must be able to hold it.
+    if (!is_valid_utf8(n.Scalar())) fail("config key '", path, "': the text is not valid UTF-8", at);
     return n.Scalar();
   } else if constexpr (std::is_same_v<T, bool>) {
     bool b;
@@ -78,6 +81,7 @@ T parse_scalar(const YAML::Node& n, const std::string& path, const std::string& 
     double d;
     if (YAML::convert<long long>::decode(n, x)) {
     } else if (YAML::convert<double>::decode(n, d) && std::abs(d) < 9e18 && d == (double)(long long)d) {
+      // (range first: converting 1e114 to long long is undefined behaviour)
       x = (long long)d;  // 1e6 is a fine integer
     } else {
       return bad();
@@ -162,6 +166,7 @@ class Reader {
       for (auto it = n.begin(); it != n.end(); ++it) {
         typename T::mapped_type v{};
         std::string k = it->first.Scalar();
+        if (!is_valid_utf8(k)) fail("config key '", path, "': a key is not valid UTF-8", where(it->first, origin_));
         read(it->second, path + "." + k, v);
         member[k] = v;
       }
@@ -213,6 +218,12 @@ class Writer {
       std::string s(buf, r.ptr);
       if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // keep it a float in YAML
       return YAML::Node(s);
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      // Tagged a string whatever it looks like, so params.json keeps "1e5", "0x10" or "true" a
+      // string (yaml_to_json_text); the YAML emitter does not print the "!" tag.
+      YAML::Node n(m);
+      n.SetTag("!");
+      return n;
     } else {
       return YAML::Node(m);
     }
@@ -364,6 +375,7 @@ C config_from_json_text(const std::string& text, const std::string& origin, C de
   } catch (const YAML::Exception& e) {
     fail(origin, ": not valid JSON: ", e.msg);
   }
+  if (!root.IsMap()) fail(origin, ": expected a JSON object at the top level, got '", config_detail::node_text(root), "'");
   config_detail::Origins origins;
   origins.file = origin;
   return config_detail::read_config(root, origins, defaults);

@@ -260,4 +260,52 @@ TEST(Config, NullStringsAndAnyValues) {
   Outer d = parse_config<Outer>({"config=" + write_tmp(y)});
   EXPECT_EQ(d.extra, c.extra);
   EXPECT_TRUE(parse_config<Outer>({}).extra.yaml.empty());
+
+// Found by fuzz/fuzz_config_yaml: a config accepted with text that is not UTF-8 could not be written
+// to params.json (a JSON exception at the first checkpoint, reported as an internal error).
+TEST(Config, TextMustBeValidUtf8) {
+  std::string e = error_of({"config=" + write_tmp("name: caf\xe9\n")});
+  EXPECT_NE(e.find("'name'"), std::string::npos) << e;
+  EXPECT_NE(e.find("not valid UTF-8"), std::string::npos) << e;
+  EXPECT_NE(e.find(":1)"), std::string::npos) << e;  // the file's line
+  e = error_of({"weights={\"w\xff\": 1.0}"});
+  EXPECT_NE(e.find("'weights'"), std::string::npos) << e;
+  EXPECT_NE(error_of({"inner.layers=[1]", "mode=one", "name=\xc3"}).find("'name'"), std::string::npos);
+  Outer o = parse_config<Outer>({"name=caf\xc3\xa9"});  // valid UTF-8 is fine, and JSON can hold it
+  EXPECT_EQ(o.name, "caf\xc3\xa9");
+  TrainConfig t = parse_config<TrainConfig>({"name=caf\xc3\xa9", "data.sources={\xc3\xa9: 1.0}"});
+  EXPECT_EQ(config_from_json_text<TrainConfig>(config_to_json(t), "params.json").data.sources.count("\xc3\xa9"), 1u);
+}
+
+// Found by fuzz/fuzz_params_json: a params.json that is JSON but not an object threw a YAML exception.
+TEST(Config, JsonMustBeAnObject) {
+  for (const std::string text : {"1", "\"text\"", "[1, 2]", "null", "true"}) {
+    try {
+      config_from_json_text<Outer>(text, "ckpt/params.json");
+      FAIL() << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("ckpt/params.json: expected a JSON object"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(config_from_json_text<Outer>("{}", "params.json").name, "x");
+}
+
+// Found by fuzz/fuzz_config_yaml: params.json turned text that looks like a number or a boolean
+// into one ("1e5" came back as "100000.0", the path "0x10" as "16", "true" as a boolean).
+TEST(Config, JsonKeepsTextThatLooksLikeANumber) {
+  TrainConfig t;
+  t.name = "1e5";
+  t.dump_dir = "0x10";
+  t.data.root_dir = "007";
+  t.data.tokenizer.path = "true";
+  t.data.sources = {{"1e5", 1.0}};
+  const std::string json = config_to_json(t);
+  const TrainConfig back = config_from_json_text<TrainConfig>(json, "params.json");
+  EXPECT_EQ(back.name, "1e5") << json;
+  EXPECT_EQ(back.dump_dir, "0x10");
+  EXPECT_EQ(back.data.root_dir, "007");
+  EXPECT_EQ(back.data.tokenizer.path, "true");
+  EXPECT_EQ(back.data.sources.count("1e5"), 1u);
+  EXPECT_EQ(config_to_yaml(back), config_to_yaml(t));
+  EXPECT_NE(config_to_yaml(t).find("name: 1e5\n"), std::string::npos);  // config.yaml unchanged
 }

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "lingua/core/error.h"
+#include "lingua/data/json_fields.h"
 #include "lingua/data/paths.h"
 
 namespace fs = std::filesystem;
@@ -17,13 +18,14 @@ nlohmann::json DataStats::to_json() const {
 }
 
 DataStats DataStats::from_json(const nlohmann::json& j) {
+  constexpr const char* what = "data loader state: stats";
   DataStats s;
-  s.documents = j.at("documents").get<int64_t>();
-  s.tokens = j.at("tokens").get<int64_t>();
-  const auto& k = j.at("skipped");
-  s.bad_json = k.at("bad_json").get<int64_t>();
-  s.missing_text = k.at("missing_text").get<int64_t>();
-  s.invalid_utf8 = k.at("invalid_utf8").get<int64_t>();
+  s.documents = json_int(j, "documents", 0, kMaxStateCount, what);
+  s.tokens = json_int(j, "tokens", 0, kMaxStateCount, what);
+  const auto& k = json_field(j, "skipped", what);
+  s.bad_json = json_int(k, "bad_json", 0, kMaxStateCount, what);
+  s.missing_text = json_int(k, "missing_text", 0, kMaxStateCount, what);
+  s.invalid_utf8 = json_int(k, "invalid_utf8", 0, kMaxStateCount, what);
   return s;
 }
 
@@ -33,33 +35,6 @@ std::string DataStats::skipped_summary() const {
 }
 
 namespace {
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is invalid.
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = b(i);
-  if (c < 0x80) return 1;
-  size_t n;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0) lo = 0xA0;  // overlong
-    if (c == 0xED) hi = 0x9F;  // surrogates
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0) lo = 0x90;  // overlong
-    if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  if (b(i + 1) < lo || b(i + 1) > hi) return 0;
-  for (size_t k = 2; k < n; ++k)
-    if ((b(i + k) & 0xC0) != 0x80) return 0;
-  return n;
-}
 
 bool is_blank(std::string_view line) {
   return std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; });
@@ -90,15 +65,6 @@ bool is_chunk_name(const std::string& name) {
 }
 
 }  // namespace
-
-bool is_valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    size_t n = utf8_sequence_length(s, i);
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
-}
 
 int64_t sanitize_utf8(std::string* s) {
   if (is_valid_utf8(*s)) return 0;

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lingua/core/utf8.h"
+
 namespace lingua {
 
 // What the data pipeline has read so far.
@@ -36,8 +38,7 @@ LineKind parse_document_line(std::string_view line, std::string* text);
 // Adds a skipped line to the counter of its reason (no-op for document / blank).
 void count_skipped_line(LineKind kind, DataStats* stats);
 
-// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
-bool is_valid_utf8(std::string_view s);
+// is_valid_utf8: lingua/core/utf8.h.
 // Replaces every invalid byte sequence with U+FFFD; returns how many were replaced.
 int64_t sanitize_utf8(std::string* s);
 // Number of code points of valid UTF-8 (counts lead bytes).

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "lingua/core/error.h"
+#include "lingua/data/json_fields.h"
 
 namespace lingua {
 
@@ -153,7 +154,7 @@ void DataLoader::load_state(const nlohmann::json& state) {
   PipelinePosition position;
   try {
     LINGUA_CHECK(state.is_object(), "data loader state: expected a JSON object, got ", state.type_name());
-    const int version = state.at("version").get<int>();
+    const int64_t version = json_int(state, "version", 0, INT32_MAX, "data loader state");
     LINGUA_CHECK(version == kStateVersion, "data loader state: version ", version, " is not the supported ",
                  kStateVersion);
     const auto& saved = state.at("config");
@@ -168,8 +169,9 @@ void DataLoader::load_state(const nlohmann::json& state) {
                    name, "' for this rank changed since the state was saved (saved: ",
                    files.contains(name) ? files.at(name).dump() : "none", ", now: ", list.dump(), ")");
     }
-    position.fill_start = std::make_shared<const PipelineState>(PipelineState::from_json(state.at("fill_start")));
-    position.next_batch = state.at("next_batch").get<int64_t>();
+    position.fill_start =
+        std::make_shared<const PipelineState>(PipelineState::from_json(json_field(state, "fill_start", "data loader state")));
+    position.next_batch = json_int(state, "next_batch", 0, INT32_MAX, "data loader state");
     position.stats = position.fill_start->stats;
   } catch (const nlohmann::json::exception& e) {
     fail("data loader state: malformed JSON: ", e.what());

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "lingua/core/error.h"
+#include "lingua/data/json_fields.h"
 #include "lingua/data/paths.h"
 
 namespace fs = std::filesystem;
@@ -23,8 +24,9 @@ nlohmann::json rng_to_json(const PhiloxStream& r) {
   return {{"seed", r.seed}, {"stream", r.stream}, {"counter", r.counter}};
 }
 PhiloxStream rng_from_json(const nlohmann::json& j) {
-  PhiloxStream r(j.at("seed").get<uint64_t>(), j.at("stream").get<uint32_t>());
-  r.counter = j.at("counter").get<uint64_t>();
+  constexpr const char* what = "data loader state: RNG";
+  PhiloxStream r(json_uint(j, "seed", UINT64_MAX, what), static_cast<uint32_t>(json_uint(j, "stream", UINT32_MAX, what)));
+  r.counter = json_uint(j, "counter", UINT64_MAX, what);
   return r;
 }
 bool same_rng(const PhiloxStream& a, const PhiloxStream& b) {
@@ -56,11 +58,12 @@ nlohmann::json SourceReaderState::to_json() const {
 }
 
 SourceReaderState SourceReaderState::from_json(const nlohmann::json& j) {
+  constexpr const char* what = "data loader state: reader";
   SourceReaderState s;
-  s.file_index = j.at("file_index").get<int64_t>();
-  s.offset = j.at("offset").get<int64_t>();
-  s.line = j.at("line").get<int64_t>();
-  s.epoch = j.at("epoch").get<int64_t>();
+  s.file_index = json_int(j, "file_index", 0, kMaxStateCount, what);
+  s.offset = json_int(j, "offset", 0, kMaxStateCount, what);
+  s.line = json_int(j, "line", 0, kMaxStateCount, what);
+  s.epoch = json_int(j, "epoch", 0, kMaxStateCount, what);
   return s;
 }
 
@@ -129,8 +132,12 @@ nlohmann::json SourceStreamState::to_json() const { return {{"reader", reader.to
 
 SourceStreamState SourceStreamState::from_json(const nlohmann::json& j) {
   SourceStreamState s;
-  s.reader = SourceReaderState::from_json(j.at("reader"));
-  s.tokens = j.at("tokens").get<std::vector<int32_t>>();
+  constexpr const char* what = "data loader state: source";
+  s.reader = SourceReaderState::from_json(json_field(j, "reader", what));
+  const nlohmann::json& tokens = json_field(j, "tokens", what);
+  LINGUA_CHECK(tokens.is_array(), what, ": 'tokens' must be a list of token ids, got ", json_excerpt(tokens));
+  s.tokens.reserve(tokens.size());
+  for (const nlohmann::json& t : tokens) s.tokens.push_back(static_cast<int32_t>(json_int_value(t, 0, INT32_MAX, "tokens", what)));
   return s;
 }
 
@@ -189,16 +196,20 @@ nlohmann::json PipelineState::to_json() const {
 }
 
 PipelineState PipelineState::from_json(const nlohmann::json& j) {
+  constexpr const char* what = "data loader state";
   PipelineState s;
-  for (const auto& [name, st] : j.at("sources").items()) s.sources[name] = SourceStreamState::from_json(st);
-  s.source_rng = rng_from_json(j.at("source_rng"));
-  s.shuffle_rng = rng_from_json(j.at("shuffle_rng"));
-  s.stats = DataStats::from_json(j.at("stats"));
+  const nlohmann::json& sources = json_field(j, "sources", what);
+  LINGUA_CHECK(sources.is_object(), what, ": 'sources' must be an object, got ", json_excerpt(sources));
+  for (const auto& [name, st] : sources.items()) s.sources[name] = SourceStreamState::from_json(st);
+  s.source_rng = rng_from_json(json_field(j, "source_rng", what));
+  s.shuffle_rng = rng_from_json(json_field(j, "shuffle_rng", what));
+  s.stats = DataStats::from_json(json_field(j, "stats", what));
   return s;
 }
 
 Pipeline::Pipeline(const DataConfig& config, const Tokenizer& tokenizer, int rank, int world_size)
     : config_(config),
+      n_words_(tokenizer.n_words()),
       source_rng_(static_cast<uint64_t>(config.seed), source_rng_stream(rank)),
       shuffle_rng_(static_cast<uint64_t>(config.seed), shuffle_rng_stream(rank)) {
   const DataConfig& c = config_;
@@ -265,6 +276,9 @@ void Pipeline::set_live_state(const PipelineState& s) {
     LINGUA_CHECK(st.reader.file_index >= 0 && st.reader.file_index < static_cast<int64_t>(streams_[i].files().size()),
                  "data loader state: source '", names_[i], "' is at file ", st.reader.file_index, " but this rank has ",
                  streams_[i].files().size(), " chunk file(s)");
+    for (int32_t id : st.tokens)  // they go into batches as they are
+      LINGUA_CHECK(id >= 0 && id < n_words_, "data loader state: source '", names_[i], "' holds token id ", id,
+                   " outside the tokenizer's vocabulary [0, ", n_words_, ")");
   }
   for (size_t i = 0; i < names_.size(); ++i) streams_[i].set_state(s.sources.at(names_[i]));
   source_rng_ = s.source_rng;

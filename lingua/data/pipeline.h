@@ -159,6 +159,7 @@ class Pipeline {
   void fill(const std::atomic<bool>* cancel);
 
   DataConfig config_;
+  int n_words_;                          // the tokenizer's vocabulary size
   std::vector<std::string> names_;       // source names, sorted
   std::vector<double> cumulative_;       // normalised cumulative weights, per name
   std::vector<SourceStream> streams_;    // per name

@@ -346,6 +346,51 @@ TEST(Loader, StateFromAnotherConfigFails) {
   d.next();  // a state that failed to parse leaves the loader usable
 }
 
+// Found by fuzz/fuzz_train_state: the values of a state read back from a checkpoint are checked. A
+// token id outside the vocabulary went into batches as it was; a float where an integer belongs
+// (1e300) was converted to an integer it does not fit (undefined behaviour); a counter at the
+// int64 limit overflowed on the next increment.
+TEST(Loader, StateValuesAreChecked) {
+  TempDir root;
+  write_mixed_corpus(root.path);
+  BytesTokenizer tok;
+  const auto cfg = small_config(root.str(), {{"a", 0.6}, {"b", 0.4}}, 16, 3, 4, false);
+  DataLoader a(cfg, tok);
+  take(a, 5);
+  const json saved = a.state();
+  struct Case {
+    const char* pointer;
+    json value;
+    const char* expected;
+  };
+  const std::vector<Case> cases = {
+      {"/fill_start/sources/a/tokens", {1, 258}, "token id 258"},
+      {"/fill_start/sources/a/tokens", {1, -1}, "'tokens'"},
+      {"/fill_start/sources/a/tokens", {1e300}, "'tokens'"},
+      {"/fill_start/sources/a/tokens", "abc", "'tokens'"},
+      {"/fill_start/sources/a/reader/epoch", 1e300, "'epoch'"},
+      {"/fill_start/sources/a/reader/line", INT64_MAX, "'line'"},
+      {"/fill_start/sources/b/reader/offset", -5, "'offset'"},
+      {"/fill_start/stats/documents", "3", "'documents'"},
+      {"/fill_start/stats/skipped/bad_json", 2.5, "'bad_json'"},
+      {"/fill_start/source_rng/stream", 4294967296ull, "'stream'"},
+      {"/fill_start/shuffle_rng/counter", -1, "'counter'"},
+      {"/fill_start/sources", json::array({1}), "'sources'"},
+      {"/next_batch", 1e300, "'next_batch'"},
+      {"/version", 1.5, "'version'"},
+  };
+  DataLoader b(cfg, tok);
+  for (const Case& c : cases) {
+    json bad = saved;
+    bad[json::json_pointer(c.pointer)] = c.value;
+    const std::string e = error_of([&] { b.load_state(bad); });
+    EXPECT_NE(e.find(c.expected), std::string::npos) << c.pointer << " = " << c.value.dump() << ": " << e;
+    EXPECT_NE(e.find("data loader state"), std::string::npos) << e;
+  }
+  b.load_state(saved);  // usable after the failures
+  EXPECT_EQ(take(b, 3), take(a, 3));
+}
+
 // ---------------- loader: malformed lines, errors ----------------
 
 TEST(Loader, MalformedLinesSkippedAndCounted) {

@@ -1,0 +1,33 @@
+#include "lingua/checkpoint/train_state.h"
+
+#include "lingua/core/error.h"
+#include "lingua/data/json_fields.h"
+
+namespace lingua {
+
+using json = nlohmann::json;
+
+std::string train_state_json(const TrainState& state) {
+  json st = {{"step", state.step},
+             {"optimizer_steps", state.optimizer_steps},
+             {"scheduler", {{"last_step", state.step}}},
+             {"data_loader", state.data_loader}};
+  return st.dump(1) + "\n";
+}
+
+TrainState parse_train_state(const std::string& text, const std::string& origin) {
+  json st;
+  try {
+    st = json::parse(text);
+  } catch (const json::exception& e) {
+    fail(origin, ": not valid JSON: ", e.what());
+  }
+  const std::string what = origin + ": train state";
+  TrainState t;
+  t.step = json_int(st, "step", 0, kMaxStateCount, what);
+  t.optimizer_steps = json_int(st, "optimizer_steps", 0, kMaxStateCount, what);
+  t.data_loader = json_field(st, "data_loader", what);
+  return t;
+}
+
+}  // namespace lingua

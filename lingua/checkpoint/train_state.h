@@ -1,0 +1,25 @@
+#pragma once
+// The train state of a training checkpoint (train_state_{rank:05d}.json): what a checkpoint holds
+// besides the weights and moments. Kept apart from train_checkpoint.h (which needs the model) so
+// the reader can be tested and fuzzed on its own.
+//   {"step": 300, "optimizer_steps": 300, "scheduler": {"last_step": 300}, "data_loader": {...}}
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace lingua {
+
+struct TrainState {
+  int64_t step = 0;
+  int64_t optimizer_steps = 0;
+  nlohmann::json data_loader;  // DataLoader::state(); checked by DataLoader::load_state
+};
+
+// The JSON text of a train state.
+std::string train_state_json(const TrainState& state);
+// Parses a train state. Fails (lingua::Error naming `origin` and the key) on text that is not JSON,
+// not an object, a missing key, or "step" / "optimizer_steps" that are not integers in [0, 2^62].
+// Other keys ("scheduler", Lingua's "acc_step") are ignored.
+TrainState parse_train_state(const std::string& text, const std::string& origin);
+
+}  // namespace lingua
