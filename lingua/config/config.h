@@ -166,7 +166,7 @@ class Reader {
       for (auto it = n.begin(); it != n.end(); ++it) {
         typename T::mapped_type v{};
         std::string k = it->first.Scalar();
-        if (!is_valid_utf8(k)) fail("config key '", path, "': a key is not valid UTF-8", where(it->first, origin_));
+        if (!is_valid_utf8(k)) fail("config key '", path, "': a key is not valid UTF-8", at(it->first, path));
         read(it->second, path + "." + k, v);
         member[k] = v;
       }

@@ -260,6 +260,7 @@ TEST(Config, NullStringsAndAnyValues) {
   Outer d = parse_config<Outer>({"config=" + write_tmp(y)});
   EXPECT_EQ(d.extra, c.extra);
   EXPECT_TRUE(parse_config<Outer>({}).extra.yaml.empty());
+}
 
 // Found by fuzz/fuzz_config_yaml: a config accepted with text that is not UTF-8 could not be written
 // to params.json (a JSON exception at the first checkpoint, reported as an internal error).
@@ -299,6 +300,7 @@ TEST(Config, JsonKeepsTextThatLooksLikeANumber) {
   t.data.root_dir = "007";
   t.data.tokenizer.path = "true";
   t.data.sources = {{"1e5", 1.0}};
+  t.model.max_seqlen = 64;  // set: reading resolves an unset one
   const std::string json = config_to_json(t);
   const TrainConfig back = config_from_json_text<TrainConfig>(json, "params.json");
   EXPECT_EQ(back.name, "1e5") << json;
