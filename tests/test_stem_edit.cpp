@@ -71,15 +71,6 @@ std::vector<float> expected_after(const ParamStore& s, std::vector<float> w, int
   return w;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
 
 TEST(StemEdit, CopyAndSwapMoveExactlyTheChosenRows) {

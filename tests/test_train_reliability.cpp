@@ -30,15 +30,6 @@ using namespace lingua::test_e2e;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // Writes NaN into the gradient of block 1's input during the backward of training step `at`
 // (1-based; counted by block 1's backward calls, one per micro-batch).
 struct PoisonGradient : LayerHooks {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "lingua/config/train_config.h"
+#include "lingua/core/error.h"
 #include "lingua/exec/executor.h"
 #include "lingua/model/transformer.h"
 #include "lingua/optim/schedule.h"
@@ -83,6 +84,16 @@ inline TrainConfig tiny_config(const fs::path& data, const fs::path& dump) {
   c.checkpoint.eval.every = 10;
   c.logging.freq = 5;
   return c;
+}
+
+// The message of the lingua::Error that f throws, "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 inline std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
