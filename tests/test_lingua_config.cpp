@@ -90,13 +90,12 @@ TEST(LinguaConfig, EveryKeyIsHonouredOrPrintsANote) {
   leaves(file, "", keys);
   // Keys this file sets that lingua.cpp honours (their values are the run's).
   const std::set<std::string> honoured = {
-      "dump_dir", "name", "steps", "probe_freq", "seed", "grad_acc_steps", "async_eval_gpus",
+      "dump_dir", "name", "steps", "seed", "grad_acc_steps", "async_eval_gpus",
       "optim.lr", "optim.weight_decay", "optim.epsilon", "optim.beta1", "optim.beta2", "optim.clip",
       "optim.scheduler", "optim.warmup", "optim.lr_min_ratio", "optim.cycle_length", "optim.cosine_theta",
       "optim.annealing_step", "optim.decay_fraction", "optim.exp_factor",
       // one device (sizes 1), bf16 matmuls on CUDA, no float8, fp32 accumulation in matmuls
-      "distributed.dp_shard", "distributed.dp_replicate", "distributed.tp_size", "distributed.num_nodes",
-      "distributed.gpus_per_node", "distributed.model_dtype", "distributed.float8_recipe",
+      "distributed.dp_shard", "distributed.dp_replicate", "distributed.num_nodes", "distributed.model_dtype", "distributed.float8_recipe",
       "distributed.allow_bf16_reduced_precision_reduction",
       "model.dim", "model.n_layers", "model.head_dim", "model.n_heads", "model.n_kv_heads", "model.ffn_dim_multiplier",
       "model.multiple_of", "model.norm_eps", "model.rope_theta", "model.init_base_std", "model.init_std_factor",

@@ -68,6 +68,10 @@ TEST(TrainCheckpoint, RoundTripWithFrozenParameters) {
   EXPECT_FALSE(o.has("exp_avg.layers.1.attention.wq.weight"));  // frozen: no moments
   EXPECT_EQ(resolve_checkpoint_dir(root.string()), dir);
   EXPECT_EQ(checkpoint_step(dir), 7);
+  // A directory name of digits too long for int64: not a step number (was std::out_of_range).
+  fs::path huge = fs::temp_directory_path() / ("lingua_huge_step_" + std::to_string(::getpid())) / "123456789012345678901234";
+  fs::create_directories(huge);
+  EXPECT_EQ(checkpoint_step(huge.string()), 0);
 
   // Read back into a model of another seed: weights, moments and counters as saved.
   TrainConfig other = cfg;

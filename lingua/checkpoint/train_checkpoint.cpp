@@ -1,5 +1,6 @@
 #include "lingua/checkpoint/train_checkpoint.h"
 
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 
@@ -126,7 +127,10 @@ std::string resolve_checkpoint_dir(const std::string& path) {
 
 int64_t checkpoint_step(const std::string& dir) {
   const std::string name = fs::path(dir).filename().string();
-  if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos) return std::stoll(name);
+  int64_t step = 0;
+  if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos &&
+      std::from_chars(name.data(), name.data() + name.size(), step).ec == std::errc())
+    return step;  // (a name too long for int64 falls through to the train state)
   const fs::path st = fs::path(dir) / CheckpointFiles::train_state(0);
   if (fs::exists(st)) {
     json j = json::parse(read_text_file(st.string()), nullptr, /*allow_exceptions=*/false);

@@ -301,6 +301,7 @@ TEST(Config, JsonKeepsTextThatLooksLikeANumber) {
   t.data.root_dir = "007";
   t.data.tokenizer.path = "true";
   t.data.sources = {{"1e5", 1.0}};
+  t.model.max_seqlen = 64;  // set: reading resolves an unset one
   const std::string json = config_to_json(t);
   const TrainConfig back = config_from_json_text<TrainConfig>(json, "params.json");
   EXPECT_EQ(back.name, "1e5") << json;
@@ -308,5 +309,6 @@ TEST(Config, JsonKeepsTextThatLooksLikeANumber) {
   EXPECT_EQ(back.data.root_dir, "007");
   EXPECT_EQ(back.data.tokenizer.path, "true");
   EXPECT_EQ(back.data.sources.count("1e5"), 1u);
+  EXPECT_EQ(config_to_yaml(back), config_to_yaml(t));
   EXPECT_NE(config_to_yaml(t).find("name: 1e5\n"), std::string::npos);  // config.yaml unchanged
 }

@@ -166,20 +166,14 @@ TEST(Validate, ValidationMaxStepsCapsTheValidationTokens) {
   EXPECT_TRUE(has(invalid({"eval.validation.sources=[other]"}), "not supported"));
 }
 
-TEST(Validate, LinguaKeysThatNeedSeveralGpusOrMissingFeaturesAreRefusedWithWhatToDo) {
+TEST(Validate, LinguaKeysOfMissingFeaturesAreRefusedWithWhatToDoOrNoted) {
   struct Case {
     const char* arg;
     const char* says;
   };
   const Case cases[] = {
-      {"distributed.tp_size=2", "set it to 1"},
-      {"distributed.dp_shard=8", "multi-GPU training is not implemented"},
-      {"distributed.dp_replicate=2", "set it to 1"},
-      {"distributed.num_nodes=2", "set it to 1"},
-      {"distributed.gpus_per_node=8", "set it to 1"},
       {"distributed.float8_recipe=rowwise", "set it to null"},
       {"distributed.model_dtype=fp16", "use bf16"},
-      {"probe_freq=100", "set it to null"},
       {"model.sliding_window=512", "set it to null"},
       {"checkpoint.continue_training_from_init=true", "name the checkpoint whose run continues"},
   };
@@ -191,6 +185,21 @@ TEST(Validate, LinguaKeysThatNeedSeveralGpusOrMissingFeaturesAreRefusedWithWhatT
   }
   EXPECT_EQ(invalid({"probe_freq=null", "model.sliding_window=null", "distributed.float8_recipe=null"}), "");
   EXPECT_EQ(invalid({"probe_freq=0"}), "");  // older lingua.cpp configs
+  // Lingua's multi-GPU sizes and probes load with a note (one device; no probes).
+  const TrainConfig multi = parse_config<TrainConfig>(
+      {"distributed.tp_size=2", "distributed.gpus_per_node=8", "distributed.dp_shard=8", "probe_freq=100"});
+  EXPECT_EQ(invalid({"distributed.tp_size=2", "distributed.gpus_per_node=8", "probe_freq=100"}), "");
+  const std::vector<std::string> multi_notes = config_notes(multi);
+  auto noted = [&](const std::string& key, const std::string& says) {
+    for (const std::string& n : multi_notes)
+      if (has(n, key) && has(n, says)) return true;
+    return false;
+  };
+  EXPECT_TRUE(noted("distributed.gpus_per_node", "not a per-GPU batch"));
+  EXPECT_TRUE(noted("distributed.dp_shard", "not a per-GPU batch"));
+  EXPECT_TRUE(noted("distributed.tp_size", "no tensor parallelism"));
+  EXPECT_TRUE(noted("probe_freq", "probes are not implemented"));
+  EXPECT_TRUE(has(invalid({"distributed.tp_size=0"}), "distributed.tp_size"));
   // Tokenizers lingua.cpp does not have are refused naming those it has.
   try {
     parse_config<TrainConfig>({"data.tokenizer.name=tiktoken"});

@@ -75,11 +75,8 @@ void at_least(const char* key, int64_t x, int64_t min) {
 }
 
 // Lingua's launcher and parallelism sizes: one device here.
-void single_device(const char* key, int x) {
-  at_least(key, x, 1);
-  LINGUA_CHECK(x == 1, "config key '", key, "' is ", x,
-               ": lingua.cpp trains on one device (multi-GPU training is not implemented yet); set it to 1");
-}
+// Parallelism sizes: at least 1; above 1 they are notes (one device runs the whole step).
+void single_device(const char* key, int x) { at_least(key, x, 1); }
 
 void check_data(const DataConfig& d) {
   at_least("data.batch_size", d.batch_size, 1);
@@ -110,8 +107,8 @@ void check_model(const TrainConfig& c) {
 }
 
 void check_lingua_keys(const TrainConfig& c) {
-  LINGUA_CHECK(!c.probe_freq || *c.probe_freq == 0, "config key 'probe_freq' is ", c.probe_freq.value_or(0),
-               ": activation probes are not implemented; set it to null");
+  LINGUA_CHECK(!c.probe_freq || *c.probe_freq >= 0, "config key 'probe_freq' must be >= 0 or null, got ",
+               c.probe_freq.value_or(0));
   const DistributedConfig& d = c.distributed;
   single_device("distributed.dp_shard", d.dp_shard);
   single_device("distributed.dp_replicate", d.dp_replicate);
@@ -142,6 +139,16 @@ struct NoEffect {
   const char* why;
 };
 const NoEffect kNoEffect[] = {
+    {"probe_freq", "activation probes are not implemented (no probe files are written)"},
+    {"distributed.dp_shard", "training runs on one device (multi-GPU training is not implemented yet), so "
+                             "data.batch_size x grad_acc_steps is the whole batch of a step, not a per-GPU batch"},
+    {"distributed.dp_replicate", "training runs on one device (multi-GPU training is not implemented yet), so "
+                                 "data.batch_size x grad_acc_steps is the whole batch of a step, not a per-GPU batch"},
+    {"distributed.num_nodes", "training runs on one device (multi-GPU training is not implemented yet), so "
+                              "data.batch_size x grad_acc_steps is the whole batch of a step, not a per-GPU batch"},
+    {"distributed.gpus_per_node", "training runs on one device (multi-GPU training is not implemented yet), so "
+                                  "data.batch_size x grad_acc_steps is the whole batch of a step, not a per-GPU batch"},
+    {"distributed.tp_size", "one device holds the whole model (no tensor parallelism; the computation is the same)"},
     {"gc_collect_freq", "lingua.cpp has no garbage collector to schedule"},
     {"async_eval_gpus", "validation runs inside the training run (checkpoint.eval.every), not as a separate job"},
     {"distributed.compile", "lingua.cpp runs its own fused kernels (no torch.compile)"},
@@ -152,7 +159,7 @@ const NoEffect kNoEffect[] = {
     {"distributed.model_dtype", "CUDA matmuls read bf16 copies of the fp32 weights; the CPU path is fp32 throughout"},
     {"distributed.matmul_allow_tf32", "matmuls run in bf16 on CUDA and in fp32 on the CPU (tf32 is never used)"},
     {"distributed.float8_filter", "float8 matmuls are not implemented"},
-    {"distributed.detect_anomaly", "there is no autograd (a non-finite loss stops training with an error)"},
+    {"distributed.detect_anomaly", "there is no autograd (every step's loss and gradient norm are checked: optim.on_nonfinite)"},
     {"distributed.spawn_method", "the data loader runs on a thread, not in a process"},
     {"env", "lingua.cpp sets no environment variables (CPU threads: `threads`)"},
     {"logging.acc_freq", "metrics are logged per optimizer step (logging.freq)"},

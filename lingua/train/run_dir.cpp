@@ -30,7 +30,9 @@ void flatten(const YAML::Node& n, const std::string& path, std::map<std::string,
       flatten(it->second, path.empty() ? it->first.Scalar() : path + "." + it->first.Scalar(), out);
     return;
   }
-  out[path] = config_detail::node_text(n);
+  // Lists (and any value) compared as compact JSON: the same value read from config.yaml and from
+  // params.json (sorted keys, flow or block style) gives the same text.
+  out[path] = n.IsScalar() ? n.Scalar() : nlohmann::json::parse(yaml_to_json_text(n)).dump();
 }
 
 std::map<std::string, std::string> flat_config(const TrainConfig& c) {

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdint>
+#include <ctime>
 
 #include "lingua/core/error.h"
 
@@ -16,9 +18,21 @@ std::atomic<int> g_requested{0};
 std::atomic<bool> g_installed{false};
 struct sigaction g_previous[4];
 
+std::atomic<int64_t> g_first_ns{0};  // when the stop was asked (CLOCK_MONOTONIC)
+
+int64_t now_ns() {
+  timespec t{};
+  clock_gettime(CLOCK_MONOTONIC, &t);  // async-signal-safe
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 void on_signal(int sig) {
-  if (g_requested.load() != 0 && (sig == SIGINT || sig == SIGTERM)) {
-    // The second one: stop now. Only async-signal-safe calls here.
+  // A second SIGINT stops at once, unless it comes within 100 ms of the first: one kill of a
+  // process group (timeout(1), a job scheduler) can deliver the same signal twice. Repeated
+  // SIGTERM/SIGUSR1/SIGUSR2 change nothing: the stop with a checkpoint goes on.
+  if (g_requested.load() != 0) {
+    if (sig != SIGINT || now_ns() - g_first_ns.load() < 100000000) return;
+    // Only async-signal-safe calls here.
     static const char msg[] = "\nlingua: second signal, stopping at once (no checkpoint)\n";
     (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
     ::signal(sig, SIG_DFL);
@@ -26,9 +40,9 @@ void on_signal(int sig) {
     return;
   }
   int none = 0;
-  g_requested.compare_exchange_strong(none, sig);
+  if (g_requested.compare_exchange_strong(none, sig)) g_first_ns = now_ns();
   static const char msg[] =
-      "\nlingua: stop requested: finishing this step, then writing a checkpoint (again to stop at once)\n";
+      "\nlingua: stop requested: finishing this step, then writing a checkpoint (Ctrl-C again to stop at once)\n";
   (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
 }
 
