@@ -1,15 +1,17 @@
 // Fuzz target: a training config as `lingua train` reads it, a YAML file plus dot-list overrides.
 // Input: the YAML file, then optionally a line "#overrides" followed by one `key=value` argument per
 // line (`config=` lines are dropped: they would name other files).
-// Properties of an accepted config: the config.yaml and params.json written for it read back to the
-// same config.
+// Properties of a config accepted and validated (validate_config): the config.yaml and params.json
+// written for it read back to the same config.
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "fuzz/fuzz_common.h"
+#include "lingua/checkpoint/params_json.h"
 #include "lingua/config/config.h"
 #include "lingua/config/train_config.h"
+#include "lingua/config/validate.h"
 
 using namespace lingua;
 using lingua_fuzz::must_succeed;
@@ -46,8 +48,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   args.insert(args.begin(), "config=" + file);
 
   TrainConfig cfg;
-  try {
+  try {  // as `lingua train` and its trainer check a config before anything is allocated
     cfg = parse_config<TrainConfig>(args);
+    config_notes(cfg);
+    validate_config(cfg);
+    check_training_memory(cfg);
   } catch (const Error&) {
     return 0;  // a clean rejection
   }
@@ -64,9 +69,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   // The checkpoint's params.json.
   const std::string json = config_to_json(cfg);
-  TrainConfig from_json = must_succeed("params.json written by config_to_json reads back", [&] {
-    return config_from_json_text<TrainConfig>(json, "params.json");
-  });
+  TrainConfig from_json = must_succeed("params.json written by config_to_json reads back",
+                                       [&] { return parse_params_json(json, "params.json"); });
   const std::string from_json_yaml = config_to_yaml(from_json);
   FUZZ_CHECK(from_json_yaml == written, "params.json round trip changed the config:\n", json, "---- read back as:\n",
              from_json_yaml);

@@ -1,6 +1,7 @@
 // Fuzz target: the bytes tokenizer (lingua/data/tokenizer.h). Input: text to encode, and the same
 // bytes read as little-endian int32 ids to decode.
-// Properties: encode gives one id per byte (plus BOS/EOS) and decode(encode(x)) == x for any bytes;
+// Properties: encode_with_byte_counts gives the same ids with byte counts that partition the text;
+// encode gives one id per byte (plus BOS/EOS) and decode(encode(x)) == x for any bytes;
 // decode of ids in [0, 258) gives the bytes of the ids < 256, and fails (lingua::Error) on any other.
 #include <cstdint>
 #include <cstring>
@@ -23,6 +24,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < size; ++i)
     FUZZ_CHECK(ids[i + bos] == data[i], "byte ", i, " encoded as ", ids[i + bos]);
   FUZZ_CHECK(tok.decode(ids) == text, "decode(encode(x)) != x");
+
+  // The byte counts (bits per byte): the same ids, 0 for BOS/EOS, >= 0 each, summing to the text's size.
+  std::vector<int32_t> counts;
+  const std::vector<int32_t> counted = tok.encode_with_byte_counts(text, bos, eos, &counts);
+  FUZZ_CHECK(counted == ids, "encode_with_byte_counts gave other ids than encode");
+  FUZZ_CHECK(counts.size() == ids.size(), counts.size(), " byte counts for ", ids.size(), " ids");
+  int64_t total = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    FUZZ_CHECK(counts[i] >= 0, "byte count ", counts[i], " of id ", ids[i]);
+    if ((bos && i == 0) || (eos && i + 1 == counts.size())) FUZZ_CHECK(counts[i] == 0, "BOS/EOS count ", counts[i]);
+    total += counts[i];
+  }
+  FUZZ_CHECK(total == static_cast<int64_t>(size), "byte counts sum to ", total, " for ", size, " bytes");
 
   std::vector<int32_t> raw(size / 4);
   if (!raw.empty()) std::memcpy(raw.data(), data, raw.size() * 4);

@@ -1,7 +1,8 @@
 // Fuzz target: the SentencePiece tokenizer (lingua/data/tokenizer.h) with a small BPE model with
 // byte fallback, trained by LLVMFuzzerInitialize on a fixed text (seconds; no model file in git).
 // Input: text to encode, and the same bytes read as little-endian int32 ids to decode.
-// Properties: ids are in [0, n_words), BOS/EOS only where asked; decode of encoded ids succeeds and
+// Properties: encode_with_byte_counts gives the same ids with byte counts that partition the text;
+// ids are in [0, n_words), BOS/EOS only where asked; decode of encoded ids succeeds and
 // gives valid UTF-8; decode of ids in range succeeds, of any other id fails with lingua::Error.
 #include <sentencepiece_trainer.h>
 
@@ -77,6 +78,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(is_valid_utf8(decoded), "decoded text is not valid UTF-8");
   // No round trip is checked: SentencePiece normalises text (drops control characters and U+FFFD,
   // turns invalid bytes into U+FFFD), so neither decode(encode(x)) == x nor its stability holds.
+
+  // The byte counts (bits per byte): the same ids, 0 for BOS/EOS, >= 0 each, summing to the text's size.
+  std::vector<int32_t> counts;
+  const std::vector<int32_t> counted = tok.encode_with_byte_counts(text, bos, eos, &counts);
+  FUZZ_CHECK(counted == ids, "encode_with_byte_counts gave other ids than encode");
+  FUZZ_CHECK(counts.size() == ids.size(), counts.size(), " byte counts for ", ids.size(), " ids");
+  int64_t total = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    FUZZ_CHECK(counts[i] >= 0, "byte count ", counts[i], " of id ", ids[i]);
+    if ((bos && i == 0) || (eos && i + 1 == counts.size())) FUZZ_CHECK(counts[i] == 0, "BOS/EOS count ", counts[i]);
+    total += counts[i];
+  }
+  // (A text the normaliser drops entirely, such as "\x07" or spaces, has no piece to count it.)
+  FUZZ_CHECK(total == (plain.empty() ? 0 : static_cast<int64_t>(size)), "byte counts sum to ", total, " for ", size,
+             " bytes in ", plain.size(), " pieces");
 
   std::vector<int32_t> raw(size / 4);
   if (!raw.empty()) std::memcpy(raw.data(), data, raw.size() * 4);

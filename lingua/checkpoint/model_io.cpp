@@ -5,9 +5,9 @@
 #include <nlohmann/json.hpp>
 
 #include "lingua/checkpoint/checkpoint.h"
+#include "lingua/checkpoint/params_json.h"
 #include "lingua/checkpoint/safetensors.h"
 #include "lingua/config/config.h"
-#include "lingua/config/validate.h"
 #include "lingua/model/transformer.h"
 
 namespace lingua {
@@ -76,31 +76,6 @@ std::string params_json(const TrainConfig& cfg, const ParamCounts& c) {
   return j.dump(1) + "\n";
 }
 
-TrainConfig read_params_json(const std::string& path) {
-  const std::string text = read_text_file(path);
-  try {
-    const nlohmann::json parsed = nlohmann::json::parse(text);  // for its error message
-    (void)parsed;
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  YAML::Node root;  // JSON is YAML: read with the config reader, lines kept
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    fail(path, ":", e.mark.line + 1, ": cannot be read as a config: ", e.msg);
-  }
-  if (root.IsMap()) root.remove("param_counts");
-  config_detail::Origins origins;
-  origins.file = path;
-  TrainConfig cfg = config_detail::read_config(root, origins, TrainConfig{});
-  // Validated like a config given to `lingua train` (a hand-edited or foreign params.json).
-  try {
-    validate_config(cfg);
-  } catch (const Error& e) {
-    fail(path, ": ", e.what());
-  }
-  return cfg;
-}
+TrainConfig read_params_json(const std::string& path) { return parse_params_json(read_text_file(path), path); }
 
 }  // namespace lingua

@@ -25,8 +25,8 @@ struct ParamCounts;
 // parameter counts (total, embedding, active_non_embedding, frozen, and per optimizer group
 // other than "default"; informational).
 std::string params_json(const TrainConfig& cfg, const ParamCounts& counts);
-// The training config of a params.json (its "param_counts" are skipped: the loaded model recounts),
-// checked by validate_config as `lingua train` checks a config; errors name the file.
+// The training config of a params.json file: parse_params_json (params_json.h) of its text; errors
+// name the file.
 TrainConfig read_params_json(const std::string& path);
 
 }  // namespace lingua

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "lingua/checkpoint/checkpoint.h"
+#include "lingua/checkpoint/model_io.h"
 #include "lingua/checkpoint/safetensors.h"
 #include "lingua/checkpoint/train_state.h"
 
@@ -605,6 +606,23 @@ TEST(TrainState, ErrorsNameFileAndKey) {
       const std::string msg = e.what();
       EXPECT_NE(msg.find(origin), std::string::npos) << msg;
       EXPECT_NE(msg.find(needle), std::string::npos) << "'" << needle << "' not in: " << msg;
+    }
+  }
+}
+
+// Found by fuzz/fuzz_params_json: a params.json that is JSON but not an object reached yaml-cpp's
+// operator[] on a scalar (a YAML exception, reported as an internal error).
+class ParamsJson : public TmpDir {};
+
+TEST_F(ParamsJson, MustBeAnObject) {
+  for (const std::string text : {"1", "\"text\"", "[1, 2]", "null", "true"}) {
+    const std::string path = p("params.json");
+    spit(path, text);
+    try {
+      read_params_json(path);
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path + ": expected a mapping (a JSON object)"), std::string::npos) << e.what();
     }
   }
 }

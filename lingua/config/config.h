@@ -296,6 +296,10 @@ std::string apply_dotlist(YAML::Node& root, const std::string& arg, const std::v
 // that depend on other keys (C::resolve_defaults, when it has one).
 template <class C>
 C read_config(const YAML::Node& root, const Origins& origins, const C& defaults) {
+  // A scalar or list root would reach yaml-cpp's operator[] (a YAML exception, not an Error).
+  if (!root.IsMap())
+    fail(origins.file.empty() ? "the config" : origins.file, ": expected a mapping (a JSON object) at the top level, got '",
+         node_text(root), "'");
   C cfg = defaults;
   Reader r(root, "", origins);
   cfg.visit(r);
@@ -375,7 +379,6 @@ C config_from_json_text(const std::string& text, const std::string& origin, C de
   } catch (const YAML::Exception& e) {
     fail(origin, ": not valid JSON: ", e.msg);
   }
-  if (!root.IsMap()) fail(origin, ": expected a JSON object at the top level, got '", config_detail::node_text(root), "'");
   config_detail::Origins origins;
   origins.file = origin;
   return config_detail::read_config(root, origins, defaults);

@@ -285,7 +285,8 @@ TEST(Config, JsonMustBeAnObject) {
       config_from_json_text<Outer>(text, "ckpt/params.json");
       FAIL() << text;
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("ckpt/params.json: expected a JSON object"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("ckpt/params.json: expected a mapping (a JSON object)"), std::string::npos)
+          << e.what();
     }
   }
   EXPECT_EQ(config_from_json_text<Outer>("{}", "params.json").name, "x");

@@ -21,7 +21,9 @@ class Tokenizer {
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos, bool add_eos) const = 0;
   // encode(), plus how many bytes of `text` each id stands for: (*byte_counts)[i] for ids[i], 0 for
   // BOS and EOS. The counts partition the text in order (they sum to text.size()), so the bytes
-  // of any run of tokens are known: bits per byte over the tokens actually scored.
+  // of any run of tokens are known: bits per byte over the tokens actually scored. Exception: a
+  // text that gives no token besides BOS/EOS (SentencePiece drops text of only spaces or control
+  // characters) has no token to count its bytes, which are then not counted.
   virtual std::vector<int32_t> encode_with_byte_counts(std::string_view text, bool add_bos, bool add_eos,
                                                        std::vector<int32_t>* byte_counts) const = 0;
   // The text of ids; BOS and EOS ids are skipped. Fails on an id outside [0, n_words()).
