@@ -25,8 +25,9 @@ std::string CheckpointFiles::moment(int which, const std::string& param) {
 }
 
 void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
-                              const AdamW& opt, const TrainState& state) {
-  save_checkpoint_dir(root, state.step, [&](const std::string& dir) {
+                              const AdamW& opt, const std::vector<TrainState>& states) {
+  LINGUA_CHECK(!states.empty(), "internal error: a checkpoint without a train state");
+  save_checkpoint_dir(root, states[0].step, [&](const std::string& dir) {
     const ParamStore& s = model.params();
     save_params(s, dir + "/" + CheckpointFiles::weights, {{"format", "lingua.cpp"}});
     // Host copies of the moments, made for the write and freed after it.
@@ -46,11 +47,25 @@ void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, c
     }
     write_safetensors(dir + "/" + CheckpointFiles::optimizer, moments);
     write_text_file_atomic(dir + "/" + CheckpointFiles::params, params_json(cfg, model.param_counts()));
-    write_text_file_atomic(dir + "/" + CheckpointFiles::train_state(0), train_state_json(state));
+    for (size_t r = 0; r < states.size(); ++r)
+      write_text_file_atomic(dir + "/" + CheckpointFiles::train_state((int)r), train_state_json(states[r]));
   });
 }
 
-TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt) {
+int checkpoint_rank_count(const std::string& dir) {
+  int n = 0;
+  while (fs::exists(fs::path(dir) / CheckpointFiles::train_state(n))) ++n;
+  return n;
+}
+
+TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt, int rank, int world) {
+  if (world > 1 || fs::exists(fs::path(dir) / CheckpointFiles::train_state(1))) {
+    const int saved = checkpoint_rank_count(dir);
+    LINGUA_CHECK(saved == world, "checkpoint ", dir, " was saved by ", saved, " data-parallel rank",
+                 saved == 1 ? "" : "s", " (", saved, " train_state files) and this run has ", world,
+                 ": resuming the data loader on another rank count is not implemented yet; run with ", saved,
+                 " processes (its weights load on any count: checkpoint.init_ckpt_path)");
+  }
   ParamStore& s = model.params();
   load_params(s, dir + "/" + CheckpointFiles::weights);
   SafetensorsFile f = SafetensorsFile::open(dir + "/" + CheckpointFiles::optimizer);
@@ -64,21 +79,25 @@ TrainState load_training_checkpoint(const std::string& dir, Transformer& model, 
     f.read_into(CheckpointFiles::moment(1, p.name), param_host_tensor(v.data(), p));
     opt.set_moments(id, m.data(), v.data());
   }
-  const std::string path = dir + "/" + CheckpointFiles::train_state(0);
+  const std::string path = dir + "/" + CheckpointFiles::train_state(rank);
   TrainState t = parse_train_state(read_text_file(path), path);
   opt.set_steps_taken(t.optimizer_steps);
   return t;
 }
 
 std::optional<ResumedCheckpoint> load_latest_training_checkpoint(
-    const std::string& root, Transformer& model, AdamW& opt, const std::function<void(const TrainState&)>& load_rest) {
+    const std::string& root, Transformer& model, AdamW& opt, const std::function<void(const TrainState&)>& load_rest,
+    int rank, int world) {
   const std::vector<CheckpointEntry> all = list_checkpoints(root);
   if (all.empty()) return std::nullopt;
+  // Another rank count is not corruption: fail before anything is set aside.
+  if (const int saved = checkpoint_rank_count(all.back().path); saved > 0 && saved != world)
+    load_training_checkpoint(all.back().path, model, opt, rank, world);  // fails naming both counts
   ResumedCheckpoint r;
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     try {
-      TrainState st = load_training_checkpoint(it->path, model, opt);
-      LINGUA_CHECK(st.step == it->step, it->path, "/", CheckpointFiles::train_state(0), " says step ", st.step,
+      TrainState st = load_training_checkpoint(it->path, model, opt, rank, world);
+      LINGUA_CHECK(st.step == it->step, it->path, "/", CheckpointFiles::train_state(rank), " says step ", st.step,
                    " but the directory is step ", it->step);
       if (load_rest) load_rest(st);
       r.path = it->path;

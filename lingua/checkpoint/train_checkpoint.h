@@ -35,15 +35,25 @@ struct CheckpointFiles {
   static std::string moment(int which, const std::string& param);  // 0: "exp_avg.<param>", 1: "exp_avg_sq.<param>"
 };
 
-// Writes a complete training checkpoint <root>/<step>/ (atomically: see save_checkpoint_dir).
+// Writes a complete training checkpoint <root>/<step>/ (atomically: see save_checkpoint_dir), with
+// one train state per data-parallel rank (states[r] as train_state_{r}.json; the model and
+// optimizer are the same on every rank, written once).
 void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
-                              const AdamW& opt, const TrainState& state);
-// Reads one back into a model and optimizer built from the same config; returns its train state.
-// Every weight, every trainable parameter's moments and the optimizer's step count are set, so a
-// successful load overwrites whatever an earlier, failed one left. On a corrupt file (truncated,
-// bad header, checksum mismatch) fails naming the file; tensors are read and set one by one, so a
-// failure leaves the model and optimizer partly loaded.
-TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt);
+                              const AdamW& opt, const std::vector<TrainState>& states);
+inline void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
+                                     const AdamW& opt, const TrainState& state) {
+  save_training_checkpoint(root, cfg, model, opt, std::vector<TrainState>{state});
+}
+// Reads one back into a model and optimizer built from the same config; returns the train state
+// of data-parallel rank `rank` of `world` (the checkpoint must hold `world` of them: the data
+// loader's state is per rank). Every weight, every trainable parameter's moments and the
+// optimizer's step count are set, so a successful load overwrites whatever an earlier, failed one
+// left. On a corrupt file (truncated, bad header, checksum mismatch) fails naming the file;
+// tensors are read and set one by one, so a failure leaves the model and optimizer partly loaded.
+TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt, int rank = 0,
+                                    int world = 1);
+// How many train_state_*.json files (data-parallel ranks) a checkpoint holds.
+int checkpoint_rank_count(const std::string& dir);
 
 // A complete checkpoint that failed to load on resume.
 struct SkippedCheckpoint {
@@ -65,9 +75,10 @@ struct ResumedCheckpoint {
 // nullopt when there is no complete checkpoint. When none loads, fails naming each with its error
 // and sets nothing aside (a mismatched config fails on all of them; starting from scratch instead
 // would overwrite them).
+// `rank`, `world`: as load_training_checkpoint.
 std::optional<ResumedCheckpoint> load_latest_training_checkpoint(
     const std::string& root, Transformer& model, AdamW& opt,
-    const std::function<void(const TrainState&)>& load_rest = {});
+    const std::function<void(const TrainState&)>& load_rest = {}, int rank = 0, int world = 1);
 
 // Writes a checkpoint with weights and config only (for generation, evaluation and
 // init_ckpt_path, not for resuming), plus `extra` files (name, content). Returns its directory.

@@ -138,16 +138,16 @@ struct NoEffect {
   const char* path;
   const char* why;
 };
+constexpr const char* kLauncherNote =
+    "the processes come from the launcher (mpirun, torchrun, srun, `lingua launch`), each training "
+    "the whole model on its own data.batch_size x grad_acc_steps (data parallel; FSDP sharding is not "
+    "implemented yet), so a step's batch is that per process";
 const NoEffect kNoEffect[] = {
     {"probe_freq", "activation probes are not implemented (no probe files are written)"},
-    {"distributed.dp_shard", "training runs on one device (multi-GPU training is not implemented yet), so "
-                             "data.batch_size x grad_acc_steps is the whole batch of a step, not a per-GPU batch"},
-    {"distributed.dp_replicate", "training runs on one device (multi-GPU training is not implemented yet), so "
-                                 "data.batch_size x grad_acc_steps is the whole batch of a step, not a per-GPU batch"},
-    {"distributed.num_nodes", "training runs on one device (multi-GPU training is not implemented yet), so "
-                              "data.batch_size x grad_acc_steps is the whole batch of a step, not a per-GPU batch"},
-    {"distributed.gpus_per_node", "training runs on one device (multi-GPU training is not implemented yet), so "
-                                  "data.batch_size x grad_acc_steps is the whole batch of a step, not a per-GPU batch"},
+    {"distributed.dp_shard", kLauncherNote},
+    {"distributed.dp_replicate", kLauncherNote},
+    {"distributed.num_nodes", kLauncherNote},
+    {"distributed.gpus_per_node", kLauncherNote},
     {"distributed.tp_size", "one device holds the whole model (no tensor parallelism; the computation is the same)"},
     {"gc_collect_freq", "lingua.cpp has no garbage collector to schedule"},
     {"async_eval_gpus", "validation runs inside the training run (checkpoint.eval.every), not as a separate job"},
@@ -155,7 +155,8 @@ const NoEffect kNoEffect[] = {
     {"distributed.compile_cache_size_limit", "lingua.cpp runs its own fused kernels (no torch.compile)"},
     {"distributed.selective_activation_checkpointing",
      "lingua.cpp plans activation memory itself (model.recompute_norms recomputes the norms)"},
-    {"distributed.fsdp_type", "one device holds the whole model (nothing to shard)"},
+    {"distributed.fsdp_type", "every process holds the whole model and its optimizer state (FSDP sharding is not "
+                              "implemented yet: full_shard trains as no_shard, i.e. DDP, with the same results)"},
     {"distributed.model_dtype", "CUDA matmuls read bf16 copies of the fp32 weights; the CPU path is fp32 throughout"},
     {"distributed.matmul_allow_tf32", "matmuls run in bf16 on CUDA and in fp32 on the CPU (tf32 is never used)"},
     {"distributed.float8_filter", "float8 matmuls are not implemented"},

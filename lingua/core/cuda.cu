@@ -39,8 +39,25 @@ int cuda_device_count() {
 
 std::string cuda_device_name() {
   cudaDeviceProp p;
-  CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+  CUDA_CHECK(cudaGetDeviceProperties(&p, cuda_current_device()));
   return p.name;
+}
+
+int cuda_current_device() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  return dev;
+}
+
+void cuda_set_device(int index) {
+  const int n = cuda_device_count();
+  LINGUA_CHECK(index >= 0 && index < n, "GPU ", index, " asked for, this machine has ", n);
+  if (g_context_ready.load()) {
+    LINGUA_CHECK(cuda_current_device() == index, "cuda_set_device(", index, ") after CUDA work began on GPU ",
+                 cuda_current_device());
+    return;
+  }
+  CUDA_CHECK(cudaSetDevice(index));
 }
 
 size_t cuda_peak_memory() { return g_peak.load(); }

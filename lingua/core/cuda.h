@@ -10,7 +10,11 @@ namespace lingua {
 
 bool cuda_built();            // compiled with the CUDA path
 int cuda_device_count();      // 0 when not built, no driver or no GPU (never throws)
-std::string cuda_device_name();  // "NVIDIA H100 80GB HBM3"
+std::string cuda_device_name();  // of the current device: "NVIDIA H100 80GB HBM3"
+// Selects the GPU this process uses (one process per GPU: its local rank). Must come before any
+// other CUDA work of the process (the library stream and handles belong to one device).
+void cuda_set_device(int index);
+int cuda_current_device();
 size_t cuda_peak_memory();    // bytes allocated at most through DeviceBuffer / the arena
 void cuda_synchronize();      // waits for the current stream, then checks for errors (not while capturing)
 

@@ -10,6 +10,8 @@ static const char* kNoCuda = "this lingua was built without CUDA (no nvcc found 
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
 std::string cuda_device_name() { return "none"; }
+void cuda_set_device(int) { fail(kNoCuda); }
+int cuda_current_device() { return 0; }
 size_t cuda_peak_memory() { return 0; }
 void cuda_synchronize() {}
 DeviceBuffer::DeviceBuffer(size_t) { fail(kNoCuda); }

@@ -177,6 +177,15 @@ void Executor::zero_grads() {
   if (!grads_in_activations_) model_.params().zero_grads();
 }
 
+Tensor Executor::stage_grads(int stage) const {
+  LINGUA_CHECK(stage >= 0 && stage < n_stages(), "internal error: stage ", stage, " of ", n_stages());
+  if (layout_epoch_ != model_.params().layout_epoch()) update_grad_ranges();
+  const GradRange& r = grad_ranges_[stage];
+  float* g = model_.params().grads_data();
+  if (r.begin == r.end || !g) return Tensor();
+  return Tensor(g + r.begin, {r.end - r.begin}, DType::f32, device());
+}
+
 void Executor::zero_grads_before_write(int stage) {
   const GradRange& r = grad_ranges_[stage];
   if (grads_in_activations_ && r.begin < r.end) model_.params().zero_grads(r.begin, r.end);
@@ -304,7 +313,7 @@ LossSum Executor::take_loss() {
   return ls;
 }
 
-void Executor::forward_backward_staged(int slot, float loss_scale) {
+void Executor::forward_backward_staged(int slot, float loss_scale, bool last) {
   const Tensor tok = staged_tokens(slot), tgt = staged_[slot].ids(1);
   const SeqLayout seq = layout(staged_[slot].B, staged_[slot].T);
   ensure_arena(seq, true);
@@ -312,6 +321,7 @@ void Executor::forward_backward_staged(int slot, float loss_scale) {
   const int L = model_.n_layers();
   const DType act = model_.act_dtype();
   StepContext ctx = context(tok, seq, 0, true);
+  ctx.last_micro_batch = last;
   {
     LINGUA_PROFILE_SCOPE("forward");
     forward_stages(ctx);
@@ -350,6 +360,7 @@ void Executor::forward_backward_staged(int slot, float loss_scale) {
   }
   if (!model_.dims().weight_tying) zero_grads_before_write(0);
   model_.embed_backward(tok, token_rows(dx, seq, seq.prefix ? arena_tensor(ar, {NT, D}) : Tensor()));
+  for (LayerHooks* h : hooks_) h->after_model_backward(ctx);
 }
 
 LossSum Executor::forward_loss(const int32_t* tokens, const int32_t* targets, int B, int T, float* nll_out) {

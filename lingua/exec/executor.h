@@ -50,7 +50,8 @@ class Executor {
   //  - take_loss waits for the GPU and returns the sum since slot 0, with the staged token counts.
   void stage_batch(int slot, const int32_t* tokens, const int32_t* targets, int B, int T);
   Tensor staged_tokens(int slot) const;  // [B * T] i32 on the model's device
-  void forward_backward_staged(int slot, float loss_scale);
+  // `last`: the step's last micro-batch (StepContext::last_micro_batch, for data-parallel hooks).
+  void forward_backward_staged(int slot, float loss_scale, bool last = true);
   LossSum take_loss();
   // Changes whenever a captured step would be stale: a buffer it points to is reallocated (the step
   // memory, the staging buffers, the parameter layout), or the hooks or the row layout change.
@@ -65,6 +66,12 @@ class Executor {
   void set_grads_in_activations(bool on);
   bool grads_in_activations() const { return grads_in_activations_; }
   void zero_grads();
+  // The gradients of one stage (0: the embedding, 1 + l: block l, L + 1: the head), one
+  // contiguous range of the gradient buffer ([n] f32 on the device; empty when the stage has no
+  // trainable parameter). Valid during a training call's backward and until the next forward
+  // (hooks.h says when each is final).
+  int n_stages() const { return model_.n_layers() + 2; }
+  Tensor stage_grads(int stage) const;
 
   // ---- Inference ----
   // Forward only. nll_out: [B, T] per-token nll (optional).

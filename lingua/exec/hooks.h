@@ -10,6 +10,11 @@
 //                                     copy in the activation dtype (dy itself when that is f32)
 //             after_backward(l, dx, dx_act)    the gradient of the block's input (writable; a hook
 //                                     that changes dx must change dx_act alike)
+//             after_model_backward()  every gradient of the micro-batch is written (the
+//                                     embedding's last)
+// The gradients of stage s (Executor::stage_grads) are final for the micro-batch when: the head's
+// (s = L + 1) at before_backward(L - 1), block l's (s = 1 + l) at after_backward(l), the
+// embedding's (s = 0, also the output's when tied) at after_model_backward.
 // Forward hooks run in training, evaluation and decoding alike (ctx.save_for_backward tells
 // training apart; ctx.seq the row layout). They run inside a captured training step too, so on
 // CUDA they must queue device work only (no host synchronisation).
@@ -24,6 +29,7 @@ class LayerHooks {
   virtual void after_forward(int layer, const Tensor& y, const StepContext& ctx) {}
   virtual void before_backward(int layer, const Tensor& dy, const Tensor& dy_act, const StepContext& ctx) {}
   virtual void after_backward(int layer, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) {}
+  virtual void after_model_backward(const StepContext& ctx) {}
 };
 
 }  // namespace lingua

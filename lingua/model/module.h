@@ -38,6 +38,9 @@ struct StepContext {
   Tensor tokens;
   int pos0 = 0;  // position of the first token (KV-cache decoding)
   bool save_for_backward = true;
+  // Training: this micro-batch is the last of its step, so every gradient is complete after its
+  // backward (data-parallel hooks reduce them then, and only then).
+  bool last_micro_batch = true;
   // With norm recomputation: the one [rows, dim] buffer every block's norm outputs use.
   Tensor shared_norm;
   int64_t rows() const { return seq.rows(); }

@@ -18,7 +18,7 @@ void TrainStep::body(int n_micro, float loss_scale) {
   exec_.zero_grads();
   for (int i = 0; i < n_micro; ++i) {
     opt_.observe_input_ids(exec_.staged_tokens(i), i == 0);  // the rows a row-sparse group updates
-    exec_.forward_backward_staged(i, loss_scale);
+    exec_.forward_backward_staged(i, loss_scale, i == n_micro - 1);
   }
   opt_.apply();
 }

@@ -18,6 +18,8 @@
 #include "lingua/config/validate.h"
 #include "lingua/data/loader.h"
 #include "lingua/data/tokenizer.h"
+#include "lingua/dist/ddp.h"
+#include "lingua/dist/world.h"
 #include "lingua/eval/validation.h"
 #include "lingua/exec/executor.h"
 #include "lingua/model/ffn/ffn.h"
@@ -109,11 +111,21 @@ struct Run {
   Executor& exec;
   AdamW& opt;
   DataLoader& loader;
+  Communicator& host;  // the data-parallel ranks' control collectives
 };
 
+// Every rank's train state goes to rank 0, which writes the checkpoint (the weights and moments
+// are the same on every rank); the others wait until it is complete.
 void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
-  save_training_checkpoint(root, r.cfg, r.exec.model(), r.opt, {step, r.opt.steps_taken(), r.loader.state()});
-  prune_checkpoints(root, r.cfg.checkpoint.dump.keep);
+  const TrainState mine{step, r.opt.steps_taken(), r.loader.state()};
+  const std::vector<std::string> all = r.host.all_gather_strings(train_state_json(mine));
+  if (r.host.rank() == 0) {
+    std::vector<TrainState> states;
+    for (size_t k = 0; k < all.size(); ++k) states.push_back(parse_train_state(all[k], "rank " + std::to_string(k)));
+    save_training_checkpoint(root, r.cfg, r.exec.model(), r.opt, states);
+    prune_checkpoints(root, r.cfg.checkpoint.dump.keep);
+  }
+  r.host.barrier();
 }
 
 void run_validation(const Run& r, const Tokenizer& tok, int64_t step, const std::string& path, bool quiet) {
@@ -141,34 +153,54 @@ std::string checkpoint_root(const TrainConfig& cfg) {
 
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   validate(cfg);
+  World& world = process_world();  // the processes of the run (one when not started by a launcher)
+  Communicator& host = world.host();
+  const bool lead = world.rank() == 0;  // writes metrics, config and checkpoints, and prints
   if (cfg.threads > 0) {
     omp_set_num_threads(cfg.threads);
     openblas_set_num_threads(cfg.threads);
   }
   const std::string root = checkpoint_root(cfg);
-  RunDir run_dir(cfg, root);  // created, writable and locked: one process per dump_dir
+  // Rank 0 creates, checks and locks the dump_dir (one run per dump_dir); the others wait for it.
+  std::unique_ptr<RunDir> run_dir;
+  std::string setup_error;
+  if (lead) {
+    try {
+      run_dir = std::make_unique<RunDir>(cfg, root);
+    } catch (const Error& e) {
+      setup_error = e.what();
+    }
+  }
+  if (const std::string e = host.broadcast_string(setup_error, 0); !e.empty())
+    fail(lead ? e : "rank 0 could not set up the run: " + e);
   StopSignals signals;        // SIGINT/SIGTERM/SIGUSR1/2: stop after this step with a checkpoint
-  const std::string metrics_path = run_dir.metrics_path();
-  const std::string eval_path = run_dir.eval_metrics_path();
+  const std::string metrics_path = lead ? run_dir->metrics_path() : "";
+  const std::string eval_path = lead ? run_dir->eval_metrics_path() : "";
 
   auto tok = make_tokenizer(cfg.data.tokenizer);
   ModelDims dims = resolve_dims(cfg.model, tok->n_words());
   Transformer model(cfg.model, dims);
   const Device device = resolve_device(cfg.device);
+  if (device == Device::cuda) select_local_gpu(world);  // before any CUDA work
   model.to_device(device);
   Executor exec(model);
   exec.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
   std::unique_ptr<AdamW> opt_owner = make_optimizer(model, cfg.optim);
   AdamW& opt = *opt_owner;
-  DataLoader loader(cfg.data, *tok);
+  // Gradients summed over the ranks during the backward (the same init on every rank: the weights
+  // are drawn by name from the seed).
+  std::unique_ptr<DataParallel> ddp;
+  if (world.size() > 1) ddp = std::make_unique<DataParallel>(exec, world.tensors(device));
+  DataLoader loader(cfg.data, *tok, world.rank(), world.size());
   if (cfg.checkpoint.eval.every > 0)  // fail now, not at the first evaluation
     check_validation_data(cfg.data, *tok, "checkpoint.eval.every = " + std::to_string(cfg.checkpoint.eval.every) +
                                               " (set it to 0 to train without validation): ");
-  Run run{cfg, exec, opt, loader};
-  const bool quiet = hooks.quiet;
+  Run run{cfg, exec, opt, loader, host};
+  const bool quiet = hooks.quiet || !lead;
 
   ParamCounts pc = model.param_counts();
-  const int64_t tokens_per_step = (int64_t)cfg.grad_acc_steps * cfg.data.batch_size * cfg.data.seq_len;
+  const int64_t tokens_per_step =
+      (int64_t)cfg.grad_acc_steps * cfg.data.batch_size * cfg.data.seq_len * world.size();
   const double flops_per_token = model.flops_per_token(cfg.data.seq_len);
   if (!quiet) {
     // Parameter groups other than the default, as the modules that declared them describe them.
@@ -182,36 +214,62 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (pc.frozen) groups += ", " + human_count((double)pc.frozen) + " frozen";
     std::fprintf(stderr,
                  "lingua: %s | params %s total%s, %s active non-embedding (MFU counts these) | %d layers, dim %d, "
-                 "%d heads (%d kv), ffn %d (%s), vocab %d | %lld tokens/step | %s\n",
+                 "%d heads (%d kv), ffn %d (%s), vocab %d | %lld tokens/step | %s%s\n",
                  cfg.name.c_str(), human_count((double)pc.total).c_str(), groups.c_str(),
                  human_count((double)pc.active_non_embedding).c_str(), dims.n_layers, dims.dim, dims.n_heads,
                  dims.n_kv_heads, dims.hidden, model.describe_ffn().c_str(), dims.vocab, (long long)tokens_per_step,
-                 device == Device::cuda ? cuda_device_name().c_str() : "cpu");
+                 device == Device::cuda ? cuda_device_name().c_str() : "cpu",
+                 world.size() > 1 ? (" x " + std::to_string(world.size()) + " processes (data parallel, " +
+                                      world.host().backend() + (device == Device::cuda ? " + nccl)" : ")"))
+                                        .c_str()
+                                  : "");
   }
 
   TrainResult result;
   int64_t step = 0;
-  // Another model's checkpoints are refused before anything is loaded (naming the keys).
-  if (auto newest = latest_checkpoint(root))
-    for (const std::string& change : run_dir.check_resume(newest->path, cfg))
-      if (!quiet) std::fprintf(stderr, "lingua: changed since the checkpoint: %s\n", change.c_str());
-  // A corrupt newest checkpoint is skipped (and set aside) for the newest one that loads.
-  auto load_loader_state = [&](const TrainState& st) { loader.load_state(st.data_loader); };
-  if (auto last = load_latest_training_checkpoint(root, model, opt, load_loader_state)) {
-    for (const SkippedCheckpoint& s : last->skipped)
-      std::fprintf(stderr, "lingua: warning: checkpoint %s is corrupt (%s); resuming from %s (the corrupt one is kept as %s)\n",
-                   s.path.c_str(), s.reason.c_str(), last->path.c_str(), s.moved_to.c_str());
-    step = last->state.step;
-    if (!quiet) std::fprintf(stderr, "lingua: resumed from %s (step %lld)\n", last->path.c_str(), (long long)step);
+  // Rank 0 picks the checkpoint to resume (refusing another model's, setting corrupt ones aside),
+  // then every other rank loads the same one with its own data-loader state.
+  std::string resumed_from, resume_error;
+  if (lead) {
+    try {
+      // Another model's checkpoints are refused before anything is loaded (naming the keys).
+      if (auto newest = latest_checkpoint(root))
+        for (const std::string& change : run_dir->check_resume(newest->path, cfg))
+          if (!quiet) std::fprintf(stderr, "lingua: changed since the checkpoint: %s\n", change.c_str());
+      // A corrupt newest checkpoint is skipped (and set aside) for the newest one that loads.
+      auto load_loader_state = [&](const TrainState& st) { loader.load_state(st.data_loader); };
+      if (auto last = load_latest_training_checkpoint(root, model, opt, load_loader_state, 0, world.size())) {
+        for (const SkippedCheckpoint& s : last->skipped)
+          std::fprintf(stderr,
+                       "lingua: warning: checkpoint %s is corrupt (%s); resuming from %s (the corrupt one is kept as %s)\n",
+                       s.path.c_str(), s.reason.c_str(), last->path.c_str(), s.moved_to.c_str());
+        step = last->state.step;
+        resumed_from = last->path;
+      }
+    } catch (const std::exception& e) {
+      resume_error = e.what();
+    }
+  }
+  if (const std::string e = host.broadcast_string(resume_error, 0); !e.empty())
+    fail(lead ? e : "rank 0 could not resume: " + e);
+  resumed_from = host.broadcast_string(resumed_from, 0);
+  if (!resumed_from.empty() && !lead) {
+    const TrainState st = load_training_checkpoint(resumed_from, model, opt, world.rank(), world.size());
+    loader.load_state(st.data_loader);
+    step = st.step;
+  }
+  if (!resumed_from.empty()) {
+    if (!quiet) std::fprintf(stderr, "lingua: resumed from %s (step %lld)\n", resumed_from.c_str(), (long long)step);
   } else if (!cfg.checkpoint.init_ckpt_path.empty() && cfg.checkpoint.continue_training_from_init) {
     // Another run's training goes on in this dump_dir: weights, moments, step and data position.
     const std::string from = resolve_checkpoint_dir(cfg.checkpoint.init_ckpt_path);
-    for (const std::string& change : run_dir.check_resume(from, cfg))
-      if (!quiet) std::fprintf(stderr, "lingua: changed since the init checkpoint: %s\n", change.c_str());
+    if (lead)
+      for (const std::string& change : run_dir->check_resume(from, cfg))
+        if (!quiet) std::fprintf(stderr, "lingua: changed since the init checkpoint: %s\n", change.c_str());
     LINGUA_CHECK(std::filesystem::exists(std::filesystem::path(from) / CheckpointFiles::optimizer),
                  "checkpoint.continue_training_from_init: ", from,
                  " holds weights only (no optimizer state to continue from); set it to false to start from its weights");
-    const TrainState st = load_training_checkpoint(from, model, opt);
+    const TrainState st = load_training_checkpoint(from, model, opt, world.rank(), world.size());
     loader.load_state(st.data_loader);
     step = st.step;
     if (!quiet) std::fprintf(stderr, "lingua: continuing the run of %s (step %lld)\n", from.c_str(), (long long)step);
@@ -220,27 +278,34 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", cfg.checkpoint.init_ckpt_path.c_str());
   }
   result.start_step = step;
-  run_dir.write_config(cfg);
-  if (const int64_t dropped = run_dir.truncate_metrics(step); dropped > 0 && !quiet)
-    std::fprintf(stderr, "lingua: dropped %lld metrics lines of steps after %lld (logged before the restart)\n",
-                 (long long)dropped, (long long)step);
-  if (cfg.logging.unigram_baseline_tokens > 0) {
+  if (lead) {
+    run_dir->write_config(cfg);
+    if (const int64_t dropped = run_dir->truncate_metrics(step); dropped > 0 && !quiet)
+      std::fprintf(stderr, "lingua: dropped %lld metrics lines of steps after %lld (logged before the restart)\n",
+                   (long long)dropped, (long long)step);
+  }
+  if (cfg.logging.unigram_baseline_tokens > 0 && lead) {
     result.unigram_entropy = unigram_entropy(cfg.data, *tok, dims.vocab, cfg.logging.unigram_baseline_tokens);
     if (!quiet)
       std::fprintf(stderr, "lingua: unigram entropy of the training data: %.4f nats/token (context-free floor)\n",
                    result.unigram_entropy);
   }
 
-  const float loss_scale = 1.0f / (float)tokens_per_step;
+  const float loss_scale = 1.0f / (float)tokens_per_step;  // the mean over every rank's tokens
+  const std::string gpus =
+      world.size() > 1 ? " on " + std::to_string(world.size()) + (device == Device::cuda ? " GPUs" : " processes") : "";
   int64_t skipped_lines_reported = 0;  // printed again only when the count grows
   auto run_start = Clock::now();
   int64_t total_tokens = step * tokens_per_step;
   const int64_t first_step = step;
-  StepProfiler profiler(cfg.profiling, cfg.dump_dir, device, first_step);
+  ProfilingConfig profiling = cfg.profiling;
+  profiling.run = profiling.run && lead;  // one trace, of rank 0
+  StepProfiler profiler(profiling, cfg.dump_dir, device, first_step);
   TrainStep train_step(exec, opt, cfg.cuda_graph);
   int64_t skipped_steps = 0, skipped_in_a_row = 0, saved_step = -1;
+  int stop_signal = 0;  // agreed over the ranks after each step: they all stop at the same one
   if (hooks.at_start) hooks.at_start(exec);
-  while (step < cfg.steps && !signals.requested()) {
+  while (step < cfg.steps && !stop_signal) {
     profiler.before_step(step);
     auto t0 = Clock::now();
     double data_time = 0;
@@ -255,6 +320,13 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     const double lr_mult = lr_multiplier(cfg.optim, step, cfg.steps);  // LambdaLR: updates made so far
     StepReport rep;
     LossSum l = train_step.run(micro, loss_scale, lr_mult, &rep);
+    if (world.size() > 1) {  // the loss over every rank's tokens
+      double sums[2] = {l.nll, (double)l.tokens};
+      host.all_reduce(sums, 2, ReduceOp::sum);
+      l.nll = sums[0];
+      l.tokens = (int64_t)sums[1];
+    }
+    stop_signal = (int)host.all_reduce((double)signals.requested(), ReduceOp::max);
     double loss = l.nll / std::max<int64_t>(1, l.tokens);
     // Read with the loss (the GPU is already done): a non-finite norm means AdamW skipped the step.
     const std::map<std::string, double> norms = opt.last_grad_norms();
@@ -314,13 +386,13 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
           m["optim/" + group + "_grad_norm"] = norm;
           m["optim/" + group + "_lr"] = rep.lr.at(group);
         }
-      append_line(metrics_path, m);
+      if (lead) append_line(metrics_path, m);
       if (!quiet) {
         double elapsed = seconds_since(run_start);
         double eta = elapsed / (step - first_step) * (cfg.steps - step);
-        std::fprintf(stderr, "step %lld/%lld | loss %.4f | grad %.3f | lr %.2e | %s tok/s | ETA %s\n",
+        std::fprintf(stderr, "step %lld/%lld | loss %.4f | grad %.3f | lr %.2e | %s tok/s%s | ETA %s\n",
                      (long long)step, (long long)cfg.steps, loss, grad_norm, rep.lr.at("default"),
-                     human_count(wps).c_str(), human_time(eta).c_str());
+                     human_count(wps).c_str(), gpus.c_str(), human_time(eta).c_str());
         if (ds.skipped() > skipped_lines_reported) {
           std::fprintf(stderr, "lingua: data: skipped %s so far under %s\n", ds.skipped_summary().c_str(),
                        cfg.data.root_dir.c_str());
@@ -328,8 +400,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
         }
       }
     }
-    if (cfg.checkpoint.eval.every > 0 && step % cfg.checkpoint.eval.every == 0)
-      run_validation(run, *tok, step, eval_path, quiet);
+    if (cfg.checkpoint.eval.every > 0 && step % cfg.checkpoint.eval.every == 0 && lead)
+      run_validation(run, *tok, step, eval_path, quiet);  // (the other ranks wait at the next step)
     bool dump = (cfg.checkpoint.dump.every > 0 && step % cfg.checkpoint.dump.every == 0) || step == cfg.steps;
     if (dump) {
       save_checkpoint(run, step, root);
@@ -337,7 +409,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     }
     if (hooks.after_step && !hooks.after_step(step)) break;
   }
-  if (const int sig = signals.requested()) {
+  if (const int sig = stop_signal) {
     result.stop_signal = sig;
     if (step > first_step && saved_step != step) save_checkpoint(run, step, root);
     if (!quiet)

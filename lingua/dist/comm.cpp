@@ -1,0 +1,76 @@
+#include "lingua/dist/comm.h"
+
+#include <cstring>
+
+#include "lingua/core/cuda.h"
+
+namespace lingua {
+
+double Communicator::all_reduce(double v, ReduceOp op) {
+  all_reduce(&v, 1, op);
+  return v;
+}
+
+std::vector<std::string> Communicator::all_gather_strings(const std::string& s) {
+  const int n = size();
+  std::vector<int64_t> lens(n);
+  const int64_t mine = (int64_t)s.size();
+  all_gather(&mine, lens.data(), sizeof(int64_t));
+  int64_t longest = 0;
+  for (int64_t l : lens) longest = std::max(longest, l);
+  std::string padded = s;
+  padded.resize(longest);
+  std::string all((size_t)(longest * n), '\0');
+  all_gather(padded.data(), all.data(), (size_t)longest);
+  std::vector<std::string> out(n);
+  for (int r = 0; r < n; ++r) out[r] = all.substr((size_t)(r * longest), (size_t)lens[r]);
+  return out;
+}
+
+std::string Communicator::broadcast_string(const std::string& s, int root) {
+  int64_t len = (int64_t)s.size();
+  broadcast(&len, sizeof len, root);
+  std::string out = rank() == root ? s : std::string((size_t)len, '\0');
+  if (len > 0) broadcast(out.data(), (size_t)len, root);
+  return out;
+}
+
+void Communicator::all_reduce_floats(float* data, int64_t n) {
+  // Gathered, then summed in rank order on every rank: the same bits everywhere.
+  if (size() == 1) return;
+  std::vector<float> all((size_t)(n * size()));
+  all_gather(data, all.data(), (size_t)n * sizeof(float));
+  for (int64_t i = 0; i < n; ++i) {
+    float acc = all[(size_t)i];
+    for (int r = 1; r < size(); ++r) acc += all[(size_t)(r * n + i)];
+    data[i] = acc;
+  }
+}
+
+void Communicator::all_reduce_tensor(const Tensor& t) {
+  LINGUA_CHECK(t.device == Device::cpu && t.dtype == DType::f32, "all_reduce_tensor on ", backend(),
+               " takes f32 CPU tensors, got ", t.str());
+  all_reduce_floats(t.f32(), t.numel());
+}
+
+void Communicator::all_gather_tensor(const Tensor& in, const Tensor& out) {
+  LINGUA_CHECK(in.device == Device::cpu && out.device == Device::cpu && in.dtype == out.dtype &&
+                   out.numel() == in.numel() * size(),
+               "all_gather_tensor on ", backend(), ": in ", in.str(), ", out ", out.str());
+  all_gather(in.data, out.data, in.nbytes());
+}
+
+void Communicator::reduce_scatter_tensor(const Tensor& in, const Tensor& out) {
+  LINGUA_CHECK(in.device == Device::cpu && out.device == Device::cpu && in.dtype == DType::f32 &&
+                   out.dtype == DType::f32 && in.numel() == out.numel() * size(),
+               "reduce_scatter_tensor on ", backend(), ": in ", in.str(), ", out ", out.str());
+  std::vector<float> sum(in.f32(), in.f32() + in.numel());
+  all_reduce_floats(sum.data(), in.numel());
+  std::memcpy(out.data, sum.data() + (size_t)(rank() * out.numel()), out.nbytes());
+}
+
+void LocalComm::all_gather(const void* in, void* out, size_t bytes) {
+  if (bytes) std::memmove(out, in, bytes);
+}
+
+}  // namespace lingua

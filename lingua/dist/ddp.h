@@ -1,0 +1,44 @@
+#pragma once
+// Data parallelism with replicated parameters (Lingua's fsdp_type: no_shard, i.e. DDP): every rank
+// holds the whole model and runs its own micro-batches; the gradients are summed over the ranks
+// before the optimizer, so every rank applies the same update to the same weights. Attached to an
+// executor as layer hooks: on the last micro-batch of a step, each stage's gradients are queued
+// for an all-reduce as soon as its backward has written them (the head's first, then block by
+// block from the top, the embedding's last), so the communication overlaps the backward of the
+// stages below; after the embedding's, the library stream waits for all of them. Earlier
+// micro-batches of a step only accumulate (no communication). The loss scale makes the sum a mean:
+// 1 / (tokens per step over all ranks).
+//
+// The reduction is fp32 (NCCL's ring/tree sums are deterministic for a fixed world size and
+// message layout, so runs repeat bitwise). Each stage's gradients are one contiguous range of the
+// gradient buffer, one collective per stage (a transformer block is MBs, well above NCCL's latency
+// regime).
+#include "lingua/dist/comm.h"
+#include "lingua/exec/executor.h"
+
+namespace lingua {
+
+class DataParallel final : public LayerHooks {
+ public:
+  // Adds itself to exec's hooks; the destructor removes it. comm: over the data-parallel ranks,
+  // on the executor's device (World::tensors).
+  DataParallel(Executor& exec, Communicator& comm);
+  ~DataParallel() override;
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
+
+  void before_backward(int layer, const Tensor& dy, const Tensor& dy_act, const StepContext& ctx) override;
+  void after_backward(int layer, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) override;
+  void after_model_backward(const StepContext& ctx) override;
+
+  int64_t collectives() const { return collectives_; }  // queued so far (tests)
+
+ private:
+  void reduce_stage(int stage);
+  Executor& exec_;
+  Communicator& comm_;
+  std::vector<bool> reduced_;  // per stage, in the current backward
+  int64_t collectives_ = 0;
+};
+
+}  // namespace lingua
