@@ -1,5 +1,6 @@
 #include "lingua/dist/comm.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "lingua/core/cuda.h"
@@ -48,9 +49,18 @@ void Communicator::all_reduce_floats(float* data, int64_t n) {
 }
 
 void Communicator::all_reduce_tensor(const Tensor& t) {
-  LINGUA_CHECK(t.device == Device::cpu && t.dtype == DType::f32, "all_reduce_tensor on ", backend(),
-               " takes f32 CPU tensors, got ", t.str());
-  all_reduce_floats(t.f32(), t.numel());
+  LINGUA_CHECK(t.device == Device::cpu && t.dtype != DType::bf16, "all_reduce_tensor on ", backend(),
+               " takes f32 or i32 CPU tensors, got ", t.str());
+  if (t.dtype == DType::f32) return all_reduce_floats(t.f32(), t.numel());
+  if (size() == 1) return;
+  const int64_t n = t.numel();
+  std::vector<int32_t> all((size_t)(n * size()));
+  all_gather(t.data, all.data(), t.nbytes());
+  for (int64_t i = 0; i < n; ++i) {
+    int32_t acc = 0;
+    for (int r = 0; r < size(); ++r) acc += all[(size_t)(r * n + i)];
+    t.i32()[i] = acc;
+  }
 }
 
 void Communicator::all_gather_tensor(const Tensor& in, const Tensor& out) {

@@ -44,8 +44,8 @@ class Communicator {
   std::vector<std::string> all_gather_strings(const std::string& s);  // by rank
   std::string broadcast_string(const std::string& s, int root);
 
-  // ---- Tensor collectives (Tensors on device(); f32 on the CPU; f32, bf16 on CUDA) ----
-  // In place sum over the ranks (op sum only; avg = sum then scale by the caller).
+  // ---- Tensor collectives (Tensors on device(): f32, and bf16 on CUDA) ----
+  // In place sum over the ranks (op sum only; avg = sum then scale by the caller); also i32.
   virtual void all_reduce_tensor(const Tensor& t);
   // out [size() * in.numel()] = every rank's `in`, by rank.
   virtual void all_gather_tensor(const Tensor& in, const Tensor& out);

@@ -37,6 +37,11 @@ void DataParallel::after_model_backward(const StepContext& ctx) {
   if (!ctx.last_micro_batch) return;
   if ((int)reduced_.size() != exec_.n_stages()) reduced_.assign(exec_.n_stages(), false);  // no blocks
   for (int s = exec_.n_stages() - 1; s >= 0; --s) reduce_stage(s);
+  if (extra_ && comm_.size() > 1)
+    if (const Tensor t = extra_(); t.data) {
+      comm_.all_reduce_tensor(t);
+      ++collectives_;
+    }
   comm_.wait_all();
   reduced_.clear();
 }

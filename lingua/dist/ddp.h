@@ -13,6 +13,8 @@
 // message layout, so runs repeat bitwise). Each stage's gradients are one contiguous range of the
 // gradient buffer, one collective per stage (a transformer block is MBs, well above NCCL's latency
 // regime).
+#include <functional>
+
 #include "lingua/dist/comm.h"
 #include "lingua/exec/executor.h"
 
@@ -31,12 +33,18 @@ class DataParallel final : public LayerHooks {
   void after_backward(int layer, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) override;
   void after_model_backward(const StepContext& ctx) override;
 
+  // Also sums this tensor (on the device) over the ranks at the end of each step's backward: the
+  // rows a row-sparse optimizer group updates (AdamW::rows_seen), which must be the rows any rank
+  // saw, so every rank updates the same ones. Called at each step (the tensor may move).
+  void reduce_also(std::function<Tensor()> tensor) { extra_ = std::move(tensor); }
+
   int64_t collectives() const { return collectives_; }  // queued so far (tests)
 
  private:
   void reduce_stage(int stage);
   Executor& exec_;
   Communicator& comm_;
+  std::function<Tensor()> extra_;
   std::vector<bool> reduced_;  // per stage, in the current backward
   int64_t collectives_ = 0;
 };

@@ -98,15 +98,16 @@ void MpiComm::all_gather(const void* in, void* out, size_t bytes) {
 }
 
 void MpiComm::all_reduce_tensor(const Tensor& t) {
-  LINGUA_CHECK(t.device == Device::cpu && t.dtype == DType::f32, "MPI all_reduce_tensor takes f32 CPU tensors, got ",
-               t.str());
+  LINGUA_CHECK(t.device == Device::cpu && t.dtype != DType::bf16,
+               "MPI all_reduce_tensor takes f32 or i32 CPU tensors, got ", t.str());
   // MPI's reduction order is fixed for a given communicator and size (Open MPI's tuned
   // allreduce), so every rank gets the same bits and runs are repeatable.
-  float* p = t.f32();
+  char* p = static_cast<char*>(t.data);
   const int64_t n = t.numel();
+  const MPI_Datatype type = t.dtype == DType::f32 ? MPI_FLOAT : MPI_INT;
   for (int64_t done = 0; done < n;) {
     const int k = (int)std::min(n - done, kMaxCount);
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, p + done, k, MPI_FLOAT, MPI_SUM, as_comm(comm_)), "MPI_Allreduce");
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, p + done * 4, k, type, MPI_SUM, as_comm(comm_)), "MPI_Allreduce");
     done += k;
   }
 }

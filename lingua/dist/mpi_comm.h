@@ -18,7 +18,7 @@ class MpiComm final : public Communicator {
   void broadcast(void* data, size_t bytes, int root) override;
   void all_reduce(double* data, int64_t n, ReduceOp op) override;
   void all_gather(const void* in, void* out, size_t bytes) override;
-  void all_reduce_tensor(const Tensor& t) override;  // f32 CPU, MPI_Allreduce (same bits on every rank)
+  void all_reduce_tensor(const Tensor& t) override;  // f32 / i32 CPU, MPI_Allreduce (same bits on every rank)
 
  private:
   MpiComm(int rank, int size, void* comm);

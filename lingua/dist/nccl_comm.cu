@@ -55,7 +55,7 @@ class NcclComm final : public Communicator {
   void all_gather(const void* in, void* out, size_t bytes) override { host_.all_gather(in, out, bytes); }
 
   void all_reduce_tensor(const Tensor& t) override {
-    check(t, "all_reduce_tensor");
+    check(t, "all_reduce_tensor", /*ints=*/true);
     fork();
     NCCL_CHECK(ncclAllReduce(t.data, t.data, (size_t)t.numel(), nccl_type(t.dtype), ncclSum, comm_, stream_));
     pending_ = true;
@@ -87,9 +87,9 @@ class NcclComm final : public Communicator {
   }
 
  private:
-  void check(const Tensor& t, const char* what) const {
-    LINGUA_CHECK(t.device == Device::cuda && t.dtype != DType::i32, "NCCL ", what,
-                 " takes f32 or bf16 CUDA tensors, got ", t.str());
+  void check(const Tensor& t, const char* what, bool ints = false) const {
+    LINGUA_CHECK(t.device == Device::cuda && (ints || t.dtype != DType::i32), "NCCL ", what,
+                 " takes f32 or bf16 CUDA tensors", ints ? " (or i32)" : "", ", got ", t.str());
   }
   // The communication stream waits for everything queued on the library stream so far.
   void fork() {

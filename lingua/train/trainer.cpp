@@ -190,7 +190,10 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   // Gradients summed over the ranks during the backward (the same init on every rank: the weights
   // are drawn by name from the seed).
   std::unique_ptr<DataParallel> ddp;
-  if (world.size() > 1) ddp = std::make_unique<DataParallel>(exec, world.tensors(device));
+  if (world.size() > 1) {
+    ddp = std::make_unique<DataParallel>(exec, world.tensors(device));
+    if (opt.row_sparse()) ddp->reduce_also([&opt] { return opt.rows_seen(); });  // rows seen on any rank
+  }
   DataLoader loader(cfg.data, *tok, world.rank(), world.size());
   if (cfg.checkpoint.eval.every > 0)  // fail now, not at the first evaluation
     check_validation_data(cfg.data, *tok, "checkpoint.eval.every = " + std::to_string(cfg.checkpoint.eval.every) +

@@ -1,0 +1,234 @@
+// Data parallelism across processes: run by ctest under `mpirun -np 2` (every rank runs every
+// test, so each test calls the collectives in the same order on every rank). On the CPU through
+// MPI; on CUDA through NCCL as well where GPUs are visible (the device tests).
+//  - the communicators' host and tensor collectives give the expected values, the same on every rank;
+//  - DDP over W ranks gives the gradients of one process on the global batch (every gradient,
+//    within fp32 summation order), for dense and STEM models, tied and untied, with gradient
+//    accumulation (one reduction per step) and gradients in the activation memory;
+//  - after AdamW steps (dense and row-sparse) the weights match one process and are bitwise the
+//    same on every rank.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "lingua/core/cuda.h"
+#include "lingua/dist/ddp.h"
+#include "lingua/dist/world.h"
+#include "lingua/exec/testing.h"
+#include "lingua/optim/optimizer.h"
+
+using namespace lingua;
+using namespace lingua::test_util;
+
+namespace {
+
+World& world() { return process_world(); }
+
+bool have_gpu() {
+  static const bool gpu = [] {
+    if (cuda_device_count() == 0) return false;
+    select_local_gpu(world());
+    return true;
+  }();
+  return gpu;
+}
+
+std::vector<Device> devices() {
+  std::vector<Device> d{Device::cpu};
+  if (have_gpu()) d.push_back(Device::cuda);
+  return d;
+}
+
+uint64_t fnv(const void* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
+  return h;
+}
+
+// Every rank holds the same bytes.
+void expect_same_on_every_rank(const std::vector<float>& v, const char* what) {
+  const uint64_t h = fnv(v.data(), v.size() * sizeof(float));
+  std::vector<uint64_t> all(world().size());
+  world().host().all_gather(&h, all.data(), sizeof h);
+  for (int r = 1; r < world().size(); ++r) EXPECT_EQ(all[r], all[0]) << what << ": rank " << r << " differs from rank 0";
+}
+
+double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (double)(a[i] - b[i]) * (a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+TEST(Collectives, HostValuesAgree) {
+  Communicator& c = world().host();
+  ASSERT_GE(c.size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  const int r = c.rank(), n = c.size();
+  double v[3] = {r + 1.0, r + 1.0, r + 1.0};
+  c.all_reduce(v, 1, ReduceOp::sum);
+  c.all_reduce(v + 1, 1, ReduceOp::max);
+  c.all_reduce(v + 2, 1, ReduceOp::min);
+  EXPECT_EQ(v[0], n * (n + 1) / 2.0);
+  EXPECT_EQ(v[1], n);
+  EXPECT_EQ(v[2], 1.0);
+  const std::vector<std::string> s = c.all_gather_strings(std::string((size_t)r * 3 + 1, char('a' + r)));
+  ASSERT_EQ((int)s.size(), n);
+  for (int q = 0; q < n; ++q) EXPECT_EQ(s[q], std::string((size_t)q * 3 + 1, char('a' + q)));
+  EXPECT_EQ(c.broadcast_string(r == 1 ? "from one" : "x", 1), "from one");
+  c.barrier();
+}
+
+TEST(Collectives, TensorsSumOverRanks) {
+  for (Device dev : devices()) {
+    Communicator& c = world().tensors(dev);
+    const int r = c.rank(), n = c.size();
+    const int64_t len = 1001;  // odd
+    std::vector<float> mine(len), all((size_t)(len * n));
+    for (int q = 0; q < n; ++q)
+      for (int64_t i = 0; i < len; ++i) all[(size_t)(q * len + i)] = std::sin(0.37f * (float)(i + 1) * (float)(q + 2));
+    std::copy(all.begin() + r * len, all.begin() + (r + 1) * len, mine.begin());
+    std::vector<float> got(len), gathered((size_t)(len * n)), scattered((size_t)(len / 1));
+    DeviceBuffer d1, d2;
+    auto on_dev = [&](std::vector<float>& h, DeviceBuffer& b) {
+      if (dev == Device::cpu) return Tensor(h.data(), {(int64_t)h.size()});
+      b = DeviceBuffer(h.size() * 4);
+      copy_to_device(b.data(), h.data(), h.size() * 4);
+      return Tensor(b.data(), {(int64_t)h.size()}, DType::f32, Device::cuda);
+    };
+    std::vector<float> work = mine;
+    Tensor t = on_dev(work, d1);
+    c.all_reduce_tensor(t);
+    c.wait_all();
+    copy_tensor(Tensor(got.data(), {len}), t);
+    for (int64_t i = 0; i < len; ++i) {
+      float want = 0;
+      for (int q = 0; q < n; ++q) want += all[(size_t)(q * len + i)];
+      ASSERT_NEAR(got[i], want, 1e-5) << device_name(dev) << " element " << i;
+    }
+    expect_same_on_every_rank(got, "all_reduce_tensor");
+    // all_gather
+    work = mine;
+    Tensor in = on_dev(work, d1);
+    std::vector<float> out_h((size_t)(len * n));
+    Tensor out = on_dev(out_h, d2);
+    c.all_gather_tensor(in, out);
+    c.wait_all();
+    copy_tensor(Tensor(gathered.data(), {len * n}), out);
+    EXPECT_EQ(gathered, all) << device_name(dev);
+    // reduce_scatter: chunk r of the sum
+    std::vector<float> big((size_t)(len * n));
+    for (size_t i = 0; i < big.size(); ++i) big[i] = (float)((i % 7) + r);
+    Tensor bin = on_dev(big, d1);
+    std::vector<float> small((size_t)len);
+    Tensor bout = on_dev(small, d2);
+    c.reduce_scatter_tensor(bin, bout);
+    c.wait_all();
+    copy_tensor(Tensor(scattered.data(), {len}), bout);
+    for (int64_t i = 0; i < len; ++i) {
+      const int64_t g = r * len + i;
+      ASSERT_EQ(scattered[i], (float)(n * (g % 7) + n * (n - 1) / 2)) << device_name(dev) << " element " << i;
+    }
+  }
+}
+
+struct DdpCase {
+  bool tied = false, stem = false, grads_in_act = false, sparse = false;
+  int micro = 1;
+};
+
+ModelConfig small_model(const DdpCase& k) {
+  ModelConfig c;
+  c.dim = 16;
+  c.n_layers = 3;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.multiple_of = 8;
+  c.vocab_size = 37;
+  c.max_seqlen = 16;
+  c.weight_tying = k.tied;
+  c.init_std_factor = "current_depth";
+  c.seed = 11;
+  if (k.stem) c.ffn = "stem";
+  return c;
+}
+
+// Trains `steps` AdamW steps with DDP over the world on this rank's share of a global batch, and
+// the same steps in one executor on the whole global batch; compares the gradients of the first
+// step and the weights after the last.
+void check_ddp(const DdpCase& k, Device dev) {
+  SCOPED_TRACE(std::string(device_name(dev)) + (k.tied ? " tied" : "") + (k.stem ? " stem" : "") +
+               (k.grads_in_act ? " grads-in-activations" : "") + (k.sparse ? " row-sparse" : "") +
+               " micro=" + std::to_string(k.micro));
+  Communicator& comm = world().tensors(dev);
+  const int W = comm.size(), r = comm.rank();
+  const int B = 2, T = 9, steps = 3;  // B sequences per rank per micro-batch
+  const ModelConfig cfg = small_model(k);
+  const ModelDims dims = resolve_dims(cfg, cfg.vocab_size);
+  OptimConfig oc;
+  oc.lr = 1e-2;
+  oc.warmup = 0;
+  oc.clip = 0.5;  // clipping reads the global norm: it must be the reduced gradients'
+  oc.stem.sparse = k.sparse;
+  ModelRun ref(cfg, dims, dev), run(cfg, dims, dev);
+  run.exec.set_grads_in_activations(k.grads_in_act && k.micro == 1);
+  AdamW ref_opt(ref.params(), oc), opt(run.params(), oc);
+  DataParallel dp(run.exec, comm);
+  if (opt.row_sparse()) dp.reduce_also([&opt] { return opt.rows_seen(); });
+  const double scale = 1.0 / ((double)k.micro * W * B * T);
+  for (int step = 0; step < steps; ++step) {
+    ref.exec.zero_grads();
+    run.exec.zero_grads();
+    for (int m = 0; m < k.micro; ++m) {
+      // The same global micro-batch on every rank ([W * B, T]); rank r takes rows [r * B, (r + 1) * B).
+      const uint32_t seed = 1000u * step + 17u * m + 5u;
+      const std::vector<int32_t> tok = random_ids(W * B * T, cfg.vocab_size, seed);
+      const std::vector<int32_t> tgt = random_ids(W * B * T, cfg.vocab_size, seed + 1);
+      ref.exec.stage_batch(m, tok.data(), tgt.data(), W * B, T);
+      ref_opt.observe_input_ids(ref.exec.staged_tokens(m), m == 0);
+      ref.exec.forward_backward_staged(m, (float)scale, m == k.micro - 1);
+      run.exec.stage_batch(m, tok.data() + r * B * T, tgt.data() + r * B * T, B, T);
+      opt.observe_input_ids(run.exec.staged_tokens(m), m == 0);
+      run.exec.forward_backward_staged(m, (float)scale, m == k.micro - 1);
+    }
+    if (step == 0) {
+      const std::vector<float> g = run.params().host_grads(), gr = ref.params().host_grads();
+      EXPECT_LT(rel_diff(g, gr), dev == Device::cpu ? 2e-6 : 2e-2) << "gradients of step 1";
+      expect_same_on_every_rank(g, "gradients");
+    }
+    ref_opt.step(1.0);
+    opt.step(1.0);
+  }
+  int64_t stages_with_grads = 0;  // (placed by now, also in the activation memory)
+  for (int s = 0; s < run.exec.n_stages(); ++s) stages_with_grads += run.exec.stage_grads(s).data != nullptr;
+  EXPECT_EQ(stages_with_grads, run.exec.n_stages());
+  // One reduction per stage per step, not per micro-batch (plus the rows seen, when row-sparse).
+  EXPECT_EQ(dp.collectives(), steps * (stages_with_grads + (opt.row_sparse() ? 1 : 0)));
+  const std::vector<float> w = run.params().host_values(), wr = ref.params().host_values();
+  EXPECT_LT(rel_diff(w, wr), dev == Device::cpu ? 1e-5 : 2e-2) << "weights after " << steps << " steps";
+  expect_same_on_every_rank(w, "weights");
+}
+
+TEST(DataParallel, EqualsOneProcessOnTheGlobalBatch) {
+  for (Device dev : devices()) {
+    check_ddp({}, dev);
+    check_ddp({.tied = true}, dev);
+    check_ddp({.micro = 2}, dev);
+    check_ddp({.grads_in_act = true}, dev);
+    check_ddp({.tied = true, .grads_in_act = true}, dev);
+  }
+}
+
+TEST(DataParallel, StemTablesDenseAndRowSparse) {
+  for (Device dev : devices()) {
+    check_ddp({.stem = true}, dev);
+    check_ddp({.stem = true, .micro = 2}, dev);
+    check_ddp({.stem = true, .sparse = true}, dev);
+    check_ddp({.stem = true, .sparse = true, .micro = 2}, dev);
+  }
+}
+
+}  // namespace
