@@ -50,17 +50,7 @@ print(f"after/before: {n['tokens_per_s']/b['tokens_per_s']:.3f}x tokens/s, peak 
 PY
   fi
   if [ -f "$ANCHOR" ]; then
-    args=$(python3 - "$cfg" <<'PY'
-import sys, yaml
-c = yaml.safe_load(open(sys.argv[1])); m = c['model']; d = c['data']
-stem = ''
-if m.get('ffn') == 'stem':
-    n = m['n_layers']; layers = m.get('stem_layers', list(range(1, n)))
-    stem = ' --stem half' if layers == list(range(0, n, 2)) else ' --stem all' if layers == list(range(n)) else ' SKIP'
-print(f"--dim {m['dim']} --layers {m['n_layers']} --heads {m['n_heads']} --kv {m.get('n_kv_heads', m['n_heads'])} "
-      f"--vocab {m['vocab_size']} --seq {d['seq_len']} --bsz {d['batch_size']}{stem}")
-PY
-)
+    args=$(python3 bench/anchor_args.py "$cfg")
     case "$args" in *SKIP) echo "no anchor for this STEM layout" | tee -a "$OUT/summary.txt"; continue;; esac
     # The same shapes as the previous config (e.g. a dense and a sparse STEM optimizer): one anchor run.
     reused=0

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Multi-GPU: builds lingua on the GPU machine, runs the multi-process tests on NCCL, then benchmarks
+# lingua's data parallelism against the PyTorch anchor under torchrun (weak scaling: batch_size
+# sequences per GPU), in the same call, and prints per-GPU efficiency and the ratios.
+#   bench/run_dist.sh [path/to/torch_llama_bench.py] [configs...]
+# NGPU: GPUs to use (default: all). DIST_ANCHOR: the anchor's modes (default "ddp fsdp"; "" skips
+# the anchor). ONE_GPU=0 skips the 1-GPU runs (efficiency needs them). SKIP_TESTS=1 skips the tests.
+# BUILD: build directory (default build-cuda). Logs go to $OUT; results are appended to $RESULTS
+# (bench/results/dist.jsonl).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ANCHOR=${1:-.anchors/torch_llama_bench.py}
+shift || true
+CONFIGS=${*:-configs/bench_a.yaml configs/bench_b.yaml}
+OUT=${OUT:-$PWD/bench_out}
+mkdir -p "$OUT" bench/results
+RESULTS=${RESULTS:-bench/results/dist.jsonl}
+NGPU=${NGPU:-$(nvidia-smi -L | wc -l)}
+DIST_ANCHOR=${DIST_ANCHOR-ddp fsdp}
+BUILD=${BUILD:-build-cuda}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN="mpirun -np $NGPU --bind-to none --oversubscribe"
+
+echo "== build" | tee "$OUT/summary.txt"
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLINGUA_FUZZ_TESTS=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build "$BUILD" -j "$(nproc)" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+
+if [ -z "${SKIP_TESTS:-}" ]; then
+  echo "== multi-process tests on $NGPU GPUs" | tee -a "$OUT/summary.txt"
+  for t in "$BUILD"/lingua_dist_test_mpi_* "$BUILD"/tests_test_mpi_*; do
+    if $MPIRUN "$t" > "$OUT/$(basename "$t").log" 2>&1; then echo "ok   $(basename "$t")"; else echo "FAIL $(basename "$t")"; grep -E "Failure|error" -A3 "$OUT/$(basename "$t").log" | head -20; fi
+  done | tee -a "$OUT/summary.txt"
+fi
+
+DEVICE=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+DATE=$(date -u +%Y-%m-%d)
+for cfg in $CONFIGS; do
+  name=$(basename "$cfg" .yaml)
+  echo "== bench $name" | tee -a "$OUT/summary.txt"
+  if [ "${ONE_GPU:-1}" != 0 ]; then
+    timeout 200 "$BUILD/lingua" bench config="$cfg" dump_dir="$OUT/$name.1" > "$OUT/$name.lingua1.json" 2> "$OUT/$name.lingua1.log"
+    tail -1 "$OUT/$name.lingua1.log" | tee -a "$OUT/summary.txt"
+  fi
+  timeout 300 $MPIRUN "$BUILD/lingua" bench config="$cfg" dump_dir="$OUT/$name.n" > "$OUT/$name.linguaN.json" 2> "$OUT/$name.linguaN.log"
+  tail -1 "$OUT/$name.linguaN.log" | tee -a "$OUT/summary.txt"
+  args=$(python3 bench/anchor_args.py "$cfg")
+  for mode in $DIST_ANCHOR; do
+    [ -f "$ANCHOR" ] || break
+    timeout 300 torchrun --nproc-per-node "$NGPU" "$ANCHOR" $args --compile --dist "$mode" > "$OUT/$name.torch_$mode.json" 2> "$OUT/$name.torch_$mode.log"
+  done
+  python3 - "$OUT" "$name" "$DEVICE" "$DATE" "$RESULTS" "$NGPU" "$DIST_ANCHOR" <<'PY' | tee -a "$OUT/summary.txt"
+import json, os, sys
+out, name, device, date, results, ngpu, modes = sys.argv[1:8]
+def last(path):
+    try:
+        return json.loads(open(path).read().strip().splitlines()[-1])
+    except Exception:
+        return None
+one, many = last(f"{out}/{name}.lingua1.json"), last(f"{out}/{name}.linguaN.json")
+if many is None:
+    print(f"{name}: the {ngpu}-GPU lingua run failed (see {name}.linguaN.log)"); sys.exit()
+eff = many['tokens_per_s'] / (int(ngpu) * one['tokens_per_s']) if one else None
+rec = dict(many, device=device, date=date, parallel='ddp', per_gpu_efficiency=eff,
+           one_gpu_tokens_per_s=one['tokens_per_s'] if one else None)
+line = f"{name}: lingua 1 GPU {one['tokens_per_s']:.0f} tok/s | " if one else f"{name}: "
+line += f"DDP x{ngpu} {many['tokens_per_s']:.0f} tok/s, {many['peak_mem_gib']:.1f} GiB/GPU"
+line += f", efficiency {100 * eff:.1f}%" if eff else ""
+for mode in modes.split():
+    t = last(f"{out}/{name}.torch_{mode}.json")
+    if not t:
+        line += f" | torch {mode}: failed"; continue
+    t.update(device=device, date=date, config=name)
+    with open(results, 'a') as f: f.write(json.dumps(t) + '\n')
+    line += f" | torch {mode} x{ngpu} {t['tokens_per_s']:.0f} tok/s, {t['peak_mem_gib']:.1f} GiB -> lingua DDP/torch {mode} {many['tokens_per_s'] / t['tokens_per_s']:.2f}x"
+    rec[f"torch_{mode}_tokens_per_s"] = t['tokens_per_s']
+with open(results, 'a') as f: f.write(json.dumps(rec) + '\n')
+print(line)
+PY
+done
+cp "$RESULTS" "$OUT/" 2>/dev/null || true
+echo "== summary"; cat "$OUT/summary.txt"
