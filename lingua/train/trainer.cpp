@@ -306,9 +306,14 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   StepProfiler profiler(profiling, cfg.dump_dir, device, first_step);
   TrainStep train_step(exec, opt, cfg.cuda_graph);
   int64_t skipped_steps = 0, skipped_in_a_row = 0, saved_step = -1;
-  int stop_signal = 0;  // agreed over the ranks after each step: they all stop at the same one
+  int stop_signal = 0;
+  // A stop signal, agreed over the ranks before each step, so that they all stop at the same one.
+  auto stop_requested = [&] {
+    stop_signal = (int)host.all_reduce((double)signals.requested(), ReduceOp::max);
+    return stop_signal != 0;
+  };
   if (hooks.at_start) hooks.at_start(exec);
-  while (step < cfg.steps && !stop_signal) {
+  while (step < cfg.steps && !stop_requested()) {
     profiler.before_step(step);
     auto t0 = Clock::now();
     double data_time = 0;
@@ -329,7 +334,6 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
       l.nll = sums[0];
       l.tokens = (int64_t)sums[1];
     }
-    stop_signal = (int)host.all_reduce((double)signals.requested(), ReduceOp::max);
     double loss = l.nll / std::max<int64_t>(1, l.tokens);
     // Read with the loss (the GPU is already done): a non-finite norm means AdamW skipped the step.
     const std::map<std::string, double> norms = opt.last_grad_norms();
