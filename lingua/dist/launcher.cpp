@@ -266,7 +266,9 @@ int launch_local(const LaunchOptions& opt_in, const std::vector<std::string>& ar
     timespec wait{0, 100 * 1000 * 1000};
     siginfo_t info{};
     int sig = sigtimedwait(&signals.set(), &info, &wait);
-    if (sig > 0 && sig != SIGCHLD) signal_running(ranks, sig);  // forwarded as it came
+    // Forwarded as it came. A Ctrl-C reaches the ranks twice (from the terminal to the whole
+    // process group, and from here) within milliseconds: StopSignals takes that as one.
+    if (sig > 0 && sig != SIGCHLD) signal_running(ranks, sig);
     for (int r = 0; r < opt.nproc; ++r) {
       Rank& k = ranks[r];
       int st = 0;

@@ -16,6 +16,7 @@
 
 #include "lingua/core/error.h"
 #include "lingua/dist/launcher.h"
+#include "lingua/dist/tcp_comm.h"
 
 namespace lingua {
 namespace {
@@ -174,6 +175,29 @@ TEST(Launcher, ProgramThatCannotRun) {
   std::string err = testing::internal::GetCapturedStderr();
   EXPECT_EQ(st, 127);
   EXPECT_NE(err.find("rank 0: cannot run /nonexistent/lingua: No such file or directory"), std::string::npos) << err;
+}
+
+// The ranks of the next test: this binary again, meeting over TcpComm through the environment the
+// launcher gives them (skipped when not started by it).
+TEST(LauncherWorker, TcpRank) {
+  if (!getenv("LINGUA_TEST_LAUNCH_WORKER")) GTEST_SKIP() << "run by Launcher.RanksMeetOverTcpComm";
+  int rank = std::stoi(getenv("RANK")), size = std::stoi(getenv("WORLD_SIZE"));
+  EXPECT_EQ(std::stoi(getenv("LOCAL_RANK")), rank);
+  int port = lingua_rendezvous_port(std::stoi(getenv("MASTER_PORT")), getenv("TORCHELASTIC_RUN_ID") != nullptr);
+  TcpComm comm(rank, size, getenv("MASTER_ADDR"), port, 30);
+  EXPECT_EQ(comm.all_reduce(double(rank + 1), ReduceOp::sum), size * (size + 1) / 2.0);
+  EXPECT_EQ(comm.all_reduce(double(rank), ReduceOp::max), size - 1.0);
+}
+
+TEST(Launcher, RanksMeetOverTcpComm) {
+  setenv("LINGUA_TEST_LAUNCH_WORKER", "1", 1);
+  LaunchOptions o;
+  o.nproc = 3;  // program "": this executable
+  o.logs = (temp_dir("worker") / "logs").string();
+  int st = launch_local(o, {"--gtest_filter=LauncherWorker.TcpRank"});
+  unsetenv("LINGUA_TEST_LAUNCH_WORKER");
+  EXPECT_EQ(st, 0) << read(fs::path(o.logs) / "rank_00000.log") << read(fs::path(o.logs) / "rank_00001.log");
+  EXPECT_NE(read(fs::path(o.logs) / "rank_00002.log").find("[  PASSED  ] 1 test"), std::string::npos);
 }
 
 std::string parse_error(const std::vector<std::string>& args) {
