@@ -7,10 +7,7 @@
 #include "lingua/core/cuda.h"
 #include "lingua/dist/mpi_comm.h"
 #include "lingua/dist/nccl_comm.h"
-#if __has_include("lingua/dist/tcp_comm.h")
 #include "lingua/dist/tcp_comm.h"
-#define LINGUA_HAVE_TCP 1
-#endif
 
 namespace lingua {
 
@@ -91,12 +88,8 @@ World& process_world() {
     if (env.launcher == "mpi") {
       host = MpiComm::world();
     } else if (env.launcher == "env" && env.size > 1) {
-#ifdef LINGUA_HAVE_TCP
       host = std::make_unique<TcpComm>(env.rank, env.size, env.master_addr,
                                        lingua_rendezvous_port(env.master_port, env.torchelastic));
-#else
-      fail("TODO tcp");
-#endif
     } else {
       host = std::make_unique<LocalComm>();
     }
