@@ -77,5 +77,8 @@ with open(results, 'a') as f: f.write(json.dumps(rec) + '\n')
 print(line)
 PY
 done
+# What comes back from the device is limited in files: the logs go in one archive.
 cp "$RESULTS" "$OUT/" 2>/dev/null || true
+(cd "$OUT" && tar czf logs.tgz --exclude logs.tgz --exclude summary.txt --exclude "$(basename "$RESULTS")" . &&
+  find . -maxdepth 1 -type f ! -name logs.tgz ! -name summary.txt ! -name "$(basename "$RESULTS")" -delete)
 echo "== summary"; cat "$OUT/summary.txt"

@@ -88,8 +88,10 @@ World& process_world() {
     if (env.launcher == "mpi") {
       host = MpiComm::world();
     } else if (env.launcher == "env" && env.size > 1) {
+      // A rank may wait long in a collective while rank 0 writes a checkpoint or validates: 30
+      // minutes, as torch.distributed's default.
       host = std::make_unique<TcpComm>(env.rank, env.size, env.master_addr,
-                                       lingua_rendezvous_port(env.master_port, env.torchelastic));
+                                       lingua_rendezvous_port(env.master_port, env.torchelastic), 1800.0);
     } else {
       host = std::make_unique<LocalComm>();
     }
