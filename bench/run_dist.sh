@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Multi-GPU: builds lingua on the GPU machine, runs the multi-process tests on NCCL, then benchmarks
-# lingua's data parallelism against the PyTorch anchor under torchrun (weak scaling: batch_size
+# lingua's DDP and FSDP against the PyTorch anchor's under torchrun (weak scaling: batch_size
 # sequences per GPU), in the same call, and prints per-GPU efficiency and the ratios.
+# MODES: lingua's modes (default "ddp fsdp").
 #   bench/run_dist.sh [path/to/torch_llama_bench.py] [configs...]
 # NGPU: GPUs to use (default: all). DIST_ANCHOR: the anchor's modes (default "ddp fsdp"; "" skips
 # the anchor). ONE_GPU=0 skips the 1-GPU runs (efficiency needs them). SKIP_TESTS=1 skips the tests.
@@ -17,6 +18,7 @@ mkdir -p "$OUT" bench/results
 RESULTS=${RESULTS:-bench/results/dist.jsonl}
 NGPU=${NGPU:-$(nvidia-smi -L | wc -l)}
 DIST_ANCHOR=${DIST_ANCHOR-ddp fsdp}
+MODES=${MODES:-ddp fsdp}
 BUILD=${BUILD:-build-cuda}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPIRUN="mpirun -np $NGPU --bind-to none --oversubscribe"
@@ -41,39 +43,52 @@ for cfg in $CONFIGS; do
     timeout 200 "$BUILD/lingua" bench config="$cfg" dump_dir="$OUT/$name.1" > "$OUT/$name.lingua1.json" 2> "$OUT/$name.lingua1.log"
     tail -1 "$OUT/$name.lingua1.log" | tee -a "$OUT/summary.txt"
   fi
-  timeout 300 $MPIRUN "$BUILD/lingua" bench config="$cfg" dump_dir="$OUT/$name.n" > "$OUT/$name.linguaN.json" 2> "$OUT/$name.linguaN.log"
-  tail -1 "$OUT/$name.linguaN.log" | tee -a "$OUT/summary.txt"
+  for mode in $MODES; do
+    extra=""
+    [ "$mode" = fsdp ] && extra="distributed.fsdp_type=full_shard distributed.dp_shard=$NGPU"
+    timeout 300 $MPIRUN "$BUILD/lingua" bench config="$cfg" dump_dir="$OUT/$name.$mode" $extra > "$OUT/$name.lingua_$mode.json" 2> "$OUT/$name.lingua_$mode.log"
+    tail -1 "$OUT/$name.lingua_$mode.log" | tee -a "$OUT/summary.txt"
+  done
   args=$(python3 bench/anchor_args.py "$cfg")
   for mode in $DIST_ANCHOR; do
     [ -f "$ANCHOR" ] || break
     timeout 300 torchrun --nproc-per-node "$NGPU" "$ANCHOR" $args --compile --dist "$mode" > "$OUT/$name.torch_$mode.json" 2> "$OUT/$name.torch_$mode.log"
   done
-  python3 - "$OUT" "$name" "$DEVICE" "$DATE" "$RESULTS" "$NGPU" "$DIST_ANCHOR" <<'PY' | tee -a "$OUT/summary.txt"
-import json, os, sys
-out, name, device, date, results, ngpu, modes = sys.argv[1:8]
+  python3 - "$OUT" "$name" "$DEVICE" "$DATE" "$RESULTS" "$NGPU" "$DIST_ANCHOR" "$MODES" <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+out, name, device, date, results, ngpu, anchor_modes, modes = sys.argv[1:9]
 def last(path):
     try:
         return json.loads(open(path).read().strip().splitlines()[-1])
     except Exception:
         return None
-one, many = last(f"{out}/{name}.lingua1.json"), last(f"{out}/{name}.linguaN.json")
-if many is None:
-    print(f"{name}: the {ngpu}-GPU lingua run failed (see {name}.linguaN.log)"); sys.exit()
-eff = many['tokens_per_s'] / (int(ngpu) * one['tokens_per_s']) if one else None
-rec = dict(many, device=device, date=date, parallel='ddp', per_gpu_efficiency=eff,
-           one_gpu_tokens_per_s=one['tokens_per_s'] if one else None)
-line = f"{name}: lingua 1 GPU {one['tokens_per_s']:.0f} tok/s | " if one else f"{name}: "
-line += f"DDP x{ngpu} {many['tokens_per_s']:.0f} tok/s, {many['peak_mem_gib']:.1f} GiB/GPU"
-line += f", efficiency {100 * eff:.1f}%" if eff else ""
-for mode in modes.split():
+one = last(f"{out}/{name}.lingua1.json")
+torch = {}
+for mode in anchor_modes.split():
     t = last(f"{out}/{name}.torch_{mode}.json")
-    if not t:
-        line += f" | torch {mode}: failed"; continue
-    t.update(device=device, date=date, config=name)
-    with open(results, 'a') as f: f.write(json.dumps(t) + '\n')
-    line += f" | torch {mode} x{ngpu} {t['tokens_per_s']:.0f} tok/s, {t['peak_mem_gib']:.1f} GiB -> lingua DDP/torch {mode} {many['tokens_per_s'] / t['tokens_per_s']:.2f}x"
-    rec[f"torch_{mode}_tokens_per_s"] = t['tokens_per_s']
-with open(results, 'a') as f: f.write(json.dumps(rec) + '\n')
+    if t:
+        t.update(device=device, date=date, config=name)
+        with open(results, 'a') as f: f.write(json.dumps(t) + '\n')
+        torch[mode] = t
+line = f"{name}: lingua 1 GPU {one['tokens_per_s']:.0f} tok/s, {one['peak_mem_gib']:.1f} GiB" if one else f"{name}: lingua 1 GPU failed"
+for mode in modes.split():
+    many = last(f"{out}/{name}.lingua_{mode}.json")
+    if many is None:
+        line += f" | lingua {mode} x{ngpu} failed (see {name}.lingua_{mode}.log)"; continue
+    eff = many['tokens_per_s'] / (int(ngpu) * one['tokens_per_s']) if one else None
+    rec = dict(many, device=device, date=date, parallel=mode, per_gpu_efficiency=eff,
+               one_gpu_tokens_per_s=one['tokens_per_s'] if one else None)
+    line += f" | {mode.upper()} x{ngpu} {many['tokens_per_s']:.0f} tok/s, {many['peak_mem_gib']:.1f} GiB/GPU"
+    line += f", efficiency {100 * eff:.1f}%" if eff else ""
+    if mode in torch:
+        t = torch[mode]
+        rec[f"torch_{mode}_tokens_per_s"] = t['tokens_per_s']
+        rec[f"torch_{mode}_peak_mem_gib"] = t['peak_mem_gib']
+        rec["ratio_vs_torch"] = many['tokens_per_s'] / t['tokens_per_s']
+        line += f" (torch {t['tokens_per_s']:.0f}, {t['peak_mem_gib']:.1f} GiB -> {rec['ratio_vs_torch']:.2f}x)"
+    with open(results, 'a') as f: f.write(json.dumps(rec) + '\n')
+for mode in anchor_modes.split():
+    if mode not in torch: line += f" | torch {mode}: failed"
 print(line)
 PY
 done

@@ -94,8 +94,8 @@ TEST(LinguaConfig, EveryKeyIsHonouredOrPrintsANote) {
       "optim.lr", "optim.weight_decay", "optim.epsilon", "optim.beta1", "optim.beta2", "optim.clip",
       "optim.scheduler", "optim.warmup", "optim.lr_min_ratio", "optim.cycle_length", "optim.cosine_theta",
       "optim.annealing_step", "optim.decay_fraction", "optim.exp_factor",
-      // one device (sizes 1), bf16 matmuls on CUDA, no float8, fp32 accumulation in matmuls
-      "distributed.dp_shard", "distributed.dp_replicate", "distributed.num_nodes", "distributed.model_dtype", "distributed.float8_recipe",
+      // the data-parallel layout, bf16 matmuls on CUDA, no float8, fp32 accumulation in matmuls
+      "distributed.dp_shard", "distributed.dp_replicate", "distributed.fsdp_type", "distributed.num_nodes", "distributed.model_dtype", "distributed.float8_recipe",
       "distributed.allow_bf16_reduced_precision_reduction",
       "model.dim", "model.n_layers", "model.head_dim", "model.n_heads", "model.n_kv_heads", "model.ffn_dim_multiplier",
       "model.multiple_of", "model.norm_eps", "model.rope_theta", "model.init_base_std", "model.init_std_factor",
@@ -140,7 +140,7 @@ TEST(LinguaConfig, EveryKeyIsHonouredOrPrintsANote) {
     EXPECT_TRUE(same_value(at(parsed, path), value)) << path << ": the run's value differs from the file's";
   }
   // Each no-effect key the file gives gets its line, whatever its value.
-  for (const char* k : {"gc_collect_freq", "distributed.fsdp_type", "distributed.compile", "distributed.matmul_allow_tf32",
+  for (const char* k : {"gc_collect_freq", "distributed.compile", "distributed.matmul_allow_tf32",
                         "distributed.selective_activation_checkpointing", "distributed.compile_cache_size_limit",
                         "distributed.detect_anomaly", "distributed.float8_filter", "distributed.spawn_method",
                         "env.OMP_NUM_THREADS", "env.MKL_SERVICE_FORCE_INTEL", "env.NCCL_DEBUG", "profiling.mem_warmup",

@@ -6,13 +6,18 @@
 //  - the checkpoint holds one train state per rank and weights that one process loads
 //    (load_model) equal to every rank's trained weights;
 //  - resuming with another rank count is refused naming both counts;
-//  - metrics.jsonl is written once (by rank 0), with the loss over every rank's tokens.
+//  - metrics.jsonl is written once (by rank 0), with the loss over every rank's tokens;
+//  - all of it with the block weights sharded (FSDP, distributed.fsdp_type full_shard), whose
+//    losses are DDP's (to fp32 summation order) and whose checkpoint holds the full weights.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/core/cuda.h"
+#include "lingua/dist/fsdp.h"
 #include "lingua/dist/world.h"
 #include "lingua/train/trainer.h"
 #include "tests/test_util.h"
@@ -38,8 +43,12 @@ fs::path shared_corpus(const std::string& name) {
   return p;
 }
 
-TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::string& device) {
+TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::string& device, bool fsdp) {
   TrainConfig c = tiny_config(data, dump);
+  if (fsdp) {
+    c.distributed.fsdp_type = "full_shard";
+    c.distributed.dp_shard = host().size();
+  }
   c.device = device;
   c.steps = 8;
   c.grad_acc_steps = 2;
@@ -60,63 +69,97 @@ std::vector<std::string> test_devices() {
   return d;
 }
 
+using Values = std::map<std::string, std::vector<float>>;
+
+// Trains the config with DDP or FSDP over the ranks; returns the uninterrupted run's losses.
+std::vector<double> check_distributed_train(const std::string& device, bool fsdp) {
+  const int W = host().size();
+  const std::string tag = device + (fsdp ? "_fsdp" : "_ddp");
+  const fs::path data = shared_corpus("dist_train_" + tag);
+  auto config = [&](const fs::path& dump) { return dist_config(data, dump, device, fsdp); };
+  // An uninterrupted run, and the same config again.
+  const fs::path a = shared_dir("dist_a_" + tag), b = shared_dir("dist_b_" + tag);
+  Values trained;
+  TrainHooks quiet{nullptr, true};
+  quiet.at_end = [&](Executor& exec) { trained = gather_full_values(host(), exec.model().params()); };
+  const TrainResult ra = train(config(a), quiet);
+  EXPECT_EQ(ra.losses.size(), 8u);
+  const TrainResult rb = train(config(b), {nullptr, true});
+  EXPECT_EQ(rb.losses, ra.losses) << "two runs of the same config differ";
+  // The loss is the mean over every rank's tokens: the same number on every rank.
+  std::vector<double> mine(ra.losses.begin(), ra.losses.end()), lo = mine, hi = mine;
+  host().all_reduce(lo.data(), (int64_t)lo.size(), ReduceOp::min);
+  host().all_reduce(hi.data(), (int64_t)hi.size(), ReduceOp::max);
+  EXPECT_EQ(lo, hi) << "ranks report different losses";
+
+  // Stopped after the checkpoint of step 4, then resumed: the same losses to the bit.
+  const fs::path c = shared_dir("dist_c_" + tag);
+  TrainHooks stop{[](int64_t step) { return step < 4; }, true};
+  const TrainResult first = train(config(c), stop);
+  EXPECT_EQ(first.final_step, 4);
+  const TrainResult rest = train(config(c), {nullptr, true});
+  EXPECT_EQ(rest.start_step, 4);
+  std::vector<double> joined = first.losses;
+  joined.insert(joined.end(), rest.losses.begin(), rest.losses.end());
+  EXPECT_EQ(joined, ra.losses) << "the resumed run differs from the uninterrupted one";
+
+  // The checkpoint: one train state per rank; its weights (whole, also when trained sharded) load
+  // in one process.
+  const std::string ckpt = (a / "checkpoints" / "0000000008").string();
+  EXPECT_EQ(checkpoint_rank_count(ckpt), W);
+  if (host().rank() == 0) {
+    LoadedModel m = load_model(ckpt);
+    const ParamStore& s = m.model->params();
+    size_t compared = 0;
+    for (int id : s.ids()) {
+      if (!trained.count(s.info(id).name)) {
+        ADD_FAILURE() << s.info(id).name << " was not trained";
+        continue;
+      }
+      EXPECT_EQ(s.host_param(id), trained.at(s.info(id).name)) << "the checkpoint's " << s.info(id).name
+                                                                << " is not the trained one";
+      ++compared;
+    }
+    EXPECT_EQ(compared, trained.size());
+    // The data-loader state is per rank: another rank count is refused, naming both.
+    auto opt = std::make_unique<AdamW>(m.model->params(), m.config.optim);
+    const std::string err = test_e2e::error_of([&] { load_training_checkpoint(ckpt, *m.model, *opt, 0, 1); });
+    EXPECT_NE(err.find("saved by " + std::to_string(W) + " data-parallel ranks"), std::string::npos) << err;
+    EXPECT_NE(err.find("this run has 1"), std::string::npos) << err;
+    // metrics.jsonl: one line per logged step (rank 0 writes it).
+    const auto lines = read_jsonl(a / "metrics.jsonl");
+    EXPECT_EQ(lines.size(), 5u);  // steps 1, 2, 4, 6, 8
+    EXPECT_EQ(lines.back()["global_step"].get<int64_t>(), 8);
+    EXPECT_DOUBLE_EQ(lines.back()["loss/out"].get<double>(), ra.losses.back());
+    EXPECT_EQ(lines.back()["optim/total_tokens"].get<int64_t>(), 8LL * 2 * 2 * 24 * W);
+  }
+  host().barrier();
+  return ra.losses;
+}
+
+std::map<std::string, std::vector<double>>& ddp_losses() {  // by device, for FSDP to match
+  static std::map<std::string, std::vector<double>> by_device;
+  return by_device;
+}
+
 TEST(DistributedTrain, DeterministicResumableAndLoadableInOneProcess) {
   ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
-  const int W = host().size();
   for (const std::string& device : test_devices()) {
     SCOPED_TRACE(device);
-    const fs::path data = shared_corpus("dist_train_" + device);
-    // An uninterrupted run, and the same config again.
-    const fs::path a = shared_dir("dist_a_" + device), b = shared_dir("dist_b_" + device);
-    std::vector<float> trained;
-    TrainHooks quiet{nullptr, true};
-    quiet.at_end = [&](Executor& exec) { trained = exec.model().params().host_values(); };
-    const TrainResult ra = train(dist_config(data, a, device), quiet);
-    ASSERT_EQ(ra.losses.size(), 8u);
-    const TrainResult rb = train(dist_config(data, b, device), {nullptr, true});
-    EXPECT_EQ(rb.losses, ra.losses) << "two runs of the same config differ";
-    // The loss is the mean over every rank's tokens: the same number on every rank.
-    std::vector<double> mine(ra.losses.begin(), ra.losses.end()), lo = mine, hi = mine;
-    host().all_reduce(lo.data(), (int64_t)lo.size(), ReduceOp::min);
-    host().all_reduce(hi.data(), (int64_t)hi.size(), ReduceOp::max);
-    EXPECT_EQ(lo, hi) << "ranks report different losses";
+    ddp_losses()[device] = check_distributed_train(device, false);
+  }
+}
 
-    // Stopped after the checkpoint of step 4, then resumed: the same losses to the bit.
-    const fs::path c = shared_dir("dist_c_" + device);
-    TrainHooks stop{[](int64_t step) { return step < 4; }, true};
-    const TrainResult first = train(dist_config(data, c, device), stop);
-    ASSERT_EQ(first.final_step, 4);
-    const TrainResult rest = train(dist_config(data, c, device), {nullptr, true});
-    EXPECT_EQ(rest.start_step, 4);
-    std::vector<double> joined = first.losses;
-    joined.insert(joined.end(), rest.losses.begin(), rest.losses.end());
-    EXPECT_EQ(joined, ra.losses) << "the resumed run differs from the uninterrupted one";
-
-    // The checkpoint: one train state per rank; its weights load in one process.
-    const std::string ckpt = (a / "checkpoints" / "0000000008").string();
-    EXPECT_EQ(checkpoint_rank_count(ckpt), W);
-    if (host().rank() == 0) {
-      LoadedModel m = load_model(ckpt);
-      EXPECT_EQ(m.model->params().host_values(), trained) << "the checkpoint's weights are not the trained ones";
-      // The data-loader state is per rank: another rank count is refused, naming both.
-      auto opt = std::make_unique<AdamW>(m.model->params(), m.config.optim);
-      const std::string err = test_e2e::error_of([&] { load_training_checkpoint(ckpt, *m.model, *opt, 0, 1); });
-      EXPECT_NE(err.find("saved by " + std::to_string(W) + " data-parallel ranks"), std::string::npos) << err;
-      EXPECT_NE(err.find("this run has 1"), std::string::npos) << err;
-      // metrics.jsonl: one line per logged step (rank 0 writes it).
-      const auto lines = read_jsonl(a / "metrics.jsonl");
-      ASSERT_EQ(lines.size(), 5u);  // steps 1, 2, 4, 6, 8
-      EXPECT_EQ(lines.back()["global_step"].get<int64_t>(), 8);
-      EXPECT_DOUBLE_EQ(lines.back()["loss/out"].get<double>(), ra.losses.back());
-      EXPECT_EQ(lines.back()["optim/total_tokens"].get<int64_t>(), 8LL * 2 * 2 * 24 * W);
-    }
-    // Every rank holds the weights rank 0 saved.
-    std::vector<uint64_t> sums(W);
-    uint64_t h = 0;
-    for (float x : trained) h = h * 1000003u + (uint64_t)std::hash<float>{}(x);
-    host().all_gather(&h, sums.data(), sizeof h);
-    for (int r = 1; r < W; ++r) EXPECT_EQ(sums[r], sums[0]) << "rank " << r << "'s weights differ from rank 0's";
-    host().barrier();
+TEST(DistributedTrain, ShardedTrainsAsDataParallel) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  for (const std::string& device : test_devices()) {
+    SCOPED_TRACE(device);
+    if (!ddp_losses().count(device)) ddp_losses()[device] = check_distributed_train(device, false);
+    const std::vector<double>& ddp = ddp_losses()[device];
+    const std::vector<double> fsdp = check_distributed_train(device, true);
+    ASSERT_EQ(fsdp.size(), ddp.size());
+    for (size_t i = 0; i < ddp.size(); ++i)
+      EXPECT_NEAR(fsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
   }
 }
 

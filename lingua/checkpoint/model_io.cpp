@@ -14,36 +14,49 @@ namespace lingua {
 
 namespace {
 
-// Checkpoints hold whole tensors; a parameter split over processes needs the distributed
-// checkpoint code (which gathers or reshards it).
-void check_whole(const ParamInfo& p, const std::string& path) {
-  LINGUA_CHECK(p.placement.kind == Placement::whole, "checkpoint ", path, ": parameter '", p.name,
-               "' is split over processes; this checkpoint writer holds whole tensors only");
+int64_t count_nonfinite(const float* v, int64_t n) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad += !std::isfinite(v[i]);
+  return bad;
 }
 
 }  // namespace
 
+std::vector<float> local_part(const ParamInfo& p, const std::vector<float>& full) {
+  if (p.placement.kind == Placement::whole) return full;
+  std::vector<float> local(p.numel, 0.0f);
+  for (int64_t i = 0; i < p.numel; ++i)
+    if (const int64_t g = p.global_index(i); g >= 0) local[i] = full[g];
+  return local;
+}
+
 Tensor param_host_tensor(float* data, const ParamInfo& p) {
-  Tensor t(data, {p.numel});
+  Tensor t(data, {p.full_numel()});
   t.ndim = (int)p.shape.size();
   for (int d = 0; d < t.ndim; ++d) t.shape[d] = p.shape[d];
   return t;
 }
 
-void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta) {
+void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta,
+                 const SplitValues* split) {
   // Host copies made here, freed when written (CUDA keeps no host mirror of the weights).
   const std::vector<float> host = store.host_values();
   std::vector<NamedTensor> ts;
   for (int id : store.ids()) {
     const ParamInfo& p = store.info(id);
-    check_whole(p, path);
+    const float* values = host.data() + p.offset;
+    if (p.placement.kind != Placement::whole) {
+      const auto it = split ? split->find(id) : SplitValues::const_iterator();
+      LINGUA_CHECK(split && it != split->end() && (int64_t)it->second.weights.size() == p.full_numel(),
+                   "internal error: checkpoint ", path, ": parameter '", p.name,
+                   "' is split over processes and its full values were not gathered");
+      values = it->second.weights.data();
+    }
     // A checkpoint is what a run resumes from: never one with NaN or inf weights.
-    int64_t bad = 0;
-    for (int64_t i = 0; i < p.numel; ++i) bad += !std::isfinite(host[p.offset + i]);
-    if (bad)
-      fail("refusing to write ", path, ": parameter '", p.name, "' has ", bad, " non-finite values (of ", p.numel,
-           ")");
-    ts.push_back({p.name, param_host_tensor(const_cast<float*>(host.data()) + p.offset, p)});
+    if (const int64_t bad = count_nonfinite(values, p.full_numel()))
+      fail("refusing to write ", path, ": parameter '", p.name, "' has ", bad, " non-finite values (of ",
+           p.full_numel(), ")");
+    ts.push_back({p.name, param_host_tensor(const_cast<float*>(values), p)});
   }
   write_safetensors(path, ts, meta);
 }
@@ -53,16 +66,15 @@ void load_params(ParamStore& store, const std::string& path) {
   std::vector<float> buf;
   for (int id : store.ids()) {
     const ParamInfo& p = store.info(id);
-    check_whole(p, path);
     LINGUA_CHECK(f.has(p.name), "checkpoint ", path, " has no tensor '", p.name,
                  "' that the model needs (does the config match the checkpoint?)");
     const TensorInfo& ti = f.info(p.name);
     if (ti.shape != p.shape)
       fail("checkpoint ", path, ": tensor '", p.name, "' has shape ", ti.shape_str(), " but the model expects ",
            shape_str(p.shape), " (does the config match the checkpoint?)");
-    buf.resize(p.numel);
+    buf.resize(p.full_numel());
     f.read_into(p.name, param_host_tensor(buf.data(), p));
-    store.set_param(id, buf.data());
+    store.set_param(id, p.placement.kind == Placement::whole ? buf.data() : local_part(p, buf).data());
   }
 }
 

@@ -25,16 +25,26 @@ std::string CheckpointFiles::moment(int which, const std::string& param) {
 }
 
 void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
-                              const AdamW& opt, const std::vector<TrainState>& states) {
+                              const AdamW& opt, const std::vector<TrainState>& states, const SplitValues* split) {
   LINGUA_CHECK(!states.empty(), "internal error: a checkpoint without a train state");
   save_checkpoint_dir(root, states[0].step, [&](const std::string& dir) {
     const ParamStore& s = model.params();
-    save_params(s, dir + "/" + CheckpointFiles::weights, {{"format", "lingua.cpp"}});
-    // Host copies of the moments, made for the write and freed after it.
+    save_params(s, dir + "/" + CheckpointFiles::weights, {{"format", "lingua.cpp"}}, split);
+    // Host copies of the moments, made for the write and freed after it (a split parameter's full
+    // moments come gathered in `split`).
     std::vector<std::vector<float>> host;
     std::vector<NamedTensor> moments;
     for (int id : s.ids()) {
       if (!s.trainable(id)) continue;
+      if (s.info(id).placement.kind != Placement::whole) {
+        const auto it = split ? split->find(id) : SplitValues::const_iterator();
+        LINGUA_CHECK(split && it != split->end() && (int64_t)it->second.m.size() == s.info(id).full_numel() &&
+                         (int64_t)it->second.v.size() == s.info(id).full_numel(),
+                     "internal error: the moments of split parameter '", s.info(id).name, "' were not gathered");
+        host.push_back(it->second.m);
+        host.push_back(it->second.v);
+        continue;
+      }
       host.push_back(opt.host_m(id));
       host.push_back(opt.host_v(id));
     }
@@ -73,11 +83,11 @@ TrainState load_training_checkpoint(const std::string& dir, Transformer& model, 
   for (int id : s.ids()) {
     if (!s.trainable(id)) continue;
     const ParamInfo& p = s.info(id);
-    m.resize(p.numel);
-    v.resize(p.numel);
+    m.resize(p.full_numel());
+    v.resize(p.full_numel());
     f.read_into(CheckpointFiles::moment(0, p.name), param_host_tensor(m.data(), p));
     f.read_into(CheckpointFiles::moment(1, p.name), param_host_tensor(v.data(), p));
-    opt.set_moments(id, m.data(), v.data());
+    opt.set_moments(id, local_part(p, m).data(), local_part(p, v).data());
   }
   const std::string path = dir + "/" + CheckpointFiles::train_state(rank);
   TrainState t = parse_train_state(read_text_file(path), path);

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "lingua/checkpoint/model_io.h"
 #include "lingua/checkpoint/train_state.h"
 #include "lingua/config/train_config.h"
 #include "lingua/data/tokenizer.h"
@@ -36,10 +37,12 @@ struct CheckpointFiles {
 };
 
 // Writes a complete training checkpoint <root>/<step>/ (atomically: see save_checkpoint_dir), with
-// one train state per data-parallel rank (states[r] as train_state_{r}.json; the model and
-// optimizer are the same on every rank, written once).
+// one train state per data-parallel rank (states[r] as train_state_{r}.json). Whole tensors only:
+// the parameters split over processes come gathered in `split` (weights and moments), so the
+// checkpoint loads with any number of processes and any parallelism.
 void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
-                              const AdamW& opt, const std::vector<TrainState>& states);
+                              const AdamW& opt, const std::vector<TrainState>& states,
+                              const SplitValues* split = nullptr);
 inline void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
                                      const AdamW& opt, const TrainState& state) {
   save_training_checkpoint(root, cfg, model, opt, std::vector<TrainState>{state});

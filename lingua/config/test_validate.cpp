@@ -196,7 +196,7 @@ TEST(Validate, LinguaKeysOfMissingFeaturesAreRefusedWithWhatToDoOrNoted) {
     return false;
   };
   EXPECT_TRUE(noted("distributed.gpus_per_node", "the processes come from the launcher"));
-  EXPECT_TRUE(noted("distributed.dp_shard", "batch is that per process"));
+  EXPECT_TRUE(noted("distributed.gpus_per_node", "batch is that per process"));
   EXPECT_TRUE(noted("distributed.tp_size", "no tensor parallelism"));
   EXPECT_TRUE(noted("probe_freq", "probes are not implemented"));
   EXPECT_TRUE(has(invalid({"distributed.tp_size=0"}), "distributed.tp_size"));

@@ -259,11 +259,14 @@ struct DistributedConfig {
   std::optional<std::string> fsdp_type, float8_filter, spawn_method;
   std::optional<int> compile_cache_size_limit;
   template <class V> void visit(V& v) {
-    v("dp_shard", dp_shard, "Lingua: FSDP shards (only 1: one device)");
-    v("dp_replicate", dp_replicate, "Lingua: data-parallel replicas (only 1: one device)");
-    v("tp_size", tp_size, "Lingua: tensor-parallel size (only 1: one device)");
-    v("num_nodes", num_nodes, "Lingua launcher: nodes (only 1)");
-    v("gpus_per_node", gpus_per_node, "Lingua launcher: GPUs per node (only 1)");
+    v("dp_shard", dp_shard,
+      "Lingua: processes each parameter is sharded over, with fsdp_type full_shard (1: none; the number of "
+      "processes: FSDP)");
+    v("dp_replicate", dp_replicate,
+      "Lingua: data-parallel replicas (follows the number of processes: processes / dp_shard)");
+    v("tp_size", tp_size, "Lingua: tensor-parallel size (no tensor parallelism here: a note above 1)");
+    v("num_nodes", num_nodes, "Lingua launcher: nodes (no effect: the launcher starts the processes)");
+    v("gpus_per_node", gpus_per_node, "Lingua launcher: GPUs per node (no effect: one process per GPU)");
     v.choice("model_dtype", model_dtype, {"bf16", "fp32", "fp16"},
              "Lingua: compute dtype (bf16: CUDA matmuls in bf16; fp32 has no effect; fp16 is refused)");
     v("float8_recipe", float8_recipe, "Lingua: float8 matmuls (only null)");
@@ -274,7 +277,8 @@ struct DistributedConfig {
     v("compile", compile, "Lingua: torch.compile (no effect: lingua.cpp runs its own fused kernels)");
     v("matmul_allow_tf32", matmul_allow_tf32, "Lingua: tf32 matmuls (no effect: matmuls are bf16 on CUDA, fp32 on CPU)");
     v("detect_anomaly", detect_anomaly, "Lingua: autograd anomaly detection (no effect: no autograd)");
-    v("fsdp_type", fsdp_type, "Lingua: FSDP mode, no_shard or full_shard (no effect on one device)");
+    v("fsdp_type", fsdp_type, "Lingua: no_shard (DDP: every process holds the whole model) or full_shard (FSDP over dp_shard "
+      "processes)");
     v("float8_filter", float8_filter, "Lingua: layers that use float8 (no effect)");
     v("spawn_method", spawn_method, "Lingua: process start method (no effect: the data loader is a thread)");
     v("compile_cache_size_limit", compile_cache_size_limit, "Lingua: torch.compile cache (no effect)");

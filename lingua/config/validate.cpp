@@ -74,9 +74,9 @@ void at_least(const char* key, int64_t x, int64_t min) {
   LINGUA_CHECK(x >= min, "config key '", key, "' must be >= ", min, ", got ", x);
 }
 
-// Lingua's launcher and parallelism sizes: one device here.
-// Parallelism sizes: at least 1; above 1 they are notes (one device runs the whole step).
-void single_device(const char* key, int x) { at_least(key, x, 1); }
+// Parallelism sizes: at least 1 here; how they fit the processes started is checked when the run
+// starts (dist/layout.h), tp_size and the launcher's sizes above 1 are notes.
+void parallel_size(const char* key, int x) { at_least(key, x, 1); }
 
 void check_data(const DataConfig& d) {
   at_least("data.batch_size", d.batch_size, 1);
@@ -110,11 +110,11 @@ void check_lingua_keys(const TrainConfig& c) {
   LINGUA_CHECK(!c.probe_freq || *c.probe_freq >= 0, "config key 'probe_freq' must be >= 0 or null, got ",
                c.probe_freq.value_or(0));
   const DistributedConfig& d = c.distributed;
-  single_device("distributed.dp_shard", d.dp_shard);
-  single_device("distributed.dp_replicate", d.dp_replicate);
-  single_device("distributed.tp_size", d.tp_size);
-  single_device("distributed.num_nodes", d.num_nodes);
-  single_device("distributed.gpus_per_node", d.gpus_per_node);
+  parallel_size("distributed.dp_shard", d.dp_shard);
+  parallel_size("distributed.dp_replicate", d.dp_replicate);
+  parallel_size("distributed.tp_size", d.tp_size);
+  parallel_size("distributed.num_nodes", d.num_nodes);
+  parallel_size("distributed.gpus_per_node", d.gpus_per_node);
   LINGUA_CHECK(!d.float8_recipe, "config key 'distributed.float8_recipe' is '", d.float8_recipe.value_or(""),
                "': float8 matmuls are not implemented (CUDA matmuls run in bf16); set it to null");
   LINGUA_CHECK(!d.fsdp_type || *d.fsdp_type == "no_shard" || *d.fsdp_type == "full_shard",
@@ -140,12 +140,9 @@ struct NoEffect {
 };
 constexpr const char* kLauncherNote =
     "the processes come from the launcher (mpirun, torchrun, srun, `lingua launch`), each training "
-    "the whole model on its own data.batch_size x grad_acc_steps (data parallel; FSDP sharding is not "
-    "implemented yet), so a step's batch is that per process";
+    "on its own data.batch_size x grad_acc_steps, so a step's batch is that per process";
 const NoEffect kNoEffect[] = {
     {"probe_freq", "activation probes are not implemented (no probe files are written)"},
-    {"distributed.dp_shard", kLauncherNote},
-    {"distributed.dp_replicate", kLauncherNote},
     {"distributed.num_nodes", kLauncherNote},
     {"distributed.gpus_per_node", kLauncherNote},
     {"distributed.tp_size", "one device holds the whole model (no tensor parallelism; the computation is the same)"},
@@ -155,8 +152,6 @@ const NoEffect kNoEffect[] = {
     {"distributed.compile_cache_size_limit", "lingua.cpp runs its own fused kernels (no torch.compile)"},
     {"distributed.selective_activation_checkpointing",
      "lingua.cpp plans activation memory itself (model.recompute_norms recomputes the norms)"},
-    {"distributed.fsdp_type", "every process holds the whole model and its optimizer state (FSDP sharding is not "
-                              "implemented yet: full_shard trains as no_shard, i.e. DDP, with the same results)"},
     {"distributed.model_dtype", "CUDA matmuls read bf16 copies of the fp32 weights; the CPU path is fp32 throughout"},
     {"distributed.matmul_allow_tf32", "matmuls run in bf16 on CUDA and in fp32 on the CPU (tf32 is never used)"},
     {"distributed.float8_filter", "float8 matmuls are not implemented"},

@@ -79,6 +79,8 @@ void Communicator::reduce_scatter_tensor(const Tensor& in, const Tensor& out) {
   std::memcpy(out.data, sum.data() + (size_t)(rank() * out.numel()), out.nbytes());
 }
 
+void Communicator::all_reduce_device_doubles(double* data, int64_t n) { all_reduce(data, n, ReduceOp::sum); }
+
 void LocalComm::all_gather(const void* in, void* out, size_t bytes) {
   if (bytes) std::memmove(out, in, bytes);
 }

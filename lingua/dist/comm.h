@@ -52,6 +52,17 @@ class Communicator {
   // out [in.numel() / size()] = the sum over ranks of chunk rank() of `in`.
   virtual void reduce_scatter_tensor(const Tensor& in, const Tensor& out);
   virtual void wait_all() {}  // CUDA: the library stream waits for the queued tensor collectives
+  // Several tensor collectives queued as one (NCCL groups them; needed for the per-parameter
+  // collectives of a layer): begin_group(), the calls, end_group().
+  virtual void begin_group() {}
+  virtual void end_group() {}
+  // A ticket for the tensor collectives queued so far; wait(ticket) makes the library stream wait
+  // for them only (the finer-grained wait_all). Tickets stay valid for the last 64 marks.
+  virtual uint64_t mark() { return 0; }
+  virtual void wait(uint64_t ticket) {}
+  // In place sum of n doubles in device() memory (host memory on the CPU), complete on the library
+  // stream when it returns (a gradient norm's partial sums).
+  virtual void all_reduce_device_doubles(double* data, int64_t n);
 
  protected:
   Communicator(int rank, int size) : rank_(rank), size_(size) {}

@@ -39,12 +39,14 @@ class NcclComm final : public Communicator {
     CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, hi));
     CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
+    for (cudaEvent_t& e : tickets_) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   }
   ~NcclComm() override {
     cudaStreamSynchronize(stream_);
     ncclCommDestroy(comm_);
     cudaEventDestroy(fork_);
     cudaEventDestroy(join_);
+    for (cudaEvent_t e : tickets_) cudaEventDestroy(e);
     cudaStreamDestroy(stream_);
   }
   std::string backend() const override { return "nccl"; }
@@ -85,6 +87,31 @@ class NcclComm final : public Communicator {
     CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(), join_, 0));
     pending_ = false;
   }
+  void begin_group() override {
+    fork();  // once for the group: the calls inside queue no CUDA work of their own before NCCL's
+    in_group_ = true;
+    NCCL_CHECK(ncclGroupStart());
+  }
+  void end_group() override {
+    NCCL_CHECK(ncclGroupEnd());
+    in_group_ = false;
+  }
+  uint64_t mark() override {
+    const uint64_t t = next_ticket_++;
+    CUDA_CHECK(cudaEventRecord(tickets_[t % kTickets], stream_));
+    return t;
+  }
+  void wait(uint64_t ticket) override {
+    LINGUA_CHECK(ticket < next_ticket_ && next_ticket_ - ticket <= kTickets, "internal error: NCCL ticket ", ticket,
+                 " is not among the last ", kTickets, " marks");
+    CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(), tickets_[ticket % kTickets], 0));
+  }
+  void all_reduce_device_doubles(double* data, int64_t n) override {
+    fork();
+    NCCL_CHECK(ncclAllReduce(data, data, (size_t)n, ncclFloat64, ncclSum, comm_, stream_));
+    pending_ = true;
+    wait_all();
+  }
 
  private:
   void check(const Tensor& t, const char* what, bool ints = false) const {
@@ -93,6 +120,7 @@ class NcclComm final : public Communicator {
   }
   // The communication stream waits for everything queued on the library stream so far.
   void fork() {
+    if (in_group_) return;
     CUDA_CHECK(cudaEventRecord(fork_, cuda_stream()));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, fork_, 0));
   }
@@ -101,6 +129,10 @@ class NcclComm final : public Communicator {
   cudaStream_t stream_ = nullptr;
   cudaEvent_t fork_ = nullptr, join_ = nullptr;
   bool pending_ = false;
+  bool in_group_ = false;
+  static constexpr uint64_t kTickets = 64;
+  cudaEvent_t tickets_[kTickets] = {};
+  uint64_t next_ticket_ = 0;
 };
 
 }  // namespace

@@ -6,15 +6,19 @@
 //    within fp32 summation order), for dense and STEM models, tied and untied, with gradient
 //    accumulation (one reduction per step) and gradients in the activation memory;
 //  - after AdamW steps (dense and row-sparse) the weights match one process and are bitwise the
-//    same on every rank.
+//    same on every rank;
+//  - FSDP (block weights sharded over the ranks) gives the gradients and weights of one process
+//    too, with gradient accumulation, tied weights, STEM tables and evaluation forwards.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <numeric>
 
 #include "lingua/core/cuda.h"
 #include "lingua/dist/ddp.h"
+#include "lingua/dist/fsdp.h"
 #include "lingua/dist/world.h"
 #include "lingua/exec/testing.h"
 #include "lingua/optim/optimizer.h"
@@ -172,6 +176,7 @@ void check_ddp(const DdpCase& k, Device dev) {
   oc.lr = 1e-2;
   oc.warmup = 0;
   oc.clip = 0.5;  // clipping reads the global norm: it must be the reduced gradients'
+  oc.epsilon = 1e-6;  // (at 1e-8 a gradient element near 1e-8 turns rounding noise into lr-sized steps)
   oc.stem.sparse = k.sparse;
   ModelRun ref(cfg, dims, dev), run(cfg, dims, dev);
   run.exec.set_grads_in_activations(k.grads_in_act && k.micro == 1);
@@ -217,6 +222,7 @@ TEST(DataParallel, EqualsOneProcessOnTheGlobalBatch) {
     check_ddp({}, dev);
     check_ddp({.tied = true}, dev);
     check_ddp({.micro = 2}, dev);
+    check_ddp({.micro = 3}, dev);
     check_ddp({.grads_in_act = true}, dev);
     check_ddp({.tied = true, .grads_in_act = true}, dev);
   }
@@ -228,6 +234,104 @@ TEST(DataParallel, StemTablesDenseAndRowSparse) {
     check_ddp({.stem = true, .micro = 2}, dev);
     check_ddp({.stem = true, .sparse = true}, dev);
     check_ddp({.stem = true, .sparse = true, .micro = 2}, dev);
+  }
+}
+
+std::vector<float> flat(const std::map<std::string, std::vector<float>>& m) {
+  std::vector<float> v;
+  for (const auto& [name, x] : m) v.insert(v.end(), x.begin(), x.end());
+  return v;
+}
+
+// As check_ddp, with the block weights sharded (FSDP) and no reference to DataParallel's counts.
+void check_fsdp(const DdpCase& k, Device dev) {
+  SCOPED_TRACE(std::string("FSDP ") + device_name(dev) + (k.tied ? " tied" : "") + (k.stem ? " stem" : "") +
+               (k.grads_in_act ? " grads-in-activations" : "") + (k.sparse ? " row-sparse" : "") +
+               " micro=" + std::to_string(k.micro));
+  Communicator& comm = world().tensors(dev);
+  Communicator& host = world().host();
+  const int W = comm.size(), r = comm.rank();
+  const int B = 2, T = 9, steps = 3;
+  const ModelConfig cfg = small_model(k);
+  const ModelDims dims = resolve_dims(cfg, cfg.vocab_size);
+  OptimConfig oc;
+  oc.lr = 1e-2;
+  oc.warmup = 0;
+  oc.clip = 0.5;  // the global norm: the split parameters' part summed over the ranks
+  oc.epsilon = 1e-6;  // (at 1e-8 a gradient element near 1e-8 turns rounding noise into lr-sized steps)
+  oc.stem.sparse = k.sparse;
+  ModelRun ref(cfg, dims, dev), run(cfg, dims, dev, [&](Transformer& m) { shard_block_weights(m, W, r); });
+  int split = 0, matmul_weights = 0;
+  for (int id : run.params().ids()) {
+    split += run.params().info(id).placement.kind == Placement::flat_shard;
+    const int stage = run.model.stage_of(id);
+    matmul_weights += stage >= 1 && stage <= cfg.n_layers && run.params().info(id).compute_copy &&
+                      run.params().info(id).shape.size() == 2;
+  }
+  EXPECT_EQ(split, matmul_weights) << "every block matmul weight is split";
+  EXPECT_GE(split, cfg.n_layers * 6);  // wq wk wv wo w1 w2 (w3 in dense layers)
+  run.exec.set_grads_in_activations(k.grads_in_act && k.micro == 1);
+  AdamW ref_opt(ref.params(), oc), opt(run.params(), oc);
+  ParallelLayout layout;
+  layout.world = layout.shard = W;
+  std::unique_ptr<LayerHooks> fsdp = attach_data_parallel(layout, run.exec, opt, comm, k.micro);
+  const double scale = 1.0 / ((double)k.micro * W * B * T);
+  for (int step = 0; step < steps; ++step) {
+    ref.exec.zero_grads();
+    run.exec.zero_grads();
+    for (int m = 0; m < k.micro; ++m) {
+      const uint32_t seed = 1000u * step + 17u * m + 5u;
+      const std::vector<int32_t> tok = random_ids(W * B * T, cfg.vocab_size, seed);
+      const std::vector<int32_t> tgt = random_ids(W * B * T, cfg.vocab_size, seed + 1);
+      ref.exec.stage_batch(m, tok.data(), tgt.data(), W * B, T);
+      ref_opt.observe_input_ids(ref.exec.staged_tokens(m), m == 0);
+      ref.exec.forward_backward_staged(m, (float)scale, m == k.micro - 1);
+      run.exec.stage_batch(m, tok.data() + r * B * T, tgt.data() + r * B * T, B, T);
+      opt.observe_input_ids(run.exec.staged_tokens(m), m == 0);
+      run.exec.forward_backward_staged(m, (float)scale, m == k.micro - 1);
+    }
+    {
+      const auto g = gather_full_values(host, run.params(), true), gr = gather_full_values(host, ref.params(), true);
+      ASSERT_EQ(g.size(), gr.size());
+      for (const auto& [name, x] : gr)
+        EXPECT_LT(rel_diff(g.at(name), x), dev == Device::cpu ? (step == 0 ? 2e-6 : 2e-5) : 2e-2) << "gradient of " << name << ", step " << step + 1;
+    }
+    ref_opt.step(1.0);
+    opt.step(1.0);
+  }
+  const auto w = gather_full_values(host, run.params(), false), wr = gather_full_values(host, ref.params(), false);
+  for (const auto& [name, x] : wr)
+    EXPECT_LT(rel_diff(w.at(name), x), dev == Device::cpu ? 1e-5 : 2e-2) << name << " after " << steps << " steps";
+  expect_same_on_every_rank(flat(w), "gathered weights");
+  // An evaluation forward gathers the updated weights: the loss of one process.
+  const std::vector<int32_t> tok = random_ids(W * B * T, cfg.vocab_size, 99), tgt = random_ids(W * B * T, cfg.vocab_size, 98);
+  const LossSum lr = ref.exec.forward_loss(tok.data(), tgt.data(), W * B, T);
+  const LossSum l = run.exec.forward_loss(tok.data(), tgt.data(), W * B, T);
+  EXPECT_NEAR(l.nll / l.tokens, lr.nll / lr.tokens, dev == Device::cpu ? 1e-5 : 2e-2);
+  // The split weights' AdamW moments, gathered for a checkpoint: the reference's.
+  const SplitValues sv = gather_split_values(host, run.params(), opt);
+  EXPECT_EQ((int)sv.size(), split);
+  for (const auto& [id, v] : sv) {
+    const int rid = ref.params().index(run.params().info(id).name);
+    EXPECT_LT(rel_diff(v.weights, ref.params().host_param(rid)), dev == Device::cpu ? 1e-5 : 2e-2);
+    EXPECT_LT(rel_diff(v.m, ref_opt.host_m(rid)), dev == Device::cpu ? 1e-4 : 5e-2);
+  }
+}
+
+TEST(FullyShardedDataParallel, EqualsOneProcessOnTheGlobalBatch) {
+  for (Device dev : devices()) {
+    check_fsdp({}, dev);
+    check_fsdp({.tied = true}, dev);
+    check_fsdp({.micro = 2}, dev);
+    check_fsdp({.grads_in_act = true}, dev);
+    check_fsdp({.micro = 3}, dev);
+  }
+}
+
+TEST(FullyShardedDataParallel, StemTables) {
+  for (Device dev : devices()) {
+    check_fsdp({.stem = true}, dev);
+    check_fsdp({.stem = true, .sparse = true, .micro = 2}, dev);
   }
 }
 

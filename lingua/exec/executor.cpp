@@ -322,6 +322,7 @@ void Executor::forward_backward_staged(int slot, float loss_scale, bool last) {
   const DType act = model_.act_dtype();
   StepContext ctx = context(tok, seq, 0, true);
   ctx.last_micro_batch = last;
+  ctx.first_micro_batch = slot == 0;
   {
     LINGUA_PROFILE_SCOPE("forward");
     forward_stages(ctx);

@@ -1,6 +1,7 @@
 #pragma once
 // For tests: a model and the executor that runs it, built together (the executor needs the
 // model on its device first).
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -11,8 +12,10 @@ namespace lingua::test_util {
 struct ModelRun {
   Transformer model;
   Executor exec;
-  ModelRun(const ModelConfig& cfg, const ModelDims& dims, Device device = Device::cpu)
-      : model(cfg, dims), exec((model.to_device(device), model)) {}
+  // prepare: runs on the host model before it moves to the device (e.g. sharding its weights).
+  ModelRun(const ModelConfig& cfg, const ModelDims& dims, Device device = Device::cpu,
+           const std::function<void(Transformer&)>& prepare = {})
+      : model(cfg, dims), exec((prepare ? prepare(model) : void(), model.to_device(device), model)) {}
   ParamStore& params() { return model.params(); }
 };
 

@@ -13,6 +13,7 @@ ParamSpec norm_weight_spec(const std::string& name, int64_t dim) {
   p.shape = {dim};
   p.axes = {"dim"};
   p.init = ParamInit::ones();
+  p.compute_copy = false;  // the norm kernels read the fp32 weights
   return p;
 }
 

@@ -41,6 +41,7 @@ struct StepContext {
   // Training: this micro-batch is the last of its step, so every gradient is complete after its
   // backward (data-parallel hooks reduce them then, and only then).
   bool last_micro_batch = true;
+  bool first_micro_batch = true;  // ... the first (sharded weights are gathered once per step)
   // With norm recomputation: the one [rows, dim] buffer every block's norm outputs use.
   Tensor shared_norm;
   int64_t rows() const { return seq.rows(); }

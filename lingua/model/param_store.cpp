@@ -98,6 +98,7 @@ int ParamStore::add(ParamSpec spec, int after) {
                "': rank ", pl.rank, " of a group of ", pl.size);
   ParamInfo p;
   static_cast<ParamSpec&>(p) = std::move(spec);
+  full_views_.emplace_back();
   switch (pl.kind) {
     case Placement::whole: p.local_shape = p.shape; break;
     case Placement::flat_shard: p.local_shape = {(p.full_numel() + pl.size - 1) / pl.size}; break;
@@ -261,28 +262,87 @@ float* ParamStore::params_data() const {
   return device_ == Device::cuda ? d_params_.as<float>() : const_cast<float*>(params_.data());
 }
 
-Tensor ParamStore::param(int id) const {
+Tensor ParamStore::local_param(int id) const {
   const ParamInfo& p = info(id);
   return view(reinterpret_cast<char*>(params_data()), p, p.offset, DType::f32);
 }
 
-Tensor ParamStore::grad(int id) const {
+Tensor ParamStore::local_grad(int id) const {
   const ParamInfo& p = info(id);
   if (p.grad_offset < 0) return Tensor();
   LINGUA_CHECK(grads_ptr_, "internal error: gradients read before the model placed them");
   return view(reinterpret_cast<char*>(grads_ptr_), p, p.grad_offset, DType::f32);
 }
 
-Tensor ParamStore::compute_param(int id) const {
-  if (device_ != Device::cuda) return param(id);
+Tensor ParamStore::local_bf16(int id) const {
   const ParamInfo& p = info(id);
-  LINGUA_CHECK(p.bf16_offset >= 0, "internal error: parameter '", p.name, "' has no bf16 copy (read param())");
+  if (device_ != Device::cuda || p.bf16_offset < 0) return Tensor();
   return view(d_bf16_.as<char>(), p, p.bf16_offset, DType::bf16);
+}
+
+const ParamStore::FullViews& ParamStore::full_views(int id, const char* what) const {
+  const ParamInfo& p = info(id);
+  const FullViews& v = full_views_[id];
+  LINGUA_CHECK(v.compute.data, "internal error: parameter '", p.name, "' is split over processes and its ", what,
+               " was read before the sharding layer gathered it");
+  return v;
+}
+
+Tensor ParamStore::param(int id) const {
+  const ParamInfo& p = info(id);
+  LINGUA_CHECK(p.placement.kind == Placement::whole, "internal error: parameter '", p.name,
+               "' is split over processes: its fp32 weights are not whole (read compute_param())");
+  return local_param(id);
+}
+
+Tensor ParamStore::grad(int id) const {
+  const ParamInfo& p = info(id);
+  if (p.placement.kind == Placement::whole || p.grad_offset < 0) return local_grad(id);
+  return full_views(id, "gradient").grad;
+}
+
+Tensor ParamStore::compute_param(int id) const {
+  const ParamInfo& p = info(id);
+  if (p.placement.kind != Placement::whole) return full_views(id, "compute weight").compute;
+  if (device_ != Device::cuda) return local_param(id);
+  LINGUA_CHECK(p.bf16_offset >= 0, "internal error: parameter '", p.name, "' has no bf16 copy (read param())");
+  return local_bf16(id);
 }
 
 Tensor ParamStore::bf16_copy(int id) const {
   if (device_ != Device::cuda || info(id).bf16_offset < 0) return Tensor();
   return compute_param(id);
+}
+
+void ParamStore::set_full_views(int id, const Tensor& compute, const Tensor& grad) {
+  const ParamInfo& p = info(id);
+  LINGUA_CHECK(p.placement.kind != Placement::whole, "internal error: set_full_views of whole parameter '", p.name, "'");
+  full_views_[id] = {compute, grad};
+}
+
+void ParamStore::set_placement(int id, Placement pl) {
+  const ParamInfo& old = info(id);
+  LINGUA_CHECK(old.placement.kind == Placement::whole && device_ == Device::cpu,
+               "internal error: set_placement splits whole parameters on the CPU (before to_device)");
+  if (pl.kind == Placement::whole) return;
+  const std::vector<float> full = final_ ? host_param(id) : std::vector<float>();
+  ParamInfo& p = infos_[id];
+  p.placement = pl;
+  if (pl.kind == Placement::flat_shard) {
+    p.local_shape = {(p.full_numel() + pl.size - 1) / pl.size};
+  } else {
+    LINGUA_CHECK(!p.shape.empty() && p.shape.back() % pl.size == 0, "parameter '", p.name, "' of shape ",
+                 shape_str(p.shape), ": its last axis does not split into ", pl.size, " equal column slices");
+    p.local_shape = p.shape;
+    p.local_shape.back() /= pl.size;
+  }
+  p.numel = product(p.local_shape);
+  if (!final_) return;
+  relayout(id);
+  std::vector<float> local(p.numel, 0.0f);
+  for (int64_t i = 0; i < p.numel; ++i)
+    if (const int64_t g = p.global_index(i); g >= 0) local[i] = full[g];
+  set_param(id, local.data());
 }
 
 void ParamStore::zero_grads() { zero_grads(0, grad_total_); }

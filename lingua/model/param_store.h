@@ -138,12 +138,26 @@ class ParamStore {
   int index(const std::string& name) const;  // error if absent
   bool trainable(int id) const { return info(id).grad_offset >= 0; }
 
-  // Views of shape info(id).local_shape on the store's device.
-  Tensor param(int id) const;  // fp32 master weights
+  // What modules compute with, in the parameter's full shape on the store's device. For a whole
+  // parameter, views of the store's buffers; for one split over processes (placement not whole),
+  // the full tensors the sharding layer materialised (set_full_views; an error before that).
+  Tensor param(int id) const;  // fp32 master weights (whole parameters only)
   Tensor grad(int id) const;   // fp32 gradient; an empty Tensor for a frozen parameter
   // What matmuls read: the fp32 weights on the CPU; on CUDA the bf16 copy (an error without one).
   Tensor compute_param(int id) const;
   Tensor bf16_copy(int id) const;  // CUDA: the bf16 copy, else an empty Tensor
+  // What this process stores (shape info(id).local_shape): the optimizer's and the checkpoint's view.
+  Tensor local_param(int id) const;
+  Tensor local_grad(int id) const;  // empty for a frozen parameter
+  Tensor local_bf16(int id) const;  // CUDA with a bf16 copy, else empty
+
+  // Splits a whole parameter over the processes of a group (before to_device: the full values are
+  // on the host): this process keeps its part of the values (Placement), the rest is dropped.
+  void set_placement(int id, Placement placement);
+  // For a split parameter: the full-shape tensors modules compute with from now on (what matmuls
+  // read, and where its gradient accumulates), owned by the sharding layer. The grad view may
+  // change between calls (rotating buffers); empty tensors unset them.
+  void set_full_views(int id, const Tensor& compute, const Tensor& grad);
   int64_t total() const { return total_; }            // floats in the weight buffer
   int64_t grad_total() const { return grad_total_; }  // floats in the gradient buffer
   int64_t bf16_total() const { return bf16_total_; }
@@ -185,6 +199,11 @@ class ParamStore {
   void init_param(int id, uint64_t seed);
   Tensor view(char* base, const ParamInfo& p, int64_t offset, DType dt) const;
   std::vector<ParamInfo> infos_;      // by id (removed ones stay, with removed_ set)
+  struct FullViews {
+    Tensor compute, grad;
+  };
+  std::vector<FullViews> full_views_;  // by id: split parameters
+  const FullViews& full_views(int id, const char* what) const;
   std::vector<bool> removed_;
   std::vector<int> order_;
   std::map<std::string, int> by_name_;
@@ -200,6 +219,13 @@ class ParamStore {
   uint64_t layout_epoch_ = 0;
   StepScalars scalars_;
 };
+
+// Full values of parameters split over processes (ParamInfo::placement not whole), by parameter
+// id, as the distributed layer gathers them for a checkpoint: the weights and the AdamW moments.
+struct FullValues {
+  std::vector<float> weights, m, v;
+};
+using SplitValues = std::map<int, FullValues>;
 
 uint32_t name_stream_id(const std::string& name);  // stable 32-bit hash (FNV-1a)
 

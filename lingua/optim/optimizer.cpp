@@ -53,19 +53,26 @@ void AdamW::build_groups() {
                      p.name, "' of group '", g.name, "' is not a table of ", rows < 0 ? p.local_shape[0] : rows,
                      " rows indexed by input ids");
         rows = p.local_shape[0];
+        LINGUA_CHECK(p.placement.kind == Placement::whole, "row-sparse AdamW: table '", p.name,
+                     "' is split over processes (row-sparse updates need whole tables)");
         g.segments.push_back({p.offset, p.grad_offset, p.numel, p.bf16_offset, id});
         continue;
       }
+      const bool split = p.placement.kind != Placement::whole;
       ParamGroup::Segment* last = g.segments.empty() ? nullptr : &g.segments.back();
-      const bool joins = merge && last && last->offset + last->numel == p.offset &&
+      const bool joins = merge && last && last->split == split && last->offset + last->numel == p.offset &&
                          last->grad_offset + last->numel == p.grad_offset &&
                          ((last->bf16_offset < 0 && p.bf16_offset < 0) ||
                           (last->bf16_offset >= 0 && last->bf16_offset + last->numel == p.bf16_offset));
       if (joins)
         last->numel += p.numel;
       else
-        g.segments.push_back({p.offset, p.grad_offset, p.numel, p.bf16_offset, -1});
+        g.segments.push_back({p.offset, p.grad_offset, p.numel, p.bf16_offset, -1, split});
     }
+  // Split parameters' segments first: their partial norm is summed over the processes before the
+  // whole parameters' part (the same on every process) is added (see apply()).
+  for (ParamGroup& g : groups_)
+    std::stable_partition(g.segments.begin(), g.segments.end(), [](const ParamGroup::Segment& s) { return s.split; });
   if (rows >= 0 && rows_.numel() != rows) {
     if (store_.device() == Device::cuda) {
       rows_dev_ = DeviceBuffer(rows * sizeof(int32_t));
@@ -173,9 +180,12 @@ void AdamW::apply() {
     GroupStats* st = sc.at<GroupStats>(g.stats_slot);
     for (size_t k = 0; k < g.segments.size(); ++k) {
       const ParamGroup::Segment& s = g.segments[k];
-      if (s.table >= 0) sum_squares_rows_device(store_.grad(s.table), rows_, &st->sq, k > 0);
+      // The split parameters' part (they come first) summed over the processes, then the rest.
+      if (k > 0 && g.segments[k - 1].split && !s.split) split_norm_reducer_(&st->sq);
+      if (s.table >= 0) sum_squares_rows_device(store_.local_grad(s.table), rows_, &st->sq, k > 0);
       else sum_squares_device(flat(grads, s.grad_offset, s.numel, dev), &st->sq, k > 0);
     }
+    if (!g.segments.empty() && g.segments.back().split) split_norm_reducer_(&st->sq);
     clip_coefficient_device(dev, &st->sq, g.hyper.clip, &st->coef, &st->norm);
     sqs.push_back(&st->sq);
     coefs.push_back(&st->coef);
@@ -189,8 +199,8 @@ void AdamW::apply() {
     h.step_device = sc.at<AdamWStepScalars>(g.step_slot);
     for (const ParamGroup::Segment& s : g.segments) {
       if (s.table >= 0) {
-        adamw_update_rows(store_.param(s.table), store_.grad(s.table), m(s.table), v(s.table), rows_, h,
-                          store_.bf16_copy(s.table));
+        adamw_update_rows(store_.local_param(s.table), store_.local_grad(s.table), m(s.table), v(s.table), rows_, h,
+                          store_.local_bf16(s.table));
         continue;
       }
       const Tensor copy = s.bf16_offset < 0 || dev != Device::cuda
@@ -223,7 +233,7 @@ Tensor AdamW::moment(int which, int id) const {
   sync();
   const ParamInfo& p = store_.info(id);
   LINGUA_CHECK(p.grad_offset >= 0, "internal error: parameter '", p.name, "' is frozen: it has no moments");
-  Tensor t = store_.param(id);
+  Tensor t = store_.local_param(id);
   t.data = moment_base(which) + p.grad_offset;
   return t;
 }

@@ -12,6 +12,7 @@
 // coefficient and the step constants from there. Nothing waits for the host, so on CUDA the update
 // can be captured in a CUDA graph.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -33,6 +34,7 @@ struct ParamGroup {
     int64_t offset, grad_offset, numel;  // in floats
     int64_t bf16_offset;                 // -1: no bf16 copy
     int table = -1;                      // row-sparse: the table's parameter id
+    bool split = false;                  // parameters split over processes (their local part)
   };
   std::vector<Segment> segments;
   size_t step_slot = 0, stats_slot = 0;  // in StepScalars: AdamWStepScalars (host-written), GroupStats
@@ -66,6 +68,12 @@ class AdamW {
   // the step). When any is NaN or inf, apply() skipped the whole step on the device: parameters and
   // moments are unchanged (the caller takes the step back with set_steps_taken, or stops).
   std::map<std::string, double> last_grad_norms() const;
+
+  // Parameters split over processes (ParamInfo::placement): each process holds a part of their
+  // gradients, so a group's norm needs the sum of every process's part. `reducer` sums a group's
+  // partial sum of squares (a double in the store's device memory) over the processes, complete
+  // on the library stream when it returns (capturable). Set by the sharding layer.
+  void set_split_norm_reducer(std::function<void(double* sq)> reducer) { split_norm_reducer_ = std::move(reducer); }
 
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
@@ -103,6 +111,7 @@ class AdamW {
   DeviceBuffer rows_dev_;           // CUDA: the rows seen
   Tensor rows_;
   int64_t t_ = 0;
+  std::function<void(double*)> split_norm_reducer_ = [](double*) {};
 };
 
 }  // namespace lingua

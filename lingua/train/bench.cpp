@@ -7,7 +7,8 @@
 
 #include "lingua/core/cuda.h"
 #include "lingua/core/philox.h"
-#include "lingua/dist/ddp.h"
+#include "lingua/dist/fsdp.h"
+#include "lingua/dist/layout.h"
 #include "lingua/dist/world.h"
 #include "lingua/exec/executor.h"
 #include "lingua/model/ffn/ffn.h"
@@ -55,22 +56,21 @@ BenchResult run_bench(const TrainConfig& cfg) {
   LINGUA_CHECK(cfg.model.vocab_size > 0, "lingua bench needs model.vocab_size (random tokens, no tokenizer)");
   Device dev = resolve_device(cfg.device);
   check_ffn_config(cfg.model, &cfg.optim);
-  // Under a launcher: data parallel over its processes (weak scaling, B x T tokens per process).
+  // Under a launcher: data parallel over its processes (weak scaling, B x T tokens per process),
+  // sharded as distributed.* says.
   World& world = process_world();
   const int W = world.size();
+  const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, W);
   if (dev == Device::cuda) select_local_gpu(world);
   ModelDims dims = resolve_dims(cfg.model, cfg.model.vocab_size);
   Transformer model(cfg.model, dims);
+  if (layout.fsdp()) shard_block_weights(model, W, world.rank());
   model.to_device(dev);
   Executor exec(model);
   exec.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
   std::unique_ptr<AdamW> opt_owner = make_optimizer(model, cfg.optim);
   AdamW& opt = *opt_owner;
-  std::unique_ptr<DataParallel> ddp;
-  if (W > 1) {
-    ddp = std::make_unique<DataParallel>(exec, world.tensors(dev));
-    if (opt.row_sparse()) ddp->reduce_also([&opt] { return opt.rows_seen(); });
-  }
+  std::unique_ptr<LayerHooks> parallel = attach_data_parallel(layout, exec, opt, world.tensors(dev), cfg.grad_acc_steps);
   const int B = cfg.data.batch_size, T = cfg.data.seq_len;
   LINGUA_CHECK(T <= dims.max_seqlen, "data.seq_len (", T, ") exceeds model.max_seqlen (", dims.max_seqlen, ")");
   // Random tokens, as the anchor: uniform ids, fixed for the run.
@@ -101,7 +101,7 @@ BenchResult run_bench(const TrainConfig& cfg) {
   r.impl = "lingua.cpp";
   r.device = dev == Device::cuda ? cuda_device_name() : "cpu";
   r.gpus = W;
-  r.dist = W > 1 ? "ddp" : "none";
+  r.dist = layout.fsdp() ? "fsdp" : W > 1 ? "ddp" : "none";
   ParamCounts pc = model.param_counts();
   r.total_params = pc.total;
   r.ffn_layers = model.describe_ffn();

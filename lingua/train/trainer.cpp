@@ -19,6 +19,8 @@
 #include "lingua/data/loader.h"
 #include "lingua/data/tokenizer.h"
 #include "lingua/dist/ddp.h"
+#include "lingua/dist/fsdp.h"
+#include "lingua/dist/layout.h"
 #include "lingua/dist/world.h"
 #include "lingua/eval/validation.h"
 #include "lingua/exec/executor.h"
@@ -112,6 +114,7 @@ struct Run {
   AdamW& opt;
   DataLoader& loader;
   Communicator& host;  // the data-parallel ranks' control collectives
+  bool sharded;        // parameters split over the ranks (FSDP): gathered for checkpoints
 };
 
 // Every rank's train state goes to rank 0, which writes the checkpoint (the weights and moments
@@ -119,10 +122,11 @@ struct Run {
 void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
   const TrainState mine{step, r.opt.steps_taken(), r.loader.state()};
   const std::vector<std::string> all = r.host.all_gather_strings(train_state_json(mine));
+  const SplitValues split = r.sharded ? gather_split_values(r.host, r.exec.model().params(), r.opt) : SplitValues();
   if (r.host.rank() == 0) {
     std::vector<TrainState> states;
     for (size_t k = 0; k < all.size(); ++k) states.push_back(parse_train_state(all[k], "rank " + std::to_string(k)));
-    save_training_checkpoint(root, r.cfg, r.exec.model(), r.opt, states);
+    save_training_checkpoint(root, r.cfg, r.exec.model(), r.opt, states, &split);
     prune_checkpoints(root, r.cfg.checkpoint.dump.keep);
   }
   r.host.barrier();
@@ -142,7 +146,7 @@ void run_validation(const Run& r, const Tokenizer& tok, int64_t step, const std:
       std::fprintf(stderr, "eval step %lld | %s: nll/token %.4f  bits/byte %.4f  (%lld tokens)\n", (long long)step,
                    src.c_str(), v.nll_per_token(), v.bits_per_byte(), (long long)v.tokens);
   }
-  append_line(path, j);
+  if (!path.empty()) append_line(path, j);  // (rank 0's path; the others have none)
 }
 
 }  // namespace
@@ -156,6 +160,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   World& world = process_world();  // the processes of the run (one when not started by a launcher)
   Communicator& host = world.host();
   const bool lead = world.rank() == 0;  // writes metrics, config and checkpoints, and prints
+  const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, world.size());
+  if (lead && !hooks.quiet)
+    for (const std::string& note : layout.notes) std::fprintf(stderr, "note: %s\n", note.c_str());
   if (cfg.threads > 0) {
     omp_set_num_threads(cfg.threads);
     openblas_set_num_threads(cfg.threads);
@@ -180,6 +187,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   auto tok = make_tokenizer(cfg.data.tokenizer);
   ModelDims dims = resolve_dims(cfg.model, tok->n_words());
   Transformer model(cfg.model, dims);
+  if (layout.fsdp()) shard_block_weights(model, world.size(), world.rank());  // each rank keeps its shards
   const Device device = resolve_device(cfg.device);
   if (device == Device::cuda) select_local_gpu(world);  // before any CUDA work
   model.to_device(device);
@@ -189,16 +197,12 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   AdamW& opt = *opt_owner;
   // Gradients summed over the ranks during the backward (the same init on every rank: the weights
   // are drawn by name from the seed).
-  std::unique_ptr<DataParallel> ddp;
-  if (world.size() > 1) {
-    ddp = std::make_unique<DataParallel>(exec, world.tensors(device));
-    if (opt.row_sparse()) ddp->reduce_also([&opt] { return opt.rows_seen(); });  // rows seen on any rank
-  }
+  std::unique_ptr<LayerHooks> parallel = attach_data_parallel(layout, exec, opt, world.tensors(device), cfg.grad_acc_steps);
   DataLoader loader(cfg.data, *tok, world.rank(), world.size());
   if (cfg.checkpoint.eval.every > 0)  // fail now, not at the first evaluation
     check_validation_data(cfg.data, *tok, "checkpoint.eval.every = " + std::to_string(cfg.checkpoint.eval.every) +
                                               " (set it to 0 to train without validation): ");
-  Run run{cfg, exec, opt, loader, host};
+  Run run{cfg, exec, opt, loader, host, layout.fsdp()};
   const bool quiet = hooks.quiet || !lead;
 
   ParamCounts pc = model.param_counts();
@@ -222,8 +226,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                  human_count((double)pc.active_non_embedding).c_str(), dims.n_layers, dims.dim, dims.n_heads,
                  dims.n_kv_heads, dims.hidden, model.describe_ffn().c_str(), dims.vocab, (long long)tokens_per_step,
                  device == Device::cuda ? cuda_device_name().c_str() : "cpu",
-                 world.size() > 1 ? (" x " + std::to_string(world.size()) + " processes (data parallel, " +
-                                      world.host().backend() + (device == Device::cuda ? " + nccl)" : ")"))
+                 world.size() > 1 ? (" | " + layout.describe() + " (" + world.host().backend() +
+                                      (device == Device::cuda ? " + nccl)" : ")"))
                                         .c_str()
                                   : "");
   }
@@ -407,8 +411,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
         }
       }
     }
-    if (cfg.checkpoint.eval.every > 0 && step % cfg.checkpoint.eval.every == 0 && lead)
-      run_validation(run, *tok, step, eval_path, quiet);  // (the other ranks wait at the next step)
+    // Every rank evaluates (a sharded model's forward is collective); rank 0 writes the results.
+    if (cfg.checkpoint.eval.every > 0 && step % cfg.checkpoint.eval.every == 0)
+      run_validation(run, *tok, step, eval_path, quiet);
     bool dump = (cfg.checkpoint.dump.every > 0 && step % cfg.checkpoint.dump.every == 0) || step == cfg.steps;
     if (dump) {
       save_checkpoint(run, step, root);

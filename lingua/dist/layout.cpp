@@ -1,0 +1,47 @@
+#include "lingua/dist/layout.h"
+
+#include "lingua/core/error.h"
+
+namespace lingua {
+
+std::string ParallelLayout::describe() const {
+  if (world == 1) return "one process";
+  return std::string(fsdp() ? "FSDP" : "DDP") + " over " + std::to_string(world) + " processes";
+}
+
+ParallelLayout resolve_parallel_layout(const DistributedConfig& d, int world) {
+  ParallelLayout l;
+  l.world = world;
+  l.replicate = world;
+  const std::string type = d.fsdp_type.value_or("no_shard");
+  if (world == 1) {
+    if (d.dp_shard > 1 || d.dp_replicate > 1)
+      l.notes.push_back("distributed.dp_shard and dp_replicate have no effect with one process (the launcher starts "
+                        "the processes: mpirun, torchrun, srun or `lingua launch`)");
+    return l;
+  }
+  if (type == "no_shard") {
+    LINGUA_CHECK(d.dp_shard == 1, "config key 'distributed.dp_shard' is ", d.dp_shard,
+                 ": sharding needs distributed.fsdp_type: full_shard (no_shard is DDP, every process holds the "
+                 "whole model)");
+  } else {
+    LINGUA_CHECK(world % d.dp_shard == 0, "config key 'distributed.dp_shard' is ", d.dp_shard, " but ", world,
+                 " processes were started: the shard group size must divide the number of processes");
+    l.shard = d.dp_shard;
+    l.replicate = world / d.dp_shard;
+    LINGUA_CHECK(l.shard == 1 || l.shard == world, "config keys 'distributed.dp_shard' (", d.dp_shard,
+                 ") and the ", world, " processes ask for hybrid sharding (HSDP: ", l.replicate, " replicas of ",
+                 l.shard, " shards), which is not implemented yet: use dp_shard ", world, " (FSDP) or 1 (DDP)");
+    if (l.shard == 1)
+      l.notes.push_back("distributed.fsdp_type full_shard with distributed.dp_shard 1 shards nothing (as in Lingua, "
+                        "dp_shard is the sharding group): DDP over " + std::to_string(world) +
+                        " processes; set dp_shard " + std::to_string(world) + " for FSDP");
+  }
+  if (d.dp_replicate != 1 && d.dp_replicate != l.replicate)
+    l.notes.push_back("distributed.dp_replicate is " + std::to_string(d.dp_replicate) + " but " + std::to_string(world) +
+                      " processes were started: " + std::to_string(l.replicate) +
+                      " replicas (as in Lingua, it follows the number of processes)");
+  return l;
+}
+
+}  // namespace lingua

@@ -1,0 +1,27 @@
+#pragma once
+// How a run's processes divide the work, from Lingua's distributed.* keys and the number of
+// processes the launcher started (Lingua's rules: dp_shard is the size of a sharding group,
+// dp_replicate follows the world size):
+//   fsdp_type no_shard (the default)  DDP over every process; dp_shard must be 1.
+//   fsdp_type full_shard, dp_shard S  S == world: FSDP over every process; S == 1: shards nothing,
+//                                     DDP; 1 < S < world (HSDP) is not implemented yet.
+// With one process, every size is accepted with a note (nothing to divide).
+#include <string>
+#include <vector>
+
+#include "lingua/config/train_config.h"
+
+namespace lingua {
+
+struct ParallelLayout {
+  int world = 1;
+  int replicate = 1, shard = 1;  // replicate x shard = world
+  bool fsdp() const { return shard > 1; }
+  std::string describe() const;  // "DDP over 4 processes", "FSDP over 4 processes", "one process"
+  std::vector<std::string> notes;  // settings changed or ignored, for the log
+};
+
+// Fails naming the key when the sizes do not fit the world size.
+ParallelLayout resolve_parallel_layout(const DistributedConfig& d, int world);
+
+}  // namespace lingua
