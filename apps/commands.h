@@ -16,6 +16,7 @@ int prepare_main(const Args& args);
 int bench_main(const Args& args);
 int stem_edit_main(const Args& args);
 int launch_main(const Args& args);
+int stool_main(const Args& args);
 
 // True when args ask for help (--help or -h).
 bool wants_help(const Args& args);

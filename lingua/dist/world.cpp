@@ -1,6 +1,7 @@
 #include "lingua/dist/world.h"
 
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 
@@ -29,6 +30,44 @@ int env_int(const char* name, int fallback, int lo) {
   return x;
 }
 
+// This node's entry of a SLURM tasks-per-node list: "4(x2),3" is 4, 4, 3 tasks on nodes 0, 1, 2.
+// 0 when the list cannot be read.
+int tasks_on_node(const std::string& list, int node) {
+  int n = 0;
+  size_t i = 0;
+  while (i < list.size()) {
+    size_t end = list.find(',', i);
+    if (end == std::string::npos) end = list.size();
+    const std::string item = list.substr(i, end - i);
+    int tasks = 0, repeat = 1;
+    if (std::sscanf(item.c_str(), "%d(x%d)", &tasks, &repeat) < 1 || tasks < 1 || repeat < 1) return 0;
+    if (node < n + repeat) return tasks;
+    n += repeat;
+    i = end + 1;
+  }
+  return 0;
+}
+
+// Processes on this node of a SLURM step: the step's layout (srun's), else the job's.
+int slurm_local_size(int fallback) {
+  const int node = env_int("SLURM_NODEID", 0, 0);
+  if (const char* l = env_or("SLURM_STEP_TASKS_PER_NODE"))
+    if (int n = tasks_on_node(l, node)) return n;
+  if (env_or("SLURM_NTASKS_PER_NODE")) return env_int("SLURM_NTASKS_PER_NODE", 1, 1);
+  if (const char* l = env_or("SLURM_TASKS_PER_NODE"))
+    if (int n = tasks_on_node(l, node)) return n;
+  return fallback;
+}
+
+// MASTER_ADDR and MASTER_PORT of a multi-process run, checked; `what` names the launch.
+void read_master(DistEnv& e, const std::string& what) {
+  const char* addr = env_or("MASTER_ADDR");
+  LINGUA_CHECK(addr, what, " but MASTER_ADDR is not set (the host of rank 0)");
+  e.master_addr = addr;
+  e.master_port = env_int("MASTER_PORT", -1, 1);
+  LINGUA_CHECK(e.master_port > 0 && e.master_port < 65536, what, " but MASTER_PORT is not set to a port (1-65535)");
+}
+
 }  // namespace
 
 DistEnv detect_dist_env() {
@@ -47,13 +86,27 @@ DistEnv detect_dist_env() {
     e.local_rank = env_int("LOCAL_RANK", e.rank, 0);
     e.local_size = env_int("LOCAL_WORLD_SIZE", e.size, 1);
     e.torchelastic = std::getenv("TORCHELASTIC_RUN_ID") != nullptr;
+    if (e.size > 1) read_master(e, "WORLD_SIZE=" + std::to_string(e.size));
+  } else if (std::getenv("SLURM_PROCID") && std::getenv("SLURM_NTASKS")) {
+    // A task of srun (SLURM_STEP_NUM_TASKS: the step's size), or the batch script itself, which
+    // has SLURM_PROCID=0 and the job's SLURM_NTASKS but is one process.
+    e.launcher = "slurm";
+    const bool srun_step = env_or("SLURM_STEP_NUM_TASKS") != nullptr;
+    const char* size_var = srun_step ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
+    e.size = env_int(size_var, 1, 1);
+    LINGUA_CHECK(srun_step || e.size == 1, "SLURM_NTASKS=", e.size,
+                 " but this process was not started by srun (SLURM_STEP_NUM_TASKS is not set): start the ",
+                 e.size, " tasks with srun (as `lingua stool`'s submit.slurm does), or run with --ntasks=1");
+    e.rank = env_int("SLURM_PROCID", 0, 0);
+    e.local_rank = env_int("SLURM_LOCALID", 0, 0);
+    e.local_size = slurm_local_size(e.size);
     if (e.size > 1) {
-      const char* addr = env_or("MASTER_ADDR");
-      LINGUA_CHECK(addr, "WORLD_SIZE=", e.size, " but MASTER_ADDR is not set (the host of rank 0)");
-      e.master_addr = addr;
-      e.master_port = env_int("MASTER_PORT", -1, 1);
-      LINGUA_CHECK(e.master_port > 0 && e.master_port < 65536, "WORLD_SIZE=", e.size,
-                   " but MASTER_PORT is not set to a port (1-65535)");
+      if (!env_or("MASTER_ADDR") && started_by_mpi()) {
+        e.launcher = "mpi";  // srun --mpi=pmix (or pmi2) without MASTER_ADDR: MPI bootstraps the ranks
+      } else {
+        read_master(e, std::string(size_var) + "=" + std::to_string(e.size) +
+                           " (srun; the job script exports MASTER_ADDR and MASTER_PORT, see `lingua stool`)");
+      }
     }
   } else if (started_by_mpi()) {
     e.launcher = "mpi";  // PMIx / PMI without Open MPI's variables: MPI tells the ranks
@@ -87,7 +140,7 @@ World& process_world() {
     std::unique_ptr<Communicator> host;
     if (env.launcher == "mpi") {
       host = MpiComm::world();
-    } else if (env.launcher == "env" && env.size > 1) {
+    } else if ((env.launcher == "env" || env.launcher == "slurm") && env.size > 1) {
       // A rank may wait long in a collective while rank 0 writes a checkpoint or validates: 30
       // minutes, as torch.distributed's default.
       host = std::make_unique<TcpComm>(env.rank, env.size, env.master_addr,

@@ -1,10 +1,16 @@
 #pragma once
 // The processes of a run and how they talk. One process per GPU (or per CPU worker), started by
-//   mpirun / srun with MPI   OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK} (or PMIx): MPI host collectives
-//   torchrun, `lingua launch`, srun from `lingua stool`'s script
+//   mpirun                   OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK} (or PMIx): MPI host collectives
+//   torchrun, `lingua launch`
 //                            RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT: TCP host
 //                            collectives (see tcp_comm.h)
+//   srun (`lingua stool`'s submit.slurm)
+//                            SLURM_PROCID, SLURM_STEP_NUM_TASKS / SLURM_NTASKS, SLURM_LOCALID, and
+//                            MASTER_ADDR, MASTER_PORT exported by the job script: TCP host
+//                            collectives; without MASTER_ADDR under srun --mpi=pmix, MPI
 //   nothing                  one process (LocalComm)
+// A job script (sbatch) running the program itself, not through srun, is one process; with
+// SLURM_NTASKS > 1 that is an error (it would wait for tasks that never start).
 // On CUDA each process takes GPU local_rank, and the tensor collectives go over NCCL.
 #include <memory>
 #include <string>
@@ -14,7 +20,7 @@
 namespace lingua {
 
 struct DistEnv {
-  std::string launcher = "none";  // "none", "mpi", "env" (torchrun-style variables)
+  std::string launcher = "none";  // "none", "mpi", "env" (torchrun-style variables), "slurm" (srun)
   int rank = 0, size = 1, local_rank = 0, local_size = 1;
   std::string master_addr;
   int master_port = 0;
