@@ -5,7 +5,8 @@
 //  - a run stopped at a checkpoint and resumed gives bitwise the losses of an uninterrupted run;
 //  - the checkpoint holds one train state per rank and weights that one process loads
 //    (load_model) equal to every rank's trained weights;
-//  - resuming with another rank count is refused naming both counts;
+//  - one process loads it with the ranks' data-loader states re-split over one rank (resuming on
+//    another count end to end: test_resplit_e2e.cpp);
 //  - metrics.jsonl is written once (by rank 0), with the loss over every rank's tokens.
 #include <gtest/gtest.h>
 
@@ -13,6 +14,7 @@
 
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/core/cuda.h"
+#include "lingua/data/loader.h"
 #include "lingua/dist/world.h"
 #include "lingua/train/trainer.h"
 #include "tests/test_util.h"
@@ -98,11 +100,15 @@ TEST(DistributedTrain, DeterministicResumableAndLoadableInOneProcess) {
     if (host().rank() == 0) {
       LoadedModel m = load_model(ckpt);
       EXPECT_EQ(m.model->params().host_values(), trained) << "the checkpoint's weights are not the trained ones";
-      // The data-loader state is per rank: another rank count is refused, naming both.
+      // The data-loader state is per rank: one process gets the W ranks' states re-split.
       auto opt = std::make_unique<AdamW>(m.model->params(), m.config.optim);
-      const std::string err = test_e2e::error_of([&] { load_training_checkpoint(ckpt, *m.model, *opt, 0, 1); });
-      EXPECT_NE(err.find("saved by " + std::to_string(W) + " data-parallel ranks"), std::string::npos) << err;
-      EXPECT_NE(err.find("this run has 1"), std::string::npos) << err;
+      const TrainState st = load_training_checkpoint(ckpt, *m.model, *opt, 0, 1);
+      EXPECT_EQ(st.step, 8);
+      EXPECT_EQ(st.resplit_from, W);
+      EXPECT_EQ(st.resplit_step, 8);
+      DataLoader one(m.config.data, *m.tokenizer);
+      one.load_state(st.data_loader);
+      EXPECT_EQ(one.next().batch_size, m.config.data.batch_size);
       // metrics.jsonl: one line per logged step (rank 0 writes it).
       const auto lines = read_jsonl(a / "metrics.jsonl");
       ASSERT_EQ(lines.size(), 5u);  // steps 1, 2, 4, 6, 8
