@@ -40,7 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const TrainState back = lingua_fuzz::must_succeed("a written train state reads back", [&] {
     return parse_train_state(train_state_json(st), "written");
   });
-  FUZZ_CHECK(back.step == st.step && back.optimizer_steps == st.optimizer_steps && back.data_loader == st.data_loader,
+  FUZZ_CHECK(back.step == st.step && back.optimizer_steps == st.optimizer_steps && back.data_loader == st.data_loader &&
+                 back.resplit_from == st.resplit_from && back.resplit_step == st.resplit_step,
              "train state round trip changed it");
 
   const BytesTokenizer tok;

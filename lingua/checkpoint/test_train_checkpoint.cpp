@@ -1,6 +1,7 @@
 // The checkpoint layout (train_checkpoint.h): a training checkpoint written and read back (weights,
 // moments of the trainable parameters only, train state), its files' names, the weights-only
-// checkpoint with extra files, and load_model on both.
+// checkpoint with extra files, load_model on both, and a checkpoint of N ranks loaded on M (the
+// data-loader states re-split).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -9,6 +10,9 @@
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/safetensors.h"
 #include "lingua/checkpoint/train_checkpoint.h"
+#include "lingua/data/loader.h"
+#include "lingua/data/resplit.h"
+#include "lingua/data/testing.h"
 
 namespace fs = std::filesystem;
 using namespace lingua;
@@ -146,4 +150,69 @@ TEST(TrainCheckpoint, BadTrainStateNamesFileAndKey) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("'step'"), std::string::npos) << e.what();
   }
+}
+
+// A checkpoint of 2 ranks loads on 1 or 3 with the loader states re-split (resplit.h), on 2 as
+// saved; states that cannot be re-split fail before the model is touched, and resuming then falls
+// back to the newest checkpoint that loads, as for any bad train state.
+TEST(TrainCheckpoint, AnotherRankCountLoadsReSplit) {
+  test_util::TempDir data;
+  for (int c = 0; c < 2; ++c)
+    test_util::write_file(data.path / "s" / ("s.chunk." + std::to_string(c) + ".jsonl"),
+                          test_util::jsonl_of({"one document", "and another", "and a third one"}));
+  DataConfig dc;
+  dc.root_dir = data.str();
+  dc.sources = {{"s", 1.0}};
+  dc.seq_len = 8;
+  dc.prefetch_size = 2;
+  BytesTokenizer tok;
+  std::vector<nlohmann::json> loaders;
+  for (int r = 0; r < 2; ++r) {
+    DataLoader l(dc, tok, r, 2);
+    l.next();
+    loaders.push_back(l.state());
+  }
+  const TrainConfig cfg = config();
+  const ModelDims d = resolve_dims(cfg.model, 258);
+  Transformer m(cfg.model, d);
+  AdamW opt(m.params(), cfg.optim);
+  const fs::path root = fresh_dir("resplit");
+  save_training_checkpoint(root.string(), cfg, m, opt, std::vector<TrainState>{{4, 4, loaders[0]}, {4, 4, loaders[1]}});
+  const std::string dir = (root / checkpoint_dir_name(4)).string();
+  for (int world : {1, 3})
+    for (int rank = 0; rank < world; ++rank) {
+      const TrainState st = load_training_checkpoint(dir, m, opt, rank, world);
+      EXPECT_EQ(st.step, 4);
+      EXPECT_EQ(st.resplit_from, 2);
+      EXPECT_EQ(st.resplit_step, 4);
+      EXPECT_EQ(st.data_loader, resplit_loader_states(loaders, world)[rank]);
+      DataLoader l(dc, tok, rank, world);
+      l.load_state(st.data_loader);
+      l.next();
+      // The record is written with the train state and read back.
+      EXPECT_EQ(parse_train_state(train_state_json(st), "x").resplit_from, 2);
+    }
+  const TrainState same = load_training_checkpoint(dir, m, opt, 1, 2);
+  EXPECT_EQ(same.data_loader, loaders[1]);
+  EXPECT_EQ(same.resplit_from, 0);
+  EXPECT_EQ(train_state_json(same).find("data_resplit"), std::string::npos);
+
+  // Rank 1's state is not one of the same run: refused, naming the checkpoint, before the weights load.
+  save_training_checkpoint(root.string(), cfg, m, opt, std::vector<TrainState>{{5, 5, loaders[0]}, {5, 5, loaders[0]}});
+  const std::string bad = (root / checkpoint_dir_name(5)).string();
+  Transformer m2(cfg.model, d);
+  m2.params().set_param(0, std::vector<float>(m2.params().info(0).numel, 0.5f).data());
+  const std::vector<float> before = m2.params().host_values();
+  AdamW opt2(m2.params(), cfg.optim);
+  const std::string e = test_util::error_of([&] { load_training_checkpoint(bad, m2, opt2, 0, 1); });
+  EXPECT_NE(e.find(bad), std::string::npos) << e;
+  EXPECT_NE(e.find("re-splitting the data loader states of its 2 ranks over 1"), std::string::npos) << e;
+  EXPECT_NE(e.find("saved by rank 0 but it is state 1"), std::string::npos) << e;
+  EXPECT_EQ(m2.params().host_values(), before);
+  auto resumed = load_latest_training_checkpoint(root.string(), m2, opt2, {}, 0, 1);
+  ASSERT_TRUE(resumed);
+  EXPECT_EQ(resumed->path, dir);
+  ASSERT_EQ(resumed->skipped.size(), 1u);
+  EXPECT_EQ(resumed->skipped[0].path, bad);
+  EXPECT_EQ(resumed->state.resplit_from, 2);
 }

@@ -8,6 +8,7 @@
 #include "lingua/checkpoint/model_io.h"
 #include "lingua/checkpoint/safetensors.h"
 #include "lingua/core/cuda.h"
+#include "lingua/data/resplit.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -68,13 +69,45 @@ int checkpoint_rank_count(const std::string& dir) {
   return n;
 }
 
+namespace {
+
+// The train state of rank `rank` of `world` from a checkpoint of `saved` != world ranks: rank 0's,
+// with the data-loader states of all of them re-split over `world` (lingua/data/resplit.h).
+TrainState resplit_train_state(const std::string& dir, int saved, int rank, int world) {
+  std::vector<json> loaders;
+  TrainState first;
+  for (int r = 0; r < saved; ++r) {
+    const std::string path = dir + "/" + CheckpointFiles::train_state(r);
+    TrainState t = parse_train_state(read_text_file(path), path);
+    if (r == 0) first = t;
+    LINGUA_CHECK(t.step == first.step && t.optimizer_steps == first.optimizer_steps, path, " is at step ", t.step,
+                 " (optimizer steps ", t.optimizer_steps, ") but ", CheckpointFiles::train_state(0), " at step ",
+                 first.step, " (", first.optimizer_steps, ")");
+    loaders.push_back(std::move(t.data_loader));
+  }
+  try {
+    first.data_loader = resplit_loader_states(loaders, world).at(rank);
+  } catch (const Error& e) {
+    fail("checkpoint ", dir, ": re-splitting the data loader states of its ", saved, " ranks over ", world, ": ",
+         e.what());
+  }
+  first.resplit_from = saved;
+  first.resplit_step = first.step;
+  return first;
+}
+
+}  // namespace
+
 TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt, int rank, int world) {
-  if (world > 1 || fs::exists(fs::path(dir) / CheckpointFiles::train_state(1))) {
-    const int saved = checkpoint_rank_count(dir);
-    LINGUA_CHECK(saved == world, "checkpoint ", dir, " was saved by ", saved, " data-parallel rank",
-                 saved == 1 ? "" : "s", " (", saved, " train_state files) and this run has ", world,
-                 ": resuming the data loader on another rank count is not implemented yet; run with ", saved,
-                 " processes (its weights load on any count: checkpoint.init_ckpt_path)");
+  LINGUA_CHECK(world >= 1 && rank >= 0 && rank < world, "rank ", rank, " is not in [0, world ", world, ")");
+  // Read the train state first: a bad one fails before the model is touched.
+  const int saved = checkpoint_rank_count(dir);
+  TrainState t;
+  if (saved == world || saved == 0) {  // (none: the read fails naming the file)
+    const std::string path = dir + "/" + CheckpointFiles::train_state(rank);
+    t = parse_train_state(read_text_file(path), path);
+  } else {
+    t = resplit_train_state(dir, saved, rank, world);
   }
   ParamStore& s = model.params();
   load_params(s, dir + "/" + CheckpointFiles::weights);
@@ -89,8 +122,6 @@ TrainState load_training_checkpoint(const std::string& dir, Transformer& model, 
     f.read_into(CheckpointFiles::moment(1, p.name), param_host_tensor(v.data(), p));
     opt.set_moments(id, local_part(p, m).data(), local_part(p, v).data());
   }
-  const std::string path = dir + "/" + CheckpointFiles::train_state(rank);
-  TrainState t = parse_train_state(read_text_file(path), path);
   opt.set_steps_taken(t.optimizer_steps);
   return t;
 }
@@ -100,9 +131,6 @@ std::optional<ResumedCheckpoint> load_latest_training_checkpoint(
     int rank, int world) {
   const std::vector<CheckpointEntry> all = list_checkpoints(root);
   if (all.empty()) return std::nullopt;
-  // Another rank count is not corruption: fail before anything is set aside.
-  if (const int saved = checkpoint_rank_count(all.back().path); saved > 0 && saved != world)
-    load_training_checkpoint(all.back().path, model, opt, rank, world);  // fails naming both counts
   ResumedCheckpoint r;
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     try {

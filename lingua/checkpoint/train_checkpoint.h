@@ -48,11 +48,15 @@ inline void save_training_checkpoint(const std::string& root, const TrainConfig&
   save_training_checkpoint(root, cfg, model, opt, std::vector<TrainState>{state});
 }
 // Reads one back into a model and optimizer built from the same config; returns the train state
-// of data-parallel rank `rank` of `world` (the checkpoint must hold `world` of them: the data
-// loader's state is per rank). Every weight, every trainable parameter's moments and the
-// optimizer's step count are set, so a successful load overwrites whatever an earlier, failed one
-// left. On a corrupt file (truncated, bad header, checksum mismatch) fails naming the file;
-// tensors are read and set one by one, so a failure leaves the model and optimizer partly loaded.
+// of data-parallel rank `rank` of `world`. The data loader's state is per rank: a checkpoint of
+// another rank count has its ranks' loader states re-split over `world` (lingua/data/resplit.h:
+// what is replayed), and the state returned says so (resplit_from = the saved count, resplit_step
+// = its step); every rank of the new run computes the same split. Every weight, every trainable
+// parameter's moments and the optimizer's step count are set, so a successful load overwrites
+// whatever an earlier, failed one left. A train state that does not parse, or states that cannot
+// be re-split (unreadable, from other configs), fail before the model is touched; on a corrupt
+// tensor file (truncated, bad header, checksum mismatch) fails naming the file; tensors are read
+// and set one by one, so such a failure leaves the model and optimizer partly loaded.
 TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt, int rank = 0,
                                     int world = 1);
 // How many train_state_*.json files (data-parallel ranks) a checkpoint holds.
@@ -78,7 +82,7 @@ struct ResumedCheckpoint {
 // nullopt when there is no complete checkpoint. When none loads, fails naming each with its error
 // and sets nothing aside (a mismatched config fails on all of them; starting from scratch instead
 // would overwrite them).
-// `rank`, `world`: as load_training_checkpoint.
+// `rank`, `world`: as load_training_checkpoint (a checkpoint of another rank count loads, re-split).
 std::optional<ResumedCheckpoint> load_latest_training_checkpoint(
     const std::string& root, Transformer& model, AdamW& opt,
     const std::function<void(const TrainState&)>& load_rest = {}, int rank = 0, int world = 1);

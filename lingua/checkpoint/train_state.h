@@ -3,6 +3,8 @@
 // besides the weights and moments. Kept apart from train_checkpoint.h (which needs the model) so
 // the reader can be tested and fuzzed on its own.
 //   {"step": 300, "optimizer_steps": 300, "scheduler": {"last_step": 300}, "data_loader": {...}}
+// plus, once the data loader was re-split over another rank count (lingua/data/resplit.h),
+//   "data_resplit": {"from_ranks": 2, "at_step": 200}
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -13,12 +15,17 @@ struct TrainState {
   int64_t step = 0;
   int64_t optimizer_steps = 0;
   nlohmann::json data_loader;  // DataLoader::state(); checked by DataLoader::load_state
+  // The last time the run resumed on another data-parallel rank count: the count of the
+  // checkpoint it resumed from and its step (0, 0: never). Kept in the checkpoints after it.
+  int64_t resplit_from = 0;
+  int64_t resplit_step = 0;
 };
 
 // The JSON text of a train state.
 std::string train_state_json(const TrainState& state);
 // Parses a train state. Fails (lingua::Error naming `origin` and the key) on text that is not JSON,
-// not an object, a missing key, or "step" / "optimizer_steps" that are not integers in [0, 2^62].
+// not an object, a missing key, or "step" / "optimizer_steps" that are not integers in [0, 2^62]
+// ("data_resplit" is optional).
 // Other keys ("scheduler", Lingua's "acc_step") are ignored.
 TrainState parse_train_state(const std::string& text, const std::string& origin);
 

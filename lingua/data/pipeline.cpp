@@ -15,11 +15,6 @@ namespace lingua {
 
 namespace {
 
-// Philox streams of the data loader; the rank is mixed in so ranks draw independently.
-constexpr uint32_t kSourceStreamBase = 0xDA7A0000u;
-uint32_t source_rng_stream(int rank) { return kSourceStreamBase + 2u * static_cast<uint32_t>(rank); }
-uint32_t shuffle_rng_stream(int rank) { return kSourceStreamBase + 2u * static_cast<uint32_t>(rank) + 1u; }
-
 nlohmann::json rng_to_json(const PhiloxStream& r) {
   return {{"seed", r.seed}, {"stream", r.stream}, {"counter", r.counter}};
 }
@@ -34,6 +29,11 @@ bool same_rng(const PhiloxStream& a, const PhiloxStream& b) {
 }
 
 }  // namespace
+
+// Philox streams of the data loader; the rank is mixed in so ranks draw independently.
+constexpr uint32_t kSourceStreamBase = 0xDA7A0000u;
+uint32_t data_source_rng_stream(int rank) { return kSourceStreamBase + 2u * static_cast<uint32_t>(rank); }
+uint32_t data_shuffle_rng_stream(int rank) { return kSourceStreamBase + 2u * static_cast<uint32_t>(rank) + 1u; }
 
 std::vector<ChunkAssignment> assign_chunks(const std::vector<std::string>& chunk_files, int rank, int world_size) {
   LINGUA_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "data: rank ", rank, " is not in [0, world_size ",
@@ -54,7 +54,17 @@ std::vector<ChunkAssignment> assign_chunks(const std::vector<std::string>& chunk
 // ---- SourceReader ----
 
 nlohmann::json SourceReaderState::to_json() const {
-  return {{"file_index", file_index}, {"offset", offset}, {"line", line}, {"epoch", epoch}};
+  nlohmann::json j = {{"file_index", file_index}, {"offset", offset}, {"line", line}, {"epoch", epoch}};
+  if (!already_read.empty()) {  // absent otherwise: states without a re-split stay as they were
+    nlohmann::json files = nlohmann::json::object();
+    for (const auto& [name, sets] : already_read) {
+      nlohmann::json list = nlohmann::json::array();
+      for (const ReadLines& r : sets) list.push_back({{"stride", r.stride}, {"offset", r.offset}, {"end", r.end}});
+      files[name] = list;
+    }
+    j["already_read"] = files;
+  }
+  return j;
 }
 
 SourceReaderState SourceReaderState::from_json(const nlohmann::json& j) {
@@ -64,6 +74,21 @@ SourceReaderState SourceReaderState::from_json(const nlohmann::json& j) {
   s.offset = json_int(j, "offset", 0, kMaxStateCount, what);
   s.line = json_int(j, "line", 0, kMaxStateCount, what);
   s.epoch = json_int(j, "epoch", 0, kMaxStateCount, what);
+  if (auto it = j.find("already_read"); it != j.end()) {
+    constexpr const char* what_read = "data loader state: reader: already_read";
+    LINGUA_CHECK(it->is_object(), what_read, " must be an object of chunk file names, got ", json_excerpt(*it));
+    for (const auto& [name, list] : it->items()) {
+      LINGUA_CHECK(list.is_array(), what_read, ": '", name, "' must be a list, got ", json_excerpt(list));
+      std::vector<ReadLines>& sets = s.already_read[name];
+      for (const nlohmann::json& e : list) {
+        ReadLines r;
+        r.stride = json_int(e, "stride", 1, kMaxStateCount, what_read);
+        r.offset = json_int(e, "offset", 0, r.stride - 1, what_read);
+        r.end = json_int(e, "end", -1, kMaxStateCount, what_read);
+        sets.push_back(r);
+      }
+    }
+  }
   return s;
 }
 
@@ -78,6 +103,7 @@ void SourceReader::set_state(const SourceReaderState& state) {
                "data source '", source_, "': reader state ", state.to_json().dump(), " does not fit its ",
                files_.size(), " chunk file(s)");
   in_.close();
+  read_here_ = nullptr;
   state_ = state;
   wraps_without_document_ = 0;
 }
@@ -87,6 +113,8 @@ void SourceReader::open_current() {
   in_.clear();
   in_.open(path, std::ios::binary);
   LINGUA_CHECK(in_.is_open(), "data source '", source_, "': cannot open chunk file ", path);
+  const auto read = state_.already_read.find(fs::path(path).filename().string());
+  read_here_ = read == state_.already_read.end() ? nullptr : &read->second;
   if (state_.offset > 0) {
     std::error_code ec;
     const auto size = fs::file_size(path, ec);
@@ -97,25 +125,51 @@ void SourceReader::open_current() {
   }
 }
 
+void SourceReader::next_file() {
+  in_.close();
+  read_here_ = nullptr;
+  state_.offset = 0;
+  state_.line = 0;
+  if (++state_.file_index == static_cast<int64_t>(files_.size())) {
+    state_.file_index = 0;
+    ++state_.epoch;
+    state_.already_read.clear();  // it described the epoch that just ended
+    LINGUA_CHECK(++wraps_without_document_ < 2, "data source '", source_, "': a whole pass over its chunk files (",
+                 files_.front().path, (files_.size() > 1 ? ", ..." : ""), ") held no valid document for this rank");
+  }
+}
+
+bool SourceReader::current_read_whole() const {
+  if (state_.already_read.empty()) return false;
+  const ChunkAssignment& a = files_[state_.file_index];
+  const auto it = state_.already_read.find(fs::path(a.path).filename().string());
+  if (it == state_.already_read.end()) return false;
+  // One set to the end of the file holding our residue class (our stride is a multiple of its).
+  for (const ReadLines& r : it->second)
+    if (r.end < 0 && a.line_stride % r.stride == 0 && a.line_offset % r.stride == r.offset) return true;
+  return false;
+}
+
 void SourceReader::next_document(std::string* text, DataStats* stats) {
   for (;;) {
-    if (!in_.is_open()) open_current();
-    if (!std::getline(in_, line_)) {  // end of this file
-      in_.close();
-      state_.offset = 0;
-      state_.line = 0;
-      if (++state_.file_index == static_cast<int64_t>(files_.size())) {
-        state_.file_index = 0;
-        ++state_.epoch;
-        LINGUA_CHECK(++wraps_without_document_ < 2, "data source '", source_, "': a whole pass over its chunk files (",
-                     files_.front().path, (files_.size() > 1 ? ", ..." : ""), ") held no valid document for this rank");
+    if (!in_.is_open()) {
+      if (state_.offset == 0 && current_read_whole()) {  // nothing of ours is left in it this epoch
+        next_file();
+        continue;
       }
+      open_current();
+    }
+    if (!std::getline(in_, line_)) {  // end of this file
+      next_file();
       continue;
     }
     state_.offset += static_cast<int64_t>(line_.size()) + (in_.eof() ? 0 : 1);
     const int64_t line = state_.line++;
     const ChunkAssignment& a = files_[state_.file_index];
     if (line % a.line_stride != a.line_offset) continue;  // another rank's line
+    if (read_here_ && std::any_of(read_here_->begin(), read_here_->end(),
+                                  [line](const ReadLines& r) { return r.contains(line); }))
+      continue;  // read in this epoch before a re-split
     LineKind kind = parse_document_line(line_, text);
     if (kind == LineKind::document) {
       ++stats->documents;
@@ -210,8 +264,8 @@ PipelineState PipelineState::from_json(const nlohmann::json& j) {
 Pipeline::Pipeline(const DataConfig& config, const Tokenizer& tokenizer, int rank, int world_size)
     : config_(config),
       n_words_(tokenizer.n_words()),
-      source_rng_(static_cast<uint64_t>(config.seed), source_rng_stream(rank)),
-      shuffle_rng_(static_cast<uint64_t>(config.seed), shuffle_rng_stream(rank)) {
+      source_rng_(static_cast<uint64_t>(config.seed), data_source_rng_stream(rank)),
+      shuffle_rng_(static_cast<uint64_t>(config.seed), data_shuffle_rng_stream(rank)) {
   const DataConfig& c = config_;
   LINGUA_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "data: rank ", rank, " is not in [0, world_size ",
                world_size, ")");

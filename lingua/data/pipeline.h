@@ -49,17 +49,35 @@ struct ChunkAssignment {
 //           block_size/offset scheme, generalised to W not a multiple of C).
 std::vector<ChunkAssignment> assign_chunks(const std::vector<std::string>& chunk_files, int rank, int world_size);
 
+// The Philox streams of rank `rank`'s source draws and shuffles (both seeded with data.seed).
+uint32_t data_source_rng_stream(int rank);
+uint32_t data_shuffle_rng_stream(int rank);
+
+// Lines of one chunk file that ranks of an earlier run (another rank count) read in the current
+// epoch: line l with l % stride == offset and (end < 0 || l < end). See resplit.h.
+struct ReadLines {
+  int64_t stride = 1;
+  int64_t offset = 0;  // in [0, stride)
+  int64_t end = -1;    // lines before it; -1: to the end of the file
+  bool contains(int64_t line) const { return line % stride == offset && (end < 0 || line < end); }
+  bool operator==(const ReadLines&) const = default;
+};
+
 struct SourceReaderState {
   int64_t file_index = 0;  // into the rank's ChunkAssignment list
   int64_t offset = 0;      // byte offset of the next line in that file
   int64_t line = 0;        // number (from 0) of that line in its file
   int64_t epoch = 0;       // completed passes over the rank's files
+  // Lines of this epoch read before a re-split, by chunk file name (not path): skipped until the
+  // epoch ends, then dropped. Empty (and absent from the JSON) unless made by resplit.h.
+  std::map<std::string, std::vector<ReadLines>> already_read;
   bool operator==(const SourceReaderState&) const = default;
   nlohmann::json to_json() const;
   static SourceReaderState from_json(const nlohmann::json& j);
 };
 
-// Stage 1: reads its chunk assignments in order, cycling forever (epoch += 1 per pass).
+// Stage 1: reads its chunk assignments in order, cycling forever (epoch += 1 per pass); lines in
+// the state's already_read are passed over like another rank's (a file read whole is not opened).
 class SourceReader {
  public:
   SourceReader(std::string source, std::vector<ChunkAssignment> files);
@@ -73,9 +91,12 @@ class SourceReader {
 
  private:
   void open_current();
+  void next_file();               // past the end of the current file (maybe into the next epoch)
+  bool current_read_whole() const;  // already_read holds every line of ours in the current file
   std::string source_;
   std::vector<ChunkAssignment> files_;
   SourceReaderState state_;
+  const std::vector<ReadLines>* read_here_ = nullptr;  // already_read of the open file, if any
   std::ifstream in_;
   std::string line_;
   int64_t wraps_without_document_ = 0;  // 2 means a full pass had none

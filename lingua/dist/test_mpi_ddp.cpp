@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <numeric>
@@ -33,6 +34,12 @@ World& world() { return process_world(); }
 bool have_gpu() {
   static const bool gpu = [] {
     if (cuda_device_count() == 0) return false;
+    if (cuda_device_count() < world().env().local_size) {  // NCCL needs one GPU per rank
+      if (world().rank() == 0)
+        std::fprintf(stderr, "CUDA cases skipped: %d ranks on this node, %d GPU(s)\n", world().env().local_size,
+                     cuda_device_count());
+      return false;
+    }
     select_local_gpu(world());
     return true;
   }();

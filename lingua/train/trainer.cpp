@@ -115,12 +115,13 @@ struct Run {
   DataLoader& loader;
   Communicator& host;  // the data-parallel ranks' control collectives
   bool sharded;        // parameters split over the ranks (FSDP): gathered for checkpoints
+  int64_t resplit_from = 0, resplit_step = 0;  // kept in the train states (TrainState)
 };
 
 // Every rank's train state goes to rank 0, which writes the checkpoint (the weights and moments
 // are the same on every rank); the others wait until it is complete.
 void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
-  const TrainState mine{step, r.opt.steps_taken(), r.loader.state()};
+  const TrainState mine{step, r.opt.steps_taken(), r.loader.state(), r.resplit_from, r.resplit_step};
   const std::vector<std::string> all = r.host.all_gather_strings(train_state_json(mine));
   const SplitValues split = r.sharded ? gather_split_values(r.host, r.exec.model().params(), r.opt) : SplitValues();
   if (r.host.rank() == 0) {
@@ -130,6 +131,18 @@ void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
     prune_checkpoints(root, r.cfg.checkpoint.dump.keep);
   }
   r.host.barrier();
+}
+
+// After resuming from `dir` on `world` ranks: says so when the checkpoint has another rank count.
+void print_resplit_note(const std::string& dir, int world) {
+  const int saved = checkpoint_rank_count(dir);
+  if (saved == world) return;
+  std::fprintf(stderr,
+               "lingua: note: %s was saved by %d data-parallel rank%s and this run has %d: the data loaders' "
+               "position is re-split (the rest of each source's epoch is read once; the batches the saved ranks had "
+               "taken from their current shuffle-buffer fills are read again; README: \"Resuming with another GPU "
+               "count\")\n",
+               dir.c_str(), saved, saved == 1 ? "" : "s", world);
 }
 
 void run_validation(const Run& r, const Tokenizer& tok, int64_t step, const std::string& path, bool quiet) {
@@ -252,6 +265,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                        s.path.c_str(), s.reason.c_str(), last->path.c_str(), s.moved_to.c_str());
         step = last->state.step;
         resumed_from = last->path;
+        run.resplit_from = last->state.resplit_from;
+        run.resplit_step = last->state.resplit_step;
       }
     } catch (const std::exception& e) {
       resume_error = e.what();
@@ -264,9 +279,12 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     const TrainState st = load_training_checkpoint(resumed_from, model, opt, world.rank(), world.size());
     loader.load_state(st.data_loader);
     step = st.step;
+    run.resplit_from = st.resplit_from;
+    run.resplit_step = st.resplit_step;
   }
   if (!resumed_from.empty()) {
     if (!quiet) std::fprintf(stderr, "lingua: resumed from %s (step %lld)\n", resumed_from.c_str(), (long long)step);
+    if (!quiet) print_resplit_note(resumed_from, world.size());
   } else if (!cfg.checkpoint.init_ckpt_path.empty() && cfg.checkpoint.continue_training_from_init) {
     // Another run's training goes on in this dump_dir: weights, moments, step and data position.
     const std::string from = resolve_checkpoint_dir(cfg.checkpoint.init_ckpt_path);
@@ -279,7 +297,10 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     const TrainState st = load_training_checkpoint(from, model, opt, world.rank(), world.size());
     loader.load_state(st.data_loader);
     step = st.step;
+    run.resplit_from = st.resplit_from;
+    run.resplit_step = st.resplit_step;
     if (!quiet) std::fprintf(stderr, "lingua: continuing the run of %s (step %lld)\n", from.c_str(), (long long)step);
+    if (!quiet) print_resplit_note(from, world.size());
   } else if (!cfg.checkpoint.init_ckpt_path.empty()) {
     load_weights(model, cfg.checkpoint.init_ckpt_path);
     if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", cfg.checkpoint.init_ckpt_path.c_str());
