@@ -9,7 +9,8 @@
 //    another count end to end: test_resplit_e2e.cpp);
 //  - metrics.jsonl is written once (by rank 0), with the loss over every rank's tokens;
 //  - all of it with the block weights sharded (FSDP, distributed.fsdp_type full_shard), whose
-//    losses are DDP's (to fp32 summation order) and whose checkpoint holds the full weights.
+//    losses are DDP's (to fp32 summation order) and whose checkpoint holds the full weights;
+//  - and under 4 ranks, hybrid sharding (HSDP: dp_shard 2, 2 replicas) likewise.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -46,11 +47,15 @@ fs::path shared_corpus(const std::string& name) {
   return p;
 }
 
-TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::string& device, bool fsdp) {
+// The parallelism: DDP, FSDP over every rank, or HSDP (shard groups of 2).
+enum class Mode { ddp, fsdp, hsdp };
+const char* mode_name(Mode m) { return m == Mode::ddp ? "ddp" : m == Mode::fsdp ? "fsdp" : "hsdp"; }
+
+TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::string& device, Mode mode) {
   TrainConfig c = tiny_config(data, dump);
-  if (fsdp) {
+  if (mode != Mode::ddp) {
     c.distributed.fsdp_type = "full_shard";
-    c.distributed.dp_shard = host().size();
+    c.distributed.dp_shard = mode == Mode::fsdp ? host().size() : 2;
   }
   c.device = device;
   c.steps = 8;
@@ -75,17 +80,19 @@ std::vector<std::string> test_devices() {
 
 using Values = std::map<std::string, std::vector<float>>;
 
-// Trains the config with DDP or FSDP over the ranks; returns the uninterrupted run's losses.
-std::vector<double> check_distributed_train(const std::string& device, bool fsdp) {
+// Trains the config with DDP, FSDP or HSDP over the ranks; returns the uninterrupted run's losses.
+std::vector<double> check_distributed_train(const std::string& device, Mode mode) {
   const int W = host().size();
-  const std::string tag = device + (fsdp ? "_fsdp" : "_ddp");
+  const std::string tag = device + "_" + mode_name(mode) + std::to_string(W);
   const fs::path data = shared_corpus("dist_train_" + tag);
-  auto config = [&](const fs::path& dump) { return dist_config(data, dump, device, fsdp); };
+  auto config = [&](const fs::path& dump) { return dist_config(data, dump, device, mode); };
   // An uninterrupted run, and the same config again.
   const fs::path a = shared_dir("dist_a_" + tag), b = shared_dir("dist_b_" + tag);
   Values trained;
   TrainHooks quiet{nullptr, true};
-  quiet.at_end = [&](Executor& exec) { trained = gather_full_values(host(), exec.model().params()); };
+  // (HSDP's weights are split over a shard group of 2: gathered over that group.)
+  std::unique_ptr<Communicator> group = mode == Mode::hsdp ? host().split(host().rank() / 2, host().rank() % 2) : nullptr;
+  quiet.at_end = [&](Executor& exec) { trained = gather_full_values(group ? *group : host(), exec.model().params()); };
   const TrainResult ra = train(config(a), quiet);
   EXPECT_EQ(ra.losses.size(), 8u);
   const TrainResult rb = train(config(b), {nullptr, true});
@@ -154,7 +161,7 @@ TEST(DistributedTrain, DeterministicResumableAndLoadableInOneProcess) {
   ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
   for (const std::string& device : test_devices()) {
     SCOPED_TRACE(device);
-    ddp_losses()[device] = check_distributed_train(device, false);
+    ddp_losses()[device] = check_distributed_train(device, Mode::ddp);
   }
 }
 
@@ -162,12 +169,26 @@ TEST(DistributedTrain, ShardedTrainsAsDataParallel) {
   ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
   for (const std::string& device : test_devices()) {
     SCOPED_TRACE(device);
-    if (!ddp_losses().count(device)) ddp_losses()[device] = check_distributed_train(device, false);
+    if (!ddp_losses().count(device)) ddp_losses()[device] = check_distributed_train(device, Mode::ddp);
     const std::vector<double>& ddp = ddp_losses()[device];
-    const std::vector<double> fsdp = check_distributed_train(device, true);
+    const std::vector<double> fsdp = check_distributed_train(device, Mode::fsdp);
     ASSERT_EQ(fsdp.size(), ddp.size());
     for (size_t i = 0; i < ddp.size(); ++i)
       EXPECT_NEAR(fsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
+  }
+}
+
+// Under mpirun -np 4 (ctest's _4ranks run): HSDP, 2 replicas x 2 shards, trains as DDP over the
+// 4 ranks (and is deterministic, resumes to the bit, and writes a checkpoint one process loads).
+TEST(DistributedTrain, FourRanksHybridShardedTrainsAsDataParallel) {
+  if (host().size() != 4) GTEST_SKIP() << "needs mpirun -np 4 (ctest's *_4ranks run)";
+  for (const std::string& device : test_devices()) {
+    SCOPED_TRACE(device);
+    const std::vector<double> ddp = check_distributed_train(device, Mode::ddp);
+    const std::vector<double> hsdp = check_distributed_train(device, Mode::hsdp);
+    ASSERT_EQ(hsdp.size(), ddp.size());
+    for (size_t i = 0; i < ddp.size(); ++i)
+      EXPECT_NEAR(hsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
   }
 }
 

@@ -261,7 +261,7 @@ struct DistributedConfig {
   template <class V> void visit(V& v) {
     v("dp_shard", dp_shard,
       "Lingua: processes each parameter is sharded over, with fsdp_type full_shard (1: none; the number of "
-      "processes: FSDP)");
+      "processes: FSDP; a divisor of it: HSDP, processes / dp_shard replicas of consecutive ranks)");
     v("dp_replicate", dp_replicate,
       "Lingua: data-parallel replicas (follows the number of processes: processes / dp_shard)");
     v("tp_size", tp_size, "Lingua: tensor-parallel size (no tensor parallelism here: a note above 1)");

@@ -81,6 +81,54 @@ void Communicator::reduce_scatter_tensor(const Tensor& in, const Tensor& out) {
 
 void Communicator::all_reduce_device_doubles(double* data, int64_t n) { all_reduce(data, n, ReduceOp::sum); }
 
+std::unique_ptr<Communicator> Communicator::split(int color, int key) {
+  std::vector<int> ck(2 * (size_t)size());
+  const int mine[2] = {color, key};
+  all_gather(mine, ck.data(), sizeof mine);
+  std::vector<int> members;
+  for (int r = 0; r < size(); ++r)
+    if (ck[2 * (size_t)r] == color) members.push_back(r);
+  std::stable_sort(members.begin(), members.end(), [&](int a, int b) { return ck[2 * (size_t)a + 1] < ck[2 * (size_t)b + 1]; });
+  return std::make_unique<GroupComm>(*this, std::move(members));
+}
+
+namespace {
+int index_of(const std::vector<int>& members, int rank) {
+  return (int)(std::find(members.begin(), members.end(), rank) - members.begin());
+}
+}  // namespace
+
+GroupComm::GroupComm(Communicator& parent, std::vector<int> members)
+    : Communicator(index_of(members, parent.rank()), (int)members.size()), parent_(parent), members_(std::move(members)) {
+  LINGUA_CHECK(rank() < size(), "internal error: rank ", parent.rank(), " is not a member of its group");
+}
+
+void GroupComm::broadcast(void* data, size_t bytes, int root) {
+  std::vector<char> all(bytes * (size_t)parent_.size());
+  parent_.all_gather(data, all.data(), bytes);
+  std::memcpy(data, all.data() + bytes * (size_t)members_.at((size_t)root), bytes);
+}
+
+void GroupComm::all_reduce(double* data, int64_t n, ReduceOp op) {
+  std::vector<double> all((size_t)(n * parent_.size()));
+  parent_.all_gather(data, all.data(), (size_t)n * sizeof(double));
+  for (int64_t i = 0; i < n; ++i) {
+    double acc = all[(size_t)(members_[0] * n + i)];
+    for (size_t m = 1; m < members_.size(); ++m) {
+      const double x = all[(size_t)(members_[m] * n + i)];
+      acc = op == ReduceOp::sum ? acc + x : op == ReduceOp::max ? std::max(acc, x) : std::min(acc, x);
+    }
+    data[i] = acc;
+  }
+}
+
+void GroupComm::all_gather(const void* in, void* out, size_t bytes) {
+  std::vector<char> all(bytes * (size_t)parent_.size());
+  parent_.all_gather(in, all.data(), bytes);
+  for (size_t m = 0; m < members_.size(); ++m)
+    std::memcpy(static_cast<char*>(out) + m * bytes, all.data() + bytes * (size_t)members_[m], bytes);
+}
+
 void LocalComm::all_gather(const void* in, void* out, size_t bytes) {
   if (bytes) std::memmove(out, in, bytes);
 }

@@ -64,6 +64,15 @@ class Communicator {
   // stream when it returns (a gradient norm's partial sums).
   virtual void all_reduce_device_doubles(double* data, int64_t n);
 
+  // ---- Groups ----
+  // The ranks that pass the same `color` form a communicator (collective: every rank calls it),
+  // ranked by (key, rank here). This one must outlive it. MPI splits its communicator, NCCL its
+  // communicator (sharing the communication stream, so collectives of a group and of its parent
+  // run in the order they were queued); the others get a group whose collectives go through this
+  // communicator's all_gather (every rank of this communicator must then call each of the group's
+  // collectives at the same time, as the ranks of an SPMD program do).
+  virtual std::unique_ptr<Communicator> split(int color, int key);
+
  protected:
   Communicator(int rank, int size) : rank_(rank), size_(size) {}
   // CPU tensors over the host collectives (f32 summed as float, rank order: every rank gets the
@@ -75,6 +84,23 @@ class Communicator {
 };
 
 // One process: every collective is the identity.
+// A group of a parent communicator whose collectives are the parent's all_gather, from which each
+// rank keeps its group's part (the generic Communicator::split).
+class GroupComm final : public Communicator {
+ public:
+  GroupComm(Communicator& parent, std::vector<int> members);  // members: parent ranks by group rank
+  std::string backend() const override { return parent_.backend() + "-group"; }
+  void barrier() override { parent_.barrier(); }
+  void broadcast(void* data, size_t bytes, int root) override;
+  void all_reduce(double* data, int64_t n, ReduceOp op) override;
+  void all_gather(const void* in, void* out, size_t bytes) override;
+  using Communicator::all_reduce;
+
+ private:
+  Communicator& parent_;
+  std::vector<int> members_;
+};
+
 class LocalComm final : public Communicator {
  public:
   LocalComm() : Communicator(0, 1) {}

@@ -81,11 +81,20 @@ std::map<std::string, std::vector<float>> gather_full_values(Communicator& host,
   return out;
 }
 
-FullyShardedDataParallel::FullyShardedDataParallel(Executor& exec, AdamW& opt, Communicator& comm, int grad_acc_steps)
-    : exec_(exec), opt_(opt), comm_(comm), rotate_grads_(grad_acc_steps == 1) {
+FullyShardedDataParallel::FullyShardedDataParallel(Executor& exec, AdamW& opt, Communicator& comm, int grad_acc_steps,
+                                                   int shard_size)
+    : exec_(exec), opt_(opt), world_comm_(comm), comm_(&comm), rotate_grads_(grad_acc_steps == 1) {
+  if (shard_size > 0 && shard_size < comm.size()) {
+    LINGUA_CHECK(comm.size() % shard_size == 0, "HSDP: shard groups of ", shard_size, " do not divide ", comm.size(),
+                 " ranks");
+    // rank = replica * S + shard (ParallelLayout)
+    shard_owned_ = comm.split(comm.rank() / shard_size, comm.rank() % shard_size);
+    replica_ = comm.split(comm.rank() % shard_size, comm.rank() / shard_size);
+    comm_ = shard_owned_.get();
+  }
   Transformer& model = exec.model();
   ParamStore& s = model.params();
-  const int W = comm.size(), L = model.n_layers();
+  const int W = comm_->size(), L = model.n_layers();
   LINGUA_CHECK(comm.device() == exec.device() || W == 1, "sharded data parallelism: the communicator (",
                comm.backend(), ") is for ", device_name(comm.device()), " tensors, the model is on ",
                device_name(exec.device()));
@@ -96,9 +105,9 @@ FullyShardedDataParallel::FullyShardedDataParallel(Executor& exec, AdamW& opt, C
     if (stage < 1 || stage > L) continue;
     BlockShards& b = blocks_[stage - 1];
     if (p.placement.kind == Placement::flat_shard) {
-      LINGUA_CHECK(p.placement.size == W && p.placement.rank == comm.rank(), "parameter '", p.name, "' is split over ",
-                   p.placement.size, " ranks (rank ", p.placement.rank, "), the communicator has ", W, " (rank ",
-                   comm.rank(), ")");
+      LINGUA_CHECK(p.placement.size == W && p.placement.rank == comm_->rank(), "parameter '", p.name,
+                   "' is split over ", p.placement.size, " ranks (rank ", p.placement.rank, "), the shard group has ", W,
+                   " (rank ", comm_->rank(), ")");
       b.split.push_back({id, p.numel, b.size});
       b.size += align_up(W * p.numel);
     } else if (p.grad_offset >= 0) {
@@ -134,7 +143,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(Executor& exec, AdamW& opt, C
   }
   // The block's elements relative to its own buffers: gathered at b.split[i].at, gradients at
   // (b.split[i].at - block base) in its gradient slot.
-  opt_.set_split_norm_reducer([this](double* sq) { comm_.all_reduce_device_doubles(sq, 1); });
+  opt_.set_split_norm_reducer([this](double* sq) { comm_->all_reduce_device_doubles(sq, 1); });
   exec_.add_hooks(this);
 }
 
@@ -153,17 +162,17 @@ void FullyShardedDataParallel::gather(int layer) {
   issued_[layer] = true;
   if (b.split.empty()) return;
   const Device dev = exec_.device();
-  comm_.begin_group();
+  comm_->begin_group();
   for (const Split& sp : b.split) {
     const Tensor local = dev == Device::cuda ? s.local_bf16(sp.id) : s.local_param(sp.id);
     const Tensor in(local.data, {sp.chunk}, local.dtype, dev);
     const Tensor out(dev == Device::cuda ? gathered_dev_.as<char>() + sp.at * 2
                                          : reinterpret_cast<char*>(const_cast<float*>(gathered_host_.data()) + sp.at),
-                     {sp.chunk * comm_.size()}, local.dtype, dev);
-    comm_.all_gather_tensor(in, out);
+                     {sp.chunk * comm_->size()}, local.dtype, dev);
+    comm_->all_gather_tensor(in, out);
   }
-  comm_.end_group();
-  b.gathered = comm_.mark();
+  comm_->end_group();
+  b.gathered = comm_->mark();
 }
 
 Tensor FullyShardedDataParallel::grad_slot(int layer) const {
@@ -188,13 +197,18 @@ void FullyShardedDataParallel::before_forward(int layer, const Tensor&, const St
   if (layer == 0) issued_.assign(L, false);
   if ((int)issued_.size() != L) issued_.assign(L, false);
   if (!issued_[layer]) gather(layer);
-  comm_.wait(blocks_[layer].gathered);
+  comm_->wait(blocks_[layer].gathered);
   if (layer + 1 < L && !issued_[layer + 1]) gather(layer + 1);  // prefetch
+}
+
+void FullyShardedDataParallel::sum_whole(const Tensor& t) {
+  comm_->all_reduce_tensor(t);
+  if (replica_) replica_->all_reduce_tensor(t);  // (queued after it: the same stream on NCCL)
 }
 
 void FullyShardedDataParallel::reduce_whole_stage(int stage) {
   const Tensor g = exec_.stage_grads(stage);
-  if (g.data && comm_.size() > 1) comm_.all_reduce_tensor(g);
+  if (g.data && world_comm_.size() > 1) sum_whole(g);
 }
 
 void FullyShardedDataParallel::before_backward(int layer, const Tensor&, const Tensor&, const StepContext& ctx) {
@@ -206,7 +220,7 @@ void FullyShardedDataParallel::before_backward(int layer, const Tensor&, const T
   BlockShards& b = blocks_[layer];
   if (b.split.empty()) return;
   // The slot was last used by block layer + 2, whose reduce-scatter must have read it.
-  if (rotate_grads_ && layer + 2 < L && blocks_[layer + 2].reduce_pending) comm_.wait(blocks_[layer + 2].reduced);
+  if (rotate_grads_ && layer + 2 < L && blocks_[layer + 2].reduce_pending) last_comm().wait(blocks_[layer + 2].reduced);
   const Tensor slot = grad_slot(layer);
   if (rotate_grads_ || ctx.first_micro_batch) {
     if (exec_.device() == Device::cuda) cuda_memset_zero(slot.data, (size_t)b.size * sizeof(float));
@@ -223,34 +237,41 @@ void FullyShardedDataParallel::before_backward(int layer, const Tensor&, const T
 }
 
 void FullyShardedDataParallel::after_backward(int layer, const Tensor&, const Tensor&, const StepContext& ctx) {
-  if (!ctx.last_micro_batch || comm_.size() == 1) return;
+  if (!ctx.last_micro_batch || world_comm_.size() == 1) return;
   ParamStore& s = exec_.model().params();
   BlockShards& b = blocks_[layer];
   if (b.split.empty() && b.whole.empty()) return;
   const Tensor slot = grad_slot(layer);
   const int64_t base = b.split.empty() ? 0 : b.split.front().at;
-  comm_.begin_group();
+  auto flat = [](const Tensor& g) { return Tensor(g.data, {g.numel()}, DType::f32, g.device); };
+  comm_->begin_group();
   for (const Split& sp : b.split) {
     const Tensor local = s.local_grad(sp.id);
     if (!local.data) continue;  // frozen
-    comm_.reduce_scatter_tensor(Tensor(slot.f32() + (sp.at - base), {sp.chunk * comm_.size()}, DType::f32, slot.device),
-                                Tensor(local.data, {sp.chunk}, DType::f32, local.device));
+    comm_->reduce_scatter_tensor(
+        Tensor(slot.f32() + (sp.at - base), {sp.chunk * comm_->size()}, DType::f32, slot.device),
+        Tensor(local.data, {sp.chunk}, DType::f32, local.device));
   }
-  for (int id : b.whole) {
-    const Tensor g = s.local_grad(id);
-    comm_.all_reduce_tensor(Tensor(g.data, {g.numel()}, DType::f32, g.device));
+  for (int id : b.whole) comm_->all_reduce_tensor(flat(s.local_grad(id)));
+  comm_->end_group();
+  if (replica_) {  // HSDP: the shard group's sums, summed over the replicas
+    replica_->begin_group();
+    for (const Split& sp : b.split)
+      if (const Tensor local = s.local_grad(sp.id); local.data) replica_->all_reduce_tensor(flat(local));
+    for (int id : b.whole) replica_->all_reduce_tensor(flat(s.local_grad(id)));
+    replica_->end_group();
   }
-  comm_.end_group();
-  b.reduced = comm_.mark();
+  b.reduced = last_comm().mark();
   b.reduce_pending = true;
 }
 
 void FullyShardedDataParallel::after_model_backward(const StepContext& ctx) {
-  if (!ctx.last_micro_batch || comm_.size() == 1) return;
+  if (!ctx.last_micro_batch || world_comm_.size() == 1) return;
   reduce_whole_stage(0);
   if (extra_)
-    if (const Tensor t = extra_(); t.data) comm_.all_reduce_tensor(t);
-  comm_.wait_all();
+    if (const Tensor t = extra_(); t.data) sum_whole(t);
+  comm_->wait_all();
+  if (replica_) replica_->wait_all();
   for (BlockShards& b : blocks_) b.reduce_pending = false;
 }
 
@@ -259,7 +280,9 @@ std::unique_ptr<LayerHooks> attach_data_parallel(const ParallelLayout& layout, E
   std::function<Tensor()> rows;  // the rows a row-sparse group updates: those any rank saw
   if (opt.row_sparse()) rows = [&opt] { return opt.rows_seen(); };
   if (layout.fsdp()) {
-    auto f = std::make_unique<FullyShardedDataParallel>(exec, opt, comm, grad_acc_steps);
+    LINGUA_CHECK(comm.size() == layout.world, "internal error: a layout of ", layout.world, " ranks on a communicator of ",
+                 comm.size());
+    auto f = std::make_unique<FullyShardedDataParallel>(exec, opt, comm, grad_acc_steps, layout.shard);
     if (rows) f->reduce_also(rows);
     return f;
   }

@@ -15,6 +15,12 @@
 //             block l's whole parameters all-reduced, overlapping the backward of the blocks below.
 //   AdamW     the split parameters' part of each group's gradient norm is summed over the ranks
 //             (AdamW::set_split_norm_reducer), then clipping and the update of the local shards.
+// HSDP (a shard size S below the world size W): the ranks form W / S shard groups of S
+// consecutive ranks (ParallelLayout's numbering); the weights are split over a group, the
+// gradients reduce-scattered inside it and the local shards then all-reduced over the replica
+// group (the ranks with the same shard index); whole parameters are summed over both; the split
+// parameters' part of the gradient norm over the shard group only (replicas hold the same shards).
+//
 // The gathered weights of every block stay resident between forward and backward (FSDP's
 // reshard_after_forward = false: one all-gather per step instead of two); the full-shape gradient
 // buffers rotate between two blocks with one micro-batch per step, one per block with gradient
@@ -32,24 +38,28 @@
 
 namespace lingua {
 
-// Splits the matmul weights of every block over `size` ranks (this one `rank`). Call on the CPU,
-// after the model is built and initialised and before to_device (each rank uploads its shards).
+// Splits the matmul weights of every block over `size` ranks (this one `rank`): the shard group's
+// size and this rank's place in it. Call on the CPU, after the model is built and initialised and
+// before to_device (each rank uploads its shards).
 void shard_block_weights(Transformer& model, int size, int rank);
 
 // The full weights and AdamW moments of the store's split parameters, for a checkpoint: every rank
-// calls it (host collectives over comm) and gets them.
+// calls it (host collectives over comm, the shard group) and gets them.
 SplitValues gather_split_values(Communicator& comm, const ParamStore& store, const AdamW& opt);
 
 // Every parameter's full fp32 values (or gradients: trainable ones only) by name, the split ones
-// gathered over host (collective: every rank calls it and gets all of them). For tests and tools.
+// gathered over host, the shard group (collective: every rank calls it and gets all of them). For
+// tests and tools.
 std::map<std::string, std::vector<float>> gather_full_values(Communicator& host, const ParamStore& store,
                                                              bool grads = false);
 
 class FullyShardedDataParallel final : public LayerHooks {
  public:
-  // The model's block weights are sharded over comm (shard_block_weights with comm's size and
-  // rank). Adds itself to exec's hooks and sets opt's norm reducer; the destructor removes both.
-  FullyShardedDataParallel(Executor& exec, AdamW& opt, Communicator& comm, int grad_acc_steps);
+  // Over the ranks of comm, in shard groups of shard_size (0: all of them, FSDP; below comm's size:
+  // HSDP, splitting comm into shard and replica groups). The model's block weights are sharded
+  // over the shard group (shard_block_weights with shard_size and the rank's place in its group).
+  // Adds itself to exec's hooks and sets opt's norm reducer; the destructor removes both.
+  FullyShardedDataParallel(Executor& exec, AdamW& opt, Communicator& comm, int grad_acc_steps, int shard_size = 0);
   ~FullyShardedDataParallel() override;
   FullyShardedDataParallel(const FullyShardedDataParallel&) = delete;
   FullyShardedDataParallel& operator=(const FullyShardedDataParallel&) = delete;
@@ -79,10 +89,14 @@ class FullyShardedDataParallel final : public LayerHooks {
   void gather(int layer);
   Tensor grad_slot(int layer) const;
   void reduce_whole_stage(int stage);
+  void sum_whole(const Tensor& t);  // over every rank (shard group, then replicas)
+  Communicator& last_comm() { return replica_ ? *replica_ : *comm_; }  // where marks are taken
 
   Executor& exec_;
   AdamW& opt_;
-  Communicator& comm_;
+  Communicator& world_comm_;
+  std::unique_ptr<Communicator> shard_owned_, replica_;  // HSDP's groups
+  Communicator* comm_;  // the shard group (world_comm_ for FSDP)
   bool rotate_grads_;
   std::vector<BlockShards> blocks_;
   DeviceBuffer gathered_dev_, grads_dev_;  // CUDA

@@ -6,6 +6,9 @@ namespace lingua {
 
 std::string ParallelLayout::describe() const {
   if (world == 1) return "one process";
+  if (hybrid())
+    return "HSDP over " + std::to_string(world) + " processes (" + std::to_string(replicate) + " replicas x " +
+           std::to_string(shard) + " shards)";
   return std::string(fsdp() ? "FSDP" : "DDP") + " over " + std::to_string(world) + " processes";
 }
 
@@ -29,9 +32,6 @@ ParallelLayout resolve_parallel_layout(const DistributedConfig& d, int world) {
                  " processes were started: the shard group size must divide the number of processes");
     l.shard = d.dp_shard;
     l.replicate = world / d.dp_shard;
-    LINGUA_CHECK(l.shard == 1 || l.shard == world, "config keys 'distributed.dp_shard' (", d.dp_shard,
-                 ") and the ", world, " processes ask for hybrid sharding (HSDP: ", l.replicate, " replicas of ",
-                 l.shard, " shards), which is not implemented yet: use dp_shard ", world, " (FSDP) or 1 (DDP)");
     if (l.shard == 1)
       l.notes.push_back("distributed.fsdp_type full_shard with distributed.dp_shard 1 shards nothing (as in Lingua, "
                         "dp_shard is the sharding group): DDP over " + std::to_string(world) +

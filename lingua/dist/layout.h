@@ -4,7 +4,9 @@
 // dp_replicate follows the world size):
 //   fsdp_type no_shard (the default)  DDP over every process; dp_shard must be 1.
 //   fsdp_type full_shard, dp_shard S  S == world: FSDP over every process; S == 1: shards nothing,
-//                                     DDP; 1 < S < world (HSDP) is not implemented yet.
+//                                     DDP; 1 < S < world: HSDP, world / S replicas of S shards.
+// Ranks are numbered replica * S + shard: a shard group is S consecutive ranks (one node's GPUs
+// when S is the GPUs per node, so the all-gathers stay inside a node).
 // With one process, every size is accepted with a note (nothing to divide).
 #include <string>
 #include <vector>
@@ -17,7 +19,12 @@ struct ParallelLayout {
   int world = 1;
   int replicate = 1, shard = 1;  // replicate x shard = world
   bool fsdp() const { return shard > 1; }
-  std::string describe() const;  // "DDP over 4 processes", "FSDP over 4 processes", "one process"
+  bool hybrid() const { return shard > 1 && replicate > 1; }  // HSDP
+  int shard_rank(int rank) const { return rank % shard; }     // within its shard group
+  int replica_rank(int rank) const { return rank / shard; }   // which shard group
+  // "DDP over 4 processes", "FSDP over 4 processes", "HSDP over 4 processes (2 replicas x 2 shards)",
+  // "one process"
+  std::string describe() const;
   std::vector<std::string> notes;  // settings changed or ignored, for the log
 };
 

@@ -112,4 +112,16 @@ void MpiComm::all_reduce_tensor(const Tensor& t) {
   }
 }
 
+std::unique_ptr<Communicator> MpiComm::split(int color, int key) {
+  auto* c = new MPI_Comm;
+  const int rc = MPI_Comm_split(as_comm(comm_), color, key, c);
+  if (rc != MPI_SUCCESS) delete c;
+  check_mpi(rc, "MPI_Comm_split");
+  MPI_Comm_set_errhandler(*c, MPI_ERRORS_RETURN);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(*c, &rank);
+  MPI_Comm_size(*c, &size);
+  return std::unique_ptr<MpiComm>(new MpiComm(rank, size, c));
+}
+
 }  // namespace lingua

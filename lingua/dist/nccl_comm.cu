@@ -25,6 +25,34 @@ ncclDataType_t nccl_type(DType d) {
   return ncclFloat32;
 }
 
+// The communication stream and its events, shared by a communicator and the groups split from it.
+struct CommStream {
+  CommStream() {
+    // Higher priority than the library stream: a collective the backward waits on starts as soon
+    // as its gradients are ready instead of queueing behind compute kernels.
+    int lo = 0, hi = 0;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, hi));
+    CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+    for (cudaEvent_t& e : tickets) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  }
+  ~CommStream() {
+    cudaStreamSynchronize(stream);
+    cudaEventDestroy(fork);
+    cudaEventDestroy(join);
+    for (cudaEvent_t e : tickets) cudaEventDestroy(e);
+    cudaStreamDestroy(stream);
+  }
+  CommStream(const CommStream&) = delete;
+  CommStream& operator=(const CommStream&) = delete;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+  static constexpr uint64_t kTickets = 64;
+  cudaEvent_t tickets[kTickets] = {};
+  uint64_t next_ticket = 0;
+};
+
 class NcclComm final : public Communicator {
  public:
   explicit NcclComm(Communicator& host) : Communicator(host.rank(), host.size()), host_(host) {
@@ -32,22 +60,22 @@ class NcclComm final : public Communicator {
     if (rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
     host_.broadcast(&id, sizeof id, 0);
     NCCL_CHECK(ncclCommInitRank(&comm_, size(), id, rank()));
-    // Higher priority than the library stream: a collective the backward waits on starts as soon
-    // as its gradients are ready instead of queueing behind compute kernels.
-    int lo = 0, hi = 0;
-    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
-    CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, hi));
-    CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
-    CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
-    for (cudaEvent_t& e : tickets_) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    cs_ = std::make_shared<CommStream>();
   }
+  // A group split from a parent: its host group, its NCCL communicator, the parent's stream.
+  NcclComm(std::unique_ptr<Communicator> host, ncclComm_t comm, std::shared_ptr<CommStream> cs)
+      : Communicator(host->rank(), host->size()), host_(*host), owned_host_(std::move(host)), comm_(comm),
+        cs_(std::move(cs)) {}
   ~NcclComm() override {
-    cudaStreamSynchronize(stream_);
+    cudaStreamSynchronize(cs_->stream);
     ncclCommDestroy(comm_);
-    cudaEventDestroy(fork_);
-    cudaEventDestroy(join_);
-    for (cudaEvent_t e : tickets_) cudaEventDestroy(e);
-    cudaStreamDestroy(stream_);
+  }
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    std::unique_ptr<Communicator> host = host_.split(color, key);
+    ncclComm_t sub = nullptr;
+    NCCL_CHECK(ncclCommSplit(comm_, color, key, &sub, nullptr));
+    LINGUA_CHECK(sub != nullptr, "internal error: ncclCommSplit gave this rank no communicator");
+    return std::make_unique<NcclComm>(std::move(host), sub, cs_);
   }
   std::string backend() const override { return "nccl"; }
   Device device() const override { return Device::cuda; }
@@ -59,7 +87,7 @@ class NcclComm final : public Communicator {
   void all_reduce_tensor(const Tensor& t) override {
     check(t, "all_reduce_tensor", /*ints=*/true);
     fork();
-    NCCL_CHECK(ncclAllReduce(t.data, t.data, (size_t)t.numel(), nccl_type(t.dtype), ncclSum, comm_, stream_));
+    NCCL_CHECK(ncclAllReduce(t.data, t.data, (size_t)t.numel(), nccl_type(t.dtype), ncclSum, comm_, cs_->stream));
     pending_ = true;
   }
   void all_gather_tensor(const Tensor& in, const Tensor& out) override {
@@ -68,7 +96,7 @@ class NcclComm final : public Communicator {
     LINGUA_CHECK(in.dtype == out.dtype && out.numel() == in.numel() * size(), "all_gather_tensor: in ", in.str(),
                  ", out ", out.str(), " (out must hold ", size(), " x in)");
     fork();
-    NCCL_CHECK(ncclAllGather(in.data, out.data, (size_t)in.numel(), nccl_type(in.dtype), comm_, stream_));
+    NCCL_CHECK(ncclAllGather(in.data, out.data, (size_t)in.numel(), nccl_type(in.dtype), comm_, cs_->stream));
     pending_ = true;
   }
   void reduce_scatter_tensor(const Tensor& in, const Tensor& out) override {
@@ -78,13 +106,13 @@ class NcclComm final : public Communicator {
                  in.str(), ", out ", out.str(), " (in must hold ", size(), " x out)");
     fork();
     NCCL_CHECK(ncclReduceScatter(in.data, out.data, (size_t)out.numel(), nccl_type(in.dtype), ncclSum, comm_,
-                                 stream_));
+                                 cs_->stream));
     pending_ = true;
   }
   void wait_all() override {
     if (!pending_) return;
-    CUDA_CHECK(cudaEventRecord(join_, stream_));
-    CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(), join_, 0));
+    CUDA_CHECK(cudaEventRecord(cs_->join, cs_->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(), cs_->join, 0));
     pending_ = false;
   }
   void begin_group() override {
@@ -97,18 +125,18 @@ class NcclComm final : public Communicator {
     in_group_ = false;
   }
   uint64_t mark() override {
-    const uint64_t t = next_ticket_++;
-    CUDA_CHECK(cudaEventRecord(tickets_[t % kTickets], stream_));
+    const uint64_t t = cs_->next_ticket++;
+    CUDA_CHECK(cudaEventRecord(cs_->tickets[t % CommStream::kTickets], cs_->stream));
     return t;
   }
   void wait(uint64_t ticket) override {
-    LINGUA_CHECK(ticket < next_ticket_ && next_ticket_ - ticket <= kTickets, "internal error: NCCL ticket ", ticket,
-                 " is not among the last ", kTickets, " marks");
-    CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(), tickets_[ticket % kTickets], 0));
+    LINGUA_CHECK(ticket < cs_->next_ticket && cs_->next_ticket - ticket <= CommStream::kTickets,
+                 "internal error: NCCL ticket ", ticket, " is not among the last ", CommStream::kTickets, " marks");
+    CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(), cs_->tickets[ticket % CommStream::kTickets], 0));
   }
   void all_reduce_device_doubles(double* data, int64_t n) override {
     fork();
-    NCCL_CHECK(ncclAllReduce(data, data, (size_t)n, ncclFloat64, ncclSum, comm_, stream_));
+    NCCL_CHECK(ncclAllReduce(data, data, (size_t)n, ncclFloat64, ncclSum, comm_, cs_->stream));
     pending_ = true;
     wait_all();
   }
@@ -121,18 +149,15 @@ class NcclComm final : public Communicator {
   // The communication stream waits for everything queued on the library stream so far.
   void fork() {
     if (in_group_) return;
-    CUDA_CHECK(cudaEventRecord(fork_, cuda_stream()));
-    CUDA_CHECK(cudaStreamWaitEvent(stream_, fork_, 0));
+    CUDA_CHECK(cudaEventRecord(cs_->fork, cuda_stream()));
+    CUDA_CHECK(cudaStreamWaitEvent(cs_->stream, cs_->fork, 0));
   }
   Communicator& host_;
+  std::unique_ptr<Communicator> owned_host_;  // a split group's
   ncclComm_t comm_ = nullptr;
-  cudaStream_t stream_ = nullptr;
-  cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  std::shared_ptr<CommStream> cs_;
   bool pending_ = false;
   bool in_group_ = false;
-  static constexpr uint64_t kTickets = 64;
-  cudaEvent_t tickets_[kTickets] = {};
-  uint64_t next_ticket_ = 0;
 };
 
 }  // namespace

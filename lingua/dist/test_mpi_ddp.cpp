@@ -250,14 +250,18 @@ std::vector<float> flat(const std::map<std::string, std::vector<float>>& m) {
   return v;
 }
 
-// As check_ddp, with the block weights sharded (FSDP) and no reference to DataParallel's counts.
-void check_fsdp(const DdpCase& k, Device dev) {
-  SCOPED_TRACE(std::string("FSDP ") + device_name(dev) + (k.tied ? " tied" : "") + (k.stem ? " stem" : "") +
-               (k.grads_in_act ? " grads-in-activations" : "") + (k.sparse ? " row-sparse" : "") +
-               " micro=" + std::to_string(k.micro));
+// As check_ddp, with the block weights sharded (FSDP; HSDP with shard groups of `shard` < W ranks)
+// and no reference to DataParallel's counts.
+void check_fsdp(const DdpCase& k, Device dev, int shard = 0) {
   Communicator& comm = world().tensors(dev);
-  Communicator& host = world().host();
   const int W = comm.size(), r = comm.rank();
+  const int S = shard > 0 ? shard : W;
+  SCOPED_TRACE(std::string(S < W ? "HSDP " : "FSDP ") + device_name(dev) + (k.tied ? " tied" : "") +
+               (k.stem ? " stem" : "") + (k.grads_in_act ? " grads-in-activations" : "") +
+               (k.sparse ? " row-sparse" : "") + " micro=" + std::to_string(k.micro));
+  // The host collectives of this rank's shard group (ranks replica * S + shard).
+  std::unique_ptr<Communicator> group = S < W ? world().host().split(r / S, r % S) : nullptr;
+  Communicator& host = group ? *group : world().host();
   const int B = 2, T = 9, steps = 3;
   const ModelConfig cfg = small_model(k);
   const ModelDims dims = resolve_dims(cfg, cfg.vocab_size);
@@ -267,7 +271,7 @@ void check_fsdp(const DdpCase& k, Device dev) {
   oc.clip = 0.5;  // the global norm: the split parameters' part summed over the ranks
   oc.epsilon = 1e-6;  // (at 1e-8 a gradient element near 1e-8 turns rounding noise into lr-sized steps)
   oc.stem.sparse = k.sparse;
-  ModelRun ref(cfg, dims, dev), run(cfg, dims, dev, [&](Transformer& m) { shard_block_weights(m, W, r); });
+  ModelRun ref(cfg, dims, dev), run(cfg, dims, dev, [&](Transformer& m) { shard_block_weights(m, S, r % S); });
   int split = 0, matmul_weights = 0;
   for (int id : run.params().ids()) {
     split += run.params().info(id).placement.kind == Placement::flat_shard;
@@ -280,7 +284,9 @@ void check_fsdp(const DdpCase& k, Device dev) {
   run.exec.set_grads_in_activations(k.grads_in_act && k.micro == 1);
   AdamW ref_opt(ref.params(), oc), opt(run.params(), oc);
   ParallelLayout layout;
-  layout.world = layout.shard = W;
+  layout.world = W;
+  layout.shard = S;
+  layout.replicate = W / S;
   std::unique_ptr<LayerHooks> fsdp = attach_data_parallel(layout, run.exec, opt, comm, k.micro);
   const double scale = 1.0 / ((double)k.micro * W * B * T);
   for (int step = 0; step < steps; ++step) {
@@ -322,6 +328,10 @@ void check_fsdp(const DdpCase& k, Device dev) {
     const int rid = ref.params().index(run.params().info(id).name);
     EXPECT_LT(rel_diff(v.weights, ref.params().host_param(rid)), dev == Device::cpu ? 1e-5 : 2e-2);
     EXPECT_LT(rel_diff(v.m, ref_opt.host_m(rid)), dev == Device::cpu ? 1e-4 : 5e-2);
+    // Every shard group (every replica) holds the same weights and moments, to the bit.
+    std::vector<float> both = v.weights;
+    both.insert(both.end(), v.m.begin(), v.m.end());
+    expect_same_on_every_rank(both, "gathered split weights and moments");
   }
 }
 
@@ -339,6 +349,93 @@ TEST(FullyShardedDataParallel, StemTables) {
   for (Device dev : devices()) {
     check_fsdp({.stem = true}, dev);
     check_fsdp({.stem = true, .sparse = true, .micro = 2}, dev);
+  }
+}
+
+// ---- Four ranks (ctest runs these again under mpirun -np 4, filtered on FourRanks) ----
+
+#define REQUIRE_FOUR_RANKS()                                                              \
+  if (world().size() != 4) GTEST_SKIP() << "needs mpirun -np 4 (ctest's *_4ranks run)"
+
+TEST(Collectives, FourRanksSplitGroups) {
+  REQUIRE_FOUR_RANKS();
+  Communicator& h = world().host();
+  const int r = h.rank();
+  // Shard groups {0,1} {2,3}; replica groups {0,2} {1,3}; a reversed key orders {3,1} {2,0}... ;
+  // the MPI split and the generic one (over the parent's all_gather) both.
+  for (int generic = 0; generic < 2; ++generic) {
+    SCOPED_TRACE(generic ? "generic split" : "backend split");
+    auto split = [&](int color, int key) { return generic ? h.Communicator::split(color, key) : h.split(color, key); };
+    std::unique_ptr<Communicator> shard = split(r / 2, r % 2), replica = split(r % 2, -(r / 2));
+    EXPECT_EQ(shard->size(), 2);
+    EXPECT_EQ(shard->rank(), r % 2);
+    EXPECT_EQ(replica->rank(), 1 - r / 2) << "ranked by key (negated: reversed)";
+    double v = r + 1;
+    shard->all_reduce(&v, 1, ReduceOp::sum);
+    EXPECT_EQ(v, r / 2 == 0 ? 3.0 : 7.0);
+    v = r + 1;
+    replica->all_reduce(&v, 1, ReduceOp::max);
+    EXPECT_EQ(v, r % 2 == 0 ? 3.0 : 4.0);
+    int got[2] = {-1, -1};
+    replica->all_gather(&r, got, sizeof r);
+    EXPECT_EQ(got[0], r % 2 + 2);  // key order: the rank of replica 1 first
+    EXPECT_EQ(got[1], r % 2);
+    EXPECT_EQ(shard->broadcast_string("from " + std::to_string(r), 1), "from " + std::to_string(r / 2 * 2 + 1));
+    shard->barrier();
+    // CPU tensor collectives inside a group.
+    std::vector<float> t{(float)r, 0.5f * (float)r, 1.0f};
+    shard->all_reduce_tensor(Tensor(t.data(), {3}));
+    EXPECT_EQ(t[0], (float)(r / 2 * 4 + 1));
+    EXPECT_EQ(t[2], 2.0f);
+  }
+  // The tensor communicators split too (NCCL's on the GPUs).
+  for (Device dev : devices()) {
+    Communicator& c = world().tensors(dev);
+    std::unique_ptr<Communicator> shard = c.split(r / 2, r % 2), replica = c.split(r % 2, r / 2);
+    const int64_t n = 7;
+    std::vector<float> mine(n), all(2 * n), sum(n);
+    for (int64_t i = 0; i < n; ++i) mine[(size_t)i] = std::sin(0.3f * (float)(i + 1) * (float)(r + 1));
+    DeviceBuffer a, b;
+    auto put = [&](std::vector<float>& h2, DeviceBuffer& buf) {
+      if (dev == Device::cpu) return Tensor(h2.data(), {(int64_t)h2.size()});
+      buf = DeviceBuffer(h2.size() * 4);
+      copy_to_device(buf.data(), h2.data(), h2.size() * 4);
+      return Tensor(buf.data(), {(int64_t)h2.size()}, DType::f32, Device::cuda);
+    };
+    std::vector<float> work = mine;
+    Tensor in = put(work, a), out = put(all, b);
+    shard->all_gather_tensor(in, out);  // queued, then the replica sum on the same stream
+    replica->all_reduce_tensor(in);
+    shard->wait_all();
+    replica->wait_all();
+    copy_tensor(Tensor(all.data(), {2 * n}), out);
+    copy_tensor(Tensor(sum.data(), {n}), in);
+    const int pair = r / 2 * 2, other = (r + 2) % 4;
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_EQ(all[(size_t)i], std::sin(0.3f * (float)(i + 1) * (float)(pair + 1))) << device_name(dev);
+      EXPECT_EQ(all[(size_t)(n + i)], std::sin(0.3f * (float)(i + 1) * (float)(pair + 2))) << device_name(dev);
+      EXPECT_NEAR(sum[(size_t)i], mine[(size_t)i] + std::sin(0.3f * (float)(i + 1) * (float)(other + 1)), 1e-6)
+          << device_name(dev);
+    }
+  }
+}
+
+TEST(HybridShardedDataParallel, FourRanksEqualsOneProcessOnTheGlobalBatch) {
+  REQUIRE_FOUR_RANKS();
+  for (Device dev : devices()) {
+    check_fsdp({}, dev, 2);
+    check_fsdp({.tied = true}, dev, 2);
+    check_fsdp({.micro = 2}, dev, 2);
+    check_fsdp({.grads_in_act = true}, dev, 2);
+    check_fsdp({.stem = true, .sparse = true, .micro = 2}, dev, 2);
+  }
+}
+
+TEST(FullyShardedDataParallel, FourRanksEqualsOneProcessOnTheGlobalBatch) {
+  REQUIRE_FOUR_RANKS();
+  for (Device dev : devices()) {
+    check_fsdp({}, dev);
+    check_fsdp({.micro = 2}, dev);
   }
 }
 

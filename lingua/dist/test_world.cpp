@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "lingua/core/error.h"
+#include "lingua/dist/layout.h"
 #include "lingua/dist/world.h"
 
 namespace lingua {
@@ -207,6 +208,43 @@ TEST_F(DistEnvTest, SrunTasksMeetOverTcp) {
     waitpid(pids[r], &st, 0);
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "task " << r << " status " << st;
   }
+}
+
+TEST(ParallelLayout, FromLinguasKeys) {
+  DistributedConfig d;
+  ParallelLayout l = resolve_parallel_layout(d, 4);  // no_shard: DDP
+  EXPECT_FALSE(l.fsdp());
+  EXPECT_EQ(l.replicate, 4);
+  EXPECT_EQ(l.describe(), "DDP over 4 processes");
+  d.fsdp_type = "full_shard";
+  d.dp_shard = 4;
+  l = resolve_parallel_layout(d, 4);
+  EXPECT_TRUE(l.fsdp());
+  EXPECT_FALSE(l.hybrid());
+  EXPECT_EQ(l.describe(), "FSDP over 4 processes");
+  d.dp_shard = 2;  // HSDP: 2 replicas of 2 consecutive ranks
+  l = resolve_parallel_layout(d, 4);
+  EXPECT_TRUE(l.hybrid());
+  EXPECT_EQ(l.replicate, 2);
+  EXPECT_EQ(l.describe(), "HSDP over 4 processes (2 replicas x 2 shards)");
+  EXPECT_EQ(l.shard_rank(3), 1);
+  EXPECT_EQ(l.replica_rank(3), 1);
+  EXPECT_EQ(l.replica_rank(1), 0);
+  d.dp_shard = 3;  // does not divide
+  try {
+    resolve_parallel_layout(d, 4);
+    ADD_FAILURE() << "dp_shard 3 of 4 processes accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("distributed.dp_shard"), std::string::npos) << e.what();
+  }
+  d.fsdp_type = "no_shard";
+  d.dp_shard = 2;  // sharding without full_shard
+  EXPECT_THROW(resolve_parallel_layout(d, 4), Error);
+  d.fsdp_type = "full_shard";
+  d.dp_shard = 8;  // one process: a note, nothing to divide
+  l = resolve_parallel_layout(d, 1);
+  EXPECT_FALSE(l.fsdp());
+  EXPECT_EQ(l.notes.size(), 1u);
 }
 
 }  // namespace

@@ -64,7 +64,7 @@ BenchResult run_bench(const TrainConfig& cfg) {
   if (dev == Device::cuda) select_local_gpu(world);
   ModelDims dims = resolve_dims(cfg.model, cfg.model.vocab_size);
   Transformer model(cfg.model, dims);
-  if (layout.fsdp()) shard_block_weights(model, W, world.rank());
+  if (layout.fsdp()) shard_block_weights(model, layout.shard, layout.shard_rank(world.rank()));
   model.to_device(dev);
   Executor exec(model);
   exec.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);

@@ -115,6 +115,7 @@ struct Run {
   DataLoader& loader;
   Communicator& host;  // the data-parallel ranks' control collectives
   bool sharded;        // parameters split over the ranks (FSDP): gathered for checkpoints
+  Communicator& shard_host;  // the ranks they are split over (host, or HSDP's shard group)
   int64_t resplit_from = 0, resplit_step = 0;  // kept in the train states (TrainState)
 };
 
@@ -123,7 +124,7 @@ struct Run {
 void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
   const TrainState mine{step, r.opt.steps_taken(), r.loader.state(), r.resplit_from, r.resplit_step};
   const std::vector<std::string> all = r.host.all_gather_strings(train_state_json(mine));
-  const SplitValues split = r.sharded ? gather_split_values(r.host, r.exec.model().params(), r.opt) : SplitValues();
+  const SplitValues split = r.sharded ? gather_split_values(r.shard_host, r.exec.model().params(), r.opt) : SplitValues();
   if (r.host.rank() == 0) {
     std::vector<TrainState> states;
     for (size_t k = 0; k < all.size(); ++k) states.push_back(parse_train_state(all[k], "rank " + std::to_string(k)));
@@ -200,7 +201,11 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   auto tok = make_tokenizer(cfg.data.tokenizer);
   ModelDims dims = resolve_dims(cfg.model, tok->n_words());
   Transformer model(cfg.model, dims);
-  if (layout.fsdp()) shard_block_weights(model, world.size(), world.rank());  // each rank keeps its shards
+  // Each rank keeps its shards; with HSDP, of its shard group's split (host collectives for the
+  // checkpoints over that group).
+  if (layout.fsdp()) shard_block_weights(model, layout.shard, layout.shard_rank(world.rank()));
+  std::unique_ptr<Communicator> shard_group =
+      layout.hybrid() ? host.split(layout.replica_rank(world.rank()), layout.shard_rank(world.rank())) : nullptr;
   const Device device = resolve_device(cfg.device);
   if (device == Device::cuda) select_local_gpu(world);  // before any CUDA work
   model.to_device(device);
@@ -215,7 +220,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   if (cfg.checkpoint.eval.every > 0)  // fail now, not at the first evaluation
     check_validation_data(cfg.data, *tok, "checkpoint.eval.every = " + std::to_string(cfg.checkpoint.eval.every) +
                                               " (set it to 0 to train without validation): ");
-  Run run{cfg, exec, opt, loader, host, layout.fsdp()};
+  Run run{cfg, exec, opt, loader, host, layout.fsdp(), shard_group ? *shard_group : host};
   const bool quiet = hooks.quiet || !lead;
 
   ParamCounts pc = model.param_counts();
