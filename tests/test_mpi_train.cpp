@@ -10,7 +10,10 @@
 //  - metrics.jsonl is written once (by rank 0), with the loss over every rank's tokens;
 //  - all of it with the block weights sharded (FSDP, distributed.fsdp_type full_shard), whose
 //    losses are DDP's (to fp32 summation order) and whose checkpoint holds the full weights;
-//  - and under 4 ranks, hybrid sharding (HSDP: dp_shard 2, 2 replicas) likewise.
+//  - and under 4 ranks, hybrid sharding (HSDP: dp_shard 2, 2 replicas) likewise;
+//  - a STEM model with its tables split by columns over 2 ranks (distributed.stem_parallel_size),
+//    with DDP or FSDP beside, trains as DDP with whole tables, likewise (and under 4 ranks, two
+//    table groups that are replicas of each other).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -47,16 +50,27 @@ fs::path shared_corpus(const std::string& name) {
   return p;
 }
 
-// The parallelism: DDP, FSDP over every rank, or HSDP (shard groups of 2).
-enum class Mode { ddp, fsdp, hsdp };
-const char* mode_name(Mode m) { return m == Mode::ddp ? "ddp" : m == Mode::fsdp ? "fsdp" : "hsdp"; }
+// The parallelism: DDP, FSDP over every rank, or HSDP (shard groups of 2); a STEM model with DDP,
+// and with its tables split over groups of 2 ranks (with DDP, and with FSDP).
+enum class Mode { ddp, fsdp, hsdp, stem_ddp, stem_tables, stem_tables_fsdp };
+const char* mode_name(Mode m) {
+  const char* names[] = {"ddp", "fsdp", "hsdp", "stem_ddp", "stem_tables", "stem_tables_fsdp"};
+  return names[(int)m];
+}
+bool stem(Mode m) { return m >= Mode::stem_ddp; }
+bool tables(Mode m) { return m >= Mode::stem_tables; }
 
 TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::string& device, Mode mode) {
   TrainConfig c = tiny_config(data, dump);
-  if (mode != Mode::ddp) {
+  if (mode == Mode::fsdp || mode == Mode::hsdp || mode == Mode::stem_tables_fsdp) {
     c.distributed.fsdp_type = "full_shard";
-    c.distributed.dp_shard = mode == Mode::fsdp ? host().size() : 2;
+    c.distributed.dp_shard = mode == Mode::hsdp ? 2 : host().size();
   }
+  if (stem(mode)) {
+    c.model.ffn = "stem";
+    c.model.stem_layers = std::vector<int>{0, 1};
+  }
+  if (tables(mode)) c.distributed.stem_parallel_size = 2;
   c.device = device;
   c.steps = 8;
   c.grad_acc_steps = 2;
@@ -90,9 +104,13 @@ std::vector<double> check_distributed_train(const std::string& device, Mode mode
   const fs::path a = shared_dir("dist_a_" + tag), b = shared_dir("dist_b_" + tag);
   Values trained;
   TrainHooks quiet{nullptr, true};
-  // (HSDP's weights are split over a shard group of 2: gathered over that group.)
-  std::unique_ptr<Communicator> group = mode == Mode::hsdp ? host().split(host().rank() / 2, host().rank() % 2) : nullptr;
-  quiet.at_end = [&](Executor& exec) { trained = gather_full_values(group ? *group : host(), exec.model().params()); };
+  // (HSDP's weights are split over a shard group of 2, the tables' columns over groups of 2:
+  // gathered over those groups.)
+  std::unique_ptr<Communicator> pair = host().split(host().rank() / 2, host().rank() % 2);
+  quiet.at_end = [&](Executor& exec) {
+    trained = gather_full_values(mode == Mode::hsdp ? *pair : host(), exec.model().params(), false,
+                                 tables(mode) ? pair.get() : nullptr);
+  };
   const TrainResult ra = train(config(a), quiet);
   EXPECT_EQ(ra.losses.size(), 8u);
   const TrainResult rb = train(config(b), {nullptr, true});
@@ -132,6 +150,7 @@ std::vector<double> check_distributed_train(const std::string& device, Mode mode
       ++compared;
     }
     EXPECT_EQ(compared, trained.size());
+    if (stem(mode)) EXPECT_TRUE(trained.count("layers.1.feed_forward.stem_embedding.weight")) << "a STEM model";
     // The data-loader state is per rank: one process gets the W ranks' states re-split.
     auto opt = std::make_unique<AdamW>(m.model->params(), m.config.optim);
     const TrainState st = load_training_checkpoint(ckpt, *m.model, *opt, 0, 1);
@@ -178,6 +197,22 @@ TEST(DistributedTrain, ShardedTrainsAsDataParallel) {
   }
 }
 
+// STEM tables split by columns over 2 ranks train as DDP with whole tables (with DDP and with
+// FSDP for the rest), deterministically, resume to the bit, and save whole tables.
+TEST(DistributedTrain, StemTablesSplitByColumnsTrainAsDataParallel) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  for (const std::string& device : test_devices()) {
+    SCOPED_TRACE(device);
+    const std::vector<double> ddp = check_distributed_train(device, Mode::stem_ddp);
+    for (Mode m : {Mode::stem_tables, Mode::stem_tables_fsdp}) {
+      const std::vector<double> split = check_distributed_train(device, m);
+      ASSERT_EQ(split.size(), ddp.size());
+      for (size_t i = 0; i < ddp.size(); ++i)
+        EXPECT_NEAR(split[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << mode_name(m) << " step " << i + 1;
+    }
+  }
+}
+
 // Under mpirun -np 4 (ctest's _4ranks run): HSDP, 2 replicas x 2 shards, trains as DDP over the
 // 4 ranks (and is deterministic, resumes to the bit, and writes a checkpoint one process loads).
 TEST(DistributedTrain, FourRanksHybridShardedTrainsAsDataParallel) {
@@ -189,6 +224,19 @@ TEST(DistributedTrain, FourRanksHybridShardedTrainsAsDataParallel) {
     ASSERT_EQ(hsdp.size(), ddp.size());
     for (size_t i = 0; i < ddp.size(); ++i)
       EXPECT_NEAR(hsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
+  }
+}
+
+// Under 4 ranks: two groups of 2 each split the STEM tables (replicas of each other).
+TEST(DistributedTrain, FourRanksStemTablesInTwoGroupsTrainAsDataParallel) {
+  if (host().size() != 4) GTEST_SKIP() << "needs mpirun -np 4 (ctest's *_4ranks run)";
+  for (const std::string& device : test_devices()) {
+    SCOPED_TRACE(device);
+    const std::vector<double> ddp = check_distributed_train(device, Mode::stem_ddp);
+    const std::vector<double> split = check_distributed_train(device, Mode::stem_tables);
+    ASSERT_EQ(split.size(), ddp.size());
+    for (size_t i = 0; i < ddp.size(); ++i)
+      EXPECT_NEAR(split[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
   }
 }
 

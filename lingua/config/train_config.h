@@ -251,7 +251,7 @@ struct EvalConfig {
 // float8 is refused; keys about torch.compile, FSDP, tf32 and the like are unset by default and,
 // when a config gives them, accepted with a note that they have no effect (validate.h).
 struct DistributedConfig {
-  int dp_shard = 1, dp_replicate = 1, tp_size = 1, num_nodes = 1, gpus_per_node = 1;
+  int dp_shard = 1, dp_replicate = 1, tp_size = 1, num_nodes = 1, gpus_per_node = 1, stem_parallel_size = 1;
   std::string model_dtype = "bf16";
   std::optional<std::string> float8_recipe;
   bool allow_bf16_reduced_precision_reduction = true;
@@ -264,6 +264,9 @@ struct DistributedConfig {
       "processes: FSDP; a divisor of it: HSDP, processes / dp_shard replicas of consecutive ranks)");
     v("dp_replicate", dp_replicate,
       "Lingua: data-parallel replicas (follows the number of processes: processes / dp_shard)");
+    v("stem_parallel_size", stem_parallel_size,
+      "Lingua STEM: processes each STEM table is split over by columns (groups of consecutive ranks; 1: whole "
+      "tables on every process)");
     v("tp_size", tp_size, "Lingua: tensor-parallel size (no tensor parallelism here: a note above 1)");
     v("num_nodes", num_nodes, "Lingua launcher: nodes (no effect: the launcher starts the processes)");
     v("gpus_per_node", gpus_per_node, "Lingua launcher: GPUs per node (no effect: one process per GPU)");

@@ -30,6 +30,23 @@ void copy_row_blocks(const Tensor& dst, int64_t dst_stride, int64_t dst_first, c
   for (int64_t b = 0; b < blocks; ++b) std::memcpy(d + b * dst_stride * row, s + b * src_stride * row, rows * row);
 }
 
+void copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col, int64_t cols) {
+  LINGUA_CHECK(dst.ndim == 2 && src.ndim == 2 && dst.dtype == src.dtype && dst.device == src.device &&
+                   dst.size(0) == src.size(0) && dst_col >= 0 && src_col >= 0 && cols >= 0 &&
+                   dst_col + cols <= dst.size(1) && src_col + cols <= src.size(1),
+               "copy_columns: ", cols, " columns from ", src_col, " of ", src.str(), " to ", dst_col, " of ", dst.str());
+  const size_t e = dtype_size(src.dtype), rows = (size_t)src.size(0);
+  if (rows == 0 || cols == 0) return;
+  char* d = static_cast<char*>(dst.data) + dst_col * e;
+  const char* s = static_cast<const char*>(src.data) + src_col * e;
+  const size_t dp = (size_t)dst.size(1) * e, sp = (size_t)src.size(1) * e, w = (size_t)cols * e;
+  if (dst.device == Device::cuda) {
+    if (rows == 1) return copy_device_to_device(d, s, w);
+    return copy_device_2d(d, dp, s, sp, w, rows);
+  }
+  for (size_t r = 0; r < rows; ++r) std::memcpy(d + r * dp, s + r * sp, w);
+}
+
 void zero_row_blocks(const Tensor& t, int64_t stride, int64_t first, int64_t blocks, int64_t rows) {
   const size_t row = (size_t)t.size(-1) * dtype_size(t.dtype);
   char* d = static_cast<char*>(t.data) + first * row;

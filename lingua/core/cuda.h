@@ -152,6 +152,9 @@ void copy_tensor(const Tensor& dst, const Tensor& src);
 // dst_first, + rows) (rows of dst.size(-1) elements, same dtype). Async on CUDA.
 void copy_row_blocks(const Tensor& dst, int64_t dst_stride, int64_t dst_first, const Tensor& src, int64_t src_stride,
                      int64_t src_first, int64_t blocks, int64_t rows);
+// Columns between 2-D row-major tensors of one device and dtype with the same row count:
+// dst[r, dst_col + c] = src[r, src_col + c] for c < cols (a strided copy; async on CUDA).
+void copy_columns(const Tensor& dst, int64_t dst_col, const Tensor& src, int64_t src_col, int64_t cols);
 // Zeroes the same kind of row blocks of t (async on CUDA).
 void zero_row_blocks(const Tensor& t, int64_t stride, int64_t first, int64_t blocks, int64_t rows);
 

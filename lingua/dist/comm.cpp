@@ -79,6 +79,19 @@ void Communicator::reduce_scatter_tensor(const Tensor& in, const Tensor& out) {
   std::memcpy(out.data, sum.data() + (size_t)(rank() * out.numel()), out.nbytes());
 }
 
+void Communicator::all_to_all_tensor(const Tensor& in, const Tensor& out) {
+  LINGUA_CHECK(in.device == Device::cpu && out.device == Device::cpu && in.dtype == out.dtype &&
+                   in.numel() == out.numel() && in.numel() % size() == 0,
+               "all_to_all_tensor on ", backend(), ": in ", in.str(), ", out ", out.str());
+  // Every rank's whole `in`, from which this rank keeps its chunk of each.
+  const size_t chunk = in.nbytes() / (size_t)size();
+  std::vector<char> all(in.nbytes() * (size_t)size());
+  all_gather(in.data, all.data(), in.nbytes());
+  for (int q = 0; q < size(); ++q)
+    std::memcpy(static_cast<char*>(out.data) + (size_t)q * chunk,
+                all.data() + (size_t)q * in.nbytes() + (size_t)rank() * chunk, chunk);
+}
+
 void Communicator::all_reduce_device_doubles(double* data, int64_t n) { all_reduce(data, n, ReduceOp::sum); }
 
 std::unique_ptr<Communicator> Communicator::split(int color, int key) {

@@ -47,10 +47,13 @@ class Communicator {
   // ---- Tensor collectives (Tensors on device(): f32, and bf16 on CUDA) ----
   // In place sum over the ranks (op sum only; avg = sum then scale by the caller); also i32.
   virtual void all_reduce_tensor(const Tensor& t);
-  // out [size() * in.numel()] = every rank's `in`, by rank.
+  // out [size() * in.numel()] = every rank's `in`, by rank (any dtype).
   virtual void all_gather_tensor(const Tensor& in, const Tensor& out);
   // out [in.numel() / size()] = the sum over ranks of chunk rank() of `in`.
   virtual void reduce_scatter_tensor(const Tensor& in, const Tensor& out);
+  // Chunk q of in (numel / size() elements each, any dtype) goes to rank q; out chunk q comes from
+  // rank q (its in chunk rank()).
+  virtual void all_to_all_tensor(const Tensor& in, const Tensor& out);
   virtual void wait_all() {}  // CUDA: the library stream waits for the queued tensor collectives
   // Several tensor collectives queued as one (NCCL groups them; needed for the per-parameter
   // collectives of a layer): begin_group(), the calls, end_group().

@@ -1,6 +1,35 @@
 #include "lingua/dist/ddp.h"
 
+#include <algorithm>
+
 namespace lingua {
+
+std::vector<Tensor> data_parallel_pieces(const Executor& exec, int stage) {
+  const Tensor g = exec.stage_grads(stage);
+  if (!g.data) return {};
+  const ParamStore& s = exec.model().params();
+  std::vector<std::pair<int64_t, int64_t>> holes;  // [begin, end) in floats from the stage's start
+  const float* base = g.f32();
+  const int64_t start = base - s.grads_data();
+  for (int id : s.ids()) {
+    const ParamInfo& p = s.info(id);
+    if (p.placement.kind == Placement::column_slice && p.grad_offset >= 0 && exec.model().stage_of(id) == stage)
+      holes.push_back({p.grad_offset - start, p.grad_offset - start + p.numel});
+  }
+  if (holes.empty()) return {g};
+  std::sort(holes.begin(), holes.end());
+  std::vector<Tensor> pieces;
+  int64_t at = 0;
+  auto piece = [&](int64_t b, int64_t e) {
+    if (e > b) pieces.push_back(Tensor(const_cast<float*>(base) + b, {e - b}, DType::f32, g.device));
+  };
+  for (auto [b, e] : holes) {
+    piece(at, b);
+    at = std::max(at, e);
+  }
+  piece(at, g.numel());
+  return pieces;
+}
 
 DataParallel::DataParallel(Executor& exec, Communicator& comm) : exec_(exec), comm_(comm) {
   LINGUA_CHECK(comm.device() == exec.device() || comm.size() == 1, "data parallelism: the communicator (",
@@ -14,10 +43,11 @@ DataParallel::~DataParallel() { exec_.remove_hooks(this); }
 void DataParallel::reduce_stage(int stage) {
   if (reduced_[stage]) return;
   reduced_[stage] = true;
-  const Tensor g = exec_.stage_grads(stage);
-  if (g.data == nullptr || comm_.size() == 1) return;
-  comm_.all_reduce_tensor(g);
-  ++collectives_;
+  if (comm_.size() == 1) return;
+  for (const Tensor& g : data_parallel_pieces(exec_, stage)) {
+    comm_.all_reduce_tensor(g);
+    ++collectives_;
+  }
 }
 
 void DataParallel::before_backward(int layer, const Tensor&, const Tensor&, const StepContext& ctx) {

@@ -12,13 +12,19 @@
 // The reduction is fp32 (NCCL's ring/tree sums are deterministic for a fixed world size and
 // message layout, so runs repeat bitwise). Each stage's gradients are one contiguous range of the
 // gradient buffer, one collective per stage (a transformer block is MBs, well above NCCL's latency
-// regime).
+// regime). Column-sliced parameters (table_parallel.h) are left out (the table-parallel layer
+// reduces them over their replica group): such a stage is reduced in the pieces between them.
 #include <functional>
+#include <vector>
 
 #include "lingua/dist/comm.h"
 #include "lingua/exec/executor.h"
 
 namespace lingua {
+
+// The gradients of a stage that data parallelism sums over every rank: its range without the
+// column-sliced parameters' (one piece, the whole range, when there are none).
+std::vector<Tensor> data_parallel_pieces(const Executor& exec, int stage);
 
 class DataParallel final : public LayerHooks {
  public:

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "lingua/dist/ddp.h"
+#include "lingua/dist/table_parallel.h"
 
 namespace lingua {
 
@@ -38,7 +39,7 @@ SplitValues gather_split_values(Communicator& comm, const ParamStore& store, con
   SplitValues out;
   for (int id : store.ids()) {
     const ParamInfo& p = store.info(id);
-    if (p.placement.kind == Placement::whole) continue;
+    if (p.placement.kind != Placement::flat_shard) continue;  // (column slices: gather_sliced_values)
     LINGUA_CHECK(p.placement.kind == Placement::flat_shard && p.placement.size == comm.size(),
                  "internal error: gathering parameter '", p.name, "' split over ", p.placement.size, " of ", comm.size(),
                  " processes");
@@ -60,14 +61,18 @@ SplitValues gather_split_values(Communicator& comm, const ParamStore& store, con
   return out;
 }
 
-std::map<std::string, std::vector<float>> gather_full_values(Communicator& host, const ParamStore& s, bool grads) {
+std::map<std::string, std::vector<float>> gather_full_values(Communicator& host, const ParamStore& s, bool grads,
+                                                             Communicator* slice_group) {
   std::map<std::string, std::vector<float>> out;
   for (int id : s.ids()) {
     const ParamInfo& p = s.info(id);
     if (grads && p.grad_offset < 0) continue;
     std::vector<float> local((size_t)p.numel);
     copy_tensor(Tensor(local.data(), {p.numel}), grads ? s.local_grad(id) : s.local_param(id));
-    if (p.placement.kind != Placement::whole) {
+    if (p.placement.kind == Placement::column_slice) {
+      LINGUA_CHECK(slice_group, "internal error: gathering the column-sliced '", p.name, "' without its group");
+      local = gather_column_slices(*slice_group, p, local);
+    } else if (p.placement.kind != Placement::whole) {
       LINGUA_CHECK(p.placement.kind == Placement::flat_shard && p.placement.size == host.size(),
                    "internal error: gathering parameter '", p.name, "' split over ", p.placement.size, " of ",
                    host.size(), " processes");
@@ -110,7 +115,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(Executor& exec, AdamW& opt, C
                    " (rank ", comm_->rank(), ")");
       b.split.push_back({id, p.numel, b.size});
       b.size += align_up(W * p.numel);
-    } else if (p.grad_offset >= 0) {
+    } else if (p.grad_offset >= 0 && p.placement.kind == Placement::whole) {  // (column slices: table_parallel.h)
       b.whole.push_back(id);
     }
   }
@@ -207,8 +212,8 @@ void FullyShardedDataParallel::sum_whole(const Tensor& t) {
 }
 
 void FullyShardedDataParallel::reduce_whole_stage(int stage) {
-  const Tensor g = exec_.stage_grads(stage);
-  if (g.data && world_comm_.size() > 1) sum_whole(g);
+  if (world_comm_.size() == 1) return;
+  for (const Tensor& g : data_parallel_pieces(exec_, stage)) sum_whole(g);
 }
 
 void FullyShardedDataParallel::before_backward(int layer, const Tensor&, const Tensor&, const StepContext& ctx) {

@@ -48,10 +48,10 @@ void shard_block_weights(Transformer& model, int size, int rank);
 SplitValues gather_split_values(Communicator& comm, const ParamStore& store, const AdamW& opt);
 
 // Every parameter's full fp32 values (or gradients: trainable ones only) by name, the split ones
-// gathered over host, the shard group (collective: every rank calls it and gets all of them). For
-// tests and tools.
+// gathered over host, the shard group, and column-sliced ones over slice_group (table_parallel.h)
+// (collective: every rank calls it and gets all of them). For tests and tools.
 std::map<std::string, std::vector<float>> gather_full_values(Communicator& host, const ParamStore& store,
-                                                             bool grads = false);
+                                                             bool grads = false, Communicator* slice_group = nullptr);
 
 class FullyShardedDataParallel final : public LayerHooks {
  public:

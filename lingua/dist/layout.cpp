@@ -6,10 +6,12 @@ namespace lingua {
 
 std::string ParallelLayout::describe() const {
   if (world == 1) return "one process";
+  const std::string tables_note =
+      tables > 1 ? ", per-layer tables split over " + std::to_string(tables) + " processes" : std::string();
   if (hybrid())
     return "HSDP over " + std::to_string(world) + " processes (" + std::to_string(replicate) + " replicas x " +
-           std::to_string(shard) + " shards)";
-  return std::string(fsdp() ? "FSDP" : "DDP") + " over " + std::to_string(world) + " processes";
+           std::to_string(shard) + " shards)" + tables_note;
+  return std::string(fsdp() ? "FSDP" : "DDP") + " over " + std::to_string(world) + " processes" + tables_note;
 }
 
 ParallelLayout resolve_parallel_layout(const DistributedConfig& d, int world) {
@@ -18,11 +20,17 @@ ParallelLayout resolve_parallel_layout(const DistributedConfig& d, int world) {
   l.replicate = world;
   const std::string type = d.fsdp_type.value_or("no_shard");
   if (world == 1) {
+    if (d.stem_parallel_size > 1)
+      l.notes.push_back("distributed.stem_parallel_size has no effect with one process: the tables stay whole");
     if (d.dp_shard > 1 || d.dp_replicate > 1)
       l.notes.push_back("distributed.dp_shard and dp_replicate have no effect with one process (the launcher starts "
                         "the processes: mpirun, torchrun, srun or `lingua launch`)");
     return l;
   }
+  LINGUA_CHECK(d.stem_parallel_size >= 1 && world % d.stem_parallel_size == 0, "config key 'distributed.stem_parallel_size' is ",
+               d.stem_parallel_size, " but ", world,
+               " processes were started: the table group size must divide the number of processes");
+  l.tables = d.stem_parallel_size;
   if (type == "no_shard") {
     LINGUA_CHECK(d.dp_shard == 1, "config key 'distributed.dp_shard' is ", d.dp_shard,
                  ": sharding needs distributed.fsdp_type: full_shard (no_shard is DDP, every process holds the "

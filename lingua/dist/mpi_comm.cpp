@@ -112,6 +112,15 @@ void MpiComm::all_reduce_tensor(const Tensor& t) {
   }
 }
 
+void MpiComm::all_to_all_tensor(const Tensor& in, const Tensor& out) {
+  LINGUA_CHECK(in.device == Device::cpu && out.device == Device::cpu && in.dtype == out.dtype &&
+                   in.numel() == out.numel() && in.numel() % size() == 0,
+               "MPI all_to_all_tensor: in ", in.str(), ", out ", out.str());
+  const size_t chunk = in.nbytes() / (size_t)size();
+  LINGUA_CHECK(chunk <= (size_t)kMaxCount, "MPI all_to_all of ", chunk, " bytes per rank: too large");
+  check_mpi(MPI_Alltoall(in.data, (int)chunk, MPI_BYTE, out.data, (int)chunk, MPI_BYTE, as_comm(comm_)), "MPI_Alltoall");
+}
+
 std::unique_ptr<Communicator> MpiComm::split(int color, int key) {
   auto* c = new MPI_Comm;
   const int rc = MPI_Comm_split(as_comm(comm_), color, key, c);

@@ -91,8 +91,8 @@ class NcclComm final : public Communicator {
     pending_ = true;
   }
   void all_gather_tensor(const Tensor& in, const Tensor& out) override {
-    check(in, "all_gather_tensor");
-    check(out, "all_gather_tensor");
+    check(in, "all_gather_tensor", /*ints=*/true);
+    check(out, "all_gather_tensor", /*ints=*/true);
     LINGUA_CHECK(in.dtype == out.dtype && out.numel() == in.numel() * size(), "all_gather_tensor: in ", in.str(),
                  ", out ", out.str(), " (out must hold ", size(), " x in)");
     fork();
@@ -107,6 +107,23 @@ class NcclComm final : public Communicator {
     fork();
     NCCL_CHECK(ncclReduceScatter(in.data, out.data, (size_t)out.numel(), nccl_type(in.dtype), ncclSum, comm_,
                                  cs_->stream));
+    pending_ = true;
+  }
+  void all_to_all_tensor(const Tensor& in, const Tensor& out) override {
+    check(in, "all_to_all_tensor", /*ints=*/true);
+    check(out, "all_to_all_tensor", /*ints=*/true);
+    LINGUA_CHECK(in.dtype == out.dtype && in.numel() == out.numel() && in.numel() % size() == 0,
+                 "all_to_all_tensor: in ", in.str(), ", out ", out.str());
+    const size_t chunk = (size_t)(in.numel() / size()), bytes = chunk * dtype_size(in.dtype);
+    fork();
+    // One send and one receive per peer, grouped: NCCL runs them as one all-to-all.
+    NCCL_CHECK(ncclGroupStart());
+    for (int q = 0; q < size(); ++q) {
+      NCCL_CHECK(ncclSend(static_cast<const char*>(in.data) + q * bytes, chunk, nccl_type(in.dtype), q, comm_,
+                          cs_->stream));
+      NCCL_CHECK(ncclRecv(static_cast<char*>(out.data) + q * bytes, chunk, nccl_type(in.dtype), q, comm_, cs_->stream));
+    }
+    NCCL_CHECK(ncclGroupEnd());
     pending_ = true;
   }
   void wait_all() override {

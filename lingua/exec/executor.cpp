@@ -216,6 +216,7 @@ StepContext Executor::context(const Tensor& tokens, const SeqLayout& seq, int po
   ctx.tokens = tokens;
   ctx.pos0 = pos0;
   ctx.save_for_backward = save;
+  ctx.sliced_tables = sliced_tables_;
   return ctx;
 }
 

@@ -35,6 +35,8 @@ class Executor {
   // are zero when block 0 starts, unless a hook's before_forward writes them.
   void set_prefix_rows(int prefix);
   int prefix_rows() const { return prefix_; }
+  // The lookups of column-sliced tables (StepContext::sliced_tables; not owned; null: none).
+  void set_sliced_tables(SlicedTableLookup* lookup) { sliced_tables_ = lookup; }
 
   // ---- Training ----
   // One micro-batch: forward and backward. tokens, targets: [B, T] host (target < 0: ignored).
@@ -138,6 +140,7 @@ class Executor {
   Transformer& model_;
   std::vector<LayerHooks*> hooks_;
   int prefix_ = 0;
+  SlicedTableLookup* sliced_tables_ = nullptr;
   DeviceBuffer ids_dev_[2];
   std::vector<StagedBatch> staged_;
   DeviceBuffer loss_dev_;    // CUDA: the staged micro-batches' summed nll (one double)

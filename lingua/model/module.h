@@ -24,6 +24,8 @@ struct SeqLayout {
   int64_t token_rows() const { return (int64_t)B * T; }        // rows with a token (and a target)
 };
 
+class SlicedTableLookup;  // sliced_table.h
+
 struct StepContext {
   // Where modules put memory: `saved` holds what forward keeps (for backward, or for the next
   // stage: a block's output, the head's norm output); `scratch` holds what lives within one call
@@ -44,6 +46,8 @@ struct StepContext {
   bool first_micro_batch = true;  // ... the first (sharded weights are gathered once per step)
   // With norm recomputation: the one [rows, dim] buffer every block's norm outputs use.
   Tensor shared_norm;
+  // Lookups in tables split by columns over processes (sliced_table.h); null on one process.
+  SlicedTableLookup* sliced_tables = nullptr;
   int64_t rows() const { return seq.rows(); }
 };
 

@@ -53,26 +53,32 @@ void AdamW::build_groups() {
                      p.name, "' of group '", g.name, "' is not a table of ", rows < 0 ? p.local_shape[0] : rows,
                      " rows indexed by input ids");
         rows = p.local_shape[0];
-        LINGUA_CHECK(p.placement.kind == Placement::whole, "row-sparse AdamW: table '", p.name,
-                     "' is split over processes (row-sparse updates need whole tables)");
-        g.segments.push_back({p.offset, p.grad_offset, p.numel, p.bf16_offset, id});
+        LINGUA_CHECK(p.placement.kind != Placement::flat_shard, "row-sparse AdamW: table '", p.name,
+                     "' is split in flat shards (row-sparse updates need whole rows: split tables by columns)");
+        g.segments.push_back({p.offset, p.grad_offset, p.numel, p.bf16_offset, id,
+                              p.placement.kind != Placement::whole, (int)p.placement.kind});
         continue;
       }
       const bool split = p.placement.kind != Placement::whole;
       ParamGroup::Segment* last = g.segments.empty() ? nullptr : &g.segments.back();
-      const bool joins = merge && last && last->split == split && last->offset + last->numel == p.offset &&
+      const bool joins = merge && last && last->split == split && last->split_kind == (int)p.placement.kind && last->offset + last->numel == p.offset &&
                          last->grad_offset + last->numel == p.grad_offset &&
                          ((last->bf16_offset < 0 && p.bf16_offset < 0) ||
                           (last->bf16_offset >= 0 && last->bf16_offset + last->numel == p.bf16_offset));
       if (joins)
         last->numel += p.numel;
       else
-        g.segments.push_back({p.offset, p.grad_offset, p.numel, p.bf16_offset, -1, split});
+        g.segments.push_back({p.offset, p.grad_offset, p.numel, p.bf16_offset, -1, split, (int)p.placement.kind});
     }
   // Split parameters' segments first: their partial norm is summed over the processes before the
   // whole parameters' part (the same on every process) is added (see apply()).
   for (ParamGroup& g : groups_)
     std::stable_partition(g.segments.begin(), g.segments.end(), [](const ParamGroup::Segment& s) { return s.split; });
+  for (const ParamGroup& g : groups_)
+    for (const ParamGroup::Segment& s : g.segments)
+      LINGUA_CHECK(!s.split || s.split_kind == g.segments.front().split_kind, "optimizer group '", g.name,
+                   "' has parameters split over processes in two ways (flat shards and column slices): their norms "
+                   "would be summed over different process groups");
   if (rows >= 0 && rows_.numel() != rows) {
     if (store_.device() == Device::cuda) {
       rows_dev_ = DeviceBuffer(rows * sizeof(int32_t));
@@ -181,11 +187,11 @@ void AdamW::apply() {
     for (size_t k = 0; k < g.segments.size(); ++k) {
       const ParamGroup::Segment& s = g.segments[k];
       // The split parameters' part (they come first) summed over the processes, then the rest.
-      if (k > 0 && g.segments[k - 1].split && !s.split) split_norm_reducer_(&st->sq);
+      if (k > 0 && g.segments[k - 1].split && !s.split) split_norm_reducer_[g.segments[k - 1].split_kind](&st->sq);
       if (s.table >= 0) sum_squares_rows_device(store_.local_grad(s.table), rows_, &st->sq, k > 0);
       else sum_squares_device(flat(grads, s.grad_offset, s.numel, dev), &st->sq, k > 0);
     }
-    if (!g.segments.empty() && g.segments.back().split) split_norm_reducer_(&st->sq);
+    if (!g.segments.empty() && g.segments.back().split) split_norm_reducer_[g.segments.back().split_kind](&st->sq);
     clip_coefficient_device(dev, &st->sq, g.hyper.clip, &st->coef, &st->norm);
     sqs.push_back(&st->sq);
     coefs.push_back(&st->coef);

@@ -35,6 +35,7 @@ struct ParamGroup {
     int64_t bf16_offset;                 // -1: no bf16 copy
     int table = -1;                      // row-sparse: the table's parameter id
     bool split = false;                  // parameters split over processes (their local part)
+    int split_kind = 0;                  // their Placement::Kind (one per group)
   };
   std::vector<Segment> segments;
   size_t step_slot = 0, stats_slot = 0;  // in StepScalars: AdamWStepScalars (host-written), GroupStats
@@ -71,9 +72,13 @@ class AdamW {
 
   // Parameters split over processes (ParamInfo::placement): each process holds a part of their
   // gradients, so a group's norm needs the sum of every process's part. `reducer` sums a group's
-  // partial sum of squares (a double in the store's device memory) over the processes, complete
-  // on the library stream when it returns (capturable). Set by the sharding layer.
-  void set_split_norm_reducer(std::function<void(double* sq)> reducer) { split_norm_reducer_ = std::move(reducer); }
+  // partial sum of squares (a double in the store's device memory) over the processes that hold
+  // the parts of parameters placed as `kind`, complete on the library stream when it returns
+  // (capturable). Set by the sharding layer of that kind (FSDP: flat shards; table parallelism:
+  // column slices). A group's split parameters must share one kind.
+  void set_split_norm_reducer(std::function<void(double* sq)> reducer, Placement::Kind kind = Placement::flat_shard) {
+    split_norm_reducer_[kind] = std::move(reducer);
+  }
 
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
@@ -111,7 +116,7 @@ class AdamW {
   DeviceBuffer rows_dev_;           // CUDA: the rows seen
   Tensor rows_;
   int64_t t_ = 0;
-  std::function<void(double*)> split_norm_reducer_ = [](double*) {};
+  std::function<void(double*)> split_norm_reducer_[3] = {[](double*) {}, [](double*) {}, [](double*) {}};
 };
 
 }  // namespace lingua

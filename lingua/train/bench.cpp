@@ -8,6 +8,7 @@
 #include "lingua/core/cuda.h"
 #include "lingua/core/philox.h"
 #include "lingua/dist/fsdp.h"
+#include "lingua/dist/table_parallel.h"
 #include "lingua/dist/layout.h"
 #include "lingua/dist/world.h"
 #include "lingua/exec/executor.h"
@@ -65,12 +66,15 @@ BenchResult run_bench(const TrainConfig& cfg) {
   ModelDims dims = resolve_dims(cfg.model, cfg.model.vocab_size);
   Transformer model(cfg.model, dims);
   if (layout.fsdp()) shard_block_weights(model, layout.shard, layout.shard_rank(world.rank()));
+  if (layout.tables > 1) slice_tables(model, layout.tables, world.rank() % layout.tables);
   model.to_device(dev);
   Executor exec(model);
   exec.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
   std::unique_ptr<AdamW> opt_owner = make_optimizer(model, cfg.optim);
   AdamW& opt = *opt_owner;
   std::unique_ptr<LayerHooks> parallel = attach_data_parallel(layout, exec, opt, world.tensors(dev), cfg.grad_acc_steps);
+  std::unique_ptr<TableParallel> table_parallel =
+      layout.tables > 1 ? std::make_unique<TableParallel>(exec, opt, world.tensors(dev), layout.tables) : nullptr;
   const int B = cfg.data.batch_size, T = cfg.data.seq_len;
   LINGUA_CHECK(T <= dims.max_seqlen, "data.seq_len (", T, ") exceeds model.max_seqlen (", dims.max_seqlen, ")");
   // Random tokens, as the anchor: uniform ids, fixed for the run.

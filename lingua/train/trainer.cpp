@@ -20,6 +20,7 @@
 #include "lingua/data/tokenizer.h"
 #include "lingua/dist/ddp.h"
 #include "lingua/dist/fsdp.h"
+#include "lingua/dist/table_parallel.h"
 #include "lingua/dist/layout.h"
 #include "lingua/dist/world.h"
 #include "lingua/eval/validation.h"
@@ -116,6 +117,7 @@ struct Run {
   Communicator& host;  // the data-parallel ranks' control collectives
   bool sharded;        // parameters split over the ranks (FSDP): gathered for checkpoints
   Communicator& shard_host;  // the ranks they are split over (host, or HSDP's shard group)
+  Communicator* table_host;  // the ranks the per-layer tables are split over by columns (null: whole)
   int64_t resplit_from = 0, resplit_step = 0;  // kept in the train states (TrainState)
 };
 
@@ -124,7 +126,8 @@ struct Run {
 void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
   const TrainState mine{step, r.opt.steps_taken(), r.loader.state(), r.resplit_from, r.resplit_step};
   const std::vector<std::string> all = r.host.all_gather_strings(train_state_json(mine));
-  const SplitValues split = r.sharded ? gather_split_values(r.shard_host, r.exec.model().params(), r.opt) : SplitValues();
+  SplitValues split = r.sharded ? gather_split_values(r.shard_host, r.exec.model().params(), r.opt) : SplitValues();
+  if (r.table_host) split.merge(gather_sliced_values(*r.table_host, r.exec.model().params(), r.opt));
   if (r.host.rank() == 0) {
     std::vector<TrainState> states;
     for (size_t k = 0; k < all.size(); ++k) states.push_back(parse_train_state(all[k], "rank " + std::to_string(k)));
@@ -206,6 +209,10 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   if (layout.fsdp()) shard_block_weights(model, layout.shard, layout.shard_rank(world.rank()));
   std::unique_ptr<Communicator> shard_group =
       layout.hybrid() ? host.split(layout.replica_rank(world.rank()), layout.shard_rank(world.rank())) : nullptr;
+  // Per-layer tables split by columns over groups of layout.tables consecutive ranks.
+  if (layout.tables > 1) slice_tables(model, layout.tables, world.rank() % layout.tables);
+  std::unique_ptr<Communicator> table_group =
+      layout.tables > 1 ? host.split(world.rank() / layout.tables, world.rank() % layout.tables) : nullptr;
   const Device device = resolve_device(cfg.device);
   if (device == Device::cuda) select_local_gpu(world);  // before any CUDA work
   model.to_device(device);
@@ -216,11 +223,13 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   // Gradients summed over the ranks during the backward (the same init on every rank: the weights
   // are drawn by name from the seed).
   std::unique_ptr<LayerHooks> parallel = attach_data_parallel(layout, exec, opt, world.tensors(device), cfg.grad_acc_steps);
+  std::unique_ptr<TableParallel> table_parallel =
+      layout.tables > 1 ? std::make_unique<TableParallel>(exec, opt, world.tensors(device), layout.tables) : nullptr;
   DataLoader loader(cfg.data, *tok, world.rank(), world.size());
   if (cfg.checkpoint.eval.every > 0)  // fail now, not at the first evaluation
     check_validation_data(cfg.data, *tok, "checkpoint.eval.every = " + std::to_string(cfg.checkpoint.eval.every) +
                                               " (set it to 0 to train without validation): ");
-  Run run{cfg, exec, opt, loader, host, layout.fsdp(), shard_group ? *shard_group : host};
+  Run run{cfg, exec, opt, loader, host, layout.fsdp(), shard_group ? *shard_group : host, table_group.get()};
   const bool quiet = hooks.quiet || !lead;
 
   ParamCounts pc = model.param_counts();

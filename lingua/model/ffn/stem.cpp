@@ -4,10 +4,10 @@
 // E: [vocab, hidden] f32, in its own optimizer group ("stem", hyper-parameters optim.stem.*,
 // row-sparse with optim.stem.sparse), an embedding for the accounting (memory, not FLOPs). Layers
 // not in model.stem_layers are dense SwiGLU.
-// Sharding (a later layer, over distributed.stem_parallel_size ranks) splits the table by columns:
-// a rank declares its [vocab, hidden / P] slice (Placement::ColumnSlice), and the gather and
-// scatter-add ops take any column count; the all-to-all of rows goes between them and the gate
-// product.
+// Table parallelism (distributed.stem_parallel_size P, lingua/dist/table_parallel.h) splits the
+// table by columns: a rank holds its [vocab, hidden / P] slice (Placement::ColumnSlice), and the
+// lookups go through StepContext::sliced_tables, which returns full rows for this rank's tokens
+// (and scatter-adds their gradients into the local columns).
 #include "lingua/model/ffn/stem.h"
 
 #include <algorithm>
@@ -16,6 +16,7 @@
 #include "lingua/model/dims.h"
 #include "lingua/model/ffn/ffn.h"
 #include "lingua/model/linear.h"
+#include "lingua/model/sliced_table.h"
 #include "lingua/ops/embedding/embedding.h"
 #include "lingua/ops/op_checks.h"
 #include "lingua/ops/swiglu/swiglu.h"
@@ -95,7 +96,7 @@ class StemFfn final : public FeedForward {
     // g = silu(a) * e written over it.
     Tensor e = arena_tensor(sc, {n, hidden_}, ctx.act);
     w1_.forward(x, a_);
-    embedding_forward(ctx.tokens, store_->param(table_), e);
+    lookup(ctx, e);
     swiglu_forward(a_, e, e);
     w2_.forward(e, out, residual);
     sc.release_to(mark);
@@ -110,22 +111,38 @@ class StemFfn final : public FeedForward {
     Tensor dg = arena_tensor(ar, {n, hidden_}, ctx.act);
     Tensor e = arena_tensor(ar, {n, hidden_}, ctx.act);
     w2_.backward_input(dout, dg);
-    embedding_forward(ctx.tokens, store_->param(table_), e);
+    lookup(ctx, e);
     swiglu_backward(a_, e, dg, a_, e, dg);
     w2_.backward_weight(dg, dout);
-    const Tensor dtable = store_->grad(table_);
-    if (is_given(dtable)) embedding_backward(ctx.tokens, e, dtable);  // deterministic scatter-add of de
+    const Tensor dtable = sliced() ? store_->local_grad(table_) : store_->grad(table_);
+    if (is_given(dtable)) {  // deterministic scatter-add of de
+      if (sliced()) ctx.sliced_tables->backward(ctx.tokens, e, dtable, *ctx.scratch);
+      else embedding_backward(ctx.tokens, e, dtable);
+    }
     w1_.backward(x, a_, dx);
     ar.release_to(mark);
   }
 
   size_t saved_bytes(int64_t rows, DType act) const override { return arena_bytes(rows * hidden_, act); }
-  size_t scratch_bytes(int64_t rows, DType act) const override { return 2 * arena_bytes(rows * hidden_, act); }
+  size_t scratch_bytes(int64_t rows, DType act) const override {
+    const int group = store_->info(table_).placement.size;  // a sliced table's lookups exchange rows
+    return 2 * arena_bytes(rows * hidden_, act) + (sliced() ? sliced_lookup_scratch_bytes(rows, hidden_, group, act) : 0);
+  }
   // The table is looked up, not multiplied: w1 and w2 only.
   int64_t matmul_params() const override { return w1_.out() * w1_.in() + w2_.out() * w2_.in(); }
   const char* kind() const override { return "stem"; }
 
  private:
+  bool sliced() const { return store_->info(table_).placement.kind == Placement::column_slice; }
+  // e = E[token], from the local table or from the group's slices.
+  void lookup(const StepContext& ctx, const Tensor& e) const {
+    if (!sliced()) return embedding_forward(ctx.tokens, store_->param(table_), e);
+    LINGUA_CHECK(ctx.sliced_tables, "STEM table '", store_->info(table_).name, "' is split by columns over ",
+                 store_->info(table_).placement.size,
+                 " processes but no table-parallel layer is attached (lingua/dist/table_parallel.h)");
+    ctx.sliced_tables->forward(ctx.tokens, store_->local_param(table_), e, *ctx.scratch);
+  }
+
   ParamStore* store_ = nullptr;
   int64_t hidden_;
   Linear w1_, w2_;
