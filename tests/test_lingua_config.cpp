@@ -97,6 +97,7 @@ TEST(LinguaConfig, EveryKeyIsHonouredOrPrintsANote) {
       // the data-parallel layout, bf16 matmuls on CUDA, no float8, fp32 accumulation in matmuls
       "distributed.dp_shard", "distributed.dp_replicate", "distributed.fsdp_type", "distributed.num_nodes", "distributed.model_dtype", "distributed.float8_recipe",
       "distributed.allow_bf16_reduced_precision_reduction",
+      "distributed.selective_activation_checkpointing",  // (sets model.recompute_norms)
       "model.dim", "model.n_layers", "model.head_dim", "model.n_heads", "model.n_kv_heads", "model.ffn_dim_multiplier",
       "model.multiple_of", "model.norm_eps", "model.rope_theta", "model.init_base_std", "model.init_std_factor",
       "model.seed", "model.vocab_size", "model.weight_tying", "model.sliding_window",
@@ -141,7 +142,7 @@ TEST(LinguaConfig, EveryKeyIsHonouredOrPrintsANote) {
   }
   // Each no-effect key the file gives gets its line, whatever its value.
   for (const char* k : {"gc_collect_freq", "distributed.compile", "distributed.matmul_allow_tf32",
-                        "distributed.selective_activation_checkpointing", "distributed.compile_cache_size_limit",
+                        "distributed.compile_cache_size_limit",
                         "distributed.detect_anomaly", "distributed.float8_filter", "distributed.spawn_method",
                         "env.OMP_NUM_THREADS", "env.MKL_SERVICE_FORCE_INTEL", "env.NCCL_DEBUG", "profiling.mem_warmup",
                         "profiling.mem_steps", "checkpoint.eval.keep", "logging.acc_freq", "logging.wandb.project",
@@ -150,6 +151,7 @@ TEST(LinguaConfig, EveryKeyIsHonouredOrPrintsANote) {
   // Values that follow others: max_seqlen from data.seq_len, the validation cap from max_steps.
   EXPECT_EQ(cfg.model.max_seqlen.value(), 24);
   EXPECT_EQ(cfg.eval.max_tokens, 2 * 2 * 24);
+  EXPECT_TRUE(cfg.model.recompute_norms) << "the file's selective_activation_checkpointing: true";
 }
 
 TEST(LinguaConfig, TrainsWithOnlyItsPathsChanged) {

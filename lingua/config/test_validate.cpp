@@ -153,6 +153,13 @@ TEST(Validate, MaxSeqlenFollowsSeqLenWhenNotSet) {
   EXPECT_TRUE(has(invalid_built(built), "'model.max_seqlen' is not set")) << invalid_built(built);
 }
 
+TEST(Validate, SelectiveActivationCheckpointingRecomputesTheNorms) {
+  EXPECT_FALSE(parse_config<TrainConfig>({}).model.recompute_norms);
+  EXPECT_FALSE(parse_config<TrainConfig>({"distributed.selective_activation_checkpointing=false"}).model.recompute_norms);
+  EXPECT_TRUE(parse_config<TrainConfig>({"distributed.selective_activation_checkpointing=true"}).model.recompute_norms);
+  EXPECT_TRUE(parse_config<TrainConfig>({"model.recompute_norms=true"}).model.recompute_norms);
+}
+
 TEST(Validate, ValidationMaxStepsCapsTheValidationTokens) {
   TrainConfig c = parse_config<TrainConfig>({"eval.validation.max_steps=3", "data.batch_size=2", "data.seq_len=16"});
   EXPECT_EQ(c.eval.max_tokens, 3 * 2 * 16);

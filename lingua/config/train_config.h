@@ -276,7 +276,8 @@ struct DistributedConfig {
     v("allow_bf16_reduced_precision_reduction", allow_bf16_reduced_precision_reduction,
       "Lingua: bf16 reductions in matmuls (accepted: matmuls accumulate in fp32 either way)");
     v("selective_activation_checkpointing", selective_activation_checkpointing,
-      "Lingua: recompute activations (no effect: see model.recompute_norms)");
+      "Lingua: keep matmul and attention outputs, recompute the rest (true sets model.recompute_norms: the norm "
+      "outputs are what else is kept)");
     v("compile", compile, "Lingua: torch.compile (no effect: lingua.cpp runs its own fused kernels)");
     v("matmul_allow_tf32", matmul_allow_tf32, "Lingua: tf32 matmuls (no effect: matmuls are bf16 on CUDA, fp32 on CPU)");
     v("detect_anomaly", detect_anomaly, "Lingua: autograd anomaly detection (no effect: no autograd)");
@@ -383,9 +384,13 @@ struct TrainConfig {
   }
   // Defaults that follow other keys, filled once the config is read (file, overrides or
   // params.json): model.max_seqlen follows data.seq_len, as Lingua; eval.validation.max_steps
-  // caps eval.max_tokens at max_steps batches.
+  // caps eval.max_tokens at max_steps batches; distributed.selective_activation_checkpointing
+  // turns model.recompute_norms on.
   void resolve_defaults() {
     if (!model.max_seqlen) model.max_seqlen = data.seq_len;
+    // Lingua's selective checkpointing keeps matmul and attention outputs and recomputes the rest:
+    // here the norms (the gate product and table lookups are always recomputed).
+    if (distributed.selective_activation_checkpointing.value_or(false)) model.recompute_norms = true;
     if (eval.validation.max_steps && *eval.validation.max_steps > 0 && data.batch_size > 0 && data.seq_len > 0) {
       const int64_t per_step = (int64_t)data.batch_size * data.seq_len, steps = *eval.validation.max_steps;
       const int64_t cap = steps > INT64_MAX / per_step ? INT64_MAX : steps * per_step;

@@ -150,8 +150,6 @@ const NoEffect kNoEffect[] = {
     {"async_eval_gpus", "validation runs inside the training run (checkpoint.eval.every), not as a separate job"},
     {"distributed.compile", "lingua.cpp runs its own fused kernels (no torch.compile)"},
     {"distributed.compile_cache_size_limit", "lingua.cpp runs its own fused kernels (no torch.compile)"},
-    {"distributed.selective_activation_checkpointing",
-     "lingua.cpp plans activation memory itself (model.recompute_norms recomputes the norms)"},
     {"distributed.model_dtype", "CUDA matmuls read bf16 copies of the fp32 weights; the CPU path is fp32 throughout"},
     {"distributed.matmul_allow_tf32", "matmuls run in bf16 on CUDA and in fp32 on the CPU (tf32 is never used)"},
     {"distributed.float8_filter", "float8 matmuls are not implemented"},
