@@ -17,6 +17,7 @@ int bench_main(const Args& args);
 int stem_edit_main(const Args& args);
 int launch_main(const Args& args);
 int stool_main(const Args& args);
+int consolidate_main(const Args& args);
 
 // True when args ask for help (--help or -h).
 bool wants_help(const Args& args);

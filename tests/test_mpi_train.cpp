@@ -21,6 +21,8 @@
 #include <filesystem>
 #include <map>
 
+#include "lingua/checkpoint/checkpoint.h"
+#include "lingua/checkpoint/sharded.h"
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/core/cuda.h"
 #include "lingua/data/loader.h"
@@ -136,6 +138,22 @@ std::vector<double> check_distributed_train(const std::string& device, Mode mode
   // in one process.
   const std::string ckpt = (a / "checkpoints" / "0000000008").string();
   EXPECT_EQ(checkpoint_rank_count(ckpt), W);
+  // Written in pieces, one file per rank (in parallel), no single-file form.
+  for (int r = 0; r < W; ++r) EXPECT_TRUE(fs::exists(fs::path(ckpt) / checkpoint_shard_name(r))) << r;
+  EXPECT_FALSE(fs::exists(fs::path(ckpt) / CheckpointFiles::weights));
+  if (host().rank() == 0) {
+    // `lingua consolidate` writes the single-file form of a copy: the same weights.
+    const fs::path copy = temp_dir("dist_consolidated_" + tag) / "0000000008";
+    fs::copy(ckpt, copy, fs::copy_options::recursive);
+    auto [rc, out] = run_cli("consolidate ckpt=" + copy.string());
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_FALSE(fs::exists(copy / checkpoint_shard_name(0)));
+    LoadedModel single = load_model(copy.string());
+    for (int id : single.model->params().ids()) {
+      const std::string& name = single.model->params().info(id).name;
+      if (trained.count(name)) EXPECT_EQ(single.model->params().host_param(id), trained.at(name)) << name;
+    }
+  }
   if (host().rank() == 0) {
     LoadedModel m = load_model(ckpt);
     const ParamStore& s = m.model->params();
@@ -150,7 +168,9 @@ std::vector<double> check_distributed_train(const std::string& device, Mode mode
       ++compared;
     }
     EXPECT_EQ(compared, trained.size());
-    if (stem(mode)) EXPECT_TRUE(trained.count("layers.1.feed_forward.stem_embedding.weight")) << "a STEM model";
+    if (stem(mode)) {
+      EXPECT_TRUE(trained.count("layers.1.feed_forward.stem_embedding.weight")) << "a STEM model";
+    }
     // The data-loader state is per rank: one process gets the W ranks' states re-split.
     auto opt = std::make_unique<AdamW>(m.model->params(), m.config.optim);
     const TrainState st = load_training_checkpoint(ckpt, *m.model, *opt, 0, 1);
@@ -195,6 +215,30 @@ TEST(DistributedTrain, ShardedTrainsAsDataParallel) {
     for (size_t i = 0; i < ddp.size(); ++i)
       EXPECT_NEAR(fsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
   }
+}
+
+// A rank that cannot write its shard: the save fails on every rank with that rank named, and no
+// checkpoint is marked complete (nor a temporary directory left).
+TEST(DistributedTrain, ARankFailingToWriteItsShardLeavesNoCompleteCheckpoint) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  const fs::path data = shared_corpus("dist_shard_fail"), dump = shared_dir("dist_shard_fail_dump");
+  TrainConfig c = dist_config(data, dump, "cpu", Mode::fsdp);
+  TrainHooks hooks{nullptr, true};
+  hooks.before_shard_write = [](int rank, const std::string&) {
+    if (rank == 1) throw Error("disk full (simulated)");
+  };
+  std::string error;
+  try {
+    train(c, hooks);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find("rank 1 could not write its shard: disk full (simulated)"), std::string::npos) << error;
+  host().barrier();
+  EXPECT_TRUE(list_checkpoints((dump / "checkpoints").string()).empty());
+  for (const auto& e : fs::directory_iterator(dump / "checkpoints"))
+    ADD_FAILURE() << "left behind: " << e.path();
+  host().barrier();
 }
 
 // STEM tables split by columns over 2 ranks train as DDP with whole tables (with DDP and with

@@ -7,6 +7,7 @@
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/params_json.h"
 #include "lingua/checkpoint/safetensors.h"
+#include "lingua/checkpoint/sharded.h"
 #include "lingua/config/config.h"
 #include "lingua/model/transformer.h"
 
@@ -61,22 +62,26 @@ void save_params(const ParamStore& store, const std::string& path, const std::ma
   write_safetensors(path, ts, meta);
 }
 
-void load_params(ParamStore& store, const std::string& path) {
-  SafetensorsFile f = SafetensorsFile::open(path);
+void read_full_tensor(const CheckpointTensors& c, const ParamInfo& p, const std::string& name, std::vector<float>& buf) {
+  LINGUA_CHECK(c.has(name), "checkpoint ", c.where(), " has no tensor '", name,
+               "' that the model needs (does the config match the checkpoint?)");
+  if (c.shape(name) != p.shape)
+    fail("checkpoint ", c.where(), ": tensor '", name, "' has shape ", shape_str(c.shape(name)),
+         " but the model expects ", shape_str(p.shape), " (does the config match the checkpoint?)");
+  buf.resize(p.full_numel());
+  c.read(name, param_host_tensor(buf.data(), p));
+}
+
+void load_params(ParamStore& store, const CheckpointTensors& c) {
   std::vector<float> buf;
   for (int id : store.ids()) {
     const ParamInfo& p = store.info(id);
-    LINGUA_CHECK(f.has(p.name), "checkpoint ", path, " has no tensor '", p.name,
-                 "' that the model needs (does the config match the checkpoint?)");
-    const TensorInfo& ti = f.info(p.name);
-    if (ti.shape != p.shape)
-      fail("checkpoint ", path, ": tensor '", p.name, "' has shape ", ti.shape_str(), " but the model expects ",
-           shape_str(p.shape), " (does the config match the checkpoint?)");
-    buf.resize(p.full_numel());
-    f.read_into(p.name, param_host_tensor(buf.data(), p));
+    read_full_tensor(c, p, p.name, buf);
     store.set_param(id, p.placement.kind == Placement::whole ? buf.data() : local_part(p, buf).data());
   }
 }
+
+void load_params(ParamStore& store, const std::string& path) { load_params(store, CheckpointTensors::open(path)); }
 
 std::string params_json(const TrainConfig& cfg, const ParamCounts& c) {
   nlohmann::json j = nlohmann::json::parse(config_to_json(cfg));

@@ -20,7 +20,12 @@ void save_params(const ParamStore& store, const std::string& path, const std::ma
 // the full tensor). A tensor missing from the file, or one whose shape differs from the model's,
 // is an error naming the tensor, both shapes and the file (the usual cause: a config that does
 // not match the checkpoint).
+// `path`: a safetensors file or a step directory, single-file or sharded (CheckpointTensors).
 void load_params(ParamStore& store, const std::string& path);
+class CheckpointTensors;  // sharded.h
+void load_params(ParamStore& store, const CheckpointTensors& tensors);
+// The full values of tensor `name` (p's full shape: an error naming both when they differ).
+void read_full_tensor(const CheckpointTensors& c, const ParamInfo& p, const std::string& name, std::vector<float>& buf);
 // This process's part (p.local_shape) of a full tensor's values, per p.placement.
 std::vector<float> local_part(const ParamInfo& p, const std::vector<float>& full);
 

@@ -7,6 +7,7 @@
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/model_io.h"
 #include "lingua/checkpoint/safetensors.h"
+#include "lingua/checkpoint/sharded.h"
 #include "lingua/core/cuda.h"
 #include "lingua/data/resplit.h"
 
@@ -63,6 +64,14 @@ void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, c
   });
 }
 
+bool has_optimizer_state(const CheckpointTensors& c) {
+  for (const std::string& name : c.names())
+    if (name.rfind("exp_avg", 0) == 0) return true;
+  return false;
+}
+
+bool has_optimizer_state(const std::string& dir) { return has_optimizer_state(CheckpointTensors::open(dir)); }
+
 int checkpoint_rank_count(const std::string& dir) {
   int n = 0;
   while (fs::exists(fs::path(dir) / CheckpointFiles::train_state(n))) ++n;
@@ -110,16 +119,16 @@ TrainState load_training_checkpoint(const std::string& dir, Transformer& model, 
     t = resplit_train_state(dir, saved, rank, world);
   }
   ParamStore& s = model.params();
-  load_params(s, dir + "/" + CheckpointFiles::weights);
-  SafetensorsFile f = SafetensorsFile::open(dir + "/" + CheckpointFiles::optimizer);
+  const CheckpointTensors c = CheckpointTensors::open(dir);
+  LINGUA_CHECK(has_optimizer_state(c), "checkpoint ", dir,
+               " holds weights only, no optimizer state (load it with checkpoint.init_ckpt_path)");
+  load_params(s, c);
   std::vector<float> m, v;
   for (int id : s.ids()) {
     if (!s.trainable(id)) continue;
     const ParamInfo& p = s.info(id);
-    m.resize(p.full_numel());
-    v.resize(p.full_numel());
-    f.read_into(CheckpointFiles::moment(0, p.name), param_host_tensor(m.data(), p));
-    f.read_into(CheckpointFiles::moment(1, p.name), param_host_tensor(v.data(), p));
+    read_full_tensor(c, p, CheckpointFiles::moment(0, p.name), m);
+    read_full_tensor(c, p, CheckpointFiles::moment(1, p.name), v);
     opt.set_moments(id, local_part(p, m).data(), local_part(p, v).data());
   }
   opt.set_steps_taken(t.optimizer_steps);
@@ -166,10 +175,7 @@ std::string save_model_checkpoint(const std::string& root, int64_t step, const T
   });
 }
 
-void load_weights(Transformer& model, const std::string& dir_or_file) {
-  const std::string p = fs::is_directory(dir_or_file) ? dir_or_file + "/" + CheckpointFiles::weights : dir_or_file;
-  load_params(model.params(), p);
-}
+void load_weights(Transformer& model, const std::string& dir_or_file) { load_params(model.params(), dir_or_file); }
 
 std::string resolve_checkpoint_dir(const std::string& path) {
   LINGUA_CHECK(fs::exists(path), "checkpoint not found: ", path);

@@ -3,6 +3,8 @@
 //   <root>/{step:010d}/
 //     consolidated.safetensors   the weights, by parameter name
 //     optimizer.safetensors      AdamW moments: exp_avg.<name>, exp_avg_sq.<name> (trainable ones)
+//     (or, saved by several processes: shard_{rank:05d}.safetensors, each rank's share of both,
+//     written in parallel: sharded.h; `lingua consolidate` turns them into the two files above)
 //     params.json                the training config (+ parameter counts)
 //     train_state_{rank:05d}.json  step, optimizer steps, scheduler, data-loader state
 //     <extra files>              a checkpoint-editing command's record, say
@@ -59,6 +61,10 @@ inline void save_training_checkpoint(const std::string& root, const TrainConfig&
 // and set one by one, so such a failure leaves the model and optimizer partly loaded.
 TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt, int rank = 0,
                                     int world = 1);
+// Whether a checkpoint has AdamW moments (a training checkpoint), single-file or sharded.
+bool has_optimizer_state(const std::string& dir);
+class CheckpointTensors;  // sharded.h
+bool has_optimizer_state(const CheckpointTensors& tensors);
 // How many train_state_*.json files (data-parallel ranks) a checkpoint holds.
 int checkpoint_rank_count(const std::string& dir);
 

@@ -23,6 +23,7 @@
 #include "lingua/dist/table_parallel.h"
 #include "lingua/dist/layout.h"
 #include "lingua/dist/world.h"
+#include "lingua/train/dist_checkpoint.h"
 #include "lingua/eval/validation.h"
 #include "lingua/exec/executor.h"
 #include "lingua/model/ffn/ffn.h"
@@ -115,26 +116,18 @@ struct Run {
   AdamW& opt;
   DataLoader& loader;
   Communicator& host;  // the data-parallel ranks' control collectives
-  bool sharded;        // parameters split over the ranks (FSDP): gathered for checkpoints
-  Communicator& shard_host;  // the ranks they are split over (host, or HSDP's shard group)
-  Communicator* table_host;  // the ranks the per-layer tables are split over by columns (null: whole)
+  const TrainHooks& hooks;
   int64_t resplit_from = 0, resplit_step = 0;  // kept in the train states (TrainState)
 };
 
-// Every rank's train state goes to rank 0, which writes the checkpoint (the weights and moments
-// are the same on every rank); the others wait until it is complete.
+// One process writes the single-file form; several write their shards at once (dist_checkpoint.h).
 void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
   const TrainState mine{step, r.opt.steps_taken(), r.loader.state(), r.resplit_from, r.resplit_step};
-  const std::vector<std::string> all = r.host.all_gather_strings(train_state_json(mine));
-  SplitValues split = r.sharded ? gather_split_values(r.shard_host, r.exec.model().params(), r.opt) : SplitValues();
-  if (r.table_host) split.merge(gather_sliced_values(*r.table_host, r.exec.model().params(), r.opt));
-  if (r.host.rank() == 0) {
-    std::vector<TrainState> states;
-    for (size_t k = 0; k < all.size(); ++k) states.push_back(parse_train_state(all[k], "rank " + std::to_string(k)));
-    save_training_checkpoint(root, r.cfg, r.exec.model(), r.opt, states, &split);
-    prune_checkpoints(root, r.cfg.checkpoint.dump.keep);
-  }
-  r.host.barrier();
+  if (r.host.size() > 1)
+    return save_sharded_training_checkpoint(r.host, root, r.cfg, r.exec.model(), r.opt, mine,
+                                            r.cfg.checkpoint.dump.keep, r.hooks.before_shard_write);
+  save_training_checkpoint(root, r.cfg, r.exec.model(), r.opt, mine);
+  prune_checkpoints(root, r.cfg.checkpoint.dump.keep);
 }
 
 // After resuming from `dir` on `world` ranks: says so when the checkpoint has another rank count.
@@ -204,15 +197,10 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   auto tok = make_tokenizer(cfg.data.tokenizer);
   ModelDims dims = resolve_dims(cfg.model, tok->n_words());
   Transformer model(cfg.model, dims);
-  // Each rank keeps its shards; with HSDP, of its shard group's split (host collectives for the
-  // checkpoints over that group).
+  // Each rank keeps its shards (with HSDP, of its shard group's split) and its tables' columns
+  // (groups of layout.tables consecutive ranks); checkpoints are written in pieces by every rank.
   if (layout.fsdp()) shard_block_weights(model, layout.shard, layout.shard_rank(world.rank()));
-  std::unique_ptr<Communicator> shard_group =
-      layout.hybrid() ? host.split(layout.replica_rank(world.rank()), layout.shard_rank(world.rank())) : nullptr;
-  // Per-layer tables split by columns over groups of layout.tables consecutive ranks.
   if (layout.tables > 1) slice_tables(model, layout.tables, world.rank() % layout.tables);
-  std::unique_ptr<Communicator> table_group =
-      layout.tables > 1 ? host.split(world.rank() / layout.tables, world.rank() % layout.tables) : nullptr;
   const Device device = resolve_device(cfg.device);
   if (device == Device::cuda) select_local_gpu(world);  // before any CUDA work
   model.to_device(device);
@@ -229,7 +217,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   if (cfg.checkpoint.eval.every > 0)  // fail now, not at the first evaluation
     check_validation_data(cfg.data, *tok, "checkpoint.eval.every = " + std::to_string(cfg.checkpoint.eval.every) +
                                               " (set it to 0 to train without validation): ");
-  Run run{cfg, exec, opt, loader, host, layout.fsdp(), shard_group ? *shard_group : host, table_group.get()};
+  Run run{cfg, exec, opt, loader, host, hooks};
   const bool quiet = hooks.quiet || !lead;
 
   ParamCounts pc = model.param_counts();
@@ -305,7 +293,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (lead)
       for (const std::string& change : run_dir->check_resume(from, cfg))
         if (!quiet) std::fprintf(stderr, "lingua: changed since the init checkpoint: %s\n", change.c_str());
-    LINGUA_CHECK(std::filesystem::exists(std::filesystem::path(from) / CheckpointFiles::optimizer),
+    LINGUA_CHECK(has_optimizer_state(from),
                  "checkpoint.continue_training_from_init: ", from,
                  " holds weights only (no optimizer state to continue from); set it to false to start from its weights");
     const TrainState st = load_training_checkpoint(from, model, opt, world.rank(), world.size());

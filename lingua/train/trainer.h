@@ -29,6 +29,9 @@ struct TrainHooks {
   // Called once after the last step with the trained model's executor (tests compare it with its
   // checkpoint).
   std::function<void(Executor& exec)> at_end = {};
+  // With several processes, called on each rank before it writes its checkpoint shard into the
+  // temporary directory (tests make one rank fail: no checkpoint may be marked complete).
+  std::function<void(int rank, const std::string& tmp_dir)> before_shard_write = {};
 };
 
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks = {});
