@@ -247,12 +247,13 @@ struct EvalConfig {
   }
 };
 
-// Lingua's distributed section. lingua.cpp trains on one device: the sizes must be 1 and
-// float8 is refused; keys about torch.compile, FSDP, tf32 and the like are unset by default and,
-// when a config gives them, accepted with a note that they have no effect (validate.h).
+// Lingua's distributed section: the parallelism over the processes a launcher started
+// (lingua/dist/layout.h); float8 is refused; keys about torch.compile, tf32 and the like are unset by
+// default and, when a config gives them, accepted with a note that they have no effect (validate.h).
 struct DistributedConfig {
   int dp_shard = 1, dp_replicate = 1, tp_size = 1, num_nodes = 1, gpus_per_node = 1, stem_parallel_size = 1;
   std::string model_dtype = "bf16";
+  std::string reduce_dtype = "fp32";
   std::optional<std::string> float8_recipe;
   bool allow_bf16_reduced_precision_reduction = true;
   std::optional<bool> selective_activation_checkpointing, compile, matmul_allow_tf32, detect_anomaly;
@@ -272,6 +273,9 @@ struct DistributedConfig {
     v("gpus_per_node", gpus_per_node, "Lingua launcher: GPUs per node (no effect: one process per GPU)");
     v.choice("model_dtype", model_dtype, {"bf16", "fp32", "fp16"},
              "Lingua: compute dtype (bf16: CUDA matmuls in bf16; fp32 has no effect; fp16 is refused)");
+    v.choice("reduce_dtype", reduce_dtype, {"fp32", "bf16"},
+             "DDP gradient all-reduce: fp32, or bf16 (half the bytes on the wire, rounded once per rank before and "
+             "once after; FSDP reduce-scatters in fp32)");
     v("float8_recipe", float8_recipe, "Lingua: float8 matmuls (only null)");
     v("allow_bf16_reduced_precision_reduction", allow_bf16_reduced_precision_reduction,
       "Lingua: bf16 reductions in matmuls (accepted: matmuls accumulate in fp32 either way)");

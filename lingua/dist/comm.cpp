@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "lingua/core/bf16.h"
 #include "lingua/core/cuda.h"
 
 namespace lingua {
@@ -49,10 +50,21 @@ void Communicator::all_reduce_floats(float* data, int64_t n) {
 }
 
 void Communicator::all_reduce_tensor(const Tensor& t) {
-  LINGUA_CHECK(t.device == Device::cpu && t.dtype != DType::bf16, "all_reduce_tensor on ", backend(),
-               " takes f32 or i32 CPU tensors, got ", t.str());
+  LINGUA_CHECK(t.device == Device::cpu, "all_reduce_tensor on ", backend(), " takes CPU tensors, got ", t.str());
   if (t.dtype == DType::f32) return all_reduce_floats(t.f32(), t.numel());
   if (size() == 1) return;
+  if (t.dtype == DType::bf16) {  // every rank's values summed in fp32 in rank order, rounded once
+    const int64_t n = t.numel();
+    std::vector<uint16_t> all((size_t)(n * size()));
+    all_gather(t.data, all.data(), t.nbytes());
+    uint16_t* out = static_cast<uint16_t*>(t.data);
+    for (int64_t i = 0; i < n; ++i) {
+      float acc = 0;
+      for (int r = 0; r < size(); ++r) acc += bf16_to_float(all[(size_t)(r * n + i)]);
+      out[i] = float_to_bf16(acc);
+    }
+    return;
+  }
   const int64_t n = t.numel();
   std::vector<int32_t> all((size_t)(n * size()));
   all_gather(t.data, all.data(), t.nbytes());

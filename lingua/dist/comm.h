@@ -45,7 +45,9 @@ class Communicator {
   std::string broadcast_string(const std::string& s, int root);
 
   // ---- Tensor collectives (Tensors on device(): f32, and bf16 on CUDA) ----
-  // In place sum over the ranks (op sum only; avg = sum then scale by the caller); also i32.
+  // In place sum over the ranks (op sum only; avg = sum then scale by the caller); also i32, and
+  // bf16 (on the CPU: every rank's values summed in fp32 in rank order, rounded to bf16 once; NCCL
+  // rounds along its ring or tree).
   virtual void all_reduce_tensor(const Tensor& t);
   // out [size() * in.numel()] = every rank's `in`, by rank (any dtype).
   virtual void all_gather_tensor(const Tensor& in, const Tensor& out);

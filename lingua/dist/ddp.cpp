@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "lingua/ops/cast/cast.h"
+
 namespace lingua {
 
 std::vector<Tensor> data_parallel_pieces(const Executor& exec, int stage) {
@@ -31,11 +33,37 @@ std::vector<Tensor> data_parallel_pieces(const Executor& exec, int stage) {
   return pieces;
 }
 
-DataParallel::DataParallel(Executor& exec, Communicator& comm) : exec_(exec), comm_(comm) {
+DataParallel::DataParallel(Executor& exec, Communicator& comm, DType reduce_dtype)
+    : exec_(exec), comm_(comm), reduce_dtype_(reduce_dtype) {
   LINGUA_CHECK(comm.device() == exec.device() || comm.size() == 1, "data parallelism: the communicator (",
                comm.backend(), ") is for ", device_name(comm.device()), " tensors, the model is on ",
                device_name(exec.device()));
+  LINGUA_CHECK(reduce_dtype == DType::f32 || reduce_dtype == DType::bf16,
+               "data parallelism reduces gradients in fp32 or bf16, not ", dtype_name(reduce_dtype));
   exec_.add_hooks(this);
+}
+
+Tensor DataParallel::bf16_buffer(int64_t n) {
+  const int64_t need = bf16_used_ + n;
+  if (exec_.device() == Device::cuda) {
+    // (sized at the first step to every stage's gradients: later steps take the same pieces)
+    if ((int64_t)bf16_dev_.bytes() < need * 2) {
+      LINGUA_CHECK(bf16_used_ == 0, "internal error: the bf16 gradient buffer grew during a step");
+      int64_t total = 0;
+      for (int s = 0; s < exec_.n_stages(); ++s)
+        for (const Tensor& g : data_parallel_pieces(exec_, s)) total += g.numel();
+      bf16_dev_ = DeviceBuffer((size_t)std::max(total, need) * 2);
+    }
+    return Tensor(bf16_dev_.as<uint16_t>() + bf16_used_, {n}, DType::bf16, Device::cuda);
+  }
+  if ((int64_t)bf16_host_.size() < need) {
+    LINGUA_CHECK(bf16_used_ == 0, "internal error: the bf16 gradient buffer grew during a step");
+    int64_t total = 0;
+    for (int s = 0; s < exec_.n_stages(); ++s)
+      for (const Tensor& g : data_parallel_pieces(exec_, s)) total += g.numel();
+    bf16_host_.resize((size_t)std::max(total, need));
+  }
+  return Tensor(bf16_host_.data() + bf16_used_, {n}, DType::bf16, Device::cpu);
 }
 
 DataParallel::~DataParallel() { exec_.remove_hooks(this); }
@@ -45,7 +73,15 @@ void DataParallel::reduce_stage(int stage) {
   reduced_[stage] = true;
   if (comm_.size() == 1) return;
   for (const Tensor& g : data_parallel_pieces(exec_, stage)) {
-    comm_.all_reduce_tensor(g);
+    if (reduce_dtype_ == DType::bf16) {
+      const Tensor b = bf16_buffer(g.numel());
+      bf16_used_ += g.numel();
+      cast_into(b, g);
+      comm_.all_reduce_tensor(b);
+      cast_back_.push_back({g, b});
+    } else {
+      comm_.all_reduce_tensor(g);
+    }
     ++collectives_;
   }
 }
@@ -73,6 +109,9 @@ void DataParallel::after_model_backward(const StepContext& ctx) {
       ++collectives_;
     }
   comm_.wait_all();
+  for (const auto& [g, b] : cast_back_) cast_into(g, b);
+  cast_back_.clear();
+  bf16_used_ = 0;
   reduced_.clear();
 }
 

@@ -10,13 +10,16 @@
 // 1 / (tokens per step over all ranks).
 //
 // The reduction is fp32 (NCCL's ring/tree sums are deterministic for a fixed world size and
-// message layout, so runs repeat bitwise). Each stage's gradients are one contiguous range of the
+// message layout, so runs repeat bitwise). With reduce dtype bf16 (distributed.reduce_dtype) the
+// gradients travel as bf16, half the bytes: each piece is rounded into a bf16 buffer (an extra
+// half-size copy of the reduced gradients), summed, and written back to fp32 after the last one. Each stage's gradients are one contiguous range of the
 // gradient buffer, one collective per stage (a transformer block is MBs, well above NCCL's latency
 // regime). Column-sliced parameters (table_parallel.h) are left out (the table-parallel layer
 // reduces them over their replica group): such a stage is reduced in the pieces between them.
 #include <functional>
 #include <vector>
 
+#include "lingua/core/cuda.h"
 #include "lingua/dist/comm.h"
 #include "lingua/exec/executor.h"
 
@@ -30,7 +33,7 @@ class DataParallel final : public LayerHooks {
  public:
   // Adds itself to exec's hooks; the destructor removes it. comm: over the data-parallel ranks,
   // on the executor's device (World::tensors).
-  DataParallel(Executor& exec, Communicator& comm);
+  DataParallel(Executor& exec, Communicator& comm, DType reduce_dtype = DType::f32);
   ~DataParallel() override;
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
@@ -48,8 +51,14 @@ class DataParallel final : public LayerHooks {
 
  private:
   void reduce_stage(int stage);
+  Tensor bf16_buffer(int64_t n);  // the next n elements of the bf16 exchange buffer
   Executor& exec_;
   Communicator& comm_;
+  DType reduce_dtype_;
+  DeviceBuffer bf16_dev_;                          // CUDA
+  std::vector<uint16_t> bf16_host_;                // CPU
+  int64_t bf16_used_ = 0;
+  std::vector<std::pair<Tensor, Tensor>> cast_back_;  // (fp32 piece, its bf16 sum) after the wait
   std::function<Tensor()> extra_;
   std::vector<bool> reduced_;  // per stage, in the current backward
   int64_t collectives_ = 0;

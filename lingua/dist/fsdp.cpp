@@ -292,7 +292,7 @@ std::unique_ptr<LayerHooks> attach_data_parallel(const ParallelLayout& layout, E
     return f;
   }
   if (layout.world == 1) return nullptr;
-  auto d = std::make_unique<DataParallel>(exec, comm);
+  auto d = std::make_unique<DataParallel>(exec, comm, layout.reduce_dtype);
   if (rows) d->reduce_also(rows);
   return d;
 }

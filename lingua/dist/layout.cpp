@@ -7,7 +7,8 @@ namespace lingua {
 std::string ParallelLayout::describe() const {
   if (world == 1) return "one process";
   const std::string tables_note =
-      tables > 1 ? ", per-layer tables split over " + std::to_string(tables) + " processes" : std::string();
+      (tables > 1 ? ", per-layer tables split over " + std::to_string(tables) + " processes" : std::string()) +
+      (reduce_dtype == DType::bf16 ? ", gradients reduced in bf16" : "");
   if (hybrid())
     return "HSDP over " + std::to_string(world) + " processes (" + std::to_string(replicate) + " replicas x " +
            std::to_string(shard) + " shards)" + tables_note;
@@ -31,6 +32,10 @@ ParallelLayout resolve_parallel_layout(const DistributedConfig& d, int world) {
                d.stem_parallel_size, " but ", world,
                " processes were started: the table group size must divide the number of processes");
   l.tables = d.stem_parallel_size;
+  l.reduce_dtype = d.reduce_dtype == "bf16" ? DType::bf16 : DType::f32;
+  LINGUA_CHECK(l.reduce_dtype == DType::f32 || type == "no_shard" || d.dp_shard == 1,
+               "config key 'distributed.reduce_dtype' is bf16: bf16 gradient reduction is DDP's "
+               "(fsdp_type no_shard); FSDP reduce-scatters in fp32 (set reduce_dtype: fp32)");
   if (type == "no_shard") {
     LINGUA_CHECK(d.dp_shard == 1, "config key 'distributed.dp_shard' is ", d.dp_shard,
                  ": sharding needs distributed.fsdp_type: full_shard (no_shard is DDP, every process holds the "

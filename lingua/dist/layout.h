@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "lingua/config/train_config.h"
+#include "lingua/core/tensor.h"
 
 namespace lingua {
 
@@ -22,6 +23,7 @@ struct ParallelLayout {
   int world = 1;
   int replicate = 1, shard = 1;  // replicate x shard = world
   int tables = 1;                // ranks a per-layer token-indexed table is split over by columns
+  DType reduce_dtype = DType::f32;  // DDP's gradient all-reduce (distributed.reduce_dtype)
   bool fsdp() const { return shard > 1; }
   bool hybrid() const { return shard > 1 && replicate > 1; }  // HSDP
   int shard_rank(int rank) const { return rank % shard; }     // within its shard group

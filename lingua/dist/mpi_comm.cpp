@@ -98,8 +98,8 @@ void MpiComm::all_gather(const void* in, void* out, size_t bytes) {
 }
 
 void MpiComm::all_reduce_tensor(const Tensor& t) {
-  LINGUA_CHECK(t.device == Device::cpu && t.dtype != DType::bf16,
-               "MPI all_reduce_tensor takes f32 or i32 CPU tensors, got ", t.str());
+  LINGUA_CHECK(t.device == Device::cpu, "MPI all_reduce_tensor takes CPU tensors, got ", t.str());
+  if (t.dtype == DType::bf16) return Communicator::all_reduce_tensor(t);  // (MPI has no bf16 sum)
   // MPI's reduction order is fixed for a given communicator and size (Open MPI's tuned
   // allreduce), so every rank gets the same bits and runs are repeatable.
   char* p = static_cast<char*>(t.data);

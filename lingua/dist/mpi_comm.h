@@ -18,7 +18,7 @@ class MpiComm final : public Communicator {
   void broadcast(void* data, size_t bytes, int root) override;
   void all_reduce(double* data, int64_t n, ReduceOp op) override;
   void all_gather(const void* in, void* out, size_t bytes) override;
-  void all_reduce_tensor(const Tensor& t) override;  // f32 / i32 CPU, MPI_Allreduce (same bits on every rank)
+  void all_reduce_tensor(const Tensor& t) override;  // f32 / i32 CPU, MPI_Allreduce (same bits on every rank); bf16 generic
   void all_to_all_tensor(const Tensor& in, const Tensor& out) override;  // CPU, MPI_Alltoall
   std::unique_ptr<Communicator> split(int color, int key) override;  // MPI_Comm_split
 

@@ -17,6 +17,7 @@
 #include <map>
 #include <numeric>
 
+#include "lingua/core/bf16.h"
 #include "lingua/core/cuda.h"
 #include "lingua/dist/ddp.h"
 #include "lingua/dist/fsdp.h"
@@ -147,7 +148,7 @@ TEST(Collectives, TensorsSumOverRanks) {
 }
 
 struct DdpCase {
-  bool tied = false, stem = false, grads_in_act = false, sparse = false;
+  bool tied = false, stem = false, grads_in_act = false, sparse = false, bf16_reduce = false;
   int micro = 1;
 };
 
@@ -173,7 +174,7 @@ ModelConfig small_model(const DdpCase& k) {
 void check_ddp(const DdpCase& k, Device dev) {
   SCOPED_TRACE(std::string(device_name(dev)) + (k.tied ? " tied" : "") + (k.stem ? " stem" : "") +
                (k.grads_in_act ? " grads-in-activations" : "") + (k.sparse ? " row-sparse" : "") +
-               " micro=" + std::to_string(k.micro));
+               (k.bf16_reduce ? " bf16-reduce" : "") + " micro=" + std::to_string(k.micro));
   Communicator& comm = world().tensors(dev);
   const int W = comm.size(), r = comm.rank();
   const int B = 2, T = 9, steps = 3;  // B sequences per rank per micro-batch
@@ -188,7 +189,7 @@ void check_ddp(const DdpCase& k, Device dev) {
   ModelRun ref(cfg, dims, dev), run(cfg, dims, dev);
   run.exec.set_grads_in_activations(k.grads_in_act && k.micro == 1);
   AdamW ref_opt(ref.params(), oc), opt(run.params(), oc);
-  DataParallel dp(run.exec, comm);
+  DataParallel dp(run.exec, comm, k.bf16_reduce ? DType::bf16 : DType::f32);
   if (opt.row_sparse()) dp.reduce_also([&opt] { return opt.rows_seen(); });
   const double scale = 1.0 / ((double)k.micro * W * B * T);
   for (int step = 0; step < steps; ++step) {
@@ -208,8 +209,13 @@ void check_ddp(const DdpCase& k, Device dev) {
     }
     if (step == 0) {
       const std::vector<float> g = run.params().host_grads(), gr = ref.params().host_grads();
-      EXPECT_LT(rel_diff(g, gr), dev == Device::cpu ? 2e-6 : 2e-2) << "gradients of step 1";
+      EXPECT_LT(rel_diff(g, gr), dev == Device::cpu && !k.bf16_reduce ? 2e-6 : 2e-2) << "gradients of step 1";
       expect_same_on_every_rank(g, "gradients");
+      if (k.bf16_reduce) {  // they came through bf16
+        size_t exact = 0;
+        for (float x : g) exact += round_to_bf16(x) == x;
+        EXPECT_EQ(exact, g.size()) << "gradients that are not bf16 values after a bf16 reduction";
+      }
     }
     ref_opt.step(1.0);
     opt.step(1.0);
@@ -220,7 +226,7 @@ void check_ddp(const DdpCase& k, Device dev) {
   // One reduction per stage per step, not per micro-batch (plus the rows seen, when row-sparse).
   EXPECT_EQ(dp.collectives(), steps * (stages_with_grads + (opt.row_sparse() ? 1 : 0)));
   const std::vector<float> w = run.params().host_values(), wr = ref.params().host_values();
-  EXPECT_LT(rel_diff(w, wr), dev == Device::cpu ? 1e-5 : 2e-2) << "weights after " << steps << " steps";
+  EXPECT_LT(rel_diff(w, wr), dev == Device::cpu && !k.bf16_reduce ? 1e-5 : 2e-2) << "weights after " << steps << " steps";
   expect_same_on_every_rank(w, "weights");
 }
 
@@ -232,6 +238,15 @@ TEST(DataParallel, EqualsOneProcessOnTheGlobalBatch) {
     check_ddp({.micro = 3}, dev);
     check_ddp({.grads_in_act = true}, dev);
     check_ddp({.tied = true, .grads_in_act = true}, dev);
+  }
+}
+
+// distributed.reduce_dtype bf16: the gradients travel as bf16 (every rank gets the same sum).
+TEST(DataParallel, Bf16ReductionIsCloseAndTheSameOnEveryRank) {
+  for (Device dev : devices()) {
+    check_ddp({.bf16_reduce = true}, dev);
+    check_ddp({.bf16_reduce = true, .micro = 2}, dev);
+    check_ddp({.stem = true, .sparse = true, .bf16_reduce = true}, dev);
   }
 }
 

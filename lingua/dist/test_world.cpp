@@ -247,5 +247,33 @@ TEST(ParallelLayout, FromLinguasKeys) {
   EXPECT_EQ(l.notes.size(), 1u);
 }
 
+TEST(ParallelLayout, TablesAndReductionDtype) {
+  DistributedConfig d;
+  d.stem_parallel_size = 2;
+  d.reduce_dtype = "bf16";
+  ParallelLayout l = resolve_parallel_layout(d, 4);
+  EXPECT_EQ(l.tables, 2);
+  EXPECT_EQ(l.reduce_dtype, DType::bf16);
+  EXPECT_EQ(l.describe(), "DDP over 4 processes, per-layer tables split over 2 processes, gradients reduced in bf16");
+  d.stem_parallel_size = 3;  // does not divide 4
+  try {
+    resolve_parallel_layout(d, 4);
+    ADD_FAILURE() << "stem_parallel_size 3 of 4 processes accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("distributed.stem_parallel_size"), std::string::npos) << e.what();
+  }
+  d.stem_parallel_size = 1;
+  d.fsdp_type = "full_shard";
+  d.dp_shard = 4;  // FSDP reduce-scatters in fp32: bf16 is refused, naming the key
+  try {
+    resolve_parallel_layout(d, 4);
+    ADD_FAILURE() << "bf16 reduction with FSDP accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("distributed.reduce_dtype"), std::string::npos) << e.what();
+  }
+  d.reduce_dtype = "fp32";
+  EXPECT_EQ(resolve_parallel_layout(d, 4).reduce_dtype, DType::f32);
+}
+
 }  // namespace
 }  // namespace lingua
