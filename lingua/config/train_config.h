@@ -315,8 +315,14 @@ struct BenchConfig {
   int64_t warmup = 5;   // untimed steps first
   std::string out;      // append a JSON line here (e.g. bench/results/cuda.jsonl)
   std::string config_name;  // name recorded in the results ("A", "B", ...)
+  std::string tokens = "rank";  // rank | global: how the random batches are drawn
   template <class V> void visit(V& v) {
     v("steps", steps, "lingua bench: timed steps");
+    v.choice("tokens", tokens, {"rank", "global"},
+             "lingua bench: rank: each process draws its own batch (as the anchor); global: rows of one global "
+             "batch, so N processes x batch_size B see what one process with batch_size N x B sees, and the loss "
+             "is the mean over the processes (loss curves of several layouts compare; the result lists every "
+             "step's loss)");
     v("warmup", warmup, "lingua bench: untimed steps before timing");
     v("out", out, "lingua bench: append the result as a JSON line to this file");
     v("config_name", config_name, "lingua bench: config name recorded in the result");

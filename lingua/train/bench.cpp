@@ -49,6 +49,9 @@ std::string BenchResult::json(const TrainConfig& cfg) const {
                       {"gpus", gpus},
                       {"dist", dist}};
   if (!ffn_layers.empty()) j["ffn_layers"] = ffn_layers;
+  if (cfg.distributed.stem_parallel_size > 1 && gpus > 1) j["stem_parallel_size"] = cfg.distributed.stem_parallel_size;
+  if (cfg.distributed.reduce_dtype != "fp32" && dist == "ddp") j["reduce_dtype"] = cfg.distributed.reduce_dtype;
+  if (cfg.bench.tokens == "global") j["losses"] = losses;  // (the curve, for comparing layouts)
   for (auto& [g, sparse] : row_sparse_groups) j["row_sparse_" + g] = sparse;
   return j.dump();
 }
@@ -77,11 +80,21 @@ BenchResult run_bench(const TrainConfig& cfg) {
       layout.tables > 1 ? std::make_unique<TableParallel>(exec, opt, world.tensors(dev), layout.tables) : nullptr;
   const int B = cfg.data.batch_size, T = cfg.data.seq_len;
   LINGUA_CHECK(T <= dims.max_seqlen, "data.seq_len (", T, ") exceeds model.max_seqlen (", dims.max_seqlen, ")");
-  // Random tokens, as the anchor: uniform ids, fixed for the run.
-  PhiloxStream rng((uint64_t)cfg.seed, 0xBE7C + (uint64_t)world.rank());
+  // Random tokens, as the anchor: uniform ids, fixed for the run; per process, or (global) row g
+  // of the global batch from a stream of its own, this process holding rows [rank B, rank B + B).
+  const bool global = cfg.bench.tokens == "global";
   std::vector<int32_t> tok((size_t)B * T), tgt((size_t)B * T);
-  for (auto& x : tok) x = (int32_t)rng.below(dims.vocab);
-  for (auto& x : tgt) x = (int32_t)rng.below(dims.vocab);
+  if (!global) {
+    PhiloxStream rng((uint64_t)cfg.seed, 0xBE7C + (uint64_t)world.rank());
+    for (auto& x : tok) x = (int32_t)rng.below(dims.vocab);
+    for (auto& x : tgt) x = (int32_t)rng.below(dims.vocab);
+  } else {
+    for (int i = 0; i < B; ++i) {
+      PhiloxStream rng((uint64_t)cfg.seed, 0xB10C0000ull + (uint64_t)world.rank() * B + i);
+      for (int t = 0; t < T; ++t) tok[(size_t)i * T + t] = (int32_t)rng.below(dims.vocab);
+      for (int t = 0; t < T; ++t) tgt[(size_t)i * T + t] = (int32_t)rng.below(dims.vocab);
+    }
+  }
   const float scale = 1.0f / ((float)B * T * cfg.grad_acc_steps * W);
   double loss = 0;
   std::vector<double> losses;
@@ -89,7 +102,8 @@ BenchResult run_bench(const TrainConfig& cfg) {
   const std::vector<MicroBatch> micro(cfg.grad_acc_steps, MicroBatch{tok.data(), tgt.data(), B, T});
   auto step = [&](int64_t s) {
     LossSum l = train_step.run(micro, scale, lr_multiplier(cfg.optim, s, cfg.bench.warmup + cfg.bench.steps));
-    loss = l.nll / l.tokens;  // (rank 0's tokens: no extra collective in the timed loop)
+    loss = l.nll / l.tokens;  // (rank 0's tokens: no extra collective in the timed loop) ...
+    if (global) loss = world.host().all_reduce(loss, ReduceOp::sum) / W;  // ... but for curves
     losses.push_back(loss);
   };
   for (int64_t s = 0; s < cfg.bench.warmup; ++s) step(s);
@@ -105,7 +119,7 @@ BenchResult run_bench(const TrainConfig& cfg) {
   r.impl = "lingua.cpp";
   r.device = dev == Device::cuda ? cuda_device_name() : "cpu";
   r.gpus = W;
-  r.dist = layout.fsdp() ? "fsdp" : W > 1 ? "ddp" : "none";
+  r.dist = layout.hybrid() ? "hsdp" : layout.fsdp() ? "fsdp" : W > 1 ? "ddp" : "none";
   ParamCounts pc = model.param_counts();
   r.total_params = pc.total;
   r.ffn_layers = model.describe_ffn();

@@ -16,7 +16,7 @@ struct BenchResult {
   std::vector<double> losses;  // every step's loss, warmup steps included (reference-loss checks)
   int64_t total_params = 0, active_params = 0;
   int gpus = 1;              // processes (data parallel): tokens_per_s is their sum; mfu, peak per GPU
-  std::string dist = "none";  // "none", "ddp"
+  std::string dist = "none";  // "none", "ddp", "fsdp", "hsdp"
   std::string ffn_layers;                       // which FFN variant runs where (Transformer::describe_ffn)
   std::map<std::string, bool> row_sparse_groups;  // optimizer groups other than "default": row-sparse?
   std::string profile, trace_path;  // with profiling.run: the per-op summary and the Chrome trace
