@@ -21,60 +21,16 @@
 #include "lingua/core/cuda.h"
 #include "lingua/dist/ddp.h"
 #include "lingua/dist/fsdp.h"
+#include "lingua/dist/mpi_test_util.h"
 #include "lingua/dist/world.h"
 #include "lingua/exec/testing.h"
 #include "lingua/optim/optimizer.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
+using namespace lingua::mpi_test;
 
 namespace {
-
-World& world() { return process_world(); }
-
-bool have_gpu() {
-  static const bool gpu = [] {
-    if (cuda_device_count() == 0) return false;
-    if (cuda_device_count() < world().env().local_size) {  // NCCL needs one GPU per rank
-      if (world().rank() == 0)
-        std::fprintf(stderr, "CUDA cases skipped: %d ranks on this node, %d GPU(s)\n", world().env().local_size,
-                     cuda_device_count());
-      return false;
-    }
-    select_local_gpu(world());
-    return true;
-  }();
-  return gpu;
-}
-
-std::vector<Device> devices() {
-  std::vector<Device> d{Device::cpu};
-  if (have_gpu()) d.push_back(Device::cuda);
-  return d;
-}
-
-uint64_t fnv(const void* p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
-  return h;
-}
-
-// Every rank holds the same bytes.
-void expect_same_on_every_rank(const std::vector<float>& v, const char* what) {
-  const uint64_t h = fnv(v.data(), v.size() * sizeof(float));
-  std::vector<uint64_t> all(world().size());
-  world().host().all_gather(&h, all.data(), sizeof h);
-  for (int r = 1; r < world().size(); ++r) EXPECT_EQ(all[r], all[0]) << what << ": rank " << r << " differs from rank 0";
-}
-
-double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (double)(a[i] - b[i]) * (a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
 
 TEST(Collectives, HostValuesAgree) {
   Communicator& c = world().host();

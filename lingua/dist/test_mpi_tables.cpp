@@ -14,55 +14,16 @@
 #include "lingua/dist/ddp.h"
 #include "lingua/dist/fsdp.h"
 #include "lingua/dist/table_parallel.h"
+#include "lingua/dist/mpi_test_util.h"
 #include "lingua/dist/world.h"
 #include "lingua/exec/testing.h"
 #include "lingua/optim/optimizer.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
+using namespace lingua::mpi_test;
 
 namespace {
-
-World& world() { return process_world(); }
-
-bool have_gpu() {
-  static const bool gpu = [] {
-    if (cuda_device_count() == 0 || cuda_device_count() < world().env().local_size) return false;
-    select_local_gpu(world());
-    return true;
-  }();
-  return gpu;
-}
-
-std::vector<Device> devices() {
-  std::vector<Device> d{Device::cpu};
-  if (have_gpu()) d.push_back(Device::cuda);
-  return d;
-}
-
-uint64_t fnv(const void* p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
-  return h;
-}
-
-// Every rank of `c` holds the same bytes.
-void expect_same_in_group(Communicator& c, const std::vector<float>& v, const std::string& what) {
-  const uint64_t h = fnv(v.data(), v.size() * sizeof(float));
-  std::vector<uint64_t> all(c.size());
-  c.all_gather(&h, all.data(), sizeof h);
-  for (int r = 1; r < c.size(); ++r) EXPECT_EQ(all[r], all[0]) << what << ": group rank " << r << " differs";
-}
-
-double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    num += (double)(a[i] - b[i]) * (a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
 
 TEST(Collectives, AllToAllSendsChunkQToRankQ) {
   for (Device dev : devices()) {

@@ -1,0 +1,69 @@
+#pragma once
+// Helpers of the multi-process tests (test_mpi_*.cpp, run under mpirun): the process world, the
+// devices to test on, and comparisons across ranks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "lingua/core/cuda.h"
+#include "lingua/dist/world.h"
+
+namespace lingua::mpi_test {
+
+inline World& world() { return process_world(); }
+
+// CUDA cases run only with a GPU per local rank (NCCL needs one each); the process then uses its own.
+inline bool have_gpu() {
+  static const bool gpu = [] {
+    if (cuda_device_count() == 0) return false;
+    if (cuda_device_count() < world().env().local_size) {
+      if (world().rank() == 0)
+        std::fprintf(stderr, "CUDA cases skipped: %d ranks on this node, %d GPU(s)\n", world().env().local_size,
+                     cuda_device_count());
+      return false;
+    }
+    select_local_gpu(world());
+    return true;
+  }();
+  return gpu;
+}
+
+inline std::vector<Device> devices() {
+  std::vector<Device> d{Device::cpu};
+  if (have_gpu()) d.push_back(Device::cuda);
+  return d;
+}
+
+inline uint64_t fnv(const void* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
+  return h;
+}
+
+// Every rank of `c` holds the same bytes.
+inline void expect_same_in_group(Communicator& c, const std::vector<float>& v, const std::string& what) {
+  const uint64_t h = fnv(v.data(), v.size() * sizeof(float));
+  std::vector<uint64_t> all(c.size());
+  c.all_gather(&h, all.data(), sizeof h);
+  for (int r = 1; r < c.size(); ++r) EXPECT_EQ(all[r], all[0]) << what << ": rank " << r << " of its group differs";
+}
+inline void expect_same_on_every_rank(const std::vector<float>& v, const std::string& what) {
+  expect_same_in_group(world().host(), v, what);
+}
+
+// ||a - b|| / ||b||
+inline double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    num += (double)(a[i] - b[i]) * (a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+}  // namespace lingua::mpi_test
