@@ -153,6 +153,19 @@ std::vector<double> check_distributed_train(const std::string& device, Mode mode
       const std::string& name = single.model->params().info(id).name;
       if (trained.count(name)) EXPECT_EQ(single.model->params().host_param(id), trained.at(name)) << name;
     }
+    // stem-edit reads the sharded form directly: token 'a' (97) gets token 'e''s (101) rows.
+    if (stem(mode)) {
+      const fs::path edited = temp_dir("dist_edited_" + tag);
+      std::tie(rc, out) = run_cli("stem-edit ckpt=" + ckpt + " target=a source=e layers='[1]' out=" + edited.string());
+      EXPECT_EQ(rc, 0) << out;
+      LoadedModel e = load_model(edited.string());
+      const ParamStore& s = e.model->params();
+      const std::string table = "layers.1.feed_forward.stem_embedding.weight";
+      const std::vector<float> t = s.host_param(s.index(table)), before = trained.at(table);
+      const int64_t H = s.info(s.index(table)).shape[1];
+      EXPECT_TRUE(std::equal(t.begin() + 97 * H, t.begin() + 98 * H, before.begin() + 101 * H)) << "row of 'a'";
+      EXPECT_TRUE(std::equal(t.begin() + 98 * H, t.end(), before.begin() + 98 * H)) << "rows after 'a' unchanged";
+    }
   }
   if (host().rank() == 0) {
     LoadedModel m = load_model(ckpt);
