@@ -2,7 +2,8 @@
 # Multi-GPU: builds lingua on the GPU machine, runs the multi-process tests on NCCL, then benchmarks
 # lingua's DDP and FSDP against the PyTorch anchor's under torchrun (weak scaling: batch_size
 # sequences per GPU), in the same call, and prints per-GPU efficiency and the ratios.
-# MODES: lingua's modes (default "ddp fsdp").
+# MODES: lingua's modes (default "ddp fsdp"; also ddp_bf16 (bf16 gradient all-reduce), hsdp (shard
+# groups of 2) and tables (STEM tables split over every GPU: give a STEM config)).
 #   bench/run_dist.sh [path/to/torch_llama_bench.py] [configs...]
 # NGPU: GPUs to use (default: all). DIST_ANCHOR: the anchor's modes (default "ddp fsdp"; "" skips
 # the anchor). ONE_GPU=0 skips the 1-GPU runs (efficiency needs them). SKIP_TESTS=1 skips the tests.
@@ -44,8 +45,14 @@ for cfg in $CONFIGS; do
     tail -1 "$OUT/$name.lingua1.log" | tee -a "$OUT/summary.txt"
   fi
   for mode in $MODES; do
-    extra=""
-    [ "$mode" = fsdp ] && extra="distributed.fsdp_type=full_shard distributed.dp_shard=$NGPU"
+    case "$mode" in  # (tables needs a STEM config, e.g. configs/bench_a_stem.yaml)
+      ddp) extra="" ;;
+      ddp_bf16) extra="distributed.reduce_dtype=bf16" ;;
+      fsdp) extra="distributed.fsdp_type=full_shard distributed.dp_shard=$NGPU" ;;
+      hsdp) extra="distributed.fsdp_type=full_shard distributed.dp_shard=2" ;;
+      tables) extra="distributed.stem_parallel_size=$NGPU" ;;
+      *) echo "unknown mode $mode"; continue ;;
+    esac
     timeout 300 $MPIRUN "$BUILD/lingua" bench config="$cfg" dump_dir="$OUT/$name.$mode" $extra > "$OUT/$name.lingua_$mode.json" 2> "$OUT/$name.lingua_$mode.log"
     tail -1 "$OUT/$name.lingua_$mode.log" | tee -a "$OUT/summary.txt"
   done
