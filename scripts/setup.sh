@@ -4,6 +4,7 @@ set -euo pipefail
 PKGS=(cmake ninja-build g++ pkg-config libyaml-cpp-dev nlohmann-json3-dev libopenblas-dev libopenblas-openmp-dev
       libsentencepiece-dev libgtest-dev libomp-dev zlib1g-dev zstd
       libopenmpi-dev openmpi-bin  # multi-process training and its tests (mpirun)
+      procps  # pgrep: the kill -9 test finds a rank among the launcher's children
       clang libclang-rt-14-dev)  # the fuzz targets (fuzz/): clang with libFuzzer and the sanitizers
 missing=()
 for p in "${PKGS[@]}"; do

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "lingua/checkpoint/checkpoint.h"
@@ -98,4 +99,44 @@ TEST(ResplitE2E, TwoRanksThenOneThenTwo) {
     EXPECT_EQ(st.resplit_step, 8);
   }
   EXPECT_EQ(losses(dump).size(), 10u);
+}
+
+// kill -9 of one rank while two train with FSDP and write checkpoints: the launcher stops the other
+// and names the killed rank; the newest complete checkpoint (sharded, one file per rank) then
+// resumes in one process and the run goes on from its step.
+TEST(ResplitE2E, RankKilledMidRunThenResumedOnAnotherCount) {
+  const fs::path data = make_corpus("kill9_e2e");
+  const fs::path dump = temp_dir("kill9_e2e_dump");
+  const fs::path log = dump.string() + ".log", rc_file = dump.string() + ".rc";
+  // Far more steps than can run before the kill; checkpoints every 2 (the newest 3 kept).
+  const std::string args = "launch nproc=2 " + train_args(data, dump, 100000) +
+                           " checkpoint.dump.keep=3 distributed.fsdp_type=full_shard distributed.dp_shard=2";
+  const fs::path script = dump.string() + ".sh";
+  std::ofstream(script) << std::string(LINGUA_BINARY) << " " << args << " > " << log.string() << " 2>&1 &\n"
+                        << "L=$!\n"
+                        // until a checkpoint of step >= 6 is complete (or 60 s), then SIGKILL rank 1 (the
+                        // launcher's second child)
+                        << "for i in $(seq 600); do ls " << (dump / "checkpoints").string()
+                        << "/*/complete 2>/dev/null | grep -qv -e 0000000002 -e 0000000004 && break; sleep 0.1; done\n"
+                        << "kill -KILL $(pgrep -P $L | sed -n 2p)\nwait $L\necho $? > " << rc_file.string() << "\n";
+  ASSERT_EQ(std::system(("bash " + script.string()).c_str()), 0);
+  const std::string out = read_text_file(log.string());
+  EXPECT_EQ(read_text_file(rc_file.string()), std::to_string(128 + 9) + "\n") << out;
+  EXPECT_NE(out.find("rank 1 (pid "), std::string::npos) << out;
+  EXPECT_NE(out.find("was killed by SIGKILL; stopping the other ranks"), std::string::npos) << out;
+  const auto ckpts = list_checkpoints((dump / "checkpoints").string());
+  ASSERT_FALSE(ckpts.empty()) << out;
+  const CheckpointEntry newest = ckpts.back();
+  ASSERT_GE(newest.step, 6);
+  EXPECT_EQ(checkpoint_rank_count(newest.path), 2);
+  EXPECT_TRUE(fs::exists(fs::path(newest.path) / "shard_00001.safetensors"));
+  // One process goes on from there, 2 more steps.
+  const int64_t until = newest.step + 2;
+  auto [rc, again] = run_cli(train_args(data, dump, (int)until));
+  ASSERT_EQ(rc, 0) << again;
+  EXPECT_NE(again.find("resumed from " + newest.path + " (step " + std::to_string(newest.step) + ")"),
+            std::string::npos)
+      << again;
+  EXPECT_EQ(again.find("corrupt"), std::string::npos) << again;
+  EXPECT_EQ(list_checkpoints((dump / "checkpoints").string()).back().step, until);
 }
