@@ -1,6 +1,7 @@
 #include "lingua/checkpoint/sharded.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -119,6 +120,15 @@ CheckpointTensors CheckpointTensors::open(const std::string& dir_or_file) {
     LINGUA_CHECK(!paths.empty(), "checkpoint ", dir_or_file, " has neither ", CheckpointFiles::weights, " nor ",
                  checkpoint_shard_name(0));
     c.sharded_ = true;
+    // Written by `world` ranks: every shard must be there (a lost one is named, not skipped).
+    const SafetensorsFile first = SafetensorsFile::open(paths[0]);
+    const std::map<std::string, std::string>& meta = first.metadata();
+    const auto w = meta.find("world");
+    LINGUA_CHECK(w != meta.end(), "checkpoint ", paths[0], " does not say how many ranks wrote it (metadata 'world')");
+    const int world = std::atoi(w->second.c_str());
+    LINGUA_CHECK(world == (int)paths.size(), "checkpoint ", dir_or_file, " was written by ", w->second,
+                 " ranks but has ", paths.size(), " shard file(s): ", checkpoint_shard_name((int)paths.size()),
+                 " is missing");
   }
   for (const std::string& path : paths) {
     c.files_.push_back(SafetensorsFile::open(path));

@@ -140,7 +140,21 @@ TEST(ShardedCheckpoint, AMissingShardIsNamed) {
   const TrainConfig c = config();
   const fs::path dir = fresh_dir("missing");
   write_all_shards(dir, c);
-  fs::rename(dir / checkpoint_shard_name(3), dir / "elsewhere.safetensors");
+  // A lost shard file is named (the last or one in the middle), and consolidate deletes nothing.
+  for (int lost : {3, 1}) {
+    fs::rename(dir / checkpoint_shard_name(lost), dir / "elsewhere.safetensors");
+    try {
+      CheckpointTensors::open(dir.string());
+      ADD_FAILURE() << "opened without " << checkpoint_shard_name(lost);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(checkpoint_shard_name(lost) + " is missing"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(consolidate_checkpoint(dir.string()), Error);
+    EXPECT_TRUE(fs::exists(dir / checkpoint_shard_name(0)));
+    fs::rename(dir / "elsewhere.safetensors", dir / checkpoint_shard_name(lost));
+  }
+  // Pieces missing inside the files (here: rank 3's shard holds nothing) are named with their tensor.
+  write_safetensors((dir / checkpoint_shard_name(3)).string(), {}, {{"world", std::to_string(kWorld)}});
   const CheckpointTensors t = CheckpointTensors::open(dir.string());
   int named = 0;
   for (const std::string& name : t.names()) {

@@ -44,25 +44,17 @@ DataParallel::DataParallel(Executor& exec, Communicator& comm, DType reduce_dtyp
 }
 
 Tensor DataParallel::bf16_buffer(int64_t n) {
-  const int64_t need = bf16_used_ + n;
-  if (exec_.device() == Device::cuda) {
-    // (sized at the first step to every stage's gradients: later steps take the same pieces)
-    if ((int64_t)bf16_dev_.bytes() < need * 2) {
-      LINGUA_CHECK(bf16_used_ == 0, "internal error: the bf16 gradient buffer grew during a step");
-      int64_t total = 0;
-      for (int s = 0; s < exec_.n_stages(); ++s)
-        for (const Tensor& g : data_parallel_pieces(exec_, s)) total += g.numel();
-      bf16_dev_ = DeviceBuffer((size_t)std::max(total, need) * 2);
-    }
-    return Tensor(bf16_dev_.as<uint16_t>() + bf16_used_, {n}, DType::bf16, Device::cuda);
-  }
-  if ((int64_t)bf16_host_.size() < need) {
-    LINGUA_CHECK(bf16_used_ == 0, "internal error: the bf16 gradient buffer grew during a step");
+  if (bf16_used_ == 0) {  // a step's first piece: room for every stage's (the layout may have changed)
     int64_t total = 0;
     for (int s = 0; s < exec_.n_stages(); ++s)
       for (const Tensor& g : data_parallel_pieces(exec_, s)) total += g.numel();
-    bf16_host_.resize((size_t)std::max(total, need));
+    if (exec_.device() == Device::cuda && (int64_t)bf16_dev_.bytes() < total * 2) bf16_dev_ = DeviceBuffer((size_t)total * 2);
+    if (exec_.device() != Device::cuda && (int64_t)bf16_host_.size() < total) bf16_host_.resize((size_t)total);
   }
+  const int64_t have = exec_.device() == Device::cuda ? (int64_t)bf16_dev_.bytes() / 2 : (int64_t)bf16_host_.size();
+  LINGUA_CHECK(bf16_used_ + n <= have, "internal error: the bf16 gradient buffer is smaller than the step's gradients");
+  if (exec_.device() == Device::cuda)
+    return Tensor(bf16_dev_.as<uint16_t>() + bf16_used_, {n}, DType::bf16, Device::cuda);
   return Tensor(bf16_host_.data() + bf16_used_, {n}, DType::bf16, Device::cpu);
 }
 
@@ -91,6 +83,8 @@ void DataParallel::before_backward(int layer, const Tensor&, const Tensor&, cons
   const int L = exec_.model().n_layers();
   if (layer == L - 1) {  // the first block of the backward: the head's gradients are complete
     reduced_.assign(exec_.n_stages(), false);
+    bf16_used_ = 0;  // (also after a backward that threw part-way, e.g. a failed graph capture)
+    cast_back_.clear();
     reduce_stage(L + 1);
   }
 }

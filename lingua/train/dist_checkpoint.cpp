@@ -1,5 +1,8 @@
 #include "lingua/train/dist_checkpoint.h"
 
+#include <cstdio>
+#include <filesystem>
+
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/model_io.h"
 #include "lingua/checkpoint/sharded.h"
@@ -15,6 +18,8 @@ void save_sharded_training_checkpoint(Communicator& host, const std::string& roo
   auto write_mine = [&](const std::string& tmp) -> std::string {
     try {
       if (before_write) before_write(rank, tmp);
+      LINGUA_CHECK(std::filesystem::is_directory(tmp), "cannot see ", tmp,
+                   " (rank 0's temporary step directory): dump_dir must be on a filesystem every node shares");
       write_checkpoint_shard(tmp, model.params(), &opt, rank, world);
       write_text_file_atomic(tmp + "/" + CheckpointFiles::train_state(rank), train_state_json(mine));
       return "";
@@ -37,7 +42,11 @@ void save_sharded_training_checkpoint(Communicator& host, const std::string& roo
                        " could not write its shard: ", errors[r]);
         write_text_file_atomic(tmp + "/" + CheckpointFiles::params, params_json(cfg, model.param_counts()));
       });
-      prune_checkpoints(root, keep);
+      try {  // (the checkpoint is complete: a failed clean-up is not a failed save)
+        prune_checkpoints(root, keep);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "lingua: warning: pruning old checkpoints in %s: %s\n", root.c_str(), e.what());
+      }
     } catch (const std::exception& e) {
       outcome = *e.what() ? e.what() : "checkpoint of step " + std::to_string(mine.step) + " not saved";
       if (!announced) host.broadcast_string("", 0);

@@ -190,6 +190,17 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   }
   if (const std::string e = host.broadcast_string(setup_error, 0); !e.empty())
     fail(lead ? e : "rank 0 could not set up the run: " + e);
+  // Every rank writes its checkpoint shard into the step directory rank 0 makes: they must all see
+  // the checkpoint root (one filesystem shared by the nodes). Checked now, not at the first save.
+  if (host.size() > 1) {
+    const std::vector<std::string> seen = host.all_gather_strings(fs::is_directory(root) ? "" : root);
+    std::string blind;
+    for (size_t r = 0; r < seen.size(); ++r)
+      if (!seen[r].empty()) blind += (blind.empty() ? "" : ", ") + std::to_string(r);
+    LINGUA_CHECK(blind.empty(), "the checkpoint directory ", root, " that rank 0 created is not visible on rank(s) ",
+                 blind, ": with several processes every rank writes its share of each checkpoint there, so "
+                 "dump_dir (or checkpoint.path) must be on a filesystem all nodes share");
+  }
   StopSignals signals;        // SIGINT/SIGTERM/SIGUSR1/2: stop after this step with a checkpoint
   const std::string metrics_path = lead ? run_dir->metrics_path() : "";
   const std::string eval_path = lead ? run_dir->eval_metrics_path() : "";
