@@ -62,22 +62,21 @@ void save_params(const ParamStore& store, const std::string& path, const std::ma
   write_safetensors(path, ts, meta);
 }
 
-void read_full_tensor(const CheckpointTensors& c, const ParamInfo& p, const std::string& name, std::vector<float>& buf) {
+void read_local_tensor(const CheckpointTensors& c, const ParamInfo& p, const std::string& name, std::vector<float>& buf) {
   LINGUA_CHECK(c.has(name), "checkpoint ", c.where(), " has no tensor '", name,
                "' that the model needs (does the config match the checkpoint?)");
   if (c.shape(name) != p.shape)
     fail("checkpoint ", c.where(), ": tensor '", name, "' has shape ", shape_str(c.shape(name)),
          " but the model expects ", shape_str(p.shape), " (does the config match the checkpoint?)");
-  buf.resize(p.full_numel());
-  c.read(name, param_host_tensor(buf.data(), p));
+  c.read_local(name, p, buf);
 }
 
 void load_params(ParamStore& store, const CheckpointTensors& c) {
   std::vector<float> buf;
   for (int id : store.ids()) {
     const ParamInfo& p = store.info(id);
-    read_full_tensor(c, p, p.name, buf);
-    store.set_param(id, p.placement.kind == Placement::whole ? buf.data() : local_part(p, buf).data());
+    read_local_tensor(c, p, p.name, buf);
+    store.set_param(id, buf.data());
   }
 }
 

@@ -24,8 +24,9 @@ void save_params(const ParamStore& store, const std::string& path, const std::ma
 void load_params(ParamStore& store, const std::string& path);
 class CheckpointTensors;  // sharded.h
 void load_params(ParamStore& store, const CheckpointTensors& tensors);
-// The full values of tensor `name` (p's full shape: an error naming both when they differ).
-void read_full_tensor(const CheckpointTensors& c, const ParamInfo& p, const std::string& name, std::vector<float>& buf);
+// This process's part of tensor `name` (p's placement; p's full shape: an error naming both when
+// they differ), read from its own piece when the checkpoint has it (CheckpointTensors::read_local).
+void read_local_tensor(const CheckpointTensors& c, const ParamInfo& p, const std::string& name, std::vector<float>& buf);
 // This process's part (p.local_shape) of a full tensor's values, per p.placement.
 std::vector<float> local_part(const ParamInfo& p, const std::vector<float>& full);
 

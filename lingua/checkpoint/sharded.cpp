@@ -209,6 +209,24 @@ void CheckpointTensors::read(const std::string& name, const Tensor& dst) const {
   }
 }
 
+void CheckpointTensors::read_local(const std::string& name, const ParamInfo& p, std::vector<float>& local) const {
+  LINGUA_CHECK(shape(name) == p.shape, "internal error: reading '", name, "' of ", shape_str(shape(name)), " as ",
+               shape_str(p.shape));
+  local.assign(p.numel, 0.0f);
+  for (const Piece& piece : entries_.at(name).pieces)
+    if (piece.placement.kind == p.placement.kind && piece.placement.size == p.placement.size &&
+        piece.placement.rank == p.placement.rank && p.placement.kind != Placement::whole)
+      return files_[piece.file].read_into(piece.key, host_view(local.data(), p.local_shape));
+  std::vector<float> full(product(p.shape));
+  read(name, host_view(full.data(), p.shape));
+  if (p.placement.kind == Placement::whole) {
+    local = std::move(full);
+    return;
+  }
+  for (int64_t i = 0; i < p.numel; ++i)
+    if (const int64_t g = p.global_index(i); g >= 0) local[i] = full[g];
+}
+
 int consolidate_checkpoint(const std::string& dir) {
   const CheckpointTensors c = CheckpointTensors::open(dir);
   if (!c.sharded()) return 0;

@@ -48,6 +48,10 @@ class CheckpointTensors {
   // dst: a CPU f32 tensor of the full size (any shape). Fails naming the tensor when pieces are missing or
   // overlap, the shapes differ, or a file is corrupt (checksums).
   void read(const std::string& name, const Tensor& dst) const;
+  // This process's part of tensor `name` (p.placement, p.numel values into `local`): straight from
+  // its piece when the checkpoint was saved with that placement (a resume on the same layout
+  // reads only its share), else from the whole tensor. p.shape must be the stored one.
+  void read_local(const std::string& name, const ParamInfo& p, std::vector<float>& local) const;
 
  private:
   struct Piece {

@@ -127,9 +127,9 @@ TrainState load_training_checkpoint(const std::string& dir, Transformer& model, 
   for (int id : s.ids()) {
     if (!s.trainable(id)) continue;
     const ParamInfo& p = s.info(id);
-    read_full_tensor(c, p, CheckpointFiles::moment(0, p.name), m);
-    read_full_tensor(c, p, CheckpointFiles::moment(1, p.name), v);
-    opt.set_moments(id, local_part(p, m).data(), local_part(p, v).data());
+    read_local_tensor(c, p, CheckpointFiles::moment(0, p.name), m);
+    read_local_tensor(c, p, CheckpointFiles::moment(1, p.name), v);
+    opt.set_moments(id, m.data(), v.data());
   }
   opt.set_steps_taken(t.optimizer_steps);
   return t;
