@@ -108,6 +108,18 @@ struct OptimConfig {
   }
 };
 
+// Structured FFN layers (model.ffn lowrank; the original's method.kwargs), SPEC §3.
+struct StructuredFfnConfig {
+  int rank = 0;                            // lowrank: rank of each factor pair (required)
+  std::string init = "fixed";              // fixed: N(0, 0.02); xavier: N(0, 1 / fan_in) per factor
+  std::optional<std::vector<int>> layers;  // the structured layers (default: every layer but 0)
+  template <class V> void visit(V& v) {
+    v("rank", rank, "ffn=lowrank: rank r of both FFN linears' factors (W = B A, A [r, in], B [out, r])");
+    v.choice("init", init, {"fixed", "xavier"}, "factor init: fixed N(0, 0.02); xavier N(0, 1/fan_in) per factor");
+    v("layers", layers, "the layers whose FFN is structured (default: every layer but 0, as the original)");
+  }
+};
+
 struct ModelConfig {
   int dim = 512;
   int n_layers = 8;
@@ -127,6 +139,7 @@ struct ModelConfig {
   int64_t seed = 42;
   std::string ffn = "swiglu";           // FFN variant (registry key)
   std::optional<std::vector<int>> stem_layers;  // ffn=stem: the STEM layers (default: all but layer 0)
+  StructuredFfnConfig structured;       // ffn=lowrank
   bool recompute_norms = false;         // activation recomputation (memory for speed)
   bool grads_in_activations = true;     // gradients over dead activations (one micro-batch a step)
   template <class V> void visit(V& v) {
@@ -147,9 +160,11 @@ struct ModelConfig {
     v("vocab_size", vocab_size, "vocabulary size (-1: from the tokenizer)");
     v("weight_tying", weight_tying, "output head shares the token embedding");
     v("seed", seed, "parameter init seed");
-    v("ffn", ffn, "FFN variant (swiglu; stem: STEM layers per stem_layers, swiglu elsewhere)");
+    v("ffn", ffn, "FFN variant (swiglu; stem: STEM layers per stem_layers, swiglu elsewhere; lowrank: factored "
+      "linears per structured.*, swiglu elsewhere)");
     v("stem_layers", stem_layers,
       "ffn=stem: the layers whose FFN up-projection is a token-indexed table (default: every layer but 0)");
+    v("structured", structured, "structured FFN layers (ffn=lowrank)");
     v("recompute_norms", recompute_norms,
       "recompute the RMSNorm outputs in backward instead of keeping them (saves 2 x tokens x dim activations "
       "per layer for two extra norm passes)");

@@ -8,6 +8,8 @@ namespace lingua {
 std::unique_ptr<FeedForward> make_swiglu_ffn(const FfnBuildArgs& args);
 std::unique_ptr<FeedForward> make_stem_ffn(const FfnBuildArgs& args);
 void check_stem_config(const ModelConfig& cfg, const OptimConfig* optim);
+std::unique_ptr<FeedForward> make_lowrank_ffn(const FfnBuildArgs& args);
+void check_lowrank_config(const ModelConfig& cfg, const OptimConfig* optim);
 
 namespace {
 
@@ -21,6 +23,7 @@ struct FfnEntry {
 const FfnEntry kFfnRegistry[] = {
     {"swiglu", make_swiglu_ffn, nullptr},
     {"stem", make_stem_ffn, check_stem_config},
+    {"lowrank", make_lowrank_ffn, check_lowrank_config},
 };
 
 }  // namespace
