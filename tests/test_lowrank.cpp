@@ -110,6 +110,73 @@ TEST(LowRank, FullRankWithIdentityFactorsIsTheDenseLayer) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-5 * (1 + std::fabs(a[i]))) << i;
 }
 
+// post_init svd: B A is the dense init's best rank-r approximation: exact at full rank; at rank r the
+// residual W - B A is orthogonal to B's columns and A's rows and B A holds at least r/k of W's energy.
+TEST(LowRank, SvdPostInitFactorsTheDenseInit) {
+  const ModelConfig dc = tiny("swiglu", 0);
+  const ModelDims d = resolve_dims(dc, dc.vocab_size);
+  Transformer dense(dc, d);
+  auto dense_w = [&](const std::string& n) { return dense.params().host_param(dense.params().index(n)); };
+  const std::string f = "layers.1.feed_forward.";
+  std::vector<float> fc1 = dense_w(f + "w1.weight");
+  const std::vector<float> w3 = dense_w(f + "w3.weight"), fc2 = dense_w(f + "w2.weight");
+  fc1.insert(fc1.end(), w3.begin(), w3.end());
+  const int64_t D = d.dim, H = d.hidden;
+  for (int r : {12, 4}) {  // 12 = dim: full rank for both linears
+    SCOPED_TRACE("rank " + std::to_string(r));
+    ModelConfig lc = tiny("lowrank", r);
+    lc.structured.post_init = "svd";
+    Transformer low(lc, resolve_dims(lc, lc.vocab_size));
+    auto w = [&](const std::string& n) { return low.params().host_param(low.params().index(f + n)); };
+    std::vector<float> b1 = w("w1.b.weight");
+    const std::vector<float> b3 = w("w3.b.weight");
+    b1.insert(b1.end(), b3.begin(), b3.end());
+    struct Case {
+      const std::vector<float>& W;
+      std::vector<float> A, B;
+      int64_t out, in;
+    };
+    for (const Case& c : {Case{fc1, w("w13.a.weight"), b1, 2 * H, D}, Case{fc2, w("w2.a.weight"), w("w2.b.weight"), D, H}}) {
+      // P = B A, R = W - P
+      std::vector<double> R((size_t)(c.out * c.in));
+      double energy = 0, total = 0, err = 0;
+      for (int64_t o = 0; o < c.out; ++o)
+        for (int64_t i = 0; i < c.in; ++i) {
+          double p = 0;
+          for (int j = 0; j < r; ++j) p += (double)c.B[(size_t)(o * r + j)] * c.A[(size_t)(j * c.in + i)];
+          const double wv = c.W[(size_t)(o * c.in + i)];
+          R[(size_t)(o * c.in + i)] = wv - p;
+          energy += p * p;
+          total += wv * wv;
+          err = std::max(err, std::fabs(wv - p));
+        }
+      const int64_t k = std::min(c.out, c.in);
+      if (r == k) {
+        EXPECT_LT(err, 1e-5) << "full rank reconstructs W";
+        continue;
+      }
+      EXPECT_GE(energy, total * r / (double)k) << "the top singular directions";
+      double orth = 0;  // max |B^T R| and |R A^T|
+      for (int j = 0; j < r; ++j) {
+        for (int64_t i = 0; i < c.in; ++i) {
+          double t = 0;
+          for (int64_t o = 0; o < c.out; ++o) t += c.B[(size_t)(o * r + j)] * R[(size_t)(o * c.in + i)];
+          orth = std::max(orth, std::fabs(t));
+        }
+        for (int64_t o = 0; o < c.out; ++o) {
+          double t = 0;
+          for (int64_t i = 0; i < c.in; ++i) t += R[(size_t)(o * c.in + i)] * c.A[(size_t)(j * c.in + i)];
+          orth = std::max(orth, std::fabs(t));
+        }
+      }
+      EXPECT_LT(orth, 1e-5) << "the residual is orthogonal to the factors";
+    }
+  }
+  ModelConfig too_big = tiny("lowrank", 13);  // above min(dim, ...) = 12
+  too_big.structured.post_init = "svd";
+  EXPECT_THROW(Transformer(too_big, resolve_dims(too_big, too_big.vocab_size)), Error);
+}
+
 TEST(LowRank, CountsTheFactorsNotADenseLayer) {
   const ModelConfig dc = tiny("swiglu", 0), lc = tiny("lowrank", 3);
   const ModelDims d = resolve_dims(dc, dc.vocab_size);

@@ -112,10 +112,13 @@ struct OptimConfig {
 struct StructuredFfnConfig {
   int rank = 0;                            // lowrank: rank of each factor pair (required)
   std::string init = "fixed";              // fixed: N(0, 0.02); xavier: N(0, 1 / fan_in) per factor
+  std::string post_init = "none";          // none | svd (lowrank: factors of the dense init's truncated SVD)
   std::optional<std::vector<int>> layers;  // the structured layers (default: every layer but 0)
   template <class V> void visit(V& v) {
     v("rank", rank, "ffn=lowrank: rank r of both FFN linears' factors (W = B A, A [r, in], B [out, r])");
     v.choice("init", init, {"fixed", "xavier"}, "factor init: fixed N(0, 0.02); xavier N(0, 1/fan_in) per factor");
+    v.choice("post_init", post_init, {"none", "svd"},
+             "svd (lowrank): instead, A = sqrt(S_r) V_r^T and B = U_r sqrt(S_r) of the dense layer's init W");
     v("layers", layers, "the layers whose FFN is structured (default: every layer but 0, as the original)");
   }
 };
