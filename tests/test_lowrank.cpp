@@ -46,7 +46,6 @@ void check_gradients(const ModelConfig& cfg, int structured_layers) {
   m.params().zero_grads();
   ex.forward_backward(tok.data(), tgt.data(), B, T, scale);
   const std::vector<float> grad = m.params().host_grads();
-  auto loss = [&] { return scale * ex.forward_loss(tok.data(), tgt.data(), B, T).nll; };
   std::mt19937 g(3);
   int factors = 0;
   for (int id : m.params().ids()) {
@@ -54,14 +53,7 @@ void check_gradients(const ModelConfig& cfg, int structured_layers) {
     factors += p.name.find(".b.weight") != std::string::npos || p.name.find(".a.weight") != std::string::npos;
     for (int k = 0; k < 6; ++k) {
       const int64_t e = (int64_t)(g() % p.numel), i = p.grad_offset + e;
-      float* w = m.params().param(id).f32() + e;
-      const float orig = *w, eps = 1e-2f;
-      *w = orig + eps;
-      const double lp = loss();
-      *w = orig - eps;
-      const double lm = loss();
-      *w = orig;
-      const double fd = (lp - lm) / (2 * eps);
+      const double fd = test_util::finite_difference(ex, id, e, tok, tgt, B, T, scale);
       EXPECT_NEAR(grad[i], fd, 2e-3 + 3e-2 * std::fabs(fd)) << p.name << " entry " << e;
     }
   }

@@ -11,6 +11,8 @@
 
 #include "lingua/core/cuda.h"
 #include "lingua/dist/world.h"
+#include "lingua/exec/testing.h"
+#include "lingua/optim/optimizer.h"
 
 namespace lingua::mpi_test {
 
@@ -64,6 +66,27 @@ inline double rel_diff(const std::vector<float>& a, const std::vector<float>& b)
     den += (double)b[i] * b[i];
   }
   return std::sqrt(num / std::max(den, 1e-30));
+}
+
+// One step's gradients (zeroed first), `micro` micro-batches: `ref`, one process, on each global
+// micro-batch [W * B, T] of random ids; `run`, this rank r of W, on its rows [r * B, (r + 1) * B).
+// Both optimizers observe their ids (row-sparse groups). The loss scale makes it the global mean.
+inline void global_batch_step(test_util::ModelRun& ref, AdamW& ref_opt, test_util::ModelRun& run, AdamW& opt,
+                              int step, int micro, int W, int r, int B, int T, int vocab) {
+  const float scale = (float)(1.0 / ((double)micro * W * B * T));
+  ref.exec.zero_grads();
+  run.exec.zero_grads();
+  for (int m = 0; m < micro; ++m) {
+    const uint32_t seed = 1000u * step + 17u * m + 5u;
+    const std::vector<int32_t> tok = test_util::random_ids(W * B * T, vocab, seed);
+    const std::vector<int32_t> tgt = test_util::random_ids(W * B * T, vocab, seed + 1);
+    ref.exec.stage_batch(m, tok.data(), tgt.data(), W * B, T);
+    ref_opt.observe_input_ids(ref.exec.staged_tokens(m), m == 0);
+    ref.exec.forward_backward_staged(m, scale, m == micro - 1);
+    run.exec.stage_batch(m, tok.data() + r * B * T, tgt.data() + r * B * T, B, T);
+    opt.observe_input_ids(run.exec.staged_tokens(m), m == 0);
+    run.exec.forward_backward_staged(m, scale, m == micro - 1);
+  }
 }
 
 }  // namespace lingua::mpi_test

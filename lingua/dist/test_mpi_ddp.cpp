@@ -147,22 +147,8 @@ void check_ddp(const DdpCase& k, Device dev) {
   AdamW ref_opt(ref.params(), oc), opt(run.params(), oc);
   DataParallel dp(run.exec, comm, k.bf16_reduce ? DType::bf16 : DType::f32);
   if (opt.row_sparse()) dp.reduce_also([&opt] { return opt.rows_seen(); });
-  const double scale = 1.0 / ((double)k.micro * W * B * T);
   for (int step = 0; step < steps; ++step) {
-    ref.exec.zero_grads();
-    run.exec.zero_grads();
-    for (int m = 0; m < k.micro; ++m) {
-      // The same global micro-batch on every rank ([W * B, T]); rank r takes rows [r * B, (r + 1) * B).
-      const uint32_t seed = 1000u * step + 17u * m + 5u;
-      const std::vector<int32_t> tok = random_ids(W * B * T, cfg.vocab_size, seed);
-      const std::vector<int32_t> tgt = random_ids(W * B * T, cfg.vocab_size, seed + 1);
-      ref.exec.stage_batch(m, tok.data(), tgt.data(), W * B, T);
-      ref_opt.observe_input_ids(ref.exec.staged_tokens(m), m == 0);
-      ref.exec.forward_backward_staged(m, (float)scale, m == k.micro - 1);
-      run.exec.stage_batch(m, tok.data() + r * B * T, tgt.data() + r * B * T, B, T);
-      opt.observe_input_ids(run.exec.staged_tokens(m), m == 0);
-      run.exec.forward_backward_staged(m, (float)scale, m == k.micro - 1);
-    }
+    global_batch_step(ref, ref_opt, run, opt, step, k.micro, W, r, B, T, cfg.vocab_size);
     if (step == 0) {
       const std::vector<float> g = run.params().host_grads(), gr = ref.params().host_grads();
       EXPECT_LT(rel_diff(g, gr), dev == Device::cpu && !k.bf16_reduce ? 2e-6 : 2e-2) << "gradients of step 1";
@@ -259,21 +245,8 @@ void check_fsdp(const DdpCase& k, Device dev, int shard = 0) {
   layout.shard = S;
   layout.replicate = W / S;
   std::unique_ptr<LayerHooks> fsdp = attach_data_parallel(layout, run.exec, opt, comm, k.micro);
-  const double scale = 1.0 / ((double)k.micro * W * B * T);
   for (int step = 0; step < steps; ++step) {
-    ref.exec.zero_grads();
-    run.exec.zero_grads();
-    for (int m = 0; m < k.micro; ++m) {
-      const uint32_t seed = 1000u * step + 17u * m + 5u;
-      const std::vector<int32_t> tok = random_ids(W * B * T, cfg.vocab_size, seed);
-      const std::vector<int32_t> tgt = random_ids(W * B * T, cfg.vocab_size, seed + 1);
-      ref.exec.stage_batch(m, tok.data(), tgt.data(), W * B, T);
-      ref_opt.observe_input_ids(ref.exec.staged_tokens(m), m == 0);
-      ref.exec.forward_backward_staged(m, (float)scale, m == k.micro - 1);
-      run.exec.stage_batch(m, tok.data() + r * B * T, tgt.data() + r * B * T, B, T);
-      opt.observe_input_ids(run.exec.staged_tokens(m), m == 0);
-      run.exec.forward_backward_staged(m, (float)scale, m == k.micro - 1);
-    }
+    global_batch_step(ref, ref_opt, run, opt, step, k.micro, W, r, B, T, cfg.vocab_size);
     {
       const auto g = gather_full_values(host, run.params(), true), gr = gather_full_values(host, ref.params(), true);
       ASSERT_EQ(g.size(), gr.size());

@@ -113,21 +113,8 @@ void check_tables(const TableCase& k, Device dev, int P) {
   layout.tables = P;
   std::unique_ptr<LayerHooks> dp = attach_data_parallel(layout, run.exec, opt, comm, k.micro);
   TableParallel tables(run.exec, opt, comm, P);
-  const double scale = 1.0 / ((double)k.micro * W * B * T);
   for (int step = 0; step < steps; ++step) {
-    ref.exec.zero_grads();
-    run.exec.zero_grads();
-    for (int m = 0; m < k.micro; ++m) {
-      const uint32_t seed = 1000u * step + 17u * m + 5u;
-      const std::vector<int32_t> tok = random_ids(W * B * T, cfg.vocab_size, seed);
-      const std::vector<int32_t> tgt = random_ids(W * B * T, cfg.vocab_size, seed + 1);
-      ref.exec.stage_batch(m, tok.data(), tgt.data(), W * B, T);
-      ref_opt.observe_input_ids(ref.exec.staged_tokens(m), m == 0);
-      ref.exec.forward_backward_staged(m, (float)scale, m == k.micro - 1);
-      run.exec.stage_batch(m, tok.data() + r * B * T, tgt.data() + r * B * T, B, T);
-      opt.observe_input_ids(run.exec.staged_tokens(m), m == 0);
-      run.exec.forward_backward_staged(m, (float)scale, m == k.micro - 1);
-    }
+    global_batch_step(ref, ref_opt, run, opt, step, k.micro, W, r, B, T, cfg.vocab_size);
     const auto g = gather_full_values(world().host(), run.params(), true, slice_group.get());
     const auto gr = gather_full_values(world().host(), ref.params(), true);
     ASSERT_EQ(g.size(), gr.size());

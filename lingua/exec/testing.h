@@ -27,4 +27,18 @@ inline std::vector<int32_t> random_ids(int n, int vocab, uint32_t seed) {
   return v;
 }
 
+// The central finite difference (step 1e-2) of scale x the summed loss of [B, T] tokens with
+// respect to element e of parameter id (CPU: fp32 weights edited in place, then restored).
+inline double finite_difference(Executor& ex, int id, int64_t e, const std::vector<int32_t>& tok,
+                                const std::vector<int32_t>& tgt, int B, int T, float scale) {
+  float* w = ex.model().params().param(id).f32() + e;
+  const float orig = *w, eps = 1e-2f;
+  *w = orig + eps;
+  const double lp = scale * ex.forward_loss(tok.data(), tgt.data(), B, T).nll;
+  *w = orig - eps;
+  const double lm = scale * ex.forward_loss(tok.data(), tgt.data(), B, T).nll;
+  *w = orig;
+  return (lp - lm) / (2 * eps);
+}
+
 }  // namespace lingua::test_util
