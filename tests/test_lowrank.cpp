@@ -10,6 +10,7 @@
 #include <cmath>
 #include <random>
 
+#include "lingua/config/config.h"
 #include "lingua/core/cuda.h"
 #include "lingua/exec/executor.h"
 #include "lingua/exec/testing.h"
@@ -179,6 +180,17 @@ TEST(LowRank, CountsTheFactorsNotADenseLayer) {
   EXPECT_EQ(dense.param_counts().active_non_embedding - low.param_counts().active_non_embedding, dense_ffn - low_ffn);
   EXPECT_DOUBLE_EQ(dense.flops_per_token(8) - low.flops_per_token(8), 6.0 * (dense_ffn - low_ffn));
   EXPECT_EQ(low.describe_ffn(), "lowrank on layers 1; swiglu on layers 0");
+}
+
+// The shipped config of the paper's s model: FFN 3072 wide, rank 384 on layers 1-11.
+TEST(LowRank, PaperSmallConfig) {
+  const TrainConfig c = parse_config<TrainConfig>({"config=" + std::string(LINGUA_SOURCE_DIR) + "/configs/structured_s_lowrank.yaml"});
+  const ModelDims d = resolve_dims(c.model, c.model.vocab_size);
+  EXPECT_EQ(d.hidden, 3072);
+  Transformer m(c.model, d);
+  EXPECT_EQ(m.describe_ffn(), "lowrank on layers 1,2,3,4,5,6,7,8,9,10,11; swiglu on layers 0");
+  const ParamStore& s = m.params();
+  EXPECT_EQ(s.info(s.index("layers.1.feed_forward.w1.b.weight")).shape, (std::vector<int64_t>{3072, 384}));
 }
 
 TEST(LowRank, ConfigErrorsNameTheKey) {
