@@ -38,21 +38,15 @@ Tensor param_host_tensor(float* data, const ParamInfo& p) {
   return t;
 }
 
-void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta,
-                 const SplitValues* split) {
+void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta) {
   // Host copies made here, freed when written (CUDA keeps no host mirror of the weights).
   const std::vector<float> host = store.host_values();
   std::vector<NamedTensor> ts;
   for (int id : store.ids()) {
     const ParamInfo& p = store.info(id);
+    LINGUA_CHECK(p.placement.kind == Placement::whole, "internal error: checkpoint ", path, ": parameter '", p.name,
+                 "' is split over processes (their checkpoints are written in shards: sharded.h)");
     const float* values = host.data() + p.offset;
-    if (p.placement.kind != Placement::whole) {
-      const auto it = split ? split->find(id) : SplitValues::const_iterator();
-      LINGUA_CHECK(split && it != split->end() && (int64_t)it->second.weights.size() == p.full_numel(),
-                   "internal error: checkpoint ", path, ": parameter '", p.name,
-                   "' is split over processes and its full values were not gathered");
-      values = it->second.weights.data();
-    }
     // A checkpoint is what a run resumes from: never one with NaN or inf weights.
     if (const int64_t bad = count_nonfinite(values, p.full_numel()))
       fail("refusing to write ", path, ": parameter '", p.name, "' has ", bad, " non-finite values (of ",

@@ -12,10 +12,9 @@ namespace lingua {
 // A host tensor over `data` with parameter p's full shape (f32), for safetensors IO.
 Tensor param_host_tensor(float* data, const ParamInfo& p);
 
-// Writes every parameter of the store (fp32, its full shape) under its name; a split parameter's
-// values come from `split` (an error when missing).
-void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta = {},
-                 const SplitValues* split = nullptr);
+// Writes every parameter of the store (fp32, its full shape) under its name; every parameter must
+// be whole (processes that split them write shards: sharded.h).
+void save_params(const ParamStore& store, const std::string& path, const std::map<std::string, std::string>& meta = {});
 // Reads every parameter of the store from the file (a split parameter: this process's part of
 // the full tensor). A tensor missing from the file, or one whose shape differs from the model's,
 // is an error naming the tensor, both shapes and the file (the usual cause: a config that does

@@ -27,26 +27,16 @@ std::string CheckpointFiles::moment(int which, const std::string& param) {
 }
 
 void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
-                              const AdamW& opt, const std::vector<TrainState>& states, const SplitValues* split) {
+                              const AdamW& opt, const std::vector<TrainState>& states) {
   LINGUA_CHECK(!states.empty(), "internal error: a checkpoint without a train state");
   save_checkpoint_dir(root, states[0].step, [&](const std::string& dir) {
     const ParamStore& s = model.params();
-    save_params(s, dir + "/" + CheckpointFiles::weights, {{"format", "lingua.cpp"}}, split);
-    // Host copies of the moments, made for the write and freed after it (a split parameter's full
-    // moments come gathered in `split`).
+    save_params(s, dir + "/" + CheckpointFiles::weights, {{"format", "lingua.cpp"}});
+    // Host copies of the moments, made for the write and freed after it.
     std::vector<std::vector<float>> host;
     std::vector<NamedTensor> moments;
     for (int id : s.ids()) {
       if (!s.trainable(id)) continue;
-      if (s.info(id).placement.kind != Placement::whole) {
-        const auto it = split ? split->find(id) : SplitValues::const_iterator();
-        LINGUA_CHECK(split && it != split->end() && (int64_t)it->second.m.size() == s.info(id).full_numel() &&
-                         (int64_t)it->second.v.size() == s.info(id).full_numel(),
-                     "internal error: the moments of split parameter '", s.info(id).name, "' were not gathered");
-        host.push_back(it->second.m);
-        host.push_back(it->second.v);
-        continue;
-      }
       host.push_back(opt.host_m(id));
       host.push_back(opt.host_v(id));
     }

@@ -39,12 +39,11 @@ struct CheckpointFiles {
 };
 
 // Writes a complete training checkpoint <root>/<step>/ (atomically: see save_checkpoint_dir), with
-// one train state per data-parallel rank (states[r] as train_state_{r}.json). Whole tensors only:
-// the parameters split over processes come gathered in `split` (weights and moments), so the
-// checkpoint loads with any number of processes and any parallelism.
+// one train state per data-parallel rank (states[r] as train_state_{r}.json): the single-file
+// form, from a model whose parameters are all whole (several processes write shards instead:
+// train/dist_checkpoint.h). It loads with any number of processes and any parallelism.
 void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
-                              const AdamW& opt, const std::vector<TrainState>& states,
-                              const SplitValues* split = nullptr);
+                              const AdamW& opt, const std::vector<TrainState>& states);
 inline void save_training_checkpoint(const std::string& root, const TrainConfig& cfg, const Transformer& model,
                                      const AdamW& opt, const TrainState& state) {
   save_training_checkpoint(root, cfg, model, opt, std::vector<TrainState>{state});

@@ -40,9 +40,8 @@ SplitValues gather_split_values(Communicator& comm, const ParamStore& store, con
   for (int id : store.ids()) {
     const ParamInfo& p = store.info(id);
     if (p.placement.kind != Placement::flat_shard) continue;  // (column slices: gather_sliced_values)
-    LINGUA_CHECK(p.placement.kind == Placement::flat_shard && p.placement.size == comm.size(),
-                 "internal error: gathering parameter '", p.name, "' split over ", p.placement.size, " of ", comm.size(),
-                 " processes");
+    LINGUA_CHECK(p.placement.size == comm.size(), "internal error: gathering parameter '", p.name, "' split over ",
+                 p.placement.size, " of ", comm.size(), " processes");
     // Flat shards are consecutive chunks of the row-major values: gathered in rank order, then
     // the padding cut off.
     auto gather = [&](const std::vector<float>& local) {

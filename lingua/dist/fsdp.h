@@ -43,8 +43,9 @@ namespace lingua {
 // before to_device (each rank uploads its shards).
 void shard_block_weights(Transformer& model, int size, int rank);
 
-// The full weights and AdamW moments of the store's split parameters, for a checkpoint: every rank
-// calls it (host collectives over comm, the shard group) and gets them.
+// The full weights and AdamW moments of the store's flat-sharded parameters (checkpoints write
+// pieces instead; for tests and tools): every rank calls it (host collectives over comm, the shard
+// group) and gets them.
 SplitValues gather_split_values(Communicator& comm, const ParamStore& store, const AdamW& opt);
 
 // Every parameter's full fp32 values (or gradients: trainable ones only) by name, the split ones

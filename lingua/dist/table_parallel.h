@@ -37,7 +37,8 @@ void slice_tables(Transformer& model, int size, int rank);
 // The full values of a column-sliced parameter from its group's slices (host collective over the
 // slice group: every rank calls it with its local [rows, C] values).
 std::vector<float> gather_column_slices(Communicator& group, const ParamInfo& p, const std::vector<float>& local);
-// The full weights and AdamW moments of the store's column-sliced parameters, for a checkpoint.
+// The full weights and AdamW moments of the store's column-sliced parameters (checkpoints write
+// the slices instead; for tests and tools).
 SplitValues gather_sliced_values(Communicator& group, const ParamStore& store, const AdamW& opt);
 
 class TableParallel final : public LayerHooks, public SlicedTableLookup {
