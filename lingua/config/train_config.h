@@ -108,17 +108,25 @@ struct OptimConfig {
   }
 };
 
-// Structured FFN layers (model.ffn lowrank; the original's method.kwargs), SPEC §3.
+// Structured FFN layers (model.ffn lowrank | blockdense | blockshuffle; the original's
+// method.kwargs), SPEC §3.
 struct StructuredFfnConfig {
-  int rank = 0;                            // lowrank: rank of each factor pair (required)
+  int rank = 0;                            // lowrank, blockdense: rank of each factor pair (required)
+  int nblocks = 0;                         // blockdense, blockshuffle: diagonal blocks (required)
   std::string init = "fixed";              // fixed: N(0, 0.02); xavier: N(0, 1 / fan_in) per factor
-  std::string post_init = "none";          // none | svd (lowrank: factors of the dense init's truncated SVD)
+  std::string post_init = "none";          // none | svd (lowrank) | ortho (blockdense, blockshuffle)
   std::optional<std::vector<int>> layers;  // the structured layers (default: every layer but 0)
   template <class V> void visit(V& v) {
-    v("rank", rank, "ffn=lowrank: rank r of both FFN linears' factors (W = B A, A [r, in], B [out, r])");
+    v("rank", rank,
+      "ffn=lowrank: rank r of both FFN linears' factors (W = B A, A [r, in], B [out, r]); ffn=blockdense: the "
+      "width r of the block-diagonal factor's output (W = B blockdiag(A_1..A_k), A_c [r/k, in/k], B [out, r])");
+    v("nblocks", nblocks,
+      "ffn=blockdense, blockshuffle: number k of diagonal blocks (divides the widths it splits: in, out, rank)");
     v.choice("init", init, {"fixed", "xavier"}, "factor init: fixed N(0, 0.02); xavier N(0, 1/fan_in) per factor");
-    v.choice("post_init", post_init, {"none", "svd"},
-             "svd (lowrank): instead, A = sqrt(S_r) V_r^T and B = U_r sqrt(S_r) of the dense layer's init W");
+    v.choice("post_init", post_init, {"none", "svd", "ortho"},
+             "svd (lowrank): instead, A = sqrt(S_r) V_r^T and B = U_r sqrt(S_r) of the dense layer's init W; "
+             "ortho (blockdense, blockshuffle): each block (and blockdense's dense factor) replaced by U V^T of its "
+             "own SVD");
     v("layers", layers, "the layers whose FFN is structured (default: every layer but 0, as the original)");
   }
 };
@@ -142,7 +150,7 @@ struct ModelConfig {
   int64_t seed = 42;
   std::string ffn = "swiglu";           // FFN variant (registry key)
   std::optional<std::vector<int>> stem_layers;  // ffn=stem: the STEM layers (default: all but layer 0)
-  StructuredFfnConfig structured;       // ffn=lowrank
+  StructuredFfnConfig structured;       // ffn=lowrank | blockdense | blockshuffle
   bool recompute_norms = false;         // activation recomputation (memory for speed)
   bool grads_in_activations = true;     // gradients over dead activations (one micro-batch a step)
   template <class V> void visit(V& v) {
@@ -163,11 +171,11 @@ struct ModelConfig {
     v("vocab_size", vocab_size, "vocabulary size (-1: from the tokenizer)");
     v("weight_tying", weight_tying, "output head shares the token embedding");
     v("seed", seed, "parameter init seed");
-    v("ffn", ffn, "FFN variant (swiglu; stem: STEM layers per stem_layers, swiglu elsewhere; lowrank: factored "
-      "linears per structured.*, swiglu elsewhere)");
+    v("ffn", ffn, "FFN variant (swiglu; stem: STEM layers per stem_layers, swiglu elsewhere; lowrank, blockdense, "
+      "blockshuffle: structured linears per structured.*, swiglu elsewhere)");
     v("stem_layers", stem_layers,
       "ffn=stem: the layers whose FFN up-projection is a token-indexed table (default: every layer but 0)");
-    v("structured", structured, "structured FFN layers (ffn=lowrank)");
+    v("structured", structured, "structured FFN layers (ffn=lowrank, blockdense, blockshuffle)");
     v("recompute_norms", recompute_norms,
       "recompute the RMSNorm outputs in backward instead of keeping them (saves 2 x tokens x dim activations "
       "per layer for two extra norm passes)");

@@ -30,6 +30,7 @@ class Block {
   virtual int64_t matmul_params() const = 0;  // multiplied per row (FLOPs)
   // What kind of FFN the block runs, for logs (a block without one: "").
   virtual std::string ffn_kind() const { return ""; }
+  virtual const FeedForward* ffn() const { return nullptr; }  // the block's FFN, if it has one
 };
 
 // One transformer block (Lingua's TransformerBlock), pre-norm:
@@ -48,6 +49,7 @@ class TransformerBlock final : public Block {
   size_t scratch_bytes(const SeqLayout& seq, DType act, bool training) const override;
   int64_t matmul_params() const override { return attention_.matmul_params() + ffn_->matmul_params(); }
   std::string ffn_kind() const override { return ffn_->kind(); }
+  const FeedForward* ffn() const override { return ffn_.get(); }
 
  private:
   Tensor norm_grad(int id, Arena& scratch) const;

@@ -4,6 +4,7 @@
 // optimizer group, which it declares too), sees the step's input token ids, checks its own config
 // keys, and reports its arena needs and matmul parameters (FLOPs).
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,11 @@
 #include "lingua/model/param_store.h"
 
 namespace lingua {
+
+// The dense SwiGLU weights an FFN computes (host, row-major): w1, w3 [hidden, dim], w2 [dim, hidden].
+struct DenseSwiGLU {
+  std::vector<float> w1, w3, w2;
+};
 
 class FeedForward {
  public:
@@ -33,6 +39,9 @@ class FeedForward {
   virtual int64_t matmul_params() const = 0;
   // The registry key of the variant this layer runs (a variant may leave some layers dense).
   virtual const char* kind() const = 0;
+  // The dense SwiGLU this FFN equals, from its current weights (export, tests); nullopt for a
+  // variant that has none (STEM's tables) or is dense already.
+  virtual std::optional<DenseSwiGLU> dense_swiglu() const { return std::nullopt; }
 };
 
 struct FfnBuildArgs {

@@ -10,6 +10,10 @@ std::unique_ptr<FeedForward> make_stem_ffn(const FfnBuildArgs& args);
 void check_stem_config(const ModelConfig& cfg, const OptimConfig* optim);
 std::unique_ptr<FeedForward> make_lowrank_ffn(const FfnBuildArgs& args);
 void check_lowrank_config(const ModelConfig& cfg, const OptimConfig* optim);
+std::unique_ptr<FeedForward> make_blockdense_ffn(const FfnBuildArgs& args);
+void check_blockdense_config(const ModelConfig& cfg, const OptimConfig* optim);
+std::unique_ptr<FeedForward> make_blockshuffle_ffn(const FfnBuildArgs& args);
+void check_blockshuffle_config(const ModelConfig& cfg, const OptimConfig* optim);
 
 namespace {
 
@@ -24,6 +28,8 @@ const FfnEntry kFfnRegistry[] = {
     {"swiglu", make_swiglu_ffn, nullptr},
     {"stem", make_stem_ffn, check_stem_config},
     {"lowrank", make_lowrank_ffn, check_lowrank_config},
+    {"blockdense", make_blockdense_ffn, check_blockdense_config},
+    {"blockshuffle", make_blockshuffle_ffn, check_blockshuffle_config},
 };
 
 }  // namespace

@@ -34,6 +34,7 @@
 #include "lingua/core/cuda_utils.cuh"
 #include "lingua/core/profiler.h"
 #include "lingua/ops/linear/checks.h"
+#include "lingua/ops/linear/gemm.h"
 #include "lingua/ops/linear/linear.h"
 #include "lingua/ops/op_checks.h"
 
@@ -54,20 +55,6 @@ uint32_t alignment_of(const void* p) {
   return al;
 }
 
-// D[m, n] (column-major, ldc) = op(A)[m, k] op(B)[k, n] + beta C. A and B share a dtype; C has D's
-// dtype and layout and is either D itself or disjoint from it.
-struct Gemm {
-  bool ta = false, tb = false;  // op(X) = X^T when set
-  int64_t m = 0, n = 0, k = 0;
-  DType ab = DType::bf16, c = DType::f32;  // c: the dtype of C and D
-  const void* A = nullptr;
-  int64_t lda = 0;
-  const void* B = nullptr;
-  int64_t ldb = 0;
-  const void* C = nullptr;  // read only when beta != 0
-  void* D = nullptr;
-  int64_t ldc = 0;  // of C and D
-};
 
 struct Plan {
   bool fallback = true;
@@ -76,12 +63,13 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
 };
 
-using PlanKey = std::array<int64_t, 15>;
+using PlanKey = std::array<int64_t, 19>;
 
 // beta is not a heuristic input (any algorithm serves any beta), so it is not part of the key.
 PlanKey plan_key(const Gemm& g) {
   return {g.m, g.n, g.k, g.ta, g.tb, (int64_t)g.ab, (int64_t)g.c, g.lda, g.ldb, g.ldc,
-          alignment_of(g.A), alignment_of(g.B), alignment_of(g.C), alignment_of(g.D), g.C == g.D};
+          alignment_of(g.A), alignment_of(g.B), alignment_of(g.C), alignment_of(g.D), g.C == g.D,
+          g.batch, g.stride_a, g.stride_b, g.stride_c};
 }
 
 void destroy_plan(Plan& p) {
@@ -109,6 +97,18 @@ Plan make_plan(const Gemm& g) {
     p.d = p.c;  // one descriptor for both, as cuBLASLt's in-place rule asks
   else
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, cuda_type(g.c), g.m, g.n, g.ldc));  // equal to C's
+  if (g.batch > 1) {
+    const int32_t count = (int32_t)g.batch;
+    auto batched = [&](cublasLtMatrixLayout_t l, int64_t stride) {
+      CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+      CUBLAS_CHECK(
+          cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+    };
+    batched(p.a, g.stride_a);
+    batched(p.b, g.stride_b);
+    batched(p.c, g.stride_c);
+    if (!in_place) batched(p.d, g.stride_c);
+  }
 
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -186,7 +186,10 @@ constexpr int kTile = 32, kTileRows = 8;
 template <class TA, class TC>
 __global__ void __launch_bounds__(kTile* kTileRows)
     gemm_fallback_kernel(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const TA* __restrict__ A, int64_t lda,
-                         const TA* __restrict__ B, int64_t ldb, const TC* C, TC* D, int64_t ldc, float beta) {
+                         const TA* __restrict__ B, int64_t ldb, const TC* C, TC* D, int64_t ldc, float beta,
+                         int64_t stride_a, int64_t stride_b, int64_t stride_c) {
+  A += blockIdx.z * stride_a, B += blockIdx.z * stride_b, D += blockIdx.z * stride_c;
+  if (C) C += blockIdx.z * stride_c;
   __shared__ float As[kTile][kTile + 1];  // [kk][mm] = op(A)[i0 + mm, p0 + kk]
   __shared__ float Bs[kTile][kTile + 1];  // [kk][nn] = op(B)[p0 + kk, j0 + nn]
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -230,32 +233,35 @@ __global__ void __launch_bounds__(kTile* kTileRows)
 void run_fallback(const Gemm& g, float beta) {
   const int64_t grid_m = (g.m + kTile - 1) / kTile;
   LINGUA_CHECK(grid_m <= 65535, "linear (CUDA): fallback GEMM dimension ", g.m, " too large");
-  const dim3 grid((unsigned)((g.n + kTile - 1) / kTile), (unsigned)grid_m), block(kTile, kTileRows);
+  LINGUA_CHECK(g.batch <= 65535, "linear (CUDA): fallback GEMM batch ", g.batch, " too large");
+  const dim3 grid((unsigned)((g.n + kTile - 1) / kTile), (unsigned)grid_m, (unsigned)g.batch),
+      block(kTile, kTileRows);
   cudaStream_t s = cuda_stream();
   if (g.ab == DType::f32) {
     LINGUA_ASSERT(g.c == DType::f32);
     gemm_fallback_kernel<float, float><<<grid, block, 0, s>>>(g.ta, g.tb, g.m, g.n, g.k, (const float*)g.A, g.lda,
                                                                (const float*)g.B, g.ldb, (const float*)g.C,
-                                                               (float*)g.D, g.ldc, beta);
+                                                               (float*)g.D, g.ldc, beta, g.stride_a, g.stride_b, g.stride_c);
   } else if (g.c == DType::f32) {
     gemm_fallback_kernel<bf16, float><<<grid, block, 0, s>>>(g.ta, g.tb, g.m, g.n, g.k, (const bf16*)g.A, g.lda,
                                                               (const bf16*)g.B, g.ldb, (const float*)g.C,
-                                                              (float*)g.D, g.ldc, beta);
+                                                              (float*)g.D, g.ldc, beta, g.stride_a, g.stride_b, g.stride_c);
   } else {
     gemm_fallback_kernel<bf16, bf16><<<grid, block, 0, s>>>(g.ta, g.tb, g.m, g.n, g.k, (const bf16*)g.A, g.lda,
                                                              (const bf16*)g.B, g.ldb, (const bf16*)g.C, (bf16*)g.D,
-                                                             g.ldc, beta);
+                                                             g.ldc, beta, g.stride_a, g.stride_b, g.stride_c);
   }
   CUDA_CHECK_LAUNCH();
   g_fallback_count.fetch_add(1, std::memory_order_relaxed);
 }
 
-// D = op(A) op(B) + beta C with beta 0 (C never read) or 1 (accumulated). C and D are contiguous
-// (ldc == m).
-void gemm(const Gemm& g, float beta) {
+}  // namespace
+
+void gemm_cuda(const Gemm& g, float beta) {
   LINGUA_ASSERT(beta == 0.0f || beta == 1.0f);
-  if (g.m == 0 || g.n == 0) return;
-  if (g.k == 0) {  // an empty sum: D = beta C
+  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
+  if (g.k == 0) {  // an empty sum: D = beta C (single contiguous products only)
+    LINGUA_CHECK(g.batch == 1 && g.ldc == g.m, "internal error: empty batched or strided GEMM");
     const size_t bytes = g.m * g.n * dtype_size(g.c);
     if (beta == 0.0f)
       CUDA_CHECK(cudaMemsetAsync(g.D, 0, bytes, cuda_stream()));
@@ -271,8 +277,6 @@ void gemm(const Gemm& g, float beta) {
   CUBLAS_CHECK(cublasLtMatmul(ctx.lt, p.desc, &alpha, g.A, p.a, g.B, p.b, &beta, g.C, p.c, g.D, p.d, &p.algo,
                               ctx.workspace, ctx.workspace_bytes, ctx.stream));
 }
-
-}  // namespace
 
 void linear_cuda_force_fallback(bool on) { g_force_fallback.store(on); }
 uint64_t linear_cuda_fallback_count() { return g_fallback_count.load(); }
@@ -301,7 +305,7 @@ void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& y, cons
   g.A = w.data, g.lda = in;
   g.B = x.data, g.ldb = in;
   g.C = add ? residual.data : y.data, g.D = y.data, g.ldc = out;
-  gemm(g, add ? 1.0f : 0.0f);
+  gemm_cuda(g, add ? 1.0f : 0.0f);
 }
 
 void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx, const Tensor& dw,
@@ -329,7 +333,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, co
     g.A = w.data, g.lda = in;
     g.B = dy.data, g.ldb = out;
     g.C = g.D = dx.data, g.ldc = in;
-    gemm(g, accumulate_dx ? 1.0f : 0.0f);
+    gemm_cuda(g, accumulate_dx ? 1.0f : 0.0f);
   }
   if (is_given(dw)) {  // dW^T[in, out] += (x^T stored [in, N]) (dy^T stored [out, N])^T
     LINGUA_PROFILE_SCOPE("dw");
@@ -340,7 +344,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, co
     g.A = x.data, g.lda = in;
     g.B = dy.data, g.ldb = out;
     g.C = g.D = dw.data, g.ldc = in;
-    gemm(g, 1.0f);
+    gemm_cuda(g, 1.0f);
   }
 }
 

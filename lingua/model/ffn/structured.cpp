@@ -1,0 +1,195 @@
+// Shared parts of the structured FFN variants (structured.h).
+#include "lingua/model/ffn/structured.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "lingua/ops/swiglu/swiglu.h"
+
+// LAPACK (in OpenBLAS): the SVD of a column-major m x n matrix.
+extern "C" void dgesvd_(const char* jobu, const char* jobvt, const int* m, const int* n, double* a, const int* lda,
+                        double* s, double* u, const int* ldu, double* vt, const int* ldvt, double* work,
+                        const int* lwork, int* info, size_t jobu_len, size_t jobvt_len);
+
+namespace lingua {
+
+namespace {
+
+// Thin SVD of row-major W [rows, cols], returned row-major: U [rows, p], S [p], Vt [p, cols], p =
+// min(rows, cols). Row-major W is column-major W^T [cols, rows] = U' S V'^T, so W = V' S U'^T:
+// our U is V' and our Vt is U'^T.
+struct Svd {
+  int p;
+  std::vector<double> u, s, vt;
+};
+Svd thin_svd(const std::vector<double>& w, int rows, int cols) {
+  const int p = std::min(rows, cols);
+  std::vector<double> m(w), s(p), up((size_t)cols * p), vpt((size_t)p * rows);
+  int info = 0, lwork = -1;
+  double query = 0;
+  dgesvd_("S", "S", &cols, &rows, m.data(), &cols, s.data(), up.data(), &cols, vpt.data(), &p, &query, &lwork, &info,
+          1, 1);
+  lwork = (int)query;
+  std::vector<double> work((size_t)std::max(lwork, 1));
+  dgesvd_("S", "S", &cols, &rows, m.data(), &cols, s.data(), up.data(), &cols, vpt.data(), &p, work.data(), &lwork,
+          &info, 1, 1);
+  LINGUA_CHECK(info == 0, "structured FFN init: LAPACK dgesvd failed (info ", info, ")");
+  Svd r{p, std::vector<double>((size_t)rows * p), s, std::vector<double>((size_t)p * cols)};
+  for (int j = 0; j < p; ++j) {
+    for (int o = 0; o < rows; ++o) r.u[(size_t)o * p + j] = vpt[(size_t)o * p + j];  // V'(o, j), V'^T stored [p, rows]
+    for (int i = 0; i < cols; ++i) r.vt[(size_t)j * cols + i] = up[(size_t)j * cols + i];  // U'(i, j), col-major
+  }
+  return r;
+}
+
+}  // namespace
+
+std::vector<int> structured_layers(const ModelConfig& c, const char* kind) {
+  std::vector<int> layers;
+  if (c.ffn != kind) return layers;
+  if (!c.structured.layers) {
+    for (int l = 1; l < c.n_layers; ++l) layers.push_back(l);
+    return layers;
+  }
+  layers = *c.structured.layers;
+  std::sort(layers.begin(), layers.end());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    LINGUA_CHECK(layers[i] >= 0 && layers[i] < c.n_layers, "config key 'model.structured.layers': layer ", layers[i],
+                 " is outside [0, ", c.n_layers, ") (model.n_layers)");
+    LINGUA_CHECK(i == 0 || layers[i - 1] != layers[i], "config key 'model.structured.layers': layer ", layers[i],
+                 " is listed twice");
+  }
+  return layers;
+}
+
+void check_structured_keys(const ModelConfig& c, const char* kind, bool needs_rank, bool needs_nblocks,
+                           const char* post_init) {
+  if (c.ffn != kind) return;
+  const StructuredFfnConfig& s = c.structured;
+  LINGUA_CHECK(!needs_rank || s.rank >= 1, "config key 'model.structured.rank' is ", s.rank, ": model.ffn=", kind,
+               " needs the rank of its factors (1 or more)");
+  LINGUA_CHECK(!needs_nblocks || s.nblocks >= 1, "config key 'model.structured.nblocks' is ", s.nblocks,
+               ": model.ffn=", kind, " needs the number of diagonal blocks (1 or more)");
+  LINGUA_CHECK(s.post_init == "none" || s.post_init == post_init, "config key 'model.structured.post_init' is '",
+               s.post_init, "': model.ffn=", kind, " supports none or ", post_init);
+  structured_layers(c, kind);
+}
+
+void check_divides_blocks(const ModelConfig& c, const char* kind, int64_t width, const char* what) {
+  LINGUA_CHECK(width % c.structured.nblocks == 0, "config key 'model.structured.nblocks' is ", c.structured.nblocks,
+               ": model.ffn=", kind, " splits ", what, " (", width, ") into that many blocks, which must divide it");
+}
+
+ParamInit structured_factor_init(const ModelConfig& cfg, int64_t fan_in) {
+  return ParamInit::normal(cfg.structured.init == "xavier" ? (float)std::pow((double)fan_in, -0.5) : 0.02f);
+}
+
+std::vector<float> whole_init_values(const ParamInit& init, uint64_t seed, const std::string& name,
+                                     const std::vector<int64_t>& shape) {
+  ParamInfo p;
+  p.name = name;
+  p.shape = p.local_shape = shape;
+  p.numel = 1;
+  for (int64_t d : shape) p.numel *= d;
+  std::vector<float> v((size_t)p.numel);
+  init.fill(seed, p, v.data());
+  return v;
+}
+
+ParamInit ortho_init(ParamInit base, int64_t blocks) {
+  ParamInit init;
+  init.what = "ortho(" + base.what + ")";
+  init.fill = [base, blocks](uint64_t seed, const ParamInfo& p, float* local) {
+    const int64_t rows = p.shape[p.shape.size() - 2], cols = p.shape.back();
+    LINGUA_ASSERT(blocks * rows * cols == p.full_numel());
+    std::vector<float> w = whole_init_values(base, seed, p.name, p.shape);
+    for (int64_t b = 0; b < blocks; ++b) {
+      float* blk = w.data() + b * rows * cols;
+      const Svd s = thin_svd(std::vector<double>(blk, blk + rows * cols), (int)rows, (int)cols);
+      for (int64_t o = 0; o < rows; ++o)
+        for (int64_t i = 0; i < cols; ++i) {
+          double acc = 0;
+          for (int j = 0; j < s.p; ++j) acc += s.u[(size_t)(o * s.p + j)] * s.vt[(size_t)(j * cols + i)];
+          blk[o * cols + i] = (float)acc;
+        }
+    }
+    for (int64_t i = 0; i < p.numel; ++i) {
+      const int64_t g = p.global_index(i);
+      local[i] = g < 0 ? 0.0f : w[(size_t)g];
+    }
+  };
+  return init;
+}
+
+SvdFactors truncated_svd_factors(const std::vector<float>& w, int out, int in, int r) {
+  const int k = std::min(out, in);
+  LINGUA_CHECK(r <= k, "config key 'model.structured.rank' is ", r, ": post_init svd needs a rank of at most ", k,
+               " (the smaller side of a [", out, ", ", in, "] layer)");
+  const Svd s = thin_svd(std::vector<double>(w.begin(), w.end()), out, in);
+  SvdFactors f{std::vector<double>((size_t)r * in), std::vector<double>((size_t)out * r)};
+  for (int j = 0; j < r; ++j) {
+    const double root = std::sqrt(s.s[j]);
+    for (int i = 0; i < in; ++i) f.a[(size_t)j * in + i] = root * s.vt[(size_t)j * in + i];
+    for (int o = 0; o < out; ++o) f.b[(size_t)o * r + j] = root * s.u[(size_t)o * k + j];
+  }
+  return f;
+}
+
+std::vector<double> FactorParam::host() const {
+  const ParamInfo& p = store->info(id);
+  LINGUA_CHECK(p.placement.kind == Placement::whole, "parameter '", p.name,
+               "' is split over processes: its dense form needs the whole of it (consolidate the checkpoint)");
+  const std::vector<float> v = store->host_param(id);
+  return std::vector<double>(v.begin(), v.end());
+}
+
+StructuredFfn::StructuredFfn(const char* kind, int64_t hidden, std::unique_ptr<StructuredLinear> fc1,
+                             std::unique_ptr<StructuredLinear> fc2)
+    : kind_(kind), hidden_(hidden), fc1_(std::move(fc1)), fc2_(std::move(fc2)) {}
+
+void StructuredFfn::forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) {
+  const int64_t n = ctx.rows();
+  Arena& sc = *ctx.scratch;
+  const size_t mark = sc.mark();  // (without saving, the kept tensors are scratch too)
+  Arena& keep = forward_arena(ctx);
+  ab_ = arena_tensor(keep, {n, 2 * hidden_}, ctx.act);
+  fc1_->forward(x, ab_, Tensor(), keep, sc);
+  Tensor g = arena_tensor(sc, {n, hidden_}, ctx.act);
+  swiglu_forward_packed(ab_, g);
+  fc2_->forward(g, out, residual, keep, sc);
+  sc.release_to(mark);
+}
+
+void StructuredFfn::backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) {
+  const int64_t n = ctx.rows();
+  Arena& ar = *ctx.scratch;
+  const size_t mark = ar.mark();
+  LINGUA_ASSERT(dout.dtype == ctx.act);
+  Tensor dg = arena_tensor(ar, {n, hidden_}, ctx.act);
+  fc2_->backward_input(dout, dg, ar);
+  swiglu_backward_packed(ab_, dg, ab_, dg);  // ab <- (da, db); dg <- the recomputed g
+  fc2_->backward_weight(dg, dout);
+  fc1_->backward_input(ab_, dx, ar);
+  fc1_->backward_weight(x, ab_);
+  ar.release_to(mark);
+}
+
+std::optional<DenseSwiGLU> StructuredFfn::dense_swiglu() const {
+  const std::vector<double> fc1 = fc1_->dense(), fc2 = fc2_->dense();
+  const size_t half = fc1.size() / 2;
+  DenseSwiGLU d;
+  d.w1.assign(fc1.begin(), fc1.begin() + half);
+  d.w3.assign(fc1.begin() + half, fc1.end());
+  d.w2.assign(fc2.begin(), fc2.end());
+  return d;
+}
+
+size_t StructuredFfn::saved_bytes(int64_t rows, DType act) const {
+  return arena_bytes(rows * 2 * hidden_, act) + fc1_->saved_bytes(rows, act) + fc2_->saved_bytes(rows, act);
+}
+
+size_t StructuredFfn::scratch_bytes(int64_t rows, DType act) const {
+  return arena_bytes(rows * hidden_, act) + fc1_->scratch_bytes(rows, act) + fc2_->scratch_bytes(rows, act);
+}
+
+}  // namespace lingua

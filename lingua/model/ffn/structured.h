@@ -1,0 +1,97 @@
+#pragma once
+// What the structured FFN variants (SPEC §3: lowrank.cpp, blockdense.cpp, blockshuffle.cpp) share:
+// the layers they apply to, their inits (fixed / xavier factors, post-inits svd and ortho through
+// LAPACK), the StructuredLinear interface for one factored linear, and StructuredFfn: SwiGLU whose
+// two linears are structured,
+//   fc1 [2 hidden, dim]: (a, b) = fc1 x (a the first hidden outputs)     kept for backward
+//   fc2 [dim, hidden]:   out = residual + fc2 (silu(a) * b)              g recomputed in backward
+// Nothing outside lingua/model/ffn includes this header.
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lingua/model/ffn/ffn.h"
+
+namespace lingua {
+
+// The layers whose FFN is structured when model.ffn is `kind` (model.structured.layers, default
+// every layer but 0, as the original); checked against n_layers; empty for another kind.
+std::vector<int> structured_layers(const ModelConfig& cfg, const char* kind);
+
+// The checks of a structured variant when model.ffn is `kind` (else none): the keys it needs are
+// set (rank, nblocks), post_init is none or the one it supports, the layers are valid.
+void check_structured_keys(const ModelConfig& cfg, const char* kind, bool needs_rank, bool needs_nblocks,
+                           const char* post_init);
+// "config key 'model.structured.nblocks' is k: ..." unless k divides `width` (named by `what`).
+void check_divides_blocks(const ModelConfig& cfg, const char* kind, int64_t width, const char* what);
+
+// The factor init model.structured.init asks for: fixed N(0, 0.02), xavier N(0, 1 / fan_in).
+ParamInit structured_factor_init(const ModelConfig& cfg, int64_t fan_in);
+// The values `init` gives a whole parameter `name` of `shape` (host, row-major).
+std::vector<float> whole_init_values(const ParamInit& init, uint64_t seed, const std::string& name,
+                                     const std::vector<int64_t>& shape);
+// post_init ortho: `base`, then each of the `blocks` leading matrices [rows, cols] (shape [blocks,
+// rows, cols], or [rows, cols] with blocks 1) replaced by U V^T of its thin SVD.
+ParamInit ortho_init(ParamInit base, int64_t blocks);
+// A = sqrt(S_r) V_r^T [r, in] and B = U_r sqrt(S_r) [out, r] (row-major) of W [out, in] (row-major).
+struct SvdFactors {
+  std::vector<double> a, b;
+};
+SvdFactors truncated_svd_factors(const std::vector<float>& w, int out, int in, int r);
+
+// A factor parameter of a structured linear: what matmuls read, its gradient, its host values.
+struct FactorParam {
+  ParamStore* store = nullptr;
+  int id = -1;
+  FactorParam() = default;
+  FactorParam(ParamStore& s, ParamSpec spec) : store(&s), id(s.add(std::move(spec))) {}  // declares it
+  FactorParam(ParamStore& s, int existing) : store(&s), id(existing) {}
+  Tensor compute() const { return store->compute_param(id); }
+  Tensor grad() const { return store->grad(id); }  // empty when frozen
+  std::vector<double> host() const;                // whole values (an error for a split parameter)
+};
+
+// One structured linear y = S x, S [out, in] a product of factors it owns as parameters.
+class StructuredLinear {
+ public:
+  virtual ~StructuredLinear() = default;
+  // y [N, out] (ctx.act; f32 with a residual, which may be y) = S x (+ residual). x [N, in]
+  // ctx.act. Keeps in `keep` what backward reads besides x; transient memory from `scratch`.
+  virtual void forward(const Tensor& x, const Tensor& y, const Tensor& residual, Arena& keep, Arena& scratch) = 0;
+  // dx [N, in] (f32 or ctx.act) = S^T dy, and every factor gradient that does not read x. What
+  // backward_weight reads stays in `scratch`: release it after backward_weight.
+  virtual void backward_input(const Tensor& dy, const Tensor& dx, Arena& scratch) = 0;
+  // The gradient of the factor x multiplies (after backward_input, with the same dy).
+  virtual void backward_weight(const Tensor& x, const Tensor& dy) = 0;
+  virtual size_t saved_bytes(int64_t rows, DType act) const = 0;
+  virtual size_t scratch_bytes(int64_t rows, DType act) const = 0;  // backward_input's (>= forward's)
+  virtual int64_t matmul_params() const = 0;
+  // S as a dense [out, in] row-major matrix, from the parameters' current values (host; whole
+  // parameters only; for tests, the guide's init, pre-merge and dense export).
+  virtual std::vector<double> dense() const = 0;
+};
+
+// SwiGLU over two structured linears (fc1 [2 hidden, dim], fc2 [dim, hidden]).
+class StructuredFfn final : public FeedForward {
+ public:
+  StructuredFfn(const char* kind, int64_t hidden, std::unique_ptr<StructuredLinear> fc1,
+                std::unique_ptr<StructuredLinear> fc2);
+  void forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) override;
+  void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) override;
+  size_t saved_bytes(int64_t rows, DType act) const override;
+  size_t scratch_bytes(int64_t rows, DType act) const override;
+  int64_t matmul_params() const override { return fc1_->matmul_params() + fc2_->matmul_params(); }
+  const char* kind() const override { return kind_; }
+  std::optional<DenseSwiGLU> dense_swiglu() const override;
+  const StructuredLinear& fc1() const { return *fc1_; }
+  const StructuredLinear& fc2() const { return *fc2_; }
+
+ private:
+  const char* kind_;
+  int64_t hidden_;
+  std::unique_ptr<StructuredLinear> fc1_, fc2_;
+  Tensor ab_;  // saved: fc1 x
+};
+
+}  // namespace lingua
