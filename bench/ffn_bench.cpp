@@ -55,7 +55,18 @@ struct Timer {
 
 }  // namespace
 
+int run(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lingua_ffn_bench: %s\n", e.what());
+    return 1;
+  }
+}
+
+int run(int argc, char** argv) {
   std::map<std::string, std::string> arg = {{"widths", "768,1024,1536,2048"},
                                             {"tokens", "16,256,4096,16384"},
                                             {"variants", "swiglu,lowrank,blockdense,blockshuffle"},
@@ -88,6 +99,7 @@ int main(int argc, char** argv) {
       cfg.ffn_dim_multiplier = 1.5;
       cfg.multiple_of = 256;
       cfg.vocab_size = 256;
+      cfg.max_seqlen = 1024;
       cfg.ffn = variant;
       cfg.structured.layers = std::vector<int>{0};
       cfg.structured.nblocks = std::stoi(arg["nblocks"]);
