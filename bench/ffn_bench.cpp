@@ -122,7 +122,8 @@ int run(int argc, char** argv) {
             dout(dout_b.data(), {N, D}, DType::bf16, Device::cuda), dx(dx_b.data(), {N, D}, DType::bf16, Device::cuda);
         Arena saved(Device::cuda), scratch(Device::cuda);
         saved.reserve(ffn->saved_bytes(N, DType::bf16));
-        scratch.reserve(ffn->scratch_bytes(N, DType::bf16));
+        // Without saving, what forward would keep goes to scratch too.
+        scratch.reserve(ffn->saved_bytes(N, DType::bf16) + ffn->scratch_bytes(N, DType::bf16));
         StepContext ctx;
         ctx.saved = &saved;
         ctx.scratch = &scratch;
