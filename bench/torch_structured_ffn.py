@@ -105,11 +105,16 @@ def main():
     p.add_argument("--no-compile", action="store_true")
     args = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
+    # One compiled graph per model and mode: every FFN shares forward's code object, and the
+    # default limit (8) would silently send later models to eager.
+    torch._dynamo.config.cache_size_limit = 1024
+    torch._dynamo.config.recompile_limit = 1024
     for kind in args.variants.split(","):
         for width in map(int, args.widths.split(",")):
             hidden = 4 * width
             a = argparse.Namespace(nblocks=args.nblocks,
                                    rank=int((args.blockdense_rank_ratio if kind == "blockdense" else args.rank_ratio) * width))
+            torch._dynamo.reset()
             model = FFN(kind, width, hidden, a).cuda().to(torch.bfloat16)
             params = sum(t.numel() for t in model.parameters())
             run = model if args.no_compile else torch.compile(model, dynamic=False)

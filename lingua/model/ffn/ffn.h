@@ -40,7 +40,7 @@ class FeedForward {
   // The registry key of the variant this layer runs (a variant may leave some layers dense).
   virtual const char* kind() const = 0;
   // The dense SwiGLU this FFN equals, from its current weights (export, tests); nullopt for a
-  // variant that has none (STEM's tables) or is dense already.
+  // variant that has none (a table lookup) or is dense already.
   virtual std::optional<DenseSwiGLU> dense_swiglu() const { return std::nullopt; }
 };
 
