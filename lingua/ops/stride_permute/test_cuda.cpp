@@ -17,7 +17,7 @@ std::vector<OpCase> cases() {
     int64_t N, W, k;
   };
   for (Shape s : {Shape{1, 1, 1}, Shape{3, 6, 2}, Shape{31, 15, 5}, Shape{33, 1023, 3}, Shape{257, 4096, 4},
-                  Shape{7, 6144, 8}})
+                  Shape{7, 6144, 8}, Shape{5, 6144, 1536}, Shape{3, 4096, 4096}})
     for (DType dx : {DType::bf16, DType::f32})
       for (DType dy : {DType::bf16, DType::f32})
         for (int residual = 0; residual < 3; ++residual) {  // none, separate, in place
