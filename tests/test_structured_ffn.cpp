@@ -1,9 +1,10 @@
-// The structured FFN layers BlockDense and BlockShuffle (lingua/model/ffn/blockdense.cpp,
-// blockshuffle.cpp) and what all three variants (with LowRank) share through StructuredFfn:
+// The structured FFN layers LowRank, BlockDense and BlockShuffle (lingua/model/ffn/lowrank.cpp,
+// blockdense.cpp, blockshuffle.cpp) and what they share through StructuredFfn:
 //  - finite-difference gradients of every parameter of a tiny model, each init and post-init;
 //  - the dense SwiGLU each layer equals (dense_swiglu: export, pre-merge) is what it computes, and
 //    BlockShuffle's matrix follows SPEC §3's permutations read literally;
-//  - BlockDense with one block is LowRank, bit for bit; ortho post-init gives orthogonal blocks;
+//  - LowRank at full rank with identity factors is the dense layer; its svd post-init factors the
+//    dense init; BlockDense with one block is LowRank, bit for bit; ortho gives orthogonal blocks;
 //  - parameter counts and FLOPs count the factors; config errors name the key;
 //  - training composes: bitwise resume, checkpoints that generation (KV cache) and evaluation load;
 //  - on a GPU: the CPU's loss curve, and CUDA-graph steps equal eager steps bit for bit.
@@ -47,12 +48,13 @@ ModelConfig tiny(const std::string& ffn, int nblocks, int rank = 0) {
 }
 
 bool is_factor(const std::string& name) {
-  for (const char* f : {".blocks.weight", ".dense.weight", ".blocks1.weight", ".blocks2.weight"})
+  for (const char* f : {".blocks.weight", ".dense.weight", ".blocks1.weight", ".blocks2.weight", ".a.weight", ".b.weight"})
     if (name.find(f) != std::string::npos) return true;
   return false;
 }
 
-void check_gradients(const ModelConfig& cfg, int structured_layers) {
+// factors: factor parameters per structured layer (lowrank: w13.a, w1.b, w3.b, w2.a, w2.b).
+void check_gradients(const ModelConfig& cfg, int structured_layers, int factors_per_layer = 4) {
   ModelDims d = resolve_dims(cfg, cfg.vocab_size);
   Transformer m(cfg, d);
   Executor ex(m);
@@ -73,7 +75,7 @@ void check_gradients(const ModelConfig& cfg, int structured_layers) {
       EXPECT_NEAR(grad[i], fd, 2e-3 + 3e-2 * std::fabs(fd)) << cfg.ffn << " " << p.name << " entry " << e;
     }
   }
-  EXPECT_EQ(factors, 4 * structured_layers) << "two factors per linear, two linears per structured layer";
+  EXPECT_EQ(factors, factors_per_layer * structured_layers) << cfg.ffn;
 }
 
 // Logits of `m` and of a dense SwiGLU model with the same other weights and, in each structured
@@ -98,8 +100,7 @@ void expect_dense_equivalent(const ModelConfig& sc) {
   }
   EXPECT_EQ(merged, d.n_layers - 1) << "layer 0 stays dense by default";
   for (int id : ss.ids())  // every other parameter is the same (drawn by name from the seed)
-    if (!is_factor(ss.info(id).name) && ss.info(id).name.find(".a.weight") == std::string::npos &&
-        ss.info(id).name.find(".b.weight") == std::string::npos)
+    if (!is_factor(ss.info(id).name))
       ASSERT_EQ(ss.host_param(id), ds.host_param(ds.index(ss.info(id).name))) << ss.info(id).name;
   Executor de(dense), se(st);
   const int T = 7;
@@ -117,6 +118,11 @@ std::vector<float> host(const Transformer& m, const std::string& name) {
 }  // namespace
 
 TEST(StructuredFfn, GradientsMatchFiniteDifferences) {
+  check_gradients(tiny("lowrank", 0, 3), 1, 5);
+  ModelConfig lx = tiny("lowrank", 0, 5);
+  lx.structured.init = "xavier";
+  lx.structured.layers = std::vector<int>{0, 1};
+  check_gradients(lx, 2, 5);
   check_gradients(tiny("blockdense", 4, 8), 1);
   check_gradients(tiny("blockshuffle", 4), 1);
   for (const char* ffn : {"blockdense", "blockshuffle"}) {
@@ -207,7 +213,7 @@ TEST(StructuredFfn, OrthoPostInitGivesOrthogonalBlocks) {
     int checked = 0;
     for (int id : m.params().ids()) {
       const ParamInfo& p = m.params().info(id);
-      if (!is_factor(p.name)) continue;
+      if (p.name.find(".blocks") == std::string::npos && p.name.find(".dense.") == std::string::npos) continue;
       const std::vector<float> w = m.params().host_param(id);
       const int64_t rows = p.shape[p.shape.size() - 2], cols = p.shape.back(), blocks = p.numel / (rows * cols);
       const bool wide = rows <= cols;
@@ -234,14 +240,17 @@ TEST(StructuredFfn, CountsTheFactorsNotADenseLayer) {
   Transformer dense(dc, d);
   const int64_t D = d.dim, H = d.hidden, k = 4, r = 8;
   const int64_t dense_ffn = 3 * D * H;
+  // LowRank: w13.a [r, D], w1.b and w3.b [H, r], w2.a [r, H], w2.b [D, r].
+  const int64_t lr_ffn = r * D + 2 * H * r + r * H + D * r;
   // BlockDense: fc1 blocks [k, r/k, D/k] + dense [2H, r]; fc2 blocks [k, r/k, H/k] + dense [D, r].
   const int64_t bd_ffn = r * (D / k) + 2 * H * r + r * (H / k) + D * r;
   // BlockShuffle: fc1 (D <= 2H): [k, D/k, D/k] + [k, 2H/k, D/k]; fc2 (H > D): [k, D/k, H/k] + [k, D/k, D/k].
   const int64_t bs_ffn = D * D / k + 2 * H * D / k + D * H / k + D * D / k;
-  for (auto [ffn, n] : {std::pair{"blockdense", bd_ffn}, {"blockshuffle", bs_ffn}}) {
+  for (auto [ffn, n] : {std::pair{"lowrank", lr_ffn}, {"blockdense", bd_ffn}, {"blockshuffle", bs_ffn}}) {
     const ModelConfig c = tiny(ffn, (int)k, (int)r);
     Transformer m(c, resolve_dims(c, c.vocab_size));
     EXPECT_EQ(dense.param_counts().total - m.param_counts().total, dense_ffn - n) << ffn;
+    EXPECT_EQ(dense.param_counts().active_non_embedding - m.param_counts().active_non_embedding, dense_ffn - n);
     EXPECT_DOUBLE_EQ(dense.flops_per_token(8) - m.flops_per_token(8), 6.0 * (dense_ffn - n)) << ffn;
     EXPECT_EQ(m.describe_ffn(), std::string(ffn) + " on layers 1; swiglu on layers 0");
   }
@@ -256,6 +265,10 @@ TEST(StructuredFfn, ConfigErrorsNameTheKey) {
     }
     return std::string();
   };
+  EXPECT_NE(error(tiny("lowrank", 0, 0)).find("model.structured.rank"), std::string::npos);
+  ModelConfig layers = tiny("lowrank", 0, 2);
+  layers.structured.layers = std::vector<int>{2};
+  EXPECT_NE(error(layers).find("model.structured.layers"), std::string::npos);
   EXPECT_NE(error(tiny("blockshuffle", 0)).find("model.structured.nblocks"), std::string::npos);
   EXPECT_NE(error(tiny("blockdense", 4, 0)).find("model.structured.rank"), std::string::npos);
   EXPECT_NE(error(tiny("blockshuffle", 5)).find("model.structured.nblocks' is 5"), std::string::npos);
@@ -268,6 +281,118 @@ TEST(StructuredFfn, ConfigErrorsNameTheKey) {
   EXPECT_NE(error(ortho).find("model.structured.post_init"), std::string::npos);
   EXPECT_EQ(error(tiny("swiglu", 5, 6)), "") << "the keys matter only for the structured variants";
 }
+
+TEST(LowRank, FullRankWithIdentityFactorsIsTheDenseLayer) {
+  const ModelConfig dc = tiny("swiglu", 0, 0), lc = tiny("lowrank", 0, 12);  // rank = dim
+  const ModelDims d = resolve_dims(dc, dc.vocab_size);
+  Transformer dense(dc, d), low(lc, resolve_dims(lc, lc.vocab_size));
+  ParamStore &ds = dense.params(), &ls = low.params();
+  auto values = [&](const std::string& name) { return ds.host_param(ds.index(name)); };
+  auto set = [&](const std::string& name, const std::vector<float>& v) {
+    const int id = ls.index(name);
+    ASSERT_EQ((int64_t)v.size(), ls.info(id).numel) << name;
+    std::copy(v.begin(), v.end(), ls.param(id).f32());
+  };
+  const int64_t D = d.dim;
+  std::vector<float> eye((size_t)(D * D), 0.0f);
+  for (int64_t i = 0; i < D; ++i) eye[(size_t)(i * D + i)] = 1.0f;
+  const std::string f = "layers.1.feed_forward.";
+  set(f + "w13.a.weight", eye);
+  set(f + "w1.b.weight", values(f + "w1.weight"));
+  set(f + "w3.b.weight", values(f + "w3.weight"));
+  set(f + "w2.a.weight", values(f + "w2.weight"));
+  set(f + "w2.b.weight", eye);
+  for (int id : ls.ids())  // every other parameter is the same (drawn by name from the seed)
+    if (ls.info(id).name.find(".a.weight") == std::string::npos && ls.info(id).name.find(".b.weight") == std::string::npos)
+      EXPECT_EQ(ls.host_param(id), values(ls.info(id).name)) << ls.info(id).name;
+  Executor de(dense), le(low);
+  const int T = 7;
+  const auto tok = random_ids(T, d.vocab, 9);
+  std::vector<float> a((size_t)(T * d.vocab)), b(a.size());
+  de.forward_logits(tok.data(), T, a.data());
+  le.forward_logits(tok.data(), T, b.data());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-5 * (1 + std::fabs(a[i]))) << i;
+}
+
+// post_init svd: B A is the dense init's best rank-r approximation: exact at full rank; at rank r the
+// residual W - B A is orthogonal to B's columns and A's rows and B A holds at least r/k of W's energy.
+TEST(LowRank, SvdPostInitFactorsTheDenseInit) {
+  const ModelConfig dc = tiny("swiglu", 0, 0);
+  const ModelDims d = resolve_dims(dc, dc.vocab_size);
+  Transformer dense(dc, d);
+  auto dense_w = [&](const std::string& n) { return dense.params().host_param(dense.params().index(n)); };
+  const std::string f = "layers.1.feed_forward.";
+  std::vector<float> fc1 = dense_w(f + "w1.weight");
+  const std::vector<float> w3 = dense_w(f + "w3.weight"), fc2 = dense_w(f + "w2.weight");
+  fc1.insert(fc1.end(), w3.begin(), w3.end());
+  const int64_t D = d.dim, H = d.hidden;
+  for (int r : {12, 4}) {  // 12 = dim: full rank for both linears
+    SCOPED_TRACE("rank " + std::to_string(r));
+    ModelConfig lc = tiny("lowrank", 0, r);
+    lc.structured.post_init = "svd";
+    Transformer low(lc, resolve_dims(lc, lc.vocab_size));
+    auto w = [&](const std::string& n) { return low.params().host_param(low.params().index(f + n)); };
+    std::vector<float> b1 = w("w1.b.weight");
+    const std::vector<float> b3 = w("w3.b.weight");
+    b1.insert(b1.end(), b3.begin(), b3.end());
+    struct Case {
+      const std::vector<float>& W;
+      std::vector<float> A, B;
+      int64_t out, in;
+    };
+    for (const Case& c : {Case{fc1, w("w13.a.weight"), b1, 2 * H, D}, Case{fc2, w("w2.a.weight"), w("w2.b.weight"), D, H}}) {
+      // P = B A, R = W - P
+      std::vector<double> R((size_t)(c.out * c.in));
+      double energy = 0, total = 0, err = 0;
+      for (int64_t o = 0; o < c.out; ++o)
+        for (int64_t i = 0; i < c.in; ++i) {
+          double p = 0;
+          for (int j = 0; j < r; ++j) p += (double)c.B[(size_t)(o * r + j)] * c.A[(size_t)(j * c.in + i)];
+          const double wv = c.W[(size_t)(o * c.in + i)];
+          R[(size_t)(o * c.in + i)] = wv - p;
+          energy += p * p;
+          total += wv * wv;
+          err = std::max(err, std::fabs(wv - p));
+        }
+      const int64_t k = std::min(c.out, c.in);
+      if (r == k) {
+        EXPECT_LT(err, 1e-5) << "full rank reconstructs W";
+        continue;
+      }
+      EXPECT_GE(energy, total * r / (double)k) << "the top singular directions";
+      double orth = 0;  // max |B^T R| and |R A^T|
+      for (int j = 0; j < r; ++j) {
+        for (int64_t i = 0; i < c.in; ++i) {
+          double t = 0;
+          for (int64_t o = 0; o < c.out; ++o) t += c.B[(size_t)(o * r + j)] * R[(size_t)(o * c.in + i)];
+          orth = std::max(orth, std::fabs(t));
+        }
+        for (int64_t o = 0; o < c.out; ++o) {
+          double t = 0;
+          for (int64_t i = 0; i < c.in; ++i) t += R[(size_t)(o * c.in + i)] * c.A[(size_t)(j * c.in + i)];
+          orth = std::max(orth, std::fabs(t));
+        }
+      }
+      EXPECT_LT(orth, 1e-5) << "the residual is orthogonal to the factors";
+    }
+  }
+  ModelConfig too_big = tiny("lowrank", 0, 13);  // above min(dim, ...) = 12
+  too_big.structured.post_init = "svd";
+  EXPECT_THROW(Transformer(too_big, resolve_dims(too_big, too_big.vocab_size)), Error);
+}
+
+
+// The shipped config of the paper's s model: FFN 3072 wide, rank 384 on layers 1-11.
+TEST(LowRank, PaperSmallConfig) {
+  const TrainConfig c = parse_config<TrainConfig>({"config=" + std::string(LINGUA_SOURCE_DIR) + "/configs/structured_s_lowrank.yaml"});
+  const ModelDims d = resolve_dims(c.model, c.model.vocab_size);
+  EXPECT_EQ(d.hidden, 3072);
+  Transformer m(c.model, d);
+  EXPECT_EQ(m.describe_ffn(), "lowrank on layers 1,2,3,4,5,6,7,8,9,10,11; swiglu on layers 0");
+  const ParamStore& s = m.params();
+  EXPECT_EQ(s.info(s.index("layers.1.feed_forward.w1.b.weight")).shape, (std::vector<int64_t>{3072, 384}));
+}
+
 
 namespace {
 
