@@ -6,8 +6,6 @@
 // Forward keeps t = blockdiag(A) x [N, r] per linear. Layers not in model.structured.layers are
 // dense SwiGLU. Init: fixed N(0, 0.02) or xavier N(0, 1 / fan_in) per factor; post_init ortho
 // replaces each block of A, and B, by U V^T of its SVD. With one block this is LowRank.
-#include <algorithm>
-
 #include "lingua/model/ffn/structured.h"
 #include "lingua/model/linear.h"
 #include "lingua/ops/blockdiag/blockdiag.h"
@@ -24,21 +22,9 @@ class BlockDenseLinear final : public StructuredLinear {
   BlockDenseLinear(const FfnBuildArgs& a, const std::string& name, int64_t out, int64_t in, const char* out_axis,
                    const char* in_axis)
       : out_(out), in_(in), k_(a.cfg.structured.nblocks), r_(a.cfg.structured.rank) {
-    const bool ortho = a.cfg.structured.post_init == "ortho";
-    ParamSpec blocks;
-    blocks.name = a.prefix + name + ".blocks.weight";
-    blocks.shape = {k_, r_ / k_, in / k_};
-    blocks.axes = {"blocks", "rank", in_axis};
-    blocks.init = structured_factor_init(a.cfg, in / k_);
-    if (ortho) blocks.init = ortho_init(blocks.init, k_);
-    ParamSpec dense;
-    dense.name = a.prefix + name + ".dense.weight";
-    dense.shape = {out, r_};
-    dense.axes = {out_axis, "rank"};
-    dense.init = structured_factor_init(a.cfg, r_);
-    if (ortho) dense.init = ortho_init(dense.init, 1);
-    a_ = FactorParam(a.store, blocks);
-    bp_ = FactorParam(a.store, dense);
+    a_ = FactorParam(a.store, structured_factor_spec(a, name + ".blocks.weight", {k_, r_ / k_, in / k_},
+                                                     {"blocks", "rank", in_axis}));
+    bp_ = FactorParam(a.store, structured_factor_spec(a, name + ".dense.weight", {out, r_}, {out_axis, "rank"}));
     b_ = Linear::shared(a.store, bp_.id);
   }
 
@@ -61,18 +47,7 @@ class BlockDenseLinear final : public StructuredLinear {
   size_t scratch_bytes(int64_t rows, DType act) const override { return arena_bytes(rows * r_, act); }
   int64_t matmul_params() const override { return r_ * (in_ / k_) + out_ * r_; }
   std::vector<double> dense() const override {
-    const std::vector<double> a = a_.host(), b = bp_.host();
-    const int64_t rb = r_ / k_, ib = in_ / k_;
-    std::vector<double> s((size_t)(out_ * in_), 0.0);
-    for (int64_t o = 0; o < out_; ++o)
-      for (int64_t c = 0; c < k_; ++c)
-        for (int64_t j = 0; j < rb; ++j) {
-          const double bv = b[(size_t)(o * r_ + c * rb + j)];
-          const double* arow = a.data() + (c * rb + j) * ib;
-          double* srow = s.data() + o * in_ + c * ib;
-          for (int64_t i = 0; i < ib; ++i) srow[i] += bv * arow[i];
-        }
-    return s;
+    return dense_times_blockdiag(bp_.host(), a_.host(), out_, k_, r_ / k_, in_);
   }
 
  private:
@@ -85,8 +60,7 @@ class BlockDenseLinear final : public StructuredLinear {
 }  // namespace
 
 std::unique_ptr<FeedForward> make_blockdense_ffn(const FfnBuildArgs& a) {
-  const std::vector<int> layers = structured_layers(a.cfg, "blockdense");
-  if (!std::binary_search(layers.begin(), layers.end(), a.layer)) return make_swiglu_ffn(a);
+  if (!is_structured_layer(a, "blockdense")) return make_swiglu_ffn(a);
   const int64_t H = a.dims.hidden, dim = a.dims.dim;
   check_divides_blocks(a.cfg, "blockdense", dim, "the model width dim");
   check_divides_blocks(a.cfg, "blockdense", H, "the FFN hidden width");

@@ -10,8 +10,6 @@
 // fc2 = "w2". Forward keeps u = P_mid blockdiag(W1) x [N, k*q] per linear. Layers not in
 // model.structured.layers are dense SwiGLU. Init: fixed N(0, 0.02) or xavier N(0, 1 / fan_in) per
 // factor; post_init ortho replaces each block by U V^T of its SVD.
-#include <algorithm>
-
 #include "lingua/model/ffn/structured.h"
 #include "lingua/ops/blockdiag/blockdiag.h"
 #include "lingua/ops/op_checks.h"
@@ -28,18 +26,10 @@ class BlockShuffleLinear final : public StructuredLinear {
   BlockShuffleLinear(const FfnBuildArgs& a, const std::string& name, int64_t out, int64_t in, const char* out_axis,
                      const char* in_axis)
       : out_(out), in_(in), k_(a.cfg.structured.nblocks), q_((in <= out ? in : out) / k_) {
-    const bool ortho = a.cfg.structured.post_init == "ortho";
-    auto spec = [&](const char* which, int64_t rows, int64_t cols, const char* row_axis, const char* col_axis) {
-      ParamSpec p;
-      p.name = a.prefix + name + "." + which + ".weight";
-      p.shape = {k_, rows, cols};
-      p.axes = {"blocks", row_axis, col_axis};
-      p.init = structured_factor_init(a.cfg, cols);
-      if (ortho) p.init = ortho_init(p.init, k_);
-      return p;
-    };
-    w1_ = FactorParam(a.store, spec("blocks1", q_, in / k_, "mid", in_axis));
-    w2_ = FactorParam(a.store, spec("blocks2", out / k_, q_, out_axis, "mid"));
+    w1_ = FactorParam(a.store, structured_factor_spec(a, name + ".blocks1.weight", {k_, q_, in / k_},
+                                                      {"blocks", "mid", in_axis}));
+    w2_ = FactorParam(a.store, structured_factor_spec(a, name + ".blocks2.weight", {k_, out / k_, q_},
+                                                      {"blocks", out_axis, "mid"}));
   }
 
   void forward(const Tensor& x, const Tensor& y, const Tensor& residual, Arena& keep, Arena& scratch) override {
@@ -100,8 +90,7 @@ class BlockShuffleLinear final : public StructuredLinear {
 }  // namespace
 
 std::unique_ptr<FeedForward> make_blockshuffle_ffn(const FfnBuildArgs& a) {
-  const std::vector<int> layers = structured_layers(a.cfg, "blockshuffle");
-  if (!std::binary_search(layers.begin(), layers.end(), a.layer)) return make_swiglu_ffn(a);
+  if (!is_structured_layer(a, "blockshuffle")) return make_swiglu_ffn(a);
   const int64_t H = a.dims.hidden, dim = a.dims.dim;
   check_divides_blocks(a.cfg, "blockshuffle", dim, "the model width dim");
   check_divides_blocks(a.cfg, "blockshuffle", H, "the FFN hidden width");

@@ -10,8 +10,6 @@
 // so B A is W's best rank-r approximation (computed on the host with LAPACK's dgesvd, once per
 // layer and linear). Each linear is a StructuredLinear of StructuredFfn (structured.h), which keeps
 // A1 x [N, r], (a, b) [N, 2 hidden] and A2 g [N, r]; g is recomputed in backward.
-#include <algorithm>
-#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -85,7 +83,6 @@ class LowRankLinear final : public StructuredLinear {
   size_t scratch_bytes(int64_t rows, DType act) const override { return arena_bytes(rows * a_.out(), act); }
   int64_t matmul_params() const override { return a_.out() * a_.in() + b_.out() * b_.in(); }
   std::vector<double> dense() const override {
-    const int64_t r = a_.out(), in = a_.in(), out = b_.out();
     auto host = [&](const Linear& l) {
       std::vector<double> v;
       for (int id : l.params()) {
@@ -94,14 +91,7 @@ class LowRankLinear final : public StructuredLinear {
       }
       return v;
     };
-    const std::vector<double> a = host(a_), b = host(b_);
-    std::vector<double> s((size_t)(out * in), 0.0);
-    for (int64_t o = 0; o < out; ++o)
-      for (int64_t j = 0; j < r; ++j) {
-        const double bv = b[(size_t)(o * r + j)];
-        for (int64_t i = 0; i < in; ++i) s[(size_t)(o * in + i)] += bv * a[(size_t)(j * in + i)];
-      }
-    return s;
+    return dense_times_blockdiag(host(b_), host(a_), b_.out(), 1, a_.out(), a_.in());
   }
 
  private:
@@ -113,9 +103,7 @@ class LowRankLinear final : public StructuredLinear {
 std::unique_ptr<FeedForward> make_lowrank_layer(const FfnBuildArgs& a) {
   const int64_t dim = a.dims.dim, H = a.dims.hidden, r = a.cfg.structured.rank;
   auto spec = [&](const char* name, int64_t out, int64_t in, const char* out_axis, const char* in_axis) {
-    ParamSpec p = ffn_weight_spec(a, name, out, in, out_axis, in_axis, 0.02f);
-    p.init = structured_factor_init(a.cfg, in);
-    return p;
+    return structured_factor_spec(a, name, {out, in}, {out_axis, in_axis});
   };
   ParamSpec s13a = spec("w13.a.weight", r, dim, "rank", "dim"), s1b = spec("w1.b.weight", H, r, "hidden", "rank"),
             s3b = spec("w3.b.weight", H, r, "hidden", "rank"), s2a = spec("w2.a.weight", r, H, "rank", "hidden"),
@@ -145,8 +133,7 @@ std::unique_ptr<FeedForward> make_lowrank_layer(const FfnBuildArgs& a) {
 }  // namespace
 
 std::unique_ptr<FeedForward> make_lowrank_ffn(const FfnBuildArgs& a) {
-  const std::vector<int> layers = structured_layers(a.cfg, "lowrank");
-  if (!std::binary_search(layers.begin(), layers.end(), a.layer)) return make_swiglu_ffn(a);
+  if (!is_structured_layer(a, "lowrank")) return make_swiglu_ffn(a);
   return make_lowrank_layer(a);
 }
 

@@ -80,8 +80,36 @@ void check_divides_blocks(const ModelConfig& c, const char* kind, int64_t width,
                ": model.ffn=", kind, " splits ", what, " (", width, ") into that many blocks, which must divide it");
 }
 
-ParamInit structured_factor_init(const ModelConfig& cfg, int64_t fan_in) {
-  return ParamInit::normal(cfg.structured.init == "xavier" ? (float)std::pow((double)fan_in, -0.5) : 0.02f);
+bool is_structured_layer(const FfnBuildArgs& a, const char* kind) {
+  const std::vector<int> layers = structured_layers(a.cfg, kind);
+  return std::binary_search(layers.begin(), layers.end(), a.layer);
+}
+
+ParamSpec structured_factor_spec(const FfnBuildArgs& a, const std::string& name, std::vector<int64_t> shape,
+                                 std::vector<std::string> axes) {
+  const StructuredFfnConfig& c = a.cfg.structured;
+  ParamSpec p;
+  p.name = a.prefix + name;
+  p.init = ParamInit::normal(c.init == "xavier" ? (float)std::pow((double)shape.back(), -0.5) : 0.02f);
+  if (c.post_init == "ortho") p.init = ortho_init(p.init, shape.size() == 3 ? shape[0] : 1);
+  p.shape = std::move(shape);
+  p.axes = std::move(axes);
+  return p;
+}
+
+std::vector<double> dense_times_blockdiag(const std::vector<double>& b, const std::vector<double>& a, int64_t out,
+                                          int64_t k, int64_t rb, int64_t in) {
+  const int64_t r = k * rb, ib = in / k;
+  std::vector<double> s((size_t)(out * in), 0.0);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t j = 0; j < rb; ++j) {
+        const double bv = b[(size_t)(o * r + c * rb + j)];
+        const double* arow = a.data() + (c * rb + j) * ib;
+        double* srow = s.data() + o * in + c * ib;
+        for (int64_t i = 0; i < ib; ++i) srow[i] += bv * arow[i];
+      }
+  return s;
 }
 
 std::vector<float> whole_init_values(const ParamInit& init, uint64_t seed, const std::string& name,

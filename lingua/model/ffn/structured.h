@@ -18,6 +18,8 @@ namespace lingua {
 // The layers whose FFN is structured when model.ffn is `kind` (model.structured.layers, default
 // every layer but 0, as the original); checked against n_layers; empty for another kind.
 std::vector<int> structured_layers(const ModelConfig& cfg, const char* kind);
+// Whether the layer being built (args.layer) is one of them (the others are dense SwiGLU).
+bool is_structured_layer(const FfnBuildArgs& args, const char* kind);
 
 // The checks of a structured variant when model.ffn is `kind` (else none): the keys it needs are
 // set (rank, nblocks), post_init is none or the one it supports, the layers are valid.
@@ -26,8 +28,11 @@ void check_structured_keys(const ModelConfig& cfg, const char* kind, bool needs_
 // "config key 'model.structured.nblocks' is k: ..." unless k divides `width` (named by `what`).
 void check_divides_blocks(const ModelConfig& cfg, const char* kind, int64_t width, const char* what);
 
-// The factor init model.structured.init asks for: fixed N(0, 0.02), xavier N(0, 1 / fan_in).
-ParamInit structured_factor_init(const ModelConfig& cfg, int64_t fan_in);
+// A factor parameter `args.prefix + name` of `shape` ([rows, cols] or [blocks, rows, cols]) with
+// the init model.structured.init asks for (fixed N(0, 0.02), xavier N(0, 1 / cols)), followed by
+// post_init ortho when set (each [rows, cols] matrix replaced by U V^T of its SVD).
+ParamSpec structured_factor_spec(const FfnBuildArgs& args, const std::string& name, std::vector<int64_t> shape,
+                                 std::vector<std::string> axes);
 // The values `init` gives a whole parameter `name` of `shape` (host, row-major).
 std::vector<float> whole_init_values(const ParamInit& init, uint64_t seed, const std::string& name,
                                      const std::vector<int64_t>& shape);
@@ -39,6 +44,10 @@ struct SvdFactors {
   std::vector<double> a, b;
 };
 SvdFactors truncated_svd_factors(const std::vector<float>& w, int out, int in, int r);
+// B blockdiag(A_0, ..., A_{k-1}) [out, in] (row-major) of B [out, k * rb] and A [k, rb, in / k]
+// (k = 1: the low-rank product B A).
+std::vector<double> dense_times_blockdiag(const std::vector<double>& b, const std::vector<double>& a, int64_t out,
+                                          int64_t k, int64_t rb, int64_t in);
 
 // A factor parameter of a structured linear: what matmuls read, its gradient, its host values.
 struct FactorParam {

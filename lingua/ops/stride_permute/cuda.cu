@@ -4,7 +4,7 @@
 // contiguous per thread, the other coalesced across threads): no per-element division.
 #include <algorithm>
 
-#include "lingua/core/cuda_utils.cuh"
+#include "lingua/core/cuda_elem.cuh"
 #include "lingua/ops/linear/checks.h"
 #include "lingua/ops/op_checks.h"
 #include "lingua/ops/stride_permute/stride_permute.h"
@@ -12,11 +12,6 @@
 namespace lingua {
 
 namespace {
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(bf16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(bf16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // Row blockIdx.y (+ gridDim.y * round), index t of the larger side: m >= k: t = a, else t = c.
 template <class TX, class TY>
@@ -32,9 +27,9 @@ __global__ void stride_permute_kernel(const TX* __restrict__ x, int64_t rows, in
     for (int s = 0; s < small; ++s) {
       const int a = m >= k ? t : s, c = m >= k ? s : t;
       const int j = c * m + a;
-      float v = to_float(xr[a * k + c]);
-      if (rr) v += to_float(rr[j]);  // residual may be y: read before the write
-      store(yr + j, v);
+      float v = to_f32(xr[a * k + c]);
+      if (rr) v += to_f32(rr[j]);  // residual may be y: read before the write
+      from_f32(v, yr + j);
     }
   }
 }
