@@ -1,6 +1,6 @@
 #pragma once
 // Helpers of the multi-process tests (test_mpi_*.cpp, run under mpirun): the process world, the
-// devices to test on, and comparisons across ranks.
+// devices to test on, the model they train, and comparisons across ranks.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,6 +17,23 @@
 namespace lingua::mpi_test {
 
 inline World& world() { return process_world(); }
+
+// The tiny model the multi-process tests train: 3 layers 16 wide, GQA, depth-scaled init; with
+// `stem`, STEM on layers 1 and 2.
+inline ModelConfig small_dist_model(bool stem) {
+  ModelConfig c;
+  c.dim = 16;
+  c.n_layers = 3;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.multiple_of = 8;
+  c.vocab_size = 37;
+  c.max_seqlen = 16;
+  c.init_std_factor = "current_depth";
+  c.seed = 11;
+  if (stem) c.ffn = "stem";
+  return c;
+}
 
 // CUDA cases run only with a GPU per local rank (NCCL needs one each); the process then uses its own.
 inline bool have_gpu() {

@@ -109,18 +109,8 @@ struct DdpCase {
 };
 
 ModelConfig small_model(const DdpCase& k) {
-  ModelConfig c;
-  c.dim = 16;
-  c.n_layers = 3;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.multiple_of = 8;
-  c.vocab_size = 37;
-  c.max_seqlen = 16;
+  ModelConfig c = small_dist_model(k.stem);
   c.weight_tying = k.tied;
-  c.init_std_factor = "current_depth";
-  c.seed = 11;
-  if (k.stem) c.ffn = "stem";
   return c;
 }
 

@@ -57,20 +57,7 @@ struct TableCase {
   int micro = 1;
 };
 
-ModelConfig stem_model() {
-  ModelConfig c;
-  c.dim = 16;
-  c.n_layers = 3;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.multiple_of = 8;
-  c.vocab_size = 37;
-  c.max_seqlen = 16;
-  c.init_std_factor = "current_depth";
-  c.seed = 11;
-  c.ffn = "stem";
-  return c;
-}
+ModelConfig stem_model() { return small_dist_model(true); }
 
 // Trains with the tables split over groups of P ranks (and DDP or FSDP over all of them) on this
 // rank's share of a global batch, and in one executor on the whole batch; compares gradients every
