@@ -7,6 +7,7 @@
 #include "lingua/core/cuda_utils.cuh"
 #include "lingua/core/profiler.h"
 #include "lingua/ops/blockdiag/blockdiag.h"
+#include "lingua/ops/linear/checks.h"
 #include "lingua/ops/linear/gemm.h"
 #include "lingua/ops/op_checks.h"
 
@@ -22,12 +23,6 @@ Blocks check_w(const char* op, const Tensor& w) {
   if (k < 1 || i < 1 || o < 1) fail(op, ": argument 'w' (", w.str(), ") has no blocks or empty ones");
   return {k, o, i};
 }
-void check_out(const char* op, const char* arg, const Tensor& t, DType in, std::initializer_list<int64_t> dims) {
-  if (in == DType::bf16)
-    check_cuda_arg(op, arg, t, {DType::bf16, DType::f32}, dims);
-  else
-    check_cuda_arg(op, arg, t, {DType::f32}, dims);
-}
 }  // namespace
 
 void blockdiag_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& y) {
@@ -35,7 +30,7 @@ void blockdiag_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& y) {
   const Blocks b = check_w(op, w);
   check_cuda_arg(op, "x", x, {w.dtype}, {-1, b.k * b.i});
   const int64_t N = x.size(0);
-  check_out(op, "y", y, x.dtype, {N, b.k * b.o});
+  check_cuda_product_out(op, "y", y, x.dtype, {N, b.k * b.o});
   Gemm g;
   g.ta = true;
   g.m = b.o, g.n = N, g.k = b.i;
@@ -53,7 +48,7 @@ void blockdiag_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy,
   const Blocks b = check_w(op, w);
   check_cuda_arg(op, "dy", dy, {w.dtype}, {-1, b.k * b.o});
   const int64_t N = dy.size(0);
-  if (is_given(dx)) check_out(op, "dx", dx, w.dtype, {N, b.k * b.i});
+  if (is_given(dx)) check_cuda_product_out(op, "dx", dx, w.dtype, {N, b.k * b.i});
   if (is_given(dw)) {
     check_cuda_arg(op, "x", x, {w.dtype}, {N, b.k * b.i});
     check_cuda_arg(op, "dw", dw, {DType::f32}, {b.k, b.o, b.i});

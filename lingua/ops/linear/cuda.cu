@@ -287,10 +287,7 @@ void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& y, cons
   const int64_t N = x.size(0), in = x.size(1);
   check_cuda_arg(op, "w", w, {x.dtype}, {-1, in});
   const int64_t out = w.size(0);
-  if (x.dtype == DType::bf16)
-    check_cuda_arg(op, "y", y, {DType::bf16, DType::f32}, {N, out});
-  else
-    check_cuda_arg(op, "y", y, {DType::f32}, {N, out});
+  check_cuda_product_out(op, "y", y, x.dtype, {N, out});
   const bool add = is_given(residual);
   if (add) {
     check_cuda_arg(op, "residual", residual, {y.dtype}, {N, out});
@@ -316,12 +313,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, co
   check_cuda_arg(op, "w", w, {x.dtype}, {-1, in});
   const int64_t out = w.size(0);
   check_cuda_arg(op, "dy", dy, {x.dtype}, {N, out});
-  if (is_given(dx)) {
-    if (x.dtype == DType::bf16)
-      check_cuda_arg(op, "dx", dx, {DType::bf16, DType::f32}, {N, in});
-    else
-      check_cuda_arg(op, "dx", dx, {DType::f32}, {N, in});
-  }
+  if (is_given(dx)) check_cuda_product_out(op, "dx", dx, x.dtype, {N, in});
   if (is_given(dw)) check_cuda_arg(op, "dw", dw, {DType::f32}, {out, in});
 
   if (is_given(dx)) {  // dx^T[in, N] = (W stored [in, out]) (dy^T stored [out, N])
