@@ -18,9 +18,9 @@ namespace lingua::mpi_test {
 
 inline World& world() { return process_world(); }
 
-// The tiny model the multi-process tests train: 3 layers 16 wide, GQA, depth-scaled init; with
-// `stem`, STEM on layers 1 and 2.
-inline ModelConfig small_dist_model(bool stem) {
+// The tiny model the multi-process tests train: 3 layers 16 wide, GQA, depth-scaled init, the FFN
+// variant `ffn`.
+inline ModelConfig small_dist_model(const std::string& ffn) {
   ModelConfig c;
   c.dim = 16;
   c.n_layers = 3;
@@ -31,7 +31,7 @@ inline ModelConfig small_dist_model(bool stem) {
   c.max_seqlen = 16;
   c.init_std_factor = "current_depth";
   c.seed = 11;
-  if (stem) c.ffn = "stem";
+  c.ffn = ffn;
   return c;
 }
 

@@ -109,7 +109,7 @@ struct DdpCase {
 };
 
 ModelConfig small_model(const DdpCase& k) {
-  ModelConfig c = small_dist_model(k.stem);
+  ModelConfig c = small_dist_model(k.stem ? "stem" : "swiglu");
   c.weight_tying = k.tied;
   return c;
 }

@@ -57,7 +57,7 @@ struct TableCase {
   int micro = 1;
 };
 
-ModelConfig stem_model() { return small_dist_model(true); }
+ModelConfig stem_model() { return small_dist_model("stem"); }
 
 // Trains with the tables split over groups of P ranks (and DDP or FSDP over all of them) on this
 // rank's share of a global batch, and in one executor on the whole batch; compares gradients every
