@@ -247,22 +247,13 @@ TEST(StemTrainCuda, LossCurveMatchesCpu) {
 // two micro-batches a step (the sparse rows are the union of both).
 TEST(StemTrainCuda, GraphStepsEqualEagerSteps) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  ModelConfig mc;
-  mc.dim = 64;
-  mc.n_layers = 3;
-  mc.n_heads = 2;
-  mc.multiple_of = 32;
-  mc.vocab_size = 97;
-  mc.max_seqlen = 64;
+  ModelConfig mc = graph_test_model(3);
   mc.ffn = "stem";
   for (bool sparse : {false, true}) {
-    OptimConfig oc;
-    oc.lr = 1e-2;
-    oc.warmup = 2;
+    OptimConfig oc = graph_test_optim();
     oc.stem.sparse = sparse;
     oc.stem.clip = 0.05;  // the tables' own clipping takes effect
-    std::vector<int32_t> ids(4 * 2 * 33);
-    for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)((i * 7919 + 13) % (sparse ? 41 : 97));
+    const std::vector<int32_t> ids = graph_test_ids(sparse ? 41 : 97);
     auto check = [&](Transformer& m, AdamW& opt) {
       EXPECT_LE(opt.last_grad_norms().at("stem"), 1e3);
       if (!sparse) return;

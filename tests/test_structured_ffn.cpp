@@ -488,21 +488,12 @@ TEST(StructuredTrainCuda, GraphStepsEqualEagerSteps) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (const char* ffn : {"lowrank", "blockdense", "blockshuffle"}) {
     SCOPED_TRACE(ffn);
-    ModelConfig mc;
-    mc.dim = 64;
-    mc.n_layers = 3;
-    mc.n_heads = 2;
-    mc.multiple_of = 32;
-    mc.vocab_size = 97;
-    mc.max_seqlen = 64;
+    ModelConfig mc = test_e2e::graph_test_model(3);
     mc.ffn = ffn;
     mc.structured.nblocks = 4;
     mc.structured.rank = 32;
-    OptimConfig oc;
-    oc.lr = 1e-2;
-    oc.warmup = 2;
-    std::vector<int32_t> ids(4 * 2 * 33);
-    for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)((i * 7919 + 13) % 97);
+    const OptimConfig oc = test_e2e::graph_test_optim();
+    const std::vector<int32_t> ids = test_e2e::graph_test_ids();
     test_e2e::StepsRun eager = test_e2e::run_steps_on_gpu(mc, oc, ids, false, 6, 3);
     test_e2e::StepsRun graph = test_e2e::run_steps_on_gpu(mc, oc, ids, true, 6, 3);
     EXPECT_TRUE(graph.graph_in_use);

@@ -358,29 +358,6 @@ TEST(Train, AdamWOverfitsOneBatch) {
   EXPECT_LT(last, 0.05) << "first " << first;
 }
 
-// The model, optimizer and ids of the graph-vs-eager tests (4 steps' worth of [2, 33] micro-batches).
-ModelConfig graph_test_model() {
-  ModelConfig mc;
-  mc.dim = 64;
-  mc.n_layers = 2;
-  mc.n_heads = 2;
-  mc.multiple_of = 32;
-  mc.vocab_size = 97;
-  mc.max_seqlen = 64;
-  return mc;
-}
-OptimConfig graph_test_optim() {
-  OptimConfig oc;
-  oc.lr = 1e-2;
-  oc.warmup = 2;
-  return oc;
-}
-std::vector<int32_t> graph_test_ids() {
-  std::vector<int32_t> ids(4 * 2 * 33);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)((i * 7919 + 13) % 97);
-  return ids;
-}
-
 // A parameter added between steps (after one of layer 0's, read by nothing): the step goes on with
 // the new layout (recaptured on CUDA), the other weights train exactly as without it, and the new
 // parameter gets moments of its own (zero: it has no gradient).

@@ -124,6 +124,30 @@ struct StepsRun {
   int captures = 0;
 };
 
+// The model, optimizer and ids of the graph-vs-eager tests (4 steps' worth of [2, 33]
+// micro-batches of ids below `vocab`).
+inline ModelConfig graph_test_model(int n_layers = 2) {
+  ModelConfig mc;
+  mc.dim = 64;
+  mc.n_layers = n_layers;
+  mc.n_heads = 2;
+  mc.multiple_of = 32;
+  mc.vocab_size = 97;
+  mc.max_seqlen = 64;
+  return mc;
+}
+inline OptimConfig graph_test_optim() {
+  OptimConfig oc;
+  oc.lr = 1e-2;
+  oc.warmup = 2;
+  return oc;
+}
+inline std::vector<int32_t> graph_test_ids(int vocab = 97) {
+  std::vector<int32_t> ids(4 * 2 * 33);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)((i * 7919 + 13) % vocab);
+  return ids;
+}
+
 // `steps` training steps of a fresh model of `mc` on the GPU through TrainStep (captured as a
 // CUDA graph or eager), the optimizer from make_optimizer(oc). Each step has two micro-batches
 // of [2, 33] and [2, 32] tokens from `ids` (4 * 2 * 33 of them; the second half of the ids on
