@@ -106,21 +106,28 @@ TEST(Collectives, TensorsSumOverRanks) {
 struct DdpCase {
   bool tied = false, stem = false, grads_in_act = false, sparse = false, bf16_reduce = false;
   int micro = 1;
+  const char* structured = nullptr;  // a structured FFN variant (2 blocks, rank 4) on layers 1 and 2
 };
 
 ModelConfig small_model(const DdpCase& k) {
-  ModelConfig c = small_dist_model(k.stem ? "stem" : "swiglu");
+  ModelConfig c = small_dist_model(k.structured ? k.structured : k.stem ? "stem" : "swiglu");
   c.weight_tying = k.tied;
+  c.structured.nblocks = 2;
+  c.structured.rank = 4;
   return c;
+}
+
+std::string describe(const DdpCase& k) {
+  return std::string(k.tied ? " tied" : "") + (k.stem ? " stem" : "") +
+         (k.structured ? std::string(" ") + k.structured : "") + (k.grads_in_act ? " grads-in-activations" : "") +
+         (k.sparse ? " row-sparse" : "") + (k.bf16_reduce ? " bf16-reduce" : "") + " micro=" + std::to_string(k.micro);
 }
 
 // Trains `steps` AdamW steps with DDP over the world on this rank's share of a global batch, and
 // the same steps in one executor on the whole global batch; compares the gradients of the first
 // step and the weights after the last.
 void check_ddp(const DdpCase& k, Device dev) {
-  SCOPED_TRACE(std::string(device_name(dev)) + (k.tied ? " tied" : "") + (k.stem ? " stem" : "") +
-               (k.grads_in_act ? " grads-in-activations" : "") + (k.sparse ? " row-sparse" : "") +
-               (k.bf16_reduce ? " bf16-reduce" : "") + " micro=" + std::to_string(k.micro));
+  SCOPED_TRACE(std::string(device_name(dev)) + describe(k));
   Communicator& comm = world().tensors(dev);
   const int W = comm.size(), r = comm.rank();
   const int B = 2, T = 9, steps = 3;  // B sequences per rank per micro-batch
@@ -191,6 +198,12 @@ TEST(DataParallel, StemTablesDenseAndRowSparse) {
   }
 }
 
+// The structured FFNs' factors (3-D block weights among them) reduce and shard like any weight.
+TEST(DataParallel, StructuredFfns) {
+  for (Device dev : devices())
+    for (const char* ffn : {"lowrank", "blockdense", "blockshuffle"}) check_ddp({.structured = ffn}, dev);
+}
+
 std::vector<float> flat(const std::map<std::string, std::vector<float>>& m) {
   std::vector<float> v;
   for (const auto& [name, x] : m) v.insert(v.end(), x.begin(), x.end());
@@ -203,9 +216,7 @@ void check_fsdp(const DdpCase& k, Device dev, int shard = 0) {
   Communicator& comm = world().tensors(dev);
   const int W = comm.size(), r = comm.rank();
   const int S = shard > 0 ? shard : W;
-  SCOPED_TRACE(std::string(S < W ? "HSDP " : "FSDP ") + device_name(dev) + (k.tied ? " tied" : "") +
-               (k.stem ? " stem" : "") + (k.grads_in_act ? " grads-in-activations" : "") +
-               (k.sparse ? " row-sparse" : "") + " micro=" + std::to_string(k.micro));
+  SCOPED_TRACE(std::string(S < W ? "HSDP " : "FSDP ") + device_name(dev) + describe(k));
   // The host collectives of this rank's shard group (ranks replica * S + shard).
   std::unique_ptr<Communicator> group = S < W ? world().host().split(r / S, r % S) : nullptr;
   Communicator& host = group ? *group : world().host();
@@ -224,7 +235,7 @@ void check_fsdp(const DdpCase& k, Device dev, int shard = 0) {
     split += run.params().info(id).placement.kind == Placement::flat_shard;
     const int stage = run.model.stage_of(id);
     matmul_weights += stage >= 1 && stage <= cfg.n_layers && run.params().info(id).compute_copy &&
-                      run.params().info(id).shape.size() == 2;
+                      run.params().info(id).shape.size() >= 2;  // [out, in] or [blocks, out, in]
   }
   EXPECT_EQ(split, matmul_weights) << "every block matmul weight is split";
   EXPECT_GE(split, cfg.n_layers * 6);  // wq wk wv wo w1 w2 (w3 in dense layers)
@@ -277,6 +288,14 @@ TEST(FullyShardedDataParallel, EqualsOneProcessOnTheGlobalBatch) {
     check_fsdp({.grads_in_act = true}, dev);
     check_fsdp({.micro = 3}, dev);
   }
+}
+
+TEST(FullyShardedDataParallel, StructuredFfns) {
+  for (Device dev : devices())
+    for (const char* ffn : {"lowrank", "blockdense", "blockshuffle"}) {
+      check_fsdp({.structured = ffn}, dev);
+      check_fsdp({.micro = 2, .structured = ffn}, dev);
+    }
 }
 
 TEST(FullyShardedDataParallel, StemTables) {
@@ -362,6 +381,7 @@ TEST(HybridShardedDataParallel, FourRanksEqualsOneProcessOnTheGlobalBatch) {
     check_fsdp({.micro = 2}, dev, 2);
     check_fsdp({.grads_in_act = true}, dev, 2);
     check_fsdp({.stem = true, .sparse = true, .micro = 2}, dev, 2);
+    check_fsdp({.structured = "blockshuffle"}, dev, 2);
   }
 }
 
