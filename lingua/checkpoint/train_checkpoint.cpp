@@ -108,6 +108,7 @@ TrainState load_training_checkpoint(const std::string& dir, Transformer& model, 
   } else {
     t = resplit_train_state(dir, saved, rank, world);
   }
+  model.begin_step(t.step);  // the parameters the model has at that step (self-guided training's guides)
   ParamStore& s = model.params();
   const CheckpointTensors c = CheckpointTensors::open(dir);
   LINGUA_CHECK(has_optimizer_state(c), "checkpoint ", dir,
@@ -206,6 +207,7 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
     fail(params, ": ", e.what());
   }
   m.model = std::make_unique<Transformer>(m.config.model, dims);
+  m.model->begin_step(checkpoint_step(m.checkpoint_dir));  // the model as it was at that step
   load_weights(*m.model, m.checkpoint_dir);
   m.model->to_device(resolve_device(device));
   m.exec = std::make_unique<Executor>(*m.model);

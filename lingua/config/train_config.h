@@ -108,6 +108,30 @@ struct OptimConfig {
   }
 };
 
+// Self-guided training of the structured layers (SPEC §3; the original's
+// optimization.training=self_guided_training and its kwargs).
+struct SelfGuidedConfig {
+  std::string mode = "none";          // none | fixedstep | fixedflop
+  std::string scheduler = "cosine";   // cosine | linear: alpha from 1 to 0 over max_step steps
+  bool reduce_flop = false;           // run a guide only with probability alpha
+  double max_step_ratio = 0.5;        // max_step = max_step_ratio * steps when max_step is 0
+  int64_t max_step = 0;               // guided optimizer steps (resolved from the ratio when 0)
+  template <class V> void visit(V& v) {
+    v.choice("mode", mode, {"none", "fixedstep", "fixedflop"},
+             "none: off; fixedstep: each structured linear y = alpha W x + (1 - alpha) S x with a dense guide W "
+             "(initialised to S) for the first max_step steps, then the guides are dropped; fixedflop: the same, "
+             "and the run gets max_step extra steps at the end that read the data of its first max_step steps "
+             "again (the LR schedule spans them)");
+    v.choice("scheduler", scheduler, {"cosine", "linear"},
+             "how alpha decays from 1 at step 0 to 0 at step max_step (once per optimizer step)");
+    v("reduce_flop", reduce_flop,
+      "each step, each structured linear runs its guide only with probability alpha (else its structured output "
+      "alone); drawn from model.seed and the step, so runs and resumes repeat exactly");
+    v("max_step_ratio", max_step_ratio, "guided steps as a fraction of steps (when max_step is 0)");
+    v("max_step", max_step, "guided optimizer steps (0: max_step_ratio * steps)");
+  }
+};
+
 // Structured FFN layers (model.ffn lowrank | blockdense | blockshuffle; the original's
 // method.kwargs), SPEC §3.
 struct StructuredFfnConfig {
@@ -116,6 +140,7 @@ struct StructuredFfnConfig {
   std::string init = "fixed";              // fixed: N(0, 0.02); xavier: N(0, 1 / fan_in) per factor
   std::string post_init = "none";          // none | svd (lowrank) | ortho (blockdense, blockshuffle)
   std::optional<std::vector<int>> layers;  // the structured layers (default: every layer but 0)
+  SelfGuidedConfig self_guided;
   template <class V> void visit(V& v) {
     v("rank", rank,
       "ffn=lowrank: rank r of both FFN linears' factors (W = B A, A [r, in], B [out, r]); ffn=blockdense: the "
@@ -128,6 +153,7 @@ struct StructuredFfnConfig {
              "ortho (blockdense, blockshuffle): each block (and blockdense's dense factor) replaced by U V^T of its "
              "own SVD");
     v("layers", layers, "the layers whose FFN is structured (default: every layer but 0, as the original)");
+    v("self_guided", self_guided, "self-guided training: dense guides mixed into the structured linears early on");
   }
 };
 
@@ -424,6 +450,8 @@ struct TrainConfig {
   // turns model.recompute_norms on.
   void resolve_defaults() {
     if (!model.max_seqlen) model.max_seqlen = data.seq_len;
+    SelfGuidedConfig& sg = model.structured.self_guided;
+    if (sg.mode != "none" && sg.max_step == 0) sg.max_step = (int64_t)((double)steps * sg.max_step_ratio);
     // Lingua's selective checkpointing keeps matmul and attention outputs and recomputes the rest:
     // here the norms (the gate product and table lookups are always recomputed).
     if (distributed.selective_activation_checkpointing.value_or(false)) model.recompute_norms = true;

@@ -129,17 +129,22 @@ void Executor::ensure_arena(const SeqLayout& seq, bool training, size_t extra_by
   LINGUA_CHECK(seq.T <= model_.dims().max_seqlen, "sequence length ", seq.T, " exceeds model.max_seqlen (",
                model_.dims().max_seqlen, ")");
   ParamStore& store = model_.params();
+  // Parameters came or went (a model feature's guides dropped, say): the step memory is sized
+  // anew, so memory that only they needed is given back.
   if (layout_epoch_ != store.layout_epoch()) update_grad_ranges();
+  const bool relaid = arena_layout_epoch_ != store.layout_epoch();
+  arena_layout_epoch_ = store.layout_epoch();
   plan_ = plan(seq, training, extra_bytes);
   const bool place = training && grads_in_activations_;
   const size_t grad_bytes = (size_t)store.grad_total() * sizeof(float);
   const bool grads_ok = !place || (store.grads_data() && grads_offset_ >= plan_.grads_offset &&
                                    grads_offset_ + grad_bytes <= saved_.capacity());
-  if (memory_.capacity() == 0 || plan_.scratch > scratch_.capacity() || plan_.saved > saved_.capacity() || !grads_ok) {
-    // Grow (never shrink) each region; the gradients move with the memory (they are only valid
-    // from a backward to the next forward).
-    size_t sc = Arena::round_up(std::max(plan_.scratch, scratch_.capacity()));
-    size_t sv = std::max(plan_.saved, saved_.capacity());
+  if (memory_.capacity() == 0 || plan_.scratch > scratch_.capacity() || plan_.saved > saved_.capacity() || !grads_ok ||
+      relaid) {
+    // Grow (never shrink, but after a new layout) each region; the gradients move with the memory
+    // (they are only valid from a backward to the next forward).
+    size_t sc = Arena::round_up(relaid ? plan_.scratch : std::max(plan_.scratch, scratch_.capacity()));
+    size_t sv = relaid ? plan_.saved : std::max(plan_.saved, saved_.capacity());
     if (place) grads_offset_ = plan_.grads_offset;
     if (grads_in_activations_) sv = std::max(sv, grads_offset_ + grad_bytes);
     sv = Arena::round_up(sv);

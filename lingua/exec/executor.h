@@ -148,6 +148,7 @@ class Executor {
   int64_t loss_tokens_ = 0;  // targets >= 0 staged since slot 0
   uint64_t memory_epoch_ = 0;
   mutable uint64_t layout_epoch_ = ~0ull;  // the store's layout the gradient ranges were computed for
+  uint64_t arena_layout_epoch_ = ~0ull;    // ... the step memory was sized for
   mutable std::vector<GradRange> grad_ranges_;
   bool grads_in_activations_ = false;
   Arena memory_;             // the step memory (owning); saved_ and scratch_ are views of it

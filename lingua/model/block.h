@@ -31,6 +31,7 @@ class Block {
   // What kind of FFN the block runs, for logs (a block without one: "").
   virtual std::string ffn_kind() const { return ""; }
   virtual const FeedForward* ffn() const { return nullptr; }  // the block's FFN, if it has one
+  virtual FeedForward* ffn() { return nullptr; }
 };
 
 // One transformer block (Lingua's TransformerBlock), pre-norm:
@@ -50,6 +51,7 @@ class TransformerBlock final : public Block {
   int64_t matmul_params() const override { return attention_.matmul_params() + ffn_->matmul_params(); }
   std::string ffn_kind() const override { return ffn_->kind(); }
   const FeedForward* ffn() const override { return ffn_.get(); }
+  FeedForward* ffn() override { return ffn_.get(); }
 
  private:
   Tensor norm_grad(int id, Arena& scratch) const;

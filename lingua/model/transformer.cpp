@@ -74,7 +74,37 @@ ParamCounts Transformer::param_counts() const {
 }
 
 double Transformer::flops_per_token(int seq_len) const {
-  return 6.0 * (double)param_counts().active_non_embedding + 6.0 * dims_.n_layers * dims_.dim * (double)seq_len;
+  int64_t idle = 0;
+  for (const auto& b : blocks_)
+    if (const FeedForward* f = b->ffn()) idle += f->idle_params();
+  return 6.0 * (double)(param_counts().active_non_embedding - idle) +
+         6.0 * dims_.n_layers * dims_.dim * (double)seq_len;
+}
+
+void Transformer::begin_step(int64_t step) {
+  for (auto& b : blocks_)
+    if (FeedForward* f = b->ffn()) f->begin_step(step);
+  store_.step_scalars().upload();
+}
+
+bool Transformer::work_varies_per_step() const {
+  for (const auto& b : blocks_)
+    if (const FeedForward* f = b->ffn(); f && f->work_varies_per_step()) return true;
+  return false;
+}
+
+int64_t Transformer::replayed_steps() const {
+  int64_t n = 0;
+  for (const auto& b : blocks_)
+    if (const FeedForward* f = b->ffn()) n = std::max(n, f->replayed_steps());
+  return n;
+}
+
+std::map<std::string, double> Transformer::step_metrics() const {
+  std::map<std::string, double> m;
+  for (const auto& b : blocks_)
+    if (const FeedForward* f = b->ffn()) f->add_step_metrics(m);
+  return m;
 }
 
 std::string Transformer::describe_ffn() const {

@@ -66,7 +66,8 @@ class Transformer {
   int stage_of(int param_id) const;
 
   ParamCounts param_counts() const;
-  // Training FLOPs per token, SPEC formula: 6 * active non-embedding params + 6 * L * dim * seq_len.
+  // Training FLOPs per token, SPEC formula: 6 * active non-embedding params + 6 * L * dim * seq_len,
+  // leaving out the parameters idle in the step set up last (FeedForward::idle_params).
   double flops_per_token(int seq_len) const;
   // FLOPs the hardware runs per token (HFU): the model FLOPs plus recomputed matmuls. The
   // recomputation we do (norm outputs, the SwiGLU product) repeats only elementwise work, so
@@ -74,6 +75,17 @@ class Transformer {
   double hardware_flops_per_token(int seq_len) const { return flops_per_token(seq_len); }
   // Which FFN variant runs where, e.g. "swiglu on layers 0,1,2".
   std::string describe_ffn() const;
+
+  // Training progress (FeedForward::begin_step): sets every layer up for optimizer step `step`
+  // and uploads the per-step scalars. The trainer calls it before each step (and the checkpoint
+  // loaders before loading one of that step); parameters may come or go.
+  void begin_step(int64_t step);
+  // Whether training steps' device work differs from step to step (FeedForward::work_varies_per_step).
+  bool work_varies_per_step() const;
+  // Steps added after the configured ones, replaying the data of the first ones (max over layers).
+  int64_t replayed_steps() const;
+  // Per-step values the layers log (FeedForward::add_step_metrics).
+  std::map<std::string, double> step_metrics() const;
 
  private:
   ModelDims dims_;

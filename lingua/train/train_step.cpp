@@ -36,7 +36,8 @@ LossSum TrainStep::run(const std::vector<MicroBatch>& micro, float loss_scale, d
   StepReport rep = opt_.prepare(lr_mult);
   if (report) *report = rep;
   const int n = (int)micro.size();
-  if (!use_graph_ || eager || profiling_active()) {
+  // (A model whose work differs between steps, e.g. guides run at random, cannot replay one graph.)
+  if (!use_graph_ || eager || profiling_active() || exec_.model().work_varies_per_step()) {
     body(n, loss_scale);
     return exec_.take_loss();
   }

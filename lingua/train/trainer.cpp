@@ -225,6 +225,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   std::unique_ptr<TableParallel> table_parallel =
       layout.tables > 1 ? std::make_unique<TableParallel>(exec, opt, world.tensors(device), layout.tables) : nullptr;
   DataLoader loader(cfg.data, *tok, world.rank(), world.size());
+  const nlohmann::json first_loader_state = loader.state();  // where replayed steps read again
   if (cfg.checkpoint.eval.every > 0)  // fail now, not at the first evaluation
     check_validation_data(cfg.data, *tok, "checkpoint.eval.every = " + std::to_string(cfg.checkpoint.eval.every) +
                                               " (set it to 0 to train without validation): ");
@@ -234,7 +235,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   ParamCounts pc = model.param_counts();
   const int64_t tokens_per_step =
       (int64_t)cfg.grad_acc_steps * cfg.data.batch_size * cfg.data.seq_len * world.size();
-  const double flops_per_token = model.flops_per_token(cfg.data.seq_len);
+  // A model feature may add steps at the end that read the first steps' data again (self-guided
+  // training's fixedflop): the run, its LR schedule and its last checkpoint span them.
+  const int64_t replayed = model.replayed_steps(), total_steps = cfg.steps + replayed;
   if (!quiet) {
     // Parameter groups other than the default, as the modules that declared them describe them.
     std::string groups;
@@ -319,6 +322,13 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", cfg.checkpoint.init_ckpt_path.c_str());
   }
   result.start_step = step;
+  model.begin_step(step);  // (parameters a model feature adds or drops over the run follow the step)
+  if (replayed > 0 && !quiet)
+    std::fprintf(stderr, "lingua: %lld steps: the %lld configured, then %lld that read the data of steps 1-%lld again\n",
+                 (long long)total_steps, (long long)cfg.steps, (long long)replayed, (long long)replayed);
+  if (model.work_varies_per_step() && cfg.cuda_graph && device == Device::cuda && !quiet)
+    std::fprintf(stderr, "lingua: note: the model's work differs from step to step for now (parameters skipped at "
+                         "random), so those steps run without a CUDA graph\n");
   if (lead) {
     run_dir->write_config(cfg);
     if (const int64_t dropped = run_dir->truncate_metrics(step); dropped > 0 && !quiet)
@@ -351,7 +361,11 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     return stop_signal != 0;
   };
   if (hooks.at_start) hooks.at_start(exec);
-  while (step < cfg.steps && !stop_requested()) {
+  while (step < total_steps && !stop_requested()) {
+    if (replayed > 0 && step == cfg.steps) loader.load_state(first_loader_state);
+    const double flops_per_token = model.flops_per_token(cfg.data.seq_len);  // of this step
+    const double hw_flops_per_token = model.hardware_flops_per_token(cfg.data.seq_len);
+    const std::map<std::string, double> model_metrics = model.step_metrics();
     profiler.before_step(step);
     auto t0 = Clock::now();
     double data_time = 0;
@@ -363,7 +377,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
       data_time += seconds_since(td);
     }
     for (const Batch& b : batches) micro.push_back({b.input.data(), b.target.data(), b.batch_size, b.seq_len});
-    const double lr_mult = lr_multiplier(cfg.optim, step, cfg.steps);  // LambdaLR: updates made so far
+    const double lr_mult = lr_multiplier(cfg.optim, step, total_steps);  // LambdaLR: updates made so far
     StepReport rep;
     LossSum l = train_step.run(micro, loss_scale, lr_mult, &rep);
     if (world.size() > 1) {  // the loss over every rank's tokens
@@ -393,13 +407,14 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
       skipped_in_a_row = 0;
     }
     ++step;
+    model.begin_step(step);
     if (profiler.after_step(step) && !quiet)
       std::fprintf(stderr, "lingua: profile written to %s\n%s", profiler.trace_path().c_str(), profiler.summary().c_str());
     total_tokens += tokens_per_step;
     result.losses.push_back(loss);
     double iter_time = seconds_since(t0);
 
-    if (step % cfg.logging.freq == 0 || step == cfg.steps || step == first_step + 1) {
+    if (step % cfg.logging.freq == 0 || step == total_steps || step == first_step + 1) {
       double wps = tokens_per_step / iter_time;
       const double grad_norm = norms.at("default");
       DataStats ds = loader.stats();
@@ -408,7 +423,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"speed/wps", wps},
                 {"speed/FLOPS", wps * flops_per_token},
                 {"speed/mfu", wps * flops_per_token / kPeakFlops},
-                {"speed/hfu", wps * model.hardware_flops_per_token(cfg.data.seq_len) / kPeakFlops},
+                {"speed/hfu", wps * hw_flops_per_token / kPeakFlops},
                 {"speed/curr_iter_time", iter_time},
                 {"speed/data_load_time", data_time},
                 {"optim/grad_norm", grad_norm},
@@ -426,6 +441,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"data/missing_text", ds.missing_text},
                 {"data/invalid_utf8", ds.invalid_utf8},
                 {"loss/out", loss}};
+      for (auto& [key, value] : model_metrics) m[key] = value;
       for (auto& [group, norm] : norms)  // other groups: optim/<group>_grad_norm, optim/<group>_lr
         if (group != "default") {
           m["optim/" + group + "_grad_norm"] = norm;
@@ -434,9 +450,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
       if (lead) append_line(metrics_path, m);
       if (!quiet) {
         double elapsed = seconds_since(run_start);
-        double eta = elapsed / (step - first_step) * (cfg.steps - step);
+        double eta = elapsed / (step - first_step) * (total_steps - step);
         std::fprintf(stderr, "step %lld/%lld | loss %.4f | grad %.3f | lr %.2e | %s tok/s%s | ETA %s\n",
-                     (long long)step, (long long)cfg.steps, loss, grad_norm, rep.lr.at("default"),
+                     (long long)step, (long long)total_steps, loss, grad_norm, rep.lr.at("default"),
                      human_count(wps).c_str(), gpus.c_str(), human_time(eta).c_str());
         if (ds.skipped() > skipped_lines_reported) {
           std::fprintf(stderr, "lingua: data: skipped %s so far under %s\n", ds.skipped_summary().c_str(),
@@ -448,7 +464,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     // Every rank evaluates (a sharded model's forward is collective); rank 0 writes the results.
     if (cfg.checkpoint.eval.every > 0 && step % cfg.checkpoint.eval.every == 0)
       run_validation(run, *tok, step, eval_path, quiet);
-    bool dump = (cfg.checkpoint.dump.every > 0 && step % cfg.checkpoint.dump.every == 0) || step == cfg.steps;
+    bool dump = (cfg.checkpoint.dump.every > 0 && step % cfg.checkpoint.dump.every == 0) || step == total_steps;
     if (dump) {
       save_checkpoint(run, step, root);
       saved_step = step;

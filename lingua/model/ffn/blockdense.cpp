@@ -67,7 +67,7 @@ std::unique_ptr<FeedForward> make_blockdense_ffn(const FfnBuildArgs& a) {
   check_divides_blocks(a.cfg, "blockdense", a.cfg.structured.rank, "model.structured.rank");
   auto fc1 = std::make_unique<BlockDenseLinear>(a, "w13", 2 * H, dim, "2hidden", "dim");
   auto fc2 = std::make_unique<BlockDenseLinear>(a, "w2", dim, H, "dim", "hidden");
-  return std::make_unique<StructuredFfn>("blockdense", H, std::move(fc1), std::move(fc2));
+  return std::make_unique<StructuredFfn>(a, "blockdense", std::move(fc1), std::move(fc2));
 }
 
 void check_blockdense_config(const ModelConfig& c, const OptimConfig*) {

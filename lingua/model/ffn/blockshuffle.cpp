@@ -96,7 +96,7 @@ std::unique_ptr<FeedForward> make_blockshuffle_ffn(const FfnBuildArgs& a) {
   check_divides_blocks(a.cfg, "blockshuffle", H, "the FFN hidden width");
   auto fc1 = std::make_unique<BlockShuffleLinear>(a, "w13", 2 * H, dim, "2hidden", "dim");
   auto fc2 = std::make_unique<BlockShuffleLinear>(a, "w2", dim, H, "dim", "hidden");
-  return std::make_unique<StructuredFfn>("blockshuffle", H, std::move(fc1), std::move(fc2));
+  return std::make_unique<StructuredFfn>(a, "blockshuffle", std::move(fc1), std::move(fc2));
 }
 
 void check_blockshuffle_config(const ModelConfig& c, const OptimConfig*) {

@@ -3,6 +3,7 @@
 // registry.cpp; nothing else names it. A variant declares its own parameters (any shapes, any
 // optimizer group, which it declares too), sees the step's input token ids, checks its own config
 // keys, and reports its arena needs and matmul parameters (FLOPs).
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +43,25 @@ class FeedForward {
   // The dense SwiGLU this FFN equals, from its current weights (export, tests); nullopt for a
   // variant that has none (a table lookup) or is dense already.
   virtual std::optional<DenseSwiGLU> dense_swiglu() const { return std::nullopt; }
+
+  // Training progress, for a variant whose parameters or work change over a run (self-guided
+  // training's guides): sets the FFN up for optimizer step `step` (0-based: the steps taken so
+  // far), before it runs, before a checkpoint of that step is loaded, and before evaluating one. It
+  // may add or remove parameters (the optimizer and executor follow the store's layout) and set
+  // per-step scalars (StepScalars, uploaded by the caller). Must be idempotent for one step and
+  // depend on nothing but the step and the config, so resumed runs repeat exactly.
+  virtual void begin_step(int64_t step) { (void)step; }
+  // Parameters this FFN holds but does not multiply in the step set up last (a guide skipped this
+  // step): the FLOPs count leaves them out.
+  virtual int64_t idle_params() const { return 0; }
+  // Whether the device work of training steps differs from step to step (parameters skipped at
+  // random), so a step captured once as a CUDA graph would not fit the next.
+  virtual bool work_varies_per_step() const { return false; }
+  // Optimizer steps this FFN adds after the configured ones, which read the data of the run's
+  // first steps again (self-guided training's fixedflop mode).
+  virtual int64_t replayed_steps() const { return 0; }
+  // Values to log with the step set up last (e.g. "self_guided/alpha").
+  virtual void add_step_metrics(std::map<std::string, double>& metrics) const { (void)metrics; }
 };
 
 struct FfnBuildArgs {

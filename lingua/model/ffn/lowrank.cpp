@@ -127,7 +127,7 @@ std::unique_ptr<FeedForward> make_lowrank_layer(const FfnBuildArgs& a) {
   }
   auto fc1 = std::make_unique<LowRankLinear>(a.store, s13a, std::vector<ParamSpec>{s1b, s3b});
   auto fc2 = std::make_unique<LowRankLinear>(a.store, s2a, std::vector<ParamSpec>{s2b});
-  return std::make_unique<StructuredFfn>("lowrank", H, std::move(fc1), std::move(fc2));
+  return std::make_unique<StructuredFfn>(a, "lowrank", std::move(fc1), std::move(fc2));
 }
 
 }  // namespace

@@ -64,7 +64,18 @@ std::vector<int> structured_layers(const ModelConfig& c, const char* kind) {
 
 void check_structured_keys(const ModelConfig& c, const char* kind, bool needs_rank, bool needs_nblocks,
                            const char* post_init) {
+  const SelfGuidedConfig& g = c.structured.self_guided;
+  static const char* const kStructured[] = {"lowrank", "blockdense", "blockshuffle"};  // this family
+  LINGUA_CHECK(g.mode == "none" || std::find(std::begin(kStructured), std::end(kStructured), c.ffn) !=
+                                       std::end(kStructured),
+               "config key 'model.structured.self_guided.mode' is '", g.mode, "' but model.ffn is '", c.ffn,
+               "': self-guided training guides structured FFN layers (model.ffn lowrank, blockdense or blockshuffle)");
   if (c.ffn != kind) return;
+  LINGUA_CHECK(g.mode == "none" || g.max_step >= 1, "config key 'model.structured.self_guided.max_step' is ",
+               g.max_step, ": self-guided training needs 1 or more guided steps (max_step_ratio ", g.max_step_ratio,
+               " of steps gives none; raise it or set max_step)");
+  LINGUA_CHECK(g.max_step_ratio > 0 && g.max_step_ratio <= 1, "config key 'model.structured.self_guided.max_step_ratio' is ",
+               g.max_step_ratio, ": a fraction of the run's steps in (0, 1]");
   const StructuredFfnConfig& s = c.structured;
   LINGUA_CHECK(!needs_rank || s.rank >= 1, "config key 'model.structured.rank' is ", s.rank, ": model.ffn=", kind,
                " needs the rank of its factors (1 or more)");
@@ -171,12 +182,52 @@ std::vector<double> FactorParam::host() const {
   return std::vector<double>(v.begin(), v.end());
 }
 
-StructuredFfn::StructuredFfn(const char* kind, int64_t hidden, std::unique_ptr<StructuredLinear> fc1,
+StructuredFfn::StructuredFfn(const FfnBuildArgs& a, const char* kind, std::unique_ptr<StructuredLinear> fc1,
                              std::unique_ptr<StructuredLinear> fc2)
-    : kind_(kind), hidden_(hidden), fc1_(std::move(fc1)), fc2_(std::move(fc2)) {}
+    : kind_(kind), hidden_(a.dims.hidden), guided_(a.cfg.structured.self_guided) {
+  if (guided_.mode == "none") {
+    fc1_ = std::move(fc1);
+    fc2_ = std::move(fc2);
+    return;
+  }
+  const int after = a.store.ids().back();  // the factors' last parameter: guides go after it
+  auto g1 = make_guided_linear(a, "w13", 2 * hidden_, a.dims.dim, "2hidden", "dim", after, std::move(fc1));
+  auto g2 = make_guided_linear(a, "w2", a.dims.dim, hidden_, "dim", "hidden", after, std::move(fc2));
+  guides_[0] = g1.get();
+  guides_[1] = g2.get();
+  fc1_ = std::move(g1);
+  fc2_ = std::move(g2);
+}
+
+void StructuredFfn::begin_step(int64_t step) {
+  for (GuidedStructuredLinear* g : guides_)
+    if (g) g->begin_step(step);
+}
+
+int64_t StructuredFfn::idle_params() const {
+  int64_t n = 0;
+  for (const GuidedStructuredLinear* g : guides_)
+    if (g && g->present() && !g->runs(true)) n += g->guide_params();
+  return n;
+}
+
+bool StructuredFfn::work_varies_per_step() const {
+  return guides_[0] && guided_.reduce_flop && guides_[0]->present();
+}
+
+int64_t StructuredFfn::replayed_steps() const { return guided_.mode == "fixedflop" ? guided_.max_step : 0; }
+
+void StructuredFfn::add_step_metrics(std::map<std::string, double>& m) const {
+  if (!guides_[0]) return;
+  m["self_guided/alpha"] = guides_[0]->alpha();
+  double& run = m["self_guided/guides_run"];
+  for (const GuidedStructuredLinear* g : guides_) run += g->runs(true) ? 1 : 0;
+}
 
 void StructuredFfn::forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) {
   const int64_t n = ctx.rows();
+  for (GuidedStructuredLinear* g : guides_)
+    if (g) g->set_training(ctx.save_for_backward);
   Arena& sc = *ctx.scratch;
   const size_t mark = sc.mark();  // (without saving, the kept tensors are scratch too)
   Arena& keep = forward_arena(ctx);

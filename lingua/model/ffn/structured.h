@@ -81,10 +81,29 @@ class StructuredLinear {
   virtual std::vector<double> dense() const = 0;
 };
 
-// SwiGLU over two structured linears (fc1 [2 hidden, dim], fc2 [dim, hidden]).
+// A structured linear with a dense guide for self-guided training (self_guided.cpp): forward,
+// backward and dense() of alpha W + (1 - alpha) S while the guide is present.
+class GuidedStructuredLinear : public StructuredLinear {
+ public:
+  virtual void begin_step(int64_t step) = 0;  // FeedForward::begin_step: alpha, the draw, the drop
+  virtual void set_training(bool training) = 0;  // forwards that do not train always run the guide
+  virtual bool present() const = 0;  // the guide parameter exists (steps before max_step)
+  virtual bool runs(bool training) const = 0;  // the guide takes part in a forward of this step
+  virtual double alpha() const = 0;
+  virtual int64_t guide_params() const = 0;  // out * in
+};
+// Wraps `inner`, the structured linear "<prefix><fc>" [out, in], with the guide
+// "<prefix><fc>.guide.weight", declared now and placed after parameter `after` when added back.
+std::unique_ptr<GuidedStructuredLinear> make_guided_linear(const FfnBuildArgs& args, const std::string& fc,
+                                                           int64_t out, int64_t in, const char* out_axis,
+                                                           const char* in_axis, int after,
+                                                           std::unique_ptr<StructuredLinear> inner);
+
+// SwiGLU over two structured linears (fc1 "w13" [2 hidden, dim], fc2 "w2" [dim, hidden]), each
+// with a guide when model.structured.self_guided.mode is not none.
 class StructuredFfn final : public FeedForward {
  public:
-  StructuredFfn(const char* kind, int64_t hidden, std::unique_ptr<StructuredLinear> fc1,
+  StructuredFfn(const FfnBuildArgs& args, const char* kind, std::unique_ptr<StructuredLinear> fc1,
                 std::unique_ptr<StructuredLinear> fc2);
   void forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) override;
   void backward(const Tensor& x, const Tensor& dout, const Tensor& dx, const StepContext& ctx) override;
@@ -93,13 +112,20 @@ class StructuredFfn final : public FeedForward {
   int64_t matmul_params() const override { return fc1_->matmul_params() + fc2_->matmul_params(); }
   const char* kind() const override { return kind_; }
   std::optional<DenseSwiGLU> dense_swiglu() const override;
+  void begin_step(int64_t step) override;
+  int64_t idle_params() const override;
+  bool work_varies_per_step() const override;
+  int64_t replayed_steps() const override;
+  void add_step_metrics(std::map<std::string, double>& metrics) const override;
   const StructuredLinear& fc1() const { return *fc1_; }
   const StructuredLinear& fc2() const { return *fc2_; }
 
  private:
   const char* kind_;
   int64_t hidden_;
+  SelfGuidedConfig guided_;
   std::unique_ptr<StructuredLinear> fc1_, fc2_;
+  GuidedStructuredLinear* guides_[2] = {nullptr, nullptr};  // fc1_, fc2_ when guided
   Tensor ab_;  // saved: fc1 x
 };
 
