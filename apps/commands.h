@@ -1,5 +1,6 @@
 #pragma once
 // One function per `lingua` command; each takes the arguments after the command name.
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -18,6 +19,13 @@ int stem_edit_main(const Args& args);
 int launch_main(const Args& args);
 int stool_main(const Args& args);
 int consolidate_main(const Args& args);
+int export_dense_main(const Args& args);
+
+// The root a command that derives a new checkpoint (step `step`) from the one in `checkpoint_dir`
+// (given as `given`: a step directory or a dump_dir) writes it under: `out`, which must not be
+// the original's directory, root or inside it, nor hold that step already. Errors name key 'out'.
+std::string new_checkpoint_dir(const std::string& given, const std::string& checkpoint_dir, const std::string& out,
+                               int64_t step);
 
 // True when args ask for help (--help or -h).
 bool wants_help(const Args& args);

@@ -23,6 +23,7 @@ const char* kUsage =
     "  launch     run a command on N local ranks: lingua launch nproc=N <command> [args ...]\n"
     "  stool      prepare a dump_dir for SLURM and submit it: lingua stool config=path.yaml nodes=N ...\n"
     "  consolidate  rewrite a checkpoint saved by several processes (one shard per rank) as single files\n"
+    "  export-dense  write a checkpoint with every FFN merged to dense SwiGLU (structured FFNs), for dense-only tools\n"
     "\n"
     "Settings: built-in defaults < the YAML file given by config= < key=value arguments\n"
     "(values are YAML: model.dim=512, data.sources='{wiki: 0.8, code: 0.2}', prompts='[\"a\", \"b\"]';\n"
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
     if (cmd == "launch") return launch_main(args);
     if (cmd == "stool") return stool_main(args);
     if (cmd == "consolidate") return consolidate_main(args);
+    if (cmd == "export-dense") return export_dense_main(args);
     std::fprintf(stderr, "lingua: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const lingua::Error& e) {

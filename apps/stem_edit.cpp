@@ -38,14 +38,6 @@ struct StemEditConfig {
   }
 };
 
-// Whether `p` is `dir` or inside it (both canonical).
-bool is_within(const fs::path& p, const fs::path& dir) {
-  auto a = p.begin(), b = dir.begin();
-  for (; b != dir.end(); ++a, ++b)
-    if (a == p.end() || *a != *b) return false;
-  return true;
-}
-
 std::string list_str(const std::vector<int>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
@@ -60,41 +52,30 @@ int stem_edit_main(const Args& args) {
     return 0;
   StemEditConfig c = parse_config<StemEditConfig>(args);
   LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (a checkpoint directory or a dump_dir)");
-  LINGUA_CHECK(!c.out.empty(), "config key 'out' is required (the root directory of the new checkpoint)");
   const StemEditMode mode = parse_stem_edit_mode(c.mode);
 
   LoadedModel m = load_model(c.ckpt, c.tokenizer_path, "cpu");
   const int64_t step = checkpoint_step(m.checkpoint_dir);
-  // Never touch the original: refuse its root, its step directory and anything inside it, and the
-  // path given as ckpt (a dump_dir).
-  const fs::path step_dir = fs::weakly_canonical(fs::absolute(m.checkpoint_dir));
-  const fs::path root = step_dir.parent_path();
-  const fs::path given = fs::weakly_canonical(fs::absolute(c.ckpt));
-  const fs::path out = fs::weakly_canonical(fs::absolute(c.out));
-  LINGUA_CHECK(out != root && out != given && !is_within(out, step_dir), "config key 'out' (", c.out,
-               ") is the original checkpoint's directory, its root or inside it (", step_dir.string(),
-               "): give a new directory, the original is never modified");
-  const fs::path dest = out / checkpoint_dir_name(step);
-  LINGUA_CHECK(!fs::exists(dest), "config key 'out': ", dest.string(),
-               " already exists; remove it or give another 'out' (an existing checkpoint is not overwritten)");
+  const std::string out = new_checkpoint_dir(c.ckpt, m.checkpoint_dir, c.out, step);
+  const std::string step_dir = fs::weakly_canonical(fs::absolute(m.checkpoint_dir)).string();
 
   const int32_t target = single_token_id(*m.tokenizer, c.target, "target");
   const int32_t source = single_token_id(*m.tokenizer, c.source, "source");
   const std::vector<int> edited = stem_edit_rows(*m.model, target, source, mode, c.layers);
 
-  nlohmann::json record = {{"source_checkpoint", step_dir.string()},
+  nlohmann::json record = {{"source_checkpoint", step_dir},
                            {"step", step},
                            {"target", {{"text", c.target}, {"id", target}}},
                            {"source", {{"text", c.source}, {"id", source}}},
                            {"mode", stem_edit_mode_name(mode)},
                            {"layers", edited}};
   const std::string written =
-      save_model_checkpoint(out.string(), step, m.config, *m.model,
+      save_model_checkpoint(out, step, m.config, *m.model,
                             {{"stem_edit.json", record.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"}});
   std::fprintf(stderr, "lingua stem-edit: %s token %d (\"%s\") %s token %d (\"%s\") in STEM layers %s of %s -> %s\n",
                mode == StemEditMode::copy ? "copied the rows of" : "swapped the rows of", source, c.source.c_str(),
                mode == StemEditMode::copy ? "into" : "with", target, c.target.c_str(), list_str(edited).c_str(),
-               step_dir.string().c_str(), written.c_str());
+               step_dir.c_str(), written.c_str());
   return 0;
 }
 

@@ -6,7 +6,9 @@
 // PyTorch) and the dense layer compare on equal terms.
 //   lingua_ffn_bench [widths=768,1024,1536,2048] [tokens=16,256,4096,16384]
 //                    [variants=swiglu,lowrank,blockdense,blockshuffle] [rank_ratio=0.5]
-//                    [blockdense_rank_ratio=0.25] [nblocks=4] [iters=20]
+//                    [blockdense_rank_ratio=0.25] [nblocks=4] [iters=20] [premerge_max_tokens=0]
+// premerge_max_tokens (model.structured.premerge_max_tokens): forwards of at most that many tokens
+// run the merged dense weights (the pre-merge switch point is where these stop being faster).
 // hidden = 4 x width (ffn_dim_multiplier 1.5, the paper's GPT-2 sizes); rank = rank_ratio x width
 // (lowrank), blockdense_rank_ratio x width (blockdense).
 #include <algorithm>
@@ -73,13 +75,14 @@ int run(int argc, char** argv) {
                                             {"rank_ratio", "0.5"},
                                             {"blockdense_rank_ratio", "0.25"},
                                             {"nblocks", "4"},
-                                            {"iters", "20"}};
+                                            {"iters", "20"},
+                                            {"premerge_max_tokens", "0"}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const size_t eq = a.find('=');
     if (eq == std::string::npos || !arg.count(a.substr(0, eq))) {
       std::fprintf(stderr, "lingua_ffn_bench: unknown argument '%s'; valid: widths tokens variants rank_ratio "
-                   "blockdense_rank_ratio nblocks iters\n", a.c_str());
+                   "blockdense_rank_ratio nblocks iters premerge_max_tokens\n", a.c_str());
       return 2;
     }
     arg[a.substr(0, eq)] = a.substr(eq + 1);
@@ -103,6 +106,7 @@ int run(int argc, char** argv) {
       cfg.ffn = variant;
       cfg.structured.layers = std::vector<int>{0};
       cfg.structured.nblocks = std::stoi(arg["nblocks"]);
+      cfg.structured.premerge_max_tokens = std::stoll(arg["premerge_max_tokens"]);
       cfg.structured.rank = (int)(std::stod(arg[variant == "blockdense" ? "blockdense_rank_ratio" : "rank_ratio"]) *
                                   cfg.dim);
       const ModelDims dims = resolve_dims(cfg, cfg.vocab_size);
@@ -140,10 +144,11 @@ int run(int argc, char** argv) {
         });
         const double flops = 2.0 * (double)ffn->matmul_params() * (double)N;
         std::printf("{\"impl\": \"lingua\", \"variant\": \"%s\", \"kind\": \"%s\", \"width\": %lld, \"hidden\": %lld, "
-                    "\"rank\": %d, \"nblocks\": %d, \"tokens\": %lld, \"params\": %lld, \"forward_ms\": %.4f, "
+                    "\"rank\": %d, \"nblocks\": %d, \"tokens\": %lld, \"premerge_max_tokens\": %lld, \"params\": %lld, \"forward_ms\": %.4f, "
                     "\"train_ms\": %.4f, \"forward_tflops\": %.2f, \"train_tflops\": %.2f}\n",
                     variant.c_str(), ffn->kind(), (long long)D, (long long)dims.hidden, cfg.structured.rank,
-                    cfg.structured.nblocks, (long long)N, (long long)ffn->matmul_params(), fwd, train,
+                    cfg.structured.nblocks, (long long)N, (long long)cfg.structured.premerge_max_tokens,
+                    (long long)ffn->matmul_params(), fwd, train,
                     flops / fwd * 1e-9, 3 * flops / train * 1e-9);
         std::fflush(stdout);
       }

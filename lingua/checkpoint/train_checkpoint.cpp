@@ -193,11 +193,13 @@ int64_t checkpoint_step(const std::string& dir) {
   return 0;
 }
 
-LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, const std::string& device) {
+LoadedModel load_model(const std::string& path, const std::string& tokenizer_path, const std::string& device,
+                       const std::function<void(TrainConfig&)>& adjust) {
   LoadedModel m;
   m.checkpoint_dir = resolve_checkpoint_dir(path);
   const std::string params = m.checkpoint_dir + "/" + CheckpointFiles::params;
   m.config = read_params_json(params);
+  if (adjust) adjust(m.config);
   if (!tokenizer_path.empty()) m.config.data.tokenizer.path = tokenizer_path;
   m.tokenizer = make_tokenizer(m.config.data.tokenizer);
   ModelDims dims;

@@ -118,8 +118,11 @@ struct LoadedModel {
   LoadedModel(LoadedModel&&) = default;
   LoadedModel& operator=(LoadedModel&&) = delete;  // would free a model before its executor
 };
-// `path`: as resolve_checkpoint_dir. `tokenizer_path` overrides the checkpoint's (sp).
+// `path`: as resolve_checkpoint_dir. `tokenizer_path` overrides the checkpoint's (sp). `adjust`
+// changes the config read from params.json before the model is built (inference-time keys, e.g.
+// model.structured.premerge_max_tokens); keys that change parameters must not be touched.
 LoadedModel load_model(const std::string& path, const std::string& tokenizer_path = "",
-                       const std::string& device = "cpu");
+                       const std::string& device = "cpu",
+                       const std::function<void(TrainConfig&)>& adjust = nullptr);
 
 }  // namespace lingua

@@ -141,6 +141,7 @@ struct StructuredFfnConfig {
   std::string post_init = "none";          // none | svd (lowrank) | ortho (blockdense, blockshuffle)
   std::optional<std::vector<int>> layers;  // the structured layers (default: every layer but 0)
   SelfGuidedConfig self_guided;
+  int premerge_max_tokens = 16;            // pre-merge: dense weights for forwards of <= this many rows
   template <class V> void visit(V& v) {
     v("rank", rank,
       "ffn=lowrank: rank r of both FFN linears' factors (W = B A, A [r, in], B [out, r]); ffn=blockdense: the "
@@ -154,6 +155,9 @@ struct StructuredFfnConfig {
              "own SVD");
     v("layers", layers, "the layers whose FFN is structured (default: every layer but 0, as the original)");
     v("self_guided", self_guided, "self-guided training: dense guides mixed into the structured linears early on");
+    v("premerge_max_tokens", premerge_max_tokens,
+      "pre-merge: forwards without backward (decoding, scoring) of at most this many token rows multiply by dense "
+      "weights merged from the factors, kept beside them; 0: never (switch point measured in bench/NOTES.md)");
   }
 };
 

@@ -28,16 +28,21 @@ inline std::vector<int32_t> random_ids(int n, int vocab, uint32_t seed) {
 }
 
 // The central finite difference (step 1e-2) of scale x the summed loss of [B, T] tokens with
-// respect to element e of parameter id (CPU: fp32 weights edited in place, then restored).
+// respect to element e of parameter id (CPU: fp32 weights edited in place, then restored; each
+// edit is announced through values_written(), so caches of merged weights are remade).
 inline double finite_difference(Executor& ex, int id, int64_t e, const std::vector<int32_t>& tok,
                                 const std::vector<int32_t>& tgt, int B, int T, float scale) {
-  float* w = ex.model().params().param(id).f32() + e;
+  ParamStore& store = ex.model().params();
+  float* w = store.param(id).f32() + e;
   const float orig = *w, eps = 1e-2f;
   *w = orig + eps;
+  store.values_written();
   const double lp = scale * ex.forward_loss(tok.data(), tgt.data(), B, T).nll;
   *w = orig - eps;
+  store.values_written();
   const double lm = scale * ex.forward_loss(tok.data(), tgt.data(), B, T).nll;
   *w = orig;
+  store.values_written();
   return (lp - lm) / (2 * eps);
 }
 

@@ -187,12 +187,14 @@ void ParamStore::finalize() {
   grads_ptr_ = grads_.data();
   final_ = true;
   ++layout_epoch_;
+  ++values_epoch_;
 }
 
 void ParamStore::relayout(int fresh) {
   const std::vector<ParamInfo> old = infos_;
   layout();
   ++layout_epoch_;
+  ++values_epoch_;
   // Surviving parameters keep their values (and bf16 copies); a fresh one is initialised by the
   // caller; gradients start again at zero. Old and new buffers exist together for the copy.
   auto moved = [&](auto copy) {
@@ -239,6 +241,7 @@ void ParamStore::init(uint64_t seed) {
 
 void ParamStore::init_param(int id, uint64_t seed) {
   const ParamInfo& p = infos_[id];
+  ++values_epoch_;
   if (device_ == Device::cpu) {
     p.init.fill(seed, p, params_.data() + p.offset);
     return;
@@ -315,6 +318,7 @@ Tensor ParamStore::bf16_copy(int id) const {
 }
 
 void ParamStore::set_full_views(int id, const Tensor& compute, const Tensor& grad) {
+  ++values_epoch_;
   const ParamInfo& p = info(id);
   LINGUA_CHECK(p.placement.kind != Placement::whole, "internal error: set_full_views of whole parameter '", p.name, "'");
   full_views_[id] = {compute, grad};
@@ -394,6 +398,7 @@ std::vector<float> ParamStore::host_grads() const {
 
 void ParamStore::set_param(int id, const float* values) {
   const ParamInfo& p = info(id);
+  ++values_epoch_;
   if (device_ != Device::cuda) {
     std::copy(values, values + p.numel, params_.begin() + p.offset);
     return;
@@ -433,6 +438,7 @@ void ParamStore::to_device(Device device) {
   grads_.shrink_to_fit();
   scalars_.to_device(device);
   ++layout_epoch_;
+  ++values_epoch_;
 }
 
 }  // namespace lingua

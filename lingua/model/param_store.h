@@ -163,6 +163,11 @@ class ParamStore {
   int64_t bf16_total() const { return bf16_total_; }
   // Moves whenever the buffers are laid out again (add / remove after finalize, to_device).
   uint64_t layout_epoch() const { return layout_epoch_; }
+  // Moves whenever parameter values may have changed: init, set_param, a new layout or device,
+  // and values_written(), which whoever writes the buffers directly calls (the optimizer's step).
+  // What is derived from the values (pre-merged weights) is made again when it moves.
+  uint64_t values_epoch() const { return values_epoch_; }
+  void values_written() { ++values_epoch_; }
 
   void zero_grads();
   void zero_grads(int64_t begin, int64_t end);  // gradient floats [begin, end)
@@ -217,6 +222,7 @@ class ParamStore {
   bool final_ = false;
   uint64_t seed_ = 0;
   uint64_t layout_epoch_ = 0;
+  uint64_t values_epoch_ = 1;
   StepScalars scalars_;
 };
 

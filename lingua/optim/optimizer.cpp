@@ -179,6 +179,7 @@ void AdamW::apply() {
   float* params = store_.params_data();
   float* grads = store_.grads_data();
   void* bf16 = store_.bf16_data();
+  store_.values_written();
   // Every group's norm first: a non-finite gradient anywhere skips the whole step (on the device).
   std::vector<const double*> sqs;
   std::vector<float*> coefs;

@@ -35,6 +35,7 @@ LossSum TrainStep::run(const std::vector<MicroBatch>& micro, float loss_scale, d
   }
   StepReport rep = opt_.prepare(lr_mult);
   if (report) *report = rep;
+  exec_.model().params().values_written();  // (a replayed graph updates them without AdamW::apply)
   const int n = (int)micro.size();
   // (A model whose work differs between steps, e.g. guides run at random, cannot replay one graph.)
   if (!use_graph_ || eager || profiling_active() || exec_.model().work_varies_per_step()) {

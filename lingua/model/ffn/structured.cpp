@@ -4,7 +4,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lingua/core/bf16.h"
+#include "lingua/core/cuda.h"
+#include "lingua/ops/linear/linear.h"
 #include "lingua/ops/swiglu/swiglu.h"
+#include "lingua/ops/transpose/transpose.h"
 
 // LAPACK (in OpenBLAS): the SVD of a column-major m x n matrix.
 extern "C" void dgesvd_(const char* jobu, const char* jobvt, const int* m, const int* n, double* a, const int* lda,
@@ -74,6 +78,8 @@ void check_structured_keys(const ModelConfig& c, const char* kind, bool needs_ra
   LINGUA_CHECK(g.mode == "none" || g.max_step >= 1, "config key 'model.structured.self_guided.max_step' is ",
                g.max_step, ": self-guided training needs 1 or more guided steps (max_step_ratio ", g.max_step_ratio,
                " of steps gives none; raise it or set max_step)");
+  LINGUA_CHECK(c.structured.premerge_max_tokens >= 0, "config key 'model.structured.premerge_max_tokens' is ",
+               c.structured.premerge_max_tokens, ": a number of token rows (0: no pre-merge)");
   LINGUA_CHECK(g.max_step_ratio > 0 && g.max_step_ratio <= 1, "config key 'model.structured.self_guided.max_step_ratio' is ",
                g.max_step_ratio, ": a fraction of the run's steps in (0, 1]");
   const StructuredFfnConfig& s = c.structured;
@@ -184,7 +190,12 @@ std::vector<double> FactorParam::host() const {
 
 StructuredFfn::StructuredFfn(const FfnBuildArgs& a, const char* kind, std::unique_ptr<StructuredLinear> fc1,
                              std::unique_ptr<StructuredLinear> fc2)
-    : kind_(kind), hidden_(a.dims.hidden), guided_(a.cfg.structured.self_guided) {
+    : kind_(kind),
+      store_(&a.store),
+      dim_(a.dims.dim),
+      hidden_(a.dims.hidden),
+      guided_(a.cfg.structured.self_guided),
+      premerge_max_rows_(a.cfg.structured.premerge_max_tokens) {
   if (guided_.mode == "none") {
     fc1_ = std::move(fc1);
     fc2_ = std::move(fc2);
@@ -202,6 +213,7 @@ StructuredFfn::StructuredFfn(const FfnBuildArgs& a, const char* kind, std::uniqu
 void StructuredFfn::begin_step(int64_t step) {
   for (GuidedStructuredLinear* g : guides_)
     if (g) g->begin_step(step);
+  if (guides_[0]) merged_epoch_ = 0;  // alpha moved
 }
 
 int64_t StructuredFfn::idle_params() const {
@@ -224,6 +236,60 @@ void StructuredFfn::add_step_metrics(std::map<std::string, double>& m) const {
   for (const GuidedStructuredLinear* g : guides_) run += g->runs(true) ? 1 : 0;
 }
 
+namespace {
+
+// W [out, in] = S of a structured linear (in, out its sizes), in W's dtype: S^T = fc(I) row block
+// by row block (identity rows in `act`), then transposed. Memory of its own, freed on return.
+void merge_linear(StructuredLinear& fc, int64_t in, int64_t out, DType act, const Tensor& w) {
+  const Device dev = w.device;
+  const int64_t k = std::min<int64_t>(in, 1024);  // identity rows per forward
+  Arena tmp(dev);
+  tmp.reserve(arena_bytes(in * out, act) + arena_bytes(k * in, act) + fc.saved_bytes(k, act) +
+              fc.scratch_bytes(k, act) + 4 * Arena::kAlign);
+  const Tensor st = arena_tensor(tmp, {in, out}, act);
+  const Tensor eye = arena_tensor(tmp, {k, in}, act);
+  const size_t es = dtype_size(act);
+  std::vector<uint16_t> ones_h;
+  for (int64_t r0 = 0; r0 < in; r0 += k) {
+    const int64_t rows = std::min(k, in - r0);
+    std::vector<float> e((size_t)(rows * in), 0.0f);
+    for (int64_t j = 0; j < rows; ++j) e[(size_t)(j * in + r0 + j)] = 1.0f;
+    const Tensor x(eye.data, {rows, in}, act, dev);
+    if (act == DType::bf16) {
+      ones_h = to_bf16(e);
+      copy_tensor(x, Tensor(ones_h.data(), {rows, in}, DType::bf16, Device::cpu));
+    } else {
+      copy_tensor(x, Tensor(e.data(), {rows, in}));
+    }
+    const Tensor y(static_cast<char*>(st.data) + (size_t)(r0 * out) * es, {rows, out}, act, dev);
+    const size_t mark = tmp.mark();
+    fc.forward(x, y, Tensor(), tmp, tmp);
+    tmp.release_to(mark);
+  }
+  transpose(st, w);
+}
+
+}  // namespace
+
+void StructuredFfn::merge(DType act) {
+  const Device dev = store_->device();
+  if (merged_epoch_ == store_->values_epoch() && merged_w13_.data && merged_w13_.dtype == act &&
+      merged_w13_.device == dev)
+    return;
+  if (!merged_w13_.data || merged_w13_.dtype != act || merged_w13_.device != dev) {
+    merged_ = Arena(dev);
+    merged_.reserve(arena_bytes(2 * hidden_ * dim_, act) + arena_bytes(dim_ * hidden_, act));
+    merged_w13_ = arena_tensor(merged_, {2 * hidden_, dim_}, act);
+    merged_w2_ = arena_tensor(merged_, {dim_, hidden_}, act);
+  }
+  for (GuidedStructuredLinear* g : guides_)
+    if (g) g->set_training(false);
+  merge_linear(*fc1_, dim_, 2 * hidden_, act, merged_w13_);
+  merge_linear(*fc2_, hidden_, dim_, act, merged_w2_);
+  merged_epoch_ = store_->values_epoch();
+  ++merges_;
+}
+
 void StructuredFfn::forward(const Tensor& x, const Tensor& residual, const Tensor& out, const StepContext& ctx) {
   const int64_t n = ctx.rows();
   for (GuidedStructuredLinear* g : guides_)
@@ -232,10 +298,17 @@ void StructuredFfn::forward(const Tensor& x, const Tensor& residual, const Tenso
   const size_t mark = sc.mark();  // (without saving, the kept tensors are scratch too)
   Arena& keep = forward_arena(ctx);
   ab_ = arena_tensor(keep, {n, 2 * hidden_}, ctx.act);
-  fc1_->forward(x, ab_, Tensor(), keep, sc);
   Tensor g = arena_tensor(sc, {n, hidden_}, ctx.act);
-  swiglu_forward_packed(ab_, g);
-  fc2_->forward(g, out, residual, keep, sc);
+  if (!ctx.save_for_backward && n <= premerge_max_rows_) {
+    merge(ctx.act);
+    linear_forward(x, merged_w13_, ab_);
+    swiglu_forward_packed(ab_, g);
+    linear_forward(g, merged_w2_, out, residual);
+  } else {
+    fc1_->forward(x, ab_, Tensor(), keep, sc);
+    swiglu_forward_packed(ab_, g);
+    fc2_->forward(g, out, residual, keep, sc);
+  }
   sc.release_to(mark);
 }
 
@@ -254,12 +327,23 @@ void StructuredFfn::backward(const Tensor& x, const Tensor& dout, const Tensor& 
 }
 
 std::optional<DenseSwiGLU> StructuredFfn::dense_swiglu() const {
-  const std::vector<double> fc1 = fc1_->dense(), fc2 = fc2_->dense();
-  const size_t half = fc1.size() / 2;
   DenseSwiGLU d;
-  d.w1.assign(fc1.begin(), fc1.begin() + half);
-  d.w3.assign(fc1.begin() + half, fc1.end());
-  d.w2.assign(fc2.begin(), fc2.end());
+  std::vector<float> w13;
+  if (store_->device() == Device::cpu) {  // the pre-merge products in f32 through BLAS: fast at any width
+    for (GuidedStructuredLinear* g : guides_)
+      if (g) g->set_training(false);
+    w13.resize((size_t)(2 * hidden_ * dim_));
+    d.w2.resize((size_t)(dim_ * hidden_));
+    merge_linear(*fc1_, dim_, 2 * hidden_, DType::f32, Tensor(w13.data(), {2 * hidden_, dim_}));
+    merge_linear(*fc2_, hidden_, dim_, DType::f32, Tensor(d.w2.data(), {dim_, hidden_}));
+  } else {  // the factors' host copies multiplied in double (the device holds bf16 products only)
+    const std::vector<double> fc1 = fc1_->dense(), fc2 = fc2_->dense();
+    w13.assign(fc1.begin(), fc1.end());
+    d.w2.assign(fc2.begin(), fc2.end());
+  }
+  const size_t half = w13.size() / 2;
+  d.w1.assign(w13.begin(), w13.begin() + half);
+  d.w3.assign(w13.begin() + half, w13.end());
   return d;
 }
 

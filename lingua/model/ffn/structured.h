@@ -101,6 +101,14 @@ std::unique_ptr<GuidedStructuredLinear> make_guided_linear(const FfnBuildArgs& a
 
 // SwiGLU over two structured linears (fc1 "w13" [2 hidden, dim], fc2 "w2" [dim, hidden]), each
 // with a guide when model.structured.self_guided.mode is not none.
+//
+// Pre-merge: a forward that keeps nothing for backward, of at most
+// model.structured.premerge_max_tokens rows (decoding), multiplies by merged dense weights instead
+// of the factors: 2 dense GEMMs in place of the 2-6 thin ones that cost as much at few rows. The
+// merged weights (w13 [2 hidden, dim], w2 [dim, hidden], activation dtype) are kept beside the
+// factors, made on the device by running each structured linear on the identity (whatever its
+// structure: permutations, a guide's mixing) and transposing, and made again once the parameter
+// values or the step (a guide's alpha) change.
 class StructuredFfn final : public FeedForward {
  public:
   StructuredFfn(const FfnBuildArgs& args, const char* kind, std::unique_ptr<StructuredLinear> fc1,
@@ -119,11 +127,23 @@ class StructuredFfn final : public FeedForward {
   void add_step_metrics(std::map<std::string, double>& metrics) const override;
   const StructuredLinear& fc1() const { return *fc1_; }
   const StructuredLinear& fc2() const { return *fc2_; }
+  // The merged weights as the last forward that used them saw them ([2 hidden, dim], [dim,
+  // hidden]; empty before), and how many times they were made (tests).
+  Tensor merged_w13() const { return merged_w13_; }
+  Tensor merged_w2() const { return merged_w2_; }
+  int merges() const { return merges_; }
 
  private:
+  void merge(DType act);  // (re)makes the merged weights when stale
   const char* kind_;
-  int64_t hidden_;
+  ParamStore* store_;
+  int64_t dim_, hidden_;
   SelfGuidedConfig guided_;
+  int64_t premerge_max_rows_;
+  Arena merged_;
+  Tensor merged_w13_, merged_w2_;
+  uint64_t merged_epoch_ = 0;  // the store's values epoch they were made at (0: stale)
+  int merges_ = 0;
   std::unique_ptr<StructuredLinear> fc1_, fc2_;
   GuidedStructuredLinear* guides_[2] = {nullptr, nullptr};  // fc1_, fc2_ when guided
   Tensor ab_;  // saved: fc1 x
