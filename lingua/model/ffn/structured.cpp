@@ -249,18 +249,24 @@ void merge_linear(StructuredLinear& fc, int64_t in, int64_t out, DType act, cons
   const Tensor st = arena_tensor(tmp, {in, out}, act);
   const Tensor eye = arena_tensor(tmp, {k, in}, act);
   const size_t es = dtype_size(act);
-  std::vector<uint16_t> ones_h;
+  // The host identity block, in `act`: only the diagonal moves from one block to the next.
+  std::vector<float> e_f32(act == DType::bf16 ? 0 : (size_t)(k * in), 0.0f);
+  std::vector<uint16_t> e_bf16(act == DType::bf16 ? (size_t)(k * in) : 0, 0);
+  auto set_diagonal = [&](int64_t r0, int64_t rows, float v) {
+    for (int64_t j = 0; j < rows; ++j) {
+      const size_t i = (size_t)(j * in + r0 + j);
+      if (act == DType::bf16)
+        e_bf16[i] = float_to_bf16(v);
+      else
+        e_f32[i] = v;
+    }
+  };
   for (int64_t r0 = 0; r0 < in; r0 += k) {
     const int64_t rows = std::min(k, in - r0);
-    std::vector<float> e((size_t)(rows * in), 0.0f);
-    for (int64_t j = 0; j < rows; ++j) e[(size_t)(j * in + r0 + j)] = 1.0f;
+    if (r0 > 0) set_diagonal(r0 - k, k, 0.0f);
+    set_diagonal(r0, rows, 1.0f);
     const Tensor x(eye.data, {rows, in}, act, dev);
-    if (act == DType::bf16) {
-      ones_h = to_bf16(e);
-      copy_tensor(x, Tensor(ones_h.data(), {rows, in}, DType::bf16, Device::cpu));
-    } else {
-      copy_tensor(x, Tensor(e.data(), {rows, in}));
-    }
+    copy_tensor(x, Tensor(act == DType::bf16 ? (void*)e_bf16.data() : (void*)e_f32.data(), {rows, in}, act, Device::cpu));
     const Tensor y(static_cast<char*>(st.data) + (size_t)(r0 * out) * es, {rows, out}, act, dev);
     const size_t mark = tmp.mark();
     fc.forward(x, y, Tensor(), tmp, tmp);
