@@ -3,7 +3,8 @@
 #  1. one FFN layer (lingua_ffn_bench) at few tokens, each structured variant factored
 #     (premerge_max_tokens=0) and merged (premerge_max_tokens=1000000), beside the dense layer;
 #  2. decoding a whole model (lingua_decode_bench: prefill + per-token KV-cache decoding) of the
-#     paper's Transformer-m configs, factored, merged and with the default switch point, and dense.
+#     paper's Transformer-m configs, factored, merged and with the default switch point, and dense;
+#     and its PyTorch anchor (bench/torch_decode.py) on the same models.
 # Writes $OUT/premerge_ffn.jsonl, $OUT/premerge_decode.jsonl and a table ($OUT/premerge_table.txt),
 # and appends the lines with the device and date to $RESULTS (bench/results/structured.jsonl).
 #   BUILD=/tmp/bd bench/run_premerge.sh [widths=1024,2048,5120] [tokens=1,2,4,8,16,32,64,128,256]
@@ -29,6 +30,11 @@ for v in lowrank blockdense blockshuffle; do
 done
 "$BUILD/lingua_decode_bench" config=configs/structured_m_lowrank.yaml model.ffn=swiglu premerge=0 \
   prompts=1,8,16,32,64,128 gen=32 >> "$OUT/premerge_decode.jsonl" 2>> "$OUT/premerge_decode.log"
+# The PyTorch anchor (bench/torch_decode.py, eager) on the same models.
+(cd bench && for run in "swiglu 512 4" "lowrank 512 4" "blockdense 768 4" "blockshuffle 512 2"; do
+  set -- $run
+  python3 torch_decode.py --ffn $1 --rank $2 --nblocks $3 --prompts 1,8,16,32,64,128 --gen 32
+done) >> "$OUT/premerge_decode.jsonl" 2>> "$OUT/premerge_decode_torch.log" || tail -5 "$OUT/premerge_decode_torch.log"
 DEVICE=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 python3 - "$OUT" "$RESULTS" "$DEVICE" "$(date -u +%Y-%m-%d)" <<'PY' | tee "$OUT/premerge_table.txt"
 import json, sys
@@ -55,6 +61,6 @@ for v in ("lowrank", "blockdense", "blockshuffle"):
         print(f"{v:>12} {w:>5} merged faster up to {switch:>4} tokens | " + " ".join(cells))
 print("\nDecoding Transformer-m: prefill ms by prompt length, per-token decode ms")
 for r in dec:
-    print(f"{r['ffn']:>12} premerge {r['premerge_max_tokens']:>7} prompt {r['prompt']:>4}: prefill {r['prefill_ms']:.3f} ms, "
+    print(f"{r['impl']:>6} {r['ffn']:>12} premerge {r.get('premerge_max_tokens', '-'):>7} prompt {r['prompt']:>4}: prefill {r['prefill_ms']:.3f} ms, "
           f"decode {r['decode_ms_per_token']:.3f} ms/token ({r['decode_tokens_per_s']:.0f} tok/s), peak {r['peak_mem_gib']:.2f} GiB")
 PY
