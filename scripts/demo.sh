@@ -24,6 +24,10 @@ loss_summary() {
 loss_summary
 
 echo
+echo "=== task: complete held-out sentences (true end vs 3 reorderings of its words; chance 25%)"
+"$LINGUA" eval ckpt="$OUT/run" validation=false
+
+echo
 echo "=== samples from $OUT/run (temperature 0.8, top-p 0.95)"
 "$LINGUA" generate ckpt="$OUT/run" temperature=0.8 top_p=0.95 max_gen_len=200 seed=1 \
   prompts='["Call me Ishmael. ", "The whale ", "Captain Ahab said, \"", "It was a dark night, and the sea "]'

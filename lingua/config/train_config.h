@@ -285,13 +285,47 @@ struct ValidationConfig {
 
 // In-training evaluation. Lingua's eval section also holds its generator, harness and job keys:
 // accepted, with a note that they have no effect (validation loss is the evaluation here).
+// One downstream task (eval.tasks; lingua/eval/tasks.h): a local JSONL file of examples.
+struct TaskConfig {
+  std::string name;                          // metrics prefix (default: the file's name without .jsonl)
+  std::string path;                          // the JSONL file
+  std::string type = "multiple_choice";      // multiple_choice | loglikelihood_rolling | generate_until
+  int num_fewshot = 0;
+  int64_t fewshot_seed = 1234;
+  int64_t limit = 0;                         // examples scored (0: all)
+  std::string target_delimiter = " ";
+  std::string fewshot_delimiter = "\n\n";
+  std::vector<std::string> until = {"\n\n"};  // generate_until: stop strings
+  int max_gen_toks = 256;                    // generate_until: new tokens at most
+  std::string answer_regex;                  // generate_until: compare its first capture group
+  template <class V> void visit(V& v) {
+    v("name", name, "name of the task's metrics (default: the file's name without .jsonl)");
+    v("path", path, "JSONL file of examples (README \"Task evaluation\" gives the fields of each type)");
+    v.choice("type", type, {"multiple_choice", "loglikelihood_rolling", "generate_until"},
+             "lm-eval request type: multiple_choice (acc, acc_norm), loglikelihood_rolling (perplexity, bits per "
+             "byte), generate_until (greedy generation, exact_match)");
+    v("num_fewshot", num_fewshot, "examples of the same file put before each context");
+    v("fewshot_seed", fewshot_seed, "seed of the few-shot draws");
+    v("limit", limit, "examples scored, from the top of the file (0: all)");
+    v("target_delimiter", target_delimiter, "between a context and its choice or answer");
+    v("fewshot_delimiter", fewshot_delimiter, "between few-shot examples, and before the context");
+    v("until", until, "generate_until: stop strings");
+    v("max_gen_toks", max_gen_toks, "generate_until: new tokens at most");
+    v("answer_regex", answer_regex,
+      "generate_until: compare the first capture group of this regex (ECMAScript) in the output, not the whole "
+      "output");
+  }
+};
+
 struct EvalConfig {
   int64_t max_tokens = 0;  // 0: all validation data
   ValidationConfig validation;
+  std::vector<TaskConfig> tasks;
   AnyValue generator, harness, name, dump_dir, metric_log_dir, ckpt_dir, global_step, wandb;
   template <class V> void visit(V& v) {
     v("max_tokens", max_tokens, "validation tokens per source per evaluation (0: all)");
     v("validation", validation, "validation loss on the sources' *.val.jsonl files");
+    v("tasks", tasks, "downstream tasks scored at every evaluation and by lingua eval (a list of {name, path, type, ...})");
     v("generator", generator, "Lingua: generation settings of its evaluation (no effect)");
     v("harness", harness, "Lingua: lm-eval-harness tasks (no effect)");
     v("name", name, "Lingua: evaluation job name (no effect)");

@@ -24,6 +24,7 @@
 #include "lingua/dist/layout.h"
 #include "lingua/dist/world.h"
 #include "lingua/train/dist_checkpoint.h"
+#include "lingua/eval/tasks.h"
 #include "lingua/eval/validation.h"
 #include "lingua/exec/executor.h"
 #include "lingua/model/ffn/ffn.h"
@@ -156,6 +157,19 @@ void run_validation(const Run& r, const Tokenizer& tok, int64_t step, const std:
       std::fprintf(stderr, "eval step %lld | %s: nll/token %.4f  bits/byte %.4f  (%lld tokens)\n", (long long)step,
                    src.c_str(), v.nll_per_token(), v.bits_per_byte(), (long long)v.tokens);
   }
+  // Downstream tasks (every rank runs them: a sharded model needs all of them in its forwards).
+  for (const TaskConfig& t : r.cfg.eval.tasks) {
+    const std::string name = task_name(t);
+    const TaskMetrics m = evaluate_task(r.exec, tok, t, r.cfg.data.add_bos,
+                                        (int64_t)r.cfg.data.batch_size * r.cfg.data.seq_len);
+    for (auto& [k, v] : m) j[name + "/" + k] = v;
+    if (!quiet) {
+      std::string line;
+      for (auto& [k, v] : m)
+        if (!k.ends_with("_stderr") && k != "skipped_lines") line += "  " + k + " " + std::to_string(v);
+      std::fprintf(stderr, "eval step %lld | task %s:%s\n", (long long)step, name.c_str(), line.c_str());
+    }
+  }
   if (!path.empty()) append_line(path, j);  // (rank 0's path; the others have none)
 }
 
@@ -229,6 +243,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   if (cfg.checkpoint.eval.every > 0)  // fail now, not at the first evaluation
     check_validation_data(cfg.data, *tok, "checkpoint.eval.every = " + std::to_string(cfg.checkpoint.eval.every) +
                                               " (set it to 0 to train without validation): ");
+  if (cfg.checkpoint.eval.every > 0) check_tasks(cfg.eval.tasks, "eval.tasks");
   Run run{cfg, exec, opt, loader, host, hooks};
   const bool quiet = hooks.quiet || !lead;
 
