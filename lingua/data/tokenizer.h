@@ -69,7 +69,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::string path_;
 };
 
-// The tokenizer named by config.name ("bytes" or "sp" with config.path); fails with the name or
+// The tokenizer named by config.name ("bytes", or "sp" / "tiktoken" with config.path); fails with the name or
 // path on an unknown name or a missing / unreadable model file.
 std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& config);
 

