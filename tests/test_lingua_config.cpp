@@ -179,11 +179,15 @@ TEST(LinguaConfig, TrainsWithOnlyItsPathsChanged) {
   const auto evals = read_jsonl(dump / "metrics.eval.jsonl");
   ASSERT_EQ(evals.size(), 2u);
   EXPECT_EQ(evals[0]["toy/tokens"], 2 * 2 * 24);
-  // A tokenizer lingua.cpp does not have is refused, naming those it has.
+  // A tokenizer lingua.cpp does not have is refused, naming those it has; tiktoken needs its file.
+  std::tie(rc, out) = run_cli_limited("train config=" + kLinguaConfig + " dump_dir=" + dump.string() +
+                                      " data.tokenizer.name=hf");
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_TRUE(has(out, "'hf' is not one of: bytes, sp, tiktoken")) << out;
   std::tie(rc, out) = run_cli_limited("train config=" + kLinguaConfig + " dump_dir=" + dump.string() +
                                       " data.tokenizer.name=tiktoken");
   EXPECT_EQ(rc, 1) << out;
-  EXPECT_TRUE(has(out, "'tiktoken' is not one of: bytes, sp")) << out;
+  EXPECT_TRUE(has(out, "tiktoken: cannot read the rank file '/path/to/tokenizer'")) << out;
 }
 
 TEST(ConfigCli, ErrorsNameTheArgumentTheKeyAndTheLimit) {
