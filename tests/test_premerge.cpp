@@ -221,17 +221,6 @@ TEST(Premerge, MergedWeightsFollowUpdatesAndAlpha) {
 
 namespace {
 
-std::map<std::string, std::string> snapshot(const fs::path& dir) {
-  std::map<std::string, std::string> files;
-  for (auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::ifstream f(e.path(), std::ios::binary);
-    std::ostringstream s;
-    s << f.rdbuf();
-    files[fs::relative(e.path(), dir).string()] = s.str();
-  }
-  return files;
-}
 
 TrainConfig run_config(const std::string& ffn, const std::string& tag) {
   const fs::path data = test_e2e::make_corpus(tag);
@@ -265,12 +254,12 @@ TEST(ExportDenseCli, WritesADenseCheckpointWithTheSameLogits) {
     TrainHooks quiet;
     quiet.quiet = true;
     train(c, quiet);
-    const auto original = snapshot(c.dump_dir);
+    const auto original = test_e2e::snapshot(c.dump_dir);
     const fs::path dense_root = test_e2e::temp_dir(std::string("export_out_") + ffn);
     std::tie(rc, out) = test_e2e::run_cli("export-dense ckpt=" + c.dump_dir + " out=" + dense_root.string());
     ASSERT_EQ(rc, 0) << out;
     EXPECT_NE(out.find("1 FFN layers merged to dense SwiGLU"), std::string::npos) << out;
-    EXPECT_EQ(snapshot(c.dump_dir), original);
+    EXPECT_EQ(test_e2e::snapshot(c.dump_dir), original);
 
     const fs::path step_dir = dense_root / checkpoint_dir_name(6);
     ASSERT_TRUE(is_complete_checkpoint(step_dir.string()));
@@ -296,7 +285,7 @@ TEST(ExportDenseCli, WritesADenseCheckpointWithTheSameLogits) {
     std::tie(rc, out) = test_e2e::run_cli("export-dense ckpt=" + c.dump_dir + " out=" + dense_root.string());
     EXPECT_NE(rc, 0);
     EXPECT_NE(out.find("already exists"), std::string::npos) << out;
-    EXPECT_EQ(snapshot(c.dump_dir), original);
+    EXPECT_EQ(test_e2e::snapshot(c.dump_dir), original);
   }
   // A model whose FFN looks rows up has no dense form.
   TrainConfig st = run_config("stem", "export_stem");

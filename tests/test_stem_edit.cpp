@@ -276,17 +276,6 @@ TrainConfig tiny_stem_config(const fs::path& data, const fs::path& dump) {
 }
 
 // Every file under dir (relative path -> bytes).
-std::map<std::string, std::string> snapshot(const fs::path& dir) {
-  std::map<std::string, std::string> files;
-  for (auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::ifstream f(e.path(), std::ios::binary);
-    std::ostringstream s;
-    s << f.rdbuf();
-    files[fs::relative(e.path(), dir).string()] = s.str();
-  }
-  return files;
-}
 
 std::vector<float> row(const Transformer& m, int layer, int32_t id) {
   const ParamStore& s = m.params();

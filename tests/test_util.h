@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -84,6 +86,19 @@ inline TrainConfig tiny_config(const fs::path& data, const fs::path& dump) {
   c.checkpoint.eval.every = 10;
   c.logging.freq = 5;
   return c;
+}
+
+// Every regular file under dir (relative path -> bytes): to check that a command left it alone.
+inline std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> files;
+  for (auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream f(e.path(), std::ios::binary);
+    std::ostringstream s;
+    s << f.rdbuf();
+    files[fs::relative(e.path(), dir).string()] = s.str();
+  }
+  return files;
 }
 
 // The message of the lingua::Error that f throws, "" when it throws none.
