@@ -1,10 +1,6 @@
 // tiktoken BPE (tiktoken.h).
 #include "lingua/data/tiktoken.h"
 
-#if LINGUA_PCRE2
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-#endif
 
 #include <climits>
 #include <queue>
@@ -72,21 +68,7 @@ const char* TiktokenTokenizer::llama3_pattern() {
   return R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 }
 
-#if LINGUA_PCRE2
-struct TiktokenTokenizer::Regex {
-  pcre2_code* code = nullptr;
-  bool jit = false;
-  ~Regex() { pcre2_code_free(code); }
-};
-#else
-struct TiktokenTokenizer::Regex {};
-#endif
-
 TiktokenTokenizer::TiktokenTokenizer(const std::string& path) : path_(path) {
-#if !LINGUA_PCRE2
-  fail("tiktoken: this build has no PCRE2 (its headers were missing when it was configured; Debian: libpcre2-dev), "
-       "which the pre-tokenizer needs");
-#endif
   std::ifstream in(path, std::ios::binary);
   LINGUA_CHECK(in.good(), "tiktoken: cannot read the rank file '", path, "' (data.tokenizer.path)");
   std::stringstream ss;
@@ -141,18 +123,7 @@ TiktokenTokenizer::TiktokenTokenizer(const std::string& path) : path_(path) {
                  " has no rank (every single byte must be a token)");
   special_names_ = special_token_names();
 
-  regex_ = std::make_unique<Regex>();
-#if LINGUA_PCRE2
-  int err = 0;
-  PCRE2_SIZE at = 0;
-  regex_->code = pcre2_compile((PCRE2_SPTR)pattern.c_str(), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err, &at, nullptr);
-  if (!regex_->code) {
-    PCRE2_UCHAR msg[256];
-    pcre2_get_error_message(err, msg, sizeof msg);
-    fail("tiktoken: the pre-tokenizer pattern does not compile at offset ", at, ": ", (const char*)msg);
-  }
-  regex_->jit = pcre2_jit_compile(regex_->code, PCRE2_JIT_COMPLETE) == 0;
-#endif
+  regex_ = std::make_unique<RegexSplitter>(pattern, "tiktoken");
 }
 
 TiktokenTokenizer::~TiktokenTokenizer() = default;
@@ -210,8 +181,6 @@ std::vector<int32_t> TiktokenTokenizer::encode_with_byte_counts(std::string_view
   }
   std::vector<int32_t> ids;
   if (add_bos) ids.push_back(bos_id());
-#if LINGUA_PCRE2
-  pcre2_match_data* md = pcre2_match_data_create_from_pattern(regex_->code, nullptr);
   // Slices of kMaxEncodeChars characters, each pre-tokenised on its own (Lingua's encode).
   for (size_t s0 = 0; s0 < text.size();) {
     size_t s1 = s0, chars = 0;
@@ -220,39 +189,9 @@ std::vector<int32_t> TiktokenTokenizer::encode_with_byte_counts(std::string_view
       while (s1 < text.size() && ((unsigned char)text[s1] & 0xC0) == 0x80) ++s1;
       ++chars;
     }
-    const std::string_view slice = text.substr(s0, s1 - s0);
-    size_t pos = 0;
-    while (pos < slice.size()) {
-      // (valid UTF-8 by now: without NO_UTF_CHECK every call would check the whole slice again)
-      int rc = pcre2_match(regex_->code, (PCRE2_SPTR)slice.data(), slice.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr);
-      if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-        rc = pcre2_match(regex_->code, (PCRE2_SPTR)slice.data(), slice.size(), pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
-                         md, nullptr);
-      size_t m0 = slice.size(), m1 = slice.size();
-      if (rc >= 0) {
-        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-        m0 = ov[0];
-        m1 = ov[1];
-      } else if (rc != PCRE2_ERROR_NOMATCH) {
-        pcre2_match_data_free(md);
-        fail("tiktoken: the pre-tokenizer failed (PCRE2 error ", rc, ")");
-      }
-      if (m0 > pos) bpe(slice.substr(pos, m0 - pos), &ids);  // text no alternative matched
-      if (m1 == m0) {                                         // an empty match: step one character
-        if (m0 >= slice.size()) break;
-        size_t next = m0 + 1;
-        while (next < slice.size() && ((unsigned char)slice[next] & 0xC0) == 0x80) ++next;
-        bpe(slice.substr(m0, next - m0), &ids);
-        pos = next;
-        continue;
-      }
-      bpe(slice.substr(m0, m1 - m0), &ids);
-      pos = m1;
-    }
+    regex_->split(text.substr(s0, s1 - s0), [&](std::string_view piece) { bpe(piece, &ids); });
     s0 = s1;
   }
-  pcre2_match_data_free(md);
-#endif
   if (add_eos) ids.push_back(eos_id());
   if (byte_counts) {
     byte_counts->clear();

@@ -16,6 +16,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "lingua/data/regex_split.h"
 #include "lingua/data/tokenizer.h"
 
 namespace lingua {
@@ -35,7 +36,6 @@ class TiktokenTokenizer final : public Tokenizer {
   static const char* llama3_pattern();
 
  private:
-  struct Regex;  // PCRE2, kept out of this header
   void bpe(std::string_view piece, std::vector<int32_t>* out) const;
   int32_t rank_of(std::string_view bytes) const;  // -1 when the bytes are no token
   struct Hash {  // (heterogeneous: look string_views up without a copy)
@@ -46,7 +46,7 @@ class TiktokenTokenizer final : public Tokenizer {
   std::vector<std::string> bytes_;  // id -> bytes
   std::vector<std::string> special_names_;
   int n_ranks_ = 0;
-  std::unique_ptr<Regex> regex_;
+  std::unique_ptr<RegexSplitter> regex_;
   std::string path_;
 };
 
