@@ -13,13 +13,13 @@
 namespace lingua {
 
 struct TokenizerConfig {
-  std::string name = "bytes";  // bytes | sp | tiktoken
+  std::string name = "bytes";  // bytes | sp | tiktoken | hf
   std::string path;            // model file for sp and tiktoken
   template <class V> void visit(V& v) {
-    v.choice("name", name, {"bytes", "sp", "tiktoken"},
-             "tokenizer: bytes (vocab 258), sp (SentencePiece model file) or tiktoken (Llama 3 style: a base64-rank "
-             "BPE file, 256 special ids after the BPE ids)");
-    v("path", path, "tokenizer model file (sp, tiktoken)");
+    v.choice("name", name, {"bytes", "sp", "tiktoken", "hf"},
+             "tokenizer: bytes (vocab 258), sp (SentencePiece model file), tiktoken (Llama 3 style: a base64-rank "
+             "BPE file, 256 special ids after the BPE ids) or hf (a Hugging Face tokenizer.json, byte-level BPE)");
+    v("path", path, "tokenizer model file (sp, tiktoken, hf)");
   }
 };
 

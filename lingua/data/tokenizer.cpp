@@ -1,5 +1,6 @@
 #include "lingua/data/tokenizer.h"
 
+#include "lingua/data/hf_tokenizer.h"
 #include "lingua/data/tiktoken.h"
 
 #include <sentencepiece_processor.h>
@@ -135,7 +136,8 @@ std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& config) {
   if (config.name == "bytes") return std::make_unique<BytesTokenizer>();
   if (config.name == "sp") return std::make_unique<SentencePieceTokenizer>(config.path);
   if (config.name == "tiktoken") return std::make_unique<TiktokenTokenizer>(config.path);
-  fail("unknown tokenizer name '", config.name, "' (tokenizer.name: bytes, sp or tiktoken)");
+  if (config.name == "hf") return std::make_unique<HfTokenizer>(config.path);
+  fail("unknown tokenizer name '", config.name, "' (tokenizer.name: bytes, sp, tiktoken or hf)");
 }
 
 int32_t single_token_id(const Tokenizer& tok, const std::string& text, const char* key) {
