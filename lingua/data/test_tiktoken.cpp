@@ -13,68 +13,25 @@
 #include <sstream>
 
 #include "lingua/core/error.h"
+#include "lingua/data/tokenizer_testing.h"
 #include "lingua/data/jsonl.h"
 #include "lingua/data/tiktoken.h"
 
 using namespace lingua;
+using namespace lingua::tokenizer_testing;
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kNpm = std::string(LINGUA_SOURCE_DIR) + "/data/npm/tiktoken";
+const std::string kTiktoken = kNpm + "/tiktoken";
 
-std::string encoder_file(const std::string& name) { return kNpm + "/encoders/" + name + ".json"; }
+std::string encoder_file(const std::string& name) { return kTiktoken + "/encoders/" + name + ".json"; }
 
-// Built without PCRE2 (its headers missing at configure time) the tokenizer only says so.
-#if LINGUA_PCRE2
-constexpr bool kPcre2 = true;
-#else
-constexpr bool kPcre2 = false;
-#endif
-
-bool have_reference() {
-  return kPcre2 && fs::exists(encoder_file("cl100k_base")) && std::system("node --version > /dev/null 2>&1") == 0;
-}
-
-fs::path temp_file(const std::string& name, const std::string& content) {
-  const fs::path dir = fs::temp_directory_path() / ("lingua_tiktoken_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  std::ofstream(dir / name, std::ios::binary) << content;
-  return dir / name;
-}
+bool have_reference() { return kPcre2 && fs::exists(encoder_file("cl100k_base")) && have_node(); }
 
 std::vector<int32_t> reference_ids(const std::string& encoding, const fs::path& input) {
-  const std::string cmd = "node " + std::string(LINGUA_SOURCE_DIR) + "/tests/tiktoken_reference.cjs " + kNpm + " " +
-                          encoding + " " + input.string();
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[65536];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  EXPECT_EQ(pclose(p), 0) << cmd;
-  return nlohmann::json::parse(out).get<std::vector<int32_t>>();
-}
-
-std::string moby_dick() {
-  const fs::path raw = temp_file("moby.txt", "");
-  const std::string cmd = "gunzip -c " + std::string(LINGUA_SOURCE_DIR) + "/data/demo/moby_dick.txt.gz > " + raw.string();
-  EXPECT_EQ(std::system(cmd.c_str()), 0);
-  std::ifstream f(raw, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-// Text the regexes must split as the original does.
-std::string hard_text() {
-  std::string s =
-      "Hello, WORLD! It's 'S THE'LL we'VE I'm 12345678901 3.14159 1,000,000\n\n\n"
-      "Ünïcödé: façade naïve coöperate Straße ǅemal ſ ﬁne\r\n"
-      "中文字符测试，日本語のテキスト、한국어 텍스트。 العربية עברית हिन्दी ไทย\n"
-      "emoji 👍🏽 👨‍👩‍👧‍👦 🇫🇷 ❤️ \t\ttabs\t and      many     spaces          \n"
-      "<|begin_of_text|> <|endoftext|> <|eot_id|> code: for (int i = 0; i < n; ++i) { x[i] += 2; }\n"
-      "digits٣٤٥ ²³ ½ Ⅻ 𝟙𝟚𝟛  \u00a0nbsp\u2003em\u3000ideographic   \n\n  trailing   ";
-  s += std::string(3000, ' ') + "x" + std::string(500, '7') + std::string(2000, '\n') + "end";
-  return s;
+  return command_ids("node " + std::string(LINGUA_SOURCE_DIR) + "/tests/tiktoken_reference.cjs " + kTiktoken + " " +
+                     encoding + " " + input.string());
 }
 
 }  // namespace
@@ -90,18 +47,8 @@ TEST(Tiktoken, SameIdsAsTheOriginalOnTheCorpusAndHardText) {
       SCOPED_TRACE(name);
       const std::vector<int32_t> want = reference_ids(encoding, temp_file(name, *text));
       const std::vector<int32_t> got = tok.encode(*text, false, false);
-      size_t i = 0;
-      while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
-      if (i < got.size() || i < want.size()) {  // the first difference, with the text around it
-        const size_t from = i >= 3 ? i - 3 : 0;
-        auto around = [&](const std::vector<int32_t>& v) {
-          std::string s;
-          for (size_t k = from; k < std::min(v.size(), i + 4); ++k) s += "[" + tok.decode({v[k]}) + "]";
-          return s;
-        };
-        FAIL() << "first difference at token " << i << " of " << want.size() << " (ours " << got.size()
-               << "): ours " << around(got) << " vs original " << around(want);
-      }
+      const std::string diff = first_difference(tok, got, want);
+      if (!diff.empty()) FAIL() << diff;
       EXPECT_EQ(tok.decode(got), *text);
     }
   }
