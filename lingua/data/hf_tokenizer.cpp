@@ -2,6 +2,7 @@
 #include "lingua/data/hf_tokenizer.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -41,6 +42,22 @@ uint32_t byte_code_point(int b) {
   return 256 + n;
 }
 
+// A SentencePiece-style vocabulary string as text: "▁" is a space, "<0xXX>" the byte XX.
+std::string sentencepiece_text(const std::string& s) {
+  if (s.size() == 6 && s.compare(0, 3, "<0x") == 0 && s[5] == '>')
+    return std::string(1, (char)std::stoi(s.substr(3, 2), nullptr, 16));
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    if (s.compare(i, 3, "\xE2\x96\x81") == 0) {
+      out += ' ';
+      i += 3;
+    } else {
+      out += s[i++];
+    }
+  }
+  return out;
+}
+
 const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 }  // namespace
@@ -59,15 +76,28 @@ HfTokenizer::HfTokenizer(const std::string& path) : path_(path) {
          "GPT-2 ship it; SentencePiece-style BPE with Metaspace / byte_fallback, as Llama 2 and Mistral, is not yet)");
   };
   if (m.value("type", std::string("BPE")) != "BPE") unsupported("model.type", m.value("type", ""));
-  if (m.value("byte_fallback", false)) unsupported("model.byte_fallback", "true");
-  if (j.contains("normalizer") && !j["normalizer"].is_null()) unsupported("normalizer", j["normalizer"].dump().substr(0, 80));
+  // SentencePiece-style BPE (Llama 2, Mistral): normalizer Sequence [Prepend "▁", Replace " " -> "▁"],
+  // no pre-tokenizer, characters as symbols with byte fallback.
+  const nlohmann::json sp_normalizer = nlohmann::json::parse(
+      R"({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+          {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]})");
+  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+    if (j["normalizer"] != sp_normalizer) unsupported("normalizer", j["normalizer"].dump().substr(0, 80));
+    sentencepiece_ = true;
+    if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null())
+      unsupported("pre_tokenizer (with the SentencePiece normalizer)", j["pre_tokenizer"].dump().substr(0, 80));
+  }
+  byte_fallback_ = m.value("byte_fallback", false);
+  fuse_unk_ = m.value("fuse_unk", false);
+  if (byte_fallback_ && !sentencepiece_) unsupported("model.byte_fallback", "without the SentencePiece normalizer");
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (m.contains(k) && m[k].is_string() && !m[k].get<std::string>().empty()) unsupported(std::string("model.") + k, m[k]);
   ignore_merges_ = m.value("ignore_merges", false);
 
   // Pre-tokenizer: ByteLevel (its GPT-2 regex) or Sequence [Split (Isolated), ByteLevel].
   std::string pattern;
-  const nlohmann::json& pre = j.value("pre_tokenizer", nlohmann::json());
+  const nlohmann::json pre = j.value("pre_tokenizer", nlohmann::json());
+  if (!sentencepiece_) {
   auto byte_level = [&](const nlohmann::json& p) {
     if (p.value("type", "") != "ByteLevel") return false;
     add_prefix_space_ = p.value("add_prefix_space", false);
@@ -87,6 +117,7 @@ HfTokenizer::HfTokenizer(const std::string& path) : path_(path) {
     pattern = split["pattern"]["Regex"].get<std::string>();
   }
   regex_ = std::make_unique<RegexSplitter>(pattern, "hf tokenizer");
+  }
 
   std::unordered_map<std::string, int> char_byte;  // GPT-2 character -> byte
   for (int b = 0; b < 256; ++b) {
@@ -110,13 +141,23 @@ HfTokenizer::HfTokenizer(const std::string& path) : path_(path) {
     LINGUA_CHECK(id >= 0 && id < (1 << 30), "hf tokenizer: ", path, ": model.vocab id ", id, " out of range");
     vocab_[it.key()] = (int32_t)id;
     if ((size_t)id >= bytes_.size()) bytes_.resize((size_t)id + 1);
-    bytes_[(size_t)id] = raw_bytes(it.key());
+    bytes_[(size_t)id] = sentencepiece_ ? sentencepiece_text(it.key()) : raw_bytes(it.key());
   }
   for (int b = 0; b < 256; ++b) {
-    const auto it = vocab_.find(byte_char_[b]);
-    LINGUA_CHECK(it != vocab_.end(), "hf tokenizer: ", path, ": byte ", b, " has no token (not a byte-level vocabulary)");
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "<0x%02X>", b);
+    const auto it = vocab_.find(sentencepiece_ ? std::string(hex) : byte_char_[b]);
+    if (sentencepiece_ && !byte_fallback_) {
+      byte_id_[b] = it == vocab_.end() ? -1 : it->second;
+      continue;
+    }
+    LINGUA_CHECK(it != vocab_.end(), "hf tokenizer: ", path, ": byte ", b, " has no token (",
+                 sentencepiece_ ? "no byte fallback token " + std::string(hex) : std::string("not a byte-level vocabulary"),
+                 ")");
     byte_id_[b] = it->second;
   }
+  if (m.contains("unk_token") && m["unk_token"].is_string())
+    if (const auto it = vocab_.find(m["unk_token"].get<std::string>()); it != vocab_.end()) unk_ = it->second;
   const nlohmann::json& merges = m.value("merges", nlohmann::json::array());
   for (size_t r = 0; r < merges.size(); ++r) {
     std::string a, b;
@@ -168,13 +209,39 @@ void HfTokenizer::bpe(std::string_view piece, std::vector<int32_t>* out) const {
       out->push_back(it->second);
       return;
     }
+  std::vector<int32_t> ids(piece.size());
+  for (size_t i = 0; i < piece.size(); ++i) ids[i] = byte_id_[(unsigned char)piece[i]];
+  merge_symbols(std::move(ids), out);
+}
+
+void HfTokenizer::sentencepiece_bpe(std::string_view segment, std::vector<int32_t>* out) const {
+  // The normalizer: "▁" first, every space a "▁"; then one symbol per character, or its bytes'
+  // <0xXX> tokens when the character is not in the vocabulary (byte fallback), or <unk>.
+  std::string norm = "\xE2\x96\x81";
+  for (char c : segment) norm += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < norm.size();) {
+    const size_t n = std::max<size_t>(1, utf8_sequence_length(norm, i));
+    if (const auto it = vocab_.find(std::string_view(norm).substr(i, n)); it != vocab_.end()) {
+      ids.push_back(it->second);
+    } else if (byte_fallback_) {
+      for (size_t k = 0; k < n; ++k) ids.push_back(byte_id_[(unsigned char)norm[i + k]]);
+    } else if (!(fuse_unk_ && !ids.empty() && ids.back() == unk_)) {
+      LINGUA_CHECK(unk_ >= 0, "hf tokenizer: ", path_, ": a character is not in the vocabulary and there is no unk_token");
+      ids.push_back(unk_);
+    }
+    i += n;
+  }
+  merge_symbols(std::move(ids), out);
+}
+
+void HfTokenizer::merge_symbols(std::vector<int32_t> id, std::vector<int32_t>* out) const {
   // Symbols as a linked list; a min-heap of (merge rank, position) merges the lowest first,
   // leftmost on ties, skipping entries a merge made stale.
-  const int n = (int)piece.size();
-  std::vector<int32_t> id(n);
+  const int n = (int)id.size();
   std::vector<int> next(n), prev(n);
   std::vector<bool> alive(n, true);
-  for (int i = 0; i < n; ++i) id[i] = byte_id_[(unsigned char)piece[i]], next[i] = i + 1, prev[i] = i - 1;
+  for (int i = 0; i < n; ++i) next[i] = i + 1, prev[i] = i - 1;
   using Entry = std::tuple<int32_t, int, int32_t, int32_t>;  // (rank, position, left id, right id)
   std::priority_queue<Entry, std::vector<Entry>, std::greater<>> heap;
   auto push = [&](int i) {
@@ -208,8 +275,14 @@ std::vector<int32_t> HfTokenizer::encode_with_byte_counts(std::string_view text,
   }
   std::vector<int32_t> ids;
   if (add_bos && bos_ >= 0) ids.push_back(bos_);
+  std::vector<size_t> segment_starts;  // (sentencepiece mode: their first token's "▁" is not text)
   auto encode_plain = [&](std::string_view s) {  // a segment between added tokens
     if (s.empty()) return;
+    if (sentencepiece_) {
+      segment_starts.push_back(ids.size());
+      sentencepiece_bpe(s, &ids);
+      return;
+    }
     std::string with_space;
     if (add_prefix_space_ && s[0] != ' ') {
       with_space = " " + std::string(s);
@@ -243,6 +316,7 @@ std::vector<int32_t> HfTokenizer::encode_with_byte_counts(std::string_view text,
       const bool marker = (add_bos && k == 0) || (add_eos && k + 1 == ids.size());
       byte_counts->push_back(marker ? 0 : (int32_t)bytes_[(size_t)ids[k]].size());
     }
+    for (size_t k : segment_starts) --(*byte_counts)[k];
   }
   return ids;
 }
@@ -258,6 +332,7 @@ std::string HfTokenizer::decode(const std::vector<int32_t>& ids) const {
     if (id == bos_ || id == eos_) continue;
     s += bytes_[(size_t)id];
   }
+  if (sentencepiece_ && !s.empty() && s[0] == ' ') s.erase(0, 1);  // (the normalizer's first "▁")
   return s;
 }
 

