@@ -20,6 +20,10 @@ int launch_main(const Args& args);
 int stool_main(const Args& args);
 int consolidate_main(const Args& args);
 int export_dense_main(const Args& args);
+int plot_main(const Args& args);
+// Writes the HTML page of charts of the dump dirs (lingua plot) to out_path (default:
+// <first dump dir>/plots.html) through a temporary file; returns its path.
+std::string write_plot(const std::vector<std::string>& dump_dirs, const std::string& out_path, const std::string& title);
 
 // The root a command that derives a new checkpoint (step `step`) from the one in `checkpoint_dir`
 // (given as `given`: a step directory or a dump_dir) writes it under: `out`, which must not be

@@ -24,6 +24,7 @@ const char* kUsage =
     "  stool      prepare a dump_dir for SLURM and submit it: lingua stool config=path.yaml nodes=N ...\n"
     "  consolidate  rewrite a checkpoint saved by several processes (one shard per rank) as single files\n"
     "  export-dense  write a checkpoint with every FFN merged to dense SwiGLU (structured FFNs), for dense-only tools\n"
+    "  plot       one HTML page of charts of one or several runs: lingua plot dump_dirs='[a, b]'\n"
     "\n"
     "Settings: built-in defaults < the YAML file given by config= < key=value arguments\n"
     "(values are YAML: model.dim=512, data.sources='{wiki: 0.8, code: 0.2}', prompts='[\"a\", \"b\"]';\n"
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
     if (cmd == "stool") return stool_main(args);
     if (cmd == "consolidate") return consolidate_main(args);
     if (cmd == "export-dense") return export_dense_main(args);
+    if (cmd == "plot") return plot_main(args);
     std::fprintf(stderr, "lingua: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const lingua::Error& e) {

@@ -1,4 +1,8 @@
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
 #include "lingua/config/config.h"
@@ -21,10 +25,39 @@ int train_main(const Args& args) {
   const bool lead = process_world().rank() == 0;  // prints for the run (every rank trains)
   if (lead)
     for (const std::string& note : config_notes(cfg)) std::fprintf(stderr, "note: %s\n", note.c_str());
+  const auto t0 = std::chrono::steady_clock::now();
   TrainResult r = train(cfg);
   if (r.stop_signal) return kExitStoppedBySignal;  // a job script may requeue on this status
-  if (lead) std::fprintf(stderr, "lingua train: done at step %lld; checkpoints in %s\n", (long long)r.final_step,
-               checkpoint_root(cfg).c_str());
+  if (!lead) return 0;
+  // The summary: final loss, the last validation, time and tokens; and the page of charts.
+  const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 60;
+  auto last_line = [](const std::filesystem::path& file) {
+    std::ifstream in(file);
+    nlohmann::json last;
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (!j.is_discarded()) last = std::move(j);
+    }
+    return last;
+  };
+  const std::filesystem::path dump(cfg.dump_dir);
+  const nlohmann::json m = last_line(dump / "metrics.jsonl"), e = last_line(dump / "metrics.eval.jsonl");
+  std::string summary = "lingua train: done at step " + std::to_string(r.final_step);
+  if (!r.losses.empty()) summary += " | loss " + std::to_string(r.losses.back()).substr(0, 6);
+  if (e.is_object())
+    for (auto it = e.begin(); it != e.end(); ++it)
+      if (it.key().ends_with("/nll_per_token") || it.key().ends_with("/acc"))
+        summary += " | " + it.key() + " " + std::to_string(it.value().get<double>()).substr(0, 6);
+  if (m.is_object() && m.contains("optim/total_tokens"))
+    summary += " | " + std::to_string(m["optim/total_tokens"].get<int64_t>()) + " tokens";
+  char t[64];
+  std::snprintf(t, sizeof t, " | %.1f min", minutes);
+  std::fprintf(stderr, "%s%s\nlingua train: checkpoints in %s\n", summary.c_str(), t, checkpoint_root(cfg).c_str());
+  try {
+    std::fprintf(stderr, "lingua train: charts in %s\n", write_plot({cfg.dump_dir}, "", cfg.name).c_str());
+  } catch (const Error& err) {  // (a run never fails for its charts)
+    std::fprintf(stderr, "lingua train: note: no charts: %s\n", err.what());
+  }
   return 0;
 }
 

