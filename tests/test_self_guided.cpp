@@ -359,14 +359,7 @@ TEST(SelfGuidedTrainCuda, LossCurveMatchesCpu) {
     c.dump_dir = test_e2e::temp_dir(std::string("sg_cuda_gpu_") + (reduce ? "r" : "f")).string();
     c.device = "cuda";
     const TrainResult gpu = train(c, {nullptr, true});
-    ASSERT_EQ(gpu.losses.size(), cpu.losses.size());
-    double diff = 0, sum = 0;
-    for (size_t i = 0; i < cpu.losses.size(); ++i) {
-      EXPECT_NEAR(gpu.losses[i], cpu.losses[i], 0.1 * cpu.losses[i]) << "step " << i + 1;
-      diff += std::fabs(gpu.losses[i] - cpu.losses[i]);
-      sum += cpu.losses[i];
-    }
-    EXPECT_LT(diff / sum, 0.02);
+    test_e2e::expect_loss_curves_close(cpu.losses, gpu.losses);
   }
 }
 

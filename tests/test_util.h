@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -99,6 +100,18 @@ inline std::map<std::string, std::string> snapshot(const fs::path& dir) {
     files[fs::relative(e.path(), dir).string()] = s.str();
   }
   return files;
+}
+
+// A GPU run's loss curve against the CPU's: every step within 10%, the mean gap under 2%.
+inline void expect_loss_curves_close(const std::vector<double>& cpu, const std::vector<double>& gpu) {
+  ASSERT_EQ(gpu.size(), cpu.size());
+  double diff = 0, sum = 0;
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    EXPECT_NEAR(gpu[i], cpu[i], 0.1 * cpu[i]) << "step " << i + 1;
+    diff += std::fabs(gpu[i] - cpu[i]);
+    sum += cpu[i];
+  }
+  EXPECT_LT(diff / sum, 0.02);
 }
 
 // The message of the lingua::Error that f throws, "" when it throws none.
