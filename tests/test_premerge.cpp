@@ -56,24 +56,6 @@ ModelConfig tiny(const std::string& ffn, int premerge, bool guided = false) {
   return c;
 }
 
-// At init a product of N(0, 0.02) factors is ~1e-4 of the residual stream, below what logits
-// resolve: redraw every FFN weight N(0, s^2), s = (dim rank)^(-1/4), so that each FFN moves the
-// logits by O(1) and a wrong merged weight shows. Seeded by the parameter's name: two models of one
-// config get the same weights.
-void make_ffns_matter(Transformer& m, const ModelConfig& c) {
-  const double s = std::pow((double)c.dim * c.structured.rank, -0.25);
-  ParamStore& p = m.params();
-  for (int id : p.ids()) {
-    const std::string& name = p.info(id).name;
-    if (name.find("feed_forward") == std::string::npos) continue;
-    std::mt19937 g((uint32_t)std::hash<std::string>{}(name));
-    std::normal_distribution<float> n(0.0f, (float)s);
-    std::vector<float> w((size_t)p.info(id).numel);
-    for (float& x : w) x = n(g);
-    p.set_param(id, w.data());
-  }
-}
-
 std::vector<StructuredFfn*> structured_ffns(Transformer& m) {
   std::vector<StructuredFfn*> v;
   for (int l = 0; l < m.n_layers(); ++l)
@@ -124,8 +106,8 @@ TEST(Premerge, MergedForwardsEqualTheFactors) {
       SCOPED_TRACE(what);
       const ModelConfig fc = tiny(ffn, 0, guided), mc = tiny(ffn, 64, guided);
       Transformer factored(fc, resolve_dims(fc, fc.vocab_size)), merged(mc, resolve_dims(mc, mc.vocab_size));
-      make_ffns_matter(factored, fc);
-      make_ffns_matter(merged, mc);
+      test_e2e::make_ffns_matter(factored, fc);
+      test_e2e::make_ffns_matter(merged, mc);
       ASSERT_EQ(factored.params().host_values(), merged.params().host_values());
       if (guided) {  // mid-phase: both the guide and the factors count
         factored.begin_step(4);
@@ -162,7 +144,7 @@ TEST(Premerge, MergedForwardsEqualTheFactors) {
 TEST(Premerge, OnlyShortForwardsWithoutBackwardMerge) {
   const ModelConfig c = tiny("lowrank", 4);
   Transformer m(c, resolve_dims(c, c.vocab_size));
-  make_ffns_matter(m, c);
+  test_e2e::make_ffns_matter(m, c);
   Executor ex(m);
   const auto tok = random_ids(9, c.vocab_size, 3), tgt = random_ids(9, c.vocab_size, 4);
   const std::vector<float> full = full_logits(ex, tok);  // 9 rows > 4: factors
@@ -182,7 +164,7 @@ TEST(Premerge, MergedWeightsFollowUpdatesAndAlpha) {
     SCOPED_TRACE(guided ? "guided" : "plain");
     const ModelConfig c = tiny("blockshuffle", 4, guided);
     Transformer m(c, resolve_dims(c, c.vocab_size));
-    make_ffns_matter(m, c);
+    test_e2e::make_ffns_matter(m, c);
     if (guided) m.begin_step(2);
     Executor ex(m);
     const auto tok = random_ids(9, c.vocab_size, 5), tgt = random_ids(9, c.vocab_size, 6);
@@ -332,8 +314,8 @@ TEST(PremergeCuda, MergedDecodingFollowsTheFactors) {
         c->structured.rank = 24;
       }
       Transformer factored(fc, resolve_dims(fc, fc.vocab_size)), merged(mc, resolve_dims(mc, mc.vocab_size));
-      make_ffns_matter(factored, fc);
-      make_ffns_matter(merged, mc);
+      test_e2e::make_ffns_matter(factored, fc);
+      test_e2e::make_ffns_matter(merged, mc);
       if (guided) {
         factored.begin_step(3);
         merged.begin_step(3);

@@ -1,14 +1,17 @@
 // Task evaluation in training and in `lingua eval` (lingua/eval/tasks.h): eval.tasks are scored at
 // every evaluation into metrics.eval.jsonl, kept in the checkpoint's params.json, and scored
 // again by `lingua eval` (the checkpoint's tasks, tasks=, task_files=) with the same numbers; a
-// bad task file stops training before the first step, naming the file.
+// bad task file stops training before the first step, naming the file; structured models score
+// the same through their pre-merged weights and their factors.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/eval/tasks.h"
+#include "lingua/exec/testing.h"
 #include "lingua/train/trainer.h"
 #include "tests/test_util.h"
 
@@ -89,4 +92,36 @@ TEST(TaskEval, ABadTaskFileStopsTrainingBeforeTheFirstStep) {
   const std::string err = error_of([&] { train(c, {nullptr, true}); });
   EXPECT_NE(err.find("missing.jsonl"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(fs::path(c.dump_dir) / "metrics.jsonl"));
+}
+
+// Task scoring composes with the FFN variants: on a structured model, requests scored one at a
+// time (few rows: the pre-merged weights) and packed into large batches (the factors) agree, and
+// a multiple-choice task gives the same numbers either way.
+TEST(TaskEval, StructuredModelsScoreTheSameMergedOrFactored) {
+  for (const char* ffn : {"lowrank", "blockshuffle"}) {
+    SCOPED_TRACE(ffn);
+    ModelConfig c;
+    c.dim = 16;
+    c.n_layers = 2;
+    c.n_heads = 2;
+    c.multiple_of = 8;
+    c.vocab_size = 258;
+    c.max_seqlen = 32;
+    c.seed = 3;
+    c.ffn = ffn;
+    c.structured.rank = 8;
+    c.structured.nblocks = 2;
+    test_util::ModelRun run(c, resolve_dims(c, c.vocab_size), Device::cpu,
+                            [&](Transformer& m) { make_ffns_matter(m, c); });
+    std::unique_ptr<Tokenizer> tok = make_tokenizer(TokenizerConfig{});
+    const std::vector<LoglikelihoodRequest> reqs = {{"the whale", " sees"}, {"a sail", "or"}, {"x", "y"}};
+    const std::vector<double> one = loglikelihoods(run.exec, *tok, reqs, true, 1);      // B = 1: <= 16 rows
+    const std::vector<double> packed = loglikelihoods(run.exec, *tok, reqs, true, 4096);  // one batch of 3 x 14 rows
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_NEAR(one[i], packed[i], 1e-4 * (1 + std::fabs(packed[i]))) << i;
+    TaskConfig t;
+    t.path = write_task(temp_dir(std::string("task_eval_") + ffn));
+    const TaskMetrics a = evaluate_task(run.exec, *tok, t, true, 1), b = evaluate_task(run.exec, *tok, t, true, 4096);
+    EXPECT_EQ(a.at("acc"), b.at("acc"));
+    EXPECT_EQ(a.at("acc_norm"), b.at("acc_norm"));
+  }
 }

@@ -114,6 +114,24 @@ inline void expect_loss_curves_close(const std::vector<double>& cpu, const std::
   EXPECT_LT(diff / sum, 0.02);
 }
 
+// At init a product of N(0, 0.02) factors is ~1e-4 of the residual stream, below what logits
+// resolve: redraw every FFN weight N(0, s^2), s = (dim rank)^(-1/4), so that each FFN moves the
+// logits by O(1) and a wrong merged weight shows. Seeded by the parameter's name: two models of one
+// config get the same weights.
+inline void make_ffns_matter(Transformer& m, const ModelConfig& c) {
+  const double s = std::pow((double)c.dim * c.structured.rank, -0.25);
+  ParamStore& p = m.params();
+  for (int id : p.ids()) {
+    const std::string& name = p.info(id).name;
+    if (name.find("feed_forward") == std::string::npos) continue;
+    std::mt19937 g((uint32_t)std::hash<std::string>{}(name));
+    std::normal_distribution<float> n(0.0f, (float)s);
+    std::vector<float> w((size_t)p.info(id).numel);
+    for (float& x : w) x = n(g);
+    p.set_param(id, w.data());
+  }
+}
+
 // The message of the lingua::Error that f throws, "" when it throws none.
 inline std::string error_of(const std::function<void()>& f) {
   try {
