@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "lingua/config/config.h"
 
 namespace lingua::app {
@@ -21,6 +23,9 @@ int stool_main(const Args& args);
 int consolidate_main(const Args& args);
 int export_dense_main(const Args& args);
 int plot_main(const Args& args);
+// The metrics objects of a dump dir's metrics.jsonl or metrics.eval.jsonl (those with a
+// global_step; a torn or foreign line is left out); none when the file is missing.
+std::vector<nlohmann::json> read_metric_lines(const std::string& path);
 // Writes the HTML page of charts of the dump dirs (lingua plot) to out_path (default:
 // <first dump dir>/plots.html) through a temporary file; returns its path.
 std::string write_plot(const std::vector<std::string>& dump_dirs, const std::string& out_path, const std::string& title);

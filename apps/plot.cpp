@@ -42,11 +42,7 @@ struct PlotConfig {
 using Series = std::map<std::string, std::map<int64_t, double>>;
 
 void read_metrics(const fs::path& file, const std::string& prefix, Series* out) {
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("global_step")) continue;  // (a torn last line)
+  for (const nlohmann::json& j : read_metric_lines(file.string())) {
     const int64_t step = j["global_step"].get<int64_t>();
     for (auto it = j.begin(); it != j.end(); ++it)
       if (it.value().is_number() && it.key() != "global_step") (*out)[prefix + it.key()][step] = it.value().get<double>();
@@ -71,6 +67,17 @@ std::vector<std::string> chart_keys(const std::vector<Series>& runs) {
 }
 
 }  // namespace
+
+std::vector<nlohmann::json> read_metric_lines(const std::string& path) {
+  std::vector<nlohmann::json> lines;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("global_step") && j["global_step"].is_number_integer())  // (not a torn line)
+      lines.push_back(std::move(j));
+  }
+  return lines;
+}
 
 std::string write_plot(const std::vector<std::string>& dump_dirs, const std::string& out_path, const std::string& title) {
 #if !LINGUA_UPLOT

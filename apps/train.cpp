@@ -1,7 +1,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
@@ -31,17 +30,11 @@ int train_main(const Args& args) {
   if (!lead) return 0;
   // The summary: final loss, the last validation, time and tokens; and the page of charts.
   const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 60;
-  auto last_line = [](const std::filesystem::path& file) {
-    std::ifstream in(file);
-    nlohmann::json last;
-    for (std::string line; std::getline(in, line);) {
-      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-      if (!j.is_discarded()) last = std::move(j);
-    }
-    return last;
+  auto last_line = [&](const char* file) {
+    const std::vector<nlohmann::json> lines = read_metric_lines((std::filesystem::path(cfg.dump_dir) / file).string());
+    return lines.empty() ? nlohmann::json() : lines.back();
   };
-  const std::filesystem::path dump(cfg.dump_dir);
-  const nlohmann::json m = last_line(dump / "metrics.jsonl"), e = last_line(dump / "metrics.eval.jsonl");
+  const nlohmann::json m = last_line("metrics.jsonl"), e = last_line("metrics.eval.jsonl");
   std::string summary = "lingua train: done at step " + std::to_string(r.final_step);
   if (!r.losses.empty()) summary += " | loss " + std::to_string(r.losses.back()).substr(0, 6);
   if (e.is_object())

@@ -268,11 +268,7 @@ void HfTokenizer::merge_symbols(std::vector<int32_t> id, std::vector<int32_t>* o
 std::vector<int32_t> HfTokenizer::encode_with_byte_counts(std::string_view text, bool add_bos, bool add_eos,
                                                           std::vector<int32_t>* byte_counts) const {
   std::string fixed;
-  if (!is_valid_utf8(text)) {
-    fixed.assign(text);
-    sanitize_utf8(&fixed);
-    text = fixed;
-  }
+  text = as_valid_utf8(text, &fixed);
   std::vector<int32_t> ids;
   if (add_bos && bos_ >= 0) ids.push_back(bos_);
   std::vector<size_t> segment_starts;  // (sentencepiece mode: their first token's "▁" is not text)

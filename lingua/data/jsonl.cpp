@@ -86,6 +86,13 @@ int64_t sanitize_utf8(std::string* s) {
   return replaced;
 }
 
+std::string_view as_valid_utf8(std::string_view text, std::string* storage) {
+  if (is_valid_utf8(text)) return text;
+  storage->assign(text);
+  sanitize_utf8(storage);
+  return *storage;
+}
+
 int64_t utf8_length(std::string_view s) {
   int64_t n = 0;
   for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;

@@ -41,6 +41,8 @@ void count_skipped_line(LineKind kind, DataStats* stats);
 // is_valid_utf8: lingua/core/utf8.h.
 // Replaces every invalid byte sequence with U+FFFD; returns how many were replaced.
 int64_t sanitize_utf8(std::string* s);
+// `text` itself when it is valid UTF-8, else its sanitize_utf8 copy kept in *storage.
+std::string_view as_valid_utf8(std::string_view text, std::string* storage);
 // Number of code points of valid UTF-8 (counts lead bytes).
 int64_t utf8_length(std::string_view s);
 

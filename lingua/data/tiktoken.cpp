@@ -174,11 +174,7 @@ void TiktokenTokenizer::bpe(std::string_view piece, std::vector<int32_t>* out) c
 std::vector<int32_t> TiktokenTokenizer::encode_with_byte_counts(std::string_view text, bool add_bos, bool add_eos,
                                                                 std::vector<int32_t>* byte_counts) const {
   std::string fixed;
-  if (!is_valid_utf8(text)) {
-    fixed.assign(text);
-    sanitize_utf8(&fixed);
-    text = fixed;
-  }
+  text = as_valid_utf8(text, &fixed);
   std::vector<int32_t> ids;
   if (add_bos) ids.push_back(bos_id());
   // Slices of kMaxEncodeChars characters, each pre-tokenised on its own (Lingua's encode).

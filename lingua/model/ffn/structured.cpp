@@ -277,21 +277,24 @@ void merge_linear(StructuredLinear& fc, int64_t in, int64_t out, DType act, cons
 
 }  // namespace
 
+void StructuredFfn::merge_into(DType act, const Tensor& w13, const Tensor& w2) const {
+  for (GuidedStructuredLinear* g : guides_)
+    if (g) g->set_training(false);  // (a guide mixes in with the step's alpha, no reduce_flop draw)
+  merge_linear(*fc1_, dim_, 2 * hidden_, act, w13);
+  merge_linear(*fc2_, hidden_, dim_, act, w2);
+}
+
 void StructuredFfn::merge(DType act) {
   const Device dev = store_->device();
-  if (merged_epoch_ == store_->values_epoch() && merged_w13_.data && merged_w13_.dtype == act &&
-      merged_w13_.device == dev)
-    return;
-  if (!merged_w13_.data || merged_w13_.dtype != act || merged_w13_.device != dev) {
+  const bool allocated = merged_w13_.data && merged_w13_.dtype == act && merged_w13_.device == dev;
+  if (allocated && merged_epoch_ == store_->values_epoch()) return;
+  if (!allocated) {
     merged_ = Arena(dev);
     merged_.reserve(arena_bytes(2 * hidden_ * dim_, act) + arena_bytes(dim_ * hidden_, act));
     merged_w13_ = arena_tensor(merged_, {2 * hidden_, dim_}, act);
     merged_w2_ = arena_tensor(merged_, {dim_, hidden_}, act);
   }
-  for (GuidedStructuredLinear* g : guides_)
-    if (g) g->set_training(false);
-  merge_linear(*fc1_, dim_, 2 * hidden_, act, merged_w13_);
-  merge_linear(*fc2_, hidden_, dim_, act, merged_w2_);
+  merge_into(act, merged_w13_, merged_w2_);
   merged_epoch_ = store_->values_epoch();
   ++merges_;
 }
@@ -336,12 +339,9 @@ std::optional<DenseSwiGLU> StructuredFfn::dense_swiglu() const {
   DenseSwiGLU d;
   std::vector<float> w13;
   if (store_->device() == Device::cpu) {  // the pre-merge products in f32 through BLAS: fast at any width
-    for (GuidedStructuredLinear* g : guides_)
-      if (g) g->set_training(false);
     w13.resize((size_t)(2 * hidden_ * dim_));
     d.w2.resize((size_t)(dim_ * hidden_));
-    merge_linear(*fc1_, dim_, 2 * hidden_, DType::f32, Tensor(w13.data(), {2 * hidden_, dim_}));
-    merge_linear(*fc2_, hidden_, dim_, DType::f32, Tensor(d.w2.data(), {dim_, hidden_}));
+    merge_into(DType::f32, Tensor(w13.data(), {2 * hidden_, dim_}), Tensor(d.w2.data(), {dim_, hidden_}));
   } else {  // the factors' host copies multiplied in double (the device holds bf16 products only)
     const std::vector<double> fc1 = fc1_->dense(), fc2 = fc2_->dense();
     w13.assign(fc1.begin(), fc1.end());

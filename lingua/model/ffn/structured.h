@@ -135,6 +135,8 @@ class StructuredFfn final : public FeedForward {
 
  private:
   void merge(DType act);  // (re)makes the merged weights when stale
+  // The dense forms of fc1 [2 hidden, dim] and fc2 [dim, hidden] into w13 and w2 (`act`, the store's device).
+  void merge_into(DType act, const Tensor& w13, const Tensor& w2) const;
   const char* kind_;
   ParamStore* store_;
   int64_t dim_, hidden_;
