@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/config/config.h"
 
 namespace lingua::app {
@@ -23,6 +24,8 @@ int stool_main(const Args& args);
 int consolidate_main(const Args& args);
 int export_dense_main(const Args& args);
 int plot_main(const Args& args);
+int export_hf_main(const Args& args);
+int import_hf_main(const Args& args);
 // The metrics objects of a dump dir's metrics.jsonl or metrics.eval.jsonl (those with a
 // global_step; a torn or foreign line is left out); none when the file is missing.
 std::vector<nlohmann::json> read_metric_lines(const std::string& path);
@@ -35,6 +38,11 @@ std::string write_plot(const std::vector<std::string>& dump_dirs, const std::str
 // the original's directory, root or inside it, nor hold that step already. Errors name key 'out'.
 std::string new_checkpoint_dir(const std::string& given, const std::string& checkpoint_dir, const std::string& out,
                                int64_t step);
+
+// A copy of m's model with every FFN that has a dense form (a structured FFN: its factors merged,
+// a guide mixed in at the current alpha) as a dense SwiGLU, and its config (model.ffn=swiglu) in
+// *dense_cfg; `merged` gets the layers merged. A model with no structured FFN is copied as is.
+std::unique_ptr<Transformer> dense_copy(const LoadedModel& m, TrainConfig* dense_cfg, std::vector<int>* merged);
 
 // True when args ask for help (--help or -h).
 bool wants_help(const Args& args);

@@ -30,21 +30,13 @@ struct ExportDenseConfig {
 
 }  // namespace
 
-int export_dense_main(const Args& args) {
-  if (print_help_if_asked<ExportDenseConfig>(args, "lingua export-dense ckpt=DIR out=DIR")) return 0;
-  const ExportDenseConfig c = parse_config<ExportDenseConfig>(args);
-  LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (a checkpoint directory or a dump_dir)");
-  LoadedModel m = load_model(c.ckpt, c.tokenizer_path, "cpu");
-  const int64_t step = checkpoint_step(m.checkpoint_dir);
-  const std::string out = new_checkpoint_dir(c.ckpt, m.checkpoint_dir, c.out, step);
-
+std::unique_ptr<Transformer> dense_copy(const LoadedModel& m, TrainConfig* dense_cfg_out, std::vector<int>* merged) {
   TrainConfig dense_cfg = m.config;
   dense_cfg.model.ffn = "swiglu";
   dense_cfg.model.structured = StructuredFfnConfig{};  // (keys of the FFN variants no longer meant)
-  Transformer dense(dense_cfg.model, m.model->dims());
-  ParamStore& to = dense.params();
+  auto dense = std::make_unique<Transformer>(dense_cfg.model, m.model->dims());
+  ParamStore& to = dense->params();
   const ParamStore& from = m.model->params();
-  std::vector<int> merged;
   std::vector<bool> written((size_t)to.size() + 1, false);
   for (int l = 0; l < m.model->n_layers(); ++l) {
     const FeedForward& ffn = *m.model->block(l).ffn();
@@ -60,7 +52,7 @@ int export_dense_main(const Args& args) {
       to.set_param(id, v->data());
       written[(size_t)id] = true;
     }
-    merged.push_back(l);
+    merged->push_back(l);
   }
   for (int id : to.ids()) {
     if (written[(size_t)id]) continue;
@@ -70,6 +62,22 @@ int export_dense_main(const Args& args) {
                  "parameter '", name, "' has no counterpart of the same shape in the checkpoint");
     to.set_param(id, from.host_param(src).data());
   }
+  *dense_cfg_out = dense_cfg;
+  return dense;
+}
+
+int export_dense_main(const Args& args) {
+  if (print_help_if_asked<ExportDenseConfig>(args, "lingua export-dense ckpt=DIR out=DIR")) return 0;
+  const ExportDenseConfig c = parse_config<ExportDenseConfig>(args);
+  LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (a checkpoint directory or a dump_dir)");
+  LoadedModel m = load_model(c.ckpt, c.tokenizer_path, "cpu");
+  const int64_t step = checkpoint_step(m.checkpoint_dir);
+  const std::string out = new_checkpoint_dir(c.ckpt, m.checkpoint_dir, c.out, step);
+
+  std::vector<int> merged;
+  TrainConfig dense_cfg;
+  std::unique_ptr<Transformer> dense_model = dense_copy(m, &dense_cfg, &merged);
+  const Transformer& dense = *dense_model;
   nlohmann::json record = {{"source_checkpoint", fs::weakly_canonical(fs::absolute(m.checkpoint_dir)).string()},
                            {"step", step},
                            {"source_ffn", m.config.model.ffn},

@@ -24,6 +24,8 @@ const char* kUsage =
     "  stool      prepare a dump_dir for SLURM and submit it: lingua stool config=path.yaml nodes=N ...\n"
     "  consolidate  rewrite a checkpoint saved by several processes (one shard per rank) as single files\n"
     "  export-dense  write a checkpoint with every FFN merged to dense SwiGLU (structured FFNs), for dense-only tools\n"
+    "  export-hf  write a checkpoint as a Hugging Face Llama directory (transformers loads it)\n"
+    "  import-hf  write a checkpoint from a Hugging Face Llama directory, to continue training from\n"
     "  plot       one HTML page of charts of one or several runs: lingua plot dump_dirs='[a, b]'\n"
     "\n"
     "Settings: built-in defaults < the YAML file given by config= < key=value arguments\n"
@@ -52,6 +54,8 @@ int main(int argc, char** argv) {
     if (cmd == "stool") return stool_main(args);
     if (cmd == "consolidate") return consolidate_main(args);
     if (cmd == "export-dense") return export_dense_main(args);
+    if (cmd == "export-hf") return export_hf_main(args);
+    if (cmd == "import-hf") return import_hf_main(args);
     if (cmd == "plot") return plot_main(args);
     std::fprintf(stderr, "lingua: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;

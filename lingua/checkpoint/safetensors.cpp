@@ -344,15 +344,19 @@ void SafetensorsFile::read_into(const std::string& name, const Tensor& dst) cons
   if (!same) mismatch("has a different shape");
   LINGUA_CHECK(dst.device == Device::cpu, "safetensors file '", path_, "': tensor '", name,
                "': the destination is on ", device_name(dst.device), "; read into CPU memory");
+  read_raw(name, dst.data);
+}
+
+void SafetensorsFile::read_raw(const std::string& name, void* dst) const {
+  const TensorInfo& t = info(name);
   size_t n = t.end - t.begin;
   if (n == 0) return;
-  LINGUA_CHECK(dst.data != nullptr, "safetensors file '", path_, "': tensor '", name,
-               "': the destination has no memory");
+  LINGUA_CHECK(dst != nullptr, "safetensors file '", path_, "': tensor '", name, "': the destination has no memory");
   std::string err;
-  if (!pread_all(fd_->fd, dst.data, n, data_start_ + t.begin, &err))
+  if (!pread_all(fd_->fd, dst, n, data_start_ + t.begin, &err))
     fail("safetensors file '", path_, "': cannot read tensor '", name, "': ", err);
   if (t.stored_crc32) {
-    const uint32_t computed = crc32_of(dst.data, n);
+    const uint32_t computed = crc32_of(dst, n);
     if (computed != *t.stored_crc32)
       fail("checksum mismatch: tensor '", name, "' in ", path_, " (stored crc32 ", crc32_hex(*t.stored_crc32),
            ", computed ", crc32_hex(computed), "): the file is corrupt");

@@ -78,6 +78,9 @@ class SafetensorsFile {
   // ("checksum mismatch") when the bytes read do not have the stored checksum. On failure dst may
   // hold some or all of the bytes read.
   void read_into(const std::string& name, const Tensor& dst) const;
+  // The tensor's bytes as stored (any dtype: info(name).end - begin bytes) into `dst`, the checksum
+  // verified as read_into does.
+  void read_raw(const std::string& name, void* dst) const;
 
  private:
   struct Fd;

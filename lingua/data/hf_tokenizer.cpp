@@ -42,6 +42,12 @@ uint32_t byte_code_point(int b) {
   return 256 + n;
 }
 
+}  // namespace
+
+std::string gpt2_byte_char(int b) { return utf8_of(byte_code_point(b)); }
+
+namespace {
+
 // A SentencePiece-style vocabulary string as text: "▁" is a space, "<0xXX>" the byte XX.
 std::string sentencepiece_text(const std::string& s) {
   if (s.size() == 6 && s.compare(0, 3, "<0x") == 0 && s[5] == '>')

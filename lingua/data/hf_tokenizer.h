@@ -25,6 +25,9 @@
 
 namespace lingua {
 
+// GPT-2's printable character (UTF-8) standing for byte b in byte-level BPE vocabularies.
+std::string gpt2_byte_char(int b);
+
 class HfTokenizer final : public Tokenizer {
  public:
   explicit HfTokenizer(const std::string& path);  // fails naming the path and the field

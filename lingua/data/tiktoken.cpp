@@ -124,6 +124,7 @@ TiktokenTokenizer::TiktokenTokenizer(const std::string& path) : path_(path) {
   special_names_ = special_token_names();
 
   regex_ = std::make_unique<RegexSplitter>(pattern, "tiktoken");
+  pattern_ = pattern;
 }
 
 TiktokenTokenizer::~TiktokenTokenizer() = default;

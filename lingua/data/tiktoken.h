@@ -35,9 +35,17 @@ class TiktokenTokenizer final : public Tokenizer {
   static constexpr int kSpecial = 256;
   static const char* llama3_pattern();
 
+  // What a conversion to another format needs (hf_tokenizer_export.h): the BPE ids [0, n_ranks()),
+  // their bytes, the rank of some bytes (-1 when they are no token), the names of the special ids
+  // n_ranks() + k, and the pre-tokenizer regex.
+  int n_ranks() const { return n_ranks_; }
+  const std::string& token_bytes(int id) const { return bytes_.at((size_t)id); }
+  int32_t rank_of(std::string_view bytes) const;
+  const std::vector<std::string>& special_names() const { return special_names_; }
+  const std::string& pattern() const { return pattern_; }
+
  private:
   void bpe(std::string_view piece, std::vector<int32_t>* out) const;
-  int32_t rank_of(std::string_view bytes) const;  // -1 when the bytes are no token
   struct Hash {  // (heterogeneous: look string_views up without a copy)
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
@@ -45,6 +53,7 @@ class TiktokenTokenizer final : public Tokenizer {
   std::unordered_map<std::string, int32_t, Hash, std::equal_to<>> ranks_;
   std::vector<std::string> bytes_;  // id -> bytes
   std::vector<std::string> special_names_;
+  std::string pattern_;
   int n_ranks_ = 0;
   std::unique_ptr<RegexSplitter> regex_;
   std::string path_;
