@@ -75,6 +75,7 @@ int export_hf_main(const Args& args) {
                            {"merged_layers", merged},
                            {"dtype", c.dtype},
                            {"tokenizer", m.config.data.tokenizer.name}};
+  if (!c.reference_text.empty()) record["reference_text"] = c.reference_text;
   std::vector<std::pair<std::string, std::string>> extra = {{"lingua_export.json", record.dump(1) + "\n"}};
   if (!c.reference_text.empty()) {
     // The logits of the model as trained (factors, not the merged copy): a loader is checked
