@@ -133,7 +133,10 @@ std::string write_plot(const std::vector<std::string>& dump_dirs, const std::str
       << kUplotJs << "</script></head><body>\n<h1 id=\"title\"></h1><div id=\"charts\"></div>\n<script id=\"data\" "
                      "type=\"application/json\">"
       << json << "</script>\n<script>\n"
-      << R"js(const page = JSON.parse(document.getElementById("data").textContent);
+      // (Rendering state for headless checks: body data-error on any script error, data-rendered
+      // with the number of charts drawn once every chart is.)
+      << R"js(window.addEventListener("error", e => document.body.setAttribute("data-error", String(e.message)));
+const page = JSON.parse(document.getElementById("data").textContent);
 document.getElementById("title").textContent = page.title + " (" + page.runs.join(", ") + ")";
 const colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 for (const c of page.charts) {
@@ -144,6 +147,7 @@ for (const c of page.charts) {
                                                                    spanGaps: true})));
   new uPlot({title: c.key, width: 460, height: 260, series: series, scales: {x: {time: false}}}, c.data, div);
 }
+document.body.setAttribute("data-rendered", String(page.charts.length));
 )js" << "</script></body></html>\n";
   }
   fs::rename(tmp, out);

