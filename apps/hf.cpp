@@ -12,6 +12,7 @@
 #include "lingua/checkpoint/safetensors.h"
 #include "lingua/config/config.h"
 #include "lingua/exec/executor.h"
+#include "lingua/model/ffn/ffn.h"
 
 namespace fs = std::filesystem;
 
@@ -66,7 +67,8 @@ int export_hf_main(const Args& args) {
   std::vector<int> merged;
   TrainConfig cfg = m.config;
   std::unique_ptr<Transformer> dense;
-  if (ffn != "swiglu" && ffn != "stem") dense = dense_copy(m, &cfg, &merged);
+  const FfnHfForm* form = ffn_hf_form(ffn);  // a variant exported in a form of its own
+  if (ffn != "swiglu" && !form) dense = dense_copy(m, &cfg, &merged);
   const Transformer& model = dense ? *dense : *m.model;
 
   nlohmann::json record = {{"source_checkpoint", fs::weakly_canonical(fs::absolute(m.checkpoint_dir)).string()},
@@ -95,7 +97,7 @@ int export_hf_main(const Args& args) {
   write_hf_llama(model, cfg, *m.tokenizer, c.out, c.dtype, extra);
   std::fprintf(stderr, "lingua export-hf: %s (model.ffn=%s%s) -> %s (%s%s)\n", m.checkpoint_dir.c_str(), ffn.c_str(),
                merged.empty() ? "" : ", structured FFNs merged to dense", c.out.c_str(), c.dtype.c_str(),
-               ffn == "stem" ? "; STEM: load with trust_remote_code=True" : "");
+               form ? ("; model_type " + form->model_type + ": load with trust_remote_code=True").c_str() : "");
   return 0;
 }
 
@@ -111,17 +113,15 @@ int import_hf_main(const Args& args) {
   for (const std::string& n : im.notes) std::fprintf(stderr, "lingua import-hf: note: %s\n", n.c_str());
   nlohmann::json record = {{"source", fs::weakly_canonical(fs::absolute(c.hf)).string()}};
   const std::string dir = save_model_checkpoint(c.out, 0, im.config, *im.model, {{"import_hf.json", record.dump(1) + "\n"}});
-  const ModelConfig& mc = im.config.model;
-  std::string keys = "model.dim=" + std::to_string(mc.dim) + " model.n_layers=" + std::to_string(mc.n_layers) +
-                     " model.n_heads=" + std::to_string(mc.n_heads);
-  if (mc.n_kv_heads) keys += " model.n_kv_heads=" + std::to_string(*mc.n_kv_heads);
-  if (mc.head_dim) keys += " model.head_dim=" + std::to_string(*mc.head_dim);
-  keys += " model.multiple_of=" + std::to_string(mc.multiple_of);
-  if (mc.ffn_dim_multiplier) keys += " model.ffn_dim_multiplier=" + nlohmann::json(*mc.ffn_dim_multiplier).dump();
-  keys += " model.vocab_size=" + std::to_string(mc.vocab_size) + " model.norm_eps=" + nlohmann::json(mc.norm_eps).dump() +
-          " model.rope_theta=" + nlohmann::json(mc.rope_theta).dump() +
-          " model.weight_tying=" + (mc.weight_tying ? "true" : "false");
-  if (mc.ffn == "stem") keys += " model.ffn=stem model.stem_layers=" + nlohmann::json(*mc.stem_layers).dump();
+  // The keys of a training config that builds this model: the model section and the tokenizer.
+  const nlohmann::json params = nlohmann::json::parse(params_json(im.config, im.model->param_counts()));
+  std::string keys;
+  for (const auto& [k, v] : params["model"].items())
+    if (!v.is_null() && !v.is_object()) keys += " model." + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+  for (const auto& [k, v] : params["model"].items())  // (nested sections whose values differ from the defaults)
+    if (v.is_object() && v != nlohmann::json::parse(params_json(TrainConfig{}, {}))["model"][k]) {
+      for (const auto& [k2, v2] : v.items()) keys += " model." + k + "." + k2 + "=" + v2.dump();
+    }
   keys += " data.tokenizer.name=" + im.config.data.tokenizer.name;
   if (!im.config.data.tokenizer.path.empty()) keys += " data.tokenizer.path=" + im.config.data.tokenizer.path;
   std::fprintf(stderr, "lingua import-hf: %s -> %s (%lld parameters)\ncontinue training from it with:\n  "

@@ -90,7 +90,7 @@ TEST(LinguaConfig, EveryKeyIsHonouredOrPrintsANote) {
   leaves(file, "", keys);
   // Keys this file sets that lingua.cpp honours (their values are the run's).
   const std::set<std::string> honoured = {
-      "dump_dir", "name", "steps", "seed", "grad_acc_steps", "async_eval_gpus",
+      "dump_dir", "name", "steps", "seed", "grad_acc_steps", "async_eval_gpus", "probe_freq",
       "optim.lr", "optim.weight_decay", "optim.epsilon", "optim.beta1", "optim.beta2", "optim.clip",
       "optim.scheduler", "optim.warmup", "optim.lr_min_ratio", "optim.cycle_length", "optim.cosine_theta",
       "optim.annealing_step", "optim.decay_fraction", "optim.exp_factor",

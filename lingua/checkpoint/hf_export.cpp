@@ -18,6 +18,7 @@
 #include "lingua/data/hf_tokenizer.h"
 #include "lingua/data/tiktoken.h"
 #include "lingua/model/dims.h"
+#include "lingua/model/ffn/ffn.h"
 
 namespace fs = std::filesystem;
 
@@ -249,7 +250,8 @@ void write_hf_llama(const Transformer& model, const TrainConfig& cfg, const Toke
   write_file(tmp / "config.json", config.dump(2) + "\n");
   json gen = {{"bos_token_id", config["bos_token_id"]}, {"eos_token_id", config["eos_token_id"]}};
   write_file(tmp / "generation_config.json", gen.dump(2) + "\n");
-  if (cfg.model.ffn == "stem") write_file(tmp / "modeling_lingua_stem.py", hf_stem_modeling_py());
+  if (const FfnHfForm* form = ffn_hf_form(cfg.model.ffn))
+    for (const auto& [name, content] : form->files) write_file(tmp / name, content);
   write_hf_tokenizer_files(cfg.data.tokenizer, tok, cfg.data.add_bos, d.max_seqlen, tmp.string());
   for (const auto& [name, content] : extra) write_file(tmp / name, content);
   for (const auto& f : fs::directory_iterator(tmp)) fsync_file(f.path().string());

@@ -3,7 +3,8 @@
 // from a lingua model and read back into one. Names, RoPE row order and config.json: hf_llama.h.
 //
 // An exported directory holds
-//   config.json              LlamaForCausalLM (STEM: lingua_stem_llama + modeling_lingua_stem.py)
+//   config.json              LlamaForCausalLM (a variant with an FfnHfForm: its model_type, keys
+//                            and modeling file)
 //   generation_config.json   BOS / EOS ids
 //   model.safetensors        every weight under its HF name, float32 or bfloat16
 //   tokenizer files          per data.tokenizer.name:
@@ -30,7 +31,8 @@ namespace lingua {
 std::vector<std::string> write_hf_tokenizer_files(const TokenizerConfig& cfg, const Tokenizer& tok, bool add_bos,
                                                   int max_len, const std::string& dir);
 
-// Writes `model` (every FFN dense SwiGLU or STEM: merge structured FFNs first) with its config and
+// Writes `model` (every FFN dense SwiGLU or a variant with an FfnHfForm: merge structured FFNs
+// first) with its config and
 // tokenizer as an HF Llama directory `dir`, which must not exist: everything is written under
 // dir + ".tmp" first and renamed at the end, so a crash never leaves a partial export. `dtype`:
 // float32 (exact) or bfloat16 (rounded to nearest even). `extra`: more files (name, content).

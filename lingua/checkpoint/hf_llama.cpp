@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "lingua/core/error.h"
+#include "lingua/model/ffn/ffn.h"
 
 namespace lingua {
 
@@ -19,7 +20,6 @@ const std::pair<const char*, const char*> kLayerNames[] = {
     {"feed_forward.w1.weight", "mlp.gate_proj.weight"},
     {"feed_forward.w3.weight", "mlp.up_proj.weight"},
     {"feed_forward.w2.weight", "mlp.down_proj.weight"},
-    {"feed_forward.stem_embedding.weight", "mlp.stem_embedding.weight"},
     {"attention_norm.weight", "input_layernorm.weight"},
     {"ffn_norm.weight", "post_attention_layernorm.weight"},
 };
@@ -41,17 +41,19 @@ bool split_layer(const std::string& name, const std::string& prefix, std::string
   return true;
 }
 
-const char* kStemModelType = "lingua_stem_llama";
-
 }  // namespace
 
 std::string hf_llama_name(const std::string& name) {
   for (auto [ours, hf] : kModelNames)
     if (name == ours) return hf;
   std::string layer, rest;
-  if (split_layer(name, "layers.", &layer, &rest))
+  if (split_layer(name, "layers.", &layer, &rest)) {
     for (auto [ours, hf] : kLayerNames)
       if (rest == ours) return "model.layers." + layer + "." + hf;
+    for (const FfnHfForm* form : ffn_hf_forms())
+      for (const auto& [ours, hf] : form->tensors)
+        if (rest == "feed_forward." + ours) return "model.layers." + layer + ".mlp." + hf;
+  }
   fail("parameter '", name, "' has no Hugging Face Llama counterpart (a structured FFN is exported merged: "
        "lingua export-dense, or export-hf does it itself)");
 }
@@ -64,6 +66,9 @@ std::string lingua_name_of_hf(const std::string& hf_name, const std::string& fil
     if (rest == "self_attn.rotary_emb.inv_freq") return "";  // older exports keep RoPE's frequencies
     for (auto [ours, hf] : kLayerNames)
       if (rest == hf) return "layers." + layer + "." + ours;
+    for (const FfnHfForm* form : ffn_hf_forms())
+      for (const auto& [ours, hf] : form->tensors)
+        if (rest == "mlp." + hf) return "layers." + layer + ".feed_forward." + ours;
   }
   fail(file, ": tensor '", hf_name, "' is not part of a Llama model lingua can import (expected model.embed_tokens, "
        "model.layers.N.{self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj, input_layernorm, post_attention_layernorm}, "
@@ -123,19 +128,9 @@ nlohmann::json hf_llama_config(const ModelConfig& cfg, const ModelDims& d, int b
   j["bos_token_id"] = bos_id >= 0 ? nlohmann::json(bos_id) : nlohmann::json(nullptr);
   j["eos_token_id"] = eos_id >= 0 ? nlohmann::json(eos_id) : nlohmann::json(nullptr);
   j["rms_norm_eps"] = cfg.norm_eps;  // (the config's double: d.norm_eps is a float)
-  if (cfg.ffn == "stem") {
-    std::vector<int> layers;
-    if (cfg.stem_layers) {
-      layers = *cfg.stem_layers;
-    } else {
-      for (int l = 1; l < d.n_layers; ++l) layers.push_back(l);
-    }
-    std::sort(layers.begin(), layers.end());
-    j["architectures"] = {"LinguaStemLlamaForCausalLM"};
-    j["model_type"] = kStemModelType;
-    j["stem_layers"] = layers;
-    j["auto_map"] = {{"AutoConfig", "modeling_lingua_stem.LinguaStemLlamaConfig"},
-                     {"AutoModelForCausalLM", "modeling_lingua_stem.LinguaStemLlamaForCausalLM"}};
+  if (const FfnHfForm* form = ffn_hf_form(cfg.ffn)) {
+    j["model_type"] = form->model_type;
+    form->write_config(cfg, d.n_layers, j);
   }
   return j;
 }
@@ -151,9 +146,12 @@ ModelConfig model_config_from_hf(const nlohmann::json& j, const std::string& pat
     return v.get<int>();
   };
   const std::string type = j.value("model_type", "");
-  const bool stem = type == kStemModelType;
-  LINGUA_CHECK(type == "llama" || stem, path, ": model_type '", type, "' is not a Llama model (lingua imports "
-               "model_type llama, LlamaForCausalLM, and its own ", kStemModelType, ")");
+  const FfnHfForm* form = ffn_hf_form_of_model_type(type);
+  if (type != "llama" && !form) {
+    std::string known = "llama";
+    for (const FfnHfForm* f : ffn_hf_forms()) known += ", " + f->model_type;
+    fail(path, ": model_type '", type, "' is not a Llama model lingua can import (model_type: ", known, ")");
+  }
   auto refuse_if = [&](const char* key, bool bad, const std::string& why) {
     LINGUA_CHECK(!bad, path, ": key '", key, "' = ", j.contains(key) ? j[key].dump() : "?", ": ", why);
   };
@@ -200,61 +198,8 @@ ModelConfig model_config_from_hf(const nlohmann::json& j, const std::string& pat
   }
   LINGUA_CHECK(matched, path, ": no model.multiple_of / model.ffn_dim_multiplier gives intermediate_size ", hidden,
                " for hidden_size ", c.dim);
-  if (stem) {
-    c.ffn = "stem";
-    c.stem_layers = need("stem_layers").get<std::vector<int>>();
-  }
+  if (form) form->read_config(j, path, c);
   return c;
-}
-
-const char* hf_stem_modeling_py() {
-  return R"PY(# A lingua STEM model for Hugging Face transformers, written by `lingua export-hf`.
-# Llama, except that in the layers listed in config.stem_layers the MLP's up-projection is a row of
-# a per-layer table indexed by the input token at the same position:
-#     mlp(x) = down_proj(silu(gate_proj(x)) * stem_embedding[token])
-# Load with AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True). The token ids are
-# needed inside the MLPs, so the model takes input_ids (not inputs_embeds).
-from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
-
-
-class LinguaStemLlamaConfig(LlamaConfig):
-    model_type = "lingua_stem_llama"
-
-    def __init__(self, stem_layers=(), **kwargs):
-        self.stem_layers = list(stem_layers)
-        super().__init__(**kwargs)
-
-
-class StemMLP(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
-        self.stem_embedding = nn.Embedding(config.vocab_size, config.intermediate_size)
-        self.token_ids = None  # [batch, seq]: the ids of the rows of the running forward
-
-    def forward(self, x):
-        up = self.stem_embedding(self.token_ids).to(x.dtype)
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * up)
-
-
-class LinguaStemLlamaForCausalLM(LlamaForCausalLM):
-    config_class = LinguaStemLlamaConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        for i in config.stem_layers:
-            self.model.layers[i].mlp = StemMLP(config)
-        self.post_init()
-
-    def forward(self, input_ids=None, **kwargs):
-        if input_ids is None:
-            raise ValueError("STEM layers look their rows up by token id: pass input_ids, not inputs_embeds")
-        for i in self.config.stem_layers:
-            self.model.layers[i].mlp.token_ids = input_ids
-        return super().forward(input_ids=input_ids, **kwargs)
-)PY";
 }
 
 }  // namespace lingua

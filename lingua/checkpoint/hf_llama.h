@@ -10,8 +10,9 @@
 //   layers.{i}.ffn_norm.weight               model.layers.{i}.post_attention_layernorm.weight
 //   norm.weight                              model.norm.weight
 //   output.weight                            lm_head.weight (absent when tie_word_embeddings)
-//   layers.{i}.feed_forward.stem_embedding   model.layers.{i}.mlp.stem_embedding.weight (STEM only,
-//                                            in place of up_proj: see hf_stem_modeling_py())
+// An FFN variant without a dense SwiGLU form (one that looks rows up) brings its own form
+// (FfnHfForm, lingua/model/ffn/ffn.h): its tensors' names under model.layers.{i}.mlp., its
+// model_type and config.json keys, and the modeling file transformers loads it with.
 //
 // RoPE: lingua rotates adjacent pairs (2j, 2j+1) of each head; transformers rotates (j, j + hd/2)
 // (rotate_half) with the same frequencies. The rows of wq and wk are therefore reordered per head:
@@ -39,21 +40,15 @@ bool has_rope_rows(const std::string& lingua_name);
 // (to_hf) or back. head_dim must be even.
 void permute_rope_rows(float* w, int64_t heads, int64_t head_dim, int64_t cols, bool to_hf);
 
-// config.json of an HF Llama directory for the model (torch_dtype "float32" or "bfloat16").
-// STEM models (model.ffn=stem) get model_type "lingua_stem_llama" with their STEM layers and an
-// auto_map to the modeling file of hf_stem_modeling_py(), so that transformers loads them with
-// trust_remote_code=True and never mistakes them for plain Llama.
+// config.json of an HF Llama directory for the model (torch_dtype "float32" or "bfloat16"). A
+// variant with an FfnHfForm gets its model_type and keys (an auto_map to its modeling file, so
+// that transformers loads it with trust_remote_code=True and never mistakes it for plain Llama).
 nlohmann::json hf_llama_config(const ModelConfig& cfg, const ModelDims& dims, int bos_id, int eos_id,
                                const std::string& torch_dtype);
-// A lingua ModelConfig that builds the model of an HF config.json (LlamaForCausalLM, or the STEM
-// form above): the FFN hidden size is matched exactly through multiple_of / ffn_dim_multiplier.
+// A lingua ModelConfig that builds the model of an HF config.json (LlamaForCausalLM, or a
+// variant's form): the FFN hidden size is matched exactly through multiple_of / ffn_dim_multiplier.
 // Fails naming `path` and the key for what lingua's model does not have (rope_scaling,
 // attention or MLP biases, an activation other than silu, ...).
 ModelConfig model_config_from_hf(const nlohmann::json& config, const std::string& path);
-
-// The Python source of the transformers model class that loads an exported STEM model
-// (modeling_lingua_stem.py, written beside the weights): Llama whose STEM layers' MLP is
-// down(silu(gate(x)) * E[token]).
-const char* hf_stem_modeling_py();
 
 }  // namespace lingua

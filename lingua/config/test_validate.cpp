@@ -192,7 +192,7 @@ TEST(Validate, LinguaKeysOfMissingFeaturesAreRefusedWithWhatToDoOrNoted) {
   }
   EXPECT_EQ(invalid({"probe_freq=null", "model.sliding_window=null", "distributed.float8_recipe=null"}), "");
   EXPECT_EQ(invalid({"probe_freq=0"}), "");  // older lingua.cpp configs
-  // Lingua's multi-GPU sizes and probes load with a note (one device; no probes).
+  // Lingua's multi-GPU sizes load with a note; probes are run (no note).
   const TrainConfig multi = parse_config<TrainConfig>(
       {"distributed.tp_size=2", "distributed.gpus_per_node=8", "distributed.dp_shard=8", "probe_freq=100"});
   EXPECT_EQ(invalid({"distributed.tp_size=2", "distributed.gpus_per_node=8", "probe_freq=100"}), "");
@@ -205,7 +205,7 @@ TEST(Validate, LinguaKeysOfMissingFeaturesAreRefusedWithWhatToDoOrNoted) {
   EXPECT_TRUE(noted("distributed.gpus_per_node", "the processes come from the launcher"));
   EXPECT_TRUE(noted("distributed.gpus_per_node", "batch is that per process"));
   EXPECT_TRUE(noted("distributed.tp_size", "no tensor parallelism"));
-  EXPECT_TRUE(noted("probe_freq", "probes are not implemented"));
+  EXPECT_FALSE(noted("probe_freq", ""));
   EXPECT_TRUE(has(invalid({"distributed.tp_size=0"}), "distributed.tp_size"));
   // Tokenizers lingua.cpp does not have are refused naming those it has.
   try {

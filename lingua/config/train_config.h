@@ -143,7 +143,7 @@ struct StructuredFfnConfig {
   std::string post_init = "none";          // none | svd (lowrank) | ortho (blockdense, blockshuffle)
   std::optional<std::vector<int>> layers;  // the structured layers (default: every layer but 0)
   SelfGuidedConfig self_guided;
-  int premerge_max_tokens = 16;            // pre-merge: dense weights for forwards of <= this many rows
+  int premerge_max_tokens = -1;            // pre-merge: dense weights for forwards of <= this many rows (-1: auto)
   template <class V> void visit(V& v) {
     v("rank", rank,
       "ffn=lowrank: rank r of both FFN linears' factors (W = B A, A [r, in], B [out, r]); ffn=blockdense: the "
@@ -159,7 +159,8 @@ struct StructuredFfnConfig {
     v("self_guided", self_guided, "self-guided training: dense guides mixed into the structured linears early on");
     v("premerge_max_tokens", premerge_max_tokens,
       "pre-merge: forwards without backward (decoding, scoring) of at most this many token rows multiply by dense "
-      "weights merged from the factors, kept beside them; 0: never (switch point measured in bench/NOTES.md)");
+      "weights merged from the factors, kept beside them; 0: never; -1 (auto): up to 256 rows on CUDA where dim <= "
+      "1024, else never (measured on H100: bench/NOTES.md)");
   }
 };
 
@@ -443,7 +444,7 @@ struct TrainConfig {
   int64_t seed = 42;
   int grad_acc_steps = 1;
   int64_t steps = 1000;
-  std::optional<int64_t> probe_freq;         // Lingua's activation probes: not implemented (null or 0)
+  std::optional<int64_t> probe_freq;         // steps between probes (lingua/train/probe.h); null or 0: none
   std::optional<int64_t> gc_collect_freq;    // Lingua's Python GC schedule: no effect
   std::optional<int> async_eval_gpus;        // Lingua's separate evaluation job: no effect
   std::string device = "auto";
@@ -465,7 +466,9 @@ struct TrainConfig {
     v("seed", seed, "global seed");
     v("grad_acc_steps", grad_acc_steps, "micro-batches per optimizer step");
     v("steps", steps, "optimizer steps");
-    v("probe_freq", probe_freq, "steps between activation probes (not implemented: null or 0)");
+    v("probe_freq", probe_freq,
+      "steps between probes: statistics of every linear layer's input, output, gradients and weights, and attention "
+      "entropy, to dump_dir/probe/probe.<rank>.jsonl (null or 0: none)");
     v("gc_collect_freq", gc_collect_freq, "Lingua: steps between Python garbage collections (no effect)");
     v("async_eval_gpus", async_eval_gpus, "Lingua: GPUs of a separate evaluation job (no effect: evaluation runs here)");
     v.choice("device", device, {"auto", "cpu", "cuda"}, "compute device (auto: cuda when a GPU is present)");

@@ -142,7 +142,6 @@ constexpr const char* kLauncherNote =
     "the processes come from the launcher (mpirun, torchrun, srun, `lingua launch`), each training "
     "on its own data.batch_size x grad_acc_steps, so a step's batch is that per process";
 const NoEffect kNoEffect[] = {
-    {"probe_freq", "activation probes are not implemented (no probe files are written)"},
     {"distributed.num_nodes", kLauncherNote},
     {"distributed.gpus_per_node", kLauncherNote},
     {"distributed.tp_size", "one device holds the whole model (no tensor parallelism; the computation is the same)"},

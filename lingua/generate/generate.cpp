@@ -54,8 +54,8 @@ void check_generate_config(const GenerateConfig& g) {
   LINGUA_CHECK(g.top_k >= 0, "config key 'top_k' must be >= 0 (0: off), got ", g.top_k);
   LINGUA_CHECK(g.max_gen_len >= 1, "config key 'max_gen_len' must be >= 1, got ", g.max_gen_len);
   LINGUA_CHECK(g.num_samples >= 1, "config key 'num_samples' must be >= 1, got ", g.num_samples);
-  LINGUA_CHECK(g.premerge_max_tokens >= -1, "config key 'premerge_max_tokens' must be >= 0 (or -1: the checkpoint's), got ",
-               g.premerge_max_tokens);
+  LINGUA_CHECK(g.premerge_max_tokens.value_or(0) >= -1,
+               "config key 'premerge_max_tokens' must be >= 0 (or -1: auto), got ", g.premerge_max_tokens.value_or(0));
 }
 
 Generation generate_text(Executor& exec, const Tokenizer& tok, const std::string& prompt, const SamplingOptions& opt,

@@ -28,7 +28,7 @@ struct GenerateConfig {
   int num_samples = 1;            // per prompt
   std::string tokenizer_path;     // override the checkpoint's tokenizer path (sp)
   std::string device = "auto";
-  int premerge_max_tokens = -1;   // -1: the checkpoint's model.structured.premerge_max_tokens
+  std::optional<int> premerge_max_tokens;  // null: the checkpoint's model.structured.premerge_max_tokens
   template <class V> void visit(V& v) {
     v("ckpt", ckpt, "checkpoint step directory, or a dump_dir (uses its newest checkpoint)");
     v("prompt", prompt, "a prompt, read exactly (trailing spaces kept): prompt=\"It was a \"");
@@ -43,8 +43,8 @@ struct GenerateConfig {
     v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
     v.choice("device", device, {"auto", "cpu", "cuda"}, "compute device (auto: cuda when a GPU is present)");
     v("premerge_max_tokens", premerge_max_tokens,
-      "structured FFNs: forwards of at most this many tokens use the merged dense weights (0: never; -1: the "
-      "checkpoint's model.structured.premerge_max_tokens)");
+      "structured FFNs: forwards of at most this many tokens use the merged dense weights (0: never; -1: auto, "
+      "as measured faster on the device; unset: the checkpoint's model.structured.premerge_max_tokens)");
   }
 };
 

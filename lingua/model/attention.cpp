@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "lingua/model/probe_observer.h"
 #include "lingua/ops/attention/attention.h"
 
 namespace lingua {
@@ -60,6 +61,10 @@ void Attention::forward(const Tensor& x, const Tensor& residual, const Tensor& y
   wv_.forward(x, reshape(v_, {N, KV_ * hd_}));
   rope_forward(q_, rope_, ctx.pos0, ctx.seq.prefix);
   rope_forward(k_, rope_, ctx.pos0, ctx.seq.prefix);
+  if (ProbeObserver* o = probe_observer()) {
+    const std::string n = wq_.name();
+    o->attention_scores(n.substr(0, n.size() - 3), q_, k_, ctx.seq.prefix);  // (without ".wq")
+  }
   attention_forward(q_, k_, v_, o_, lse_);
   wo_.forward(reshape(o_, {N, H_ * hd_}), y, residual);
   if (!ctx.save_for_backward) ar.release_to(mark);

@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include "lingua/model/probe_observer.h"
 #include "lingua/ops/linear/linear.h"
 #include "lingua/ops/op_checks.h"
 
@@ -12,6 +13,11 @@ std::atomic<uint64_t> g_weight_grad_matmuls{0};
 }  // namespace
 
 uint64_t Linear::weight_grad_matmuls() { return g_weight_grad_matmuls.load(); }
+
+ProbeObserver*& probe_observer() {
+  thread_local ProbeObserver* observer = nullptr;
+  return observer;
+}
 
 Linear::Linear(ParamStore& store, ParamSpec spec) : Linear(store, std::vector<ParamSpec>{std::move(spec)}) {}
 
@@ -57,15 +63,28 @@ Tensor Linear::stacked(const Tensor& first) const {
   return Tensor(first.data, {out_, in_}, first.dtype, first.device);
 }
 
+std::string Linear::name() const {
+  std::string n = store_->info(ids_[0]).name;
+  if (n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0) n.resize(n.size() - 7);
+  return n;
+}
+
 Tensor Linear::compute_weight() const { return stacked(store_->compute_param(ids_[0])); }
 Tensor Linear::grad() const { return stacked(store_->grad(ids_[0])); }
 bool Linear::frozen() const { return !store_->trainable(ids_[0]); }
 
 void Linear::forward(const Tensor& x, const Tensor& y, const Tensor& residual) const {
   linear_forward(x, compute_weight(), y, residual);
+  if (ProbeObserver* o = probe_observer()) {
+    if (!is_given(residual)) return o->linear_forward(*this, x, y);
+    const Tensor alone = o->scratch_like(y);  // the product without the residual, for the probe only
+    linear_forward(x, compute_weight(), alone);
+    o->linear_forward(*this, x, alone);
+  }
 }
 
 void Linear::backward(const Tensor& x, const Tensor& dy, const Tensor& dx, bool accumulate_dx) const {
+  if (ProbeObserver* o = probe_observer()) o->linear_backward(*this, dy);
   const Tensor dw = grad();
   if (!is_given(dw) && !is_given(dx)) return;
   if (is_given(dw)) ++g_weight_grad_matmuls;
@@ -73,6 +92,7 @@ void Linear::backward(const Tensor& x, const Tensor& dy, const Tensor& dx, bool 
 }
 
 void Linear::backward_input(const Tensor& dy, const Tensor& dx, bool accumulate_dx) const {
+  if (ProbeObserver* o = probe_observer()) o->linear_backward(*this, dy);
   // x is not read without a weight gradient: dx stands in for its shape.
   linear_backward(dx, compute_weight(), dy, dx, Tensor(), accumulate_dx);
 }

@@ -44,6 +44,9 @@ class Linear {
   int64_t in() const { return in_; }
   int64_t out() const { return out_; }
   const std::vector<int>& params() const { return ids_; }
+  const ParamStore& store() const { return *store_; }
+  // The first weight's name without ".weight" ("layers.0.attention.wq").
+  std::string name() const;
 
   // Weight-gradient matmuls run by every Linear of this process (tests: frozen weights skip them).
   static uint64_t weight_grad_matmuls();

@@ -35,6 +35,7 @@
 #include "lingua/train/run_dir.h"
 #include "lingua/train/step_profiler.h"
 #include "lingua/train/stop_signals.h"
+#include "lingua/train/probe.h"
 #include "lingua/train/train_step.h"
 
 namespace fs = std::filesystem;
@@ -368,6 +369,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   profiling.run = profiling.run && lead;  // one trace, of rank 0
   StepProfiler profiler(profiling, cfg.dump_dir, device, first_step);
   TrainStep train_step(exec, opt, cfg.cuda_graph);
+  std::unique_ptr<Probe> probe;
+  if (cfg.probe_freq.value_or(0) > 0)
+    probe = std::make_unique<Probe>(cfg.dump_dir + "/probe/probe." + std::to_string(world.rank()) + ".jsonl");
   int64_t skipped_steps = 0, skipped_in_a_row = 0, saved_step = -1;
   int stop_signal = 0;
   // A stop signal, agreed over the ranks before each step, so that they all stop at the same one.
@@ -428,6 +432,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     total_tokens += tokens_per_step;
     result.losses.push_back(loss);
     double iter_time = seconds_since(t0);
+    if (probe && step % *cfg.probe_freq == 0)  // (after the timing: the probe pass is not the step's)
+      probe->run(exec, micro[0].tokens, micro[0].targets, micro[0].B, micro[0].T, step);
 
     if (step % cfg.logging.freq == 0 || step == total_steps || step == first_step + 1) {
       double wps = tokens_per_step / iter_time;

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "lingua/config/train_config.h"
 #include "lingua/model/dims.h"
 #include "lingua/model/module.h"
@@ -86,6 +88,26 @@ using FfnFactory = std::unique_ptr<FeedForward> (*)(const FfnBuildArgs&);
 // Validates the variant's own config keys for any config (e.g. a key set while another variant is
 // selected); `optim` is null where only the model config is known. Errors name the key.
 using FfnConfigCheck = void (*)(const ModelConfig& model, const OptimConfig* optim);
+
+// How models with a variant that has no dense SwiGLU form appear in a Hugging Face Llama directory
+// (lingua/checkpoint/hf_llama.h): a config.json model_type of their own, the HF names of the
+// variant's tensors, its config.json keys both ways, and the files that let transformers load such
+// a model (trust_remote_code). Given by the variant's registry line.
+struct FfnHfForm {
+  std::string ffn;         // the registry key (model.ffn)
+  std::string model_type;  // config.json "model_type"
+  // The variant's tensors: name after "layers.{i}.feed_forward." -> after "model.layers.{i}.mlp.".
+  std::vector<std::pair<std::string, std::string>> tensors;
+  void (*write_config)(const ModelConfig& cfg, int n_layers, nlohmann::json& config);
+  // Sets cfg.ffn and the variant's keys; errors name `path` and the config.json key.
+  void (*read_config)(const nlohmann::json& config, const std::string& path, ModelConfig& cfg);
+  std::vector<std::pair<std::string, std::string>> files;  // written beside the weights (name, content)
+};
+using FfnHfFormFn = const FfnHfForm* (*)();
+// The form of variant `ffn`, of a config.json model_type, and all of them; null when none.
+const FfnHfForm* ffn_hf_form(const std::string& ffn);
+const FfnHfForm* ffn_hf_form_of_model_type(const std::string& model_type);
+std::vector<const FfnHfForm*> ffn_hf_forms();
 
 // Builds the variant named `kind`; an unknown name is an error listing the registered ones.
 std::unique_ptr<FeedForward> make_ffn(const std::string& kind, const FfnBuildArgs& args);

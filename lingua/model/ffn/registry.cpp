@@ -8,6 +8,7 @@ namespace lingua {
 std::unique_ptr<FeedForward> make_swiglu_ffn(const FfnBuildArgs& args);
 std::unique_ptr<FeedForward> make_stem_ffn(const FfnBuildArgs& args);
 void check_stem_config(const ModelConfig& cfg, const OptimConfig* optim);
+const FfnHfForm* stem_hf_form();
 std::unique_ptr<FeedForward> make_lowrank_ffn(const FfnBuildArgs& args);
 void check_lowrank_config(const ModelConfig& cfg, const OptimConfig* optim);
 std::unique_ptr<FeedForward> make_blockdense_ffn(const FfnBuildArgs& args);
@@ -21,12 +22,13 @@ struct FfnEntry {
   const char* name;
   FfnFactory make;
   FfnConfigCheck check;  // may be null
+  FfnHfFormFn hf_form = nullptr;  // how its models look in a Hugging Face directory (null: merged or dense)
 };
 
 // One line per FFN variant.
 const FfnEntry kFfnRegistry[] = {
     {"swiglu", make_swiglu_ffn, nullptr},
-    {"stem", make_stem_ffn, check_stem_config},
+    {"stem", make_stem_ffn, check_stem_config, stem_hf_form},
     {"lowrank", make_lowrank_ffn, check_lowrank_config},
     {"blockdense", make_blockdense_ffn, check_blockdense_config},
     {"blockshuffle", make_blockshuffle_ffn, check_blockshuffle_config},
@@ -66,6 +68,25 @@ void check_ffn_config(const ModelConfig& cfg, const OptimConfig* optim) {
   std::string valid;
   for (auto& n : ffn_kinds()) valid += (valid.empty() ? "" : ", ") + n;
   fail("config key 'model.ffn': unknown FFN variant '", cfg.ffn, "'; registered: ", valid);
+}
+
+std::vector<const FfnHfForm*> ffn_hf_forms() {
+  std::vector<const FfnHfForm*> forms;
+  for (const FfnEntry& e : kFfnRegistry)
+    if (e.hf_form) forms.push_back(e.hf_form());
+  return forms;
+}
+
+const FfnHfForm* ffn_hf_form(const std::string& ffn) {
+  for (const FfnHfForm* f : ffn_hf_forms())
+    if (f->ffn == ffn) return f;
+  return nullptr;
+}
+
+const FfnHfForm* ffn_hf_form_of_model_type(const std::string& model_type) {
+  for (const FfnHfForm* f : ffn_hf_forms())
+    if (f->model_type == model_type) return f;
+  return nullptr;
 }
 
 std::unique_ptr<FeedForward> make_ffn(const std::string& kind, const FfnBuildArgs& args) {

@@ -158,4 +158,86 @@ std::unique_ptr<FeedForward> make_stem_ffn(const FfnBuildArgs& a) {
   return std::make_unique<StemFfn>(a);
 }
 
+namespace {
+
+// modeling_lingua_stem.py: the transformers model class of an exported STEM model.
+const char* kStemModelingPy = R"PY(# A lingua STEM model for Hugging Face transformers, written by `lingua export-hf`.
+# Llama, except that in the layers listed in config.stem_layers the MLP's up-projection is a row of
+# a per-layer table indexed by the input token at the same position:
+#     mlp(x) = down_proj(silu(gate_proj(x)) * stem_embedding[token])
+# Load with AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True). The token ids are
+# needed inside the MLPs, so the model takes input_ids (not inputs_embeds).
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+class LinguaStemLlamaConfig(LlamaConfig):
+    model_type = "lingua_stem_llama"
+
+    def __init__(self, stem_layers=(), **kwargs):
+        self.stem_layers = list(stem_layers)
+        super().__init__(**kwargs)
+
+
+class StemMLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.stem_embedding = nn.Embedding(config.vocab_size, config.intermediate_size)
+        self.token_ids = None  # [batch, seq]: the ids of the rows of the running forward
+
+    def forward(self, x):
+        up = self.stem_embedding(self.token_ids).to(x.dtype)
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * up)
+
+
+class LinguaStemLlamaForCausalLM(LlamaForCausalLM):
+    config_class = LinguaStemLlamaConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        for i in config.stem_layers:
+            self.model.layers[i].mlp = StemMLP(config)
+        self.post_init()
+
+    def forward(self, input_ids=None, **kwargs):
+        if input_ids is None:
+            raise ValueError("STEM layers look their rows up by token id: pass input_ids, not inputs_embeds")
+        for i in self.config.stem_layers:
+            self.model.layers[i].mlp.token_ids = input_ids
+        return super().forward(input_ids=input_ids, **kwargs)
+)PY";
+
+void write_stem_hf_config(const ModelConfig& cfg, int n_layers, nlohmann::json& j) {
+  ModelConfig c = cfg;
+  c.n_layers = n_layers;
+  j["architectures"] = {"LinguaStemLlamaForCausalLM"};
+  j["stem_layers"] = stem_layers(c);
+  j["auto_map"] = {{"AutoConfig", "modeling_lingua_stem.LinguaStemLlamaConfig"},
+                   {"AutoModelForCausalLM", "modeling_lingua_stem.LinguaStemLlamaForCausalLM"}};
+}
+
+void read_stem_hf_config(const nlohmann::json& j, const std::string& path, ModelConfig& c) {
+  LINGUA_CHECK(j.contains("stem_layers") && j["stem_layers"].is_array(), path,
+               ": key 'stem_layers' (the STEM layers, a list) is missing");
+  c.ffn = "stem";
+  c.stem_layers = j["stem_layers"].get<std::vector<int>>();
+}
+
+}  // namespace
+
+// STEM models in a Hugging Face directory: model_type lingua_stem_llama, each STEM layer's table as
+// model.layers.{i}.mlp.stem_embedding.weight [vocab, hidden] in place of up_proj, and the modeling
+// file above (AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)).
+const FfnHfForm* stem_hf_form() {
+  static const FfnHfForm form{"stem",
+                              "lingua_stem_llama",
+                              {{"stem_embedding.weight", "stem_embedding.weight"}},
+                              write_stem_hf_config,
+                              read_stem_hf_config,
+                              {{"modeling_lingua_stem.py", kStemModelingPy}}};
+  return &form;
+}
+
 }  // namespace lingua

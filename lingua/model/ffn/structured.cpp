@@ -78,8 +78,8 @@ void check_structured_keys(const ModelConfig& c, const char* kind, bool needs_ra
   LINGUA_CHECK(g.mode == "none" || g.max_step >= 1, "config key 'model.structured.self_guided.max_step' is ",
                g.max_step, ": self-guided training needs 1 or more guided steps (max_step_ratio ", g.max_step_ratio,
                " of steps gives none; raise it or set max_step)");
-  LINGUA_CHECK(c.structured.premerge_max_tokens >= 0, "config key 'model.structured.premerge_max_tokens' is ",
-               c.structured.premerge_max_tokens, ": a number of token rows (0: no pre-merge)");
+  LINGUA_CHECK(c.structured.premerge_max_tokens >= -1, "config key 'model.structured.premerge_max_tokens' is ",
+               c.structured.premerge_max_tokens, ": a number of token rows (0: no pre-merge; -1: auto)");
   LINGUA_CHECK(g.max_step_ratio > 0 && g.max_step_ratio <= 1, "config key 'model.structured.self_guided.max_step_ratio' is ",
                g.max_step_ratio, ": a fraction of the run's steps in (0, 1]");
   const StructuredFfnConfig& s = c.structured;
@@ -186,6 +186,16 @@ std::vector<double> FactorParam::host() const {
                "' is split over processes: its dense form needs the whole of it (consolidate the checkpoint)");
   const std::vector<float> v = store->host_param(id);
   return std::vector<double>(v.begin(), v.end());
+}
+
+int64_t StructuredFfn::premerge_max_rows(Device device) const {
+  if (premerge_max_rows_ >= 0) return premerge_max_rows_;
+  // auto, from the H100 measurements of bench/run_premerge.sh (bench/results/structured.jsonl,
+  // 2026-12-06): on CUDA the merged weights beat the factors at every row count measured (1 to
+  // 256) for dim 1024, where a layer is bound by kernel launches (2 GEMMs instead of 2 to 6); from
+  // dim 2048 the factors win at every row count, the layer being bound by the bytes of weights
+  // read (the factors are fewer). On the CPU the factors' fewer FLOPs win.
+  return device == Device::cuda && dim_ <= 1024 ? 256 : 0;
 }
 
 StructuredFfn::StructuredFfn(const FfnBuildArgs& a, const char* kind, std::unique_ptr<StructuredLinear> fc1,
@@ -308,7 +318,7 @@ void StructuredFfn::forward(const Tensor& x, const Tensor& residual, const Tenso
   Arena& keep = forward_arena(ctx);
   ab_ = arena_tensor(keep, {n, 2 * hidden_}, ctx.act);
   Tensor g = arena_tensor(sc, {n, hidden_}, ctx.act);
-  if (!ctx.save_for_backward && n <= premerge_max_rows_) {
+  if (!ctx.save_for_backward && n <= premerge_max_rows(x.device)) {
     merge(ctx.act);
     linear_forward(x, merged_w13_, ab_);
     swiglu_forward_packed(ab_, g);

@@ -103,7 +103,8 @@ std::unique_ptr<GuidedStructuredLinear> make_guided_linear(const FfnBuildArgs& a
 // with a guide when model.structured.self_guided.mode is not none.
 //
 // Pre-merge: a forward that keeps nothing for backward, of at most
-// model.structured.premerge_max_tokens rows (decoding), multiplies by merged dense weights instead
+// model.structured.premerge_max_tokens rows (decoding; -1, the default: what was measured faster,
+// see premerge_max_rows), multiplies by merged dense weights instead
 // of the factors: 2 dense GEMMs in place of the 2-6 thin ones that cost as much at few rows. The
 // merged weights (w13 [2 hidden, dim], w2 [dim, hidden], activation dtype) are kept beside the
 // factors, made on the device by running each structured linear on the identity (whatever its
@@ -141,7 +142,8 @@ class StructuredFfn final : public FeedForward {
   ParamStore* store_;
   int64_t dim_, hidden_;
   SelfGuidedConfig guided_;
-  int64_t premerge_max_rows_;
+  int64_t premerge_max_rows_;  // -1: auto (premerge_max_rows)
+  int64_t premerge_max_rows(Device device) const;
   Arena merged_;
   Tensor merged_w13_, merged_w2_;
   uint64_t merged_epoch_ = 0;  // the store's values epoch they were made at (0: stale)
