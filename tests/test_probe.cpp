@@ -91,12 +91,14 @@ TEST(Probe, StatisticsAreThoseOfTheTensors) {
                           "feed_forward.w3", "feed_forward.w2"}) {
       const std::string key = "layers." + std::to_string(l) + "." + n;
       ASSERT_TRUE(lin.contains(key)) << key;
-      for (const char* what : {"input", "output", "output_grad", "weight", "weight_grad"})
+      for (const char* what : {"input", "output", "output_grad", "weight", "weight_grad"})  // (blocks' linears)
         EXPECT_TRUE(lin[key].contains(what)) << key << " " << what;
-      EXPECT_EQ(lin[key]["input"]["n"], rows * (std::string(n) == "feed_forward.w2" ? 24 : c.dim)) << key;
+      EXPECT_EQ(lin[key]["input"]["n"], rows * (std::string(n) == "feed_forward.w2" ? resolve_dims(c, 0).hidden : c.dim))
+          << key;
     }
-  ASSERT_TRUE(lin.contains("output"));
+  ASSERT_TRUE(lin.contains("output"));  // the head (its logits made for the probe; no output_grad)
   EXPECT_EQ(lin["output"]["output"]["n"], rows * c.vocab_size);
+  EXPECT_FALSE(lin["output"].contains("output_grad"));
 
   // Weights: the store's values; weight gradients: an independent pass's.
   const ParamStore& p = m.params();

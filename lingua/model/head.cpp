@@ -1,6 +1,7 @@
 #include "lingua/model/head.h"
 
 #include "lingua/model/block.h"
+#include "lingua/model/probe_observer.h"
 #include "lingua/ops/cross_entropy/cross_entropy.h"
 #include "lingua/ops/rmsnorm/rmsnorm.h"
 
@@ -30,6 +31,12 @@ void LMHead::forward(const Tensor& x, const StepContext& ctx) {
 Tensor LMHead::loss_backward(const Tensor& targets, float loss_scale, double* loss_sum, bool accumulate,
                              const StepContext& ctx) {
   Tensor dxf = arena_tensor(*ctx.scratch, {xf_.size(0), dim_}, ctx.act);
+  if (ProbeObserver* o = probe_observer()) {
+    // The logits exist only inside the fused cross-entropy: made here for the probe's statistics
+    // (their gradient is not recorded).
+    const Tensor shape(nullptr, {xf_.size(0), output_.out()}, ctx.act, xf_.device);
+    output_.forward(xf_, o->scratch_like(shape));
+  }
   output_cross_entropy_sum(xf_, output_.compute_weight(), targets, Tensor(), loss_scale, dxf, output_.grad(), loss_sum,
                            accumulate);
   return dxf;
