@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -235,5 +236,48 @@ TEST(Validate, NotesForKeysWithNoEffect) {
   EXPECT_EQ(notes[0], "gc_collect_freq has no effect: lingua.cpp has no garbage collector to schedule");
   EXPECT_TRUE(has(notes[1], "env.OMP_NUM_THREADS has no effect")) << notes[1];
   EXPECT_TRUE(has(notes[2], "checkpoint.eval.keep has no effect")) << notes[2];
-  EXPECT_TRUE(has(notes[3], "eval.harness has no effect")) << notes[3];
+  EXPECT_TRUE(has(notes[3], "eval.harness.tasks has no effect: no local task file for piqa (data/tasks/<name>.jsonl"))
+      << notes[3];
+  // (piqa has no local file: a note of its own, checked below)
+}
+
+// eval.harness.tasks (Lingua's lm-eval names) become eval.tasks read from <eval.task_dir>/<name>.jsonl,
+// their type from the file's fields, num_fewshot / limit from the task or the section.
+TEST(Validate, HarnessTasksAreLocalTaskFiles) {
+  const std::string dir = ::testing::TempDir() + "/harness_tasks_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/hellaswag.jsonl") << "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"gold\": 0}\n";
+  std::ofstream(dir + "/gsm.jsonl") << "not json\n{\"context\": \"1+1=\", \"answer\": \"2\"}\n";
+  std::ofstream(dir + "/wiki.jsonl") << "{\"text\": \"some text\"}\n";
+  TrainConfig c = parse_config<TrainConfig>(
+      {"eval.task_dir=" + dir, "eval.harness={tasks: [hellaswag, {task: gsm, num_fewshot: 5, dataset_kwargs: {x: 1}}, "
+                               "wiki], num_fewshot: 2, limit: 10, fewshot_random_seed: 7, log_samples: true}",
+       "eval.tasks=[{name: mine, path: " + dir + "/hellaswag.jsonl}]"});
+  ASSERT_EQ(c.eval.tasks.size(), 4u);
+  EXPECT_EQ(c.eval.tasks[0].name, "mine");
+  const TaskConfig &h = c.eval.tasks[1], &g = c.eval.tasks[2], &w = c.eval.tasks[3];
+  EXPECT_EQ(h.name, "hellaswag");
+  EXPECT_EQ(h.path, dir + "/hellaswag.jsonl");
+  EXPECT_EQ(h.type, "multiple_choice");
+  EXPECT_EQ(h.num_fewshot, 2);
+  EXPECT_EQ(h.limit, 10);
+  EXPECT_EQ(h.fewshot_seed, 7);
+  EXPECT_EQ(g.type, "generate_until");
+  EXPECT_EQ(g.num_fewshot, 5);
+  EXPECT_EQ(w.type, "loglikelihood_rolling");
+  c.resolve_defaults();  // (again, as when params.json is read: no second copy)
+  EXPECT_EQ(c.eval.tasks.size(), 4u);
+  EXPECT_TRUE(config_notes(c).empty());
+  // A name without a file is left out, with a note naming it.
+  const TrainConfig m = parse_config<TrainConfig>({"eval.task_dir=" + dir, "eval.harness={tasks: [hellaswag, boolq]}"});
+  ASSERT_EQ(m.eval.tasks.size(), 1u);
+  EXPECT_EQ(m.eval.tasks[0].name, "hellaswag");
+  ASSERT_EQ(config_notes(m).size(), 1u);
+  EXPECT_TRUE(has(config_notes(m)[0], "no local task file for boolq")) << config_notes(m)[0];
+  try {
+    parse_config<TrainConfig>({"eval.harness={tasks: [{num_fewshot: 1}]}"});
+    FAIL() << "a task without a name was accepted";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "eval.harness.tasks[0]")) << e.what();
+  }
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lingua/config/any_value.h"
+#include "lingua/config/harness.h"
 
 namespace lingua {
 
@@ -324,13 +325,17 @@ struct EvalConfig {
   int64_t max_tokens = 0;  // 0: all validation data
   ValidationConfig validation;
   std::vector<TaskConfig> tasks;
+  std::string task_dir = "data/tasks";  // eval.harness task names -> <task_dir>/<name>.jsonl
   AnyValue generator, harness, name, dump_dir, metric_log_dir, ckpt_dir, global_step, wandb;
   template <class V> void visit(V& v) {
     v("max_tokens", max_tokens, "validation tokens per source per evaluation (0: all)");
     v("validation", validation, "validation loss on the sources' *.val.jsonl files");
     v("tasks", tasks, "downstream tasks scored at every evaluation and by lingua eval (a list of {name, path, type, ...})");
     v("generator", generator, "Lingua: generation settings of its evaluation (no effect)");
-    v("harness", harness, "Lingua: lm-eval-harness tasks (no effect)");
+    v("task_dir", task_dir, "directory of the task files eval.harness.tasks names (<task_dir>/<name>.jsonl)");
+    v("harness", harness,
+      "Lingua's lm-eval-harness section: its tasks (names or {task, num_fewshot, limit}) are scored from local "
+      "files <eval.task_dir>/<name>.jsonl, as eval.tasks (nothing is downloaded); other keys have no effect");
     v("name", name, "Lingua: evaluation job name (no effect)");
     v("dump_dir", dump_dir, "Lingua: evaluation output directory (no effect)");
     v("metric_log_dir", metric_log_dir, "Lingua: evaluation metrics directory (no effect)");
@@ -489,8 +494,8 @@ struct TrainConfig {
   }
   // Defaults that follow other keys, filled once the config is read (file, overrides or
   // params.json): model.max_seqlen follows data.seq_len, as Lingua; eval.validation.max_steps
-  // caps eval.max_tokens at max_steps batches; distributed.selective_activation_checkpointing
-  // turns model.recompute_norms on.
+  // caps eval.max_tokens at max_steps batches; eval.harness.tasks join eval.tasks (harness.h);
+  // distributed.selective_activation_checkpointing turns model.recompute_norms on.
   void resolve_defaults() {
     if (!model.max_seqlen) model.max_seqlen = data.seq_len;
     SelfGuidedConfig& sg = model.structured.self_guided;
@@ -498,6 +503,11 @@ struct TrainConfig {
     // Lingua's selective checkpointing keeps matmul and attention outputs and recomputes the rest:
     // here the norms (the gate product and table lookups are always recomputed).
     if (distributed.selective_activation_checkpointing.value_or(false)) model.recompute_norms = true;
+    for (TaskConfig& t : harness_tasks(eval.harness, eval.task_dir)) {  // (once: params.json holds them)
+      bool present = false;
+      for (const TaskConfig& e : eval.tasks) present = present || e.name == t.name;
+      if (!present) eval.tasks.push_back(std::move(t));
+    }
     if (eval.validation.max_steps && *eval.validation.max_steps > 0 && data.batch_size > 0 && data.seq_len > 0) {
       const int64_t per_step = (int64_t)data.batch_size * data.seq_len, steps = *eval.validation.max_steps;
       const int64_t cap = steps > INT64_MAX / per_step ? INT64_MAX : steps * per_step;

@@ -161,7 +161,6 @@ const NoEffect kNoEffect[] = {
     {"profiling.mem_steps", "no memory snapshots are taken (peak memory is logged as memory/max_active_gib)"},
     {"checkpoint.eval.keep", "validation runs in the training run and saves no checkpoints of its own"},
     {"eval.generator", "the evaluation here is validation loss (sample with `lingua generate`)"},
-    {"eval.harness", "downstream tasks (lm-eval-harness) are not run; the evaluation here is validation loss"},
     {"eval.name", "validation results go to dump_dir/metrics.eval.jsonl"},
     {"eval.dump_dir", "validation results go to dump_dir/metrics.eval.jsonl"},
     {"eval.metric_log_dir", "validation results go to dump_dir/metrics.eval.jsonl"},
@@ -260,6 +259,15 @@ std::vector<std::string> config_notes(const TrainConfig& c) {
     std::string line;
     for (size_t i = 0; i < keys.size(); ++i) line += (i == 0 ? "" : i + 1 == keys.size() ? " and " : ", ") + keys[i];
     out.push_back(line + (keys.size() == 1 ? " has" : " have") + " no effect: " + why);
+  }
+  // Lingua's lm-eval task names without a local file (nothing is downloaded).
+  std::vector<std::string> missing;
+  harness_tasks(c.eval.harness, c.eval.task_dir, &missing);
+  if (!missing.empty()) {
+    std::string names;
+    for (size_t i = 0; i < missing.size(); ++i) names += (i ? ", " : "") + missing[i];
+    out.push_back("eval.harness.tasks has no effect: no local task file for " + names + " (" + c.eval.task_dir +
+                  "/<name>.jsonl; lm-eval datasets are not downloaded: write them in the eval.tasks format)");
   }
   return out;
 }
