@@ -19,6 +19,7 @@ int eval_main(const Args& args);
 int prepare_main(const Args& args);
 int bench_main(const Args& args);
 int stem_edit_main(const Args& args);
+int stem_nearest_main(const Args& args);
 int launch_main(const Args& args);
 int stool_main(const Args& args);
 int consolidate_main(const Args& args);

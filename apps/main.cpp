@@ -20,6 +20,7 @@ const char* kUsage =
     "  prepare    turn text or jsonl files into a training corpus (chunks + validation split)\n"
     "  bench      time training steps of a config on random tokens (tokens/s, MFU, memory)\n"
     "  stem-edit  copy or swap one token's STEM rows with another's into a new checkpoint\n"
+    "  stem-nearest  the tokens whose STEM rows are nearest to a token's (cosine), per STEM layer\n"
     "  launch     run a command on N local ranks: lingua launch nproc=N <command> [args ...]\n"
     "  stool      prepare a dump_dir for SLURM and submit it: lingua stool config=path.yaml nodes=N ...\n"
     "  consolidate  rewrite a checkpoint saved by several processes (one shard per rank) as single files\n"
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
     if (cmd == "launch") return launch_main(args);
     if (cmd == "stool") return stool_main(args);
     if (cmd == "consolidate") return consolidate_main(args);
+    if (cmd == "stem-nearest") return stem_nearest_main(args);
     if (cmd == "export-dense") return export_dense_main(args);
     if (cmd == "export-hf") return export_hf_main(args);
     if (cmd == "import-hf") return import_hf_main(args);

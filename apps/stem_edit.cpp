@@ -80,3 +80,48 @@ int stem_edit_main(const Args& args) {
 }
 
 }  // namespace lingua::app
+
+namespace lingua::app {
+
+namespace {
+
+struct StemNearestConfig {
+  std::string ckpt;
+  std::string token;           // text of one token
+  std::vector<int> layers;     // STEM layers to inspect (empty: all)
+  int k = 10;
+  std::string tokenizer_path;
+  template <class V> void visit(V& v) {
+    v("ckpt", ckpt, "checkpoint step directory, or a dump_dir (uses its newest checkpoint)");
+    v("token", token, "text of the token to inspect (must be exactly one token): token=' whale'");
+    v("layers", layers, "STEM layers to inspect, e.g. layers='[2, 3]' (default: every STEM layer)");
+    v("k", k, "neighbours listed per layer");
+    v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
+  }
+};
+
+}  // namespace
+
+int stem_nearest_main(const Args& args) {
+  if (print_help_if_asked<StemNearestConfig>(args, "lingua stem-nearest ckpt=DIR token=TEXT [k=10] [layers='[1, 2]']"))
+    return 0;
+  const StemNearestConfig c = parse_config<StemNearestConfig>(args);
+  LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (a checkpoint directory or a dump_dir)");
+  LoadedModel m = load_model(c.ckpt, c.tokenizer_path, "cpu");
+  const int32_t id = single_token_id(*m.tokenizer, c.token, "token");
+  const std::vector<int> layers = c.layers.empty() ? stem_layers_of(*m.model) : c.layers;
+  auto shown = [&](int32_t t) {  // the token's text, quoted and escaped (JSON)
+    return nlohmann::json(m.tokenizer->decode({t})).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  std::printf("STEM rows nearest to token %d %s by cosine similarity (%s)\n", id, shown(id).c_str(),
+              m.checkpoint_dir.c_str());
+  for (int l : layers) {
+    const std::vector<StemNeighbour> near = stem_nearest(*m.model, l, id, c.k);
+    std::printf("layer %d:", l);
+    for (const StemNeighbour& n : near) std::printf(" %s %.3f", shown(n.id).c_str(), n.cosine);
+    std::printf("\n");
+  }
+  return 0;
+}
+
+}  // namespace lingua::app

@@ -8,8 +8,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 
 #include "lingua/checkpoint/checkpoint.h"
+#include "lingua/config/config.h"
+#include "lingua/config/validate.h"
 #include "lingua/checkpoint/safetensors.h"
 #include "lingua/core/cuda.h"
 #include "lingua/eval/validation.h"
@@ -273,4 +276,51 @@ TEST(StemTrainCuda, GraphStepsEqualEagerSteps) {
     EXPECT_EQ(eager.weights, graph.weights) << "sparse " << sparse;
     EXPECT_EQ(eager.moments, graph.moments) << "sparse " << sparse;
   }
+}
+
+// The STEM configs: the demo with STEM on, and the paper's 350M settings with STEM on 1/3, 1/2 and
+// all of the layers, whose parameter counts (in their comments) are those of the model they build:
+// the count formula below is checked against a narrow model of each config (dim 64, vocab 96: the
+// full one would allocate billions of parameters), then evaluated at the config's sizes.
+TEST(StemConfigs, ParameterCountsAreTheModels) {
+  const std::string dir = std::string(LINGUA_SOURCE_DIR) + "/configs/";
+  struct Case {
+    const char* name;
+    size_t stem_layers;
+    int64_t total, active;
+  };
+  // Blocks (attention 4 d^2, two norms, SwiGLU 3 d h, or 2 d h + a [V, h] table in a STEM layer),
+  // embedding and head (2 V d), final norm.
+  auto formula = [](const ModelConfig& m, int64_t V, bool tables) {
+    const ModelDims d = resolve_dims(m, (int)V);
+    const int64_t S = (int64_t)m.stem_layers->size(), D = d.dim, H = d.hidden;
+    return d.n_layers * (4 * D * D + 2 * D + 3 * D * H) + 2 * V * D + D + S * ((tables ? V * H : 0) - D * H);
+  };
+  for (const Case& k : {Case{"stem_350m_third", 8, 1071694848, 350798848}, Case{"stem_350m_half", 12, 1420608512, 339264512},
+                        Case{"stem_350m_all", 24, 2467349504, 304661504}}) {
+    SCOPED_TRACE(k.name);
+    const TrainConfig c = parse_config<TrainConfig>({"config=" + dir + k.name + ".yaml"});
+    validate_config(c);
+    ASSERT_EQ(c.model.stem_layers->size(), k.stem_layers);
+    ASSERT_EQ(c.model.vocab_size, 32000);
+    ModelConfig narrow = c.model;
+    narrow.dim = 64;
+    narrow.vocab_size = 96;
+    const ParamCounts n = Transformer(narrow, resolve_dims(narrow, 96)).param_counts();
+    EXPECT_EQ(n.total, formula(narrow, 96, true));
+    EXPECT_EQ(n.embedding, 96 * 64 + (int64_t)k.stem_layers * 96 * resolve_dims(narrow, 96).hidden);
+    EXPECT_EQ(formula(c.model, 32000, true), k.total);
+    EXPECT_EQ(formula(c.model, 32000, false), k.active);  // all but the tables
+    std::ifstream f(dir + k.name + ".yaml");
+    std::stringstream s;
+    s << f.rdbuf();
+    EXPECT_NE(s.str().find(std::to_string(k.total) + " in total; " + std::to_string(k.active) + " active"),
+              std::string::npos);
+  }
+  const TrainConfig d = parse_config<TrainConfig>({"config=" + dir + "demo_stem.yaml"});
+  validate_config(d);
+  EXPECT_EQ(d.model.ffn, "stem");
+  const Transformer m(d.model, resolve_dims(d.model, 258));
+  EXPECT_EQ(stem_layers_of(m), (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(resolve_dims(d.model, 258).hidden, 704);
 }

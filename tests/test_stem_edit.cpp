@@ -371,3 +371,72 @@ TEST(StemEditCli, EditsIntoANewCheckpointAndLeavesTheOriginal) {
   EXPECT_NE(out.find("'out'"), std::string::npos) << out;
   EXPECT_EQ(snapshot(dump), original_files);
 }
+
+// Inspection: the nearest rows by cosine, most similar first, the token itself left out.
+TEST(StemNearest, RanksRowsByCosineSimilarity) {
+  const ModelConfig c = tiny_stem_model();
+  auto m = make_model(c);
+  ParamStore& s = m->params();
+  const int p = s.index(stem_table_name(2));
+  const int64_t h = s.info(p).shape[1];
+  std::vector<float> t = s.host_param(p);
+  auto set_row = [&](int id, const std::function<float(int64_t)>& f) {
+    for (int64_t j = 0; j < h; ++j) t[(size_t)(id * h + j)] = f(j);
+  };
+  auto base = [](int64_t j) { return (float)std::sin(0.7 * (double)j + 1.0); };
+  set_row(3, base);
+  set_row(9, [&](int64_t j) { return 2.5f * base(j); });                    // cosine 1
+  set_row(5, [&](int64_t j) { return base(j) + (j % 3 == 0 ? 0.3f : 0.f); });  // close
+  set_row(12, [&](int64_t j) { return -base(j); });                         // cosine -1
+  s.set_param(p, t.data());
+  const std::vector<StemNeighbour> near = stem_nearest(*m, 2, 3, 3);
+  ASSERT_EQ(near.size(), 3u);
+  EXPECT_EQ(near[0].id, 9);
+  EXPECT_NEAR(near[0].cosine, 1.0, 1e-9);
+  EXPECT_EQ(near[1].id, 5);
+  EXPECT_GT(near[1].cosine, 0.9);
+  EXPECT_GE(near[1].cosine, near[2].cosine);
+  for (const StemNeighbour& n : near) EXPECT_NE(n.id, 3);
+  // The whole vocabulary but the token, the last being token 12 (cosine -1).
+  const std::vector<StemNeighbour> all = stem_nearest(*m, 2, 3, 100);
+  ASSERT_EQ(all.size(), (size_t)kVocab - 1);
+  EXPECT_EQ(all.back().id, 12);
+  EXPECT_NEAR(all.back().cosine, -1.0, 1e-9);
+  // Each cosine is the one computed here.
+  for (const StemNeighbour& n : all) {
+    double dot = 0, a = 0, b = 0;
+    for (int64_t j = 0; j < h; ++j) {
+      const double x = t[(size_t)(3 * h + j)], y = t[(size_t)(n.id * h + j)];
+      dot += x * y, a += x * x, b += y * y;
+    }
+    EXPECT_NEAR(n.cosine, dot / std::sqrt(a * b), 1e-12) << n.id;
+  }
+  EXPECT_NE(error_of([&] { stem_nearest(*m, 0, 3, 3); }).find("layer 0 is not a STEM layer"), std::string::npos);
+  EXPECT_NE(error_of([&] { stem_nearest(*m, 2, kVocab, 3); }).find("outside the vocabulary"), std::string::npos);
+  auto dense = make_model(tiny_stem_model("swiglu"));
+  EXPECT_NE(error_of([&] { stem_nearest(*dense, 1, 3, 3); }).find("no STEM layers"), std::string::npos);
+}
+
+TEST(StemNearestCli, PrintsTheNeighboursOfEachLayer) {
+  const fs::path data = make_corpus("nearest_cli");
+  const fs::path dump = temp_dir("nearest_cli_dump");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  train(tiny_stem_config(data, dump), quiet);
+  auto [rc, out] = run_cli("stem-nearest ckpt=" + dump.string() + " token=a k=4");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("STEM rows nearest to token 97 \"a\""), std::string::npos) << out;
+  LoadedModel m = load_model(dump.string());
+  for (int l : stem_layers_of(*m.model)) {
+    std::string line = "layer " + std::to_string(l) + ":";
+    for (const StemNeighbour& n : stem_nearest(*m.model, l, 'a', 4)) {
+      char cos[32];
+      std::snprintf(cos, sizeof cos, " %.3f", n.cosine);
+      line += " " + nlohmann::json(m.tokenizer->decode({n.id})).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + cos;
+    }
+    EXPECT_NE(out.find(line + "\n"), std::string::npos) << line << "\n" << out;
+  }
+  std::tie(rc, out) = run_cli("stem-nearest ckpt=" + dump.string() + " token=ab");
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("token"), std::string::npos) << out;
+}

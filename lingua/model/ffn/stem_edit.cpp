@@ -1,6 +1,7 @@
 #include "lingua/model/ffn/stem_edit.h"
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "lingua/core/error.h"
@@ -27,6 +28,49 @@ StemEditMode parse_stem_edit_mode(const std::string& name) {
   if (name == "copy") return StemEditMode::copy;
   if (name == "swap") return StemEditMode::swap;
   fail("unknown STEM edit mode '", name, "' (valid: copy, swap)");
+}
+
+std::vector<int> stem_layers_of(const Transformer& model) {
+  std::vector<int> stem;
+  for (int l = 0; l < model.dims().n_layers; ++l)
+    if (model.params().find(stem_table_name(l)) >= 0) stem.push_back(l);
+  return stem;
+}
+
+std::vector<StemNeighbour> stem_nearest(const Transformer& model, int layer, int32_t token, int k) {
+  const std::vector<int> stem = stem_layers_of(model);
+  LINGUA_CHECK(!stem.empty(), "the model has no STEM layers (the inspection needs a model trained with model.ffn=stem)");
+  LINGUA_CHECK(std::binary_search(stem.begin(), stem.end(), layer), "STEM inspection: layer ", layer,
+               " is not a STEM layer (the STEM layers are ", list_str(stem), ")");
+  const int vocab = model.dims().vocab;
+  LINGUA_CHECK(token >= 0 && token < vocab, "STEM inspection: token id ", token, " is outside the vocabulary [0, ",
+               vocab, ")");
+  LINGUA_CHECK(k >= 1, "STEM inspection: k must be >= 1, got ", k);
+  const ParamStore& store = model.params();
+  const int p = store.index(stem_table_name(layer));
+  const int64_t hidden = store.info(p).local_shape[1];
+  const std::vector<float> table = store.host_param(p);
+  std::vector<double> norm((size_t)vocab);
+  for (int v = 0; v < vocab; ++v) {
+    double s = 0;
+    for (int64_t j = 0; j < hidden; ++j) s += (double)table[(size_t)(v * hidden + j)] * table[(size_t)(v * hidden + j)];
+    norm[(size_t)v] = std::sqrt(s);
+  }
+  const float* t = table.data() + (int64_t)token * hidden;
+  std::vector<StemNeighbour> all;
+  for (int v = 0; v < vocab; ++v) {
+    if (v == token) continue;
+    double dot = 0;
+    for (int64_t j = 0; j < hidden; ++j) dot += (double)t[j] * table[(size_t)(v * hidden + j)];
+    const double den = norm[(size_t)token] * norm[(size_t)v];
+    all.push_back({v, den > 0 ? dot / den : 0.0});
+  }
+  const size_t n = std::min<size_t>((size_t)k, all.size());
+  std::partial_sort(all.begin(), all.begin() + (ptrdiff_t)n, all.end(), [](const StemNeighbour& a, const StemNeighbour& b) {
+    return a.cosine != b.cosine ? a.cosine > b.cosine : a.id < b.id;
+  });
+  all.resize(n);
+  return all;
 }
 
 std::vector<int> stem_edit_rows(Transformer& model, int32_t target, int32_t source, StemEditMode mode,

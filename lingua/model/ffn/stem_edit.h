@@ -31,6 +31,18 @@ StemEditMode parse_stem_edit_mode(const std::string& name);  // fails naming the
 std::vector<int> stem_edit_rows(Transformer& model, int32_t target, int32_t source, StemEditMode mode,
                                 const std::vector<int>& layers = {});
 
+// Inspection (the interpretability the STEM paper claims): the k tokens whose rows of STEM layer
+// `layer`'s table are nearest to token `token`'s row by cosine similarity, most similar first (the
+// token itself left out; ties by id). Errors as stem_edit_rows (no STEM layers, `layer` not one,
+// an id outside the vocabulary, k < 1).
+struct StemNeighbour {
+  int32_t id;
+  double cosine;
+};
+std::vector<StemNeighbour> stem_nearest(const Transformer& model, int layer, int32_t token, int k);
+// The model's STEM layers, ascending (those with a table).
+std::vector<int> stem_layers_of(const Transformer& model);
+
 
 
 }  // namespace lingua
