@@ -56,7 +56,11 @@ int eval_main(const Args& args) {
   validate_config(with_overrides);
   std::vector<TaskConfig> tasks = e.tasks.empty() ? m.config.eval.tasks : e.tasks;
   if (e.task_files)
-    for (const std::string& f : *e.task_files) tasks.push_back(TaskConfig{.path = f});
+    for (const std::string& f : *e.task_files) {
+      TaskConfig t;
+      t.path = f;
+      tasks.push_back(t);
+    }
   check_tasks(tasks, e.tasks.empty() && !e.task_files ? "eval.tasks (of the checkpoint)" : "tasks");
   LINGUA_CHECK(e.validation || !tasks.empty(), "nothing to evaluate: validation=false and no tasks (give tasks= or "
                "task_files=)");

@@ -41,7 +41,7 @@ struct PlotConfig {
 // step -> value of each metric key of one run's JSONL file.
 using Series = std::map<std::string, std::map<int64_t, double>>;
 
-void read_metrics(const fs::path& file, const std::string& prefix, Series* out) {
+[[maybe_unused]] void read_metrics(const fs::path& file, const std::string& prefix, Series* out) {
   for (const nlohmann::json& j : read_metric_lines(file.string())) {
     const int64_t step = j["global_step"].get<int64_t>();
     for (auto it = j.begin(); it != j.end(); ++it)
@@ -50,7 +50,7 @@ void read_metrics(const fs::path& file, const std::string& prefix, Series* out) 
 }
 
 // The charts in page order: the training metrics first, then every evaluation key.
-std::vector<std::string> chart_keys(const std::vector<Series>& runs) {
+[[maybe_unused]] std::vector<std::string> chart_keys(const std::vector<Series>& runs) {
   const std::vector<std::string> first = {"loss/out", "optim/lr", "optim/grad_norm", "speed/wps", "speed/mfu",
                                           "memory/max_active_gib"};
   std::vector<std::string> keys;
