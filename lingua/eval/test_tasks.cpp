@@ -22,8 +22,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-ModelConfig tiny_model() {
+ModelConfig tiny_model(const std::string& ffn = "swiglu") {
   ModelConfig c;
+  c.ffn = ffn;  // stem: rows looked up by each position's token id, so batching must keep ids aligned
   c.dim = 16;
   c.n_layers = 2;
   c.n_heads = 2;
@@ -35,7 +36,8 @@ ModelConfig tiny_model() {
 }
 
 struct Fixture {
-  ModelConfig cfg = tiny_model();
+  explicit Fixture(const std::string& ffn = "swiglu") : cfg(tiny_model(ffn)) {}
+  ModelConfig cfg;
   test_util::ModelRun run{cfg, resolve_dims(cfg, cfg.vocab_size)};
   std::unique_ptr<Tokenizer> tok = make_tokenizer(TokenizerConfig{});
 };
@@ -77,7 +79,9 @@ std::string write_lines(const std::string& name, const std::vector<std::string>&
 }  // namespace
 
 TEST(Tasks, LoglikelihoodsAreTheReferenceSumsInAnyBatching) {
-  Fixture fx;
+  for (const char* ffn : {"swiglu", "stem"}) {
+  SCOPED_TRACE(ffn);
+  Fixture fx(ffn);
   Executor& ex = fx.run.exec;
   const std::vector<LoglikelihoodRequest> reqs = {
       {"The whale", " swam"},
@@ -95,6 +99,7 @@ TEST(Tasks, LoglikelihoodsAreTheReferenceSumsInAnyBatching) {
     EXPECT_NEAR(got[3], reference_ll(ex, bytes_with_bos(reqs[3].context + reqs[3].continuation), 4), 1e-4);
     EXPECT_NEAR(got[4], reference_ll(ex, bytes_with_bos("xy"), 1), 1e-4);
     for (double g : got) EXPECT_LT(g, 0);
+  }
   }
 }
 
