@@ -25,6 +25,7 @@
 #include "lingua/data/tiktoken.h"
 #include "lingua/data/tokenizer_testing.h"
 #include "lingua/model/dims.h"
+#include "lingua/train/trainer.h"
 #include "tests/test_util.h"
 
 using namespace lingua;
@@ -434,4 +435,32 @@ TEST(HfExportCli, ReferenceLogitsErrorsAndTheOriginalUntouched) {
   std::tie(rc, msg) = test_e2e::run_cli("import-hf hf=" + out.string() + " out=" + (root / "imported3").string());
   EXPECT_NE(rc, 0);
   EXPECT_NE(msg.find("no tensor 'model.norm.weight'"), std::string::npos) << msg;
+}
+
+// An imported directory is a checkpoint to continue training from: a run initialised from it is
+// bitwise the run initialised from the original checkpoint (same weights, same data and config).
+TEST(HfImport, TrainingContinuesFromTheImportedCheckpoint) {
+  const fs::path root = test_e2e::temp_dir("hf_continue");
+  TrainConfig mc = model_config("swiglu", false);
+  const std::string ckpt = make_checkpoint(mc, root / "src");
+  auto [rc, msg] = test_e2e::run_cli("export-hf ckpt=" + ckpt + " out=" + (root / "hf").string());
+  ASSERT_EQ(rc, 0) << msg;
+  std::tie(rc, msg) = test_e2e::run_cli("import-hf hf=" + (root / "hf").string() + " out=" + (root / "imported").string());
+  ASSERT_EQ(rc, 0) << msg;
+  const std::string imported = (root / "imported" / checkpoint_dir_name(0)).string();
+  EXPECT_NE(msg.find("checkpoint.init_ckpt_path=" + imported), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.n_kv_heads=2"), std::string::npos) << msg;
+  const fs::path data = test_e2e::make_corpus("hf_continue");
+  std::vector<std::vector<double>> losses;
+  for (const std::string& init : {ckpt, imported}) {
+    TrainConfig c = test_e2e::tiny_config(data, root / ("run_" + std::to_string(losses.size())));
+    c.model = mc.model;
+    c.data.seq_len = 24;
+    c.steps = 4;
+    c.checkpoint.init_ckpt_path = init;
+    const TrainResult r = train(c, {nullptr, true});
+    ASSERT_EQ(r.losses.size(), 4u);
+    losses.push_back(r.losses);
+  }
+  EXPECT_EQ(losses[0], losses[1]);
 }
