@@ -63,7 +63,10 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     out = {"dir": a.dir, "ok": True}
-    model = AutoModelForCausalLM.from_pretrained(a.dir, trust_remote_code=True, torch_dtype=torch.float32)
+    try:  # (transformers >= 4.56 names it dtype; older ones torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(a.dir, trust_remote_code=True, dtype=torch.float32)
+    except TypeError:
+        model = AutoModelForCausalLM.from_pretrained(a.dir, trust_remote_code=True, torch_dtype=torch.float32)
     model = model.to(a.device).eval()
     out["model_class"] = type(model).__name__
     ref_path = os.path.join(a.dir, "lingua_reference.safetensors")
