@@ -46,15 +46,6 @@ struct ImportHfConfig {
   }
 };
 
-// The bytes of a safetensors file holding `tensors` (written through a temporary file).
-std::string safetensors_bytes(const std::vector<NamedTensor>& tensors, const std::string& tmp) {
-  write_safetensors(tmp, tensors);
-  std::ifstream in(tmp, std::ios::binary);
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  fs::remove(tmp);
-  return s;
-}
-
 }  // namespace
 
 int export_hf_main(const Args& args) {
@@ -78,23 +69,26 @@ int export_hf_main(const Args& args) {
                            {"dtype", c.dtype},
                            {"tokenizer", m.config.data.tokenizer.name}};
   if (!c.reference_text.empty()) record["reference_text"] = c.reference_text;
-  std::vector<std::pair<std::string, std::string>> extra = {{"lingua_export.json", record.dump(1) + "\n"}};
+  // The reference: the logits of the model as trained (factors, not the merged copy), so that a
+  // loader is checked against what lingua itself computes.
+  std::vector<int32_t> ids;
+  std::vector<float> logits;
   if (!c.reference_text.empty()) {
-    // The logits of the model as trained (factors, not the merged copy): a loader is checked
-    // against what lingua itself computes.
-    const std::vector<int32_t> ids = m.tokenizer->encode(c.reference_text, m.config.data.add_bos, false);
+    ids = m.tokenizer->encode(c.reference_text, m.config.data.add_bos, false);
     const int T = (int)ids.size(), V = m.model->dims().vocab;
     LINGUA_CHECK(T <= m.model->dims().max_seqlen, "config key 'reference_text': ", T, " tokens, more than the model's ",
                  "context (", m.model->dims().max_seqlen, ")");
-    std::vector<float> logits((size_t)T * V);
+    logits.resize((size_t)T * V);
     m.exec->forward_logits(ids.data(), T, logits.data());
-    const std::string tmp = c.out + ".reference.tmp";
-    extra.push_back({"lingua_reference.safetensors",
-                     safetensors_bytes({{"input_ids", Tensor(ids.data(), {1, T})},
-                                        {"logits", Tensor(logits.data(), {T, V})}},
-                                       tmp)});
   }
-  write_hf_llama(model, cfg, *m.tokenizer, c.out, c.dtype, extra);
+  const auto write_extra = [&](const std::string& dir) {
+    write_text_file_atomic((fs::path(dir) / "lingua_export.json").string(), record.dump(1) + "\n");
+    if (ids.empty()) return;
+    const int64_t T = (int64_t)ids.size(), V = m.model->dims().vocab;
+    write_safetensors((fs::path(dir) / "lingua_reference.safetensors").string(),
+                      {{"input_ids", Tensor(ids.data(), {1, T})}, {"logits", Tensor(logits.data(), {T, V})}});
+  };
+  write_hf_llama(model, cfg, *m.tokenizer, c.out, c.dtype, write_extra);
   std::fprintf(stderr, "lingua export-hf: %s (model.ffn=%s%s) -> %s (%s%s)\n", m.checkpoint_dir.c_str(), ffn.c_str(),
                merged.empty() ? "" : ", structured FFNs merged to dense", c.out.c_str(), c.dtype.c_str(),
                form ? ("; model_type " + form->model_type + ": load with trust_remote_code=True").c_str() : "");
@@ -118,8 +112,9 @@ int import_hf_main(const Args& args) {
   std::string keys;
   for (const auto& [k, v] : params["model"].items())
     if (!v.is_null() && !v.is_object()) keys += " model." + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+  const nlohmann::json defaults = nlohmann::json::parse(params_json(TrainConfig{}, {}))["model"];
   for (const auto& [k, v] : params["model"].items())  // (nested sections whose values differ from the defaults)
-    if (v.is_object() && v != nlohmann::json::parse(params_json(TrainConfig{}, {}))["model"][k]) {
+    if (v.is_object() && v != defaults[k]) {
       for (const auto& [k2, v2] : v.items()) keys += " model." + k + "." + k2 + "=" + v2.dump();
     }
   keys += " data.tokenizer.name=" + im.config.data.tokenizer.name;

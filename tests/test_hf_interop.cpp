@@ -210,9 +210,13 @@ TEST(HfLlama, NamesAndRopeRowsMapBothWays) {
   EXPECT_NE(test_e2e::error_of([] { lingua_name_of_hf("model.layers.0.mlp.experts.0.weight", "x.safetensors"); })
                 .find("x.safetensors: tensor 'model.layers.0.mlp.experts.0.weight'"),
             std::string::npos);
-  EXPECT_TRUE(has_rope_rows("layers.0.attention.wq.weight"));
-  EXPECT_TRUE(has_rope_rows("layers.0.attention.wk.weight"));
-  EXPECT_FALSE(has_rope_rows("layers.0.attention.wv.weight"));
+  ModelDims gqa{};
+  gqa.n_heads = 6;
+  gqa.n_kv_heads = 2;
+  EXPECT_EQ(rope_row_heads("layers.0.attention.wq.weight", gqa), 6);
+  EXPECT_EQ(rope_row_heads("layers.0.attention.wk.weight", gqa), 2);
+  EXPECT_EQ(rope_row_heads("layers.0.attention.wv.weight", gqa), 0);
+  EXPECT_EQ(rope_row_heads("layers.0.feed_forward.w1.weight", gqa), 0);
 
   // 2 heads of 6 rows, 2 columns: HF row j = lingua row 2j, HF row 3 + j = lingua row 2j + 1.
   std::vector<float> w(24);

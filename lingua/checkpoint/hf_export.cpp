@@ -28,14 +28,6 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  LINGUA_CHECK(in.good(), "cannot read '", path, "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void write_file(const fs::path& path, const std::string& content) {
   std::ofstream out(path, std::ios::binary);
   out << content;
@@ -155,7 +147,7 @@ std::vector<std::string> write_hf_tokenizer_files(const TokenizerConfig& cfg, co
     files.push_back(name);
   };
   if (cfg.name == "hf") {
-    const std::string text = read_file(cfg.path);
+    const std::string text = read_text_file(cfg.path);
     const json tj = json::parse(text, nullptr, false);
     LINGUA_CHECK(!tj.is_discarded(), cfg.path, ": not JSON (data.tokenizer.path)");
     put("tokenizer.json", text);
@@ -163,7 +155,7 @@ std::vector<std::string> write_hf_tokenizer_files(const TokenizerConfig& cfg, co
                                                   added_content(tj, tok.eos_id()), add_bos, max_len)
                                      .dump(2));
   } else if (cfg.name == "sp") {
-    put("tokenizer.model", read_file(cfg.path));
+    put("tokenizer.model", read_text_file(cfg.path));
     json c = tokenizer_config("LlamaTokenizer", "<s>", "</s>", add_bos, max_len);
     c["unk_token"] = "<unk>";
     c["legacy"] = true;
@@ -211,7 +203,7 @@ std::vector<std::string> write_hf_tokenizer_files(const TokenizerConfig& cfg, co
 }
 
 void write_hf_llama(const Transformer& model, const TrainConfig& cfg, const Tokenizer& tok, const std::string& dir,
-                    const std::string& dtype, const std::vector<std::pair<std::string, std::string>>& extra) {
+                    const std::string& dtype, const std::function<void(const std::string& dir)>& write_extra) {
   LINGUA_CHECK(dtype == "float32" || dtype == "bfloat16", "config key 'dtype': '", dtype,
                "' is not float32 or bfloat16");
   LINGUA_CHECK(!fs::exists(dir), "config key 'out': ", dir, " already exists; give a new directory");
@@ -228,10 +220,8 @@ void write_hf_llama(const Transformer& model, const TrainConfig& cfg, const Toke
     const ParamInfo& p = store.info(id);
     f32.push_back(store.host_param(id));
     std::vector<float>& v = f32.back();
-    if (has_rope_rows(p.name)) {
-      const int64_t heads = p.name.find(".wq.") != std::string::npos ? d.n_heads : d.n_kv_heads;
+    if (const int64_t heads = rope_row_heads(p.name, d))
       permute_rope_rows(v.data(), heads, d.head_dim, p.shape.back(), true);
-    }
     Tensor t = param_host_tensor(v.data(), p);
     if (dtype == "bfloat16") {
       b16.push_back(to_bf16(v));
@@ -253,7 +243,7 @@ void write_hf_llama(const Transformer& model, const TrainConfig& cfg, const Toke
   if (const FfnHfForm* form = ffn_hf_form(cfg.model.ffn))
     for (const auto& [name, content] : form->files) write_file(tmp / name, content);
   write_hf_tokenizer_files(cfg.data.tokenizer, tok, cfg.data.add_bos, d.max_seqlen, tmp.string());
-  for (const auto& [name, content] : extra) write_file(tmp / name, content);
+  if (write_extra) write_extra(tmp.string());
   for (const auto& f : fs::directory_iterator(tmp)) fsync_file(f.path().string());
   fsync_dir(tmp.string());
   fs::rename(tmp, dir);
@@ -264,7 +254,7 @@ HfImported read_hf_llama(const std::string& dir_s, const std::string& tokenizer_
   const fs::path dir(dir_s);
   LINGUA_CHECK(fs::is_directory(dir), "'", dir_s, "' is not a directory (a Hugging Face model directory)");
   const std::string config_path = (dir / "config.json").string();
-  const json cj = json::parse(read_file(config_path), nullptr, false);
+  const json cj = json::parse(read_text_file(config_path), nullptr, false);
   LINGUA_CHECK(!cj.is_discarded(), config_path, ": not JSON");
   HfImported out;
   TrainConfig& cfg = out.config;
@@ -273,7 +263,7 @@ HfImported read_hf_llama(const std::string& dir_s, const std::string& tokenizer_
 
   // Tokenizer.
   if (fs::exists(dir / "tokenizer.json")) {
-    const std::string text = read_file((dir / "tokenizer.json").string());
+    const std::string text = read_text_file((dir / "tokenizer.json").string());
     const json tj = json::parse(text, nullptr, false);
     LINGUA_CHECK(!tj.is_discarded(), (dir / "tokenizer.json").string(), ": not JSON");
     if (is_bytes_export(tj)) {
@@ -287,7 +277,7 @@ HfImported read_hf_llama(const std::string& dir_s, const std::string& tokenizer_
   } else if (fs::exists(dir / "tokenizer.model")) {
     fs::create_directories(tokenizer_dir);
     const fs::path dst = fs::absolute(fs::path(tokenizer_dir) / "tokenizer.model");
-    write_text_file_atomic(dst.string(), read_file((dir / "tokenizer.model").string()));
+    write_text_file_atomic(dst.string(), read_text_file((dir / "tokenizer.model").string()));
     cfg.data.tokenizer = {"sp", dst.string()};
   } else {
     out.notes.push_back(dir_s + " has no tokenizer.json or tokenizer.model: data.tokenizer is left as bytes; set "
@@ -301,7 +291,7 @@ HfImported read_hf_llama(const std::string& dir_s, const std::string& tokenizer_
   std::vector<std::string> files;
   if (fs::exists(dir / "model.safetensors.index.json")) {
     const std::string index_path = (dir / "model.safetensors.index.json").string();
-    const json ij = json::parse(read_file(index_path), nullptr, false);
+    const json ij = json::parse(read_text_file(index_path), nullptr, false);
     LINGUA_CHECK(!ij.is_discarded() && ij.contains("weight_map") && ij["weight_map"].is_object(), index_path,
                  ": not a safetensors index (no weight_map)");
     std::set<std::string> seen;
@@ -337,10 +327,8 @@ HfImported read_hf_llama(const std::string& dir_s, const std::string& tokenizer_
       } else {
         fail(path, ": tensor '", hf, "' has dtype ", t.st_dtype, " (lingua reads F32, BF16 and F16)");
       }
-      if (has_rope_rows(name)) {
-        const int64_t heads = name.find(".wq.") != std::string::npos ? dims.n_heads : dims.n_kv_heads;
+      if (const int64_t heads = rope_row_heads(name, dims))
         permute_rope_rows(v.data(), heads, dims.head_dim, p.shape.back(), false);
-      }
       store.set_param(id, v.data());
       loaded[(size_t)id] = true;
     }

@@ -17,6 +17,7 @@
 //     sp        tokenizer.model copied, tokenizer_config.json (LlamaTokenizer)
 // One difference remains by design: lingua's bytes and tiktoken tokenizers read a special token's
 // name inside a document as ordinary text, transformers reads it as that special token.
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,10 +36,10 @@ std::vector<std::string> write_hf_tokenizer_files(const TokenizerConfig& cfg, co
 // first) with its config and
 // tokenizer as an HF Llama directory `dir`, which must not exist: everything is written under
 // dir + ".tmp" first and renamed at the end, so a crash never leaves a partial export. `dtype`:
-// float32 (exact) or bfloat16 (rounded to nearest even). `extra`: more files (name, content).
+// float32 (exact) or bfloat16 (rounded to nearest even). `write_extra` writes more files into the
+// directory being written (its argument) before the rename.
 void write_hf_llama(const Transformer& model, const TrainConfig& cfg, const Tokenizer& tok, const std::string& dir,
-                    const std::string& dtype,
-                    const std::vector<std::pair<std::string, std::string>>& extra = {});
+                    const std::string& dtype, const std::function<void(const std::string& dir)>& write_extra = nullptr);
 
 // The model of an HF Llama directory (model.safetensors or a sharded model.safetensors.index.json;
 // float32, bfloat16 or float16 weights), built on the CPU with the weights converted to float32.

@@ -75,12 +75,12 @@ std::string lingua_name_of_hf(const std::string& hf_name, const std::string& fil
        "model.norm, lm_head)");
 }
 
-bool has_rope_rows(const std::string& name) {
+int64_t rope_row_heads(const std::string& name, const ModelDims& d) {
   const auto ends_with = [&](const char* s) {
     const std::string t(s);
     return name.size() >= t.size() && name.compare(name.size() - t.size(), t.size(), t) == 0;
   };
-  return ends_with(".attention.wq.weight") || ends_with(".attention.wk.weight");
+  return ends_with(".attention.wq.weight") ? d.n_heads : ends_with(".attention.wk.weight") ? d.n_kv_heads : 0;
 }
 
 void permute_rope_rows(float* w, int64_t heads, int64_t head_dim, int64_t cols, bool to_hf) {
@@ -130,7 +130,7 @@ nlohmann::json hf_llama_config(const ModelConfig& cfg, const ModelDims& d, int b
   j["rms_norm_eps"] = cfg.norm_eps;  // (the config's double: d.norm_eps is a float)
   if (const FfnHfForm* form = ffn_hf_form(cfg.ffn)) {
     j["model_type"] = form->model_type;
-    form->write_config(cfg, d.n_layers, j);
+    form->write_config(cfg, j);
   }
   return j;
 }

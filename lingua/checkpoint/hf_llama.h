@@ -33,8 +33,9 @@ std::string hf_llama_name(const std::string& lingua_name);
 // The lingua name of an HF tensor; "" for a tensor lingua does not keep (rotary_emb.inv_freq).
 // Fails naming the tensor and `file` for a name outside the layout above.
 std::string lingua_name_of_hf(const std::string& hf_name, const std::string& file);
-// Whether the rows of this (lingua) parameter are in RoPE order (wq, wk).
-bool has_rope_rows(const std::string& lingua_name);
+// The heads whose rows this (lingua) parameter holds in RoPE order: n_heads for wq, n_kv_heads
+// for wk, 0 for any other parameter.
+int64_t rope_row_heads(const std::string& lingua_name, const ModelDims& dims);
 
 // Reorders the rows of w [heads * head_dim, cols] in place: lingua's pair order to HF's
 // (to_hf) or back. head_dim must be even.

@@ -63,11 +63,12 @@ Tensor Linear::stacked(const Tensor& first) const {
   return Tensor(first.data, {out_, in_}, first.dtype, first.device);
 }
 
-std::string Linear::name() const {
-  std::string n = store_->info(ids_[0]).name;
+std::string weight_base_name(std::string n) {
   if (n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0) n.resize(n.size() - 7);
   return n;
 }
+
+std::string Linear::name() const { return weight_base_name(store_->info(ids_[0]).name); }
 
 Tensor Linear::compute_weight() const { return stacked(store_->compute_param(ids_[0])); }
 Tensor Linear::grad() const { return stacked(store_->grad(ids_[0])); }

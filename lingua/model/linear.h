@@ -10,6 +10,7 @@
 // Several weights can be stacked by rows ([sum out_i, in]): declared one after the other, they are
 // adjacent in every buffer, so one matmul reads them as one matrix (SwiGLU's w1 and w3) while the
 // checkpoint still names them apart.
+#include <string>
 #include <vector>
 
 #include "lingua/model/param_store.h"
@@ -19,6 +20,9 @@ namespace lingua {
 enum class ComputePolicy {
   bf16,  // CUDA: bf16 operands (the store's bf16 copy), fp32 accumulation; CPU: fp32
 };
+
+// A weight's name without ".weight" ("layers.0.attention.wq.weight" -> "layers.0.attention.wq").
+std::string weight_base_name(std::string name);
 
 class Linear {
  public:
@@ -45,7 +49,7 @@ class Linear {
   int64_t out() const { return out_; }
   const std::vector<int>& params() const { return ids_; }
   const ParamStore& store() const { return *store_; }
-  // The first weight's name without ".weight" ("layers.0.attention.wq").
+  // weight_base_name of the first weight.
   std::string name() const;
 
   // Weight-gradient matmuls run by every Linear of this process (tests: frozen weights skip them).

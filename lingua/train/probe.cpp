@@ -18,24 +18,15 @@ namespace {
 // A tensor's values as host floats (waits for the GPU).
 std::vector<float> host_floats(const Tensor& t) {
   const int64_t n = t.numel();
-  std::vector<float> v((size_t)n);
   if (t.dtype == DType::f32) {
-    if (t.device == Device::cpu) {
-      std::copy(static_cast<const float*>(t.data), static_cast<const float*>(t.data) + n, v.begin());
-    } else {
-      copy_to_host(v.data(), t.data, (size_t)n * 4);
-    }
+    std::vector<float> v((size_t)n);
+    copy_tensor(Tensor(v.data(), {n}), t);
     return v;
   }
   LINGUA_CHECK(t.dtype == DType::bf16, "probe: cannot read a tensor of dtype ", dtype_name(t.dtype));
   std::vector<uint16_t> h((size_t)n);
-  if (t.device == Device::cpu) {
-    std::copy(static_cast<const uint16_t*>(t.data), static_cast<const uint16_t*>(t.data) + n, h.begin());
-  } else {
-    copy_to_host(h.data(), t.data, (size_t)n * 2);
-  }
-  for (int64_t i = 0; i < n; ++i) v[(size_t)i] = bf16_to_float(h[(size_t)i]);
-  return v;
+  copy_tensor(Tensor(h.data(), {n}, DType::bf16, Device::cpu), t);
+  return from_bf16(h);
 }
 
 constexpr int kEntropyQueries = 64;
@@ -99,11 +90,16 @@ void Probe::split_columns(const Linear& l, const Tensor& t, std::vector<MomentSu
   }
 }
 
-void Probe::linear_forward(const Linear& l, const Tensor& x, const Tensor& y) {
+Probe::LinearRecord& Probe::record_of(const Linear& l) {
   const std::string name = l.name();
   LinearRecord& rec = linears_[name];
   if (!rec.linear) order_.push_back(name);
   rec.linear = &l;
+  return rec;
+}
+
+void Probe::linear_forward(const Linear& l, const Tensor& x, const Tensor& y) {
+  LinearRecord& rec = record_of(l);
   rec.input.resize(1);
   const std::vector<float> xv = host_floats(x);
   rec.input[0].add(xv.data(), (int64_t)xv.size());
@@ -111,10 +107,7 @@ void Probe::linear_forward(const Linear& l, const Tensor& x, const Tensor& y) {
 }
 
 void Probe::linear_backward(const Linear& l, const Tensor& dy) {
-  LinearRecord& rec = linears_[l.name()];
-  if (!rec.linear) order_.push_back(l.name());
-  rec.linear = &l;
-  split_columns(l, dy, rec.output_grad);
+  split_columns(l, dy, record_of(l).output_grad);
 }
 
 void Probe::attention_scores(const std::string& name, const Tensor& q, const Tensor& k, int prefix) {
@@ -171,8 +164,7 @@ nlohmann::json Probe::run(Executor& exec, const int32_t* tokens, const int32_t* 
     const LinearRecord& rec = linears_[name];
     const std::vector<int>& ids = rec.linear->params();
     for (size_t k = 0; k < ids.size(); ++k) {
-      std::string key = store.info(ids[k]).name;
-      if (key.size() > 7 && key.compare(key.size() - 7, 7, ".weight") == 0) key.resize(key.size() - 7);
+      const std::string key = weight_base_name(store.info(ids[k]).name);
       nlohmann::json j;
       if (!rec.input.empty()) j["input"] = rec.input[0].stats();
       if (k < rec.output.size()) j["output"] = rec.output[k].stats();

@@ -49,6 +49,7 @@ class Probe final : public ProbeObserver {
     const Linear* linear = nullptr;
     std::vector<MomentSums> input, output, output_grad;  // per stacked weight (input: shared)
   };
+  LinearRecord& record_of(const Linear& l);  // (made when first seen, kept in order_)
   void split_columns(const Linear& l, const Tensor& t, std::vector<MomentSums>& into);
   std::string path_;
   int max_sequences_;

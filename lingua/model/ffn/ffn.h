@@ -98,7 +98,7 @@ struct FfnHfForm {
   std::string model_type;  // config.json "model_type"
   // The variant's tensors: name after "layers.{i}.feed_forward." -> after "model.layers.{i}.mlp.".
   std::vector<std::pair<std::string, std::string>> tensors;
-  void (*write_config)(const ModelConfig& cfg, int n_layers, nlohmann::json& config);
+  void (*write_config)(const ModelConfig& cfg, nlohmann::json& config);
   // Sets cfg.ffn and the variant's keys; errors name `path` and the config.json key.
   void (*read_config)(const nlohmann::json& config, const std::string& path, ModelConfig& cfg);
   std::vector<std::pair<std::string, std::string>> files;  // written beside the weights (name, content)

@@ -209,11 +209,9 @@ class LinguaStemLlamaForCausalLM(LlamaForCausalLM):
         return super().forward(input_ids=input_ids, **kwargs)
 )PY";
 
-void write_stem_hf_config(const ModelConfig& cfg, int n_layers, nlohmann::json& j) {
-  ModelConfig c = cfg;
-  c.n_layers = n_layers;
+void write_stem_hf_config(const ModelConfig& cfg, nlohmann::json& j) {
   j["architectures"] = {"LinguaStemLlamaForCausalLM"};
-  j["stem_layers"] = stem_layers(c);
+  j["stem_layers"] = stem_layers(cfg);
   j["auto_map"] = {{"AutoConfig", "modeling_lingua_stem.LinguaStemLlamaConfig"},
                    {"AutoModelForCausalLM", "modeling_lingua_stem.LinguaStemLlamaForCausalLM"}};
 }
