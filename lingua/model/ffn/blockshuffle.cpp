@@ -33,22 +33,33 @@ class BlockShuffleLinear final : public StructuredLinear {
   }
 
   void forward(const Tensor& x, const Tensor& y, const Tensor& residual, Arena& keep, Arena& scratch) override {
+    const size_t mark = scratch.mark();
+    Tensor v = arena_tensor(scratch, {x.size(0), out_}, x.dtype);
+    forward_unshuffled(x, v, keep, scratch);
+    stride_permute(v, out_ / k_, y, residual);  // P_out
+    scratch.release_to(mark);
+  }
+  void forward_unshuffled(const Tensor& x, const Tensor& v, Arena& keep, Arena& scratch) override {
     const int64_t n = x.size(0), mid = k_ * q_;
     u_ = arena_tensor(keep, {n, mid}, x.dtype);
     const size_t mark = scratch.mark();
-    Tensor z = arena_tensor(scratch, {n, mid}, x.dtype), v = arena_tensor(scratch, {n, out_}, x.dtype);
+    Tensor z = arena_tensor(scratch, {n, mid}, x.dtype);
     blockdiag_forward(x, w1_.compute(), z);
     stride_permute(z, k_, u_);
     blockdiag_forward(u_, w2_.compute(), v);
-    stride_permute(v, out_ / k_, y, residual);
     scratch.release_to(mark);
   }
+  int64_t output_shuffle() const override { return k_; }
   void backward_input(const Tensor& dy, const Tensor& dx, Arena& scratch) override {
-    const int64_t n = dy.size(0), mid = k_ * q_;
-    dz_ = arena_tensor(scratch, {n, mid}, dy.dtype);  // pending for backward_weight
-    const size_t mark = scratch.mark();
-    Tensor dv = arena_tensor(scratch, {n, out_}, dy.dtype), du = arena_tensor(scratch, {n, mid}, dy.dtype);
+    Tensor dv = arena_tensor(scratch, {dy.size(0), out_}, dy.dtype);  // (released with dz_ by the caller)
     stride_permute(dy, k_, dv);  // P_out^T
+    backward_input_unshuffled(dv, dx, scratch);
+  }
+  void backward_input_unshuffled(const Tensor& dv, const Tensor& dx, Arena& scratch) override {
+    const int64_t n = dv.size(0), mid = k_ * q_;
+    dz_ = arena_tensor(scratch, {n, mid}, dv.dtype);  // pending for backward_weight
+    const size_t mark = scratch.mark();
+    Tensor du = arena_tensor(scratch, {n, mid}, dv.dtype);
     blockdiag_backward(u_, w2_.compute(), dv, du, w2_.grad());
     stride_permute(du, q_, dz_);  // P_mid^T
     blockdiag_backward(Tensor(), w1_.compute(), dz_, dx, Tensor());

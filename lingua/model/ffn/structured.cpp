@@ -188,6 +188,13 @@ std::vector<double> FactorParam::host() const {
   return std::vector<double>(v.begin(), v.end());
 }
 
+void StructuredLinear::forward_unshuffled(const Tensor&, const Tensor&, Arena&, Arena&) {
+  LINGUA_ASSERT(false && "forward_unshuffled of a linear without an output shuffle");
+}
+void StructuredLinear::backward_input_unshuffled(const Tensor&, const Tensor&, Arena&) {
+  LINGUA_ASSERT(false && "backward_input_unshuffled of a linear without an output shuffle");
+}
+
 int64_t StructuredFfn::premerge_max_rows(Device device) const {
   if (premerge_max_rows_ >= 0) return premerge_max_rows_;
   // auto, from the H100 measurements of bench/run_premerge.sh (bench/results/structured.jsonl,
@@ -324,8 +331,13 @@ void StructuredFfn::forward(const Tensor& x, const Tensor& residual, const Tenso
     swiglu_forward_packed(ab_, g);
     linear_forward(g, merged_w2_, out, residual);
   } else {
-    fc1_->forward(x, ab_, Tensor(), keep, sc);
-    swiglu_forward_packed(ab_, g);
+    if (const int64_t k = fc1_->output_shuffle()) {  // ab_ holds fc1's output before its last shuffle
+      fc1_->forward_unshuffled(x, ab_, keep, sc);
+      swiglu_forward_shuffled(ab_, k, g);
+    } else {
+      fc1_->forward(x, ab_, Tensor(), keep, sc);
+      swiglu_forward_packed(ab_, g);
+    }
     fc2_->forward(g, out, residual, keep, sc);
   }
   sc.release_to(mark);
@@ -338,9 +350,16 @@ void StructuredFfn::backward(const Tensor& x, const Tensor& dout, const Tensor& 
   LINGUA_ASSERT(dout.dtype == ctx.act);
   Tensor dg = arena_tensor(ar, {n, hidden_}, ctx.act);
   fc2_->backward_input(dout, dg, ar);
-  swiglu_backward_packed(ab_, dg, ab_, dg);  // ab <- (da, db); dg <- the recomputed g
+  const int64_t k = fc1_->output_shuffle();
+  if (k)
+    swiglu_backward_shuffled(ab_, k, dg, ab_, dg);  // as below, in the unshuffled order
+  else
+    swiglu_backward_packed(ab_, dg, ab_, dg);  // ab <- (da, db); dg <- the recomputed g
   fc2_->backward_weight(dg, dout);
-  fc1_->backward_input(ab_, dx, ar);
+  if (k)
+    fc1_->backward_input_unshuffled(ab_, dx, ar);
+  else
+    fc1_->backward_input(ab_, dx, ar);
   fc1_->backward_weight(x, ab_);
   ar.release_to(mark);
 }

@@ -73,6 +73,14 @@ class StructuredLinear {
   virtual void backward_input(const Tensor& dy, const Tensor& dx, Arena& scratch) = 0;
   // The gradient of the factor x multiplies (after backward_input, with the same dy).
   virtual void backward_weight(const Tensor& x, const Tensor& dy) = 0;
+  // k > 0 when forward ends in a stride permutation that a consumer may fuse into its reads:
+  // y = stride_permute(v, out / k) (output element a*k + c is v's element c*(out/k) + a); else 0.
+  virtual int64_t output_shuffle() const { return 0; }
+  // forward and backward_input without that last permutation (only when output_shuffle() > 0): v
+  // [N, out] ctx.act written in place of y (no residual), dv (v's order) taken in place of dy;
+  // backward_weight then gets dv.
+  virtual void forward_unshuffled(const Tensor& x, const Tensor& v, Arena& keep, Arena& scratch);
+  virtual void backward_input_unshuffled(const Tensor& dv, const Tensor& dx, Arena& scratch);
   virtual size_t saved_bytes(int64_t rows, DType act) const = 0;
   virtual size_t scratch_bytes(int64_t rows, DType act) const = 0;  // backward_input's (>= forward's)
   virtual int64_t matmul_params() const = 0;

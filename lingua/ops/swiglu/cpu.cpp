@@ -104,4 +104,64 @@ void swiglu_backward_packed(const Tensor& ab, const Tensor& dout, const Tensor& 
                 is_given(out) ? out.f32() : nullptr, N, H);
 }
 
+namespace {
+void check_shuffled(const char* op, const Tensor& v, int64_t k, const Tensor& out_like, int64_t* N, int64_t* H) {
+  LINGUA_CHECK(v.ndim == 2 && v.size(1) % 2 == 0, op, ": v must be [N, 2H], got ", v.str());
+  *N = v.size(0);
+  *H = v.size(1) / 2;
+  LINGUA_CHECK(k >= 1 && *H % k == 0, op, ": the shuffle's block count k = ", k, " must divide H = ", *H);
+  check_shape(op, "out", out_like, {*N, *H});
+}
+}  // namespace
+
+void swiglu_forward_shuffled(const Tensor& v, int64_t k, const Tensor& out) {
+  LINGUA_PROFILE_SCOPE("swiglu_forward");
+#ifdef LINGUA_CUDA
+  if (v.device == Device::cuda) return swiglu_forward_shuffled_cuda(v, k, out);
+#endif
+  const char* op = "swiglu_forward_shuffled";
+  int64_t N, H;
+  check_shuffled(op, v, k, out, &N, &H);
+  check_f32(op, "v", v, {N, 2 * H});
+  check_f32(op, "out", out, {N, H});
+  const int64_t m = 2 * H / k;
+  const float* vp = v.f32();
+  float* o = out.f32();
+#pragma omp parallel for schedule(static) if (N * H > kMinParallelElements)
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t j = 0; j < H; ++j) {
+      const float* row = vp + r * 2 * H;
+      const float x = row[(j % k) * m + j / k], b = row[((H + j) % k) * m + (H + j) / k];
+      o[r * H + j] = x * sigmoid(x) * b;
+    }
+}
+
+void swiglu_backward_shuffled(const Tensor& v, int64_t k, const Tensor& dout, const Tensor& dv, const Tensor& out) {
+  LINGUA_PROFILE_SCOPE("swiglu_backward");
+#ifdef LINGUA_CUDA
+  if (v.device == Device::cuda) return swiglu_backward_shuffled_cuda(v, k, dout, dv, out);
+#endif
+  const char* op = "swiglu_backward_shuffled";
+  int64_t N, H;
+  check_shuffled(op, v, k, dout, &N, &H);
+  check_f32(op, "v", v, {N, 2 * H});
+  check_f32(op, "dout", dout, {N, H});
+  check_f32(op, "dv", dv, {N, 2 * H});
+  if (is_given(out)) check_f32(op, "out", out, {N, H});
+  const int64_t m = 2 * H / k;
+  const float* vp = v.f32();
+  const float* g = dout.f32();
+  float* d = dv.f32();
+  float* o = is_given(out) ? out.f32() : nullptr;
+#pragma omp parallel for schedule(static) if (N * H > kMinParallelElements)
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t j = 0; j < H; ++j) {  // each position of v (and dv) belongs to one j: read, then write
+      const int64_t pa = r * 2 * H + (j % k) * m + j / k, pb = r * 2 * H + ((H + j) % k) * m + (H + j) / k;
+      const float x = vp[pa], bj = vp[pb], s = sigmoid(x), dy = g[r * H + j];
+      d[pa] = dy * bj * (s + x * s * (1.0f - s));
+      d[pb] = dy * x * s;
+      if (o) o[r * H + j] = x * s * bj;
+    }
+}
+
 }  // namespace lingua

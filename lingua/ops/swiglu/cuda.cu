@@ -87,6 +87,39 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Shuffled packed form: thread (r, g), g in [0, H/k), makes out[r, g*k + c] for c in [0, k). Gate
+// element g*k + c sits at v[r, c*m + g] and its partner H + g*k + c at v[r, c*m + H/k + g] (m =
+// 2H/k, k divides H), so a warp's reads of one c are consecutive; its writes cover 32k consecutive
+// outputs. Each v / dv position belongs to one thread, which reads it before writing it.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_forward_shuffled_kernel(const T* v, T* out, int64_t N, int64_t H, int64_t k) {
+  const int64_t G = H / k, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= N * G) return;
+  const int64_t r = i / G, g = i - r * G, m = 2 * H / k;
+  const T* a = v + r * 2 * H + g;
+  T* o = out + r * H + g * k;
+  for (int64_t c = 0; c < k; ++c) {
+    const float x = to_f32(a[c * m]), b = to_f32(a[c * m + G]);
+    from_f32(x * sigmoid(x) * b, o + c);
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_backward_shuffled_kernel(const T* v, const T* dout, T* dv, T* out, int64_t N, int64_t H, int64_t k) {
+  const int64_t G = H / k, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= N * G) return;
+  const int64_t r = i / G, g = i - r * G, m = 2 * H / k, base = r * 2 * H + g, j0 = r * H + g * k;
+  for (int64_t c = 0; c < k; ++c) {
+    const int64_t pa = base + c * m, pb = pa + G;
+    const float x = to_f32(v[pa]), bj = to_f32(v[pb]), dy = to_f32(dout[j0 + c]), s = sigmoid(x);
+    from_f32(dy * bj * (s + x * s * (1.0f - s)), dv + pa);
+    from_f32(dy * x * s, dv + pb);
+    if (out) from_f32(x * s * bj, out + j0 + c);
+  }
+}
+
 void check_same_dtype(const char* op, const Tensor& a, std::initializer_list<std::pair<const char*, const Tensor*>> ts) {
   for (auto [name, t] : ts)
     LINGUA_CHECK(t->dtype == a.dtype, op, ": argument '", name, "' has dtype ", dtype_name(t->dtype),
@@ -185,6 +218,52 @@ void swiglu_backward_packed_cuda(const Tensor& ab, const Tensor& dout, const Ten
   check_cuda_arg(op, "dab", dab, {ab.dtype}, {N, 2 * H});
   if (is_given(out)) check_cuda_arg(op, "out", out, {ab.dtype}, {N, H});
   launch_backward(ab, second_half(ab, H), 2 * H, dout, dab, const_cast<void*>(second_half(dab, H)), out, N, H);
+}
+
+namespace {
+void check_shuffled_cuda(const char* op, const Tensor& v, int64_t k, const Tensor& other, const char* other_name,
+                         int64_t* N, int64_t* H) {
+  check_cuda_arg(op, "v", v, {DType::bf16, DType::f32}, {-1, -1});
+  LINGUA_CHECK(v.size(1) % 2 == 0, op, ": v must be [N, 2H], got ", v.str());
+  *N = v.size(0);
+  *H = v.size(1) / 2;
+  LINGUA_CHECK(k >= 1 && *H % k == 0, op, ": the shuffle's block count k = ", k, " must divide H = ", *H);
+  check_cuda_arg(op, other_name, other, {v.dtype}, {*N, *H});
+}
+}  // namespace
+
+void swiglu_forward_shuffled_cuda(const Tensor& v, int64_t k, const Tensor& out) {
+  int64_t N, H;
+  check_shuffled_cuda("swiglu_forward_shuffled", v, k, out, "out", &N, &H);
+  const int64_t threads = N * (H / k);
+  if (threads == 0) return;
+  const int blocks = ceil_div(threads, (int64_t)kThreads);
+  if (v.dtype == DType::bf16)
+    swiglu_forward_shuffled_kernel<bf16><<<blocks, kThreads, 0, cuda_stream()>>>(
+        static_cast<const bf16*>(v.data), static_cast<bf16*>(out.data), N, H, k);
+  else
+    swiglu_forward_shuffled_kernel<float><<<blocks, kThreads, 0, cuda_stream()>>>(v.f32(), out.f32(), N, H, k);
+  CUDA_CHECK_LAUNCH();
+}
+
+void swiglu_backward_shuffled_cuda(const Tensor& v, int64_t k, const Tensor& dout, const Tensor& dv,
+                                   const Tensor& out) {
+  const char* op = "swiglu_backward_shuffled";
+  int64_t N, H;
+  check_shuffled_cuda(op, v, k, dout, "dout", &N, &H);
+  check_cuda_arg(op, "dv", dv, {v.dtype}, {N, 2 * H});
+  if (is_given(out)) check_cuda_arg(op, "out", out, {v.dtype}, {N, H});
+  const int64_t threads = N * (H / k);
+  if (threads == 0) return;
+  const int blocks = ceil_div(threads, (int64_t)kThreads);
+  if (v.dtype == DType::bf16)
+    swiglu_backward_shuffled_kernel<bf16><<<blocks, kThreads, 0, cuda_stream()>>>(
+        static_cast<const bf16*>(v.data), static_cast<const bf16*>(dout.data), static_cast<bf16*>(dv.data),
+        is_given(out) ? static_cast<bf16*>(out.data) : nullptr, N, H, k);
+  else
+    swiglu_backward_shuffled_kernel<float><<<blocks, kThreads, 0, cuda_stream()>>>(
+        v.f32(), dout.f32(), dv.f32(), is_given(out) ? out.f32() : nullptr, N, H, k);
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace lingua

@@ -30,9 +30,26 @@ void swiglu_backward_packed(const Tensor& ab,    // [N, 2H]
                             const Tensor& dab,   // [N, 2H], written (da, db packed like ab)
                             const Tensor& out = Tensor());  // [N, H], silu(a) * b, optional
 
+// Shuffled packed form, for an fc1 whose last step is a stride permutation (BlockShuffle): the
+// packed ab is stride_permute(v, 2H / k) of the v given, i.e.
+//   ab[n, j] = v[n, (j % k) * (2H / k) + j / k]      (k divides H)
+// and the gradient comes back in v's order (dv = the inverse permutation of dab). Reading v
+// through the permutation saves two passes over [N, 2H] (the permutation and its gradient's).
+// dv may alias v, out may alias dout.
+void swiglu_forward_shuffled(const Tensor& v,  // [N, 2H]
+                             int64_t k,
+                             const Tensor& out);  // [N, H], written
+void swiglu_backward_shuffled(const Tensor& v,     // [N, 2H]
+                              int64_t k,
+                              const Tensor& dout,  // [N, H]
+                              const Tensor& dv,    // [N, 2H], written
+                              const Tensor& out = Tensor());  // [N, H], silu(a) * b, optional
+
 // CUDA implementation (cuda.cu); called by the functions above for GPU tensors.
 void swiglu_forward_packed_cuda(const Tensor& ab, const Tensor& out);
 void swiglu_backward_packed_cuda(const Tensor& ab, const Tensor& dout, const Tensor& dab, const Tensor& out);
+void swiglu_forward_shuffled_cuda(const Tensor& v, int64_t k, const Tensor& out);
+void swiglu_backward_shuffled_cuda(const Tensor& v, int64_t k, const Tensor& dout, const Tensor& dv, const Tensor& out);
 void swiglu_forward_cuda(const Tensor& a, const Tensor& b, const Tensor& out);
 void swiglu_backward_cuda(const Tensor& a, const Tensor& b, const Tensor& dout, const Tensor& da, const Tensor& db,
                           const Tensor& out);

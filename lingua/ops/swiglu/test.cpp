@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "lingua/ops/stride_permute/stride_permute.h"
 #include "lingua/ops/swiglu/swiglu.h"
 #include "lingua/ops/testing.h"
 
@@ -100,6 +101,30 @@ TEST(SwiGLU, PackedEqualsSeparate) {
   }
   std::vector<float> odd(3 * 5), o(3 * 2);
   EXPECT_THROW(swiglu_forward_packed(Tensor(odd.data(), {3, 5}), Tensor(o.data(), {3, 2})), Error);
+}
+
+TEST(SwiGLU, ShuffledEqualsPermutationThenPacked) {
+  // The shuffled form against its definition: ab = stride_permute(v, 2H / k), the packed op, and
+  // the gradient permuted back (the inverse: stride_permute by k).
+  for (auto [H, k] : {std::pair<int64_t, int64_t>{1, 1}, {15, 3}, {15, 5}, {24, 4}, {7, 7}}) {
+    const int64_t N = 5;
+    auto v = random_vector(N * 2 * H, 31, -4.0f, 4.0f), g = random_vector(N * H, 32);
+    std::vector<float> ab(v.size()), out(N * H), dab(v.size()), dv_ref(v.size()), gp = g;
+    stride_permute(Tensor(v.data(), {N, 2 * H}), 2 * H / k, Tensor(ab.data(), {N, 2 * H}));
+    swiglu_forward_packed(Tensor(ab.data(), {N, 2 * H}), Tensor(out.data(), {N, H}));
+    swiglu_backward_packed(Tensor(ab.data(), {N, 2 * H}), Tensor(g.data(), {N, H}), Tensor(dab.data(), {N, 2 * H}));
+    stride_permute(Tensor(dab.data(), {N, 2 * H}), k, Tensor(dv_ref.data(), {N, 2 * H}));
+    std::vector<float> sout(N * H);
+    swiglu_forward_shuffled(Tensor(v.data(), {N, 2 * H}), k, Tensor(sout.data(), {N, H}));
+    EXPECT_EQ(sout, out) << H << " " << k;
+    // In place, as the FFN calls it: dv over v, the recomputed output over dout.
+    swiglu_backward_shuffled(Tensor(v.data(), {N, 2 * H}), k, Tensor(gp.data(), {N, H}), Tensor(v.data(), {N, 2 * H}),
+                             Tensor(gp.data(), {N, H}));
+    EXPECT_EQ(v, dv_ref) << H << " " << k;
+    EXPECT_EQ(gp, out) << H << " " << k;
+  }
+  std::vector<float> v(3 * 10), o(3 * 5);
+  EXPECT_THROW(swiglu_forward_shuffled(Tensor(v.data(), {3, 10}), 2, Tensor(o.data(), {3, 5})), Error);  // 2 !| 5
 }
 
 TEST(SwiGLU, ShapeErrors) {

@@ -143,4 +143,41 @@ TEST(SwiGLUCuda, Errors) {
   cuda_synchronize();
 }
 
+
+// The shuffled form (BlockShuffle's fc1 read through its last permutation) against the CPU.
+std::vector<OpCase> shuffled_cases() {
+  std::vector<OpCase> cs;
+  for (auto [N, H, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 15, 3}, {33, 15, 5}, {31, 1024, 4},
+                         {5, 2816, 2}, {3, 96, 32}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      OpCase& c = cs.emplace_back("swiglu_shuffled k=" + std::to_string(k));
+      c.in("v", {N, 2 * H}, dt).uniform(-6.0f, 6.0f, 41);
+      c.in("dout", {N, H}, dt).uniform(-1.0f, 1.0f, 42);
+      c.out("out", {N, H}, dt);
+      c.out("dv", {N, 2 * H}, dt);
+      c.out("out2", {N, H}, dt);
+      c.run = [k = k](OpArgs& t) {
+        swiglu_forward_shuffled(t["v"], k, t["out"]);
+        swiglu_backward_shuffled(t["v"], k, t["dout"], t["dv"], t["out2"]);
+      };
+    }
+  return cs;
+}
+
+LINGUA_OP_TEST(SwiGLU, ShuffledMatchesCpu, shuffled_cases())
+
+TEST(SwiGLUCuda, ShuffledInPlaceEqualsOutOfPlace) {
+  LINGUA_REQUIRE_GPU();
+  const int64_t N = 33, H = 1536, k = 4;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    DeviceTensor v({N, 2 * H}, dt), g({N, H}, dt), dv({N, 2 * H}, dt), out({N, H}, dt);
+    v.upload(random_vector(N * 2 * H, 43, -4.0f, 4.0f));
+    g.upload(random_vector(N * H, 44));
+    swiglu_backward_shuffled(v.t, k, g.t, dv.t, out.t);
+    swiglu_backward_shuffled(v.t, k, g.t, v.t, g.t);  // dv over v, the output over dout
+    EXPECT_EQ(v.bytes(), dv.bytes()) << dtype_name(dt);
+    EXPECT_EQ(g.bytes(), out.bytes()) << dtype_name(dt);
+  }
+}
+
 }  // namespace
