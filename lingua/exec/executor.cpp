@@ -397,38 +397,52 @@ void Executor::forward_logits(const int32_t* tokens, int T, float* logits) {
   copy_tensor(Tensor(logits, {(int64_t)T, V}), out);
 }
 
-KVCache Executor::make_cache(int max_len) const {
-  return KVCache(model_.dims(), max_len + prefix_, device(), model_.act_dtype());
+KVCache Executor::make_cache(int max_len, int batch) const {
+  return KVCache(model_.dims(), max_len + prefix_, device(), model_.act_dtype(), batch);
 }
 
 void Executor::forward_decode(const int32_t* tokens, int T, KVCache& cache, float* logits) {
+  forward_decode(tokens, cache.batch, T, cache, logits);
+}
+
+void Executor::forward_decode(const int32_t* tokens, int B, int T, KVCache& cache, float* logits) {
   const ModelDims& d = model_.dims();
+  LINGUA_CHECK(B == cache.batch, "generation: ", B, " sequences for a KV cache of ", cache.batch);
   const bool first = cache.len == 0;
   const int P = first ? prefix_ : 0;
   const int pos0 = first ? 0 : cache.next_position();
   LINGUA_CHECK(pos0 + T <= d.max_seqlen, "generation: ", pos0 + T, " tokens exceed model.max_seqlen (", d.max_seqlen,
                ")");
-  const SeqLayout seq{1, T, P};
-  const int64_t rows = seq.rows(), D = d.dim;
-  ensure_arena(seq, false, arena_bytes(d.vocab));
+  const SeqLayout seq{B, T, P};
+  const int64_t rows = seq.rows(), S = seq.S(), D = d.dim, V = d.vocab;
+  ensure_arena(seq, false, arena_bytes(B * V) + arena_bytes(B * D));
   Arena& ar = saved_;
-  Tensor tok = device_ids(tokens, T, 0);
+  Tensor tok = device_ids(tokens, (int64_t)B * T, 0);
   StepContext ctx = context(tok, seq, pos0, false);
   Tensor x = arena_tensor(ar, {rows, D});
-  if (P > 0) zero_row_blocks(x, rows, 0, 1, P);
-  model_.embed(tok, Tensor(static_cast<float*>(x.data) + P * D, {(int64_t)T, D}, DType::f32, x.device));
+  if (P == 0) {
+    model_.embed(tok, x);
+  } else {  // each sequence's P prefix rows, then its tokens' embeddings
+    const size_t mark = scratch_.mark();
+    Tensor e = arena_tensor(scratch_, {(int64_t)B * T, D});
+    model_.embed(tok, e);
+    zero_row_blocks(x, S, 0, B, P);
+    copy_row_blocks(x, S, P, e, T, 0, B, T);
+    scratch_.release_to(mark);
+  }
   for (int l = 0; l < model_.n_layers(); ++l) {
     for (LayerHooks* h : hooks_) h->before_forward(l, x, ctx);
     model_.block(l).forward_cached(x, cache, l, ctx);
     for (LayerHooks* h : hooks_) h->after_forward(l, x, ctx);
   }
   if (first) cache.prefix = P;
-  cache.len += (int)rows;
-  // Only the last position's logits are needed.
-  Tensor last(static_cast<float*>(x.data) + (rows - 1) * D, {1, D}, DType::f32, x.device);
-  Tensor out = arena_tensor(ar, {1, (int64_t)d.vocab});
+  cache.len += (int)S;
+  // Only each sequence's last position's logits are needed.
+  Tensor last = arena_tensor(ar, {(int64_t)B, D});
+  copy_row_blocks(last, 1, 0, x, S, S - 1, B, 1);
+  Tensor out = arena_tensor(ar, {(int64_t)B, V});
   model_.head().logits_of(last, out, ctx);
-  copy_tensor(Tensor(logits, {1, (int64_t)d.vocab}), out);
+  copy_tensor(Tensor(logits, {(int64_t)B, V}), out);
 }
 
 }  // namespace lingua

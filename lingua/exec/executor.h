@@ -80,10 +80,12 @@ class Executor {
   LossSum forward_loss(const int32_t* tokens, const int32_t* targets, int B, int T, float* nll_out = nullptr);
   // Full-sequence logits of one sequence ([T, V] host), for tests and scoring.
   void forward_logits(const int32_t* tokens, int T, float* logits);
-  // Decoding one sequence with a KV cache: feeds T new tokens (after the prefix rows on the first
-  // call, when there are any), returns the logits [V] of the last (host memory).
-  KVCache make_cache(int max_len) const;
-  void forward_decode(const int32_t* tokens, int T, KVCache& cache, float* logits);
+  // Decoding with a KV cache of `batch` sequences in step (max_len tokens each): feeds T new tokens
+  // of each (tokens [B, T]; after its prefix rows on the first call, when there are any), returns
+  // the logits [B, V] of each one's last (host memory). B must be the cache's batch.
+  KVCache make_cache(int max_len, int batch = 1) const;
+  void forward_decode(const int32_t* tokens, int B, int T, KVCache& cache, float* logits);
+  void forward_decode(const int32_t* tokens, int T, KVCache& cache, float* logits);  // B = cache.batch
 
   // ---- Memory ----
   // Arena bytes one training micro-batch of [B, T] needs (activations in the activation dtype),

@@ -367,3 +367,51 @@ TEST(Layout, ChangesBetweenStepsAreFollowed) {
   const Tensor ge = b.params().grad(id);
   EXPECT_EQ(std::vector<float>(ge.f32(), ge.f32() + ge.numel()), std::vector<float>(35, 0.0f));
 }
+
+// Several sequences decoded in step through one KV cache give each one's logits as decoding it
+// alone does: prefill of 5 tokens, then 4 single tokens, with and without prefix rows.
+TEST(BatchedDecoding, EachSequenceAsAlone) {
+  ModelConfig cfg = tiny();
+  ModelDims d = resolve_dims(cfg, 13);
+  const int B = 3, T = 9, V = 13, prefill = 5;
+  for (int P : {0, 2}) {
+    ModelRun m(cfg, d);
+    PrefixHooks prefix(P, d.dim, 11);
+    if (P > 0) {
+      m.exec.add_hooks(&prefix);
+      m.exec.set_prefix_rows(P);
+    }
+    const auto tok = ids(B * T, 21);  // sequence b: tok[b*T, (b+1)*T)
+    std::vector<std::vector<float>> alone(B);  // per sequence: the logits of each decode call, in turn
+    for (int b = 0; b < B; ++b) {
+      KVCache cache = m.exec.make_cache(T);
+      std::vector<float> step(V);
+      m.exec.forward_decode(tok.data() + b * T, prefill, cache, step.data());
+      alone[b] = step;
+      for (int t = prefill; t < T; ++t) {
+        m.exec.forward_decode(tok.data() + b * T + t, 1, cache, step.data());
+        alone[b].insert(alone[b].end(), step.begin(), step.end());
+      }
+    }
+    KVCache cache = m.exec.make_cache(T, B);
+    std::vector<int32_t> in((size_t)B * prefill);
+    for (int b = 0; b < B; ++b) std::copy_n(tok.begin() + b * T, prefill, in.begin() + b * prefill);
+    std::vector<float> step((size_t)B * V);
+    for (int call = 0; call <= T - prefill; ++call) {
+      if (call == 0) {
+        m.exec.forward_decode(in.data(), B, prefill, cache, step.data());
+      } else {
+        std::vector<int32_t> next(B);
+        for (int b = 0; b < B; ++b) next[b] = tok[b * T + prefill + call - 1];
+        m.exec.forward_decode(next.data(), B, 1, cache, step.data());
+      }
+      for (int b = 0; b < B; ++b)
+        for (int v = 0; v < V; ++v)
+          ASSERT_NEAR(step[b * V + v], alone[b][call * V + v], 1e-5) << "P " << P << " call " << call << " seq " << b;
+    }
+    EXPECT_EQ(cache.len, P + T);
+    EXPECT_EQ(cache.prefix, P);
+    std::vector<int32_t> one(B);
+    EXPECT_THROW(m.exec.forward_decode(one.data(), B - 1, 1, cache, step.data()), Error);  // not the cache's batch
+  }
+}

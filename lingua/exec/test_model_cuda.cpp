@@ -198,6 +198,27 @@ void check_decoding(const ModelConfig& cfg) {
     std::vector<float> r(full_gpu.begin() + (size_t)t * d.vocab, full_gpu.begin() + (size_t)(t + 1) * d.vocab);
     EXPECT_LT(rel_l2(logits, r), 2e-2) << "position " << t;
   }
+  // Three sequences in step through one cache: each as the full forward of it alone.
+  const int B = 3;
+  auto many = random_ids(B * T, d.vocab, 10);
+  std::vector<std::vector<float>> full(B, std::vector<float>((size_t)T * d.vocab));
+  for (int b = 0; b < B; ++b) gpu.forward_logits(many.data() + b * T, T, full[b].data());
+  KVCache batch = gpu.make_cache(T, B);
+  std::vector<int32_t> in((size_t)B * 7);
+  for (int b = 0; b < B; ++b) std::copy_n(many.begin() + b * T, 7, in.begin() + b * 7);
+  std::vector<float> out((size_t)B * d.vocab);
+  gpu.forward_decode(in.data(), B, 7, batch, out.data());
+  for (int t = 7; t <= T; ++t) {
+    for (int b = 0; b < B; ++b) {
+      std::vector<float> got(out.begin() + (size_t)b * d.vocab, out.begin() + (size_t)(b + 1) * d.vocab);
+      std::vector<float> r(full[b].begin() + (size_t)(t - 1) * d.vocab, full[b].begin() + (size_t)t * d.vocab);
+      EXPECT_LT(rel_l2(got, r), 2e-2) << "batched, sequence " << b << " position " << t - 1;
+    }
+    if (t == T) break;
+    std::vector<int32_t> next(B);
+    for (int b = 0; b < B; ++b) next[b] = many[b * T + t];
+    gpu.forward_decode(next.data(), B, 1, batch, out.data());
+  }
 }
 
 TEST(TransformerCuda, DecodingWithCacheMatchesFullForward) {

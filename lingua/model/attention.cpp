@@ -7,25 +7,41 @@
 
 namespace lingua {
 
-KVCache::KVCache(const ModelDims& d, int max_len_, Device device, DType dtype)
-    : max_len(max_len_), kv_(d.n_kv_heads), hd_(d.head_dim), device_(device), dtype_(dtype) {
-  size_t n = (size_t)max_len * kv_ * hd_;
+KVCache::KVCache(const ModelDims& d, int max_len_, Device device, DType dtype, int batch_)
+    : max_len(max_len_), batch(batch_), kv_(d.n_kv_heads), hd_(d.head_dim), device_(device), dtype_(dtype) {
+  LINGUA_CHECK(batch >= 1 && max_len >= 1, "KV cache: batch (", batch, ") and length (", max_len,
+               ") must be positive");
+  size_t n = (size_t)batch * max_len * kv_ * hd_;
   for (int i = 0; i < 2 * d.n_layers; ++i) {
     if (device == Device::cuda) dev_.emplace_back(n * dtype_size(dtype));
     else host_.emplace_back(n);
   }
 }
 
-Tensor KVCache::view(int layer, bool is_v, int64_t pos, std::initializer_list<int64_t> dims) const {
+Tensor KVCache::view(int layer, bool is_v) const {
   int i = 2 * layer + (is_v ? 1 : 0);
-  char* base = device_ == Device::cuda ? static_cast<char*>(dev_[i].data())
-                                       : reinterpret_cast<char*>(const_cast<float*>(host_[i].data()));
-  return Tensor(base + pos * kv_ * hd_ * dtype_size(dtype_), dims, dtype_, device_);
+  void* base = device_ == Device::cuda ? dev_[i].data() : const_cast<float*>(host_[i].data());
+  return Tensor(base, {batch, max_len, kv_, hd_}, dtype_, device_);
 }
-Tensor KVCache::k(int layer, int64_t len) const { return view(layer, false, 0, {1, len, kv_, hd_}); }
-Tensor KVCache::v(int layer, int64_t len) const { return view(layer, true, 0, {1, len, kv_, hd_}); }
-Tensor KVCache::k_at(int layer, int64_t pos, int64_t n) const { return view(layer, false, pos, {n, kv_ * hd_}); }
-Tensor KVCache::v_at(int layer, int64_t pos, int64_t n) const { return view(layer, true, pos, {n, kv_ * hd_}); }
+Tensor KVCache::rows(int layer, bool is_v, int64_t n) const {
+  LINGUA_ASSERT(batch == 1);
+  LINGUA_CHECK(len + n <= max_len, "generation: sequence of ", len + n, " rows exceeds the KV cache (", max_len, ")");
+  const Tensor all = view(layer, is_v);
+  return Tensor(static_cast<char*>(all.data) + (size_t)len * kv_ * hd_ * dtype_size(dtype_), {n, kv_ * hd_}, dtype_,
+                device_);
+}
+Tensor KVCache::k_rows(int layer, int64_t n) const { return rows(layer, false, n); }
+Tensor KVCache::v_rows(int layer, int64_t n) const { return rows(layer, true, n); }
+Tensor KVCache::k(int layer) const { return view(layer, false); }
+Tensor KVCache::v(int layer) const { return view(layer, true); }
+
+void KVCache::append(int layer, const Tensor& new_k, const Tensor& new_v, int64_t n) {
+  LINGUA_CHECK(len + n <= max_len, "generation: sequence of ", len + n, " rows exceeds the KV cache (", max_len, ")");
+  for (int i = 0; i < 2; ++i) {
+    const Tensor rows = reshape(view(layer, i == 1), {(int64_t)batch * max_len, kv_ * hd_});
+    copy_row_blocks(rows, max_len, len, i == 0 ? new_k : new_v, n, 0, batch, n);
+  }
+}
 
 Attention::Attention(ParamStore& store, const ModelDims& d, const ModelConfig& cfg, int layer,
                      const std::string& prefix, const RopeTable& rope)
@@ -92,22 +108,25 @@ void Attention::backward(const Tensor& x, const Tensor& dy, const Tensor& dx, co
 
 void Attention::forward_cached(const Tensor& x, const Tensor& residual, const Tensor& y, KVCache& cache, int layer,
                                const StepContext& ctx) {
-  const int64_t n = x.size(0), row0 = cache.len;
-  LINGUA_CHECK(row0 + n <= cache.max_len, "generation: sequence of ", row0 + n, " rows exceeds the KV cache (",
-               cache.max_len, ")");
+  const int64_t B = ctx.seq.B, n = ctx.seq.S(), rows = x.size(0);
+  LINGUA_CHECK(cache.batch == B && rows == B * n, "generation: a KV cache of ", cache.batch,
+               " sequences decoding ", B, " (", rows, " rows)");
   Arena& ar = *ctx.scratch;
   size_t mark = ar.mark();
-  Tensor q = arena_tensor(ar, {1, n, H_, hd_}, ctx.act);
-  Tensor o = arena_tensor(ar, {1, n, H_, hd_}, ctx.act);
-  Tensor k = cache.k_at(layer, row0, n), v = cache.v_at(layer, row0, n);
-  wq_.forward(x, reshape(q, {n, H_ * hd_}));
+  Tensor q = arena_tensor(ar, {B, n, H_, hd_}, ctx.act);
+  Tensor o = arena_tensor(ar, {B, n, H_, hd_}, ctx.act);
+  // One sequence writes its new keys and values straight into the cache; several, row blocks apart.
+  const bool direct = B == 1;
+  Tensor k = direct ? cache.k_rows(layer, n) : arena_tensor(ar, {rows, KV_ * hd_}, ctx.act);
+  Tensor v = direct ? cache.v_rows(layer, n) : arena_tensor(ar, {rows, KV_ * hd_}, ctx.act);
+  wq_.forward(x, reshape(q, {rows, H_ * hd_}));
   wk_.forward(x, k);
   wv_.forward(x, v);
   rope_forward(q, rope_, ctx.pos0, ctx.seq.prefix);
-  rope_forward(reshape(k, {1, n, KV_, hd_}), rope_, ctx.pos0, ctx.seq.prefix);
-  const int64_t S = row0 + n;
-  attention_forward(q, cache.k(layer, S), cache.v(layer, S), o, Tensor());
-  wo_.forward(reshape(o, {n, H_ * hd_}), y, residual);
+  rope_forward(reshape(k, {B, n, KV_, hd_}), rope_, ctx.pos0, ctx.seq.prefix);
+  if (!direct) cache.append(layer, k, v, n);
+  attention_forward_cached(q, cache.k(layer), cache.v(layer), cache.len + n, o);
+  wo_.forward(reshape(o, {rows, H_ * hd_}), y, residual);
   ar.release_to(mark);
 }
 

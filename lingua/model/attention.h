@@ -11,21 +11,28 @@
 
 namespace lingua {
 
-// Keys and values of past rows for decoding one sequence: per layer [max_len, KV, hd], in the
-// model's activation dtype and on its device. The first `prefix` rows are the sequence's prefix
-// rows (see SeqLayout), without a position; the rows after them are tokens 0, 1, ...
+// Keys and values of past rows for decoding `batch` sequences in step (the same rows each): per
+// layer [batch, max_len, KV, hd], in the model's activation dtype and on its device. The first
+// `prefix` rows of each sequence are its prefix rows (see SeqLayout), without a position; the rows
+// after them are tokens 0, 1, ...
 struct KVCache {
-  int max_len = 0, len = 0;  // rows held, prefix rows included
+  int max_len = 0, len = 0;  // rows held per sequence, prefix rows included
   int prefix = 0;            // set by the first decode call of a sequence with prefix rows
+  int batch = 1;
   int next_position() const { return len - prefix; }
-  KVCache(const ModelDims& d, int max_len, Device device = Device::cpu, DType dtype = DType::f32);
-  Tensor k(int layer, int64_t len) const;  // [1, len, KV, hd] view of the first len positions
-  Tensor v(int layer, int64_t len) const;
-  Tensor k_at(int layer, int64_t pos, int64_t n) const;  // [n, KV * hd] rows pos.. (for writing)
-  Tensor v_at(int layer, int64_t pos, int64_t n) const;
+  KVCache(const ModelDims& d, int max_len, Device device = Device::cpu, DType dtype = DType::f32, int batch = 1);
+  Tensor k(int layer) const;  // [batch, max_len, KV, hd]
+  Tensor v(int layer) const;
+  // Writes rows [len, len + n) of every sequence from new_k / new_v [batch * n, KV * hd] (sequence
+  // by sequence).
+  void append(int layer, const Tensor& new_k, const Tensor& new_v, int64_t n);
+  // One sequence (batch 1): rows [len, len + n) as [n, KV * hd], to write in place of append.
+  Tensor k_rows(int layer, int64_t n) const;
+  Tensor v_rows(int layer, int64_t n) const;
 
  private:
-  Tensor view(int layer, bool is_v, int64_t pos, std::initializer_list<int64_t> dims) const;
+  Tensor view(int layer, bool is_v) const;
+  Tensor rows(int layer, bool is_v, int64_t n) const;
   int64_t kv_, hd_;
   Device device_;
   DType dtype_;
@@ -43,8 +50,9 @@ class Attention {
   void forward(const Tensor& x, const Tensor& residual, const Tensor& y, const StepContext& ctx);
   // dy: [rows, dim] ctx.act; dx: [rows, dim] f32 or ctx.act, written.
   void backward(const Tensor& x, const Tensor& dy, const Tensor& dx, const StepContext& ctx);
-  // Decoding one sequence: x holds new rows (ctx.seq.prefix prefix rows when the cache is empty,
-  // then the tokens, at positions cache.next_position()...); appends them to the cache.
+  // Decoding ctx.seq.B sequences in step: x holds each one's new rows in turn (ctx.seq.prefix
+  // prefix rows when the cache is empty, then the tokens, at positions cache.next_position()...);
+  // appends them to the cache (cache.batch == ctx.seq.B).
   // y = residual + attention(x) as in forward.
   void forward_cached(const Tensor& x, const Tensor& residual, const Tensor& y, KVCache& cache, int layer,
                       const StepContext& ctx);

@@ -22,12 +22,22 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& dk,    // [B, T, KV, hd] f32, written
                         const Tensor& dv);   // [B, T, KV, hd] f32, written
 
+// Decoding B sequences over their KV cache: k and v hold `len` >= S rows per sequence (the
+// cache's capacity), of which the first S are the keys; queries are the last T of those S
+// positions. The same math as attention_forward (lse not written).
+void attention_forward_cached(const Tensor& q,    // [B, T, H, hd]
+                              const Tensor& k,    // [B, len, KV, hd]
+                              const Tensor& v,    // [B, len, KV, hd]
+                              int64_t S,          // keys per sequence, T <= S <= len
+                              const Tensor& out); // [B, T, H, hd], written
+
 // CUDA implementation (attention/cuda.cu), reached through the functions above for GPU tensors.
 // q, k, v, out, dout, dq, dk, dv all bf16 (or all f32: exact fallback kernels), lse f32, same
 // layouts and contract; head_dim <= 256. cuDNN's fused flash attention runs where it applies
 // (bf16, head_dim 64 / 128, S == T), our own deterministic kernels elsewhere; LINGUA_ATTENTION=
 // auto | fallback | cudnn forces one (attention/cuda_internal.h).
 void attention_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse);
+void attention_forward_cached_cuda(const Tensor& q, const Tensor& k, const Tensor& v, int64_t S, const Tensor& out);
 void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                              const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv);
 

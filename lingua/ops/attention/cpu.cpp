@@ -94,6 +94,30 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
     }
 }
 
+void attention_forward_cached(const Tensor& q, const Tensor& k, const Tensor& v, int64_t S, const Tensor& out) {
+  LINGUA_PROFILE_SCOPE("attention_forward");
+  const char* op = "attention_forward_cached";
+  LINGUA_CHECK(q.ndim == 4 && k.ndim == 4, op, ": q [B, T, H, hd] and k [B, len, KV, hd], got ", q.str(), " and ",
+               k.str());
+  const int64_t B = q.size(0), len = k.size(1), KV = k.size(2), hd = k.size(3);
+  check_shape(op, "v", v, {B, len, KV, hd});
+  LINGUA_CHECK(S >= q.size(1) && S <= len, op, ": keys per sequence S = ", S, " must be in [T = ", q.size(1),
+               ", len = ", len, "]");
+#ifdef LINGUA_CUDA
+  if (q.device == Device::cuda) return attention_forward_cached_cuda(q, k, v, S, out);
+#endif
+  check_f32(op, "k", k, {B, len, KV, hd});
+  check_f32(op, "v", v, {B, len, KV, hd});
+  // The keys of each sequence gathered into [B, S, KV, hd], then plain attention.
+  const int64_t row = KV * hd;
+  std::vector<float> ks((size_t)(B * S * row)), vs(ks.size());
+  for (int64_t b = 0; b < B; ++b) {
+    std::copy_n(k.f32() + b * len * row, S * row, ks.data() + b * S * row);
+    std::copy_n(v.f32() + b * len * row, S * row, vs.data() + b * S * row);
+  }
+  attention_forward(q, Tensor(ks.data(), {B, S, KV, hd}), Tensor(vs.data(), {B, S, KV, hd}), out, Tensor());
+}
+
 // With p = softmax(scale * q k^T) recomputed as exp(score - lse):
 //   dv_s += p_s dout_t;  dP_s = dout_t . v_s;  D_t = dout_t . out_t;  dS_s = p_s (dP_s - D_t)
 //   dq_t = scale sum_s dS_s k_s;  dk_s += scale dS_s q_t

@@ -79,6 +79,20 @@ void attention_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, c
   g_last_forward = Path::fallback;
 }
 
+void attention_forward_cached_cuda(const Tensor& q, const Tensor& k, const Tensor& v, int64_t S, const Tensor& out) {
+  const char* op = "attention_forward_cached";
+  check_common(op, q, k);
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), hd = q.size(3), len = k.size(1), KV = k.size(2);
+  check_cuda_arg(op, "v", v, {q.dtype}, {B, len, KV, hd});
+  check_cuda_arg(op, "out", out, {q.dtype}, {B, T, H, hd});
+  if (B == 1 || S == len) {  // the keys are one contiguous [B, S, KV, hd] block: either path
+    const Tensor ks(k.data, {B, S, KV, hd}, k.dtype, k.device), vs(v.data, {B, S, KV, hd}, v.dtype, v.device);
+    return attention_forward_cuda(q, ks, vs, out, Tensor());
+  }
+  fallback_forward(q, k, v, out, Tensor(), S);  // sequences len rows apart
+  g_last_forward = Path::fallback;
+}
+
 void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                              const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv) {
   const char* op = "attention_backward";

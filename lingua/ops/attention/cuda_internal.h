@@ -28,8 +28,10 @@ Path last_forward_path();
 Path last_backward_path();
 
 // Fallback kernels (fallback.cu): any dtype pair (all f32, or bf16 with lse f32), head_dim <= 256,
-// S >= T (forward), deterministic. Arguments already checked by cuda.cu.
-void fallback_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse);
+// S >= T (forward), deterministic. Arguments already checked by cuda.cu. keys >= 0: only the first
+// `keys` of k's and v's k.size(1) rows per sequence are keys (attention_forward_cached).
+void fallback_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                      int64_t keys = -1);
 void fallback_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                        const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv);
 

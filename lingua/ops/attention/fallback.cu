@@ -93,6 +93,7 @@ __device__ void load_rows(float* dst, int dst_stride, const T* base, int64_t row
 
 struct Dims {
   int64_t B, T, S, H, KV, hd, group;
+  int64_t kv_batch;  // elements from one sequence's keys to the next's (S KV hd, or more in a cache)
   float scale;
   bool vec;  // 16-byte loads allowed
 };
@@ -117,8 +118,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const T* __restrict__
   load_rows(q_s, hd, q + (b * dm.T * dm.H + h) * dm.hd, dm.H * dm.hd, t0, kWarps, dm.T, hd, dm.vec);
   const int64_t t_last = (t0 + kWarps < dm.T ? t0 + kWarps : dm.T) - 1;
   const int64_t n_keys = t_last + offset + 1;  // keys any query of the block sees (<= S)
-  const T* kb = k + (b * dm.S * dm.KV + g) * dm.hd;
-  const T* vb = v + (b * dm.S * dm.KV + g) * dm.hd;
+  const T* kb = k + b * dm.kv_batch + g * dm.hd;
+  const T* vb = v + b * dm.kv_batch + g * dm.hd;
 
   float m = -INFINITY, l = 0.0f, acc[kMaxPerLane];
 #pragma unroll
@@ -359,6 +360,7 @@ Dims make_dims(const Tensor& q, const Tensor& k, std::initializer_list<const Ten
   Dims dm;
   dm.B = q.size(0), dm.T = q.size(1), dm.H = q.size(2), dm.hd = q.size(3);
   dm.S = k.size(1), dm.KV = k.size(2);
+  dm.kv_batch = dm.S * dm.KV * dm.hd;
   dm.group = dm.H / dm.KV;
   dm.scale = 1.0f / std::sqrt((float)dm.hd);
   const int64_t V = 16 / (int64_t)dtype_size(q.dtype);
@@ -368,8 +370,10 @@ Dims make_dims(const Tensor& q, const Tensor& k, std::initializer_list<const Ten
 }
 
 template <class T>
-void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
-  const Dims dm = make_dims(q, k, {&q, &k, &v});
+void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                  int64_t keys) {
+  Dims dm = make_dims(q, k, {&q, &k, &v});
+  if (keys >= 0) dm.S = keys;  // the first `keys` of k.size(1) rows (kv_batch unchanged)
   const size_t smem = sizeof(float) * (kWarps * dm.hd + kTile * (dm.hd + 1) + kTile * dm.hd);
   allow_smem(forward_kernel<T>, smem);
   const dim3 grid(ceil_div(dm.T, kWarps), (unsigned)dm.H, (unsigned)dm.B);
@@ -411,12 +415,13 @@ void backward_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
 
 }  // namespace
 
-void fallback_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) {
+void fallback_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                      int64_t keys) {
   if (q.numel() == 0) return;
   if (q.dtype == DType::bf16)
-    forward_impl<bf16>(q, k, v, out, lse);
+    forward_impl<bf16>(q, k, v, out, lse, keys);
   else
-    forward_impl<float>(q, k, v, out, lse);
+    forward_impl<float>(q, k, v, out, lse, keys);
 }
 
 void fallback_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,

@@ -156,6 +156,28 @@ std::vector<OpCase> fallback_bf16_cases() {
   return cs;
 }
 
+// Decoding several sequences over a KV cache of len rows each, of which the first S are keys
+// (attention_forward_cached): B 1 (contiguous keys, either path), S == len, and the strided case.
+std::vector<OpCase> cached_cases() {
+  std::vector<OpCase> cs;
+  struct C {
+    int64_t B, T, S, len, H, KV, hd;
+  };
+  for (C c : {C{3, 1, 7, 11, 6, 2, 64}, C{3, 4, 9, 9, 4, 4, 32}, C{1, 3, 13, 20, 6, 3, 64}, C{5, 1, 33, 40, 8, 2, 128},
+              C{2, 5, 5, 17, 2, 1, 10}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      OpCase& k = cs.emplace_back("attention_forward_cached", "B" + std::to_string(c.B) + " S" + std::to_string(c.S) +
+                                                                  " len" + std::to_string(c.len));
+      k.in("q", {c.B, c.T, c.H, c.hd}, dt).uniform(-2.0f, 2.0f, 51);
+      k.in("k", {c.B, c.len, c.KV, c.hd}, dt).uniform(-2.0f, 2.0f, 52);
+      k.in("v", {c.B, c.len, c.KV, c.hd}, dt).uniform(-1.0f, 1.0f, 53);
+      k.out("out", {c.B, c.T, c.H, c.hd}, dt);
+      k.run = [S = c.S](OpArgs& t) { attention_forward_cached(t["q"], t["k"], t["v"], S, t["out"]); };
+    }
+  return cs;
+}
+
+LINGUA_OP_TEST(Attention, CachedMatchesCpu, cached_cases())
 LINGUA_OP_TEST(Attention, FallbackF32MatchesCpu, fallback_f32_cases())
 LINGUA_OP_TEST(Attention, FallbackBf16MatchesCpu, fallback_bf16_cases())
 
