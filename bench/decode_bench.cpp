@@ -1,11 +1,13 @@
-// Decoding benchmark (structured FFN layers' pre-merge, issue 13): one model of a training config,
-// random weights, on the GPU, decoding one sequence with the KV cache as `lingua generate` does
-// (Executor::forward_decode: a prefill of the prompt, then one token at a time, each step's
-// last-position logits copied to the host). For each model.structured.premerge_max_tokens value
-// and each prompt length it prints one JSON line: prefill latency, per-token decode latency and
-// tokens/s (medians), and the peak device memory.
+// Decoding benchmark (structured FFN layers' pre-merge and batched decoding, issue 13): one model of
+// a training config, random weights, on the GPU, decoding B sequences in step with the KV cache as
+// `lingua generate` does (Executor::forward_decode: a prefill of the prompts, then one token per
+// sequence and step, each step's last-position logits copied to the host). For each
+// model.structured.premerge_max_tokens value, prompt length and batch it prints one JSON line:
+// prefill latency, per-step decode latency and tokens/s (B tokens a step; medians), and the peak
+// device memory. max_batch=1 then doubles the batch from the largest given until a batch no longer
+// fits in device memory, and prints the largest that fits ("largest_batch": true) with its speed.
 //   lingua_decode_bench config=configs/structured_m_lowrank.yaml [model.ffn=swiglu ...]
-//                       [premerge=0,16] [prompts=1,16,128] [gen=32] [iters=10]
+//                       [premerge=0,16] [prompts=1,16,128] [batches=1] [max_batch=0] [gen=32] [iters=10]
 // Every other key=value is a training-config key (model.*), as `lingua bench` takes them.
 #include <algorithm>
 #include <chrono>
@@ -41,8 +43,37 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+struct DecodeTiming {
+  double prefill_ms = 0, step_ms = 0;
+};
+
+// B sequences of prompt P then `gen` steps, iters + 2 times (2 warm-ups: plans, the merge).
+DecodeTiming time_decode(Transformer& model, int B, int P, int gen, int iters) {
+  const int V = model.dims().vocab;
+  Executor ex(model);
+  std::vector<float> logits((size_t)B * V);
+  std::vector<int32_t> prompt((size_t)B * P), next((size_t)B);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = (int32_t)((i * 7919 + 13) % (size_t)V);
+  std::vector<double> prefill, step;
+  for (int it = 0; it < iters + 2; ++it) {
+    KVCache cache = ex.make_cache(P + gen, B);
+    cuda_synchronize();
+    double t0 = now_ms();
+    ex.forward_decode(prompt.data(), B, P, cache, logits.data());  // returns with the logits on the host
+    if (it >= 2) prefill.push_back(now_ms() - t0);
+    for (int g = 0; g < gen; ++g) {
+      for (int b = 0; b < B; ++b) next[b] = (int32_t)((b * 31 + g * 17 + 5) % V);
+      t0 = now_ms();
+      ex.forward_decode(next.data(), B, 1, cache, logits.data());
+      if (it >= 2) step.push_back(now_ms() - t0);
+    }
+  }
+  return {median(prefill), median(step)};
+}
+
 int run(int argc, char** argv) {
-  std::map<std::string, std::string> own = {{"premerge", "0,16"}, {"prompts", "1,16,128"}, {"gen", "32"}, {"iters", "10"}};
+  std::map<std::string, std::string> own = {{"premerge", "0,16"}, {"prompts", "1,16,128"}, {"gen", "32"},
+                                            {"iters", "10"},      {"batches", "1"},        {"max_batch", "0"}};
   std::vector<std::string> cfg_args;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -58,7 +89,8 @@ int run(int argc, char** argv) {
   }
   const TrainConfig base = parse_config<TrainConfig>(cfg_args);
   const int gen = std::stoi(own["gen"]), iters = std::stoi(own["iters"]);
-  const std::vector<int> prompts = split_ints(own["prompts"]);
+  const bool search = std::stoi(own["max_batch"]) != 0;
+  const std::vector<int> prompts = split_ints(own["prompts"]), batches = split_ints(own["batches"]);
   const int longest = *std::max_element(prompts.begin(), prompts.end());
   for (int premerge : split_ints(own["premerge"])) {
     ModelConfig mc = base.model;
@@ -67,32 +99,32 @@ int run(int argc, char** argv) {
     LINGUA_CHECK(longest + gen <= dims.max_seqlen, "prompts + gen exceed model.max_seqlen (", dims.max_seqlen, ")");
     Transformer model(mc, dims);
     model.to_device(Device::cuda);
-    Executor ex(model);
-    std::vector<float> logits((size_t)dims.vocab);
-    std::vector<int32_t> ids((size_t)(longest + gen));
-    for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)((i * 7919 + 13) % (size_t)dims.vocab);
-    for (int P : prompts) {
-      std::vector<double> prefill, step;
-      for (int it = 0; it < iters + 2; ++it) {  // 2 warm-up sequences (plans, the merge)
-        KVCache cache = ex.make_cache(P + gen);
-        cuda_synchronize();
-        double t0 = now_ms();
-        ex.forward_decode(ids.data(), P, cache, logits.data());  // returns with the logits on the host
-        if (it >= 2) prefill.push_back(now_ms() - t0);
-        for (int g = 0; g < gen; ++g) {
-          t0 = now_ms();
-          ex.forward_decode(ids.data() + P + g, 1, cache, logits.data());
-          if (it >= 2) step.push_back(now_ms() - t0);
-        }
-      }
-      const double pre = median(prefill), per = median(step);
+    auto print = [&](int P, int B, const DecodeTiming& t, bool largest) {
       std::printf("{\"impl\": \"lingua\", \"bench\": \"decode\", \"name\": \"%s\", \"ffn\": \"%s\", \"describe_ffn\": \"%s\", "
                   "\"dim\": %d, \"n_layers\": %d, \"premerge_max_tokens\": %d, \"prompt\": %d, \"gen\": %d, "
-                  "\"prefill_ms\": %.4f, \"decode_ms_per_token\": %.4f, \"decode_tokens_per_s\": %.1f, "
-                  "\"peak_mem_gib\": %.3f, \"device\": \"%s\"}\n",
+                  "\"batch\": %d, \"largest_batch\": %s, \"prefill_ms\": %.4f, \"decode_ms_per_token\": %.4f, "
+                  "\"decode_tokens_per_s\": %.1f, \"peak_mem_gib\": %.3f, \"device\": \"%s\"}\n",
                   base.name.c_str(), mc.ffn.c_str(), model.describe_ffn().c_str(), mc.dim, mc.n_layers, premerge, P,
-                  gen, pre, per, 1000.0 / per, (double)cuda_peak_memory() / (1 << 30), cuda_device_name().c_str());
+                  gen, B, largest ? "true" : "false", t.prefill_ms, t.step_ms, 1000.0 * B / t.step_ms,
+                  (double)cuda_peak_memory() / (1 << 30), cuda_device_name().c_str());
       std::fflush(stdout);
+    };
+    for (int P : prompts) {
+      for (int B : batches) print(P, B, time_decode(model, B, P, gen, iters), false);
+      if (!search) continue;
+      // Double until a batch does not fit (the allocation fails), from the largest given.
+      int fits = 0;
+      DecodeTiming best;
+      for (int B = *std::max_element(batches.begin(), batches.end()); B <= (1 << 20); B *= 2) {
+        try {
+          best = time_decode(model, B, P, gen, 1);
+          fits = B;
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "batch %d does not fit: %s\n", B, e.what());
+          break;
+        }
+      }
+      if (fits) print(P, fits, best, true);
     }
   }
   return 0;

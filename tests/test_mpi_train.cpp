@@ -13,7 +13,8 @@
 //  - and under 4 ranks, hybrid sharding (HSDP: dp_shard 2, 2 replicas) likewise;
 //  - a STEM model with its tables split by columns over 2 ranks (distributed.stem_parallel_size),
 //    with DDP or FSDP beside, trains as DDP with whole tables, likewise (and under 4 ranks, two
-//    table groups that are replicas of each other).
+//    table groups that are replicas of each other);
+//  - a LowRank model with self-guided training across the guides' drop, under DDP and FSDP.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -54,17 +55,20 @@ fs::path shared_corpus(const std::string& name) {
 
 // The parallelism: DDP, FSDP over every rank, or HSDP (shard groups of 2); a STEM model with DDP,
 // and with its tables split over groups of 2 ranks (with DDP, and with FSDP).
-enum class Mode { ddp, fsdp, hsdp, stem_ddp, stem_tables, stem_tables_fsdp };
+// And a LowRank model with self-guided training (guides dropped at step 4, drawn with reduce_flop)
+// under DDP and FSDP.
+enum class Mode { ddp, fsdp, hsdp, stem_ddp, stem_tables, stem_tables_fsdp, guided_ddp, guided_fsdp };
 const char* mode_name(Mode m) {
-  const char* names[] = {"ddp", "fsdp", "hsdp", "stem_ddp", "stem_tables", "stem_tables_fsdp"};
+  const char* names[] = {"ddp", "fsdp", "hsdp", "stem_ddp", "stem_tables", "stem_tables_fsdp", "guided_ddp", "guided_fsdp"};
   return names[(int)m];
 }
-bool stem(Mode m) { return m >= Mode::stem_ddp; }
-bool tables(Mode m) { return m >= Mode::stem_tables; }
+bool stem(Mode m) { return m == Mode::stem_ddp || m == Mode::stem_tables || m == Mode::stem_tables_fsdp; }
+bool tables(Mode m) { return m == Mode::stem_tables || m == Mode::stem_tables_fsdp; }
+bool guided(Mode m) { return m == Mode::guided_ddp || m == Mode::guided_fsdp; }
 
 TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::string& device, Mode mode) {
   TrainConfig c = tiny_config(data, dump);
-  if (mode == Mode::fsdp || mode == Mode::hsdp || mode == Mode::stem_tables_fsdp) {
+  if (mode == Mode::fsdp || mode == Mode::hsdp || mode == Mode::stem_tables_fsdp || mode == Mode::guided_fsdp) {
     c.distributed.fsdp_type = "full_shard";
     c.distributed.dp_shard = mode == Mode::hsdp ? 2 : host().size();
   }
@@ -73,6 +77,14 @@ TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::s
     c.model.stem_layers = std::vector<int>{0, 1};
   }
   if (tables(mode)) c.distributed.stem_parallel_size = 2;
+  if (guided(mode)) {  // layer 1 LowRank with guides for the first 4 of 8 steps
+    c.model.ffn = "lowrank";
+    c.model.structured.rank = 8;
+    c.model.structured.self_guided.mode = "fixedstep";
+    c.model.structured.self_guided.scheduler = "linear";
+    c.model.structured.self_guided.reduce_flop = true;
+    c.model.structured.self_guided.max_step = 4;
+  }
   c.device = device;
   c.steps = 8;
   c.grad_acc_steps = 2;
@@ -267,6 +279,20 @@ TEST(DistributedTrain, StemTablesSplitByColumnsTrainAsDataParallel) {
       for (size_t i = 0; i < ddp.size(); ++i)
         EXPECT_NEAR(split[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << mode_name(m) << " step " << i + 1;
     }
+  }
+}
+
+// Self-guided LowRank layers under DDP and FSDP: every rank draws the same guides each step, the
+// guides are dropped at step 4 (where the run also stops and resumes), and FSDP trains as DDP.
+TEST(DistributedTrain, SelfGuidedStructuredTrainsAsDataParallel) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  for (const std::string& device : test_devices()) {
+    SCOPED_TRACE(device);
+    const std::vector<double> ddp = check_distributed_train(device, Mode::guided_ddp);
+    const std::vector<double> fsdp = check_distributed_train(device, Mode::guided_fsdp);
+    ASSERT_EQ(fsdp.size(), ddp.size());
+    for (size_t i = 0; i < ddp.size(); ++i)
+      EXPECT_NEAR(fsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
   }
 }
 

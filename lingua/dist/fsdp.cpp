@@ -96,13 +96,23 @@ FullyShardedDataParallel::FullyShardedDataParallel(Executor& exec, AdamW& opt, C
     replica_ = comm.split(comm.rank() % shard_size, comm.rank() / shard_size);
     comm_ = shard_owned_.get();
   }
-  Transformer& model = exec.model();
-  ParamStore& s = model.params();
-  const int W = comm_->size(), L = model.n_layers();
-  LINGUA_CHECK(comm.device() == exec.device() || W == 1, "sharded data parallelism: the communicator (",
+  LINGUA_CHECK(comm.device() == exec.device() || comm_->size() == 1, "sharded data parallelism: the communicator (",
                comm.backend(), ") is for ", device_name(comm.device()), " tensors, the model is on ",
                device_name(exec.device()));
-  blocks_.resize(L);
+  lay_out();
+  opt_.set_split_norm_reducer([this](double* sq) { comm_->all_reduce_device_doubles(sq, 1); });
+  exec_.add_hooks(this);
+}
+
+// The blocks' split and whole parameters, the gathered-weight and gradient buffers, and the
+// modules' views of the gathered weights: at construction, and again when the parameters change
+// (a model feature's guides dropped), between steps.
+void FullyShardedDataParallel::lay_out() {
+  Transformer& model = exec_.model();
+  ParamStore& s = model.params();
+  const int W = comm_->size(), L = model.n_layers();
+  blocks_.assign(L, BlockShards());
+  issued_.clear();
   for (int id : s.ids()) {
     const ParamInfo& p = s.info(id);
     const int stage = model.stage_of(id);
@@ -124,7 +134,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(Executor& exec, AdamW& opt, C
     largest = std::max(largest, b.size);
   }
   grads = rotate_grads_ ? 2 * largest : gathered;
-  const Device dev = exec.device();
+  const Device dev = exec_.device();
   const DType compute = dev == Device::cuda ? DType::bf16 : DType::f32;
   if (dev == Device::cuda) {
     gathered_dev_ = DeviceBuffer(std::max<int64_t>(gathered, 1) * 2);
@@ -134,7 +144,9 @@ FullyShardedDataParallel::FullyShardedDataParallel(Executor& exec, AdamW& opt, C
     gathered_host_.assign(gathered, 0.0f);
     grads_host_.assign(grads, 0.0f);
   }
-  // Modules read the gathered weights from here on; gradient views are set per backward.
+  // Modules read the gathered weights from here on; gradient views are set per backward. A block's
+  // elements are relative to its own buffers: gathered at b.split[i].at, gradients at
+  // (b.split[i].at - block base) in its gradient slot.
   int64_t base = 0;
   for (BlockShards& b : blocks_) {
     for (Split& sp : b.split) {
@@ -145,10 +157,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(Executor& exec, AdamW& opt, C
     }
     base += b.size;
   }
-  // The block's elements relative to its own buffers: gathered at b.split[i].at, gradients at
-  // (b.split[i].at - block base) in its gradient slot.
-  opt_.set_split_norm_reducer([this](double* sq) { comm_->all_reduce_device_doubles(sq, 1); });
-  exec_.add_hooks(this);
+  layout_epoch_ = s.layout_epoch();
 }
 
 FullyShardedDataParallel::~FullyShardedDataParallel() {
@@ -197,6 +206,7 @@ void FullyShardedDataParallel::before_forward(int layer, const Tensor&, const St
   // Training gathers on a step's first micro-batch (the weights change only in the optimizer);
   // evaluation and decoding on every forward.
   if (ctx.save_for_backward && !ctx.first_micro_batch) return;
+  if (layer == 0 && exec_.model().params().layout_epoch() != layout_epoch_) lay_out();
   const int L = (int)blocks_.size();
   if (layer == 0) issued_.assign(L, false);
   if ((int)issued_.size() != L) issued_.assign(L, false);

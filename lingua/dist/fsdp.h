@@ -87,6 +87,7 @@ class FullyShardedDataParallel final : public LayerHooks {
     uint64_t gathered = 0, reduced = 0;  // tickets
     bool reduce_pending = false;
   };
+  void lay_out();
   void gather(int layer);
   Tensor grad_slot(int layer) const;
   void reduce_whole_stage(int stage);
@@ -103,6 +104,7 @@ class FullyShardedDataParallel final : public LayerHooks {
   DeviceBuffer gathered_dev_, grads_dev_;  // CUDA
   std::vector<float> gathered_host_, grads_host_;  // CPU
   std::vector<bool> issued_;  // block gathers queued in the current forward
+  uint64_t layout_epoch_ = 0;  // the parameters' layout lay_out() followed
   std::function<Tensor()> extra_;
 };
 
