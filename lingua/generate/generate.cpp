@@ -58,45 +58,79 @@ void check_generate_config(const GenerateConfig& g) {
                "config key 'premerge_max_tokens' must be >= 0 (or -1: auto), got ", g.premerge_max_tokens.value_or(0));
 }
 
-Generation generate_text(Executor& exec, const Tokenizer& tok, const std::string& prompt, const SamplingOptions& opt,
-                         PhiloxStream& rng) {
+std::vector<Generation> generate_samples(Executor& exec, const Tokenizer& tok, const std::string& prompt,
+                                         const SamplingOptions& opt, std::vector<PhiloxStream>& rngs) {
   const ModelDims& d = exec.model().dims();
+  const int B = (int)rngs.size(), V = d.vocab;
+  LINGUA_CHECK(B >= 1, "generation: no samples asked for");
   const bool bos = opt.add_bos && tok.bos_id() >= 0;
   const std::vector<int32_t> ids = tok.encode(prompt, bos, false);
   LINGUA_CHECK(!ids.empty(), "the prompt is empty and the model reads no BOS before it (data.add_bos is false)");
   LINGUA_CHECK((int64_t)ids.size() < d.max_seqlen, "the prompt is ", ids.size(), " tokens", bos ? " (BOS included)" : "",
                " but the model's context, model.max_seqlen, is ", d.max_seqlen,
                " tokens: it must leave room for a new token, so at most ", d.max_seqlen - 1, " prompt tokens");
-  Generation g;
-  g.prompt_tokens = (int)ids.size();
-  KVCache cache = exec.make_cache(d.max_seqlen);
-  std::vector<float> logits(d.vocab);
-  exec.forward_decode(ids.data(), (int)ids.size(), cache, logits.data());
-  std::vector<int32_t> out;
-  for (;;) {
-    if ((int)out.size() >= opt.max_gen_len) break;  // g.stop stays max_gen_len
-    if (g.prompt_tokens + (int)out.size() >= d.max_seqlen) {
-      g.stop = StopReason::context_full;
-      break;
+  const int P = (int)ids.size();
+  std::vector<Generation> gens(B);
+  for (Generation& g : gens) g.prompt_tokens = P;
+  // The samples decode in step: every one reads the prompt, then one token per step; a finished
+  // sample's rows keep going (its last token again) until every sample has finished.
+  const int max_len = std::min(d.max_seqlen, P + opt.max_gen_len);
+  KVCache cache = exec.make_cache(max_len, B);
+  std::vector<int32_t> in((size_t)B * P);
+  for (int b = 0; b < B; ++b) std::copy(ids.begin(), ids.end(), in.begin() + (size_t)b * P);
+  std::vector<float> logits((size_t)B * V);
+  exec.forward_decode(in.data(), B, P, cache, logits.data());
+  std::vector<std::vector<int32_t>> out(B);
+  std::vector<bool> done(B, false);
+  std::vector<int32_t> next(B);
+  int running = B;
+  auto finish = [&](int b, StopReason r) {
+    gens[b].stop = r;
+    gens[b].generated_tokens = (int)out[b].size();
+    done[b] = true;
+    --running;
+  };
+  for (int step = 0;; ++step) {
+    for (int b = 0; b < B; ++b) {  // the limits first: a sample that stops here needs no logits
+      if (done[b]) continue;
+      if ((int)out[b].size() >= opt.max_gen_len)
+        finish(b, StopReason::max_gen_len);
+      else if (P + (int)out[b].size() >= d.max_seqlen)
+        finish(b, StopReason::context_full);
     }
-    if (!out.empty()) exec.forward_decode(&out.back(), 1, cache, logits.data());
-    const int32_t next = sample_token(logits.data(), d.vocab, opt, rng);
-    if (next == tok.eos_id()) {
-      g.stop = StopReason::eos;
-      break;
+    if (running == 0) break;
+    if (step > 0) {
+      for (int b = 0; b < B; ++b) next[b] = out[b].empty() ? ids.back() : out[b].back();
+      exec.forward_decode(next.data(), B, 1, cache, logits.data());
     }
-    out.push_back(next);
-    g.text = tok.decode(out);
-    for (auto& s : opt.until) {
-      const size_t at = s.empty() ? std::string::npos : g.text.find(s);
-      if (at == std::string::npos) continue;
-      g.text.resize(at);
-      g.stop = StopReason::until;
-      g.generated_tokens = (int)out.size();
-      return g;
+    for (int b = 0; b < B; ++b) {
+      if (done[b]) continue;
+      const int32_t t = sample_token(logits.data() + (size_t)b * V, V, opt, rngs[b]);
+      if (t == tok.eos_id()) {
+        finish(b, StopReason::eos);
+        continue;
+      }
+      out[b].push_back(t);
+      Generation& g = gens[b];
+      g.text = tok.decode(out[b]);
+      for (auto& s : opt.until) {
+        const size_t at = s.empty() ? std::string::npos : g.text.find(s);
+        if (at == std::string::npos) continue;
+        g.text.resize(at);
+        finish(b, StopReason::until);
+        break;
+      }
     }
+    if (running == 0) break;
   }
-  g.generated_tokens = (int)out.size();
+  return gens;
+}
+
+Generation generate_text(Executor& exec, const Tokenizer& tok, const std::string& prompt, const SamplingOptions& opt,
+                         PhiloxStream& rng) {
+  std::vector<PhiloxStream> one{rng};
+  Generation g = generate_samples(exec, tok, prompt, opt, one).front();
+  rng = one.front();
   return g;
 }
 

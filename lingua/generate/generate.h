@@ -1,9 +1,10 @@
 #pragma once
 // Text generation from a checkpoint: KV-cache decoding with temperature, top-k / top-p sampling,
 // greedy at temperature 0, stop strings and a token limit (Lingua's generator, one prompt at a
-// time). The prompt is read whole, BOS first as in training; it is never truncated: a prompt that
-// leaves no room in the model's context (model.max_seqlen) is an error, and generation that
-// fills the context stops there and says so (StopReason::context_full).
+// time; the samples of a prompt decode together, as one batch). The prompt is read whole, BOS
+// first as in training; it is never truncated: a prompt that leaves no room in the model's context
+// (model.max_seqlen) is an error, and generation that fills the context stops there and says so
+// (StopReason::context_full).
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,7 +40,8 @@ struct GenerateConfig {
     v("max_gen_len", max_gen_len, "new tokens per sample");
     v("until", until, "stop strings, e.g. until='[\"\\n\\n\"]' (a value without [ is one stop string, as typed)");
     v("seed", seed, "sampling seed");
-    v("num_samples", num_samples, "samples per prompt");
+    v("num_samples", num_samples, "samples per prompt, decoded together (one batch; sample s of prompt i draws from "
+                                  "its own random stream of seed)");
     v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
     v.choice("device", device, {"auto", "cpu", "cuda"}, "compute device (auto: cuda when a GPU is present)");
     v("premerge_max_tokens", premerge_max_tokens,
@@ -75,6 +77,11 @@ struct Generation {
 
 // Generates a continuation of the whole of `prompt`. Throws when the prompt (with BOS) has
 // model.max_seqlen tokens or more, naming both numbers.
+// generate_samples: rngs.size() continuations of one prompt decoded in step (one KV cache of that
+// many sequences), sample i drawing from rngs[i]; each one is what generate_text gives with that
+// stream.
+std::vector<Generation> generate_samples(Executor& exec, const Tokenizer& tok, const std::string& prompt,
+                                         const SamplingOptions& opt, std::vector<PhiloxStream>& rngs);
 Generation generate_text(Executor& exec, const Tokenizer& tok, const std::string& prompt, const SamplingOptions& opt,
                          PhiloxStream& rng);
 

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -173,4 +175,35 @@ TEST(Generate, SamplingKeysAreRangeChecked) {
   EXPECT_NE(error_of({"top_k=-2"}).find("'top_k'"), std::string::npos);
   // Parsing already refuses NaN and inf.
   EXPECT_THROW(parse_config<GenerateConfig>({"temperature=.nan"}), Error);
+}
+
+// Samples of one prompt decoded together (generate_samples) are each what generate_text gives
+// with the same stream, though they stop at different steps (a stop string, the token limit, the
+// context).
+TEST(Generate, SamplesDecodedTogetherAreEachAsAlone) {
+  Fixture f;
+  SamplingOptions o;
+  o.temperature = 1.0;
+  o.max_gen_len = 12;
+  for (char c = 'a'; c <= 'z'; ++c) o.until.push_back(std::string(1, c));  // (near-uniform bytes: ~1 in 10 stops)
+  const int B = 6;
+  std::vector<PhiloxStream> rngs;
+  for (int b = 0; b < B; ++b) rngs.emplace_back(7, 100 + b);
+  std::vector<PhiloxStream> start = rngs;
+  const std::vector<Generation> together = generate_samples(f.run.exec, f.tok, "the sea", o, rngs);
+  ASSERT_EQ((int)together.size(), B);
+  std::set<std::string> texts;
+  std::set<int> lengths;
+  for (int b = 0; b < B; ++b) {
+    const Generation alone = generate_text(f.run.exec, f.tok, "the sea", o, start[b]);
+    EXPECT_EQ(together[b].text, alone.text) << b;
+    EXPECT_EQ(together[b].stop, alone.stop) << b;
+    EXPECT_EQ(together[b].generated_tokens, alone.generated_tokens) << b;
+    EXPECT_EQ(together[b].prompt_tokens, alone.prompt_tokens) << b;
+    EXPECT_EQ(rngs[b].counter, start[b].counter) << b;  // the same draws
+    texts.insert(together[b].text);
+    lengths.insert(together[b].generated_tokens);
+  }
+  EXPECT_GT(texts.size(), 1u) << "the streams give different samples";
+  EXPECT_GT(lengths.size(), 1u) << "the samples stop at different steps";
 }
