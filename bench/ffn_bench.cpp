@@ -6,9 +6,10 @@
 // PyTorch) and the dense layer compare on equal terms.
 //   lingua_ffn_bench [widths=768,1024,1536,2048] [tokens=16,256,4096,16384]
 //                    [variants=swiglu,lowrank,blockdense,blockshuffle] [rank_ratio=0.5]
-//                    [blockdense_rank_ratio=0.25] [nblocks=4] [iters=20] [premerge_max_tokens=0]
+//                    [blockdense_rank_ratio=0.25] [nblocks=4] [iters=20] [premerge_max_tokens=0] [graphs=0]
 // premerge_max_tokens (model.structured.premerge_max_tokens): forwards of at most that many tokens
 // run the merged dense weights (the pre-merge switch point is where these stop being faster).
+// graphs=1 times CUDA-graph replays of the captured work (no host launch cost, as in training).
 // hidden = 4 x width (ffn_dim_multiplier 1.5, the paper's GPT-2 sizes); rank = rank_ratio x width
 // (lowrank), blockdense_rank_ratio x width (blockdense).
 #include <algorithm>
@@ -76,13 +77,14 @@ int run(int argc, char** argv) {
                                             {"blockdense_rank_ratio", "0.25"},
                                             {"nblocks", "4"},
                                             {"iters", "20"},
-                                            {"premerge_max_tokens", "0"}};
+                                            {"premerge_max_tokens", "0"},
+                                            {"graphs", "0"}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const size_t eq = a.find('=');
     if (eq == std::string::npos || !arg.count(a.substr(0, eq))) {
       std::fprintf(stderr, "lingua_ffn_bench: unknown argument '%s'; valid: widths tokens variants rank_ratio "
-                   "blockdense_rank_ratio nblocks iters premerge_max_tokens\n", a.c_str());
+                   "blockdense_rank_ratio nblocks iters premerge_max_tokens graphs\n", a.c_str());
       return 2;
     }
     arg[a.substr(0, eq)] = a.substr(eq + 1);
@@ -92,7 +94,20 @@ int run(int argc, char** argv) {
     return 1;
   }
   const int iters = std::stoi(arg["iters"]);
+  const bool graphs = std::stoi(arg["graphs"]) != 0;
   Timer timer;
+  // graphs=1: the work captured once in a CUDA graph (after warm-up runs), the replays timed: the
+  // GPU's time without the host's kernel launches, as training with CUDA graphs runs it.
+  auto time_ms = [&](auto&& f) {
+    if (!graphs) return timer.median_ms(iters, f);
+    for (int i = 0; i < 3; ++i) f();
+    cuda_synchronize();
+    CudaGraph g;
+    g.begin_capture();
+    f();
+    g.end_capture();
+    return timer.median_ms(iters, [&] { g.launch(); });
+  };
   for (const std::string& variant : split(arg["variants"]))
     for (const std::string& ws : split(arg["widths"])) {
       ModelConfig cfg;
@@ -135,20 +150,21 @@ int run(int argc, char** argv) {
         ctx.seq.B = 1;
         ctx.seq.T = (int)N;
         ctx.save_for_backward = false;
-        const double fwd = timer.median_ms(iters, [&] { ffn->forward(x, out, out, ctx); });
+        const double fwd = time_ms([&] { ffn->forward(x, out, out, ctx); });
         ctx.save_for_backward = true;
-        const double train = timer.median_ms(iters, [&] {
+        const double train = time_ms([&] {
           saved.release_to(0);
           ffn->forward(x, out, out, ctx);
           ffn->backward(x, dout, dx, ctx);
         });
         const double flops = 2.0 * (double)ffn->matmul_params() * (double)N;
         std::printf("{\"impl\": \"lingua\", \"variant\": \"%s\", \"kind\": \"%s\", \"width\": %lld, \"hidden\": %lld, "
-                    "\"rank\": %d, \"nblocks\": %d, \"tokens\": %lld, \"premerge_max_tokens\": %lld, \"params\": %lld, \"forward_ms\": %.4f, "
+                    "\"rank\": %d, \"nblocks\": %d, \"tokens\": %lld, \"premerge_max_tokens\": %lld, \"graphs\": %s, "
+                    "\"params\": %lld, \"forward_ms\": %.4f, "
                     "\"train_ms\": %.4f, \"forward_tflops\": %.2f, \"train_tflops\": %.2f}\n",
                     variant.c_str(), ffn->kind(), (long long)D, (long long)dims.hidden, cfg.structured.rank,
                     cfg.structured.nblocks, (long long)N, (long long)cfg.structured.premerge_max_tokens,
-                    (long long)ffn->matmul_params(), fwd, train,
+                    graphs ? "true" : "false", (long long)ffn->matmul_params(), fwd, train,
                     flops / fwd * 1e-9, 3 * flops / train * 1e-9);
         std::fflush(stdout);
       }

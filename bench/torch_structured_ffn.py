@@ -103,6 +103,7 @@ def main():
     p.add_argument("--nblocks", type=int, default=4)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--graphs", type=int, default=0, help="1: torch.compile mode reduce-overhead (CUDA graphs)")
     args = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     # One compiled graph per model and mode: every FFN shares forward's code object, and the
@@ -117,7 +118,8 @@ def main():
             torch._dynamo.reset()
             model = FFN(kind, width, hidden, a).cuda().to(torch.bfloat16)
             params = sum(t.numel() for t in model.parameters())
-            run = model if args.no_compile else torch.compile(model, dynamic=False)
+            mode = "reduce-overhead" if args.graphs else None
+            run = model if args.no_compile else torch.compile(model, dynamic=False, mode=mode)
             for n in map(int, args.tokens.split(",")):
                 x = torch.randn(n, width, device="cuda", dtype=torch.bfloat16)
                 xg = x.clone().requires_grad_(True)
@@ -132,7 +134,8 @@ def main():
 
                 fwd, trn = median_ms(forward, args.iters), median_ms(train, args.iters)
                 flops = 2.0 * params * n
-                print(json.dumps({"impl": "torch" + ("" if args.no_compile else "+compile"), "variant": kind,
+                impl = "torch" + ("" if args.no_compile else "+compile") + ("+graphs" if args.graphs else "")
+                print(json.dumps({"impl": impl, "variant": kind,
                                   "kind": kind, "width": width, "hidden": hidden, "rank": a.rank,
                                   "nblocks": a.nblocks, "tokens": n, "params": params,
                                   "forward_ms": round(fwd, 4), "train_ms": round(trn, 4),
