@@ -14,7 +14,8 @@
 //  - a STEM model with its tables split by columns over 2 ranks (distributed.stem_parallel_size),
 //    with DDP or FSDP beside, trains as DDP with whole tables, likewise (and under 4 ranks, two
 //    table groups that are replicas of each other);
-//  - a LowRank model with self-guided training across the guides' drop, under DDP and FSDP.
+//  - a LowRank model with self-guided training across the guides' drop, under DDP and FSDP;
+//  - `lingua export-hf` of the sharded checkpoint writes the weights it writes from the consolidated one.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -163,7 +164,24 @@ std::vector<double> check_distributed_train(const std::string& device, Mode mode
     LoadedModel single = load_model(copy.string());
     for (int id : single.model->params().ids()) {
       const std::string& name = single.model->params().info(id).name;
-      if (trained.count(name)) EXPECT_EQ(single.model->params().host_param(id), trained.at(name)) << name;
+      if (trained.count(name)) {
+        EXPECT_EQ(single.model->params().host_param(id), trained.at(name)) << name;
+      }
+    }
+    // `lingua export-hf` reads the sharded form directly: the same weights file as from the
+    // consolidated one.
+    if (mode == Mode::ddp || mode == Mode::fsdp) {
+      const fs::path hf_sharded = temp_dir("dist_hf_sharded_" + tag), hf_single = temp_dir("dist_hf_single_" + tag);
+      fs::remove_all(hf_sharded);
+      fs::remove_all(hf_single);
+      std::tie(rc, out) = run_cli("export-hf ckpt=" + ckpt + " out=" + hf_sharded.string());
+      EXPECT_EQ(rc, 0) << out;
+      std::tie(rc, out) = run_cli("export-hf ckpt=" + copy.string() + " out=" + hf_single.string());
+      EXPECT_EQ(rc, 0) << out;
+      auto a_files = snapshot(hf_sharded), b_files = snapshot(hf_single);
+      EXPECT_TRUE(a_files.count("model.safetensors") && b_files.count("model.safetensors"));
+      EXPECT_TRUE(a_files.count("model.safetensors") && a_files["model.safetensors"] == b_files["model.safetensors"])
+          << "the exported weights differ";
     }
     // stem-edit reads the sharded form directly: token 'a' (97) gets token 'e''s (101) rows.
     if (stem(mode)) {
