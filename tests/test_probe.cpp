@@ -5,7 +5,8 @@
 //    norm's output and its output that input times wq, computed here; attention entropy equals
 //    log(t + 1) averaged over the query rows when the queries are zero (uniform attention);
 //  - training with probe_freq writes one line per probe step and is bitwise the run without;
-//  - on the GPU (skipped without one): the statistics follow the CPU's.
+//  - on the GPU (skipped without one): the statistics follow the CPU's, and graph training with the
+//    probe is bitwise the run without.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -217,4 +218,24 @@ TEST(ProbeCuda, StatisticsFollowTheCpu) {
   }
   for (const auto& [key, v] : lc["attention_entropy"].items())
     EXPECT_NEAR(lg["attention_entropy"][key]["mean"].get<double>(), v["mean"].get<double>(), 0.02) << key;
+}
+
+// On the GPU with CUDA graphs (the default): the probe's eager passes between graph replays leave
+// training bitwise as it is without them.
+TEST(ProbeCuda, GraphTrainingWithTheProbeIsBitwiseTheSame) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const fs::path data = test_e2e::make_corpus("probe_train_cuda");
+  TrainConfig a = test_e2e::tiny_config(data, test_e2e::temp_dir("probe_train_cuda_a"));
+  TrainConfig b = test_e2e::tiny_config(data, test_e2e::temp_dir("probe_train_cuda_b"));
+  a.device = b.device = "cuda";
+  ASSERT_TRUE(a.cuda_graph && b.cuda_graph);
+  b.probe_freq = 5;
+  std::vector<float> wa, wb;
+  const TrainResult ra = train(a, {nullptr, true, {}, [&](Executor& e) { wa = e.model().params().host_values(); }});
+  const TrainResult rb = train(b, {nullptr, true, {}, [&](Executor& e) { wb = e.model().params().host_values(); }});
+  EXPECT_EQ(ra.losses, rb.losses);
+  EXPECT_EQ(wa, wb);
+  const auto lines = test_e2e::read_jsonl(fs::path(b.dump_dir) / "probe" / "probe.0.jsonl");
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_TRUE(lines[0]["linear"].contains("layers.1.feed_forward.w2"));
 }
