@@ -4,8 +4,10 @@
 // sequence and step, each step's last-position logits copied to the host). For each
 // model.structured.premerge_max_tokens value, prompt length and batch it prints one JSON line:
 // prefill latency, per-step decode latency and tokens/s (B tokens a step; medians), and the peak
-// device memory. max_batch=1 then doubles the batch from the largest given until a batch no longer
-// fits in device memory, and prints the largest that fits ("largest_batch": true) with its speed.
+// device memory of that run. decode_ms_per_token is the time of one decode step (a token for each
+// of the B sequences). max_batch=1 then doubles the batch from the largest given (up to 32768)
+// until a batch no longer fits in device memory, and prints the largest that fits
+// ("largest_batch": true) with its speed.
 //   lingua_decode_bench config=configs/structured_m_lowrank.yaml [model.ffn=swiglu ...]
 //                       [premerge=0,16] [prompts=1,16,128] [batches=1] [max_batch=0] [gen=32] [iters=10]
 // Every other key=value is a training-config key (model.*), as `lingua bench` takes them.
@@ -45,11 +47,13 @@ double now_ms() {
 
 struct DecodeTiming {
   double prefill_ms = 0, step_ms = 0;
+  double peak_gib = 0;  // device memory at most during the run (weights included)
 };
 
 // B sequences of prompt P then `gen` steps, iters + 2 times (2 warm-ups: plans, the merge).
 DecodeTiming time_decode(Transformer& model, int B, int P, int gen, int iters) {
   const int V = model.dims().vocab;
+  cuda_reset_peak_memory();
   Executor ex(model);
   std::vector<float> logits((size_t)B * V);
   std::vector<int32_t> prompt((size_t)B * P), next((size_t)B);
@@ -68,7 +72,7 @@ DecodeTiming time_decode(Transformer& model, int B, int P, int gen, int iters) {
       if (it >= 2) step.push_back(now_ms() - t0);
     }
   }
-  return {median(prefill), median(step)};
+  return {median(prefill), median(step), (double)cuda_peak_memory() / (1 << 30)};
 }
 
 int run(int argc, char** argv) {
@@ -105,8 +109,8 @@ int run(int argc, char** argv) {
                   "\"batch\": %d, \"largest_batch\": %s, \"prefill_ms\": %.4f, \"decode_ms_per_token\": %.4f, "
                   "\"decode_tokens_per_s\": %.1f, \"peak_mem_gib\": %.3f, \"device\": \"%s\"}\n",
                   base.name.c_str(), mc.ffn.c_str(), model.describe_ffn().c_str(), mc.dim, mc.n_layers, premerge, P,
-                  gen, B, largest ? "true" : "false", t.prefill_ms, t.step_ms, 1000.0 * B / t.step_ms,
-                  (double)cuda_peak_memory() / (1 << 30), cuda_device_name().c_str());
+                  gen, B, largest ? "true" : "false", t.prefill_ms, t.step_ms, 1000.0 * B / t.step_ms, t.peak_gib,
+                  cuda_device_name().c_str());
       std::fflush(stdout);
     };
     for (int P : prompts) {
@@ -115,11 +119,13 @@ int run(int argc, char** argv) {
       // Double until a batch does not fit (the allocation fails), from the largest given.
       int fits = 0;
       DecodeTiming best;
-      for (int B = *std::max_element(batches.begin(), batches.end()); B <= (1 << 20); B *= 2) {
+      for (int B = *std::max_element(batches.begin(), batches.end()); B <= 32768; B *= 2) {
         try {
           best = time_decode(model, B, P, gen, 1);
           fits = B;
-        } catch (const std::exception& e) {
+        } catch (const Error& e) {
+          const std::string what = e.what();
+          if (what.find("out of GPU memory") == std::string::npos) throw;  // not a batch that does not fit
           std::fprintf(stderr, "batch %d does not fit: %s\n", B, e.what());
           break;
         }

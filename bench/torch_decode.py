@@ -93,6 +93,7 @@ class Model(nn.Module):
 
 
 def time_decode(model, a, bsz, P, iters):
+    torch.cuda.reset_peak_memory_stats()
     ids = torch.randint(0, a.vocab, (bsz, a.max_len), device="cuda")
     prefill, step = [], []
     for it in range(iters + 2):
@@ -107,7 +108,7 @@ def time_decode(model, a, bsz, P, iters):
             model(ids[:, P + g:P + g + 1], cache, P + g)
             if it >= 2:
                 step.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(prefill), statistics.median(step)
+    return statistics.median(prefill), statistics.median(step), torch.cuda.max_memory_allocated() / 2 ** 30
 
 
 def main():
@@ -131,12 +132,12 @@ def main():
     a.max_len = max(prompts) + a.gen
     torch.manual_seed(0)
     model = Model(a).cuda().to(torch.bfloat16).eval()
-    def report(P, bsz, prefill, per, largest):
+    def report(P, bsz, prefill, per, peak, largest):
         print(json.dumps({"impl": "torch", "bench": "decode", "name": a.name, "ffn": a.ffn, "dim": a.dim,
                           "n_layers": a.layers, "prompt": P, "gen": a.gen, "batch": bsz, "largest_batch": largest,
                           "prefill_ms": round(prefill, 4), "decode_ms_per_token": round(per, 4),
                           "decode_tokens_per_s": round(1e3 * bsz / per, 1),
-                          "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 3),
+                          "peak_mem_gib": round(peak, 3),
                           "device": torch.cuda.get_device_name()}), flush=True)
 
     batches = [int(x) for x in a.batches.split(",")]
@@ -147,16 +148,19 @@ def main():
             if not a.max_batch:
                 continue
             bsz, fits = max(batches), None
-            while bsz <= 1 << 20:
+            while bsz <= 32768:
                 try:
                     fits = (bsz, *time_decode(model, a, bsz, P, 1))
-                except torch.cuda.OutOfMemoryError:
+                except RuntimeError as e:  # torch.cuda.OutOfMemoryError, or a library's failed allocation
+                    if not isinstance(e, torch.cuda.OutOfMemoryError) and "ALLOC" not in str(e) \
+                            and "out of memory" not in str(e):
+                        raise
                     break
                 finally:
                     torch.cuda.empty_cache()
                 bsz *= 2
             if fits:
-                report(P, fits[0], fits[1], fits[2], True)
+                report(P, fits[0], fits[1], fits[2], fits[3], True)
 
 
 if __name__ == "__main__":

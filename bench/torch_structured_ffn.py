@@ -105,6 +105,8 @@ def main():
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--graphs", type=int, default=0, help="1: torch.compile mode reduce-overhead (CUDA graphs)")
     args = p.parse_args()
+    if args.graphs and args.no_compile:
+        p.error("--graphs uses torch.compile's CUDA graphs (mode reduce-overhead): not with --no-compile")
     torch.backends.cuda.matmul.allow_tf32 = False
     # One compiled graph per model and mode: every FFN shares forward's code object, and the
     # default limit (8) would silently send later models to eager.

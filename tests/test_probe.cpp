@@ -233,6 +233,8 @@ TEST(ProbeCuda, GraphTrainingWithTheProbeIsBitwiseTheSame) {
   std::vector<float> wa, wb;
   const TrainResult ra = train(a, {nullptr, true, {}, [&](Executor& e) { wa = e.model().params().host_values(); }});
   const TrainResult rb = train(b, {nullptr, true, {}, [&](Executor& e) { wb = e.model().params().host_values(); }});
+  EXPECT_GT(ra.graph_captures, 0);
+  EXPECT_GT(rb.graph_captures, 0) << "the probe run trained without CUDA graphs";
   EXPECT_EQ(ra.losses, rb.losses);
   EXPECT_EQ(wa, wb);
   const auto lines = test_e2e::read_jsonl(fs::path(b.dump_dir) / "probe" / "probe.0.jsonl");

@@ -61,6 +61,7 @@ void cuda_set_device(int index) {
 }
 
 size_t cuda_peak_memory() { return g_peak.load(); }
+void cuda_reset_peak_memory() { g_peak.store(g_allocated.load()); }
 
 CudaContext& cuda_context() {
   static CudaContext ctx;

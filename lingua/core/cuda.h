@@ -16,6 +16,7 @@ std::string cuda_device_name();  // of the current device: "NVIDIA H100 80GB HBM
 void cuda_set_device(int index);
 int cuda_current_device();
 size_t cuda_peak_memory();    // bytes allocated at most through DeviceBuffer / the arena
+void cuda_reset_peak_memory();  // the peak from now on starts at the bytes allocated now (benchmarks)
 void cuda_synchronize();      // waits for the current stream, then checks for errors (not while capturing)
 
 // Owned device memory (cudaMalloc / cudaFree). Movable, not copyable.

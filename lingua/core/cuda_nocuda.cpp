@@ -13,6 +13,7 @@ std::string cuda_device_name() { return "none"; }
 void cuda_set_device(int) { fail(kNoCuda); }
 int cuda_current_device() { return 0; }
 size_t cuda_peak_memory() { return 0; }
+void cuda_reset_peak_memory() {}
 void cuda_synchronize() {}
 DeviceBuffer::DeviceBuffer(size_t) { fail(kNoCuda); }
 DeviceBuffer::~DeviceBuffer() = default;

@@ -54,6 +54,7 @@ void check_generate_config(const GenerateConfig& g) {
   LINGUA_CHECK(g.top_k >= 0, "config key 'top_k' must be >= 0 (0: off), got ", g.top_k);
   LINGUA_CHECK(g.max_gen_len >= 1, "config key 'max_gen_len' must be >= 1, got ", g.max_gen_len);
   LINGUA_CHECK(g.num_samples >= 1, "config key 'num_samples' must be >= 1, got ", g.num_samples);
+  LINGUA_CHECK(g.max_batch >= 1, "config key 'max_batch' must be >= 1, got ", g.max_batch);
   LINGUA_CHECK(g.premerge_max_tokens.value_or(0) >= -1,
                "config key 'premerge_max_tokens' must be >= 0 (or -1: auto), got ", g.premerge_max_tokens.value_or(0));
 }
@@ -74,7 +75,7 @@ std::vector<Generation> generate_samples(Executor& exec, const Tokenizer& tok, c
   for (Generation& g : gens) g.prompt_tokens = P;
   // The samples decode in step: every one reads the prompt, then one token per step; a finished
   // sample's rows keep going (its last token again) until every sample has finished.
-  const int max_len = std::min(d.max_seqlen, P + opt.max_gen_len);
+  const int max_len = (int)std::min<int64_t>(d.max_seqlen, (int64_t)P + opt.max_gen_len);
   KVCache cache = exec.make_cache(max_len, B);
   std::vector<int32_t> in((size_t)B * P);
   for (int b = 0; b < B; ++b) std::copy(ids.begin(), ids.end(), in.begin() + (size_t)b * P);

@@ -27,6 +27,7 @@ struct GenerateConfig {
   std::vector<std::string> until; // stop strings (not included in the output)
   int64_t seed = 0;
   int num_samples = 1;            // per prompt
+  int max_batch = 32;             // samples decoded together at most
   std::string tokenizer_path;     // override the checkpoint's tokenizer path (sp)
   std::string device = "auto";
   std::optional<int> premerge_max_tokens;  // null: the checkpoint's model.structured.premerge_max_tokens
@@ -40,8 +41,9 @@ struct GenerateConfig {
     v("max_gen_len", max_gen_len, "new tokens per sample");
     v("until", until, "stop strings, e.g. until='[\"\\n\\n\"]' (a value without [ is one stop string, as typed)");
     v("seed", seed, "sampling seed");
-    v("num_samples", num_samples, "samples per prompt, decoded together (one batch; sample s of prompt i draws from "
-                                  "its own random stream of seed)");
+    v("num_samples", num_samples, "samples per prompt, decoded together in batches of up to max_batch (sample s of "
+                                  "prompt i draws from its own random stream of seed: the batching does not change it)");
+    v("max_batch", max_batch, "samples of a prompt decoded together at most (their KV cache and activations grow with it)");
     v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
     v.choice("device", device, {"auto", "cpu", "cuda"}, "compute device (auto: cuda when a GPU is present)");
     v("premerge_max_tokens", premerge_max_tokens,

@@ -178,8 +178,7 @@ TEST(Generate, SamplingKeysAreRangeChecked) {
 }
 
 // Samples of one prompt decoded together (generate_samples) are each what generate_text gives
-// with the same stream, though they stop at different steps (a stop string, the token limit, the
-// context).
+// with the same stream, though they stop at different steps (a stop string or the token limit).
 TEST(Generate, SamplesDecodedTogetherAreEachAsAlone) {
   Fixture f;
   SamplingOptions o;

@@ -125,7 +125,10 @@ void Attention::forward_cached(const Tensor& x, const Tensor& residual, const Te
   rope_forward(q, rope_, ctx.pos0, ctx.seq.prefix);
   rope_forward(reshape(k, {B, n, KV_, hd_}), rope_, ctx.pos0, ctx.seq.prefix);
   if (!direct) cache.append(layer, k, v, n);
-  attention_forward_cached(q, cache.k(layer), cache.v(layer), cache.len + n, o);
+  if (!direct && cache.len == 0)  // the first rows: the keys are the new ones, contiguous here (cuDNN may run)
+    attention_forward(q, reshape(k, {B, n, KV_, hd_}), reshape(v, {B, n, KV_, hd_}), o, Tensor());
+  else
+    attention_forward_cached(q, cache.k(layer), cache.v(layer), cache.len + n, o);
   wo_.forward(reshape(o, {rows, H_ * hd_}), y, residual);
   ar.release_to(mark);
 }

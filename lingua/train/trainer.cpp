@@ -500,6 +500,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                    signal_name(sig), (long long)step, (long long)step, root.c_str());
   }
   result.final_step = step;
+  result.graph_captures = train_step.captures();
   if (hooks.at_end) hooks.at_end(exec);
   return result;
 }

@@ -18,6 +18,7 @@ struct TrainResult {
   std::vector<double> losses;      // mean training loss of each step run here
   double unigram_entropy = 0;      // nats/token, when logging.unigram_baseline_tokens > 0
   int stop_signal = 0;             // the signal that stopped the run early (a checkpoint was written), 0: none
+  int graph_captures = 0;          // CUDA graphs the training steps captured (0: every step eager)
 };
 
 struct TrainHooks {

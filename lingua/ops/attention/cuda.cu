@@ -89,6 +89,9 @@ void attention_forward_cached_cuda(const Tensor& q, const Tensor& k, const Tenso
     const Tensor ks(k.data, {B, S, KV, hd}, k.dtype, k.device), vs(v.data, {B, S, KV, hd}, v.dtype, v.device);
     return attention_forward_cuda(q, ks, vs, out, Tensor());
   }
+  LINGUA_CHECK(requested_mode() != Mode::cudnn, op, ": LINGUA_ATTENTION=cudnn, but cuDNN cannot run this call (", B,
+               " sequences whose ", S, " keys are ", len, " rows apart: the fallback kernels read that layout)");
+  LINGUA_CHECK(B <= 65535, op, ": at most 65535 sequences at once, got ", B);
   fallback_forward(q, k, v, out, Tensor(), S);  // sequences len rows apart
   g_last_forward = Path::fallback;
 }
