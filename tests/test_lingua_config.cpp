@@ -276,6 +276,19 @@ TEST(ConfigCli, GenerateReadsTheWholePromptAndSaysWhenTheContextEndsIt) {
   std::tie(rc, out) = run_cli_limited("generate ckpt=" + dump.string() + " prompt=a num_samples=0");
   EXPECT_EQ(rc, 1) << out;
   EXPECT_TRUE(has(out, "'num_samples' must be >= 1")) << out;
+  // Samples decode max_batch at a time; each draws from its own stream, so the batching leaves the
+  // text as it is.
+  const std::string sampling = "generate ckpt=" + dump.string() + " 'prompts=[\"the\", \"a\"]' num_samples=5 max_gen_len=6 seed=3";
+  std::string one_batch, batches;
+  std::tie(rc, one_batch) = run_cli_limited(sampling);
+  ASSERT_EQ(rc, 0) << one_batch;
+  std::tie(rc, batches) = run_cli_limited(sampling + " max_batch=2");
+  ASSERT_EQ(rc, 0) << batches;
+  EXPECT_EQ(batches, one_batch);
+  size_t samples = 0;
+  for (size_t at = one_batch.find("=== prompt:"); at != std::string::npos; at = one_batch.find("=== prompt:", at + 1))
+    ++samples;
+  EXPECT_EQ(samples, 10u) << one_batch;
 }
 
 TEST(ConfigCli, AnAllocationThatStillFailsIsReportedAsOutOfMemory) {

@@ -168,6 +168,7 @@ TEST(Generate, SamplingKeysAreRangeChecked) {
   };
   EXPECT_EQ(error_of({}), "");
   EXPECT_NE(error_of({"num_samples=0"}).find("'num_samples' must be >= 1"), std::string::npos);
+  EXPECT_NE(error_of({"max_batch=0"}).find("'max_batch' must be >= 1"), std::string::npos);
   EXPECT_NE(error_of({"top_p=0"}).find("'top_p' must be in (0, 1]"), std::string::npos);
   EXPECT_NE(error_of({"top_p=1.5"}).find("'top_p'"), std::string::npos);
   EXPECT_NE(error_of({"temperature=-1"}).find("'temperature' must be >= 0"), std::string::npos);
