@@ -66,12 +66,23 @@ void Executor::update_grad_ranges() const {
   layout_epoch_ = s.layout_epoch();
 }
 
-Executor::MemoryPlan Executor::plan(const SeqLayout& seq, bool training, size_t extra_bytes) const {
+Executor::MemoryPlan Executor::plan(const SeqLayout& seq, bool training, size_t extra_bytes, bool decoding) const {
   const int64_t N = seq.rows(), NT = seq.token_rows(), D = model_.dims().dim;
   const DType act = model_.act_dtype();
   const bool shared_norms = training && model_.recompute_norms();
   const bool prefix = seq.prefix > 0;
   MemoryPlan p;
+  if (decoding) {
+    LINGUA_ASSERT(!training);
+    // The residual stream x, then the extra bytes (the last rows and their logits); in scratch the
+    // token rows' embeddings (with a prefix), a block's transient memory, then the head's norm.
+    p.saved_end = arena_bytes(N * D);
+    p.saved = p.saved_end + extra_bytes;
+    p.scratch = std::max(prefix ? arena_bytes(NT * D) : 0, arena_bytes(seq.B * D, act) + arena_bytes(seq.B));
+    for (int l = 0; l < model_.n_layers(); ++l)
+      p.scratch = std::max(p.scratch, model_.block(l).scratch_bytes(seq, act, false));
+    return p;
+  }
   // Saved region, in the order forward_stages takes it: the embedding output and the shared norm
   // buffer, then block by block, then the head's input rows (with a prefix) and the final norm's
   // output and rstd.
@@ -125,7 +136,7 @@ size_t Executor::host_training_bytes() const {
          sizeof(float) * ((size_t)s.total() + (grads_in_activations_ ? 2 : 3) * (size_t)s.grad_total());
 }
 
-void Executor::ensure_arena(const SeqLayout& seq, bool training, size_t extra_bytes) {
+void Executor::ensure_arena(const SeqLayout& seq, bool training, size_t extra_bytes, bool decoding) {
   LINGUA_CHECK(seq.T <= model_.dims().max_seqlen, "sequence length ", seq.T, " exceeds model.max_seqlen (",
                model_.dims().max_seqlen, ")");
   ParamStore& store = model_.params();
@@ -134,7 +145,7 @@ void Executor::ensure_arena(const SeqLayout& seq, bool training, size_t extra_by
   if (layout_epoch_ != store.layout_epoch()) update_grad_ranges();
   const bool relaid = arena_layout_epoch_ != store.layout_epoch();
   arena_layout_epoch_ = store.layout_epoch();
-  plan_ = plan(seq, training, extra_bytes);
+  plan_ = plan(seq, training, extra_bytes, decoding);
   const bool place = training && grads_in_activations_;
   const size_t grad_bytes = (size_t)store.grad_total() * sizeof(float);
   const bool grads_ok = !place || (store.grads_data() && grads_offset_ >= plan_.grads_offset &&
@@ -415,7 +426,7 @@ void Executor::forward_decode(const int32_t* tokens, int B, int T, KVCache& cach
                ")");
   const SeqLayout seq{B, T, P};
   const int64_t rows = seq.rows(), S = seq.S(), D = d.dim, V = d.vocab;
-  ensure_arena(seq, false, arena_bytes(B * V) + arena_bytes(B * D));
+  ensure_arena(seq, false, arena_bytes(B * V) + arena_bytes(B * D), true);
   Arena& ar = saved_;
   Tensor tok = device_ids(tokens, (int64_t)B * T, 0);
   StepContext ctx = context(tok, seq, pos0, false);

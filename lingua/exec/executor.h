@@ -112,10 +112,12 @@ class Executor {
   struct GradRange {
     int64_t begin = 0, end = 0;
   };
-  MemoryPlan plan(const SeqLayout& seq, bool training, size_t extra_bytes) const;
+  // decoding: forward_decode's, whose blocks keep nothing (only the residual stream, then the
+  // extra bytes), so its memory does not grow with the layer count.
+  MemoryPlan plan(const SeqLayout& seq, bool training, size_t extra_bytes, bool decoding = false) const;
   void update_grad_ranges() const;
   // Sizes the step memory for a call (growing it when needed) and resets both regions.
-  void ensure_arena(const SeqLayout& seq, bool training, size_t extra_bytes = 0);
+  void ensure_arena(const SeqLayout& seq, bool training, size_t extra_bytes = 0, bool decoding = false);
   void place_grads();
   void zero_grads_before_write(int stage);
   void check_ids(const int32_t* ids, int64_t n, bool targets) const;

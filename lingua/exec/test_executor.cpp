@@ -415,3 +415,27 @@ TEST(BatchedDecoding, EachSequenceAsAlone) {
     EXPECT_THROW(m.exec.forward_decode(one.data(), B - 1, 1, cache, step.data()), Error);  // not the cache's batch
   }
 }
+
+// Decoding keeps nothing per layer: its step memory is the same for 2 and 6 layers (and below a
+// full forward's of the same rows, which keeps each block's output).
+TEST(BatchedDecoding, StepMemoryDoesNotGrowWithLayers) {
+  std::vector<size_t> bytes;
+  for (int layers : {2, 6}) {
+    ModelConfig cfg = tiny();
+    cfg.n_layers = layers;
+    ModelRun m(cfg, resolve_dims(cfg, 13));
+    const int B = 4, T = 7;
+    const auto tok = ids(B * T, 5);
+    KVCache cache = m.exec.make_cache(T, B);
+    std::vector<float> logits((size_t)B * 13);
+    m.exec.forward_decode(tok.data(), B, T, cache, logits.data());
+    bytes.push_back(m.exec.step_memory_bytes());
+    if (layers == 6) {
+      ModelRun full(cfg, resolve_dims(cfg, 13));
+      const auto tgt = ids(B * T, 6);
+      full.exec.forward_loss(tok.data(), tgt.data(), B, T);
+      EXPECT_LT(bytes.back(), full.exec.step_memory_bytes());
+    }
+  }
+  EXPECT_EQ(bytes[0], bytes[1]);
+}
