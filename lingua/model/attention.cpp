@@ -23,9 +23,12 @@ Tensor KVCache::view(int layer, bool is_v) const {
   void* base = device_ == Device::cuda ? dev_[i].data() : const_cast<float*>(host_[i].data());
   return Tensor(base, {batch, max_len, kv_, hd_}, dtype_, device_);
 }
+void KVCache::check_room(int64_t n) const {
+  LINGUA_CHECK(len + n <= max_len, "generation: sequence of ", len + n, " rows exceeds the KV cache (", max_len, ")");
+}
 Tensor KVCache::rows(int layer, bool is_v, int64_t n) const {
   LINGUA_ASSERT(batch == 1);
-  LINGUA_CHECK(len + n <= max_len, "generation: sequence of ", len + n, " rows exceeds the KV cache (", max_len, ")");
+  check_room(n);
   const Tensor all = view(layer, is_v);
   return Tensor(static_cast<char*>(all.data) + (size_t)len * kv_ * hd_ * dtype_size(dtype_), {n, kv_ * hd_}, dtype_,
                 device_);
@@ -36,7 +39,7 @@ Tensor KVCache::k(int layer) const { return view(layer, false); }
 Tensor KVCache::v(int layer) const { return view(layer, true); }
 
 void KVCache::append(int layer, const Tensor& new_k, const Tensor& new_v, int64_t n) {
-  LINGUA_CHECK(len + n <= max_len, "generation: sequence of ", len + n, " rows exceeds the KV cache (", max_len, ")");
+  check_room(n);
   for (int i = 0; i < 2; ++i) {
     const Tensor rows = reshape(view(layer, i == 1), {(int64_t)batch * max_len, kv_ * hd_});
     copy_row_blocks(rows, max_len, len, i == 0 ? new_k : new_v, n, 0, batch, n);
@@ -125,7 +128,7 @@ void Attention::forward_cached(const Tensor& x, const Tensor& residual, const Te
   rope_forward(q, rope_, ctx.pos0, ctx.seq.prefix);
   rope_forward(reshape(k, {B, n, KV_, hd_}), rope_, ctx.pos0, ctx.seq.prefix);
   if (!direct) cache.append(layer, k, v, n);
-  if (!direct && cache.len == 0)  // the first rows: the keys are the new ones, contiguous here (cuDNN may run)
+  if (cache.len == 0)  // the first rows: the keys are the new ones, contiguous in k and v (cuDNN may run)
     attention_forward(q, reshape(k, {B, n, KV_, hd_}), reshape(v, {B, n, KV_, hd_}), o, Tensor());
   else
     attention_forward_cached(q, cache.k(layer), cache.v(layer), cache.len + n, o);

@@ -33,6 +33,7 @@ struct KVCache {
  private:
   Tensor view(int layer, bool is_v) const;
   Tensor rows(int layer, bool is_v, int64_t n) const;
+  void check_room(int64_t n) const;  // rows [len, len + n) fit
   int64_t kv_, hd_;
   Device device_;
   DType dtype_;
