@@ -18,6 +18,7 @@ int generate_main(const Args& args) {
   check_generate_config(g);
   LoadedModel m = load_model(g.ckpt, g.tokenizer_path, g.device, [&](TrainConfig& c) {
     if (g.premerge_max_tokens) c.model.structured.premerge_max_tokens = *g.premerge_max_tokens;
+    if (g.modules) c.model.enabled_modules = *g.modules;
   });
   std::fprintf(stderr, "lingua generate: %s\n", m.checkpoint_dir.c_str());
   SamplingOptions opt{g.temperature, g.top_p, g.top_k, g.max_gen_len, g.until, m.config.data.add_bos};

@@ -108,6 +108,12 @@ def main():
     if args.graphs and args.no_compile:
         p.error("--graphs uses torch.compile's CUDA graphs (mode reduce-overhead): not with --no-compile")
     torch.backends.cuda.matmul.allow_tf32 = False
+    if args.graphs:
+        # CUDA-graph trees reuse the output memory of a replay for the next one, and the timed
+        # training step keeps an output across calls ("accessing tensor output of CUDAGraphs that
+        # has been overwritten"): one graph per compiled function instead (measured 2026-12-07).
+        import torch._inductor.config as inductor_config
+        inductor_config.triton.cudagraph_trees = False
     # One compiled graph per model and mode: every FFN shares forward's code object, and the
     # default limit (8) would silently send later models to eager.
     torch._dynamo.config.cache_size_limit = 1024

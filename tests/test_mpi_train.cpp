@@ -58,18 +58,22 @@ fs::path shared_corpus(const std::string& name) {
 // and with its tables split over groups of 2 ranks (with DDP, and with FSDP).
 // And a LowRank model with self-guided training (guides dropped at step 4, drawn with reduce_flop)
 // under DDP and FSDP.
-enum class Mode { ddp, fsdp, hsdp, stem_ddp, stem_tables, stem_tables_fsdp, guided_ddp, guided_fsdp };
+// And module tokens (two modules, trained with the model) under DDP and FSDP.
+enum class Mode { ddp, fsdp, hsdp, stem_ddp, stem_tables, stem_tables_fsdp, guided_ddp, guided_fsdp, modules_ddp, modules_fsdp };
 const char* mode_name(Mode m) {
-  const char* names[] = {"ddp", "fsdp", "hsdp", "stem_ddp", "stem_tables", "stem_tables_fsdp", "guided_ddp", "guided_fsdp"};
+  const char* names[] = {"ddp",        "fsdp",        "hsdp",        "stem_ddp",    "stem_tables",
+                         "stem_tables_fsdp", "guided_ddp", "guided_fsdp", "modules_ddp", "modules_fsdp"};
   return names[(int)m];
 }
 bool stem(Mode m) { return m == Mode::stem_ddp || m == Mode::stem_tables || m == Mode::stem_tables_fsdp; }
 bool tables(Mode m) { return m == Mode::stem_tables || m == Mode::stem_tables_fsdp; }
 bool guided(Mode m) { return m == Mode::guided_ddp || m == Mode::guided_fsdp; }
+bool modules(Mode m) { return m == Mode::modules_ddp || m == Mode::modules_fsdp; }
 
 TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::string& device, Mode mode) {
   TrainConfig c = tiny_config(data, dump);
-  if (mode == Mode::fsdp || mode == Mode::hsdp || mode == Mode::stem_tables_fsdp || mode == Mode::guided_fsdp) {
+  if (mode == Mode::fsdp || mode == Mode::hsdp || mode == Mode::stem_tables_fsdp || mode == Mode::guided_fsdp ||
+      mode == Mode::modules_fsdp) {
     c.distributed.fsdp_type = "full_shard";
     c.distributed.dp_shard = mode == Mode::hsdp ? 2 : host().size();
   }
@@ -85,6 +89,11 @@ TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::s
     c.model.structured.self_guided.scheduler = "linear";
     c.model.structured.self_guided.reduce_flop = true;
     c.model.structured.self_guided.max_step = 4;
+  }
+  if (modules(mode)) {
+    c.model.modules = {"m1", "m0"};
+    c.model.module_seq_len = 3;
+    c.model.module_agg = "mean";
   }
   c.device = device;
   c.steps = 8;
@@ -308,6 +317,20 @@ TEST(DistributedTrain, SelfGuidedStructuredTrainsAsDataParallel) {
     SCOPED_TRACE(device);
     const std::vector<double> ddp = check_distributed_train(device, Mode::guided_ddp);
     const std::vector<double> fsdp = check_distributed_train(device, Mode::guided_fsdp);
+    ASSERT_EQ(fsdp.size(), ddp.size());
+    for (size_t i = 0; i < ddp.size(); ++i)
+      EXPECT_NEAR(fsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
+  }
+}
+
+// Module tokens under DDP and FSDP: their gradients are complete before the data-parallel hooks
+// reduce each layer's (the executor runs them first), and FSDP trains as DDP.
+TEST(DistributedTrain, ModuleTokensTrainAsDataParallel) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  for (const std::string& device : test_devices()) {
+    SCOPED_TRACE(device);
+    const std::vector<double> ddp = check_distributed_train(device, Mode::modules_ddp);
+    const std::vector<double> fsdp = check_distributed_train(device, Mode::modules_fsdp);
     ASSERT_EQ(fsdp.size(), ddp.size());
     for (size_t i = 0; i < ddp.size(); ++i)
       EXPECT_NEAR(fsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;

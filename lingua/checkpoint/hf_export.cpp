@@ -207,6 +207,12 @@ void write_hf_llama(const Transformer& model, const TrainConfig& cfg, const Toke
   LINGUA_CHECK(dtype == "float32" || dtype == "bfloat16", "config key 'dtype': '", dtype,
                "' is not float32 or bfloat16");
   LINGUA_CHECK(!fs::exists(dir), "config key 'out': ", dir, " already exists; give a new directory");
+  if (const ModuleTokens* m = model.module_tokens(); m && !m->held().empty()) {
+    std::string names;
+    for (const std::string& n : m->held()) names += (names.empty() ? "" : ", ") + n;
+    fail("the model holds module tokens (", names, "), which a Hugging Face Llama cannot run; to export the base "
+         "model, write a checkpoint without them first (lingua modules remove ckpt=... name=X out=...)");
+  }
   const fs::path tmp = dir + ".tmp";
   fs::remove_all(tmp);  // a crashed earlier export
   fs::create_directories(tmp);

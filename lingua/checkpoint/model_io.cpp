@@ -65,10 +65,14 @@ void read_local_tensor(const CheckpointTensors& c, const ParamInfo& p, const std
   c.read_local(name, p, buf);
 }
 
-void load_params(ParamStore& store, const CheckpointTensors& c) {
+void load_params(ParamStore& store, const CheckpointTensors& c) { load_params(store, c, nullptr); }
+
+void load_params(ParamStore& store, const CheckpointTensors& c,
+                 const std::function<bool(const ParamInfo&)>& keep_if_missing) {
   std::vector<float> buf;
   for (int id : store.ids()) {
     const ParamInfo& p = store.info(id);
+    if (keep_if_missing && !c.has(p.name) && keep_if_missing(p)) continue;
     read_local_tensor(c, p, p.name, buf);
     store.set_param(id, buf.data());
   }

@@ -1,6 +1,7 @@
 #pragma once
 // Parameters to and from safetensors files, by name, and the params.json of a checkpoint. Used by
 // the checkpoint layout (train_checkpoint.h), so every path loads exactly the same tensors.
+#include <functional>
 #include <map>
 #include <string>
 
@@ -23,6 +24,10 @@ void save_params(const ParamStore& store, const std::string& path, const std::ma
 void load_params(ParamStore& store, const std::string& path);
 class CheckpointTensors;  // sharded.h
 void load_params(ParamStore& store, const CheckpointTensors& tensors);
+// The same, but a parameter for which `keep_if_missing` is true keeps its values when the
+// checkpoint does not have it (a module being created on a base model's checkpoint).
+void load_params(ParamStore& store, const CheckpointTensors& tensors,
+                 const std::function<bool(const ParamInfo&)>& keep_if_missing);
 // This process's part of tensor `name` (p's placement; p's full shape: an error naming both when
 // they differ), read from its own piece when the checkpoint has it (CheckpointTensors::read_local).
 void read_local_tensor(const CheckpointTensors& c, const ParamInfo& p, const std::string& name, std::vector<float>& buf);

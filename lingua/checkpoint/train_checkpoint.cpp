@@ -166,7 +166,14 @@ std::string save_model_checkpoint(const std::string& root, int64_t step, const T
   });
 }
 
-void load_weights(Transformer& model, const std::string& dir_or_file) { load_params(model.params(), dir_or_file); }
+void load_weights(Transformer& model, const std::string& dir_or_file) {
+  const ModuleTokens* m = model.module_tokens();
+  const std::string created = m ? m->created() : "";
+  std::string module;
+  load_params(model.params(), CheckpointTensors::open(dir_or_file), [&](const ParamInfo& p) {
+    return !created.empty() && is_module_param(p.name, &module) && module == created;
+  });
+}
 
 std::string resolve_checkpoint_dir(const std::string& path) {
   LINGUA_CHECK(fs::exists(path), "checkpoint not found: ", path);

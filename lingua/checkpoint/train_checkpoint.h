@@ -97,7 +97,9 @@ std::optional<ResumedCheckpoint> load_latest_training_checkpoint(
 std::string save_model_checkpoint(const std::string& root, int64_t step, const TrainConfig& cfg,
                                   const Transformer& model,
                                   const std::vector<std::pair<std::string, std::string>>& extra = {});
-// Loads the weights of a checkpoint step directory, or of a weights file.
+// Loads the weights of a checkpoint step directory, or of a weights file. The module a model
+// creates (model.create_module_name) keeps its initial values where the checkpoint lacks it (the
+// base model's checkpoint).
 void load_weights(Transformer& model, const std::string& dir_or_file);
 
 // A step directory from `path`: the directory itself when it is a complete checkpoint, else the

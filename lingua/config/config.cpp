@@ -61,6 +61,10 @@ YAML::Node value_node(const std::string& arg, const std::string& text, ValueText
   if (how == ValueText::exact) return YAML::Node(text);
   if (how == ValueText::exact_or_null)
     return text == "null" || text == "~" ? YAML::Node(YAML::NodeType::Null) : YAML::Node(text);
+  if (how == ValueText::exact_list_or_null) {
+    if (text == "null" || text == "~") return YAML::Node(YAML::NodeType::Null);
+    how = ValueText::exact_list;
+  }
   if (how == ValueText::exact_list && text.empty()) return YAML::Node(YAML::NodeType::Sequence);
   if (how == ValueText::exact_list && text[0] != '[') {
     YAML::Node one(YAML::NodeType::Sequence);

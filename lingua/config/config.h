@@ -233,12 +233,13 @@ class Writer {
 // How a dot-list value is read: parsed as YAML, or taken as exact text (string keys: the text
 // after '=' verbatim, spaces included), or as a list of exact texts (a value starting with '['
 // is a YAML flow list, anything else is one item).
-enum class ValueText { yaml, exact, exact_or_null, exact_list };
+enum class ValueText { yaml, exact, exact_or_null, exact_list, exact_list_or_null };
 
 template <class T> constexpr ValueText value_text() {
   if constexpr (std::is_same_v<T, std::string>) return ValueText::exact;
   else if constexpr (std::is_same_v<T, std::optional<std::string>>) return ValueText::exact_or_null;
   else if constexpr (std::is_same_v<T, std::vector<std::string>>) return ValueText::exact_list;
+  else if constexpr (std::is_same_v<T, std::optional<std::vector<std::string>>>) return ValueText::exact_list_or_null;
   else return ValueText::yaml;
 }
 

@@ -2,6 +2,7 @@
 // The configuration of every command, as plain structs. Each struct's visit() lists its fields
 // once (key, member, description); that one list drives YAML parsing, dot-list overrides,
 // --help and the dumped config.yaml (see config.h). Keys follow Meta Lingua's names.
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -185,6 +186,12 @@ struct ModelConfig {
   std::string ffn = "swiglu";           // FFN variant (registry key)
   std::optional<std::vector<int>> stem_layers;  // ffn=stem: the STEM layers (default: all but layer 0)
   StructuredFfnConfig structured;       // ffn=lowrank | blockdense | blockshuffle
+  // Module tokens (SPEC §4; lingua/model/module_tokens.h).
+  int module_seq_len = 0;                // rows per module
+  std::string module_agg = "avg";        // stack | sum | avg | mean | drop
+  std::vector<std::string> modules;      // the modules the model holds (parameters), by name
+  std::optional<std::vector<std::string>> enabled_modules;  // those that run (null: all)
+  std::string create_module_name;        // train this module alone on the frozen rest
   bool recompute_norms = false;         // activation recomputation (memory for speed)
   bool grads_in_activations = true;     // gradients over dead activations (one micro-batch a step)
   template <class V> void visit(V& v) {
@@ -210,6 +217,21 @@ struct ModelConfig {
     v("stem_layers", stem_layers,
       "ffn=stem: the layers whose FFN up-projection is a token-indexed table (default: every layer but 0)");
     v("structured", structured, "structured FFN layers (ffn=lowrank, blockdense, blockshuffle)");
+    v("module_seq_len", module_seq_len,
+      "module tokens: rows (vectors of size dim) each module adds to every sequence, in every layer (README: Module "
+      "tokens)");
+    v.choice("module_agg", module_agg, {"stack", "sum", "avg", "mean", "drop"},
+             "module tokens: how a layer's parameter block P_l combines with the module rows m coming from the layer "
+             "below (layer 0 takes P_0): stack m (only layer 0 has parameters), sum m + P_l, avg (m + P_l) / 2, mean "
+             "(l m + P_l) / (l + 1), drop P_l");
+    v("modules", modules, "module tokens: the modules the model holds, by name (checkpoint tensors "
+      "layers.<l>.modules.<name>); `lingua modules` adds, removes and renames them");
+    v("enabled_modules", enabled_modules,
+      "module tokens: the modules that run, in any order (they run in sorted name order; null: all of model.modules; "
+      "[]: none, the base model)");
+    v("create_module_name", create_module_name,
+      "module tokens: train this module (added to model.modules, initialised, enabled) and freeze every other "
+      "parameter; start from the base with checkpoint.init_ckpt_path");
     v("recompute_norms", recompute_norms,
       "recompute the RMSNorm outputs in backward instead of keeping them (saves 2 x tokens x dim activations "
       "per layer for two extra norm passes)");
@@ -498,6 +520,12 @@ struct TrainConfig {
   // distributed.selective_activation_checkpointing turns model.recompute_norms on.
   void resolve_defaults() {
     if (!model.max_seqlen) model.max_seqlen = data.seq_len;
+    // The module being created is one of the model's, and runs.
+    if (const std::string& x = model.create_module_name; !x.empty()) {
+      if (std::find(model.modules.begin(), model.modules.end(), x) == model.modules.end()) model.modules.push_back(x);
+      auto& en = model.enabled_modules;
+      if (en && std::find(en->begin(), en->end(), x) == en->end()) en->push_back(x);
+    }
     SelfGuidedConfig& sg = model.structured.self_guided;
     if (sg.mode != "none" && sg.max_step == 0) sg.max_step = (int64_t)((double)steps * sg.max_step_ratio);
     // Lingua's selective checkpointing keeps matmul and attention outputs and recomputes the rest:

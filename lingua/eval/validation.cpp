@@ -89,6 +89,7 @@ std::map<std::string, ValidationResult> evaluate_validation(Executor& exec, cons
         r.nll += l.nll;
         r.tokens += l.tokens;
         const size_t used = std::min(stream.size() - 1, BT);
+        r.sequences += (int64_t)((used + T - 1) / T);
         for (size_t i = 1; i <= used; ++i) {  // the targets just scored
           r.bytes += stream.bytes[stream.head + i];
           r.chars += stream.chars[stream.head + i];

@@ -21,10 +21,14 @@ struct ValidationResult {
   int64_t chars = 0;       // Unicode characters of the text the scored tokens stand for
   int64_t bytes = 0;       // UTF-8 bytes of the text the scored tokens stand for (BOS/EOS: none)
   int64_t documents = 0;   // documents read (the last one possibly scored in part)
+  int64_t sequences = 0;   // windows scored (each at least one target)
   DataStats stats;         // skipped lines
   double nll_per_token() const { return tokens ? nll / tokens : 0; }
   double nll_per_char() const { return chars ? nll / chars : 0; }
   double bits_per_byte() const { return bytes ? nll / (bytes * 0.6931471805599453) : 0; }
+  // The original modular Lingua's avg_seqlen: scored tokens per evaluated sequence (window); the
+  // model's module rows, when it runs some, are not counted.
+  double avg_seqlen() const { return sequences ? (double)tokens / sequences : 0; }
 };
 
 // Per source (by name) that has *.val.jsonl files; sources without any are left out.

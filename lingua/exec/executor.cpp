@@ -6,10 +6,33 @@
 
 namespace lingua {
 
+namespace {
+
+// The model's module tokens as the executor's first hook: their rows are set before each block,
+// and their gradients are complete before any later hook (data-parallel reduction) reads them.
+class ModuleTokenHooks final : public LayerHooks {
+ public:
+  explicit ModuleTokenHooks(const ModuleTokens& m) : m_(m) {}
+  void before_forward(int l, const Tensor& x, const StepContext& ctx) override { m_.forward_rows(l, x, ctx); }
+  void after_backward(int l, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) override {
+    m_.backward_rows(l, dx, dx_act, ctx);
+  }
+
+ private:
+  const ModuleTokens& m_;
+};
+
+}  // namespace
+
 Executor::Executor(Transformer& model) : model_(model) {
   memory_ = Arena(model.device());
   scratch_ = Arena(model.device());
   saved_ = Arena(model.device());
+  if (const ModuleTokens* m = model.module_tokens(); m && m->prefix_rows() > 0) {
+    module_hooks_ = std::make_unique<ModuleTokenHooks>(*m);
+    add_hooks(module_hooks_.get());
+    set_prefix_rows(m->prefix_rows());
+  }
   // Gradients left unplaced by an executor that kept them in its step memory: the store's own.
   if (model.params().external_grads()) model.params().use_own_grads();
 }

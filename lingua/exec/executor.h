@@ -8,6 +8,7 @@
 // (data-parallel collectives, growth ramps, module tokens, profiling). One executor runs a model at
 // a time.
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "lingua/core/arena.h"
@@ -32,7 +33,8 @@ class Executor {
   void add_hooks(LayerHooks* hooks);
   void remove_hooks(LayerHooks* hooks);
   // Prefix rows per sequence for the calls that follow (SeqLayout::prefix; 0: none). Their values
-  // are zero when block 0 starts, unless a hook's before_forward writes them.
+  // are zero when block 0 starts, unless a hook's before_forward writes them. A model with enabled
+  // module tokens (Transformer::module_tokens) starts with their rows and their hook, added first.
   void set_prefix_rows(int prefix);
   int prefix_rows() const { return prefix_; }
   // The lookups of column-sliced tables (StepContext::sliced_tables; not owned; null: none).
@@ -143,6 +145,7 @@ class Executor {
 
   Transformer& model_;
   std::vector<LayerHooks*> hooks_;
+  std::unique_ptr<LayerHooks> module_hooks_;
   int prefix_ = 0;
   SlicedTableLookup* sliced_tables_ = nullptr;
   DeviceBuffer ids_dev_[2];

@@ -31,6 +31,7 @@ struct GenerateConfig {
   std::string tokenizer_path;     // override the checkpoint's tokenizer path (sp)
   std::string device = "auto";
   std::optional<int> premerge_max_tokens;  // null: the checkpoint's model.structured.premerge_max_tokens
+  std::optional<std::vector<std::string>> modules;  // module tokens to run (null: the checkpoint's)
   template <class V> void visit(V& v) {
     v("ckpt", ckpt, "checkpoint step directory, or a dump_dir (uses its newest checkpoint)");
     v("prompt", prompt, "a prompt, read exactly (trailing spaces kept): prompt=\"It was a \"");
@@ -45,6 +46,8 @@ struct GenerateConfig {
                                   "prompt i draws from its own random stream of seed: the batching does not change it)");
     v("max_batch", max_batch, "samples of a prompt decoded together at most (their KV cache and activations grow with it)");
     v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
+    v("modules", modules, "module tokens to run, e.g. modules=code or modules='[code, math]' (modules=[]: none, the base "
+      "model; null: the checkpoint's model.enabled_modules)");
     v.choice("device", device, {"auto", "cpu", "cuda"}, "compute device (auto: cuda when a GPU is present)");
     v("premerge_max_tokens", premerge_max_tokens,
       "structured FFNs: forwards of at most this many tokens use the merged dense weights (0: never; -1: auto, "

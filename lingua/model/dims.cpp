@@ -9,6 +9,7 @@
 #include "lingua/config/validate.h"
 #include "lingua/core/error.h"
 #include "lingua/model/ffn/ffn.h"
+#include "lingua/model/module_tokens.h"
 
 namespace lingua {
 
@@ -92,6 +93,7 @@ ModelDims resolve_dims(const ModelConfig& c, int tokenizer_vocab) {
   d.rope_theta = c.rope_theta;
   d.weight_tying = c.weight_tying;
   check_ffn_config(c);
+  check_module_config(c);
   check_model_fits(d);
   return d;
 }

@@ -23,12 +23,15 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelDims& dims)
   auto mark_stage = [&](int stage) { stage_by_id_.resize(store_.ids().size(), stage); };
   mark_stage(0);
   rope_ = rope_table(dims.max_seqlen, dims.head_dim, dims.rope_theta);
+  if (!cfg.modules.empty()) modules_ = std::make_unique<ModuleTokens>(cfg, dims);
   for (int i = 0; i < dims.n_layers; ++i) {
     blocks_.push_back(std::make_unique<TransformerBlock>(store_, dims, cfg, i, rope_));
+    if (modules_) modules_->declare_layer(store_, i);  // part of the block's stage
     mark_stage(1 + i);
   }
   head_ = std::make_unique<LMHead>(store_, dims, emb_std, dims.weight_tying ? tok_emb_ : -1);
   mark_stage(dims.n_layers + 1);
+  if (modules_) modules_->freeze(store_);
   store_.finalize();
   store_.init((uint64_t)cfg.seed);
 }
@@ -64,7 +67,7 @@ ParamCounts Transformer::param_counts() const {
     const ParamInfo& p = store_.info(id);
     const int64_t n = p.full_numel();
     c.total += n;
-    if (p.embedding) c.embedding += n;
+    if (p.embedding || is_module_param(p.name)) c.embedding += n;  // (module rows are added, not multiplied)
     if (!p.trainable) c.frozen += n;
     if (p.group != "default") c.groups[p.group] += n;
   }

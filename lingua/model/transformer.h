@@ -17,6 +17,7 @@
 #include "lingua/model/dims.h"
 #include "lingua/model/head.h"
 #include "lingua/model/linear.h"
+#include "lingua/model/module_tokens.h"
 #include "lingua/model/param_store.h"
 #include "lingua/ops/rope/rope.h"
 
@@ -29,7 +30,7 @@ struct LossSum {
 
 struct ParamCounts {
   int64_t total = 0;                  // every parameter (full shapes)
-  int64_t embedding = 0;              // looked up, not multiplied (token embedding, token-indexed tables)
+  int64_t embedding = 0;              // looked up or added, not multiplied (token embedding, token-indexed tables, module tokens)
   int64_t active_non_embedding = 0;   // multiplied per token, output head included (MFU counts these)
   int64_t frozen = 0;                 // not trained
   std::map<std::string, int64_t> groups;  // per optimizer group other than "default"
@@ -64,6 +65,8 @@ class Transformer {
   // stage that declared it, or, for one added later, the stage of the parameter before it in the
   // layout (ParamStore::add's `after`).
   int stage_of(int param_id) const;
+  // The model's module tokens (model.modules; null when it holds none): the executor runs them.
+  const ModuleTokens* module_tokens() const { return modules_.get(); }
 
   ParamCounts param_counts() const;
   // Training FLOPs per token, SPEC formula: 6 * active non-embedding params + 6 * L * dim * seq_len,
@@ -97,6 +100,7 @@ class Transformer {
   std::vector<int> stage_by_id_;  // of the parameters declared while building
   std::vector<std::unique_ptr<Block>> blocks_;
   std::unique_ptr<Head> head_;
+  std::unique_ptr<ModuleTokens> modules_;
 };
 
 }  // namespace lingua

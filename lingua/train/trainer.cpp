@@ -153,6 +153,7 @@ void run_validation(const Run& r, const Tokenizer& tok, int64_t step, const std:
     j[src + "/nll_per_char"] = v.nll_per_char();
     j[src + "/bits_per_byte"] = v.bits_per_byte();
     j[src + "/tokens"] = v.tokens;
+    j[src + "/avg_seqlen"] = v.avg_seqlen();
     j[src + "/skipped_lines"] = v.stats.skipped();
     if (!quiet)
       std::fprintf(stderr, "eval step %lld | %s: nll/token %.4f  bits/byte %.4f  (%lld tokens)\n", (long long)step,
@@ -336,7 +337,21 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   } else if (!cfg.checkpoint.init_ckpt_path.empty()) {
     load_weights(model, cfg.checkpoint.init_ckpt_path);
     if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", cfg.checkpoint.init_ckpt_path.c_str());
+  } else if (!cfg.model.create_module_name.empty()) {
+    fail("config key 'model.create_module_name' (", cfg.model.create_module_name,
+         ") trains a module on a frozen base model, but there is none: set checkpoint.init_ckpt_path to the base "
+         "model's checkpoint");
   }
+  if (const ModuleTokens* mt = model.module_tokens(); mt && !quiet)
+    std::fprintf(stderr, "lingua: module tokens: %d rows each, module_agg %s; running %s%s\n", mt->rows_per_module(),
+                 cfg.model.module_agg.c_str(), mt->enabled().empty() ? "none" : "",
+                 [&] {
+                   std::string s;
+                   for (const std::string& n : mt->enabled()) s += (s.empty() ? "" : ", ") + n;
+                   if (!mt->created().empty()) s += " (training " + mt->created() + " alone; the rest is frozen)";
+                   return s;
+                 }()
+                     .c_str());
   result.start_step = step;
   model.begin_step(step);  // (parameters a model feature adds or drops over the run follow the step)
   if (replayed > 0 && !quiet)

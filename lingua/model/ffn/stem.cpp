@@ -48,6 +48,11 @@ void check_stem_config(const ModelConfig& c, const OptimConfig* optim) {
                "': set model.ffn=stem to use STEM layers");
   LINGUA_CHECK(c.ffn == "stem" || !optim || !optim->stem.sparse,
                "config key 'optim.stem.sparse' is true but the model has no STEM tables (set model.ffn=stem)");
+  // Module tokens are rows without a token to look up (module_tokens.h).
+  const bool modules_run = c.enabled_modules ? !c.enabled_modules->empty() : !c.modules.empty();
+  LINGUA_CHECK(c.ffn != "stem" || !modules_run,
+               "module tokens with model.ffn=stem: STEM layers look their rows up by token id, and module rows have "
+               "no token; disable the modules (model.enabled_modules=[]) or use another FFN");
   stem_layers(c);
 }
 
