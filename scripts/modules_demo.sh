@@ -16,10 +16,12 @@ DEVICE=${DEVICE:-auto}
 ROWS=${MODULE_ROWS:-16}
 mkdir -p "$OUT"
 "$LINGUA" prepare out_dir="$OUT/data" source=moby_dick val_fraction=0.02 overwrite=true data/demo/moby_dick.txt.gz
-# C++: one document per source file (min_doc_chars large, so a file's blank lines do not split it).
-find lingua apps -name '*.cpp' -o -name '*.h' -o -name '*.cu' | sort > "$OUT/code_files.txt"
-"$LINGUA" prepare out_dir="$OUT/data" source=code val_fraction=0.05 min_doc_chars=1000000 overwrite=true \
-  $(cat "$OUT/code_files.txt")
+# C++: one document per source file of lingua/ and apps/ (as JSONL, which `lingua prepare` reads).
+find lingua apps \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' \) | sort | python3 -c '
+import json, sys
+for path in sys.stdin.read().split():
+    print(json.dumps({"text": open(path, encoding="utf-8").read()}))' > "$OUT/code.jsonl"
+"$LINGUA" prepare out_dir="$OUT/data" source=code val_fraction=0.05 overwrite=true "$OUT/code.jsonl"
 COMMON=(config=configs/demo.yaml data.root_dir="$OUT/data" device="$DEVICE" checkpoint.eval.every=0 eval.tasks=[]
         logging.unigram_baseline_tokens=0 "${@:2}")
 rm -rf "$OUT/base" "$OUT/code" "$OUT/full"

@@ -273,7 +273,9 @@ struct CheckpointConfig {
     v("dump", dump, "training checkpoints");
     v("eval", eval, "validation during training");
     v("path", path, "checkpoint directory (default dump_dir/checkpoints)");
-    v("init_ckpt_path", init_ckpt_path, "initialise the model weights from this checkpoint directory");
+    v("init_ckpt_path", init_ckpt_path,
+      "initialise the model weights from this checkpoint: a step directory, a weights file, or a dump_dir (its "
+      "newest checkpoint)");
     v("continue_training_from_init", continue_training_from_init,
       "with init_ckpt_path: continue that run (its optimizer state and step), not only its weights");
   }

@@ -335,8 +335,11 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (!quiet) std::fprintf(stderr, "lingua: continuing the run of %s (step %lld)\n", from.c_str(), (long long)step);
     if (!quiet) print_resplit_note(from, world.size());
   } else if (!cfg.checkpoint.init_ckpt_path.empty()) {
-    load_weights(model, cfg.checkpoint.init_ckpt_path);
-    if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", cfg.checkpoint.init_ckpt_path.c_str());
+    // A step directory, a weights file, or a dump_dir / checkpoint root (its newest checkpoint).
+    const std::string& given = cfg.checkpoint.init_ckpt_path;
+    const std::string from = fs::is_directory(given) ? resolve_checkpoint_dir(given) : given;
+    load_weights(model, from);
+    if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", from.c_str());
   } else if (!cfg.model.create_module_name.empty()) {
     fail("config key 'model.create_module_name' (", cfg.model.create_module_name,
          ") trains a module on a frozen base model, but there is none: set checkpoint.init_ckpt_path to the base "
