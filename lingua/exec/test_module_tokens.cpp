@@ -120,9 +120,13 @@ TEST(ModuleTokens, DisabledModulesGiveTheBaseModelBitwise) {
   }
 }
 
-void check_gradients(const std::string& agg, bool grads_in_activations) {
-  SCOPED_TRACE(agg);
+void check_gradients(const std::string& agg, bool grads_in_activations, const std::string& ffn = "swiglu") {
+  SCOPED_TRACE(agg + " " + ffn);
   ModelConfig cfg = tiny({"m1", "m0"}, agg, 2);
+  if (ffn != "swiglu") {
+    cfg.ffn = ffn;
+    cfg.structured.rank = 4;
+  }
   ModelRun m(cfg, resolve_dims(cfg, kVocab));
   scale_module_params(m.params(), 20.0f);
   m.exec.set_grads_in_activations(grads_in_activations);
@@ -154,6 +158,8 @@ TEST(ModuleTokens, GradientsMatchFiniteDifferencesSum) { check_gradients("sum", 
 TEST(ModuleTokens, GradientsMatchFiniteDifferencesAvg) { check_gradients("avg", true); }
 TEST(ModuleTokens, GradientsMatchFiniteDifferencesMean) { check_gradients("mean", false); }
 TEST(ModuleTokens, GradientsMatchFiniteDifferencesDrop) { check_gradients("drop", true); }
+// Module rows run through any FFN variant that takes them (a structured one here).
+TEST(ModuleTokens, GradientsMatchFiniteDifferencesLowRankFfn) { check_gradients("avg", false, "lowrank"); }
 
 // Gradients over dead activations (each stage's range, the module blocks' included, zeroed just
 // before it is written) equal gradients in the store's own buffer.
@@ -295,7 +301,12 @@ TEST(ModuleTokens, CreatingAModuleFreezesEverythingElse) {
     trainable += mine;
   }
   EXPECT_EQ(trainable, 3);
-  EXPECT_EQ(m.model.param_counts().frozen + 3 * 2 * 12, m.model.param_counts().total);
+  const ParamCounts pc = m.model.param_counts();
+  EXPECT_EQ(pc.frozen + 3 * 2 * 12, pc.total);
+  // FLOPs: every multiplied weight frozen (4 per weight: no weight gradient), over the 16 token
+  // rows and the 4 module rows (2 modules x 2) of each sequence.
+  EXPECT_EQ(m.exec.prefix_rows(), 4);
+  EXPECT_DOUBLE_EQ(m.model.flops_per_token(16), 20.0 / 16 * (4.0 * pc.active_non_embedding + 6.0 * 3 * 12 * 20));
   // A step: only the new module's gradients exist, and they are not zero.
   auto tok = ids(2 * 5, 11), tgt = ids(2 * 5, 12);
   m.params().zero_grads();

@@ -80,8 +80,18 @@ double Transformer::flops_per_token(int seq_len) const {
   int64_t idle = 0;
   for (const auto& b : blocks_)
     if (const FeedForward* f = b->ffn()) idle += f->idle_params();
-  return 6.0 * (double)(param_counts().active_non_embedding - idle) +
-         6.0 * dims_.n_layers * dims_.dim * (double)seq_len;
+  // Frozen multiplied weights: forward and input gradient, no weight gradient (4 FLOPs, not 6).
+  int64_t frozen = 0;
+  for (int id : store_.ids()) {
+    const ParamInfo& p = store_.info(id);
+    if (!store_.trainable(id) && !p.embedding && !is_module_param(p.name)) frozen += p.full_numel();
+  }
+  if (dims_.weight_tying && !store_.trainable(tok_emb_)) frozen += (int64_t)dims_.vocab * dims_.dim;  // the head
+  // Module rows are rows the step computes too: the work of T + P rows, counted per token.
+  const double T = seq_len, P = modules_ ? modules_->prefix_rows() : 0;
+  return (T + P) / T *
+         (6.0 * (double)(param_counts().active_non_embedding - idle - frozen) + 4.0 * (double)frozen +
+          6.0 * dims_.n_layers * dims_.dim * (T + P));
 }
 
 void Transformer::begin_step(int64_t step) {

@@ -70,7 +70,9 @@ class Transformer {
 
   ParamCounts param_counts() const;
   // Training FLOPs per token, SPEC formula: 6 * active non-embedding params + 6 * L * dim * seq_len,
-  // leaving out the parameters idle in the step set up last (FeedForward::idle_params).
+  // leaving out the parameters idle in the step set up last (FeedForward::idle_params), counting
+  // frozen multiplied weights at 4 (no weight gradient), and, with module rows (P per sequence),
+  // the work of seq_len + P rows per seq_len tokens.
   double flops_per_token(int seq_len) const;
   // FLOPs the hardware runs per token (HFU): the model FLOPs plus recomputed matmuls. The
   // recomputation we do (norm outputs, the SwiGLU product) repeats only elementwise work, so
