@@ -26,6 +26,7 @@ int consolidate_main(const Args& args);
 int export_dense_main(const Args& args);
 int plot_main(const Args& args);
 int modules_main(const Args& args);
+int grow_main(const Args& args);
 int export_hf_main(const Args& args);
 int import_hf_main(const Args& args);
 // The metrics objects of a dump dir's metrics.jsonl or metrics.eval.jsonl (those with a

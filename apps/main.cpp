@@ -21,6 +21,7 @@ const char* kUsage =
     "  bench      time training steps of a config on random tokens (tokens/s, MFU, memory)\n"
     "  stem-edit  copy or swap one token's STEM rows with another's into a new checkpoint\n"
     "  modules    list, add, remove, rename, enable or disable a checkpoint's module tokens (a new checkpoint)\n"
+    "  grow       a larger model from a trained smaller one (G_stack, G_zero), or PRTS's growth plan\n"
     "  stem-nearest  the tokens whose STEM rows are nearest to a token's (cosine), per STEM layer\n"
     "  launch     run a command on N local ranks: lingua launch nproc=N <command> [args ...]\n"
     "  stool      prepare a dump_dir for SLURM and submit it: lingua stool config=path.yaml nodes=N ...\n"
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
     if (cmd == "import-hf") return import_hf_main(args);
     if (cmd == "plot") return plot_main(args);
     if (cmd == "modules") return modules_main(args);
+    if (cmd == "grow") return grow_main(args);
     std::fprintf(stderr, "lingua: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const lingua::Error& e) {

@@ -1,0 +1,171 @@
+// lingua grow: model growth (PRTS, SPEC §5). Builds a larger model from a trained smaller one's
+// checkpoint with a growth operator and writes it as a new checkpoint (weights and config; a new
+// run starts from it with checkpoint.init_ckpt_path, with a fresh optimizer and schedule, as PRTS
+// does). `lingua grow plan` prints PRTS's growth guideline for a target size and token budget.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "apps/commands.h"
+#include "lingua/checkpoint/train_checkpoint.h"
+#include "lingua/config/config.h"
+#include "lingua/data/tokenizer.h"
+#include "lingua/model/growth.h"
+
+namespace fs = std::filesystem;
+
+namespace lingua::app {
+
+namespace {
+
+struct GrowConfig {
+  std::string ckpt;
+  std::string target;  // a training config file of the target model
+  int n_layers = 0;    // or: the source's config with this depth
+  std::string op = "stack";
+  std::optional<std::vector<int>> stacking_list;
+  std::string out;
+  std::string tokenizer_path;
+  template <class V> void visit(V& v) {
+    v("ckpt", ckpt, "the source: a checkpoint step directory, or a dump_dir (its newest checkpoint); never written to");
+    v("target", target, "the target model's training config (YAML); its model.* must equal the source's but for "
+      "model.n_layers");
+    v("n_layers", n_layers, "instead of target=: the source's config with this many layers");
+    v.choice("op", op, {"stack", "zero"},
+             "growth operator: stack (G_stack: target layer i copies source layer stacking_list[i]) or zero (G_zero: "
+             "a layer listed as -1 is a new identity block, its output projections zero)");
+    v("stacking_list", stacking_list, "source layer of each target layer, e.g. '[0, 1, 2, 0, 1, 2]' (default: the "
+      "source's layers repeated, PRTS's layout; op=zero: -1 for a new layer)");
+    v("out", out, "root directory of the grown checkpoint (written as OUT/0000000000); required");
+    v("tokenizer_path", tokenizer_path, "use this tokenizer file instead of the checkpoint's");
+  }
+};
+
+struct PlanConfig {
+  double params = 0;  // N
+  double tokens = 0;  // D
+  std::string config;
+  template <class V> void visit(V& v) {
+    v("params", params, "the target model's parameters N, e.g. 7e9 (or give config=)");
+    v("tokens", tokens, "the training tokens D, e.g. 2e12 (or the config's steps x tokens per step)");
+    v("config", config, "the target's training config: N from its model, D from steps x batch x seq_len x "
+      "grad_acc_steps unless tokens= is given");
+  }
+};
+
+std::string human(double x) {
+  const char* units[] = {"", "K", "M", "B", "T"};
+  int u = 0;
+  while (std::abs(x) >= 1000 && u < 4) x /= 1000, ++u;
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f%s", x, units[u]);
+  return b;
+}
+
+std::string list_text(const std::vector<int>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+int plan_main(const Args& args) {
+  if (print_help_if_asked<PlanConfig>(args, "lingua grow plan params=N tokens=D | config=target.yaml [tokens=D]"))
+    return 0;
+  // (config= is this command's own key here, not a file of it: read it by hand.)
+  PlanConfig c;
+  Args own;
+  for (const std::string& a : args) {
+    if (a.rfind("config=", 0) == 0) c.config = a.substr(7);
+    else own.push_back(a);
+  }
+  const std::string file = c.config;
+  c = parse_config<PlanConfig>(own);
+  c.config = file;
+  double N = c.params, D = c.tokens, source_params = 0;
+  int layers = 0;
+  if (!c.config.empty()) {
+    TrainConfig t = parse_config<TrainConfig>({"config=" + c.config});
+    auto tok = make_tokenizer(t.data.tokenizer);
+    const ModelDims dims = resolve_dims(t.model, tok->n_words());
+    Transformer target(t.model, dims);
+    N = (double)target.param_counts().total;
+    layers = dims.n_layers;
+    if (D <= 0) D = (double)t.steps * t.data.batch_size * t.data.seq_len * t.grad_acc_steps;
+    if (layers % 4 == 0) {
+      ModelConfig small = t.model;
+      small.n_layers = layers / 4;
+      source_params = (double)Transformer(small, resolve_dims(small, tok->n_words())).param_counts().total;
+    }
+  }
+  LINGUA_CHECK(N > 0, "give the target's parameters (params=7e9) or its config (config=target.yaml)");
+  LINGUA_CHECK(D > 0, "give the training tokens (tokens=2e12), or a config with steps");
+  const GrowthPlan p = plan_growth(N, D, layers, source_params);
+  std::printf("target: N = %s parameters, D = %s tokens, C = 6 N D = %.3g FLOPs\n", human(N).c_str(),
+              human(D).c_str(), p.C);
+  std::printf("PRTS guideline (G_stack): growth factor g = %d, growth timing d = %s tokens (%.2f%% of D)\n", p.g,
+              human(p.d).c_str(), 100.0 * p.d / D);
+  if (layers > 0)
+    std::printf("source model: %d layers (the target's %d / g)%s, %s parameters\n", p.source_layers, layers,
+                layers % 4 ? " -- the target's depth is not a multiple of 4: choose a stacking list" : "",
+                human(p.source_params).c_str());
+  else
+    std::printf("source model: 1/g of the target's layers, about %s parameters\n", human(p.source_params).c_str());
+  if (p.d >= D) {
+    std::printf("d >= D: at this budget the guideline says not to grow (the formula was fitted on runs of billions "
+                "of parameters and tokens; at small C its 163.27 / log10(C) term dominates)\n");
+    return 0;
+  }
+  std::printf("plan: train the source for d tokens, lingua grow op=stack, then train the target for D - d = %s tokens\n",
+              human(D - p.d).c_str());
+  std::printf("compute: the first d tokens cost 6 N_src d instead of 6 N d: %.2f%% of the budget saved (before any "
+              "gain in tokens-to-loss, which PRTS reports as 54.6%% of FLOPs at 7B and which is not predicted here)\n",
+              100.0 * p.flops_saved_fraction());
+  return 0;
+}
+
+}  // namespace
+
+int grow_main(const Args& args) {
+  if (!args.empty() && args[0] == "plan") return plan_main(Args(args.begin() + 1, args.end()));
+  if (print_help_if_asked<GrowConfig>(
+          args, "lingua grow ckpt=SRC (target=target.yaml | n_layers=N) [op=stack|zero] [stacking_list='[...]'] "
+                "out=DIR\n       lingua grow plan params=N tokens=D | config=target.yaml"))
+    return 0;
+  GrowConfig c = parse_config<GrowConfig>(args);
+  LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (the source checkpoint or its dump_dir)");
+  LINGUA_CHECK(c.target.empty() != (c.n_layers == 0), "give the target model: target=target.yaml or n_layers=N (one "
+               "of them)");
+  const GrowthOperator op = parse_growth_operator(c.op);
+  LoadedModel src = load_model(c.ckpt, c.tokenizer_path, "cpu");
+  TrainConfig target_cfg = src.config;
+  if (!c.target.empty()) {
+    target_cfg = parse_config<TrainConfig>({"config=" + c.target});
+  } else {
+    target_cfg.model.n_layers = c.n_layers;
+  }
+  const int L = target_cfg.model.n_layers;
+  const std::vector<int> list =
+      c.stacking_list ? *c.stacking_list : default_stacking_list(src.model->n_layers(), L);
+  check_growth(src.config.model, target_cfg.model, op, list);
+  const std::string out = new_checkpoint_dir(c.ckpt, src.checkpoint_dir, c.out, 0);
+  Transformer target(target_cfg.model, resolve_dims(target_cfg.model, src.tokenizer->n_words()));
+  grow_model(*src.model, target, op, list);
+  const std::string step_dir = fs::weakly_canonical(fs::absolute(src.checkpoint_dir)).string();
+  const nlohmann::json record = {{"source_checkpoint", step_dir},
+                                 {"source_step", checkpoint_step(src.checkpoint_dir)},
+                                 {"operator", growth_operator_name(op)},
+                                 {"stacking_list", list},
+                                 {"source_layers", src.model->n_layers()},
+                                 {"target_layers", L},
+                                 {"source_params", src.model->param_counts().total},
+                                 {"target_params", target.param_counts().total}};
+  const std::string written = save_model_checkpoint(out, 0, target_cfg, target, {{"growth.json", record.dump(1) + "\n"}});
+  std::fprintf(stderr, "lingua grow: G_%s, %d -> %d layers (%s -> %s parameters), stacking list %s: %s -> %s\n",
+               growth_operator_name(op), src.model->n_layers(), L, human((double)src.model->param_counts().total).c_str(),
+               human((double)target.param_counts().total).c_str(), list_text(list).c_str(), step_dir.c_str(),
+               written.c_str());
+  return 0;
+}
+
+}  // namespace lingua::app

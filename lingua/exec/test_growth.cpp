@@ -1,0 +1,198 @@
+// Model growth (lingua/model/growth.h) on the CPU: G_stack copies every target tensor from its
+// source tensor per the stacking list (dense, STEM, LowRank, module tokens); G_zero's new identity
+// layers leave the source's function (logits and loss) unchanged, dense and STEM; the errors name
+// what does not match; the PRTS planner reproduces the paper's table.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "lingua/exec/testing.h"
+#include "lingua/model/growth.h"
+#include "lingua/ops/testing.h"
+
+using namespace lingua;
+using namespace lingua::test_util;
+
+namespace {
+
+const int kVocab = 17;
+
+ModelConfig tiny(int layers, const std::string& ffn = "swiglu") {
+  ModelConfig c;
+  c.dim = 16;
+  c.n_layers = layers;
+  c.n_heads = 2;
+  c.multiple_of = 8;
+  c.vocab_size = kVocab;
+  c.max_seqlen = 24;
+  c.init_std_factor = "current_depth";
+  c.seed = 7;
+  c.ffn = ffn;
+  if (ffn == "lowrank") c.structured.rank = 4;
+  return c;
+}
+
+// A source model whose weights are not the target's init (so a copy is visible).
+std::unique_ptr<ModelRun> source_model(const ModelConfig& c) {
+  auto m = std::make_unique<ModelRun>(c, resolve_dims(c, kVocab));
+  m->model.init_weights(1234);
+  return m;
+}
+
+std::vector<float> logits(ModelRun& m, const std::vector<int32_t>& tok) {
+  std::vector<float> out(tok.size() * kVocab);
+  m.exec.forward_logits(tok.data(), (int)tok.size(), out.data());
+  return out;
+}
+
+void check_stack(ModelConfig sc, const std::vector<int>& list) {
+  ModelConfig tc = sc;
+  tc.n_layers = (int)list.size();
+  if (sc.stem_layers) {  // the target's STEM layers are the images of the source's
+    std::vector<int> t;
+    for (size_t i = 0; i < list.size(); ++i)
+      for (int l : *sc.stem_layers)
+        if (list[i] == l) t.push_back((int)i);
+    tc.stem_layers = t;
+  }
+  if (sc.structured.layers) {
+    std::vector<int> t;
+    for (size_t i = 0; i < list.size(); ++i)
+      for (int l : *sc.structured.layers)
+        if (list[i] == l) t.push_back((int)i);
+    tc.structured.layers = t;
+  }
+  auto src = source_model(sc);
+  ModelRun dst(tc, resolve_dims(tc, kVocab));
+  check_growth(sc, tc, GrowthOperator::stack, list);
+  grow_model(src->model, dst.model, GrowthOperator::stack, list);
+  const ParamStore &a = src->params(), &b = dst.params();
+  int copied = 0;
+  for (int id : b.ids()) {
+    std::string name = b.info(id).name, from = name;
+    if (name.rfind("layers.", 0) == 0) {
+      const size_t dot = name.find('.', 7);
+      const int layer = std::stoi(name.substr(7, dot - 7));
+      from = "layers." + std::to_string(list[layer]) + name.substr(dot);
+    }
+    EXPECT_EQ(b.host_param(id), a.host_param(a.index(from))) << name << " from " << from;
+    ++copied;
+  }
+  EXPECT_EQ(copied, b.size());
+}
+
+}  // namespace
+
+TEST(Growth, StackCopiesEveryTensorPerTheList) {
+  check_stack(tiny(2), {0, 1, 0, 1, 0, 1, 0, 1});
+  check_stack(tiny(3), {0, 0, 1, 1, 2, 2});
+  ModelConfig stem = tiny(2, "stem");
+  stem.stem_layers = std::vector<int>{1};
+  check_stack(stem, {0, 1, 0, 1});
+  ModelConfig lowrank = tiny(2, "lowrank");
+  lowrank.structured.layers = std::vector<int>{1};
+  check_stack(lowrank, {0, 1, 0, 1});
+  ModelConfig modules = tiny(2);
+  modules.modules = {"m"};
+  modules.module_seq_len = 2;
+  modules.module_agg = "sum";
+  check_stack(modules, {0, 1, 0, 1});
+}
+
+TEST(Growth, DefaultListRepeatsTheSourceLayers) {
+  EXPECT_EQ(default_stacking_list(3, 12), (std::vector<int>{0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2}));
+  EXPECT_THROW(default_stacking_list(3, 10), Error);
+}
+
+// New layers with zero output projections are identity blocks: the grown model's logits and loss
+// are the source's.
+void check_zero(ModelConfig sc, ModelConfig tc, const std::vector<int>& list) {
+  auto src = source_model(sc);
+  ModelRun dst(tc, resolve_dims(tc, kVocab));
+  check_growth(sc, tc, GrowthOperator::zero, list);
+  grow_model(src->model, dst.model, GrowthOperator::zero, list);
+  auto tok = random_ints(13, 5, 0, kVocab - 1), tgt = random_ints(13, 6, 0, kVocab - 1);
+  const std::vector<float> a = logits(*src, tok), b = logits(dst, tok);
+  double scale = 0;
+  for (float v : a) scale = std::max(scale, (double)std::fabs(v));
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-6 * scale) << i;
+  EXPECT_NEAR(dst.exec.forward_loss(tok.data(), tgt.data(), 1, 13).nll,
+              src->exec.forward_loss(tok.data(), tgt.data(), 1, 13).nll, 1e-5);
+  // Not vacuous: the new layers' other weights are random, and they learn (their output
+  // projections get gradients).
+  dst.params().zero_grads();
+  dst.exec.forward_backward(tok.data(), tgt.data(), 1, 13, 1.0f);
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (list[i] >= 0) continue;
+    const Tensor g = dst.params().grad(dst.params().index("layers." + std::to_string(i) + ".attention.wo.weight"));
+    double n = 0;
+    for (int64_t k = 0; k < g.numel(); ++k) n += (double)g.f32()[k] * g.f32()[k];
+    EXPECT_GT(n, 0) << "layer " << i;
+  }
+}
+
+TEST(Growth, ZeroDepthKeepsTheFunctionDense) {
+  check_zero(tiny(2), tiny(5), {0, -1, 1, -1, -1});
+  check_zero(tiny(3), tiny(6), {-1, 0, 1, 2, -1, -1});
+}
+
+TEST(Growth, ZeroDepthKeepsTheFunctionStem) {
+  ModelConfig s = tiny(2, "stem"), t = tiny(4, "stem");
+  s.stem_layers = std::vector<int>{1};
+  t.stem_layers = std::vector<int>{1, 2};  // layer 2 new: a STEM identity block (its w2 zero)
+  check_zero(s, t, {0, 1, -1, -1});
+}
+
+TEST(Growth, ErrorsNameWhatDoesNotMatch) {
+  auto err = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  ModelConfig s = tiny(2), t = tiny(4);
+  t.dim = 32;
+  EXPECT_NE(err([&] { check_growth(s, t, GrowthOperator::stack, {0, 1, 0, 1}); }).find("'model.dim'"),
+            std::string::npos);
+  t = tiny(4);
+  EXPECT_NE(err([&] { check_growth(s, t, GrowthOperator::stack, {0, 1, 0}); }).find("3 entries"), std::string::npos);
+  EXPECT_NE(err([&] { check_growth(s, t, GrowthOperator::stack, {0, 1, 2, 1}); }).find("entry 2 is 2"),
+            std::string::npos);
+  EXPECT_NE(err([&] { check_growth(s, t, GrowthOperator::stack, {0, -1, 0, 1}); }).find("entry 1 is -1"),
+            std::string::npos);
+  // A STEM target layer over a dense source layer.
+  ModelConfig ss = tiny(2, "stem"), ts = tiny(4, "stem");
+  ss.stem_layers = std::vector<int>{1};
+  ts.stem_layers = std::vector<int>{1, 2};
+  auto src = source_model(ss);
+  ModelRun dst(ts, resolve_dims(ts, kVocab));
+  EXPECT_NE(err([&] { grow_model(src->model, dst.model, GrowthOperator::stack, {0, 1, 0, 1}); })
+                .find("target layer 2 does not match source layer 0"),
+            std::string::npos);
+  // G_zero: a factored output projection, and module rows, are refused.
+  ModelConfig sl = tiny(2, "lowrank"), tl = tiny(3, "lowrank");
+  auto srcl = source_model(sl);
+  ModelRun dstl(tl, resolve_dims(tl, kVocab));
+  EXPECT_NE(err([&] { grow_model(srcl->model, dstl.model, GrowthOperator::zero, {0, 1, -1}); }).find("product of factors"),
+            std::string::npos);
+  ModelConfig sm = tiny(2), tm = tiny(3);
+  sm.modules = tm.modules = {"m"};
+  sm.module_seq_len = tm.module_seq_len = 2;
+  EXPECT_NE(err([&] { check_growth(sm, tm, GrowthOperator::zero, {0, 1, -1}); }).find("module tokens"),
+            std::string::npos);
+}
+
+// PRTS's table (its README): Llama3-8B at 15T tokens 6.58B, Llama2-7B / 13B / 70B at 2T tokens
+// 11.11B, 15.84B, 42.48B.
+TEST(GrowthPlan, ReproducesThePrtsTable) {
+  EXPECT_NEAR(prts_growth_tokens(8e9, 15e12) / 1e9, 6.58, 0.01);
+  EXPECT_NEAR(prts_growth_tokens(7e9, 2e12) / 1e9, 11.11, 0.01);
+  EXPECT_NEAR(prts_growth_tokens(13e9, 2e12) / 1e9, 15.84, 0.01);
+  EXPECT_NEAR(prts_growth_tokens(70e9, 2e12) / 1e9, 42.48, 0.01);
+  const GrowthPlan p = plan_growth(7e9, 2e12, 32, 1.75e9);
+  EXPECT_EQ(p.g, 4);
+  EXPECT_EQ(p.source_layers, 8);
+  EXPECT_NEAR(p.flops_saved_fraction(), (7e9 - 1.75e9) * p.d / (7e9 * 2e12), 1e-12);
+}

@@ -1,0 +1,163 @@
+#include "lingua/model/growth.h"
+
+#include <cmath>
+#include <map>
+#include <set>
+
+namespace lingua {
+
+namespace {
+
+// "layers.<i>.<rest>": i and rest; false for a parameter outside the blocks.
+bool split_layer_name(const std::string& name, int* layer, std::string* rest) {
+  if (name.rfind("layers.", 0) != 0) return false;
+  const size_t dot = name.find('.', 7);
+  if (dot == std::string::npos || dot == 7 || name.find_first_not_of("0123456789", 7) != dot) return false;
+  *layer = std::stoi(name.substr(7, dot - 7));
+  *rest = name.substr(dot + 1);
+  return true;
+}
+
+// The parameters of each layer (suffix -> shape) and of the rest (name -> shape).
+struct Layout {
+  std::vector<std::map<std::string, std::vector<int64_t>>> layers;
+  std::map<std::string, std::vector<int64_t>> rest;
+};
+Layout layout_of(const Transformer& m) {
+  Layout l;
+  l.layers.resize(m.n_layers());
+  const ParamStore& s = m.params();
+  for (int id : s.ids()) {
+    int layer;
+    std::string rest;
+    if (split_layer_name(s.info(id).name, &layer, &rest)) l.layers[layer][rest] = s.info(id).shape;
+    else l.rest[s.info(id).name] = s.info(id).shape;
+  }
+  return l;
+}
+
+std::string suffixes(const std::map<std::string, std::vector<int64_t>>& m) {
+  std::string s;
+  for (auto& [k, v] : m) s += (s.empty() ? "" : ", ") + k + " " + shape_str(v);
+  return s;
+}
+
+// The output projections of a block: zero makes it an identity block.
+bool is_output_projection(const std::string& rest) {
+  return rest == "attention.wo.weight" || rest == "feed_forward.w2.weight";
+}
+
+}  // namespace
+
+const char* growth_operator_name(GrowthOperator op) { return op == GrowthOperator::stack ? "stack" : "zero"; }
+
+GrowthOperator parse_growth_operator(const std::string& n) {
+  if (n == "stack") return GrowthOperator::stack;
+  if (n == "zero") return GrowthOperator::zero;
+  fail("unknown growth operator '", n, "' (valid: stack, zero; split, random and learn are not implemented yet)");
+}
+
+std::vector<int> default_stacking_list(int source_layers, int target_layers) {
+  LINGUA_CHECK(source_layers > 0 && target_layers % source_layers == 0, "the target's ", target_layers,
+               " layers are not a multiple of the source's ", source_layers,
+               ": give the stacking list (config key 'stacking_list')");
+  std::vector<int> list;
+  for (int i = 0; i < target_layers; ++i) list.push_back(i % source_layers);
+  return list;
+}
+
+void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op, const std::vector<int>& list) {
+  auto same = [](const char* key, const auto& a, const auto& b) {
+    LINGUA_CHECK(a == b, "config key 'model.", key, "' differs between the source and the target: depth growth ",
+                 "changes model.n_layers only");
+  };
+  same("dim", s.dim, t.dim);
+  same("n_heads", s.n_heads, t.n_heads);
+  same("n_kv_heads", s.n_kv_heads, t.n_kv_heads);
+  same("head_dim", s.head_dim, t.head_dim);
+  same("ffn_dim_multiplier", s.ffn_dim_multiplier, t.ffn_dim_multiplier);
+  same("multiple_of", s.multiple_of, t.multiple_of);
+  same("vocab_size", s.vocab_size, t.vocab_size);
+  same("weight_tying", s.weight_tying, t.weight_tying);
+  same("ffn", s.ffn, t.ffn);
+  same("modules", s.modules, t.modules);
+  same("module_seq_len", s.module_seq_len, t.module_seq_len);
+  same("module_agg", s.module_agg, t.module_agg);
+  LINGUA_CHECK(op != GrowthOperator::zero || s.modules.empty() || s.module_agg == "stack",
+               "G_zero with module tokens (model.module_agg=", s.module_agg, "): a new layer's module blocks mix into "
+               "the module rows, so the grown model would not compute the source's function; use G_stack");
+  LINGUA_CHECK((int)list.size() == t.n_layers, "the stacking list has ", list.size(), " entries for the target's ",
+               t.n_layers, " layers (model.n_layers): one source layer per target layer");
+  for (size_t i = 0; i < list.size(); ++i) {
+    const int src = list[i];
+    LINGUA_CHECK(src < s.n_layers && (src >= 0 || (src == -1 && op == GrowthOperator::zero)),
+                 "stacking list entry ", i, " is ", src, ": a source layer in [0, ", s.n_layers, ")",
+                 op == GrowthOperator::zero ? ", or -1 for a new identity layer" : "");
+  }
+}
+
+std::vector<int> grow_model(const Transformer& source, Transformer& target, GrowthOperator op,
+                            const std::vector<int>& list) {
+  LINGUA_CHECK((int)list.size() == target.n_layers(), "the stacking list has ", list.size(), " entries for ",
+               target.n_layers(), " target layers");
+  const Layout src = layout_of(source), dst = layout_of(target);
+  for (int i = 0; i < target.n_layers(); ++i) {
+    const int s = list[i];
+    if (s < 0) {
+      // A new identity block: its output projections must be single matrices.
+      for (auto& [rest, shape] : dst.layers[i])
+        LINGUA_CHECK(rest.rfind("feed_forward.w2", 0) != 0 || rest == "feed_forward.w2.weight",
+                     "G_zero cannot make target layer ", i, " an identity block: its FFN's output projection is a "
+                     "product of factors (", rest, "); use a dense layer there or G_stack");
+      continue;
+    }
+    LINGUA_CHECK(s < source.n_layers(), "stacking list entry ", i, " is ", s, " but the source has ", source.n_layers(),
+                 " layers");
+    LINGUA_CHECK(src.layers[s] == dst.layers[i], "target layer ", i, " does not match source layer ", s,
+                 " (its FFN variant, structure or modules differ; check model.stem_layers or "
+                 "model.structured.layers against the stacking list):\n  source: ",
+                 suffixes(src.layers[s]), "\n  target: ", suffixes(dst.layers[i]));
+  }
+  LINGUA_CHECK(src.rest == dst.rest, "the parameters outside the blocks differ:\n  source: ", suffixes(src.rest),
+               "\n  target: ", suffixes(dst.rest));
+  const ParamStore& from = source.params();
+  ParamStore& to = target.params();
+  for (int id : to.ids()) {
+    const std::string& name = to.info(id).name;
+    int layer;
+    std::string rest, source_name = name;
+    if (split_layer_name(name, &layer, &rest)) {
+      if (list[layer] < 0) {
+        if (is_output_projection(rest)) {
+          const std::vector<float> zeros((size_t)to.info(id).numel, 0.0f);
+          to.set_param(id, zeros.data());
+        }
+        continue;  // (the rest keeps its init)
+      }
+      source_name = "layers." + std::to_string(list[layer]) + "." + rest;
+    }
+    to.set_param(id, from.host_param(from.index(source_name)).data());
+  }
+  to.values_written();
+  return list;
+}
+
+double prts_growth_tokens(double N, double D) {
+  LINGUA_CHECK(N > 0 && D > 0, "the growth planner needs the target's parameters and tokens (> 0)");
+  const double C = 6.0 * N * D;
+  return std::pow(10.0, 0.88 * std::log10(N) + 163.27 / std::log10(C) - 5.74);
+}
+
+GrowthPlan plan_growth(double N, double D, int target_layers, double source_params) {
+  GrowthPlan p;
+  p.N = N;
+  p.D = D;
+  p.C = 6.0 * N * D;
+  p.d = prts_growth_tokens(N, D);
+  p.target_layers = target_layers;
+  p.source_layers = target_layers / p.g;
+  p.source_params = source_params > 0 ? source_params : N / p.g;
+  return p;
+}
+
+}  // namespace lingua

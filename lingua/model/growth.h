@@ -1,0 +1,60 @@
+#pragma once
+// Model growth (SPEC §5, PRTS): operators that build a larger model from a trained smaller one,
+// on the fp32 master weights of two Transformers (host memory), by parameter name. `lingua grow`
+// (apps/grow.cpp) applies one to a checkpoint and writes the target's.
+//
+//   G_stack (depth)  target layer i is a copy of source layer stacking_list[i] (every parameter of
+//                    the layer: attention, norms, any FFN variant's, module blocks); the embedding,
+//                    the final norm and the head are copied. Every target parameter comes from the
+//                    source.
+//   G_zero (depth)   target layer i is source layer stacking_list[i] where that is >= 0; a layer
+//                    listed as -1 is new: its parameters drawn as the target config's init draws
+//                    them, then its output projections (attention.wo and the FFN's w2) set to zero,
+//                    so the block adds nothing to the residual stream (an identity block) and the
+//                    grown model computes the source's function. FFN variants whose output
+//                    projection is a product of factors are refused (a zero product needs a zero
+//                    factor, and which one decides what can learn).
+// The target config must equal the source's but for model.n_layers (what depth growth changes).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lingua/model/transformer.h"
+
+namespace lingua {
+
+enum class GrowthOperator { stack, zero };
+const char* growth_operator_name(GrowthOperator op);      // "stack" | "zero"
+GrowthOperator parse_growth_operator(const std::string& name);  // fails naming the operators
+
+// PRTS's default list: layers [0 .. L_src) repeated to fill L_target (L_target a multiple of L_src).
+std::vector<int> default_stacking_list(int source_layers, int target_layers);
+
+// Checks that `target` can grow from `source` with `op` and `list` (one entry per target layer, a
+// source layer, or -1 for a new layer with G_zero); errors name the config key or list entry.
+void check_growth(const ModelConfig& source, const ModelConfig& target, GrowthOperator op,
+                  const std::vector<int>& list);
+
+// Writes every parameter of `target` (built from the target config, its init already drawn) from
+// `source` per the operator. Returns, per target layer, the source layer it copies (-1: new).
+std::vector<int> grow_model(const Transformer& source, Transformer& target, GrowthOperator op,
+                            const std::vector<int>& list);
+
+// The PRTS guideline for G_stack: growth factor g = 4 and the growth timing d (tokens the small
+// model trains on), log10(d) = 0.88 log10(N) + 163.27 / log10(C) - 5.74, with N the target's
+// parameters and C = 6 N D the compute budget for D tokens.
+struct GrowthPlan {
+  double N = 0, D = 0;   // target parameters, total tokens
+  double C = 0;          // 6 N D
+  double d = 0;          // growth timing, tokens
+  int g = 4;
+  int source_layers = 0, target_layers = 0;
+  double source_params = 0;  // N_src (when the target config is known; else N / g)
+  // The compute of the planned run against training the target on all D tokens: the first d
+  // tokens cost 6 N_src d instead of 6 N d.
+  double flops_saved_fraction() const { return D > 0 && N > 0 ? (N - source_params) * d / (N * D) : 0; }
+};
+double prts_growth_tokens(double N, double D);
+GrowthPlan plan_growth(double N, double D, int target_layers = 0, double source_params = 0);
+
+}  // namespace lingua
