@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/config/config.h"
 #include "lingua/data/tokenizer.h"
@@ -160,7 +161,14 @@ int grow_main(const Args& args) {
                                  {"target_layers", L},
                                  {"source_params", src.model->param_counts().total},
                                  {"target_params", target.param_counts().total}};
-  const std::string written = save_model_checkpoint(out, 0, target_cfg, target, {{"growth.json", record.dump(1) + "\n"}});
+  // The source run's data-loader states go along: training the grown model (checkpoint.init_data_state)
+  // reads on from where the source stopped.
+  std::vector<std::pair<std::string, std::string>> extra = {{CheckpointFiles::growth, record.dump(1) + "\n"}};
+  for (int r = 0; r < checkpoint_rank_count(src.checkpoint_dir); ++r) {
+    const std::string name = CheckpointFiles::train_state(r);
+    extra.push_back({name, read_text_file((fs::path(src.checkpoint_dir) / name).string())});
+  }
+  const std::string written = save_model_checkpoint(out, 0, target_cfg, target, extra);
   std::fprintf(stderr, "lingua grow: G_%s, %d -> %d layers (%s -> %s parameters), stacking list %s: %s -> %s\n",
                growth_operator_name(op), src.model->n_layers(), L, human((double)src.model->param_counts().total).c_str(),
                human((double)target.param_counts().total).c_str(), list_text(list).c_str(), step_dir.c_str(),

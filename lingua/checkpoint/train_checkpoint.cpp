@@ -97,17 +97,23 @@ TrainState resplit_train_state(const std::string& dir, int saved, int rank, int 
 
 }  // namespace
 
-TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt, int rank, int world) {
+std::optional<TrainState> read_train_state(const std::string& dir, int rank, int world) {
   LINGUA_CHECK(world >= 1 && rank >= 0 && rank < world, "rank ", rank, " is not in [0, world ", world, ")");
-  // Read the train state first: a bad one fails before the model is touched.
   const int saved = checkpoint_rank_count(dir);
-  TrainState t;
-  if (saved == world || saved == 0) {  // (none: the read fails naming the file)
+  if (saved == 0) return std::nullopt;
+  if (saved == world) {
     const std::string path = dir + "/" + CheckpointFiles::train_state(rank);
-    t = parse_train_state(read_text_file(path), path);
-  } else {
-    t = resplit_train_state(dir, saved, rank, world);
+    return parse_train_state(read_text_file(path), path);
   }
+  return resplit_train_state(dir, saved, rank, world);
+}
+
+TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt, int rank, int world) {
+  // Read the train state first: a bad one fails before the model is touched.
+  const std::optional<TrainState> st = read_train_state(dir, rank, world);
+  LINGUA_CHECK(st.has_value(), "checkpoint ", dir, " has no ", CheckpointFiles::train_state(rank),
+               " (a weights-only checkpoint: load it with checkpoint.init_ckpt_path)");
+  const TrainState t = *st;
   model.begin_step(t.step);  // the parameters the model has at that step (self-guided training's guides)
   ParamStore& s = model.params();
   const CheckpointTensors c = CheckpointTensors::open(dir);

@@ -34,6 +34,7 @@ struct CheckpointFiles {
   static constexpr const char* weights = "consolidated.safetensors";
   static constexpr const char* optimizer = "optimizer.safetensors";
   static constexpr const char* params = "params.json";
+  static constexpr const char* growth = "growth.json";  // a grown model's record (lingua grow)
   static std::string train_state(int rank);                       // "train_state_00000.json"
   static std::string moment(int which, const std::string& param);  // 0: "exp_avg.<param>", 1: "exp_avg_sq.<param>"
 };
@@ -60,6 +61,10 @@ inline void save_training_checkpoint(const std::string& root, const TrainConfig&
 // and set one by one, so such a failure leaves the model and optimizer partly loaded.
 TrainState load_training_checkpoint(const std::string& dir, Transformer& model, AdamW& opt, int rank = 0,
                                     int world = 1);
+// The train state of data-parallel rank `rank` of `world` in a checkpoint (re-split as
+// load_training_checkpoint does when the checkpoint has another rank count); nullopt when the
+// checkpoint has no train state (a weights-only checkpoint).
+std::optional<TrainState> read_train_state(const std::string& dir, int rank = 0, int world = 1);
 // Whether a checkpoint has AdamW moments (a training checkpoint), single-file or sharded.
 bool has_optimizer_state(const std::string& dir);
 class CheckpointTensors;  // sharded.h

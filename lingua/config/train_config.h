@@ -269,6 +269,7 @@ struct CheckpointConfig {
   std::string path;            // default dump_dir/checkpoints
   std::string init_ckpt_path;  // start from these weights (a checkpoint step directory)
   bool continue_training_from_init = false;
+  std::optional<bool> init_data_state;  // null: when init_ckpt_path is a grown checkpoint
   template <class V> void visit(V& v) {
     v("dump", dump, "training checkpoints");
     v("eval", eval, "validation during training");
@@ -278,6 +279,10 @@ struct CheckpointConfig {
       "newest checkpoint)");
     v("continue_training_from_init", continue_training_from_init,
       "with init_ckpt_path: continue that run (its optimizer state and step), not only its weights");
+    v("init_data_state", init_data_state,
+      "with init_ckpt_path: the data loader continues where that checkpoint's run stopped (the tokens its model saw "
+      "are not read again), with a fresh optimizer and schedule; null: when it is a grown checkpoint (lingua grow), "
+      "as PRTS does");
   }
 };
 

@@ -340,6 +340,17 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     const std::string from = fs::is_directory(given) ? resolve_checkpoint_dir(given) : given;
     load_weights(model, from);
     if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", from.c_str());
+    const bool grown = fs::exists(fs::path(from) / CheckpointFiles::growth);
+    if (cfg.checkpoint.init_data_state.value_or(grown)) {
+      const std::optional<TrainState> st =
+          fs::is_directory(from) ? read_train_state(from, world.rank(), world.size()) : std::nullopt;
+      LINGUA_CHECK(st.has_value(), "checkpoint.init_data_state: ", from, " has no data-loader state (",
+                   CheckpointFiles::train_state(0), "); set checkpoint.init_data_state=false to start the data anew");
+      loader.load_state(st->data_loader);
+      if (!quiet)
+        std::fprintf(stderr, "lingua: the data continues where the run of %s stopped (its step %lld): what its model "
+                     "saw is not read again; optimizer and schedule start afresh\n", from.c_str(), (long long)st->step);
+    }
   } else if (!cfg.model.create_module_name.empty()) {
     fail("config key 'model.create_module_name' (", cfg.model.create_module_name,
          ") trains a module on a frozen base model, but there is none: set checkpoint.init_ckpt_path to the base "
