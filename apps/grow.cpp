@@ -24,18 +24,25 @@ struct GrowConfig {
   std::string ckpt;
   std::string target;  // a training config file of the target model
   int n_layers = 0;    // or: the source's config with this depth
+  std::optional<double> ffn_dim_multiplier;
   std::string op = "stack";
   std::optional<std::vector<int>> stacking_list;
   std::string out;
   std::string tokenizer_path;
+  int64_t seed = 0;
   template <class V> void visit(V& v) {
     v("ckpt", ckpt, "the source: a checkpoint step directory, or a dump_dir (its newest checkpoint); never written to");
     v("target", target, "the target model's training config (YAML); its model.* must equal the source's but for "
       "model.n_layers");
-    v("n_layers", n_layers, "instead of target=: the source's config with this many layers");
-    v.choice("op", op, {"stack", "zero"},
-             "growth operator: stack (G_stack: target layer i copies source layer stacking_list[i]) or zero (G_zero: "
-             "a layer listed as -1 is a new identity block, its output projections zero)");
+    v("n_layers", n_layers, "instead of target=: the source's config with this many layers (0: the source's)");
+    v("ffn_dim_multiplier", ffn_dim_multiplier, "instead of target=: the source's config with this FFN width "
+      "multiplier (op=zero or split)");
+    v.choice("op", op, {"stack", "zero", "split"},
+             "growth operator: stack (G_stack: target layer i copies source layer stacking_list[i]); zero (G_zero: "
+             "a layer listed as -1 is a new identity block, its output projections zero; a wider FFN gets zero "
+             "units); split (G_split: a wider FFN's new units copy random source units, their w2 columns divided "
+             "by the copy count)");
+    v("seed", seed, "op=split: the seed of the units copied");
     v("stacking_list", stacking_list, "source layer of each target layer, e.g. '[0, 1, 2, 0, 1, 2]' (default: the "
       "source's layers repeated, PRTS's layout; op=zero: -1 for a new layer)");
     v("out", out, "root directory of the grown checkpoint (written as OUT/0000000000); required");
@@ -135,15 +142,17 @@ int grow_main(const Args& args) {
     return 0;
   GrowConfig c = parse_config<GrowConfig>(args);
   LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (the source checkpoint or its dump_dir)");
-  LINGUA_CHECK(c.target.empty() != (c.n_layers == 0), "give the target model: target=target.yaml or n_layers=N (one "
-               "of them)");
+  const bool by_keys = c.n_layers > 0 || c.ffn_dim_multiplier;
+  LINGUA_CHECK(c.target.empty() == by_keys, "give the target model: target=target.yaml, or n_layers=N and/or "
+               "ffn_dim_multiplier=X (not both forms)");
   const GrowthOperator op = parse_growth_operator(c.op);
   LoadedModel src = load_model(c.ckpt, c.tokenizer_path, "cpu");
   TrainConfig target_cfg = src.config;
   if (!c.target.empty()) {
     target_cfg = parse_config<TrainConfig>({"config=" + c.target});
   } else {
-    target_cfg.model.n_layers = c.n_layers;
+    if (c.n_layers > 0) target_cfg.model.n_layers = c.n_layers;
+    if (c.ffn_dim_multiplier) target_cfg.model.ffn_dim_multiplier = c.ffn_dim_multiplier;
   }
   const int L = target_cfg.model.n_layers;
   const std::vector<int> list =
@@ -151,12 +160,15 @@ int grow_main(const Args& args) {
   check_growth(src.config.model, target_cfg.model, op, list);
   const std::string out = new_checkpoint_dir(c.ckpt, src.checkpoint_dir, c.out, 0);
   Transformer target(target_cfg.model, resolve_dims(target_cfg.model, src.tokenizer->n_words()));
-  grow_model(*src.model, target, op, list);
+  grow_model(*src.model, target, op, list, (uint64_t)c.seed);
   const std::string step_dir = fs::weakly_canonical(fs::absolute(src.checkpoint_dir)).string();
   const nlohmann::json record = {{"source_checkpoint", step_dir},
                                  {"source_step", checkpoint_step(src.checkpoint_dir)},
                                  {"operator", growth_operator_name(op)},
                                  {"stacking_list", list},
+                                 {"seed", c.seed},
+                                 {"source_hidden", src.model->dims().hidden},
+                                 {"target_hidden", target.dims().hidden},
                                  {"source_layers", src.model->n_layers()},
                                  {"target_layers", L},
                                  {"source_params", src.model->param_counts().total},
@@ -169,8 +181,9 @@ int grow_main(const Args& args) {
     extra.push_back({name, read_text_file((fs::path(src.checkpoint_dir) / name).string())});
   }
   const std::string written = save_model_checkpoint(out, 0, target_cfg, target, extra);
-  std::fprintf(stderr, "lingua grow: G_%s, %d -> %d layers (%s -> %s parameters), stacking list %s: %s -> %s\n",
-               growth_operator_name(op), src.model->n_layers(), L, human((double)src.model->param_counts().total).c_str(),
+  std::fprintf(stderr, "lingua grow: G_%s, %d -> %d layers, FFN %d -> %d (%s -> %s parameters), stacking list %s: %s -> %s\n",
+               growth_operator_name(op), src.model->n_layers(), L, src.model->dims().hidden, target.dims().hidden,
+               human((double)src.model->param_counts().total).c_str(),
                human((double)target.param_counts().total).c_str(), list_text(list).c_str(), step_dir.c_str(),
                written.c_str());
   return 0;

@@ -65,6 +65,17 @@ TEST(GrowCli, GrownRunContinuesTheSourcesFunctionAndData) {
   const TrainResult fresh = train(tc, quiet);
   EXPECT_GT(std::abs(fresh.losses[0] - next.losses[0]), 1e-4);
 
+  // G_split: a 1.5x wider FFN, the same function; its first loss too is the source's next one.
+  const fs::path split = temp_dir("grow_split");
+  std::tie(rc, out) = run_cli("grow ckpt=" + ck + " ffn_dim_multiplier=1.5 op=split seed=3 out=" + split.string());
+  ASSERT_EQ(rc, 0) << out;
+  TrainConfig wc = sc;
+  wc.dump_dir = temp_dir("grow_split_target").string();
+  wc.model.ffn_dim_multiplier = 1.5;
+  wc.steps = 2;
+  wc.checkpoint.init_ckpt_path = split.string();
+  EXPECT_NEAR(train(wc, quiet).losses[0], next.losses[0], 1e-5);
+
   // G_stack with the default list; a mismatched target is refused naming the key.
   const fs::path stacked = temp_dir("grow_stack");
   std::tie(rc, out) = run_cli("grow ckpt=" + ck + " n_layers=6 out=" + stacked.string());

@@ -104,13 +104,14 @@ TEST(Growth, DefaultListRepeatsTheSourceLayers) {
   EXPECT_THROW(default_stacking_list(3, 10), Error);
 }
 
-// New layers with zero output projections are identity blocks: the grown model's logits and loss
-// are the source's.
-void check_zero(ModelConfig sc, ModelConfig tc, const std::vector<int>& list) {
+// New layers with zero output projections are identity blocks, and split or zero units add what
+// the source's added: the grown model's logits and loss are the source's.
+void check_zero(ModelConfig sc, ModelConfig tc, const std::vector<int>& list,
+                GrowthOperator op = GrowthOperator::zero) {
   auto src = source_model(sc);
   ModelRun dst(tc, resolve_dims(tc, kVocab));
-  check_growth(sc, tc, GrowthOperator::zero, list);
-  grow_model(src->model, dst.model, GrowthOperator::zero, list);
+  check_growth(sc, tc, op, list);
+  grow_model(src->model, dst.model, op, list, 5);
   auto tok = random_ints(13, 5, 0, kVocab - 1), tgt = random_ints(13, 6, 0, kVocab - 1);
   const std::vector<float> a = logits(*src, tok), b = logits(dst, tok);
   double scale = 0;
@@ -141,6 +142,38 @@ TEST(Growth, ZeroDepthKeepsTheFunctionStem) {
   s.stem_layers = std::vector<int>{1};
   t.stem_layers = std::vector<int>{1, 2};  // layer 2 new: a STEM identity block (its w2 zero)
   check_zero(s, t, {0, 1, -1, -1});
+}
+
+// Width: the FFN hidden size grows (32 -> 48 units here); G_split's new units copy source units
+// (w2 columns divided by the copy count), G_zero's are zero.
+TEST(Growth, SplitAndZeroWidthKeepTheFunction) {
+  ModelConfig s = tiny(2), t = tiny(2);
+  t.ffn_dim_multiplier = 1.5;
+  ASSERT_GT(resolve_dims(t, kVocab).hidden, resolve_dims(s, kVocab).hidden);
+  check_zero(s, t, {0, 1}, GrowthOperator::split);
+  check_zero(s, t, {0, 1}, GrowthOperator::zero);
+  ModelConfig ss = tiny(2, "stem"), ts = tiny(2, "stem");
+  ss.stem_layers = std::vector<int>{1};
+  ts.stem_layers = std::vector<int>{1};
+  ts.ffn_dim_multiplier = 1.5;
+  check_zero(ss, ts, {0, 1}, GrowthOperator::split);  // (the STEM table's columns copied like w1's rows)
+  ModelConfig tz = ts;
+  tz.n_layers = 3;
+  check_zero(ss, tz, {0, 1, -1}, GrowthOperator::zero);  // deeper and wider at once
+  // The split units are copies: each new row of w1 equals a source row.
+  auto src = source_model(s);
+  ModelRun dst(t, resolve_dims(t, kVocab));
+  grow_model(src->model, dst.model, GrowthOperator::split, {0, 1}, 5);
+  const std::vector<float> a = src->params().host_param(src->params().index("layers.1.feed_forward.w1.weight"));
+  const std::vector<float> b = dst.params().host_param(dst.params().index("layers.1.feed_forward.w1.weight"));
+  const int64_t D = 16, Hs = (int64_t)a.size() / D, Ht = (int64_t)b.size() / D;
+  for (int64_t j = Hs; j < Ht; ++j) {
+    bool found = false;
+    for (int64_t k = 0; k < Hs && !found; ++k) found = std::equal(b.begin() + j * D, b.begin() + (j + 1) * D, a.begin() + k * D);
+    EXPECT_TRUE(found) << "unit " << j;
+  }
+  // G_stack does not widen.
+  EXPECT_THROW(check_growth(s, t, GrowthOperator::stack, {0, 1}), Error);
 }
 
 TEST(Growth, ErrorsNameWhatDoesNotMatch) {

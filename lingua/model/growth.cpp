@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <random>
 #include <set>
 
 namespace lingua {
@@ -18,10 +19,16 @@ bool split_layer_name(const std::string& name, int* layer, std::string* rest) {
   return true;
 }
 
-// The parameters of each layer (suffix -> shape) and of the rest (name -> shape).
+// The parameters of each layer (suffix -> shape and axis roles) and of the rest (name -> ...).
+struct Shape {
+  std::vector<int64_t> dims;
+  std::vector<std::string> axes;
+  bool operator==(const Shape& o) const { return dims == o.dims && axes == o.axes; }
+};
+using Params = std::map<std::string, Shape>;
 struct Layout {
-  std::vector<std::map<std::string, std::vector<int64_t>>> layers;
-  std::map<std::string, std::vector<int64_t>> rest;
+  std::vector<Params> layers;
+  Params rest;
 };
 Layout layout_of(const Transformer& m) {
   Layout l;
@@ -30,16 +37,52 @@ Layout layout_of(const Transformer& m) {
   for (int id : s.ids()) {
     int layer;
     std::string rest;
-    if (split_layer_name(s.info(id).name, &layer, &rest)) l.layers[layer][rest] = s.info(id).shape;
-    else l.rest[s.info(id).name] = s.info(id).shape;
+    const Shape sh{s.info(id).shape, s.info(id).axes};
+    if (split_layer_name(s.info(id).name, &layer, &rest)) l.layers[layer][rest] = sh;
+    else l.rest[s.info(id).name] = sh;
   }
   return l;
 }
 
-std::string suffixes(const std::map<std::string, std::vector<int64_t>>& m) {
+std::string suffixes(const Params& m) {
   std::string s;
-  for (auto& [k, v] : m) s += (s.empty() ? "" : ", ") + k + " " + shape_str(v);
+  for (auto& [k, v] : m) s += (s.empty() ? "" : ", ") + k + " " + shape_str(v.dims);
   return s;
+}
+
+// The same parameters, and the same shapes but where `wider` allows the target's FFN hidden axes
+// (role "hidden", 2-D parameters) to be larger.
+bool compatible(const Params& src, const Params& dst, bool wider) {
+  if (src.size() != dst.size()) return false;
+  for (auto a = src.begin(), b = dst.begin(); a != src.end(); ++a, ++b) {
+    if (a->first != b->first || a->second.axes != b->second.axes || a->second.dims.size() != b->second.dims.size())
+      return false;
+    for (size_t k = 0; k < a->second.dims.size(); ++k) {
+      const bool hidden = k < a->second.axes.size() && a->second.axes[k] == "hidden" && a->second.dims.size() == 2;
+      const int64_t x = a->second.dims[k], y = b->second.dims[k];
+      if (x != y && !(wider && hidden && y > x)) return false;
+    }
+  }
+  return true;
+}
+
+// A 2-D parameter widened along its hidden axis: target unit j takes source unit map[j] (-1: a
+// zero unit); on a matmul's input side (axis 1 of a weight [out, in]) the value is divided by the
+// number of target units that copy that source unit, so their sum is the source's.
+std::vector<float> widen(const std::vector<float>& v, const ParamInfo& src, const ParamInfo& dst,
+                         const std::vector<int64_t>& map, const std::vector<int>& copies) {
+  const int64_t R = dst.shape[0], C = dst.shape[1], SC = src.shape[1];
+  const int axis = dst.axes[0] == "hidden" ? 0 : 1;
+  const bool input_side = axis == 1 && !dst.embedding;
+  std::vector<float> out((size_t)(R * C), 0.0f);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t j = axis == 0 ? r : c, s = map[(size_t)j];
+      if (s < 0) continue;
+      const float x = axis == 0 ? v[(size_t)(s * SC + c)] : v[(size_t)(r * SC + s)];
+      out[(size_t)(r * C + c)] = input_side ? x / (float)copies[(size_t)s] : x;
+    }
+  return out;
 }
 
 // The output projections of a block: zero makes it an identity block.
@@ -49,12 +92,15 @@ bool is_output_projection(const std::string& rest) {
 
 }  // namespace
 
-const char* growth_operator_name(GrowthOperator op) { return op == GrowthOperator::stack ? "stack" : "zero"; }
+const char* growth_operator_name(GrowthOperator op) {
+  return op == GrowthOperator::stack ? "stack" : op == GrowthOperator::zero ? "zero" : "split";
+}
 
 GrowthOperator parse_growth_operator(const std::string& n) {
   if (n == "stack") return GrowthOperator::stack;
   if (n == "zero") return GrowthOperator::zero;
-  fail("unknown growth operator '", n, "' (valid: stack, zero; split, random and learn are not implemented yet)");
+  if (n == "split") return GrowthOperator::split;
+  fail("unknown growth operator '", n, "' (valid: stack, zero, split; random and learn are not implemented yet)");
 }
 
 std::vector<int> default_stacking_list(int source_layers, int target_layers) {
@@ -68,15 +114,17 @@ std::vector<int> default_stacking_list(int source_layers, int target_layers) {
 
 void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op, const std::vector<int>& list) {
   auto same = [](const char* key, const auto& a, const auto& b) {
-    LINGUA_CHECK(a == b, "config key 'model.", key, "' differs between the source and the target: depth growth ",
-                 "changes model.n_layers only");
+    LINGUA_CHECK(a == b, "config key 'model.", key, "' differs between the source and the target: growth changes ",
+                 "model.n_layers (and, with G_zero or G_split, the FFN width) only");
   };
   same("dim", s.dim, t.dim);
   same("n_heads", s.n_heads, t.n_heads);
   same("n_kv_heads", s.n_kv_heads, t.n_kv_heads);
   same("head_dim", s.head_dim, t.head_dim);
-  same("ffn_dim_multiplier", s.ffn_dim_multiplier, t.ffn_dim_multiplier);
-  same("multiple_of", s.multiple_of, t.multiple_of);
+  if (op == GrowthOperator::stack) {  // (G_zero and G_split also widen the FFN: checked on the shapes)
+    same("ffn_dim_multiplier", s.ffn_dim_multiplier, t.ffn_dim_multiplier);
+    same("multiple_of", s.multiple_of, t.multiple_of);
+  }
   same("vocab_size", s.vocab_size, t.vocab_size);
   same("weight_tying", s.weight_tying, t.weight_tying);
   same("ffn", s.ffn, t.ffn);
@@ -97,7 +145,7 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
 }
 
 std::vector<int> grow_model(const Transformer& source, Transformer& target, GrowthOperator op,
-                            const std::vector<int>& list) {
+                            const std::vector<int>& list, uint64_t seed) {
   LINGUA_CHECK((int)list.size() == target.n_layers(), "the stacking list has ", list.size(), " entries for ",
                target.n_layers(), " target layers");
   const Layout src = layout_of(source), dst = layout_of(target);
@@ -113,30 +161,58 @@ std::vector<int> grow_model(const Transformer& source, Transformer& target, Grow
     }
     LINGUA_CHECK(s < source.n_layers(), "stacking list entry ", i, " is ", s, " but the source has ", source.n_layers(),
                  " layers");
-    LINGUA_CHECK(src.layers[s] == dst.layers[i], "target layer ", i, " does not match source layer ", s,
-                 " (its FFN variant, structure or modules differ; check model.stem_layers or "
-                 "model.structured.layers against the stacking list):\n  source: ",
+    LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], op != GrowthOperator::stack), "target layer ", i,
+                 " does not match source layer ", s,
+                 " (its FFN variant, structure, width or modules differ; check which layers the FFN variant's "
+                 "keys make special against the stacking list; only G_zero and G_split widen, and only the "
+                 "hidden axis of 2-D FFN weights):\n  source: ",
                  suffixes(src.layers[s]), "\n  target: ", suffixes(dst.layers[i]));
   }
   LINGUA_CHECK(src.rest == dst.rest, "the parameters outside the blocks differ:\n  source: ", suffixes(src.rest),
                "\n  target: ", suffixes(dst.rest));
   const ParamStore& from = source.params();
   ParamStore& to = target.params();
+  // Per target layer: which source FFN unit each target unit takes (G_split: the source's units,
+  // then random ones of them, drawn per layer from the seed; G_zero: -1, a zero unit).
+  std::vector<std::vector<int64_t>> unit_map(target.n_layers());
+  std::vector<std::vector<int>> copies(target.n_layers());
+  auto units_of = [&](int layer) {
+    if (!unit_map[layer].empty()) return;
+    int64_t Hs = 0, Ht = 0;
+    for (auto& [rest, sh] : dst.layers[layer]) {
+      const Shape& ss = src.layers[list[layer]].at(rest);
+      for (size_t k = 0; k < sh.dims.size(); ++k)
+        if (sh.axes[k] == "hidden") Hs = ss.dims[k], Ht = sh.dims[k];
+    }
+    std::mt19937_64 g(seed * 0x9E3779B97F4A7C15ull + (uint64_t)layer);
+    copies[layer].assign((size_t)Hs, 1);
+    for (int64_t j = 0; j < Ht; ++j) {
+      int64_t s = j < Hs ? j : -1;
+      if (j >= Hs && op == GrowthOperator::split) ++copies[layer][(size_t)(s = (int64_t)(g() % (uint64_t)Hs))];
+      unit_map[layer].push_back(s);
+    }
+  };
   for (int id : to.ids()) {
-    const std::string& name = to.info(id).name;
+    const ParamInfo& p = to.info(id);
     int layer;
-    std::string rest, source_name = name;
-    if (split_layer_name(name, &layer, &rest)) {
+    std::string rest, source_name = p.name;
+    if (split_layer_name(p.name, &layer, &rest)) {
       if (list[layer] < 0) {
         if (is_output_projection(rest)) {
-          const std::vector<float> zeros((size_t)to.info(id).numel, 0.0f);
+          const std::vector<float> zeros((size_t)p.numel, 0.0f);
           to.set_param(id, zeros.data());
         }
         continue;  // (the rest keeps its init)
       }
       source_name = "layers." + std::to_string(list[layer]) + "." + rest;
     }
-    to.set_param(id, from.host_param(from.index(source_name)).data());
+    const ParamInfo& sp = from.info(from.index(source_name));
+    std::vector<float> v = from.host_param(from.index(source_name));
+    if (sp.shape != p.shape) {  // a widened FFN weight (compatible() allowed it)
+      units_of(layer);
+      v = widen(v, sp, p, unit_map[layer], copies[layer]);
+    }
+    to.set_param(id, v.data());
   }
   to.values_written();
   return list;

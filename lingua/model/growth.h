@@ -14,7 +14,18 @@
 //                    grown model computes the source's function. FFN variants whose output
 //                    projection is a product of factors are refused (a zero product needs a zero
 //                    factor, and which one decides what can learn).
-// The target config must equal the source's but for model.n_layers (what depth growth changes).
+//   G_split (width)  the FFN hidden width grows (model.ffn_dim_multiplier or multiple_of): target
+//                    unit j < H_src is source unit j, each new unit a copy of a random source unit
+//                    (drawn per layer from `seed`); the FFN's input-side weights (w2's columns) of a
+//                    copied unit are divided by its number of copies, so the function is kept (Net2Net).
+//                    FFNs whose hidden axis is that of 2-D weights and tables (a looked-up table's
+//                    columns are copied like w1's rows; factored FFNs are refused).
+//   G_zero (width)   the same widening with new units zero in every weight: the function is kept,
+//                    but a unit zero on both sides gets no gradient and stays zero (as the operator is
+//                    defined; G_split is the widening that learns).
+// Layers are copied per the stacking list for every operator. The target config must equal the
+// source's but for model.n_layers and, with G_zero or G_split, the FFN width. Width growth of the
+// attention heads and of the model dimension is not implemented.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -23,8 +34,8 @@
 
 namespace lingua {
 
-enum class GrowthOperator { stack, zero };
-const char* growth_operator_name(GrowthOperator op);      // "stack" | "zero"
+enum class GrowthOperator { stack, zero, split };
+const char* growth_operator_name(GrowthOperator op);      // "stack" | "zero" | "split"
 GrowthOperator parse_growth_operator(const std::string& name);  // fails naming the operators
 
 // PRTS's default list: layers [0 .. L_src) repeated to fill L_target (L_target a multiple of L_src).
@@ -38,7 +49,7 @@ void check_growth(const ModelConfig& source, const ModelConfig& target, GrowthOp
 // Writes every parameter of `target` (built from the target config, its init already drawn) from
 // `source` per the operator. Returns, per target layer, the source layer it copies (-1: new).
 std::vector<int> grow_model(const Transformer& source, Transformer& target, GrowthOperator op,
-                            const std::vector<int>& list);
+                            const std::vector<int>& list, uint64_t seed = 0);
 
 // The PRTS guideline for G_stack: growth factor g = 4 and the growth timing d (tokens the small
 // model trains on), log10(d) = 0.88 log10(N) + 163.27 / log10(C) - 5.74, with N the target's
