@@ -36,7 +36,7 @@ step_time() {
   python3 -c 'import json,sys,statistics; t=[json.loads(l)["speed/curr_iter_time"] for l in open(sys.argv[1])][3:]; print("%.4f" % statistics.median(t))' "$1/metrics.jsonl"
 }
 echo
-echo "=== validation loss (nats/byte on held-out documents), the base model and module 'code' on and off"
+echo "=== validation loss (nats/token on held-out documents), the base model and module 'code' on and off"
 printf "%-10s %-12s %-16s %-16s\n" source base "code, off" "code, on"
 for src in moby_dick code; do
   row=()
