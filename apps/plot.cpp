@@ -30,22 +30,46 @@ struct PlotConfig {
   std::string dump_dir;
   std::string out;
   std::string title = "lingua runs";
+  std::string x = "step";
   template <class V> void visit(V& v) {
     v("dump_dirs", dump_dirs, "the runs to compare: dump_dirs='[runs/a, runs/b]'");
     v("dump_dir", dump_dir, "one run (added to dump_dirs)");
     v("out", out, "the HTML file to write (default: <first dump dir>/plots.html)");
     v("title", title, "the page title");
+    v.choice("x", x, {"step", "tokens", "flops"},
+             "the x axis: the global step, the tokens trained (optim/total_tokens) or the model FLOPs trained "
+             "(optim/total_flops; runs of different models, a run that grows, compare at equal compute)");
   }
 };
 
-// step -> value of each metric key of one run's JSONL file.
-using Series = std::map<std::string, std::map<int64_t, double>>;
+// x -> value of each metric key of one run's JSONL files.
+using Series = std::map<std::string, std::map<double, double>>;
 
-[[maybe_unused]] void read_metrics(const fs::path& file, const std::string& prefix, Series* out) {
+// The x of a step: the step, or a count the training lines log (optim/total_tokens, _flops),
+// linear between the logged steps (exact while the count grows by the same amount each step;
+// a run that grows logs the steps either side of the growth), beyond the last one extrapolated.
+struct XAxis {
+  std::string key;                // "" : the step itself
+  std::map<int64_t, double> at;   // logged step -> x
+  double operator()(int64_t step) const {
+    if (key.empty()) return (double)step;
+    auto hi = at.lower_bound(step);
+    if (hi != at.end() && hi->first == step) return hi->second;
+    if (hi == at.begin()) return hi->second * (double)step / (double)std::max<int64_t>(1, hi->first);
+    auto lo = std::prev(hi);
+    if (hi == at.end()) {
+      if (lo == at.begin()) return lo->second * (double)step / (double)std::max<int64_t>(1, lo->first);
+      hi = lo--;
+    }
+    return lo->second + (hi->second - lo->second) * (double)(step - lo->first) / (double)(hi->first - lo->first);
+  }
+};
+
+[[maybe_unused]] void read_metrics(const fs::path& file, const std::string& prefix, const XAxis& x, Series* out) {
   for (const nlohmann::json& j : read_metric_lines(file.string())) {
-    const int64_t step = j["global_step"].get<int64_t>();
+    const double at = x(j["global_step"].get<int64_t>());
     for (auto it = j.begin(); it != j.end(); ++it)
-      if (it.value().is_number() && it.key() != "global_step") (*out)[prefix + it.key()][step] = it.value().get<double>();
+      if (it.value().is_number() && it.key() != "global_step") (*out)[prefix + it.key()][at] = it.value().get<double>();
   }
 }
 
@@ -79,7 +103,8 @@ std::vector<nlohmann::json> read_metric_lines(const std::string& path) {
   return lines;
 }
 
-std::string write_plot(const std::vector<std::string>& dump_dirs, const std::string& out_path, const std::string& title) {
+std::string write_plot(const std::vector<std::string>& dump_dirs, const std::string& out_path, const std::string& title,
+                       const std::string& x_axis) {
 #if !LINGUA_UPLOT
   fail("lingua plot: this binary was built without the charting library (npm uplot under data/npm/, which make setup "
        "fetches); run make setup and rebuild");
@@ -90,25 +115,33 @@ std::string write_plot(const std::vector<std::string>& dump_dirs, const std::str
   for (const std::string& d : dump_dirs) {
     const fs::path m = fs::path(d) / "metrics.jsonl";
     LINGUA_CHECK(fs::exists(m), "lingua plot: ", d, " has no metrics.jsonl (not a dump_dir of lingua train)");
+    XAxis x;
+    if (x_axis != "step") {
+      x.key = "optim/total_" + x_axis;
+      for (const nlohmann::json& j : read_metric_lines(m.string()))
+        if (j.contains(x.key) && j[x.key].is_number()) x.at[j["global_step"].get<int64_t>()] = j[x.key].get<double>();
+      LINGUA_CHECK(!x.at.empty(), "lingua plot: ", m.string(), " has no ", x.key, " (written by lingua train since ",
+                   x_axis == "flops" ? "2026-12-07" : "its start", "); use x=step");
+    }
     Series s;
-    read_metrics(m, "", &s);
-    read_metrics(fs::path(d) / "metrics.eval.jsonl", "eval: ", &s);
+    read_metrics(m, "", x, &s);
+    read_metrics(fs::path(d) / "metrics.eval.jsonl", "eval: ", x, &s);
     runs.push_back(std::move(s));
     names.push_back(fs::path(d).filename().string().empty() ? d : fs::path(d).filename().string());
   }
   // One chart per key: x = the union of the runs' steps, one series per run (null where it has none).
   nlohmann::json charts = nlohmann::json::array();
   for (const std::string& key : chart_keys(runs)) {
-    std::set<int64_t> steps;
+    std::set<double> steps;
     for (const Series& s : runs)
       if (auto it = s.find(key); it != s.end())
         for (auto& [st, v] : it->second) steps.insert(st);
     nlohmann::json data = nlohmann::json::array();
-    data.push_back(nlohmann::json(std::vector<int64_t>(steps.begin(), steps.end())));
+    data.push_back(nlohmann::json(std::vector<double>(steps.begin(), steps.end())));
     for (const Series& s : runs) {
       nlohmann::json ys = nlohmann::json::array();
       const auto it = s.find(key);
-      for (int64_t st : steps) {
+      for (double st : steps) {
         if (it == s.end() || !it->second.count(st)) {
           ys.push_back(nullptr);
         } else {
@@ -119,7 +152,8 @@ std::string write_plot(const std::vector<std::string>& dump_dirs, const std::str
     }
     charts.push_back({{"key", key}, {"data", data}});
   }
-  const nlohmann::json page = {{"title", title}, {"runs", names}, {"dirs", dump_dirs}, {"charts", charts}};
+  const nlohmann::json page = {
+      {"title", title}, {"runs", names}, {"dirs", dump_dirs}, {"charts", charts}, {"x", x_axis}};
   std::string json = page.dump();
   for (size_t at; (at = json.find("</")) != std::string::npos;) json.replace(at, 2, "<\\/");  // (inside <script>)
   const std::string out = out_path.empty() ? (fs::path(dump_dirs[0]) / "plots.html").string() : out_path;
@@ -143,7 +177,7 @@ for (const c of page.charts) {
   const div = document.createElement("div");
   div.className = "chart";
   document.getElementById("charts").appendChild(div);
-  const series = [{label: "step"}].concat(page.runs.map((r, i) => ({label: r, stroke: colors[i % colors.length],
+  const series = [{label: page.x}].concat(page.runs.map((r, i) => ({label: r, stroke: colors[i % colors.length],
                                                                    spanGaps: true})));
   new uPlot({title: c.key, width: 460, height: 260, series: series, scales: {x: {time: false}}}, c.data, div);
 }
@@ -156,10 +190,10 @@ document.body.setAttribute("data-rendered", String(page.charts.length));
 }
 
 int plot_main(const Args& args) {
-  if (print_help_if_asked<PlotConfig>(args, "lingua plot dump_dirs='[a, b]' [out=plots.html]")) return 0;
+  if (print_help_if_asked<PlotConfig>(args, "lingua plot dump_dirs='[a, b]' [out=plots.html] [x=step|tokens|flops]")) return 0;
   PlotConfig c = parse_config<PlotConfig>(args);
   if (!c.dump_dir.empty()) c.dump_dirs.insert(c.dump_dirs.begin(), c.dump_dir);
-  const std::string out = write_plot(c.dump_dirs, c.out, c.title);
+  const std::string out = write_plot(c.dump_dirs, c.out, c.title, c.x);
   std::fprintf(stderr, "lingua plot: %zu run%s -> %s\n", c.dump_dirs.size(), c.dump_dirs.size() == 1 ? "" : "s",
                out.c_str());
   return 0;

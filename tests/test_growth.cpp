@@ -89,3 +89,112 @@ TEST(GrowCli, GrownRunContinuesTheSourcesFunctionAndData) {
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("growth timing d = 11.11B tokens"), std::string::npos) << out;
 }
+
+// Growth inside one run (growth.*): the source model trains steps 1-4, grows (G_zero, 2 -> 4
+// layers), the grown model trains steps 5-8. It equals PRTS's two jobs (train the source; lingua
+// grow; train the grown model from it) bitwise, keeps the function at the growth (G_zero) with the
+// data read on, and a run stopped anywhere, either side of the growth, resumes bitwise.
+TEST(GrowthRun, EqualsTheTwoJobsAndResumesBitwiseAcrossTheGrowth) {
+  const fs::path data = make_corpus("growrun");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig c = tiny_config(data, temp_dir("growrun"));
+  c.steps = 8;
+  c.checkpoint.dump.every = 2;
+  c.checkpoint.eval.every = 0;
+  c.model.n_layers = 4;
+  c.growth.step = 4;
+  c.growth.source.yaml = "{n_layers: 2}";
+  c.growth.op = "zero";
+  c.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
+  const TrainResult whole = train(c, quiet);
+  ASSERT_EQ(whole.losses.size(), 8u);
+  EXPECT_EQ(whole.final_step, 8);
+  const fs::path root = fs::path(c.dump_dir) / "checkpoints";
+  EXPECT_EQ(read_params_json((root / checkpoint_dir_name(4) / CheckpointFiles::params).string()).model.n_layers, 2);
+  EXPECT_EQ(read_params_json((root / checkpoint_dir_name(8) / CheckpointFiles::params).string()).model.n_layers, 4);
+  const std::string yaml = read_text_file((fs::path(c.dump_dir) / "config.yaml").string());
+  EXPECT_NE(yaml.find("n_layers: 4"), std::string::npos) << "config.yaml is the run's config, with the target";
+
+  // The two jobs.
+  TrainConfig a = tiny_config(data, temp_dir("growrun_src"));
+  a.steps = 4;
+  a.checkpoint.dump.every = 2;
+  a.checkpoint.eval.every = 0;
+  const TrainResult ra = train(a, quiet);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(ra.losses[i], whole.losses[i]) << "step " << i + 1;
+  const fs::path grown = temp_dir("growrun_grown");
+  auto [rc, out] = run_cli("grow ckpt=" + a.dump_dir + " n_layers=4 op=zero stacking_list='[0, -1, 1, -1]' out=" +
+                           grown.string());
+  ASSERT_EQ(rc, 0) << out;
+  TrainConfig b = a;
+  b.dump_dir = temp_dir("growrun_big").string();
+  b.model.n_layers = 4;
+  b.checkpoint.init_ckpt_path = grown.string();
+  const TrainResult rb = train(b, quiet);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(rb.losses[i], whole.losses[4 + i]) << "step " << i + 5;
+  // G_zero keeps the function: step 5's loss is the source model's on batch 5 (the data read on).
+  const fs::path cont = temp_dir("growrun_cont");
+  fs::copy(a.dump_dir, cont, fs::copy_options::recursive);
+  TrainConfig cc = a;
+  cc.dump_dir = cont.string();
+  cc.steps = 5;
+  EXPECT_NEAR(train(cc, quiet).losses.at(0), whole.losses[4], 1e-5);
+
+  // Stopped after step k (a crash: no checkpoint beyond every 2 steps), then run again.
+  for (int k : {3, 4, 5, 7}) {
+    TrainConfig r = c;
+    r.dump_dir = temp_dir("growrun_stop" + std::to_string(k)).string();
+    TrainHooks stop = quiet;
+    stop.after_step = [k](int64_t step) { return step < k; };
+    const TrainResult part = train(r, stop);
+    ASSERT_EQ(part.final_step, k);
+    const TrainResult rest = train(r, quiet);
+    ASSERT_EQ(rest.start_step, k - k % 2) << "resumed from the newest checkpoint";
+    ASSERT_EQ(rest.final_step, 8);
+    for (size_t i = 0; i < rest.losses.size(); ++i)
+      EXPECT_EQ(rest.losses[i], whole.losses[rest.start_step + i]) << "stopped at " << k << ", step " << rest.start_step + i + 1;
+  }
+}
+
+// growth.carry_moments: the grown model starts with the source's moments (and AdamW's step count)
+// mapped like the weights; the grown model's first update differs from a fresh optimizer's.
+TEST(GrowthRun, CarriedMomentsChangeTheFirstUpdateAndErrorsNameTheKey) {
+  const fs::path data = make_corpus("growrun_m");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig c = tiny_config(data, temp_dir("growrun_fresh"));
+  c.steps = 6;
+  c.checkpoint.eval.every = 0;
+  c.model.n_layers = 4;
+  c.growth.step = 3;
+  c.growth.source.yaml = "{n_layers: 2}";  // G_stack, [0, 1, 0, 1]
+  const TrainResult fresh = train(c, quiet);
+  c.dump_dir = temp_dir("growrun_carry").string();
+  c.growth.carry_moments = true;
+  const TrainResult carried = train(c, quiet);
+  ASSERT_EQ(carried.losses.size(), 6u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(carried.losses[i], fresh.losses[i]) << "the same until the first grown update";
+  // (The first grown step runs at the restarted warmup's learning rate 0: its update is step 5's.)
+  EXPECT_NE(carried.losses[5], fresh.losses[5]);
+  for (double l : carried.losses) EXPECT_TRUE(std::isfinite(l));
+
+  auto error_of = [&](const std::function<void(TrainConfig&)>& edit) {
+    TrainConfig e = c;
+    e.dump_dir = temp_dir("growrun_err").string();
+    edit(e);
+    try {
+      train(e, quiet);
+    } catch (const Error& err) {
+      return std::string(err.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(error_of([](TrainConfig& e) { e.growth.source.yaml = "{n_layer: 2}"; }).find("growth.source"),
+            std::string::npos);
+  EXPECT_NE(error_of([](TrainConfig& e) { e.growth.source.yaml = "{n_layers: 3}"; }).find("stacking_list"),
+            std::string::npos);
+  EXPECT_NE(error_of([](TrainConfig& e) { e.growth.step = 6; }).find("growth.step"), std::string::npos);
+  EXPECT_NE(error_of([](TrainConfig& e) { e.growth.source.yaml = "{n_layers: 2, dim: 64}"; }).find("model.dim"),
+            std::string::npos);
+}

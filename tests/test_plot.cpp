@@ -156,3 +156,37 @@ TEST(PlotChromium, PageRendersEveryChart) {
   EXPECT_NE(body_tag(bad_dom).find("uPlotMissing is not defined"), std::string::npos) << body_tag(bad_dom);
   EXPECT_EQ(body_tag(bad_dom).find("data-rendered"), std::string::npos) << body_tag(bad_dom);
 }
+
+// x=flops: the x of every point is the model FLOPs trained by its step (optim/total_flops, which
+// lingua train logs and keeps across a resume), so runs of different models compare at equal compute.
+TEST(PlotCli, FlopsOnTheXAxis) {
+  if (run_cli("plot dump_dir=/nonexistent").second.find("without the charting library") != std::string::npos)
+    GTEST_SKIP() << "built without npm uplot (make setup)";
+  const fs::path data = make_corpus("plot_flops");
+  TrainConfig a = tiny_config(data, temp_dir("plot_flops_a"));
+  a.steps = 10;  // stopped at 10 (a checkpoint), then resumed to 20: the count goes on
+  train(a, {nullptr, true});
+  a.steps = 20;
+  train(a, {nullptr, true});
+  const auto metrics = read_jsonl(fs::path(a.dump_dir) / "metrics.jsonl");
+  ASSERT_GE(metrics.size(), 4u);
+  const double per_step = metrics[0]["optim/total_flops"].get<double>() / metrics[0]["global_step"].get<double>();
+  EXPECT_GT(per_step, 0);
+  for (const auto& m : metrics)
+    EXPECT_NEAR(m["optim/total_flops"].get<double>(), per_step * m["global_step"].get<double>(), 1e-9 * per_step * 20);
+  const fs::path out = temp_dir("plot_flops_out") / "f.html";
+  auto [rc, msg] = run_cli("plot dump_dir=" + a.dump_dir + " x=flops out=" + out.string());
+  ASSERT_EQ(rc, 0) << msg;
+  const nlohmann::json page = nlohmann::json::parse(between(read_file(out), "type=\"application/json\">", "</script>"));
+  EXPECT_EQ(page["x"], "flops");
+  std::map<std::string, nlohmann::json> charts;
+  for (auto& c : page["charts"]) charts[c["key"]] = c["data"];
+  const nlohmann::json& loss = charts.at("loss/out");
+  ASSERT_EQ(loss[0].size(), metrics.size());
+  for (size_t i = 0; i < metrics.size(); ++i)
+    EXPECT_EQ(loss[0][i].get<double>(), metrics[i]["optim/total_flops"].get<double>());
+  // Validation ran at steps 10 and 20: at those steps' FLOPs.
+  const nlohmann::json& val = charts.at("eval: toy/nll_per_token");
+  ASSERT_EQ(val[0].size(), 2u);
+  EXPECT_NEAR(val[0][1].get<double>(), per_step * 20, 1e-9 * per_step * 20);
+}

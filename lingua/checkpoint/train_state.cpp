@@ -12,6 +12,7 @@ std::string train_state_json(const TrainState& state) {
              {"optimizer_steps", state.optimizer_steps},
              {"scheduler", {{"last_step", state.step}}},
              {"data_loader", state.data_loader}};
+  if (state.flops >= 0) st["flops"] = state.flops;
   if (state.resplit_from > 0) st["data_resplit"] = {{"from_ranks", state.resplit_from}, {"at_step", state.resplit_step}};
   return st.dump(1) + "\n";
 }
@@ -28,6 +29,10 @@ TrainState parse_train_state(const std::string& text, const std::string& origin)
   t.step = json_int(st, "step", 0, kMaxStateCount, what);
   t.optimizer_steps = json_int(st, "optimizer_steps", 0, kMaxStateCount, what);
   t.data_loader = json_field(st, "data_loader", what);
+  if (st.contains("flops")) {
+    LINGUA_CHECK(st["flops"].is_number() && st["flops"].get<double>() >= 0, what, ": \"flops\" is not a number >= 0");
+    t.flops = st["flops"].get<double>();
+  }
   if (st.contains("data_resplit")) {
     const json& r = st["data_resplit"];
     t.resplit_from = json_int(r, "from_ranks", 1, INT32_MAX, what + ": data_resplit");

@@ -5,6 +5,8 @@
 //   {"step": 300, "optimizer_steps": 300, "scheduler": {"last_step": 300}, "data_loader": {...}}
 // plus, once the data loader was re-split over another rank count (lingua/data/resplit.h),
 //   "data_resplit": {"from_ranks": 2, "at_step": 200}
+// and "flops": the model FLOPs trained so far (the MFU count, all ranks; checkpoints of older
+// versions lack it).
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -19,6 +21,7 @@ struct TrainState {
   // checkpoint it resumed from and its step (0, 0: never). Kept in the checkpoints after it.
   int64_t resplit_from = 0;
   int64_t resplit_step = 0;
+  double flops = -1;  // < 0: not recorded
 };
 
 // The JSON text of a train state.

@@ -282,7 +282,8 @@ class Lister {
       em << YAML::Flow << Writer::write(member);
       ValueText child = ValueText::yaml;
       if constexpr (is_map<T>::value) child = value_text<typename T::mapped_type>();
-      entries.push_back({path, em.c_str(), doc, is_map<T>::value, value_text<T>(), child});
+      // (A key of any shape takes children too: growth.source.n_layers=6.)
+      entries.push_back({path, em.c_str(), doc, is_map<T>::value || std::is_same_v<T, AnyValue>, value_text<T>(), child});
     }
   }
 };

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "lingua/config/any_value.h"
+#include "lingua/config/growth_config.h"
 #include "lingua/config/harness.h"
 
 namespace lingua {
@@ -493,6 +494,7 @@ struct TrainConfig {
   BenchConfig bench;
   ProfilingConfig profiling;
   DistributedConfig distributed;
+  GrowthConfig growth;
   EnvConfig env;
   template <class V> void visit(V& v) {
     v("name", name, "run name");
@@ -519,6 +521,7 @@ struct TrainConfig {
     v("bench", bench, "benchmark settings (lingua bench)");
     v("profiling", profiling, "per-op profiling");
     v("distributed", distributed, "Lingua: parallelism and compilation (one device here)");
+    v("growth", growth, "model growth inside the run (PRTS): train a smaller model first, grow it, go on");
     v("env", env, "Lingua: environment variables of its launcher (no effect)");
   }
   // Defaults that follow other keys, filled once the config is read (file, overrides or

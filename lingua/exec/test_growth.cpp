@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "lingua/exec/testing.h"
 #include "lingua/model/growth.h"
@@ -174,6 +175,70 @@ TEST(Growth, SplitAndZeroWidthKeepTheFunction) {
   }
   // G_stack does not widen.
   EXPECT_THROW(check_growth(s, t, GrowthOperator::stack, {0, 1}), Error);
+}
+
+// growth.carry_moments: the moments follow the weights; a G_split unit with c copies keeps its
+// input-side moments (w2's columns: each copy's gradient there is the source's) and divides its
+// output-side ones (w1's rows: 1/c of the gradient) by c and c^2; new layers start at zero.
+TEST(Growth, MomentsFollowTheWeights) {
+  auto fake = [](const ParamStore& ps) {
+    return [&ps](int sid) {
+      Moments mv{ps.host_param(sid), ps.host_param(sid)};
+      for (float& x : mv.v) x = x * x + 0.5f;
+      return mv;
+    };
+  };
+  auto grown_moments = [&](ModelRun& src, ModelRun& dst, GrowthOperator op, const std::vector<int>& list) {
+    std::map<std::string, Moments> out;
+    grow_moments(src.model, dst.model, op, list, 5, fake(src.params()),
+                 [&](int id, const Moments& mv) { out[dst.params().info(id).name] = mv; });
+    EXPECT_EQ((int)out.size(), dst.params().size());
+    return out;
+  };
+  {  // G_stack and G_zero in depth
+    auto src = source_model(tiny(2));
+    ModelRun dst(tiny(4), resolve_dims(tiny(4), kVocab));
+    auto out = grown_moments(*src, dst, GrowthOperator::zero, {0, -1, 1, -1});
+    const Moments a = fake(src->params())(src->params().index("layers.1.attention.wq.weight"));
+    EXPECT_EQ(out["layers.2.attention.wq.weight"].m, a.m);
+    EXPECT_EQ(out["layers.2.attention.wq.weight"].v, a.v);
+    for (float x : out["layers.3.feed_forward.w1.weight"].v) ASSERT_EQ(x, 0.0f);
+    EXPECT_EQ(out["tok_embeddings.weight"].m, src->params().host_param(src->params().index("tok_embeddings.weight")));
+  }
+  ModelConfig s = tiny(2), t = tiny(2);
+  t.ffn_dim_multiplier = 1.5;
+  auto src = source_model(s);
+  ModelRun dst(t, resolve_dims(t, kVocab));
+  grow_model(src->model, dst.model, GrowthOperator::split, {0, 1}, 5);
+  auto out = grown_moments(*src, dst, GrowthOperator::split, {0, 1});
+  const ParamStore &a = src->params(), &b = dst.params();
+  const std::vector<float> w1s = a.host_param(a.index("layers.0.feed_forward.w1.weight"));
+  const std::vector<float> w1t = b.host_param(b.index("layers.0.feed_forward.w1.weight"));
+  const int64_t D = 16, Hs = (int64_t)w1s.size() / D, Ht = (int64_t)w1t.size() / D;
+  // Which source unit each target unit copies (w1's rows are copied unchanged), and the copy counts.
+  std::vector<int64_t> from(Ht, -1);
+  std::vector<int> copies(Hs, 0);
+  for (int64_t j = 0; j < Ht; ++j) {
+    for (int64_t k = 0; k < Hs && from[j] < 0; ++k)
+      if (std::equal(w1t.begin() + j * D, w1t.begin() + (j + 1) * D, w1s.begin() + k * D)) from[j] = k;
+    ASSERT_GE(from[j], 0) << j;
+    ++copies[from[j]];
+  }
+  const Moments w1 = fake(a)(a.index("layers.0.feed_forward.w1.weight"));
+  const Moments w2 = fake(a)(a.index("layers.0.feed_forward.w2.weight"));
+  const Moments &g1 = out["layers.0.feed_forward.w1.weight"], &g2 = out["layers.0.feed_forward.w2.weight"];
+  int divided = 0;
+  for (int64_t j = 0; j < Ht; ++j) {
+    const float c = (float)copies[from[j]];
+    divided += c > 1;
+    for (int64_t d = 0; d < D; ++d) {
+      EXPECT_FLOAT_EQ(g1.m[j * D + d], w1.m[from[j] * D + d] / c);
+      EXPECT_FLOAT_EQ(g1.v[j * D + d], w1.v[from[j] * D + d] / (c * c));
+      EXPECT_EQ(g2.m[d * Ht + j], w2.m[d * Hs + from[j]]);  // w2 [dim, hidden]: the input side
+      EXPECT_EQ(g2.v[d * Ht + j], w2.v[d * Hs + from[j]]);
+    }
+  }
+  EXPECT_GT(divided, 0);
 }
 
 TEST(Growth, ErrorsNameWhatDoesNotMatch) {

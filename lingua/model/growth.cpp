@@ -1,6 +1,7 @@
 #include "lingua/model/growth.h"
 
 #include <cmath>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -67,10 +68,11 @@ bool compatible(const Params& src, const Params& dst, bool wider) {
 }
 
 // A 2-D parameter widened along its hidden axis: target unit j takes source unit map[j] (-1: a
-// zero unit); on a matmul's input side (axis 1 of a weight [out, in]) the value is divided by the
-// number of target units that copy that source unit, so their sum is the source's.
+// zero unit), the value of a unit with c copies scaled by `scale(c, input_side)` (input side: axis
+// 1 of a weight [out, in]; a table's columns are its output side).
 std::vector<float> widen(const std::vector<float>& v, const ParamInfo& src, const ParamInfo& dst,
-                         const std::vector<int64_t>& map, const std::vector<int>& copies) {
+                         const std::vector<int64_t>& map, const std::vector<int>& copies,
+                         const std::function<float(int, bool)>& scale) {
   const int64_t R = dst.shape[0], C = dst.shape[1], SC = src.shape[1];
   const int axis = dst.axes[0] == "hidden" ? 0 : 1;
   const bool input_side = axis == 1 && !dst.embedding;
@@ -80,7 +82,8 @@ std::vector<float> widen(const std::vector<float>& v, const ParamInfo& src, cons
       const int64_t j = axis == 0 ? r : c, s = map[(size_t)j];
       if (s < 0) continue;
       const float x = axis == 0 ? v[(size_t)(s * SC + c)] : v[(size_t)(r * SC + s)];
-      out[(size_t)(r * C + c)] = input_side ? x / (float)copies[(size_t)s] : x;
+      const int n = copies[(size_t)s];
+      out[(size_t)(r * C + c)] = n == 1 ? x : x * scale(n, input_side);
     }
   return out;
 }
@@ -144,8 +147,11 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
   }
 }
 
-std::vector<int> grow_model(const Transformer& source, Transformer& target, GrowthOperator op,
-                            const std::vector<int>& list, uint64_t seed) {
+namespace {
+
+// The checks of grow_model, on the two models' parameter layouts.
+void check_layouts(const Transformer& source, const Transformer& target, GrowthOperator op,
+                   const std::vector<int>& list) {
   LINGUA_CHECK((int)list.size() == target.n_layers(), "the stacking list has ", list.size(), " entries for ",
                target.n_layers(), " target layers");
   const Layout src = layout_of(source), dst = layout_of(target);
@@ -170,8 +176,19 @@ std::vector<int> grow_model(const Transformer& source, Transformer& target, Grow
   }
   LINGUA_CHECK(src.rest == dst.rest, "the parameters outside the blocks differ:\n  source: ", suffixes(src.rest),
                "\n  target: ", suffixes(dst.rest));
+}
+
+enum class Value { weight, first_moment, second_moment };
+
+// Every target parameter's value of kind `what` from the source's (get: by source parameter id),
+// per the operator; new parameters: `fresh(id)` (null: not set).
+void map_values(const Transformer& source, const Transformer& target, GrowthOperator op, const std::vector<int>& list,
+                uint64_t seed, Value what, const std::function<std::vector<float>(int)>& get,
+                const std::function<void(int, const std::vector<float>&)>& set,
+                const std::function<const std::vector<float>*(int, const std::string&)>& fresh) {
+  const Layout src = layout_of(source), dst = layout_of(target);
   const ParamStore& from = source.params();
-  ParamStore& to = target.params();
+  const ParamStore& to = target.params();
   // Per target layer: which source FFN unit each target unit takes (G_split: the source's units,
   // then random ones of them, drawn per layer from the seed; G_zero: -1, a zero unit).
   std::vector<std::vector<int64_t>> unit_map(target.n_layers());
@@ -192,30 +209,75 @@ std::vector<int> grow_model(const Transformer& source, Transformer& target, Grow
       unit_map[layer].push_back(s);
     }
   };
+  // A unit with c copies: the weights that read it are divided by c (the sum is the source's);
+  // then each copy's output-side gradient is the source's / c and its input-side gradient the
+  // source's, so the moments scale the other way (the second moment by c^2).
+  auto scale = [what](int c, bool input_side) {
+    if (what == Value::weight) return input_side ? 1.0f / (float)c : 1.0f;
+    if (input_side) return 1.0f;
+    return what == Value::first_moment ? 1.0f / (float)c : 1.0f / ((float)c * (float)c);
+  };
   for (int id : to.ids()) {
     const ParamInfo& p = to.info(id);
     int layer;
     std::string rest, source_name = p.name;
     if (split_layer_name(p.name, &layer, &rest)) {
       if (list[layer] < 0) {
-        if (is_output_projection(rest)) {
-          const std::vector<float> zeros((size_t)p.numel, 0.0f);
-          to.set_param(id, zeros.data());
-        }
-        continue;  // (the rest keeps its init)
+        if (const std::vector<float>* v = fresh(id, rest)) set(id, *v);
+        continue;
       }
       source_name = "layers." + std::to_string(list[layer]) + "." + rest;
     }
-    const ParamInfo& sp = from.info(from.index(source_name));
-    std::vector<float> v = from.host_param(from.index(source_name));
-    if (sp.shape != p.shape) {  // a widened FFN weight (compatible() allowed it)
+    const int sid = from.index(source_name);
+    const ParamInfo& sp = from.info(sid);
+    std::vector<float> v = get(sid);
+    if (sp.shape != p.shape && !v.empty()) {  // a widened FFN weight (compatible() allowed it)
       units_of(layer);
-      v = widen(v, sp, p, unit_map[layer], copies[layer]);
+      v = widen(v, sp, p, unit_map[layer], copies[layer], scale);
     }
-    to.set_param(id, v.data());
+    set(id, v);
   }
+}
+
+}  // namespace
+
+std::vector<int> grow_model(const Transformer& source, Transformer& target, GrowthOperator op,
+                            const std::vector<int>& list, uint64_t seed) {
+  check_layouts(source, target, op, list);
+  ParamStore& to = target.params();
+  std::vector<float> zeros;
+  map_values(
+      source, target, op, list, seed, Value::weight, [&](int sid) { return source.params().host_param(sid); },
+      [&](int id, const std::vector<float>& v) { to.set_param(id, v.data()); },
+      [&](int id, const std::string& rest) -> const std::vector<float>* {
+        if (!is_output_projection(rest)) return nullptr;  // (keeps its init)
+        zeros.assign((size_t)to.info(id).numel, 0.0f);
+        return &zeros;
+      });
   to.values_written();
   return list;
+}
+
+void grow_moments(const Transformer& source, const Transformer& target, GrowthOperator op,
+                  const std::vector<int>& list, uint64_t seed, const std::function<Moments(int)>& get,
+                  const std::function<void(int, const Moments&)>& set) {
+  check_layouts(source, target, op, list);
+  std::map<int, Moments> out;
+  std::map<int, Moments> in;  // (each source tensor read once)
+  auto source_moments = [&](int sid) -> const Moments& {
+    auto it = in.find(sid);
+    return it != in.end() ? it->second : in.emplace(sid, get(sid)).first->second;
+  };
+  std::vector<float> zeros;
+  auto fresh = [&](int id, const std::string&) -> const std::vector<float>* {
+    zeros.assign((size_t)target.params().info(id).numel, 0.0f);
+    return &zeros;
+  };
+  map_values(source, target, op, list, seed, Value::first_moment, [&](int sid) { return source_moments(sid).m; },
+             [&](int id, const std::vector<float>& v) { out[id].m = v; }, fresh);
+  map_values(source, target, op, list, seed, Value::second_moment, [&](int sid) { return source_moments(sid).v; },
+             [&](int id, const std::vector<float>& v) { out[id].v = v; }, fresh);
+  for (auto& [id, mv] : out) set(id, mv);
 }
 
 double prts_growth_tokens(double N, double D) {

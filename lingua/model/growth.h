@@ -27,6 +27,7 @@
 // source's but for model.n_layers and, with G_zero or G_split, the FFN width. Width growth of the
 // attention heads and of the model dimension is not implemented.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,20 @@ void check_growth(const ModelConfig& source, const ModelConfig& target, GrowthOp
 // `source` per the operator. Returns, per target layer, the source layer it copies (-1: new).
 std::vector<int> grow_model(const Transformer& source, Transformer& target, GrowthOperator op,
                             const std::vector<int>& list, uint64_t seed = 0);
+
+// AdamW moments of the grown model from the source's (growth.carry_moments): get(source
+// parameter id) gives a source parameter's moments (empty vectors: it has none, i.e. frozen) and
+// set(target id, ...) receives each target parameter's. They follow the weights: copied per the
+// stacking list; a new layer's and a new (G_zero) unit's are zero; a G_split unit with c copies
+// keeps the source's moments on the side whose weights are not divided (the gradient there is the
+// source's) and divides them on the other (first moment by c, second by c^2: each copy's gradient
+// is 1/c of the source unit's).
+struct Moments {
+  std::vector<float> m, v;
+};
+void grow_moments(const Transformer& source, const Transformer& target, GrowthOperator op,
+                  const std::vector<int>& list, uint64_t seed, const std::function<Moments(int)>& get,
+                  const std::function<void(int, const Moments&)>& set);
 
 // The PRTS guideline for G_stack: growth factor g = 4 and the growth timing d (tokens the small
 // model trains on), log10(d) = 0.88 log10(N) + 163.27 / log10(C) - 5.74, with N the target's

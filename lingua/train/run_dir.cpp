@@ -42,7 +42,9 @@ std::map<std::string, std::string> flat_config(const TrainConfig& c) {
 }
 
 // Keys whose change makes a checkpoint another model's.
-bool model_key(const std::string& k) { return k.rfind("model.", 0) == 0 || k.rfind("data.tokenizer.", 0) == 0; }
+bool model_key(const std::string& k) {
+  return k.rfind("model.", 0) == 0 || k.rfind("data.tokenizer.", 0) == 0 || k.rfind("growth.", 0) == 0;
+}
 
 // Creates a directory (and its parents), failing with the path and the reason.
 void make_dir(const std::string& dir, const char* what) {

@@ -120,11 +120,12 @@ struct Run {
   Communicator& host;  // the data-parallel ranks' control collectives
   const TrainHooks& hooks;
   int64_t resplit_from = 0, resplit_step = 0;  // kept in the train states (TrainState)
+  double flops = -1;                           // model FLOPs trained so far (< 0: not yet known)
 };
 
 // One process writes the single-file form; several write their shards at once (dist_checkpoint.h).
 void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
-  const TrainState mine{step, r.opt.steps_taken(), r.loader.state(), r.resplit_from, r.resplit_step};
+  const TrainState mine{step, r.opt.steps_taken(), r.loader.state(), r.resplit_from, r.resplit_step, r.flops};
   if (r.host.size() > 1)
     return save_sharded_training_checkpoint(r.host, root, r.cfg, r.exec.model(), r.opt, mine,
                                             r.cfg.checkpoint.dump.keep, r.hooks.before_shard_write);
@@ -181,7 +182,7 @@ std::string checkpoint_root(const TrainConfig& cfg) {
   return cfg.checkpoint.path.empty() ? (fs::path(cfg.dump_dir) / "checkpoints").string() : cfg.checkpoint.path;
 }
 
-TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
+TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const TrainPhase& phase) {
   validate(cfg);
   World& world = process_world();  // the processes of the run (one when not started by a launcher)
   Communicator& host = world.host();
@@ -224,6 +225,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   auto tok = make_tokenizer(cfg.data.tokenizer);
   ModelDims dims = resolve_dims(cfg.model, tok->n_words());
   Transformer model(cfg.model, dims);
+  if (phase.init_model) phase.init_model(model);  // (whole, before any sharding)
   // Each rank keeps its shards (with HSDP, of its shard group's split) and its tables' columns
   // (groups of layout.tables consecutive ranks); checkpoints are written in pieces by every rank.
   if (layout.fsdp()) shard_block_weights(model, layout.shard, layout.shard_rank(world.rank()));
@@ -254,7 +256,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
       (int64_t)cfg.grad_acc_steps * cfg.data.batch_size * cfg.data.seq_len * world.size();
   // A model feature may add steps at the end that read the first steps' data again (self-guided
   // training's fixedflop): the run, its LR schedule and its last checkpoint span them.
-  const int64_t replayed = model.replayed_steps(), total_steps = cfg.steps + replayed;
+  const int64_t replayed = model.replayed_steps(), total_steps = phase.end_step > 0 ? phase.end_step : cfg.steps + replayed;
   if (!quiet) {
     // Parameter groups other than the default, as the modules that declared them describe them.
     std::string groups;
@@ -283,7 +285,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   // Rank 0 picks the checkpoint to resume (refusing another model's, setting corrupt ones aside),
   // then every other rank loads the same one with its own data-loader state.
   std::string resumed_from, resume_error;
-  if (lead) {
+  if (lead && phase.grown_from.empty()) {
     try {
       // Another model's checkpoints are refused before anything is loaded (naming the keys).
       if (auto newest = latest_checkpoint(root))
@@ -300,6 +302,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
         resumed_from = last->path;
         run.resplit_from = last->state.resplit_from;
         run.resplit_step = last->state.resplit_step;
+        run.flops = last->state.flops;
       }
     } catch (const std::exception& e) {
       resume_error = e.what();
@@ -314,10 +317,21 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     step = st.step;
     run.resplit_from = st.resplit_from;
     run.resplit_step = st.resplit_step;
+    run.flops = st.flops;
   }
   if (!resumed_from.empty()) {
     if (!quiet) std::fprintf(stderr, "lingua: resumed from %s (step %lld)\n", resumed_from.c_str(), (long long)step);
     if (!quiet) print_resplit_note(resumed_from, world.size());
+  } else if (!phase.grown_from.empty()) {
+    // The model just grew (init_model): the data reads on from the source's checkpoint.
+    const std::optional<TrainState> st = read_train_state(phase.grown_from, world.rank(), world.size());
+    LINGUA_CHECK(st.has_value(), phase.grown_from, " has no data-loader state to continue from");
+    loader.load_state(st->data_loader);
+    step = phase.first_step;
+    run.resplit_from = st->resplit_from;
+    run.resplit_step = st->resplit_step;
+    run.flops = st->flops;
+    if (phase.init_optimizer) phase.init_optimizer(model, opt);
   } else if (!cfg.checkpoint.init_ckpt_path.empty() && cfg.checkpoint.continue_training_from_init) {
     // Another run's training goes on in this dump_dir: weights, moments, step and data position.
     const std::string from = resolve_checkpoint_dir(cfg.checkpoint.init_ckpt_path);
@@ -332,6 +346,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     step = st.step;
     run.resplit_from = st.resplit_from;
     run.resplit_step = st.resplit_step;
+    run.flops = st.flops;
     if (!quiet) std::fprintf(stderr, "lingua: continuing the run of %s (step %lld)\n", from.c_str(), (long long)step);
     if (!quiet) print_resplit_note(from, world.size());
   } else if (!cfg.checkpoint.init_ckpt_path.empty()) {
@@ -375,7 +390,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     std::fprintf(stderr, "lingua: note: the model's work differs from step to step for now (parameters skipped at "
                          "random), so those steps run without a CUDA graph\n");
   if (lead) {
-    run_dir->write_config(cfg);
+    run_dir->write_config(phase.run_config ? *phase.run_config : cfg);
     if (const int64_t dropped = run_dir->truncate_metrics(step); dropped > 0 && !quiet)
       std::fprintf(stderr, "lingua: dropped %lld metrics lines of steps after %lld (logged before the restart)\n",
                    (long long)dropped, (long long)step);
@@ -393,6 +408,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   int64_t skipped_lines_reported = 0;  // printed again only when the count grows
   auto run_start = Clock::now();
   int64_t total_tokens = step * tokens_per_step;
+  // (A checkpoint without the count: as if every step so far had this model's FLOPs per token.)
+  if (run.flops < 0) run.flops = (double)step * tokens_per_step * model.flops_per_token(cfg.data.seq_len);
   const int64_t first_step = step;
   ProfilingConfig profiling = cfg.profiling;
   profiling.run = profiling.run && lead;  // one trace, of rank 0
@@ -425,7 +442,8 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
       data_time += seconds_since(td);
     }
     for (const Batch& b : batches) micro.push_back({b.input.data(), b.target.data(), b.batch_size, b.seq_len});
-    const double lr_mult = lr_multiplier(cfg.optim, step, total_steps);  // LambdaLR: updates made so far
+    // LambdaLR: updates made so far (a model that grew restarts its schedule at the growth step)
+    const double lr_mult = lr_multiplier(cfg.optim, step - phase.first_step, total_steps - phase.first_step);
     StepReport rep;
     LossSum l = train_step.run(micro, loss_scale, lr_mult, &rep);
     if (world.size() > 1) {  // the loss over every rank's tokens
@@ -459,6 +477,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (profiler.after_step(step) && !quiet)
       std::fprintf(stderr, "lingua: profile written to %s\n%s", profiler.trace_path().c_str(), profiler.summary().c_str());
     total_tokens += tokens_per_step;
+    run.flops += flops_per_token * (double)tokens_per_step;
     result.losses.push_back(loss);
     double iter_time = seconds_since(t0);
     if (probe && step % *cfg.probe_freq == 0)  // (after the timing: the probe pass is not the step's)
@@ -479,6 +498,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                 {"optim/grad_norm", grad_norm},
                 {"optim/lr", rep.lr.at("default")},
                 {"optim/total_tokens", total_tokens},
+                {"optim/total_flops", run.flops},
                 {"optim/skipped_steps", skipped_steps},
                 {"memory/max_active_gib",
                  device == Device::cuda
@@ -519,7 +539,10 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
       save_checkpoint(run, step, root);
       saved_step = step;
     }
-    if (hooks.after_step && !hooks.after_step(step)) break;
+    if (hooks.after_step && !hooks.after_step(step)) {
+      result.stopped_by_hook = true;
+      break;
+    }
   }
   if (const int sig = stop_signal) {
     result.stop_signal = sig;

@@ -10,7 +10,9 @@
 
 namespace lingua {
 
+class AdamW;
 class Executor;
+class Transformer;
 
 struct TrainResult {
   int64_t start_step = 0;          // steps already done when this run began (resume)
@@ -18,6 +20,7 @@ struct TrainResult {
   std::vector<double> losses;      // mean training loss of each step run here
   double unigram_entropy = 0;      // nats/token, when logging.unigram_baseline_tokens > 0
   int stop_signal = 0;             // the signal that stopped the run early (a checkpoint was written), 0: none
+  bool stopped_by_hook = false;   // TrainHooks::after_step stopped it
   int graph_captures = 0;          // CUDA graphs the training steps captured (0: every step eager)
 };
 
@@ -35,7 +38,23 @@ struct TrainHooks {
   std::function<void(int rank, const std::string& tmp_dir)> before_shard_write = {};
 };
 
+// Trains per cfg: resumes from dump_dir's newest checkpoint, or starts (init_ckpt_path, fresh);
+// a config with growth.step trains the source model, grows it and trains on (growth_run.cpp).
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks = {});
+
+// One stretch of a run with one model: the whole run, or either side of a growth step.
+struct TrainPhase {
+  int64_t first_step = 0;  // the LR schedule's step 0
+  int64_t end_step = 0;    // the phase's last step (0: cfg.steps and any replayed steps)
+  const TrainConfig* run_config = nullptr;  // written as dump_dir/config.yaml (null: cfg)
+  // Set when the phase starts with a model that grew: its weights (called on the whole model before
+  // any sharding), the checkpoint whose data-loader state it reads on from (the phase starts at
+  // first_step, never resuming), and optionally the optimizer (carried moments).
+  std::function<void(Transformer& model)> init_model;
+  std::string grown_from;
+  std::function<void(const Transformer& model, AdamW& opt)> init_optimizer;
+};
+TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const TrainPhase& phase);
 
 // Checkpoint root of a config: checkpoint.path or dump_dir/checkpoints.
 std::string checkpoint_root(const TrainConfig& cfg);

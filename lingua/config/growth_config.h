@@ -1,0 +1,40 @@
+#pragma once
+// growth.*: model growth inside one training run (PRTS, SPEC §5; the run: lingua/train/growth_run.h).
+// Steps [0, step) train the source model, model.* with growth.source's keys over it; at `step` the
+// checkpoint of the source is grown with `op` into model.* and steps [step, steps) train that, with
+// a fresh AdamW and the schedule (warmup, then decay) restarted, the data read on.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lingua/config/any_value.h"
+
+namespace lingua {
+
+struct GrowthConfig {
+  int64_t step = 0;  // 0: no growth
+  std::string op = "stack";
+  AnyValue source;   // model.* keys of the source model (a mapping), e.g. {n_layers: 6}
+  std::optional<std::vector<int>> stacking_list;
+  int64_t seed = 0;
+  bool carry_moments = false;
+  template <class V> void visit(V& v) {
+    v("step", step, "grow the model after this optimizer step (0: no growth): steps before it train the source "
+      "model (model.* with growth.source over it, its own warmup and decay over these steps), the steps after it the "
+      "grown model, with a fresh optimizer and the schedule restarted, as PRTS does");
+    v("source", source, "the source model: the model.* keys that differ from the target's, as a mapping, e.g. "
+      "'{n_layers: 6}' (G_stack) or '{ffn_dim_multiplier: 1.0}' (op=zero or split)");
+    v.choice("op", op, {"stack", "zero", "split"},
+             "growth operator (as lingua grow op=): stack (G_stack), zero (G_zero: identity layers listed as -1, "
+             "zero FFN units), split (G_split: a wider FFN's new units copy random source units)");
+    v("stacking_list", stacking_list, "source layer of each target layer (default: the source's layers repeated; "
+      "op=zero: -1 for a new layer)");
+    v("seed", seed, "op=split: the seed of the units copied");
+    v("carry_moments", carry_moments, "carry AdamW's moments and step count (bias corrections) over to the grown "
+      "model, mapped as the weights are, instead of a fresh optimizer (the schedule restarts either way); not with "
+      "sharded parameters (fsdp_type full_shard, STEM tables over several ranks)");
+  }
+};
+
+}  // namespace lingua

@@ -1,0 +1,164 @@
+#include "lingua/train/growth_run.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include "lingua/checkpoint/checkpoint.h"
+#include "lingua/checkpoint/train_checkpoint.h"
+#include "lingua/config/config.h"
+#include "lingua/data/tokenizer.h"
+#include "lingua/dist/layout.h"
+#include "lingua/dist/world.h"
+#include "lingua/model/growth.h"
+#include "lingua/train/train_step.h"
+#include "lingua/train/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace lingua {
+
+namespace {
+
+// Keys of `over` set onto `base` (mappings merged, anything else replaced).
+void merge_into(YAML::Node base, const YAML::Node& over) {
+  for (auto it = over.begin(); it != over.end(); ++it) {
+    const std::string key = it->first.as<std::string>();
+    if (it->second.IsMap() && base[key] && base[key].IsMap()) merge_into(base[key], it->second);
+    else base[key] = it->second;
+  }
+}
+
+std::vector<int> stacking_list_of(const TrainConfig& cfg, const ModelConfig& source) {
+  if (cfg.growth.stacking_list) return *cfg.growth.stacking_list;
+  LINGUA_CHECK(source.n_layers > 0 && cfg.model.n_layers % source.n_layers == 0, "growth: the target's ",
+               cfg.model.n_layers, " layers (model.n_layers) are not a multiple of the source's ", source.n_layers,
+               " (growth.source): give the list of source layers, config key 'growth.stacking_list'");
+  return default_stacking_list(source.n_layers, cfg.model.n_layers);
+}
+
+}  // namespace
+
+ModelConfig growth_source_model(const TrainConfig& cfg) {
+  YAML::Node over;
+  try {
+    over = YAML::Load(cfg.growth.source.yaml);
+  } catch (const YAML::Exception& e) {
+    fail("config key 'growth.source': not YAML: ", e.what());
+  }
+  LINGUA_CHECK(over.IsMap(), "config key 'growth.source': expected a mapping of model keys (e.g. '{n_layers: 6}'), got '",
+               cfg.growth.source.yaml, "'");
+  YAML::Node model = config_detail::Writer::write(cfg.model);
+  merge_into(model, over);
+  config_detail::Origins origins;
+  origins.file = "growth.source (over model.*)";
+  try {
+    return config_detail::read_config<ModelConfig>(model, origins, ModelConfig{});
+  } catch (const Error& e) {
+    fail("config key 'growth.source': ", e.what());
+  }
+}
+
+TrainConfig growth_source_config(const TrainConfig& cfg) {
+  TrainConfig small = cfg;
+  small.model = growth_source_model(cfg);
+  return small;
+}
+
+void check_growth_config(const TrainConfig& cfg) {
+  const GrowthConfig& g = cfg.growth;
+  LINGUA_CHECK(g.step > 0 && g.step < cfg.steps, "config key 'growth.step' is ", g.step, ": the model grows after a "
+               "step in [1, steps) (steps is ", cfg.steps, "); 0 turns growth off");
+  LINGUA_CHECK(!g.source.yaml.empty(), "config key 'growth.source' is required with growth.step: the source model's "
+               "model.* keys that differ from the target's, e.g. '{n_layers: 6}'");
+  LINGUA_CHECK(cfg.model.structured.self_guided.mode == "none",
+               "growth.step with model.structured.self_guided: not supported (the guided phase and the growth "
+               "step would share one schedule)");
+  const ModelConfig source = growth_source_model(cfg);
+  LINGUA_CHECK(source.n_layers != cfg.model.n_layers || source.ffn_dim_multiplier != cfg.model.ffn_dim_multiplier ||
+                   source.multiple_of != cfg.model.multiple_of,
+               "config key 'growth.source' (", g.source.yaml, ") gives the same model as model.*: nothing would grow");
+  check_growth(source, cfg.model, parse_growth_operator(g.op), stacking_list_of(cfg, source));
+  if (g.carry_moments) {
+    const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
+    LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.carry_moments: not with sharded parameters (",
+                 layout.describe(), "); use fsdp_type no_shard or a fresh optimizer (carry_moments=false)");
+  }
+}
+
+TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
+  if (cfg.growth.step <= 0) return train_phase(cfg, hooks, {});
+  check_growth_config(cfg);
+  World& world = process_world();
+  Communicator& host = world.host();
+  const bool quiet = hooks.quiet || world.rank() != 0;
+  const std::string root = checkpoint_root(cfg);
+  const int64_t at = cfg.growth.step;
+  // Where the run stands (rank 0's view of the shared checkpoint root, for every rank).
+  int64_t newest = -1;
+  if (world.rank() == 0)
+    if (auto c = latest_checkpoint(root)) newest = c->step;
+  newest = (int64_t)host.all_reduce((double)newest, ReduceOp::max);
+
+  const TrainConfig small = growth_source_config(cfg);
+  const GrowthOperator op = parse_growth_operator(cfg.growth.op);
+  const std::vector<int> list = stacking_list_of(cfg, small.model);
+  TrainResult first;
+  bool ran_source = false;
+  if (newest < at) {
+    if (!quiet)
+      std::fprintf(stderr, "lingua: growth: steps 1-%lld train the source model (%d layers), then G_%s grows it to "
+                   "model.* (%d layers) for steps %lld-%lld\n", (long long)at, small.model.n_layers,
+                   growth_operator_name(op), cfg.model.n_layers, (long long)at + 1, (long long)cfg.steps);
+    TrainPhase source_phase;
+    source_phase.end_step = at;
+    source_phase.run_config = &cfg;
+    first = train_phase(small, hooks, source_phase);
+    ran_source = true;
+    // Stopped (a signal, a test's hook): a run started again resumes from the newest checkpoint.
+    if (first.final_step < at || first.stop_signal || first.stopped_by_hook) return first;
+  }
+  TrainPhase grown;
+  grown.first_step = at;
+  grown.run_config = &cfg;
+  if (newest <= at) {  // the grown phase starts now, from the source's checkpoint at the growth step
+    const std::string from = (fs::path(root) / checkpoint_dir_name(at)).string();
+    LINGUA_CHECK(is_complete_checkpoint(from), "growth: the source model's checkpoint of step ", at, " (", from,
+                 ") is missing: it is where the grown model starts (keep it: checkpoint.dump.keep)");
+    grown.grown_from = from;
+    grown.init_model = [&, from](Transformer& target) {
+      Transformer source(small.model, resolve_dims(small.model, target.dims().vocab));
+      load_weights(source, from);
+      grow_model(source, target, op, list, (uint64_t)cfg.growth.seed);
+      if (!quiet)
+        std::fprintf(stderr, "lingua: growth: G_%s at step %lld: %d -> %d layers, FFN %d -> %d, from %s\n",
+                     growth_operator_name(op), (long long)at, source.n_layers(), target.n_layers(),
+                     source.dims().hidden, target.dims().hidden, from.c_str());
+    };
+    if (cfg.growth.carry_moments)
+      grown.init_optimizer = [&, from](const Transformer& target, AdamW& opt) {
+        Transformer source(small.model, resolve_dims(small.model, target.dims().vocab));
+        std::unique_ptr<AdamW> source_opt = make_optimizer(source, small.optim);
+        load_training_checkpoint(from, source, *source_opt);
+        const ParamStore& sp = source.params();
+        grow_moments(
+            source, target, op, list, (uint64_t)cfg.growth.seed,
+            [&](int sid) {
+              return sp.info(sid).trainable ? Moments{source_opt->host_m(sid), source_opt->host_v(sid)} : Moments{};
+            },
+            [&](int id, const Moments& mv) {
+              if (target.params().info(id).trainable && !mv.m.empty()) opt.set_moments(id, mv.m.data(), mv.v.data());
+            });
+        opt.set_steps_taken(source_opt->steps_taken());
+      };
+  }
+  TrainResult second = train_phase(cfg, hooks, grown);
+  if (!ran_source) return second;
+  first.final_step = second.final_step;
+  first.losses.insert(first.losses.end(), second.losses.begin(), second.losses.end());
+  first.stop_signal = second.stop_signal;
+  first.stopped_by_hook = second.stopped_by_hook;
+  first.graph_captures += second.graph_captures;
+  return first;
+}
+
+}  // namespace lingua
