@@ -35,7 +35,8 @@ std::vector<nlohmann::json> read_metric_lines(const std::string& path);
 // Writes the HTML page of charts of the dump dirs (lingua plot) to out_path (default:
 // <first dump dir>/plots.html) through a temporary file; returns its path.
 std::string write_plot(const std::vector<std::string>& dump_dirs, const std::string& out_path, const std::string& title,
-                       const std::string& x_axis = "step");  // x_axis: step | tokens | flops
+                       const std::string& x_axis = "step",  // step | tokens | flops
+                       const std::vector<std::string>& keys = {});  // only these charts (default: all)
 
 // The root a command that derives a new checkpoint (step `step`) from the one in `checkpoint_dir`
 // (given as `given`: a step directory or a dump_dir) writes it under: `out`, which must not be

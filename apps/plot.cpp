@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -31,6 +32,7 @@ struct PlotConfig {
   std::string out;
   std::string title = "lingua runs";
   std::string x = "step";
+  std::vector<std::string> keys;
   template <class V> void visit(V& v) {
     v("dump_dirs", dump_dirs, "the runs to compare: dump_dirs='[runs/a, runs/b]'");
     v("dump_dir", dump_dir, "one run (added to dump_dirs)");
@@ -39,6 +41,8 @@ struct PlotConfig {
     v.choice("x", x, {"step", "tokens", "flops"},
              "the x axis: the global step, the tokens trained (optim/total_tokens) or the model FLOPs trained "
              "(optim/total_flops; runs of different models, a run that grows, compare at equal compute)");
+    v("keys", keys, "only these charts, in this order, e.g. '[\"eval: books/nll_per_token\", loss/out]' (default: "
+      "the training metrics, then every evaluation metric)");
   }
 };
 
@@ -104,7 +108,7 @@ std::vector<nlohmann::json> read_metric_lines(const std::string& path) {
 }
 
 std::string write_plot(const std::vector<std::string>& dump_dirs, const std::string& out_path, const std::string& title,
-                       const std::string& x_axis) {
+                       const std::string& x_axis, const std::vector<std::string>& only_keys) {
 #if !LINGUA_UPLOT
   fail("lingua plot: this binary was built without the charting library (npm uplot under data/npm/, which make setup "
        "fetches); run make setup and rebuild");
@@ -131,7 +135,14 @@ std::string write_plot(const std::vector<std::string>& dump_dirs, const std::str
   }
   // One chart per key: x = the union of the runs' steps, one series per run (null where it has none).
   nlohmann::json charts = nlohmann::json::array();
-  for (const std::string& key : chart_keys(runs)) {
+  std::vector<std::string> keys = chart_keys(runs);
+  if (!only_keys.empty()) {
+    for (const std::string& k : only_keys)
+      LINGUA_CHECK(std::find(keys.begin(), keys.end(), k) != keys.end(), "lingua plot: no chart '", k,
+                   "' in these runs (keys: the metrics' names; evaluation ones start with \"eval: \")");
+    keys = only_keys;
+  }
+  for (const std::string& key : keys) {
     std::set<double> steps;
     for (const Series& s : runs)
       if (auto it = s.find(key); it != s.end())
@@ -179,7 +190,10 @@ for (const c of page.charts) {
   document.getElementById("charts").appendChild(div);
   const series = [{label: page.x}].concat(page.runs.map((r, i) => ({label: r, stroke: colors[i % colors.length],
                                                                    spanGaps: true})));
-  new uPlot({title: c.key, width: 460, height: 260, series: series, scales: {x: {time: false}}}, c.data, div);
+  // (Counts of tokens and FLOPs as 1.5e12: their digits would overlap.)
+  const xs = page.x === "step" ? {} : {values: (u, vals) => vals.map(v => v === 0 ? "0" : v.toExponential(1))};
+  new uPlot({title: c.key, width: 460, height: 260, series: series, scales: {x: {time: false}}, axes: [xs, {}]},
+            c.data, div);
 }
 document.body.setAttribute("data-rendered", String(page.charts.length));
 )js" << "</script></body></html>\n";
@@ -193,7 +207,7 @@ int plot_main(const Args& args) {
   if (print_help_if_asked<PlotConfig>(args, "lingua plot dump_dirs='[a, b]' [out=plots.html] [x=step|tokens|flops]")) return 0;
   PlotConfig c = parse_config<PlotConfig>(args);
   if (!c.dump_dir.empty()) c.dump_dirs.insert(c.dump_dirs.begin(), c.dump_dir);
-  const std::string out = write_plot(c.dump_dirs, c.out, c.title, c.x);
+  const std::string out = write_plot(c.dump_dirs, c.out, c.title, c.x, c.keys);
   std::fprintf(stderr, "lingua plot: %zu run%s -> %s\n", c.dump_dirs.size(), c.dump_dirs.size() == 1 ? "" : "s",
                out.c_str());
   return 0;

@@ -4,11 +4,14 @@
 // on from where the source's data stopped; `lingua grow plan` prints PRTS's guideline.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/train_checkpoint.h"
+#include "lingua/core/cuda.h"
 #include "lingua/train/trainer.h"
 #include "tests/test_util.h"
 
@@ -197,4 +200,36 @@ TEST(GrowthRun, CarriedMomentsChangeTheFirstUpdateAndErrorsNameTheKey) {
   EXPECT_NE(error_of([](TrainConfig& e) { e.growth.step = 6; }).find("growth.step"), std::string::npos);
   EXPECT_NE(error_of([](TrainConfig& e) { e.growth.source.yaml = "{n_layers: 2, dim: 64}"; }).find("model.dim"),
             std::string::npos);
+}
+
+// The same on the GPU with CUDA graphs: a run stopped after the growth resumes bitwise, and the
+// grown phase captures its own graph.
+TEST(GrowthRunCuda, ResumesBitwiseAcrossTheGrowthWithGraphs) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const fs::path data = make_corpus("growrun_cuda");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig c = tiny_config(data, temp_dir("growrun_cuda"));
+  c.device = "cuda";
+  c.steps = 8;
+  c.checkpoint.dump.every = 2;
+  c.checkpoint.eval.every = 0;
+  c.model.n_layers = 4;
+  c.growth.step = 4;
+  c.growth.source.yaml = "{n_layers: 2}";
+  const TrainResult whole = train(c, quiet);
+  ASSERT_EQ(whole.losses.size(), 8u);
+  EXPECT_GE(whole.graph_captures, 2) << "one graph per model";
+  for (double l : whole.losses) EXPECT_TRUE(std::isfinite(l));
+  for (int k : {3, 5}) {
+    TrainConfig r = c;
+    r.dump_dir = temp_dir("growrun_cuda_stop" + std::to_string(k)).string();
+    TrainHooks stop = quiet;
+    stop.after_step = [k](int64_t step) { return step < k; };
+    train(r, stop);
+    const TrainResult rest = train(r, quiet);
+    ASSERT_EQ(rest.final_step, 8);
+    for (size_t i = 0; i < rest.losses.size(); ++i)
+      EXPECT_EQ(rest.losses[i], whole.losses[rest.start_step + i]) << "stopped at " << k;
+  }
 }

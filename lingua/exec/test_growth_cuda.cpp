@@ -1,0 +1,79 @@
+// Model growth on the GPU (skipped without one): a model grown on the host with a function-keeping
+// operator (G_zero in depth, G_split and G_zero in the FFN's width; dense and STEM) computes on the
+// GPU what its source computes there.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "lingua/core/cuda.h"
+#include "lingua/exec/testing.h"
+#include "lingua/model/growth.h"
+
+using namespace lingua;
+using namespace lingua::test_util;
+
+namespace {
+
+const int kVocab = 301;
+
+ModelConfig config(int layers, const std::string& ffn = "swiglu") {
+  ModelConfig c;
+  c.dim = 128;
+  c.n_layers = layers;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.multiple_of = 32;
+  c.vocab_size = kVocab;
+  c.max_seqlen = 64;
+  c.init_std_factor = "current_depth";
+  c.seed = 5;
+  c.ffn = ffn;
+  return c;
+}
+
+std::vector<float> logits(ModelRun& m, const std::vector<int32_t>& tok) {
+  std::vector<float> out(tok.size() * kVocab);
+  m.exec.forward_logits(tok.data(), (int)tok.size(), out.data());
+  return out;
+}
+
+// The largest logit difference between the source and the grown model on the GPU, relative to the
+// largest logit.
+double grown_vs_source(const ModelConfig& sc, const ModelConfig& tc, GrowthOperator op, const std::vector<int>& list) {
+  auto trained = [](Transformer& t) { t.init_weights(1234); };  // (weights that are not the target's init)
+  ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
+  ModelRun src(sc, resolve_dims(sc, kVocab), Device::cuda, trained);
+  ModelRun dst(tc, resolve_dims(tc, kVocab), Device::cuda,
+               [&](Transformer& t) { grow_model(host.model, t, op, list, 9); });
+  const std::vector<int32_t> tok = random_ids(37, kVocab, 4);
+  const std::vector<float> a = logits(src, tok), b = logits(dst, tok);
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, (double)std::fabs(a[i]));
+    diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
+  }
+  EXPECT_GT(scale, 0);
+  return diff / scale;
+}
+
+}  // namespace
+
+TEST(GrowthCuda, FunctionKeepingGrowthComputesTheSourcesLogits) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  // New identity blocks add zeros to the residual stream.
+  EXPECT_LT(grown_vs_source(config(2), config(5), GrowthOperator::zero, {0, -1, 1, -1, -1}), 1e-6);
+  ModelConfig s = config(2, "stem"), t = config(4, "stem");
+  s.stem_layers = std::vector<int>{1};
+  t.stem_layers = std::vector<int>{1, 2};
+  EXPECT_LT(grown_vs_source(s, t, GrowthOperator::zero, {0, 1, -1, -1}), 1e-6);
+  // Width: the copies' halves and thirds are rounded to the activation dtype (bf16).
+  ModelConfig w = config(2);
+  w.ffn_dim_multiplier = 1.5;
+  EXPECT_LT(grown_vs_source(config(2), w, GrowthOperator::split, {0, 1}), 2e-2);
+  EXPECT_LT(grown_vs_source(config(2), w, GrowthOperator::zero, {0, 1}), 2e-2);
+  ModelConfig ws = s;
+  ws.ffn_dim_multiplier = 1.5;
+  EXPECT_LT(grown_vs_source(s, ws, GrowthOperator::split, {0, 1}), 2e-2);
+  // Not vacuous: a model grown with G_stack computes something else.
+  EXPECT_GT(grown_vs_source(config(2), config(4), GrowthOperator::stack, {0, 1, 0, 1}), 1e-3);
+}
