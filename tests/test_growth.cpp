@@ -202,8 +202,9 @@ TEST(GrowthRun, CarriedMomentsChangeTheFirstUpdateAndErrorsNameTheKey) {
             std::string::npos);
 }
 
-// The same on the GPU with CUDA graphs: a run stopped after the growth resumes bitwise, and the
-// grown phase captures its own graph.
+// The same on the GPU with CUDA graphs (G_random: the ramp's m changes each step inside the
+// captured step): a run stopped either side of the growth resumes bitwise, and the grown phase
+// captures its own graph.
 TEST(GrowthRunCuda, ResumesBitwiseAcrossTheGrowthWithGraphs) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const fs::path data = make_corpus("growrun_cuda");
@@ -217,6 +218,9 @@ TEST(GrowthRunCuda, ResumesBitwiseAcrossTheGrowthWithGraphs) {
   c.model.n_layers = 4;
   c.growth.step = 4;
   c.growth.source.yaml = "{n_layers: 2}";
+  c.growth.op = "random";  // (its ramp's m read from device memory by the captured step)
+  c.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
+  c.growth.ramp_steps = 3;
   const TrainResult whole = train(c, quiet);
   ASSERT_EQ(whole.losses.size(), 8u);
   EXPECT_GE(whole.graph_captures, 2) << "one graph per model";
@@ -232,4 +236,48 @@ TEST(GrowthRunCuda, ResumesBitwiseAcrossTheGrowthWithGraphs) {
     for (size_t i = 0; i < rest.losses.size(); ++i)
       EXPECT_EQ(rest.losses[i], whole.losses[rest.start_step + i]) << "stopped at " << k;
   }
+}
+
+// G_random in a run: new random layers ramped in over growth.ramp_steps. At the growth the model
+// computes the source's function (m = 0: the first grown loss is the source's on the next batch),
+// and a run stopped during the ramp resumes bitwise.
+TEST(GrowthRun, RandomLayersRampInAndResumeBitwise) {
+  const fs::path data = make_corpus("growrun_random");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig c = tiny_config(data, temp_dir("growrun_random"));
+  c.steps = 9;
+  c.checkpoint.dump.every = 1;
+  c.checkpoint.eval.every = 0;
+  c.model.n_layers = 4;
+  c.growth.step = 4;
+  c.growth.source.yaml = "{n_layers: 2}";
+  c.growth.op = "random";
+  c.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
+  c.growth.ramp_steps = 3;
+  const TrainResult whole = train(c, quiet);
+  ASSERT_EQ(whole.losses.size(), 9u);
+  // The source run one step further.
+  TrainConfig a = tiny_config(data, temp_dir("growrun_random_src"));
+  a.steps = 4;
+  a.checkpoint.eval.every = 0;
+  train(a, quiet);
+  a.steps = 5;
+  EXPECT_NEAR(train(a, quiet).losses.at(0), whole.losses[4], 1e-5) << "m = 0 at the growth: the source's function";
+  for (int k : {5, 6}) {
+    TrainConfig r = c;
+    r.dump_dir = temp_dir("growrun_random_stop" + std::to_string(k)).string();
+    TrainHooks stop = quiet;
+    stop.after_step = [k](int64_t step) { return step < k; };
+    train(r, stop);
+    const TrainResult rest = train(r, quiet);
+    ASSERT_EQ(rest.start_step, k);
+    for (size_t i = 0; i < rest.losses.size(); ++i)
+      EXPECT_EQ(rest.losses[i], whole.losses[k + i]) << "stopped at " << k;
+  }
+  // (G_zero, the other operator with new layers, keeps the function at the growth too.)
+  TrainConfig z = c;
+  z.dump_dir = temp_dir("growrun_random_zero").string();
+  z.growth.op = "zero";
+  EXPECT_NEAR(train(z, quiet).losses.at(4), whole.losses[4], 1e-5) << "G_zero keeps the function too";
 }

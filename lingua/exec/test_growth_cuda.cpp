@@ -1,13 +1,17 @@
 // Model growth on the GPU (skipped without one): a model grown on the host with a function-keeping
 // operator (G_zero in depth, G_split and G_zero in the FFN's width; dense and STEM) computes on the
-// GPU what its source computes there.
+// GPU what its source computes there; G_random's ramp (growth_ramp.h) on the GPU gives the CPU's
+// loss and gradients, the same bitwise when repeated.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "lingua/core/cuda.h"
+#include "lingua/exec/growth_ramp.h"
 #include "lingua/exec/testing.h"
 #include "lingua/model/growth.h"
+#include "lingua/ops/testing.h"
+#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -76,4 +80,42 @@ TEST(GrowthCuda, FunctionKeepingGrowthComputesTheSourcesLogits) {
   EXPECT_LT(grown_vs_source(s, ws, GrowthOperator::split, {0, 1}), 2e-2);
   // Not vacuous: a model grown with G_stack computes something else.
   EXPECT_GT(grown_vs_source(config(2), config(4), GrowthOperator::stack, {0, 1, 0, 1}), 1e-3);
+}
+
+TEST(GrowthCuda, RampedStepMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const ModelConfig sc = config(2), tc = config(4);
+  auto trained = [](Transformer& t) { t.init_weights(1234); };
+  ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
+  auto grow = [&](Transformer& t) { grow_model(host.model, t, GrowthOperator::random, {0, -1, 1, -1}); };
+  ModelRun cpu(tc, resolve_dims(tc, kVocab), Device::cpu, grow), gpu(tc, resolve_dims(tc, kVocab), Device::cuda, grow);
+  GrowthRamp rc(cpu.model, {1, 3}, 0, 20), rg(gpu.model, {1, 3}, 0, 20);
+  cpu.exec.add_hooks(&rc);
+  gpu.exec.add_hooks(&rg);
+  for (auto [m, r] : {std::pair{&cpu, &rc}, std::pair{&gpu, &rg}}) {
+    r->set_step(7);  // m = 0.35
+    m->model.begin_step(7);
+  }
+  const int B = 3, T = 29;
+  auto tok = random_ids(B * T, kVocab, 2), tgt = random_ids(B * T, kVocab, 3);
+  auto run = [&](ModelRun& m) {
+    m.params().zero_grads();
+    LossSum l = m.exec.forward_backward(tok.data(), tgt.data(), B, T, 1.0f / (B * T));
+    std::vector<std::vector<float>> g;
+    for (int id : m.params().ids()) {
+      const Tensor t = m.params().grad(id);
+      std::vector<float> h(t.numel());
+      if (t.data) copy_tensor(Tensor(h.data(), {t.numel()}), Tensor(t.data, {t.numel()}, DType::f32, t.device));
+      g.push_back(h);
+    }
+    return std::make_pair(l, g);
+  };
+  auto [lc, gc] = run(cpu);
+  auto [lg, gg] = run(gpu);
+  EXPECT_NEAR(lg.nll / lg.tokens, lc.nll / lc.tokens, 1e-2 * lc.nll / lc.tokens);
+  const std::vector<int>& ids = cpu.params().ids();
+  for (size_t i = 0; i < ids.size(); ++i) EXPECT_LT(rel_l2(gg[i], gc[i]), 3e-2) << cpu.params().info(ids[i]).name;
+  auto [lg2, gg2] = run(gpu);
+  EXPECT_EQ(lg2.nll, lg.nll);
+  EXPECT_EQ(gg2, gg);
 }

@@ -96,14 +96,21 @@ bool is_output_projection(const std::string& rest) {
 }  // namespace
 
 const char* growth_operator_name(GrowthOperator op) {
-  return op == GrowthOperator::stack ? "stack" : op == GrowthOperator::zero ? "zero" : "split";
+  switch (op) {
+    case GrowthOperator::stack: return "stack";
+    case GrowthOperator::zero: return "zero";
+    case GrowthOperator::split: return "split";
+    case GrowthOperator::random: return "random";
+  }
+  return "?";
 }
 
 GrowthOperator parse_growth_operator(const std::string& n) {
   if (n == "stack") return GrowthOperator::stack;
   if (n == "zero") return GrowthOperator::zero;
   if (n == "split") return GrowthOperator::split;
-  fail("unknown growth operator '", n, "' (valid: stack, zero, split; random and learn are not implemented yet)");
+  if (n == "random") return GrowthOperator::random;
+  fail("unknown growth operator '", n, "' (valid: stack, zero, split, random; learn is not implemented yet)");
 }
 
 std::vector<int> default_stacking_list(int source_layers, int target_layers) {
@@ -124,6 +131,9 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
   same("n_heads", s.n_heads, t.n_heads);
   same("n_kv_heads", s.n_kv_heads, t.n_kv_heads);
   same("head_dim", s.head_dim, t.head_dim);
+  LINGUA_CHECK(op != GrowthOperator::random || (s.ffn_dim_multiplier == t.ffn_dim_multiplier && s.multiple_of == t.multiple_of),
+               "G_random grows in depth only here (its width masks are not implemented): model.ffn_dim_multiplier "
+               "and model.multiple_of must be the source's");
   if (op == GrowthOperator::stack) {  // (G_zero and G_split also widen the FFN: checked on the shapes)
     same("ffn_dim_multiplier", s.ffn_dim_multiplier, t.ffn_dim_multiplier);
     same("multiple_of", s.multiple_of, t.multiple_of);
@@ -134,16 +144,21 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
   same("modules", s.modules, t.modules);
   same("module_seq_len", s.module_seq_len, t.module_seq_len);
   same("module_agg", s.module_agg, t.module_agg);
-  LINGUA_CHECK(op != GrowthOperator::zero || s.modules.empty() || s.module_agg == "stack",
-               "G_zero with module tokens (model.module_agg=", s.module_agg, "): a new layer's module blocks mix into "
+  const bool new_layers = op == GrowthOperator::zero || op == GrowthOperator::random;
+  LINGUA_CHECK(op != GrowthOperator::random || s.modules.empty(), "G_random with module tokens: not supported (the "
+               "ramp of a new block and the module rows' mixing would have to be ordered); use G_stack or G_zero");
+  LINGUA_CHECK(!new_layers || s.modules.empty() || s.module_agg == "stack", "G_", growth_operator_name(op),
+               " with module tokens (model.module_agg=", s.module_agg, "): a new layer's module blocks mix into "
                "the module rows, so the grown model would not compute the source's function; use G_stack");
   LINGUA_CHECK((int)list.size() == t.n_layers, "the stacking list has ", list.size(), " entries for the target's ",
                t.n_layers, " layers (model.n_layers): one source layer per target layer");
   for (size_t i = 0; i < list.size(); ++i) {
     const int src = list[i];
-    LINGUA_CHECK(src < s.n_layers && (src >= 0 || (src == -1 && op == GrowthOperator::zero)),
-                 "stacking list entry ", i, " is ", src, ": a source layer in [0, ", s.n_layers, ")",
-                 op == GrowthOperator::zero ? ", or -1 for a new identity layer" : "");
+    LINGUA_CHECK(src < s.n_layers && (src >= 0 || (src == -1 && new_layers)), "stacking list entry ", i, " is ", src,
+                 ": a source layer in [0, ", s.n_layers, ")",
+                 op == GrowthOperator::zero     ? ", or -1 for a new identity layer"
+                 : op == GrowthOperator::random ? ", or -1 for a new random layer"
+                                                : "");
   }
 }
 
@@ -158,6 +173,7 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
   for (int i = 0; i < target.n_layers(); ++i) {
     const int s = list[i];
     if (s < 0) {
+      if (op != GrowthOperator::zero) continue;  // (G_random: a new block as drawn)
       // A new identity block: its output projections must be single matrices.
       for (auto& [rest, shape] : dst.layers[i])
         LINGUA_CHECK(rest.rfind("feed_forward.w2", 0) != 0 || rest == "feed_forward.w2.weight",
@@ -250,7 +266,7 @@ std::vector<int> grow_model(const Transformer& source, Transformer& target, Grow
       source, target, op, list, seed, Value::weight, [&](int sid) { return source.params().host_param(sid); },
       [&](int id, const std::vector<float>& v) { to.set_param(id, v.data()); },
       [&](int id, const std::string& rest) -> const std::vector<float>* {
-        if (!is_output_projection(rest)) return nullptr;  // (keeps its init)
+        if (op != GrowthOperator::zero || !is_output_projection(rest)) return nullptr;  // (keeps its init)
         zeros.assign((size_t)to.info(id).numel, 0.0f);
         return &zeros;
       });

@@ -23,6 +23,10 @@
 //   G_zero (width)   the same widening with new units zero in every weight: the function is kept,
 //                    but a unit zero on both sides gets no gradient and stays zero (as the operator is
 //                    defined; G_split is the widening that learns).
+//   G_random (depth) target layer i is source layer stacking_list[i], or where that is -1 a new layer
+//                    as the target config's init draws it (nothing zeroed): it changes the function
+//                    unless its contribution is ramped in, which training does (GrowthRamp,
+//                    lingua/exec/growth_ramp.h: the block outputs m f(x) + (1 - m) x, m from 0 to 1).
 // Layers are copied per the stacking list for every operator. The target config must equal the
 // source's but for model.n_layers and, with G_zero or G_split, the FFN width. Width growth of the
 // attention heads and of the model dimension is not implemented.
@@ -35,8 +39,8 @@
 
 namespace lingua {
 
-enum class GrowthOperator { stack, zero, split };
-const char* growth_operator_name(GrowthOperator op);      // "stack" | "zero" | "split"
+enum class GrowthOperator { stack, zero, split, random };
+const char* growth_operator_name(GrowthOperator op);      // "stack" | "zero" | "split" | "random"
 GrowthOperator parse_growth_operator(const std::string& name);  // fails naming the operators
 
 // PRTS's default list: layers [0 .. L_src) repeated to fill L_target (L_target a multiple of L_src).

@@ -9,6 +9,7 @@
 #include "lingua/data/tokenizer.h"
 #include "lingua/dist/layout.h"
 #include "lingua/dist/world.h"
+#include "lingua/exec/growth_ramp.h"
 #include "lingua/model/growth.h"
 #include "lingua/train/train_step.h"
 #include "lingua/train/trainer.h"
@@ -120,6 +121,18 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   TrainPhase grown;
   grown.first_step = at;
   grown.run_config = &cfg;
+  std::unique_ptr<GrowthRamp> ramp;  // G_random: the new blocks ramped in (by step: resumes repeat it)
+  if (op == GrowthOperator::random) {
+    std::vector<int> fresh;
+    for (int i = 0; i < (int)list.size(); ++i)
+      if (list[i] < 0) fresh.push_back(i);
+    const int64_t ramp_steps = cfg.growth.ramp_steps > 0 ? cfg.growth.ramp_steps : std::max<int64_t>(1, cfg.optim.warmup);
+    grown.attach = [&, fresh, ramp_steps](Executor& exec) {
+      ramp = std::make_unique<GrowthRamp>(exec.model(), fresh, at, ramp_steps);
+      exec.add_hooks(ramp.get());
+    };
+    grown.at_step = [&](int64_t step) { ramp->set_step(step); };
+  }
   if (newest <= at) {  // the grown phase starts now, from the source's checkpoint at the growth step
     const std::string from = (fs::path(root) / checkpoint_dir_name(at)).string();
     LINGUA_CHECK(is_complete_checkpoint(from), "growth: the source model's checkpoint of step ", at, " (", from,

@@ -234,6 +234,7 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
   if (device == Device::cuda) select_local_gpu(world);  // before any CUDA work
   model.to_device(device);
   Executor exec(model);
+  if (phase.attach) phase.attach(exec);
   exec.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
   std::unique_ptr<AdamW> opt_owner = make_optimizer(model, cfg.optim);
   AdamW& opt = *opt_owner;
@@ -382,6 +383,7 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
                  }()
                      .c_str());
   result.start_step = step;
+  if (phase.at_step) phase.at_step(step);
   model.begin_step(step);  // (parameters a model feature adds or drops over the run follow the step)
   if (replayed > 0 && !quiet)
     std::fprintf(stderr, "lingua: %lld steps: the %lld configured, then %lld that read the data of steps 1-%lld again\n",
@@ -473,6 +475,7 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
       skipped_in_a_row = 0;
     }
     ++step;
+    if (phase.at_step) phase.at_step(step);
     model.begin_step(step);
     if (profiler.after_step(step) && !quiet)
       std::fprintf(stderr, "lingua: profile written to %s\n%s", profiler.trace_path().c_str(), profiler.summary().c_str());

@@ -53,6 +53,10 @@ struct TrainPhase {
   std::function<void(Transformer& model)> init_model;
   std::string grown_from;
   std::function<void(const Transformer& model, AdamW& opt)> init_optimizer;
+  // Called once the executor exists (the phase's own layer hooks: G_random's ramp), and with each
+  // optimizer step (0-based: the steps taken) before the model is set up for it.
+  std::function<void(Executor& exec)> attach;
+  std::function<void(int64_t step)> at_step;
 };
 TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const TrainPhase& phase);
 
