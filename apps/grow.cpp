@@ -25,6 +25,7 @@ struct GrowConfig {
   std::string target;  // a training config file of the target model
   int n_layers = 0;    // or: the source's config with this depth
   std::optional<double> ffn_dim_multiplier;
+  int n_heads = 0;
   std::string op = "stack";
   std::optional<std::vector<int>> stacking_list;
   std::string out;
@@ -37,6 +38,8 @@ struct GrowConfig {
     v("n_layers", n_layers, "instead of target=: the source's config with this many layers (0: the source's)");
     v("ffn_dim_multiplier", ffn_dim_multiplier, "instead of target=: the source's config with this FFN width "
       "multiplier (op=zero or split)");
+    v("n_heads", n_heads, "instead of target=: the source's config with this many attention heads (op=zero or split; "
+      "the source must set model.head_dim and use no grouped-query attention)");
     v.choice("op", op, {"stack", "zero", "split"},
              "growth operator: stack (G_stack: target layer i copies source layer stacking_list[i]); zero (G_zero: "
              "a layer listed as -1 is a new identity block, its output projections zero; a wider FFN gets zero "
@@ -142,9 +145,9 @@ int grow_main(const Args& args) {
     return 0;
   GrowConfig c = parse_config<GrowConfig>(args);
   LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (the source checkpoint or its dump_dir)");
-  const bool by_keys = c.n_layers > 0 || c.ffn_dim_multiplier;
-  LINGUA_CHECK(c.target.empty() == by_keys, "give the target model: target=target.yaml, or n_layers=N and/or "
-               "ffn_dim_multiplier=X (not both forms)");
+  const bool by_keys = c.n_layers > 0 || c.ffn_dim_multiplier || c.n_heads > 0;
+  LINGUA_CHECK(c.target.empty() == by_keys, "give the target model: target=target.yaml, or any of n_layers=N, "
+               "ffn_dim_multiplier=X, n_heads=H (not both forms)");
   const GrowthOperator op = parse_growth_operator(c.op);
   LoadedModel src = load_model(c.ckpt, c.tokenizer_path, "cpu");
   TrainConfig target_cfg = src.config;
@@ -153,6 +156,7 @@ int grow_main(const Args& args) {
   } else {
     if (c.n_layers > 0) target_cfg.model.n_layers = c.n_layers;
     if (c.ffn_dim_multiplier) target_cfg.model.ffn_dim_multiplier = c.ffn_dim_multiplier;
+    if (c.n_heads > 0) target_cfg.model.n_heads = c.n_heads;
   }
   const int L = target_cfg.model.n_layers;
   const std::vector<int> list =
@@ -181,8 +185,10 @@ int grow_main(const Args& args) {
     extra.push_back({name, read_text_file((fs::path(src.checkpoint_dir) / name).string())});
   }
   const std::string written = save_model_checkpoint(out, 0, target_cfg, target, extra);
-  std::fprintf(stderr, "lingua grow: G_%s, %d -> %d layers, FFN %d -> %d (%s -> %s parameters), stacking list %s: %s -> %s\n",
+  std::fprintf(stderr, "lingua grow: G_%s, %d -> %d layers, FFN %d -> %d, %d -> %d heads (%s -> %s parameters), "
+               "stacking list %s: %s -> %s\n",
                growth_operator_name(op), src.model->n_layers(), L, src.model->dims().hidden, target.dims().hidden,
+               src.model->dims().n_heads, target.dims().n_heads,
                human((double)src.model->param_counts().total).c_str(),
                human((double)target.param_counts().total).c_str(), list_text(list).c_str(), step_dir.c_str(),
                written.c_str());

@@ -177,6 +177,56 @@ TEST(Growth, SplitAndZeroWidthKeepTheFunction) {
   EXPECT_THROW(check_growth(s, t, GrowthOperator::stack, {0, 1}), Error);
 }
 
+// Heads: 2 -> 3 (G_split: the new head copies a source head, wo's columns of a copied head halved;
+// G_zero: a zero head), with head_dim set; also with the FFN widened at once. GQA and an unset
+// head_dim are refused.
+TEST(Growth, MoreHeadsKeepTheFunction) {
+  ModelConfig s = tiny(2), t = tiny(2);
+  s.head_dim = t.head_dim = 8;
+  t.n_heads = 3;
+  {
+    SCOPED_TRACE("split");
+    check_zero(s, t, {0, 1}, GrowthOperator::split);
+  }
+  {
+    SCOPED_TRACE("zero");
+    check_zero(s, t, {0, 1}, GrowthOperator::zero);
+  }
+  ModelConfig tw = t;
+  tw.ffn_dim_multiplier = 1.5;
+  tw.n_layers = 3;
+  check_zero(s, tw, {0, 1, -1}, GrowthOperator::zero);
+  tw.n_layers = 2;
+  check_zero(s, tw, {0, 1}, GrowthOperator::split);
+  // The new head of G_split is a copy: wq's rows 16..23 equal a source head's.
+  auto src = source_model(s);
+  ModelRun dst(t, resolve_dims(t, kVocab));
+  grow_model(src->model, dst.model, GrowthOperator::split, {0, 1}, 5);
+  const std::vector<float> a = src->params().host_param(src->params().index("layers.0.attention.wq.weight"));
+  const std::vector<float> b = dst.params().host_param(dst.params().index("layers.0.attention.wq.weight"));
+  ASSERT_EQ(b.size(), 3 * 8 * 16u);
+  const bool copy0 = std::equal(b.begin() + 256, b.end(), a.begin()), copy1 = std::equal(b.begin() + 256, b.end(), a.begin() + 128);
+  EXPECT_TRUE(copy0 || copy1);
+  auto err = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  ModelConfig nohd = t;
+  nohd.head_dim.reset();
+  ModelConfig nohs = s;
+  nohs.head_dim.reset();
+  EXPECT_NE(err([&] { check_growth(nohs, nohd, GrowthOperator::split, {0, 1}); }).find("model.head_dim"),
+            std::string::npos);
+  ModelConfig gs = s, gt = t;
+  gs.n_heads = 2, gt.n_heads = 4, gs.n_kv_heads = 1, gt.n_kv_heads = 2;
+  EXPECT_NE(err([&] { check_growth(gs, gt, GrowthOperator::split, {0, 1}); }).find("grouped-query"), std::string::npos);
+  EXPECT_THROW(check_growth(s, t, GrowthOperator::stack, {0, 1}), Error);
+}
+
 // growth.carry_moments: the moments follow the weights; a G_split unit with c copies keeps its
 // input-side moments (w2's columns: each copy's gradient there is the source's) and divides its
 // output-side ones (w1's rows: 1/c of the gradient) by c and c^2; new layers start at zero.

@@ -78,6 +78,13 @@ TEST(GrowthCuda, FunctionKeepingGrowthComputesTheSourcesLogits) {
   ModelConfig ws = s;
   ws.ffn_dim_multiplier = 1.5;
   EXPECT_LT(grown_vs_source(s, ws, GrowthOperator::split, {0, 1}), 2e-2);
+  // Heads: 2 -> 3 of head_dim 64, without GQA.
+  ModelConfig hs = config(2), ht = config(2);
+  hs.n_kv_heads.reset(), ht.n_kv_heads.reset();
+  hs.head_dim = ht.head_dim = 64;
+  ht.n_heads = 3;
+  EXPECT_LT(grown_vs_source(hs, ht, GrowthOperator::split, {0, 1}), 2e-2);
+  EXPECT_LT(grown_vs_source(hs, ht, GrowthOperator::zero, {0, 1}), 2e-2);
   // Not vacuous: a model grown with G_stack computes something else.
   EXPECT_GT(grown_vs_source(config(2), config(4), GrowthOperator::stack, {0, 1, 0, 1}), 1e-3);
 }

@@ -51,15 +51,20 @@ std::string suffixes(const Params& m) {
   return s;
 }
 
-// The same parameters, and the same shapes but where `wider` allows the target's FFN hidden axes
-// (role "hidden", 2-D parameters) to be larger.
+// The axes that widen, of 2-D parameters: the FFN's hidden units (one row or column each) and the
+// attention heads (head_dim rows or columns each; q and kv heads alike: only without GQA).
+bool widening_axis(const std::string& role) { return role == "hidden" || role == "q_heads" || role == "kv_heads"; }
+bool is_heads_axis(const std::string& role) { return role == "q_heads" || role == "kv_heads"; }
+
+// The same parameters, and the same shapes but where `wider` allows the target's widening axes to
+// be larger.
 bool compatible(const Params& src, const Params& dst, bool wider) {
   if (src.size() != dst.size()) return false;
   for (auto a = src.begin(), b = dst.begin(); a != src.end(); ++a, ++b) {
     if (a->first != b->first || a->second.axes != b->second.axes || a->second.dims.size() != b->second.dims.size())
       return false;
     for (size_t k = 0; k < a->second.dims.size(); ++k) {
-      const bool hidden = k < a->second.axes.size() && a->second.axes[k] == "hidden" && a->second.dims.size() == 2;
+      const bool hidden = k < a->second.axes.size() && widening_axis(a->second.axes[k]) && a->second.dims.size() == 2;
       const int64_t x = a->second.dims[k], y = b->second.dims[k];
       if (x != y && !(wider && hidden && y > x)) return false;
     }
@@ -67,21 +72,23 @@ bool compatible(const Params& src, const Params& dst, bool wider) {
   return true;
 }
 
-// A 2-D parameter widened along its hidden axis: target unit j takes source unit map[j] (-1: a
-// zero unit), the value of a unit with c copies scaled by `scale(c, input_side)` (input side: axis
-// 1 of a weight [out, in]; a table's columns are its output side).
-std::vector<float> widen(const std::vector<float>& v, const ParamInfo& src, const ParamInfo& dst,
+// A 2-D parameter widened along its widening axis, in units of `unit` rows or columns: target unit
+// j takes source unit map[j] (-1: a zero unit), the value of a unit with c copies scaled by
+// `scale(c, input_side)` (input side: axis 1 of a weight [out, in]; a table's columns are its
+// output side).
+std::vector<float> widen(const std::vector<float>& v, const ParamInfo& src, const ParamInfo& dst, int64_t unit,
                          const std::vector<int64_t>& map, const std::vector<int>& copies,
                          const std::function<float(int, bool)>& scale) {
   const int64_t R = dst.shape[0], C = dst.shape[1], SC = src.shape[1];
-  const int axis = dst.axes[0] == "hidden" ? 0 : 1;
+  const int axis = widening_axis(dst.axes[0]) ? 0 : 1;
   const bool input_side = axis == 1 && !dst.embedding;
   std::vector<float> out((size_t)(R * C), 0.0f);
   for (int64_t r = 0; r < R; ++r)
     for (int64_t c = 0; c < C; ++c) {
-      const int64_t j = axis == 0 ? r : c, s = map[(size_t)j];
+      const int64_t i = axis == 0 ? r : c, s = map[(size_t)(i / unit)];
       if (s < 0) continue;
-      const float x = axis == 0 ? v[(size_t)(s * SC + c)] : v[(size_t)(r * SC + s)];
+      const int64_t si = s * unit + i % unit;
+      const float x = axis == 0 ? v[(size_t)(si * SC + c)] : v[(size_t)(r * SC + si)];
       const int n = copies[(size_t)s];
       out[(size_t)(r * C + c)] = n == 1 ? x : x * scale(n, input_side);
     }
@@ -125,12 +132,24 @@ std::vector<int> default_stacking_list(int source_layers, int target_layers) {
 void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op, const std::vector<int>& list) {
   auto same = [](const char* key, const auto& a, const auto& b) {
     LINGUA_CHECK(a == b, "config key 'model.", key, "' differs between the source and the target: growth changes ",
-                 "model.n_layers (and, with G_zero or G_split, the FFN width) only");
+                 "model.n_layers (and, with G_zero or G_split, the FFN width and the number of heads) only");
   };
   same("dim", s.dim, t.dim);
-  same("n_heads", s.n_heads, t.n_heads);
-  same("n_kv_heads", s.n_kv_heads, t.n_kv_heads);
   same("head_dim", s.head_dim, t.head_dim);
+  if (op == GrowthOperator::zero || op == GrowthOperator::split) {
+    if (s.n_heads != t.n_heads) {  // more heads of the same size, each with its own k and v
+      LINGUA_CHECK(t.n_heads > s.n_heads, "config key 'model.n_heads': the target's ", t.n_heads,
+                   " heads are fewer than the source's ", s.n_heads, " (growth only adds)");
+      LINGUA_CHECK(s.head_dim.has_value(), "growing model.n_heads (", s.n_heads, " -> ", t.n_heads, ") keeps the "
+                   "heads' size: set model.head_dim (now dim / n_heads, which would change)");
+      LINGUA_CHECK(s.n_kv_heads.value_or(s.n_heads) == s.n_heads && t.n_kv_heads.value_or(t.n_heads) == t.n_heads,
+                   "growing model.n_heads with grouped-query attention (model.n_kv_heads): not supported (the "
+                   "groups would change); only with n_kv_heads = n_heads");
+    }
+  } else {
+    same("n_heads", s.n_heads, t.n_heads);
+    same("n_kv_heads", s.n_kv_heads, t.n_kv_heads);
+  }
   LINGUA_CHECK(op != GrowthOperator::random || (s.ffn_dim_multiplier == t.ffn_dim_multiplier && s.multiple_of == t.multiple_of),
                "G_random grows in depth only here (its width masks are not implemented): model.ffn_dim_multiplier "
                "and model.multiple_of must be the source's");
@@ -187,7 +206,7 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
                  " does not match source layer ", s,
                  " (its FFN variant, structure, width or modules differ; check which layers the FFN variant's "
                  "keys make special against the stacking list; only G_zero and G_split widen, and only the "
-                 "hidden axis of 2-D FFN weights):\n  source: ",
+                 "FFN's hidden units of 2-D FFN weights and the attention heads):\n  source: ",
                  suffixes(src.layers[s]), "\n  target: ", suffixes(dst.layers[i]));
   }
   LINGUA_CHECK(src.rest == dst.rest, "the parameters outside the blocks differ:\n  source: ", suffixes(src.rest),
@@ -205,25 +224,35 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
   const Layout src = layout_of(source), dst = layout_of(target);
   const ParamStore& from = source.params();
   const ParamStore& to = target.params();
-  // Per target layer: which source FFN unit each target unit takes (G_split: the source's units,
-  // then random ones of them, drawn per layer from the seed; G_zero: -1, a zero unit).
-  std::vector<std::vector<int64_t>> unit_map(target.n_layers());
-  std::vector<std::vector<int>> copies(target.n_layers());
-  auto units_of = [&](int layer) {
-    if (!unit_map[layer].empty()) return;
+  // Per target layer and widening (FFN units, heads): which source unit each target unit takes
+  // (G_split: the source's units, then random ones of them, drawn per layer from the seed; G_zero:
+  // -1, a zero unit), and how many target units copy each source unit.
+  struct Units {
+    std::vector<int64_t> map;
+    std::vector<int> copies;
+    int64_t size = 1;  // rows or columns per unit
+  };
+  std::map<std::pair<int, bool>, Units> units;
+  const int64_t head_dim = target.dims().head_dim;
+  auto units_of = [&](int layer, bool heads) -> const Units& {
+    Units& u = units[{layer, heads}];
+    if (!u.map.empty()) return u;
+    u.size = heads ? head_dim : 1;
     int64_t Hs = 0, Ht = 0;
     for (auto& [rest, sh] : dst.layers[layer]) {
       const Shape& ss = src.layers[list[layer]].at(rest);
       for (size_t k = 0; k < sh.dims.size(); ++k)
-        if (sh.axes[k] == "hidden") Hs = ss.dims[k], Ht = sh.dims[k];
+        if (widening_axis(sh.axes[k]) && is_heads_axis(sh.axes[k]) == heads)
+          Hs = ss.dims[k] / u.size, Ht = sh.dims[k] / u.size;
     }
-    std::mt19937_64 g(seed * 0x9E3779B97F4A7C15ull + (uint64_t)layer);
-    copies[layer].assign((size_t)Hs, 1);
+    std::mt19937_64 g(seed * 0x9E3779B97F4A7C15ull + (uint64_t)layer + (heads ? 0x5bd1e995ull : 0));
+    u.copies.assign((size_t)Hs, 1);
     for (int64_t j = 0; j < Ht; ++j) {
       int64_t s = j < Hs ? j : -1;
-      if (j >= Hs && op == GrowthOperator::split) ++copies[layer][(size_t)(s = (int64_t)(g() % (uint64_t)Hs))];
-      unit_map[layer].push_back(s);
+      if (j >= Hs && op == GrowthOperator::split) ++u.copies[(size_t)(s = (int64_t)(g() % (uint64_t)Hs))];
+      u.map.push_back(s);
     }
+    return u;
   };
   // A unit with c copies: the weights that read it are divided by c (the sum is the source's);
   // then each copy's output-side gradient is the source's / c and its input-side gradient the
@@ -247,9 +276,10 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
     const int sid = from.index(source_name);
     const ParamInfo& sp = from.info(sid);
     std::vector<float> v = get(sid);
-    if (sp.shape != p.shape && !v.empty()) {  // a widened FFN weight (compatible() allowed it)
-      units_of(layer);
-      v = widen(v, sp, p, unit_map[layer], copies[layer], scale);
+    if (sp.shape != p.shape && !v.empty()) {  // a widened weight (compatible() allowed it)
+      const std::string& role = widening_axis(p.axes[0]) ? p.axes[0] : p.axes[1];
+      const Units& u = units_of(layer, is_heads_axis(role));
+      v = widen(v, sp, p, u.size, u.map, u.copies, scale);
     }
     set(id, v);
   }

@@ -27,9 +27,12 @@
 //                    as the target config's init draws it (nothing zeroed): it changes the function
 //                    unless its contribution is ramped in, which training does (GrowthRamp,
 //                    lingua/exec/growth_ramp.h: the block outputs m f(x) + (1 - m) x, m from 0 to 1).
+//   heads (width)    G_split and G_zero also add attention heads (model.n_heads; model.head_dim set
+//                    and kept; no grouped-query attention): a new head copies a random source head's
+//                    q, k and v rows (wo's columns of a copied head divided by its copies), or is zero.
 // Layers are copied per the stacking list for every operator. The target config must equal the
-// source's but for model.n_layers and, with G_zero or G_split, the FFN width. Width growth of the
-// attention heads and of the model dimension is not implemented.
+// source's but for model.n_layers and, with G_zero or G_split, the FFN width and n_heads. Width
+// growth of the model dimension is not implemented.
 #include <cstdint>
 #include <functional>
 #include <string>

@@ -76,7 +76,7 @@ void check_growth_config(const TrainConfig& cfg) {
                "step would share one schedule)");
   const ModelConfig source = growth_source_model(cfg);
   LINGUA_CHECK(source.n_layers != cfg.model.n_layers || source.ffn_dim_multiplier != cfg.model.ffn_dim_multiplier ||
-                   source.multiple_of != cfg.model.multiple_of,
+                   source.multiple_of != cfg.model.multiple_of || source.n_heads != cfg.model.n_heads,
                "config key 'growth.source' (", g.source.yaml, ") gives the same model as model.*: nothing would grow");
   check_growth(source, cfg.model, parse_growth_operator(g.op), stacking_list_of(cfg, source));
   if (g.carry_moments) {
