@@ -281,3 +281,47 @@ TEST(GrowthRun, RandomLayersRampInAndResumeBitwise) {
   z.growth.op = "zero";
   EXPECT_NEAR(train(z, quiet).losses.at(4), whole.losses[4], 1e-5) << "G_zero keeps the function too";
 }
+
+// G_learn in a run: the map is learned on the batches after the source's (growth.learn_steps of
+// them, counted in the FLOPs), then training reads on after those; a run stopped after the
+// growth resumes bitwise (it learns the map again from the checkpoint of the growth step).
+TEST(GrowthRun, LearnedMapThenTrainingResumesBitwise) {
+  const fs::path data = make_corpus("growrun_learn");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig c = tiny_config(data, temp_dir("growrun_learn"));
+  c.steps = 7;
+  c.checkpoint.dump.every = 2;
+  c.checkpoint.eval.every = 0;
+  c.logging.freq = 1;
+  c.model.n_layers = 4;
+  c.growth.step = 4;
+  c.growth.source.yaml = "{n_layers: 2}";
+  c.growth.op = "learn";
+  c.growth.learn_steps = 3;
+  const TrainResult whole = train(c, quiet);
+  ASSERT_EQ(whole.losses.size(), 7u);
+  TrainConfig st = c;
+  st.dump_dir = temp_dir("growrun_learn_stack").string();
+  st.growth.op = "stack";
+  const TrainResult stacked = train(st, quiet);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(whole.losses[i], stacked.losses[i]);
+  EXPECT_NE(whole.losses[4], stacked.losses[4]) << "another map, and later batches";
+  // The FLOPs of step 5 include the map's 3 batches (forward and backward of the grown model).
+  const auto metrics = read_jsonl(fs::path(c.dump_dir) / "metrics.jsonl");
+  const auto smetrics = read_jsonl(fs::path(st.dump_dir) / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 7u);
+  const double per_step_big = metrics[6]["optim/total_flops"].get<double>() - metrics[5]["optim/total_flops"].get<double>();
+  EXPECT_NEAR(metrics[4]["optim/total_flops"].get<double>() - smetrics[4]["optim/total_flops"].get<double>(),
+              per_step_big * 3 / c.grad_acc_steps, 1e-6 * per_step_big);
+  for (int k : {5, 6}) {
+    TrainConfig r = c;
+    r.dump_dir = temp_dir("growrun_learn_stop" + std::to_string(k)).string();
+    TrainHooks stop = quiet;
+    stop.after_step = [k](int64_t step) { return step < k; };
+    train(r, stop);
+    const TrainResult rest = train(r, quiet);
+    for (size_t i = 0; i < rest.losses.size(); ++i)
+      EXPECT_EQ(rest.losses[i], whole.losses[rest.start_step + i]) << "stopped at " << k;
+  }
+}

@@ -20,21 +20,27 @@ struct GrowthConfig {
   int64_t seed = 0;
   bool carry_moments = false;
   int64_t ramp_steps = 0;  // op=random: 0 means optim.warmup
+  int64_t learn_steps = 100;  // op=learn
+  double learn_lr = 0.01;
   template <class V> void visit(V& v) {
     v("step", step, "grow the model after this optimizer step (0: no growth): steps before it train the source "
       "model (model.* with growth.source over it, its own warmup and decay over these steps), the steps after it the "
       "grown model, with a fresh optimizer and the schedule restarted, as PRTS does");
     v("source", source, "the source model: the model.* keys that differ from the target's, as a mapping, e.g. "
       "'{n_layers: 6}' (G_stack) or '{ffn_dim_multiplier: 1.0}' (op=zero or split)");
-    v.choice("op", op, {"stack", "zero", "split", "random"},
+    v.choice("op", op, {"stack", "zero", "split", "random", "learn"},
              "growth operator (as lingua grow op=): stack (G_stack), zero (G_zero: identity layers listed as -1, "
              "zero FFN units), split (G_split: a wider FFN's new units copy random source units), random (G_random: "
-             "layers listed as -1 are new and random, ramped in over growth.ramp_steps)");
+             "layers listed as -1 are new and random, ramped in over growth.ramp_steps), learn (G_learn, LiGO: each "
+             "target block a learned mix of the source blocks, from G_stack, trained for growth.learn_steps)");
     v("stacking_list", stacking_list, "source layer of each target layer (default: the source's layers repeated; "
       "op=zero: -1 for a new layer)");
     v("seed", seed, "op=split: the seed of the units copied");
     v("ramp_steps", ramp_steps, "op=random: the optimizer steps over which each new block's output goes from its "
       "input (m = 0) to the block's own (m = 1): it outputs m f(x) + (1 - m) x (0: optim.warmup's steps)");
+    v("learn_steps", learn_steps, "op=learn: Adam steps on the growth map's coefficients, one batch each (read from "
+      "the data after the source's, not read again), before the grown model trains");
+    v("learn_lr", learn_lr, "op=learn: the learning rate of those steps");
     v("carry_moments", carry_moments, "carry AdamW's moments and step count (bias corrections) over to the grown "
       "model, mapped as the weights are, instead of a fresh optimizer (the schedule restarts either way); not with "
       "sharded parameters (fsdp_type full_shard, STEM tables over several ranks)");

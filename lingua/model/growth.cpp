@@ -108,6 +108,7 @@ const char* growth_operator_name(GrowthOperator op) {
     case GrowthOperator::zero: return "zero";
     case GrowthOperator::split: return "split";
     case GrowthOperator::random: return "random";
+    case GrowthOperator::learn: return "learn";
   }
   return "?";
 }
@@ -117,7 +118,8 @@ GrowthOperator parse_growth_operator(const std::string& n) {
   if (n == "zero") return GrowthOperator::zero;
   if (n == "split") return GrowthOperator::split;
   if (n == "random") return GrowthOperator::random;
-  fail("unknown growth operator '", n, "' (valid: stack, zero, split, random; learn is not implemented yet)");
+  if (n == "learn") return GrowthOperator::learn;
+  fail("unknown growth operator '", n, "' (valid: stack, zero, split, random, learn)");
 }
 
 std::vector<int> default_stacking_list(int source_layers, int target_layers) {
@@ -153,7 +155,8 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
   LINGUA_CHECK(op != GrowthOperator::random || (s.ffn_dim_multiplier == t.ffn_dim_multiplier && s.multiple_of == t.multiple_of),
                "G_random grows in depth only here (its width masks are not implemented): model.ffn_dim_multiplier "
                "and model.multiple_of must be the source's");
-  if (op == GrowthOperator::stack) {  // (G_zero and G_split also widen the FFN: checked on the shapes)
+  const bool depth_only = op == GrowthOperator::stack || op == GrowthOperator::learn;
+  if (depth_only) {  // (G_zero and G_split also widen the FFN: checked on the shapes)
     same("ffn_dim_multiplier", s.ffn_dim_multiplier, t.ffn_dim_multiplier);
     same("multiple_of", s.multiple_of, t.multiple_of);
   }
@@ -202,7 +205,8 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
     }
     LINGUA_CHECK(s < source.n_layers(), "stacking list entry ", i, " is ", s, " but the source has ", source.n_layers(),
                  " layers");
-    LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], op != GrowthOperator::stack), "target layer ", i,
+    const bool widens = op == GrowthOperator::zero || op == GrowthOperator::split;
+    LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], widens), "target layer ", i,
                  " does not match source layer ", s,
                  " (its FFN variant, structure, width or modules differ; check which layers the FFN variant's "
                  "keys make special against the stacking list; only G_zero and G_split widen, and only the "

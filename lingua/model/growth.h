@@ -27,6 +27,8 @@
 //                    as the target config's init draws it (nothing zeroed): it changes the function
 //                    unless its contribution is ramped in, which training does (GrowthRamp,
 //                    lingua/exec/growth_ramp.h: the block outputs m f(x) + (1 - m) x, m from 0 to 1).
+//   G_learn (depth)  LiGO: each target block's parameters a learned mix of the source blocks' (training
+//                    runs only: lingua/exec/growth_learn.h); here, as its start, G_stack.
 //   heads (width)    G_split and G_zero also add attention heads (model.n_heads; model.head_dim set
 //                    and kept; no grouped-query attention): a new head copies a random source head's
 //                    q, k and v rows (wo's columns of a copied head divided by its copies), or is zero.
@@ -42,8 +44,8 @@
 
 namespace lingua {
 
-enum class GrowthOperator { stack, zero, split, random };
-const char* growth_operator_name(GrowthOperator op);      // "stack" | "zero" | "split" | "random"
+enum class GrowthOperator { stack, zero, split, random, learn };
+const char* growth_operator_name(GrowthOperator op);      // "stack" | "zero" | "split" | "random" | "learn"
 GrowthOperator parse_growth_operator(const std::string& name);  // fails naming the operators
 
 // PRTS's default list: layers [0 .. L_src) repeated to fill L_target (L_target a multiple of L_src).

@@ -9,6 +9,8 @@
 #include "lingua/data/tokenizer.h"
 #include "lingua/dist/layout.h"
 #include "lingua/dist/world.h"
+#include "lingua/data/loader.h"
+#include "lingua/exec/growth_learn.h"
 #include "lingua/exec/growth_ramp.h"
 #include "lingua/model/growth.h"
 #include "lingua/train/train_step.h"
@@ -79,6 +81,11 @@ void check_growth_config(const TrainConfig& cfg) {
                    source.multiple_of != cfg.model.multiple_of || source.n_heads != cfg.model.n_heads,
                "config key 'growth.source' (", g.source.yaml, ") gives the same model as model.*: nothing would grow");
   check_growth(source, cfg.model, parse_growth_operator(g.op), stacking_list_of(cfg, source));
+  if (g.op == "learn") {
+    LINGUA_CHECK(g.learn_steps >= 1, "config key 'growth.learn_steps' is ", g.learn_steps, ": G_learn needs >= 1");
+    LINGUA_CHECK(process_world().size() == 1, "growth.op=learn: on one process only for now (its map's gradient "
+                 "is not reduced over ranks)");
+  }
   if (g.carry_moments) {
     const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
     LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.carry_moments: not with sharded parameters (",
@@ -141,7 +148,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     grown.init_model = [&, from](Transformer& target) {
       Transformer source(small.model, resolve_dims(small.model, target.dims().vocab));
       load_weights(source, from);
-      grow_model(source, target, op, list, (uint64_t)cfg.growth.seed);
+      grow_model(source, target, op, list, (uint64_t)cfg.growth.seed);  // (G_learn: its start)
       if (!quiet)
         std::fprintf(stderr, "lingua: growth: G_%s at step %lld: %d -> %d layers, FFN %d -> %d, from %s\n",
                      growth_operator_name(op), (long long)at, source.n_layers(), target.n_layers(),
@@ -163,6 +170,26 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
             });
         opt.set_steps_taken(source_opt->steps_taken());
       };
+  }
+  if (op == GrowthOperator::learn && newest <= at) {
+    const std::string from = grown.grown_from;
+    grown.prepare = [&, from](Executor& exec, DataLoader& loader) -> int64_t {
+      Transformer source(small.model, resolve_dims(small.model, exec.model().dims().vocab));
+      load_weights(source, from);
+      LearnedGrowth learn(source, exec.model(), list);
+      int64_t tokens = 0;
+      double first = 0, last = 0;
+      for (int64_t s = 0; s < cfg.growth.learn_steps; ++s) {
+        const Batch b = loader.next();
+        last = learn.step(exec, b.input.data(), b.target.data(), b.batch_size, b.seq_len, cfg.growth.learn_lr);
+        if (s == 0) first = last;
+        tokens += (int64_t)b.batch_size * b.seq_len;
+      }
+      if (!quiet)
+        std::fprintf(stderr, "lingua: growth: G_learn trained its map for %lld steps (loss %.4f -> %.4f, %lld "
+                     "tokens)\n", (long long)cfg.growth.learn_steps, first, last, (long long)tokens);
+      return tokens;
+    };
   }
   TrainResult second = train_phase(cfg, hooks, grown);
   if (!ran_source) return second;

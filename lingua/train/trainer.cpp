@@ -333,6 +333,10 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
     run.resplit_step = st->resplit_step;
     run.flops = st->flops;
     if (phase.init_optimizer) phase.init_optimizer(model, opt);
+    if (phase.prepare) {
+      const int64_t read = phase.prepare(exec, loader);
+      if (run.flops >= 0) run.flops += (double)read * model.flops_per_token(cfg.data.seq_len);
+    }
   } else if (!cfg.checkpoint.init_ckpt_path.empty() && cfg.checkpoint.continue_training_from_init) {
     // Another run's training goes on in this dump_dir: weights, moments, step and data position.
     const std::string from = resolve_checkpoint_dir(cfg.checkpoint.init_ckpt_path);
