@@ -223,6 +223,7 @@ inline StepsRun run_steps_on_gpu(const ModelConfig& mc, const OptimConfig& oc, c
   r.captures = ts.captures();
   r.weights = m.params().host_values();
   for (int id : m.params().ids()) {
+    if (!m.params().trainable(id)) continue;  // (frozen: no moments)
     const std::vector<float> v = opt->host_v(id);
     r.moments.insert(r.moments.end(), v.begin(), v.end());
   }

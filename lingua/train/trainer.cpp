@@ -29,6 +29,7 @@
 #include "lingua/exec/executor.h"
 #include "lingua/model/ffn/ffn.h"
 #include "lingua/model/transformer.h"
+#include "lingua/ops/attention/attention.h"
 #include "lingua/optim/optimizer.h"
 #include "lingua/optim/schedule.h"
 #include "lingua/train/nonfinite.h"
@@ -375,6 +376,16 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
     fail("config key 'model.create_module_name' (", cfg.model.create_module_name,
          ") trains a module on a frozen base model, but there is none: set checkpoint.init_ckpt_path to the base "
          "model's checkpoint");
+  }
+  // Module rows lengthen the attention's sequences: cuDNN may not take the new length.
+  if (const ModuleTokens* mt = model.module_tokens(); mt && device == Device::cuda && !quiet && mt->prefix_rows() > 0) {
+    const int64_t S = cfg.data.seq_len + mt->prefix_rows();
+    const std::string why = attention_cudnn_refusal(S, dims.head_dim, true);
+    if (!why.empty() && attention_cudnn_refusal(cfg.data.seq_len, dims.head_dim, true).empty())
+      std::fprintf(stderr, "lingua: warning: the %d module rows make each sequence %lld rows, and cuDNN's attention "
+                   "backward does not take that (%s): it runs on our own kernels, several times slower; module rows "
+                   "that keep seq_len + rows a multiple of 128 (model.module_seq_len) avoid it\n",
+                   mt->prefix_rows(), (long long)S, why.c_str());
   }
   if (const ModuleTokens* mt = model.module_tokens(); mt && !quiet)
     std::fprintf(stderr, "lingua: module tokens: %d rows each, module_agg %s; running %s%s\n", mt->rows_per_module(),

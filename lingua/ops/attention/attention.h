@@ -5,6 +5,8 @@
 //   forward writes out and lse (log-sum-exp of the scaled scores per query row, natural log),
 //   which is all backward needs besides q, k, v, out.
 //   backward (S == T only) writes dq, dk, dv (not accumulated).
+#include <string>
+
 #include "lingua/core/tensor.h"
 
 namespace lingua {
@@ -30,6 +32,11 @@ void attention_forward_cached(const Tensor& q,    // [B, T, H, hd]
                               const Tensor& v,    // [B, len, KV, hd]
                               int64_t S,          // keys per sequence, T <= S <= len
                               const Tensor& out); // [B, T, H, hd], written
+
+// Why a training step's attention over sequences of S rows (head_dim hd) would not run on cuDNN on
+// this machine (forward or backward): "" when it would. For warnings: our own kernels are exact
+// but several times slower.
+std::string attention_cudnn_refusal(int64_t S, int64_t hd, bool backward);
 
 // CUDA implementation (attention/cuda.cu), reached through the functions above for GPU tensors.
 // q, k, v, out, dout, dq, dk, dv all bf16 (or all f32: exact fallback kernels), lse f32, same

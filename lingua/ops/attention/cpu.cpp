@@ -201,4 +201,8 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
     }
 }
 
+#ifndef LINGUA_CUDA
+std::string attention_cudnn_refusal(int64_t, int64_t, bool) { return "built without CUDA"; }
+#endif
+
 }  // namespace lingua

@@ -125,4 +125,11 @@ void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
   g_last_backward = Path::fallback;
 }
 
+std::string attention_cudnn_refusal(int64_t S, int64_t hd, bool backward) {
+  using namespace attention_internal;
+  if (requested_mode() == Mode::fallback) return "LINGUA_ATTENTION=fallback";
+  std::string why;
+  return cudnn_supported(1, S, S, 1, 1, hd, backward, &why) ? std::string() : why;
+}
+
 }  // namespace lingua
