@@ -44,7 +44,8 @@ struct GrowConfig {
              "growth operator: stack (G_stack: target layer i copies source layer stacking_list[i]); zero (G_zero: "
              "a layer listed as -1 is a new identity block, its output projections zero; a wider FFN gets zero "
              "units); split (G_split: a wider FFN's new units copy random source units, their w2 columns divided "
-             "by the copy count)");
+             "by the copy count); G_random and G_learn need training (their ramp, their learned map): growth.op in a "
+             "training config");
     v("seed", seed, "op=split: the seed of the units copied");
     v("stacking_list", stacking_list, "source layer of each target layer, e.g. '[0, 1, 2, 0, 1, 2]' (default: the "
       "source's layers repeated, PRTS's layout; op=zero: -1 for a new layer)");
