@@ -18,6 +18,31 @@
 using namespace lingua;
 using namespace lingua::test_e2e;
 
+namespace {
+
+// The run `c` stopped after each step in `stops` (a crash: no checkpoint beyond the regular ones)
+// and started again finishes with the losses of the uninterrupted run `whole`, bitwise.
+void expect_resumes_bitwise(const TrainConfig& c, const TrainResult& whole, std::initializer_list<int> stops,
+                            const std::string& name) {
+  TrainHooks quiet;
+  quiet.quiet = true;
+  for (int k : stops) {
+    TrainConfig r = c;
+    r.dump_dir = temp_dir(name + "_stop" + std::to_string(k)).string();
+    TrainHooks stop = quiet;
+    stop.after_step = [k](int64_t step) { return step < k; };
+    ASSERT_EQ(train(r, stop).final_step, k);
+    const TrainResult rest = train(r, quiet);
+    ASSERT_EQ(rest.final_step, c.steps);
+    const int every = (int)c.checkpoint.dump.every;
+    ASSERT_EQ(rest.start_step, k - k % every) << "resumed from the newest checkpoint";
+    for (size_t i = 0; i < rest.losses.size(); ++i)
+      EXPECT_EQ(rest.losses[i], whole.losses[rest.start_step + i]) << "stopped at " << k << ", step " << rest.start_step + i + 1;
+  }
+}
+
+}  // namespace
+
 TEST(GrowCli, GrownRunContinuesTheSourcesFunctionAndData) {
   const fs::path data = make_corpus("grow");
   const fs::path src = temp_dir("grow_src");
@@ -145,19 +170,7 @@ TEST(GrowthRun, EqualsTheTwoJobsAndResumesBitwiseAcrossTheGrowth) {
   EXPECT_NEAR(train(cc, quiet).losses.at(0), whole.losses[4], 1e-5);
 
   // Stopped after step k (a crash: no checkpoint beyond every 2 steps), then run again.
-  for (int k : {3, 4, 5, 7}) {
-    TrainConfig r = c;
-    r.dump_dir = temp_dir("growrun_stop" + std::to_string(k)).string();
-    TrainHooks stop = quiet;
-    stop.after_step = [k](int64_t step) { return step < k; };
-    const TrainResult part = train(r, stop);
-    ASSERT_EQ(part.final_step, k);
-    const TrainResult rest = train(r, quiet);
-    ASSERT_EQ(rest.start_step, k - k % 2) << "resumed from the newest checkpoint";
-    ASSERT_EQ(rest.final_step, 8);
-    for (size_t i = 0; i < rest.losses.size(); ++i)
-      EXPECT_EQ(rest.losses[i], whole.losses[rest.start_step + i]) << "stopped at " << k << ", step " << rest.start_step + i + 1;
-  }
+  expect_resumes_bitwise(c, whole, {3, 4, 5, 7}, "growrun");
 }
 
 // growth.carry_moments: the grown model starts with the source's moments (and AdamW's step count)
@@ -225,17 +238,7 @@ TEST(GrowthRunCuda, ResumesBitwiseAcrossTheGrowthWithGraphs) {
   ASSERT_EQ(whole.losses.size(), 8u);
   EXPECT_GE(whole.graph_captures, 2) << "one graph per model";
   for (double l : whole.losses) EXPECT_TRUE(std::isfinite(l));
-  for (int k : {3, 5}) {
-    TrainConfig r = c;
-    r.dump_dir = temp_dir("growrun_cuda_stop" + std::to_string(k)).string();
-    TrainHooks stop = quiet;
-    stop.after_step = [k](int64_t step) { return step < k; };
-    train(r, stop);
-    const TrainResult rest = train(r, quiet);
-    ASSERT_EQ(rest.final_step, 8);
-    for (size_t i = 0; i < rest.losses.size(); ++i)
-      EXPECT_EQ(rest.losses[i], whole.losses[rest.start_step + i]) << "stopped at " << k;
-  }
+  expect_resumes_bitwise(c, whole, {3, 5}, "growrun_cuda");
 }
 
 // G_random in a run: new random layers ramped in over growth.ramp_steps. At the growth the model
@@ -264,17 +267,7 @@ TEST(GrowthRun, RandomLayersRampInAndResumeBitwise) {
   train(a, quiet);
   a.steps = 5;
   EXPECT_NEAR(train(a, quiet).losses.at(0), whole.losses[4], 1e-5) << "m = 0 at the growth: the source's function";
-  for (int k : {5, 6}) {
-    TrainConfig r = c;
-    r.dump_dir = temp_dir("growrun_random_stop" + std::to_string(k)).string();
-    TrainHooks stop = quiet;
-    stop.after_step = [k](int64_t step) { return step < k; };
-    train(r, stop);
-    const TrainResult rest = train(r, quiet);
-    ASSERT_EQ(rest.start_step, k);
-    for (size_t i = 0; i < rest.losses.size(); ++i)
-      EXPECT_EQ(rest.losses[i], whole.losses[k + i]) << "stopped at " << k;
-  }
+  expect_resumes_bitwise(c, whole, {5, 6}, "growrun_random");
   // (G_zero, the other operator with new layers, keeps the function at the growth too.)
   TrainConfig z = c;
   z.dump_dir = temp_dir("growrun_random_zero").string();
@@ -314,14 +307,5 @@ TEST(GrowthRun, LearnedMapThenTrainingResumesBitwise) {
   const double per_step_big = metrics[6]["optim/total_flops"].get<double>() - metrics[5]["optim/total_flops"].get<double>();
   EXPECT_NEAR(metrics[4]["optim/total_flops"].get<double>() - smetrics[4]["optim/total_flops"].get<double>(),
               per_step_big * 3 / c.grad_acc_steps, 1e-6 * per_step_big);
-  for (int k : {5, 6}) {
-    TrainConfig r = c;
-    r.dump_dir = temp_dir("growrun_learn_stop" + std::to_string(k)).string();
-    TrainHooks stop = quiet;
-    stop.after_step = [k](int64_t step) { return step < k; };
-    train(r, stop);
-    const TrainResult rest = train(r, quiet);
-    for (size_t i = 0; i < rest.losses.size(); ++i)
-      EXPECT_EQ(rest.losses[i], whole.losses[rest.start_step + i]) << "stopped at " << k;
-  }
+  expect_resumes_bitwise(c, whole, {5, 6}, "growrun_learn");
 }

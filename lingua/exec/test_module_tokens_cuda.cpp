@@ -60,16 +60,8 @@ void check_step(const ModelConfig& cfg) {
   auto tok = random_ids(B * T, 301, 2), tgt = random_ids(B * T, 301, 3);
   ModelRun cpu(cfg, d), gpu(cfg, d, Device::cuda);
   auto run = [&](ModelRun& m) {
-    m.params().zero_grads();
-    LossSum l = m.exec.forward_backward(tok.data(), tgt.data(), B, T, 1.0f / (B * T));
-    std::vector<std::vector<float>> g;
-    for (int id : m.params().ids()) {
-      const Tensor t = m.params().grad(id);
-      std::vector<float> h(t.numel());
-      if (t.data) copy_tensor(Tensor(h.data(), {t.numel()}), Tensor(t.data, {t.numel()}, DType::f32, t.device));
-      g.push_back(h);
-    }
-    return std::make_pair(l, g);
+    StepGrads r = step_grads(m, tok, tgt, B, T);
+    return std::make_pair(r.loss, r.grads);
   };
   auto [lc, gc] = run(cpu);
   auto [lg, gg] = run(gpu);

@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "lingua/core/cuda.h"
 #include "lingua/exec/executor.h"
 
 namespace lingua::test_util {
@@ -18,6 +19,26 @@ struct ModelRun {
       : model(cfg, dims), exec((prepare ? prepare(model) : void(), model.to_device(device), model)) {}
   ParamStore& params() { return model.params(); }
 };
+
+// One training micro-batch's loss (scale 1 / (B T)) and every parameter's gradient, copied to the
+// host in the store's id order (empty for a frozen parameter): to compare a GPU step with the CPU's.
+struct StepGrads {
+  LossSum loss;
+  std::vector<std::vector<float>> grads;
+};
+inline StepGrads step_grads(ModelRun& m, const std::vector<int32_t>& tok, const std::vector<int32_t>& tgt, int B,
+                            int T) {
+  m.params().zero_grads();
+  StepGrads r;
+  r.loss = m.exec.forward_backward(tok.data(), tgt.data(), B, T, 1.0f / (float)(B * T));
+  for (int id : m.params().ids()) {
+    const Tensor t = m.params().grad(id);
+    std::vector<float> h(t.numel());
+    if (t.data) copy_tensor(Tensor(h.data(), {t.numel()}), Tensor(t.data, {t.numel()}, DType::f32, t.device));
+    r.grads.push_back(h);
+  }
+  return r;
+}
 
 // n token ids in [0, vocab), from a seeded std::mt19937.
 inline std::vector<int32_t> random_ids(int n, int vocab, uint32_t seed) {
