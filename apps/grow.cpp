@@ -26,6 +26,7 @@ struct GrowConfig {
   int n_layers = 0;    // or: the source's config with this depth
   std::optional<double> ffn_dim_multiplier;
   int n_heads = 0;
+  int dim = 0;
   std::string op = "stack";
   std::optional<std::vector<int>> stacking_list;
   std::string out;
@@ -40,6 +41,8 @@ struct GrowConfig {
       "multiplier (op=zero or split)");
     v("n_heads", n_heads, "instead of target=: the source's config with this many attention heads (op=zero or split; "
       "the source must set model.head_dim and use no grouped-query attention)");
+    v("dim", dim, "instead of target=: the source's config with this model dimension (op=zero; the source must set "
+      "model.head_dim; scale model.norm_eps by source dim / dim too, in a target config, for an exact function)");
     v.choice("op", op, {"stack", "zero", "split"},
              "growth operator: stack (G_stack: target layer i copies source layer stacking_list[i]); zero (G_zero: "
              "a layer listed as -1 is a new identity block, its output projections zero; a wider FFN gets zero "
@@ -146,9 +149,9 @@ int grow_main(const Args& args) {
     return 0;
   GrowConfig c = parse_config<GrowConfig>(args);
   LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (the source checkpoint or its dump_dir)");
-  const bool by_keys = c.n_layers > 0 || c.ffn_dim_multiplier || c.n_heads > 0;
+  const bool by_keys = c.n_layers > 0 || c.ffn_dim_multiplier || c.n_heads > 0 || c.dim > 0;
   LINGUA_CHECK(c.target.empty() == by_keys, "give the target model: target=target.yaml, or any of n_layers=N, "
-               "ffn_dim_multiplier=X, n_heads=H (not both forms)");
+               "ffn_dim_multiplier=X, n_heads=H, dim=D (not both forms)");
   const GrowthOperator op = parse_growth_operator(c.op);
   LoadedModel src = load_model(c.ckpt, c.tokenizer_path, "cpu");
   TrainConfig target_cfg = src.config;
@@ -158,6 +161,7 @@ int grow_main(const Args& args) {
     if (c.n_layers > 0) target_cfg.model.n_layers = c.n_layers;
     if (c.ffn_dim_multiplier) target_cfg.model.ffn_dim_multiplier = c.ffn_dim_multiplier;
     if (c.n_heads > 0) target_cfg.model.n_heads = c.n_heads;
+    if (c.dim > 0) target_cfg.model.dim = c.dim;
   }
   const int L = target_cfg.model.n_layers;
   const std::vector<int> list =

@@ -227,6 +227,48 @@ TEST(Growth, MoreHeadsKeepTheFunction) {
   EXPECT_THROW(check_growth(s, t, GrowthOperator::stack, {0, 1}), Error);
 }
 
+// The model dimension (G_zero): 16 -> 24, the new coordinates of the residual stream zero, the
+// norms' weights scaled by sqrt(16 / 24). Exact when the target's norm epsilon is scaled alike
+// (the RMS of the wider stream is sqrt(16 / 24) of the source's); with the same epsilon, up to the
+// epsilon's share of the RMS. Also deeper, wider FFN and more heads at once; G_split and G_stack
+// refuse it.
+TEST(Growth, WiderModelDimensionKeepsTheFunction) {
+  ModelConfig s = tiny(2), t = tiny(2);
+  s.head_dim = t.head_dim = 8;
+  t.dim = 24;
+  t.norm_eps = s.norm_eps * 16.0 / 24.0;
+  check_zero(s, t, {0, 1}, GrowthOperator::zero);
+  ModelConfig big = t;
+  big.n_layers = 3;
+  big.n_heads = 3;
+  big.ffn_dim_multiplier = 1.5;
+  check_zero(s, big, {0, -1, 1}, GrowthOperator::zero);
+  // The same epsilon: close, not exact.
+  ModelConfig same_eps = t;
+  same_eps.norm_eps = s.norm_eps;
+  auto src = source_model(s);
+  ModelRun dst(same_eps, resolve_dims(same_eps, kVocab));
+  grow_model(src->model, dst.model, GrowthOperator::zero, {0, 1});
+  auto tok = random_ints(13, 5, 0, kVocab - 1);
+  const std::vector<float> a = logits(*src, tok), b = logits(dst, tok);
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, (double)std::fabs(a[i]));
+    diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
+  }
+  EXPECT_LT(diff, 1e-3 * scale);
+  // The embedding's new columns are zero, its old ones the source's.
+  const std::vector<float> e = dst.params().host_param(dst.params().index("tok_embeddings.weight"));
+  const std::vector<float> es = src->params().host_param(src->params().index("tok_embeddings.weight"));
+  for (int v = 0; v < kVocab; ++v)
+    for (int d = 0; d < 24; ++d) ASSERT_EQ(e[v * 24 + d], d < 16 ? es[v * 16 + d] : 0.0f);
+  EXPECT_THROW(check_growth(s, t, GrowthOperator::split, {0, 1}), Error);
+  EXPECT_THROW(check_growth(s, t, GrowthOperator::stack, {0, 1}), Error);
+  ModelConfig nohd = t, nohs = s;
+  nohd.head_dim.reset(), nohs.head_dim.reset();
+  EXPECT_THROW(check_growth(nohs, nohd, GrowthOperator::zero, {0, 1}), Error);
+}
+
 // growth.carry_moments: the moments follow the weights; a G_split unit with c copies keeps its
 // input-side moments (w2's columns: each copy's gradient there is the source's) and divides its
 // output-side ones (w1's rows: 1/c of the gradient) by c and c^2; new layers start at zero.

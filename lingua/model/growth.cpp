@@ -58,7 +58,7 @@ bool is_heads_axis(const std::string& role) { return role == "q_heads" || role =
 
 // The same parameters, and the same shapes but where `wider` allows the target's widening axes to
 // be larger.
-bool compatible(const Params& src, const Params& dst, bool wider) {
+bool compatible(const Params& src, const Params& dst, bool wider, bool dim_grows) {
   if (src.size() != dst.size()) return false;
   for (auto a = src.begin(), b = dst.begin(); a != src.end(); ++a, ++b) {
     if (a->first != b->first || a->second.axes != b->second.axes || a->second.dims.size() != b->second.dims.size())
@@ -66,7 +66,9 @@ bool compatible(const Params& src, const Params& dst, bool wider) {
     for (size_t k = 0; k < a->second.dims.size(); ++k) {
       const bool hidden = k < a->second.axes.size() && widening_axis(a->second.axes[k]) && a->second.dims.size() == 2;
       const int64_t x = a->second.dims[k], y = b->second.dims[k];
-      if (x != y && !(wider && hidden && y > x)) return false;
+      const bool dim = dim_grows && a->second.axes[k] == "dim";
+      if (x != y && !((wider && hidden) || dim) ) return false;
+      if (y < x) return false;
     }
   }
   return true;
@@ -92,6 +94,22 @@ std::vector<float> widen(const std::vector<float>& v, const ParamInfo& src, cons
       const int n = copies[(size_t)s];
       out[(size_t)(r * C + c)] = n == 1 ? x : x * scale(n, input_side);
     }
+  return out;
+}
+
+// A parameter whose "dim" axes grew (G_zero in the model dimension): the source's values in the
+// leading block, zeros elsewhere; a norm's weights (1-D) scaled by `norm_scale`, new ones too (the
+// RMS of a residual stream with zero new coordinates is sqrt(D_src / D) of the source's).
+std::vector<float> pad_dim(const std::vector<float>& v, const std::vector<int64_t>& from,
+                           const std::vector<int64_t>& to, float norm_scale, bool weight) {
+  if (to.size() == 1) {
+    std::vector<float> out((size_t)to[0], weight ? norm_scale : 0.0f);
+    for (int64_t i = 0; i < from[0]; ++i) out[(size_t)i] = v[(size_t)i] * norm_scale;
+    return out;
+  }
+  std::vector<float> out((size_t)(to[0] * to[1]), 0.0f);
+  for (int64_t r = 0; r < from[0]; ++r)
+    for (int64_t c = 0; c < from[1]; ++c) out[(size_t)(r * to[1] + c)] = v[(size_t)(r * from[1] + c)];
   return out;
 }
 
@@ -136,7 +154,14 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
     LINGUA_CHECK(a == b, "config key 'model.", key, "' differs between the source and the target: growth changes ",
                  "model.n_layers (and, with G_zero or G_split, the FFN width and the number of heads) only");
   };
-  same("dim", s.dim, t.dim);
+  if (op == GrowthOperator::zero && t.dim != s.dim) {  // a wider residual stream, new coordinates zero
+    LINGUA_CHECK(t.dim > s.dim, "config key 'model.dim': the target's ", t.dim, " is smaller than the source's ", s.dim,
+                 " (growth only adds)");
+    LINGUA_CHECK(s.head_dim.has_value(), "growing model.dim (", s.dim, " -> ", t.dim, ") keeps the heads' size: set "
+                 "model.head_dim (now dim / n_heads, which would change)");
+  } else {
+    same("dim", s.dim, t.dim);
+  }
   same("head_dim", s.head_dim, t.head_dim);
   if (op == GrowthOperator::zero || op == GrowthOperator::split) {
     if (s.n_heads != t.n_heads) {  // more heads of the same size, each with its own k and v
@@ -192,6 +217,9 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
   LINGUA_CHECK((int)list.size() == target.n_layers(), "the stacking list has ", list.size(), " entries for ",
                target.n_layers(), " target layers");
   const Layout src = layout_of(source), dst = layout_of(target);
+  const bool dim_grows = target.dims().dim != source.dims().dim;
+  LINGUA_CHECK(!dim_grows || (op == GrowthOperator::zero && target.dims().dim > source.dims().dim),
+               "the model dimension differs (", source.dims().dim, " -> ", target.dims().dim, "): only G_zero grows it");
   for (int i = 0; i < target.n_layers(); ++i) {
     const int s = list[i];
     if (s < 0) {
@@ -206,14 +234,14 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
     LINGUA_CHECK(s < source.n_layers(), "stacking list entry ", i, " is ", s, " but the source has ", source.n_layers(),
                  " layers");
     const bool widens = op == GrowthOperator::zero || op == GrowthOperator::split;
-    LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], widens), "target layer ", i,
+    LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], widens, dim_grows), "target layer ", i,
                  " does not match source layer ", s,
                  " (its FFN variant, structure, width or modules differ; check which layers the FFN variant's "
                  "keys make special against the stacking list; only G_zero and G_split widen, and only the "
                  "FFN's hidden units of 2-D FFN weights and the attention heads):\n  source: ",
                  suffixes(src.layers[s]), "\n  target: ", suffixes(dst.layers[i]));
   }
-  LINGUA_CHECK(src.rest == dst.rest, "the parameters outside the blocks differ:\n  source: ", suffixes(src.rest),
+  LINGUA_CHECK(compatible(src.rest, dst.rest, false, dim_grows), "the parameters outside the blocks differ:\n  source: ", suffixes(src.rest),
                "\n  target: ", suffixes(dst.rest));
 }
 
@@ -281,9 +309,20 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
     const ParamInfo& sp = from.info(sid);
     std::vector<float> v = get(sid);
     if (sp.shape != p.shape && !v.empty()) {  // a widened weight (compatible() allowed it)
-      const std::string& role = widening_axis(p.axes[0]) ? p.axes[0] : p.axes[1];
-      const Units& u = units_of(layer, is_heads_axis(role));
-      v = widen(v, sp, p, u.size, u.map, u.copies, scale);
+      // First the FFN units or heads (the "dim" axes as the source's), then the model dimension.
+      std::vector<int64_t> mid = p.shape;
+      for (size_t k = 0; k < mid.size(); ++k)
+        if (p.axes[k] == "dim") mid[k] = sp.shape[k];
+      if (mid != sp.shape) {
+        ParamInfo m = p;
+        m.shape = mid;
+        const std::string& role = widening_axis(p.axes[0]) ? p.axes[0] : p.axes[1];
+        const Units& u = units_of(layer, is_heads_axis(role));
+        v = widen(v, sp, m, u.size, u.map, u.copies, scale);
+      }
+      if (mid != p.shape)
+        v = pad_dim(v, mid, p.shape, (float)std::sqrt((double)source.dims().dim / target.dims().dim),
+                    what == Value::weight);
     }
     set(id, v);
   }
@@ -312,6 +351,8 @@ void grow_moments(const Transformer& source, const Transformer& target, GrowthOp
                   const std::vector<int>& list, uint64_t seed, const std::function<Moments(int)>& get,
                   const std::function<void(int, const Moments&)>& set) {
   check_layouts(source, target, op, list);
+  LINGUA_CHECK(source.dims().dim == target.dims().dim, "carrying AdamW moments across a wider model dimension: not "
+               "supported (use a fresh optimizer)");
   std::map<int, Moments> out;
   std::map<int, Moments> in;  // (each source tensor read once)
   auto source_moments = [&](int sid) -> const Moments& {

@@ -32,9 +32,16 @@
 //   heads (width)    G_split and G_zero also add attention heads (model.n_heads; model.head_dim set
 //                    and kept; no grouped-query attention): a new head copies a random source head's
 //                    q, k and v rows (wo's columns of a copied head divided by its copies), or is zero.
+//   dim (G_zero)     a wider model dimension (model.head_dim set and kept): every parameter's "dim"
+//                    axis gets zero new entries (embedding columns, input columns, output rows), so
+//                    the residual stream's new coordinates are zero; the norms' weights are scaled by
+//                    sqrt(D_src / D) (the stream's RMS shrinks by that): exact when model.norm_eps is
+//                    scaled by D_src / D too, else up to the epsilon's share of the RMS. As for the
+//                    FFN's zero units, the new coordinates get no gradient (G_split would need a
+//                    function-keeping copy through RMSNorm, which has none: refused).
 // Layers are copied per the stacking list for every operator. The target config must equal the
-// source's but for model.n_layers and, with G_zero or G_split, the FFN width and n_heads. Width
-// growth of the model dimension is not implemented.
+// source's but for model.n_layers and, with G_zero or G_split, the FFN width and n_heads (G_zero
+// also model.dim).
 #include <cstdint>
 #include <functional>
 #include <string>

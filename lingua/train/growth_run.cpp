@@ -78,7 +78,8 @@ void check_growth_config(const TrainConfig& cfg) {
                "step would share one schedule)");
   const ModelConfig source = growth_source_model(cfg);
   LINGUA_CHECK(source.n_layers != cfg.model.n_layers || source.ffn_dim_multiplier != cfg.model.ffn_dim_multiplier ||
-                   source.multiple_of != cfg.model.multiple_of || source.n_heads != cfg.model.n_heads,
+                   source.multiple_of != cfg.model.multiple_of || source.n_heads != cfg.model.n_heads ||
+                   source.dim != cfg.model.dim,
                "config key 'growth.source' (", g.source.yaml, ") gives the same model as model.*: nothing would grow");
   check_growth(source, cfg.model, parse_growth_operator(g.op), stacking_list_of(cfg, source));
   if (g.op == "learn") {
@@ -86,6 +87,8 @@ void check_growth_config(const TrainConfig& cfg) {
     LINGUA_CHECK(process_world().size() == 1, "growth.op=learn: on one process only for now (its map's gradient "
                  "is not reduced over ranks)");
   }
+  LINGUA_CHECK(!g.carry_moments || source.dim == cfg.model.dim, "growth.carry_moments with a wider model.dim: not "
+               "supported (the norms' weights are rescaled); use a fresh optimizer (carry_moments=false)");
   if (g.carry_moments) {
     const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
     LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.carry_moments: not with sharded parameters (",
