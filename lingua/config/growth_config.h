@@ -43,7 +43,7 @@ struct GrowthConfig {
     v("learn_lr", learn_lr, "op=learn: the learning rate of those steps");
     v("carry_moments", carry_moments, "carry AdamW's moments and step count (bias corrections) over to the grown "
       "model, mapped as the weights are, instead of a fresh optimizer (the schedule restarts either way); not with "
-      "sharded parameters (fsdp_type full_shard, STEM tables over several ranks)");
+      "sharded parameters (fsdp_type full_shard, tables split over ranks)");
   }
 };
 
