@@ -41,6 +41,22 @@ void expect_resumes_bitwise(const TrainConfig& c, const TrainResult& whole, std:
   }
 }
 
+// A 4-layer run that trains 2 layers for growth_step steps, then grows with `op` (list
+// [0, -1, 1, -1] for the operators with new layers), checkpoints every `every` steps, no validation.
+TrainConfig growth_run_config(const fs::path& data, const std::string& name, int64_t steps, int64_t growth_step,
+                              const std::string& op, int64_t every) {
+  TrainConfig c = tiny_config(data, temp_dir(name));
+  c.steps = steps;
+  c.checkpoint.dump.every = every;
+  c.checkpoint.eval.every = 0;
+  c.model.n_layers = 4;
+  c.growth.step = growth_step;
+  c.growth.source.yaml = "{n_layers: 2}";
+  c.growth.op = op;
+  if (op == "zero" || op == "random") c.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
+  return c;
+}
+
 }  // namespace
 
 TEST(GrowCli, GrownRunContinuesTheSourcesFunctionAndData) {
@@ -126,15 +142,7 @@ TEST(GrowthRun, EqualsTheTwoJobsAndResumesBitwiseAcrossTheGrowth) {
   const fs::path data = make_corpus("growrun");
   TrainHooks quiet;
   quiet.quiet = true;
-  TrainConfig c = tiny_config(data, temp_dir("growrun"));
-  c.steps = 8;
-  c.checkpoint.dump.every = 2;
-  c.checkpoint.eval.every = 0;
-  c.model.n_layers = 4;
-  c.growth.step = 4;
-  c.growth.source.yaml = "{n_layers: 2}";
-  c.growth.op = "zero";
-  c.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
+  const TrainConfig c = growth_run_config(data, "growrun", 8, 4, "zero", 2);
   const TrainResult whole = train(c, quiet);
   ASSERT_EQ(whole.losses.size(), 8u);
   EXPECT_EQ(whole.final_step, 8);
@@ -179,12 +187,7 @@ TEST(GrowthRun, CarriedMomentsChangeTheFirstUpdateAndErrorsNameTheKey) {
   const fs::path data = make_corpus("growrun_m");
   TrainHooks quiet;
   quiet.quiet = true;
-  TrainConfig c = tiny_config(data, temp_dir("growrun_fresh"));
-  c.steps = 6;
-  c.checkpoint.eval.every = 0;
-  c.model.n_layers = 4;
-  c.growth.step = 3;
-  c.growth.source.yaml = "{n_layers: 2}";  // G_stack, [0, 1, 0, 1]
+  TrainConfig c = growth_run_config(data, "growrun_fresh", 6, 3, "stack", 10);  // G_stack, [0, 1, 0, 1]
   const TrainResult fresh = train(c, quiet);
   c.dump_dir = temp_dir("growrun_carry").string();
   c.growth.carry_moments = true;
@@ -223,16 +226,8 @@ TEST(GrowthRunCuda, ResumesBitwiseAcrossTheGrowthWithGraphs) {
   const fs::path data = make_corpus("growrun_cuda");
   TrainHooks quiet;
   quiet.quiet = true;
-  TrainConfig c = tiny_config(data, temp_dir("growrun_cuda"));
+  TrainConfig c = growth_run_config(data, "growrun_cuda", 8, 4, "random", 2);  // (m read by the captured step)
   c.device = "cuda";
-  c.steps = 8;
-  c.checkpoint.dump.every = 2;
-  c.checkpoint.eval.every = 0;
-  c.model.n_layers = 4;
-  c.growth.step = 4;
-  c.growth.source.yaml = "{n_layers: 2}";
-  c.growth.op = "random";  // (its ramp's m read from device memory by the captured step)
-  c.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
   c.growth.ramp_steps = 3;
   const TrainResult whole = train(c, quiet);
   ASSERT_EQ(whole.losses.size(), 8u);
@@ -248,15 +243,7 @@ TEST(GrowthRun, RandomLayersRampInAndResumeBitwise) {
   const fs::path data = make_corpus("growrun_random");
   TrainHooks quiet;
   quiet.quiet = true;
-  TrainConfig c = tiny_config(data, temp_dir("growrun_random"));
-  c.steps = 9;
-  c.checkpoint.dump.every = 1;
-  c.checkpoint.eval.every = 0;
-  c.model.n_layers = 4;
-  c.growth.step = 4;
-  c.growth.source.yaml = "{n_layers: 2}";
-  c.growth.op = "random";
-  c.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
+  TrainConfig c = growth_run_config(data, "growrun_random", 9, 4, "random", 1);
   c.growth.ramp_steps = 3;
   const TrainResult whole = train(c, quiet);
   ASSERT_EQ(whole.losses.size(), 9u);
@@ -282,15 +269,8 @@ TEST(GrowthRun, LearnedMapThenTrainingResumesBitwise) {
   const fs::path data = make_corpus("growrun_learn");
   TrainHooks quiet;
   quiet.quiet = true;
-  TrainConfig c = tiny_config(data, temp_dir("growrun_learn"));
-  c.steps = 7;
-  c.checkpoint.dump.every = 2;
-  c.checkpoint.eval.every = 0;
+  TrainConfig c = growth_run_config(data, "growrun_learn", 7, 4, "learn", 2);
   c.logging.freq = 1;
-  c.model.n_layers = 4;
-  c.growth.step = 4;
-  c.growth.source.yaml = "{n_layers: 2}";
-  c.growth.op = "learn";
   c.growth.learn_steps = 3;
   const TrainResult whole = train(c, quiet);
   ASSERT_EQ(whole.losses.size(), 7u);
