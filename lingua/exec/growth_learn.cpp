@@ -7,18 +7,6 @@
 
 namespace lingua {
 
-namespace {
-// "layers.<i>.<rest>" -> i, rest.
-bool block_param(const std::string& name, int* layer, std::string* rest) {
-  if (name.rfind("layers.", 0) != 0) return false;
-  const size_t dot = name.find('.', 7);
-  if (dot == std::string::npos) return false;
-  *layer = std::stoi(name.substr(7, dot - 7));
-  *rest = name.substr(dot + 1);
-  return true;
-}
-}  // namespace
-
 LearnedGrowth::LearnedGrowth(const Transformer& source, Transformer& target, const std::vector<int>& list)
     : target_(target), Ls_(source.n_layers()), Lt_(target.n_layers()) {
   // The map starts as G_stack: every tensor outside the blocks copied, each block from its list entry.
@@ -29,7 +17,7 @@ LearnedGrowth::LearnedGrowth(const Transformer& source, Transformer& target, con
   for (int id : t.ids()) {
     int l;
     std::string rest;
-    if (block_param(t.info(id).name, &l, &rest) && l == 0) index[rest] = 0;
+    if (split_layer_name(t.info(id).name, &l, &rest) && l == 0) index[rest] = 0;
   }
   for (auto& [rest, i] : index) {
     i = (int)suffixes_.size();
@@ -42,7 +30,7 @@ LearnedGrowth::LearnedGrowth(const Transformer& source, Transformer& target, con
   for (int id : t.ids()) {
     int l;
     std::string rest;
-    if (!block_param(t.info(id).name, &l, &rest)) continue;
+    if (!split_layer_name(t.info(id).name, &l, &rest)) continue;
     auto it = index.find(rest);
     LINGUA_CHECK(it != index.end(), "G_learn: target parameter ", t.info(id).name, " has no counterpart in layer 0 "
                  "(every block must hold the same parameters)");

@@ -8,8 +8,6 @@
 
 namespace lingua {
 
-namespace {
-
 // "layers.<i>.<rest>": i and rest; false for a parameter outside the blocks.
 bool split_layer_name(const std::string& name, int* layer, std::string* rest) {
   if (name.rfind("layers.", 0) != 0) return false;
@@ -19,6 +17,8 @@ bool split_layer_name(const std::string& name, int* layer, std::string* rest) {
   *rest = name.substr(dot + 1);
   return true;
 }
+
+namespace {
 
 // The parameters of each layer (suffix -> shape and axis roles) and of the rest (name -> ...).
 struct Shape {

@@ -55,6 +55,9 @@ enum class GrowthOperator { stack, zero, split, random, learn };
 const char* growth_operator_name(GrowthOperator op);      // "stack" | "zero" | "split" | "random" | "learn"
 GrowthOperator parse_growth_operator(const std::string& name);  // fails naming the operators
 
+// A block parameter's name "layers.<i>.<rest>": i and rest; false for a parameter outside the blocks.
+bool split_layer_name(const std::string& name, int* layer, std::string* rest);
+
 // PRTS's default list: layers [0 .. L_src) repeated to fill L_target (L_target a multiple of L_src).
 std::vector<int> default_stacking_list(int source_layers, int target_layers);
 

@@ -113,6 +113,12 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   const TrainConfig small = growth_source_config(cfg);
   const GrowthOperator op = parse_growth_operator(cfg.growth.op);
   const std::vector<int> list = stacking_list_of(cfg, small.model);
+  // The source model with the weights of its checkpoint `from`.
+  auto source_of = [&](const std::string& from, int vocab) {
+    auto source = std::make_unique<Transformer>(small.model, resolve_dims(small.model, vocab));
+    load_weights(*source, from);
+    return source;
+  };
   TrainResult first;
   bool ran_source = false;
   if (newest < at) {
@@ -149,13 +155,12 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
                  ") is missing: it is where the grown model starts (keep it: checkpoint.dump.keep)");
     grown.grown_from = from;
     grown.init_model = [&, from](Transformer& target) {
-      Transformer source(small.model, resolve_dims(small.model, target.dims().vocab));
-      load_weights(source, from);
-      grow_model(source, target, op, list, (uint64_t)cfg.growth.seed);  // (G_learn: its start)
+      const std::unique_ptr<Transformer> source = source_of(from, target.dims().vocab);
+      grow_model(*source, target, op, list, (uint64_t)cfg.growth.seed);  // (G_learn: its start)
       if (!quiet)
         std::fprintf(stderr, "lingua: growth: G_%s at step %lld: %d -> %d layers, FFN %d -> %d, from %s\n",
-                     growth_operator_name(op), (long long)at, source.n_layers(), target.n_layers(),
-                     source.dims().hidden, target.dims().hidden, from.c_str());
+                     growth_operator_name(op), (long long)at, source->n_layers(), target.n_layers(),
+                     source->dims().hidden, target.dims().hidden, from.c_str());
     };
     if (cfg.growth.carry_moments)
       grown.init_optimizer = [&, from](const Transformer& target, AdamW& opt) {
@@ -177,9 +182,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   if (op == GrowthOperator::learn && newest <= at) {
     const std::string from = grown.grown_from;
     grown.prepare = [&, from](Executor& exec, DataLoader& loader) -> int64_t {
-      Transformer source(small.model, resolve_dims(small.model, exec.model().dims().vocab));
-      load_weights(source, from);
-      LearnedGrowth learn(source, exec.model(), list);
+      LearnedGrowth learn(*source_of(from, exec.model().dims().vocab), exec.model(), list);
       int64_t tokens = 0;
       double first = 0, last = 0;
       for (int64_t s = 0; s < cfg.growth.learn_steps; ++s) {

@@ -122,6 +122,12 @@ struct Run {
   const TrainHooks& hooks;
   int64_t resplit_from = 0, resplit_step = 0;  // kept in the train states (TrainState)
   double flops = -1;                           // model FLOPs trained so far (< 0: not yet known)
+  // What the run carries on from a loaded train state.
+  void continue_from(const TrainState& st) {
+    resplit_from = st.resplit_from;
+    resplit_step = st.resplit_step;
+    flops = st.flops;
+  }
 };
 
 // One process writes the single-file form; several write their shards at once (dist_checkpoint.h).
@@ -302,9 +308,7 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
                        s.path.c_str(), s.reason.c_str(), last->path.c_str(), s.moved_to.c_str());
         step = last->state.step;
         resumed_from = last->path;
-        run.resplit_from = last->state.resplit_from;
-        run.resplit_step = last->state.resplit_step;
-        run.flops = last->state.flops;
+        run.continue_from(last->state);
       }
     } catch (const std::exception& e) {
       resume_error = e.what();
@@ -317,9 +321,7 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
     const TrainState st = load_training_checkpoint(resumed_from, model, opt, world.rank(), world.size());
     loader.load_state(st.data_loader);
     step = st.step;
-    run.resplit_from = st.resplit_from;
-    run.resplit_step = st.resplit_step;
-    run.flops = st.flops;
+    run.continue_from(st);
   }
   if (!resumed_from.empty()) {
     if (!quiet) std::fprintf(stderr, "lingua: resumed from %s (step %lld)\n", resumed_from.c_str(), (long long)step);
@@ -330,9 +332,7 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
     LINGUA_CHECK(st.has_value(), phase.grown_from, " has no data-loader state to continue from");
     loader.load_state(st->data_loader);
     step = phase.first_step;
-    run.resplit_from = st->resplit_from;
-    run.resplit_step = st->resplit_step;
-    run.flops = st->flops;
+    run.continue_from(*st);
     if (phase.init_optimizer) phase.init_optimizer(model, opt);
     if (phase.prepare) {
       const int64_t read = phase.prepare(exec, loader);
@@ -350,9 +350,7 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
     const TrainState st = load_training_checkpoint(from, model, opt, world.rank(), world.size());
     loader.load_state(st.data_loader);
     step = st.step;
-    run.resplit_from = st.resplit_from;
-    run.resplit_step = st.resplit_step;
-    run.flops = st.flops;
+    run.continue_from(st);
     if (!quiet) std::fprintf(stderr, "lingua: continuing the run of %s (step %lld)\n", from.c_str(), (long long)step);
     if (!quiet) print_resplit_note(from, world.size());
   } else if (!cfg.checkpoint.init_ckpt_path.empty()) {
