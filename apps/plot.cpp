@@ -69,8 +69,9 @@ struct XAxis {
   }
 };
 
-[[maybe_unused]] void read_metrics(const fs::path& file, const std::string& prefix, const XAxis& x, Series* out) {
-  for (const nlohmann::json& j : read_metric_lines(file.string())) {
+[[maybe_unused]] void read_metrics(const std::vector<nlohmann::json>& lines, const std::string& prefix, const XAxis& x,
+                                   Series* out) {
+  for (const nlohmann::json& j : lines) {
     const double at = x(j["global_step"].get<int64_t>());
     for (auto it = j.begin(); it != j.end(); ++it)
       if (it.value().is_number() && it.key() != "global_step") (*out)[prefix + it.key()][at] = it.value().get<double>();
@@ -119,17 +120,18 @@ std::string write_plot(const std::vector<std::string>& dump_dirs, const std::str
   for (const std::string& d : dump_dirs) {
     const fs::path m = fs::path(d) / "metrics.jsonl";
     LINGUA_CHECK(fs::exists(m), "lingua plot: ", d, " has no metrics.jsonl (not a dump_dir of lingua train)");
+    const std::vector<nlohmann::json> training = read_metric_lines(m.string());
     XAxis x;
     if (x_axis != "step") {
       x.key = "optim/total_" + x_axis;
-      for (const nlohmann::json& j : read_metric_lines(m.string()))
+      for (const nlohmann::json& j : training)
         if (j.contains(x.key) && j[x.key].is_number()) x.at[j["global_step"].get<int64_t>()] = j[x.key].get<double>();
       LINGUA_CHECK(!x.at.empty(), "lingua plot: ", m.string(), " has no ", x.key, " (written by lingua train since ",
                    x_axis == "flops" ? "2026-12-07" : "its start", "); use x=step");
     }
     Series s;
-    read_metrics(m, "", x, &s);
-    read_metrics(fs::path(d) / "metrics.eval.jsonl", "eval: ", x, &s);
+    read_metrics(training, "", x, &s);
+    read_metrics(read_metric_lines((fs::path(d) / "metrics.eval.jsonl").string()), "eval: ", x, &s);
     runs.push_back(std::move(s));
     names.push_back(fs::path(d).filename().string().empty() ? d : fs::path(d).filename().string());
   }
