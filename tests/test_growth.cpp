@@ -12,6 +12,7 @@
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/core/cuda.h"
+#include "lingua/train/growth_run.h"
 #include "lingua/train/trainer.h"
 #include "tests/test_util.h"
 
@@ -234,6 +235,18 @@ TEST(GrowthRunCuda, ResumesBitwiseAcrossTheGrowthWithGraphs) {
   EXPECT_GE(whole.graph_captures, 2) << "one graph per model";
   for (double l : whole.losses) EXPECT_TRUE(std::isfinite(l));
   expect_resumes_bitwise(c, whole, {3, 5}, "growrun_cuda");
+  // In width too (the masked weights' compute views read by the captured step).
+  TrainConfig w = c;
+  w.dump_dir = temp_dir("growrun_cuda_width").string();
+  w.model.n_kv_heads.reset();
+  w.model.head_dim = 8;
+  w.growth.source.yaml = "{n_layers: 2, dim: 16, n_heads: 2}";
+  w.growth.ramp_steps = 1;  // ffn 4-5, dim 5-6, heads 6-7
+  const TrainResult wide = train(w, quiet);
+  ASSERT_EQ(wide.losses.size(), 8u);
+  EXPECT_GE(wide.graph_captures, 2);
+  for (double l : wide.losses) EXPECT_TRUE(std::isfinite(l));
+  expect_resumes_bitwise(w, wide, {5, 6}, "growrun_cuda_width");
 }
 
 // G_random in a run: new random layers ramped in over growth.ramp_steps. At the growth the model
@@ -260,6 +273,33 @@ TEST(GrowthRun, RandomLayersRampInAndResumeBitwise) {
   z.dump_dir = temp_dir("growrun_random_zero").string();
   z.growth.op = "zero";
   EXPECT_NEAR(train(z, quiet).losses.at(4), whole.losses[4], 1e-5) << "G_zero keeps the function too";
+}
+
+// G_random in width, in a run: 2 layers of dim 16 (2 heads of 8) grow to 4 layers of dim 32 (4
+// heads), the new layers, FFN units, coordinates and heads ramped in (growth_ramp.h). At the growth
+// the model computes the source's function (every m = 0, model.norm_eps scaled by 16 / 32), and a
+// run stopped during the ramps resumes bitwise.
+TEST(GrowthRun, RandomWidthRampsInAndResumesBitwise) {
+  const fs::path data = make_corpus("growrun_rwidth");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig c = growth_run_config(data, "growrun_rwidth", 9, 4, "random", 1);
+  c.model.n_kv_heads.reset();
+  c.model.head_dim = 8;
+  c.model.norm_eps = 1e-5f;
+  c.growth.source.yaml = "{n_layers: 2, dim: 16, n_heads: 2, norm_eps: 2.0e-5}";
+  c.growth.ramp_steps = 2;  // depth and ffn 4-6, dim 6-8, heads 8-10
+  const TrainResult whole = train(c, quiet);
+  ASSERT_EQ(whole.losses.size(), 9u);
+  for (double l : whole.losses) EXPECT_TRUE(std::isfinite(l));
+  TrainConfig a = tiny_config(data, temp_dir("growrun_rwidth_src"));
+  a.model = growth_source_model(c);
+  a.steps = 4;
+  a.checkpoint.eval.every = 0;
+  train(a, quiet);
+  a.steps = 5;
+  EXPECT_NEAR(train(a, quiet).losses.at(0), whole.losses[4], 1e-5) << "every m = 0 at the growth: the source's function";
+  expect_resumes_bitwise(c, whole, {5, 7}, "growrun_rwidth");
 }
 
 // G_learn in a run: the map is learned on the batches after the source's (growth.learn_steps of

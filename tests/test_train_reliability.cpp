@@ -305,6 +305,16 @@ TEST(TrainReliability, AnotherModelsCheckpointsAreRefused) {
   const TrainConfig back = config_from_json_text<TrainConfig>(config_to_json(lingua), "params.json");
   const ConfigDiff none = diff_configs(back, lingua);
   EXPECT_TRUE(none.allowed.empty() && none.refused.empty()) << (none.allowed.empty() ? "" : none.allowed[0]);
+  // A number in a free-form key, written another way in params.json, is the same value; another
+  // number is not.
+  TrainConfig grown = c;
+  grown.growth.source.yaml = "{n_layers: 1, norm_eps: 2.0e-5}";
+  const TrainConfig grown_back = config_from_json_text<TrainConfig>(config_to_json(grown), "params.json");
+  EXPECT_TRUE(diff_configs(grown_back, grown).refused.empty());
+  TrainConfig other_eps = grown;
+  other_eps.growth.source.yaml = "{n_layers: 1, norm_eps: 3.0e-5}";
+  ASSERT_EQ(diff_configs(grown_back, other_eps).refused.size(), 1u);
+  EXPECT_EQ(diff_configs(grown_back, other_eps).refused[0].rfind("growth.source.norm_eps: ", 0), 0u);
 }
 
 TEST(TrainReliability, OneProcessPerDumpDir) {

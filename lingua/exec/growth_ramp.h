@@ -1,30 +1,63 @@
 #pragma once
-// G_random's ramp (SPEC §5): the new blocks of a model grown in depth with random weights enter the
-// residual stream gradually. A hook on the executor (hooks.h) makes each ramped block l output
-//   y' = m f(x) + (1 - m) x           (f: the block, x its input; m the same for every ramped block)
+// G_random's ramp (SPEC §5): what a growth with random new parameters added enters the model
+// gradually, so the grown model starts at its source's function. A hook on the executor (hooks.h):
+//
+// Depth. Each ramped (new) block l outputs
+//   y' = m f(x) + (1 - m) x           (f: the block, x its input)
 // and back-propagates through it (the block's output gradient m dy', its input's (1 - m) dy' plus
-// the block's). m = min(1, (step - start) / ramp_steps) for optimizer step `step` (0-based), so
-// m = 0 computes the source model's function and the grown model's first step is the source's.
-// m lives in a StepScalars slot: a step captured as a CUDA graph reads each step's value. It acts
-// in training, evaluation and decoding alike (the trainer's validation sees the ramp); a checkpoint
-// loaded by another command runs its blocks whole (m = 1).
+// the block's). m = min(1, (step - start) / ramp_steps) for optimizer step `step` (0-based).
+//
+// Width (when `source`, the source's dims, is given: the FFN, the model dimension or the heads
+// grew). The new units' contributions are masked, in this order, each stage ramping its own m_k
+// from 0 to 1 over ramp_steps after the one before (stages that did not grow are skipped):
+//   ffn    the FFN's new hidden units: the columns [H_src, H) of every block's w2
+//   dim    the residual stream's new coordinates: the embedding's output columns [D_src, D), and the
+//          rows [D_src, D) of every block's attention.wo and w2 (what writes the stream)
+//   heads  the new attention heads: the columns [n_heads_src head_dim, ...) of every block's wo
+// A masked weight W is multiplied as W * M (M: m_k on its masked rows or columns, products where
+// two meet): the hook writes W * M into a compute view (ParamStore::set_compute_view, in the compute
+// dtype) before the block's forward, and multiplies the weight's gradient by M after the block's
+// backward of the step's last micro-batch (the gradient of W is M times that of W * M), before
+// data-parallel hooks added later reduce it. Masking a unit's outgoing weights is masking the unit:
+// at every m_k = 0 the new units change nothing (new residual coordinates stay zero; with G_zero's
+// norm scaling and model.norm_eps scaled by D_src / D the function is the source's), and they get
+// gradients as soon as m_k > 0.
+//
+// The m's live in StepScalars slots: a step captured as a CUDA graph reads each step's values. It
+// acts in training, evaluation and decoding alike (the trainer's validation sees the ramp); a
+// checkpoint loaded by another command runs whole (every m = 1). The hook needs whole (not
+// FSDP-sharded) weights.
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "lingua/core/cuda.h"
 #include "lingua/exec/hooks.h"
+#include "lingua/model/dims.h"
 #include "lingua/model/transformer.h"
 
 namespace lingua {
 
 class GrowthRamp : public LayerHooks {
  public:
-  // layers: the ramped (new) blocks; ramp_steps >= 1 optimizer steps from `start` to m = 1.
-  GrowthRamp(Transformer& model, std::vector<int> layers, int64_t start, int64_t ramp_steps);
-  // Stages m for optimizer step `step` (Transformer::begin_step uploads it).
+  // layers: the ramped (new) blocks; ramp_steps >= 1 optimizer steps per stage; source: the
+  // source's dims, for the width masks (none: depth only).
+  GrowthRamp(Transformer& model, std::vector<int> layers, int64_t start, int64_t ramp_steps,
+             std::optional<ModelDims> source = std::nullopt);
+  ~GrowthRamp() override;  // unsets the compute views
+  GrowthRamp(const GrowthRamp&) = delete;
+  GrowthRamp& operator=(const GrowthRamp&) = delete;
+  // Stages every m for optimizer step `step` (Transformer::begin_step uploads them).
   void set_step(int64_t step);
-  double m() const { return m_; }
+  double m() const { return m_; }  // the depth ramp's
+  // The width stages that grew, in ramp order ("ffn", "dim", "heads"), and a stage's m now (1 for
+  // one that did not grow).
+  const std::vector<std::string>& width_stages() const { return stages_; }
+  double width_m(const std::string& stage) const;
+  // The optimizer step from which every m is 1.
+  int64_t end_step() const;
 
   void before_forward(int layer, const Tensor& x, const StepContext& ctx) override;
   void after_forward(int layer, const Tensor& y, const StepContext& ctx) override;
@@ -35,11 +68,31 @@ class GrowthRamp : public LayerHooks {
   // A [rows, dim] f32 buffer, one per size and use, kept for the hook's life (a captured graph
   // points at it).
   Tensor buffer(int use, const Tensor& like);
+  const float* factor(int stage) const;  // a width stage's m on the model's device
+  // A masked weight: rows [row_from, R) times the row stage's m, columns [col_from, C) times the
+  // column stage's (-1: none); its compute view.
+  struct Masked {
+    int id = -1;
+    int64_t row_from = 0, col_from = 0;
+    int row_stage = -1, col_stage = -1;
+    Tensor view;
+  };
+  void mask_weights(const Masked& w);
   Transformer& model_;
   std::vector<bool> ramped_;
   int64_t start_, ramp_steps_;
   double m_ = 0;
   size_t slot_;  // float: 1 - m (guide_mix's alpha weighs the block's input)
+  // Width: stage index -> its name, m and slot; the masked weights per layer; the embedding's
+  // masked columns (from dim_from_, by the "dim" stage).
+  std::vector<std::string> stages_;
+  std::vector<double> stage_m_;
+  std::vector<size_t> stage_slot_;
+  std::vector<std::vector<Masked>> masked_;
+  int64_t dim_from_ = 0;
+  int dim_stage_ = -1;
+  std::vector<std::vector<float>> host_views_;
+  std::vector<DeviceBuffer> device_views_;
   std::map<std::pair<int, int64_t>, std::vector<float>> host_;
   std::map<std::pair<int, int64_t>, DeviceBuffer> device_;
 };

@@ -1,7 +1,8 @@
 // Model growth on the GPU (skipped without one): a model grown on the host with a function-keeping
-// operator (G_zero in depth, G_split and G_zero in the FFN's width; dense and STEM) computes on the
-// GPU what its source computes there; G_random's ramp (growth_ramp.h) on the GPU gives the CPU's
-// loss and gradients, the same bitwise when repeated.
+// operator (G_zero in depth, G_split and G_zero in the FFN's width and heads, G_zero in the model
+// dimension; dense and STEM) computes on the GPU what its source computes there; G_random's ramp
+// (growth_ramp.h, in depth and in width) on the GPU gives the CPU's loss and gradients, the same
+// bitwise when repeated.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -85,6 +86,15 @@ TEST(GrowthCuda, FunctionKeepingGrowthComputesTheSourcesLogits) {
   ht.n_heads = 3;
   EXPECT_LT(grown_vs_source(hs, ht, GrowthOperator::split, {0, 1}), 2e-2);
   EXPECT_LT(grown_vs_source(hs, ht, GrowthOperator::zero, {0, 1}), 2e-2);
+  // Model dimension 128 -> 192 (G_zero), with the norm epsilon scaled by 128 / 192 so the wider
+  // stream's RMS matches; also one more head.
+  ModelConfig ds = config(2), dt = config(2);
+  ds.n_kv_heads.reset(), dt.n_kv_heads.reset();
+  ds.head_dim = dt.head_dim = 64;
+  dt.dim = 192;
+  dt.n_heads = 3;
+  dt.norm_eps = ds.norm_eps * 128.0 / 192.0;
+  EXPECT_LT(grown_vs_source(ds, dt, GrowthOperator::zero, {0, 1}), 2e-2);
   // Not vacuous: a model grown with G_stack computes something else.
   EXPECT_GT(grown_vs_source(config(2), config(4), GrowthOperator::stack, {0, 1, 0, 1}), 1e-3);
 }
@@ -117,4 +127,53 @@ TEST(GrowthCuda, RampedStepMatchesCpu) {
   auto [lg2, gg2] = run(gpu);
   EXPECT_EQ(lg2.nll, lg.nll);
   EXPECT_EQ(gg2, gg);
+}
+
+// G_random in width on the GPU (growth_ramp.h's masks: FFN units, model dimension, heads; a new
+// block): at every m = 0 the source's logits; mid-ramp, the CPU's loss and gradients, bitwise the
+// same when repeated.
+TEST(GrowthCuda, WidthMaskedStepMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  ModelConfig sc = config(2), tc = config(3);
+  sc.n_kv_heads.reset(), tc.n_kv_heads.reset();
+  sc.head_dim = tc.head_dim = 64;
+  tc.dim = 192;
+  tc.n_heads = 3;
+  tc.norm_eps = sc.norm_eps * 128.0 / 192.0;
+  const std::vector<int> list = {0, -1, 1};
+  auto trained = [](Transformer& t) { t.init_weights(1234); };
+  ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
+  ModelRun src(sc, resolve_dims(sc, kVocab), Device::cuda, trained);
+  auto grow = [&](Transformer& t) { grow_model(host.model, t, GrowthOperator::random, list, 9); };
+  ModelRun cpu(tc, resolve_dims(tc, kVocab), Device::cpu, grow), gpu(tc, resolve_dims(tc, kVocab), Device::cuda, grow);
+  GrowthRamp rc(cpu.model, {1}, 0, 10, host.model.dims()), rg(gpu.model, {1}, 0, 10, host.model.dims());
+  cpu.exec.add_hooks(&rc);
+  gpu.exec.add_hooks(&rg);
+  auto at = [&](int64_t step) {
+    for (auto [m, r] : {std::pair{&cpu, &rc}, std::pair{&gpu, &rg}}) {
+      r->set_step(step);
+      m->model.begin_step(step);
+    }
+  };
+  at(0);
+  const std::vector<int32_t> tok = random_ids(37, kVocab, 4);
+  const std::vector<float> a = logits(src, tok), b = logits(gpu, tok);
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    scale = std::max(scale, (double)std::fabs(a[i])), diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
+  EXPECT_LT(diff, 2e-2 * scale) << "every m = 0: the source's function";
+  for (int64_t step : {14, 23}) {  // the model dimension ramping (0.4), then the heads (0.3)
+    at(step);
+    const int B = 3, T = 29;
+    auto in = random_ids(B * T, kVocab, 2), tgt = random_ids(B * T, kVocab, 3);
+    auto run = [&](ModelRun& m) { return step_grads(m, in, tgt, B, T); };
+    StepGrads c = run(cpu), g = run(gpu);
+    EXPECT_NEAR(g.loss.nll / g.loss.tokens, c.loss.nll / c.loss.tokens, 1e-2 * c.loss.nll / c.loss.tokens);
+    const std::vector<int>& ids = cpu.params().ids();
+    for (size_t i = 0; i < ids.size(); ++i)
+      EXPECT_LT(rel_l2(g.grads[i], c.grads[i]), 3e-2) << cpu.params().info(ids[i]).name << " step " << step;
+    StepGrads g2 = run(gpu);
+    EXPECT_EQ(g2.loss.nll, g.loss.nll);
+    EXPECT_EQ(g2.grads, g.grads);
+  }
 }

@@ -1,7 +1,8 @@
 // G_random's ramp (lingua/exec/growth_ramp.h) on the CPU: at m = 0 a model grown with new random
-// blocks computes its source's function; at m = 1 the blocks run whole; in between, every
-// parameter's gradient (the ramped blocks', the blocks around them, the embedding's) matches
-// finite differences, and KV-cache decoding equals the full forward.
+// blocks, FFN units, heads and model coordinates computes its source's function; at m = 1 it runs
+// whole; in between, every parameter's gradient (the ramped blocks', the masked weights', the
+// blocks around them, the embedding's) matches finite differences, and KV-cache decoding equals
+// the full forward.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -128,7 +129,187 @@ TEST(GrowthRamp, RandomGrowthChecks) {
   EXPECT_NO_THROW(check_growth(tiny(2), tiny(4), GrowthOperator::random, {0, -1, 1, -1}));
   ModelConfig wide = tiny(4);
   wide.ffn_dim_multiplier = 1.5;
-  EXPECT_THROW(check_growth(tiny(2), wide, GrowthOperator::random, {0, -1, 1, -1}), Error);
+  EXPECT_NO_THROW(check_growth(tiny(2), wide, GrowthOperator::random, {0, -1, 1, -1}));
   EXPECT_THROW(check_growth(tiny(2), tiny(4), GrowthOperator::stack, {0, -1, 1, -1}), Error);
   EXPECT_EQ(parse_growth_operator("random"), GrowthOperator::random);
+  // More heads or a wider model dimension keep head_dim: it must be set.
+  ModelConfig heads = tiny(2);
+  heads.n_heads = 3;
+  EXPECT_THROW(check_growth(tiny(2), heads, GrowthOperator::random, {0, 1}), Error);
+}
+
+namespace {
+
+// Width: a 2-layer source (dim 16, 2 heads of 8, FFN 48) grown with G_random to 3 layers
+// ([0, -1, 1]: layer 1 new) of dim 24, 3 heads, FFN 64, model.norm_eps scaled by 16 / 24; every
+// stage ramps over 5 steps from step 10 (ffn 10-15, dim 15-20, heads 20-25; the new block 10-15).
+ModelConfig narrow() {
+  ModelConfig c = tiny(2);
+  c.head_dim = 8;
+  return c;
+}
+ModelConfig wide() {
+  ModelConfig c = narrow();
+  c.n_layers = 3;
+  c.dim = 24;
+  c.n_heads = 3;
+  c.norm_eps = c.norm_eps * 16.0 / 24.0;
+  return c;
+}
+const std::vector<int> kList = {0, -1, 1};
+
+struct GrownWide {
+  ModelRun src{narrow(), resolve_dims(narrow(), kVocab), Device::cpu, [](Transformer& t) { t.init_weights(77); }};
+  ModelRun dst{wide(), resolve_dims(wide(), kVocab), Device::cpu,
+               [this](Transformer& t) { grow_model(src.model, t, GrowthOperator::random, kList, 4); }};
+  GrowthRamp ramp{dst.model, {1}, 10, 5, src.model.dims()};
+  GrownWide() { dst.exec.add_hooks(&ramp); }
+  void at(int64_t step) {
+    ramp.set_step(step);
+    dst.model.begin_step(step);
+  }
+};
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, (double)std::fabs(a[i] - b[i]));
+  return d;
+}
+
+}  // namespace
+
+// The new entries are the target init's, nothing zero: without the masks the grown model computes
+// something else; with every m = 0 it computes the source's function; with every m = 1 it is the
+// plain grown model, bitwise.
+TEST(GrowthRampWidth, StartsAtTheSourceFunctionAndEndsAtTheWholeModel) {
+  GrownWide g;
+  EXPECT_EQ(g.ramp.width_stages(), (std::vector<std::string>{"ffn", "dim", "heads"}));
+  EXPECT_EQ(g.ramp.end_step(), 25);
+  const std::vector<int32_t> tok = random_ids(11, kVocab, 5);
+  ModelRun plain(wide(), resolve_dims(wide(), kVocab), Device::cpu,
+                 [&](Transformer& t) { grow_model(g.src.model, t, GrowthOperator::random, kList, 4); });
+  const std::vector<float> source = logits(g.src, tok), whole = logits(plain, tok);
+  EXPECT_GT(max_abs_diff(whole, source), 1e-2);
+  // New FFN units, heads and coordinates are the target's init (not zero).
+  const ParamStore& ps = plain.params();
+  const std::vector<float> w2 = ps.host_param(ps.index("layers.0.feed_forward.w2.weight"));  // [24, 64]
+  EXPECT_NE(w2[63], 0.0f);       // row 0, a new unit
+  EXPECT_NE(w2[23 * 64], 0.0f);  // a new row (coordinate), an old unit
+  g.at(10);
+  EXPECT_EQ(g.ramp.m(), 0.0);
+  EXPECT_LT(max_abs_diff(logits(g.dst, tok), source), 1e-5);
+  g.at(25);
+  EXPECT_EQ(logits(g.dst, tok), whole);
+  g.at(40);
+  EXPECT_EQ(logits(g.dst, tok), whole);
+  // The stages, in order.
+  g.at(12);
+  EXPECT_DOUBLE_EQ(g.ramp.width_m("ffn"), 0.4);
+  EXPECT_EQ(g.ramp.width_m("dim"), 0.0);
+  g.at(17);
+  EXPECT_EQ(g.ramp.width_m("ffn"), 1.0);
+  EXPECT_DOUBLE_EQ(g.ramp.width_m("dim"), 0.4);
+  EXPECT_EQ(g.ramp.width_m("heads"), 0.0);
+  g.at(23);
+  EXPECT_DOUBLE_EQ(g.ramp.width_m("heads"), 0.6);
+  const std::vector<float> mid = logits(g.dst, tok);
+  EXPECT_GT(max_abs_diff(mid, source), 1e-3);
+  EXPECT_GT(max_abs_diff(mid, whole), 1e-4);
+  // While the FFN's units ramp (the residual stream's new coordinates masked), the function moves
+  // only through them.
+  g.at(12);
+  const std::vector<float> ffn_stage = logits(g.dst, tok);
+  EXPECT_GT(max_abs_diff(ffn_stage, source), 1e-4);
+}
+
+// Each stage alone (the FFN's width; the heads), with depth unchanged: m = 0 is the source.
+TEST(GrowthRampWidth, EachStageAloneStartsAtTheSource) {
+  ModelConfig s = narrow(), ffn = narrow(), heads = narrow();
+  ffn.ffn_dim_multiplier = 1.5;
+  heads.n_heads = 4;
+  for (const ModelConfig& t : {ffn, heads}) {
+    ModelRun src(s, resolve_dims(s, kVocab), Device::cpu, [](Transformer& m) { m.init_weights(21); });
+    ModelRun dst(t, resolve_dims(t, kVocab), Device::cpu,
+                 [&](Transformer& m) { grow_model(src.model, m, GrowthOperator::random, {0, 1}); });
+    GrowthRamp ramp(dst.model, {}, 0, 3, src.model.dims());
+    ASSERT_EQ(ramp.width_stages().size(), 1u);
+    dst.exec.add_hooks(&ramp);
+    const std::vector<int32_t> tok = random_ids(9, kVocab, 6);
+    const std::vector<float> a = logits(src, tok);
+    EXPECT_LT(max_abs_diff(logits(dst, tok), a), 1e-5) << ramp.width_stages()[0];
+    ramp.set_step(2);
+    dst.model.begin_step(2);
+    EXPECT_GT(max_abs_diff(logits(dst, tok), a), 1e-4) << ramp.width_stages()[0];
+  }
+}
+
+// Every parameter's gradient matches finite differences of the masked model's loss, while the
+// model dimension ramps (step 17: ffn 1, dim 0.4, the new block whole) and while the heads do (22).
+TEST(GrowthRampWidth, GradientsMatchFiniteDifferences) {
+  for (int64_t step : {17, 22}) {
+    GrownWide g;
+    g.at(step);
+    const int B = 2, T = 6;
+    const std::vector<int32_t> tok = random_ids(B * T, kVocab, 6), tgt = random_ids(B * T, kVocab, 7);
+    const float scale = 0.1f;
+    ParamStore& ps = g.dst.params();
+    ps.zero_grads();
+    g.dst.exec.forward_backward(tok.data(), tgt.data(), B, T, scale);
+    const std::vector<float> grad = ps.host_grads();
+    std::mt19937 r(3);
+    for (int id : ps.ids()) {
+      const ParamInfo& p = ps.info(id);
+      std::vector<int64_t> entries;
+      for (int k = 0; k < 3; ++k) entries.push_back((int64_t)(r() % p.numel));
+      if (p.shape.size() == 2) entries.push_back(p.numel - 1);  // a new row and column where any grew
+      for (int64_t e : entries) {
+        const double f = finite_difference(g.dst.exec, id, e, tok, tgt, B, T, scale);
+        EXPECT_NEAR(grad[p.grad_offset + e], f, 2e-3 + 3e-2 * std::fabs(f)) << p.name << " entry " << e << " step " << step;
+      }
+    }
+  }
+}
+
+TEST(GrowthRampWidth, CachedDecodingEqualsTheFullForward) {
+  GrownWide g;
+  g.at(18);
+  const int T = 7, first = 3;
+  const std::vector<int32_t> tok = random_ids(T, kVocab, 8);
+  const std::vector<float> full = logits(g.dst, tok);
+  KVCache cache = g.dst.exec.make_cache(T, 1);
+  std::vector<float> step(kVocab);
+  g.dst.exec.forward_decode(tok.data(), 1, first, cache, step.data());
+  for (int t = first - 1; t < T; ++t) {
+    if (t >= first) g.dst.exec.forward_decode(&tok[t], 1, 1, cache, step.data());
+    for (int v = 0; v < kVocab; ++v) EXPECT_NEAR(step[v], full[t * kVocab + v], 1e-4) << "t " << t;
+  }
+}
+
+// The masks leave the model when the hook goes: matmuls read the weights again.
+TEST(GrowthRampWidth, TheModelRunsWholeWithoutTheHook) {
+  GrownWide g;
+  const std::vector<int32_t> tok = random_ids(8, kVocab, 9);
+  ModelRun plain(wide(), resolve_dims(wide(), kVocab), Device::cpu,
+                 [&](Transformer& t) { grow_model(g.src.model, t, GrowthOperator::random, kList, 4); });
+  {
+    GrowthRamp other(plain.model, {}, 0, 5, g.src.model.dims());
+    EXPECT_NE(plain.params().compute_param(plain.params().index("layers.0.attention.wo.weight")).data,
+              plain.params().param(plain.params().index("layers.0.attention.wo.weight")).data);
+  }
+  EXPECT_EQ(plain.params().compute_param(plain.params().index("layers.0.attention.wo.weight")).data,
+            plain.params().param(plain.params().index("layers.0.attention.wo.weight")).data);
+}
+
+// The masks multiply whole weights: an FSDP-sharded one is refused, naming what to use.
+TEST(GrowthRampWidth, ShardedWeightsAreRefused) {
+  const ModelConfig s = narrow(), t = wide();
+  Transformer model(t, resolve_dims(t, kVocab));
+  ParamStore& ps = model.params();
+  ps.set_placement(ps.index("layers.0.feed_forward.w2.weight"), Placement::FlatShard(2, 0));
+  try {
+    GrowthRamp ramp(model, {1}, 0, 3, resolve_dims(s, kVocab));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fsdp_type=no_shard"), std::string::npos) << e.what();
+  }
 }

@@ -154,7 +154,8 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
     LINGUA_CHECK(a == b, "config key 'model.", key, "' differs between the source and the target: growth changes ",
                  "model.n_layers (and, with G_zero or G_split, the FFN width and the number of heads) only");
   };
-  if (op == GrowthOperator::zero && t.dim != s.dim) {  // a wider residual stream, new coordinates zero
+  const bool widens = op == GrowthOperator::zero || op == GrowthOperator::split || op == GrowthOperator::random;
+  if ((op == GrowthOperator::zero || op == GrowthOperator::random) && t.dim != s.dim) {  // a wider residual stream
     LINGUA_CHECK(t.dim > s.dim, "config key 'model.dim': the target's ", t.dim, " is smaller than the source's ", s.dim,
                  " (growth only adds)");
     LINGUA_CHECK(s.head_dim.has_value(), "growing model.dim (", s.dim, " -> ", t.dim, ") keeps the heads' size: set "
@@ -163,7 +164,7 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
     same("dim", s.dim, t.dim);
   }
   same("head_dim", s.head_dim, t.head_dim);
-  if (op == GrowthOperator::zero || op == GrowthOperator::split) {
+  if (widens) {
     if (s.n_heads != t.n_heads) {  // more heads of the same size, each with its own k and v
       LINGUA_CHECK(t.n_heads > s.n_heads, "config key 'model.n_heads': the target's ", t.n_heads,
                    " heads are fewer than the source's ", s.n_heads, " (growth only adds)");
@@ -177,9 +178,6 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
     same("n_heads", s.n_heads, t.n_heads);
     same("n_kv_heads", s.n_kv_heads, t.n_kv_heads);
   }
-  LINGUA_CHECK(op != GrowthOperator::random || (s.ffn_dim_multiplier == t.ffn_dim_multiplier && s.multiple_of == t.multiple_of),
-               "G_random grows in depth only here (its width masks are not implemented): model.ffn_dim_multiplier "
-               "and model.multiple_of must be the source's");
   const bool depth_only = op == GrowthOperator::stack || op == GrowthOperator::learn;
   if (depth_only) {  // (G_zero and G_split also widen the FFN: checked on the shapes)
     same("ffn_dim_multiplier", s.ffn_dim_multiplier, t.ffn_dim_multiplier);
@@ -218,8 +216,10 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
                target.n_layers(), " target layers");
   const Layout src = layout_of(source), dst = layout_of(target);
   const bool dim_grows = target.dims().dim != source.dims().dim;
-  LINGUA_CHECK(!dim_grows || (op == GrowthOperator::zero && target.dims().dim > source.dims().dim),
-               "the model dimension differs (", source.dims().dim, " -> ", target.dims().dim, "): only G_zero grows it");
+  LINGUA_CHECK(!dim_grows || ((op == GrowthOperator::zero || op == GrowthOperator::random) &&
+                                target.dims().dim > source.dims().dim),
+               "the model dimension differs (", source.dims().dim, " -> ", target.dims().dim,
+               "): only G_zero and G_random grow it");
   for (int i = 0; i < target.n_layers(); ++i) {
     const int s = list[i];
     if (s < 0) {
@@ -233,11 +233,11 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
     }
     LINGUA_CHECK(s < source.n_layers(), "stacking list entry ", i, " is ", s, " but the source has ", source.n_layers(),
                  " layers");
-    const bool widens = op == GrowthOperator::zero || op == GrowthOperator::split;
+    const bool widens = op == GrowthOperator::zero || op == GrowthOperator::split || op == GrowthOperator::random;
     LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], widens, dim_grows), "target layer ", i,
                  " does not match source layer ", s,
                  " (its FFN variant, structure, width or modules differ; check which layers the FFN variant's "
-                 "keys make special against the stacking list; only G_zero and G_split widen, and only the "
+                 "keys make special against the stacking list; only G_zero, G_split and G_random widen, and only the "
                  "FFN's hidden units of 2-D FFN weights and the attention heads):\n  source: ",
                  suffixes(src.layers[s]), "\n  target: ", suffixes(dst.layers[i]));
   }
@@ -313,16 +313,26 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
       std::vector<int64_t> mid = p.shape;
       for (size_t k = 0; k < mid.size(); ++k)
         if (p.axes[k] == "dim") mid[k] = sp.shape[k];
-      if (mid != sp.shape) {
-        ParamInfo m = p;
-        m.shape = mid;
-        const std::string& role = widening_axis(p.axes[0]) ? p.axes[0] : p.axes[1];
-        const Units& u = units_of(layer, is_heads_axis(role));
-        v = widen(v, sp, m, u.size, u.map, u.copies, scale);
+      auto place = [&](std::vector<float> x, bool weight) {
+        if (mid != sp.shape) {
+          ParamInfo m = p;
+          m.shape = mid;
+          const std::string& role = widening_axis(p.axes[0]) ? p.axes[0] : p.axes[1];
+          const Units& u = units_of(layer, is_heads_axis(role));
+          x = widen(x, sp, m, u.size, u.map, u.copies, scale);
+        }
+        if (mid != p.shape)
+          x = pad_dim(x, mid, p.shape, (float)std::sqrt((double)source.dims().dim / target.dims().dim), weight);
+        return x;
+      };
+      v = place(std::move(v), what == Value::weight);
+      if (op == GrowthOperator::random && what == Value::weight && p.shape.size() == 2) {
+        // G_random: the new entries (where no source value lands) as the target's init drew them.
+        const std::vector<float> landed = place(std::vector<float>((size_t)sp.numel, 1.0f), false);
+        const std::vector<float> init = to.host_param(id);
+        for (size_t i = 0; i < v.size(); ++i)
+          if (landed[i] == 0.0f) v[i] = init[i];
       }
-      if (mid != p.shape)
-        v = pad_dim(v, mid, p.shape, (float)std::sqrt((double)source.dims().dim / target.dims().dim),
-                    what == Value::weight);
     }
     set(id, v);
   }

@@ -23,10 +23,12 @@
 //   G_zero (width)   the same widening with new units zero in every weight: the function is kept,
 //                    but a unit zero on both sides gets no gradient and stays zero (as the operator is
 //                    defined; G_split is the widening that learns).
-//   G_random (depth) target layer i is source layer stacking_list[i], or where that is -1 a new layer
-//                    as the target config's init draws it (nothing zeroed): it changes the function
-//                    unless its contribution is ramped in, which training does (GrowthRamp,
-//                    lingua/exec/growth_ramp.h: the block outputs m f(x) + (1 - m) x, m from 0 to 1).
+//   G_random         target layer i is source layer stacking_list[i], or where that is -1 a new layer
+//                    as the target config's init draws it (nothing zeroed); in width (FFN units,
+//                    heads, model dimension, as G_zero places them) the new entries are the target
+//                    init's. It changes the function unless what is new is ramped in, which training
+//                    does (GrowthRamp, lingua/exec/growth_ramp.h: a new block outputs
+//                    m f(x) + (1 - m) x; new units are masked by m; each m from 0 to 1).
 //   G_learn (depth)  LiGO: each target block's parameters a learned mix of the source blocks' (training
 //                    runs only: lingua/exec/growth_learn.h); here, as its start, G_stack.
 //   heads (width)    G_split and G_zero also add attention heads (model.n_heads; model.head_dim set
@@ -40,8 +42,8 @@
 //                    FFN's zero units, the new coordinates get no gradient (G_split would need a
 //                    function-keeping copy through RMSNorm, which has none: refused).
 // Layers are copied per the stacking list for every operator. The target config must equal the
-// source's but for model.n_layers and, with G_zero or G_split, the FFN width and n_heads (G_zero
-// also model.dim).
+// source's but for model.n_layers and, with G_zero, G_split or G_random, the FFN width and n_heads
+// (G_zero and G_random also model.dim).
 #include <cstdint>
 #include <functional>
 #include <string>

@@ -307,6 +307,7 @@ Tensor ParamStore::grad(int id) const {
 Tensor ParamStore::compute_param(int id) const {
   const ParamInfo& p = info(id);
   if (p.placement.kind != Placement::whole) return full_views(id, "compute weight").compute;
+  if (full_views_[id].compute.data) return full_views_[id].compute;
   if (device_ != Device::cuda) return local_param(id);
   LINGUA_CHECK(p.bf16_offset >= 0, "internal error: parameter '", p.name, "' has no bf16 copy (read param())");
   return local_bf16(id);
@@ -322,6 +323,21 @@ void ParamStore::set_full_views(int id, const Tensor& compute, const Tensor& gra
   const ParamInfo& p = info(id);
   LINGUA_CHECK(p.placement.kind != Placement::whole, "internal error: set_full_views of whole parameter '", p.name, "'");
   full_views_[id] = {compute, grad};
+}
+
+void ParamStore::set_compute_view(int id, const Tensor& compute) {
+  ++values_epoch_;
+  const ParamInfo& p = info(id);
+  LINGUA_CHECK(p.placement.kind == Placement::whole, "internal error: set_compute_view of split parameter '", p.name, "'");
+  if (compute.data) {
+    const DType want = device_ == Device::cuda ? DType::bf16 : DType::f32;
+    bool same = compute.ndim == (int)p.shape.size();
+    for (int k = 0; same && k < compute.ndim; ++k) same = compute.shape[k] == p.shape[k];
+    LINGUA_CHECK(same && compute.dtype == want && compute.device == device_,
+                 "internal error: compute view of '", p.name, "' is ", compute.str(), ", expected ",
+                 shape_str(p.shape), " ", dtype_name(want));
+  }
+  full_views_[id].compute = compute;
 }
 
 void ParamStore::set_placement(int id, Placement pl) {

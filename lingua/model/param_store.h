@@ -158,6 +158,11 @@ class ParamStore {
   // read, and where its gradient accumulates), owned by the sharding layer. The grad view may
   // change between calls (rotating buffers); empty tensors unset them.
   void set_full_views(int id, const Tensor& compute, const Tensor& grad);
+  // For a whole parameter: what matmuls read instead of the weights (compute_param), in the
+  // compute dtype (f32 on the CPU, bf16 on CUDA), owned by whoever sets it (G_random's width
+  // masks: the weights times a mask); gradients still accumulate in the store. An empty tensor
+  // unsets it.
+  void set_compute_view(int id, const Tensor& compute);
   int64_t total() const { return total_; }            // floats in the weight buffer
   int64_t grad_total() const { return grad_total_; }  // floats in the gradient buffer
   int64_t bf16_total() const { return bf16_total_; }
@@ -207,7 +212,7 @@ class ParamStore {
   struct FullViews {
     Tensor compute, grad;
   };
-  std::vector<FullViews> full_views_;  // by id: split parameters
+  std::vector<FullViews> full_views_;  // by id: split parameters; whole ones' compute views
   const FullViews& full_views(int id, const char* what) const;
   std::vector<bool> removed_;
   std::vector<int> order_;

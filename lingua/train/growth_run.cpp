@@ -39,6 +39,12 @@ std::vector<int> stacking_list_of(const TrainConfig& cfg, const ModelConfig& sou
   return default_stacking_list(source.n_layers, cfg.model.n_layers);
 }
 
+std::string join_stages(const std::vector<std::string>& stages) {
+  std::string s;
+  for (const std::string& x : stages) s += (s.empty() ? "" : ", then ") + x;
+  return s;
+}
+
 }  // namespace
 
 ModelConfig growth_source_model(const TrainConfig& cfg) {
@@ -86,6 +92,14 @@ void check_growth_config(const TrainConfig& cfg) {
     LINGUA_CHECK(g.learn_steps >= 1, "config key 'growth.learn_steps' is ", g.learn_steps, ": G_learn needs >= 1");
     LINGUA_CHECK(process_world().size() == 1, "growth.op=learn: on one process only for now (its map's gradient "
                  "is not reduced over ranks)");
+  }
+  const bool wider = source.dim != cfg.model.dim || source.n_heads != cfg.model.n_heads ||
+                     source.ffn_dim_multiplier != cfg.model.ffn_dim_multiplier ||
+                     source.multiple_of != cfg.model.multiple_of;
+  if (g.op == "random" && wider) {
+    const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
+    LINGUA_CHECK(!layout.fsdp(), "growth.op=random in width (its masks multiply whole weights): not with sharded "
+                 "parameters (", layout.describe(), "); use distributed.fsdp_type=no_shard");
   }
   LINGUA_CHECK(!g.carry_moments || source.dim == cfg.model.dim, "growth.carry_moments with a wider model.dim: not "
                "supported (the norms' weights are rescaled); use a fresh optimizer (carry_moments=false)");
@@ -137,15 +151,25 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   TrainPhase grown;
   grown.first_step = at;
   grown.run_config = &cfg;
-  std::unique_ptr<GrowthRamp> ramp;  // G_random: the new blocks ramped in (by step: resumes repeat it)
+  // G_random: the new blocks and units ramped in (by step: resumes repeat it); the phase owns it.
+  GrowthRamp* ramp = nullptr;
   if (op == GrowthOperator::random) {
     std::vector<int> fresh;
     for (int i = 0; i < (int)list.size(); ++i)
       if (list[i] < 0) fresh.push_back(i);
     const int64_t ramp_steps = cfg.growth.ramp_steps > 0 ? cfg.growth.ramp_steps : std::max<int64_t>(1, cfg.optim.warmup);
-    grown.attach = [&, fresh, ramp_steps](Executor& exec) {
-      ramp = std::make_unique<GrowthRamp>(exec.model(), fresh, at, ramp_steps);
-      exec.add_hooks(ramp.get());
+    grown.attach = [&, fresh, ramp_steps](Executor& exec) -> std::unique_ptr<LayerHooks> {
+      const ModelDims& t = exec.model().dims();
+      const ModelDims s = resolve_dims(small.model, t.vocab);
+      const bool wider = s.dim != t.dim || s.hidden != t.hidden || s.n_heads != t.n_heads;
+      auto r = std::make_unique<GrowthRamp>(exec.model(), fresh, at, ramp_steps,
+                                            wider ? std::optional<ModelDims>(s) : std::nullopt);
+      if (!quiet && wider)
+        std::fprintf(stderr, "lingua: growth: G_random's width masks ramp in %s, %lld steps each (every m = 1 "
+                     "from step %lld)\n", join_stages(r->width_stages()).c_str(), (long long)ramp_steps,
+                     (long long)r->end_step());
+      ramp = r.get();
+      return r;
     };
     grown.at_step = [&](int64_t step) { ramp->set_step(step); };
   }

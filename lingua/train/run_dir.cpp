@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -78,6 +79,20 @@ int64_t truncate_jsonl(const std::string& path, int64_t step) {
   return dropped;
 }
 
+// Two leaves' texts name the same value: equal, or the same number written two ways (a free-form
+// key such as growth.source keeps its YAML text, "2.0e-5", which params.json writes as 2e-05).
+bool same_value(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  auto number = [](const std::string& s, double* v) {
+    if (s.empty()) return false;
+    char* end = nullptr;
+    *v = std::strtod(s.c_str(), &end);
+    return end == s.c_str() + s.size();
+  };
+  double x, y;
+  return number(a, &x) && number(b, &y) && x == y;
+}
+
 }  // namespace
 
 ConfigDiff diff_configs(const TrainConfig& old_cfg, const TrainConfig& new_cfg) {
@@ -86,7 +101,7 @@ ConfigDiff diff_configs(const TrainConfig& old_cfg, const TrainConfig& new_cfg) 
   for (auto& [k, v] : a) {
     auto it = b.find(k);
     const std::string nv = it == b.end() ? "(unset)" : it->second;
-    if (nv != v) changed[k] = {v, nv};
+    if (!same_value(v, nv)) changed[k] = {v, nv};
   }
   for (auto& [k, v] : b)
     if (!a.count(k)) changed[k] = {"(unset)", v};

@@ -241,7 +241,8 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
   if (device == Device::cuda) select_local_gpu(world);  // before any CUDA work
   model.to_device(device);
   Executor exec(model);
-  if (phase.attach) phase.attach(exec);
+  const std::unique_ptr<LayerHooks> phase_hooks = phase.attach ? phase.attach(exec) : nullptr;
+  if (phase_hooks) exec.add_hooks(phase_hooks.get());
   exec.set_grads_in_activations(cfg.model.grads_in_activations && cfg.grad_acc_steps == 1);
   std::unique_ptr<AdamW> opt_owner = make_optimizer(model, cfg.optim);
   AdamW& opt = *opt_owner;

@@ -3,6 +3,7 @@
 // checkpoints and exact resumption. Apps call train(); tests call it with small configs.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@ namespace lingua {
 class AdamW;
 class DataLoader;
 class Executor;
+class LayerHooks;
 class Transformer;
 
 struct TrainResult {
@@ -54,9 +56,11 @@ struct TrainPhase {
   std::function<void(Transformer& model)> init_model;
   std::string grown_from;
   std::function<void(const Transformer& model, AdamW& opt)> init_optimizer;
-  // Called once the executor exists (the phase's own layer hooks: G_random's ramp), and with each
-  // optimizer step (0-based: the steps taken) before the model is set up for it.
-  std::function<void(Executor& exec)> attach;
+  // Called once the executor exists: the phase's own layer hooks (G_random's ramp), which the
+  // phase adds to the executor before any data-parallel hooks and keeps until it ends (before the
+  // model goes); then `at_step` with each optimizer step (0-based: the steps taken) before the
+  // model is set up for it.
+  std::function<std::unique_ptr<LayerHooks>(Executor& exec)> attach;
   std::function<void(int64_t step)> at_step;
   // Called once when the phase starts with a model that grew, after the data loader is set to read
   // on (G_learn learns its map from the batches it takes there); returns the tokens it read, whose

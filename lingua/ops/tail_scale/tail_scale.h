@@ -1,0 +1,26 @@
+#pragma once
+// Scales the trailing rows and the trailing columns of a matrix by per-step factors (G_random's
+// width masks, SPEC §5: the units a growth added enter with weight m, the source's with 1):
+//   out[r, c] = x[r, c] * (r >= row_from ? *row_scale : 1) * (c >= col_from ? *col_scale : 1)
+// A diagonal linear map, so its backward is the same call on the output's gradient. The factors
+// are read from memory on the tensors' device (StepScalars slots), so a step captured as a CUDA
+// graph reads each step's values; a null factor is 1. out may be x (in place, same dtype).
+#include <cstdint>
+
+#include "lingua/core/tensor.h"
+
+namespace lingua {
+
+void tail_scale(const Tensor& x,             // [R, C] f32 (CUDA: or bf16)
+                int64_t row_from,            // rows [row_from, R) scaled (R or more: none)
+                const float* row_scale,      // 1 float on the tensors' device, or null
+                int64_t col_from,            // columns [col_from, C) scaled
+                const float* col_scale,      // 1 float on the tensors' device, or null
+                const Tensor& out);          // [R, C] f32 (CUDA: or bf16), written; may be x
+
+// ---- CUDA implementation (cuda.cu): x and out bf16 or f32 in any pairing (in place: the same
+// dtype). Math in fp32, rounded once.
+void tail_scale_cuda(const Tensor& x, int64_t row_from, const float* row_scale, int64_t col_from,
+                     const float* col_scale, const Tensor& out);
+
+}  // namespace lingua
