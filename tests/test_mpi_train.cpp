@@ -15,7 +15,8 @@
 //    with DDP or FSDP beside, trains as DDP with whole tables, likewise (and under 4 ranks, two
 //    table groups that are replicas of each other);
 //  - a LowRank model with self-guided training across the guides' drop, under DDP and FSDP;
-//  - `lingua export-hf` of the sharded checkpoint writes the weights it writes from the consolidated one.
+//  - `lingua export-hf` of the sharded checkpoint writes the weights it writes from the consolidated one;
+//  - model growth with G_random in width under DDP (its masks act before the reduction).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -30,6 +31,7 @@
 #include "lingua/data/loader.h"
 #include "lingua/dist/fsdp.h"
 #include "lingua/dist/world.h"
+#include "lingua/train/growth_run.h"
 #include "lingua/train/trainer.h"
 #include "tests/test_util.h"
 
@@ -361,6 +363,66 @@ TEST(DistributedTrain, FourRanksStemTablesInTwoGroupsTrainAsDataParallel) {
     ASSERT_EQ(split.size(), ddp.size());
     for (size_t i = 0; i < ddp.size(); ++i)
       EXPECT_NEAR(split[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
+  }
+}
+
+// Model growth under DDP (G_random in depth and width: its masks multiply each block's weights and
+// gradients before the data-parallel hooks reduce them): deterministic, at the growth the source's
+// function (the first grown loss is the source run's next one), resumable mid-ramp to the bit;
+// with FSDP the width masks are refused, naming the setting to use.
+TEST(DistributedTrain, RandomGrowthInWidthTrainsUnderDataParallel) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  for (const std::string& device : test_devices()) {
+    SCOPED_TRACE(device);
+    const std::string tag = device + std::to_string(host().size());
+    const fs::path data = shared_corpus("dist_grow_" + tag);
+    auto config = [&](const fs::path& dump) {
+      TrainConfig c = dist_config(data, dump, device, Mode::ddp);
+      c.checkpoint.dump.every = 1;
+      c.checkpoint.eval.every = 0;
+      c.model.n_layers = 4;
+      c.model.n_kv_heads.reset();
+      c.model.head_dim = 8;
+      c.growth.step = 3;
+      c.growth.op = "random";
+      c.growth.source.yaml = "{n_layers: 2, dim: 16, n_heads: 2, norm_eps: 2.0e-5}";
+      c.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
+      c.growth.ramp_steps = 2;
+      c.steps = 8;
+      c.model.norm_eps = 1e-5;
+      return c;
+    };
+    const TrainResult a = train(config(shared_dir("dist_grow_a_" + tag)), {nullptr, true});
+    ASSERT_EQ(a.losses.size(), 8u);
+    const TrainResult b = train(config(shared_dir("dist_grow_b_" + tag)), {nullptr, true});
+    EXPECT_EQ(b.losses, a.losses) << "two runs of the same config differ";
+    // The source alone for 3 steps, then one more.
+    TrainConfig src = config(shared_dir("dist_grow_src_" + tag));
+    src.model = growth_source_model(src);
+    src.growth = GrowthConfig{};
+    src.steps = 3;
+    train(src, {nullptr, true});
+    src.steps = 4;
+    const double next = train(src, {nullptr, true}).losses.at(0);
+    EXPECT_NEAR(next, a.losses[3], (device == "cpu" ? 1e-5 : 1e-2) * next) << "every m = 0 at the growth";
+    // Stopped mid-ramp (step 5), resumed: the same losses.
+    const fs::path c = shared_dir("dist_grow_c_" + tag);
+    const TrainResult first = train(config(c), {[](int64_t step) { return step < 5; }, true});
+    ASSERT_EQ(first.final_step, 5);
+    const TrainResult rest = train(config(c), {nullptr, true});
+    ASSERT_EQ(rest.start_step, 5);
+    for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], a.losses[5 + i]) << "step " << 6 + i;
+    // FSDP: refused before any step.
+    TrainConfig sharded = config(shared_dir("dist_grow_fsdp_" + tag));
+    sharded.distributed.fsdp_type = "full_shard";
+    sharded.distributed.dp_shard = host().size();
+    try {
+      train(sharded, {nullptr, true});
+      ADD_FAILURE() << "G_random in width with FSDP trained";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("fsdp_type=no_shard"), std::string::npos) << e.what();
+    }
+    host().barrier();
   }
 }
 

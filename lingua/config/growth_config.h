@@ -31,13 +31,16 @@ struct GrowthConfig {
     v.choice("op", op, {"stack", "zero", "split", "random", "learn"},
              "growth operator (as lingua grow op=): stack (G_stack), zero (G_zero: identity layers listed as -1, "
              "zero FFN units), split (G_split: a wider FFN's new units copy random source units), random (G_random: "
-             "layers listed as -1 are new and random, ramped in over growth.ramp_steps), learn (G_learn, LiGO: each "
+             "layers listed as -1, and new FFN units, model coordinates and heads, are random and ramped in over "
+             "growth.ramp_steps), learn (G_learn, LiGO: each "
              "target block a learned mix of the source blocks, from G_stack, trained for growth.learn_steps)");
     v("stacking_list", stacking_list, "source layer of each target layer (default: the source's layers repeated; "
       "op=zero: -1 for a new layer)");
     v("seed", seed, "op=split: the seed of the units copied");
     v("ramp_steps", ramp_steps, "op=random: the optimizer steps over which each new block's output goes from its "
-      "input (m = 0) to the block's own (m = 1): it outputs m f(x) + (1 - m) x (0: optim.warmup's steps)");
+      "input (m = 0) to the block's own (m = 1): it outputs m f(x) + (1 - m) x; in width, the steps of each mask "
+      "stage (the FFN's new units, then the new model coordinates, then the new heads, one after the other) "
+      "(0: optim.warmup's steps)");
     v("learn_steps", learn_steps, "op=learn: Adam steps on the growth map's coefficients, one batch each (read from "
       "the data after the source's, not read again), before the grown model trains");
     v("learn_lr", learn_lr, "op=learn: the learning rate of those steps");
