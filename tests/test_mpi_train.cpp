@@ -426,4 +426,63 @@ TEST(DistributedTrain, RandomGrowthInWidthTrainsUnderDataParallel) {
   }
 }
 
+// G_learn under DDP: each rank learns the map from its own batches, their gradients summed, so the
+// map (and the grown weights) stay the same on every rank; deterministic, resumable after the
+// growth to the bit, and the FLOPs count the map's batches of every rank.
+TEST(DistributedTrain, LearnedGrowthTrainsUnderDataParallel) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  for (const std::string& device : test_devices()) {
+    SCOPED_TRACE(device);
+    const std::string tag = device + std::to_string(host().size());
+    const fs::path data = shared_corpus("dist_learn_" + tag);
+    auto config = [&](const fs::path& dump) {
+      TrainConfig c = dist_config(data, dump, device, Mode::ddp);
+      c.checkpoint.dump.every = 1;
+      c.checkpoint.eval.every = 0;
+      c.model.n_layers = 4;
+      c.growth.step = 3;
+      c.growth.op = "learn";
+      c.growth.source.yaml = "{n_layers: 2}";
+      c.growth.learn_steps = 3;
+      c.growth.learn_lr = 0.01;
+      c.steps = 6;
+      c.logging.freq = 1;
+      return c;
+    };
+    // Sums of the trained weights on this rank: the same on every rank.
+    std::vector<double> checksum(2, 0.0);
+    TrainHooks quiet{nullptr, true};
+    quiet.at_end = [&](Executor& exec) {
+      const std::vector<float> w = exec.model().params().host_values();
+      for (size_t i = 0; i < w.size(); ++i) checksum[0] += w[i], checksum[1] += w[i] * (double)(i % 97);
+    };
+    const fs::path a_dir = shared_dir("dist_learn_a_" + tag);
+    const TrainResult a = train(config(a_dir), quiet);
+    ASSERT_EQ(a.losses.size(), 6u);
+    std::vector<double> lo = checksum, hi = checksum;
+    host().all_reduce(lo.data(), 2, ReduceOp::min);
+    host().all_reduce(hi.data(), 2, ReduceOp::max);
+    EXPECT_EQ(lo, hi) << "the ranks' grown weights differ";
+    const TrainResult b = train(config(shared_dir("dist_learn_b_" + tag)), {nullptr, true});
+    EXPECT_EQ(b.losses, a.losses) << "two runs of the same config differ";
+    const fs::path c = shared_dir("dist_learn_c_" + tag);
+    const TrainResult first = train(config(c), {[](int64_t step) { return step < 4; }, true});
+    ASSERT_EQ(first.final_step, 4);
+    const TrainResult rest = train(config(c), {nullptr, true});
+    ASSERT_EQ(rest.start_step, 4);
+    for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], a.losses[4 + i]) << "step " << 5 + i;
+    if (host().rank() == 0) {
+      // FLOPs: a step takes 2 x 24 x 2 tokens on each rank, the map's 3 batches 2 x 24 each on
+      // each rank (1.5 steps of the grown model), so step 4 adds a grown step plus 1.5 of them.
+      const auto lines = read_jsonl(a_dir / "metrics.jsonl");
+      ASSERT_EQ(lines.size(), 6u);
+      auto flops = [&](int step) { return lines.at(step - 1)["optim/total_flops"].get<double>(); };
+      const double grown_step = flops(6) - flops(5);
+      EXPECT_NEAR(flops(4) - flops(3), 2.5 * grown_step, 1e-9 * grown_step);
+      EXPECT_NEAR(flops(5) - flops(4), grown_step, 1e-9 * grown_step);
+    }
+    host().barrier();
+  }
+}
+
 }  // namespace

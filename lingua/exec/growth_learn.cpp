@@ -68,10 +68,10 @@ void LearnedGrowth::set_alpha(const std::vector<double>& a) {
 }
 
 std::vector<double> LearnedGrowth::gradient(Executor& exec, const int32_t* tokens, const int32_t* targets, int B,
-                                            int T, double* loss) {
+                                            int T, double* loss, int replicas) {
   ParamStore& t = target_.params();
   exec.zero_grads();
-  const LossSum l = exec.forward_backward(tokens, targets, B, T, 1.0f / (float)(B * T));
+  const LossSum l = exec.forward_backward(tokens, targets, B, T, 1.0f / ((float)(B * T) * (float)std::max(1, replicas)));
   if (loss) *loss = l.nll / (double)std::max<int64_t>(1, l.tokens);
   const std::vector<float> g = t.host_grads();
   const size_t P = suffixes_.size();
@@ -91,9 +91,10 @@ std::vector<double> LearnedGrowth::gradient(Executor& exec, const int32_t* token
   return d;
 }
 
-double LearnedGrowth::step(Executor& exec, const int32_t* tokens, const int32_t* targets, int B, int T, double lr) {
+double LearnedGrowth::step(Executor& exec, const int32_t* tokens, const int32_t* targets, int B, int T, double lr,
+                           int replicas) {
   double loss = 0;
-  const std::vector<double> d = gradient(exec, tokens, targets, B, T, &loss);
+  const std::vector<double> d = gradient(exec, tokens, targets, B, T, &loss, replicas);
   ++t_;
   const double b1 = 0.9, b2 = 0.999, c1 = 1 - std::pow(b1, t_), c2 = 1 - std::pow(b2, t_);
   for (size_t i = 0; i < alpha_.size(); ++i) {

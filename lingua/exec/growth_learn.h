@@ -26,12 +26,16 @@ class LearnedGrowth {
 
   // One Adam step on alpha (learning rate lr, betas 0.9 / 0.999) from one batch through `exec`
   // (the target's executor; its gradients are overwritten), then the target's weights are
-  // rewritten from the new alpha. Returns the batch's mean loss before the step.
-  double step(Executor& exec, const int32_t* tokens, const int32_t* targets, int B, int T, double lr);
-  // dL/dalpha of one batch (L: the loss summed over the batch / (B T)), without a step; `loss`, when
-  // given, receives the batch's mean loss.
+  // rewritten from the new alpha. Returns the batch's mean loss before the step. `replicas`: the
+  // processes whose gradients exec's data-parallel hooks sum (each with its own batch; 1: none):
+  // the loss is scaled by 1 / replicas, so alpha follows the mean over all their batches and stays
+  // the same on every process.
+  double step(Executor& exec, const int32_t* tokens, const int32_t* targets, int B, int T, double lr,
+              int replicas = 1);
+  // dL/dalpha of one batch (L: the loss summed over the batch / (B T replicas), summed over the
+  // replicas), without a step; `loss`, when given, receives this batch's mean loss.
   std::vector<double> gradient(Executor& exec, const int32_t* tokens, const int32_t* targets, int B, int T,
-                               double* loss = nullptr);
+                               double* loss = nullptr, int replicas = 1);
   // alpha, flattened [target layer][parameter][source layer] (parameters in name order).
   const std::vector<double>& alpha() const { return alpha_; }
   void set_alpha(const std::vector<double>& a);  // and rewrites the target's weights

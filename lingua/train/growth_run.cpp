@@ -90,8 +90,9 @@ void check_growth_config(const TrainConfig& cfg) {
   check_growth(source, cfg.model, parse_growth_operator(g.op), stacking_list_of(cfg, source));
   if (g.op == "learn") {
     LINGUA_CHECK(g.learn_steps >= 1, "config key 'growth.learn_steps' is ", g.learn_steps, ": G_learn needs >= 1");
-    LINGUA_CHECK(process_world().size() == 1, "growth.op=learn: on one process only for now (its map's gradient "
-                 "is not reduced over ranks)");
+    const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
+    LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.op=learn: not with sharded parameters (",
+                 layout.describe(), "; its map writes whole weights); use distributed.fsdp_type=no_shard (DDP)");
   }
   const bool wider = source.dim != cfg.model.dim || source.n_heads != cfg.model.n_heads ||
                      source.ffn_dim_multiplier != cfg.model.ffn_dim_multiplier ||
@@ -209,11 +210,15 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
       LearnedGrowth learn(*source_of(from, exec.model().dims().vocab), exec.model(), list);
       int64_t tokens = 0;
       double first = 0, last = 0;
+      // (Under DDP every rank learns from its own batches; their gradients are summed by the
+      // data-parallel hooks, so alpha stays the same everywhere. The loss logged is the ranks' mean.)
+      const int ranks = world.size();
       for (int64_t s = 0; s < cfg.growth.learn_steps; ++s) {
         const Batch b = loader.next();
-        last = learn.step(exec, b.input.data(), b.target.data(), b.batch_size, b.seq_len, cfg.growth.learn_lr);
+        last = learn.step(exec, b.input.data(), b.target.data(), b.batch_size, b.seq_len, cfg.growth.learn_lr, ranks);
+        last = host.all_reduce(last, ReduceOp::sum) / ranks;
         if (s == 0) first = last;
-        tokens += (int64_t)b.batch_size * b.seq_len;
+        tokens += (int64_t)b.batch_size * b.seq_len * ranks;
       }
       if (!quiet)
         std::fprintf(stderr, "lingua: growth: G_learn trained its map for %lld steps (loss %.4f -> %.4f, %lld "

@@ -63,8 +63,8 @@ struct TrainPhase {
   std::function<std::unique_ptr<LayerHooks>(Executor& exec)> attach;
   std::function<void(int64_t step)> at_step;
   // Called once when the phase starts with a model that grew, after the data loader is set to read
-  // on (G_learn learns its map from the batches it takes there); returns the tokens it read, whose
-  // forward and backward count in the FLOPs trained.
+  // on (G_learn learns its map from the batches it takes there); returns the tokens it read (over
+  // every rank), whose forward and backward count in the FLOPs trained.
   std::function<int64_t(Executor& exec, DataLoader& loader)> prepare;
 };
 TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const TrainPhase& phase);
