@@ -5,7 +5,7 @@
 # x=flops) and the FLOPs each grown run needed to reach the scratch run's final validation loss.
 #   scripts/growth_demo.sh [path/to/lingua] [extra train keys ...]
 # STEPS, GROW_AT (the growth step), LAYERS (the target's depth, a multiple of 4), EVAL_EVERY,
-# DEVICE (cpu | cuda | auto), OPS (space-separated: stack zero) and DEMO_DIR change the run.
+# DEVICE (cpu | cuda | auto), OPS (space-separated: stack zero random) and DEMO_DIR change the run.
 set -euo pipefail
 LINGUA=${1:-build/lingua}
 OUT=${DEMO_DIR:-build/growth_demo}
@@ -27,9 +27,9 @@ echo "=== scratch: $LAYERS layers, $STEPS steps"
 "$LINGUA" train "${COMMON[@]}" dump_dir="$OUT/scratch" 2>&1 | grep -E "params|done at" | tail -2
 RUNS=("$OUT/scratch")
 for op in $OPS; do
-  # G_zero: each source layer followed by three new identity layers.
+  # G_zero, G_random: each source layer followed by three new layers (identity, or random ramped in).
   list=""
-  if [ "$op" = zero ]; then
+  if [ "$op" = zero ] || [ "$op" = random ]; then
     list=$(python3 -c "print('[' + ', '.join(str(i // 4) if i % 4 == 0 else '-1' for i in range($LAYERS)) + ']')")
   fi
   echo "=== G_$op: $SRC layers for steps 1-$GROW_AT, then $LAYERS layers ${list:+(stacking list $list)}"
@@ -39,7 +39,7 @@ for op in $OPS; do
 done
 dirs=$(IFS=,; echo "${RUNS[*]}")
 "$LINGUA" plot dump_dirs="[$dirs]" x=flops out="$OUT/growth.html" title="scratch vs grown ($LAYERS layers)" \
-  keys='["eval: moby_dick/nll_per_token", loss/out]'
+  keys='["eval: moby_dick/nll_per_token", loss/out]' || echo "(no chart: lingua plot failed)"
 if command -v chromium > /dev/null; then
   chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,400 \
     --screenshot="$OUT/growth.png" "file://$(realpath "$OUT/growth.html")" > /dev/null 2>&1 || true

@@ -5,11 +5,12 @@ for the same training FLOPs, compared by validation loss.
 
     python3 scripts/structured_quality.py [--lingua build/lingua] [--steps 500] [--rank 128]
         [--guided-ratio 0.5] [--device cpu] [--out build/quality] [--results bench/results/structured.jsonl]
+        [--extra "model.dim=512 model.n_layers=16"]
 
 The dense run takes --steps steps; each other run takes as many steps as fit in the dense run's
 FLOPs, from the FLOPs per token the trainer logs (speed/FLOPS / speed/wps: factors only for
 LowRank; factors + guides while they run). Every run keeps the demo config otherwise (its own
-cosine schedule over its own steps). Prints a table and appends one JSON line per run.
+cosine schedule over its own steps), with --extra's keys over it (a larger model, say). Prints a table and appends one JSON line per run.
 """
 import argparse
 import datetime
@@ -49,18 +50,20 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="build/quality")
     ap.add_argument("--results", default="bench/results/structured.jsonl")
+    ap.add_argument("--extra", default="", help="key=value settings over configs/demo.yaml for every run")
     a = ap.parse_args()
+    common = a.extra.split()
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     data_dir = os.path.join(out, "data")
     subprocess.run([a.lingua, "prepare", f"out_dir={data_dir}", "source=moby_dick", "val_fraction=0.02",
                     "overwrite=true", "data/demo/moby_dick.txt.gz"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lowrank = ["model.ffn=lowrank", f"model.structured.rank={a.rank}"]
+    lowrank = common + ["model.ffn=lowrank", f"model.structured.rank={a.rank}"]
     guided = lowrank + ["model.structured.self_guided.mode=fixedstep", "model.structured.self_guided.max_step=2"]
     # FLOPs per token of each kind of step, from 3-step probes.
     probe = {}
-    for name, extra in (("dense", []), ("lowrank", lowrank), ("guided", guided)):
+    for name, extra in (("dense", common), ("lowrank", lowrank), ("guided", guided)):
         m, _ = train(a.lingua, out, "probe_" + name, 3, extra, data_dir, a.device, 0)
         probe[name] = [flops_per_token(r) for r in m]
     f_dense, f_lowrank = probe["dense"][0], probe["lowrank"][0]
@@ -69,7 +72,7 @@ def main():
     s_lowrank = round(budget / f_lowrank)
     # S f_lowrank + ratio S (f_guided - f_lowrank) = budget
     s_guided = round(budget / (f_lowrank + a.guided_ratio * (f_guided - f_lowrank)))
-    runs = [("dense", a.steps, []), ("lowrank", s_lowrank, lowrank),
+    runs = [("dense", a.steps, common), ("lowrank", s_lowrank, lowrank),
             ("lowrank_self_guided", s_guided,
              lowrank + ["model.structured.self_guided.mode=fixedstep",
                         f"model.structured.self_guided.max_step={round(a.guided_ratio * s_guided)}"])]
