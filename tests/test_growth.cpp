@@ -198,6 +198,17 @@ TEST(GrowthRun, CarriedMomentsChangeTheFirstUpdateAndErrorsNameTheKey) {
   // (The first grown step runs at the restarted warmup's learning rate 0: its update is step 5's.)
   EXPECT_NE(carried.losses[5], fresh.losses[5]);
   for (double l : carried.losses) EXPECT_TRUE(std::isfinite(l));
+  // Across a wider model dimension (G_zero 16 -> 32): carried too, and a stopped run resumes bitwise.
+  TrainConfig wide = growth_run_config(data, "growrun_carry_dim", 6, 3, "zero", 1);
+  wide.model.n_kv_heads.reset();
+  wide.model.head_dim = 8;
+  wide.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
+  wide.growth.source.yaml = "{n_layers: 2, dim: 16, n_heads: 2}";
+  wide.growth.carry_moments = true;
+  const TrainResult wide_run = train(wide, quiet);
+  ASSERT_EQ(wide_run.losses.size(), 6u);
+  for (double l : wide_run.losses) EXPECT_TRUE(std::isfinite(l));
+  expect_resumes_bitwise(wide, wide_run, {4}, "growrun_carry_dim");
 
   auto error_of = [&](const std::function<void(TrainConfig&)>& edit) {
     TrainConfig e = c;

@@ -297,6 +297,26 @@ TEST(Growth, MomentsFollowTheWeights) {
     for (float x : out["layers.3.feed_forward.w1.weight"].v) ASSERT_EQ(x, 0.0f);
     EXPECT_EQ(out["tok_embeddings.weight"].m, src->params().host_param(src->params().index("tok_embeddings.weight")));
   }
+  {  // G_zero in the model dimension (16 -> 24): new entries 0, a norm's moments / c and / c^2
+    ModelConfig s = tiny(2), t = tiny(2);
+    s.head_dim = t.head_dim = 8;
+    t.dim = 24;
+    auto src = source_model(s);
+    ModelRun dst(t, resolve_dims(t, kVocab));
+    auto out = grown_moments(*src, dst, GrowthOperator::zero, {0, 1});
+    const double c = std::sqrt(16.0 / 24.0);
+    const Moments n = fake(src->params())(src->params().index("norm.weight"));
+    const Moments& g = out["norm.weight"];
+    ASSERT_EQ(g.m.size(), 24u);
+    for (int i = 0; i < 24; ++i) {
+      EXPECT_FLOAT_EQ(g.m[i], i < 16 ? (float)(n.m[i] / c) : 0.0f) << i;
+      EXPECT_FLOAT_EQ(g.v[i], i < 16 ? (float)(n.v[i] / (c * c)) : 0.0f) << i;
+    }
+    const Moments e = fake(src->params())(src->params().index("tok_embeddings.weight"));  // [V, 16] -> [V, 24]
+    const Moments& ge = out["tok_embeddings.weight"];
+    for (int64_t r = 0; r < kVocab; ++r)
+      for (int64_t k = 0; k < 24; ++k) EXPECT_EQ(ge.v[r * 24 + k], k < 16 ? e.v[r * 16 + k] : 0.0f);
+  }
   ModelConfig s = tiny(2), t = tiny(2);
   t.ffn_dim_multiplier = 1.5;
   auto src = source_model(s);

@@ -98,8 +98,9 @@ std::vector<float> widen(const std::vector<float>& v, const ParamInfo& src, cons
 }
 
 // A parameter whose "dim" axes grew (G_zero in the model dimension): the source's values in the
-// leading block, zeros elsewhere; a norm's weights (1-D) scaled by `norm_scale`, new ones too (the
-// RMS of a residual stream with zero new coordinates is sqrt(D_src / D) of the source's).
+// leading block, zeros elsewhere; a norm's (1-D) scaled by `norm_scale`, new ones `norm_scale` when
+// `weight` (the RMS of a residual stream with zero new coordinates is sqrt(D_src / D) of the
+// source's), else 0 (moments).
 std::vector<float> pad_dim(const std::vector<float>& v, const std::vector<int64_t>& from,
                            const std::vector<int64_t>& to, float norm_scale, bool weight) {
   if (to.size() == 1) {
@@ -321,8 +322,13 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
           const Units& u = units_of(layer, is_heads_axis(role));
           x = widen(x, sp, m, u.size, u.map, u.copies, scale);
         }
-        if (mid != p.shape)
-          x = pad_dim(x, mid, p.shape, (float)std::sqrt((double)source.dims().dim / target.dims().dim), weight);
+        if (mid != p.shape) {
+          // A norm's weight is scaled by c = sqrt(D_src / D); its gradient there is 1/c of the
+          // source's, so its moments are scaled by 1/c and 1/c^2 (new entries: 0).
+          const double c = std::sqrt((double)source.dims().dim / target.dims().dim);
+          const double scale = what == Value::weight ? c : what == Value::first_moment ? 1.0 / c : 1.0 / (c * c);
+          x = pad_dim(x, mid, p.shape, (float)scale, weight);
+        }
         return x;
       };
       v = place(std::move(v), what == Value::weight);
@@ -361,8 +367,6 @@ void grow_moments(const Transformer& source, const Transformer& target, GrowthOp
                   const std::vector<int>& list, uint64_t seed, const std::function<Moments(int)>& get,
                   const std::function<void(int, const Moments&)>& set) {
   check_layouts(source, target, op, list);
-  LINGUA_CHECK(source.dims().dim == target.dims().dim, "carrying AdamW moments across a wider model dimension: not "
-               "supported (use a fresh optimizer)");
   std::map<int, Moments> out;
   std::map<int, Moments> in;  // (each source tensor read once)
   auto source_moments = [&](int sid) -> const Moments& {

@@ -79,7 +79,9 @@ std::vector<int> grow_model(const Transformer& source, Transformer& target, Grow
 // stacking list; a new layer's and a new (G_zero) unit's are zero; a G_split unit with c copies
 // keeps the source's moments on the side whose weights are not divided (the gradient there is the
 // source's) and divides them on the other (first moment by c, second by c^2: each copy's gradient
-// is 1/c of the source unit's).
+// is 1/c of the source unit's). Across a wider model dimension, new entries are zero and a norm's
+// weight, scaled by c = sqrt(D_src / D), has its moments scaled by 1/c and 1/c^2 (its gradient is 1/c
+// of the source's).
 struct Moments {
   std::vector<float> m, v;
 };
