@@ -161,6 +161,11 @@ TEST(Growth, SplitAndZeroWidthKeepTheFunction) {
   ModelConfig tz = ts;
   tz.n_layers = 3;
   check_zero(ss, tz, {0, 1, -1}, GrowthOperator::zero);  // deeper and wider at once
+  // LowRank: the hidden axis is the rows of w1.b and w3.b and the columns of w2.a (2-D factors).
+  ModelConfig sl = tiny(2, "lowrank"), tl = tiny(2, "lowrank");
+  tl.ffn_dim_multiplier = 1.5;
+  check_zero(sl, tl, {0, 1}, GrowthOperator::split);
+  check_zero(sl, tl, {0, 1}, GrowthOperator::zero);
   // The split units are copies: each new row of w1 equals a source row.
   auto src = source_model(s);
   ModelRun dst(t, resolve_dims(t, kVocab));

@@ -19,7 +19,8 @@
 //                    (drawn per layer from `seed`); the FFN's input-side weights (w2's columns) of a
 //                    copied unit are divided by its number of copies, so the function is kept (Net2Net).
 //                    FFNs whose hidden axis is that of 2-D weights and tables (a looked-up table's
-//                    columns are copied like w1's rows; factored FFNs are refused).
+//                    columns are copied like w1's rows; LowRank's factors w1.b, w3.b and w2.a
+//                    alike; block-diagonal factors, 3-D, are refused).
 //   G_zero (width)   the same widening with new units zero in every weight: the function is kept,
 //                    but a unit zero on both sides gets no gradient and stays zero (as the operator is
 //                    defined; G_split is the widening that learns).
