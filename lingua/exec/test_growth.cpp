@@ -267,11 +267,50 @@ TEST(Growth, WiderModelDimensionKeepsTheFunction) {
   const std::vector<float> es = src->params().host_param(src->params().index("tok_embeddings.weight"));
   for (int v = 0; v < kVocab; ++v)
     for (int d = 0; d < 24; ++d) ASSERT_EQ(e[v * 24 + d], d < 16 ? es[v * 16 + d] : 0.0f);
-  EXPECT_THROW(check_growth(s, t, GrowthOperator::split, {0, 1}), Error);
   EXPECT_THROW(check_growth(s, t, GrowthOperator::stack, {0, 1}), Error);
   ModelConfig nohd = t, nohs = s;
   nohd.head_dim.reset(), nohs.head_dim.reset();
   EXPECT_THROW(check_growth(nohs, nohd, GrowthOperator::zero, {0, 1}), Error);
+}
+
+// G_split of the model dimension (16 -> 24): each new coordinate copies a random source coordinate,
+// and every copy of a coordinate c times over holds 1/sqrt(c) of it, on the writers' and the
+// readers' side alike: the stream's sum of squares is the source's, so with model.norm_eps scaled
+// by 16 / 24 the function is kept exactly; also deeper, with more heads and a wider FFN at once.
+TEST(Growth, SplitModelDimensionKeepsTheFunction) {
+  ModelConfig s = tiny(2), t = tiny(2);
+  s.head_dim = t.head_dim = 8;
+  t.dim = 24;
+  t.norm_eps = s.norm_eps * 16.0 / 24.0;
+  check_zero(s, t, {0, 1}, GrowthOperator::split);
+  ModelConfig big = t;
+  big.n_heads = 3;
+  big.ffn_dim_multiplier = 1.5;
+  check_zero(s, big, {0, 1}, GrowthOperator::split);
+  // Every new embedding column is a source column over sqrt(2) (or sqrt(c)), and so is the copied one.
+  auto src = source_model(s);
+  ModelRun dst(t, resolve_dims(t, kVocab));
+  grow_model(src->model, dst.model, GrowthOperator::split, {0, 1}, 5);
+  const std::vector<float> e = dst.params().host_param(dst.params().index("tok_embeddings.weight"));
+  const std::vector<float> es = src->params().host_param(src->params().index("tok_embeddings.weight"));
+  auto same_column = [&](int d, int k) {
+    for (int v = 0; v < kVocab; ++v)
+      if (e[v * 24 + d] != e[v * 24 + k]) return false;
+    return true;
+  };
+  for (int d = 16; d < 24; ++d) {
+    int from = -1;
+    for (int k = 0; k < 16 && from < 0; ++k)
+      if (same_column(d, k)) from = k;
+    ASSERT_GE(from, 0) << "coordinate " << d << " copies no source coordinate";
+    const double ratio = e[from] / es[from];  // 1 / sqrt(copies), copies >= 2
+    EXPECT_LE(ratio, 1.0 / std::sqrt(2.0) + 1e-6) << d;
+    for (int v = 0; v < kVocab; ++v) EXPECT_NEAR(e[v * 24 + from], es[v * 16 + from] * ratio, 1e-6) << v;
+  }
+  // Carrying moments across it is refused (a fresh optimizer).
+  EXPECT_THROW(grow_moments(src->model, dst.model, GrowthOperator::split, {0, 1}, 5, [](int) { return Moments{}; },
+                            [](int, const Moments&) {}),
+               Error);
 }
 
 // growth.carry_moments: the moments follow the weights; a G_split unit with c copies keeps its

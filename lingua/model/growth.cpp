@@ -114,6 +114,34 @@ std::vector<float> pad_dim(const std::vector<float>& v, const std::vector<int64_
   return out;
 }
 
+// A parameter whose "dim" axes grew by G_split: target coordinate j holds source coordinate
+// map[j] divided by sqrt(copies of it) on every "dim" axis (writers and readers of the residual
+// stream alike: the copies' squares sum to the source's, so the stream's RMS is sqrt(D_src / D) of
+// the source's, and a reader's products over the copies sum to the source's); a norm's weights
+// (1-D) copied and scaled by `norm_scale`.
+std::vector<float> split_dim(const std::vector<float>& v, const std::vector<int64_t>& from, const ParamInfo& to,
+                             const std::vector<int64_t>& map, const std::vector<int>& copies, float norm_scale) {
+  const std::vector<int64_t>& shape = to.shape;
+  if (shape.size() == 1) {
+    std::vector<float> out((size_t)shape[0]);
+    for (int64_t j = 0; j < shape[0]; ++j) out[(size_t)j] = v[(size_t)map[(size_t)j]] * norm_scale;
+    return out;
+  }
+  const int64_t R = shape[0], C = shape[1], SC = from[1];
+  const bool rows = to.axes[0] == "dim", cols = to.axes[1] == "dim";
+  std::vector<float> out((size_t)(R * C));
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t sr = rows ? map[(size_t)r] : r;
+    const float fr = rows ? 1.0f / std::sqrt((float)copies[(size_t)sr]) : 1.0f;
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t sc = cols ? map[(size_t)c] : c;
+      const float fc = cols ? 1.0f / std::sqrt((float)copies[(size_t)sc]) : 1.0f;
+      out[(size_t)(r * C + c)] = v[(size_t)(sr * SC + sc)] * fr * fc;
+    }
+  }
+  return out;
+}
+
 // The output projections of a block: zero makes it an identity block.
 bool is_output_projection(const std::string& rest) {
   return rest == "attention.wo.weight" || rest == "feed_forward.w2.weight";
@@ -156,7 +184,7 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
                  "model.n_layers (and, with G_zero or G_split, the FFN width and the number of heads) only");
   };
   const bool widens = op == GrowthOperator::zero || op == GrowthOperator::split || op == GrowthOperator::random;
-  if ((op == GrowthOperator::zero || op == GrowthOperator::random) && t.dim != s.dim) {  // a wider residual stream
+  if (widens && t.dim != s.dim) {  // a wider residual stream
     LINGUA_CHECK(t.dim > s.dim, "config key 'model.dim': the target's ", t.dim, " is smaller than the source's ", s.dim,
                  " (growth only adds)");
     LINGUA_CHECK(s.head_dim.has_value(), "growing model.dim (", s.dim, " -> ", t.dim, ") keeps the heads' size: set "
@@ -217,10 +245,11 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
                target.n_layers(), " target layers");
   const Layout src = layout_of(source), dst = layout_of(target);
   const bool dim_grows = target.dims().dim != source.dims().dim;
-  LINGUA_CHECK(!dim_grows || ((op == GrowthOperator::zero || op == GrowthOperator::random) &&
+  LINGUA_CHECK(!dim_grows || ((op == GrowthOperator::zero || op == GrowthOperator::random ||
+                                 op == GrowthOperator::split) &&
                                 target.dims().dim > source.dims().dim),
                "the model dimension differs (", source.dims().dim, " -> ", target.dims().dim,
-               "): only G_zero and G_random grow it");
+               "): only G_zero, G_split and G_random grow it");
   for (int i = 0; i < target.n_layers(); ++i) {
     const int s = list[i];
     if (s < 0) {
@@ -267,6 +296,20 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
   };
   std::map<std::pair<int, bool>, Units> units;
   const int64_t head_dim = target.dims().head_dim;
+  // G_split of the model dimension: which source coordinate each target coordinate copies (the
+  // source's, then random ones, drawn from the seed) and the copies of each.
+  const int64_t Ds = source.dims().dim, Dt = target.dims().dim;
+  std::vector<int64_t> dim_map;
+  std::vector<int> dim_copies;
+  if (op == GrowthOperator::split && Dt > Ds) {
+    std::mt19937_64 g(seed * 0x9E3779B97F4A7C15ull + 0xd1b54a32d192ed03ull);
+    dim_copies.assign((size_t)Ds, 1);
+    for (int64_t j = 0; j < Dt; ++j) {
+      const int64_t s = j < Ds ? j : (int64_t)(g() % (uint64_t)Ds);
+      if (j >= Ds) ++dim_copies[(size_t)s];
+      dim_map.push_back(s);
+    }
+  }
   auto units_of = [&](int layer, bool heads) -> const Units& {
     Units& u = units[{layer, heads}];
     if (!u.map.empty()) return u;
@@ -327,7 +370,8 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
           // source's, so its moments are scaled by 1/c and 1/c^2 (new entries: 0).
           const double c = std::sqrt((double)source.dims().dim / target.dims().dim);
           const double scale = what == Value::weight ? c : what == Value::first_moment ? 1.0 / c : 1.0 / (c * c);
-          x = pad_dim(x, mid, p.shape, (float)scale, weight);
+          x = dim_map.empty() ? pad_dim(x, mid, p.shape, (float)scale, weight)
+                              : split_dim(x, mid, p, dim_map, dim_copies, (float)scale);
         }
         return x;
       };
@@ -367,6 +411,8 @@ void grow_moments(const Transformer& source, const Transformer& target, GrowthOp
                   const std::vector<int>& list, uint64_t seed, const std::function<Moments(int)>& get,
                   const std::function<void(int, const Moments&)>& set) {
   check_layouts(source, target, op, list);
+  LINGUA_CHECK(op != GrowthOperator::split || source.dims().dim == target.dims().dim,
+               "carrying AdamW moments across G_split of the model dimension: not supported (use a fresh optimizer)");
   std::map<int, Moments> out;
   std::map<int, Moments> in;  // (each source tensor read once)
   auto source_moments = [&](int sid) -> const Moments& {

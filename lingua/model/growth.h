@@ -40,11 +40,19 @@
 //                    the residual stream's new coordinates are zero; the norms' weights are scaled by
 //                    sqrt(D_src / D) (the stream's RMS shrinks by that): exact when model.norm_eps is
 //                    scaled by D_src / D too, else up to the epsilon's share of the RMS. As for the
-//                    FFN's zero units, the new coordinates get no gradient (G_split would need a
-//                    function-keeping copy through RMSNorm, which has none: refused).
+//                    FFN's zero units, the new coordinates get no gradient.
+//   dim (G_split)    each new coordinate copies a random source coordinate (from `seed`), and
+//                    every copy of a coordinate copied c times (the source's one too) holds 1/sqrt(c)
+//                    of it: every parameter's "dim" entries are divided by sqrt(c), on the side that
+//                    writes the residual stream and the side that reads the norms' outputs alike.
+//                    The copies' squares sum to the source coordinate's, so the stream's RMS is
+//                    sqrt(D_src / D) of the source's as with G_zero (norm weights scaled alike), and
+//                    a reader's products over the copies sum to the source's: exact with
+//                    model.norm_eps scaled by D_src / D. (Halving instead, Net2Net's rule, would
+//                    change the RMS.)
 // Layers are copied per the stacking list for every operator. The target config must equal the
-// source's but for model.n_layers and, with G_zero, G_split or G_random, the FFN width and n_heads
-// (G_zero and G_random also model.dim).
+// source's but for model.n_layers and, with G_zero, G_split or G_random, the FFN width, n_heads
+// and model.dim.
 #include <cstdint>
 #include <functional>
 #include <string>

@@ -102,6 +102,8 @@ void check_growth_config(const TrainConfig& cfg) {
     LINGUA_CHECK(!layout.fsdp(), "growth.op=random in width (its masks multiply whole weights): not with sharded "
                  "parameters (", layout.describe(), "); use distributed.fsdp_type=no_shard");
   }
+  LINGUA_CHECK(!g.carry_moments || g.op != "split" || source.dim == cfg.model.dim, "growth.carry_moments with "
+               "G_split of model.dim: not supported; use a fresh optimizer (carry_moments=false)");
   if (g.carry_moments) {
     const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
     LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.carry_moments: not with sharded parameters (",
