@@ -1,5 +1,5 @@
 // Model growth on the GPU (skipped without one): a model grown on the host with a function-keeping
-// operator (G_zero in depth, G_split and G_zero in the FFN's width and heads, G_zero in the model
+// operator (G_zero in depth, G_split and G_zero in the FFN's width, the heads and the model
 // dimension; dense and STEM) computes on the GPU what its source computes there; G_random's ramp
 // (growth_ramp.h, in depth and in width) on the GPU gives the CPU's loss and gradients, the same
 // bitwise when repeated.
@@ -98,6 +98,7 @@ TEST(GrowthCuda, FunctionKeepingGrowthComputesTheSourcesLogits) {
   dt.n_heads = 3;
   dt.norm_eps = ds.norm_eps * 128.0 / 192.0;
   EXPECT_LT(grown_vs_source(ds, dt, GrowthOperator::zero, {0, 1}), 2e-2);
+  EXPECT_LT(grown_vs_source(ds, dt, GrowthOperator::split, {0, 1}), 2e-2);
   // Not vacuous: a model grown with G_stack computes something else.
   EXPECT_GT(grown_vs_source(config(2), config(4), GrowthOperator::stack, {0, 1, 0, 1}), 1e-3);
 }
