@@ -163,7 +163,7 @@ struct StructuredFfnConfig {
     v("premerge_max_tokens", premerge_max_tokens,
       "pre-merge: forwards without backward (decoding, scoring) of at most this many token rows multiply by dense "
       "weights merged from the factors, kept beside them; 0: never; -1 (auto): up to 256 rows on CUDA where dim <= "
-      "1024, else never (measured on H100: bench/NOTES.md)");
+      "2048, else never (measured on H100: bench/NOTES.md)");
   }
 };
 

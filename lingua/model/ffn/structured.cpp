@@ -197,12 +197,13 @@ void StructuredLinear::backward_input_unshuffled(const Tensor&, const Tensor&, A
 
 int64_t StructuredFfn::premerge_max_rows(Device device) const {
   if (premerge_max_rows_ >= 0) return premerge_max_rows_;
-  // auto, from the H100 measurements of bench/run_premerge.sh (bench/results/structured.jsonl,
-  // 2026-12-06): on CUDA the merged weights beat the factors at every row count measured (1 to
-  // 256) for dim 1024, where a layer is bound by kernel launches (2 GEMMs instead of 2 to 6); from
-  // dim 2048 the factors win at every row count, the layer being bound by the bytes of weights
-  // read (the factors are fewer). On the CPU the factors' fewer FLOPs win.
-  return device == Device::cuda && dim_ <= 1024 ? 256 : 0;
+  // auto, from H100 measurements (bench/NOTES.md "Pre-merge"; 2026-12-06 and 2026-12-07): on
+  // CUDA, up to dim 2048 a layer's forward of 1 to 256 rows is bound by kernel launches (2 GEMMs
+  // merged instead of 2 to 6 kernels factored): merged it runs at the dense layer's speed, factored
+  // up to 2x slower (every variant at dim 1024 and 1536, blockshuffle at 2048). From dim 5120 the
+  // factors win at every row count, the layer being bound by the bytes of weights read (the factors
+  // are fewer). On the CPU the factors' fewer FLOPs win.
+  return device == Device::cuda && dim_ <= 2048 ? 256 : 0;
 }
 
 StructuredFfn::StructuredFfn(const FfnBuildArgs& a, const char* kind, std::unique_ptr<StructuredLinear> fc1,
