@@ -30,7 +30,8 @@ struct GrowthConfig {
       "'{n_layers: 6}' (G_stack) or '{ffn_dim_multiplier: 1.0}' (op=zero or split)");
     v.choice("op", op, {"stack", "zero", "split", "random", "learn"},
              "growth operator (as lingua grow op=): stack (G_stack), zero (G_zero: identity layers listed as -1, "
-             "zero FFN units), split (G_split: a wider FFN's new units copy random source units), random (G_random: "
+             "zero FFN units, heads and model coordinates), split (G_split: new FFN units, heads and model coordinates "
+             "copy random source ones, the function kept), random (G_random: "
              "layers listed as -1, and new FFN units, model coordinates and heads, are random and ramped in over "
              "growth.ramp_steps), learn (G_learn, LiGO: each "
              "target block a learned mix of the source blocks, from G_stack, trained for growth.learn_steps)");
