@@ -36,7 +36,7 @@ struct GrowthConfig {
              "growth.ramp_steps), learn (G_learn, LiGO: each "
              "target block a learned mix of the source blocks, from G_stack, trained for growth.learn_steps)");
     v("stacking_list", stacking_list, "source layer of each target layer (default: the source's layers repeated; "
-      "op=zero: -1 for a new layer)");
+      "op=zero or random: -1 for a new layer)");
     v("seed", seed, "op=split: the seed of the units copied");
     v("ramp_steps", ramp_steps, "op=random: the optimizer steps over which each new block's output goes from its "
       "input (m = 0) to the block's own (m = 1): it outputs m f(x) + (1 - m) x; in width, the steps of each mask "
