@@ -235,13 +235,18 @@ TEST(Growth, MoreHeadsKeepTheFunction) {
 // The model dimension (G_zero): 16 -> 24, the new coordinates of the residual stream zero, the
 // norms' weights scaled by sqrt(16 / 24). Exact when the target's norm epsilon is scaled alike
 // (the RMS of the wider stream is sqrt(16 / 24) of the source's); with the same epsilon, up to the
-// epsilon's share of the RMS. Also deeper, wider FFN and more heads at once; G_split and G_stack
-// refuse it.
-TEST(Growth, WiderModelDimensionKeepsTheFunction) {
+// epsilon's share of the RMS. Also deeper, wider FFN and more heads at once; G_stack refuses it.
+// (dim 16 -> 24, head_dim 8 kept, the target's norm epsilon scaled by 16 / 24.)
+std::pair<ModelConfig, ModelConfig> wider_dim() {
   ModelConfig s = tiny(2), t = tiny(2);
   s.head_dim = t.head_dim = 8;
   t.dim = 24;
   t.norm_eps = s.norm_eps * 16.0 / 24.0;
+  return {s, t};
+}
+
+TEST(Growth, WiderModelDimensionKeepsTheFunction) {
+  const auto [s, t] = wider_dim();
   check_zero(s, t, {0, 1}, GrowthOperator::zero);
   ModelConfig big = t;
   big.n_layers = 3;
@@ -278,10 +283,7 @@ TEST(Growth, WiderModelDimensionKeepsTheFunction) {
 // readers' side alike: the stream's sum of squares is the source's, so with model.norm_eps scaled
 // by 16 / 24 the function is kept exactly; also deeper, with more heads and a wider FFN at once.
 TEST(Growth, SplitModelDimensionKeepsTheFunction) {
-  ModelConfig s = tiny(2), t = tiny(2);
-  s.head_dim = t.head_dim = 8;
-  t.dim = 24;
-  t.norm_eps = s.norm_eps * 16.0 / 24.0;
+  const auto [s, t] = wider_dim();
   check_zero(s, t, {0, 1}, GrowthOperator::split);
   ModelConfig big = t;
   big.n_heads = 3;

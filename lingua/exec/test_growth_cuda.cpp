@@ -64,6 +64,18 @@ double grown_vs_source(const ModelConfig& sc, const ModelConfig& tc, GrowthOpera
   return relative_logit_diff(logits(src, tok), logits(dst, tok));
 }
 
+// dim 128 -> 192 and 2 -> 3 heads of 64 (no GQA), the target's norm epsilon scaled by 128 / 192
+// so the wider stream's RMS matches; the target `layers` deep.
+std::pair<ModelConfig, ModelConfig> wider_dim(int layers) {
+  ModelConfig s = config(2), t = config(layers);
+  s.n_kv_heads.reset(), t.n_kv_heads.reset();
+  s.head_dim = t.head_dim = 64;
+  t.dim = 192;
+  t.n_heads = 3;
+  t.norm_eps = s.norm_eps * 128.0 / 192.0;
+  return {s, t};
+}
+
 }  // namespace
 
 TEST(GrowthCuda, FunctionKeepingGrowthComputesTheSourcesLogits) {
@@ -89,14 +101,8 @@ TEST(GrowthCuda, FunctionKeepingGrowthComputesTheSourcesLogits) {
   ht.n_heads = 3;
   EXPECT_LT(grown_vs_source(hs, ht, GrowthOperator::split, {0, 1}), 2e-2);
   EXPECT_LT(grown_vs_source(hs, ht, GrowthOperator::zero, {0, 1}), 2e-2);
-  // Model dimension 128 -> 192 (G_zero), with the norm epsilon scaled by 128 / 192 so the wider
-  // stream's RMS matches; also one more head.
-  ModelConfig ds = config(2), dt = config(2);
-  ds.n_kv_heads.reset(), dt.n_kv_heads.reset();
-  ds.head_dim = dt.head_dim = 64;
-  dt.dim = 192;
-  dt.n_heads = 3;
-  dt.norm_eps = ds.norm_eps * 128.0 / 192.0;
+  // The model dimension and the heads at once.
+  const auto [ds, dt] = wider_dim(2);
   EXPECT_LT(grown_vs_source(ds, dt, GrowthOperator::zero, {0, 1}), 2e-2);
   EXPECT_LT(grown_vs_source(ds, dt, GrowthOperator::split, {0, 1}), 2e-2);
   // Not vacuous: a model grown with G_stack computes something else.
@@ -138,12 +144,7 @@ TEST(GrowthCuda, RampedStepMatchesCpu) {
 // same when repeated.
 TEST(GrowthCuda, WidthMaskedStepMatchesCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
-  ModelConfig sc = config(2), tc = config(3);
-  sc.n_kv_heads.reset(), tc.n_kv_heads.reset();
-  sc.head_dim = tc.head_dim = 64;
-  tc.dim = 192;
-  tc.n_heads = 3;
-  tc.norm_eps = sc.norm_eps * 128.0 / 192.0;
+  const auto [sc, tc] = wider_dim(3);
   const std::vector<int> list = {0, -1, 1};
   auto trained = [](Transformer& t) { t.init_weights(1234); };
   ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
