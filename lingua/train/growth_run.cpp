@@ -83,29 +83,25 @@ void check_growth_config(const TrainConfig& cfg) {
                "growth.step with model.structured.self_guided: not supported (the guided phase and the growth "
                "step would share one schedule)");
   const ModelConfig source = growth_source_model(cfg);
-  LINGUA_CHECK(source.n_layers != cfg.model.n_layers || source.ffn_dim_multiplier != cfg.model.ffn_dim_multiplier ||
-                   source.multiple_of != cfg.model.multiple_of || source.n_heads != cfg.model.n_heads ||
-                   source.dim != cfg.model.dim,
-               "config key 'growth.source' (", g.source.yaml, ") gives the same model as model.*: nothing would grow");
-  check_growth(source, cfg.model, parse_growth_operator(g.op), stacking_list_of(cfg, source));
-  if (g.op == "learn") {
-    LINGUA_CHECK(g.learn_steps >= 1, "config key 'growth.learn_steps' is ", g.learn_steps, ": G_learn needs >= 1");
-    const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
-    LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.op=learn: not with sharded parameters (",
-                 layout.describe(), "; its map writes whole weights); use distributed.fsdp_type=no_shard (DDP)");
-  }
+  // (The width keys that growth may change; n_layers is the depth.)
   const bool wider = source.dim != cfg.model.dim || source.n_heads != cfg.model.n_heads ||
                      source.ffn_dim_multiplier != cfg.model.ffn_dim_multiplier ||
                      source.multiple_of != cfg.model.multiple_of;
-  if (g.op == "random" && wider) {
-    const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
+  LINGUA_CHECK(source.n_layers != cfg.model.n_layers || wider,
+               "config key 'growth.source' (", g.source.yaml, ") gives the same model as model.*: nothing would grow");
+  check_growth(source, cfg.model, parse_growth_operator(g.op), stacking_list_of(cfg, source));
+  const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
+  if (g.op == "learn") {
+    LINGUA_CHECK(g.learn_steps >= 1, "config key 'growth.learn_steps' is ", g.learn_steps, ": G_learn needs >= 1");
+    LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.op=learn: not with sharded parameters (",
+                 layout.describe(), "; its map writes whole weights); use distributed.fsdp_type=no_shard (DDP)");
+  }
+  if (g.op == "random" && wider)
     LINGUA_CHECK(!layout.fsdp(), "growth.op=random in width (its masks multiply whole weights): not with sharded "
                  "parameters (", layout.describe(), "); use distributed.fsdp_type=no_shard");
-  }
   LINGUA_CHECK(!g.carry_moments || g.op != "split" || source.dim == cfg.model.dim, "growth.carry_moments with "
                "G_split of model.dim: not supported; use a fresh optimizer (carry_moments=false)");
   if (g.carry_moments) {
-    const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
     LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.carry_moments: not with sharded parameters (",
                  layout.describe(), "); use fsdp_type no_shard or a fresh optimizer (carry_moments=false)");
   }
