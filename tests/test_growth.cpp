@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -339,4 +340,39 @@ TEST(GrowthRun, LearnedMapThenTrainingResumesBitwise) {
   EXPECT_NEAR(metrics[4]["optim/total_flops"].get<double>() - smetrics[4]["optim/total_flops"].get<double>(),
               per_step_big * 3 / c.grad_acc_steps, 1e-6 * per_step_big);
   expect_resumes_bitwise(c, whole, {5, 6}, "growrun_learn");
+}
+
+// G_learn in width, in a run: 2 layers with a 64-unit FFN grow to 4 layers of 96 units, the map
+// (depth mix and the FFN's expansion matrices) learned for 3 batches and its loss logged; the
+// map's first loss is that of its start, G_split (which keeps the source's function), on the same
+// batch: the split run's first grown loss (one micro-batch a step); a run stopped after the growth
+// resumes bitwise.
+TEST(GrowthRun, LearnedWidthMapThenTrainingResumesBitwise) {
+  const fs::path data = make_corpus("growrun_lwidth");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig c = growth_run_config(data, "growrun_lwidth", 7, 4, "learn", 2);
+  c.grad_acc_steps = 1;
+  c.growth.source.yaml = "{n_layers: 2, ffn_dim_multiplier: 0.6}";  // FFN 64 -> 96 units
+  c.growth.learn_steps = 3;
+  c.growth.seed = 5;
+  testing::internal::CaptureStderr();
+  const TrainResult whole = train(c, TrainHooks{});
+  const std::string log = testing::internal::GetCapturedStderr();
+  ASSERT_EQ(whole.losses.size(), 7u);
+  for (double l : whole.losses) EXPECT_TRUE(std::isfinite(l));
+  EXPECT_LT(whole.losses[6], whole.losses[0]);
+  const size_t at = log.find("G_learn trained its map for 3 steps (loss ");
+  ASSERT_NE(at, std::string::npos) << log;
+  double first = 0, last = 0;
+  ASSERT_EQ(std::sscanf(log.c_str() + at, "G_learn trained its map for 3 steps (loss %lf -> %lf", &first, &last), 2);
+  EXPECT_TRUE(std::isfinite(last));
+  TrainConfig sp = c;
+  sp.dump_dir = temp_dir("growrun_lwidth_split").string();
+  sp.growth.op = "split";
+  const TrainResult split = train(sp, quiet);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(whole.losses[i], split.losses[i]);
+  EXPECT_NEAR(first, split.losses[4], 1e-4) << "the map starts as G_split";
+  EXPECT_NE(whole.losses[4], split.losses[4]) << "another map, and later batches";
+  expect_resumes_bitwise(c, whole, {5, 6}, "growrun_lwidth");
 }

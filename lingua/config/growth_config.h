@@ -27,17 +27,18 @@ struct GrowthConfig {
       "model (model.* with growth.source over it, its own warmup and decay over these steps), the steps after it the "
       "grown model, with a fresh optimizer and the schedule restarted, as PRTS does");
     v("source", source, "the source model: the model.* keys that differ from the target's, as a mapping, e.g. "
-      "'{n_layers: 6}' (G_stack) or '{ffn_dim_multiplier: 1.0}' (op=zero or split)");
+      "'{n_layers: 6}' (G_stack) or '{ffn_dim_multiplier: 1.0}' (op=zero, split, random or learn)");
     v.choice("op", op, {"stack", "zero", "split", "random", "learn"},
              "growth operator (as lingua grow op=): stack (G_stack), zero (G_zero: identity layers listed as -1, "
              "zero FFN units, heads and model coordinates), split (G_split: new FFN units, heads and model coordinates "
              "copy random source ones, the function kept), random (G_random: "
              "layers listed as -1, and new FFN units, model coordinates and heads, are random and ramped in over "
              "growth.ramp_steps), learn (G_learn, LiGO: each "
-             "target block a learned mix of the source blocks, from G_stack, trained for growth.learn_steps)");
+             "target block a learned mix of the source blocks, widened by learned expansion matrices where the FFN, "
+             "heads or model.dim grow; from G_split (in depth: G_stack), trained for growth.learn_steps)");
     v("stacking_list", stacking_list, "source layer of each target layer (default: the source's layers repeated; "
       "op=zero or random: -1 for a new layer)");
-    v("seed", seed, "op=split: the seed of the units copied");
+    v("seed", seed, "op=split (and learn, its start): the seed of the units copied");
     v("ramp_steps", ramp_steps, "op=random: the optimizer steps over which each new block's output goes from its "
       "input (m = 0) to the block's own (m = 1): it outputs m f(x) + (1 - m) x; in width, the steps of each mask "
       "stage (the FFN's new units, then the new model coordinates, then the new heads, one after the other) "

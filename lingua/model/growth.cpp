@@ -169,6 +169,19 @@ GrowthOperator parse_growth_operator(const std::string& n) {
   fail("unknown growth operator '", n, "' (valid: stack, zero, split, random, learn)");
 }
 
+SplitChoice split_choice(int64_t n_source, int64_t n_target, uint64_t seed, int layer, bool heads) {
+  std::mt19937_64 g(layer < 0 ? seed * 0x9E3779B97F4A7C15ull + 0xd1b54a32d192ed03ull
+                              : seed * 0x9E3779B97F4A7C15ull + (uint64_t)layer + (heads ? 0x5bd1e995ull : 0));
+  SplitChoice c;
+  c.copies.assign((size_t)n_source, 1);
+  for (int64_t j = 0; j < n_target; ++j) {
+    const int64_t s = j < n_source ? j : (int64_t)(g() % (uint64_t)n_source);
+    if (j >= n_source) ++c.copies[(size_t)s];
+    c.map.push_back(s);
+  }
+  return c;
+}
+
 std::vector<int> default_stacking_list(int source_layers, int target_layers) {
   LINGUA_CHECK(source_layers > 0 && target_layers % source_layers == 0, "the target's ", target_layers,
                " layers are not a multiple of the source's ", source_layers,
@@ -181,9 +194,10 @@ std::vector<int> default_stacking_list(int source_layers, int target_layers) {
 void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op, const std::vector<int>& list) {
   auto same = [](const char* key, const auto& a, const auto& b) {
     LINGUA_CHECK(a == b, "config key 'model.", key, "' differs between the source and the target: growth changes ",
-                 "model.n_layers (and, with G_zero or G_split, the FFN width and the number of heads) only");
+                 "model.n_layers (and, with G_zero, G_split, G_random or G_learn, the FFN width, the number of heads "
+                 "and model.dim) only");
   };
-  const bool widens = op == GrowthOperator::zero || op == GrowthOperator::split || op == GrowthOperator::random;
+  const bool widens = op != GrowthOperator::stack;
   if (widens && t.dim != s.dim) {  // a wider residual stream
     LINGUA_CHECK(t.dim > s.dim, "config key 'model.dim': the target's ", t.dim, " is smaller than the source's ", s.dim,
                  " (growth only adds)");
@@ -207,8 +221,7 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
     same("n_heads", s.n_heads, t.n_heads);
     same("n_kv_heads", s.n_kv_heads, t.n_kv_heads);
   }
-  const bool depth_only = op == GrowthOperator::stack || op == GrowthOperator::learn;
-  if (depth_only) {  // (G_zero and G_split also widen the FFN: checked on the shapes)
+  if (!widens) {  // (the other operators also widen the FFN: checked on the shapes)
     same("ffn_dim_multiplier", s.ffn_dim_multiplier, t.ffn_dim_multiplier);
     same("multiple_of", s.multiple_of, t.multiple_of);
   }
@@ -245,11 +258,9 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
                target.n_layers(), " target layers");
   const Layout src = layout_of(source), dst = layout_of(target);
   const bool dim_grows = target.dims().dim != source.dims().dim;
-  LINGUA_CHECK(!dim_grows || ((op == GrowthOperator::zero || op == GrowthOperator::random ||
-                                 op == GrowthOperator::split) &&
-                                target.dims().dim > source.dims().dim),
-               "the model dimension differs (", source.dims().dim, " -> ", target.dims().dim,
-               "): only G_zero, G_split and G_random grow it");
+  const bool widens = op != GrowthOperator::stack;
+  LINGUA_CHECK(!dim_grows || (widens && target.dims().dim > source.dims().dim), "the model dimension differs (",
+               source.dims().dim, " -> ", target.dims().dim, "): only G_zero, G_split, G_random and G_learn grow it");
   for (int i = 0; i < target.n_layers(); ++i) {
     const int s = list[i];
     if (s < 0) {
@@ -263,12 +274,11 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
     }
     LINGUA_CHECK(s < source.n_layers(), "stacking list entry ", i, " is ", s, " but the source has ", source.n_layers(),
                  " layers");
-    const bool widens = op == GrowthOperator::zero || op == GrowthOperator::split || op == GrowthOperator::random;
     LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], widens, dim_grows), "target layer ", i,
                  " does not match source layer ", s,
                  " (its FFN variant, structure, width or modules differ; check which layers the FFN variant's "
-                 "keys make special against the stacking list; only G_zero, G_split and G_random widen, and only the "
-                 "FFN's hidden units of 2-D FFN weights and the attention heads):\n  source: ",
+                 "keys make special against the stacking list; only G_zero, G_split, G_random and G_learn widen, and "
+                 "only the FFN's hidden units of 2-D FFN weights and the attention heads):\n  source: ",
                  suffixes(src.layers[s]), "\n  target: ", suffixes(dst.layers[i]));
   }
   LINGUA_CHECK(compatible(src.rest, dst.rest, false, dim_grows), "the parameters outside the blocks differ:\n  source: ", suffixes(src.rest),
@@ -299,16 +309,14 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
   // G_split of the model dimension: which source coordinate each target coordinate copies (the
   // source's, then random ones, drawn from the seed) and the copies of each.
   const int64_t Ds = source.dims().dim, Dt = target.dims().dim;
+  // (G_learn's map starts as G_split.)
+  const bool split = op == GrowthOperator::split || op == GrowthOperator::learn;
   std::vector<int64_t> dim_map;
   std::vector<int> dim_copies;
-  if (op == GrowthOperator::split && Dt > Ds) {
-    std::mt19937_64 g(seed * 0x9E3779B97F4A7C15ull + 0xd1b54a32d192ed03ull);
-    dim_copies.assign((size_t)Ds, 1);
-    for (int64_t j = 0; j < Dt; ++j) {
-      const int64_t s = j < Ds ? j : (int64_t)(g() % (uint64_t)Ds);
-      if (j >= Ds) ++dim_copies[(size_t)s];
-      dim_map.push_back(s);
-    }
+  if (split && Dt > Ds) {
+    SplitChoice c = split_choice(Ds, Dt, seed, -1);
+    dim_map = std::move(c.map);
+    dim_copies = std::move(c.copies);
   }
   auto units_of = [&](int layer, bool heads) -> const Units& {
     Units& u = units[{layer, heads}];
@@ -321,13 +329,14 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
         if (widening_axis(sh.axes[k]) && is_heads_axis(sh.axes[k]) == heads)
           Hs = ss.dims[k] / u.size, Ht = sh.dims[k] / u.size;
     }
-    std::mt19937_64 g(seed * 0x9E3779B97F4A7C15ull + (uint64_t)layer + (heads ? 0x5bd1e995ull : 0));
-    u.copies.assign((size_t)Hs, 1);
-    for (int64_t j = 0; j < Ht; ++j) {
-      int64_t s = j < Hs ? j : -1;
-      if (j >= Hs && op == GrowthOperator::split) ++u.copies[(size_t)(s = (int64_t)(g() % (uint64_t)Hs))];
-      u.map.push_back(s);
+    if (split) {
+      SplitChoice c = split_choice(Hs, Ht, seed, layer, heads);
+      u.map = std::move(c.map);
+      u.copies = std::move(c.copies);
+      return u;
     }
+    u.copies.assign((size_t)Hs, 1);
+    for (int64_t j = 0; j < Ht; ++j) u.map.push_back(j < Hs ? j : -1);
     return u;
   };
   // A unit with c copies: the weights that read it are divided by c (the sum is the source's);
@@ -411,8 +420,9 @@ void grow_moments(const Transformer& source, const Transformer& target, GrowthOp
                   const std::vector<int>& list, uint64_t seed, const std::function<Moments(int)>& get,
                   const std::function<void(int, const Moments&)>& set) {
   check_layouts(source, target, op, list);
-  LINGUA_CHECK(op != GrowthOperator::split || source.dims().dim == target.dims().dim,
-               "carrying AdamW moments across G_split of the model dimension: not supported (use a fresh optimizer)");
+  LINGUA_CHECK((op != GrowthOperator::split && op != GrowthOperator::learn) || source.dims().dim == target.dims().dim,
+               "carrying AdamW moments across G_", growth_operator_name(op), " of the model dimension: not supported "
+               "(use a fresh optimizer)");
   std::map<int, Moments> out;
   std::map<int, Moments> in;  // (each source tensor read once)
   auto source_moments = [&](int sid) -> const Moments& {

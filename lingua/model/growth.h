@@ -30,8 +30,10 @@
 //                    init's. It changes the function unless what is new is ramped in, which training
 //                    does (GrowthRamp, lingua/exec/growth_ramp.h: a new block outputs
 //                    m f(x) + (1 - m) x; new units are masked by m; each m from 0 to 1).
-//   G_learn (depth)  LiGO: each target block's parameters a learned mix of the source blocks' (training
-//                    runs only: lingua/exec/growth_learn.h); here, as its start, G_stack.
+//   G_learn          LiGO: each target block's parameters a learned mix of the source blocks', widened
+//                    by learned expansion matrices per axis (FFN units, heads, model dimension: the
+//                    widenings of G_split; training runs only: lingua/exec/growth_learn.h); here, as its
+//                    start, G_split (with no widening: G_stack).
 //   heads (width)    G_split and G_zero also add attention heads (model.n_heads; model.head_dim set
 //                    and kept; no grouped-query attention): a new head copies a random source head's
 //                    q, k and v rows (wo's columns of a copied head divided by its copies), or is zero.
@@ -51,8 +53,8 @@
 //                    model.norm_eps scaled by D_src / D. (Halving instead, Net2Net's rule, would
 //                    change the RMS.)
 // Layers are copied per the stacking list for every operator. The target config must equal the
-// source's but for model.n_layers and, with G_zero, G_split or G_random, the FFN width, n_heads
-// and model.dim.
+// source's but for model.n_layers and, with G_zero, G_split, G_random or G_learn, the FFN width,
+// n_heads and model.dim.
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -68,6 +70,16 @@ GrowthOperator parse_growth_operator(const std::string& name);  // fails naming 
 
 // A block parameter's name "layers.<i>.<rest>": i and rest; false for a parameter outside the blocks.
 bool split_layer_name(const std::string& name, int* layer, std::string* rest);
+
+// G_split's choice of copies, drawn from `seed`: target unit j < n_source copies source unit j, each
+// further one a random source unit. map [n_target]: the source unit of each target unit; copies
+// [n_source]: how many target units copy each source unit. layer >= 0: the FFN's units (heads: the
+// attention heads) of that target layer; -1: the model dimension (one choice for the whole model).
+struct SplitChoice {
+  std::vector<int64_t> map;
+  std::vector<int> copies;
+};
+SplitChoice split_choice(int64_t n_source, int64_t n_target, uint64_t seed, int layer, bool heads = false);
 
 // PRTS's default list: layers [0 .. L_src) repeated to fill L_target (L_target a multiple of L_src).
 std::vector<int> default_stacking_list(int source_layers, int target_layers);

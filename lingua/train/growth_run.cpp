@@ -99,8 +99,9 @@ void check_growth_config(const TrainConfig& cfg) {
   if (g.op == "random" && wider)
     LINGUA_CHECK(!layout.fsdp(), "growth.op=random in width (its masks multiply whole weights): not with sharded "
                  "parameters (", layout.describe(), "); use distributed.fsdp_type=no_shard");
-  LINGUA_CHECK(!g.carry_moments || g.op != "split" || source.dim == cfg.model.dim, "growth.carry_moments with "
-               "G_split of model.dim: not supported; use a fresh optimizer (carry_moments=false)");
+  LINGUA_CHECK(!g.carry_moments || (g.op != "split" && g.op != "learn") || source.dim == cfg.model.dim,
+               "growth.carry_moments with G_", g.op, " of model.dim: not supported; use a fresh optimizer "
+               "(carry_moments=false)");
   if (g.carry_moments) {
     LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.carry_moments: not with sharded parameters (",
                  layout.describe(), "); use fsdp_type no_shard or a fresh optimizer (carry_moments=false)");
@@ -203,7 +204,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   if (op == GrowthOperator::learn && newest <= at) {
     const std::string from = grown.grown_from;
     grown.prepare = [&, from](Executor& exec, DataLoader& loader) -> int64_t {
-      LearnedGrowth learn(*source_of(from, exec.model().dims().vocab), exec.model(), list);
+      LearnedGrowth learn(*source_of(from, exec.model().dims().vocab), exec.model(), list, (uint64_t)cfg.growth.seed);
       int64_t tokens = 0;
       double first = 0, last = 0;
       // (Under DDP every rank learns from its own batches; their gradients are summed by the

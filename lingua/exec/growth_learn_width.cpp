@@ -1,0 +1,167 @@
+#include "lingua/exec/growth_learn_width.h"
+
+#include <cblas.h>
+
+#include <cmath>
+
+#include "lingua/model/growth.h"
+
+namespace lingua {
+
+namespace {
+
+// out [M, N] = op(a) op(b), fp32 (beta 0: out is not read).
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* a, const float* b, float* out) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    std::fill(out, out + M * N, 0.0f);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
+              1.0f, a, ta ? (int)M : (int)K, b, tb ? (int)K : (int)N, 0.0f, out, (int)N);
+}
+
+}  // namespace
+
+WidthExpansion::WidthExpansion(const Transformer& source, const Transformer& target, const std::vector<int>& list,
+                               uint64_t seed) {
+  const ParamStore& s = source.params();
+  const ParamStore& t = target.params();
+  const int64_t Ds = source.dims().dim, Dt = target.dims().dim, head_dim = target.dims().head_dim;
+  std::map<std::string, int> by_name;  // matrix name -> index
+  for (int id : t.ids()) {
+    const ParamInfo& p = t.info(id);
+    int layer = -1;
+    std::string rest, source_name = p.name;
+    if (split_layer_name(p.name, &layer, &rest)) source_name = "layers." + std::to_string(list[layer]) + "." + rest;
+    const ParamInfo& sp = s.info(s.index(source_name));
+    if (sp.shape == p.shape) continue;
+    LINGUA_CHECK(p.shape.size() <= 2 && p.axes.size() == p.shape.size(), "G_learn: ", p.name, " ",
+                 shape_str(p.shape), " grows from ", shape_str(sp.shape), ": only 1-D and 2-D parameters widen");
+    Plan plan{sp.shape[0], p.shape.size() == 2 ? sp.shape[1] : 1, {}};
+    std::vector<Stage> dim_stages;
+    for (int k = 0; k < (int)p.shape.size(); ++k) {
+      if (p.shape[k] == sp.shape[k]) continue;
+      const std::string& role = p.axes[k];
+      const bool dim = role == "dim", heads = role == "q_heads" || role == "kv_heads";
+      LINGUA_CHECK(dim || ((heads || role == "hidden") && layer >= 0 && p.shape.size() == 2), "G_learn: ", p.name,
+                   "'s axis '", role, "' grows: only the model dimension, and a block's FFN units and heads, widen");
+      // Writers' and readers' sides (a table's columns are its output); a norm's weight apart.
+      const bool out = (k == 0) != p.embedding;
+      const std::string side = p.shape.size() == 1 ? "norm" : out ? "out" : "in";
+      const std::string name = dim ? "dim." + side : "layers." + std::to_string(layer) + "." + role + "." + side;
+      auto [it, fresh] = by_name.emplace(name, (int)matrices_.size());
+      if (fresh) {
+        Matrix m;
+        m.name = name;
+        m.unit = heads ? head_dim : 1;
+        m.rows = dim ? Dt : p.shape[k] / m.unit;
+        m.cols = dim ? Ds : sp.shape[k] / m.unit;
+        m.offset = start_.size();
+        start_.resize(start_.size() + (size_t)(m.rows * m.cols), 0.0);
+        // G_split's scales, as grow_model computes them (fp32).
+        const SplitChoice c = split_choice(m.cols, m.rows, seed, dim ? -1 : layer, heads);
+        for (int64_t j = 0; j < m.rows; ++j) {
+          const int n = c.copies[(size_t)c.map[(size_t)j]];
+          const float v = side == "norm" ? (float)std::sqrt((double)Ds / (double)Dt)
+                          : dim          ? 1.0f / std::sqrt((float)n)
+                          : side == "in" && n > 1 ? 1.0f / (float)n
+                                                  : 1.0f;
+          start_[m.offset + (size_t)(j * m.cols + c.map[(size_t)j])] = v;
+        }
+        matrices_.push_back(m);
+      }
+      LINGUA_CHECK(matrices_[it->second].rows * matrices_[it->second].unit == p.shape[k], "G_learn: ", p.name,
+                   "'s axis '", role, "' has ", p.shape[k], " entries, the other parameters' ",
+                   matrices_[it->second].rows * matrices_[it->second].unit);
+      (dim ? dim_stages : plan.stages).push_back({k, it->second});
+    }
+    // G_split's order: the units or heads, then the model dimension.
+    plan.stages.insert(plan.stages.end(), dim_stages.begin(), dim_stages.end());
+    plans_[id] = plan;
+  }
+  load(start_.data());
+}
+
+void WidthExpansion::load(const double* coef) {
+  dense_.resize(matrices_.size());
+  for (size_t i = 0; i < matrices_.size(); ++i) {
+    const Matrix& m = matrices_[i];
+    const int64_t u = m.unit, R = m.rows * u, C = m.cols * u;
+    dense_[i].assign((size_t)(R * C), 0.0f);
+    for (int64_t a = 0; a < m.rows; ++a)
+      for (int64_t b = 0; b < m.cols; ++b) {
+        const float v = (float)coef[m.offset + (size_t)(a * m.cols + b)];
+        for (int64_t d = 0; d < u; ++d) dense_[i][(size_t)((a * u + d) * C + b * u + d)] = v;
+      }
+  }
+}
+
+std::vector<std::vector<float>> WidthExpansion::forward(const Plan& plan, const std::vector<float>& x,
+                                                        std::vector<std::pair<int64_t, int64_t>>* views) const {
+  std::vector<std::vector<float>> ts{x};
+  int64_t R = plan.rows, C = plan.cols;
+  views->assign(1, {R, C});
+  for (const Stage& st : plan.stages) {
+    const Matrix& m = matrices_[(size_t)st.matrix];
+    const std::vector<float>& M = dense_[(size_t)st.matrix];
+    const int64_t nt = m.rows * m.unit, ns = m.cols * m.unit;
+    const std::vector<float>& in = ts.back();
+    std::vector<float> out;
+    if (st.axis == 0) {  // out [nt, C] = M [nt, ns] in [ns, C]
+      out.resize((size_t)(nt * C));
+      gemm(false, false, nt, C, ns, M.data(), in.data(), out.data());
+      R = nt;
+    } else {  // out [R, nt] = in [R, ns] M^T
+      out.resize((size_t)(R * nt));
+      gemm(false, true, R, nt, ns, in.data(), M.data(), out.data());
+      C = nt;
+    }
+    ts.push_back(std::move(out));
+    views->push_back({R, C});
+  }
+  return ts;
+}
+
+std::vector<float> WidthExpansion::apply(int id, const std::vector<float>& x) const {
+  auto it = plans_.find(id);
+  if (it == plans_.end()) return x;
+  std::vector<std::pair<int64_t, int64_t>> views;
+  return std::move(forward(it->second, x, &views).back());
+}
+
+std::vector<float> WidthExpansion::backward(int id, const std::vector<float>& x, const float* g, double* dcoef) const {
+  auto it = plans_.find(id);
+  if (it == plans_.end()) return std::vector<float>(g, g + x.size());
+  const Plan& plan = it->second;
+  std::vector<std::pair<int64_t, int64_t>> views;
+  const std::vector<std::vector<float>> ts = forward(plan, x, &views);
+  std::vector<float> grad(g, g + ts.back().size());  // dL/d(the output of stage i)
+  for (int i = (int)plan.stages.size() - 1; i >= 0; --i) {
+    const Stage& st = plan.stages[(size_t)i];
+    const Matrix& m = matrices_[(size_t)st.matrix];
+    const std::vector<float>& M = dense_[(size_t)st.matrix];
+    const int64_t nt = m.rows * m.unit, ns = m.cols * m.unit, R = views[(size_t)i].first, C = views[(size_t)i].second;
+    const std::vector<float>& in = ts[(size_t)i];
+    std::vector<float> dM((size_t)(nt * ns)), din(in.size());
+    if (st.axis == 0) {  // out = M in: dM = G in^T [nt, ns], din = M^T G [ns, C]
+      gemm(false, true, nt, ns, C, grad.data(), in.data(), dM.data());
+      gemm(true, false, ns, C, nt, M.data(), grad.data(), din.data());
+    } else {  // out = in M^T: dM = G^T in [nt, ns], din = G M [R, ns]
+      gemm(true, false, nt, ns, R, grad.data(), in.data(), dM.data());
+      gemm(false, false, R, ns, nt, grad.data(), M.data(), din.data());
+    }
+    // A head's entry scales head_dim rows: its gradient sums theirs (the kron's diagonal).
+    const int64_t u = m.unit;
+    for (int64_t a = 0; a < m.rows; ++a)
+      for (int64_t b = 0; b < m.cols; ++b) {
+        double s = 0;
+        for (int64_t d = 0; d < u; ++d) s += dM[(size_t)((a * u + d) * ns + b * u + d)];
+        dcoef[m.offset + (size_t)(a * m.cols + b)] += s;
+      }
+    grad = std::move(din);
+  }
+  return grad;
+}
+
+}  // namespace lingua
