@@ -7,19 +7,25 @@
 //   lingua_ffn_bench [widths=768,1024,1536,2048] [tokens=16,256,4096,16384]
 //                    [variants=swiglu,lowrank,blockdense,blockshuffle] [rank_ratio=0.5]
 //                    [blockdense_rank_ratio=0.25] [nblocks=4] [iters=20] [premerge_max_tokens=0] [graphs=0]
+//                    [profile=0]
 // premerge_max_tokens (model.structured.premerge_max_tokens): forwards of at most that many tokens
 // run the merged dense weights (the pre-merge switch point is where these stop being faster).
 // graphs=1 times CUDA-graph replays of the captured work (no host launch cost, as in training).
+// profile=1 also prints to stderr, per shape, the time of each op of one forward + backward (the
+// profiler's CUDA events around each op: where a layer's time goes).
 // hidden = 4 x width (ffn_dim_multiplier 1.5, the paper's GPT-2 sizes); rank = rank_ratio x width
 // (lowrank), blockdense_rank_ratio x width (blockdense).
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "lingua/core/bf16.h"
 #include "lingua/core/cuda.h"
+#include "lingua/core/profiler.h"
 #include "lingua/model/dims.h"
 #include "lingua/model/ffn/ffn.h"
 
@@ -78,13 +84,14 @@ int run(int argc, char** argv) {
                                             {"nblocks", "4"},
                                             {"iters", "20"},
                                             {"premerge_max_tokens", "0"},
-                                            {"graphs", "0"}};
+                                            {"graphs", "0"},
+                                            {"profile", "0"}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const size_t eq = a.find('=');
     if (eq == std::string::npos || !arg.count(a.substr(0, eq))) {
       std::fprintf(stderr, "lingua_ffn_bench: unknown argument '%s'; valid: widths tokens variants rank_ratio "
-                   "blockdense_rank_ratio nblocks iters premerge_max_tokens graphs\n", a.c_str());
+                   "blockdense_rank_ratio nblocks iters premerge_max_tokens graphs profile\n", a.c_str());
       return 2;
     }
     arg[a.substr(0, eq)] = a.substr(eq + 1);
@@ -134,9 +141,18 @@ int run(int argc, char** argv) {
       for (const std::string& ns : split(arg["tokens"])) {
         const int64_t N = std::stoll(ns);
         DeviceBuffer x_b(N * D * 2), res_b(N * D * 4), dout_b(N * D * 2), dx_b(N * D * 2);
-        cuda_memset_zero(x_b.data(), N * D * 2);
-        cuda_memset_zero(res_b.data(), N * D * 4);
-        cuda_memset_zero(dout_b.data(), N * D * 2);
+        {  // random inputs: zeros would flatter the tensor cores' power draw and clocks
+          std::mt19937 rng(7);
+          std::normal_distribution<float> normal(0.0f, 1.0f);
+          std::vector<uint16_t> h((size_t)(N * D));
+          for (uint16_t& v : h) v = float_to_bf16(normal(rng));
+          copy_to_device(x_b.data(), h.data(), h.size() * 2);
+          for (uint16_t& v : h) v = float_to_bf16(normal(rng) * 1e-3f);
+          copy_to_device(dout_b.data(), h.data(), h.size() * 2);
+          std::vector<float> r((size_t)(N * D));
+          for (float& v : r) v = normal(rng);
+          copy_to_device(res_b.data(), r.data(), r.size() * 4);
+        }
         const Tensor x(x_b.data(), {N, D}, DType::bf16, Device::cuda), out(res_b.data(), {N, D}, DType::f32, Device::cuda),
             dout(dout_b.data(), {N, D}, DType::bf16, Device::cuda), dx(dx_b.data(), {N, D}, DType::bf16, Device::cuda);
         Arena saved(Device::cuda), scratch(Device::cuda);
@@ -157,6 +173,17 @@ int run(int argc, char** argv) {
           ffn->forward(x, out, out, ctx);
           ffn->backward(x, dout, dx, ctx);
         });
+        if (std::stoi(arg["profile"]) != 0) {
+          Profiler::instance().start(Device::cuda);
+          {
+            ProfileScope step("step");
+            saved.release_to(0);
+            ffn->forward(x, out, out, ctx);
+            ffn->backward(x, dout, dx, ctx);
+          }
+          std::fprintf(stderr, "== %s width %lld tokens %lld\n%s\n", variant.c_str(), (long long)D, (long long)N,
+                       profile_summary(Profiler::instance().stop(), 1).c_str());
+        }
         const double flops = 2.0 * (double)ffn->matmul_params() * (double)N;
         std::printf("{\"impl\": \"lingua\", \"variant\": \"%s\", \"kind\": \"%s\", \"width\": %lld, \"hidden\": %lld, "
                     "\"rank\": %d, \"nblocks\": %d, \"tokens\": %lld, \"premerge_max_tokens\": %lld, \"graphs\": %s, "
