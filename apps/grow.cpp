@@ -1,13 +1,17 @@
 // lingua grow: model growth (PRTS, SPEC §5). Builds a larger model from a trained smaller one's
 // checkpoint with a growth operator and writes it as a new checkpoint (weights and config; a new
 // run starts from it with checkpoint.init_ckpt_path, with a fresh optimizer and schedule, as PRTS
-// does). `lingua grow plan` prints PRTS's growth guideline for a target size and token budget.
+// does). op=learn (G_learn) trains its map on the data after the source run's first
+// (apps/grow_learn.cpp). `lingua grow plan` prints PRTS's growth guideline for a target size and
+// token budget.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "apps/grow_learn.h"
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/config/config.h"
@@ -32,24 +36,34 @@ struct GrowConfig {
   std::string out;
   std::string tokenizer_path;
   int64_t seed = 0;
+  int64_t learn_steps = GrowthConfig{}.learn_steps;
+  double learn_lr = GrowthConfig{}.learn_lr;
+  std::string device = "cpu";
   template <class V> void visit(V& v) {
     v("ckpt", ckpt, "the source: a checkpoint step directory, or a dump_dir (its newest checkpoint); never written to");
     v("target", target, "the target model's training config (YAML); its model.* must equal the source's but for "
-      "model.n_layers");
+      "model.n_layers (and, op=zero, split or learn, the widths below); op=learn reads its data.*");
     v("n_layers", n_layers, "instead of target=: the source's config with this many layers (0: the source's)");
     v("ffn_dim_multiplier", ffn_dim_multiplier, "instead of target=: the source's config with this FFN width "
-      "multiplier (op=zero or split)");
-    v("n_heads", n_heads, "instead of target=: the source's config with this many attention heads (op=zero or split; "
+      "multiplier (op=zero, split or learn)");
+    v("n_heads", n_heads, "instead of target=: the source's config with this many attention heads (op=zero, split or learn; "
       "the source must set model.head_dim and use no grouped-query attention)");
-    v("dim", dim, "instead of target=: the source's config with this model dimension (op=zero; the source must set "
+    v("dim", dim, "instead of target=: the source's config with this model dimension (op=zero, split or learn; the source must set "
       "model.head_dim; scale model.norm_eps by source dim / dim too, in a target config, for an exact function)");
-    v.choice("op", op, {"stack", "zero", "split"},
+    v.choice("op", op, {"stack", "zero", "split", "learn", "random"},
              "growth operator: stack (G_stack: target layer i copies source layer stacking_list[i]); zero (G_zero: "
-             "a layer listed as -1 is a new identity block, its output projections zero; a wider FFN gets zero "
-             "units); split (G_split: a wider FFN's new units copy random source units, their w2 columns divided "
-             "by the copy count); G_random and G_learn need training (their ramp, their learned map): growth.op in a "
-             "training config");
-    v("seed", seed, "op=split: the seed of the units copied");
+             "a layer listed as -1 is a new identity block, its output projections zero; new FFN units, heads and "
+             "model coordinates are zero); split (G_split: new FFN units, heads and model coordinates copy random "
+             "source ones, the function kept); learn (G_learn, LiGO: a learned map from the source's weights, "
+             "starting as G_split (in depth: G_stack) and trained for learn_steps batches of the target's data.*, "
+             "read on from where the source run's data loader stopped; the checkpoint's loader states are advanced "
+             "past them); random is refused here (G_random ramps its new blocks in over training steps: "
+             "growth.op=random in a training config)");
+    v("seed", seed, "op=split or learn (its start): the seed of the units copied");
+    v("learn_steps", learn_steps, "op=learn: Adam steps on the map, each on one batch of every rank's data loader of "
+      "the source checkpoint (0: the map's start, G_split or G_stack)");
+    v("learn_lr", learn_lr, "op=learn: the learning rate of those steps");
+    v.choice("device", device, {"cpu", "cuda"}, "op=learn: where the target model runs while its map learns");
     v("stacking_list", stacking_list, "source layer of each target layer, e.g. '[0, 1, 2, 0, 1, 2]' (default: the "
       "source's layers repeated, PRTS's layout; op=zero: -1 for a new layer)");
     v("out", out, "root directory of the grown checkpoint (written as OUT/0000000000); required");
@@ -144,19 +158,26 @@ int plan_main(const Args& args) {
 int grow_main(const Args& args) {
   if (!args.empty() && args[0] == "plan") return plan_main(Args(args.begin() + 1, args.end()));
   if (print_help_if_asked<GrowConfig>(
-          args, "lingua grow ckpt=SRC (target=target.yaml | n_layers=N) [op=stack|zero] [stacking_list='[...]'] "
-                "out=DIR\n       lingua grow plan params=N tokens=D | config=target.yaml"))
+          args, "lingua grow ckpt=SRC (target=target.yaml | n_layers=N | ffn_dim_multiplier=X | n_heads=H | dim=D) "
+                "[op=stack|zero|split|learn] [stacking_list='[...]'] [seed=S] [learn_steps=N learn_lr=X "
+                "device=cpu|cuda] out=DIR\n       lingua grow plan params=N tokens=D | config=target.yaml"))
     return 0;
   GrowConfig c = parse_config<GrowConfig>(args);
   LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (the source checkpoint or its dump_dir)");
   const bool by_keys = c.n_layers > 0 || c.ffn_dim_multiplier || c.n_heads > 0 || c.dim > 0;
   LINGUA_CHECK(c.target.empty() == by_keys, "give the target model: target=target.yaml, or any of n_layers=N, "
                "ffn_dim_multiplier=X, n_heads=H, dim=D (not both forms)");
+  LINGUA_CHECK(c.op != "random", "config key 'op': G_random ramps its new blocks in over training steps, so "
+               "lingua grow cannot write it; use growth.op=random in a training config (with growth.step)");
   const GrowthOperator op = parse_growth_operator(c.op);
+  if (op == GrowthOperator::learn)
+    LINGUA_CHECK(c.learn_steps >= 0, "config key 'learn_steps' is ", c.learn_steps, ": op=learn takes >= 0 Adam "
+                 "steps on its map (0: the map's start, G_split or G_stack)");
   LoadedModel src = load_model(c.ckpt, c.tokenizer_path, "cpu");
   TrainConfig target_cfg = src.config;
   if (!c.target.empty()) {
     target_cfg = parse_config<TrainConfig>({"config=" + c.target});
+    if (!c.tokenizer_path.empty()) target_cfg.data.tokenizer.path = c.tokenizer_path;
   } else {
     if (c.n_layers > 0) target_cfg.model.n_layers = c.n_layers;
     if (c.ffn_dim_multiplier) target_cfg.model.ffn_dim_multiplier = c.ffn_dim_multiplier;
@@ -169,9 +190,13 @@ int grow_main(const Args& args) {
   check_growth(src.config.model, target_cfg.model, op, list);
   const std::string out = new_checkpoint_dir(c.ckpt, src.checkpoint_dir, c.out, 0);
   Transformer target(target_cfg.model, resolve_dims(target_cfg.model, src.tokenizer->n_words()));
-  grow_model(*src.model, target, op, list, (uint64_t)c.seed);
+  std::optional<GrowLearnResult> learned;
+  if (op == GrowthOperator::learn)
+    learned = grow_learned(src, target, target_cfg.data, list, {c.learn_steps, c.learn_lr, c.device, (uint64_t)c.seed});
+  else
+    grow_model(*src.model, target, op, list, (uint64_t)c.seed);
   const std::string step_dir = fs::weakly_canonical(fs::absolute(src.checkpoint_dir)).string();
-  const nlohmann::json record = {{"source_checkpoint", step_dir},
+  nlohmann::json record = {{"source_checkpoint", step_dir},
                                  {"source_step", checkpoint_step(src.checkpoint_dir)},
                                  {"operator", growth_operator_name(op)},
                                  {"stacking_list", list},
@@ -182,12 +207,26 @@ int grow_main(const Args& args) {
                                  {"target_layers", L},
                                  {"source_params", src.model->param_counts().total},
                                  {"target_params", target.param_counts().total}};
-  // The source run's data-loader states go along: training the grown model (checkpoint.init_data_state)
-  // reads on from where the source stopped.
+  if (learned) {
+    const auto loss = [&](double l) { return learned->steps > 0 ? nlohmann::json(l) : nlohmann::json(nullptr); };
+    record["learn_steps"] = learned->steps;
+    record["learn_lr"] = c.learn_lr;
+    record["learn_first_loss"] = loss(learned->first_loss);
+    record["learn_last_loss"] = loss(learned->last_loss);
+    record["learn_tokens"] = learned->tokens;
+    record["learn_ranks"] = learned->ranks;
+    record["learn_device"] = c.device;
+  }
+  // The source run's data-loader states go along (G_learn: advanced past the map's batches): training
+  // the grown model (checkpoint.init_data_state) reads on from where the source (and the map) stopped.
   std::vector<std::pair<std::string, std::string>> extra = {{CheckpointFiles::growth, record.dump(1) + "\n"}};
-  for (int r = 0; r < checkpoint_rank_count(src.checkpoint_dir); ++r) {
-    const std::string name = CheckpointFiles::train_state(r);
-    extra.push_back({name, read_text_file((fs::path(src.checkpoint_dir) / name).string())});
+  if (learned) {
+    extra.insert(extra.end(), learned->train_states.begin(), learned->train_states.end());
+  } else {
+    for (int r = 0; r < checkpoint_rank_count(src.checkpoint_dir); ++r) {
+      const std::string name = CheckpointFiles::train_state(r);
+      extra.push_back({name, read_text_file((fs::path(src.checkpoint_dir) / name).string())});
+    }
   }
   const std::string written = save_model_checkpoint(out, 0, target_cfg, target, extra);
   std::fprintf(stderr, "lingua grow: G_%s, %d -> %d layers, FFN %d -> %d, %d -> %d heads (%s -> %s parameters), "
@@ -197,6 +236,11 @@ int grow_main(const Args& args) {
                human((double)src.model->param_counts().total).c_str(),
                human((double)target.param_counts().total).c_str(), list_text(list).c_str(), step_dir.c_str(),
                written.c_str());
+  if (learned && learned->steps > 0)
+    std::fprintf(stderr, "lingua grow: G_learn trained its map for %lld steps on %s (loss %.4f -> %.4f, %lld tokens "
+                 "of %d rank(s)' data after the source's; the checkpoint's data reads on after them)\n",
+                 (long long)learned->steps, c.device.c_str(), learned->first_loss, learned->last_loss,
+                 (long long)learned->tokens, learned->ranks);
   return 0;
 }
 

@@ -13,6 +13,10 @@
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/core/cuda.h"
+#include "lingua/data/loader.h"
+#include "lingua/data/tokenizer.h"
+#include "lingua/exec/growth_learn.h"
+#include "lingua/model/growth.h"
 #include "lingua/train/growth_run.h"
 #include "lingua/train/trainer.h"
 #include "tests/test_util.h"
@@ -134,6 +138,220 @@ TEST(GrowCli, GrownRunContinuesTheSourcesFunctionAndData) {
   std::tie(rc, out) = run_cli("grow plan params=7e9 tokens=2e12");
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("growth timing d = 11.11B tokens"), std::string::npos) << out;
+}
+
+// lingua grow op=learn: the target of LearnedGrowth after the same batches, read on from where the
+// source's data loader stopped (every rank's), and written with the loaders advanced past them.
+namespace {
+
+// The source's checkpoint grown in process: `target` (cfg's model) after `steps` map steps, each on
+// one batch of every rank's loader of `ck` (restored from its train state; their gradients summed,
+// as lingua grow and a DDP run do); `loaders` end after the map's batches.
+struct LearnedReference {
+  LoadedModel src;
+  std::unique_ptr<Transformer> target;
+  std::unique_ptr<Executor> exec;
+  std::unique_ptr<LearnedGrowth> learn;
+  std::vector<std::unique_ptr<DataLoader>> loaders;
+  std::vector<double> losses;  // each step's mean loss
+  std::vector<double> start;   // the map's start (G_split)
+  ModelConfig model;           // the target's
+
+  LearnedReference(const std::string& ck, const std::function<void(ModelConfig&)>& edit, uint64_t seed, int steps,
+                   double lr)
+      : src(load_model(ck)) {
+    edit(model = src.config.model);
+    const ModelConfig& m = model;
+    target = std::make_unique<Transformer>(m, resolve_dims(m, src.tokenizer->n_words()));
+    exec = std::make_unique<Executor>(*target);
+    learn = std::make_unique<LearnedGrowth>(*src.model, *target,
+                                            default_stacking_list(src.model->n_layers(), m.n_layers), seed);
+    start = learn->coefficients();
+    const int ranks = checkpoint_rank_count(src.checkpoint_dir);
+    for (int r = 0; r < ranks; ++r) {
+      loaders.push_back(std::make_unique<DataLoader>(src.config.data, *src.tokenizer, r, ranks));
+      loaders.back()->load_state(read_train_state(src.checkpoint_dir, r, ranks)->data_loader);
+    }
+    for (int s = 0; s < steps; ++s) {
+      std::vector<double> grad;
+      double loss = 0;
+      for (int r = 0; r < ranks; ++r) {
+        const Batch b = loaders[r]->next();
+        double l = 0;
+        const auto d = learn->gradient(*exec, b.input.data(), b.target.data(), b.batch_size, b.seq_len, &l, ranks);
+        if (r == 0) grad = d;
+        else for (size_t i = 0; i < d.size(); ++i) grad[i] += d[i];
+        loss += l / ranks;
+      }
+      learn->apply_gradient(grad, lr);
+      losses.push_back(loss);
+    }
+  }
+  // The target's mean loss on these batches.
+  double loss_on(const std::vector<Batch>& batches) {
+    double nll = 0, tokens = 0;
+    for (const Batch& b : batches) {
+      const LossSum l = exec->forward_loss(b.input.data(), b.target.data(), b.batch_size, b.seq_len);
+      nll += l.nll, tokens += (double)l.tokens;
+    }
+    return nll / tokens;
+  }
+};
+
+std::vector<float> checkpoint_weights(const fs::path& step_dir, const LearnedReference& like) {
+  Transformer m(like.model, like.target->dims());
+  load_weights(m, step_dir.string());
+  return m.params().host_values();
+}
+
+}  // namespace
+
+TEST(GrowCli, LearnedMapIsLearnedGrowthsAndTheDataReadsOnAfterIt) {
+  const fs::path data = make_corpus("grow_learn");
+  const fs::path src = temp_dir("grow_learn_src");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig sc = tiny_config(data, src);
+  sc.steps = 10;
+  sc.checkpoint.eval.every = 0;
+  train(sc, quiet);
+  const std::string ck = (src / "checkpoints" / checkpoint_dir_name(10)).string();
+  const auto files = snapshot(src);
+  auto wider = [](ModelConfig& m) { m.n_layers = 4, m.ffn_dim_multiplier = 1.5; };
+  const std::string keys = "grow ckpt=" + ck + " n_layers=4 ffn_dim_multiplier=1.5 seed=3 ";
+
+  // G_learn, 2 -> 4 layers and a 1.5x wider FFN, 4 steps on the data after the source's.
+  const fs::path grown = temp_dir("grow_learn_out");
+  auto [rc, out] = run_cli(keys + "op=learn learn_steps=4 learn_lr=0.02 out=" + grown.string());
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("G_learn trained its map for 4 steps on cpu"), std::string::npos) << out;
+  EXPECT_EQ(snapshot(src), files) << "the source is never written to";
+  LearnedReference ref(ck, wider, 3, 4, 0.02);
+  const fs::path gck = grown / checkpoint_dir_name(0);
+  EXPECT_TRUE(checkpoint_weights(gck, ref) == ref.target->params().host_values())
+      << "the weights are LearnedGrowth's after the same 4 batches";
+  const nlohmann::json rec = nlohmann::json::parse(read_text_file((gck / CheckpointFiles::growth).string()));
+  EXPECT_EQ(rec["operator"], "learn");
+  EXPECT_EQ(rec["learn_steps"], 4);
+  EXPECT_EQ(rec["learn_lr"], 0.02);
+  EXPECT_EQ(rec["learn_first_loss"].get<double>(), ref.losses.front());
+  EXPECT_EQ(rec["learn_last_loss"].get<double>(), ref.losses.back());
+  EXPECT_EQ(rec["learn_tokens"], 4 * sc.data.batch_size * sc.data.seq_len);
+  EXPECT_EQ(rec["learn_ranks"], 1);
+  EXPECT_LT(rec["learn_last_loss"].get<double>(), rec["learn_first_loss"].get<double>()) << "the map learns";
+  // The written loader state is the source's advanced by exactly the map's 4 batches.
+  const nlohmann::json state = nlohmann::json::parse(read_text_file((gck / CheckpointFiles::train_state(0)).string()));
+  EXPECT_EQ(state["data_loader"], ref.loaders[0]->state());
+  EXPECT_NE(state["data_loader"], read_train_state(ck, 0, 1)->data_loader);
+  EXPECT_EQ(state["step"], 10);
+
+  // Training from it reads the batches right after the map's: its first loss is the learned
+  // target's on them; the learned map's is below its start's (G_split, the source's function).
+  std::vector<Batch> next;
+  for (int i = 0; i < sc.grad_acc_steps; ++i) next.push_back(ref.loaders[0]->next());
+  const double learned_next = ref.loss_on(next);
+  TrainConfig tc = sc;
+  tc.dump_dir = temp_dir("grow_learn_target").string();
+  wider(tc.model);
+  tc.steps = 1;
+  tc.checkpoint.init_ckpt_path = grown.string();
+  EXPECT_NEAR(train(tc, quiet).losses.at(0), learned_next, 1e-5);
+  ref.learn->set_coefficients(ref.start);
+  EXPECT_LT(learned_next, ref.loss_on(next)) << "the learned map beats its start on the next batches";
+
+  // learn_steps=0: the map's start, G_split, bitwise (and the data state the source's).
+  const fs::path zero = temp_dir("grow_learn_zero"), split = temp_dir("grow_learn_split");
+  std::tie(rc, out) = run_cli(keys + "op=learn learn_steps=0 out=" + zero.string());
+  ASSERT_EQ(rc, 0) << out;
+  std::tie(rc, out) = run_cli(keys + "op=split out=" + split.string());
+  ASSERT_EQ(rc, 0) << out;
+  const auto zw = checkpoint_weights(zero / checkpoint_dir_name(0), ref);
+  EXPECT_TRUE(zw == checkpoint_weights(split / checkpoint_dir_name(0), ref));
+  EXPECT_EQ(nlohmann::json::parse(read_text_file((zero / checkpoint_dir_name(0) / CheckpointFiles::train_state(0)).string()))["data_loader"],
+            read_train_state(ck, 0, 1)->data_loader);
+  // In depth only, learn_steps=0 is G_stack.
+  const fs::path dz = temp_dir("grow_learn_dzero"), ds = temp_dir("grow_learn_dstack");
+  std::tie(rc, out) = run_cli("grow ckpt=" + ck + " n_layers=4 op=learn learn_steps=0 out=" + dz.string());
+  ASSERT_EQ(rc, 0) << out;
+  std::tie(rc, out) = run_cli("grow ckpt=" + ck + " n_layers=4 op=stack out=" + ds.string());
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(read_text_file((dz / checkpoint_dir_name(0) / CheckpointFiles::weights).string()),
+            read_text_file((ds / checkpoint_dir_name(0) / CheckpointFiles::weights).string()));
+
+  // Errors name the key.
+  auto error_of = [&](const std::string& args) {
+    auto [code, text] = run_cli("grow ckpt=" + ck + " n_layers=4 out=" + temp_dir("grow_learn_err").string() + " " + args);
+    EXPECT_EQ(code, 1) << args << ": " << text;
+    return text;
+  };
+  EXPECT_NE(error_of("op=learn learn_steps=-1").find("'learn_steps'"), std::string::npos);
+  EXPECT_NE(error_of("op=learn learn_lr=0").find("'learn_lr'"), std::string::npos);
+  std::string e = error_of("op=random stacking_list='[0, -1, 1, -1]'");
+  EXPECT_NE(e.find("'op'"), std::string::npos) << e;
+  EXPECT_NE(e.find("growth.op=random"), std::string::npos) << e;
+  if (cuda_device_count() == 0) {
+    EXPECT_NE(error_of("op=learn device=cuda").find("'device'"), std::string::npos);
+  }
+  // A target config without data.*: nothing to learn the map on.
+  const fs::path yaml = temp_dir("grow_learn_yaml") / "target.yaml";
+  {
+    std::ofstream f(yaml);
+    f << "model:\n  dim: 32\n  n_layers: 4\n  n_heads: 4\n  n_kv_heads: 2\n  multiple_of: 16\n  max_seqlen: 32\n";
+  }
+  std::tie(rc, out) = run_cli("grow ckpt=" + ck + " target=" + yaml.string() + " op=learn out=" +
+                              temp_dir("grow_learn_err").string());
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("'data.root_dir'"), std::string::npos) << out;
+  // (The same config with the source's data grows.)
+  {
+    std::ofstream f(yaml, std::ios::app);
+    f << "data:\n  root_dir: " << data.string() << "\n  sources: {toy: 1.0}\n  batch_size: 2\n  seq_len: 24\n"
+      << "  prefetch_size: 3\n";
+  }
+  std::tie(rc, out) = run_cli("grow ckpt=" + ck + " target=" + yaml.string() + " op=learn learn_steps=1 out=" +
+                              temp_dir("grow_learn_yaml_out").string());
+  EXPECT_EQ(rc, 0) << out;
+}
+
+// A source checkpoint of 2 ranks (each with its own data-loader state): each map step reads one
+// batch of each rank's loader (their gradients summed, as a DDP run's G_learn), and both states
+// are written advanced past them.
+TEST(GrowCli, LearnedMapReadsEveryRanksData) {
+  const fs::path data = make_corpus("grow_learn2");
+  const fs::path src = temp_dir("grow_learn2_src");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig sc = tiny_config(data, src);
+  sc.steps = 10;
+  sc.checkpoint.eval.every = 0;
+  train(sc, quiet);
+  // The checkpoint as a 2-rank run would leave it: each rank's loader 3 batches into its share.
+  const fs::path ck = temp_dir("grow_learn2_ck") / checkpoint_dir_name(10);
+  fs::copy(src / "checkpoints" / checkpoint_dir_name(10), ck, fs::copy_options::recursive);
+  const auto tok = make_tokenizer(sc.data.tokenizer);
+  for (int r = 0; r < 2; ++r) {
+    DataLoader l(sc.data, *tok, r, 2);
+    for (int i = 0; i < 3; ++i) l.next();
+    TrainState st = *read_train_state(ck.string(), 0, 1);
+    st.data_loader = l.state();
+    write_text_file_atomic((ck / CheckpointFiles::train_state(r)).string(), train_state_json(st));
+  }
+  const fs::path grown = temp_dir("grow_learn2_out");
+  auto [rc, out] = run_cli("grow ckpt=" + ck.string() + " n_layers=4 op=learn learn_steps=3 learn_lr=0.02 out=" +
+                           grown.string());
+  ASSERT_EQ(rc, 0) << out;
+  LearnedReference ref(ck.string(), [](ModelConfig& m) { m.n_layers = 4; }, 0, 3, 0.02);
+  ASSERT_EQ(ref.loaders.size(), 2u);
+  const fs::path gck = grown / checkpoint_dir_name(0);
+  EXPECT_TRUE(checkpoint_weights(gck, ref) == ref.target->params().host_values());
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(nlohmann::json::parse(read_text_file((gck / CheckpointFiles::train_state(r)).string()))["data_loader"],
+              ref.loaders[r]->state()) << "rank " << r;
+  EXPECT_FALSE(fs::exists(gck / CheckpointFiles::train_state(2)));
+  const nlohmann::json rec = nlohmann::json::parse(read_text_file((gck / CheckpointFiles::growth).string()));
+  EXPECT_EQ(rec["learn_ranks"], 2);
+  EXPECT_EQ(rec["learn_tokens"], 2 * 3 * sc.data.batch_size * sc.data.seq_len);
+  EXPECT_EQ(rec["learn_last_loss"].get<double>(), ref.losses.back());
 }
 
 // Growth inside one run (growth.*): the source model trains steps 1-4, grows (G_zero, 2 -> 4

@@ -125,7 +125,12 @@ std::vector<double> LearnedGrowth::gradient(Executor& exec, const int32_t* token
 double LearnedGrowth::step(Executor& exec, const int32_t* tokens, const int32_t* targets, int B, int T, double lr,
                            int replicas) {
   double loss = 0;
-  const std::vector<double> d = gradient(exec, tokens, targets, B, T, &loss, replicas);
+  apply_gradient(gradient(exec, tokens, targets, B, T, &loss, replicas), lr);
+  return loss;
+}
+
+void LearnedGrowth::apply_gradient(const std::vector<double>& d, double lr) {
+  LINGUA_CHECK(d.size() == coef_.size(), "G_learn: the map has ", coef_.size(), " coefficients, its gradient ", d.size());
   ++t_;
   const double b1 = 0.9, b2 = 0.999, c1 = 1 - std::pow(b1, t_), c2 = 1 - std::pow(b2, t_);
   for (size_t i = 0; i < coef_.size(); ++i) {
@@ -134,7 +139,6 @@ double LearnedGrowth::step(Executor& exec, const int32_t* tokens, const int32_t*
     coef_[i] -= lr * (m_[i] / c1) / (std::sqrt(v_[i] / c2) + 1e-8);
   }
   write_target();
-  return loss;
 }
 
 }  // namespace lingua

@@ -40,6 +40,9 @@ class LearnedGrowth {
   // the replicas), without a step; `loss`, when given, receives this batch's mean loss.
   std::vector<double> gradient(Executor& exec, const int32_t* tokens, const int32_t* targets, int B, int T,
                                double* loss = nullptr, int replicas = 1);
+  // One Adam step on the map from a gradient (gradient()'s, or the sum of several batches' taken with
+  // replicas = their count), then the target is rewritten: step() is gradient() and this.
+  void apply_gradient(const std::vector<double>& d, double lr);
   // The map: alpha [target layer][parameter][source layer] (parameters in name order), then the
   // width matrices (width().matrices(), each at alpha_size() + its offset). set_* rewrite the target.
   const std::vector<double>& coefficients() const { return coef_; }
