@@ -45,11 +45,13 @@ struct GrowConfig {
       "model.n_layers (and, op=zero, split or learn, the widths below); op=learn reads its data.*");
     v("n_layers", n_layers, "instead of target=: the source's config with this many layers (0: the source's)");
     v("ffn_dim_multiplier", ffn_dim_multiplier, "instead of target=: the source's config with this FFN width "
-      "multiplier (op=zero, split or learn)");
+      "multiplier (op=zero, split or learn; model.ffn=blockdense or blockshuffle: model.structured.nblocks, for "
+      "blockshuffle its square, must divide the source's and the target's width, units kept in their blocks)");
     v("n_heads", n_heads, "instead of target=: the source's config with this many attention heads (op=zero, split or learn; "
       "the source must set model.head_dim and use no grouped-query attention)");
     v("dim", dim, "instead of target=: the source's config with this model dimension (op=zero, split or learn; the source must set "
-      "model.head_dim; scale model.norm_eps by source dim / dim too, in a target config, for an exact function)");
+      "model.head_dim; scale model.norm_eps by source dim / dim too, in a target config, for an exact function; "
+      "not with model.ffn=blockdense or blockshuffle)");
     v.choice("op", op, {"stack", "zero", "split", "learn", "random"},
              "growth operator: stack (G_stack: target layer i copies source layer stacking_list[i]); zero (G_zero: "
              "a layer listed as -1 is a new identity block, its output projections zero; new FFN units, heads and "

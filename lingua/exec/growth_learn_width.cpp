@@ -36,31 +36,56 @@ WidthExpansion::WidthExpansion(const Transformer& source, const Transformer& tar
     if (split_layer_name(p.name, &layer, &rest)) source_name = "layers." + std::to_string(list[layer]) + "." + rest;
     const ParamInfo& sp = s.info(s.index(source_name));
     if (sp.shape == p.shape) continue;
-    LINGUA_CHECK(p.shape.size() <= 2 && p.axes.size() == p.shape.size(), "G_learn: ", p.name, " ",
-                 shape_str(p.shape), " grows from ", shape_str(sp.shape), ": only 1-D and 2-D parameters widen");
-    Plan plan{sp.shape[0], p.shape.size() == 2 ? sp.shape[1] : 1, {}};
+    // A 3-D block factor [k, m, n] (BlockDense, BlockShuffle) widens its FFN units (axis 1 or 2) as
+    // its dense form (block_factor_dense, growth.h).
+    const bool block = p.shape.size() == 3;
+    LINGUA_CHECK(p.shape.size() <= 3 && p.axes.size() == p.shape.size() && (!block || p.shape[0] == sp.shape[0]),
+                 "G_learn: ", p.name, " ", shape_str(p.shape), " grows from ", shape_str(sp.shape),
+                 ": only 1-D and 2-D parameters and the FFN units of block factors widen");
+    Plan plan;
+    plan.rows = sp.shape[0];
+    plan.cols = p.shape.size() >= 2 ? sp.shape[1] : 1;
+    if (block) {
+      plan.rows = sp.shape[0] * sp.shape[1];
+      plan.cols = sp.shape[0] * sp.shape[2];
+      plan.source_shape = sp.shape;
+      plan.target_shape = p.shape;
+    }
     std::vector<Stage> dim_stages;
     for (int k = 0; k < (int)p.shape.size(); ++k) {
       if (p.shape[k] == sp.shape[k]) continue;
       const std::string& role = p.axes[k];
       const bool dim = role == "dim", heads = role == "q_heads" || role == "kv_heads";
-      LINGUA_CHECK(dim || ((heads || role == "hidden") && layer >= 0 && p.shape.size() == 2), "G_learn: ", p.name,
-                   "'s axis '", role, "' grows: only the model dimension, and a block's FFN units and heads, widen");
-      // Writers' and readers' sides (a table's columns are its output); a norm's weight apart.
-      const bool out = (k == 0) != p.embedding;
+      const bool units = role == "hidden" || role == "2hidden";
+      LINGUA_CHECK((dim && !block) || ((heads || units) && layer >= 0 && (p.shape.size() == 2 || (block && units))),
+                   "G_learn: ", p.name, "'s axis '", role, "' grows: only the model dimension (not of block "
+                   "factors), and a block's FFN units and heads, widen");
+      if (block) {
+        LINGUA_CHECK(plan.block_axis == 0 && k > 0, "G_learn: ", p.name, " grows on more than its units");
+        plan.block_axis = k;
+      }
+      // Writers' and readers' sides (a table's columns are its output; a block factor's output is
+      // axis 1); a norm's weight apart. "2hidden" holds the units twice (the gate's, then the up's).
+      const bool out = block ? k == 1 : (k == 0) != p.embedding;
       const std::string side = p.shape.size() == 1 ? "norm" : out ? "out" : "in";
-      const std::string name = dim ? "dim." + side : "layers." + std::to_string(layer) + "." + role + "." + side;
+      const std::string name =
+          dim ? "dim." + side : "layers." + std::to_string(layer) + "." + (units ? "hidden" : role) + "." + side;
+      const int halves = role == "2hidden" ? 2 : 1;
+      // The axis' units (a block factor: k blocks of them; "2hidden": each twice).
+      const int64_t units_t = p.shape[k] * (block ? p.shape[0] : 1) / halves,
+                    units_s = sp.shape[k] * (block ? sp.shape[0] : 1) / halves;
       auto [it, fresh] = by_name.emplace(name, (int)matrices_.size());
       if (fresh) {
         Matrix m;
         m.name = name;
         m.unit = heads ? head_dim : 1;
-        m.rows = dim ? Dt : p.shape[k] / m.unit;
-        m.cols = dim ? Ds : sp.shape[k] / m.unit;
+        m.rows = dim ? Dt : units_t / m.unit;
+        m.cols = dim ? Ds : units_s / m.unit;
         m.offset = start_.size();
         start_.resize(start_.size() + (size_t)(m.rows * m.cols), 0.0);
-        // G_split's scales, as grow_model computes them (fp32).
-        const SplitChoice c = split_choice(m.cols, m.rows, seed, dim ? -1 : layer, heads);
+        // G_split's scales, as grow_model computes them (fp32), its units kept in their blocks.
+        const SplitChoice c = split_choice(m.cols, m.rows, seed, dim ? -1 : layer, heads,
+                                           units ? ffn_unit_blocks(target, layer) : UnitBlocks{});
         for (int64_t j = 0; j < m.rows; ++j) {
           const int n = c.copies[(size_t)c.map[(size_t)j]];
           const float v = side == "norm" ? (float)std::sqrt((double)Ds / (double)Dt)
@@ -71,10 +96,12 @@ WidthExpansion::WidthExpansion(const Transformer& source, const Transformer& tar
         }
         matrices_.push_back(m);
       }
-      LINGUA_CHECK(matrices_[it->second].rows * matrices_[it->second].unit == p.shape[k], "G_learn: ", p.name,
-                   "'s axis '", role, "' has ", p.shape[k], " entries, the other parameters' ",
+      LINGUA_CHECK(matrices_[it->second].rows * matrices_[it->second].unit == (dim ? p.shape[k] : units_t), "G_learn: ",
+                   p.name, "'s axis '", role, "' has ", dim ? p.shape[k] : units_t, " units, the other parameters' ",
                    matrices_[it->second].rows * matrices_[it->second].unit);
-      (dim ? dim_stages : plan.stages).push_back({k, it->second});
+      const int axis = block ? k - 1 : k;  // (of the block factor's dense form)
+      LINGUA_CHECK(halves == 1 || axis == 0, "G_learn: ", p.name, ": a '2hidden' axis widens as rows only");
+      (dim ? dim_stages : plan.stages).push_back({axis, it->second, halves});
     }
     // G_split's order: the units or heads, then the model dimension.
     plan.stages.insert(plan.stages.end(), dim_stages.begin(), dim_stages.end());
@@ -108,10 +135,11 @@ std::vector<std::vector<float>> WidthExpansion::forward(const Plan& plan, const 
     const int64_t nt = m.rows * m.unit, ns = m.cols * m.unit;
     const std::vector<float>& in = ts.back();
     std::vector<float> out;
-    if (st.axis == 0) {  // out [nt, C] = M [nt, ns] in [ns, C]
-      out.resize((size_t)(nt * C));
-      gemm(false, false, nt, C, ns, M.data(), in.data(), out.data());
-      R = nt;
+    if (st.axis == 0) {  // out [nt, C] = M [nt, ns] in [ns, C] (per half)
+      const int h = st.halves;
+      out.resize((size_t)(h * nt * C));
+      for (int i = 0; i < h; ++i) gemm(false, false, nt, C, ns, M.data(), in.data() + i * ns * C, out.data() + i * nt * C);
+      R = h * nt;
     } else {  // out [R, nt] = in [R, ns] M^T
       out.resize((size_t)(R * nt));
       gemm(false, true, R, nt, ns, in.data(), M.data(), out.data());
@@ -126,8 +154,12 @@ std::vector<std::vector<float>> WidthExpansion::forward(const Plan& plan, const 
 std::vector<float> WidthExpansion::apply(int id, const std::vector<float>& x) const {
   auto it = plans_.find(id);
   if (it == plans_.end()) return x;
+  const Plan& plan = it->second;
   std::vector<std::pair<int64_t, int64_t>> views;
-  return std::move(forward(it->second, x, &views).back());
+  if (plan.block_axis == 0) return std::move(forward(plan, x, &views).back());
+  // A block factor: its dense form expanded, then cut back to its blocks.
+  const std::vector<float> dense = block_factor_dense(x, plan.source_shape, plan.block_axis);
+  return block_factor_blocks(forward(plan, dense, &views).back(), plan.target_shape, plan.block_axis);
 }
 
 std::vector<float> WidthExpansion::backward(int id, const std::vector<float>& x, const float* g, double* dcoef) const {
@@ -135,8 +167,16 @@ std::vector<float> WidthExpansion::backward(int id, const std::vector<float>& x,
   if (it == plans_.end()) return std::vector<float>(g, g + x.size());
   const Plan& plan = it->second;
   std::vector<std::pair<int64_t, int64_t>> views;
-  const std::vector<std::vector<float>> ts = forward(plan, x, &views);
-  std::vector<float> grad(g, g + ts.back().size());  // dL/d(the output of stage i)
+  // A block factor: the stages run on its dense form; the cut's gradient is g in dense form, the
+  // dense form's is dL/dx's blocks.
+  const bool block = plan.block_axis != 0;
+  const std::vector<std::vector<float>> ts =
+      forward(plan, block ? block_factor_dense(x, plan.source_shape, plan.block_axis) : x, &views);
+  const std::vector<int64_t>& ts_shape = plan.target_shape;
+  std::vector<float> grad =  // dL/d(the output of stage i)
+      block ? block_factor_dense(std::vector<float>(g, g + ts_shape[0] * ts_shape[1] * ts_shape[2]), ts_shape,
+                                 plan.block_axis)
+            : std::vector<float>(g, g + ts.back().size());
   for (int i = (int)plan.stages.size() - 1; i >= 0; --i) {
     const Stage& st = plan.stages[(size_t)i];
     const Matrix& m = matrices_[(size_t)st.matrix];
@@ -144,9 +184,16 @@ std::vector<float> WidthExpansion::backward(int id, const std::vector<float>& x,
     const int64_t nt = m.rows * m.unit, ns = m.cols * m.unit, R = views[(size_t)i].first, C = views[(size_t)i].second;
     const std::vector<float>& in = ts[(size_t)i];
     std::vector<float> dM((size_t)(nt * ns)), din(in.size());
-    if (st.axis == 0) {  // out = M in: dM = G in^T [nt, ns], din = M^T G [ns, C]
-      gemm(false, true, nt, ns, C, grad.data(), in.data(), dM.data());
-      gemm(true, false, ns, C, nt, M.data(), grad.data(), din.data());
+    if (st.axis == 0) {  // out = M in: dM = G in^T [nt, ns], din = M^T G [ns, C] (per half; dM summed)
+      const int h = st.halves;
+      const int64_t c = C;
+      std::vector<float> part((size_t)(nt * ns));
+      for (int k = 0; k < h; ++k) {
+        gemm(false, true, nt, ns, c, grad.data() + k * nt * c, in.data() + k * ns * c, k == 0 ? dM.data() : part.data());
+        if (k > 0)
+          for (size_t e = 0; e < dM.size(); ++e) dM[e] += part[e];
+        gemm(true, false, ns, c, nt, M.data(), grad.data() + k * nt * c, din.data() + k * ns * c);
+      }
     } else {  // out = in M^T: dM = G^T in [nt, ns], din = G M [R, ns]
       gemm(true, false, nt, ns, R, grad.data(), in.data(), dM.data());
       gemm(false, false, R, ns, nt, grad.data(), M.data(), din.data());
@@ -161,7 +208,7 @@ std::vector<float> WidthExpansion::backward(int id, const std::vector<float>& x,
       }
     grad = std::move(din);
   }
-  return grad;
+  return block ? block_factor_blocks(grad, plan.source_shape, plan.block_axis) : grad;
 }
 
 }  // namespace lingua

@@ -4,8 +4,13 @@
 // the depth mix of the source blocks), with one learned matrix E [n_target, n_source] per axis that
 // grows (an axis that keeps its size: the identity):
 //   FFN units ("hidden")          per target layer: one for the side that writes the units (w1's and
-//                                 w3's rows; a table's columns), one for the side that reads them
-//                                 (w2's columns): their starts differ;
+//                                 w3's rows; a table's columns; a structured fc1's "2hidden" rows, the
+//                                 gate and the up units each by the same matrix), one for the side
+//                                 that reads them (w2's columns): their starts differ. A 3-D block
+//                                 factor (BlockDense, BlockShuffle) is expanded as the matrix it
+//                                 multiplies by (zero off its blocks, units in unit order) and then
+//                                 cut back to its blocks; the start keeps every unit in its blocks
+//                                 (split_choice with ffn_unit_blocks), so nothing is cut there;
 //   heads ("q_heads", "kv_heads") per target layer, role and side, [H_t, H_s], applied per head
 //                                 (kron with the identity over head_dim);
 //   model dimension ("dim")       one per side for the whole model (the residual stream is one):
@@ -53,10 +58,13 @@ class WidthExpansion {
   struct Stage {
     int axis;    // of a [rows, cols] view (1-D: [n, 1])
     int matrix;
+    int halves = 1;  // 2: a "2hidden" axis (rows), the matrix applied to each half
   };
   struct Plan {
     int64_t rows, cols;  // the source-sized view
     std::vector<Stage> stages;
+    int block_axis = 0;  // a 3-D block factor's unit axis (1 or 2; 0: not one): the view is its dense form
+    std::vector<int64_t> source_shape, target_shape;  // (of a block factor)
   };
   // The stages' inputs: the tensor before each stage and its view's [rows, cols].
   std::vector<std::vector<float>> forward(const Plan& plan, const std::vector<float>& x,

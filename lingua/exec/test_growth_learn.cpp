@@ -2,8 +2,10 @@
 // its list's source tensor); dL/dalpha matches finite differences of the loss in alpha; Adam on
 // alpha lowers the loss of the batches it learns from. In width (growth_learn_width.h): the map
 // starts as G_split bitwise, every width matrix's gradient matches finite differences (a wider FFN,
-// more heads, a wider model.dim, each alone and with depth; SwiGLU, LowRank and STEM FFNs), Adam on
-// the whole map learns, and check_growth takes G_split's widenings for G_learn.
+// more heads, a wider model.dim, each alone and with depth; SwiGLU, LowRank and STEM FFNs; the
+// block-structured BlockDense and BlockShuffle with a wider FFN, more heads and depth: their block
+// factors expanded in dense form, units kept in their blocks), Adam on the whole map learns, and
+// check_growth takes G_split's widenings for G_learn.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -125,7 +127,9 @@ std::vector<WidthCase> width_cases() {
 }
 
 // The same source and targets with another FFN variant: LowRank (the hidden axis is the rows of the
-// factors w1.b and w3.b, the columns of w2.a) or STEM (its tables' columns), in every layer (G_learn
+// factors w1.b and w3.b, the columns of w2.a), STEM (its tables' columns), BlockDense (4 blocks, rank
+// 8: w13.dense's 2hidden rows, w2.blocks' per-block columns) or BlockShuffle (2 blocks: 2 * 2
+// divides 32 and 44; w13.blocks2's interleaved rows, w2.blocks1's columns), in every layer (G_learn
 // mixes blocks that hold the same parameters).
 ModelConfig with_ffn(ModelConfig c, const std::string& ffn) {
   c.ffn = ffn;
@@ -136,8 +140,15 @@ ModelConfig with_ffn(ModelConfig c, const std::string& ffn) {
     c.structured.layers = all;
   }
   if (ffn == "stem") c.stem_layers = all;
+  if (ffn == "blockdense" || ffn == "blockshuffle") {
+    c.structured.layers = all;
+    c.structured.nblocks = ffn == "blockdense" ? 4 : 2;
+    if (ffn == "blockdense") c.structured.rank = 8;
+  }
   return c;
 }
+// The block FFNs keep model.dim (refused: ChecksAcceptSplitsWideningsAndNameTheKeyOfOthers).
+bool grows_dim(const ModelConfig& target) { return target.dim != narrow().dim; }
 
 // Its init plus noise, as training leaves it (no factor zero, as LowRank's w2.b starts).
 std::unique_ptr<ModelRun> source_model(const std::string& ffn = "swiglu") {
@@ -158,9 +169,10 @@ std::unique_ptr<ModelRun> source_model(const std::string& ffn = "swiglu") {
 }  // namespace
 
 TEST(GrowthLearnWidth, StartsAsSplitBitwise) {
-  for (const std::string ffn : {"swiglu", "lowrank", "stem"}) {
+  for (const std::string ffn : {"swiglu", "lowrank", "stem", "blockdense", "blockshuffle"}) {
   const auto src = source_model(ffn);
   for (WidthCase c : width_cases()) {
+    if (ffn.rfind("block", 0) == 0 && grows_dim(c.target)) continue;
     SCOPED_TRACE(std::string(c.name) + " " + ffn);
     c.target = with_ffn(c.target, ffn);
     check_growth(with_ffn(narrow(), ffn), c.target, GrowthOperator::learn, c.list);
@@ -187,6 +199,8 @@ TEST(GrowthLearnWidth, EveryGradientMatchesFiniteDifferences) {
   std::vector<WidthCase> cases = width_cases();
   cases.push_back({"hidden_lowrank", with_ffn(cases[4].target, "lowrank"), cases[4].list});
   cases.push_back({"hidden_stem", with_ffn(cases[4].target, "stem"), cases[4].list});
+  cases.push_back({"hidden_blockdense", with_ffn(cases[4].target, "blockdense"), cases[4].list});
+  cases.push_back({"hidden_blockshuffle", with_ffn(cases[4].target, "blockshuffle"), cases[4].list});
   for (const WidthCase& c : cases) {
     SCOPED_TRACE(c.name);
     const auto src = source_model(c.target.ffn);
@@ -278,6 +292,18 @@ TEST(GrowthLearnWidth, ChecksAcceptSplitsWideningsAndNameTheKeyOfOthers) {
   ModelConfig smaller = narrow();
   smaller.dim = 10;
   EXPECT_NE(err([&] { check_growth(narrow(), smaller, GrowthOperator::learn, {0, 1}); }).find("model.dim"),
+            std::string::npos);
+  // Block FFNs: a wider FFN and more heads, not a wider model.dim; BlockShuffle needs nblocks^2 to
+  // divide the FFN widths.
+  for (const std::string ffn : {"blockdense", "blockshuffle"})
+    for (const WidthCase& c : width_cases())
+      EXPECT_EQ(err([&] { check_growth(with_ffn(narrow(), ffn), with_ffn(c.target, ffn), GrowthOperator::learn,
+                                       c.list); }).find("model.dim") != std::string::npos,
+                grows_dim(c.target))
+          << ffn << " " << c.name;
+  ModelConfig k4 = with_ffn(narrow(), "blockshuffle"), k4t = with_ffn(width_cases()[0].target, "blockshuffle");
+  k4.structured.nblocks = k4t.structured.nblocks = 4;  // 16 divides 32, not 44
+  EXPECT_NE(err([&] { check_growth(k4, k4t, GrowthOperator::learn, {0, 1}); }).find("model.structured.nblocks"),
             std::string::npos);
   // G_stack still refuses every widening.
   EXPECT_NE(err([&] { check_growth(narrow(), width_cases()[0].target, GrowthOperator::stack, {0, 1}); })

@@ -6,6 +6,8 @@
 #include <random>
 #include <set>
 
+#include "lingua/model/dims.h"
+
 namespace lingua {
 
 // "layers.<i>.<rest>": i and rest; false for a parameter outside the blocks.
@@ -51,10 +53,54 @@ std::string suffixes(const Params& m) {
   return s;
 }
 
-// The axes that widen, of 2-D parameters: the FFN's hidden units (one row or column each) and the
-// attention heads (head_dim rows or columns each; q and kv heads alike: only without GQA).
-bool widening_axis(const std::string& role) { return role == "hidden" || role == "q_heads" || role == "kv_heads"; }
+// The axes that widen: the FFN's hidden units (one row or column each; "2hidden": fc1's 2H outputs
+// of a structured FFN, the gate units then the up units) and the attention heads (head_dim rows or
+// columns each; q and kv heads alike: only without GQA). Units widen 2-D parameters and the 3-D
+// block factors [k, out/k, in/k] of BlockDense and BlockShuffle; heads, 2-D ones.
+bool widening_axis(const std::string& role) {
+  return role == "hidden" || role == "2hidden" || role == "q_heads" || role == "kv_heads";
+}
 bool is_heads_axis(const std::string& role) { return role == "q_heads" || role == "kv_heads"; }
+bool widens_on(const std::vector<int64_t>& dims, const std::vector<std::string>& axes, size_t k) {
+  if (k >= axes.size() || !widening_axis(axes[k])) return false;
+  return dims.size() == 2 || (dims.size() == 3 && k > 0 && !is_heads_axis(axes[k]));
+}
+// The units (rows or columns of one unit each) on axis k: a 3-D factor's k blocks of dims[k] each;
+// "2hidden" holds every unit twice.
+int64_t axis_units(const std::vector<int64_t>& dims, const std::vector<std::string>& axes, size_t k) {
+  const int64_t n = dims[k] * (dims.size() == 3 ? dims[0] : 1);
+  return axes[k] == "2hidden" ? n / 2 : n;
+}
+// The FFN units of a layer (0: none widen-able).
+int64_t ffn_units(const Params& ps) {
+  for (auto& [rest, sh] : ps)
+    for (size_t k = 0; k < sh.dims.size(); ++k)
+      if (widens_on(sh.dims, sh.axes, k) && !is_heads_axis(sh.axes[k])) return axis_units(sh.dims, sh.axes, k);
+  return 0;
+}
+// Where a layer's FFN units sit in its 3-D block factors (UnitBlocks, growth.h): a factor's input
+// axis (2) is block-diagonal (block b reads units b n .. b n + n - 1), its output axis (1), where
+// it holds units (BlockShuffle's w13.blocks2, re-interleaved by P_out), interleaved (unit a k + c
+// is block c's row a).
+UnitBlocks unit_blocks_of(const Params& ps) {
+  UnitBlocks u;
+  for (auto& [rest, sh] : ps) {
+    if (sh.dims.size() != 3) continue;
+    if (widens_on(sh.dims, sh.axes, 2)) u.blocks = sh.dims[0];
+    if (widens_on(sh.dims, sh.axes, 1)) u.stride = sh.dims[0];
+  }
+  return u;
+}
+// A widening of the units (ns -> nt) that keeps each unit's blocks is possible: `blocks` divides
+// both, and `stride` both per-block counts.
+void check_unit_blocks(int64_t ns, int64_t nt, UnitBlocks b) {
+  LINGUA_CHECK(nt >= ns && b.blocks >= 1 && b.stride >= 1 && ns % b.blocks == 0 && nt % b.blocks == 0 &&
+                   (ns / b.blocks) % b.stride == 0 && (nt / b.blocks) % b.stride == 0,
+               "the FFN's hidden units (", ns, " -> ", nt, ") sit in ", b.blocks, " blocks",
+               b.stride > 1 ? " and in interleaved blocks of stride " + std::to_string(b.stride) : std::string(),
+               ", which the widening must keep: config key 'model.structured.nblocks' must divide the FFN hidden "
+               "width per block (model.ffn_dim_multiplier, model.multiple_of) of the source and of the target");
+}
 
 // The same parameters, and the same shapes but where `wider` allows the target's widening axes to
 // be larger.
@@ -64,7 +110,7 @@ bool compatible(const Params& src, const Params& dst, bool wider, bool dim_grows
     if (a->first != b->first || a->second.axes != b->second.axes || a->second.dims.size() != b->second.dims.size())
       return false;
     for (size_t k = 0; k < a->second.dims.size(); ++k) {
-      const bool hidden = k < a->second.axes.size() && widening_axis(a->second.axes[k]) && a->second.dims.size() == 2;
+      const bool hidden = widens_on(a->second.dims, a->second.axes, k);
       const int64_t x = a->second.dims[k], y = b->second.dims[k];
       const bool dim = dim_grows && a->second.axes[k] == "dim";
       if (x != y && !((wider && hidden) || dim) ) return false;
@@ -95,6 +141,34 @@ std::vector<float> widen(const std::vector<float>& v, const ParamInfo& src, cons
       out[(size_t)(r * C + c)] = n == 1 ? x : x * scale(n, input_side);
     }
   return out;
+}
+
+// widen() of any parameter with FFN units or heads: a "2hidden" axis holds the units twice (target
+// row H_t + j takes source row H_s + map[j]); a 3-D block factor widens as its dense form (block_factor_dense;
+// the map keeps every unit in its blocks, so nothing lands off them).
+std::vector<float> widen_units(const std::vector<float>& v, const ParamInfo& src, const ParamInfo& dst, int64_t unit,
+                               const std::vector<int64_t>& map, const std::vector<int>& copies,
+                               const std::function<float(int, bool)>& scale) {
+  size_t ax = 0;
+  while (ax < dst.shape.size() && !widens_on(dst.shape, dst.axes, ax)) ++ax;
+  LINGUA_CHECK(ax < dst.shape.size(), "growth: ", dst.name, " ", shape_str(dst.shape), " has no axis that widens");
+  std::vector<int64_t> m = map;
+  std::vector<int> c = copies;
+  if (dst.axes[ax] == "2hidden") {
+    const int64_t ns = (int64_t)copies.size();
+    for (int64_t s : map) m.push_back(s < 0 ? -1 : ns + s);
+    c.insert(c.end(), copies.begin(), copies.end());
+  }
+  if (dst.shape.size() == 2) return widen(v, src, dst, unit, m, c, scale);
+  LINGUA_CHECK(dst.shape.size() == 3 && unit == 1 && dst.shape[0] == src.shape[0], "growth: ", dst.name, " ",
+               shape_str(dst.shape), " cannot widen from ", shape_str(src.shape));
+  ParamInfo vs = src, vd = dst;
+  vs.shape = {src.shape[0] * src.shape[1], src.shape[0] * src.shape[2]};
+  vd.shape = {dst.shape[0] * dst.shape[1], dst.shape[0] * dst.shape[2]};
+  vs.axes = vd.axes = {dst.axes[1], dst.axes[2]};
+  vs.embedding = vd.embedding = false;
+  return block_factor_blocks(widen(block_factor_dense(v, src.shape, (int)ax), vs, vd, 1, m, c, scale), dst.shape,
+                             (int)ax);
 }
 
 // A parameter whose "dim" axes grew (G_zero in the model dimension): the source's values in the
@@ -169,18 +243,37 @@ GrowthOperator parse_growth_operator(const std::string& n) {
   fail("unknown growth operator '", n, "' (valid: stack, zero, split, random, learn)");
 }
 
-SplitChoice split_choice(int64_t n_source, int64_t n_target, uint64_t seed, int layer, bool heads) {
+SplitChoice split_choice(int64_t n_source, int64_t n_target, uint64_t seed, int layer, bool heads,
+                         UnitBlocks blocks) {
+  check_unit_blocks(n_source, n_target, blocks);
   std::mt19937_64 g(layer < 0 ? seed * 0x9E3779B97F4A7C15ull + 0xd1b54a32d192ed03ull
                               : seed * 0x9E3779B97F4A7C15ull + (uint64_t)layer + (heads ? 0x5bd1e995ull : 0));
+  // (One block, stride 1: the source's units, then a draw over all of them per new unit.)
+  const int64_t bs = n_source / blocks.blocks, bt = n_target / blocks.blocks, st = blocks.stride;
   SplitChoice c;
   c.copies.assign((size_t)n_source, 1);
   for (int64_t j = 0; j < n_target; ++j) {
-    const int64_t s = j < n_source ? j : (int64_t)(g() % (uint64_t)n_source);
-    if (j >= n_source) ++c.copies[(size_t)s];
+    const int64_t b = j / bt, r = j % bt;
+    int64_t s = b * bs + r;
+    if (r >= bs) {  // new: a random source unit of block b with the same residue r % stride
+      s = b * bs + r % st + st * (int64_t)(g() % (uint64_t)(bs / st));
+      ++c.copies[(size_t)s];
+    }
     c.map.push_back(s);
   }
   return c;
 }
+
+SplitChoice zero_choice(int64_t n_source, int64_t n_target, UnitBlocks blocks) {
+  check_unit_blocks(n_source, n_target, blocks);
+  const int64_t bs = n_source / blocks.blocks, bt = n_target / blocks.blocks;
+  SplitChoice c;
+  c.copies.assign((size_t)n_source, 1);
+  for (int64_t j = 0; j < n_target; ++j) c.map.push_back(j % bt < bs ? j / bt * bs + j % bt : -1);
+  return c;
+}
+
+UnitBlocks ffn_unit_blocks(const Transformer& model, int layer) { return unit_blocks_of(layout_of(model).layers.at(layer)); }
 
 std::vector<int> default_stacking_list(int source_layers, int target_layers) {
   LINGUA_CHECK(source_layers > 0 && target_layers % source_layers == 0, "the target's ", target_layers,
@@ -228,6 +321,30 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
   same("vocab_size", s.vocab_size, t.vocab_size);
   same("weight_tying", s.weight_tying, t.weight_tying);
   same("ffn", s.ffn, t.ffn);
+  // Block-structured FFNs (BlockDense, BlockShuffle, in some layer): their units widen per block.
+  const bool blocks = (t.ffn == "blockdense" || t.ffn == "blockshuffle") &&
+                      (t.structured.layers ? !t.structured.layers->empty() : t.n_layers > 1);
+  if (widens && blocks) {
+    LINGUA_CHECK(t.dim == s.dim, "config key 'model.dim': growing the model dimension (", s.dim, " -> ", t.dim,
+                 ") with model.ffn=", t.ffn, ": not supported (its block-diagonal factors split dim into "
+                 "model.structured.nblocks blocks); grow the FFN width, the heads or the depth");
+    const int64_t Hs = ffn_hidden_dim(s.dim, s.multiple_of, s.ffn_dim_multiplier),
+                  Ht = ffn_hidden_dim(t.dim, t.multiple_of, t.ffn_dim_multiplier), k = t.structured.nblocks;
+    if (Ht != Hs && t.ffn == "blockshuffle") {
+      LINGUA_CHECK(k > 0 && Hs % (k * k) == 0 && Ht % (k * k) == 0, "config key 'model.structured.nblocks' is ", k,
+                   ": widening model.ffn=blockshuffle's FFN keeps each unit j in its two blocks (fc1's j % k, fc2's "
+                   "j / (H / k)), which needs k * k = ", k * k, " to divide the source's and the target's FFN hidden "
+                   "width (", Hs, " -> ", Ht, "; model.ffn_dim_multiplier, model.multiple_of)");
+      LINGUA_CHECK(Hs > s.dim, "the source's FFN hidden width ", Hs, " (model.ffn_dim_multiplier, "
+                   "model.multiple_of) is not above model.dim (", s.dim, "): model.ffn=blockshuffle's fc2 then has a "
+                   "middle width of H / nblocks, which would grow with it; widening it is not supported");
+    }
+    if (Ht != Hs && t.ffn == "blockdense")
+      LINGUA_CHECK(k > 0 && Hs % k == 0 && Ht % k == 0, "config key 'model.structured.nblocks' is ", k,
+                   ": widening model.ffn=blockdense's FFN keeps each unit in its block of fc2 (j / (H / k)), which "
+                   "needs k to divide the source's and the target's FFN hidden width (", Hs, " -> ", Ht,
+                   "; model.ffn_dim_multiplier, model.multiple_of)");
+  }
   same("modules", s.modules, t.modules);
   same("module_seq_len", s.module_seq_len, t.module_seq_len);
   same("module_agg", s.module_agg, t.module_agg);
@@ -274,11 +391,20 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
     }
     LINGUA_CHECK(s < source.n_layers(), "stacking list entry ", i, " is ", s, " but the source has ", source.n_layers(),
                  " layers");
+    for (auto& [rest, shape] : dst.layers[i])
+      LINGUA_CHECK(!dim_grows || shape.dims.size() != 3, "growing model.dim (", source.dims().dim, " -> ",
+                   target.dims().dim, ") with block-diagonal FFN factors (target layer ", i, ": ", rest,
+                   "; model.ffn=blockdense or blockshuffle): not supported (they split dim into blocks); grow the "
+                   "FFN width, the heads or the depth, or keep model.dim");
+    if (widens && src.layers[s].size() == dst.layers[i].size()) {
+      const int64_t Hs = ffn_units(src.layers[s]), Ht = ffn_units(dst.layers[i]);
+      if (Hs > 0 && Ht != Hs) check_unit_blocks(Hs, Ht, unit_blocks_of(dst.layers[i]));
+    }
     LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], widens, dim_grows), "target layer ", i,
                  " does not match source layer ", s,
                  " (its FFN variant, structure, width or modules differ; check which layers the FFN variant's "
                  "keys make special against the stacking list; only G_zero, G_split, G_random and G_learn widen, and "
-                 "only the FFN's hidden units of 2-D FFN weights and the attention heads):\n  source: ",
+                 "only the FFN's hidden units (of 2-D weights and of block factors) and the attention heads):\n  source: ",
                  suffixes(src.layers[s]), "\n  target: ", suffixes(dst.layers[i]));
   }
   LINGUA_CHECK(compatible(src.rest, dst.rest, false, dim_grows), "the parameters outside the blocks differ:\n  source: ", suffixes(src.rest),
@@ -326,17 +452,14 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
     for (auto& [rest, sh] : dst.layers[layer]) {
       const Shape& ss = src.layers[list[layer]].at(rest);
       for (size_t k = 0; k < sh.dims.size(); ++k)
-        if (widening_axis(sh.axes[k]) && is_heads_axis(sh.axes[k]) == heads)
-          Hs = ss.dims[k] / u.size, Ht = sh.dims[k] / u.size;
+        if (widens_on(sh.dims, sh.axes, k) && is_heads_axis(sh.axes[k]) == heads)
+          Hs = axis_units(ss.dims, ss.axes, k) / u.size, Ht = axis_units(sh.dims, sh.axes, k) / u.size;
     }
-    if (split) {
-      SplitChoice c = split_choice(Hs, Ht, seed, layer, heads);
-      u.map = std::move(c.map);
-      u.copies = std::move(c.copies);
-      return u;
-    }
-    u.copies.assign((size_t)Hs, 1);
-    for (int64_t j = 0; j < Ht; ++j) u.map.push_back(j < Hs ? j : -1);
+    // (An FFN's units keep their blocks: BlockDense, BlockShuffle.)
+    const UnitBlocks b = heads ? UnitBlocks{} : unit_blocks_of(dst.layers[layer]);
+    SplitChoice c = split ? split_choice(Hs, Ht, seed, layer, heads, b) : zero_choice(Hs, Ht, b);
+    u.map = std::move(c.map);
+    u.copies = std::move(c.copies);
     return u;
   };
   // A unit with c copies: the weights that read it are divided by c (the sum is the source's);
@@ -370,9 +493,10 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
         if (mid != sp.shape) {
           ParamInfo m = p;
           m.shape = mid;
-          const std::string& role = widening_axis(p.axes[0]) ? p.axes[0] : p.axes[1];
-          const Units& u = units_of(layer, is_heads_axis(role));
-          x = widen(x, sp, m, u.size, u.map, u.copies, scale);
+          bool heads = false;
+          for (size_t k = 0; k < p.axes.size(); ++k) heads |= widens_on(p.shape, p.axes, k) && is_heads_axis(p.axes[k]);
+          const Units& u = units_of(layer, heads);
+          x = widen_units(x, sp, m, u.size, u.map, u.copies, scale);
         }
         if (mid != p.shape) {
           // A norm's weight is scaled by c = sqrt(D_src / D); its gradient there is 1/c of the
@@ -385,7 +509,7 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
         return x;
       };
       v = place(std::move(v), what == Value::weight);
-      if (op == GrowthOperator::random && what == Value::weight && p.shape.size() == 2) {
+      if (op == GrowthOperator::random && what == Value::weight && p.shape.size() >= 2) {
         // G_random: the new entries (where no source value lands) as the target's init drew them.
         const std::vector<float> landed = place(std::vector<float>((size_t)sp.numel, 1.0f), false);
         const std::vector<float> init = to.host_param(id);

@@ -20,10 +20,20 @@
 //                    copied unit are divided by its number of copies, so the function is kept (Net2Net).
 //                    FFNs whose hidden axis is that of 2-D weights and tables (a looked-up table's
 //                    columns are copied like w1's rows; LowRank's factors w1.b, w3.b and w2.a
-//                    alike; block-diagonal factors, 3-D, are refused).
-//   G_zero (width)   the same widening with new units zero in every weight: the function is kept,
-//                    but a unit zero on both sides gets no gradient and stays zero (as the operator is
-//                    defined; G_split is the widening that learns).
+//                    alike; a structured fc1's "2hidden" rows hold unit j twice, as the gate's row j
+//                    and the up's row H + j, and a self-guided guide is a dense weight), and the
+//                    block-structured BlockDense and BlockShuffle, whose units sit in blocks
+//                    (UnitBlocks below): unit j of H is read by fc2's block j / (H / k) (k =
+//                    model.structured.nblocks) and, BlockShuffle, written by fc1's block j % k, so
+//                    source unit b (H_src / k) + r becomes target unit b (H / k) + r (not j), the new
+//                    units are r >= H_src / k of each block, and G_split copies a random source unit
+//                    of the same block (and residue j % k); a 3-D factor widens as the matrix it
+//                    multiplies by (block_factor_dense), which such a map keeps block-diagonal.
+//                    BlockShuffle needs k^2 to divide both widths and H_src > model.dim (else its
+//                    middle width grows too); a wider model.dim is refused for both block FFNs.
+//   G_zero (width)   the same widening (block FFNs: the same places) with new units zero in every
+//                    weight: the function is kept, but a unit zero on both sides gets no gradient
+//                    and stays zero (as the operator is defined; G_split is the widening that learns).
 //   G_random         target layer i is source layer stacking_list[i], or where that is -1 a new layer
 //                    as the target config's init draws it (nothing zeroed); in width (FFN units,
 //                    heads, model dimension, as G_zero places them) the new entries are the target
@@ -79,7 +89,32 @@ struct SplitChoice {
   std::vector<int64_t> map;
   std::vector<int> copies;
 };
-SplitChoice split_choice(int64_t n_source, int64_t n_target, uint64_t seed, int layer, bool heads = false);
+// Where an FFN's units sit in block-diagonal factors, which a widening keeps: unit j of H is read by
+// block j / (H / blocks) of fc2's first factor (its input axis, contiguous blocks: BlockDense's
+// w2.blocks, BlockShuffle's w2.blocks1) and, with stride k, written by block j % stride of fc1's
+// last factor (its output axis, interleaved by P_out: BlockShuffle's w13.blocks2). Dense, LowRank
+// and STEM FFNs: {1, 1}. With blocks or stride above 1, source unit j = b (Hs / blocks) + r is
+// target unit b (Ht / blocks) + r (stride must divide Hs / blocks and Ht / blocks, so j % stride is
+// kept), and the new units (r >= Hs / blocks of each block b) copy, under G_split, a random source
+// unit of the same block b and residue r % stride.
+struct UnitBlocks {
+  int64_t blocks = 1;
+  int64_t stride = 1;
+};
+// The unit blocks of target layer `layer`'s FFN (from its 3-D factors' shapes and axes).
+UnitBlocks ffn_unit_blocks(const Transformer& model, int layer);
+// With the default `blocks`, target unit j < n_source is source unit j (the prefix).
+SplitChoice split_choice(int64_t n_source, int64_t n_target, uint64_t seed, int layer, bool heads = false,
+                         UnitBlocks blocks = {});
+// G_zero's placement: map[j] the source unit of target unit j, -1 for a new (zero) unit; copies all 1.
+SplitChoice zero_choice(int64_t n_source, int64_t n_target, UnitBlocks blocks = {});
+// A 3-D block factor [k, m, n] as the matrix [k m, k n] it multiplies by (zero off its blocks), its
+// unit axis (1 or 2) in the FFN's unit order: the input axis (2) block-diagonal (block b's columns
+// b n .. b n + n - 1), the output axis (1) interleaved as BlockShuffle's P_out does (row a k + c is
+// block c's row a); and back to the factor (its blocks' entries of `dense`; the rest is dropped).
+std::vector<float> block_factor_dense(const std::vector<float>& v, const std::vector<int64_t>& shape, int unit_axis);
+std::vector<float> block_factor_blocks(const std::vector<float>& dense, const std::vector<int64_t>& shape,
+                                       int unit_axis);
 
 // PRTS's default list: layers [0 .. L_src) repeated to fill L_target (L_target a multiple of L_src).
 std::vector<int> default_stacking_list(int source_layers, int target_layers);
