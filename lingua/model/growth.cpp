@@ -189,16 +189,20 @@ std::vector<float> pad_dim(const std::vector<float>& v, const std::vector<int64_
 }
 
 // A parameter whose "dim" axes grew by G_split: target coordinate j holds source coordinate
-// map[j] divided by sqrt(copies of it) on every "dim" axis (writers and readers of the residual
-// stream alike: the copies' squares sum to the source's, so the stream's RMS is sqrt(D_src / D) of
-// the source's, and a reader's products over the copies sum to the source's); a norm's weights
-// (1-D) copied and scaled by `norm_scale`.
+// map[j] scaled by factor(copies of it, norm) on every "dim" axis (weights: 1 / sqrt(c), writers and
+// readers of the residual stream alike: the copies' squares sum to the source's, so the stream's
+// RMS is sqrt(D_src / D) of the source's, and a reader's products over the copies sum to the
+// source's); a norm's weights (1-D, norm = true) copied and scaled by factor(c, true).
 std::vector<float> split_dim(const std::vector<float>& v, const std::vector<int64_t>& from, const ParamInfo& to,
-                             const std::vector<int64_t>& map, const std::vector<int>& copies, float norm_scale) {
+                             const std::vector<int64_t>& map, const std::vector<int>& copies,
+                             const std::function<float(int, bool)>& factor) {
   const std::vector<int64_t>& shape = to.shape;
   if (shape.size() == 1) {
     std::vector<float> out((size_t)shape[0]);
-    for (int64_t j = 0; j < shape[0]; ++j) out[(size_t)j] = v[(size_t)map[(size_t)j]] * norm_scale;
+    for (int64_t j = 0; j < shape[0]; ++j) {
+      const int64_t s = map[(size_t)j];
+      out[(size_t)j] = v[(size_t)s] * factor(copies[(size_t)s], true);
+    }
     return out;
   }
   const int64_t R = shape[0], C = shape[1], SC = from[1];
@@ -206,10 +210,10 @@ std::vector<float> split_dim(const std::vector<float>& v, const std::vector<int6
   std::vector<float> out((size_t)(R * C));
   for (int64_t r = 0; r < R; ++r) {
     const int64_t sr = rows ? map[(size_t)r] : r;
-    const float fr = rows ? 1.0f / std::sqrt((float)copies[(size_t)sr]) : 1.0f;
+    const float fr = rows ? factor(copies[(size_t)sr], false) : 1.0f;
     for (int64_t c = 0; c < C; ++c) {
       const int64_t sc = cols ? map[(size_t)c] : c;
-      const float fc = cols ? 1.0f / std::sqrt((float)copies[(size_t)sc]) : 1.0f;
+      const float fc = cols ? factor(copies[(size_t)sc], false) : 1.0f;
       out[(size_t)(r * C + c)] = v[(size_t)(sr * SC + sc)] * fr * fc;
     }
   }
@@ -499,12 +503,21 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
           x = widen_units(x, sp, m, u.size, u.map, u.copies, scale);
         }
         if (mid != p.shape) {
-          // A norm's weight is scaled by c = sqrt(D_src / D); its gradient there is 1/c of the
-          // source's, so its moments are scaled by 1/c and 1/c^2 (new entries: 0).
-          const double c = std::sqrt((double)source.dims().dim / target.dims().dim);
-          const double scale = what == Value::weight ? c : what == Value::first_moment ? 1.0 / c : 1.0 / (c * c);
-          x = dim_map.empty() ? pad_dim(x, mid, p.shape, (float)scale, weight)
-                              : split_dim(x, mid, p, dim_map, dim_copies, (float)scale);
+          // A norm's weight is scaled by a = sqrt(D_src / D). G_split: a coordinate with n copies
+          // holds 1/sqrt(n) of the source's in the stream and in every weight's entry on it, and
+          // (the RMS a times the source's, the readers' entries 1/sqrt(n)) the stream's gradient
+          // there is 1/sqrt(n) of the source's; so is a weight's on its dim axis (its other factor
+          // unchanged), and a norm weight's (its input x/sqrt(n) over the RMS, times its output's
+          // gradient) is 1/(a n). The moments scale as the gradient (m) and its square (v); G_zero:
+          // n = 1, new entries 0.
+          const double a = std::sqrt((double)source.dims().dim / target.dims().dim);
+          auto factor = [what, a](int n, bool norm) {
+            const double g = norm ? 1.0 / (a * n) : 1.0 / std::sqrt((double)n);  // the gradient's
+            const double w = norm ? a : 1.0 / std::sqrt((double)n);              // the weight's
+            return (float)(what == Value::weight ? w : what == Value::first_moment ? g : g * g);
+          };
+          x = dim_map.empty() ? pad_dim(x, mid, p.shape, factor(1, true), weight)
+                              : split_dim(x, mid, p, dim_map, dim_copies, factor);
         }
         return x;
       };
@@ -544,9 +557,6 @@ void grow_moments(const Transformer& source, const Transformer& target, GrowthOp
                   const std::vector<int>& list, uint64_t seed, const std::function<Moments(int)>& get,
                   const std::function<void(int, const Moments&)>& set) {
   check_layouts(source, target, op, list);
-  LINGUA_CHECK((op != GrowthOperator::split && op != GrowthOperator::learn) || source.dims().dim == target.dims().dim,
-               "carrying AdamW moments across G_", growth_operator_name(op), " of the model dimension: not supported "
-               "(use a fresh optimizer)");
   std::map<int, Moments> out;
   std::map<int, Moments> in;  // (each source tensor read once)
   auto source_moments = [&](int sid) -> const Moments& {

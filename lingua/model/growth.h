@@ -135,9 +135,12 @@ std::vector<int> grow_model(const Transformer& source, Transformer& target, Grow
 // stacking list; a new layer's and a new (G_zero) unit's are zero; a G_split unit with c copies
 // keeps the source's moments on the side whose weights are not divided (the gradient there is the
 // source's) and divides them on the other (first moment by c, second by c^2: each copy's gradient
-// is 1/c of the source unit's). Across a wider model dimension, new entries are zero and a norm's
-// weight, scaled by c = sqrt(D_src / D), has its moments scaled by 1/c and 1/c^2 (its gradient is 1/c
-// of the source's).
+// is 1/c of the source unit's). Across a wider model dimension (a = sqrt(D_src / D)): G_zero's new
+// entries are zero and a norm's weight, scaled by a, has its moments scaled by 1/a and 1/a^2 (its
+// gradient is 1/a of the source's); under G_split (and G_learn's start) a coordinate with n copies
+// has every weight's entry on it (either side) with its moments scaled by 1/sqrt(n) and 1/n (its
+// gradient is 1/sqrt(n) of the source's) and a norm weight's by 1/(a n) and 1/(a n)^2. So moments
+// m = g, v = g^2 of a source gradient g on a batch grow into the grown model's on that batch.
 struct Moments {
   std::vector<float> m, v;
 };

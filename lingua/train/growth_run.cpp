@@ -99,9 +99,6 @@ void check_growth_config(const TrainConfig& cfg) {
   if (g.op == "random" && wider)
     LINGUA_CHECK(!layout.fsdp(), "growth.op=random in width (its masks multiply whole weights): not with sharded "
                  "parameters (", layout.describe(), "); use distributed.fsdp_type=no_shard");
-  LINGUA_CHECK(!g.carry_moments || (g.op != "split" && g.op != "learn") || source.dim == cfg.model.dim,
-               "growth.carry_moments with G_", g.op, " of model.dim: not supported; use a fresh optimizer "
-               "(carry_moments=false)");
   if (g.carry_moments) {
     LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.carry_moments: not with sharded parameters (",
                  layout.describe(), "); use fsdp_type no_shard or a fresh optimizer (carry_moments=false)");
