@@ -35,7 +35,8 @@ struct GrowthConfig {
              "layers listed as -1, and new FFN units, model coordinates and heads, are random and ramped in over "
              "growth.ramp_steps), learn (G_learn, LiGO: each "
              "target block a learned mix of the source blocks, widened by learned expansion matrices where the FFN, "
-             "heads or model.dim grow; from G_split (in depth: G_stack), trained for growth.learn_steps)");
+             "heads or model.dim grow; from G_split (in depth: G_stack), trained for growth.learn_steps; DDP, FSDP and "
+             "HSDP, not STEM tables split over ranks)");
     v("stacking_list", stacking_list, "source layer of each target layer (default: the source's layers repeated; "
       "op=zero or random: -1 for a new layer)");
     v("seed", seed, "op=split (and learn, its start): the seed of the units copied");

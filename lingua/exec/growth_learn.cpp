@@ -8,8 +8,9 @@
 namespace lingua {
 
 LearnedGrowth::LearnedGrowth(const Transformer& source, Transformer& target, const std::vector<int>& list,
-                             uint64_t seed)
+                             uint64_t seed, Gather gather)
     : target_(target),
+      gather_(std::move(gather)),
       Ls_(source.n_layers()),
       Lt_(target.n_layers()),
       // grow_model first: its checks of the two layouts and the list, and it writes what the map
@@ -17,6 +18,9 @@ LearnedGrowth::LearnedGrowth(const Transformer& source, Transformer& target, con
       width_((grow_model(source, target, GrowthOperator::learn, list, seed), source), target, list, seed) {
   const ParamStore& s = source.params();
   const ParamStore& t = target.params();
+  for (int id : t.ids())
+    LINGUA_CHECK(gather_ || t.info(id).placement.kind == Placement::whole, "G_learn: ", t.info(id).name,
+                 " is split over processes and no gather was given");
   std::map<std::string, int> index;
   for (int id : t.ids()) {
     int l;
@@ -65,16 +69,20 @@ std::vector<float> LearnedGrowth::mix(int l, size_t p) const {
   return w;
 }
 
-void LearnedGrowth::write_target() {
+void LearnedGrowth::put(int id, const std::vector<float>& full) {
   ParamStore& t = target_.params();
+  t.set_param(id, held_part(t.info(id), full).data());
+}
+
+void LearnedGrowth::write_target() {
   width_.load(coef_.data() + alpha_size_);
   for (int l = 0; l < Lt_; ++l)
     for (size_t p = 0; p < suffixes_.size(); ++p) {
       const int id = dst_ids_[l][p];
-      t.set_param(id, width_.apply(id, mix(l, p)).data());
+      put(id, width_.apply(id, mix(l, p)));
     }
-  for (const auto& [id, x] : rest_) t.set_param(id, width_.apply(id, x).data());
-  t.values_written();
+  for (const auto& [id, x] : rest_) put(id, width_.apply(id, x));
+  target_.params().values_written();
 }
 
 void LearnedGrowth::set_coefficients(const std::vector<double>& c) {
@@ -96,9 +104,18 @@ std::vector<double> LearnedGrowth::gradient(Executor& exec, const int32_t* token
   const LossSum l = exec.forward_backward(tokens, targets, B, T, 1.0f / ((float)(B * T) * (float)std::max(1, replicas)));
   if (loss) *loss = l.nll / (double)std::max<int64_t>(1, l.tokens);
   const std::vector<float> g = t.host_grads();
-  auto grad_of = [&](int id) {
+  // Split parameters' gradients gathered whole (every process, in id order: a collective each).
+  std::map<int, std::vector<float>> full;
+  for (int id : t.ids()) {
+    const ParamInfo& info = t.info(id);
+    if (info.placement.kind == Placement::whole || info.grad_offset < 0) continue;
+    const float* local = g.data() + info.grad_offset;
+    full[id] = gather_(info, std::vector<float>(local, local + info.numel));
+  }
+  auto grad_of = [&](int id) -> const float* {
     const ParamInfo& info = t.info(id);
     LINGUA_CHECK(info.grad_offset >= 0, "G_learn: ", info.name, " is frozen: it gets no gradient to learn from");
+    if (auto it = full.find(id); it != full.end()) return it->second.data();
     return g.data() + info.grad_offset;
   };
   const size_t P = suffixes_.size();

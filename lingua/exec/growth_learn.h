@@ -10,8 +10,12 @@
 // G_split (no widening: G_stack). The map is trained on the loss of the target model with Adam,
 // its gradients (dL/dalpha[l][p][j] = <dL/dX[l].p, W_s[j].p>, dL/dE by the chain rule) from a
 // backward pass of the target, and then applied: the target's weights are the map's last value.
-// Works on the CPU and the GPU (the map on the host: models are small at growth time).
+// Works on the CPU and the GPU (the map on the host: models are small at growth time), and on a
+// target whose parameters are split over processes (FSDP's flat shards): given `gather`, each
+// split parameter's gradient is gathered whole on every process (the map's gradient is then the
+// same everywhere, as an unsplit target's), and each process writes its part of the weights.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -26,7 +30,12 @@ class LearnedGrowth {
   // source: the trained smaller model (host or device); target: built from the target config
   // (check_growth with op learn); list: alpha's start (G_stack's list); seed: G_split's choice of
   // copied units. Writes the target's weights for that start.
-  LearnedGrowth(const Transformer& source, Transformer& target, const std::vector<int>& list, uint64_t seed = 0);
+  // gather(p, local): a split parameter's full values [p.shape] from this process's part [p.numel]
+  // (a collective over the processes it is split over: called in the same order on each); empty:
+  // every target parameter must be whole.
+  using Gather = std::function<std::vector<float>(const ParamInfo& p, const std::vector<float>& local)>;
+  LearnedGrowth(const Transformer& source, Transformer& target, const std::vector<int>& list, uint64_t seed = 0,
+                Gather gather = {});
 
   // One Adam step on alpha (learning rate lr, betas 0.9 / 0.999) from one batch through `exec`
   // (the target's executor; its gradients are overwritten), then the target's weights are
@@ -56,7 +65,9 @@ class LearnedGrowth {
  private:
   std::vector<float> mix(int l, size_t p) const;  // X[l].p
   void write_target();
+  void put(int id, const std::vector<float>& full);  // this process's part of target parameter id
   Transformer& target_;
+  Gather gather_;
   int Ls_ = 0, Lt_ = 0;
   std::vector<std::string> suffixes_;                   // the block parameters' names after "layers.<l>."
   std::vector<std::vector<std::vector<float>>> src_;    // [suffix][source layer] values

@@ -93,8 +93,9 @@ void check_growth_config(const TrainConfig& cfg) {
   const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
   if (g.op == "learn") {
     LINGUA_CHECK(g.learn_steps >= 1, "config key 'growth.learn_steps' is ", g.learn_steps, ": G_learn needs >= 1");
-    LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.op=learn: not with sharded parameters (",
-                 layout.describe(), "; its map writes whole weights); use distributed.fsdp_type=no_shard (DDP)");
+    LINGUA_CHECK(layout.tables <= 1, "growth.op=learn: not with STEM tables split over ranks (",
+                 layout.describe(), ", distributed.stem_parallel_size ", layout.tables, "); use "
+                 "distributed.stem_parallel_size=1 (FSDP and DDP work)");
   }
   if (g.op == "random" && wider)
     LINGUA_CHECK(!layout.fsdp(), "growth.op=random in width (its masks multiply whole weights): not with sharded "
@@ -201,11 +202,26 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   if (op == GrowthOperator::learn && newest <= at) {
     const std::string from = grown.grown_from;
     grown.prepare = [&, from](Executor& exec, DataLoader& loader) -> int64_t {
-      LearnedGrowth learn(*source_of(from, exec.model().dims().vocab), exec.model(), list, (uint64_t)cfg.growth.seed);
+      // FSDP: the split weights' gradients gathered over the shard group (HSDP: one of them; the
+      // local shards hold the sums over every rank), so every rank learns the same map.
+      const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, world.size());
+      std::unique_ptr<Communicator> group;
+      if (layout.hybrid()) group = host.split(layout.replica_rank(world.rank()), layout.shard_rank(world.rank()));
+      Communicator& shards = group ? *group : host;
+      LearnedGrowth::Gather gather;
+      if (layout.fsdp())
+        gather = [&shards](const ParamInfo& p, const std::vector<float>& local) {
+          std::vector<float> all(local.size() * (size_t)shards.size());
+          shards.all_gather(local.data(), all.data(), local.size() * sizeof(float));
+          all.resize((size_t)p.full_numel());
+          return all;
+        };
+      LearnedGrowth learn(*source_of(from, exec.model().dims().vocab), exec.model(), list, (uint64_t)cfg.growth.seed,
+                          gather);
       int64_t tokens = 0;
       double first = 0, last = 0;
-      // (Under DDP every rank learns from its own batches; their gradients are summed by the
-      // data-parallel hooks, so alpha stays the same everywhere. The loss logged is the ranks' mean.)
+      // (Under DDP and FSDP every rank learns from its own batches; their gradients are summed by
+      // the data-parallel hooks, so alpha stays the same everywhere. The loss logged is the ranks' mean.)
       const int ranks = world.size();
       for (int64_t s = 0; s < cfg.growth.learn_steps; ++s) {
         const Batch b = loader.next();
