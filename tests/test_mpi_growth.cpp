@@ -3,17 +3,22 @@
 //  - G_learn (depth, FFN units, heads and model.dim at once) under FSDP (fsdp_type full_shard)
 //    learns the same map as under DDP: the weights at the start of the grown phase are DDP's, and
 //    the ranks hold the same ones; deterministic, and resumable after the growth to the bit;
-//  - and under 4 ranks, HSDP (2 replicas x 2 shards) likewise.
+//  - and under 4 ranks, HSDP (2 replicas x 2 shards) likewise;
+//  - growth.carry_moments under FSDP (and 4 ranks' HSDP) carries DDP's moments;
+//  - both refused with STEM tables split over ranks, naming the key.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
 #include <map>
 
+#include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/dist/fsdp.h"
 #include "lingua/dist/world.h"
 #include "lingua/exec/executor.h"
+#include "lingua/optim/optimizer.h"
 #include "lingua/train/growth_run.h"
+#include "lingua/train/train_step.h"
 #include "lingua/train/trainer.h"
 #include "tests/test_util.h"
 
@@ -125,20 +130,96 @@ TEST(DistributedGrowth, LearnedGrowthUnderFsdpLearnsDdpsMap) {
   check_learned_growth_sharded_as_ddp(host().size());
 }
 
+// growth.carry_moments under FSDP (G_split of depth, FFN units, heads and model.dim): every rank
+// grows the source checkpoint's whole moments and keeps its shards' part. The moments after the
+// first grown step (its checkpoint) are DDP's run's, and not a fresh optimizer's; a run stopped
+// after the growth resumes to the bit.
+void check_carried_moments_sharded_as_ddp(int shard) {
+  const std::string tag = "s" + std::to_string(shard) + "w" + std::to_string(host().size());
+  const fs::path data = shared_corpus("mpi_grow_carry_" + tag);
+  auto config = [&](const std::string& name, int shard, bool carry) {
+    TrainConfig c = learn_config(data, shared_dir(name + tag), shard);
+    c.growth.op = "split";
+    c.growth.carry_moments = carry;
+    return c;
+  };
+  const TrainConfig ddp = config("mpi_grow_carry_ddp_", 0, true), fsdp = config("mpi_grow_carry_fsdp_", shard, true),
+                    fresh = config("mpi_grow_carry_fresh_", shard, false);
+  const TrainResult rd = train(ddp, {nullptr, true});
+  const TrainResult rf = train(fsdp, {nullptr, true});
+  train(fresh, {nullptr, true});
+  ASSERT_EQ(rf.losses.size(), 6u);
+  for (size_t i = 0; i < rd.losses.size(); ++i)
+    EXPECT_NEAR(rf.losses[i], rd.losses[i], 1e-5 * std::abs(rd.losses[i])) << "step " << i + 1;
+  if (host().rank() == 0) {
+    // Each run's moments after step 4 (the grown model's first), whole (the sharded ones gathered).
+    auto moments = [](const TrainConfig& c) {
+      const std::string ckpt = (fs::path(c.dump_dir) / "checkpoints" / "0000000004").string();
+      LoadedModel m = load_model(ckpt);
+      std::unique_ptr<AdamW> opt = make_optimizer(*m.model, c.optim);
+      load_training_checkpoint(ckpt, *m.model, *opt);
+      std::map<std::string, std::pair<std::vector<float>, std::vector<float>>> out;
+      for (int id : m.model->params().ids())
+        if (m.model->params().trainable(id)) out[m.model->params().info(id).name] = {opt->host_m(id), opt->host_v(id)};
+      return out;
+    };
+    const auto md = moments(ddp), mf = moments(fsdp), m0 = moments(fresh);
+    ASSERT_EQ(md.size(), mf.size());
+    double worst = 0, from_fresh = 0;
+    for (auto& [name, mv] : md) {
+      const auto& f = mf.at(name);
+      const auto& z = m0.at(name);
+      ASSERT_EQ(f.first.size(), mv.first.size()) << name;
+      for (size_t i = 0; i < mv.first.size(); ++i) {
+        worst = std::max(worst, std::abs(f.first[i] - mv.first[i]) / (1e-6 + std::abs(mv.first[i])));
+        worst = std::max(worst, std::abs(f.second[i] - mv.second[i]) / (1e-12 + std::abs(mv.second[i])));
+        from_fresh = std::max(from_fresh, std::abs(z.second[i] - mv.second[i]) / (1e-12 + std::abs(mv.second[i])));
+      }
+    }
+    EXPECT_LT(worst, 1e-4) << "FSDP's carried moments are not DDP's";
+    EXPECT_GT(from_fresh, 0.1) << "the moments were not carried";
+  }
+  host().barrier();
+  const fs::path c = shared_dir("mpi_grow_carry_stop_" + tag);
+  TrainConfig stop = fsdp;
+  stop.dump_dir = c.string();
+  ASSERT_EQ(train(stop, {[](int64_t step) { return step < 4; }, true}).final_step, 4);
+  const TrainResult rest = train(stop, {nullptr, true});
+  ASSERT_EQ(rest.start_step, 4);
+  for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], rf.losses[4 + i]) << "step " << 5 + i;
+  host().barrier();
+}
+
+TEST(DistributedGrowth, CarriedMomentsUnderFsdpAreDdps) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  check_carried_moments_sharded_as_ddp(host().size());
+}
+
+TEST(DistributedGrowth, FourRanksCarriedMomentsUnderHsdpAreDdps) {
+  if (host().size() != 4) GTEST_SKIP() << "needs mpirun -np 4 (ctest's *_4ranks run)";
+  check_carried_moments_sharded_as_ddp(2);
+}
+
 // STEM tables split over ranks: refused before any step, naming the key.
-TEST(DistributedGrowth, LearnedGrowthWithSplitTablesIsRefused) {
+TEST(DistributedGrowth, SplitTablesAreRefused) {
   const fs::path data = shared_corpus("mpi_grow_learn_tables");
   TrainConfig c = learn_config(data, shared_dir("mpi_grow_tables"), 0);
   c.model.ffn = "stem";
   c.model.stem_layers = std::vector<int>{0, 1, 2, 3};
   c.growth.source.yaml = "{n_layers: 2, stem_layers: [0, 1]}";
   c.distributed.stem_parallel_size = host().size();
-  try {
-    train(c, {nullptr, true});
-    ADD_FAILURE() << "G_learn with split tables trained";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("distributed.stem_parallel_size=1"), std::string::npos) << e.what();
-  }
+  auto refused = [&](const TrainConfig& e, const std::string& what) {
+    try {
+      train(e, {nullptr, true});
+      ADD_FAILURE() << what << " with split tables trained";
+    } catch (const Error& err) {
+      EXPECT_NE(std::string(err.what()).find("distributed.stem_parallel_size=1"), std::string::npos) << err.what();
+    }
+  };
+  refused(c, "G_learn");
+  c.growth.op = "stack";  // (and carried moments)
+  c.growth.carry_moments = true;
+  refused(c, "carry_moments");
   host().barrier();
 }
 

@@ -49,8 +49,8 @@ struct GrowthConfig {
     v("learn_lr", learn_lr, "op=learn: the learning rate of those steps");
     v("carry_moments", carry_moments, "carry AdamW's moments and step count (bias corrections) over to the grown "
       "model, mapped as the weights are and scaled as each entry's gradient is at the growth (any op, a wider "
-      "model.dim included), instead of a fresh optimizer (the schedule restarts either way); not with "
-      "sharded parameters (fsdp_type full_shard, tables split over ranks)");
+      "model.dim included), instead of a fresh optimizer (the schedule restarts either way); DDP and FSDP, not "
+      "with STEM tables split over ranks (distributed.stem_parallel_size)");
   }
 };
 

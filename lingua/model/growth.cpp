@@ -576,7 +576,7 @@ void grow_moments(const Transformer& source, const Transformer& target, GrowthOp
   };
   std::vector<float> zeros;
   auto fresh = [&](int id, const std::string&) -> const std::vector<float>* {
-    zeros.assign((size_t)target.params().info(id).numel, 0.0f);
+    zeros.assign((size_t)target.params().info(id).full_numel(), 0.0f);
     return &zeros;
   };
   map_values(source, target, op, list, seed, Value::first_moment, [&](int sid) { return source_moments(sid).m; },

@@ -101,8 +101,9 @@ void check_growth_config(const TrainConfig& cfg) {
     LINGUA_CHECK(!layout.fsdp(), "growth.op=random in width (its masks multiply whole weights): not with sharded "
                  "parameters (", layout.describe(), "); use distributed.fsdp_type=no_shard");
   if (g.carry_moments) {
-    LINGUA_CHECK(!layout.fsdp() && layout.tables <= 1, "growth.carry_moments: not with sharded parameters (",
-                 layout.describe(), "); use fsdp_type no_shard or a fresh optimizer (carry_moments=false)");
+    LINGUA_CHECK(layout.tables <= 1, "growth.carry_moments: not with STEM tables split over ranks (",
+                 layout.describe(), ", distributed.stem_parallel_size ", layout.tables, "); use "
+                 "distributed.stem_parallel_size=1 or a fresh optimizer (carry_moments=false)");
   }
 }
 
@@ -193,8 +194,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
             [&](int sid) {
               return sp.info(sid).trainable ? Moments{source_opt->host_m(sid), source_opt->host_v(sid)} : Moments{};
             },
-            [&](int id, const Moments& mv) {
-              if (target.params().info(id).trainable && !mv.m.empty()) opt.set_moments(id, mv.m.data(), mv.v.data());
+            [&](int id, const Moments& mv) {  // (whole moments; a split parameter keeps its part)
+              const ParamInfo& p = target.params().info(id);
+              if (p.trainable && !mv.m.empty()) opt.set_moments(id, held_part(p, mv.m).data(), held_part(p, mv.v).data());
             });
         opt.set_steps_taken(source_opt->steps_taken());
       };
