@@ -503,13 +503,10 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
           x = widen_units(x, sp, m, u.size, u.map, u.copies, scale);
         }
         if (mid != p.shape) {
-          // A norm's weight is scaled by a = sqrt(D_src / D). G_split: a coordinate with n copies
-          // holds 1/sqrt(n) of the source's in the stream and in every weight's entry on it, and
-          // (the RMS a times the source's, the readers' entries 1/sqrt(n)) the stream's gradient
-          // there is 1/sqrt(n) of the source's; so is a weight's on its dim axis (its other factor
-          // unchanged), and a norm weight's (its input x/sqrt(n) over the RMS, times its output's
-          // gradient) is 1/(a n). The moments scale as the gradient (m) and its square (v); G_zero:
-          // n = 1, new entries 0.
+          // Norm weights scaled by a = sqrt(D_src / D). A coordinate with n copies (G_split; G_zero:
+          // 1, new entries 0) holds 1/sqrt(n) of the source's, and so does its gradient in the
+          // stream and in any weight's entry on it; a norm weight's is 1/(a n) (input x/sqrt(n)
+          // over an RMS a times the source's, output gradient 1/sqrt(n)). m scales as g, v as g^2.
           const double a = std::sqrt((double)source.dims().dim / target.dims().dim);
           auto factor = [what, a](int n, bool norm) {
             const double g = norm ? 1.0 / (a * n) : 1.0 / std::sqrt((double)n);  // the gradient's
