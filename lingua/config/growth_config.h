@@ -33,7 +33,8 @@ struct GrowthConfig {
              "zero FFN units, heads and model coordinates), split (G_split: new FFN units, heads and model coordinates "
              "copy random source ones, the function kept), random (G_random: "
              "layers listed as -1, and new FFN units, model coordinates and heads, are random and ramped in over "
-             "growth.ramp_steps), learn (G_learn, LiGO: each "
+             "growth.ramp_steps; any FFN variant, factored ones masked on the factor that reads the units), "
+             "learn (G_learn, LiGO: each "
              "target block a learned mix of the source blocks, widened by learned expansion matrices where the FFN, "
              "heads or model.dim grow; from G_split (in depth: G_stack), trained for growth.learn_steps; DDP, FSDP and "
              "HSDP, not STEM tables split over ranks)");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "lingua/model/growth.h"
 #include "lingua/ops/add/add.h"
 #include "lingua/ops/cast/cast.h"
 #include "lingua/ops/guide_mix/guide_mix.h"
@@ -43,34 +44,84 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
               heads = stage(t.n_heads > s.n_heads, "heads");
     dim_stage_ = dim;
     dim_from_ = s.dim;
-    auto mask = [&](int layer, const std::string& rest, int64_t col_from, int col_stage) {
-      const std::string name = "layers." + std::to_string(layer) + "." + rest;
-      const int id = ps.find(name);
-      LINGUA_CHECK(id >= 0 && ps.info(id).shape.size() == 2,
-                   "G_random's width masks need a dense '", rest, "' in every block (layer ", layer, " has none: ",
-                   "a factored FFN cannot be masked); use G_zero or G_split");
+    // A masked weight seen as a matrix [numel / C, C] (a 3-D block factor [k, rows, H / k] as
+    // [k rows, H / k]; a dense [dim, H] whose units sit in k blocks as [dim k, H / k]): columns from
+    // col_from by the column stage, rows from row_from by the row stage.
+    auto mask = [&](int layer, int id, int64_t C, int64_t col_from, int col_stage, int64_t row_from, int row_stage) {
       const ParamInfo& p = ps.info(id);
-      LINGUA_CHECK(p.placement.kind == Placement::whole, "G_random's width masks with FSDP: not supported ('", name,
+      LINGUA_CHECK(p.placement.kind == Placement::whole, "G_random's width masks with FSDP: not supported ('", p.name,
                    "' is sharded); use distributed.fsdp_type=no_shard (DDP)");
       Masked w;
       w.id = id;
-      w.row_from = dim >= 0 ? s.dim : p.shape[0];
-      w.row_stage = dim;
-      w.col_from = col_stage >= 0 ? col_from : p.shape[1];
+      w.name = p.name;
+      w.cols = C;
+      w.rows = p.full_numel() / C;
+      w.row_from = row_stage >= 0 ? row_from : w.rows;
+      w.row_stage = row_stage;
+      w.col_from = col_stage >= 0 ? col_from : C;
       w.col_stage = col_stage;
-      const int64_t R = p.shape[0], C = p.shape[1];
+      const int64_t n = w.rows * C;
+      void* data;
+      DType dt = DType::f32;
       if (ps.device() == Device::cuda) {
-        device_views_.emplace_back((size_t)(R * C) * sizeof(uint16_t));
-        w.view = Tensor(device_views_.back().data(), {R, C}, DType::bf16, Device::cuda);
+        device_views_.emplace_back((size_t)n * sizeof(uint16_t));
+        data = device_views_.back().data();
+        dt = DType::bf16;
       } else {
-        host_views_.emplace_back((size_t)(R * C));
-        w.view = Tensor(host_views_.back().data(), {R, C});
+        host_views_.emplace_back((size_t)n);
+        data = host_views_.back().data();
       }
+      w.view = p.shape.size() == 2 ? Tensor(data, {p.shape[0], p.shape[1]}, dt, ps.device())
+                                   : Tensor(data, {p.shape[0], p.shape[1], p.shape[2]}, dt, ps.device());
+      w.matrix = Tensor(data, {w.rows, C}, dt, ps.device());
       masked_[(size_t)layer].push_back(w);
     };
+    const std::vector<int> ids = ps.ids();
     for (int l = 0; l < model.n_layers(); ++l) {
-      if (ffn >= 0 || dim >= 0) mask(l, "feed_forward.w2.weight", s.hidden, ffn);
-      if (heads >= 0 || dim >= 0) mask(l, "attention.wo.weight", (int64_t)s.n_heads * s.head_dim, heads);
+      const std::string prefix = "layers." + std::to_string(l) + ".";
+      // The FFN's weights, by their axes' roles (no variant named): those that read its hidden
+      // units (the input side, a last axis "hidden", of a weight, not a looked-up table: w2, LowRank's
+      // w2.a, the block variants' first fc2 factor, a self-guided w2 guide) get the "ffn" stage on the
+      // new units' columns: the tail of the axis, or of each of the k blocks the units sit in
+      // (ffn_unit_blocks: new units at each block's end); those that write the residual stream (a
+      // 2-D weight whose output axis, the first, is "dim": w2, LowRank's w2.b, the guide) the "dim"
+      // stage on the new coordinates' rows.
+      const int64_t k = ffn >= 0 ? ffn_unit_blocks(model, l).blocks : 1;
+      int readers = 0, writers = 0;
+      for (int id : ids) {
+        const ParamInfo& p = ps.info(id);
+        if (p.name.rfind(prefix + "feed_forward.", 0) != 0 || p.embedding || p.shape.size() < 2) continue;
+        const size_t n = p.shape.size();
+        const bool reads = ffn >= 0 && p.axes.back() == "hidden";
+        const bool writes = dim >= 0 && n == 2 && p.axes.front() == "dim";
+        for (size_t a = 1; dim >= 0 && n == 3 && a < n; ++a)
+          LINGUA_CHECK(p.axes[a] != "dim" || a == n - 1, "G_random's width masks: '", p.name, "' ",
+                       shape_str(p.shape), " writes the model dimension in blocks, which cannot be masked; use "
+                       "G_zero or G_split, or keep model.dim");
+        if (!reads && !writes) continue;
+        int64_t C = p.shape.back(), col_from = C;
+        if (reads) {
+          const int64_t blocks = n == 3 ? p.shape[0] : 1, units = blocks * p.shape.back();
+          LINGUA_CHECK(units == t.hidden && t.hidden % k == 0 && s.hidden % k == 0 && (n == 2 || blocks == k),
+                       "G_random's width masks: '", p.name, "' ", shape_str(p.shape), " reads ", units,
+                       " FFN units in ", blocks, " blocks, not the model's ", t.hidden, " in ", k,
+                       " blocks of a source's ", s.hidden);
+          C = t.hidden / k;
+          col_from = s.hidden / k;
+          ++readers;
+        }
+        writers += writes;
+        mask(l, id, C, col_from, reads ? ffn : -1, writes ? s.dim * (p.shape.back() / C) : 0, writes ? dim : -1);
+      }
+      LINGUA_CHECK((ffn < 0 || readers > 0) && (dim < 0 || writers > 0), "G_random's width masks: layer ", l,
+                   "'s FFN has no ", ffn >= 0 && readers == 0 ? "weight that reads its hidden units" : "2-D weight that writes the "
+                   "model dimension", " to mask; use G_zero or G_split");
+      if (heads >= 0 || dim >= 0) {
+        const int id = ps.find(prefix + "attention.wo.weight");
+        LINGUA_CHECK(id >= 0 && ps.info(id).shape.size() == 2, "G_random's width masks need a dense "
+                     "'attention.wo.weight' in every block (layer ", l, " has none); use G_zero or G_split");
+        mask(l, id, ps.info(id).shape[1], (int64_t)s.n_heads * s.head_dim, heads, s.dim, dim);
+      }
     }
   }
   set_step(start);
@@ -83,17 +134,35 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
 
 GrowthRamp::~GrowthRamp() {
   for (auto& layer : masked_)
-    for (Masked& w : layer) model_.params().set_compute_view(w.id, Tensor());
+    for (Masked& w : layer)
+      if (model_.params().find(w.name) == w.id) model_.params().set_compute_view(w.id, Tensor());
+}
+
+bool GrowthRamp::live(Masked& w) {
+  ParamStore& ps = model_.params();
+  const int id = ps.find(w.name);
+  if (id < 0) return false;  // removed (a self-guided guide after its last step)
+  if (id != w.id) {          // added back (a new id)
+    w.id = id;
+    ps.set_compute_view(id, w.view);
+  }
+  return true;
 }
 
 void GrowthRamp::set_step(int64_t step) {
   StepScalars& sc = model_.params().step_scalars();
   m_ = std::clamp((double)(step - start_) / (double)ramp_steps_, 0.0, 1.0);
   *sc.staged<float>(slot_) = (float)(1.0 - m_);
+  bool moved = false;
   for (size_t k = 0; k < stages_.size(); ++k) {
-    stage_m_[k] = std::clamp((double)(step - start_ - (int64_t)k * ramp_steps_) / (double)ramp_steps_, 0.0, 1.0);
-    *sc.staged<float>(stage_slot_[k]) = (float)stage_m_[k];
+    const double m = std::clamp((double)(step - start_ - (int64_t)k * ramp_steps_) / (double)ramp_steps_, 0.0, 1.0);
+    moved = moved || m != stage_m_[k];
+    stage_m_[k] = m;
+    *sc.staged<float>(stage_slot_[k]) = (float)m;
   }
+  // What matmuls read moved with the m's: what is derived from it (a structured FFN's pre-merged
+  // weights) is made again.
+  if (moved) model_.params().values_written();
 }
 
 double GrowthRamp::width_m(const std::string& stage) const {
@@ -110,8 +179,13 @@ const float* GrowthRamp::factor(int stage) const {
   return stage < 0 ? nullptr : model_.params().step_scalars().at<float>(stage_slot_[(size_t)stage]);
 }
 
+Tensor GrowthRamp::as_matrix(const Masked& w, const Tensor& t) {
+  return Tensor(t.data, {w.rows, w.cols}, t.dtype, t.device);
+}
+
 void GrowthRamp::mask_weights(const Masked& w) {
-  tail_scale(model_.params().param(w.id), w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage), w.view);
+  tail_scale(as_matrix(w, model_.params().param(w.id)), w.row_from, factor(w.row_stage), w.col_from,
+             factor(w.col_stage), w.matrix);
 }
 
 Tensor GrowthRamp::buffer(int use, const Tensor& like) {
@@ -135,7 +209,8 @@ void GrowthRamp::before_forward(int l, const Tensor& x, const StepContext&) {
   // ramped block) its input kept: masked, as the block reads it. (Decoding runs the block in place
   // on x.)
   if (l == 0 && dim_stage_ >= 0) tail_scale(x, x.size(0), nullptr, dim_from_, factor(dim_stage_), x);
-  for (const Masked& w : masked_[(size_t)l]) mask_weights(w);
+  for (Masked& w : masked_[(size_t)l])
+    if (live(w)) mask_weights(w);
   if (!ramped_[l]) return;
   const Tensor keep = buffer(kInput, x);
   cast_into(keep, x);
@@ -163,9 +238,13 @@ void GrowthRamp::after_backward(int l, const Tensor& dx, const Tensor& dx_act, c
   if ((ramped || embedding) && dx_act.data != dx.data) cast_into(dx_act, dx);
   // A masked weight's gradient: M times the gradient of W * M, once the micro-batches are summed.
   if (!ctx.last_micro_batch) return;
-  for (const Masked& w : masked_[(size_t)l]) {
+  for (Masked& w : masked_[(size_t)l]) {
+    if (!live(w)) continue;
     const Tensor g = model_.params().grad(w.id);
-    if (g.data) tail_scale(g, w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage), g);
+    if (g.data) {
+      const Tensor gm = as_matrix(w, g);
+      tail_scale(gm, w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage), gm);
+    }
   }
 }
 

@@ -10,9 +10,15 @@
 // Width (when `source`, the source's dims, is given: the FFN, the model dimension or the heads
 // grew). The new units' contributions are masked, in this order, each stage ramping its own m_k
 // from 0 to 1 over ramp_steps after the one before (stages that did not grow are skipped):
-//   ffn    the FFN's new hidden units: the columns [H_src, H) of every block's w2
+//   ffn    the FFN's new hidden units: in every block, the columns [H_src, H) of the weights that
+//          read them (the input side, a last axis "hidden": w2; of a factored FFN the factor that
+//          multiplies the units, LowRank's w2.a, BlockDense's w2.blocks, BlockShuffle's w2.blocks1,
+//          and a self-guided w2.guide). Units that sit in k blocks (ffn_unit_blocks: new ones at
+//          each block's end) are masked per block: the columns [H_src/k, H/k) of the weight seen
+//          as [numel k / H, H / k], a 3-D factor [k, rows, H / k] as [k rows, H / k]
 //   dim    the residual stream's new coordinates: the embedding's output columns [D_src, D), and the
-//          rows [D_src, D) of every block's attention.wo and w2 (what writes the stream)
+//          rows [D_src, D) of every block's attention.wo and of the FFN's 2-D weights whose output
+//          axis is "dim" (w2, LowRank's w2.b, a guide: what writes the stream)
 //   heads  the new attention heads: the columns [n_heads_src head_dim, ...) of every block's wo
 // A masked weight W is multiplied as W * M (M: m_k on its masked rows or columns, products where
 // two meet): the hook writes W * M into a compute view (ParamStore::set_compute_view, in the compute
@@ -26,7 +32,8 @@
 // The m's live in StepScalars slots: a step captured as a CUDA graph reads each step's values. It
 // acts in training, evaluation and decoding alike (the trainer's validation sees the ramp); a
 // checkpoint loaded by another command runs whole (every m = 1). The hook needs whole (not
-// FSDP-sharded) weights.
+// FSDP-sharded) weights. A set_step that moves an m marks the weights written (values_written), so
+// a structured FFN's pre-merged weights are made again from the masked views.
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -69,14 +76,20 @@ class GrowthRamp : public LayerHooks {
   // points at it).
   Tensor buffer(int use, const Tensor& like);
   const float* factor(int stage) const;  // a width stage's m on the model's device
-  // A masked weight: rows [row_from, R) times the row stage's m, columns [col_from, C) times the
-  // column stage's (-1: none); its compute view.
+  // A masked weight, seen as a matrix [rows, cols] (its row-major values): rows [row_from, rows)
+  // times the row stage's m, columns [col_from, cols) times the column stage's (-1: none); its
+  // compute view (the weight's shape) and the same memory as the matrix.
   struct Masked {
     int id = -1;
-    int64_t row_from = 0, col_from = 0;
+    std::string name;
+    int64_t rows = 0, cols = 0, row_from = 0, col_from = 0;
     int row_stage = -1, col_stage = -1;
-    Tensor view;
+    Tensor view, matrix;
   };
+  static Tensor as_matrix(const Masked& w, const Tensor& t);
+  // Whether the weight is in the store (a self-guided guide leaves at its last step); one added
+  // back gets its view again.
+  bool live(Masked& w);
   void mask_weights(const Masked& w);
   Transformer& model_;
   std::vector<bool> ramped_;

@@ -2,7 +2,8 @@
 // blocks, FFN units, heads and model coordinates computes its source's function; at m = 1 it runs
 // whole; in between, every parameter's gradient (the ramped blocks', the masked weights', the
 // blocks around them, the embedding's) matches finite differences, and KV-cache decoding equals
-// the full forward.
+// the full forward. The same for factored FFNs (LowRank, BlockDense, BlockShuffle; guided and
+// pre-merged), whose new units are masked on the factor that reads them.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -81,8 +82,8 @@ TEST(GrowthRamp, StartsAtTheSourceFunctionAndEndsAtTheWholeBlocks) {
 
 namespace {
 
-// Every parameter's gradient (3 random entries each, and with `last_entry` a 2-D weight's last
-// entry too) against finite differences of the model's loss on one batch.
+// Every parameter's gradient (3 random entries each, and with `last_entry` a 2-D or 3-D weight's
+// last entry too) against finite differences of the model's loss on one batch.
 void expect_gradients_match_finite_differences(ModelRun& m, bool last_entry, const std::string& what) {
   const int B = 2, T = 6;
   const std::vector<int32_t> tok = random_ids(B * T, kVocab, 6), tgt = random_ids(B * T, kVocab, 7);
@@ -96,7 +97,7 @@ void expect_gradients_match_finite_differences(ModelRun& m, bool last_entry, con
     const ParamInfo& p = ps.info(id);
     std::vector<int64_t> entries;
     for (int k = 0; k < 3; ++k) entries.push_back((int64_t)(r() % p.numel));
-    if (last_entry && p.shape.size() == 2) entries.push_back(p.numel - 1);
+    if (last_entry && p.shape.size() >= 2) entries.push_back(p.numel - 1);
     for (int64_t e : entries) {
       const double f = finite_difference(m.exec, id, e, tok, tgt, B, T, scale);
       EXPECT_NEAR(grad[p.grad_offset + e], f, 2e-3 + 3e-2 * std::fabs(f)) << p.name << " entry " << e << " " << what;
@@ -308,4 +309,149 @@ TEST(GrowthRampWidth, ShardedWeightsAreRefused) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("fsdp_type=no_shard"), std::string::npos) << e.what();
   }
+}
+
+namespace {
+
+// Factored FFNs (every layer structured): a 2-layer source (dim 16, 2 heads of 8, FFN 48; LowRank
+// and BlockDense of rank 8, BlockDense and BlockShuffle in 4 blocks) grown with G_random to 3
+// layers ([0, -1, 1]) of 3 heads and FFN 64 (the block variants: 12 -> 16 units a block, the new
+// ones at each block's end), LowRank also to dim 24; stages over 5 steps from step 10 (ffn 10-15,
+// [dim 15-20,] heads); xavier factors. `guide_steps` > 0: self-guided guides until that step (both
+// models); `premerge`: forwards that keep nothing multiply by the pre-merged weights.
+ModelConfig factored(const std::string& ffn, int layers, int guide_steps, bool premerge = false) {
+  ModelConfig c = narrow();
+  if (premerge) c.structured.premerge_max_tokens = 64;  // (forwards without backward: merged weights)
+  c.n_layers = layers;
+  c.ffn = ffn;
+  if (ffn != "blockshuffle") c.structured.rank = 8;
+  if (ffn != "lowrank") c.structured.nblocks = 4;
+  c.structured.init = "xavier";  // (N(0, 0.02) factors make an FFN's output too small to see)
+  c.structured.layers = std::vector<int>();
+  for (int l = 0; l < layers; ++l) c.structured.layers->push_back(l);
+  if (guide_steps > 0) {
+    c.structured.self_guided.mode = "fixedstep";
+    c.structured.self_guided.max_step = guide_steps;
+  }
+  return c;
+}
+ModelConfig factored_wide(const std::string& ffn, int guide_steps, bool premerge = false) {
+  ModelConfig c = factored(ffn, 3, guide_steps, premerge);
+  c.ffn_dim_multiplier = 1.5;
+  c.n_heads = 3;
+  if (ffn == "lowrank") {  // (block FFNs keep model.dim)
+    c.dim = 24;
+    c.norm_eps = c.norm_eps * 16.0 / 24.0;
+  }
+  return c;
+}
+
+struct GrownFactored {
+  ModelConfig s, t;
+  ModelRun src, dst, plain;  // plain: the grown model without the hook
+  std::unique_ptr<GrowthRamp> ramp;
+  GrownFactored(const std::string& ffn, int guide_steps, bool premerge = false)
+      : s(factored(ffn, 2, guide_steps, premerge)),
+        t(factored_wide(ffn, guide_steps, premerge)),
+        src(s, resolve_dims(s, kVocab), Device::cpu, [](Transformer& m) { m.init_weights(77); }),
+        dst(t, resolve_dims(t, kVocab), Device::cpu,
+            [this](Transformer& m) { grow_model(src.model, m, GrowthOperator::random, kList, 4); }),
+        plain(t, resolve_dims(t, kVocab), Device::cpu,
+              [this](Transformer& m) { grow_model(src.model, m, GrowthOperator::random, kList, 4); }) {
+    ramp = std::make_unique<GrowthRamp>(dst.model, std::vector<int>{1}, 10, 5, src.model.dims());
+    dst.exec.add_hooks(ramp.get());
+  }
+  void at(int64_t step) {
+    ramp->set_step(step);
+    for (ModelRun* m : {&src, &dst, &plain}) m->model.begin_step(step);  // (a guide's alpha, or its removal)
+  }
+};
+
+const char* const kFactored[] = {"lowrank", "blockdense", "blockshuffle"};
+
+}  // namespace
+
+// The mask of a factored FFN's new units acts on the factor that reads them (LowRank's w2.a,
+// BlockDense's w2.blocks, BlockShuffle's w2.blocks1; per block for the block variants), and on a
+// self-guided w2 guide: every m = 0 computes the source's function, every m = 1 the plain grown
+// model, bitwise; in between neither. Pre-merged weights (made from the masked factors) are made
+// again as the m's move.
+TEST(GrowthRampFactored, StartsAtTheSourceFunctionAndEndsAtTheWholeModel) {
+  for (const char* ffn : kFactored)
+    for (int kind : {0, 1, 2}) {
+      const int guide_steps = kind == 1 ? 40 : 0;
+      const std::string what = std::string(ffn) + (kind == 1 ? " guided" : kind == 2 ? " pre-merged" : "");
+      GrownFactored g(ffn, guide_steps, kind == 2);
+      const bool lowrank = std::string(ffn) == "lowrank";
+      EXPECT_EQ(g.ramp->width_stages(), lowrank ? (std::vector<std::string>{"ffn", "dim", "heads"})
+                                                : (std::vector<std::string>{"ffn", "heads"}))
+          << what;
+      const std::vector<int32_t> tok = random_ids(11, kVocab, 5);
+      g.at(10);
+      const std::vector<float> source = logits(g.src, tok);
+      EXPECT_GT(max_abs_diff(logits(g.plain, tok), source), 1e-3) << what << ": the new entries matter";
+      EXPECT_LT(max_abs_diff(logits(g.dst, tok), source), 1e-5) << what;
+      g.at(12);  // (the new block at 0.4, the FFN's units at 0.4, nothing else)
+      const std::vector<float> mid = logits(g.dst, tok);
+      EXPECT_GT(max_abs_diff(mid, source), 1e-4) << what;
+      if (kind == 2) {  // the factored forward's
+        GrownFactored f(ffn, 0);
+        f.at(12);
+        EXPECT_LT(max_abs_diff(mid, logits(f.dst, tok)), 1e-5) << what;
+      }
+      const int64_t end = g.ramp->end_step();
+      EXPECT_EQ(end, lowrank ? 25 : 20) << what;
+      g.at(end);
+      EXPECT_EQ(logits(g.dst, tok), logits(g.plain, tok)) << what;
+    }
+}
+
+// Only the FFN's units grow (the depth and heads kept): at m = 0 the source, the units alone ramp.
+TEST(GrowthRampFactored, TheFfnStageAloneStartsAtTheSource) {
+  for (const char* ffn : kFactored) {
+    ModelConfig s = factored(ffn, 2, 0), t = s;
+    t.ffn_dim_multiplier = 1.5;
+    ModelRun src(s, resolve_dims(s, kVocab), Device::cpu, [](Transformer& m) { m.init_weights(21); });
+    ModelRun dst(t, resolve_dims(t, kVocab), Device::cpu,
+                 [&](Transformer& m) { grow_model(src.model, m, GrowthOperator::random, {0, 1}); });
+    GrowthRamp ramp(dst.model, {}, 0, 3, src.model.dims());
+    ASSERT_EQ(ramp.width_stages(), std::vector<std::string>{"ffn"}) << ffn;
+    dst.exec.add_hooks(&ramp);
+    const std::vector<int32_t> tok = random_ids(9, kVocab, 6);
+    const std::vector<float> a = logits(src, tok);
+    EXPECT_LT(max_abs_diff(logits(dst, tok), a), 1e-5) << ffn;
+    ramp.set_step(2);
+    dst.model.begin_step(2);
+    EXPECT_GT(max_abs_diff(logits(dst, tok), a), 1e-4) << ffn;
+  }
+}
+
+// Every parameter's gradient (the masked factors' and guides' new columns among them: their last
+// entries) matches finite differences mid-ramp: the FFN's units at 0.4 (step 12), LowRank's model
+// dimension at 0.4 (17).
+TEST(GrowthRampFactored, GradientsMatchFiniteDifferences) {
+  for (const char* ffn : kFactored)
+    for (int guide_steps : {0, 40}) {
+      GrownFactored g(ffn, guide_steps);
+      for (int64_t step : {12, 17}) {
+        if (step == 17 && std::string(ffn) != "lowrank") continue;
+        g.at(step);
+        expect_gradients_match_finite_differences(
+            g.dst, true, std::string(ffn) + (guide_steps ? " guided" : "") + " step " + std::to_string(step));
+      }
+    }
+}
+
+// A guide that leaves mid-ramp (removed from the store at its max_step) leaves the masks: the
+// others keep masking; at the end the plain grown model, bitwise.
+TEST(GrowthRampFactored, AGuideLeavingMidRampIsDropped) {
+  GrownFactored g("blockdense", 13);
+  const std::vector<int32_t> tok = random_ids(10, kVocab, 4);
+  g.at(10);
+  EXPECT_LT(max_abs_diff(logits(g.dst, tok), logits(g.src, tok)), 1e-5);
+  g.at(13);
+  ASSERT_LT(g.dst.params().find("layers.0.feed_forward.w2.guide.weight"), 0);
+  expect_gradients_match_finite_differences(g.dst, true, "step 13, no guide");
+  g.at(20);
+  EXPECT_EQ(logits(g.dst, tok), logits(g.plain, tok));
 }

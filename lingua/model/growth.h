@@ -39,7 +39,9 @@
 //                    heads, model dimension, as G_zero places them) the new entries are the target
 //                    init's. It changes the function unless what is new is ramped in, which training
 //                    does (GrowthRamp, lingua/exec/growth_ramp.h: a new block outputs
-//                    m f(x) + (1 - m) x; new units are masked by m; each m from 0 to 1).
+//                    m f(x) + (1 - m) x; new units are masked by m; each m from 0 to 1). Every FFN
+//                    variant: a factored FFN's new units are masked on the factor that reads
+//                    them (LowRank's w2.a, the block variants' first fc2 factor, per block).
 //   G_learn          LiGO: each target block's parameters a learned mix of the source blocks', widened
 //                    by learned expansion matrices per axis (FFN units, heads, model dimension: the
 //                    widenings of G_split; training runs only: lingua/exec/growth_learn.h); here, as its
