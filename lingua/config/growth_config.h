@@ -37,7 +37,7 @@ struct GrowthConfig {
              "learn (G_learn, LiGO: each "
              "target block a learned mix of the source blocks, widened by learned expansion matrices where the FFN, "
              "heads or model.dim grow; from G_split (in depth: G_stack), trained for growth.learn_steps; DDP, FSDP and "
-             "HSDP, not STEM tables split over ranks)");
+             "HSDP, not tables split over ranks (distributed.stem_parallel_size))");
     v("stacking_list", stacking_list, "source layer of each target layer (default: the source's layers repeated; "
       "op=zero or random: -1 for a new layer)");
     v("seed", seed, "op=split (and learn, its start): the seed of the units copied");

@@ -95,7 +95,7 @@ struct SplitChoice {
 // block j / (H / blocks) of fc2's first factor (its input axis, contiguous blocks: BlockDense's
 // w2.blocks, BlockShuffle's w2.blocks1) and, with stride k, written by block j % stride of fc1's
 // last factor (its output axis, interleaved by P_out: BlockShuffle's w13.blocks2). Dense, LowRank
-// and STEM FFNs: {1, 1}. With blocks or stride above 1, source unit j = b (Hs / blocks) + r is
+// and table FFNs: {1, 1}. With blocks or stride above 1, source unit j = b (Hs / blocks) + r is
 // target unit b (Ht / blocks) + r (stride must divide Hs / blocks and Ht / blocks, so j % stride is
 // kept), and the new units (r >= Hs / blocks of each block b) copy, under G_split, a random source
 // unit of the same block b and residue r % stride.

@@ -93,7 +93,7 @@ void check_growth_config(const TrainConfig& cfg) {
   const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
   if (g.op == "learn") {
     LINGUA_CHECK(g.learn_steps >= 1, "config key 'growth.learn_steps' is ", g.learn_steps, ": G_learn needs >= 1");
-    LINGUA_CHECK(layout.tables <= 1, "growth.op=learn: not with STEM tables split over ranks (",
+    LINGUA_CHECK(layout.tables <= 1, "growth.op=learn: not with looked-up tables split over ranks (",
                  layout.describe(), ", distributed.stem_parallel_size ", layout.tables, "); use "
                  "distributed.stem_parallel_size=1 (FSDP and DDP work)");
   }
@@ -101,7 +101,7 @@ void check_growth_config(const TrainConfig& cfg) {
     LINGUA_CHECK(!layout.fsdp(), "growth.op=random in width (its masks multiply whole weights): not with sharded "
                  "parameters (", layout.describe(), "); use distributed.fsdp_type=no_shard");
   if (g.carry_moments) {
-    LINGUA_CHECK(layout.tables <= 1, "growth.carry_moments: not with STEM tables split over ranks (",
+    LINGUA_CHECK(layout.tables <= 1, "growth.carry_moments: not with looked-up tables split over ranks (",
                  layout.describe(), ", distributed.stem_parallel_size ", layout.tables, "); use "
                  "distributed.stem_parallel_size=1 or a fresh optimizer (carry_moments=false)");
   }
