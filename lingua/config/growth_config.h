@@ -51,7 +51,7 @@ struct GrowthConfig {
     v("carry_moments", carry_moments, "carry AdamW's moments and step count (bias corrections) over to the grown "
       "model, mapped as the weights are and scaled as each entry's gradient is at the growth (any op, a wider "
       "model.dim included), instead of a fresh optimizer (the schedule restarts either way); DDP and FSDP, not "
-      "with STEM tables split over ranks (distributed.stem_parallel_size)");
+      "with tables split over ranks (distributed.stem_parallel_size)");
   }
 };
 
