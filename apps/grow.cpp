@@ -17,6 +17,7 @@
 #include "lingua/config/config.h"
 #include "lingua/data/tokenizer.h"
 #include "lingua/model/growth.h"
+#include "lingua/train/growth_run.h"
 
 namespace fs = std::filesystem;
 
@@ -38,6 +39,7 @@ struct GrowConfig {
   int64_t seed = 0;
   int64_t learn_steps = GrowthConfig{}.learn_steps;
   double learn_lr = GrowthConfig{}.learn_lr;
+  int64_t ramp_steps = 0;
   std::string device = "cpu";
   template <class V> void visit(V& v) {
     v("ckpt", ckpt, "the source: a checkpoint step directory, or a dump_dir (its newest checkpoint); never written to");
@@ -59,12 +61,16 @@ struct GrowConfig {
              "source ones, the function kept); learn (G_learn, LiGO: a learned map from the source's weights, "
              "starting as G_split (in depth: G_stack) and trained for learn_steps batches of the target's data.*, "
              "read on from where the source run's data loader stopped; the checkpoint's loader states are advanced "
-             "past them); random is refused here (G_random ramps its new blocks in over training steps: "
-             "growth.op=random in a training config)");
+             "past them); random (G_random: layers listed as -1, and new FFN units, model coordinates and heads, "
+             "are as the target's init draws them, and ramp in over ramp_steps from step 0 of the run that trains the "
+             "checkpoint: growth_ramp.h's masks, recorded in its growth.json)");
     v("seed", seed, "op=split or learn (its start): the seed of the units copied");
     v("learn_steps", learn_steps, "op=learn: Adam steps on the map, each on one batch of every rank's data loader of "
       "the source checkpoint (0: the map's start, G_split or G_stack)");
     v("learn_lr", learn_lr, "op=learn: the learning rate of those steps");
+    v("ramp_steps", ramp_steps, "op=random: the optimizer steps of each ramp stage in the run that trains the "
+      "checkpoint (new layers and FFN units, then model coordinates, then heads; 0: the target config's "
+      "optim.warmup)");
     v.choice("device", device, {"cpu", "cuda"}, "op=learn: where the target model runs while its map learns");
     v("stacking_list", stacking_list, "source layer of each target layer, e.g. '[0, 1, 2, 0, 1, 2]' (default: the "
       "source's layers repeated, PRTS's layout; op=zero: -1 for a new layer)");
@@ -161,17 +167,19 @@ int grow_main(const Args& args) {
   if (!args.empty() && args[0] == "plan") return plan_main(Args(args.begin() + 1, args.end()));
   if (print_help_if_asked<GrowConfig>(
           args, "lingua grow ckpt=SRC (target=target.yaml | n_layers=N | ffn_dim_multiplier=X | n_heads=H | dim=D) "
-                "[op=stack|zero|split|learn] [stacking_list='[...]'] [seed=S] [learn_steps=N learn_lr=X "
-                "device=cpu|cuda] out=DIR\n       lingua grow plan params=N tokens=D | config=target.yaml"))
+                "[op=stack|zero|split|learn|random] [stacking_list='[...]'] [seed=S] [learn_steps=N learn_lr=X "
+                "device=cpu|cuda] [ramp_steps=N] out=DIR\n       lingua grow plan params=N tokens=D | config=target.yaml"))
     return 0;
   GrowConfig c = parse_config<GrowConfig>(args);
   LINGUA_CHECK(!c.ckpt.empty(), "config key 'ckpt' is required (the source checkpoint or its dump_dir)");
   const bool by_keys = c.n_layers > 0 || c.ffn_dim_multiplier || c.n_heads > 0 || c.dim > 0;
   LINGUA_CHECK(c.target.empty() == by_keys, "give the target model: target=target.yaml, or any of n_layers=N, "
                "ffn_dim_multiplier=X, n_heads=H, dim=D (not both forms)");
-  LINGUA_CHECK(c.op != "random", "config key 'op': G_random ramps its new blocks in over training steps, so "
-               "lingua grow cannot write it; use growth.op=random in a training config (with growth.step)");
   const GrowthOperator op = parse_growth_operator(c.op);
+  LINGUA_CHECK(c.ramp_steps >= 0, "config key 'ramp_steps' is ", c.ramp_steps, ": op=random ramps over >= 1 steps "
+               "per stage (0: the target config's optim.warmup)");
+  LINGUA_CHECK(c.ramp_steps == 0 || op == GrowthOperator::random, "config key 'ramp_steps' is for op=random (its "
+               "ramp), not op=", c.op);
   if (op == GrowthOperator::learn)
     LINGUA_CHECK(c.learn_steps >= 0, "config key 'learn_steps' is ", c.learn_steps, ": op=learn takes >= 0 Adam "
                  "steps on its map (0: the map's start, G_split or G_stack)");
@@ -209,6 +217,14 @@ int grow_main(const Args& args) {
                                  {"target_layers", L},
                                  {"source_params", src.model->param_counts().total},
                                  {"target_params", target.param_counts().total}};
+  if (op == GrowthOperator::random) {
+    RecordedRamp ramp;
+    for (int i = 0; i < L; ++i)
+      if (list[i] < 0) ramp.layers.push_back(i);
+    ramp.steps = c.ramp_steps > 0 ? c.ramp_steps : std::max<int64_t>(1, target_cfg.optim.warmup);
+    ramp.source = src.config.model;
+    record["ramp"] = ramp_record(ramp);
+  }
   if (learned) {
     const auto loss = [&](double l) { return learned->steps > 0 ? nlohmann::json(l) : nlohmann::json(nullptr); };
     record["learn_steps"] = learned->steps;
@@ -238,6 +254,11 @@ int grow_main(const Args& args) {
                human((double)src.model->param_counts().total).c_str(),
                human((double)target.param_counts().total).c_str(), list_text(list).c_str(), step_dir.c_str(),
                written.c_str());
+  if (op == GrowthOperator::random)
+    std::fprintf(stderr, "lingua grow: G_random: train it with checkpoint.init_ckpt_path=%s; its new layers and units "
+                 "ramp in over %lld steps per stage from that run's step 0 (recorded in its %s; another command "
+                 "runs it whole, every m = 1)\n", written.c_str(), (long long)record["ramp"]["steps"].get<int64_t>(),
+                 CheckpointFiles::growth);
   if (learned && learned->steps > 0)
     std::fprintf(stderr, "lingua grow: G_learn trained its map for %lld steps on %s (loss %.4f -> %.4f, %lld tokens "
                  "of %d rank(s)' data after the source's; the checkpoint's data reads on after them)\n",

@@ -19,51 +19,11 @@
 #include "lingua/model/growth.h"
 #include "lingua/train/growth_run.h"
 #include "lingua/train/trainer.h"
+#include "tests/growth_test_util.h"
 #include "tests/test_util.h"
 
 using namespace lingua;
 using namespace lingua::test_e2e;
-
-namespace {
-
-// The run `c` stopped after each step in `stops` (a crash: no checkpoint beyond the regular ones)
-// and started again finishes with the losses of the uninterrupted run `whole`, bitwise.
-void expect_resumes_bitwise(const TrainConfig& c, const TrainResult& whole, std::initializer_list<int> stops,
-                            const std::string& name) {
-  TrainHooks quiet;
-  quiet.quiet = true;
-  for (int k : stops) {
-    TrainConfig r = c;
-    r.dump_dir = temp_dir(name + "_stop" + std::to_string(k)).string();
-    TrainHooks stop = quiet;
-    stop.after_step = [k](int64_t step) { return step < k; };
-    ASSERT_EQ(train(r, stop).final_step, k);
-    const TrainResult rest = train(r, quiet);
-    ASSERT_EQ(rest.final_step, c.steps);
-    const int every = (int)c.checkpoint.dump.every;
-    ASSERT_EQ(rest.start_step, k - k % every) << "resumed from the newest checkpoint";
-    for (size_t i = 0; i < rest.losses.size(); ++i)
-      EXPECT_EQ(rest.losses[i], whole.losses[rest.start_step + i]) << "stopped at " << k << ", step " << rest.start_step + i + 1;
-  }
-}
-
-// A 4-layer run that trains 2 layers for growth_step steps, then grows with `op` (list
-// [0, -1, 1, -1] for the operators with new layers), checkpoints every `every` steps, no validation.
-TrainConfig growth_run_config(const fs::path& data, const std::string& name, int64_t steps, int64_t growth_step,
-                              const std::string& op, int64_t every) {
-  TrainConfig c = tiny_config(data, temp_dir(name));
-  c.steps = steps;
-  c.checkpoint.dump.every = every;
-  c.checkpoint.eval.every = 0;
-  c.model.n_layers = 4;
-  c.growth.step = growth_step;
-  c.growth.source.yaml = "{n_layers: 2}";
-  c.growth.op = op;
-  if (op == "zero" || op == "random") c.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
-  return c;
-}
-
-}  // namespace
 
 TEST(GrowCli, GrownRunContinuesTheSourcesFunctionAndData) {
   const fs::path data = make_corpus("grow");
@@ -286,9 +246,8 @@ TEST(GrowCli, LearnedMapIsLearnedGrowthsAndTheDataReadsOnAfterIt) {
   };
   EXPECT_NE(error_of("op=learn learn_steps=-1").find("'learn_steps'"), std::string::npos);
   EXPECT_NE(error_of("op=learn learn_lr=0").find("'learn_lr'"), std::string::npos);
-  std::string e = error_of("op=random stacking_list='[0, -1, 1, -1]'");
-  EXPECT_NE(e.find("'op'"), std::string::npos) << e;
-  EXPECT_NE(e.find("growth.op=random"), std::string::npos) << e;
+  EXPECT_NE(error_of("op=random stacking_list='[0, -1, 1, -1]' ramp_steps=-2").find("'ramp_steps'"), std::string::npos);
+  EXPECT_NE(error_of("op=stack ramp_steps=5").find("'ramp_steps'"), std::string::npos);
   if (cuda_device_count() == 0) {
     EXPECT_NE(error_of("op=learn device=cuda").find("'device'"), std::string::npos);
   }

@@ -9,33 +9,13 @@
 
 #include "lingua/train/growth_run.h"
 #include "lingua/train/trainer.h"
+#include "tests/growth_test_util.h"
 #include "tests/test_util.h"
 
 using namespace lingua;
 using namespace lingua::test_e2e;
 
 namespace {
-
-// The run `c` stopped after each step in `stops` (a crash: no checkpoint beyond the regular ones)
-// and started again finishes with the losses of the uninterrupted run `whole`, bitwise.
-void expect_resumes_bitwise(const TrainConfig& c, const TrainResult& whole, std::initializer_list<int> stops,
-                            const std::string& name) {
-  TrainHooks quiet;
-  quiet.quiet = true;
-  for (int k : stops) {
-    TrainConfig r = c;
-    r.dump_dir = temp_dir(name + "_stop" + std::to_string(k)).string();
-    TrainHooks stop = quiet;
-    stop.after_step = [k](int64_t step) { return step < k; };
-    ASSERT_EQ(train(r, stop).final_step, k);
-    const TrainResult rest = train(r, quiet);
-    ASSERT_EQ(rest.final_step, c.steps);
-    const int every = (int)c.checkpoint.dump.every;
-    ASSERT_EQ(rest.start_step, k - k % every) << "resumed from the newest checkpoint";
-    for (size_t i = 0; i < rest.losses.size(); ++i)
-      EXPECT_EQ(rest.losses[i], whole.losses[rest.start_step + i]) << "stopped at " << k << ", step " << rest.start_step + i + 1;
-  }
-}
 
 // 2 layers (dim 32, FFN 96; layer 1 factored: model.structured.layers' default) trained 4 steps grow
 // with G_random to 4 layers ([0, -1, 1, -1]) of FFN 128 (BlockShuffle: 24 -> 32 units in each of 4
@@ -45,19 +25,12 @@ void run_case(const std::string& ffn) {
   const fs::path data = make_corpus(name);
   TrainHooks quiet;
   quiet.quiet = true;
-  TrainConfig c = tiny_config(data, temp_dir(name));
-  c.steps = 8;
-  c.checkpoint.dump.every = 1;
-  c.checkpoint.eval.every = 0;
-  c.model.n_layers = 4;
+  TrainConfig c = growth_run_config(data, name, 8, 4, "random", 1);
   c.model.ffn = ffn;
   c.model.structured.init = "xavier";
   if (ffn == "lowrank") c.model.structured.rank = 8;
   else c.model.structured.nblocks = 4;
   c.model.ffn_dim_multiplier = 1.5;
-  c.growth.step = 4;
-  c.growth.op = "random";
-  c.growth.stacking_list = std::vector<int>{0, -1, 1, -1};
   c.growth.source.yaml = "{n_layers: 2, ffn_dim_multiplier: 1.0}";
   c.growth.ramp_steps = 2;
   const TrainResult whole = train(c, quiet);

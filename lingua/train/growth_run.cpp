@@ -2,6 +2,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
 
 #include "lingua/checkpoint/checkpoint.h"
 #include "lingua/checkpoint/train_checkpoint.h"
@@ -45,7 +47,67 @@ std::string join_stages(const std::vector<std::string>& stages) {
   return s;
 }
 
+// G_random's ramp as the phase's hook: the blocks `fresh` and the units the source (`source`'s
+// dims) lacks enter over ramp_steps per stage from optimizer step `start`.
+void attach_growth_ramp(TrainPhase& phase, std::vector<int> fresh, int64_t start, int64_t ramp_steps,
+                        const ModelConfig& source, bool quiet) {
+  auto ramp = std::make_shared<GrowthRamp*>(nullptr);
+  phase.attach = [=](Executor& exec) -> std::unique_ptr<LayerHooks> {
+    const ModelDims& t = exec.model().dims();
+    const ModelDims s = resolve_dims(source, t.vocab);
+    const bool wider = s.dim != t.dim || s.hidden != t.hidden || s.n_heads != t.n_heads;
+    auto r = std::make_unique<GrowthRamp>(exec.model(), fresh, start, ramp_steps,
+                                          wider ? std::optional<ModelDims>(s) : std::nullopt);
+    if (!quiet && wider)
+      std::fprintf(stderr, "lingua: growth: G_random's width masks ramp in %s, %lld steps each (every m = 1 "
+                   "from step %lld)\n", join_stages(r->width_stages()).c_str(), (long long)ramp_steps,
+                   (long long)r->end_step());
+    *ramp = r.get();
+    return r;
+  };
+  phase.at_step = [ramp](int64_t step) { (*ramp)->set_step(step); };
+}
+
 }  // namespace
+
+nlohmann::json ramp_record(const RecordedRamp& ramp) {
+  return {{"layers", ramp.layers},
+          {"steps", ramp.steps},
+          {"source_model", nlohmann::json::parse(config_to_json(ramp.source))}};
+}
+
+std::optional<RecordedRamp> read_ramp_record(const std::string& path) {
+  if (!fs::exists(path)) return std::nullopt;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  if (!j.contains("ramp")) return std::nullopt;
+  RecordedRamp r;
+  try {
+    const nlohmann::json& rj = j.at("ramp");
+    r.layers = rj.at("layers").get<std::vector<int>>();
+    r.steps = rj.at("steps").get<int64_t>();
+    r.source = config_from_json_text<ModelConfig>(rj.at("source_model").dump(), path + " (ramp.source_model)");
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": its G_random ramp record (\"ramp\": layers, steps, source_model) is malformed: ", e.what());
+  }
+  LINGUA_CHECK(r.steps >= 1, path, ": ramp.steps is ", r.steps, ", expected >= 1");
+  return r;
+}
+
+std::optional<RecordedRamp> run_ramp(const TrainConfig& cfg) {
+  const std::string& given = cfg.checkpoint.init_ckpt_path;
+  if (!given.empty() && fs::exists(given)) {
+    const std::string from = fs::is_directory(given) ? resolve_checkpoint_dir(given) : given;
+    return fs::is_directory(from) ? read_ramp_record((fs::path(from) / CheckpointFiles::growth).string())
+                                  : std::nullopt;
+  }
+  if (given.empty() || cfg.dump_dir.empty()) return std::nullopt;
+  return read_ramp_record((fs::path(cfg.dump_dir) / "growth_ramp.json").string());
+}
 
 ModelConfig growth_source_model(const TrainConfig& cfg) {
   YAML::Node over;
@@ -107,8 +169,54 @@ void check_growth_config(const TrainConfig& cfg) {
   }
 }
 
+namespace {
+
+// A run from a G_random checkpoint of lingua grow: its ramp from step 0.
+TrainResult train_ramped(const TrainConfig& cfg, const TrainHooks& hooks, const RecordedRamp& ramp) {
+  World& world = process_world();
+  const bool quiet = hooks.quiet || world.rank() != 0;
+  const ModelDims s = resolve_dims(ramp.source, 1);  // (the widths: any vocabulary)
+  const ModelDims t = resolve_dims(cfg.model, 1);
+  const bool wider = s.dim != t.dim || s.hidden != t.hidden || s.n_heads != t.n_heads;
+  for (int l : ramp.layers)
+    LINGUA_CHECK(l >= 0 && l < t.n_layers, "checkpoint.init_ckpt_path: its G_random ramp names layer ", l,
+                 ", but model.n_layers is ", t.n_layers);
+  if (wider) {
+    const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, world.size());
+    LINGUA_CHECK(!layout.fsdp(), "checkpoint.init_ckpt_path: a G_random checkpoint grown in width (its masks "
+                 "multiply whole weights): not with sharded parameters (", layout.describe(), "); use "
+                 "distributed.fsdp_type=no_shard");
+  }
+  // The run keeps its own copy: a resume needs the ramp even if the init checkpoint is gone.
+  if (world.rank() == 0 && !cfg.dump_dir.empty()) {
+    const fs::path copy = fs::path(cfg.dump_dir) / "growth_ramp.json";
+    if (!fs::exists(copy)) {
+      fs::create_directories(cfg.dump_dir);
+      write_text_file_atomic(copy.string(), nlohmann::json{{"ramp", ramp_record(ramp)}}.dump(1) + "\n");
+    }
+  }
+  if (!quiet) {
+    std::string layers;
+    for (int l : ramp.layers) layers += (layers.empty() ? "" : ", ") + std::to_string(l);
+    std::fprintf(stderr, "lingua: growth: the init checkpoint's G_random ramp: new layers [%s]%s ramp in from "
+                 "step 0, %lld steps per stage\n", layers.c_str(), wider ? " and new units" : "",
+                 (long long)ramp.steps);
+  }
+  TrainPhase phase;
+  attach_growth_ramp(phase, ramp.layers, 0, ramp.steps, ramp.source, quiet);
+  return train_phase(cfg, hooks, phase);
+}
+
+}  // namespace
+
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
-  if (cfg.growth.step <= 0) return train_phase(cfg, hooks, {});
+  if (cfg.growth.step <= 0) {
+    if (std::optional<RecordedRamp> ramp = run_ramp(cfg)) return train_ramped(cfg, hooks, *ramp);
+    return train_phase(cfg, hooks, {});
+  }
+  LINGUA_CHECK(!run_ramp(cfg), "growth.step with checkpoint.init_ckpt_path a G_random checkpoint of lingua grow "
+               "(its ramp from step 0): not supported; grow inside the run (growth.op=random) or train the grown "
+               "checkpoint without growth.step");
   check_growth_config(cfg);
   World& world = process_world();
   Communicator& host = world.host();
@@ -149,26 +257,12 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   grown.first_step = at;
   grown.run_config = &cfg;
   // G_random: the new blocks and units ramped in (by step: resumes repeat it); the phase owns it.
-  GrowthRamp* ramp = nullptr;
   if (op == GrowthOperator::random) {
     std::vector<int> fresh;
     for (int i = 0; i < (int)list.size(); ++i)
       if (list[i] < 0) fresh.push_back(i);
     const int64_t ramp_steps = cfg.growth.ramp_steps > 0 ? cfg.growth.ramp_steps : std::max<int64_t>(1, cfg.optim.warmup);
-    grown.attach = [&, fresh, ramp_steps](Executor& exec) -> std::unique_ptr<LayerHooks> {
-      const ModelDims& t = exec.model().dims();
-      const ModelDims s = resolve_dims(small.model, t.vocab);
-      const bool wider = s.dim != t.dim || s.hidden != t.hidden || s.n_heads != t.n_heads;
-      auto r = std::make_unique<GrowthRamp>(exec.model(), fresh, at, ramp_steps,
-                                            wider ? std::optional<ModelDims>(s) : std::nullopt);
-      if (!quiet && wider)
-        std::fprintf(stderr, "lingua: growth: G_random's width masks ramp in %s, %lld steps each (every m = 1 "
-                     "from step %lld)\n", join_stages(r->width_stages()).c_str(), (long long)ramp_steps,
-                     (long long)r->end_step());
-      ramp = r.get();
-      return r;
-    };
-    grown.at_step = [&](int64_t step) { ramp->set_step(step); };
+    attach_growth_ramp(grown, fresh, at, ramp_steps, small.model, quiet);
   }
   if (newest <= at) {  // the grown phase starts now, from the source's checkpoint at the growth step
     const std::string from = (fs::path(root) / checkpoint_dir_name(at)).string();

@@ -6,6 +6,11 @@
 // and a restarted schedule, the data loader reading on. The grown phase always starts from the
 // checkpoint on disk, so an uninterrupted run and one resumed at any step (either side of the
 // growth) compute the same thing, bitwise.
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "lingua/config/train_config.h"
 
 namespace lingua {
@@ -18,5 +23,21 @@ TrainConfig growth_source_config(const TrainConfig& cfg);
 // Checks growth.* against the rest of the config (the operator, list and the two models), failing
 // with the key that is wrong.
 void check_growth_config(const TrainConfig& cfg);
+
+// G_random written by `lingua grow op=random`: the ramp its checkpoint needs, recorded as growth.json's
+// "ramp". A run started from that checkpoint (checkpoint.init_ckpt_path) ramps the new blocks and
+// units in from its step 0 (lingua/exec/growth_ramp.h), and keeps a copy of the record as
+// dump_dir/growth_ramp.json, so it resumes with the same ramp if the init checkpoint is gone.
+struct RecordedRamp {
+  std::vector<int> layers;  // the new (ramped) blocks of the target
+  int64_t steps = 1;        // optimizer steps per stage
+  ModelConfig source;       // the source model: which units, coordinates and heads are new
+};
+nlohmann::json ramp_record(const RecordedRamp& ramp);
+// The ramp recorded in a growth.json (or a run's growth_ramp.json) file; none when it records no
+// ramp. A malformed one fails naming the file.
+std::optional<RecordedRamp> read_ramp_record(const std::string& path);
+// The ramp a run without growth.step starts with: its init checkpoint's, or its dump_dir's copy.
+std::optional<RecordedRamp> run_ramp(const TrainConfig& cfg);
 
 }  // namespace lingua
