@@ -46,17 +46,8 @@ ModelConfig tiny(const std::string& ffn = "swiglu") {
 
 // Its init plus noise (gradients far from the init's).
 std::unique_ptr<ModelRun> noisy_model(const ModelConfig& c) {
-  return std::make_unique<ModelRun>(c, resolve_dims(c, kVocab), Device::cpu, [](Transformer& t) {
-    t.init_weights(1234);
-    std::mt19937 rng(17);
-    std::normal_distribution<float> noise(0.0f, 0.3f);
-    for (int id : t.params().ids()) {
-      std::vector<float> w = t.params().host_param(id);
-      for (float& x : w) x += noise(rng);
-      t.params().set_param(id, w.data());
-    }
-    t.params().values_written();
-  });
+  return std::make_unique<ModelRun>(c, resolve_dims(c, kVocab), Device::cpu,
+                                    [](Transformer& t) { noisy_init(t, 1234); });
 }
 
 struct Grown {

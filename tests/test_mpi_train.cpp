@@ -16,7 +16,7 @@
 //    table groups that are replicas of each other);
 //  - a LowRank model with self-guided training across the guides' drop, under DDP and FSDP;
 //  - `lingua export-hf` of the sharded checkpoint writes the weights it writes from the consolidated one;
-//  - model growth with G_random in width under DDP (its masks act before the reduction).
+//  - model growth with G_random in width under DDP (its masks act before the reduction), FSDP and HSDP.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -33,6 +33,7 @@
 #include "lingua/dist/world.h"
 #include "lingua/train/growth_run.h"
 #include "lingua/train/trainer.h"
+#include "tests/mpi_run_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -40,21 +41,6 @@ using namespace lingua;
 using namespace lingua::test_e2e;
 
 namespace {
-
-Communicator& host() { return process_world().host(); }
-
-// A directory made by rank 0 and shared by every rank.
-fs::path shared_dir(const std::string& name) {
-  std::string p = host().rank() == 0 ? temp_dir(name).string() : "";
-  return host().broadcast_string(p, 0);
-}
-
-fs::path shared_corpus(const std::string& name) {
-  std::string p = host().rank() == 0 ? make_corpus(name).string() : "";
-  p = host().broadcast_string(p, 0);
-  host().barrier();
-  return p;
-}
 
 // The parallelism: DDP, FSDP over every rank, or HSDP (shard groups of 2); a STEM model with DDP,
 // and with its tables split over groups of 2 ranks (with DDP, and with FSDP).
@@ -369,9 +355,9 @@ TEST(DistributedTrain, FourRanksStemTablesInTwoGroupsTrainAsDataParallel) {
 // Model growth under DDP (G_random in depth and width: its masks multiply each block's weights and
 // gradients before the data-parallel hooks reduce them): deterministic, at the growth the source's
 // function (the first grown loss is the source run's next one), resumable mid-ramp to the bit;
-// with FSDP the width masks are refused, naming the setting to use.
-TEST(DistributedTrain, RandomGrowthInWidthTrainsUnderDataParallel) {
-  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+// and under FSDP and HSDP, where they act on the gathered weights, DDP's losses.
+// shards: the dp_shard values of the FSDP runs compared with DDP's.
+void check_random_growth_in_width(const std::vector<int>& shards) {
   for (const std::string& device : test_devices()) {
     SCOPED_TRACE(device);
     const std::string tag = device + std::to_string(host().size());
@@ -412,18 +398,40 @@ TEST(DistributedTrain, RandomGrowthInWidthTrainsUnderDataParallel) {
     const TrainResult rest = train(config(c), {nullptr, true});
     ASSERT_EQ(rest.start_step, 5);
     for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], a.losses[5 + i]) << "step " << 6 + i;
-    // FSDP: refused before any step.
-    TrainConfig sharded = config(shared_dir("dist_grow_fsdp_" + tag));
-    sharded.distributed.fsdp_type = "full_shard";
-    sharded.distributed.dp_shard = host().size();
-    try {
-      train(sharded, {nullptr, true});
-      ADD_FAILURE() << "G_random in width with FSDP trained";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("fsdp_type=no_shard"), std::string::npos) << e.what();
+    // FSDP (dp_shard every rank) or HSDP (groups of 2 of 4 ranks): the masks act on each block's gathered
+    // weights and on its full-shape gradients before the reduce-scatter: DDP's losses (to the
+    // summation order), and a run stopped mid-ramp resumes to the bit.
+    for (int shard : shards) {
+      SCOPED_TRACE("dp_shard " + std::to_string(shard));
+      auto sharded = [&](const fs::path& dump) {
+        TrainConfig s = config(dump);
+        s.distributed.fsdp_type = "full_shard";
+        s.distributed.dp_shard = shard;
+        return s;
+      };
+      const std::string name = "dist_grow_fsdp" + std::to_string(shard) + "_" + tag;
+      const TrainResult f = train(sharded(shared_dir(name)), {nullptr, true});
+      ASSERT_EQ(f.losses.size(), a.losses.size());
+      for (size_t i = 0; i < a.losses.size(); ++i)
+        EXPECT_NEAR(f.losses[i], a.losses[i], (device == "cpu" ? 1e-5 : 1e-2) * a.losses[i]) << "step " << i + 1;
+      const fs::path s = shared_dir(name + "_stop");
+      ASSERT_EQ(train(sharded(s), {[](int64_t step) { return step < 5; }, true}).final_step, 5);
+      const TrainResult more = train(sharded(s), {nullptr, true});
+      ASSERT_EQ(more.start_step, 5);
+      for (size_t i = 0; i < more.losses.size(); ++i) EXPECT_EQ(more.losses[i], f.losses[5 + i]) << "step " << 6 + i;
     }
     host().barrier();
   }
+}
+
+TEST(DistributedTrain, RandomGrowthInWidthTrainsUnderDataParallel) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  check_random_growth_in_width({host().size()});
+}
+
+TEST(DistributedTrain, FourRanksRandomGrowthInWidthTrainsUnderHsdp) {
+  if (host().size() != 4) GTEST_SKIP() << "needs mpirun -np 4 (ctest's *_4ranks run)";
+  check_random_growth_in_width({2});
 }
 
 // G_learn under DDP: each rank learns the map from its own batches, their gradients summed, so the

@@ -23,14 +23,6 @@ int64_t count_nonfinite(const float* v, int64_t n) {
 
 }  // namespace
 
-std::vector<float> local_part(const ParamInfo& p, const std::vector<float>& full) {
-  if (p.placement.kind == Placement::whole) return full;
-  std::vector<float> local(p.numel, 0.0f);
-  for (int64_t i = 0; i < p.numel; ++i)
-    if (const int64_t g = p.global_index(i); g >= 0) local[i] = full[g];
-  return local;
-}
-
 Tensor param_host_tensor(float* data, const ParamInfo& p) {
   Tensor t(data, {p.full_numel()});
   t.ndim = (int)p.shape.size();

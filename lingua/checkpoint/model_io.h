@@ -31,8 +31,6 @@ void load_params(ParamStore& store, const CheckpointTensors& tensors,
 // This process's part of tensor `name` (p's placement; p's full shape: an error naming both when
 // they differ), read from its own piece when the checkpoint has it (CheckpointTensors::read_local).
 void read_local_tensor(const CheckpointTensors& c, const ParamInfo& p, const std::string& name, std::vector<float>& buf);
-// This process's part (p.local_shape) of a full tensor's values, per p.placement.
-std::vector<float> local_part(const ParamInfo& p, const std::vector<float>& full);
 
 struct ParamCounts;
 

@@ -63,7 +63,7 @@ struct RankModel {
     for (int id : s.ids())
       if (s.trainable(id)) {
         const ParamInfo& p = s.info(id);
-        opt.set_moments(id, local_part(p, moment_values(p, 0)).data(), local_part(p, moment_values(p, 1)).data());
+        opt.set_moments(id, p.held_part(moment_values(p, 0)).data(), p.held_part(moment_values(p, 1)).data());
       }
   }
   static void prepare(Transformer& m, int rank) {

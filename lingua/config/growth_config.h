@@ -37,7 +37,7 @@ struct GrowthConfig {
              "learn (G_learn, LiGO: each "
              "target block a learned mix of the source blocks, widened by learned expansion matrices where the FFN, "
              "heads or model.dim grow; from G_split (in depth: G_stack), trained for growth.learn_steps; DDP, FSDP and "
-             "HSDP, not tables split over ranks (distributed.stem_parallel_size))");
+             "HSDP, and tables split over ranks (distributed.stem_parallel_size))");
     v("stacking_list", stacking_list, "source layer of each target layer (default: the source's layers repeated; "
       "op=zero or random: -1 for a new layer)");
     v("seed", seed, "op=split (and learn, its start): the seed of the units copied");
@@ -50,8 +50,8 @@ struct GrowthConfig {
     v("learn_lr", learn_lr, "op=learn: the learning rate of those steps");
     v("carry_moments", carry_moments, "carry AdamW's moments and step count (bias corrections) over to the grown "
       "model, mapped as the weights are and scaled as each entry's gradient is at the growth (any op, a wider "
-      "model.dim included), instead of a fresh optimizer (the schedule restarts either way); DDP and FSDP, not "
-      "with tables split over ranks (distributed.stem_parallel_size)");
+      "model.dim included), instead of a fresh optimizer (the schedule restarts either way); DDP, FSDP, HSDP "
+      "and tables split over ranks (distributed.stem_parallel_size)");
   }
 };
 

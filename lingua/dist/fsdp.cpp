@@ -212,6 +212,7 @@ void FullyShardedDataParallel::before_forward(int layer, const Tensor&, const St
   if ((int)issued_.size() != L) issued_.assign(L, false);
   if (!issued_[layer]) gather(layer);
   comm_->wait(blocks_[layer].gathered);
+  exec_.weights_gathered(layer, ctx);
   if (layer + 1 < L && !issued_[layer + 1]) gather(layer + 1);  // prefetch
 }
 

@@ -54,6 +54,10 @@ void Executor::remove_hooks(LayerHooks* hooks) {
   ++memory_epoch_;
 }
 
+void Executor::weights_gathered(int layer, const StepContext& ctx) {
+  for (LayerHooks* h : hooks_) h->weights_gathered(layer, ctx);
+}
+
 void Executor::set_prefix_rows(int prefix) {
   LINGUA_CHECK(prefix >= 0, "prefix rows must be >= 0, got ", prefix);
   if (prefix != prefix_) ++memory_epoch_;

@@ -32,6 +32,8 @@ class Executor {
   // Hooks run in the order added, around every block (not owned; remove before destroying them).
   void add_hooks(LayerHooks* hooks);
   void remove_hooks(LayerHooks* hooks);
+  // Tells every hook that block `layer`'s split weights were just gathered (a sharding hook calls it).
+  void weights_gathered(int layer, const StepContext& ctx);
   // Prefix rows per sequence for the calls that follow (SeqLayout::prefix; 0: none). Their values
   // are zero when block 0 starts, unless a hook's before_forward writes them. A model with enabled
   // module tokens (Transformer::module_tokens) starts with their rows and their hook, added first.

@@ -71,7 +71,7 @@ std::vector<float> LearnedGrowth::mix(int l, size_t p) const {
 
 void LearnedGrowth::put(int id, const std::vector<float>& full) {
   ParamStore& t = target_.params();
-  t.set_param(id, held_part(t.info(id), full).data());
+  t.set_param(id, t.info(id).held_part(full).data());
 }
 
 void LearnedGrowth::write_target() {

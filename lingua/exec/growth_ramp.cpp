@@ -49,8 +49,6 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
     // col_from by the column stage, rows from row_from by the row stage.
     auto mask = [&](int layer, int id, int64_t C, int64_t col_from, int col_stage, int64_t row_from, int row_stage) {
       const ParamInfo& p = ps.info(id);
-      LINGUA_CHECK(p.placement.kind == Placement::whole, "G_random's width masks with FSDP: not supported ('", p.name,
-                   "' is sharded); use distributed.fsdp_type=no_shard (DDP)");
       Masked w;
       w.id = id;
       w.name = p.name;
@@ -60,6 +58,14 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
       w.row_stage = row_stage;
       w.col_from = col_stage >= 0 ? col_from : C;
       w.col_stage = col_stage;
+      // Split over ranks (FSDP): masked in place where it is gathered (weights_gathered).
+      w.split = p.placement.kind == Placement::flat_shard;
+      LINGUA_CHECK(w.split || p.placement.kind == Placement::whole, "G_random's width masks: '", p.name,
+                   "' is column-sliced over ranks, which the masks do not follow");
+      if (w.split) {
+        masked_[(size_t)layer].push_back(w);
+        return;
+      }
       const int64_t n = w.rows * C;
       void* data;
       DType dt = DType::f32;
@@ -127,6 +133,7 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
   set_step(start);
   for (auto& layer : masked_)
     for (Masked& w : layer) {
+      if (w.split) continue;
       mask_weights(w);  // (the staged m's: the values of the first step on the CPU, zeros on CUDA)
       ps.set_compute_view(w.id, w.view);
     }
@@ -135,7 +142,7 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
 GrowthRamp::~GrowthRamp() {
   for (auto& layer : masked_)
     for (Masked& w : layer)
-      if (model_.params().find(w.name) == w.id) model_.params().set_compute_view(w.id, Tensor());
+      if (!w.split && model_.params().find(w.name) == w.id) model_.params().set_compute_view(w.id, Tensor());
 }
 
 bool GrowthRamp::live(Masked& w) {
@@ -144,7 +151,7 @@ bool GrowthRamp::live(Masked& w) {
   if (id < 0) return false;  // removed (a self-guided guide after its last step)
   if (id != w.id) {          // added back (a new id)
     w.id = id;
-    ps.set_compute_view(id, w.view);
+    if (!w.split) ps.set_compute_view(id, w.view);
   }
   return true;
 }
@@ -184,8 +191,14 @@ Tensor GrowthRamp::as_matrix(const Masked& w, const Tensor& t) {
 }
 
 void GrowthRamp::mask_weights(const Masked& w) {
-  tail_scale(as_matrix(w, model_.params().param(w.id)), w.row_from, factor(w.row_stage), w.col_from,
-             factor(w.col_stage), w.matrix);
+  const ParamStore& ps = model_.params();
+  if (w.split) {  // the gathered full view, in place (gathered afresh before each use)
+    const Tensor m = as_matrix(w, ps.compute_param(w.id));
+    tail_scale(m, w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage), m);
+    return;
+  }
+  tail_scale(as_matrix(w, ps.param(w.id)), w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage),
+             w.matrix);
 }
 
 Tensor GrowthRamp::buffer(int use, const Tensor& like) {
@@ -210,10 +223,15 @@ void GrowthRamp::before_forward(int l, const Tensor& x, const StepContext&) {
   // on x.)
   if (l == 0 && dim_stage_ >= 0) tail_scale(x, x.size(0), nullptr, dim_from_, factor(dim_stage_), x);
   for (Masked& w : masked_[(size_t)l])
-    if (live(w)) mask_weights(w);
+    if (!w.split && live(w)) mask_weights(w);
   if (!ramped_[l]) return;
   const Tensor keep = buffer(kInput, x);
   cast_into(keep, x);
+}
+
+void GrowthRamp::weights_gathered(int l, const StepContext&) {
+  for (Masked& w : masked_[(size_t)l])
+    if (w.split && live(w)) mask_weights(w);
 }
 
 void GrowthRamp::after_forward(int l, const Tensor& y, const StepContext&) {

@@ -24,16 +24,18 @@
 // two meet): the hook writes W * M into a compute view (ParamStore::set_compute_view, in the compute
 // dtype) before the block's forward, and multiplies the weight's gradient by M after the block's
 // backward of the step's last micro-batch (the gradient of W is M times that of W * M), before
-// data-parallel hooks added later reduce it. Masking a unit's outgoing weights is masking the unit:
+// data-parallel hooks added later reduce it. A weight split over ranks (FSDP, HSDP) is masked in
+// place in its gathered full view once it is gathered (weights_gathered), and its full-shape
+// gradient before FSDP's reduce-scatter. Masking a unit's outgoing weights is masking the unit:
 // at every m_k = 0 the new units change nothing (new residual coordinates stay zero; with G_zero's
 // norm scaling and model.norm_eps scaled by D_src / D the function is the source's), and they get
 // gradients as soon as m_k > 0.
 //
 // The m's live in StepScalars slots: a step captured as a CUDA graph reads each step's values. It
 // acts in training, evaluation and decoding alike (the trainer's validation sees the ramp); a
-// checkpoint loaded by another command runs whole (every m = 1). The hook needs whole (not
-// FSDP-sharded) weights. A set_step that moves an m marks the weights written (values_written), so
-// a structured FFN's pre-merged weights are made again from the masked views.
+// checkpoint loaded by another command runs whole (every m = 1). A set_step that moves an m marks
+// the weights written (values_written), so a structured FFN's pre-merged weights are made again
+// from the masked views.
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -70,6 +72,7 @@ class GrowthRamp : public LayerHooks {
   void after_forward(int layer, const Tensor& y, const StepContext& ctx) override;
   void before_backward(int layer, const Tensor& dy, const Tensor& dy_act, const StepContext& ctx) override;
   void after_backward(int layer, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) override;
+  void weights_gathered(int layer, const StepContext& ctx) override;
 
  private:
   // A [rows, dim] f32 buffer, one per size and use, kept for the hook's life (a captured graph
@@ -84,6 +87,7 @@ class GrowthRamp : public LayerHooks {
     std::string name;
     int64_t rows = 0, cols = 0, row_from = 0, col_from = 0;
     int row_stage = -1, col_stage = -1;
+    bool split = false;  // flat-sharded: masked where gathered; no view of its own
     Tensor view, matrix;
   };
   static Tensor as_matrix(const Masked& w, const Tensor& t);

@@ -12,6 +12,12 @@
 //                                     that changes dx must change dx_act alike)
 //             after_model_backward()  every gradient of the micro-batch is written (the
 //                                     embedding's last)
+//   sharding  weights_gathered(l)    a sharding hook (FSDP) has just gathered block l's split
+//                                     weights into their full views (ParamStore::compute_param),
+//                                     before the block reads them: on a training step's first
+//                                     micro-batch and on every evaluation forward. A hook that
+//                                     changes what the block computes with (G_random's width
+//                                     masks) changes the gathered values here.
 // The gradients of stage s (Executor::stage_grads) are final for the micro-batch when: the head's
 // (s = L + 1) at before_backward(L - 1), block l's (s = 1 + l) at after_backward(l), the
 // embedding's (s = 0, also the output's when tied) at after_model_backward.
@@ -30,6 +36,7 @@ class LayerHooks {
   virtual void before_backward(int layer, const Tensor& dy, const Tensor& dy_act, const StepContext& ctx) {}
   virtual void after_backward(int layer, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) {}
   virtual void after_model_backward(const StepContext& ctx) {}
+  virtual void weights_gathered(int layer, const StepContext& ctx) {}
 };
 
 }  // namespace lingua

@@ -56,16 +56,7 @@ ModelConfig wider(ModelConfig c) {
 // models at step 5 of 10 (alpha about 0.5: the guide and the factors both count).
 std::unique_ptr<ModelRun> model(const ModelConfig& c, bool noisy) {
   auto m = std::make_unique<ModelRun>(c, resolve_dims(c, kVocab), Device::cpu, [&](Transformer& t) {
-    if (!noisy) return;
-    t.init_weights(1234);
-    std::mt19937 rng(17);
-    std::normal_distribution<float> noise(0.0f, 0.3f);
-    for (int id : t.params().ids()) {
-      std::vector<float> w = t.params().host_param(id);
-      for (float& x : w) x += noise(rng);
-      t.params().set_param(id, w.data());
-    }
-    t.params().values_written();
+    if (noisy) noisy_init(t, 1234);
   });
   if (c.structured.self_guided.mode != "none") m->model.begin_step(5);
   return m;

@@ -153,17 +153,8 @@ bool grows_dim(const ModelConfig& target) { return target.dim != narrow().dim; }
 // Its init plus noise, as training leaves it (no factor zero, as LowRank's w2.b starts).
 std::unique_ptr<ModelRun> source_model(const std::string& ffn = "swiglu") {
   const ModelConfig c = with_ffn(narrow(), ffn);
-  return std::make_unique<ModelRun>(c, resolve_dims(c, kVocab), Device::cpu, [](Transformer& t) {
-    t.init_weights(99);
-    std::mt19937 rng(17);
-    std::normal_distribution<float> noise(0.0f, 0.3f);
-    for (int id : t.params().ids()) {
-      std::vector<float> w = t.params().host_param(id);
-      for (float& x : w) x += noise(rng);
-      t.params().set_param(id, w.data());
-    }
-    t.params().values_written();
-  });
+  return std::make_unique<ModelRun>(c, resolve_dims(c, kVocab), Device::cpu,
+                                    [](Transformer& t) { noisy_init(t, 99); });
 }
 
 }  // namespace

@@ -20,6 +20,20 @@ struct ModelRun {
   ParamStore& params() { return model.params(); }
 };
 
+// The model's init (from init_seed) plus N(0, sd) noise on every parameter, as training leaves it
+// (every weight away from its init, no factor zero as LowRank's w2.b starts).
+inline void noisy_init(Transformer& t, uint64_t init_seed, float sd = 0.3f) {
+  t.init_weights(init_seed);
+  std::mt19937 rng(17);
+  std::normal_distribution<float> noise(0.0f, sd);
+  for (int id : t.params().ids()) {
+    std::vector<float> w = t.params().host_param(id);
+    for (float& x : w) x += noise(rng);
+    t.params().set_param(id, w.data());
+  }
+  t.params().values_written();
+}
+
 // One training micro-batch's loss (scale 1 / (B T)) and every parameter's gradient, copied to the
 // host in the store's id order (empty for a frozen parameter): to compare a GPU step with the CPU's.
 struct StepGrads {

@@ -533,14 +533,6 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
 
 }  // namespace
 
-std::vector<float> held_part(const ParamInfo& p, const std::vector<float>& full) {
-  if (p.placement.kind == Placement::whole) return full;
-  std::vector<float> out((size_t)p.numel, 0.0f);
-  for (int64_t i = 0; i < p.numel; ++i)
-    if (const int64_t g = p.global_index(i); g >= 0) out[(size_t)i] = full[(size_t)g];
-  return out;
-}
-
 std::vector<int> grow_model(const Transformer& source, Transformer& target, GrowthOperator op,
                             const std::vector<int>& list, uint64_t seed) {
   check_layouts(source, target, op, list);
@@ -551,7 +543,7 @@ std::vector<int> grow_model(const Transformer& source, Transformer& target, Grow
   std::vector<float> zeros;
   map_values(
       source, target, op, list, seed, Value::weight, [&](int sid) { return source.params().host_param(sid); },
-      [&](int id, const std::vector<float>& v) { to.set_param(id, held_part(to.info(id), v).data()); },
+      [&](int id, const std::vector<float>& v) { to.set_param(id, to.info(id).held_part(v).data()); },
       [&](int id, const std::string& rest) -> const std::vector<float>* {
         if (op != GrowthOperator::zero || !is_output_projection(rest)) return nullptr;  // (keeps its init)
         zeros.assign((size_t)to.info(id).full_numel(), 0.0f);

@@ -126,9 +126,6 @@ std::vector<int> default_stacking_list(int source_layers, int target_layers);
 void check_growth(const ModelConfig& source, const ModelConfig& target, GrowthOperator op,
                   const std::vector<int>& list);
 
-// This process's part (p.local_shape; flat-shard padding 0) of a parameter's full values [p.shape].
-std::vector<float> held_part(const ParamInfo& p, const std::vector<float>& full);
-
 // Writes every parameter of `target` (built from the target config, its init already drawn) from
 // `source` per the operator (a target split over processes: each its part; not G_random). Returns,
 // per target layer, the source layer it copies (-1: new).

@@ -66,6 +66,14 @@ OptimGroupHyper default_group_hyper(const OptimConfig& c) {
 
 int64_t ParamInfo::full_numel() const { return product(shape); }
 
+std::vector<float> ParamInfo::held_part(const std::vector<float>& full) const {
+  if (placement.kind == Placement::whole) return full;
+  std::vector<float> out((size_t)numel, 0.0f);
+  for (int64_t i = 0; i < numel; ++i)
+    if (const int64_t g = global_index(i); g >= 0) out[(size_t)i] = full[(size_t)g];
+  return out;
+}
+
 int64_t ParamInfo::global_index(int64_t i) const {
   switch (placement.kind) {
     case Placement::whole: return i;

@@ -85,6 +85,8 @@ struct ParamInfo : ParamSpec {
   int64_t full_numel() const;
   // Index in the full tensor (row-major) of local element i; -1 for flat-shard padding.
   int64_t global_index(int64_t i) const;
+  // This process's part (local_shape; flat-shard padding 0) of the full values [shape].
+  std::vector<float> held_part(const std::vector<float>& full) const;
 };
 
 // The hyper-parameters of one optimizer group, resolved from the config.

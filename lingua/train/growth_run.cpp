@@ -10,6 +10,7 @@
 #include "lingua/config/config.h"
 #include "lingua/data/tokenizer.h"
 #include "lingua/dist/layout.h"
+#include "lingua/dist/table_parallel.h"
 #include "lingua/dist/world.h"
 #include "lingua/data/loader.h"
 #include "lingua/exec/growth_learn.h"
@@ -153,20 +154,8 @@ void check_growth_config(const TrainConfig& cfg) {
                "config key 'growth.source' (", g.source.yaml, ") gives the same model as model.*: nothing would grow");
   check_growth(source, cfg.model, parse_growth_operator(g.op), stacking_list_of(cfg, source));
   const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, process_world().size());
-  if (g.op == "learn") {
+  if (g.op == "learn")
     LINGUA_CHECK(g.learn_steps >= 1, "config key 'growth.learn_steps' is ", g.learn_steps, ": G_learn needs >= 1");
-    LINGUA_CHECK(layout.tables <= 1, "growth.op=learn: not with looked-up tables split over ranks (",
-                 layout.describe(), ", distributed.stem_parallel_size ", layout.tables, "); use "
-                 "distributed.stem_parallel_size=1 (FSDP and DDP work)");
-  }
-  if (g.op == "random" && wider)
-    LINGUA_CHECK(!layout.fsdp(), "growth.op=random in width (its masks multiply whole weights): not with sharded "
-                 "parameters (", layout.describe(), "); use distributed.fsdp_type=no_shard");
-  if (g.carry_moments) {
-    LINGUA_CHECK(layout.tables <= 1, "growth.carry_moments: not with looked-up tables split over ranks (",
-                 layout.describe(), ", distributed.stem_parallel_size ", layout.tables, "); use "
-                 "distributed.stem_parallel_size=1 or a fresh optimizer (carry_moments=false)");
-  }
 }
 
 namespace {
@@ -181,12 +170,6 @@ TrainResult train_ramped(const TrainConfig& cfg, const TrainHooks& hooks, const 
   for (int l : ramp.layers)
     LINGUA_CHECK(l >= 0 && l < t.n_layers, "checkpoint.init_ckpt_path: its G_random ramp names layer ", l,
                  ", but model.n_layers is ", t.n_layers);
-  if (wider) {
-    const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, world.size());
-    LINGUA_CHECK(!layout.fsdp(), "checkpoint.init_ckpt_path: a G_random checkpoint grown in width (its masks "
-                 "multiply whole weights): not with sharded parameters (", layout.describe(), "); use "
-                 "distributed.fsdp_type=no_shard");
-  }
   // The run keeps its own copy: a resume needs the ramp even if the init checkpoint is gone.
   if (world.rank() == 0 && !cfg.dump_dir.empty()) {
     const fs::path copy = fs::path(cfg.dump_dir) / "growth_ramp.json";
@@ -290,7 +273,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
             },
             [&](int id, const Moments& mv) {  // (whole moments; a split parameter keeps its part)
               const ParamInfo& p = target.params().info(id);
-              if (p.trainable && !mv.m.empty()) opt.set_moments(id, held_part(p, mv.m).data(), held_part(p, mv.v).data());
+              if (p.trainable && !mv.m.empty()) opt.set_moments(id, p.held_part(mv.m).data(), p.held_part(mv.v).data());
             });
         opt.set_steps_taken(source_opt->steps_taken());
       };
@@ -299,14 +282,17 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     const std::string from = grown.grown_from;
     grown.prepare = [&, from](Executor& exec, DataLoader& loader) -> int64_t {
       // FSDP: the split weights' gradients gathered over the shard group (HSDP: one of them; the
-      // local shards hold the sums over every rank), so every rank learns the same map.
+      // local shards hold the sums over every rank); tables split over ranks: their column slices
+      // over the table group (each slice the sum over every rank). So every rank learns the same map.
       const ParallelLayout layout = resolve_parallel_layout(cfg.distributed, world.size());
-      std::unique_ptr<Communicator> group;
+      std::unique_ptr<Communicator> group, tables;
       if (layout.hybrid()) group = host.split(layout.replica_rank(world.rank()), layout.shard_rank(world.rank()));
+      if (layout.tables > 1) tables = host.split(world.rank() / layout.tables, world.rank() % layout.tables);
       Communicator& shards = group ? *group : host;
       LearnedGrowth::Gather gather;
-      if (layout.fsdp())
-        gather = [&shards](const ParamInfo& p, const std::vector<float>& local) {
+      if (layout.fsdp() || tables)
+        gather = [&shards, &tables](const ParamInfo& p, const std::vector<float>& local) {
+          if (p.placement.kind == Placement::column_slice) return gather_column_slices(*tables, p, local);
           std::vector<float> all(local.size() * (size_t)shards.size());
           shards.all_gather(local.data(), all.data(), local.size() * sizeof(float));
           all.resize((size_t)p.full_numel());

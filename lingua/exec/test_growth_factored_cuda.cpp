@@ -1,0 +1,153 @@
+// Model growth of factored FFNs on the GPU (skipped without one). A LowRank, BlockDense or
+// BlockShuffle model widened on the host with G_split or G_zero (units kept in their blocks:
+// ffn_unit_blocks) computes on the GPU what its source computes there; G_random's masks on a
+// factored FFN (the factor that reads the new units) give the CPU's loss and gradients on the GPU;
+// G_learn's map gradient on the GPU is the CPU's.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "lingua/core/cuda.h"
+#include "lingua/exec/growth_learn.h"
+#include "lingua/exec/growth_ramp.h"
+#include "lingua/exec/testing.h"
+#include "lingua/model/growth.h"
+#include "lingua/ops/testing.h"
+#include "lingua/ops/testing_cuda.h"
+
+using namespace lingua;
+using namespace lingua::test_util;
+
+namespace {
+
+const int kVocab = 301;
+
+// 2 layers of dim 128 (FFN 352; layer 1 factored: model.structured.layers' default), 2 blocks.
+ModelConfig config(const std::string& ffn, int layers = 2, double ffn_mult = 1.0) {
+  ModelConfig c;
+  c.dim = 128;
+  c.n_layers = layers;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.multiple_of = 32;
+  c.ffn_dim_multiplier = ffn_mult;
+  c.vocab_size = kVocab;
+  c.max_seqlen = 64;
+  c.seed = 5;
+  c.ffn = ffn;
+  c.structured.init = "xavier";
+  if (ffn == "lowrank") c.structured.rank = 64;
+  if (ffn == "blockdense") c.structured.nblocks = 2, c.structured.rank = 64;
+  if (ffn == "blockshuffle") c.structured.nblocks = 2;
+  return c;
+}
+
+void trained(Transformer& t) { noisy_init(t, 1234, 0.05f); }  // (weights away from any init)
+
+std::vector<float> logits(ModelRun& m, const std::vector<int32_t>& tok) {
+  std::vector<float> out(tok.size() * kVocab);
+  m.exec.forward_logits(tok.data(), (int)tok.size(), out.data());
+  return out;
+}
+
+double relative_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, (double)std::fabs(a[i]));
+    diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
+  }
+  EXPECT_GT(scale, 0);
+  return diff / scale;
+}
+
+double grown_vs_source(const ModelConfig& sc, const ModelConfig& tc, GrowthOperator op, const std::vector<int>& list) {
+  ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
+  ModelRun src(sc, resolve_dims(sc, kVocab), Device::cuda, trained);
+  ModelRun dst(tc, resolve_dims(tc, kVocab), Device::cuda,
+               [&](Transformer& t) { grow_model(host.model, t, op, list, 9); });
+  const std::vector<int32_t> tok = random_ids(37, kVocab, 4);
+  return relative_diff(logits(src, tok), logits(dst, tok));
+}
+
+const char* const kFactored[] = {"lowrank", "blockdense", "blockshuffle"};
+
+}  // namespace
+
+TEST(GrowthFactoredCuda, WideningKeepsTheSourcesLogits) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (const char* ffn : kFactored) {
+    SCOPED_TRACE(ffn);
+    // FFN 352 -> 512 (176 -> 256 units in each of 2 blocks). (Layer 0 is dense: the factored
+    // layers are the others, so a stacked target takes its layers 1-3 from source layer 1.)
+    EXPECT_LT(grown_vs_source(config(ffn), config(ffn, 2, 1.5), GrowthOperator::split, {0, 1}), 2e-2);
+    EXPECT_LT(grown_vs_source(config(ffn), config(ffn, 2, 1.5), GrowthOperator::zero, {0, 1}), 2e-2);
+    // Not vacuous: stacked layers compute something else.
+    EXPECT_GT(grown_vs_source(config(ffn), config(ffn, 4), GrowthOperator::stack, {0, 1, 1, 1}), 1e-3);
+  }
+}
+
+TEST(GrowthFactoredCuda, RandomWidthMasksMatchCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (const char* ffn : kFactored) {
+    SCOPED_TRACE(ffn);
+    const ModelConfig sc = config(ffn), tc = config(ffn, 3, 1.5);
+    const std::vector<int> list = {0, -1, 1};
+    ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
+    ModelRun src(sc, resolve_dims(sc, kVocab), Device::cuda, trained);
+    auto grow = [&](Transformer& t) { grow_model(host.model, t, GrowthOperator::random, list, 9); };
+    ModelRun cpu(tc, resolve_dims(tc, kVocab), Device::cpu, grow), gpu(tc, resolve_dims(tc, kVocab), Device::cuda, grow);
+    GrowthRamp rc(cpu.model, {1}, 0, 10, host.model.dims()), rg(gpu.model, {1}, 0, 10, host.model.dims());
+    cpu.exec.add_hooks(&rc);
+    gpu.exec.add_hooks(&rg);
+    auto at = [&](int64_t step) {
+      for (auto [m, r] : {std::pair{&cpu, &rc}, std::pair{&gpu, &rg}}) {
+        r->set_step(step);
+        m->model.begin_step(step);
+      }
+    };
+    at(0);
+    const std::vector<int32_t> tok = random_ids(37, kVocab, 4);
+    EXPECT_LT(relative_diff(logits(src, tok), logits(gpu, tok)), 2e-2) << "every m = 0: the source's function";
+    at(4);  // m = 0.4 (the new layer and units)
+    const int B = 3, T = 29;
+    auto in = random_ids(B * T, kVocab, 2), tgt = random_ids(B * T, kVocab, 3);
+    StepGrads c = step_grads(cpu, in, tgt, B, T), g = step_grads(gpu, in, tgt, B, T);
+    EXPECT_NEAR(g.loss.nll / g.loss.tokens, c.loss.nll / c.loss.tokens, 1e-2 * c.loss.nll / c.loss.tokens);
+    const std::vector<int>& ids = cpu.params().ids();
+    for (size_t i = 0; i < ids.size(); ++i) EXPECT_LT(rel_l2(g.grads[i], c.grads[i]), 3e-2) << cpu.params().info(ids[i]).name;
+    StepGrads g2 = step_grads(gpu, in, tgt, B, T);
+    EXPECT_EQ(g2.grads, g.grads) << "repeated: bitwise";
+  }
+}
+
+// G_learn (depth and a wider FFN): the map's gradient of one batch on the GPU is the CPU's, and a
+// step lowers the loss there too.
+TEST(GrowthFactoredCuda, LearnedMapGradientMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (const char* ffn : {"swiglu", "lowrank", "blockshuffle"}) {
+    SCOPED_TRACE(ffn);
+    // (Every layer factored: a target block mixes every source block's same parameters.)
+    ModelConfig sc = config(ffn), tc = config(ffn, 4, 1.5);
+    sc.structured.layers = std::vector<int>{0, 1};
+    tc.structured.layers = std::vector<int>{0, 1, 2, 3};
+    ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
+    ModelRun cpu(tc, resolve_dims(tc, kVocab), Device::cpu), gpu(tc, resolve_dims(tc, kVocab), Device::cuda);
+    LearnedGrowth lc(host.model, cpu.model, {0, 1, 1, 1}, 3), lg(host.model, gpu.model, {0, 1, 1, 1}, 3);
+    const int B = 2, T = 31;
+    auto in = random_ids(B * T, kVocab, 2), tgt = random_ids(B * T, kVocab, 3);
+    double loss_c = 0, loss_g = 0;
+    const std::vector<double> dc = lc.gradient(cpu.exec, in.data(), tgt.data(), B, T, &loss_c);
+    const std::vector<double> dg = lg.gradient(gpu.exec, in.data(), tgt.data(), B, T, &loss_g);
+    EXPECT_NEAR(loss_g, loss_c, 1e-2 * loss_c);
+    ASSERT_EQ(dg.size(), dc.size());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < dc.size(); ++i) num += (dg[i] - dc[i]) * (dg[i] - dc[i]), den += dc[i] * dc[i];
+    EXPECT_GT(den, 0);
+    EXPECT_LT(std::sqrt(num / den), 3e-2);
+    const double before = lg.step(gpu.exec, in.data(), tgt.data(), B, T, 0.01);
+    for (int s = 0; s < 4; ++s) lg.step(gpu.exec, in.data(), tgt.data(), B, T, 0.01);
+    double after = 0;
+    lg.gradient(gpu.exec, in.data(), tgt.data(), B, T, &after);
+    EXPECT_LT(after, before) << "Adam on the map lowers the loss of its batch";
+  }
+}
