@@ -50,4 +50,14 @@ inline TrainConfig growth_run_config(const fs::path& data, const std::string& na
   return c;
 }
 
+// Growth in width too: the source 2 layers of dim 16 (2 heads of 8), the target dim 32 (4 heads of
+// 8, no grouped-query attention), the target's model.norm_eps 16 / 32 of the source's (so at every
+// m = 0, or with G_zero, the function is the source's).
+inline void grow_width_too(TrainConfig& c) {
+  c.model.n_kv_heads.reset();
+  c.model.head_dim = 8;
+  c.model.norm_eps = 1e-5f;
+  c.growth.source.yaml = "{n_layers: 2, dim: 16, n_heads: 2, norm_eps: 2.0e-5}";
+}
+
 }  // namespace lingua::test_e2e

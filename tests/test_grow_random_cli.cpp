@@ -125,10 +125,7 @@ TEST(GrowCli, RandomWidthRampsInAsInTheRun) {
   TrainHooks quiet;
   quiet.quiet = true;
   TrainConfig c = growth_run_config(data, "growcli_rwidth", 8, 4, "random", 2);
-  c.model.n_kv_heads.reset();
-  c.model.head_dim = 8;
-  c.model.norm_eps = 1e-5f;
-  c.growth.source.yaml = "{n_layers: 2, dim: 16, n_heads: 2, norm_eps: 2.0e-5}";
+  grow_width_too(c);
   c.growth.ramp_steps = 1;  // depth and ffn 0-1, dim 1-2, heads 2-3 of the grown run
   const TrainResult whole = train(c, quiet);
   ASSERT_EQ(whole.losses.size(), 8u);

@@ -473,10 +473,7 @@ TEST(GrowthRun, RandomWidthRampsInAndResumesBitwise) {
   TrainHooks quiet;
   quiet.quiet = true;
   TrainConfig c = growth_run_config(data, "growrun_rwidth", 9, 4, "random", 1);
-  c.model.n_kv_heads.reset();
-  c.model.head_dim = 8;
-  c.model.norm_eps = 1e-5f;
-  c.growth.source.yaml = "{n_layers: 2, dim: 16, n_heads: 2, norm_eps: 2.0e-5}";
+  grow_width_too(c);
   c.growth.ramp_steps = 2;  // depth and ffn 4-6, dim 6-8, heads 8-10
   const TrainResult whole = train(c, quiet);
   ASSERT_EQ(whole.losses.size(), 9u);

@@ -9,6 +9,7 @@
 
 #include "lingua/core/cuda.h"
 #include "lingua/exec/growth_ramp.h"
+#include "lingua/exec/growth_testing.h"
 #include "lingua/exec/testing.h"
 #include "lingua/model/growth.h"
 #include "lingua/ops/testing.h"
@@ -36,32 +37,8 @@ ModelConfig config(int layers, const std::string& ffn = "swiglu") {
   return c;
 }
 
-std::vector<float> logits(ModelRun& m, const std::vector<int32_t>& tok) {
-  std::vector<float> out(tok.size() * kVocab);
-  m.exec.forward_logits(tok.data(), (int)tok.size(), out.data());
-  return out;
-}
-
-// The largest difference between two runs' logits, relative to the largest logit of the first.
-double relative_logit_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double scale = 0, diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    scale = std::max(scale, (double)std::fabs(a[i]));
-    diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
-  }
-  EXPECT_GT(scale, 0);
-  return diff / scale;
-}
-
-// The source's and the grown model's logits on the GPU, compared.
 double grown_vs_source(const ModelConfig& sc, const ModelConfig& tc, GrowthOperator op, const std::vector<int>& list) {
-  auto trained = [](Transformer& t) { t.init_weights(1234); };  // (weights that are not the target's init)
-  ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
-  ModelRun src(sc, resolve_dims(sc, kVocab), Device::cuda, trained);
-  ModelRun dst(tc, resolve_dims(tc, kVocab), Device::cuda,
-               [&](Transformer& t) { grow_model(host.model, t, op, list, 9); });
-  const std::vector<int32_t> tok = random_ids(37, kVocab, 4);
-  return relative_logit_diff(logits(src, tok), logits(dst, tok));
+  return test_util::grown_vs_source(sc, tc, op, list, kVocab, [](Transformer& t) { t.init_weights(1234); });
 }
 
 // dim 128 -> 192 and 2 -> 3 heads of 64 (no GQA), the target's norm epsilon scaled by 128 / 192
@@ -145,36 +122,6 @@ TEST(GrowthCuda, RampedStepMatchesCpu) {
 TEST(GrowthCuda, WidthMaskedStepMatchesCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const auto [sc, tc] = wider_dim(3);
-  const std::vector<int> list = {0, -1, 1};
-  auto trained = [](Transformer& t) { t.init_weights(1234); };
-  ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
-  ModelRun src(sc, resolve_dims(sc, kVocab), Device::cuda, trained);
-  auto grow = [&](Transformer& t) { grow_model(host.model, t, GrowthOperator::random, list, 9); };
-  ModelRun cpu(tc, resolve_dims(tc, kVocab), Device::cpu, grow), gpu(tc, resolve_dims(tc, kVocab), Device::cuda, grow);
-  GrowthRamp rc(cpu.model, {1}, 0, 10, host.model.dims()), rg(gpu.model, {1}, 0, 10, host.model.dims());
-  cpu.exec.add_hooks(&rc);
-  gpu.exec.add_hooks(&rg);
-  auto at = [&](int64_t step) {
-    for (auto [m, r] : {std::pair{&cpu, &rc}, std::pair{&gpu, &rg}}) {
-      r->set_step(step);
-      m->model.begin_step(step);
-    }
-  };
-  at(0);
-  const std::vector<int32_t> tok = random_ids(37, kVocab, 4);
-  EXPECT_LT(relative_logit_diff(logits(src, tok), logits(gpu, tok)), 2e-2) << "every m = 0: the source's function";
-  for (int64_t step : {14, 23}) {  // the model dimension ramping (0.4), then the heads (0.3)
-    at(step);
-    const int B = 3, T = 29;
-    auto in = random_ids(B * T, kVocab, 2), tgt = random_ids(B * T, kVocab, 3);
-    auto run = [&](ModelRun& m) { return step_grads(m, in, tgt, B, T); };
-    StepGrads c = run(cpu), g = run(gpu);
-    EXPECT_NEAR(g.loss.nll / g.loss.tokens, c.loss.nll / c.loss.tokens, 1e-2 * c.loss.nll / c.loss.tokens);
-    const std::vector<int>& ids = cpu.params().ids();
-    for (size_t i = 0; i < ids.size(); ++i)
-      EXPECT_LT(rel_l2(g.grads[i], c.grads[i]), 3e-2) << cpu.params().info(ids[i]).name << " step " << step;
-    StepGrads g2 = run(gpu);
-    EXPECT_EQ(g2.loss.nll, g.loss.nll);
-    EXPECT_EQ(g2.grads, g.grads);
-  }
+  // At step 14 the model dimension is ramping (0.4), at 23 the heads (0.3).
+  expect_width_ramp_on_gpu_as_cpu(sc, tc, {0, -1, 1}, 10, {14, 23}, kVocab, [](Transformer& t) { t.init_weights(1234); });
 }

@@ -9,11 +9,9 @@
 
 #include "lingua/core/cuda.h"
 #include "lingua/exec/growth_learn.h"
-#include "lingua/exec/growth_ramp.h"
+#include "lingua/exec/growth_testing.h"
 #include "lingua/exec/testing.h"
 #include "lingua/model/growth.h"
-#include "lingua/ops/testing.h"
-#include "lingua/ops/testing_cuda.h"
 
 using namespace lingua;
 using namespace lingua::test_util;
@@ -44,29 +42,8 @@ ModelConfig config(const std::string& ffn, int layers = 2, double ffn_mult = 1.0
 
 void trained(Transformer& t) { noisy_init(t, 1234, 0.05f); }  // (weights away from any init)
 
-std::vector<float> logits(ModelRun& m, const std::vector<int32_t>& tok) {
-  std::vector<float> out(tok.size() * kVocab);
-  m.exec.forward_logits(tok.data(), (int)tok.size(), out.data());
-  return out;
-}
-
-double relative_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double scale = 0, diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    scale = std::max(scale, (double)std::fabs(a[i]));
-    diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
-  }
-  EXPECT_GT(scale, 0);
-  return diff / scale;
-}
-
 double grown_vs_source(const ModelConfig& sc, const ModelConfig& tc, GrowthOperator op, const std::vector<int>& list) {
-  ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
-  ModelRun src(sc, resolve_dims(sc, kVocab), Device::cuda, trained);
-  ModelRun dst(tc, resolve_dims(tc, kVocab), Device::cuda,
-               [&](Transformer& t) { grow_model(host.model, t, op, list, 9); });
-  const std::vector<int32_t> tok = random_ids(37, kVocab, 4);
-  return relative_diff(logits(src, tok), logits(dst, tok));
+  return test_util::grown_vs_source(sc, tc, op, list, kVocab, trained);
 }
 
 const char* const kFactored[] = {"lowrank", "blockdense", "blockshuffle"};
@@ -90,33 +67,7 @@ TEST(GrowthFactoredCuda, RandomWidthMasksMatchCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (const char* ffn : kFactored) {
     SCOPED_TRACE(ffn);
-    const ModelConfig sc = config(ffn), tc = config(ffn, 3, 1.5);
-    const std::vector<int> list = {0, -1, 1};
-    ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
-    ModelRun src(sc, resolve_dims(sc, kVocab), Device::cuda, trained);
-    auto grow = [&](Transformer& t) { grow_model(host.model, t, GrowthOperator::random, list, 9); };
-    ModelRun cpu(tc, resolve_dims(tc, kVocab), Device::cpu, grow), gpu(tc, resolve_dims(tc, kVocab), Device::cuda, grow);
-    GrowthRamp rc(cpu.model, {1}, 0, 10, host.model.dims()), rg(gpu.model, {1}, 0, 10, host.model.dims());
-    cpu.exec.add_hooks(&rc);
-    gpu.exec.add_hooks(&rg);
-    auto at = [&](int64_t step) {
-      for (auto [m, r] : {std::pair{&cpu, &rc}, std::pair{&gpu, &rg}}) {
-        r->set_step(step);
-        m->model.begin_step(step);
-      }
-    };
-    at(0);
-    const std::vector<int32_t> tok = random_ids(37, kVocab, 4);
-    EXPECT_LT(relative_diff(logits(src, tok), logits(gpu, tok)), 2e-2) << "every m = 0: the source's function";
-    at(4);  // m = 0.4 (the new layer and units)
-    const int B = 3, T = 29;
-    auto in = random_ids(B * T, kVocab, 2), tgt = random_ids(B * T, kVocab, 3);
-    StepGrads c = step_grads(cpu, in, tgt, B, T), g = step_grads(gpu, in, tgt, B, T);
-    EXPECT_NEAR(g.loss.nll / g.loss.tokens, c.loss.nll / c.loss.tokens, 1e-2 * c.loss.nll / c.loss.tokens);
-    const std::vector<int>& ids = cpu.params().ids();
-    for (size_t i = 0; i < ids.size(); ++i) EXPECT_LT(rel_l2(g.grads[i], c.grads[i]), 3e-2) << cpu.params().info(ids[i]).name;
-    StepGrads g2 = step_grads(gpu, in, tgt, B, T);
-    EXPECT_EQ(g2.grads, g.grads) << "repeated: bitwise";
+    expect_width_ramp_on_gpu_as_cpu(config(ffn), config(ffn, 3, 1.5), {0, -1, 1}, 10, {4}, kVocab, trained);
   }
 }
 

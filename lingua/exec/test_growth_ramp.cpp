@@ -297,17 +297,25 @@ TEST(GrowthRampWidth, TheModelRunsWholeWithoutTheHook) {
             plain.params().param(plain.params().index("layers.0.attention.wo.weight")).data);
 }
 
-// The masks multiply whole weights: an FSDP-sharded one is refused, naming what to use.
-TEST(GrowthRampWidth, ShardedWeightsAreRefused) {
+// A weight split over ranks in flat shards (FSDP) gets no view of its own: it is masked where it
+// is gathered (weights_gathered; DistributedTrain.RandomGrowthInWidth* run it). A column-sliced
+// one is refused, naming it.
+TEST(GrowthRampWidth, FlatShardsAreMaskedWhereGatheredColumnSlicesRefused) {
   const ModelConfig s = narrow(), t = wide();
   Transformer model(t, resolve_dims(t, kVocab));
   ParamStore& ps = model.params();
-  ps.set_placement(ps.index("layers.0.feed_forward.w2.weight"), Placement::FlatShard(2, 0));
+  const int w2 = ps.index("layers.0.feed_forward.w2.weight"), wo = ps.index("layers.0.attention.wo.weight");
+  ps.set_placement(w2, Placement::FlatShard(2, 0));
+  {
+    GrowthRamp ramp(model, {1}, 0, 3, resolve_dims(s, kVocab));
+    EXPECT_NE(ps.compute_param(wo).data, ps.param(wo).data) << "a whole weight gets its masked view";
+  }
+  ps.set_placement(wo, Placement::ColumnSlice(2, 0));
   try {
     GrowthRamp ramp(model, {1}, 0, 3, resolve_dims(s, kVocab));
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("fsdp_type=no_shard"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("attention.wo.weight' is column-sliced"), std::string::npos) << e.what();
   }
 }
 
