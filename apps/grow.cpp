@@ -51,9 +51,9 @@ struct GrowConfig {
       "blockshuffle its square, must divide the source's and the target's width, units kept in their blocks)");
     v("n_heads", n_heads, "instead of target=: the source's config with this many attention heads (op=zero, split or learn; "
       "the source must set model.head_dim and use no grouped-query attention)");
-    v("dim", dim, "instead of target=: the source's config with this model dimension (op=zero, split or learn; the source must set "
-      "model.head_dim; scale model.norm_eps by source dim / dim too, in a target config, for an exact function; "
-      "not with model.ffn=blockdense or blockshuffle)");
+    v("dim", dim, "instead of target=: the source's config with this model dimension (op=zero, split, random or learn; "
+      "the source must set model.head_dim; model.norm_eps is scaled by source dim / dim, so the function is kept "
+      "exactly (a target config should do the same); not with model.ffn=blockdense or blockshuffle)");
     v.choice("op", op, {"stack", "zero", "split", "learn", "random"},
              "growth operator: stack (G_stack: target layer i copies source layer stacking_list[i]); zero (G_zero: "
              "a layer listed as -1 is a new identity block, its output projections zero; new FFN units, heads and "
@@ -192,8 +192,15 @@ int grow_main(const Args& args) {
     if (c.n_layers > 0) target_cfg.model.n_layers = c.n_layers;
     if (c.ffn_dim_multiplier) target_cfg.model.ffn_dim_multiplier = c.ffn_dim_multiplier;
     if (c.n_heads > 0) target_cfg.model.n_heads = c.n_heads;
-    if (c.dim > 0) target_cfg.model.dim = c.dim;
+    if (c.dim > 0 && c.dim != target_cfg.model.dim) {
+      target_cfg.model.dim = c.dim;
+      target_cfg.model.norm_eps = grown_norm_eps(src.config.model, c.dim);  // (the function kept exactly)
+      std::fprintf(stderr, "lingua grow: model.norm_eps %g -> %g (x %d / %d: the wider stream's RMS is smaller)\n",
+                   src.config.model.norm_eps, target_cfg.model.norm_eps, src.config.model.dim, c.dim);
+    }
   }
+  if (const std::string note = norm_eps_note(src.config.model, target_cfg.model); !note.empty())
+    std::fprintf(stderr, "lingua grow: note: %s\n", note.c_str());
   const int L = target_cfg.model.n_layers;
   const std::vector<int> list =
       c.stacking_list ? *c.stacking_list : default_stacking_list(src.model->n_layers(), L);

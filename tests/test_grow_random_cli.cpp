@@ -164,3 +164,53 @@ TEST(GrowCliCuda, RandomRampResumesBitwiseWithGraphs) {
   for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
   expect_resumes_bitwise(j.target, r, {1, 2}, "growcli_random_cuda");
 }
+
+// A wider model.dim by keys (lingua grow dim=): model.norm_eps is scaled by D_src / D, so the grown
+// model computes the source's function exactly; a target config that keeps the source's epsilon
+// gets a note naming the one to use.
+TEST(GrowCli, WiderDimByKeysScalesNormEpsAndKeepsTheFunction) {
+  const fs::path data = make_corpus("growcli_eps");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig s = tiny_config(data, temp_dir("growcli_eps_src"));
+  s.model.dim = 16;
+  s.model.n_heads = 2;
+  s.model.n_kv_heads.reset();
+  s.model.head_dim = 8;
+  s.steps = 4;
+  s.checkpoint.eval.every = 0;
+  train(s, quiet);
+  TrainConfig more = s;  // the source one step further
+  more.dump_dir = temp_dir("growcli_eps_more").string();
+  fs::copy(s.dump_dir, more.dump_dir, fs::copy_options::recursive);
+  more.steps = 5;
+  const double next = train(more, quiet).losses.at(0);
+
+  const fs::path grown = temp_dir("growcli_eps_grown");
+  auto [rc, out] = run_cli("grow ckpt=" + s.dump_dir + " dim=32 n_heads=4 op=zero out=" + grown.string());
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("model.norm_eps 1e-05 -> 5e-06"), std::string::npos) << out;
+  const TrainConfig saved =
+      read_params_json((grown / checkpoint_dir_name(0) / CheckpointFiles::params).string());
+  EXPECT_EQ(saved.model.norm_eps, 5e-6);
+  TrainConfig t = s;
+  t.model = saved.model;
+  t.dump_dir = temp_dir("growcli_eps_target").string();
+  t.checkpoint.init_ckpt_path = grown.string();
+  t.steps = 1;
+  EXPECT_NEAR(train(t, quiet).losses.at(0), next, 1e-6 * next) << "the source's function, exactly";
+  TrainConfig off = t;  // (the same weights with the source's epsilon: not exactly)
+  off.dump_dir = temp_dir("growcli_eps_off").string();
+  off.model.norm_eps = 1e-5;
+  EXPECT_GT(std::abs(train(off, quiet).losses.at(0) - next), 1e-6 * next);
+
+  // A target config with the source's epsilon: grown, with a note naming the right one.
+  TrainConfig unscaled = t;
+  unscaled.model.norm_eps = 1e-5;
+  const fs::path yaml = temp_dir("growcli_eps_cfg") / "target.yaml";
+  write_text_file_atomic(yaml.string(), config_to_yaml(unscaled));
+  std::tie(rc, out) = run_cli("grow ckpt=" + s.dump_dir + " target=" + yaml.string() + " op=zero out=" +
+                              temp_dir("growcli_eps_grown2").string());
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("only with model.norm_eps = 5e-06"), std::string::npos) << out;
+}

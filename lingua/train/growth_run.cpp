@@ -1,5 +1,6 @@
 #include "lingua/train/growth_run.h"
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -70,6 +71,22 @@ void attach_growth_ramp(TrainPhase& phase, std::vector<int> fresh, int64_t start
 }
 
 }  // namespace
+
+double grown_norm_eps(const ModelConfig& source, int target_dim) {
+  return source.norm_eps * source.dim / target_dim;
+}
+
+std::string norm_eps_note(const ModelConfig& source, const ModelConfig& target) {
+  if (target.dim == source.dim) return "";
+  const double want = grown_norm_eps(source, target.dim);
+  if (std::abs(target.norm_eps - want) <= 1e-6 * want) return "";
+  char b[320];
+  std::snprintf(b, sizeof b, "model.norm_eps is %g; with model.dim %d -> %d the grown model computes the source's "
+                "function exactly only with model.norm_eps = %g (the source's %g x %d / %d), else up to the "
+                "epsilon's share of the RMS", target.norm_eps, source.dim, target.dim, want, source.norm_eps,
+                source.dim, target.dim);
+  return b;
+}
 
 nlohmann::json ramp_record(const RecordedRamp& ramp) {
   return {{"layers", ramp.layers},
@@ -224,6 +241,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   TrainResult first;
   bool ran_source = false;
   if (newest < at) {
+    if (const std::string note = norm_eps_note(small.model, cfg.model); !quiet && !note.empty() &&
+        op != GrowthOperator::stack)
+      std::fprintf(stderr, "lingua: growth: note: %s\n", note.c_str());
     if (!quiet)
       std::fprintf(stderr, "lingua: growth: steps 1-%lld train the source model (%d layers), then G_%s grows it to "
                    "model.* (%d layers) for steps %lld-%lld\n", (long long)at, small.model.n_layers,

@@ -24,6 +24,13 @@ TrainConfig growth_source_config(const TrainConfig& cfg);
 // with the key that is wrong.
 void check_growth_config(const TrainConfig& cfg);
 
+// Across a wider model.dim the stream's RMS shrinks by sqrt(D_src / D), so the grown model computes
+// its source's function exactly (G_zero, G_split, G_random at m = 0, G_learn's start) only with
+// model.norm_eps scaled by D_src / D: that epsilon. And a note for a target whose epsilon is not
+// that ("" when it is, or the dimension does not grow).
+double grown_norm_eps(const ModelConfig& source, int target_dim);
+std::string norm_eps_note(const ModelConfig& source, const ModelConfig& target);
+
 // G_random written by `lingua grow op=random`: the ramp its checkpoint needs, recorded as growth.json's
 // "ramp". A run started from that checkpoint (checkpoint.init_ckpt_path) ramps the new blocks and
 // units in from its step 0 (lingua/exec/growth_ramp.h), and keeps a copy of the record as
