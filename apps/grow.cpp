@@ -16,6 +16,7 @@
 #include "lingua/checkpoint/train_checkpoint.h"
 #include "lingua/config/config.h"
 #include "lingua/data/tokenizer.h"
+#include "lingua/exec/growth_ramp.h"
 #include "lingua/model/growth.h"
 #include "lingua/train/growth_run.h"
 
@@ -231,6 +232,12 @@ int grow_main(const Args& args) {
     ramp.steps = c.ramp_steps > 0 ? c.ramp_steps : std::max<int64_t>(1, target_cfg.optim.warmup);
     ramp.source = src.config.model;
     record["ramp"] = ramp_record(ramp);
+    // The ramp the training run will build, built here first: what it refuses is refused before
+    // anything is written.
+    const ModelDims& s = src.model->dims();
+    const ModelDims& t = target.dims();
+    const bool wider = s.dim != t.dim || s.hidden != t.hidden || s.n_heads != t.n_heads;
+    GrowthRamp probe(target, ramp.layers, 0, ramp.steps, wider ? std::optional<ModelDims>(s) : std::nullopt);
   }
   if (learned) {
     const auto loss = [&](double l) { return learned->steps > 0 ? nlohmann::json(l) : nlohmann::json(nullptr); };

@@ -102,6 +102,23 @@ TEST(GrowCli, RandomLayersRampInAsInTheRunAndResumeBitwise) {
   const TrainResult rest = train(gone, quiet);
   ASSERT_EQ(rest.start_step, 2);
   for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], r.losses[2 + i]) << "step " << 3 + i;
+  // Resumed without the init_ckpt_path key: the run's copy still ramps.
+  TrainConfig keyless = j.target;
+  keyless.dump_dir = temp_dir("growcli_random_keyless").string();
+  ASSERT_EQ(train(keyless, stop).final_step, 2);
+  keyless.checkpoint.init_ckpt_path.clear();
+  const TrainResult rest2 = train(keyless, quiet);
+  ASSERT_EQ(rest2.start_step, 2);
+  for (size_t i = 0; i < rest2.losses.size(); ++i) EXPECT_EQ(rest2.losses[i], r.losses[2 + i]) << "step " << 3 + i;
+  // A copy that is not the init checkpoint's record (another run's dump_dir): refused naming both.
+  TrainConfig other = j.target;
+  other.dump_dir = temp_dir("growcli_random_other").string();
+  nlohmann::json changed = rec;
+  changed["ramp"]["steps"] = 7;
+  write_text_file_atomic((fs::path(other.dump_dir) / "growth_ramp.json").string(), changed.dump());
+  const std::string differs = error_of([&] { train(other, quiet); });
+  EXPECT_NE(differs.find("growth_ramp.json"), std::string::npos) << differs;
+  EXPECT_NE(differs.find(CheckpointFiles::growth), std::string::npos) << differs;
 
   // growth.step with such a checkpoint is refused naming the key; a malformed record names the file.
   TrainConfig both = j.target;

@@ -309,6 +309,26 @@ TEST(GrowthRampWidth, FlatShardsAreMaskedWhereGatheredColumnSlicesRefused) {
   {
     GrowthRamp ramp(model, {1}, 0, 3, resolve_dims(s, kVocab));
     EXPECT_NE(ps.compute_param(wo).data, ps.param(wo).data) << "a whole weight gets its masked view";
+    // The split w2's gathered full view (here: ones, as a sharding layer would set it) is masked in
+    // place when gathered: its new units' columns by m_ffn, its new coordinates' rows by m_dim.
+    const ParamInfo& p = ps.info(w2);
+    const int64_t R = p.shape[0], C = p.shape[1];
+    std::vector<float> full((size_t)(R * C), 1.0f), grad((size_t)(R * C), 0.0f);
+    ps.set_full_views(w2, Tensor(full.data(), {R, C}), Tensor(grad.data(), {R, C}));
+    const ModelDims sd = resolve_dims(s, kVocab);
+    for (int64_t step : {2, 4}) {  // m_ffn 2/3, m_dim 0; then m_ffn 1, m_dim 1/3
+      std::fill(full.begin(), full.end(), 1.0f);
+      ramp.set_step(step);
+      model.begin_step(step);
+      ramp.weights_gathered(0, StepContext{});
+      const float m_ffn = (float)ramp.width_m("ffn"), m_dim = (float)ramp.width_m("dim");
+      ASSERT_FLOAT_EQ(m_ffn + m_dim, step == 2 ? 2.0f / 3.0f : 4.0f / 3.0f);
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t c = 0; c < C; ++c)
+          ASSERT_FLOAT_EQ(full[(size_t)(r * C + c)], (r >= sd.dim ? m_dim : 1.0f) * (c >= sd.hidden ? m_ffn : 1.0f))
+              << "step " << step << ": " << r << ", " << c;
+    }
+    ps.set_full_views(w2, Tensor(), Tensor());
   }
   ps.set_placement(wo, Placement::ColumnSlice(2, 0));
   try {

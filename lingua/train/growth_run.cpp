@@ -104,6 +104,7 @@ std::optional<RecordedRamp> read_ramp_record(const std::string& path) {
   }
   if (!j.contains("ramp")) return std::nullopt;
   RecordedRamp r;
+  r.path = path;
   try {
     const nlohmann::json& rj = j.at("ramp");
     r.layers = rj.at("layers").get<std::vector<int>>();
@@ -116,15 +117,29 @@ std::optional<RecordedRamp> read_ramp_record(const std::string& path) {
   return r;
 }
 
+namespace {
+std::string run_ramp_copy_path(const TrainConfig& cfg) {
+  return cfg.dump_dir.empty() ? "" : (fs::path(cfg.dump_dir) / "growth_ramp.json").string();
+}
+}  // namespace
+
 std::optional<RecordedRamp> run_ramp(const TrainConfig& cfg) {
+  // The init checkpoint's record (a step directory, a root, or a weights file in a step directory).
+  std::optional<RecordedRamp> init;
   const std::string& given = cfg.checkpoint.init_ckpt_path;
   if (!given.empty() && fs::exists(given)) {
     const std::string from = fs::is_directory(given) ? resolve_checkpoint_dir(given) : given;
-    return fs::is_directory(from) ? read_ramp_record((fs::path(from) / CheckpointFiles::growth).string())
-                                  : std::nullopt;
+    const fs::path dir = fs::is_directory(from) ? fs::path(from) : fs::path(from).parent_path();
+    init = read_ramp_record((dir / CheckpointFiles::growth).string());
   }
-  if (given.empty() || cfg.dump_dir.empty()) return std::nullopt;
-  return read_ramp_record((fs::path(cfg.dump_dir) / "growth_ramp.json").string());
+  // The run's copy: what a run resumed in this dump_dir ramps (with or without the init checkpoint).
+  const std::string copy_path = run_ramp_copy_path(cfg);
+  std::optional<RecordedRamp> copy = copy_path.empty() ? std::nullopt : read_ramp_record(copy_path);
+  if (init && copy)
+    LINGUA_CHECK(ramp_record(*init) == ramp_record(*copy), "the G_random ramp of ", init->path, " differs from the "
+                 "one this run started with (", copy->path, "): another grown checkpoint, or another run's dump_dir; "
+                 "use a new dump_dir for a new run");
+  return copy ? copy : init;
 }
 
 ModelConfig growth_source_model(const TrainConfig& cfg) {
@@ -185,25 +200,26 @@ TrainResult train_ramped(const TrainConfig& cfg, const TrainHooks& hooks, const 
   const ModelDims t = resolve_dims(cfg.model, 1);
   const bool wider = s.dim != t.dim || s.hidden != t.hidden || s.n_heads != t.n_heads;
   for (int l : ramp.layers)
-    LINGUA_CHECK(l >= 0 && l < t.n_layers, "checkpoint.init_ckpt_path: its G_random ramp names layer ", l,
+    LINGUA_CHECK(l >= 0 && l < t.n_layers, ramp.path, ": its G_random ramp names layer ", l,
                  ", but model.n_layers is ", t.n_layers);
-  // The run keeps its own copy: a resume needs the ramp even if the init checkpoint is gone.
-  if (world.rank() == 0 && !cfg.dump_dir.empty()) {
-    const fs::path copy = fs::path(cfg.dump_dir) / "growth_ramp.json";
-    if (!fs::exists(copy)) {
-      fs::create_directories(cfg.dump_dir);
-      write_text_file_atomic(copy.string(), nlohmann::json{{"ramp", ramp_record(ramp)}}.dump(1) + "\n");
-    }
-  }
   if (!quiet) {
     std::string layers;
     for (int l : ramp.layers) layers += (layers.empty() ? "" : ", ") + std::to_string(l);
-    std::fprintf(stderr, "lingua: growth: the init checkpoint's G_random ramp: new layers [%s]%s ramp in from "
-                 "step 0, %lld steps per stage\n", layers.c_str(), wider ? " and new units" : "",
-                 (long long)ramp.steps);
+    std::fprintf(stderr, "lingua: growth: the G_random ramp of %s: new layers [%s]%s ramp in from step 0, %lld steps "
+                 "per stage\n", ramp.path.c_str(), layers.c_str(), wider ? " and new units" : "", (long long)ramp.steps);
   }
   TrainPhase phase;
   attach_growth_ramp(phase, ramp.layers, 0, ramp.steps, ramp.source, quiet);
+  // The run keeps its own copy (once its dump_dir is accepted: the phase's hooks attach after that):
+  // a resume ramps as it started, with or without the init checkpoint.
+  const std::string copy = run_ramp_copy_path(cfg);
+  if (world.rank() == 0 && !copy.empty() && !fs::exists(copy)) {
+    auto attach = phase.attach;
+    phase.attach = [attach, copy, ramp](Executor& exec) {
+      write_text_file_atomic(copy, nlohmann::json{{"ramp", ramp_record(ramp)}}.dump(1) + "\n");
+      return attach(exec);
+    };
+  }
   return train_phase(cfg, hooks, phase);
 }
 
