@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -14,6 +15,21 @@
 #include "lingua/ops/testing_cuda.h"
 
 namespace lingua::test_util {
+
+// The GPU growth tests' models: dim 128, 2 heads of 64 (1 KV head), FFN a multiple of 32.
+inline ModelConfig growth_test_model(int layers, const std::string& ffn, int vocab) {
+  ModelConfig c;
+  c.dim = 128;
+  c.n_layers = layers;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.multiple_of = 32;
+  c.vocab_size = vocab;
+  c.max_seqlen = 64;
+  c.seed = 5;
+  c.ffn = ffn;
+  return c;
+}
 
 // [tokens, vocab] logits of one sequence.
 inline std::vector<float> logits(ModelRun& m, const std::vector<int32_t>& tok, int vocab) {

@@ -23,17 +23,8 @@ namespace {
 const int kVocab = 301;
 
 ModelConfig config(int layers, const std::string& ffn = "swiglu") {
-  ModelConfig c;
-  c.dim = 128;
-  c.n_layers = layers;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.multiple_of = 32;
-  c.vocab_size = kVocab;
-  c.max_seqlen = 64;
+  ModelConfig c = growth_test_model(layers, ffn, kVocab);
   c.init_std_factor = "current_depth";
-  c.seed = 5;
-  c.ffn = ffn;
   return c;
 }
 

@@ -22,17 +22,8 @@ const int kVocab = 301;
 
 // 2 layers of dim 128 (FFN 352; layer 1 factored: model.structured.layers' default), 2 blocks.
 ModelConfig config(const std::string& ffn, int layers = 2, double ffn_mult = 1.0) {
-  ModelConfig c;
-  c.dim = 128;
-  c.n_layers = layers;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.multiple_of = 32;
+  ModelConfig c = growth_test_model(layers, ffn, kVocab);
   c.ffn_dim_multiplier = ffn_mult;
-  c.vocab_size = kVocab;
-  c.max_seqlen = 64;
-  c.seed = 5;
-  c.ffn = ffn;
   c.structured.init = "xavier";
   if (ffn == "lowrank") c.structured.rank = 64;
   if (ffn == "blockdense") c.structured.nblocks = 2, c.structured.rank = 64;
