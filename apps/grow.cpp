@@ -226,18 +226,11 @@ int grow_main(const Args& args) {
                                  {"source_params", src.model->param_counts().total},
                                  {"target_params", target.param_counts().total}};
   if (op == GrowthOperator::random) {
-    RecordedRamp ramp;
-    for (int i = 0; i < L; ++i)
-      if (list[i] < 0) ramp.layers.push_back(i);
-    ramp.steps = c.ramp_steps > 0 ? c.ramp_steps : std::max<int64_t>(1, target_cfg.optim.warmup);
-    ramp.source = src.config.model;
+    const RecordedRamp ramp{new_layers(list), ramp_steps_or_warmup(c.ramp_steps, target_cfg.optim), src.config.model};
     record["ramp"] = ramp_record(ramp);
     // The ramp the training run will build, built here first: what it refuses is refused before
     // anything is written.
-    const ModelDims& s = src.model->dims();
-    const ModelDims& t = target.dims();
-    const bool wider = s.dim != t.dim || s.hidden != t.hidden || s.n_heads != t.n_heads;
-    GrowthRamp probe(target, ramp.layers, 0, ramp.steps, wider ? std::optional<ModelDims>(s) : std::nullopt);
+    GrowthRamp probe(target, ramp.layers, 0, ramp.steps, src.model->dims());
   }
   if (learned) {
     const auto loss = [&](double l) { return learned->steps > 0 ? nlohmann::json(l) : nlohmann::json(nullptr); };

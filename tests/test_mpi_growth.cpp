@@ -102,12 +102,7 @@ void check_learned_growth_sharded_as_ddp(int shard) {
   const TrainResult again = run_learn(learn_config(data, shared_dir("mpi_grow_fsdp2_" + tag), shard), *shards, &again_start);
   EXPECT_EQ(again.losses, fsdp.losses) << "two runs of the same config differ";
   EXPECT_TRUE(again_start == fsdp_start) << "two runs learned different maps";
-  const fs::path c = shared_dir("mpi_grow_fsdp_stop_" + tag);
-  const TrainResult first = train(learn_config(data, c, shard), {[](int64_t step) { return step < 4; }, true});
-  ASSERT_EQ(first.final_step, 4);
-  const TrainResult rest = train(learn_config(data, c, shard), {nullptr, true});
-  ASSERT_EQ(rest.start_step, 4);
-  for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], fsdp.losses[4 + i]) << "step " << 5 + i;
+  expect_resumes_bitwise_after(learn_config(data, "", shard), fsdp, 4, "mpi_grow_fsdp_stop_" + tag);
   host().barrier();
 }
 
@@ -166,13 +161,7 @@ void check_carried_moments_sharded_as_ddp(int shard) {
     EXPECT_GT(from_fresh, 0.1) << "the moments were not carried";
   }
   host().barrier();
-  const fs::path c = shared_dir("mpi_grow_carry_stop_" + tag);
-  TrainConfig stop = fsdp;
-  stop.dump_dir = c.string();
-  ASSERT_EQ(train(stop, {[](int64_t step) { return step < 4; }, true}).final_step, 4);
-  const TrainResult rest = train(stop, {nullptr, true});
-  ASSERT_EQ(rest.start_step, 4);
-  for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], rf.losses[4 + i]) << "step " << 5 + i;
+  expect_resumes_bitwise_after(fsdp, rf, 4, "mpi_grow_carry_stop_" + tag);
   host().barrier();
 }
 
@@ -227,11 +216,7 @@ void check_split_tables_as_ddp(int P) {
   EXPECT_LT(worst, 5e-4) << "the learned map differs from DDP's";  // (2 ranks: about 1e-4)
   for (size_t i = 0; i < ddp.losses.size(); ++i)
     EXPECT_NEAR(split.losses[i], ddp.losses[i], 1e-5 * std::abs(ddp.losses[i])) << "step " << i + 1;
-  const fs::path c = shared_dir("mpi_grow_tables_stop_" + tag);
-  ASSERT_EQ(train(config(c, P), {[](int64_t step) { return step < 4; }, true}).final_step, 4);
-  const TrainResult rest = train(config(c, P), {nullptr, true});
-  ASSERT_EQ(rest.start_step, 4);
-  for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], split.losses[4 + i]) << "step " << 5 + i;
+  expect_resumes_bitwise_after(config("", P), split, 4, "mpi_grow_tables_stop_" + tag);
   host().barrier();
 }
 

@@ -392,12 +392,7 @@ void check_random_growth_in_width(const std::vector<int>& shards) {
     const double next = train(src, {nullptr, true}).losses.at(0);
     EXPECT_NEAR(next, a.losses[3], (device == "cpu" ? 1e-5 : 1e-2) * next) << "every m = 0 at the growth";
     // Stopped mid-ramp (step 5), resumed: the same losses.
-    const fs::path c = shared_dir("dist_grow_c_" + tag);
-    const TrainResult first = train(config(c), {[](int64_t step) { return step < 5; }, true});
-    ASSERT_EQ(first.final_step, 5);
-    const TrainResult rest = train(config(c), {nullptr, true});
-    ASSERT_EQ(rest.start_step, 5);
-    for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], a.losses[5 + i]) << "step " << 6 + i;
+    expect_resumes_bitwise_after(config(""), a, 5, "dist_grow_c_" + tag);
     // FSDP (dp_shard every rank) or HSDP (groups of 2 of 4 ranks): the masks act on each block's gathered
     // weights and on its full-shape gradients before the reduce-scatter: DDP's losses (to the
     // summation order), and a run stopped mid-ramp resumes to the bit.
@@ -414,11 +409,7 @@ void check_random_growth_in_width(const std::vector<int>& shards) {
       ASSERT_EQ(f.losses.size(), a.losses.size());
       for (size_t i = 0; i < a.losses.size(); ++i)
         EXPECT_NEAR(f.losses[i], a.losses[i], (device == "cpu" ? 1e-5 : 1e-2) * a.losses[i]) << "step " << i + 1;
-      const fs::path s = shared_dir(name + "_stop");
-      ASSERT_EQ(train(sharded(s), {[](int64_t step) { return step < 5; }, true}).final_step, 5);
-      const TrainResult more = train(sharded(s), {nullptr, true});
-      ASSERT_EQ(more.start_step, 5);
-      for (size_t i = 0; i < more.losses.size(); ++i) EXPECT_EQ(more.losses[i], f.losses[5 + i]) << "step " << 6 + i;
+      expect_resumes_bitwise_after(sharded(""), f, 5, name + "_stop");
     }
     host().barrier();
   }

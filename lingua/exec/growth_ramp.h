@@ -52,7 +52,7 @@ namespace lingua {
 class GrowthRamp : public LayerHooks {
  public:
   // layers: the ramped (new) blocks; ramp_steps >= 1 optimizer steps per stage; source: the
-  // source's dims, for the width masks (none: depth only).
+  // source's dims, for the width masks (none, or the model's own widths: depth only).
   GrowthRamp(Transformer& model, std::vector<int> layers, int64_t start, int64_t ramp_steps,
              std::optional<ModelDims> source = std::nullopt);
   ~GrowthRamp() override;  // unsets the compute views

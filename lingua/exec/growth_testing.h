@@ -72,11 +72,8 @@ inline void expect_width_ramp_on_gpu_as_cpu(const ModelConfig& sc, const ModelCo
   ModelRun src(sc, resolve_dims(sc, vocab), Device::cuda, trained);
   auto grow = [&](Transformer& t) { grow_model(host.model, t, GrowthOperator::random, list, 9); };
   ModelRun cpu(tc, resolve_dims(tc, vocab), Device::cpu, grow), gpu(tc, resolve_dims(tc, vocab), Device::cuda, grow);
-  std::vector<int> fresh;
-  for (int i = 0; i < (int)list.size(); ++i)
-    if (list[i] < 0) fresh.push_back(i);
-  GrowthRamp rc(cpu.model, fresh, 0, ramp_steps, host.model.dims());
-  GrowthRamp rg(gpu.model, fresh, 0, ramp_steps, host.model.dims());
+  GrowthRamp rc(cpu.model, new_layers(list), 0, ramp_steps, host.model.dims());
+  GrowthRamp rg(gpu.model, new_layers(list), 0, ramp_steps, host.model.dims());
   cpu.exec.add_hooks(&rc);
   gpu.exec.add_hooks(&rg);
   auto at = [&](int64_t step) {

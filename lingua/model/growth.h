@@ -120,6 +120,13 @@ std::vector<float> block_factor_blocks(const std::vector<float>& dense, const st
 
 // PRTS's default list: layers [0 .. L_src) repeated to fill L_target (L_target a multiple of L_src).
 std::vector<int> default_stacking_list(int source_layers, int target_layers);
+// The new layers of a stacking list (its -1 entries): G_zero's identity blocks, G_random's ramped ones.
+inline std::vector<int> new_layers(const std::vector<int>& list) {
+  std::vector<int> fresh;
+  for (int i = 0; i < (int)list.size(); ++i)
+    if (list[i] < 0) fresh.push_back(i);
+  return fresh;
+}
 
 // Checks that `target` can grow from `source` with `op` and `list` (one entry per target layer, a
 // source layer, or -1 for a new layer with G_zero); errors name the config key or list entry.

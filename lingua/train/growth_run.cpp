@@ -55,12 +55,10 @@ void attach_growth_ramp(TrainPhase& phase, std::vector<int> fresh, int64_t start
                         const ModelConfig& source, bool quiet) {
   auto ramp = std::make_shared<GrowthRamp*>(nullptr);
   phase.attach = [=](Executor& exec) -> std::unique_ptr<LayerHooks> {
-    const ModelDims& t = exec.model().dims();
-    const ModelDims s = resolve_dims(source, t.vocab);
-    const bool wider = s.dim != t.dim || s.hidden != t.hidden || s.n_heads != t.n_heads;
+    // (Widths the source shares with the model get no stage.)
     auto r = std::make_unique<GrowthRamp>(exec.model(), fresh, start, ramp_steps,
-                                          wider ? std::optional<ModelDims>(s) : std::nullopt);
-    if (!quiet && wider)
+                                          resolve_dims(source, exec.model().dims().vocab));
+    if (!quiet && !r->width_stages().empty())
       std::fprintf(stderr, "lingua: growth: G_random's width masks ramp in %s, %lld steps each (every m = 1 "
                    "from step %lld)\n", join_stages(r->width_stages()).c_str(), (long long)ramp_steps,
                    (long long)r->end_step());
@@ -196,17 +194,14 @@ namespace {
 TrainResult train_ramped(const TrainConfig& cfg, const TrainHooks& hooks, const RecordedRamp& ramp) {
   World& world = process_world();
   const bool quiet = hooks.quiet || world.rank() != 0;
-  const ModelDims s = resolve_dims(ramp.source, 1);  // (the widths: any vocabulary)
-  const ModelDims t = resolve_dims(cfg.model, 1);
-  const bool wider = s.dim != t.dim || s.hidden != t.hidden || s.n_heads != t.n_heads;
   for (int l : ramp.layers)
-    LINGUA_CHECK(l >= 0 && l < t.n_layers, ramp.path, ": its G_random ramp names layer ", l,
-                 ", but model.n_layers is ", t.n_layers);
+    LINGUA_CHECK(l >= 0 && l < cfg.model.n_layers, ramp.path, ": its G_random ramp names layer ", l,
+                 ", but model.n_layers is ", cfg.model.n_layers);
   if (!quiet) {
     std::string layers;
     for (int l : ramp.layers) layers += (layers.empty() ? "" : ", ") + std::to_string(l);
-    std::fprintf(stderr, "lingua: growth: the G_random ramp of %s: new layers [%s]%s ramp in from step 0, %lld steps "
-                 "per stage\n", ramp.path.c_str(), layers.c_str(), wider ? " and new units" : "", (long long)ramp.steps);
+    std::fprintf(stderr, "lingua: growth: the G_random ramp of %s: new layers [%s] ramp in from step 0, %lld steps "
+                 "per stage\n", ramp.path.c_str(), layers.c_str(), (long long)ramp.steps);
   }
   TrainPhase phase;
   attach_growth_ramp(phase, ramp.layers, 0, ramp.steps, ramp.source, quiet);
@@ -276,13 +271,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   grown.first_step = at;
   grown.run_config = &cfg;
   // G_random: the new blocks and units ramped in (by step: resumes repeat it); the phase owns it.
-  if (op == GrowthOperator::random) {
-    std::vector<int> fresh;
-    for (int i = 0; i < (int)list.size(); ++i)
-      if (list[i] < 0) fresh.push_back(i);
-    const int64_t ramp_steps = cfg.growth.ramp_steps > 0 ? cfg.growth.ramp_steps : std::max<int64_t>(1, cfg.optim.warmup);
-    attach_growth_ramp(grown, fresh, at, ramp_steps, small.model, quiet);
-  }
+  if (op == GrowthOperator::random)
+    attach_growth_ramp(grown, new_layers(list), at, ramp_steps_or_warmup(cfg.growth.ramp_steps, cfg.optim), small.model,
+                       quiet);
   if (newest <= at) {  // the grown phase starts now, from the source's checkpoint at the growth step
     const std::string from = (fs::path(root) / checkpoint_dir_name(at)).string();
     LINGUA_CHECK(is_complete_checkpoint(from), "growth: the source model's checkpoint of step ", at, " (", from,

@@ -6,6 +6,7 @@
 // and a restarted schedule, the data loader reading on. The grown phase always starts from the
 // checkpoint on disk, so an uninterrupted run and one resumed at any step (either side of the
 // growth) compute the same thing, bitwise.
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -29,6 +30,11 @@ void check_growth_config(const TrainConfig& cfg);
 // model.norm_eps scaled by D_src / D: that epsilon. And a note for a target whose epsilon is not
 // that ("" when it is, or the dimension does not grow).
 double grown_norm_eps(const ModelConfig& source, int target_dim);
+// G_random's steps per ramp stage: `given` (growth.ramp_steps, lingua grow's ramp_steps), or 0 for
+// optim.warmup's (at least 1).
+inline int64_t ramp_steps_or_warmup(int64_t given, const OptimConfig& optim) {
+  return given > 0 ? given : std::max<int64_t>(1, optim.warmup);
+}
 std::string norm_eps_note(const ModelConfig& source, const ModelConfig& target);
 
 // G_random written by `lingua grow op=random`: the ramp its checkpoint needs, recorded as growth.json's
