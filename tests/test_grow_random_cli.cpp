@@ -164,6 +164,36 @@ TEST(GrowCli, RandomWidthRampsInAsInTheRun) {
   EXPECT_NEAR(train(more, quiet).losses.at(0), r.losses[0], 1e-5) << "every m = 0 at step 0";
 }
 
+// With module tokens (module_agg=stack: the module stream's entry is the model's, kept whatever
+// block 0 is; here a new one), in depth and width: the two jobs equal the run, step 0 of the grown
+// run is the source's function, and the grown run resumes bitwise mid-ramp.
+TEST(GrowCli, RandomWithModuleTokensAsInTheRun) {
+  const fs::path data = make_corpus("growcli_rmod");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig c = growth_run_config(data, "growcli_rmod", 7, 3, "random", 1);
+  grow_width_too(c);
+  c.growth.stacking_list = std::vector<int>{-1, 0, -1, 1};
+  c.growth.ramp_steps = 1;
+  c.model.modules = {"code"};
+  c.model.module_seq_len = 2;
+  c.model.module_agg = "stack";
+  const TrainResult whole = train(c, quiet);
+  ASSERT_EQ(whole.losses.size(), 7u);
+  TrainConfig t = c;
+  t.growth = GrowthConfig{};
+  const fs::path yaml = temp_dir("growcli_rmod_cfg") / "target.yaml";
+  write_text_file_atomic(yaml.string(), config_to_yaml(t));
+  TwoJobs j = two_jobs(c, "growcli_rmod", "target=" + yaml.string() + " stacking_list='[-1, 0, -1, 1]'");
+  const TrainResult r = train(j.target, quiet);
+  ASSERT_EQ(r.losses.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(r.losses[i], whole.losses[3 + i]) << "step " << i + 4 << " of the run";
+  TrainConfig more = j.source;
+  more.steps = c.growth.step + 1;
+  EXPECT_NEAR(train(more, quiet).losses.at(0), r.losses[0], 1e-5) << "every m = 0 at step 0";
+  expect_resumes_bitwise(j.target, r, {2}, "growcli_rmod");
+}
+
 // On the GPU with CUDA graphs: the ramp's m's change inside the captured step; stopped mid-ramp, the
 // grown run resumes bitwise.
 TEST(GrowCliCuda, RandomRampResumesBitwiseWithGraphs) {

@@ -357,10 +357,10 @@ TEST(DistributedTrain, FourRanksStemTablesInTwoGroupsTrainAsDataParallel) {
 // function (the first grown loss is the source run's next one), resumable mid-ramp to the bit;
 // and under FSDP and HSDP, where they act on the gathered weights, DDP's losses.
 // shards: the dp_shard values of the FSDP runs compared with DDP's.
-void check_random_growth_in_width(const std::vector<int>& shards) {
+void check_random_growth_in_width(const std::vector<int>& shards, bool with_modules = false) {
   for (const std::string& device : test_devices()) {
     SCOPED_TRACE(device);
-    const std::string tag = device + std::to_string(host().size());
+    const std::string tag = device + std::to_string(host().size()) + (with_modules ? "_mod" : "");
     const fs::path data = shared_corpus("dist_grow_" + tag);
     auto config = [&](const fs::path& dump) {
       TrainConfig c = dist_config(data, dump, device, Mode::ddp);
@@ -376,6 +376,12 @@ void check_random_growth_in_width(const std::vector<int>& shards) {
       c.growth.ramp_steps = 2;
       c.steps = 8;
       c.model.norm_eps = 1e-5;
+      if (with_modules) {  // (module_agg=stack: a new block 0 under the module rows' entry)
+        c.model.modules = {"m"};
+        c.model.module_seq_len = 2;
+        c.model.module_agg = "stack";
+        c.growth.stacking_list = std::vector<int>{-1, 0, -1, 1};
+      }
       return c;
     };
     const TrainResult a = train(config(shared_dir("dist_grow_a_" + tag)), {nullptr, true});
@@ -418,6 +424,13 @@ void check_random_growth_in_width(const std::vector<int>& shards) {
 TEST(DistributedTrain, RandomGrowthInWidthTrainsUnderDataParallel) {
   ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
   check_random_growth_in_width({host().size()});
+}
+
+// With module tokens: their hook (the outermost model hook) reads its rows' gradient once the ramp
+// has finished it, and DDP's and FSDP's hooks come after both.
+TEST(DistributedTrain, RandomGrowthWithModuleTokensTrainsUnderDataParallel) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  check_random_growth_in_width({host().size()}, true);
 }
 
 TEST(DistributedTrain, FourRanksRandomGrowthInWidthTrainsUnderHsdp) {

@@ -68,6 +68,7 @@ class FullyShardedDataParallel final : public LayerHooks {
   void before_forward(int layer, const Tensor& x, const StepContext& ctx) override;
   void before_backward(int layer, const Tensor& dy, const Tensor& dy_act, const StepContext& ctx) override;
   void after_backward(int layer, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) override;
+  bool parallel() const override { return true; }
   void after_model_backward(const StepContext& ctx) override;
 
   // Also sums this tensor over the ranks at the end of each step's backward (as DataParallel).

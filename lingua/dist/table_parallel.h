@@ -54,6 +54,7 @@ class TableParallel final : public LayerHooks, public SlicedTableLookup {
   void forward(const Tensor& ids, const Tensor& slice, const Tensor& out, Arena& scratch) override;
   void backward(const Tensor& ids, const Tensor& dout, const Tensor& dslice, Arena& scratch) override;
   void after_backward(int layer, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) override;
+  bool parallel() const override { return true; }
   void after_model_backward(const StepContext& ctx) override;
 
  private:

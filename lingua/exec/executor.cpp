@@ -46,16 +46,27 @@ Executor::~Executor() {
 // A captured step bakes in the hooks' work and the row layout: changing them moves the epoch.
 void Executor::add_hooks(LayerHooks* hooks) {
   hooks_.push_back(hooks);
-  ++memory_epoch_;
+  order_hooks();
 }
 
 void Executor::remove_hooks(LayerHooks* hooks) {
   hooks_.erase(std::remove(hooks_.begin(), hooks_.end(), hooks), hooks_.end());
+  order_hooks();
+}
+
+// Model hooks nest around the block (the last added innermost); parallel hooks follow them in
+// every event, in the order added (hooks.h).
+void Executor::order_hooks() {
+  std::vector<LayerHooks*> model, parallel;
+  for (LayerHooks* h : hooks_) (h->parallel() ? parallel : model).push_back(h);
+  before_ = model;
+  after_.assign(model.rbegin(), model.rend());
+  for (LayerHooks* h : parallel) before_.push_back(h), after_.push_back(h);
   ++memory_epoch_;
 }
 
 void Executor::weights_gathered(int layer, const StepContext& ctx) {
-  for (LayerHooks* h : hooks_) h->weights_gathered(layer, ctx);
+  for (LayerHooks* h : before_) h->weights_gathered(layer, ctx);
 }
 
 void Executor::set_prefix_rows(int prefix) {
@@ -293,9 +304,9 @@ void Executor::forward_stages(StepContext& ctx) {
   }
   for (int l = 0; l < L; ++l) {
     ProfileScope scope(profiling_active() ? "layers." + std::to_string(l) : std::string());
-    for (LayerHooks* h : hooks_) h->before_forward(l, xs_[l], ctx);
+    for (LayerHooks* h : before_) h->before_forward(l, xs_[l], ctx);
     xs_[l + 1] = model_.block(l).forward(xs_[l], ctx);
-    for (LayerHooks* h : hooks_) h->after_forward(l, xs_[l + 1], ctx);
+    for (LayerHooks* h : after_) h->after_forward(l, xs_[l + 1], ctx);
     // The plan places gradients by these offsets: a mismatch is a bug, caught before it corrupts.
     LINGUA_CHECK(ar.mark() == plan_.layer_end[l], "internal error: layer ", l, " saved ", ar.mark(),
                  " bytes, the memory plan says ", plan_.layer_end[l]);
@@ -398,14 +409,14 @@ void Executor::forward_backward_staged(int slot, float loss_scale, bool last) {
   }
   for (int l = L - 1; l >= 0; --l) {
     ProfileScope scope(profiling_active() ? "layers." + std::to_string(l) : std::string());
-    for (LayerHooks* h : hooks_) h->before_backward(l, dx, dx_act, ctx);
+    for (LayerHooks* h : before_) h->before_backward(l, dx, dx_act, ctx);
     zero_grads_before_write(1 + l);
     model_.block(l).backward(xs_[l], dx, dx_act, ctx);
-    for (LayerHooks* h : hooks_) h->after_backward(l, dx, dx_act, ctx);
+    for (LayerHooks* h : after_) h->after_backward(l, dx, dx_act, ctx);
   }
   if (!model_.dims().weight_tying) zero_grads_before_write(0);
   model_.embed_backward(tok, token_rows(dx, seq, seq.prefix ? arena_tensor(ar, {NT, D}) : Tensor()));
-  for (LayerHooks* h : hooks_) h->after_model_backward(ctx);
+  for (LayerHooks* h : before_) h->after_model_backward(ctx);
 }
 
 LossSum Executor::forward_loss(const int32_t* tokens, const int32_t* targets, int B, int T, float* nll_out) {
@@ -469,9 +480,9 @@ void Executor::forward_decode(const int32_t* tokens, int B, int T, KVCache& cach
     scratch_.release_to(mark);
   }
   for (int l = 0; l < model_.n_layers(); ++l) {
-    for (LayerHooks* h : hooks_) h->before_forward(l, x, ctx);
+    for (LayerHooks* h : before_) h->before_forward(l, x, ctx);
     model_.block(l).forward_cached(x, cache, l, ctx);
-    for (LayerHooks* h : hooks_) h->after_forward(l, x, ctx);
+    for (LayerHooks* h : after_) h->after_forward(l, x, ctx);
   }
   if (first) cache.prefix = P;
   cache.len += (int)S;

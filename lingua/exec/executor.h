@@ -29,7 +29,7 @@ class Executor {
   Device device() const { return model_.device(); }
 
   // ---- Hooks and row layout ----
-  // Hooks run in the order added, around every block (not owned; remove before destroying them).
+  // Hooks run around every block in the order hooks.h gives (not owned; remove before destroying them).
   void add_hooks(LayerHooks* hooks);
   void remove_hooks(LayerHooks* hooks);
   // Tells every hook that block `layer`'s split weights were just gathered (a sharding hook calls it).
@@ -145,8 +145,11 @@ class Executor {
     Tensor ids(int which) const;  // 0: inputs, 1: targets, [B*T] i32
   };
 
+  void order_hooks();
+
   Transformer& model_;
-  std::vector<LayerHooks*> hooks_;
+  std::vector<LayerHooks*> hooks_;          // as added
+  std::vector<LayerHooks*> before_, after_;  // the order of the before_* and after_* events
   std::unique_ptr<LayerHooks> module_hooks_;
   int prefix_ = 0;
   SlicedTableLookup* sliced_tables_ = nullptr;

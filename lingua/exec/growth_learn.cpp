@@ -25,7 +25,7 @@ LearnedGrowth::LearnedGrowth(const Transformer& source, Transformer& target, con
   for (int id : t.ids()) {
     int l;
     std::string rest;
-    const bool in_block = split_layer_name(t.info(id).name, &l, &rest);
+    const bool in_block = growth_block_param(target, t.info(id).name, &l, &rest);
     if (in_block && l == 0) index[rest] = 0;
     if (!in_block && width_.expands(id)) rest_.push_back({id, s.host_param(s.index(t.info(id).name))});
   }
@@ -40,7 +40,7 @@ LearnedGrowth::LearnedGrowth(const Transformer& source, Transformer& target, con
   for (int id : t.ids()) {
     int l;
     std::string rest;
-    if (!split_layer_name(t.info(id).name, &l, &rest)) continue;
+    if (!growth_block_param(target, t.info(id).name, &l, &rest)) continue;
     auto it = index.find(rest);
     LINGUA_CHECK(it != index.end(), "G_learn: target parameter ", t.info(id).name, " has no counterpart in layer 0 "
                  "(every block must hold the same parameters)");

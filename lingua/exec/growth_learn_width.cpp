@@ -33,7 +33,7 @@ WidthExpansion::WidthExpansion(const Transformer& source, const Transformer& tar
     const ParamInfo& p = t.info(id);
     int layer = -1;
     std::string rest, source_name = p.name;
-    if (split_layer_name(p.name, &layer, &rest)) source_name = "layers." + std::to_string(list[layer]) + "." + rest;
+    if (growth_block_param(target, p.name, &layer, &rest)) source_name = "layers." + std::to_string(list[layer]) + "." + rest;
     const ParamInfo& sp = s.info(s.index(source_name));
     if (sp.shape == p.shape) continue;
     // A 3-D block factor [k, m, n] (BlockDense, BlockShuffle) widens its FFN units (axis 1 or 2) as

@@ -44,6 +44,9 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
               heads = stage(t.n_heads > s.n_heads, "heads");
     dim_stage_ = dim;
     dim_from_ = s.dim;
+    module_rows_.assign((size_t)model.n_layers(), false);
+    if (const ModuleTokens* mt = model.module_tokens(); mt && dim >= 0)
+      for (int l = 1; l < model.n_layers(); ++l) module_rows_[(size_t)l] = mt->has_params(l);
     // A masked weight seen as a matrix [numel / C, C] (a 3-D block factor [k, rows, H / k] as
     // [k rows, H / k]; a dense [dim, H] whose units sit in k blocks as [dim k, H / k]): columns from
     // col_from by the column stage, rows from row_from by the row stage.
@@ -217,16 +220,32 @@ Tensor GrowthRamp::buffer(int use, const Tensor& like) {
   return Tensor(p, {like.size(0), like.size(1)}, DType::f32, like.device);
 }
 
-void GrowthRamp::before_forward(int l, const Tensor& x, const StepContext&) {
+void GrowthRamp::before_forward(int l, const Tensor& x, const StepContext& ctx) {
   // The embedding's new coordinates (block 0's input), then the block's masked weights, then (a
   // ramped block) its input kept: masked, as the block reads it. (Decoding runs the block in place
   // on x.)
-  if (l == 0 && dim_stage_ >= 0) tail_scale(x, x.size(0), nullptr, dim_from_, factor(dim_stage_), x);
+  mask_stream(l, x, ctx);
   for (Masked& w : masked_[(size_t)l])
     if (!w.split && live(w)) mask_weights(w);
   if (!ramped_[l]) return;
   const Tensor keep = buffer(kInput, x);
   cast_into(keep, x);
+}
+
+void GrowthRamp::mask_stream(int l, const Tensor& x, const StepContext& ctx) {
+  if (dim_stage_ < 0) return;
+  const float* m = factor(dim_stage_);
+  if (l == 0) {
+    tail_scale(x, x.size(0), nullptr, dim_from_, m, x);
+    return;
+  }
+  const SeqLayout& seq = ctx.seq;
+  if (!module_rows_[(size_t)l] || seq.prefix == 0) return;  // (a decoding step after the first: none)
+  const int64_t D = x.size(1), bytes = (int64_t)dtype_size(x.dtype);
+  for (int b = 0; b < seq.B; ++b) {
+    const Tensor rows((char*)x.data + (int64_t)b * seq.S() * D * bytes, {seq.prefix, D}, x.dtype, x.device);
+    tail_scale(rows, seq.prefix, nullptr, dim_from_, m, rows);
+  }
 }
 
 void GrowthRamp::weights_gathered(int l, const StepContext&) {
@@ -249,11 +268,12 @@ void GrowthRamp::before_backward(int l, const Tensor& dy, const Tensor& dy_act, 
 }
 
 void GrowthRamp::after_backward(int l, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) {
-  // The reverse of before_forward: the ramp's direct gradient, then the embedding's mask.
-  const bool ramped = ramped_[l], embedding = l == 0 && dim_stage_ >= 0;
+  // The reverse of before_forward: the ramp's direct gradient, then the stream's mask (a diagonal
+  // map: the same call on the gradient).
+  const bool ramped = ramped_[l], masked = dim_stage_ >= 0 && (l == 0 || module_rows_[(size_t)l]);
   if (ramped) add_into(dx, buffer(kGradient, dx));
-  if (embedding) tail_scale(dx, dx.size(0), nullptr, dim_from_, factor(dim_stage_), dx);
-  if ((ramped || embedding) && dx_act.data != dx.data) cast_into(dx_act, dx);
+  mask_stream(l, dx, ctx);
+  if ((ramped || masked) && dx_act.data != dx.data) cast_into(dx_act, dx);
   // A masked weight's gradient: M times the gradient of W * M, once the micro-batches are summed.
   if (!ctx.last_micro_batch) return;
   for (Masked& w : masked_[(size_t)l]) {

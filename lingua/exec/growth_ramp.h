@@ -16,9 +16,11 @@
 //          and a self-guided w2.guide). Units that sit in k blocks (ffn_unit_blocks: new ones at
 //          each block's end) are masked per block: the columns [H_src/k, H/k) of the weight seen
 //          as [numel k / H, H / k], a 3-D factor [k, rows, H / k] as [k rows, H / k]
-//   dim    the residual stream's new coordinates: the embedding's output columns [D_src, D), and the
-//          rows [D_src, D) of every block's attention.wo and of the FFN's 2-D weights whose output
-//          axis is "dim" (w2, LowRank's w2.b, a guide: what writes the stream)
+//   dim    the residual stream's new coordinates: block 0's input columns [D_src, D) (the
+//          embedding's, and module tokens' rows), the module rows' before every block whose module
+//          parameters mix into them (module_agg other than stack), and the rows [D_src, D) of every
+//          block's attention.wo and of the FFN's 2-D weights whose output axis is "dim" (w2,
+//          LowRank's w2.b, a guide: what writes the stream)
 //   heads  the new attention heads: the columns [n_heads_src head_dim, ...) of every block's wo
 // A masked weight W is multiplied as W * M (M: m_k on its masked rows or columns, products where
 // two meet): the hook writes W * M into a compute view (ParamStore::set_compute_view, in the compute
@@ -108,6 +110,11 @@ class GrowthRamp : public LayerHooks {
   std::vector<std::vector<Masked>> masked_;
   int64_t dim_from_ = 0;
   int dim_stage_ = -1;
+  // The blocks l > 0 before which module tokens set their rows from parameters (module_agg other
+  // than stack): those rows' new coordinates are masked there, as the embedding's before block 0.
+  std::vector<bool> module_rows_;
+  // The new coordinates (from dim_from_) of x's rows [0, 1) before block 0, or of its prefix rows.
+  void mask_stream(int layer, const Tensor& x, const StepContext& ctx);
   std::vector<std::vector<float>> host_views_;
   std::vector<DeviceBuffer> device_views_;
   std::map<std::pair<int, int64_t>, std::vector<float>> host_;

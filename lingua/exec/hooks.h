@@ -2,7 +2,7 @@
 // Per-layer hooks: how other layers of the program act on a step from outside the model code
 // (parallelism: all-gather a block's weights before its forward, reduce-scatter its gradients
 // after its backward; growth ramps; module tokens written into the prefix rows; profiling). The
-// executor calls every hook added to it, in order, around each block:
+// executor calls every hook added to it around each block:
 //   forward   before_forward(l, x)   x: [rows, dim] f32, the block's input (writable: a hook may
 //                                     set rows, e.g. the prefix rows before block 0)
 //             after_forward(l, y)    y: the block's output
@@ -18,6 +18,15 @@
 //                                     micro-batch and on every evaluation forward. A hook that
 //                                     changes what the block computes with (G_random's width
 //                                     masks) changes the gathered values here.
+// In which order. Model hooks (those that change what the model computes: module tokens, growth
+// ramps, the default) nest around the block like wrappers: the before_* events run them in the
+// order added, the after_* events in reverse, so the first added (the module tokens, added by the
+// executor) is outermost: it writes its rows before a later hook reads the block's input, and
+// reads their gradient after that hook has finished the input's gradient. Parallel hooks
+// (parallel() true: data-parallel reduction, FSDP gathers, sliced tables) move data and gradients
+// without changing the function: they run after every model hook in each event, in the order
+// added, so they see the gradients finished. weights_gathered and after_model_backward run in the
+// before_* order.
 // The gradients of stage s (Executor::stage_grads) are final for the micro-batch when: the head's
 // (s = L + 1) at before_backward(L - 1), block l's (s = 1 + l) at after_backward(l), the
 // embedding's (s = 0, also the output's when tied) at after_model_backward.
@@ -37,6 +46,8 @@ class LayerHooks {
   virtual void after_backward(int layer, const Tensor& dx, const Tensor& dx_act, const StepContext& ctx) {}
   virtual void after_model_backward(const StepContext& ctx) {}
   virtual void weights_gathered(int layer, const StepContext& ctx) {}
+  // A parallel hook (see the order above)?
+  virtual bool parallel() const { return false; }
 };
 
 }  // namespace lingua

@@ -103,6 +103,36 @@ TEST(Hooks, RunAroundEveryBlockInOrder) {
   EXPECT_TRUE(rec.calls.empty());
 }
 
+// Model hooks nest (before_* events in the order added, after_* in reverse: the first added is
+// outermost); parallel hooks follow every model hook in each event, in the order added.
+TEST(Hooks, ModelHooksNestAndParallelHooksComeLast) {
+  std::vector<std::string> log;
+  struct Named : LayerHooks {
+    std::vector<std::string>* log;
+    std::string name;
+    bool par;
+    Named(std::vector<std::string>* l, std::string n, bool p) : log(l), name(std::move(n)), par(p) {}
+    void before_forward(int l, const Tensor&, const StepContext&) override { note("F", l); }
+    void after_forward(int l, const Tensor&, const StepContext&) override { note("f", l); }
+    void before_backward(int l, const Tensor&, const Tensor&, const StepContext&) override { note("B", l); }
+    void after_backward(int l, const Tensor&, const Tensor&, const StepContext&) override { note("b", l); }
+    void after_model_backward(const StepContext&) override { log->push_back("e" + name); }
+    bool parallel() const override { return par; }
+    void note(const char* e, int l) {
+      if (l == 1) log->push_back(e + name);
+    }
+  };
+  ModelConfig cfg = tiny();
+  ModelRun m(cfg, resolve_dims(cfg, 13));
+  Named p(&log, "P", true), a(&log, "A", false), q(&log, "Q", true), b(&log, "B", false);
+  for (Named* h : {&p, &a, &q, &b}) m.exec.add_hooks(h);
+  auto tok = ids(2 * 5, 1), tgt = ids(2 * 5, 2);
+  m.exec.forward_backward(tok.data(), tgt.data(), 2, 5, 1.0f);
+  EXPECT_EQ(log, (std::vector<std::string>{"FA", "FB", "FP", "FQ", "fB", "fA", "fP", "fQ", "BA", "BB", "BP", "BQ",
+                                           "bB", "bA", "bP", "bQ", "eA", "eB", "eP", "eQ"}));
+  for (Named* h : {&p, &a, &q, &b}) m.exec.remove_hooks(h);
+}
+
 // A hook acts on the step: scaling the residual stream before a block changes the loss; zeroing the
 // gradient after a block's backward leaves every parameter below it without gradient (as a growth
 // ramp or a stop-gradient would), and the ones above untouched.

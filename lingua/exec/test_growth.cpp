@@ -71,7 +71,9 @@ void check_stack(ModelConfig sc, const std::vector<int>& list) {
   int copied = 0;
   for (int id : b.ids()) {
     std::string name = b.info(id).name, from = name;
-    if (name.rfind("layers.", 0) == 0) {
+    // (module_agg=stack: the module stream's entry, layers.0.modules.*, is copied as it is.)
+    const bool entry = sc.module_agg == "stack" && name.find(".modules.") != std::string::npos;
+    if (name.rfind("layers.", 0) == 0 && !entry) {
       const size_t dot = name.find('.', 7);
       const int layer = std::stoi(name.substr(7, dot - 7));
       from = "layers." + std::to_string(list[layer]) + name.substr(dot);
@@ -98,6 +100,9 @@ TEST(Growth, StackCopiesEveryTensorPerTheList) {
   modules.module_seq_len = 2;
   modules.module_agg = "sum";
   check_stack(modules, {0, 1, 0, 1});
+  // module_agg=stack: only layer 0 holds module parameters, the model's (any layer may come first).
+  modules.module_agg = "stack";
+  check_stack(modules, {1, 0, 1, 0});
 }
 
 TEST(Growth, DefaultListRepeatsTheSourceLayers) {
@@ -136,6 +141,14 @@ void check_zero(ModelConfig sc, ModelConfig tc, const std::vector<int>& list,
 TEST(Growth, ZeroDepthKeepsTheFunctionDense) {
   check_zero(tiny(2), tiny(5), {0, -1, 1, -1, -1});
   check_zero(tiny(3), tiny(6), {-1, 0, 1, 2, -1, -1});
+  // Module tokens with module_agg=stack: a new block 0 keeps the module rows' entry (the model's).
+  ModelConfig s = tiny(2), t = tiny(3);
+  for (ModelConfig* c : {&s, &t}) {
+    c->modules = {"m"};  // (all run)
+    c->module_seq_len = 2;
+    c->module_agg = "stack";
+  }
+  check_zero(s, t, {-1, 0, 1});
 }
 
 TEST(Growth, ZeroDepthKeepsTheFunctionStem) {

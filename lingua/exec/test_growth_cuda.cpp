@@ -2,7 +2,7 @@
 // operator (G_zero in depth, G_split and G_zero in the FFN's width, the heads and the model
 // dimension; dense and STEM) computes on the GPU what its source computes there; G_random's ramp
 // (growth_ramp.h, in depth and in width) on the GPU gives the CPU's loss and gradients, the same
-// bitwise when repeated.
+// bitwise when repeated; the same with module tokens.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -115,4 +115,21 @@ TEST(GrowthCuda, WidthMaskedStepMatchesCpu) {
   const auto [sc, tc] = wider_dim(3);
   // At step 14 the model dimension is ramping (0.4), at 23 the heads (0.3).
   expect_width_ramp_on_gpu_as_cpu(sc, tc, {0, -1, 1}, 10, {14, 23}, kVocab, [](Transformer& t) { t.init_weights(1234); });
+}
+
+// With module tokens: module_agg=stack with a new block 0 under their entry, and module_agg=avg in
+// width alone (the module rows' new coordinates masked before every block).
+TEST(GrowthCuda, WidthMaskedStepWithModuleTokensMatchesCpu) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (const std::string agg : {"stack", "avg"}) {
+    SCOPED_TRACE(agg);
+    auto [sc, tc] = wider_dim(agg == "stack" ? 3 : 2);
+    for (ModelConfig* c : {&sc, &tc}) {
+      c->modules = {"a", "b"};
+      c->module_seq_len = 3;
+      c->module_agg = agg;
+    }
+    expect_width_ramp_on_gpu_as_cpu(sc, tc, agg == "stack" ? std::vector<int>{-1, 0, 1} : std::vector<int>{0, 1}, 10,
+                                    {14}, kVocab, [](Transformer& t) { t.init_weights(1234); });
+  }
 }

@@ -73,6 +73,42 @@ TEST(GrowthLearn, StartsAsStackAndItsGradientMatchesFiniteDifferences) {
   learn.set_alpha(a0);
 }
 
+// With module tokens: module_agg=sum's per-block module parameters are mixed like the blocks'
+// (dL/dalpha checks out); module_agg=stack's entry (layers.0.modules.*) is the model's, copied
+// whatever the list puts first. Both start as G_stack.
+TEST(GrowthLearn, ModuleTokensStartAsStack) {
+  for (const std::string agg : {"sum", "stack"}) {
+    ModelConfig s = tiny(2), t = tiny(4);
+    for (ModelConfig* c : {&s, &t}) {
+      c->modules = {"m"};
+      c->module_seq_len = 2;
+      c->module_agg = agg;
+    }
+    const std::vector<int> list = {1, 0, 1, 0};
+    ModelRun src(s, resolve_dims(s, kVocab), Device::cpu, [](Transformer& m) { m.init_weights(99); });
+    ModelRun dst(t, resolve_dims(t, kVocab)), stacked(t, resolve_dims(t, kVocab));
+    LearnedGrowth learn(src.model, dst.model, list);
+    grow_model(src.model, stacked.model, GrowthOperator::stack, list);
+    for (int id : dst.params().ids())
+      EXPECT_EQ(dst.params().host_param(id), stacked.params().host_param(id)) << dst.params().info(id).name << " " << agg;
+    const int B = 2, T = 5;
+    const std::vector<int32_t> tok = random_ids(B * T, kVocab, 1), tgt = random_ids(B * T, kVocab, 2);
+    const std::vector<double> g = learn.gradient(dst.exec, tok.data(), tgt.data(), B, T);
+    const std::vector<double> a0 = learn.alpha();
+    for (size_t i = 0; i < a0.size(); i += 2) {
+      std::vector<double> a = a0;
+      a[i] = a0[i] + 1e-2;
+      learn.set_alpha(a);
+      const double lp = dst.exec.forward_loss(tok.data(), tgt.data(), B, T).nll / (B * T);
+      a[i] = a0[i] - 1e-2;
+      learn.set_alpha(a);
+      const double lm = dst.exec.forward_loss(tok.data(), tgt.data(), B, T).nll / (B * T);
+      EXPECT_NEAR(g[i], (lp - lm) / 2e-2, 2e-3 + 3e-2 * std::fabs((lp - lm) / 2e-2)) << "alpha " << i << " " << agg;
+    }
+    learn.set_alpha(a0);
+  }
+}
+
 TEST(GrowthLearn, AdamOnAlphaLowersTheLoss) {
   ModelRun src(tiny(2), resolve_dims(tiny(2), kVocab), Device::cpu, [](Transformer& t) { t.init_weights(99); });
   ModelRun dst(tiny(4), resolve_dims(tiny(4), kVocab));

@@ -20,6 +20,12 @@ bool split_layer_name(const std::string& name, int* layer, std::string* rest) {
   return true;
 }
 
+bool growth_block_param(const Transformer& model, const std::string& name, int* layer, std::string* rest) {
+  const ModuleTokens* mt = model.module_tokens();
+  if (mt && !mt->has_params(1) && is_module_param(name)) return false;
+  return split_layer_name(name, layer, rest);
+}
+
 namespace {
 
 // The parameters of each layer (suffix -> shape and axis roles) and of the rest (name -> ...).
@@ -41,7 +47,7 @@ Layout layout_of(const Transformer& m) {
     int layer;
     std::string rest;
     const Shape sh{s.info(id).shape, s.info(id).axes};
-    if (split_layer_name(s.info(id).name, &layer, &rest)) l.layers[layer][rest] = sh;
+    if (growth_block_param(m, s.info(id).name, &layer, &rest)) l.layers[layer][rest] = sh;
     else l.rest[s.info(id).name] = sh;
   }
   return l;
@@ -353,8 +359,6 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
   same("module_seq_len", s.module_seq_len, t.module_seq_len);
   same("module_agg", s.module_agg, t.module_agg);
   const bool new_layers = op == GrowthOperator::zero || op == GrowthOperator::random;
-  LINGUA_CHECK(op != GrowthOperator::random || s.modules.empty(), "G_random with module tokens: not supported (the "
-               "ramp of a new block and the module rows' mixing would have to be ordered); use G_stack or G_zero");
   LINGUA_CHECK(!new_layers || s.modules.empty() || s.module_agg == "stack", "G_", growth_operator_name(op),
                " with module tokens (model.module_agg=", s.module_agg, "): a new layer's module blocks mix into "
                "the module rows, so the grown model would not compute the source's function; use G_stack");
@@ -478,7 +482,7 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
     const ParamInfo& p = to.info(id);
     int layer;
     std::string rest, source_name = p.name;
-    if (split_layer_name(p.name, &layer, &rest)) {
+    if (growth_block_param(target, p.name, &layer, &rest)) {
       if (list[layer] < 0) {
         if (const std::vector<float>* v = fresh(id, rest)) set(id, *v);
         continue;

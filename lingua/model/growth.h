@@ -82,6 +82,11 @@ GrowthOperator parse_growth_operator(const std::string& name);  // fails naming 
 
 // A block parameter's name "layers.<i>.<rest>": i and rest; false for a parameter outside the blocks.
 bool split_layer_name(const std::string& name, int* layer, std::string* rest);
+// Whether `name` is a parameter of one of `model`'s blocks, as growth maps them (with its layer and
+// rest): split_layer_name, except module_agg=stack's module blocks (layers.0.modules.<name>), which
+// enter the module stream once below block 0 and so are the model's, like the embedding: every
+// operator copies them whatever target layer 0 is.
+bool growth_block_param(const Transformer& model, const std::string& name, int* layer, std::string* rest);
 
 // G_split's choice of copies, drawn from `seed`: target unit j < n_source copies source unit j, each
 // further one a random source unit. map [n_target]: the source unit of each target unit; copies
