@@ -226,11 +226,11 @@ int grow_main(const Args& args) {
                                  {"source_params", src.model->param_counts().total},
                                  {"target_params", target.param_counts().total}};
   if (op == GrowthOperator::random) {
-    const RecordedRamp ramp{new_layers(list), ramp_steps_or_warmup(c.ramp_steps, target_cfg.optim), src.config.model};
+    const RecordedRamp ramp{new_layers(list), ramp_steps_or_warmup(c.ramp_steps, target_cfg.optim), 0, src.config.model};
     record["ramp"] = ramp_record(ramp);
     // The ramp the training run will build, built here first: what it refuses is refused before
     // anything is written.
-    GrowthRamp probe(target, ramp.layers, 0, ramp.steps, src.model->dims());
+    make_growth_ramp(target, ramp, 0);
   }
   if (learned) {
     const auto loss = [&](double l) { return learned->steps > 0 ? nlohmann::json(l) : nlohmann::json(nullptr); };

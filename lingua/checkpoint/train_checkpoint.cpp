@@ -222,11 +222,25 @@ LoadedModel load_model(const std::string& path, const std::string& tokenizer_pat
     fail(params, ": ", e.what());
   }
   m.model = std::make_unique<Transformer>(m.config.model, dims);
-  m.model->begin_step(checkpoint_step(m.checkpoint_dir));  // the model as it was at that step
+  const int64_t step = checkpoint_step(m.checkpoint_dir);
+  m.model->begin_step(step);  // the model as it was at that step
   load_weights(*m.model, m.checkpoint_dir);
   m.model->to_device(resolve_device(device));
   m.exec = std::make_unique<Executor>(*m.model);
+  if (const std::optional<RecordedRamp> ramp = checkpoint_ramp(m.checkpoint_dir)) {
+    m.ramp = make_growth_ramp(*m.model, *ramp, step);
+    m.exec->add_hooks(m.ramp.get());
+    m.model->begin_step(step);  // (uploads the ramp's m's)
+  }
   return m;
+}
+
+std::optional<RecordedRamp> checkpoint_ramp(const std::string& dir) {
+  const std::string path = (fs::path(dir) / CheckpointFiles::train_state(0)).string();
+  if (!fs::exists(path)) return std::nullopt;
+  const TrainState st = parse_train_state(read_text_file(path), path);
+  if (st.growth_ramp.is_null()) return std::nullopt;
+  return parse_ramp_record(st.growth_ramp, path + " (growth_ramp)");
 }
 
 }  // namespace lingua

@@ -25,6 +25,7 @@
 #include "lingua/config/train_config.h"
 #include "lingua/data/tokenizer.h"
 #include "lingua/exec/executor.h"
+#include "lingua/exec/growth_ramp.h"
 #include "lingua/model/transformer.h"
 #include "lingua/optim/optimizer.h"
 
@@ -113,12 +114,18 @@ std::string resolve_checkpoint_dir(const std::string& path);
 // The step of a checkpoint directory: its canonical name, else its train state, else 0.
 int64_t checkpoint_step(const std::string& dir);
 
+// The G_random ramp a checkpoint step directory was written under (its train state's
+// "growth_ramp": lingua/exec/growth_ramp.h), if any.
+std::optional<RecordedRamp> checkpoint_ramp(const std::string& dir);
+
 // A trained model loaded for inference, with the config it was trained with and an executor to
-// run it.
+// run it. A checkpoint written mid-ramp (checkpoint_ramp) runs with its G_random ramp at its step,
+// as training ran it.
 struct LoadedModel {
   TrainConfig config;
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<Transformer> model;
+  std::unique_ptr<LayerHooks> ramp;  // on *exec (null: none)
   std::unique_ptr<Executor> exec;  // runs *model: declared after it, so destroyed first
   std::string checkpoint_dir;
   LoadedModel() = default;

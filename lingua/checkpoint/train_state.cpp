@@ -13,6 +13,7 @@ std::string train_state_json(const TrainState& state) {
              {"scheduler", {{"last_step", state.step}}},
              {"data_loader", state.data_loader}};
   if (state.flops >= 0) st["flops"] = state.flops;
+  if (!state.growth_ramp.is_null()) st["growth_ramp"] = state.growth_ramp;
   if (state.resplit_from > 0) st["data_resplit"] = {{"from_ranks", state.resplit_from}, {"at_step", state.resplit_step}};
   return st.dump(1) + "\n";
 }
@@ -38,6 +39,7 @@ TrainState parse_train_state(const std::string& text, const std::string& origin)
     t.resplit_from = json_int(r, "from_ranks", 1, INT32_MAX, what + ": data_resplit");
     t.resplit_step = json_int(r, "at_step", 0, kMaxStateCount, what + ": data_resplit");
   }
+  if (st.contains("growth_ramp")) t.growth_ramp = st["growth_ramp"];  // (checked where it is read)
   return t;
 }
 

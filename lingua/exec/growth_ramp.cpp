@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "lingua/config/config.h"
 #include "lingua/model/growth.h"
 #include "lingua/ops/add/add.h"
 #include "lingua/ops/cast/cast.h"
@@ -284,6 +285,44 @@ void GrowthRamp::after_backward(int l, const Tensor& dx, const Tensor& dx_act, c
       tail_scale(gm, w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage), gm);
     }
   }
+}
+
+nlohmann::json ramp_record(const RecordedRamp& ramp) {
+  return {{"layers", ramp.layers},
+          {"steps", ramp.steps},
+          {"start", ramp.start},
+          {"source_model", nlohmann::json::parse(config_to_json(ramp.source))}};
+}
+
+RecordedRamp parse_ramp_record(const nlohmann::json& j, const std::string& origin) {
+  RecordedRamp r;
+  r.path = origin;
+  try {
+    r.layers = j.at("layers").get<std::vector<int>>();
+    r.steps = j.at("steps").get<int64_t>();
+    r.start = j.value("start", (int64_t)0);
+    r.source = config_from_json_text<ModelConfig>(j.at("source_model").dump(), origin + " (ramp.source_model)");
+  } catch (const nlohmann::json::exception& e) {
+    fail(origin, ": its G_random ramp record (layers, steps, start, source_model) is malformed: ", e.what());
+  }
+  LINGUA_CHECK(r.steps >= 1, origin, ": ramp.steps is ", r.steps, ", expected >= 1");
+  LINGUA_CHECK(r.start >= 0, origin, ": ramp.start is ", r.start, ", expected >= 0");
+  return r;
+}
+
+std::unique_ptr<GrowthRamp> make_growth_ramp(Transformer& model, const RecordedRamp& ramp, int64_t step) {
+  for (int l : ramp.layers)
+    LINGUA_CHECK(l >= 0 && l < model.n_layers(), ramp.path, ": its G_random ramp names layer ", l,
+                 ", but the model has ", model.n_layers(), " (model.n_layers)");
+  ModelDims source;
+  try {
+    source = resolve_dims(ramp.source, model.dims().vocab);
+  } catch (const Error& e) {
+    fail(ramp.path, ": its G_random ramp's source model: ", e.what());
+  }
+  auto r = std::make_unique<GrowthRamp>(model, ramp.layers, ramp.start, ramp.steps, source);
+  r->set_step(step);
+  return r;
 }
 
 }  // namespace lingua

@@ -35,11 +35,14 @@
 //
 // The m's live in StepScalars slots: a step captured as a CUDA graph reads each step's values. It
 // acts in training, evaluation and decoding alike (the trainer's validation sees the ramp); a
-// checkpoint loaded by another command runs whole (every m = 1). A set_step that moves an m marks
+// checkpoint written mid-ramp records it (RecordedRamp, below), and load_model runs it ramped at its
+// step. A set_step that moves an m marks
 // the weights written (values_written), so a structured FFN's pre-merged weights are made again
 // from the masked views.
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -120,5 +123,24 @@ class GrowthRamp : public LayerHooks {
   std::map<std::pair<int, int64_t>, std::vector<float>> host_;
   std::map<std::pair<int, int64_t>, DeviceBuffer> device_;
 };
+
+// A G_random ramp as data: what `lingua grow op=random` records in a grown checkpoint's growth.json
+// ("ramp"), what a run started from it keeps as dump_dir/growth_ramp.json, and what a checkpoint
+// written mid-ramp keeps in its train state ("growth_ramp"), so that a run continued from it and
+// the commands that run it (lingua eval, generate) ramp as training did at its step.
+//   {"layers": [1, 3], "steps": 500, "start": 0, "source_model": {model.* of the source}}
+struct RecordedRamp {
+  std::vector<int> layers;  // the new (ramped) blocks of the target
+  int64_t steps = 1;        // optimizer steps per stage
+  int64_t start = 0;        // the run's step at which every m is 0 (0: a run from lingua grow's checkpoint)
+  ModelConfig source;       // the source model: which units, coordinates and heads are new
+  std::string path;         // where it was read (messages)
+};
+nlohmann::json ramp_record(const RecordedRamp& ramp);
+// Parses a record; a malformed one fails naming `origin` (a file, and where in it).
+RecordedRamp parse_ramp_record(const nlohmann::json& j, const std::string& origin);
+// The record's ramp on `model` (the grown model; its layers checked), set for step `step`. The
+// caller adds it to the model's executor.
+std::unique_ptr<GrowthRamp> make_growth_ramp(Transformer& model, const RecordedRamp& ramp, int64_t step);
 
 }  // namespace lingua

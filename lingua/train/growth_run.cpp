@@ -49,23 +49,26 @@ std::string join_stages(const std::vector<std::string>& stages) {
   return s;
 }
 
-// G_random's ramp as the phase's hook: the blocks `fresh` and the units the source (`source`'s
-// dims) lacks enter over ramp_steps per stage from optimizer step `start`.
-void attach_growth_ramp(TrainPhase& phase, std::vector<int> fresh, int64_t start, int64_t ramp_steps,
-                        const ModelConfig& source, bool quiet) {
+// G_random's ramp as the phase's hook: the record's blocks and the units its source lacks enter over
+// its steps per stage from its start step; each checkpoint written before every m is 1 keeps the
+// record in its train state.
+void attach_growth_ramp(TrainPhase& phase, const RecordedRamp& record, bool quiet) {
   auto ramp = std::make_shared<GrowthRamp*>(nullptr);
   phase.attach = [=](Executor& exec) -> std::unique_ptr<LayerHooks> {
     // (Widths the source shares with the model get no stage.)
-    auto r = std::make_unique<GrowthRamp>(exec.model(), fresh, start, ramp_steps,
-                                          resolve_dims(source, exec.model().dims().vocab));
+    std::unique_ptr<GrowthRamp> r = make_growth_ramp(exec.model(), record, record.start);
     if (!quiet && !r->width_stages().empty())
       std::fprintf(stderr, "lingua: growth: G_random's width masks ramp in %s, %lld steps each (every m = 1 "
-                   "from step %lld)\n", join_stages(r->width_stages()).c_str(), (long long)ramp_steps,
+                   "from step %lld)\n", join_stages(r->width_stages()).c_str(), (long long)record.steps,
                    (long long)r->end_step());
     *ramp = r.get();
     return r;
   };
   phase.at_step = [ramp](int64_t step) { (*ramp)->set_step(step); };
+  const nlohmann::json rec = ramp_record(record);
+  phase.checkpoint_ramp = [ramp, rec](int64_t step) {
+    return *ramp && step < (*ramp)->end_step() ? rec : nlohmann::json();
+  };
 }
 
 }  // namespace
@@ -86,12 +89,6 @@ std::string norm_eps_note(const ModelConfig& source, const ModelConfig& target) 
   return b;
 }
 
-nlohmann::json ramp_record(const RecordedRamp& ramp) {
-  return {{"layers", ramp.layers},
-          {"steps", ramp.steps},
-          {"source_model", nlohmann::json::parse(config_to_json(ramp.source))}};
-}
-
 std::optional<RecordedRamp> read_ramp_record(const std::string& path) {
   if (!fs::exists(path)) return std::nullopt;
   nlohmann::json j;
@@ -101,18 +98,7 @@ std::optional<RecordedRamp> read_ramp_record(const std::string& path) {
     fail(path, ": not valid JSON: ", e.what());
   }
   if (!j.contains("ramp")) return std::nullopt;
-  RecordedRamp r;
-  r.path = path;
-  try {
-    const nlohmann::json& rj = j.at("ramp");
-    r.layers = rj.at("layers").get<std::vector<int>>();
-    r.steps = rj.at("steps").get<int64_t>();
-    r.source = config_from_json_text<ModelConfig>(rj.at("source_model").dump(), path + " (ramp.source_model)");
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": its G_random ramp record (\"ramp\": layers, steps, source_model) is malformed: ", e.what());
-  }
-  LINGUA_CHECK(r.steps >= 1, path, ": ramp.steps is ", r.steps, ", expected >= 1");
-  return r;
+  return parse_ramp_record(j.at("ramp"), path);
 }
 
 namespace {
@@ -129,6 +115,9 @@ std::optional<RecordedRamp> run_ramp(const TrainConfig& cfg) {
     const std::string from = fs::is_directory(given) ? resolve_checkpoint_dir(given) : given;
     const fs::path dir = fs::is_directory(from) ? fs::path(from) : fs::path(from).parent_path();
     init = read_ramp_record((dir / CheckpointFiles::growth).string());
+    // Another run's checkpoint written mid-ramp, continued: its ramp goes on (its train state's).
+    if (cfg.checkpoint.continue_training_from_init && fs::is_directory(from))
+      if (std::optional<RecordedRamp> mid = checkpoint_ramp(from)) init = mid;
   }
   // The run's copy: what a run resumed in this dump_dir ramps (with or without the init checkpoint).
   const std::string copy_path = run_ramp_copy_path(cfg);
@@ -200,11 +189,11 @@ TrainResult train_ramped(const TrainConfig& cfg, const TrainHooks& hooks, const 
   if (!quiet) {
     std::string layers;
     for (int l : ramp.layers) layers += (layers.empty() ? "" : ", ") + std::to_string(l);
-    std::fprintf(stderr, "lingua: growth: the G_random ramp of %s: new layers [%s] ramp in from step 0, %lld steps "
-                 "per stage\n", ramp.path.c_str(), layers.c_str(), (long long)ramp.steps);
+    std::fprintf(stderr, "lingua: growth: the G_random ramp of %s: new layers [%s] ramp in from step %lld, %lld steps "
+                 "per stage\n", ramp.path.c_str(), layers.c_str(), (long long)ramp.start, (long long)ramp.steps);
   }
   TrainPhase phase;
-  attach_growth_ramp(phase, ramp.layers, 0, ramp.steps, ramp.source, quiet);
+  attach_growth_ramp(phase, ramp, quiet);
   // The run keeps its own copy (once its dump_dir is accepted: the phase's hooks attach after that):
   // a resume ramps as it started, with or without the init checkpoint.
   const std::string copy = run_ramp_copy_path(cfg);
@@ -225,9 +214,16 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
     if (std::optional<RecordedRamp> ramp = run_ramp(cfg)) return train_ramped(cfg, hooks, *ramp);
     return train_phase(cfg, hooks, {});
   }
-  LINGUA_CHECK(!run_ramp(cfg), "growth.step with checkpoint.init_ckpt_path a G_random checkpoint of lingua grow "
-               "(its ramp from step 0): not supported; grow inside the run (growth.op=random) or train the grown "
-               "checkpoint without growth.step");
+  // Another run's checkpoint after its growth step, continued here: the grown phase goes on from it.
+  std::string continued;
+  if (cfg.checkpoint.continue_training_from_init && !cfg.checkpoint.init_ckpt_path.empty() &&
+      fs::is_directory(cfg.checkpoint.init_ckpt_path)) {
+    const std::string from = resolve_checkpoint_dir(cfg.checkpoint.init_ckpt_path);
+    if (checkpoint_step(from) > cfg.growth.step) continued = from;
+  }
+  if (const std::optional<RecordedRamp> r = run_ramp(cfg); r && continued.empty())
+    fail("growth.step with checkpoint.init_ckpt_path a checkpoint under a G_random ramp (", r->path, "): not "
+         "supported; grow inside the run (growth.op=random) or train the grown checkpoint without growth.step");
   check_growth_config(cfg);
   World& world = process_world();
   Communicator& host = world.host();
@@ -239,6 +235,11 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   if (world.rank() == 0)
     if (auto c = latest_checkpoint(root)) newest = c->step;
   newest = (int64_t)host.all_reduce((double)newest, ReduceOp::max);
+  if (newest < 0 && !continued.empty()) {
+    if (!quiet) std::fprintf(stderr, "lingua: growth: %s is past growth.step: the grown model's training goes on\n",
+                             continued.c_str());
+    newest = checkpoint_step(continued);  // (the grown phase continues it: train_phase's init branch)
+  }
 
   const TrainConfig small = growth_source_config(cfg);
   const GrowthOperator op = parse_growth_operator(cfg.growth.op);
@@ -272,7 +273,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks) {
   grown.run_config = &cfg;
   // G_random: the new blocks and units ramped in (by step: resumes repeat it); the phase owns it.
   if (op == GrowthOperator::random)
-    attach_growth_ramp(grown, new_layers(list), at, ramp_steps_or_warmup(cfg.growth.ramp_steps, cfg.optim), small.model,
+    attach_growth_ramp(grown, {new_layers(list), ramp_steps_or_warmup(cfg.growth.ramp_steps, cfg.optim), at, small.model},
                        quiet);
   if (newest <= at) {  // the grown phase starts now, from the source's checkpoint at the growth step
     const std::string from = (fs::path(root) / checkpoint_dir_name(at)).string();

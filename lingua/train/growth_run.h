@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "lingua/config/train_config.h"
+#include "lingua/exec/growth_ramp.h"
 
 namespace lingua {
 
@@ -38,24 +39,20 @@ inline int64_t ramp_steps_or_warmup(int64_t given, const OptimConfig& optim) {
 std::string norm_eps_note(const ModelConfig& source, const ModelConfig& target);
 
 // G_random written by `lingua grow op=random`: the ramp its checkpoint needs, recorded as growth.json's
-// "ramp". A run started from that checkpoint (checkpoint.init_ckpt_path) ramps the new blocks and
-// units in from its step 0 (lingua/exec/growth_ramp.h), and keeps a copy of the record as
-// dump_dir/growth_ramp.json, so it resumes with the same ramp if the init checkpoint (or the
-// init_ckpt_path key) is gone. (A mid-ramp checkpoint continued elsewhere with
-// checkpoint.continue_training_from_init runs without the ramp.)
-struct RecordedRamp {
-  std::vector<int> layers;  // the new (ramped) blocks of the target
-  int64_t steps = 1;        // optimizer steps per stage
-  ModelConfig source;       // the source model: which units, coordinates and heads are new
-  std::string path;         // the file it was read from (messages)
-};
-nlohmann::json ramp_record(const RecordedRamp& ramp);
+// "ramp" (lingua/exec/growth_ramp.h's RecordedRamp). A run started from that checkpoint
+// (checkpoint.init_ckpt_path) ramps the new blocks and units in from its step 0, and keeps a copy
+// of the record as dump_dir/growth_ramp.json, so it resumes with the same ramp if the init
+// checkpoint (or the init_ckpt_path key) is gone. Every checkpoint written while a ramp runs (this
+// one's or growth.op=random's in a run) keeps the record, with its start step, in its train state:
+// a run continuing it elsewhere (checkpoint.continue_training_from_init) ramps on from there, and
+// lingua eval and generate run it ramped at its step.
 // The ramp recorded in a growth.json (or a run's growth_ramp.json) file; none when it records no
 // ramp. A malformed one fails naming the file.
 std::optional<RecordedRamp> read_ramp_record(const std::string& path);
 // The ramp a run without growth.step trains with: its dump_dir's copy (a run resumed), else its
-// init checkpoint's (a step directory's growth.json, or that of a weights file's directory); both
-// present and different: an error naming both files.
+// init checkpoint's (continuing one written mid-ramp: its train state's; else a step directory's
+// growth.json, or that of a weights file's directory); both present and different: an error
+// naming both files.
 std::optional<RecordedRamp> run_ramp(const TrainConfig& cfg);
 
 }  // namespace lingua

@@ -120,6 +120,7 @@ struct Run {
   DataLoader& loader;
   Communicator& host;  // the data-parallel ranks' control collectives
   const TrainHooks& hooks;
+  const TrainPhase& phase;
   int64_t resplit_from = 0, resplit_step = 0;  // kept in the train states (TrainState)
   double flops = -1;                           // model FLOPs trained so far (< 0: not yet known)
   // What the run carries on from a loaded train state.
@@ -132,7 +133,8 @@ struct Run {
 
 // One process writes the single-file form; several write their shards at once (dist_checkpoint.h).
 void save_checkpoint(const Run& r, int64_t step, const std::string& root) {
-  const TrainState mine{step, r.opt.steps_taken(), r.loader.state(), r.resplit_from, r.resplit_step, r.flops};
+  TrainState mine{step, r.opt.steps_taken(), r.loader.state(), r.resplit_from, r.resplit_step, r.flops};
+  if (r.phase.checkpoint_ramp) mine.growth_ramp = r.phase.checkpoint_ramp(step);
   if (r.host.size() > 1)
     return save_sharded_training_checkpoint(r.host, root, r.cfg, r.exec.model(), r.opt, mine,
                                             r.cfg.checkpoint.dump.keep, r.hooks.before_shard_write);
@@ -257,7 +259,7 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
     check_validation_data(cfg.data, *tok, "checkpoint.eval.every = " + std::to_string(cfg.checkpoint.eval.every) +
                                               " (set it to 0 to train without validation): ");
   if (cfg.checkpoint.eval.every > 0) check_tasks(cfg.eval.tasks, "eval.tasks");
-  Run run{cfg, exec, opt, loader, host, hooks};
+  Run run{cfg, exec, opt, loader, host, hooks, phase};
   const bool quiet = hooks.quiet || !lead;
 
   ParamCounts pc = model.param_counts();
@@ -360,6 +362,10 @@ TrainResult train_phase(const TrainConfig& cfg, const TrainHooks& hooks, const T
     const std::string from = fs::is_directory(given) ? resolve_checkpoint_dir(given) : given;
     load_weights(model, from);
     if (!quiet) std::fprintf(stderr, "lingua: initialised weights from %s\n", from.c_str());
+    if (!quiet && !phase.checkpoint_ramp && fs::is_directory(from) && checkpoint_ramp(from))
+      std::fprintf(stderr, "lingua: note: %s was written while a G_random ramp ran; this run starts from its weights "
+                   "whole (every m = 1). checkpoint.continue_training_from_init=true continues its run, ramp "
+                   "included\n", from.c_str());
     const bool grown = fs::exists(fs::path(from) / CheckpointFiles::growth);
     if (cfg.checkpoint.init_data_state.value_or(grown)) {
       const std::optional<TrainState> st =

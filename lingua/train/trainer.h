@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,8 @@ struct TrainPhase {
   // model is set up for it.
   std::function<std::unique_ptr<LayerHooks>(Executor& exec)> attach;
   std::function<void(int64_t step)> at_step;
+  // What a checkpoint written at `step` keeps in its train state's "growth_ramp" (null: nothing).
+  std::function<nlohmann::json(int64_t step)> checkpoint_ramp;
   // Called once when the phase starts with a model that grew, after the data loader is set to read
   // on (G_learn learns its map from the batches it takes there); returns the tokens it read (over
   // every rank), whose forward and backward count in the FLOPs trained.
