@@ -152,14 +152,21 @@ TEST(GrowthMoments, ZeroModelDimensionCarriesTheGrownGradients) {
   expect_moments_are_the_gradients(grow_on_a_batch(s, t, GrowthOperator::zero), "zero dim");
 }
 
-// BlockDense and BlockShuffle FFNs widened (48 -> 64 units in 4 blocks): G_zero's new units have
-// zero gradients and moments, G_split's copies those of G_split's units (output side / c).
+// BlockDense and BlockShuffle FFNs widened (48 -> 64 units in 4 blocks; and in model.dim): G_zero's
+// new units have zero gradients and moments, G_split's copies those of G_split's units (output side / c).
 TEST(GrowthMoments, BlockFfnUnitsCarryTheGrownGradients) {
   for (const std::string ffn : {"blockdense", "blockshuffle"})
     for (GrowthOperator op : {GrowthOperator::zero, GrowthOperator::split}) {
       ModelConfig s = tiny(ffn), t = tiny(ffn);
       t.ffn_dim_multiplier = 1.5;
       expect_moments_are_the_gradients(grow_on_a_batch(s, t, op), ffn + " " + growth_operator_name(op));
+      // And model.dim (BlockDense 16 -> 24, BlockShuffle 16 -> 32: k^2 divides it), its coordinates
+      // and BlockShuffle's middle units kept in their blocks.
+      ModelConfig d = tiny(ffn);
+      d.dim = ffn == "blockshuffle" ? 32 : 24;
+      d.multiple_of = 16;
+      d.norm_eps = s.norm_eps * 16.0f / (float)d.dim;
+      expect_moments_are_the_gradients(grow_on_a_batch(s, d, op), ffn + " dim " + growth_operator_name(op));
     }
 }
 
@@ -200,6 +207,45 @@ TEST(GrowthMoments, RunCarriesMomentsAcrossSplitOfModelDimensionAndResumesBitwis
     for (size_t i = 0; i < rest.losses.size(); ++i)
       EXPECT_EQ(rest.losses[i], carried.losses[rest.start_step + i]) << "stopped at " << k;
   }
+}
+
+// In one run, a BlockShuffle model (2 blocks) grown by G_split in model.dim (16 -> 32) with its
+// moments: the first grown loss is the source's next one, and the run resumes bitwise after it.
+TEST(GrowthMoments, RunGrowsBlockShuffleModelDimension) {
+  const fs::path data = make_corpus("growmom_shuffle_dim");
+  TrainHooks quiet;
+  quiet.quiet = true;
+  TrainConfig c = tiny_config(data, temp_dir("growmom_shuffle"));
+  c.steps = 5;
+  c.checkpoint.dump.every = 1;
+  c.checkpoint.eval.every = 0;
+  c.model.ffn = "blockshuffle";
+  c.model.structured.nblocks = 2;
+  c.model.n_kv_heads.reset();
+  c.model.head_dim = 8;
+  c.model.norm_eps = 1e-5f;
+  c.growth.step = 3;
+  c.growth.op = "split";
+  c.growth.carry_moments = true;
+  c.growth.source.yaml = "{dim: 16, n_heads: 2, norm_eps: 2.0e-5}";
+  const TrainResult whole = train(c, quiet);
+  ASSERT_EQ(whole.losses.size(), 5u);
+  TrainConfig src = c;
+  src.model = growth_source_model(c);
+  src.growth = GrowthConfig{};
+  src.dump_dir = temp_dir("growmom_shuffle_src").string();
+  src.steps = 3;
+  train(src, quiet);
+  src.steps = 4;
+  EXPECT_NEAR(train(src, quiet).losses.at(0), whole.losses[3], 1e-5) << "G_split keeps the function";
+  TrainConfig r = c;
+  r.dump_dir = temp_dir("growmom_shuffle_stop").string();
+  TrainHooks stop = quiet;
+  stop.after_step = [](int64_t step) { return step < 4; };
+  ASSERT_EQ(train(r, stop).final_step, 4);
+  const TrainResult rest = train(r, quiet);
+  ASSERT_EQ(rest.losses.size(), 1u);
+  EXPECT_EQ(rest.losses[0], whole.losses[4]);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 #include "lingua/model/growth.h"
+#include "lingua/model/growth_widen.h"
 
 #include <cmath>
 #include <functional>
@@ -59,14 +60,8 @@ std::string suffixes(const Params& m) {
   return s;
 }
 
-// The axes that widen: the FFN's hidden units (one row or column each; "2hidden": fc1's 2H outputs
-// of a structured FFN, the gate units then the up units) and the attention heads (head_dim rows or
-// columns each; q and kv heads alike: only without GQA). Units widen 2-D parameters and the 3-D
-// block factors [k, out/k, in/k] of BlockDense and BlockShuffle; heads, 2-D ones.
-bool widening_axis(const std::string& role) {
-  return role == "hidden" || role == "2hidden" || role == "q_heads" || role == "kv_heads";
-}
-bool is_heads_axis(const std::string& role) { return role == "q_heads" || role == "kv_heads"; }
+// Whether axis k widens (growth_widen.h: widening_axis): units on 2-D parameters and on the 3-D
+// block factors [k, out/k, in/k] of BlockDense and BlockShuffle; heads on 2-D ones.
 bool widens_on(const std::vector<int64_t>& dims, const std::vector<std::string>& axes, size_t k) {
   if (k >= axes.size() || !widening_axis(axes[k])) return false;
   return dims.size() == 2 || (dims.size() == 3 && k > 0 && !is_heads_axis(axes[k]));
@@ -97,6 +92,19 @@ UnitBlocks unit_blocks_of(const Params& ps) {
   }
   return u;
 }
+// Where the model dimension's coordinates sit in block factors, which G_zero and G_split keep: the
+// input axis of an FFN's first factor splits them into contiguous blocks (BlockDense, BlockShuffle),
+// the output axis of BlockShuffle's last interleaves them (coordinate a k + c is block c's row a).
+UnitBlocks dim_blocks_of(const Layout& l) {
+  UnitBlocks u;
+  for (const Params& layer : l.layers)
+    for (auto& [rest, sh] : layer) {
+      if (sh.dims.size() != 3) continue;
+      if (sh.axes[2] == "dim") u.blocks = std::max(u.blocks, sh.dims[0]);
+      if (sh.axes[1] == "dim") u.stride = std::max(u.stride, sh.dims[0]);
+    }
+  return u;
+}
 // A widening of the units (ns -> nt) that keeps each unit's blocks is possible: `blocks` divides
 // both, and `stride` both per-block counts.
 void check_unit_blocks(int64_t ns, int64_t nt, UnitBlocks b) {
@@ -109,8 +117,8 @@ void check_unit_blocks(int64_t ns, int64_t nt, UnitBlocks b) {
 }
 
 // The same parameters, and the same shapes but where `wider` allows the target's widening axes to
-// be larger.
-bool compatible(const Params& src, const Params& dst, bool wider, bool dim_grows) {
+// be larger (`dim_grows`: the "dim" axes; `mids`: BlockShuffle's middle axes).
+bool compatible(const Params& src, const Params& dst, bool wider, bool dim_grows, bool mids = false) {
   if (src.size() != dst.size()) return false;
   for (auto a = src.begin(), b = dst.begin(); a != src.end(); ++a, ++b) {
     if (a->first != b->first || a->second.axes != b->second.axes || a->second.dims.size() != b->second.dims.size())
@@ -118,112 +126,12 @@ bool compatible(const Params& src, const Params& dst, bool wider, bool dim_grows
     for (size_t k = 0; k < a->second.dims.size(); ++k) {
       const bool hidden = widens_on(a->second.dims, a->second.axes, k);
       const int64_t x = a->second.dims[k], y = b->second.dims[k];
-      const bool dim = dim_grows && a->second.axes[k] == "dim";
+      const bool dim = (dim_grows && a->second.axes[k] == "dim") || (mids && a->second.axes[k] == "mid");
       if (x != y && !((wider && hidden) || dim) ) return false;
       if (y < x) return false;
     }
   }
   return true;
-}
-
-// A 2-D parameter widened along its widening axis, in units of `unit` rows or columns: target unit
-// j takes source unit map[j] (-1: a zero unit), the value of a unit with c copies scaled by
-// `scale(c, input_side)` (input side: axis 1 of a weight [out, in]; a table's columns are its
-// output side).
-std::vector<float> widen(const std::vector<float>& v, const ParamInfo& src, const ParamInfo& dst, int64_t unit,
-                         const std::vector<int64_t>& map, const std::vector<int>& copies,
-                         const std::function<float(int, bool)>& scale) {
-  const int64_t R = dst.shape[0], C = dst.shape[1], SC = src.shape[1];
-  const int axis = widening_axis(dst.axes[0]) ? 0 : 1;
-  const bool input_side = axis == 1 && !dst.embedding;
-  std::vector<float> out((size_t)(R * C), 0.0f);
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t i = axis == 0 ? r : c, s = map[(size_t)(i / unit)];
-      if (s < 0) continue;
-      const int64_t si = s * unit + i % unit;
-      const float x = axis == 0 ? v[(size_t)(si * SC + c)] : v[(size_t)(r * SC + si)];
-      const int n = copies[(size_t)s];
-      out[(size_t)(r * C + c)] = n == 1 ? x : x * scale(n, input_side);
-    }
-  return out;
-}
-
-// widen() of any parameter with FFN units or heads: a "2hidden" axis holds the units twice (target
-// row H_t + j takes source row H_s + map[j]); a 3-D block factor widens as its dense form (block_factor_dense;
-// the map keeps every unit in its blocks, so nothing lands off them).
-std::vector<float> widen_units(const std::vector<float>& v, const ParamInfo& src, const ParamInfo& dst, int64_t unit,
-                               const std::vector<int64_t>& map, const std::vector<int>& copies,
-                               const std::function<float(int, bool)>& scale) {
-  size_t ax = 0;
-  while (ax < dst.shape.size() && !widens_on(dst.shape, dst.axes, ax)) ++ax;
-  LINGUA_CHECK(ax < dst.shape.size(), "growth: ", dst.name, " ", shape_str(dst.shape), " has no axis that widens");
-  std::vector<int64_t> m = map;
-  std::vector<int> c = copies;
-  if (dst.axes[ax] == "2hidden") {
-    const int64_t ns = (int64_t)copies.size();
-    for (int64_t s : map) m.push_back(s < 0 ? -1 : ns + s);
-    c.insert(c.end(), copies.begin(), copies.end());
-  }
-  if (dst.shape.size() == 2) return widen(v, src, dst, unit, m, c, scale);
-  LINGUA_CHECK(dst.shape.size() == 3 && unit == 1 && dst.shape[0] == src.shape[0], "growth: ", dst.name, " ",
-               shape_str(dst.shape), " cannot widen from ", shape_str(src.shape));
-  ParamInfo vs = src, vd = dst;
-  vs.shape = {src.shape[0] * src.shape[1], src.shape[0] * src.shape[2]};
-  vd.shape = {dst.shape[0] * dst.shape[1], dst.shape[0] * dst.shape[2]};
-  vs.axes = vd.axes = {dst.axes[1], dst.axes[2]};
-  vs.embedding = vd.embedding = false;
-  return block_factor_blocks(widen(block_factor_dense(v, src.shape, (int)ax), vs, vd, 1, m, c, scale), dst.shape,
-                             (int)ax);
-}
-
-// A parameter whose "dim" axes grew (G_zero in the model dimension): the source's values in the
-// leading block, zeros elsewhere; a norm's (1-D) scaled by `norm_scale`, new ones `norm_scale` when
-// `weight` (the RMS of a residual stream with zero new coordinates is sqrt(D_src / D) of the
-// source's), else 0 (moments).
-std::vector<float> pad_dim(const std::vector<float>& v, const std::vector<int64_t>& from,
-                           const std::vector<int64_t>& to, float norm_scale, bool weight) {
-  if (to.size() == 1) {
-    std::vector<float> out((size_t)to[0], weight ? norm_scale : 0.0f);
-    for (int64_t i = 0; i < from[0]; ++i) out[(size_t)i] = v[(size_t)i] * norm_scale;
-    return out;
-  }
-  std::vector<float> out((size_t)(to[0] * to[1]), 0.0f);
-  for (int64_t r = 0; r < from[0]; ++r)
-    for (int64_t c = 0; c < from[1]; ++c) out[(size_t)(r * to[1] + c)] = v[(size_t)(r * from[1] + c)];
-  return out;
-}
-
-// A parameter whose "dim" axes grew by G_split: target coordinate j holds source coordinate
-// map[j] scaled by factor(copies of it, norm) on every "dim" axis (weights: 1 / sqrt(c), writers and
-// readers of the residual stream alike: the copies' squares sum to the source's, so the stream's
-// RMS is sqrt(D_src / D) of the source's, and a reader's products over the copies sum to the
-// source's); a norm's weights (1-D, norm = true) copied and scaled by factor(c, true).
-std::vector<float> split_dim(const std::vector<float>& v, const std::vector<int64_t>& from, const ParamInfo& to,
-                             const std::vector<int64_t>& map, const std::vector<int>& copies,
-                             const std::function<float(int, bool)>& factor) {
-  const std::vector<int64_t>& shape = to.shape;
-  if (shape.size() == 1) {
-    std::vector<float> out((size_t)shape[0]);
-    for (int64_t j = 0; j < shape[0]; ++j) {
-      const int64_t s = map[(size_t)j];
-      out[(size_t)j] = v[(size_t)s] * factor(copies[(size_t)s], true);
-    }
-    return out;
-  }
-  const int64_t R = shape[0], C = shape[1], SC = from[1];
-  const bool rows = to.axes[0] == "dim", cols = to.axes[1] == "dim";
-  std::vector<float> out((size_t)(R * C));
-  for (int64_t r = 0; r < R; ++r) {
-    const int64_t sr = rows ? map[(size_t)r] : r;
-    const float fr = rows ? factor(copies[(size_t)sr], false) : 1.0f;
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t sc = cols ? map[(size_t)c] : c;
-      const float fc = cols ? factor(copies[(size_t)sc], false) : 1.0f;
-      out[(size_t)(r * C + c)] = v[(size_t)(sr * SC + sc)] * fr * fc;
-    }
-  }
-  return out;
 }
 
 // The output projections of a block: zero makes it an identity block.
@@ -335,20 +243,38 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
   const bool blocks = (t.ffn == "blockdense" || t.ffn == "blockshuffle") &&
                       (t.structured.layers ? !t.structured.layers->empty() : t.n_layers > 1);
   if (widens && blocks) {
-    LINGUA_CHECK(t.dim == s.dim, "config key 'model.dim': growing the model dimension (", s.dim, " -> ", t.dim,
-                 ") with model.ffn=", t.ffn, ": not supported (its block-diagonal factors split dim into "
-                 "model.structured.nblocks blocks); grow the FFN width, the heads or the depth");
     const int64_t Hs = ffn_hidden_dim(s.dim, s.multiple_of, s.ffn_dim_multiplier),
                   Ht = ffn_hidden_dim(t.dim, t.multiple_of, t.ffn_dim_multiplier), k = t.structured.nblocks;
-    if (Ht != Hs && t.ffn == "blockshuffle") {
+    const bool shuffle = t.ffn == "blockshuffle", keeps = op == GrowthOperator::zero || op == GrowthOperator::split;
+    if (t.dim != s.dim) {
+      LINGUA_CHECK(keeps, "config key 'model.dim': growing the model dimension (", s.dim, " -> ", t.dim,
+                   ") with model.ffn=", t.ffn, " and G_", growth_operator_name(op), ": not supported (its block "
+                   "factors split dim into model.structured.nblocks blocks, which G_random's masks and G_learn's map "
+                   "do not follow); use G_zero or G_split, or keep model.dim");
+      const int64_t per = shuffle ? k * k : k;
+      LINGUA_CHECK(k > 0 && s.dim % per == 0 && t.dim % per == 0, "config key 'model.structured.nblocks' is ", k,
+                   ": growing model.dim (", s.dim, " -> ", t.dim, ") with model.ffn=", t.ffn, " keeps each coordinate "
+                   "in its block of ", shuffle ? "fc1's first factor and of fc2's last (j / (dim / k), j % k)" :
+                   "fc1's first factor (j / (dim / k))", ", which needs ", per, " to divide both");
+    }
+    if (Ht != Hs && shuffle)
       LINGUA_CHECK(k > 0 && Hs % (k * k) == 0 && Ht % (k * k) == 0, "config key 'model.structured.nblocks' is ", k,
                    ": widening model.ffn=blockshuffle's FFN keeps each unit j in its two blocks (fc1's j % k, fc2's "
                    "j / (H / k)), which needs k * k = ", k * k, " to divide the source's and the target's FFN hidden "
                    "width (", Hs, " -> ", Ht, "; model.ffn_dim_multiplier, model.multiple_of)");
-      LINGUA_CHECK(Hs > s.dim, "the source's FFN hidden width ", Hs, " (model.ffn_dim_multiplier, "
-                   "model.multiple_of) is not above model.dim (", s.dim, "): model.ffn=blockshuffle's fc2 then has a "
-                   "middle width of H / nblocks, which would grow with it; widening it is not supported");
-    }
+    // BlockShuffle's middle units (a linear's smaller width: fc1's min(dim, 2 H), fc2's min(H, dim))
+    // keep their two blocks too; G_random and G_learn do not widen them.
+    for (auto [ms, mt] : {std::pair{std::min<int64_t>(s.dim, 2 * Hs), std::min<int64_t>(t.dim, 2 * Ht)},
+                          std::pair{std::min<int64_t>(Hs, s.dim), std::min<int64_t>(Ht, t.dim)}})
+      if (shuffle && ms != mt) {
+        LINGUA_CHECK(keeps, "model.ffn=blockshuffle's middle width (the smaller of a linear's input and output: ",
+                     ms, " -> ", mt, "; model.dim, model.ffn_dim_multiplier) grows: G_", growth_operator_name(op),
+                     " does not widen it; use G_zero or G_split, or keep the FFN wider than model.dim");
+        LINGUA_CHECK(k > 0 && ms % (k * k) == 0 && mt % (k * k) == 0, "config key 'model.structured.nblocks' is ",
+                     k, ": model.ffn=blockshuffle's middle width (the smaller of a linear's input and output: ", ms,
+                     " -> ", mt, ") keeps each unit in its two blocks, which needs k * k = ", k * k,
+                     " to divide both (model.dim, model.ffn_dim_multiplier, model.multiple_of)");
+      }
     if (Ht != Hs && t.ffn == "blockdense")
       LINGUA_CHECK(k > 0 && Hs % k == 0 && Ht % k == 0, "config key 'model.structured.nblocks' is ", k,
                    ": widening model.ffn=blockdense's FFN keeps each unit in its block of fc2 (j / (H / k)), which "
@@ -399,16 +325,18 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
     }
     LINGUA_CHECK(s < source.n_layers(), "stacking list entry ", i, " is ", s, " but the source has ", source.n_layers(),
                  " layers");
+    const bool keeps = op == GrowthOperator::zero || op == GrowthOperator::split;
     for (auto& [rest, shape] : dst.layers[i])
-      LINGUA_CHECK(!dim_grows || shape.dims.size() != 3, "growing model.dim (", source.dims().dim, " -> ",
+      LINGUA_CHECK(!dim_grows || shape.dims.size() != 3 || keeps, "growing model.dim (", source.dims().dim, " -> ",
                    target.dims().dim, ") with block-diagonal FFN factors (target layer ", i, ": ", rest,
-                   "; model.ffn=blockdense or blockshuffle): not supported (they split dim into blocks); grow the "
-                   "FFN width, the heads or the depth, or keep model.dim");
+                   "; model.ffn=blockdense or blockshuffle) and G_", growth_operator_name(op), ": not supported (they "
+                   "split dim into blocks, which G_random's masks and G_learn's map do not follow); use G_zero or "
+                   "G_split, or keep model.dim");
     if (widens && src.layers[s].size() == dst.layers[i].size()) {
       const int64_t Hs = ffn_units(src.layers[s]), Ht = ffn_units(dst.layers[i]);
       if (Hs > 0 && Ht != Hs) check_unit_blocks(Hs, Ht, unit_blocks_of(dst.layers[i]));
     }
-    LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], widens, dim_grows), "target layer ", i,
+    LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], widens, dim_grows, keeps), "target layer ", i,
                  " does not match source layer ", s,
                  " (its FFN variant, structure, width or modules differ; check which layers the FFN variant's "
                  "keys make special against the stacking list; only G_zero, G_split, G_random and G_learn widen, and "
@@ -445,13 +373,25 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
   const int64_t Ds = source.dims().dim, Dt = target.dims().dim;
   // (G_learn's map starts as G_split.)
   const bool split = op == GrowthOperator::split || op == GrowthOperator::learn;
+  // (G_zero, G_random: the source's coordinates, then new ones; each in its blocks, dim_blocks_of.)
   std::vector<int64_t> dim_map;
   std::vector<int> dim_copies;
-  if (split && Dt > Ds) {
-    SplitChoice c = split_choice(Ds, Dt, seed, -1);
+  if (Dt > Ds) {
+    const UnitBlocks b = dim_blocks_of(dst);
+    SplitChoice c = split ? split_choice(Ds, Dt, seed, -1, false, b) : zero_choice(Ds, Dt, b);
     dim_map = std::move(c.map);
     dim_copies = std::move(c.copies);
   }
+  // Norm weights scaled by a = sqrt(D_src / D). A coordinate with n copies (G_split; G_zero: 1, new
+  // entries 0) holds 1/sqrt(n) of the source's, and so does its gradient in the stream and in any
+  // weight's entry on it; a norm weight's is 1/(a n) (input x/sqrt(n) over an RMS a times the
+  // source's, output gradient 1/sqrt(n)). m scales as g, v as g^2.
+  const double norm_a = std::sqrt((double)Ds / Dt);
+  auto dim_factor = [what, a = norm_a](int n, bool norm) {
+    const double g = norm ? 1.0 / (a * n) : 1.0 / std::sqrt((double)n);  // the gradient's
+    const double w = norm ? a : 1.0 / std::sqrt((double)n);              // the weight's
+    return (float)(what == Value::weight ? w : what == Value::first_moment ? g : g * g);
+  };
   auto units_of = [&](int layer, bool heads) -> const Units& {
     Units& u = units[{layer, heads}];
     if (!u.map.empty()) return u;
@@ -478,6 +418,54 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
     if (input_side) return 1.0f;
     return what == Value::first_moment ? 1.0f / (float)c : 1.0f / ((float)c * (float)c);
   };
+  // BlockShuffle's middle units of a linear (its factors' "mid" axes, fc1's and fc2's apart): in
+  // their two blocks as its FFN units are, G_split's drawn per layer and linear from the seed.
+  std::map<std::pair<int, std::string>, Units> mids;
+  auto mid_units_of = [&](int layer, const std::string& rest, int64_t k, int64_t ms, int64_t mt) -> const Units& {
+    const std::string linear = rest.substr(0, rest.find(".blocks"));
+    Units& u = mids[{layer, linear}];
+    if (!u.map.empty()) return u;
+    const int stream = (1 << 20) + 2 * layer + (linear.find("w2") != std::string::npos);
+    SplitChoice c = split ? split_choice(ms, mt, seed, stream, false, {k, k}) : zero_choice(ms, mt, {k, k});
+    u.map = std::move(c.map);
+    u.copies = std::move(c.copies);
+    return u;
+  };
+  // A 3-D block factor: each axis along its units' map (the FFN's units, the middle units, the
+  // model dimension's coordinates) or kept; BlockShuffle's second factor (a "mid" input axis) has
+  // both axes interleaved (P_mid, P_out).
+  auto place_factor = [&](const std::vector<float>& x, const ParamInfo& p, const ParamInfo& sp, int layer,
+                          const std::string& rest) {
+    FactorAxis axes[2];
+    std::vector<int64_t> maps[2];
+    std::vector<int> copies[2];
+    for (int k = 1; k <= 2; ++k) {
+      FactorAxis& f = axes[k - 1];
+      f.interleaved = p.axes[2] == "mid";
+      if (p.shape[k] == sp.shape[k]) continue;
+      const std::string& role = p.axes[k];
+      if (role == "dim") {
+        f.map = &dim_map, f.copies = &dim_copies;
+        f.scale = [&dim_factor](int c) { return dim_factor(c, false); };
+        continue;
+      }
+      LINGUA_CHECK(role == "mid" || role == "hidden" || role == "2hidden", "growth: ", p.name, " ",
+                   shape_str(p.shape), " grows on its axis '", role, "' from ", shape_str(sp.shape));
+      const Units& u = role == "mid" ? mid_units_of(layer, rest, p.shape[0], sp.shape[0] * sp.shape[k],
+                                                    p.shape[0] * p.shape[k])
+                                     : units_of(layer, false);
+      maps[k - 1] = u.map, copies[k - 1] = u.copies;
+      if (role == "2hidden") {  // (the units twice: gate, then up)
+        const int64_t ns = (int64_t)u.copies.size();
+        for (int64_t s : u.map) maps[k - 1].push_back(s < 0 ? -1 : ns + s);
+        copies[k - 1].insert(copies[k - 1].end(), u.copies.begin(), u.copies.end());
+      }
+      f.map = &maps[k - 1], f.copies = &copies[k - 1];
+      const bool input_side = k == 2;
+      f.scale = [&scale, input_side](int c) { return scale(c, input_side); };
+    }
+    return widen_block_factor(x, sp.shape, p.shape, axes[0], axes[1]);
+  };
   for (int id : to.ids()) {
     const ParamInfo& p = to.info(id);
     int layer;
@@ -498,6 +486,7 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
       for (size_t k = 0; k < mid.size(); ++k)
         if (p.axes[k] == "dim") mid[k] = sp.shape[k];
       auto place = [&](std::vector<float> x, bool weight) {
+        if (p.shape.size() == 3) return place_factor(x, p, sp, layer, rest);
         if (mid != sp.shape) {
           ParamInfo m = p;
           m.shape = mid;
@@ -506,20 +495,8 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
           const Units& u = units_of(layer, heads);
           x = widen_units(x, sp, m, u.size, u.map, u.copies, scale);
         }
-        if (mid != p.shape) {
-          // Norm weights scaled by a = sqrt(D_src / D). A coordinate with n copies (G_split; G_zero:
-          // 1, new entries 0) holds 1/sqrt(n) of the source's, and so does its gradient in the
-          // stream and in any weight's entry on it; a norm weight's is 1/(a n) (input x/sqrt(n)
-          // over an RMS a times the source's, output gradient 1/sqrt(n)). m scales as g, v as g^2.
-          const double a = std::sqrt((double)source.dims().dim / target.dims().dim);
-          auto factor = [what, a](int n, bool norm) {
-            const double g = norm ? 1.0 / (a * n) : 1.0 / std::sqrt((double)n);  // the gradient's
-            const double w = norm ? a : 1.0 / std::sqrt((double)n);              // the weight's
-            return (float)(what == Value::weight ? w : what == Value::first_moment ? g : g * g);
-          };
-          x = dim_map.empty() ? pad_dim(x, mid, p.shape, factor(1, true), weight)
-                              : split_dim(x, mid, p, dim_map, dim_copies, factor);
-        }
+        if (mid != p.shape)
+          x = place_dim(x, mid, p, dim_map, dim_copies, dim_factor, weight ? dim_factor(1, true) : 0.0f);
         return x;
       };
       v = place(std::move(v), what == Value::weight);
