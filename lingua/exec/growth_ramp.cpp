@@ -44,24 +44,35 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
     const int ffn = stage(t.hidden > s.hidden, "ffn"), dim = stage(t.dim > s.dim, "dim"),
               heads = stage(t.n_heads > s.n_heads, "heads");
     dim_stage_ = dim;
-    dim_from_ = s.dim;
+    // The residual stream's coordinates sit in kd blocks (block-structured FFNs: growth.h's
+    // model_dim_blocks), the new ones at each block's end: [Ds / kd, D / kd) of every block.
+    const int64_t kd = model_dim_blocks(model).blocks;
+    dim_from_ = s.dim / kd;
+    dim_period_ = t.dim / kd;
     module_rows_.assign((size_t)model.n_layers(), false);
     if (const ModuleTokens* mt = model.module_tokens(); mt && dim >= 0)
       for (int l = 1; l < model.n_layers(); ++l) module_rows_[(size_t)l] = mt->has_params(l);
-    // A masked weight seen as a matrix [numel / C, C] (a 3-D block factor [k, rows, H / k] as
-    // [k rows, H / k]; a dense [dim, H] whose units sit in k blocks as [dim k, H / k]): columns from
-    // col_from by the column stage, rows from row_from by the row stage.
-    auto mask = [&](int layer, int id, int64_t C, int64_t col_from, int col_stage, int64_t row_from, int row_stage) {
+    // A masked weight seen as a matrix [numel / C, C] (a 3-D block factor [k, rows, n] as [k rows, n];
+    // a dense [dim, H] whose units sit in k blocks as [dim k, H / k]): the columns c with
+    // c % col_period >= col_from by the column stage, the rows likewise by the row stage (period 0:
+    // the whole axis).
+    struct Tail {
+      int stage = -1;
+      int64_t from = 0, period = 0;
+    };
+    auto mask = [&](int layer, int id, int64_t C, Tail cols, Tail rows) {
       const ParamInfo& p = ps.info(id);
       Masked w;
       w.id = id;
       w.name = p.name;
       w.cols = C;
       w.rows = p.full_numel() / C;
-      w.row_from = row_stage >= 0 ? row_from : w.rows;
-      w.row_stage = row_stage;
-      w.col_from = col_stage >= 0 ? col_from : C;
-      w.col_stage = col_stage;
+      w.row_stage = rows.stage;
+      w.row_from = rows.stage >= 0 ? rows.from : w.rows;
+      w.row_period = rows.stage >= 0 ? rows.period : 0;
+      w.col_stage = cols.stage;
+      w.col_from = cols.stage >= 0 ? cols.from : C;
+      w.col_period = cols.stage >= 0 ? cols.period : 0;
       // Split over ranks (FSDP): masked in place where it is gathered (weights_gathered).
       w.split = p.placement.kind == Placement::flat_shard;
       LINGUA_CHECK(w.split || p.placement.kind == Placement::whole, "G_random's width masks: '", p.name,
@@ -89,13 +100,17 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
     const std::vector<int> ids = ps.ids();
     for (int l = 0; l < model.n_layers(); ++l) {
       const std::string prefix = "layers." + std::to_string(l) + ".";
-      // The FFN's weights, by their axes' roles (no variant named): those that read its hidden
-      // units (the input side, a last axis "hidden", of a weight, not a looked-up table: w2, LowRank's
-      // w2.a, the block variants' first fc2 factor, a self-guided w2 guide) get the "ffn" stage on the
-      // new units' columns: the tail of the axis, or of each of the k blocks the units sit in
-      // (ffn_unit_blocks: new units at each block's end); those that write the residual stream (a
-      // 2-D weight whose output axis, the first, is "dim": w2, LowRank's w2.b, the guide) the "dim"
-      // stage on the new coordinates' rows.
+      // The FFN's weights, by their axes' roles (no variant named):
+      //  - those that read its hidden units (the input side, a last axis "hidden", of a weight, not
+      //    a looked-up table: w2, LowRank's w2.a, the block variants' first fc2 factor, a
+      //    self-guided w2 guide): the "ffn" stage on the new units' columns, the tail of the axis
+      //    or of each of the k blocks the units sit in (ffn_unit_blocks: new units at each block's
+      //    end);
+      //  - those that write the residual stream (output axis "dim": a 2-D w2, LowRank's w2.b, a
+      //    guide; BlockShuffle's last fc2 factor, whose rows P_out interleaves): the "dim" stage on
+      //    the new coordinates' rows;
+      //  - BlockShuffle's second factors, which read the middle units (a last axis "mid", through
+      //    P_mid) where those grew: on the new ones, the stage they grew with ("dim", else "ffn").
       const int64_t k = ffn >= 0 ? ffn_unit_blocks(model, l).blocks : 1;
       int readers = 0, writers = 0;
       for (int id : ids) {
@@ -103,13 +118,15 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
         if (p.name.rfind(prefix + "feed_forward.", 0) != 0 || p.embedding || p.shape.size() < 2) continue;
         const size_t n = p.shape.size();
         const bool reads = ffn >= 0 && p.axes.back() == "hidden";
-        const bool writes = dim >= 0 && n == 2 && p.axes.front() == "dim";
+        const bool writes = dim >= 0 && p.axes[n - 2] == "dim";
+        const bool mids = n == 3 && p.axes.back() == "mid";
         for (size_t a = 1; dim >= 0 && n == 3 && a < n; ++a)
-          LINGUA_CHECK(p.axes[a] != "dim" || a == n - 1, "G_random's width masks: '", p.name, "' ",
-                       shape_str(p.shape), " writes the model dimension in blocks, which cannot be masked; use "
+          LINGUA_CHECK(p.axes[a] != "dim" || a == n - 1 || p.axes[2] == "mid", "G_random's width masks: '", p.name,
+                       "' ", shape_str(p.shape), " writes the model dimension in blocks, which cannot be masked; use "
                        "G_zero or G_split, or keep model.dim");
-        if (!reads && !writes) continue;
-        int64_t C = p.shape.back(), col_from = C;
+        if (!reads && !writes && !mids) continue;
+        Tail cols, rows;
+        int64_t C = p.shape.back();
         if (reads) {
           const int64_t blocks = n == 3 ? p.shape[0] : 1, units = blocks * p.shape.back();
           LINGUA_CHECK(units == t.hidden && t.hidden % k == 0 && s.hidden % k == 0 && (n == 2 || blocks == k),
@@ -117,20 +134,48 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
                        " FFN units in ", blocks, " blocks, not the model's ", t.hidden, " in ", k,
                        " blocks of a source's ", s.hidden);
           C = t.hidden / k;
-          col_from = s.hidden / k;
+          cols = {ffn, s.hidden / k, 0};
           ++readers;
         }
-        writers += writes;
-        mask(l, id, C, col_from, reads ? ffn : -1, writes ? s.dim * (p.shape.back() / C) : 0, writes ? dim : -1);
+        if (mids) {
+          // [k, out / k, q]: middle unit a k + c of the k q is block c's column a; a linear's middle
+          // width is the smaller of its input and output (fc1: dim, 2 hidden; fc2: hidden, dim), its
+          // new units at the end of each of the k first-factor blocks: columns a % (q / k) >= Ms / k^2.
+          const int64_t kb = p.shape[0], q = p.shape[2], mt = kb * q;
+          const int64_t ms = p.axes[1] == "dim" ? std::min<int64_t>(s.hidden, s.dim) : std::min<int64_t>(s.dim, 2 * s.hidden);
+          if (ms < mt) {
+            const int stage = dim >= 0 && mt == t.dim ? dim : ffn;  // (grown with the model dimension, else the FFN)
+            LINGUA_CHECK(stage >= 0 && ms % (kb * kb) == 0 && mt % (kb * kb) == 0, "G_random's width masks: '",
+                         p.name, "' ", shape_str(p.shape), " reads ", mt, " middle units in ", kb,
+                         " interleaved blocks, of a source's ", ms);
+            cols = {stage, ms / kb / kb, q / kb};
+          }
+        }
+        if (writes) {
+          if (n == 2) {  // rows [dim]: per dim block (a matrix [dim r, C]: r rows per coordinate)
+            const int64_t r = p.shape.back() / C;
+            rows = {dim, dim_from_ * r, dim_period_ * r};
+          } else {  // [k, dim / k, q], row a of block c coordinate a k + c: new from (Ds / k) / k of each (D / k) / k
+            const int64_t kb = p.shape[0];
+            LINGUA_CHECK(kd == kb && dim_period_ % kb == 0 && dim_from_ % kb == 0, "G_random's width masks: '",
+                         p.name, "' ", shape_str(p.shape), " writes the model dimension interleaved over ", kb,
+                         " blocks, and its coordinates sit in ", kd, " blocks of ", dim_period_);
+            rows = {dim, dim_from_ / kb, dim_period_ / kb};
+          }
+          ++writers;
+        }
+        if (cols.stage < 0 && rows.stage < 0) continue;
+        mask(l, id, C, cols, rows);
       }
       LINGUA_CHECK((ffn < 0 || readers > 0) && (dim < 0 || writers > 0), "G_random's width masks: layer ", l,
-                   "'s FFN has no ", ffn >= 0 && readers == 0 ? "weight that reads its hidden units" : "2-D weight that writes the "
+                   "'s FFN has no ", ffn >= 0 && readers == 0 ? "weight that reads its hidden units" : "weight that writes the "
                    "model dimension", " to mask; use G_zero or G_split");
       if (heads >= 0 || dim >= 0) {
         const int id = ps.find(prefix + "attention.wo.weight");
         LINGUA_CHECK(id >= 0 && ps.info(id).shape.size() == 2, "G_random's width masks need a dense "
                      "'attention.wo.weight' in every block (layer ", l, " has none); use G_zero or G_split");
-        mask(l, id, ps.info(id).shape[1], (int64_t)s.n_heads * s.head_dim, heads, s.dim, dim);
+        mask(l, id, ps.info(id).shape[1], {heads, (int64_t)s.n_heads * s.head_dim, 0},
+             {dim, dim_from_, dim_period_});
       }
     }
   }
@@ -198,11 +243,11 @@ void GrowthRamp::mask_weights(const Masked& w) {
   const ParamStore& ps = model_.params();
   if (w.split) {  // the gathered full view, in place (gathered afresh before each use)
     const Tensor m = as_matrix(w, ps.compute_param(w.id));
-    tail_scale(m, w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage), m);
+    tail_scale(m, w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage), m, w.row_period, w.col_period);
     return;
   }
   tail_scale(as_matrix(w, ps.param(w.id)), w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage),
-             w.matrix);
+             w.matrix, w.row_period, w.col_period);
 }
 
 Tensor GrowthRamp::buffer(int use, const Tensor& like) {
@@ -237,7 +282,7 @@ void GrowthRamp::mask_stream(int l, const Tensor& x, const StepContext& ctx) {
   if (dim_stage_ < 0) return;
   const float* m = factor(dim_stage_);
   if (l == 0) {
-    tail_scale(x, x.size(0), nullptr, dim_from_, m, x);
+    tail_scale(x, x.size(0), nullptr, dim_from_, m, x, 0, dim_period_);
     return;
   }
   const SeqLayout& seq = ctx.seq;
@@ -245,7 +290,7 @@ void GrowthRamp::mask_stream(int l, const Tensor& x, const StepContext& ctx) {
   const int64_t D = x.size(1), bytes = (int64_t)dtype_size(x.dtype);
   for (int b = 0; b < seq.B; ++b) {
     const Tensor rows((char*)x.data + (int64_t)b * seq.S() * D * bytes, {seq.prefix, D}, x.dtype, x.device);
-    tail_scale(rows, seq.prefix, nullptr, dim_from_, m, rows);
+    tail_scale(rows, seq.prefix, nullptr, dim_from_, m, rows, 0, dim_period_);
   }
 }
 
@@ -282,7 +327,8 @@ void GrowthRamp::after_backward(int l, const Tensor& dx, const Tensor& dx_act, c
     const Tensor g = model_.params().grad(w.id);
     if (g.data) {
       const Tensor gm = as_matrix(w, g);
-      tail_scale(gm, w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage), gm);
+      tail_scale(gm, w.row_from, factor(w.row_stage), w.col_from, factor(w.col_stage), gm, w.row_period,
+                 w.col_period);
     }
   }
 }

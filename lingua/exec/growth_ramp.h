@@ -19,8 +19,12 @@
 //   dim    the residual stream's new coordinates: block 0's input columns [D_src, D) (the
 //          embedding's, and module tokens' rows), the module rows' before every block whose module
 //          parameters mix into them (module_agg other than stack), and the rows [D_src, D) of every
-//          block's attention.wo and of the FFN's 2-D weights whose output axis is "dim" (w2,
-//          LowRank's w2.b, a guide: what writes the stream)
+//          block's attention.wo and of the FFN's weights whose output axis is "dim" (w2, LowRank's
+//          w2.b, BlockDense's w2, a guide, BlockShuffle's w2.blocks2 through P_out: what writes the
+//          stream). With block FFNs the coordinates sit in k blocks (model_dim_blocks), the new ones
+//          at each block's end: [D_src / k, D / k) of every block. BlockShuffle's middle units,
+//          grown with dim (or, where the FFN is narrower than dim, with the FFN: that stage), are
+//          masked on the second factors' columns that read them
 //   heads  the new attention heads: the columns [n_heads_src head_dim, ...) of every block's wo
 // A masked weight W is multiplied as W * M (M: m_k on its masked rows or columns, products where
 // two meet): the hook writes W * M into a compute view (ParamStore::set_compute_view, in the compute
@@ -91,6 +95,7 @@ class GrowthRamp : public LayerHooks {
     int id = -1;
     std::string name;
     int64_t rows = 0, cols = 0, row_from = 0, col_from = 0;
+    int64_t row_period = 0, col_period = 0;  // (tail_scale's: the tail of every group; 0: of the axis)
     int row_stage = -1, col_stage = -1;
     bool split = false;  // flat-sharded: masked where gathered; no view of its own
     Tensor view, matrix;
@@ -111,7 +116,7 @@ class GrowthRamp : public LayerHooks {
   std::vector<double> stage_m_;
   std::vector<size_t> stage_slot_;
   std::vector<std::vector<Masked>> masked_;
-  int64_t dim_from_ = 0;
+  int64_t dim_from_ = 0, dim_period_ = 0;  // new coordinates: c % dim_period_ >= dim_from_
   int dim_stage_ = -1;
   // The blocks l > 0 before which module tokens set their rows from parameters (module_agg other
   // than stack): those rows' new coordinates are masked there, as the embedding's before block 0.

@@ -14,6 +14,7 @@
 #include <numeric>
 #include <random>
 
+#include "lingua/exec/growth_learn.h"
 #include "lingua/exec/testing.h"
 #include "lingua/model/growth.h"
 #include "lingua/ops/testing.h"
@@ -246,8 +247,8 @@ TEST(GrowthBlocks, ConfigsThatCannotKeepTheBlocksNameTheKey) {
   EXPECT_NE(err([&] { check_growth(d, dt, GrowthOperator::split, {0, 1}); }).find("model.structured.nblocks"),
             std::string::npos);
   EXPECT_EQ(err([&] { check_growth(d, wider(d), GrowthOperator::split, {0, 1}); }), "");
-  // A wider model.dim: k (BlockShuffle: k^2) must divide both; G_random and G_learn refuse it, by
-  // check_growth and by grow_model.
+  // A wider model.dim: k (BlockShuffle: k^2) must divide both; G_learn refuses it, by check_growth
+  // and by grow_model (G_random's ramp: test_growth_ramp.cpp).
   for (const std::string ffn : {"blockdense", "blockshuffle"}) {
     ModelConfig a = tiny(ffn), b = tiny(ffn);
     a.head_dim = b.head_dim = 8;
@@ -257,13 +258,12 @@ TEST(GrowthBlocks, ConfigsThatCannotKeepTheBlocksNameTheKey) {
     if (ffn == "blockshuffle") EXPECT_NE(e.find("model.structured.nblocks"), std::string::npos) << e;
     else EXPECT_EQ(e, "");
     b.dim = 32;
-    for (GrowthOperator op : {GrowthOperator::random, GrowthOperator::learn})
-      EXPECT_NE(err([&] { check_growth(a, b, op, {0, 1}); }).find("model.dim"), std::string::npos) << ffn;
+    EXPECT_NE(err([&] { check_growth(a, b, GrowthOperator::learn, {0, 1}); }).find("model.dim"), std::string::npos)
+        << ffn;
+    EXPECT_EQ(err([&] { check_growth(a, b, GrowthOperator::random, {0, 1}); }), "") << ffn;
     auto src = model(a, true);
     auto dst = model(b, false);
-    EXPECT_NE(err([&] { grow_model(src->model, dst->model, GrowthOperator::random, {0, 1}); }).find("model.dim"),
-              std::string::npos)
-        << ffn;
+    EXPECT_NE(err([&] { LearnedGrowth(src->model, dst->model, {0, 1}); }).find("model.dim"), std::string::npos) << ffn;
   }
 }
 

@@ -93,3 +93,23 @@ TEST(GrowthFactoredCuda, LearnedMapGradientMatchesCpu) {
     EXPECT_LT(after, before) << "Adam on the map lowers the loss of its batch";
   }
 }
+
+// A wider model.dim (128 -> 192, 2 -> 3 heads of 64) with BlockDense and BlockShuffle FFNs: the
+// coordinates kept in their blocks (model_dim_blocks), G_zero and G_split keep the source's logits
+// on the GPU, and G_random's per-block masks give the CPU's loss and gradients (step 14: the model
+// dimension at 0.4).
+TEST(GrowthFactoredCuda, WiderModelDimensionOfBlockFfns) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  for (const char* ffn : {"blockdense", "blockshuffle"}) {
+    SCOPED_TRACE(ffn);
+    ModelConfig s = config(ffn), t = config(ffn);
+    s.n_kv_heads.reset(), t.n_kv_heads.reset();
+    s.head_dim = t.head_dim = 64;
+    t.dim = 192;
+    t.n_heads = 3;
+    t.norm_eps = s.norm_eps * 128.0 / 192.0;
+    EXPECT_LT(grown_vs_source(s, t, GrowthOperator::split, {0, 1}), 2e-2);
+    EXPECT_LT(grown_vs_source(s, t, GrowthOperator::zero, {0, 1}), 2e-2);
+    expect_width_ramp_on_gpu_as_cpu(s, t, {0, 1}, 10, {14}, kVocab, trained);
+  }
+}

@@ -367,10 +367,10 @@ ModelConfig factored_wide(const std::string& ffn, int guide_steps, bool premerge
   ModelConfig c = factored(ffn, 3, guide_steps, premerge);
   c.ffn_dim_multiplier = 1.5;
   c.n_heads = 3;
-  if (ffn == "lowrank") {  // (block FFNs keep model.dim)
-    c.dim = 24;
-    c.norm_eps = c.norm_eps * 16.0 / 24.0;
-  }
+  // (Block FFNs: the coordinates' blocks of 4, BlockShuffle's k^2 = 16 dividing dim and the FFN's 128.)
+  c.dim = ffn == "blockshuffle" ? 32 : 24;
+  c.multiple_of = 16;
+  c.norm_eps = c.norm_eps * 16.0 / c.dim;
   return c;
 }
 
@@ -401,7 +401,8 @@ const char* const kFactored[] = {"lowrank", "blockdense", "blockshuffle"};
 
 // The mask of a factored FFN's new units acts on the factor that reads them (LowRank's w2.a,
 // BlockDense's w2.blocks, BlockShuffle's w2.blocks1; per block for the block variants), and on a
-// self-guided w2 guide: every m = 0 computes the source's function, every m = 1 the plain grown
+// self-guided w2 guide; the model dimension's per block of the block variants' coordinates (and on
+// BlockShuffle's middle units, which grow with it): every m = 0 computes the source's function, every m = 1 the plain grown
 // model, bitwise; in between neither. Pre-merged weights (made from the masked factors) are made
 // again as the m's move.
 TEST(GrowthRampFactored, StartsAtTheSourceFunctionAndEndsAtTheWholeModel) {
@@ -410,10 +411,7 @@ TEST(GrowthRampFactored, StartsAtTheSourceFunctionAndEndsAtTheWholeModel) {
       const int guide_steps = kind == 1 ? 40 : 0;
       const std::string what = std::string(ffn) + (kind == 1 ? " guided" : kind == 2 ? " pre-merged" : "");
       GrownFactored g(ffn, guide_steps, kind == 2);
-      const bool lowrank = std::string(ffn) == "lowrank";
-      EXPECT_EQ(g.ramp->width_stages(), lowrank ? (std::vector<std::string>{"ffn", "dim", "heads"})
-                                                : (std::vector<std::string>{"ffn", "heads"}))
-          << what;
+      EXPECT_EQ(g.ramp->width_stages(), (std::vector<std::string>{"ffn", "dim", "heads"})) << what;
       const std::vector<int32_t> tok = random_ids(11, kVocab, 5);
       g.at(10);
       const std::vector<float> source = logits(g.src, tok);
@@ -428,7 +426,7 @@ TEST(GrowthRampFactored, StartsAtTheSourceFunctionAndEndsAtTheWholeModel) {
         EXPECT_LT(max_abs_diff(mid, logits(f.dst, tok)), 1e-5) << what;
       }
       const int64_t end = g.ramp->end_step();
-      EXPECT_EQ(end, lowrank ? 25 : 20) << what;
+      EXPECT_EQ(end, 25) << what;
       g.at(end);
       EXPECT_EQ(logits(g.dst, tok), logits(g.plain, tok)) << what;
     }
@@ -455,14 +453,14 @@ TEST(GrowthRampFactored, TheFfnStageAloneStartsAtTheSource) {
 }
 
 // Every parameter's gradient (the masked factors' and guides' new columns among them: their last
-// entries) matches finite differences mid-ramp: the FFN's units at 0.4 (step 12), LowRank's model
-// dimension at 0.4 (17).
+// entries) matches finite differences mid-ramp: the FFN's units at 0.4 (step 12), the model
+// dimension at 0.4 (17: the block FFNs' coordinates masked per block, BlockShuffle's interleaved
+// output rows and middle units too).
 TEST(GrowthRampFactored, GradientsMatchFiniteDifferences) {
   for (const char* ffn : kFactored)
     for (int guide_steps : {0, 40}) {
       GrownFactored g(ffn, guide_steps);
       for (int64_t step : {12, 17}) {
-        if (step == 17 && std::string(ffn) != "lowrank") continue;
         g.at(step);
         expect_gradients_match_finite_differences(
             g.dst, true, std::string(ffn) + (guide_steps ? " guided" : "") + " step " + std::to_string(step));
@@ -480,6 +478,32 @@ TEST(GrowthRampFactored, AGuideLeavingMidRampIsDropped) {
   g.at(13);
   ASSERT_LT(g.dst.params().find("layers.0.feed_forward.w2.guide.weight"), 0);
   expect_gradients_match_finite_differences(g.dst, true, "step 13, no guide");
-  g.at(20);
+  g.at(25);
   EXPECT_EQ(logits(g.dst, tok), logits(g.plain, tok));
+}
+
+// BlockShuffle whose FFN is narrower than dim (dim 32, 16 -> 32 units, k = 2): fc2's middle width
+// is the FFN's and grows with it; its new middle units are masked with the "ffn" stage: m = 0 is
+// the source, and the gradients check out mid-ramp.
+TEST(GrowthRampFactored, BlockShuffleMiddleUnitsGrowingWithTheFfn) {
+  ModelConfig s = factored("blockshuffle", 2, 0), t;
+  s.dim = 32;
+  s.n_heads = 4;
+  s.structured.nblocks = 2;
+  s.ffn_dim_multiplier = 0.18;  // 85 * 0.18 -> 16 units
+  t = s;
+  t.ffn_dim_multiplier = 0.37;  // -> 32
+  ASSERT_EQ(resolve_dims(s, kVocab).hidden, 16);
+  ASSERT_EQ(resolve_dims(t, kVocab).hidden, 32);
+  ModelRun src(s, resolve_dims(s, kVocab), Device::cpu, [](Transformer& m) { m.init_weights(21); });
+  ModelRun dst(t, resolve_dims(t, kVocab), Device::cpu,
+               [&](Transformer& m) { grow_model(src.model, m, GrowthOperator::random, {0, 1}); });
+  GrowthRamp ramp(dst.model, {}, 0, 5, src.model.dims());
+  dst.exec.add_hooks(&ramp);
+  const std::vector<int32_t> tok = random_ids(9, kVocab, 6);
+  EXPECT_LT(max_abs_diff(logits(dst, tok), logits(src, tok)), 1e-5);
+  ramp.set_step(2);
+  dst.model.begin_step(2);
+  EXPECT_GT(max_abs_diff(logits(dst, tok), logits(src, tok)), 1e-4);
+  expect_gradients_match_finite_differences(dst, true, "blockshuffle middle units at m = 0.4");
 }

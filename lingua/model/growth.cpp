@@ -192,6 +192,7 @@ SplitChoice zero_choice(int64_t n_source, int64_t n_target, UnitBlocks blocks) {
 }
 
 UnitBlocks ffn_unit_blocks(const Transformer& model, int layer) { return unit_blocks_of(layout_of(model).layers.at(layer)); }
+UnitBlocks model_dim_blocks(const Transformer& model) { return dim_blocks_of(layout_of(model)); }
 
 std::vector<int> default_stacking_list(int source_layers, int target_layers) {
   LINGUA_CHECK(source_layers > 0 && target_layers % source_layers == 0, "the target's ", target_layers,
@@ -245,12 +246,13 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
   if (widens && blocks) {
     const int64_t Hs = ffn_hidden_dim(s.dim, s.multiple_of, s.ffn_dim_multiplier),
                   Ht = ffn_hidden_dim(t.dim, t.multiple_of, t.ffn_dim_multiplier), k = t.structured.nblocks;
-    const bool shuffle = t.ffn == "blockshuffle", keeps = op == GrowthOperator::zero || op == GrowthOperator::split;
+    // (G_random's masks follow the blocks: growth_ramp.h; G_learn's map does not.)
+    const bool shuffle = t.ffn == "blockshuffle", keeps = op != GrowthOperator::learn;
     if (t.dim != s.dim) {
       LINGUA_CHECK(keeps, "config key 'model.dim': growing the model dimension (", s.dim, " -> ", t.dim,
                    ") with model.ffn=", t.ffn, " and G_", growth_operator_name(op), ": not supported (its block "
-                   "factors split dim into model.structured.nblocks blocks, which G_random's masks and G_learn's map "
-                   "do not follow); use G_zero or G_split, or keep model.dim");
+                   "factors split dim into model.structured.nblocks blocks, which G_learn's map does not follow); "
+                   "use G_zero, G_split or G_random, or keep model.dim");
       const int64_t per = shuffle ? k * k : k;
       LINGUA_CHECK(k > 0 && s.dim % per == 0 && t.dim % per == 0, "config key 'model.structured.nblocks' is ", k,
                    ": growing model.dim (", s.dim, " -> ", t.dim, ") with model.ffn=", t.ffn, " keeps each coordinate "
@@ -263,13 +265,13 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
                    "j / (H / k)), which needs k * k = ", k * k, " to divide the source's and the target's FFN hidden "
                    "width (", Hs, " -> ", Ht, "; model.ffn_dim_multiplier, model.multiple_of)");
     // BlockShuffle's middle units (a linear's smaller width: fc1's min(dim, 2 H), fc2's min(H, dim))
-    // keep their two blocks too; G_random and G_learn do not widen them.
+    // keep their two blocks too; G_learn does not widen them.
     for (auto [ms, mt] : {std::pair{std::min<int64_t>(s.dim, 2 * Hs), std::min<int64_t>(t.dim, 2 * Ht)},
                           std::pair{std::min<int64_t>(Hs, s.dim), std::min<int64_t>(Ht, t.dim)}})
       if (shuffle && ms != mt) {
         LINGUA_CHECK(keeps, "model.ffn=blockshuffle's middle width (the smaller of a linear's input and output: ",
                      ms, " -> ", mt, "; model.dim, model.ffn_dim_multiplier) grows: G_", growth_operator_name(op),
-                     " does not widen it; use G_zero or G_split, or keep the FFN wider than model.dim");
+                     " does not widen it; use G_zero, G_split or G_random, or keep the FFN wider than model.dim");
         LINGUA_CHECK(k > 0 && ms % (k * k) == 0 && mt % (k * k) == 0, "config key 'model.structured.nblocks' is ",
                      k, ": model.ffn=blockshuffle's middle width (the smaller of a linear's input and output: ", ms,
                      " -> ", mt, ") keeps each unit in its two blocks, which needs k * k = ", k * k,
@@ -325,13 +327,13 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
     }
     LINGUA_CHECK(s < source.n_layers(), "stacking list entry ", i, " is ", s, " but the source has ", source.n_layers(),
                  " layers");
-    const bool keeps = op == GrowthOperator::zero || op == GrowthOperator::split;
+    const bool keeps = widens && op != GrowthOperator::learn;  // (G_learn's map does not follow the blocks)
     for (auto& [rest, shape] : dst.layers[i])
       LINGUA_CHECK(!dim_grows || shape.dims.size() != 3 || keeps, "growing model.dim (", source.dims().dim, " -> ",
                    target.dims().dim, ") with block-diagonal FFN factors (target layer ", i, ": ", rest,
                    "; model.ffn=blockdense or blockshuffle) and G_", growth_operator_name(op), ": not supported (they "
-                   "split dim into blocks, which G_random's masks and G_learn's map do not follow); use G_zero or "
-                   "G_split, or keep model.dim");
+                   "split dim into blocks, which G_learn's map does not follow); use G_zero, G_split or G_random, "
+                   "or keep model.dim");
     if (widens && src.layers[s].size() == dst.layers[i].size()) {
       const int64_t Hs = ffn_units(src.layers[s]), Ht = ffn_units(dst.layers[i]);
       if (Hs > 0 && Ht != Hs) check_unit_blocks(Hs, Ht, unit_blocks_of(dst.layers[i]));

@@ -110,6 +110,11 @@ struct UnitBlocks {
 };
 // The unit blocks of target layer `layer`'s FFN (from its 3-D factors' shapes and axes).
 UnitBlocks ffn_unit_blocks(const Transformer& model, int layer);
+// Where the model dimension's coordinates sit in block factors, which growth keeps: `blocks` where
+// an FFN's first factor reads dim in contiguous blocks (BlockDense, BlockShuffle), `stride` where
+// BlockShuffle's last factor writes it interleaved; {1, 1} without block factors. A wider dim puts
+// source coordinate b (D_src / blocks) + r at b (D / blocks) + r, the new ones at each block's end.
+UnitBlocks model_dim_blocks(const Transformer& model);
 // With the default `blocks`, target unit j < n_source is source unit j (the prefix).
 SplitChoice split_choice(int64_t n_source, int64_t n_target, uint64_t seed, int layer, bool heads = false,
                          UnitBlocks blocks = {});

@@ -28,6 +28,21 @@ TEST(TailScale, ScalesTheTrailingRowsAndColumns) {
   EXPECT_EQ(y, x);
 }
 
+// With periods: the tail of every group of rows and of columns.
+TEST(TailScale, PeriodsScaleTheTailOfEveryGroup) {
+  const int64_t R = 6, C = 10;
+  const auto x = random_vector(R * C, 4);
+  std::vector<float> y(x.size());
+  const float a = 0.4f, b = -0.7f;
+  tail_scale(Tensor((void*)x.data(), {R, C}), 2, &a, 3, &b, Tensor(y.data(), {R, C}), 3, 5);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const float f = (r % 3 >= 2 ? a : 1.0f) * (c % 5 >= 3 ? b : 1.0f);
+      EXPECT_FLOAT_EQ(y[r * C + c], x[r * C + c] * f) << r << " " << c;
+    }
+  EXPECT_THROW(tail_scale(Tensor((void*)x.data(), {R, C}), 0, &a, 0, &b, Tensor(y.data(), {R, C}), 4, 0), Error);
+}
+
 TEST(TailScale, InPlaceEqualsOutOfPlaceAndIsSelfAdjoint) {
   const int64_t R = 6, C = 9;
   const auto x = random_vector(R * C, 2), dy = random_vector(R * C, 3);

@@ -1,5 +1,5 @@
 // GPU tail scaling against the CPU reference (the op-test harness): odd sizes, every dtype pairing,
-// factors 0, between and 1, null factors, in place.
+// factors 0, between and 1, null factors, in place, periods.
 #include <gtest/gtest.h>
 
 #include "lingua/ops/backend_test.h"
@@ -14,9 +14,10 @@ std::vector<OpCase> cases() {
   std::vector<OpCase> cs;
   uint32_t seed = 1;
   struct Size {
-    int64_t R, C, row_from, col_from;
+    int64_t R, C, row_from, col_from, row_period = 0, col_period = 0;
   };
-  for (Size s : {Size{1, 1, 0, 0}, Size{3, 7, 2, 5}, Size{33, 1023, 17, 1000}, Size{257, 129, 300, 64}})
+  for (Size s : {Size{1, 1, 0, 0}, Size{3, 7, 2, 5}, Size{33, 1023, 17, 1000}, Size{257, 129, 300, 64},
+                 Size{35, 99, 3, 7, 5, 11}, Size{12, 1024, 0, 100, 0, 128}})
     for (auto [a, b] : {std::pair{0.0f, 0.0f}, std::pair{0.37f, 0.81f}, std::pair{1.0f, 0.5f}})
       for (DType dx : {DType::bf16, DType::f32})
         for (DType dy : {DType::bf16, DType::f32})
@@ -30,7 +31,8 @@ std::vector<OpCase> cases() {
             if (mode == 2) y.accumulated().uniform(-2.0f, 2.0f, seed++);
             c.run = [mode, s](OpArgs& o) {
               const float *pa = (const float*)o["a"].data, *pb = mode == 1 ? nullptr : (const float*)o["b"].data;
-              tail_scale(mode == 2 ? o["y"] : o["x"], s.row_from, pa, s.col_from, pb, o["y"]);
+              tail_scale(mode == 2 ? o["y"] : o["x"], s.row_from, pa, s.col_from, pb, o["y"], s.row_period,
+                         s.col_period);
             };
           }
   return cs;
