@@ -1,5 +1,6 @@
 // GPU stride permutation against the CPU reference (the op-test harness): odd widths, block
-// counts, dtypes, residual separate or in place. A permutation of bf16 values into bf16 is exact.
+// counts, dtypes, residual separate or in place; the vector kernel (a side of 1-16 that the other's
+// multiple of 8 transposes: k small, m small, k = m) and, for misaligned x, the scalar one. A permutation of bf16 values into bf16 is exact.
 #include <gtest/gtest.h>
 
 #include "lingua/ops/backend_test.h"
@@ -17,7 +18,8 @@ std::vector<OpCase> cases() {
     int64_t N, W, k;
   };
   for (Shape s : {Shape{1, 1, 1}, Shape{3, 6, 2}, Shape{31, 15, 5}, Shape{33, 1023, 3}, Shape{257, 4096, 4},
-                  Shape{7, 6144, 8}, Shape{5, 6144, 1536}, Shape{3, 4096, 4096}})
+                  Shape{7, 6144, 8}, Shape{5, 6144, 1536}, Shape{3, 4096, 4096}, Shape{9, 6144, 16},
+                  Shape{5, 4096, 512}, Shape{3, 64, 8}, Shape{4, 96, 2}})
     for (DType dx : {DType::bf16, DType::f32})
       for (DType dy : {DType::bf16, DType::f32})
         for (int residual = 0; residual < 3; ++residual) {  // none, separate, in place

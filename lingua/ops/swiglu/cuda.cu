@@ -120,6 +120,69 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Vector shuffled form, K = k in {1, 2, 4, 8}, 8 dividing G = H / k, pointers 16-byte aligned:
+// thread (r, g0) takes g0 .. g0 + 7 of every block c (two 16-byte loads per c) and makes the 8K
+// consecutive outputs from g0 * K (K 16-byte stores). Every input is loaded before any output is
+// stored (outputs may alias inputs; each position has one thread).
+template <class T, int K>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_forward_shuffled_vec_kernel(const T* v, T* out, int64_t N, int64_t H) {
+  const int64_t G = H / K, groups = G / 8, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= N * groups) return;
+  const int64_t r = i / groups, g0 = (i - r * groups) * 8, m = 2 * H / K;
+  const T* a = v + r * 2 * H + g0;
+  float y[K][8];
+#pragma unroll
+  for (int c = 0; c < K; ++c) {
+    float x[8], b[8];
+    load<8>(a + c * m, x);
+    load<8>(a + c * m + G, b);
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+      const int f = t * K + c;  // output g0 * K + f
+      y[f / 8][f % 8] = x[t] * sigmoid(x[t]) * b[t];
+    }
+  }
+  T* o = out + r * H + g0 * K;
+#pragma unroll
+  for (int s = 0; s < K; ++s) store<8>(o + 8 * s, y[s]);
+}
+
+template <class T, int K>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_backward_shuffled_vec_kernel(const T* v, const T* dout, T* dv, T* out, int64_t N, int64_t H) {
+  const int64_t G = H / K, groups = G / 8, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= N * groups) return;
+  const int64_t r = i / groups, g0 = (i - r * groups) * 8, m = 2 * H / K, base = r * 2 * H + g0;
+  const int64_t j0 = r * H + g0 * K;
+  float dy[K][8], x[K][8], b[K][8];
+#pragma unroll
+  for (int s = 0; s < K; ++s) load<8>(dout + j0 + 8 * s, dy[s]);
+#pragma unroll
+  for (int c = 0; c < K; ++c) {
+    load<8>(v + base + c * m, x[c]);
+    load<8>(v + base + c * m + G, b[c]);
+  }
+  float y[K][8];
+#pragma unroll
+  for (int c = 0; c < K; ++c) {
+    float da[8], db[8];
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+      const int f = t * K + c;
+      const float xv = x[c][t], s = sigmoid(xv), g = dy[f / 8][f % 8];
+      da[t] = g * b[c][t] * (s + xv * s * (1.0f - s));
+      db[t] = g * xv * s;
+      y[f / 8][f % 8] = xv * s * b[c][t];
+    }
+    store<8>(dv + base + c * m, da);
+    store<8>(dv + base + c * m + G, db);
+  }
+  if (out)
+#pragma unroll
+    for (int s = 0; s < K; ++s) store<8>(out + j0 + 8 * s, y[s]);
+}
+
 void check_same_dtype(const char* op, const Tensor& a, std::initializer_list<std::pair<const char*, const Tensor*>> ts) {
   for (auto [name, t] : ts)
     LINGUA_CHECK(t->dtype == a.dtype, op, ": argument '", name, "' has dtype ", dtype_name(t->dtype),
@@ -230,6 +293,23 @@ void check_shuffled_cuda(const char* op, const Tensor& v, int64_t k, const Tenso
   LINGUA_CHECK(k >= 1 && *H % k == 0, op, ": the shuffle's block count k = ", k, " must divide H = ", *H);
   check_cuda_arg(op, other_name, other, {v.dtype}, {*N, *H});
 }
+// The vector kernels' conditions: k a template instance, 8 | H / k, every pointer aligned.
+bool shuffled_vec_ok(int64_t k, int64_t H, std::initializer_list<const void*> ptrs) {
+  if ((k != 1 && k != 2 && k != 4 && k != 8) || (H / k) % 8 != 0) return false;
+  for (const void* p : ptrs)
+    if (p && !aligned16(p)) return false;
+  return true;
+}
+// f(std::integral_constant<int, k>) for k in {1, 2, 4, 8}.
+template <class F>
+void with_k(int64_t k, F&& f) {
+  switch (k) {
+    case 1: return f(std::integral_constant<int, 1>());
+    case 2: return f(std::integral_constant<int, 2>());
+    case 4: return f(std::integral_constant<int, 4>());
+    default: return f(std::integral_constant<int, 8>());
+  }
+}
 }  // namespace
 
 void swiglu_forward_shuffled_cuda(const Tensor& v, int64_t k, const Tensor& out) {
@@ -237,6 +317,20 @@ void swiglu_forward_shuffled_cuda(const Tensor& v, int64_t k, const Tensor& out)
   check_shuffled_cuda("swiglu_forward_shuffled", v, k, out, "out", &N, &H);
   const int64_t threads = N * (H / k);
   if (threads == 0) return;
+  if (shuffled_vec_ok(k, H, {v.data, out.data})) {
+    const int blocks = ceil_div(threads / 8, (int64_t)kThreads);
+    if (v.dtype == DType::bf16)
+      with_k(k, [&](auto K) {
+        swiglu_forward_shuffled_vec_kernel<bf16, K()><<<blocks, kThreads, 0, cuda_stream()>>>(
+            static_cast<const bf16*>(v.data), static_cast<bf16*>(out.data), N, H);
+      });
+    else
+      with_k(k, [&](auto K) {
+        swiglu_forward_shuffled_vec_kernel<float, K()><<<blocks, kThreads, 0, cuda_stream()>>>(v.f32(), out.f32(), N, H);
+      });
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   const int blocks = ceil_div(threads, (int64_t)kThreads);
   if (v.dtype == DType::bf16)
     swiglu_forward_shuffled_kernel<bf16><<<blocks, kThreads, 0, cuda_stream()>>>(
@@ -255,6 +349,22 @@ void swiglu_backward_shuffled_cuda(const Tensor& v, int64_t k, const Tensor& dou
   if (is_given(out)) check_cuda_arg(op, "out", out, {v.dtype}, {N, H});
   const int64_t threads = N * (H / k);
   if (threads == 0) return;
+  if (shuffled_vec_ok(k, H, {v.data, dout.data, dv.data, is_given(out) ? out.data : nullptr})) {
+    const int blocks = ceil_div(threads / 8, (int64_t)kThreads);
+    if (v.dtype == DType::bf16)
+      with_k(k, [&](auto K) {
+        swiglu_backward_shuffled_vec_kernel<bf16, K()><<<blocks, kThreads, 0, cuda_stream()>>>(
+            static_cast<const bf16*>(v.data), static_cast<const bf16*>(dout.data), static_cast<bf16*>(dv.data),
+            is_given(out) ? static_cast<bf16*>(out.data) : nullptr, N, H);
+      });
+    else
+      with_k(k, [&](auto K) {
+        swiglu_backward_shuffled_vec_kernel<float, K()><<<blocks, kThreads, 0, cuda_stream()>>>(
+            v.f32(), dout.f32(), dv.f32(), is_given(out) ? out.f32() : nullptr, N, H);
+      });
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   const int blocks = ceil_div(threads, (int64_t)kThreads);
   if (v.dtype == DType::bf16)
     swiglu_backward_shuffled_kernel<bf16><<<blocks, kThreads, 0, cuda_stream()>>>(
