@@ -15,6 +15,7 @@
 #include "lingua/model/growth.h"
 #include "lingua/train/growth_run.h"
 #include "lingua/train/trainer.h"
+#include "tests/growth_test_util.h"
 #include "tests/test_util.h"
 
 using namespace lingua;
@@ -238,14 +239,7 @@ TEST(GrowthMoments, RunGrowsBlockShuffleModelDimension) {
   train(src, quiet);
   src.steps = 4;
   EXPECT_NEAR(train(src, quiet).losses.at(0), whole.losses[3], 1e-5) << "G_split keeps the function";
-  TrainConfig r = c;
-  r.dump_dir = temp_dir("growmom_shuffle_stop").string();
-  TrainHooks stop = quiet;
-  stop.after_step = [](int64_t step) { return step < 4; };
-  ASSERT_EQ(train(r, stop).final_step, 4);
-  const TrainResult rest = train(r, quiet);
-  ASSERT_EQ(rest.losses.size(), 1u);
-  EXPECT_EQ(rest.losses[0], whole.losses[4]);
+  expect_resumes_bitwise(c, whole, {4}, "growmom_shuffle");
 }
 
 }  // namespace

@@ -65,14 +65,7 @@ TEST(GrowthRampCheckpoints, ContinuedElsewhereRampsOnBitwise) {
   ASSERT_EQ(r.losses.size(), 4u);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(r.losses[i], whole.losses[6 + i]) << "step " << 7 + i;
   // Stopped and resumed in its own dump_dir: the same.
-  TrainConfig again = more;
-  again.dump_dir = temp_dir("rampck_cont_again").string();
-  TrainHooks stop = quiet;
-  stop.after_step = [](int64_t step) { return step < 7; };
-  ASSERT_EQ(train(again, stop).final_step, 7);
-  const TrainResult rest = train(again, quiet);
-  ASSERT_EQ(rest.start_step, 7);
-  for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], whole.losses[7 + i]) << "step " << 8 + i;
+  expect_resumes_bitwise(more, whole, {7}, "rampck_cont_again");
 }
 
 // load_model (lingua eval, generate) runs a mid-ramp checkpoint as the run's validation did at that

@@ -270,16 +270,7 @@ TEST(GrowthRampWidth, GradientsMatchFiniteDifferences) {
 TEST(GrowthRampWidth, CachedDecodingEqualsTheFullForward) {
   GrownWide g;
   g.at(18);
-  const int T = 7, first = 3;
-  const std::vector<int32_t> tok = random_ids(T, kVocab, 8);
-  const std::vector<float> full = logits(g.dst, tok);
-  KVCache cache = g.dst.exec.make_cache(T, 1);
-  std::vector<float> step(kVocab);
-  g.dst.exec.forward_decode(tok.data(), 1, first, cache, step.data());
-  for (int t = first - 1; t < T; ++t) {
-    if (t >= first) g.dst.exec.forward_decode(&tok[t], 1, 1, cache, step.data());
-    for (int v = 0; v < kVocab; ++v) EXPECT_NEAR(step[v], full[t * kVocab + v], 1e-4) << "t " << t;
-  }
+  expect_cached_decoding_equals_full_forward(g.dst.exec, random_ids(7, kVocab, 8), 3, kVocab, 1e-4);
 }
 
 // The masks leave the model when the hook goes: matmuls read the weights again.

@@ -1,8 +1,11 @@
 #pragma once
 // For tests: a model and the executor that runs it, built together (the executor needs the
 // model on its device first).
+#include <gtest/gtest.h>
+
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "lingua/core/cuda.h"
@@ -79,6 +82,22 @@ inline double finite_difference(Executor& ex, int id, int64_t e, const std::vect
   *w = orig;
   store.values_written();
   return (lp - lm) / (2 * eps);
+}
+
+// One sequence decoded with a KV cache (its first `first` tokens in one call, then one by one) gives
+// the full forward's logits at every position from first - 1 on, within `tol`.
+inline void expect_cached_decoding_equals_full_forward(Executor& ex, const std::vector<int32_t>& tok, int first,
+                                                       int vocab, double tol, const std::string& what = "") {
+  const int T = (int)tok.size();
+  std::vector<float> full((size_t)T * vocab), step((size_t)vocab);
+  ex.forward_logits(tok.data(), T, full.data());
+  KVCache cache = ex.make_cache(T, 1);
+  ex.forward_decode(tok.data(), 1, first, cache, step.data());
+  for (int t = first - 1; t < T; ++t) {
+    if (t >= first) ex.forward_decode(&tok[(size_t)t], 1, 1, cache, step.data());
+    for (int v = 0; v < vocab; ++v)
+      EXPECT_NEAR(step[(size_t)v], full[(size_t)t * vocab + v], tol) << what << " t " << t << " v " << v;
+  }
 }
 
 }  // namespace lingua::test_util
