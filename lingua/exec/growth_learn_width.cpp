@@ -36,12 +36,12 @@ WidthExpansion::WidthExpansion(const Transformer& source, const Transformer& tar
     if (growth_block_param(target, p.name, &layer, &rest)) source_name = "layers." + std::to_string(list[layer]) + "." + rest;
     const ParamInfo& sp = s.info(s.index(source_name));
     if (sp.shape == p.shape) continue;
-    // A 3-D block factor [k, m, n] (BlockDense, BlockShuffle) widens its FFN units (axis 1 or 2) as
-    // its dense form (block_factor_dense, growth.h).
+    // A 3-D block factor [k, m, n] (BlockDense, BlockShuffle) widens its FFN units, middle units
+    // and model dimension (axis 1 or 2) as its dense form (block_factor_dense, growth.h).
     const bool block = p.shape.size() == 3;
     LINGUA_CHECK(p.shape.size() <= 3 && p.axes.size() == p.shape.size() && (!block || p.shape[0] == sp.shape[0]),
                  "G_learn: ", p.name, " ", shape_str(p.shape), " grows from ", shape_str(sp.shape),
-                 ": only 1-D and 2-D parameters and the FFN units of block factors widen");
+                 ": only 1-D and 2-D parameters and the axes of block factors widen");
     Plan plan;
     plan.rows = sp.shape[0];
     plan.cols = p.shape.size() >= 2 ? sp.shape[1] : 1;
@@ -50,26 +50,28 @@ WidthExpansion::WidthExpansion(const Transformer& source, const Transformer& tar
       plan.cols = sp.shape[0] * sp.shape[2];
       plan.source_shape = sp.shape;
       plan.target_shape = p.shape;
+      plan.block = true;
+      plan.interleaved = block_factor_interleaved(p.axes);
     }
     std::vector<Stage> dim_stages;
     for (int k = 0; k < (int)p.shape.size(); ++k) {
       if (p.shape[k] == sp.shape[k]) continue;
       const std::string& role = p.axes[k];
       const bool dim = role == "dim", heads = role == "q_heads" || role == "kv_heads";
-      const bool units = role == "hidden" || role == "2hidden";
-      LINGUA_CHECK((dim && !block) || ((heads || units) && layer >= 0 && (p.shape.size() == 2 || (block && units))),
-                   "G_learn: ", p.name, "'s axis '", role, "' grows: only the model dimension (not of block "
-                   "factors), and a block's FFN units and heads, widen");
-      if (block) {
-        LINGUA_CHECK(plan.block_axis == 0 && k > 0, "G_learn: ", p.name, " grows on more than its units");
-        plan.block_axis = k;
-      }
+      const bool units = role == "hidden" || role == "2hidden", mid = role == "mid";
+      LINGUA_CHECK(dim || ((heads || units) && layer >= 0 && (p.shape.size() == 2 || (block && units))) ||
+                       (mid && block && layer >= 0),
+                   "G_learn: ", p.name, "'s axis '", role, "' grows: only the model dimension, and a block's FFN "
+                   "units, heads and BlockShuffle's middle units, widen");
+      LINGUA_CHECK(!block || k > 0, "G_learn: ", p.name, " changes its number of blocks");
       // Writers' and readers' sides (a table's columns are its output; a block factor's output is
       // axis 1); a norm's weight apart. "2hidden" holds the units twice (the gate's, then the up's).
       const bool out = block ? k == 1 : (k == 0) != p.embedding;
       const std::string side = p.shape.size() == 1 ? "norm" : out ? "out" : "in";
-      const std::string name =
-          dim ? "dim." + side : "layers." + std::to_string(layer) + "." + (units ? "hidden" : role) + "." + side;
+      const std::string linear = rest.substr(0, rest.find(".blocks"));
+      const std::string name = dim   ? "dim." + side
+                               : mid ? "layers." + std::to_string(layer) + "." + linear + ".mid." + side
+                                     : "layers." + std::to_string(layer) + "." + (units ? "hidden" : role) + "." + side;
       const int halves = role == "2hidden" ? 2 : 1;
       // The axis' units (a block factor: k blocks of them; "2hidden": each twice).
       const int64_t units_t = p.shape[k] * (block ? p.shape[0] : 1) / halves,
@@ -84,8 +86,10 @@ WidthExpansion::WidthExpansion(const Transformer& source, const Transformer& tar
         m.offset = start_.size();
         start_.resize(start_.size() + (size_t)(m.rows * m.cols), 0.0);
         // G_split's scales, as grow_model computes them (fp32), its units kept in their blocks.
-        const SplitChoice c = split_choice(m.cols, m.rows, seed, dim ? -1 : layer, heads,
-                                           units ? ffn_unit_blocks(target, layer) : UnitBlocks{});
+        const SplitChoice c =
+            dim   ? split_choice(m.cols, m.rows, seed, -1, false, model_dim_blocks(target))
+            : mid ? split_choice(m.cols, m.rows, seed, middle_units_stream(layer, linear), false, {p.shape[0], p.shape[0]})
+                  : split_choice(m.cols, m.rows, seed, layer, heads, units ? ffn_unit_blocks(target, layer) : UnitBlocks{});
         for (int64_t j = 0; j < m.rows; ++j) {
           const int n = c.copies[(size_t)c.map[(size_t)j]];
           const float v = side == "norm" ? (float)std::sqrt((double)Ds / (double)Dt)
@@ -96,8 +100,9 @@ WidthExpansion::WidthExpansion(const Transformer& source, const Transformer& tar
         }
         matrices_.push_back(m);
       }
-      LINGUA_CHECK(matrices_[it->second].rows * matrices_[it->second].unit == (dim ? p.shape[k] : units_t), "G_learn: ",
-                   p.name, "'s axis '", role, "' has ", dim ? p.shape[k] : units_t, " units, the other parameters' ",
+      const int64_t n_units = dim && !block ? p.shape[k] : units_t;
+      LINGUA_CHECK(matrices_[it->second].rows * matrices_[it->second].unit == n_units, "G_learn: ", p.name,
+                   "'s axis '", role, "' has ", n_units, " units, the other parameters' ",
                    matrices_[it->second].rows * matrices_[it->second].unit);
       const int axis = block ? k - 1 : k;  // (of the block factor's dense form)
       LINGUA_CHECK(halves == 1 || axis == 0, "G_learn: ", p.name, ": a '2hidden' axis widens as rows only");
@@ -156,10 +161,10 @@ std::vector<float> WidthExpansion::apply(int id, const std::vector<float>& x) co
   if (it == plans_.end()) return x;
   const Plan& plan = it->second;
   std::vector<std::pair<int64_t, int64_t>> views;
-  if (plan.block_axis == 0) return std::move(forward(plan, x, &views).back());
+  if (!plan.block) return std::move(forward(plan, x, &views).back());
   // A block factor: its dense form expanded, then cut back to its blocks.
-  const std::vector<float> dense = block_factor_dense(x, plan.source_shape, plan.block_axis);
-  return block_factor_blocks(forward(plan, dense, &views).back(), plan.target_shape, plan.block_axis);
+  const std::vector<float> dense = block_factor_dense(x, plan.source_shape, plan.interleaved);
+  return block_factor_blocks(forward(plan, dense, &views).back(), plan.target_shape, plan.interleaved);
 }
 
 std::vector<float> WidthExpansion::backward(int id, const std::vector<float>& x, const float* g, double* dcoef) const {
@@ -169,13 +174,13 @@ std::vector<float> WidthExpansion::backward(int id, const std::vector<float>& x,
   std::vector<std::pair<int64_t, int64_t>> views;
   // A block factor: the stages run on its dense form; the cut's gradient is g in dense form, the
   // dense form's is dL/dx's blocks.
-  const bool block = plan.block_axis != 0;
+  const bool block = plan.block;
   const std::vector<std::vector<float>> ts =
-      forward(plan, block ? block_factor_dense(x, plan.source_shape, plan.block_axis) : x, &views);
+      forward(plan, block ? block_factor_dense(x, plan.source_shape, plan.interleaved) : x, &views);
   const std::vector<int64_t>& ts_shape = plan.target_shape;
   std::vector<float> grad =  // dL/d(the output of stage i)
       block ? block_factor_dense(std::vector<float>(g, g + ts_shape[0] * ts_shape[1] * ts_shape[2]), ts_shape,
-                                 plan.block_axis)
+                                 plan.interleaved)
             : std::vector<float>(g, g + ts.back().size());
   for (int i = (int)plan.stages.size() - 1; i >= 0; --i) {
     const Stage& st = plan.stages[(size_t)i];
@@ -208,7 +213,7 @@ std::vector<float> WidthExpansion::backward(int id, const std::vector<float>& x,
       }
     grad = std::move(din);
   }
-  return block ? block_factor_blocks(grad, plan.source_shape, plan.block_axis) : grad;
+  return block ? block_factor_blocks(grad, plan.source_shape, plan.interleaved) : grad;
 }
 
 }  // namespace lingua

@@ -11,11 +11,15 @@
 //                                 multiplies by (zero off its blocks, units in unit order) and then
 //                                 cut back to its blocks; the start keeps every unit in its blocks
 //                                 (split_choice with ffn_unit_blocks), so nothing is cut there;
+//   middle units ("mid")          BlockShuffle's, per target layer and linear, one per side (the
+//                                 first factor's rows, the second's columns), in their two blocks;
 //   heads ("q_heads", "kv_heads") per target layer, role and side, [H_t, H_s], applied per head
 //                                 (kron with the identity over head_dim);
 //   model dimension ("dim")       one per side for the whole model (the residual stream is one):
-//                                 writers (output rows, the embedding's columns), readers (input
-//                                 columns, the head's) and the norms' weights (1-D).
+//                                 writers (output rows, the embedding's columns; a block factor's
+//                                 output axis), readers (input columns, the head's; a block
+//                                 factor's input axis) and the norms' weights (1-D); its start keeps
+//                                 the coordinates in their blocks (model_dim_blocks).
 // The start is G_split's (split_choice, growth.h): E[j][map[j]] = 1, divided by the copies c on the
 // reading side of units and heads, by sqrt(c) on both sides of the model dimension, and
 // sqrt(D_s / D_t) for the norms. The products are fp32 with one nonzero term each at the start, in
@@ -63,7 +67,8 @@ class WidthExpansion {
   struct Plan {
     int64_t rows, cols;  // the source-sized view
     std::vector<Stage> stages;
-    int block_axis = 0;  // a 3-D block factor's unit axis (1 or 2; 0: not one): the view is its dense form
+    bool block = false;        // a 3-D block factor: the view is its dense form (block_factor_dense)
+    bool interleaved = false;  // (BlockShuffle's second factor: block_factor_interleaved)
     std::vector<int64_t> source_shape, target_shape;  // (of a block factor)
   };
   // The stages' inputs: the tensor before each stage and its view's [rows, cols].

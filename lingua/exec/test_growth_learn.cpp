@@ -159,6 +159,10 @@ std::vector<WidthCase> width_cases() {
   ModelConfig hd = h;
   hd.n_layers = 3;
   v.push_back({"hidden_and_depth", hd, {0, 1, 1}});
+  ModelConfig d4 = narrow();
+  d4.dim = 20;                   // (4 divides it: BlockDense's 4 blocks, BlockShuffle's 2 x 2)
+  d4.ffn_dim_multiplier = 0.61;  // (the FFN keeps its 32 units: floor(0.61 * 53))
+  v.push_back({"dim20", d4, {0, 1}});
   return v;
 }
 
@@ -183,8 +187,9 @@ ModelConfig with_ffn(ModelConfig c, const std::string& ffn) {
   }
   return c;
 }
-// The block FFNs keep model.dim (refused: ChecksAcceptSplitsWideningsAndNameTheKeyOfOthers).
-bool grows_dim(const ModelConfig& target) { return target.dim != narrow().dim; }
+// The block FFNs widen model.dim in their blocks: 4 must divide it (BlockDense's 4 blocks,
+// BlockShuffle's 2 x 2), as 12 -> 20 does; 17 is refused.
+bool grows_dim(const ModelConfig& target) { return target.dim % 4 != 0; }
 
 // Its init plus noise, as training leaves it (no factor zero, as LowRank's w2.b starts).
 std::unique_ptr<ModelRun> source_model(const std::string& ffn = "swiglu") {
@@ -228,6 +233,9 @@ TEST(GrowthLearnWidth, EveryGradientMatchesFiniteDifferences) {
   cases.push_back({"hidden_stem", with_ffn(cases[4].target, "stem"), cases[4].list});
   cases.push_back({"hidden_blockdense", with_ffn(cases[4].target, "blockdense"), cases[4].list});
   cases.push_back({"hidden_blockshuffle", with_ffn(cases[4].target, "blockshuffle"), cases[4].list});
+  // model.dim of the block FFNs: the coordinates (and BlockShuffle's middle units) in their blocks.
+  cases.push_back({"dim20_blockdense", with_ffn(cases[5].target, "blockdense"), cases[5].list});
+  cases.push_back({"dim20_blockshuffle", with_ffn(cases[5].target, "blockshuffle"), cases[5].list});
   for (const WidthCase& c : cases) {
     SCOPED_TRACE(c.name);
     const auto src = source_model(c.target.ffn);

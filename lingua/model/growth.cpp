@@ -246,13 +246,8 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
   if (widens && blocks) {
     const int64_t Hs = ffn_hidden_dim(s.dim, s.multiple_of, s.ffn_dim_multiplier),
                   Ht = ffn_hidden_dim(t.dim, t.multiple_of, t.ffn_dim_multiplier), k = t.structured.nblocks;
-    // (G_random's masks follow the blocks: growth_ramp.h; G_learn's map does not.)
-    const bool shuffle = t.ffn == "blockshuffle", keeps = op != GrowthOperator::learn;
+    const bool shuffle = t.ffn == "blockshuffle";
     if (t.dim != s.dim) {
-      LINGUA_CHECK(keeps, "config key 'model.dim': growing the model dimension (", s.dim, " -> ", t.dim,
-                   ") with model.ffn=", t.ffn, " and G_", growth_operator_name(op), ": not supported (its block "
-                   "factors split dim into model.structured.nblocks blocks, which G_learn's map does not follow); "
-                   "use G_zero, G_split or G_random, or keep model.dim");
       const int64_t per = shuffle ? k * k : k;
       LINGUA_CHECK(k > 0 && s.dim % per == 0 && t.dim % per == 0, "config key 'model.structured.nblocks' is ", k,
                    ": growing model.dim (", s.dim, " -> ", t.dim, ") with model.ffn=", t.ffn, " keeps each coordinate "
@@ -265,13 +260,10 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
                    "j / (H / k)), which needs k * k = ", k * k, " to divide the source's and the target's FFN hidden "
                    "width (", Hs, " -> ", Ht, "; model.ffn_dim_multiplier, model.multiple_of)");
     // BlockShuffle's middle units (a linear's smaller width: fc1's min(dim, 2 H), fc2's min(H, dim))
-    // keep their two blocks too; G_learn does not widen them.
+    // keep their two blocks too.
     for (auto [ms, mt] : {std::pair{std::min<int64_t>(s.dim, 2 * Hs), std::min<int64_t>(t.dim, 2 * Ht)},
                           std::pair{std::min<int64_t>(Hs, s.dim), std::min<int64_t>(Ht, t.dim)}})
       if (shuffle && ms != mt) {
-        LINGUA_CHECK(keeps, "model.ffn=blockshuffle's middle width (the smaller of a linear's input and output: ",
-                     ms, " -> ", mt, "; model.dim, model.ffn_dim_multiplier) grows: G_", growth_operator_name(op),
-                     " does not widen it; use G_zero, G_split or G_random, or keep the FFN wider than model.dim");
         LINGUA_CHECK(k > 0 && ms % (k * k) == 0 && mt % (k * k) == 0, "config key 'model.structured.nblocks' is ",
                      k, ": model.ffn=blockshuffle's middle width (the smaller of a linear's input and output: ", ms,
                      " -> ", mt, ") keeps each unit in its two blocks, which needs k * k = ", k * k,
@@ -327,18 +319,11 @@ void check_layouts(const Transformer& source, const Transformer& target, GrowthO
     }
     LINGUA_CHECK(s < source.n_layers(), "stacking list entry ", i, " is ", s, " but the source has ", source.n_layers(),
                  " layers");
-    const bool keeps = widens && op != GrowthOperator::learn;  // (G_learn's map does not follow the blocks)
-    for (auto& [rest, shape] : dst.layers[i])
-      LINGUA_CHECK(!dim_grows || shape.dims.size() != 3 || keeps, "growing model.dim (", source.dims().dim, " -> ",
-                   target.dims().dim, ") with block-diagonal FFN factors (target layer ", i, ": ", rest,
-                   "; model.ffn=blockdense or blockshuffle) and G_", growth_operator_name(op), ": not supported (they "
-                   "split dim into blocks, which G_learn's map does not follow); use G_zero, G_split or G_random, "
-                   "or keep model.dim");
     if (widens && src.layers[s].size() == dst.layers[i].size()) {
       const int64_t Hs = ffn_units(src.layers[s]), Ht = ffn_units(dst.layers[i]);
       if (Hs > 0 && Ht != Hs) check_unit_blocks(Hs, Ht, unit_blocks_of(dst.layers[i]));
     }
-    LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], widens, dim_grows, keeps), "target layer ", i,
+    LINGUA_CHECK(compatible(src.layers[s], dst.layers[i], widens, dim_grows, widens), "target layer ", i,
                  " does not match source layer ", s,
                  " (its FFN variant, structure, width or modules differ; check which layers the FFN variant's "
                  "keys make special against the stacking list; only G_zero, G_split, G_random and G_learn widen, and "
@@ -427,8 +412,8 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
     const std::string linear = rest.substr(0, rest.find(".blocks"));
     Units& u = mids[{layer, linear}];
     if (!u.map.empty()) return u;
-    const int stream = (1 << 20) + 2 * layer + (linear.find("w2") != std::string::npos);
-    SplitChoice c = split ? split_choice(ms, mt, seed, stream, false, {k, k}) : zero_choice(ms, mt, {k, k});
+    SplitChoice c = split ? split_choice(ms, mt, seed, middle_units_stream(layer, linear), false, {k, k})
+                          : zero_choice(ms, mt, {k, k});
     u.map = std::move(c.map);
     u.copies = std::move(c.copies);
     return u;
@@ -443,11 +428,11 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
     std::vector<int> copies[2];
     for (int k = 1; k <= 2; ++k) {
       FactorAxis& f = axes[k - 1];
-      f.interleaved = p.axes[2] == "mid";
+      f.interleaved = block_factor_interleaved(p.axes);
       if (p.shape[k] == sp.shape[k]) continue;
       const std::string& role = p.axes[k];
       if (role == "dim") {
-        f.map = &dim_map, f.copies = &dim_copies;
+        f.map = &dim_map, f.copies = &dim_copies, f.late = true;
         f.scale = [&dim_factor](int c) { return dim_factor(c, false); };
         continue;
       }

@@ -118,15 +118,25 @@ UnitBlocks model_dim_blocks(const Transformer& model);
 // With the default `blocks`, target unit j < n_source is source unit j (the prefix).
 SplitChoice split_choice(int64_t n_source, int64_t n_target, uint64_t seed, int layer, bool heads = false,
                          UnitBlocks blocks = {});
+// split_choice's `layer` argument for BlockShuffle's middle units of block `layer`'s linear
+// `linear` ("feed_forward.w13" or "feed_forward.w2"; each its own draw, apart from the FFN's units).
+inline int middle_units_stream(int layer, const std::string& linear) {
+  return (1 << 20) + 2 * layer + (linear.find("w2") != std::string::npos);
+}
 // G_zero's placement: map[j] the source unit of target unit j, -1 for a new (zero) unit; copies all 1.
 SplitChoice zero_choice(int64_t n_source, int64_t n_target, UnitBlocks blocks = {});
 // A 3-D block factor [k, m, n] as the matrix [k m, k n] it multiplies by (zero off its blocks), its
-// unit axis (1 or 2) in the FFN's unit order: the input axis (2) block-diagonal (block b's columns
-// b n .. b n + n - 1), the output axis (1) interleaved as BlockShuffle's P_out does (row a k + c is
-// block c's row a); and back to the factor (its blocks' entries of `dense`; the rest is dropped).
-std::vector<float> block_factor_dense(const std::vector<float>& v, const std::vector<int64_t>& shape, int unit_axis);
+// rows and columns in unit order: block-diagonal (block b's rows b m .. b m + m - 1, columns
+// b n .. b n + n - 1), or, `interleaved` (BlockShuffle's second factor, between P_mid and P_out:
+// block_factor_interleaved), row a k + c and column j k + c are block c's row a and column j; and
+// back to the factor (its blocks' entries of `dense`; the rest is dropped).
+std::vector<float> block_factor_dense(const std::vector<float>& v, const std::vector<int64_t>& shape,
+                                      bool interleaved);
 std::vector<float> block_factor_blocks(const std::vector<float>& dense, const std::vector<int64_t>& shape,
-                                       int unit_axis);
+                                       bool interleaved);
+// Whether a block factor is BlockShuffle's second (its input axis, the middle units, read through
+// P_mid; its output re-interleaved by P_out): both its axes interleave the blocks.
+inline bool block_factor_interleaved(const std::vector<std::string>& axes) { return axes.size() == 3 && axes[2] == "mid"; }
 
 // PRTS's default list: layers [0 .. L_src) repeated to fill L_target (L_target a multiple of L_src).
 std::vector<int> default_stacking_list(int source_layers, int target_layers);

@@ -30,6 +30,7 @@ struct FactorAxis {
   const std::vector<int>* copies = nullptr;
   std::function<float(int copies)> scale;
   bool interleaved = false;
+  bool late = false;  // scaled after the other axis (the model dimension: G_learn's order of stages)
 };
 // A block factor [k, m_s, n_s] widened to [k, m_t, n_t] along its rows' and columns' maps (which
 // keep every unit in its block: an entry whose two source units sit in different blocks is zero).
