@@ -149,6 +149,9 @@ TEST(Growth, ZeroDepthKeepsTheFunctionDense) {
     c->module_agg = "stack";
   }
   check_zero(s, t, {-1, 0, 1});
+  // module_agg=sum: a new identity block's module parameters are zero (they add nothing).
+  for (ModelConfig* c : {&s, &t}) c->module_agg = "sum";
+  check_zero(s, t, {0, -1, 1});
 }
 
 TEST(Growth, ZeroDepthKeepsTheFunctionStem) {
@@ -437,7 +440,7 @@ TEST(Growth, ErrorsNameWhatDoesNotMatch) {
   EXPECT_NE(err([&] { grow_model(src->model, dst.model, GrowthOperator::stack, {0, 1, 0, 1}); })
                 .find("target layer 2 does not match source layer 0"),
             std::string::npos);
-  // G_zero: a factored output projection, and module rows, are refused.
+  // G_zero: a factored output projection, and new layers' module rows (module_agg=avg), are refused.
   ModelConfig sl = tiny(2, "lowrank"), tl = tiny(3, "lowrank");
   auto srcl = source_model(sl);
   ModelRun dstl(tl, resolve_dims(tl, kVocab));
@@ -446,8 +449,12 @@ TEST(Growth, ErrorsNameWhatDoesNotMatch) {
   ModelConfig sm = tiny(2), tm = tiny(3);
   sm.modules = tm.modules = {"m"};
   sm.module_seq_len = tm.module_seq_len = 2;
+  sm.module_agg = tm.module_agg = "avg";
   EXPECT_NE(err([&] { check_growth(sm, tm, GrowthOperator::zero, {0, 1, -1}); }).find("module tokens"),
             std::string::npos);
+  ModelConfig wm = sm;  // (in width alone, every module_agg)
+  wm.ffn_dim_multiplier = 1.5;
+  EXPECT_EQ(err([&] { check_growth(sm, wm, GrowthOperator::random, {0, 1}); }), "");
 }
 
 // PRTS's table (its README): Llama3-8B at 15T tokens 6.58B, Llama2-7B / 13B / 70B at 2T tokens

@@ -1,6 +1,7 @@
 #include "lingua/model/growth.h"
 #include "lingua/model/growth_widen.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -279,9 +280,14 @@ void check_growth(const ModelConfig& s, const ModelConfig& t, GrowthOperator op,
   same("module_seq_len", s.module_seq_len, t.module_seq_len);
   same("module_agg", s.module_agg, t.module_agg);
   const bool new_layers = op == GrowthOperator::zero || op == GrowthOperator::random;
-  LINGUA_CHECK(!new_layers || s.modules.empty() || s.module_agg == "stack", "G_", growth_operator_name(op),
-               " with module tokens (model.module_agg=", s.module_agg, "): a new layer's module blocks mix into "
-               "the module rows, so the grown model would not compute the source's function; use G_stack");
+  // New layers under module tokens: with module_agg=stack they hold no module parameters; with sum,
+  // G_zero's add zero rows; otherwise theirs would change the module rows (and the function).
+  const bool adds = new_layers && std::find(list.begin(), list.end(), -1) != list.end();
+  LINGUA_CHECK(!adds || s.modules.empty() || s.module_agg == "stack" ||
+                   (op == GrowthOperator::zero && s.module_agg == "sum"),
+               "G_", growth_operator_name(op), " with module tokens (model.module_agg=", s.module_agg, "): a new "
+               "layer's module parameters mix into the module rows, so the grown model would not compute the "
+               "source's function; use model.module_agg=stack (G_zero: or sum), or G_stack");
   LINGUA_CHECK((int)list.size() == t.n_layers, "the stacking list has ", list.size(), " entries for the target's ",
                t.n_layers, " layers (model.n_layers): one source layer per target layer");
   for (size_t i = 0; i < list.size(); ++i) {
@@ -513,7 +519,9 @@ std::vector<int> grow_model(const Transformer& source, Transformer& target, Grow
       source, target, op, list, seed, Value::weight, [&](int sid) { return source.params().host_param(sid); },
       [&](int id, const std::vector<float>& v) { to.set_param(id, to.info(id).held_part(v).data()); },
       [&](int id, const std::string& rest) -> const std::vector<float>* {
-        if (op != GrowthOperator::zero || !is_output_projection(rest)) return nullptr;  // (keeps its init)
+        // (G_zero: an identity block, whose module parameters add nothing: module_agg=sum.)
+        if (op != GrowthOperator::zero || !(is_output_projection(rest) || rest.rfind("modules.", 0) == 0))
+          return nullptr;  // (keeps its init)
         zeros.assign((size_t)to.info(id).full_numel(), 0.0f);
         return &zeros;
       });
