@@ -2,7 +2,7 @@
 // BlockShuffle model widened on the host with G_split or G_zero (units kept in their blocks:
 // ffn_unit_blocks) computes on the GPU what its source computes there; G_random's masks on a
 // factored FFN (the factor that reads the new units) give the CPU's loss and gradients on the GPU;
-// G_learn's map gradient on the GPU is the CPU's.
+// G_learn's map gradient on the GPU is the CPU's (a wider model.dim of block FFNs among them).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -62,8 +62,37 @@ TEST(GrowthFactoredCuda, RandomWidthMasksMatchCpu) {
   }
 }
 
-// G_learn (depth and a wider FFN): the map's gradient of one batch on the GPU is the CPU's, and a
-// step lowers the loss there too.
+namespace {
+
+// G_learn from `sc` to `tc` on `list`: the map's gradient of one batch on the GPU is the CPU's, and a
+// few Adam steps lower the loss there too.
+void expect_learned_map_on_gpu_as_cpu(const ModelConfig& sc, const ModelConfig& tc, const std::vector<int>& list,
+                                      double lr) {
+  ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
+  ModelRun cpu(tc, resolve_dims(tc, kVocab), Device::cpu), gpu(tc, resolve_dims(tc, kVocab), Device::cuda);
+  LearnedGrowth lc(host.model, cpu.model, list, 3), lg(host.model, gpu.model, list, 3);
+  const int B = 2, T = 31;
+  auto in = random_ids(B * T, kVocab, 2), tgt = random_ids(B * T, kVocab, 3);
+  double loss_c = 0, loss_g = 0;
+  const std::vector<double> dc = lc.gradient(cpu.exec, in.data(), tgt.data(), B, T, &loss_c);
+  const std::vector<double> dg = lg.gradient(gpu.exec, in.data(), tgt.data(), B, T, &loss_g);
+  EXPECT_NEAR(loss_g, loss_c, 1e-2 * loss_c);
+  ASSERT_EQ(dg.size(), dc.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < dc.size(); ++i) num += (dg[i] - dc[i]) * (dg[i] - dc[i]), den += dc[i] * dc[i];
+  EXPECT_GT(den, 0);
+  EXPECT_LT(std::sqrt(num / den), 3e-2);
+  const double before = lg.step(gpu.exec, in.data(), tgt.data(), B, T, lr);
+  for (int s = 0; s < 4; ++s) lg.step(gpu.exec, in.data(), tgt.data(), B, T, lr);
+  double after = 0;
+  lg.gradient(gpu.exec, in.data(), tgt.data(), B, T, &after);
+  EXPECT_LT(after, before) << "Adam on the map lowers the loss of its batch";
+}
+
+}  // namespace
+
+// G_learn (depth and a wider FFN; and a wider model.dim of block FFNs): the map's gradient on the
+// GPU is the CPU's, and a step lowers the loss there too.
 TEST(GrowthFactoredCuda, LearnedMapGradientMatchesCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   for (const char* ffn : {"swiglu", "lowrank", "blockshuffle"}) {
@@ -72,25 +101,18 @@ TEST(GrowthFactoredCuda, LearnedMapGradientMatchesCpu) {
     ModelConfig sc = config(ffn), tc = config(ffn, 4, 1.5);
     sc.structured.layers = std::vector<int>{0, 1};
     tc.structured.layers = std::vector<int>{0, 1, 2, 3};
-    ModelRun host(sc, resolve_dims(sc, kVocab), Device::cpu, trained);
-    ModelRun cpu(tc, resolve_dims(tc, kVocab), Device::cpu), gpu(tc, resolve_dims(tc, kVocab), Device::cuda);
-    LearnedGrowth lc(host.model, cpu.model, {0, 1, 1, 1}, 3), lg(host.model, gpu.model, {0, 1, 1, 1}, 3);
-    const int B = 2, T = 31;
-    auto in = random_ids(B * T, kVocab, 2), tgt = random_ids(B * T, kVocab, 3);
-    double loss_c = 0, loss_g = 0;
-    const std::vector<double> dc = lc.gradient(cpu.exec, in.data(), tgt.data(), B, T, &loss_c);
-    const std::vector<double> dg = lg.gradient(gpu.exec, in.data(), tgt.data(), B, T, &loss_g);
-    EXPECT_NEAR(loss_g, loss_c, 1e-2 * loss_c);
-    ASSERT_EQ(dg.size(), dc.size());
-    double num = 0, den = 0;
-    for (size_t i = 0; i < dc.size(); ++i) num += (dg[i] - dc[i]) * (dg[i] - dc[i]), den += dc[i] * dc[i];
-    EXPECT_GT(den, 0);
-    EXPECT_LT(std::sqrt(num / den), 3e-2);
-    const double before = lg.step(gpu.exec, in.data(), tgt.data(), B, T, 0.01);
-    for (int s = 0; s < 4; ++s) lg.step(gpu.exec, in.data(), tgt.data(), B, T, 0.01);
-    double after = 0;
-    lg.gradient(gpu.exec, in.data(), tgt.data(), B, T, &after);
-    EXPECT_LT(after, before) << "Adam on the map lowers the loss of its batch";
+    expect_learned_map_on_gpu_as_cpu(sc, tc, {0, 1, 1, 1}, 0.01);
+  }
+  for (const char* ffn : {"blockdense", "blockshuffle"}) {
+    SCOPED_TRACE(std::string(ffn) + " dim 128 -> 192");
+    ModelConfig sc = config(ffn), tc = config(ffn);
+    sc.structured.layers = tc.structured.layers = std::vector<int>{0, 1};
+    sc.n_kv_heads.reset(), tc.n_kv_heads.reset();
+    sc.head_dim = tc.head_dim = 64;
+    tc.dim = 192;
+    tc.n_heads = 3;
+    tc.norm_eps = sc.norm_eps * 128.0 / 192.0;
+    expect_learned_map_on_gpu_as_cpu(sc, tc, {0, 1}, 1e-3);  // (one dim map for every tensor: smaller steps)
   }
 }
 
