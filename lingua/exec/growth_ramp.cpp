@@ -142,7 +142,8 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
           // width is the smaller of its input and output (fc1: dim, 2 hidden; fc2: hidden, dim), its
           // new units at the end of each of the k first-factor blocks: columns a % (q / k) >= Ms / k^2.
           const int64_t kb = p.shape[0], q = p.shape[2], mt = kb * q;
-          const int64_t ms = p.axes[1] == "dim" ? std::min<int64_t>(s.hidden, s.dim) : std::min<int64_t>(s.dim, 2 * s.hidden);
+          const int64_t ms = p.axes[1] == "dim" ? std::min<int64_t>(s.hidden, s.dim)
+                                                : std::min<int64_t>(s.dim, 2 * s.hidden);
           if (ms < mt) {
             const int stage = dim >= 0 && mt == t.dim ? dim : ffn;  // (grown with the model dimension, else the FFN)
             LINGUA_CHECK(stage >= 0 && ms % (kb * kb) == 0 && mt % (kb * kb) == 0, "G_random's width masks: '",
