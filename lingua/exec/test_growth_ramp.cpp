@@ -85,24 +85,7 @@ namespace {
 // Every parameter's gradient (3 random entries each, and with `last_entry` a 2-D or 3-D weight's
 // last entry too) against finite differences of the model's loss on one batch.
 void expect_gradients_match_finite_differences(ModelRun& m, bool last_entry, const std::string& what) {
-  const int B = 2, T = 6;
-  const std::vector<int32_t> tok = random_ids(B * T, kVocab, 6), tgt = random_ids(B * T, kVocab, 7);
-  const float scale = 0.1f;
-  ParamStore& ps = m.params();
-  ps.zero_grads();
-  m.exec.forward_backward(tok.data(), tgt.data(), B, T, scale);
-  const std::vector<float> grad = ps.host_grads();
-  std::mt19937 r(3);
-  for (int id : ps.ids()) {
-    const ParamInfo& p = ps.info(id);
-    std::vector<int64_t> entries;
-    for (int k = 0; k < 3; ++k) entries.push_back((int64_t)(r() % p.numel));
-    if (last_entry && p.shape.size() >= 2) entries.push_back(p.numel - 1);
-    for (int64_t e : entries) {
-      const double f = finite_difference(m.exec, id, e, tok, tgt, B, T, scale);
-      EXPECT_NEAR(grad[p.grad_offset + e], f, 2e-3 + 3e-2 * std::fabs(f)) << p.name << " entry " << e << " " << what;
-    }
-  }
+  test_util::expect_gradients_match_finite_differences(m, kVocab, 2, 6, last_entry, 3, what);
 }
 
 }  // namespace

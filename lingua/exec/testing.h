@@ -84,6 +84,35 @@ inline double finite_difference(Executor& ex, int id, int64_t e, const std::vect
   return (lp - lm) / (2 * eps);
 }
 
+// Every parameter's gradient of scale x the summed loss of one batch (B x T random tokens of
+// [0, vocab)) against finite_difference at 3 random entries each (seeded by `seed`), and with
+// `last_entry` a weight's (2-D or 3-D) last entry too. Returns the names of the parameters with an
+// entry whose finite difference is above 1e-3 (what the check exercised).
+inline std::vector<std::string> expect_gradients_match_finite_differences(ModelRun& m, int vocab, int B, int T,
+                                                                          bool last_entry, uint32_t seed,
+                                                                          const std::string& what) {
+  const std::vector<int32_t> tok = random_ids(B * T, vocab, 6), tgt = random_ids(B * T, vocab, 7);
+  const float scale = 0.1f;
+  ParamStore& ps = m.params();
+  ps.zero_grads();
+  m.exec.forward_backward(tok.data(), tgt.data(), B, T, scale);
+  const std::vector<float> grad = ps.host_grads();
+  std::mt19937 r(seed);
+  std::vector<std::string> moved;
+  for (int id : ps.ids()) {
+    const ParamInfo& p = ps.info(id);
+    std::vector<int64_t> entries;
+    for (int k = 0; k < 3; ++k) entries.push_back((int64_t)(r() % p.numel));
+    if (last_entry && p.shape.size() >= 2) entries.push_back(p.numel - 1);
+    for (int64_t e : entries) {
+      const double f = finite_difference(m.exec, id, e, tok, tgt, B, T, scale);
+      EXPECT_NEAR(grad[p.grad_offset + e], f, 2e-3 + 3e-2 * std::fabs(f)) << p.name << " entry " << e << " " << what;
+      if (std::fabs(f) > 1e-3 && (moved.empty() || moved.back() != p.name)) moved.push_back(p.name);
+    }
+  }
+  return moved;
+}
+
 // One sequence decoded with a KV cache (its first `first` tokens in one call, then one by one) gives
 // the full forward's logits at every position from first - 1 on, within `tol`.
 inline void expect_cached_decoding_equals_full_forward(Executor& ex, const std::vector<int32_t>& tok, int first,
