@@ -54,6 +54,15 @@ TwoJobs two_jobs(const TrainConfig& c, const std::string& name, const std::strin
   return j;
 }
 
+// The in-run growth's target (`c` without growth.*) as a config file, for lingua grow's target=.
+fs::path target_yaml(const TrainConfig& c, const std::string& name) {
+  TrainConfig t = c;
+  t.growth = GrowthConfig{};
+  const fs::path yaml = temp_dir(name + "_cfg") / "target.yaml";
+  write_text_file_atomic(yaml.string(), config_to_yaml(t));
+  return yaml;
+}
+
 }  // namespace
 
 TEST(GrowCli, RandomLayersRampInAsInTheRunAndResumeBitwise) {
@@ -147,11 +156,8 @@ TEST(GrowCli, RandomWidthRampsInAsInTheRun) {
   const TrainResult whole = train(c, quiet);
   ASSERT_EQ(whole.losses.size(), 8u);
   // The target's model.* from a config file (its norm_eps scaled by 16 / 32).
-  TrainConfig t = c;
-  t.growth = GrowthConfig{};
-  const fs::path yaml = temp_dir("growcli_rwidth_cfg") / "target.yaml";
-  write_text_file_atomic(yaml.string(), config_to_yaml(t));
-  TwoJobs j = two_jobs(c, "growcli_rwidth", "target=" + yaml.string() + " stacking_list='[0, -1, 1, -1]'");
+  TwoJobs j = two_jobs(c, "growcli_rwidth",
+                       "target=" + target_yaml(c, "growcli_rwidth").string() + " stacking_list='[0, -1, 1, -1]'");
   const nlohmann::json rec = nlohmann::json::parse(
       read_text_file((j.grown / checkpoint_dir_name(0) / CheckpointFiles::growth).string()));
   EXPECT_EQ(rec["ramp"]["source_model"]["dim"], 16);
@@ -180,11 +186,8 @@ TEST(GrowCli, RandomWithModuleTokensAsInTheRun) {
   c.model.module_agg = "stack";
   const TrainResult whole = train(c, quiet);
   ASSERT_EQ(whole.losses.size(), 7u);
-  TrainConfig t = c;
-  t.growth = GrowthConfig{};
-  const fs::path yaml = temp_dir("growcli_rmod_cfg") / "target.yaml";
-  write_text_file_atomic(yaml.string(), config_to_yaml(t));
-  TwoJobs j = two_jobs(c, "growcli_rmod", "target=" + yaml.string() + " stacking_list='[-1, 0, -1, 1]'");
+  TwoJobs j = two_jobs(c, "growcli_rmod",
+                       "target=" + target_yaml(c, "growcli_rmod").string() + " stacking_list='[-1, 0, -1, 1]'");
   const TrainResult r = train(j.target, quiet);
   ASSERT_EQ(r.losses.size(), 4u);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(r.losses[i], whole.losses[3 + i]) << "step " << i + 4 << " of the run";

@@ -36,6 +36,15 @@ std::string step_dir(const TrainConfig& c, int64_t step) {
   return (fs::path(c.dump_dir) / "checkpoints" / checkpoint_dir_name(step)).string();
 }
 
+// `c` in a new dump_dir, continuing its own checkpoint of `step` (checkpoint.continue_training_from_init).
+TrainConfig continuing(const TrainConfig& c, int64_t step, const std::string& name) {
+  TrainConfig more = c;
+  more.dump_dir = temp_dir(name).string();
+  more.checkpoint.init_ckpt_path = step_dir(c, step);
+  more.checkpoint.continue_training_from_init = true;
+  return more;
+}
+
 }  // namespace
 
 TEST(GrowthRampCheckpoints, ContinuedElsewhereRampsOnBitwise) {
@@ -56,10 +65,7 @@ TEST(GrowthRampCheckpoints, ContinuedElsewhereRampsOnBitwise) {
   EXPECT_FALSE(checkpoint_ramp(step_dir(c, 10)).has_value()) << "every m = 1 from step 9";
   // Another dump_dir continues step 6 (the model dimension ramping; the run's config, past its
   // growth step): the run's losses, bitwise.
-  TrainConfig more = c;
-  more.dump_dir = temp_dir("rampck_cont_more").string();
-  more.checkpoint.init_ckpt_path = step_dir(c, 6);
-  more.checkpoint.continue_training_from_init = true;
+  const TrainConfig more = continuing(c, 6, "rampck_cont_more");
   const TrainResult r = train(more, quiet);
   ASSERT_EQ(r.start_step, 6);
   ASSERT_EQ(r.losses.size(), 4u);
@@ -121,10 +127,7 @@ TEST(GrowthRampCheckpoints, FromLinguaGrowContinuedElsewhere) {
   ASSERT_TRUE(r2.has_value());
   EXPECT_EQ(r2->start, 0);
   EXPECT_FALSE(checkpoint_ramp(step_dir(t, 4)).has_value());
-  TrainConfig more = t;
-  more.dump_dir = temp_dir("rampck_grow_more").string();
-  more.checkpoint.init_ckpt_path = step_dir(t, 2);
-  more.checkpoint.continue_training_from_init = true;
+  const TrainConfig more = continuing(t, 2, "rampck_grow_more");
   const TrainResult r = train(more, quiet);
   ASSERT_EQ(r.start_step, 2);
   for (size_t i = 0; i < r.losses.size(); ++i) EXPECT_EQ(r.losses[i], whole.losses[2 + i]) << "step " << 3 + i;

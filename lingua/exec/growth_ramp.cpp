@@ -119,9 +119,9 @@ GrowthRamp::GrowthRamp(Transformer& model, std::vector<int> layers, int64_t star
         const size_t n = p.shape.size();
         const bool reads = ffn >= 0 && p.axes.back() == "hidden";
         const bool writes = dim >= 0 && p.axes[n - 2] == "dim";
-        const bool mids = n == 3 && p.axes.back() == "mid";
+        const bool mids = block_factor_interleaved(p.axes);  // (BlockShuffle's second factor reads them)
         for (size_t a = 1; dim >= 0 && n == 3 && a < n; ++a)
-          LINGUA_CHECK(p.axes[a] != "dim" || a == n - 1 || p.axes[2] == "mid", "G_random's width masks: '", p.name,
+          LINGUA_CHECK(p.axes[a] != "dim" || a == n - 1 || mids, "G_random's width masks: '", p.name,
                        "' ", shape_str(p.shape), " writes the model dimension in blocks, which cannot be masked; use "
                        "G_zero or G_split, or keep model.dim");
         if (!reads && !writes && !mids) continue;

@@ -448,11 +448,7 @@ void map_values(const Transformer& source, const Transformer& target, GrowthOper
                                                     p.shape[0] * p.shape[k])
                                      : units_of(layer, false);
       maps[k - 1] = u.map, copies[k - 1] = u.copies;
-      if (role == "2hidden") {  // (the units twice: gate, then up)
-        const int64_t ns = (int64_t)u.copies.size();
-        for (int64_t s : u.map) maps[k - 1].push_back(s < 0 ? -1 : ns + s);
-        copies[k - 1].insert(copies[k - 1].end(), u.copies.begin(), u.copies.end());
-      }
+      if (role == "2hidden") units_twice(maps[k - 1], copies[k - 1]);
       f.map = &maps[k - 1], f.copies = &copies[k - 1];
       const bool input_side = k == 2;
       f.scale = [&scale, input_side](int c) { return scale(c, input_side); };

@@ -107,12 +107,15 @@ std::vector<float> widen_units(const std::vector<float>& v, const ParamInfo& src
                shape_str(src.shape));
   std::vector<int64_t> m = map;
   std::vector<int> c = copies;
-  if (dst.axes[0] == "2hidden" || dst.axes[1] == "2hidden") {
-    const int64_t ns = (int64_t)copies.size();
-    for (int64_t s : map) m.push_back(s < 0 ? -1 : ns + s);
-    c.insert(c.end(), copies.begin(), copies.end());
-  }
+  if (dst.axes[0] == "2hidden" || dst.axes[1] == "2hidden") units_twice(m, c);
   return widen(v, src, dst, unit, m, c, scale);
+}
+
+void units_twice(std::vector<int64_t>& map, std::vector<int>& copies) {
+  const int64_t ns = (int64_t)copies.size(), nt = (int64_t)map.size();
+  for (int64_t j = 0; j < nt; ++j) map.push_back(map[(size_t)j] < 0 ? -1 : ns + map[(size_t)j]);
+  const std::vector<int> once = copies;  // (not a range of the vector it is inserted into)
+  copies.insert(copies.end(), once.begin(), once.end());
 }
 
 std::vector<float> place_dim(const std::vector<float>& v, const std::vector<int64_t>& from, const ParamInfo& to,

@@ -44,6 +44,9 @@ std::vector<float> widen_block_factor(const std::vector<float>& v, const std::ve
 std::vector<float> widen(const std::vector<float>& v, const ParamInfo& src, const ParamInfo& dst, int64_t unit,
                          const std::vector<int64_t>& map, const std::vector<int>& copies,
                          const std::function<float(int, bool)>& scale);
+// The map of a "2hidden" axis, which holds the FFN's units twice (the gate's, then the up's): the
+// units' map, then target unit H_t + j taking source unit H_s + map[j]; the copies likewise.
+void units_twice(std::vector<int64_t>& map, std::vector<int>& copies);
 // widen() of a 2-D parameter with FFN units or heads: a "2hidden" axis holds the units twice
 // (target row H_t + j takes source row H_s + map[j]).
 std::vector<float> widen_units(const std::vector<float>& v, const ParamInfo& src, const ParamInfo& dst, int64_t unit,
