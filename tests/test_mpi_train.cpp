@@ -47,21 +47,40 @@ namespace {
 // And a LowRank model with self-guided training (guides dropped at step 4, drawn with reduce_flop)
 // under DDP and FSDP.
 // And module tokens (two modules, trained with the model) under DDP and FSDP.
-enum class Mode { ddp, fsdp, hsdp, stem_ddp, stem_tables, stem_tables_fsdp, guided_ddp, guided_fsdp, modules_ddp, modules_fsdp };
+// And BlockShuffle and BlockDense FFNs (3-d block factors) under DDP and FSDP.
+enum class Mode {
+  ddp,
+  fsdp,
+  hsdp,
+  stem_ddp,
+  stem_tables,
+  stem_tables_fsdp,
+  guided_ddp,
+  guided_fsdp,
+  modules_ddp,
+  modules_fsdp,
+  blockshuffle_ddp,
+  blockshuffle_fsdp,
+  blockdense_ddp,
+  blockdense_fsdp
+};
 const char* mode_name(Mode m) {
-  const char* names[] = {"ddp",        "fsdp",        "hsdp",        "stem_ddp",    "stem_tables",
-                         "stem_tables_fsdp", "guided_ddp", "guided_fsdp", "modules_ddp", "modules_fsdp"};
+  const char* names[] = {"ddp",         "fsdp",          "hsdp",           "stem_ddp",          "stem_tables",
+                         "stem_tables_fsdp", "guided_ddp", "guided_fsdp",  "modules_ddp",       "modules_fsdp",
+                         "blockshuffle_ddp", "blockshuffle_fsdp", "blockdense_ddp", "blockdense_fsdp"};
   return names[(int)m];
 }
 bool stem(Mode m) { return m == Mode::stem_ddp || m == Mode::stem_tables || m == Mode::stem_tables_fsdp; }
 bool tables(Mode m) { return m == Mode::stem_tables || m == Mode::stem_tables_fsdp; }
 bool guided(Mode m) { return m == Mode::guided_ddp || m == Mode::guided_fsdp; }
 bool modules(Mode m) { return m == Mode::modules_ddp || m == Mode::modules_fsdp; }
+bool blockshuffle(Mode m) { return m == Mode::blockshuffle_ddp || m == Mode::blockshuffle_fsdp; }
+bool blockdense(Mode m) { return m == Mode::blockdense_ddp || m == Mode::blockdense_fsdp; }
 
 TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::string& device, Mode mode) {
   TrainConfig c = tiny_config(data, dump);
   if (mode == Mode::fsdp || mode == Mode::hsdp || mode == Mode::stem_tables_fsdp || mode == Mode::guided_fsdp ||
-      mode == Mode::modules_fsdp) {
+      mode == Mode::modules_fsdp || mode == Mode::blockshuffle_fsdp || mode == Mode::blockdense_fsdp) {
     c.distributed.fsdp_type = "full_shard";
     c.distributed.dp_shard = mode == Mode::hsdp ? 2 : host().size();
   }
@@ -77,6 +96,11 @@ TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::s
     c.model.structured.self_guided.scheduler = "linear";
     c.model.structured.self_guided.reduce_flop = true;
     c.model.structured.self_guided.max_step = 4;
+  }
+  if (blockshuffle(mode) || blockdense(mode)) {  // layer 1 structured, 2 blocks
+    c.model.ffn = blockshuffle(mode) ? "blockshuffle" : "blockdense";
+    c.model.structured.nblocks = 2;
+    if (blockdense(mode)) c.model.structured.rank = 8;
   }
   if (modules(mode)) {
     c.model.modules = {"m1", "m0"};
@@ -323,6 +347,21 @@ TEST(DistributedTrain, ModuleTokensTrainAsDataParallel) {
     for (size_t i = 0; i < ddp.size(); ++i)
       EXPECT_NEAR(fsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
   }
+}
+
+// BlockShuffle and BlockDense FFNs under DDP and FSDP: their block factors shard like any
+// parameter, and FSDP trains as DDP.
+TEST(DistributedTrain, BlockFfnsTrainAsDataParallel) {
+  ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
+  for (const std::string& device : test_devices())
+    for (Mode ddp_mode : {Mode::blockshuffle_ddp, Mode::blockdense_ddp}) {
+      SCOPED_TRACE(device + " " + mode_name(ddp_mode));
+      const std::vector<double> ddp = check_distributed_train(device, ddp_mode);
+      const std::vector<double> fsdp = check_distributed_train(device, Mode((int)ddp_mode + 1));
+      ASSERT_EQ(fsdp.size(), ddp.size());
+      for (size_t i = 0; i < ddp.size(); ++i)
+        EXPECT_NEAR(fsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
+    }
 }
 
 // Under mpirun -np 4 (ctest's _4ranks run): HSDP, 2 replicas x 2 shards, trains as DDP over the

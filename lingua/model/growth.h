@@ -29,8 +29,10 @@
 //                    units are r >= H_src / k of each block, and G_split copies a random source unit
 //                    of the same block (and residue j % k); a 3-D factor widens as the matrix it
 //                    multiplies by (block_factor_dense), which such a map keeps block-diagonal.
-//                    BlockShuffle needs k^2 to divide both widths and H_src > model.dim (else its
-//                    middle width grows too); a wider model.dim is refused for both block FFNs.
+//                    A wider model.dim places its coordinates per block the same way
+//                    (model_dim_blocks: k divides both dims, k^2 for BlockShuffle, whose fc2 output
+//                    interleaves them); BlockShuffle's middle units (a linear's smaller width) grow
+//                    with the FFN or the dim, per block as well (k^2 divides each width that grows).
 //   G_zero (width)   the same widening (block FFNs: the same places) with new units zero in every
 //                    weight: the function is kept, but a unit zero on both sides gets no gradient
 //                    and stays zero (as the operator is defined; G_split is the widening that learns).

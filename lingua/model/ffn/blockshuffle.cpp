@@ -7,7 +7,8 @@
 //   P_mid: stage-2 block c reads the stage-1 outputs c, c + k, c + 2k, ... (stride_permute by k);
 //   P_out: output element a*k + c is element a of stage-2 block c (stride_permute by out/k).
 // fc1 = "w13" (in dim, out 2 hidden: (a, b) are the first and last hidden outputs after P_out),
-// fc2 = "w2". Forward keeps u = P_mid blockdiag(W1) x [N, k*q] per linear. Layers not in
+// fc2 = "w2". Forward keeps z = blockdiag(W1) x per linear, feature-major [k*q, N], so that the
+// second factor reads it through P_mid in place (no permutation pass). Layers not in
 // model.structured.layers are dense SwiGLU. Init: fixed N(0, 0.02) or xavier N(0, 1 / fan_in) per
 // factor; post_init ortho replaces each block by U V^T of its SVD.
 #include "lingua/model/ffn/structured.h"
@@ -39,39 +40,33 @@ class BlockShuffleLinear final : public StructuredLinear {
     stride_permute(v, out_ / k_, y, residual);  // P_out
     scratch.release_to(mark);
   }
-  void forward_unshuffled(const Tensor& x, const Tensor& v, Arena& keep, Arena& scratch) override {
-    const int64_t n = x.size(0), mid = k_ * q_;
-    u_ = arena_tensor(keep, {n, mid}, x.dtype);
-    const size_t mark = scratch.mark();
-    Tensor z = arena_tensor(scratch, {n, mid}, x.dtype);
-    blockdiag_forward(x, w1_.compute(), z);
-    stride_permute(z, k_, u_);
-    blockdiag_forward(u_, w2_.compute(), v);
-    scratch.release_to(mark);
+  void forward_unshuffled(const Tensor& x, const Tensor& v, Arena& keep, Arena& /*scratch*/) override {
+    // z = blockdiag(W1) x is written feature-major ([k*q, N]); stage 2 reads it interleaved, which
+    // is P_mid without a copy (blockdiag.h).
+    zt_ = arena_tensor(keep, {k_ * q_, x.size(0)}, x.dtype);
+    blockdiag_forward(x, w1_.compute(), zt_, BlockLayout::rows, BlockLayout::features);
+    blockdiag_forward(zt_, w2_.compute(), v, BlockLayout::interleaved, BlockLayout::rows);
   }
   int64_t output_shuffle() const override { return k_; }
   void backward_input(const Tensor& dy, const Tensor& dx, Arena& scratch) override {
-    Tensor dv = arena_tensor(scratch, {dy.size(0), out_}, dy.dtype);  // (released with dz_ by the caller)
+    Tensor dv = arena_tensor(scratch, {dy.size(0), out_}, dy.dtype);  // (released with dzt_ by the caller)
     stride_permute(dy, k_, dv);  // P_out^T
     backward_input_unshuffled(dv, dx, scratch);
   }
   void backward_input_unshuffled(const Tensor& dv, const Tensor& dx, Arena& scratch) override {
-    const int64_t n = dv.size(0), mid = k_ * q_;
-    dz_ = arena_tensor(scratch, {n, mid}, dv.dtype);  // pending for backward_weight
-    const size_t mark = scratch.mark();
-    Tensor du = arena_tensor(scratch, {n, mid}, dv.dtype);
-    blockdiag_backward(u_, w2_.compute(), dv, du, w2_.grad());
-    stride_permute(du, q_, dz_);  // P_mid^T
-    blockdiag_backward(Tensor(), w1_.compute(), dz_, dx, Tensor());
-    scratch.release_to(mark);
+    // dz, feature-major like z: stage 2's gradient written interleaved is P_mid^T without a copy.
+    dzt_ = arena_tensor(scratch, {k_ * q_, dv.size(0)}, dv.dtype);  // pending for backward_weight
+    blockdiag_backward(zt_, w2_.compute(), dv, dzt_, w2_.grad(), false, BlockLayout::interleaved, BlockLayout::rows);
+    blockdiag_backward(Tensor(), w1_.compute(), dzt_, dx, Tensor(), false, BlockLayout::rows, BlockLayout::features);
   }
   void backward_weight(const Tensor& x, const Tensor&) override {
     const Tensor g = w1_.grad();
-    if (is_given(g)) blockdiag_backward(x, w1_.compute(), dz_, Tensor(), g);
+    if (is_given(g))
+      blockdiag_backward(x, w1_.compute(), dzt_, Tensor(), g, false, BlockLayout::rows, BlockLayout::features);
   }
   size_t saved_bytes(int64_t rows, DType act) const override { return arena_bytes(rows * k_ * q_, act); }
   size_t scratch_bytes(int64_t rows, DType act) const override {
-    return 2 * arena_bytes(rows * k_ * q_, act) + arena_bytes(rows * out_, act);
+    return arena_bytes(rows * k_ * q_, act) + arena_bytes(rows * out_, act);
   }
   int64_t matmul_params() const override { return k_ * q_ * (in_ / k_) + out_ * q_; }
   std::vector<double> dense() const override {
@@ -95,7 +90,7 @@ class BlockShuffleLinear final : public StructuredLinear {
  private:
   int64_t out_, in_, k_, q_;
   FactorParam w1_, w2_;
-  Tensor u_, dz_;  // saved: P_mid blockdiag(W1) x; pending from backward_input: dL/d(blockdiag(W1) x)
+  Tensor zt_, dzt_;  // saved: blockdiag(W1) x [k*q, N]; pending from backward_input: its gradient [k*q, N]
 };
 
 }  // namespace

@@ -1,31 +1,45 @@
 #pragma once
 // Block-diagonal linear layer (the structured FFNs' BlockDense and BlockShuffle, SPEC §3): k
-// independent products on consecutive column blocks of each row,
-//   forward:  y[:, c*o:(c+1)*o] = x[:, c*i:(c+1)*i] W[c]^T      for c in [0, k)
-//   backward: dx[:, c-th block] = dy[:, c-th block] W[c]         (written, or added)
-//             dW[c] += dy[:, c-th block]^T x[:, c-th block]      (always accumulated)
-// i.e. y = x blockdiag(W[0], ..., W[k-1])^T with W [k, o, i]. No copies: the blocks are strided
-// views, one batched GEMM per product. dx or dw may be an empty Tensor to skip it; x is read only
-// for dw. y / dx never alias the inputs.
+// independent products on the k blocks of each row's features,
+//   forward:  y_c[N, o] = x_c[N, i] W[c]^T       for c in [0, k)
+//   backward: dx_c = dy_c W[c]                    (written, or added)
+//             dW[c] += dy_c^T x_c                 (always accumulated)
+// i.e. y = x blockdiag(W[0], ..., W[k-1])^T with W [k, o, i], where x_c is block c of x. Where the
+// blocks live is the activation's BlockLayout (x and dx share one, y and dy another):
+//   rows:        [N, k*w], block c = columns c*w .. (c+1)*w (the usual row-major activation)
+//   features:    [k*w, N], the transpose of rows (feature-major)
+//   interleaved: [w*k, N], feature-major with the blocks interleaved: element j of block c is row
+//                j*k + c. A features output read as interleaved is the stride permutation
+//                stride_permute(., k) in between for free (BlockShuffle's P_mid).
+// No copies: every layout is a strided view, one batched GEMM per product. dx or dw may be an
+// empty Tensor to skip it; x is read only for dw. y / dx never alias the inputs.
+#include <cstdint>
+
 #include "lingua/core/tensor.h"
 
 namespace lingua {
 
-void blockdiag_forward(const Tensor& x,   // [N, k*i] f32
-                       const Tensor& w,   // [k, o, i] f32
-                       const Tensor& y);  // [N, k*o] f32, written
-void blockdiag_backward(const Tensor& x,   // [N, k*i] f32 (read only for dw)
+enum class BlockLayout : uint8_t { rows, features, interleaved };
+
+void blockdiag_forward(const Tensor& x,  // [N, k*i] f32 (rows; else [k*i, N])
+                       const Tensor& w,  // [k, o, i] f32
+                       const Tensor& y,  // [N, k*o] f32 (rows; else [k*o, N]), written
+                       BlockLayout x_layout = BlockLayout::rows, BlockLayout y_layout = BlockLayout::rows);
+void blockdiag_backward(const Tensor& x,   // x_layout as forward's (read only for dw)
                         const Tensor& w,   // [k, o, i] f32
-                        const Tensor& dy,  // [N, k*o] f32
-                        const Tensor& dx,  // [N, k*i] f32, written (or added), may be empty
+                        const Tensor& dy,  // y_layout
+                        const Tensor& dx,  // x_layout, written (or added), may be empty
                         const Tensor& dw,  // [k, o, i] f32, accumulated, may be empty
-                        bool accumulate_dx = false);
+                        bool accumulate_dx = false, BlockLayout x_layout = BlockLayout::rows,
+                        BlockLayout y_layout = BlockLayout::rows);
 
 // ---- CUDA implementation (cuda.cu): the linear op's GEMM (ops/linear/gemm.h), batched over the
-// k blocks. dtypes as linear's: x, w, dy both bf16 or both f32; y / dx bf16 or f32 (f32 only from
-// f32 inputs); dw f32.
-void blockdiag_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& y);
+// k blocks, with the strided batched GEMMs of gemms.h (the CPU path runs the same ones). dtypes
+// as linear's: x, w, dy both bf16 or both f32; y / dx bf16 or f32 (f32 only from f32 inputs); dw
+// f32.
+void blockdiag_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& y, BlockLayout x_layout,
+                            BlockLayout y_layout);
 void blockdiag_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx, const Tensor& dw,
-                             bool accumulate_dx);
+                             bool accumulate_dx, BlockLayout x_layout, BlockLayout y_layout);
 
 }  // namespace lingua

@@ -1,9 +1,11 @@
 // Block-diagonal linear layer on the CPU: equals the dense layer with the block-diagonal matrix,
-// finite-difference gradients, skipped gradients and errors.
+// every layout equals the rows layout rearranged, finite-difference gradients, skipped gradients
+// and errors.
 #include <gtest/gtest.h>
 
 #include "lingua/ops/blockdiag/blockdiag.h"
 #include "lingua/ops/linear/linear.h"
+#include "lingua/ops/stride_permute/stride_permute.h"
 #include "lingua/ops/testing.h"
 
 using namespace lingua;
@@ -57,29 +59,94 @@ TEST(BlockDiag, EqualsTheDenseBlockDiagonalLayer) {
   }
 }
 
+constexpr BlockLayout kLayouts[] = {BlockLayout::rows, BlockLayout::features, BlockLayout::interleaved};
+
+// An activation [N, k*w] (rows layout) stored in `layout`, written plainly from the definitions.
+std::vector<float> to_layout(const std::vector<float>& rows, int64_t N, int64_t k, int64_t w, BlockLayout layout) {
+  std::vector<float> out(rows.size());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t j = 0; j < w; ++j) {
+        const float v = rows[n * k * w + c * w + j];
+        if (layout == BlockLayout::rows) out[n * k * w + c * w + j] = v;
+        if (layout == BlockLayout::features) out[(c * w + j) * N + n] = v;
+        if (layout == BlockLayout::interleaved) out[(j * k + c) * N + n] = v;
+      }
+  return out;
+}
+// The tensor over v's data: k blocks of w for N rows in `layout`.
+Tensor act(std::vector<float>& v, int64_t N, int64_t k, int64_t w, BlockLayout layout) {
+  return layout == BlockLayout::rows ? Tensor(v.data(), {N, k * w}) : Tensor(v.data(), {k * w, N});
+}
+
+TEST(BlockDiag, EveryLayoutIsTheRowsLayoutRearranged) {
+  for (Case c : kCases)
+    for (BlockLayout xl : kLayouts)
+      for (BlockLayout yl : kLayouts) {
+        auto x = random_vector(c.N * c.k * c.i, 11), w = random_vector(c.k * c.o * c.i, 12),
+             dy = random_vector(c.N * c.k * c.o, 13), dx0 = random_vector(x.size(), 14);
+        // The rows layout (checked against the dense layer above).
+        std::vector<float> y(dy.size()), dx = dx0, dw(w.size(), 0.25f);
+        blockdiag_forward(Tensor(x.data(), {c.N, c.k * c.i}), Tensor(w.data(), {c.k, c.o, c.i}),
+                          Tensor(y.data(), {c.N, c.k * c.o}));
+        blockdiag_backward(Tensor(x.data(), {c.N, c.k * c.i}), Tensor(w.data(), {c.k, c.o, c.i}),
+                           Tensor(dy.data(), {c.N, c.k * c.o}), Tensor(dx.data(), {c.N, c.k * c.i}),
+                           Tensor(dw.data(), {c.k, c.o, c.i}), true);
+        // The same in layouts (xl, yl): dx added to the start value in its layout.
+        std::vector<float> xl_x = to_layout(x, c.N, c.k, c.i, xl), yl_dy = to_layout(dy, c.N, c.k, c.o, yl),
+                           ly(y.size(), 9.0f), ldx = to_layout(dx0, c.N, c.k, c.i, xl), ldw(w.size(), 0.25f);
+        blockdiag_forward(act(xl_x, c.N, c.k, c.i, xl), Tensor(w.data(), {c.k, c.o, c.i}), act(ly, c.N, c.k, c.o, yl),
+                          xl, yl);
+        blockdiag_backward(act(xl_x, c.N, c.k, c.i, xl), Tensor(w.data(), {c.k, c.o, c.i}),
+                           act(yl_dy, c.N, c.k, c.o, yl), act(ldx, c.N, c.k, c.i, xl),
+                           Tensor(ldw.data(), {c.k, c.o, c.i}), true, xl, yl);
+        const std::string what = "N " + std::to_string(c.N) + " k " + std::to_string(c.k) + " layouts " +
+                                 std::to_string((int)xl) + " " + std::to_string((int)yl);
+        EXPECT_LT(max_rel_error(ly, to_layout(y, c.N, c.k, c.o, yl)), 1e-5) << what;
+        EXPECT_LT(max_rel_error(ldx, to_layout(dx, c.N, c.k, c.i, xl)), 1e-5) << what;
+        EXPECT_LT(max_rel_error(ldw, dw), 1e-5) << what;
+      }
+}
+
 TEST(BlockDiag, BackwardMatchesFiniteDifferences) {
-  for (Case c : {Case{3, 2, 3, 2}, Case{4, 3, 2, 5}}) {
-    auto x = random_vector(c.N * c.k * c.i, 4), w = random_vector(c.k * c.o * c.i, 5),
-         R = random_vector(c.N * c.k * c.o, 6);
-    std::vector<float> y(R.size());
-    auto loss = [&] {
-      blockdiag_forward(Tensor(x.data(), {c.N, c.k * c.i}), Tensor(w.data(), {c.k, c.o, c.i}),
-                        Tensor(y.data(), {c.N, c.k * c.o}));
-      return dot(y, R);
-    };
-    auto num_dx = numeric_gradient(x, loss), num_dw = numeric_gradient(w, loss);
-    std::vector<float> dx(x.size(), 7.0f), dw(w.size(), 0.0f);
-    blockdiag_backward(Tensor(x.data(), {c.N, c.k * c.i}), Tensor(w.data(), {c.k, c.o, c.i}),
-                       Tensor(R.data(), {c.N, c.k * c.o}), Tensor(dx.data(), {c.N, c.k * c.i}),
-                       Tensor(dw.data(), {c.k, c.o, c.i}));
-    EXPECT_TRUE(close(dx, num_dx, 1e-3, "dx"));
-    EXPECT_TRUE(close(dw, num_dw, 1e-3, "dw"));
-    // accumulate_dx adds; an empty dw is skipped (x is not read).
-    std::vector<float> dx2(x.size(), 1.0f);
-    blockdiag_backward(Tensor(), Tensor(w.data(), {c.k, c.o, c.i}), Tensor(R.data(), {c.N, c.k * c.o}),
-                       Tensor(dx2.data(), {c.N, c.k * c.i}), Tensor(), true);
-    for (size_t e = 0; e < dx.size(); ++e) EXPECT_FLOAT_EQ(dx2[e], dx[e] + 1.0f);
-  }
+  // Every pair of layouts; the data is random in whatever layout it is stored.
+  for (Case c : {Case{3, 2, 3, 2}, Case{4, 3, 2, 5}})
+    for (BlockLayout xl : kLayouts)
+      for (BlockLayout yl : kLayouts) {
+        auto x = random_vector(c.N * c.k * c.i, 4), w = random_vector(c.k * c.o * c.i, 5),
+             R = random_vector(c.N * c.k * c.o, 6);
+        std::vector<float> y(R.size());
+        auto loss = [&] {
+          blockdiag_forward(act(x, c.N, c.k, c.i, xl), Tensor(w.data(), {c.k, c.o, c.i}), act(y, c.N, c.k, c.o, yl), xl,
+                            yl);
+          return dot(y, R);
+        };
+        auto num_dx = numeric_gradient(x, loss), num_dw = numeric_gradient(w, loss);
+        std::vector<float> dx(x.size(), 7.0f), dw(w.size(), 0.0f);
+        blockdiag_backward(act(x, c.N, c.k, c.i, xl), Tensor(w.data(), {c.k, c.o, c.i}), act(R, c.N, c.k, c.o, yl),
+                           act(dx, c.N, c.k, c.i, xl), Tensor(dw.data(), {c.k, c.o, c.i}), false, xl, yl);
+        EXPECT_TRUE(close(dx, num_dx, 1e-3, "dx"));
+        EXPECT_TRUE(close(dw, num_dw, 1e-3, "dw"));
+        // accumulate_dx adds; an empty dw is skipped (x is not read).
+        std::vector<float> dx2(x.size(), 1.0f);
+        blockdiag_backward(Tensor(), Tensor(w.data(), {c.k, c.o, c.i}), act(R, c.N, c.k, c.o, yl),
+                           act(dx2, c.N, c.k, c.i, xl), Tensor(), true, xl, yl);
+        for (size_t e = 0; e < dx.size(); ++e) EXPECT_FLOAT_EQ(dx2[e], dx[e] + 1.0f);
+      }
+}
+
+TEST(BlockDiag, FeatureMajorOutputReadInterleavedIsTheStridePermutation) {
+  // BlockShuffle's middle: a features output of k blocks of q, read as interleaved, is
+  // stride_permute(z, k) of the rows-layout z: u[n, c*q + a] = z[n, a*k + c].
+  const int64_t N = 5, k = 3, q = 4, i = 2;
+  auto x = random_vector(N * k * i, 21), w = random_vector(k * q * i, 22);
+  std::vector<float> z(N * k * q), zt(z.size());
+  blockdiag_forward(Tensor(x.data(), {N, k * i}), Tensor(w.data(), {k, q, i}), Tensor(z.data(), {N, k * q}));
+  blockdiag_forward(Tensor(x.data(), {N, k * i}), Tensor(w.data(), {k, q, i}), Tensor(zt.data(), {k * q, N}),
+                    BlockLayout::rows, BlockLayout::features);
+  std::vector<float> u(z.size());
+  stride_permute(Tensor(z.data(), {N, k * q}), k, Tensor(u.data(), {N, k * q}));
+  EXPECT_EQ(to_layout(u, N, k, q, BlockLayout::interleaved), zt);
 }
 
 TEST(BlockDiag, ShapeErrorsNameTheArgument) {
@@ -96,6 +163,9 @@ TEST(BlockDiag, ShapeErrorsNameTheArgument) {
       std::exception);
   EXPECT_THROW(blockdiag_forward(Tensor(x.data(), {2, 5}), Tensor(w.data(), {2, 3, 2}), Tensor(y.data(), {2, 6})),
                std::exception);  // x is not [N, k * i]
+  EXPECT_THROW(blockdiag_forward(Tensor(x.data(), {2, 4}), Tensor(w.data(), {2, 3, 2}), Tensor(y.data(), {6, 2}),
+                                 BlockLayout::features, BlockLayout::features),
+               std::exception);  // a features x is [k * i, N]
 }
 
 }  // namespace

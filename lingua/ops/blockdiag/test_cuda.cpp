@@ -1,5 +1,5 @@
 // GPU block-diagonal linear layer against the CPU reference (the op-test harness), odd sizes,
-// bf16 and f32, misaligned; determinism.
+// bf16 and f32, misaligned, every kind of layout; determinism.
 #include <gtest/gtest.h>
 
 #include "lingua/ops/backend_test.h"
@@ -22,29 +22,48 @@ struct Dtypes {
 const Dtypes kDtypes[] = {{DType::bf16, DType::bf16}, {DType::bf16, DType::f32}, {DType::f32, DType::f32}};
 double tolerance(Dtypes d) { return d.out == DType::bf16 ? 1e-2 : d.in == DType::bf16 ? 1e-4 : 1e-5; }
 
+// The layouts of x / dx and y / dy: the usual one and BlockShuffle's (features out of its first
+// factor, read interleaved by its second), and one more mixed pair.
+struct Layouts {
+  BlockLayout x, y;
+};
+const Layouts kLayouts[] = {{BlockLayout::rows, BlockLayout::rows},
+                            {BlockLayout::rows, BlockLayout::features},
+                            {BlockLayout::interleaved, BlockLayout::rows},
+                            {BlockLayout::features, BlockLayout::interleaved}};
+std::vector<int64_t> shape_of(int64_t N, int64_t width, BlockLayout l) {
+  return l == BlockLayout::rows ? std::vector<int64_t>{N, width} : std::vector<int64_t>{width, N};
+}
+std::string name_of(Layouts l) {
+  const char* names[] = {"rows", "features", "interleaved"};
+  return std::string(names[(int)l.x]) + "_" + names[(int)l.y];
+}
+
 std::vector<OpCase> cases() {
   std::vector<OpCase> cs;
   uint32_t seed = 1;
   for (Case c : kCases)
-    for (Dtypes d : kDtypes) {
-      OpCase& f = cs.emplace_back("blockdiag_forward");
-      f.in("x", {c.N, c.k * c.i}, d.in).uniform(-1.0f, 1.0f, seed++);
-      f.in("w", {c.k, c.o, c.i}, d.in).uniform(-1.0f, 1.0f, seed++);
-      f.out("y", {c.N, c.k * c.o}, d.out).tol(tolerance(d));
-      f.run = [](OpArgs& a) { blockdiag_forward(a["x"], a["w"], a["y"]); };
-      for (bool accumulate : {false, true}) {
-        OpCase& b = cs.emplace_back("blockdiag_backward", accumulate ? "accumulate_dx" : "");
-        b.in("x", {c.N, c.k * c.i}, d.in).uniform(-1.0f, 1.0f, seed++).offset(accumulate ? 0 : 1);
-        b.in("w", {c.k, c.o, c.i}, d.in).uniform(-1.0f, 1.0f, seed++);
-        b.in("dy", {c.N, c.k * c.o}, d.in).uniform(-1.0f, 1.0f, seed++);
-        TensorSpec& dx = b.out("dx", {c.N, c.k * c.i}, d.out).tol(tolerance(d));
-        if (accumulate) dx.accumulated().uniform(-1.0f, 1.0f, seed++);
-        b.out("dw", {c.k, c.o, c.i}).accumulated().uniform(-1.0f, 1.0f, seed++).tol(tolerance({d.in, DType::f32}));
-        b.run = [accumulate](OpArgs& a) {
-          blockdiag_backward(a["x"], a["w"], a["dy"], a["dx"], a["dw"], accumulate);
-        };
+    for (Dtypes d : kDtypes)
+      for (Layouts l : kLayouts) {
+        const std::vector<int64_t> xs = shape_of(c.N, c.k * c.i, l.x), ys = shape_of(c.N, c.k * c.o, l.y);
+        OpCase& f = cs.emplace_back("blockdiag_forward", name_of(l));
+        f.in("x", xs, d.in).uniform(-1.0f, 1.0f, seed++);
+        f.in("w", {c.k, c.o, c.i}, d.in).uniform(-1.0f, 1.0f, seed++);
+        f.out("y", ys, d.out).tol(tolerance(d));
+        f.run = [l](OpArgs& a) { blockdiag_forward(a["x"], a["w"], a["y"], l.x, l.y); };
+        for (bool accumulate : {false, true}) {
+          OpCase& b = cs.emplace_back("blockdiag_backward", name_of(l) + (accumulate ? " accumulate_dx" : ""));
+          b.in("x", xs, d.in).uniform(-1.0f, 1.0f, seed++).offset(accumulate ? 0 : 1);
+          b.in("w", {c.k, c.o, c.i}, d.in).uniform(-1.0f, 1.0f, seed++);
+          b.in("dy", ys, d.in).uniform(-1.0f, 1.0f, seed++);
+          TensorSpec& dx = b.out("dx", xs, d.out).tol(tolerance(d));
+          if (accumulate) dx.accumulated().uniform(-1.0f, 1.0f, seed++);
+          b.out("dw", {c.k, c.o, c.i}).accumulated().uniform(-1.0f, 1.0f, seed++).tol(tolerance({d.in, DType::f32}));
+          b.run = [accumulate, l](OpArgs& a) {
+            blockdiag_backward(a["x"], a["w"], a["dy"], a["dx"], a["dw"], accumulate, l.x, l.y);
+          };
+        }
       }
-    }
   return cs;
 }
 

@@ -1,5 +1,5 @@
 #pragma once
-// The GEMM behind the linear op, for other GPU ops built from matrix products (blockdiag):
+// The GEMM behind the linear op, for other ops built from matrix products (blockdiag):
 // cuBLASLt with fp32 accumulation, one cached deterministic algorithm per problem, a simple
 // deterministic kernel where cuBLASLt has none (see cuda.cu). Column-major, like cuBLAS:
 //   for b in [0, batch): D_b[m, n] = op(A_b)[m, k] op(B_b)[k, n] + beta C_b
@@ -26,5 +26,8 @@ struct Gemm {
 };
 
 void gemm_cuda(const Gemm& g, float beta);
+// The same product on the CPU (gemm_host.cpp; OpenBLAS, f32 operands and output): for ops whose
+// CPU path runs the GEMMs their CUDA path runs.
+void gemm_host(const Gemm& g, float beta);
 
 }  // namespace lingua

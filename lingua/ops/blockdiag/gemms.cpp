@@ -1,0 +1,100 @@
+// Each operand of a block product, seen by a column-major GEMM. Block c of an activation is the
+// row-major matrix M_c [N, w]; its storage is a column-major matrix with a leading dimension and a
+// per-block offset that holds either M_c^T (rows layout) or M_c (feature-major layouts):
+//   rows:        (n, j) at n*(k*w) + c*w + j  -> column-major [w, N], ld k*w, block stride w, M^T
+//   features:    (n, j) at (c*w + j)*N + n    -> column-major [N, w], ld N, block stride w*N, M
+//   interleaved: (n, j) at (j*k + c)*N + n    -> column-major [N, w], ld k*N, block stride N, M
+// W[c] row-major [o, i] is column-major [i, o], ld i, block stride o*i: it holds W_c^T. A GEMM
+// that needs M (or M^T) transposes exactly when the storage holds the other one.
+#include "lingua/ops/blockdiag/gemms.h"
+
+namespace lingua {
+
+namespace {
+
+struct Operand {
+  const void* p;
+  int64_t ld, stride;
+  bool holds_t;  // the column-major storage is M^T
+};
+
+Operand activation(const Tensor& t, BlockLayout layout, int64_t N, int64_t k, int64_t w) {
+  switch (layout) {
+    case BlockLayout::rows:
+      return {t.data, k * w, w, true};
+    case BlockLayout::features:
+      return {t.data, N, w * N, false};
+    case BlockLayout::interleaved:
+      return {t.data, k * N, N, false};
+  }
+  return {};
+}
+
+Operand weight(const Tensor& w, const BlockdiagDims& d) { return {w.data, d.i, d.o * d.i, true}; }
+
+// op(X) of the GEMM is M (want_t false) or M^T (want_t true) of operand X.
+void set_a(Gemm& g, const Operand& x, bool want_t) {
+  g.A = x.p, g.lda = x.ld, g.stride_a = x.stride, g.ta = (x.holds_t != want_t);
+}
+void set_b(Gemm& g, const Operand& x, bool want_t) {
+  g.B = x.p, g.ldb = x.ld, g.stride_b = x.stride, g.tb = (x.holds_t != want_t);
+}
+void set_d(Gemm& g, const Operand& x) {
+  g.C = g.D = const_cast<void*>(x.p), g.ldc = x.ld, g.stride_c = x.stride;
+}
+
+}  // namespace
+
+int64_t blockdiag_rows(const Tensor& t, BlockLayout layout) {
+  return t.size(layout == BlockLayout::rows ? 0 : 1);
+}
+
+Dims2 blockdiag_shape(int64_t N, int64_t k, int64_t width, BlockLayout layout) {
+  return layout == BlockLayout::rows ? Dims2{N, k * width} : Dims2{k * width, N};
+}
+
+Gemm blockdiag_forward_gemm(const BlockdiagDims& d, const Tensor& x, const Tensor& w, const Tensor& y,
+                            BlockLayout x_layout, BlockLayout y_layout) {
+  const Operand X = activation(x, x_layout, d.N, d.k, d.i), W = weight(w, d), Y = activation(y, y_layout, d.N, d.k, d.o);
+  Gemm g;
+  g.ab = x.dtype, g.c = y.dtype, g.batch = d.k, g.k = d.i;
+  if (Y.holds_t) {  // Y_c^T [o, N] = W_c [o, i] X_c^T [i, N]
+    g.m = d.o, g.n = d.N;
+    set_a(g, W, false), set_b(g, X, true);
+  } else {  // Y_c [N, o] = X_c [N, i] W_c^T [i, o]
+    g.m = d.N, g.n = d.o;
+    set_a(g, X, false), set_b(g, W, true);
+  }
+  set_d(g, Y);
+  return g;
+}
+
+Gemm blockdiag_dx_gemm(const BlockdiagDims& d, const Tensor& w, const Tensor& dy, const Tensor& dx,
+                       BlockLayout x_layout, BlockLayout y_layout) {
+  const Operand W = weight(w, d), DY = activation(dy, y_layout, d.N, d.k, d.o),
+                DX = activation(dx, x_layout, d.N, d.k, d.i);
+  Gemm g;
+  g.ab = w.dtype, g.c = dx.dtype, g.batch = d.k, g.k = d.o;
+  if (DX.holds_t) {  // DX_c^T [i, N] = W_c^T [i, o] DY_c^T [o, N]
+    g.m = d.i, g.n = d.N;
+    set_a(g, W, true), set_b(g, DY, true);
+  } else {  // DX_c [N, i] = DY_c [N, o] W_c [o, i]
+    g.m = d.N, g.n = d.i;
+    set_a(g, DY, false), set_b(g, W, false);
+  }
+  set_d(g, DX);
+  return g;
+}
+
+Gemm blockdiag_dw_gemm(const BlockdiagDims& d, const Tensor& x, const Tensor& dy, const Tensor& dw,
+                       BlockLayout x_layout, BlockLayout y_layout) {
+  const Operand X = activation(x, x_layout, d.N, d.k, d.i), DY = activation(dy, y_layout, d.N, d.k, d.o);
+  Gemm g;  // dW_c^T [i, o] (column-major storage of row-major dW_c) += X_c^T [i, N] DY_c [N, o]
+  g.ab = x.dtype, g.c = dw.dtype, g.batch = d.k, g.k = d.N;
+  g.m = d.i, g.n = d.o;
+  set_a(g, X, true), set_b(g, DY, false);
+  g.C = g.D = dw.data, g.ldc = d.i, g.stride_c = d.o * d.i;
+  return g;
+}
+
+}  // namespace lingua
