@@ -41,9 +41,9 @@ class BlockShuffleLinear final : public StructuredLinear {
     scratch.release_to(mark);
   }
   void forward_unshuffled(const Tensor& x, const Tensor& v, Arena& keep, Arena& /*scratch*/) override {
-    // z = blockdiag(W1) x is written feature-major ([k*q, N]); stage 2 reads it interleaved, which
-    // is P_mid without a copy (blockdiag.h).
-    zt_ = arena_tensor(keep, {k_ * q_, x.size(0)}, x.dtype);
+    // z = blockdiag(W1) x is written feature-major ([k*q, N], its columns padded to 16 bytes); stage 2
+    // reads it interleaved, which is P_mid without a copy (blockdiag.h).
+    zt_ = arena_tensor(keep, {k_ * q_, feature_major_width(x.size(0))}, x.dtype);
     blockdiag_forward(x, w1_.compute(), zt_, BlockLayout::rows, BlockLayout::features);
     blockdiag_forward(zt_, w2_.compute(), v, BlockLayout::interleaved, BlockLayout::rows);
   }
@@ -55,7 +55,7 @@ class BlockShuffleLinear final : public StructuredLinear {
   }
   void backward_input_unshuffled(const Tensor& dv, const Tensor& dx, Arena& scratch) override {
     // dz, feature-major like z: stage 2's gradient written interleaved is P_mid^T without a copy.
-    dzt_ = arena_tensor(scratch, {k_ * q_, dv.size(0)}, dv.dtype);  // pending for backward_weight
+    dzt_ = arena_tensor(scratch, {k_ * q_, feature_major_width(dv.size(0))}, dv.dtype);  // pending for backward_weight
     blockdiag_backward(zt_, w2_.compute(), dv, dzt_, w2_.grad(), false, BlockLayout::interleaved, BlockLayout::rows);
     blockdiag_backward(Tensor(), w1_.compute(), dzt_, dx, Tensor(), false, BlockLayout::rows, BlockLayout::features);
   }
@@ -64,9 +64,11 @@ class BlockShuffleLinear final : public StructuredLinear {
     if (is_given(g))
       blockdiag_backward(x, w1_.compute(), dzt_, Tensor(), g, false, BlockLayout::rows, BlockLayout::features);
   }
-  size_t saved_bytes(int64_t rows, DType act) const override { return arena_bytes(rows * k_ * q_, act); }
+  size_t saved_bytes(int64_t rows, DType act) const override {
+    return arena_bytes(feature_major_width(rows) * k_ * q_, act);
+  }
   size_t scratch_bytes(int64_t rows, DType act) const override {
-    return arena_bytes(rows * k_ * q_, act) + arena_bytes(rows * out_, act);
+    return arena_bytes(feature_major_width(rows) * k_ * q_, act) + arena_bytes(rows * out_, act);
   }
   int64_t matmul_params() const override { return k_ * q_ * (in_ / k_) + out_ * q_; }
   std::vector<double> dense() const override {
@@ -90,7 +92,7 @@ class BlockShuffleLinear final : public StructuredLinear {
  private:
   int64_t out_, in_, k_, q_;
   FactorParam w1_, w2_;
-  Tensor zt_, dzt_;  // saved: blockdiag(W1) x [k*q, N]; pending from backward_input: its gradient [k*q, N]
+  Tensor zt_, dzt_;  // saved: blockdiag(W1) x [k*q, L >= N]; pending from backward_input: its gradient, alike
 };
 
 }  // namespace

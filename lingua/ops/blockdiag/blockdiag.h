@@ -7,10 +7,14 @@
 // i.e. y = x blockdiag(W[0], ..., W[k-1])^T with W [k, o, i], where x_c is block c of x. Where the
 // blocks live is the activation's BlockLayout (x and dx share one, y and dy another):
 //   rows:        [N, k*w], block c = columns c*w .. (c+1)*w (the usual row-major activation)
-//   features:    [k*w, N], the transpose of rows (feature-major)
-//   interleaved: [w*k, N], feature-major with the blocks interleaved: element j of block c is row
+//   features:    [k*w, L], the transpose of rows (feature-major) in columns 0 .. N
+//   interleaved: [w*k, L], feature-major with the blocks interleaved: element j of block c is row
 //                j*k + c. A features output read as interleaved is the stride permutation
 //                stride_permute(., k) in between for free (BlockShuffle's P_mid).
+// N is the row count of the side in the rows layout (x's or y's); a feature-major tensor may then
+// be wider than N (L > N, e.g. feature_major_width(N): GEMMs run fastest on 16-byte aligned
+// columns); its columns N .. L are neither read nor written. Where both sides are feature-major,
+// both have L = N.
 // No copies: every layout is a strided view, one batched GEMM per product. dx or dw may be an
 // empty Tensor to skip it; x is read only for dw. y / dx never alias the inputs.
 #include <cstdint>
@@ -21,9 +25,12 @@ namespace lingua {
 
 enum class BlockLayout : uint8_t { rows, features, interleaved };
 
-void blockdiag_forward(const Tensor& x,  // [N, k*i] f32 (rows; else [k*i, N])
+// A feature-major tensor's width L for N rows: N rounded up to a multiple of 8 elements.
+inline int64_t feature_major_width(int64_t N) { return (N + 7) / 8 * 8; }
+
+void blockdiag_forward(const Tensor& x,  // [N, k*i] f32 (rows; else [k*i, L])
                        const Tensor& w,  // [k, o, i] f32
-                       const Tensor& y,  // [N, k*o] f32 (rows; else [k*o, N]), written
+                       const Tensor& y,  // [N, k*o] f32 (rows; else [k*o, L]), written
                        BlockLayout x_layout = BlockLayout::rows, BlockLayout y_layout = BlockLayout::rows);
 void blockdiag_backward(const Tensor& x,   // x_layout as forward's (read only for dw)
                         const Tensor& w,   // [k, o, i] f32

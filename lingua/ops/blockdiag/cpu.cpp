@@ -7,23 +7,10 @@
 namespace lingua {
 
 namespace {
-// w's blocks and the row count of `act` (k blocks of `width` in `layout`), checked.
-BlockdiagDims check_blocks(const char* op, const Tensor& w, const char* act_name, const Tensor& act,
-                           BlockLayout layout, bool out_width) {
+// w [k, o, i], f32 (k >= 1).
+void check_w(const char* op, const Tensor& w) {
   check_f32(op, "w", w, {-1, -1, -1});
-  const int64_t k = w.size(0), o = w.size(1), i = w.size(2);
-  if (k < 1) fail(op, ": argument 'w' (", w.str(), ") has no blocks");
-  const int64_t width = k * (out_width ? o : i);
-  if (layout == BlockLayout::rows)
-    check_f32(op, act_name, act, {-1, width});
-  else
-    check_f32(op, act_name, act, {width, -1});
-  return {blockdiag_rows(act, layout), k, o, i};
-}
-void check_activation(const char* op, const char* name, const Tensor& t, const BlockdiagDims& d, int64_t width,
-                      BlockLayout layout) {
-  const Dims2 s = blockdiag_shape(d.N, d.k, width, layout);
-  check_f32(op, name, t, {s.d0, s.d1});
+  if (w.size(0) < 1) fail(op, ": argument 'w' (", w.str(), ") has no blocks");
 }
 }  // namespace
 
@@ -33,8 +20,13 @@ void blockdiag_forward(const Tensor& x, const Tensor& w, const Tensor& y, BlockL
   if (x.device == Device::cuda) return blockdiag_forward_cuda(x, w, y, x_layout, y_layout);
 #endif
   const char* op = "blockdiag_forward";
-  const BlockdiagDims d = check_blocks(op, w, "x", x, x_layout, false);
-  check_activation(op, "y", y, d, d.o, y_layout);
+  check_w(op, w);
+  check_f32(op, "x", x, {-1, -1});
+  check_f32(op, "y", y, {-1, -1});
+  const BlockdiagDims d{blockdiag_rows(x, x_layout, y, y_layout), w.size(0), w.size(1), w.size(2)};
+  const bool exact = x_layout != BlockLayout::rows && y_layout != BlockLayout::rows;
+  check_block_activation(op, "x", x, d.N, d.k, d.i, x_layout, exact);
+  check_block_activation(op, "y", y, d.N, d.k, d.o, y_layout, exact);
   gemm_host(blockdiag_forward_gemm(d, x, w, y, x_layout, y_layout), 0.0f);
 }
 
@@ -46,12 +38,19 @@ void blockdiag_backward(const Tensor& x, const Tensor& w, const Tensor& dy, cons
     return blockdiag_backward_cuda(x, w, dy, dx, dw, accumulate_dx, x_layout, y_layout);
 #endif
   const char* op = "blockdiag_backward";
-  const BlockdiagDims d = check_blocks(op, w, "dy", dy, y_layout, true);
-  if (is_given(dx)) check_activation(op, "dx", dx, d, d.i, x_layout);
+  check_w(op, w);
+  check_f32(op, "dy", dy, {-1, -1});
+  if (is_given(dx)) check_f32(op, "dx", dx, {-1, -1});
   if (is_given(dw)) {
-    check_activation(op, "x", x, d, d.i, x_layout);
-    check_f32(op, "dw", dw, {d.k, d.o, d.i});
+    check_f32(op, "x", x, {-1, -1});
+    check_f32(op, "dw", dw, {w.size(0), w.size(1), w.size(2)});
   }
+  const BlockdiagDims d{blockdiag_rows(is_given(dx) ? dx : x, x_layout, dy, y_layout), w.size(0), w.size(1),
+                        w.size(2)};
+  const bool exact = x_layout != BlockLayout::rows && y_layout != BlockLayout::rows;
+  check_block_activation(op, "dy", dy, d.N, d.k, d.o, y_layout, exact);
+  if (is_given(dx)) check_block_activation(op, "dx", dx, d.N, d.k, d.i, x_layout, exact);
+  if (is_given(dw)) check_block_activation(op, "x", x, d.N, d.k, d.i, x_layout, exact);
   if (is_given(dx)) gemm_host(blockdiag_dx_gemm(d, w, dy, dx, x_layout, y_layout), accumulate_dx ? 1.0f : 0.0f);
   if (is_given(dw)) gemm_host(blockdiag_dw_gemm(d, x, dy, dw, x_layout, y_layout), 1.0f);
 }

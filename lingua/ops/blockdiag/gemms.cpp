@@ -1,9 +1,9 @@
 // Each operand of a block product, seen by a column-major GEMM. Block c of an activation is the
 // row-major matrix M_c [N, w]; its storage is a column-major matrix with a leading dimension and a
-// per-block offset that holds either M_c^T (rows layout) or M_c (feature-major layouts):
+// per-block offset that holds either M_c^T (rows layout) or M_c (feature-major layouts, L wide):
 //   rows:        (n, j) at n*(k*w) + c*w + j  -> column-major [w, N], ld k*w, block stride w, M^T
-//   features:    (n, j) at (c*w + j)*N + n    -> column-major [N, w], ld N, block stride w*N, M
-//   interleaved: (n, j) at (j*k + c)*N + n    -> column-major [N, w], ld k*N, block stride N, M
+//   features:    (n, j) at (c*w + j)*L + n    -> column-major [N, w], ld L, block stride w*L, M
+//   interleaved: (n, j) at (j*k + c)*L + n    -> column-major [N, w], ld k*L, block stride L, M
 // W[c] row-major [o, i] is column-major [i, o], ld i, block stride o*i: it holds W_c^T. A GEMM
 // that needs M (or M^T) transposes exactly when the storage holds the other one.
 #include "lingua/ops/blockdiag/gemms.h"
@@ -18,14 +18,14 @@ struct Operand {
   bool holds_t;  // the column-major storage is M^T
 };
 
-Operand activation(const Tensor& t, BlockLayout layout, int64_t N, int64_t k, int64_t w) {
+Operand activation(const Tensor& t, BlockLayout layout, int64_t k, int64_t w) {
   switch (layout) {
     case BlockLayout::rows:
       return {t.data, k * w, w, true};
     case BlockLayout::features:
-      return {t.data, N, w * N, false};
+      return {t.data, t.size(1), w * t.size(1), false};
     case BlockLayout::interleaved:
-      return {t.data, k * N, N, false};
+      return {t.data, k * t.size(1), t.size(1), false};
   }
   return {};
 }
@@ -45,17 +45,24 @@ void set_d(Gemm& g, const Operand& x) {
 
 }  // namespace
 
-int64_t blockdiag_rows(const Tensor& t, BlockLayout layout) {
-  return t.size(layout == BlockLayout::rows ? 0 : 1);
+int64_t blockdiag_rows(const Tensor& x_side, BlockLayout x_layout, const Tensor& y_side, BlockLayout y_layout) {
+  if (x_layout == BlockLayout::rows && x_side.ndim == 2) return x_side.size(0);
+  if (y_layout == BlockLayout::rows && y_side.ndim == 2) return y_side.size(0);
+  return y_side.ndim == 2 ? y_side.size(1) : x_side.ndim == 2 ? x_side.size(1) : 0;
 }
 
-Dims2 blockdiag_shape(int64_t N, int64_t k, int64_t width, BlockLayout layout) {
-  return layout == BlockLayout::rows ? Dims2{N, k * width} : Dims2{k * width, N};
+void check_block_activation(const char* op, const char* name, const Tensor& t, int64_t N, int64_t k, int64_t width,
+                            BlockLayout layout, bool exact) {
+  if (layout == BlockLayout::rows) return check_shape(op, name, t, {N, k * width});
+  check_shape(op, name, t, {k * width, -1});
+  if (t.size(1) < N || (exact && t.size(1) != N))
+    fail(op, ": argument '", name, "' (", t.str(), ") is feature-major [", k * width, ", L] for ", N, " rows: L ",
+         exact ? "must be " : "must be at least ", N, exact ? " (the other side is feature-major too)" : "");
 }
 
 Gemm blockdiag_forward_gemm(const BlockdiagDims& d, const Tensor& x, const Tensor& w, const Tensor& y,
                             BlockLayout x_layout, BlockLayout y_layout) {
-  const Operand X = activation(x, x_layout, d.N, d.k, d.i), W = weight(w, d), Y = activation(y, y_layout, d.N, d.k, d.o);
+  const Operand X = activation(x, x_layout, d.k, d.i), W = weight(w, d), Y = activation(y, y_layout, d.k, d.o);
   Gemm g;
   g.ab = x.dtype, g.c = y.dtype, g.batch = d.k, g.k = d.i;
   if (Y.holds_t) {  // Y_c^T [o, N] = W_c [o, i] X_c^T [i, N]
@@ -71,8 +78,8 @@ Gemm blockdiag_forward_gemm(const BlockdiagDims& d, const Tensor& x, const Tenso
 
 Gemm blockdiag_dx_gemm(const BlockdiagDims& d, const Tensor& w, const Tensor& dy, const Tensor& dx,
                        BlockLayout x_layout, BlockLayout y_layout) {
-  const Operand W = weight(w, d), DY = activation(dy, y_layout, d.N, d.k, d.o),
-                DX = activation(dx, x_layout, d.N, d.k, d.i);
+  const Operand W = weight(w, d), DY = activation(dy, y_layout, d.k, d.o),
+                DX = activation(dx, x_layout, d.k, d.i);
   Gemm g;
   g.ab = w.dtype, g.c = dx.dtype, g.batch = d.k, g.k = d.o;
   if (DX.holds_t) {  // DX_c^T [i, N] = W_c^T [i, o] DY_c^T [o, N]
@@ -88,7 +95,7 @@ Gemm blockdiag_dx_gemm(const BlockdiagDims& d, const Tensor& w, const Tensor& dy
 
 Gemm blockdiag_dw_gemm(const BlockdiagDims& d, const Tensor& x, const Tensor& dy, const Tensor& dw,
                        BlockLayout x_layout, BlockLayout y_layout) {
-  const Operand X = activation(x, x_layout, d.N, d.k, d.i), DY = activation(dy, y_layout, d.N, d.k, d.o);
+  const Operand X = activation(x, x_layout, d.k, d.i), DY = activation(dy, y_layout, d.k, d.o);
   Gemm g;  // dW_c^T [i, o] (column-major storage of row-major dW_c) += X_c^T [i, N] DY_c [N, o]
   g.ab = x.dtype, g.c = dw.dtype, g.batch = d.k, g.k = d.N;
   g.m = d.i, g.n = d.o;

@@ -3,6 +3,8 @@
 // and errors.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "lingua/ops/blockdiag/blockdiag.h"
 #include "lingua/ops/linear/linear.h"
 #include "lingua/ops/stride_permute/stride_permute.h"
@@ -61,28 +63,35 @@ TEST(BlockDiag, EqualsTheDenseBlockDiagonalLayer) {
 
 constexpr BlockLayout kLayouts[] = {BlockLayout::rows, BlockLayout::features, BlockLayout::interleaved};
 
-// An activation [N, k*w] (rows layout) stored in `layout`, written plainly from the definitions.
-std::vector<float> to_layout(const std::vector<float>& rows, int64_t N, int64_t k, int64_t w, BlockLayout layout) {
-  std::vector<float> out(rows.size());
+// An activation [N, k*w] (rows layout) stored in `layout`, written plainly from the definitions;
+// feature-major L wide (0: N), the columns N .. L holding `pad`.
+std::vector<float> to_layout(const std::vector<float>& rows, int64_t N, int64_t k, int64_t w, BlockLayout layout,
+                             int64_t L = 0, float pad = 0.0f) {
+  if (layout == BlockLayout::rows || L == 0) L = N;
+  std::vector<float> out((size_t)(L * k * w), pad);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < k; ++c)
       for (int64_t j = 0; j < w; ++j) {
         const float v = rows[n * k * w + c * w + j];
         if (layout == BlockLayout::rows) out[n * k * w + c * w + j] = v;
-        if (layout == BlockLayout::features) out[(c * w + j) * N + n] = v;
-        if (layout == BlockLayout::interleaved) out[(j * k + c) * N + n] = v;
+        if (layout == BlockLayout::features) out[(c * w + j) * L + n] = v;
+        if (layout == BlockLayout::interleaved) out[(j * k + c) * L + n] = v;
       }
   return out;
 }
-// The tensor over v's data: k blocks of w for N rows in `layout`.
-Tensor act(std::vector<float>& v, int64_t N, int64_t k, int64_t w, BlockLayout layout) {
-  return layout == BlockLayout::rows ? Tensor(v.data(), {N, k * w}) : Tensor(v.data(), {k * w, N});
+// The tensor over v's data: k blocks of w for N rows in `layout` (feature-major: L wide, 0: N).
+Tensor act(std::vector<float>& v, int64_t N, int64_t k, int64_t w, BlockLayout layout, int64_t L = 0) {
+  return layout == BlockLayout::rows ? Tensor(v.data(), {N, k * w}) : Tensor(v.data(), {k * w, L ? L : N});
 }
 
 TEST(BlockDiag, EveryLayoutIsTheRowsLayoutRearranged) {
+  // Feature-major tensors beside a rows one are 3 columns wider than N: their inputs' extra
+  // columns hold NaN (never read), their outputs' 9 (never written).
+  const float nan = std::numeric_limits<float>::quiet_NaN();
   for (Case c : kCases)
     for (BlockLayout xl : kLayouts)
       for (BlockLayout yl : kLayouts) {
+        const int64_t L = (xl == BlockLayout::rows || yl == BlockLayout::rows) ? c.N + 3 : c.N;
         auto x = random_vector(c.N * c.k * c.i, 11), w = random_vector(c.k * c.o * c.i, 12),
              dy = random_vector(c.N * c.k * c.o, 13), dx0 = random_vector(x.size(), 14);
         // The rows layout (checked against the dense layer above).
@@ -93,18 +102,21 @@ TEST(BlockDiag, EveryLayoutIsTheRowsLayoutRearranged) {
                            Tensor(dy.data(), {c.N, c.k * c.o}), Tensor(dx.data(), {c.N, c.k * c.i}),
                            Tensor(dw.data(), {c.k, c.o, c.i}), true);
         // The same in layouts (xl, yl): dx added to the start value in its layout.
-        std::vector<float> xl_x = to_layout(x, c.N, c.k, c.i, xl), yl_dy = to_layout(dy, c.N, c.k, c.o, yl),
-                           ly(y.size(), 9.0f), ldx = to_layout(dx0, c.N, c.k, c.i, xl), ldw(w.size(), 0.25f);
-        blockdiag_forward(act(xl_x, c.N, c.k, c.i, xl), Tensor(w.data(), {c.k, c.o, c.i}), act(ly, c.N, c.k, c.o, yl),
-                          xl, yl);
-        blockdiag_backward(act(xl_x, c.N, c.k, c.i, xl), Tensor(w.data(), {c.k, c.o, c.i}),
-                           act(yl_dy, c.N, c.k, c.o, yl), act(ldx, c.N, c.k, c.i, xl),
+        std::vector<float> xl_x = to_layout(x, c.N, c.k, c.i, xl, L, nan),
+                           yl_dy = to_layout(dy, c.N, c.k, c.o, yl, L, nan),
+                           ly = to_layout(std::vector<float>(y.size(), 5.0f), c.N, c.k, c.o, yl, L, 9.0f),
+                           ldx = to_layout(dx0, c.N, c.k, c.i, xl, L, 9.0f), ldw(w.size(), 0.25f);
+        blockdiag_forward(act(xl_x, c.N, c.k, c.i, xl, L), Tensor(w.data(), {c.k, c.o, c.i}),
+                          act(ly, c.N, c.k, c.o, yl, L), xl, yl);
+        blockdiag_backward(act(xl_x, c.N, c.k, c.i, xl, L), Tensor(w.data(), {c.k, c.o, c.i}),
+                           act(yl_dy, c.N, c.k, c.o, yl, L), act(ldx, c.N, c.k, c.i, xl, L),
                            Tensor(ldw.data(), {c.k, c.o, c.i}), true, xl, yl);
         const std::string what = "N " + std::to_string(c.N) + " k " + std::to_string(c.k) + " layouts " +
                                  std::to_string((int)xl) + " " + std::to_string((int)yl);
-        EXPECT_LT(max_rel_error(ly, to_layout(y, c.N, c.k, c.o, yl)), 1e-5) << what;
-        EXPECT_LT(max_rel_error(ldx, to_layout(dx, c.N, c.k, c.i, xl)), 1e-5) << what;
-        EXPECT_LT(max_rel_error(ldw, dw), 1e-5) << what;
+        // (close() also fails on a NaN, which a read of an extra column would spread.)
+        EXPECT_TRUE(close(ly, to_layout(y, c.N, c.k, c.o, yl, L, 9.0f), 1e-5, "y")) << what;
+        EXPECT_TRUE(close(ldx, to_layout(dx, c.N, c.k, c.i, xl, L, 9.0f), 1e-5, "dx")) << what;
+        EXPECT_TRUE(close(ldw, dw, 1e-5, "dw")) << what;
       }
 }
 
@@ -166,6 +178,16 @@ TEST(BlockDiag, ShapeErrorsNameTheArgument) {
   EXPECT_THROW(blockdiag_forward(Tensor(x.data(), {2, 4}), Tensor(w.data(), {2, 3, 2}), Tensor(y.data(), {6, 2}),
                                  BlockLayout::features, BlockLayout::features),
                std::exception);  // a features x is [k * i, N]
+  // Beside a rows y of 2 rows, a feature-major x may be wider (3) but not narrower (1); beside a
+  // feature-major y it must be as wide.
+  EXPECT_NO_THROW(blockdiag_forward(Tensor(x.data(), {4, 3}), Tensor(w.data(), {2, 3, 2}), Tensor(y.data(), {2, 6}),
+                                    BlockLayout::features, BlockLayout::rows));
+  EXPECT_THROW(blockdiag_forward(Tensor(x.data(), {4, 1}), Tensor(w.data(), {2, 3, 2}), Tensor(y.data(), {2, 6}),
+                                 BlockLayout::features, BlockLayout::rows),
+               std::exception);
+  EXPECT_THROW(blockdiag_forward(Tensor(x.data(), {4, 3}), Tensor(w.data(), {2, 3, 2}), Tensor(y.data(), {6, 2}),
+                                 BlockLayout::features, BlockLayout::interleaved),
+               std::exception);
 }
 
 }  // namespace
