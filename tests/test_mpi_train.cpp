@@ -31,6 +31,7 @@
 #include "lingua/data/loader.h"
 #include "lingua/dist/fsdp.h"
 #include "lingua/dist/world.h"
+#include "lingua/eval/validation.h"
 #include "lingua/train/growth_run.h"
 #include "lingua/train/trainer.h"
 #include "tests/mpi_run_util.h"
@@ -101,6 +102,9 @@ TrainConfig dist_config(const fs::path& data, const fs::path& dump, const std::s
     c.model.ffn = blockshuffle(mode) ? "blockshuffle" : "blockdense";
     c.model.structured.nblocks = 2;
     if (blockdense(mode)) c.model.structured.rank = 8;
+    // BlockShuffle's evaluations (every 4 steps) run pre-merged weights, merged from sharded
+    // factors under FSDP.
+    if (blockshuffle(mode)) c.model.structured.premerge_max_tokens = 4096;
   }
   if (modules(mode)) {
     c.model.modules = {"m1", "m0"};
@@ -131,13 +135,14 @@ std::vector<std::string> test_devices() {
 using Values = std::map<std::string, std::vector<float>>;
 
 // Trains the config with DDP, FSDP or HSDP over the ranks; returns the uninterrupted run's losses.
-std::vector<double> check_distributed_train(const std::string& device, Mode mode) {
+std::vector<double> check_distributed_train(const std::string& device, Mode mode, fs::path* run_dir = nullptr) {
   const int W = host().size();
   const std::string tag = device + "_" + mode_name(mode) + std::to_string(W);
   const fs::path data = shared_corpus("dist_train_" + tag);
   auto config = [&](const fs::path& dump) { return dist_config(data, dump, device, mode); };
   // An uninterrupted run, and the same config again.
   const fs::path a = shared_dir("dist_a_" + tag), b = shared_dir("dist_b_" + tag);
+  if (run_dir) *run_dir = a;
   Values trained;
   TrainHooks quiet{nullptr, true};
   // (HSDP's weights are split over a shard group of 2, the tables' columns over groups of 2:
@@ -350,17 +355,34 @@ TEST(DistributedTrain, ModuleTokensTrainAsDataParallel) {
 }
 
 // BlockShuffle and BlockDense FFNs under DDP and FSDP: their block factors shard like any
-// parameter, and FSDP trains as DDP.
+// parameter, and FSDP trains as DDP. BlockShuffle's in-run evaluations, pre-merged (from sharded
+// factors under FSDP), equal DDP's and the factored evaluation of the checkpoint in one process.
 TEST(DistributedTrain, BlockFfnsTrainAsDataParallel) {
   ASSERT_GE(host().size(), 2) << "run this test under mpirun -np 2 (ctest does)";
   for (const std::string& device : test_devices())
     for (Mode ddp_mode : {Mode::blockshuffle_ddp, Mode::blockdense_ddp}) {
       SCOPED_TRACE(device + " " + mode_name(ddp_mode));
-      const std::vector<double> ddp = check_distributed_train(device, ddp_mode);
-      const std::vector<double> fsdp = check_distributed_train(device, Mode((int)ddp_mode + 1));
+      fs::path ddp_dir, fsdp_dir;
+      const std::vector<double> ddp = check_distributed_train(device, ddp_mode, &ddp_dir);
+      const std::vector<double> fsdp = check_distributed_train(device, Mode((int)ddp_mode + 1), &fsdp_dir);
       ASSERT_EQ(fsdp.size(), ddp.size());
-      for (size_t i = 0; i < ddp.size(); ++i)
-        EXPECT_NEAR(fsdp[i], ddp[i], (device == "cpu" ? 1e-5 : 1e-2) * std::abs(ddp[i])) << "step " << i + 1;
+      const double tol = device == "cpu" ? 1e-5 : 1e-2;
+      for (size_t i = 0; i < ddp.size(); ++i) EXPECT_NEAR(fsdp[i], ddp[i], tol * std::abs(ddp[i])) << "step " << i + 1;
+      if (ddp_mode != Mode::blockshuffle_ddp || host().rank() != 0) continue;
+      const auto ddp_evals = read_jsonl(ddp_dir / "metrics.eval.jsonl"),
+                 fsdp_evals = read_jsonl(fsdp_dir / "metrics.eval.jsonl");
+      ASSERT_EQ(ddp_evals.size(), 2u);  // steps 4 and 8
+      ASSERT_EQ(fsdp_evals.size(), 2u);
+      for (size_t e = 0; e < 2; ++e) {
+        const double d = ddp_evals[e]["toy/nll_per_token"].get<double>(), f = fsdp_evals[e]["toy/nll_per_token"].get<double>();
+        EXPECT_NEAR(f, d, tol * d) << "evaluation " << e;
+      }
+      LoadedModel m = load_model((fsdp_dir / "checkpoints" / "0000000008").string(), "", device,
+                                 [](TrainConfig& c) { c.model.structured.premerge_max_tokens = 0; });
+      const double factored =
+          evaluate_validation(*m.exec, *m.tokenizer, m.config.data, m.config.eval.max_tokens).at("toy").nll_per_token();
+      const double merged = fsdp_evals[1]["toy/nll_per_token"].get<double>();
+      EXPECT_NEAR(merged, factored, tol * factored);
     }
 }
 
