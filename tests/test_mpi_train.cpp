@@ -374,7 +374,8 @@ TEST(DistributedTrain, BlockFfnsTrainAsDataParallel) {
       ASSERT_EQ(ddp_evals.size(), 2u);  // steps 4 and 8
       ASSERT_EQ(fsdp_evals.size(), 2u);
       for (size_t e = 0; e < 2; ++e) {
-        const double d = ddp_evals[e]["toy/nll_per_token"].get<double>(), f = fsdp_evals[e]["toy/nll_per_token"].get<double>();
+        const double d = ddp_evals[e]["toy/nll_per_token"].get<double>(),
+                     f = fsdp_evals[e]["toy/nll_per_token"].get<double>();
         EXPECT_NEAR(f, d, tol * d) << "evaluation " << e;
       }
       LoadedModel m = load_model((fsdp_dir / "checkpoints" / "0000000008").string(), "", device,

@@ -23,10 +23,7 @@ void blockdiag_forward(const Tensor& x, const Tensor& w, const Tensor& y, BlockL
   check_w(op, w);
   check_f32(op, "x", x, {-1, -1});
   check_f32(op, "y", y, {-1, -1});
-  const BlockdiagDims d{blockdiag_rows(x, x_layout, y, y_layout), w.size(0), w.size(1), w.size(2)};
-  const bool exact = x_layout != BlockLayout::rows && y_layout != BlockLayout::rows;
-  check_block_activation(op, "x", x, d.N, d.k, d.i, x_layout, exact);
-  check_block_activation(op, "y", y, d.N, d.k, d.o, y_layout, exact);
+  const BlockdiagDims d = check_forward_shapes(op, x, w, y, x_layout, y_layout);
   gemm_host(blockdiag_forward_gemm(d, x, w, y, x_layout, y_layout), 0.0f);
 }
 
@@ -45,12 +42,7 @@ void blockdiag_backward(const Tensor& x, const Tensor& w, const Tensor& dy, cons
     check_f32(op, "x", x, {-1, -1});
     check_f32(op, "dw", dw, {w.size(0), w.size(1), w.size(2)});
   }
-  const BlockdiagDims d{blockdiag_rows(is_given(dx) ? dx : x, x_layout, dy, y_layout), w.size(0), w.size(1),
-                        w.size(2)};
-  const bool exact = x_layout != BlockLayout::rows && y_layout != BlockLayout::rows;
-  check_block_activation(op, "dy", dy, d.N, d.k, d.o, y_layout, exact);
-  if (is_given(dx)) check_block_activation(op, "dx", dx, d.N, d.k, d.i, x_layout, exact);
-  if (is_given(dw)) check_block_activation(op, "x", x, d.N, d.k, d.i, x_layout, exact);
+  const BlockdiagDims d = check_backward_shapes(op, x, w, dy, dx, is_given(dw), x_layout, y_layout);
   if (is_given(dx)) gemm_host(blockdiag_dx_gemm(d, w, dy, dx, x_layout, y_layout), accumulate_dx ? 1.0f : 0.0f);
   if (is_given(dw)) gemm_host(blockdiag_dw_gemm(d, x, dy, dw, x_layout, y_layout), 1.0f);
 }

@@ -24,10 +24,7 @@ void blockdiag_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& y, B
   check_w(op, w);
   check_cuda_arg(op, "x", x, {w.dtype}, {-1, -1});
   check_cuda_product_out(op, "y", y, x.dtype, {-1, -1});
-  const BlockdiagDims d{blockdiag_rows(x, x_layout, y, y_layout), w.size(0), w.size(1), w.size(2)};
-  const bool exact = x_layout != BlockLayout::rows && y_layout != BlockLayout::rows;
-  check_block_activation(op, "x", x, d.N, d.k, d.i, x_layout, exact);
-  check_block_activation(op, "y", y, d.N, d.k, d.o, y_layout, exact);
+  const BlockdiagDims d = check_forward_shapes(op, x, w, y, x_layout, y_layout);
   gemm_cuda(blockdiag_forward_gemm(d, x, w, y, x_layout, y_layout), 0.0f);
 }
 
@@ -41,12 +38,7 @@ void blockdiag_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy,
     check_cuda_arg(op, "x", x, {w.dtype}, {-1, -1});
     check_cuda_arg(op, "dw", dw, {DType::f32}, {w.size(0), w.size(1), w.size(2)});
   }
-  const BlockdiagDims d{blockdiag_rows(is_given(dx) ? dx : x, x_layout, dy, y_layout), w.size(0), w.size(1),
-                        w.size(2)};
-  const bool exact = x_layout != BlockLayout::rows && y_layout != BlockLayout::rows;
-  check_block_activation(op, "dy", dy, d.N, d.k, d.o, y_layout, exact);
-  if (is_given(dx)) check_block_activation(op, "dx", dx, d.N, d.k, d.i, x_layout, exact);
-  if (is_given(dw)) check_block_activation(op, "x", x, d.N, d.k, d.i, x_layout, exact);
+  const BlockdiagDims d = check_backward_shapes(op, x, w, dy, dx, is_given(dw), x_layout, y_layout);
   if (d.N == 0) return;
   if (is_given(dx)) {
     LINGUA_PROFILE_SCOPE("dx");

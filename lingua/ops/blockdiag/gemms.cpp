@@ -8,6 +8,8 @@
 // that needs M (or M^T) transposes exactly when the storage holds the other one.
 #include "lingua/ops/blockdiag/gemms.h"
 
+#include "lingua/ops/op_checks.h"
+
 namespace lingua {
 
 namespace {
@@ -45,12 +47,17 @@ void set_d(Gemm& g, const Operand& x) {
 
 }  // namespace
 
+namespace {
+
+// N: the rows-layout side's row count; else the y side's width. x_side, y_side: a tensor of each
+// side (x or dx; y or dy), empty where that side has none.
 int64_t blockdiag_rows(const Tensor& x_side, BlockLayout x_layout, const Tensor& y_side, BlockLayout y_layout) {
   if (x_layout == BlockLayout::rows && x_side.ndim == 2) return x_side.size(0);
   if (y_layout == BlockLayout::rows && y_side.ndim == 2) return y_side.size(0);
   return y_side.ndim == 2 ? y_side.size(1) : x_side.ndim == 2 ? x_side.size(1) : 0;
 }
 
+// rows [N, k*width]; feature-major [k*width, L] with L >= N (L == N when `exact`).
 void check_block_activation(const char* op, const char* name, const Tensor& t, int64_t N, int64_t k, int64_t width,
                             BlockLayout layout, bool exact) {
   if (layout == BlockLayout::rows) return check_shape(op, name, t, {N, k * width});
@@ -58,6 +65,32 @@ void check_block_activation(const char* op, const char* name, const Tensor& t, i
   if (t.size(1) < N || (exact && t.size(1) != N))
     fail(op, ": argument '", name, "' (", t.str(), ") is feature-major [", k * width, ", L] for ", N, " rows: L ",
          exact ? "must be " : "must be at least ", N, exact ? " (the other side is feature-major too)" : "");
+}
+
+bool both_feature_major(BlockLayout x_layout, BlockLayout y_layout) {
+  return x_layout != BlockLayout::rows && y_layout != BlockLayout::rows;
+}
+
+}  // namespace
+
+BlockdiagDims check_forward_shapes(const char* op, const Tensor& x, const Tensor& w, const Tensor& y,
+                                   BlockLayout x_layout, BlockLayout y_layout) {
+  const BlockdiagDims d{blockdiag_rows(x, x_layout, y, y_layout), w.size(0), w.size(1), w.size(2)};
+  const bool exact = both_feature_major(x_layout, y_layout);
+  check_block_activation(op, "x", x, d.N, d.k, d.i, x_layout, exact);
+  check_block_activation(op, "y", y, d.N, d.k, d.o, y_layout, exact);
+  return d;
+}
+
+BlockdiagDims check_backward_shapes(const char* op, const Tensor& x, const Tensor& w, const Tensor& dy,
+                                    const Tensor& dx, bool x_read, BlockLayout x_layout, BlockLayout y_layout) {
+  const BlockdiagDims d{blockdiag_rows(is_given(dx) ? dx : x, x_layout, dy, y_layout), w.size(0), w.size(1),
+                       w.size(2)};
+  const bool exact = both_feature_major(x_layout, y_layout);
+  check_block_activation(op, "dy", dy, d.N, d.k, d.o, y_layout, exact);
+  if (is_given(dx)) check_block_activation(op, "dx", dx, d.N, d.k, d.i, x_layout, exact);
+  if (x_read) check_block_activation(op, "x", x, d.N, d.k, d.i, x_layout, exact);
+  return d;
 }
 
 Gemm blockdiag_forward_gemm(const BlockdiagDims& d, const Tensor& x, const Tensor& w, const Tensor& y,

@@ -12,13 +12,13 @@ struct BlockdiagDims {
   int64_t N, k, o, i;  // rows; blocks; a block's output and input widths
 };
 
-// N of a product (blockdiag.h): the rows-layout side's row count; else the y side's width. x_side
-// and y_side are a tensor of each side (x or dx; y or dy; an empty one where that side has none).
-int64_t blockdiag_rows(const Tensor& x_side, BlockLayout x_layout, const Tensor& y_side, BlockLayout y_layout);
-// What an activation of k blocks of `width` must be: rows [N, k*width]; feature-major [k*width, L]
-// with L >= N (L == N when `exact`). Fails naming the op and the argument.
-void check_block_activation(const char* op, const char* name, const Tensor& t, int64_t N, int64_t k, int64_t width,
-                            BlockLayout layout, bool exact);
+// The shapes of a forward (x, y) or a backward (x, dy, dx; dx or x may be empty, dw checked by
+// the caller), after the backend's dtype checks: N from the layouts (blockdiag.h), each
+// activation's shape checked, failing with the op and the argument named.
+BlockdiagDims check_forward_shapes(const char* op, const Tensor& x, const Tensor& w, const Tensor& y,
+                                   BlockLayout x_layout, BlockLayout y_layout);
+BlockdiagDims check_backward_shapes(const char* op, const Tensor& x, const Tensor& w, const Tensor& dy,
+                                    const Tensor& dx, bool x_read, BlockLayout x_layout, BlockLayout y_layout);
 
 // y = x blockdiag(W)^T (beta 0).
 Gemm blockdiag_forward_gemm(const BlockdiagDims& d, const Tensor& x, const Tensor& w, const Tensor& y,

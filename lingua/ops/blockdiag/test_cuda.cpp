@@ -74,7 +74,8 @@ std::vector<OpCase> cases() {
             t.uniform(-1.0f, 1.0f, seed++);
         };
         auto output = [&](TensorSpec& t, int64_t width, BlockLayout layout) {
-          if (padded && layout != BlockLayout::rows) t.accumulated().values(padded_values(c.N, width, layout, L, seed++, 7.0f));
+          if (padded && layout != BlockLayout::rows)
+            t.accumulated().values(padded_values(c.N, width, layout, L, seed++, 7.0f));
         };
         OpCase& f = cs.emplace_back("blockdiag_forward", name_of(l));
         input(f.in("x", xs, d.in), c.k * c.i, l.x);
