@@ -45,6 +45,21 @@ void set_d(Gemm& g, const Operand& x) {
   g.C = g.D = const_cast<void*>(x.p), g.ldc = x.ld, g.stride_c = x.stride;
 }
 
+// out_c [N, width] = L_c [N, g.k] R_c [g.k, width]: l an activation (L its M), r a weight (R its
+// M, or its M^T when r_t). Where out's storage holds its transpose, the GEMM computes
+// out^T = R^T L^T instead.
+void set_rows_product(Gemm& g, const Operand& out, const Operand& l, const Operand& r, bool r_t, int64_t N,
+                      int64_t width) {
+  if (out.holds_t) {
+    g.m = width, g.n = N;
+    set_a(g, r, !r_t), set_b(g, l, true);
+  } else {
+    g.m = N, g.n = width;
+    set_a(g, l, false), set_b(g, r, r_t);
+  }
+  set_d(g, out);
+}
+
 }  // namespace
 
 namespace {
@@ -95,34 +110,19 @@ BlockdiagDims check_backward_shapes(const char* op, const Tensor& x, const Tenso
 
 Gemm blockdiag_forward_gemm(const BlockdiagDims& d, const Tensor& x, const Tensor& w, const Tensor& y,
                             BlockLayout x_layout, BlockLayout y_layout) {
-  const Operand X = activation(x, x_layout, d.k, d.i), W = weight(w, d), Y = activation(y, y_layout, d.k, d.o);
-  Gemm g;
+  Gemm g;  // Y_c [N, o] = X_c [N, i] W_c^T
   g.ab = x.dtype, g.c = y.dtype, g.batch = d.k, g.k = d.i;
-  if (Y.holds_t) {  // Y_c^T [o, N] = W_c [o, i] X_c^T [i, N]
-    g.m = d.o, g.n = d.N;
-    set_a(g, W, false), set_b(g, X, true);
-  } else {  // Y_c [N, o] = X_c [N, i] W_c^T [i, o]
-    g.m = d.N, g.n = d.o;
-    set_a(g, X, false), set_b(g, W, true);
-  }
-  set_d(g, Y);
+  set_rows_product(g, activation(y, y_layout, d.k, d.o), activation(x, x_layout, d.k, d.i), weight(w, d), true, d.N,
+                   d.o);
   return g;
 }
 
 Gemm blockdiag_dx_gemm(const BlockdiagDims& d, const Tensor& w, const Tensor& dy, const Tensor& dx,
                        BlockLayout x_layout, BlockLayout y_layout) {
-  const Operand W = weight(w, d), DY = activation(dy, y_layout, d.k, d.o),
-                DX = activation(dx, x_layout, d.k, d.i);
-  Gemm g;
+  Gemm g;  // DX_c [N, i] = DY_c [N, o] W_c
   g.ab = w.dtype, g.c = dx.dtype, g.batch = d.k, g.k = d.o;
-  if (DX.holds_t) {  // DX_c^T [i, N] = W_c^T [i, o] DY_c^T [o, N]
-    g.m = d.i, g.n = d.N;
-    set_a(g, W, true), set_b(g, DY, true);
-  } else {  // DX_c [N, i] = DY_c [N, o] W_c [o, i]
-    g.m = d.N, g.n = d.i;
-    set_a(g, DY, false), set_b(g, W, false);
-  }
-  set_d(g, DX);
+  set_rows_product(g, activation(dx, x_layout, d.k, d.i), activation(dy, y_layout, d.k, d.o), weight(w, d), false,
+                   d.N, d.i);
   return g;
 }
 
